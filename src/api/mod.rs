@@ -1,0 +1,2 @@
+//! The authenticated REST API: parsing, validation and error mapping only;
+//! every effect goes through orchestration.

@@ -1,0 +1,1 @@
+//! The `hatch` command-line client.

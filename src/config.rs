@@ -1,0 +1,1 @@
+//! Daemon configuration from `HATCH_*` environment variables and flags.

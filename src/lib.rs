@@ -1,0 +1,18 @@
+//! Hatch: a control plane that turns a Linux host into a small cloud of
+//! microVMs behind one authenticated REST API.
+//!
+//! Data flow: `api` (HTTP) → `orch` (per-VM state machine, reconcilers) →
+//! host subsystems (`net`, `vmm`, `image`, `cloudinit`), with `store` as the
+//! source of truth.
+
+pub mod api;
+pub mod cli;
+pub mod cloudinit;
+pub mod config;
+pub mod image;
+pub mod model;
+pub mod net;
+pub mod orch;
+pub mod store;
+pub mod sys;
+pub mod vmm;

@@ -1,0 +1,30 @@
+//! Domain types shared by the API, orchestration and the store.
+//!
+//! These are the objects users see; the same structs are serialised in API
+//! responses and persisted (field for field) by the store.
+
+mod image;
+mod template;
+mod vm;
+
+pub use image::{Image, ImageProfile, KernelFormat};
+pub use template::Template;
+pub use vm::{NetworkIdentity, Vm, VmState};
+
+/// RFC 3339 timestamp in UTC, as stored and as shown in JSON.
+pub type Timestamp = chrono::DateTime<chrono::Utc>;
+
+pub fn now() -> Timestamp {
+    chrono::Utc::now()
+}
+
+/// A short random lowercase alphanumeric suffix for ids such as `vm-xyz789`.
+pub fn random_id(prefix: &str, len: usize) -> String {
+    use rand::Rng;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::thread_rng();
+    let suffix: String = (0..len)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect();
+    format!("{prefix}-{suffix}")
+}

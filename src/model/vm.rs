@@ -1,0 +1,96 @@
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+
+/// The lifecycle of a VM. Transitions are decided by `orch::transitions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmState {
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Snapshotting,
+    Snapshotted,
+    Restoring,
+    Error,
+}
+
+impl VmState {
+    pub const ALL: [VmState; 8] = [
+        VmState::Starting,
+        VmState::Running,
+        VmState::Stopping,
+        VmState::Stopped,
+        VmState::Snapshotting,
+        VmState::Snapshotted,
+        VmState::Restoring,
+        VmState::Error,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VmState::Starting => "starting",
+            VmState::Running => "running",
+            VmState::Stopping => "stopping",
+            VmState::Stopped => "stopped",
+            VmState::Snapshotting => "snapshotting",
+            VmState::Snapshotted => "snapshotted",
+            VmState::Restoring => "restoring",
+            VmState::Error => "error",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// States in which a VMM process is expected to exist.
+    pub fn has_process(self) -> bool {
+        matches!(
+            self,
+            VmState::Starting | VmState::Running | VmState::Stopping | VmState::Snapshotting | VmState::Restoring
+        )
+    }
+}
+
+/// What a networked VM holds on the host. Kept across stop; released on delete.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkIdentity {
+    pub guest_ip: Ipv4Addr,
+    pub guest_mac: String,
+    pub tap_name: String,
+    pub ssh_port: u16,
+}
+
+/// A VM as users see it. Network fields are absent when networking is off.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Vm {
+    pub id: String,
+    pub state: VmState,
+    pub image_id: String,
+    pub vcpu_count: u32,
+    pub mem_mib: u32,
+    pub enable_network: bool,
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    pub network: Option<NetworkIdentity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_data: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ssh_authorized_keys: Vec<String>,
+    /// The hypervisor that runs (or last ran) this VM: `qemu` or `firecracker`.
+    pub hypervisor: String,
+    /// PID of the VMM process while one exists.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Why the VM is in its state (exit code, crash reason, error message).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_reason: Option<String>,
+    /// When a networked guest first accepted a TCP connection on port 22.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ready_at: Option<Timestamp>,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}

@@ -1,0 +1,1 @@
+//! Embedded SQLite state with versioned migrations. The source of truth.

@@ -1,0 +1,5 @@
+//! Small host helpers shared by the subsystems: running programs with
+//! argument arrays (never shell strings) and inspecting processes.
+
+pub mod cmd;
+pub mod process;

@@ -1,0 +1,1 @@
+//! Firecracker backend controlled over its API socket.

@@ -1,0 +1,1 @@
+//! QEMU `microvm` backend controlled over QMP.
