@@ -2,83 +2,165 @@
 //! rollback, supervision of VMM processes, and reconcilers that derive host
 //! state from the database.
 //!
-//! (Interface only for now; the implementation lands with the VM lifecycle.)
+//! Every operation on a VM takes that VM's lock ([`locks::VmLocks`]), checks
+//! the transition ([`transitions::begin`]), records the state change in the
+//! store, and only then touches the host. Long-running tasks (one supervisor
+//! per VMM process, one readiness probe per boot) act through the same lock.
 
-use std::sync::Arc;
+mod create;
+mod error;
+mod layout;
+mod ledger;
+mod lifecycle;
+mod locks;
+mod reconcile;
+mod supervise;
+pub mod transitions;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::model::Vm;
+use crate::config::Config;
+use crate::model::{Vm, VmState};
+use crate::net::Network;
+use crate::store::Store;
+use crate::vmm::{Hypervisor, VmHandle};
 
-/// What `POST /vms` asks for, after the API layer parsed it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CreateVm {
-    pub image_id: Option<String>,
-    pub template_id: Option<String>,
-    pub vcpu_count: Option<u32>,
-    pub mem_mib: Option<u32>,
-    pub enable_network: Option<bool>,
-    pub guest_ip: Option<String>,
-    pub guest_mac: Option<String>,
-    pub user_data: Option<String>,
-    pub ssh_authorized_keys: Option<Vec<String>>,
-}
-
-/// Orchestration failures, mapped to HTTP statuses by the API layer.
-#[derive(Debug, thiserror::Error)]
-pub enum OrchError {
-    /// 404
-    #[error("{kind} {id} not found")]
-    NotFound { kind: &'static str, id: String },
-    /// 400 (422-like): a request field is invalid.
-    #[error("{field}: {message}")]
-    InvalidField { field: &'static str, message: String },
-    /// 409: the value is taken or the transition is not allowed now.
-    #[error("{message}")]
-    Conflict { field: Option<&'static str>, message: String },
-    /// 413
-    #[error("{field}: {message}")]
-    TooLarge { field: &'static str, message: String },
-    /// 503: a host resource is exhausted (ports, addresses).
-    #[error("{message}")]
-    Exhausted { message: String },
-    /// 504: waited too long (e.g. `wait=ready`).
-    #[error("{message}")]
-    Timeout { message: String },
-    /// 500: a host operation failed.
-    #[error("{0}")]
-    Internal(String),
-}
+pub use create::CreateVm;
+pub use error::OrchError;
+pub use layout::VmLayout;
 
 /// The VM manager the API talks to.
 pub struct Orchestrator {
-    _private: (),
+    store: Store,
+    config: Arc<Config>,
+    hypervisor: Arc<dyn Hypervisor>,
+    network: Arc<Network>,
+    locks: locks::VmLocks,
+    /// Live VMM processes by VM id.
+    handles: Mutex<HashMap<String, Arc<dyn VmHandle>>>,
+    /// Serialises choosing network resources and recording them, so
+    /// concurrent creates never pick the same IP, MAC, TAP or port.
+    allocation: tokio::sync::Mutex<()>,
 }
 
 impl Orchestrator {
-    pub async fn create_vm(self: &Arc<Self>, _req: CreateVm) -> Result<Vm, OrchError> {
-        Err(OrchError::Internal("not implemented yet".into()))
+    /// Chooses the hypervisor, prepares host networking and reconciles the
+    /// host with the database (adopting live VMs, cleaning up dead ones).
+    pub async fn start(config: Arc<Config>, store: Store) -> Result<Arc<Self>, OrchError> {
+        let (hypervisor, checks) = crate::vmm::select::choose(&config.hypervisor)?;
+        for check in checks.iter().filter(|c| !c.ok) {
+            tracing::warn!(check = %check.name, detail = %check.detail, "prerequisite");
+        }
+        tracing::info!(hypervisor = hypervisor.kind().as_str(), "hypervisor chosen");
+        let network = Arc::new(Network::new(config.net.clone()));
+        let orch = Arc::new(Self {
+            store,
+            config,
+            hypervisor,
+            network,
+            locks: locks::VmLocks::default(),
+            handles: Mutex::new(HashMap::new()),
+            allocation: tokio::sync::Mutex::new(()),
+        });
+        orch.reconcile().await?;
+        Ok(orch)
     }
-    pub async fn get_vm(&self, _id: &str) -> Result<Vm, OrchError> {
-        Err(OrchError::Internal("not implemented yet".into()))
+
+    /// Stops background work (dnsmasq supervision) and leaves VMs running;
+    /// the next start adopts them.
+    pub async fn shutdown(&self) {
+        self.network.shutdown().await;
     }
+
+    pub fn hypervisor_kind(&self) -> crate::vmm::HypervisorKind {
+        self.hypervisor.kind()
+    }
+
+    pub async fn get_vm(&self, id: &str) -> Result<Vm, OrchError> {
+        self.store.get_vm(id)?.ok_or_else(|| OrchError::vm_not_found(id))
+    }
+
     pub async fn list_vms(&self) -> Result<Vec<Vm>, OrchError> {
-        Err(OrchError::Internal("not implemented yet".into()))
+        Ok(self.store.list_vms()?)
     }
-    pub async fn stop_vm(self: &Arc<Self>, _id: &str) -> Result<Vm, OrchError> {
-        Err(OrchError::Internal("not implemented yet".into()))
-    }
-    pub async fn start_vm(self: &Arc<Self>, _id: &str) -> Result<Vm, OrchError> {
-        Err(OrchError::Internal("not implemented yet".into()))
-    }
-    pub async fn delete_vm(self: &Arc<Self>, _id: &str) -> Result<(), OrchError> {
-        Err(OrchError::Internal("not implemented yet".into()))
-    }
+
     /// Waits until the VM's `ready_at` is set (guest accepted TCP on port 22).
-    pub async fn wait_ready(&self, _id: &str, _timeout: Duration) -> Result<Vm, OrchError> {
-        Err(OrchError::Internal("not implemented yet".into()))
+    /// A VM without networking is ready once it runs.
+    pub async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<Vm, OrchError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let vm = self.get_vm(id).await?;
+            let ready = if vm.enable_network { vm.ready_at.is_some() } else { vm.state == VmState::Running };
+            if ready && vm.state == VmState::Running {
+                return Ok(vm);
+            }
+            if !matches!(vm.state, VmState::Starting | VmState::Running | VmState::Restoring) {
+                return Err(OrchError::Conflict {
+                    field: None,
+                    message: format!(
+                        "VM {id} is {} and will not become ready{}",
+                        vm.state.as_str(),
+                        vm.state_reason.map(|r| format!(": {r}")).unwrap_or_default()
+                    ),
+                });
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(OrchError::Timeout {
+                    message: format!(
+                        "VM {id} did not accept SSH connections within {}s (state {}); see GET /vms/{id}/logs",
+                        timeout.as_secs(),
+                        vm.state.as_str()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     }
+
     /// The tail of the VM's serial console.
-    pub async fn logs(&self, _id: &str, _max_bytes: usize) -> Result<String, OrchError> {
-        Err(OrchError::Internal("not implemented yet".into()))
+    pub async fn logs(&self, id: &str, max_bytes: usize) -> Result<String, OrchError> {
+        self.get_vm(id).await?;
+        let layout = self.layout(id);
+        Ok(crate::sys::process::tail(&layout.serial_log(), max_bytes))
+    }
+
+    fn layout(&self, vm_id: &str) -> VmLayout {
+        VmLayout::new(&self.config.data_dir, vm_id)
+    }
+
+    fn handle(&self, vm_id: &str) -> Option<Arc<dyn VmHandle>> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner()).get(vm_id).cloned()
+    }
+
+    fn set_handle(&self, vm_id: &str, handle: Option<Arc<dyn VmHandle>>) {
+        let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
+        match handle {
+            Some(handle) => handles.insert(vm_id.to_string(), handle),
+            None => handles.remove(vm_id),
+        };
+    }
+
+    /// Moves a VM to `to`, recording the change. Callers hold the VM's lock.
+    fn transition(&self, vm: &mut Vm, to: VmState, reason: Option<String>) -> Result<(), OrchError> {
+        let from = vm.state;
+        vm.state = to;
+        vm.state_reason = reason;
+        vm.updated_at = crate::model::now();
+        self.store.update_vm(vm)?;
+        self.store.record_transition(&vm.id, Some(from), to, vm.state_reason.as_deref())?;
+        tracing::info!(vm = %vm.id, from = from.as_str(), to = to.as_str(), reason = ?vm.state_reason, "state change");
+        Ok(())
+    }
+
+    /// All networked VMs in the database: the desired host network state.
+    fn desired_network(&self) -> Result<Vec<(String, crate::model::NetworkIdentity)>, OrchError> {
+        Ok(self
+            .store
+            .list_vms()?
+            .into_iter()
+            .filter_map(|vm| vm.network.map(|net| (vm.id, net)))
+            .collect())
     }
 }

@@ -1,0 +1,217 @@
+//! `POST /vms`: validate, allocate, prepare files and network, boot — each
+//! step recorded in a ledger so that a failure anywhere undoes all of it.
+
+use std::sync::Arc;
+
+use crate::cloudinit::{self, SeedInput};
+use crate::image;
+use crate::model::{self, Image, Vm, VmState};
+use crate::net::{NetRequest, Taken};
+
+use super::ledger::Ledger;
+use super::{OrchError, Orchestrator};
+
+/// What `POST /vms` asks for, after the API layer parsed it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CreateVm {
+    pub image_id: Option<String>,
+    pub template_id: Option<String>,
+    pub vcpu_count: Option<u32>,
+    pub mem_mib: Option<u32>,
+    pub enable_network: Option<bool>,
+    pub guest_ip: Option<String>,
+    pub guest_mac: Option<String>,
+    pub user_data: Option<String>,
+    pub ssh_authorized_keys: Option<Vec<String>>,
+}
+
+pub const VCPU_RANGE: std::ops::RangeInclusive<u32> = 1..=32;
+pub const MEM_MIB_RANGE: std::ops::RangeInclusive<u32> = 128..=262_144;
+
+/// A validated request with template and defaults applied.
+struct Plan {
+    image: Image,
+    vcpu_count: u32,
+    mem_mib: u32,
+    enable_network: bool,
+    net_request: NetRequest,
+    user_data: Option<String>,
+    ssh_authorized_keys: Vec<String>,
+}
+
+impl Orchestrator {
+    pub async fn create_vm(self: &Arc<Self>, req: CreateVm) -> Result<Vm, OrchError> {
+        let plan = self.plan(req)?;
+        let vm_id = self.new_vm_id()?;
+        let _guard = self.locks.lock(&vm_id).await;
+        let mut ledger = Ledger::new();
+        match self.provision(&vm_id, plan, &mut ledger).await {
+            Ok(vm) => {
+                ledger.commit();
+                Ok(vm)
+            }
+            Err(error) => {
+                tracing::warn!(vm = %vm_id, %error, "create failed; releasing everything it held");
+                ledger.rollback().await;
+                self.locks.forget(&vm_id);
+                Err(error)
+            }
+        }
+    }
+
+    fn plan(&self, req: CreateVm) -> Result<Plan, OrchError> {
+        let template = match &req.template_id {
+            Some(id) => Some(self.store.get_template(id)?.ok_or_else(|| OrchError::InvalidField {
+                field: "template_id",
+                message: format!("no template {id}"),
+            })?),
+            None => None,
+        };
+        let image = self.resolve_image(req.image_id.as_deref().or(template.as_ref().map(|t| t.image_id.as_str())))?;
+        let vcpu_count = req
+            .vcpu_count
+            .or(template.as_ref().map(|t| t.vcpu_count))
+            .unwrap_or(self.config.default_vcpu_count);
+        if !VCPU_RANGE.contains(&vcpu_count) {
+            return Err(OrchError::InvalidField {
+                field: "vcpu_count",
+                message: format!("must be between {} and {}", VCPU_RANGE.start(), VCPU_RANGE.end()),
+            });
+        }
+        let mem_mib = req.mem_mib.or(template.as_ref().map(|t| t.mem_mib)).unwrap_or(self.config.default_mem_mib);
+        if !MEM_MIB_RANGE.contains(&mem_mib) {
+            return Err(OrchError::InvalidField {
+                field: "mem_mib",
+                message: format!("must be between {} and {}", MEM_MIB_RANGE.start(), MEM_MIB_RANGE.end()),
+            });
+        }
+        let enable_network = req.enable_network.unwrap_or(true);
+        if !enable_network {
+            for (field, given) in [("guest_ip", req.guest_ip.is_some()), ("guest_mac", req.guest_mac.is_some())] {
+                if given {
+                    return Err(OrchError::InvalidField {
+                        field,
+                        message: "cannot be set when enable_network is false".into(),
+                    });
+                }
+            }
+        }
+        let user_data = req.user_data.or(template.as_ref().and_then(|t| t.user_data.clone()));
+        if let Some(data) = &user_data {
+            cloudinit::validate_user_data(data.as_bytes())?;
+        }
+        let keys = req
+            .ssh_authorized_keys
+            .or(template.as_ref().map(|t| t.ssh_authorized_keys.clone()))
+            .unwrap_or_default();
+        let ssh_authorized_keys = cloudinit::validate_ssh_keys(&keys)?;
+        Ok(Plan {
+            image,
+            vcpu_count,
+            mem_mib,
+            enable_network,
+            net_request: NetRequest { guest_ip: req.guest_ip, guest_mac: req.guest_mac },
+            user_data,
+            ssh_authorized_keys,
+        })
+    }
+
+    /// The requested image, else `HATCH_DEFAULT_IMAGE`, else the newest one.
+    fn resolve_image(&self, requested: Option<&str>) -> Result<Image, OrchError> {
+        if let Some(id) = requested {
+            return self.store.get_image(id)?.ok_or_else(|| OrchError::InvalidField {
+                field: "image_id",
+                message: format!("no image {id}"),
+            });
+        }
+        if let Some(default) = &self.config.default_image {
+            return self.store.find_image(default)?.ok_or_else(|| {
+                OrchError::Internal(format!("HATCH_DEFAULT_IMAGE names {default}, which is not registered"))
+            });
+        }
+        self.store.newest_image()?.ok_or_else(|| OrchError::InvalidField {
+            field: "image_id",
+            message: "no image is registered; build one with `hatch image build`".into(),
+        })
+    }
+
+    fn new_vm_id(&self) -> Result<String, OrchError> {
+        for _ in 0..16 {
+            let id = model::random_id("vm", 6);
+            if self.store.get_vm(&id)?.is_none() {
+                return Ok(id);
+            }
+        }
+        Err(OrchError::Internal("could not find a free VM id".into()))
+    }
+
+    async fn provision(self: &Arc<Self>, vm_id: &str, plan: Plan, ledger: &mut Ledger) -> Result<Vm, OrchError> {
+        let vm = self.record_new_vm(vm_id, &plan, ledger).await?;
+
+        let layout = self.layout(vm_id);
+        std::fs::create_dir_all(layout.dir()).map_err(|e| OrchError::Internal(format!("creating {}: {e}", layout.dir().display())))?;
+        let dir = layout.dir().to_path_buf();
+        ledger.record("VM directory", async move { tokio::fs::remove_dir_all(&dir).await.map_err(|e| e.to_string()) });
+
+        if plan.image.rootfs_path.is_some() {
+            image::prepare_vm_disk(&plan.image, &layout.disk()).await?;
+        }
+        let seed = SeedInput {
+            instance_id: vm_id.to_string(),
+            user_data: plan.user_data.clone().map(String::into_bytes),
+            public_keys: plan.ssh_authorized_keys.clone(),
+            nic_mac: vm.network.as_ref().map(|n| n.guest_mac.clone()),
+        };
+        cloudinit::write_seed(&seed, &layout.seed()).await?;
+
+        if let Some(identity) = &vm.network {
+            let desired = self.desired_network()?;
+            self.network.attach_vm(vm_id, identity, &desired).await?;
+            let (network, id, identity) = (self.network.clone(), vm_id.to_string(), identity.clone());
+            let orch = Arc::downgrade(self);
+            ledger.record("network attachment", async move {
+                let desired = orch.upgrade().map(|o| o.desired_network().unwrap_or_default()).unwrap_or_default();
+                let desired: Vec<_> = desired.into_iter().filter(|(vm, _)| vm != &id).collect();
+                network.detach_vm(&id, &identity, &desired).await.map_err(|e| e.to_string())
+            });
+        }
+
+        self.boot(vm, &plan.image).await
+    }
+
+    /// Chooses network resources and inserts the VM row in one critical
+    /// section; the row is what holds the resources from then on.
+    async fn record_new_vm(&self, vm_id: &str, plan: &Plan, ledger: &mut Ledger) -> Result<Vm, OrchError> {
+        let _allocating = self.allocation.lock().await;
+        let network = if plan.enable_network {
+            let vms = self.store.list_vms()?;
+            let taken = Taken::from_identities(vms.iter().filter_map(|vm| vm.network.as_ref()));
+            Some(self.network.allocate(vm_id, &plan.net_request, &taken)?)
+        } else {
+            None
+        };
+        let now = model::now();
+        let vm = Vm {
+            id: vm_id.to_string(),
+            state: VmState::Starting,
+            image_id: plan.image.id.clone(),
+            vcpu_count: plan.vcpu_count,
+            mem_mib: plan.mem_mib,
+            enable_network: plan.enable_network,
+            network,
+            user_data: plan.user_data.clone(),
+            ssh_authorized_keys: plan.ssh_authorized_keys.clone(),
+            hypervisor: self.hypervisor.kind().as_str().to_string(),
+            pid: None,
+            state_reason: None,
+            ready_at: None,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.insert_vm(&vm)?;
+        self.store.record_transition(vm_id, None, VmState::Starting, Some("created"))?;
+        let (store, id) = (self.store.clone(), vm_id.to_string());
+        ledger.record("VM record", async move { store.delete_vm(&id).map(|_| ()).map_err(|e| e.to_string()) });
+        Ok(vm)
+    }
+}

@@ -1,0 +1,82 @@
+use crate::cloudinit::SeedError;
+use crate::image::ImageError;
+use crate::net::NetError;
+use crate::store::StoreError;
+use crate::vmm::VmmError;
+
+/// Orchestration failures, mapped to HTTP statuses by the API layer.
+#[derive(Debug, thiserror::Error)]
+pub enum OrchError {
+    /// 404
+    #[error("{kind} {id} not found")]
+    NotFound { kind: &'static str, id: String },
+    /// 400: a request field is invalid.
+    #[error("{field}: {message}")]
+    InvalidField { field: &'static str, message: String },
+    /// 409: the value is taken or the transition is not allowed now.
+    #[error("{message}")]
+    Conflict { field: Option<&'static str>, message: String },
+    /// 413
+    #[error("{field}: {message}")]
+    TooLarge { field: &'static str, message: String },
+    /// 503: a host resource is exhausted (ports, addresses).
+    #[error("{message}")]
+    Exhausted { message: String },
+    /// 504: waited too long (e.g. `wait=ready`).
+    #[error("{message}")]
+    Timeout { message: String },
+    /// 500: a host operation failed.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl OrchError {
+    pub fn vm_not_found(id: &str) -> Self {
+        OrchError::NotFound { kind: "VM", id: id.to_string() }
+    }
+}
+
+impl From<NetError> for OrchError {
+    fn from(error: NetError) -> Self {
+        match error {
+            NetError::Invalid { field, message } => OrchError::InvalidField { field, message },
+            NetError::Conflict { field, message } => OrchError::Conflict { field: Some(field), message },
+            NetError::Exhausted { .. } => OrchError::Exhausted { message: error.to_string() },
+            other => OrchError::Internal(format!("networking: {other}")),
+        }
+    }
+}
+
+impl From<StoreError> for OrchError {
+    fn from(error: StoreError) -> Self {
+        match error {
+            StoreError::Conflict { field } => OrchError::Conflict {
+                field: Some(field),
+                message: format!("{field} is already in use"),
+            },
+            other => OrchError::Internal(format!("store: {other}")),
+        }
+    }
+}
+
+impl From<VmmError> for OrchError {
+    fn from(error: VmmError) -> Self {
+        OrchError::Internal(format!("hypervisor: {error}"))
+    }
+}
+
+impl From<SeedError> for OrchError {
+    fn from(error: SeedError) -> Self {
+        match error {
+            SeedError::Invalid { field, message } => OrchError::InvalidField { field, message },
+            SeedError::TooLarge { .. } => OrchError::TooLarge { field: "user_data", message: error.to_string() },
+            other => OrchError::Internal(format!("cloud-init seed: {other}")),
+        }
+    }
+}
+
+impl From<ImageError> for OrchError {
+    fn from(error: ImageError) -> Self {
+        OrchError::Internal(format!("image: {error}"))
+    }
+}

@@ -1,0 +1,151 @@
+//! Boot, stop, start and delete of one VM. Callers hold the VM's lock.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cloudinit::{self, SeedInput};
+use crate::model::{Image, Vm, VmState};
+use crate::vmm::{DiskSpec, KernelFiles, NicSpec, VmHandle, VmLaunch, DEFAULT_STOP_GRACE};
+
+use super::transitions::{begin, VmAction};
+use super::{OrchError, Orchestrator};
+
+/// Deleting does not wait long for a polite shutdown.
+const DELETE_GRACE: Duration = Duration::from_secs(3);
+
+impl Orchestrator {
+    /// Describes to the hypervisor how to run `vm` from `image`.
+    pub(super) fn launch_spec(&self, vm: &Vm, image: &Image) -> VmLaunch {
+        let layout = self.layout(&vm.id);
+        let mut disks = Vec::new();
+        if image.rootfs_path.is_some() {
+            disks.push(DiskSpec { id: "rootfs".into(), path: layout.disk(), read_only: false });
+        }
+        disks.push(DiskSpec { id: "seed".into(), path: layout.seed(), read_only: true });
+        VmLaunch {
+            vm_id: vm.id.clone(),
+            vcpu_count: vm.vcpu_count,
+            mem_mib: vm.mem_mib,
+            kernel: KernelFiles { elf: image.kernel_path.clone(), bzimage: image.bzimage_path.clone() },
+            initrd: image.initrd_path.clone(),
+            disks,
+            nic: vm
+                .network
+                .as_ref()
+                .map(|net| NicSpec { tap_name: net.tap_name.clone(), mac: net.guest_mac.clone() }),
+            boot_args: image.boot_args.clone(),
+            run_dir: layout.dir().to_path_buf(),
+        }
+    }
+
+    /// Launches the VMM for a VM in `starting` and moves it to `running`.
+    pub(super) async fn boot(self: &Arc<Self>, mut vm: Vm, image: &Image) -> Result<Vm, OrchError> {
+        let spec = self.launch_spec(&vm, image);
+        let handle: Arc<dyn VmHandle> = Arc::from(self.hypervisor.launch(&spec).await?);
+        vm.pid = Some(handle.pid());
+        vm.ready_at = None;
+        if let Err(error) = self.transition(&mut vm, VmState::Running, None) {
+            handle.stop(DELETE_GRACE).await;
+            return Err(error);
+        }
+        self.watch_process(&vm, handle);
+        Ok(vm)
+    }
+
+    pub async fn stop_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
+        let _guard = self.locks.lock(id).await;
+        let mut vm = self.get_vm(id).await?;
+        let stopping = self.check(&vm, VmAction::Stop)?;
+        self.transition(&mut vm, stopping, None)?;
+        if let Some(handle) = self.handle(id) {
+            let report = handle.stop(DEFAULT_STOP_GRACE).await;
+            tracing::info!(vm = %id, code = ?report.code, signal = ?report.signal, "VMM stopped");
+        }
+        self.set_handle(id, None);
+        vm.pid = None;
+        vm.ready_at = None;
+        self.transition(&mut vm, VmState::Stopped, Some("stopped by request".into()))?;
+        Ok(vm)
+    }
+
+    pub async fn start_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
+        let _guard = self.locks.lock(id).await;
+        let mut vm = self.get_vm(id).await?;
+        let starting = self.check(&vm, VmAction::Start)?;
+        self.transition(&mut vm, starting, None)?;
+        match self.restart_from_disk(vm.clone()).await {
+            Ok(vm) => Ok(vm),
+            Err(error) => {
+                self.transition(&mut vm, VmState::Error, Some(format!("start failed: {error}")))?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn restart_from_disk(self: &Arc<Self>, vm: Vm) -> Result<Vm, OrchError> {
+        let image = self
+            .store
+            .get_image(&vm.image_id)?
+            .ok_or_else(|| OrchError::Conflict { field: None, message: format!("image {} no longer exists", vm.image_id) })?;
+        let layout = self.layout(&vm.id);
+        std::fs::create_dir_all(layout.dir()).map_err(|e| OrchError::Internal(format!("creating {}: {e}", layout.dir().display())))?;
+        if image.rootfs_path.is_some() && !layout.disk().exists() {
+            return Err(OrchError::Internal(format!("the VM's disk {} is missing", layout.disk().display())));
+        }
+        let seed = SeedInput {
+            instance_id: vm.id.clone(),
+            user_data: vm.user_data.clone().map(String::into_bytes),
+            public_keys: vm.ssh_authorized_keys.clone(),
+            nic_mac: vm.network.as_ref().map(|n| n.guest_mac.clone()),
+        };
+        cloudinit::write_seed(&seed, &layout.seed()).await?;
+        if let Some(identity) = &vm.network {
+            let desired = self.desired_network()?;
+            self.network.attach_vm(&vm.id, identity, &desired).await?;
+        }
+        self.boot(vm, &image).await
+    }
+
+    pub async fn delete_vm(self: &Arc<Self>, id: &str) -> Result<(), OrchError> {
+        let _guard = self.locks.lock(id).await;
+        let vm = self.get_vm(id).await?;
+        self.check(&vm, VmAction::Delete)?;
+        self.kill_process(&vm).await;
+        if let Some(identity) = &vm.network {
+            let desired: Vec<_> = self.desired_network()?.into_iter().filter(|(other, _)| other != id).collect();
+            self.network.detach_vm(id, identity, &desired).await?;
+        }
+        let dir = self.layout(id).dir().to_path_buf();
+        if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                return Err(OrchError::Internal(format!("removing {}: {error}", dir.display())));
+            }
+        }
+        self.store.delete_vm(id)?;
+        self.locks.forget(id);
+        tracing::info!(vm = %id, "deleted");
+        Ok(())
+    }
+
+    /// Ends the VM's VMM process, whether we hold a handle to it or only
+    /// know its pid (e.g. an adoption that failed).
+    pub(super) async fn kill_process(&self, vm: &Vm) {
+        if let Some(handle) = self.handle(&vm.id) {
+            handle.stop(DELETE_GRACE).await;
+        }
+        self.set_handle(&vm.id, None);
+        if let Some(pid) = vm.pid {
+            let marker = self.layout(&vm.id).dir().to_string_lossy().into_owned();
+            if crate::sys::process::is_alive_with_marker(pid, &marker) {
+                crate::sys::process::terminate(pid, DELETE_GRACE).await;
+            }
+        }
+    }
+
+    fn check(&self, vm: &Vm, action: VmAction) -> Result<VmState, OrchError> {
+        begin(vm.state, action).ok_or_else(|| OrchError::Conflict {
+            field: None,
+            message: format!("cannot {} VM {} while it is {}", action.as_str(), vm.id, vm.state.as_str()),
+        })
+    }
+}

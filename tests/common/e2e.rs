@@ -1,0 +1,152 @@
+//! Two test-made "hosts" for end-to-end tests: the Hatch host (a network
+//! namespace the daemon runs in) and a client host connected to it by a veth
+//! pair, from which users SSH to `host:ssh_port`.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use super::daemon::{TestDaemon, TestKey};
+use super::netns::TestNetns;
+
+/// Address of the Hatch host on the link to the client.
+pub const HOST_ADDR: &str = "10.231.0.1";
+pub const CLIENT_ADDR: &str = "10.231.0.2";
+
+pub struct Topology {
+    // Field order matters: the client goes first, then the host.
+    client: TestNetns,
+    host: TestNetns,
+}
+
+impl Topology {
+    pub fn new() -> Self {
+        let host = TestNetns::new("host");
+        let client = TestNetns::new("client");
+        host.link_to(&client, &format!("{HOST_ADDR}/24"), &format!("{CLIENT_ADDR}/24"));
+        Topology { client, host }
+    }
+
+    pub fn host_ns(&self) -> &str {
+        self.host.name()
+    }
+
+    /// Registers an image's files with the daemon through `POST /images`.
+    pub fn register_image(&self, daemon: &TestDaemon, image: &hatch::model::Image) -> String {
+        let mut body = json!({"name": image.name, "login_user": image.login_user, "boot_args": image.boot_args});
+        let kernel = image.kernel_path.as_ref().or(image.bzimage_path.as_ref()).expect("image has a kernel");
+        body["kernel_path"] = json!(kernel);
+        if let Some(initrd) = &image.initrd_path {
+            body["initrd_path"] = json!(initrd);
+        }
+        if let Some(rootfs) = &image.rootfs_path {
+            body["rootfs_path"] = json!(rootfs);
+        }
+        let (status, registered) = daemon.api("POST", "/images", Some(&body));
+        assert_eq!(status, 201, "registering the image failed: {registered}");
+        registered["id"].as_str().expect("image id").to_string()
+    }
+
+    /// Runs `command` in the guest over SSH from the client host through the
+    /// forwarded port, retrying while the guest's SSH server comes up.
+    pub fn ssh(&self, key: &TestKey, user: &str, port: u16, command: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let output = self.ssh_output(key, user, port, command);
+            if output.status.success() {
+                return String::from_utf8_lossy(&output.stdout).into_owned();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "ssh -p {port} {user}@{HOST_ADDR} {command:?} failed: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+
+    /// One SSH attempt; whether it succeeded (for commands that end the session).
+    pub fn ssh_status(&self, key: &TestKey, user: &str, port: u16, command: &str) -> bool {
+        self.ssh_output(key, user, port, command).status.success()
+    }
+
+    fn ssh_output(&self, key: &TestKey, user: &str, port: u16, command: &str) -> std::process::Output {
+        let mut args = vec!["netns".to_string(), "exec".into(), self.client.name().into(), "ssh".into()];
+        args.extend(key.ssh_args(user, HOST_ADDR, port));
+        args.push(command.to_string());
+        Command::new("ip").args(&args).output().expect("ssh")
+    }
+
+    /// Runs a program inside the Hatch host's namespace and returns stdout.
+    pub fn on_host(&self, program: &str, args: &[&str]) -> String {
+        let output = Command::new("ip")
+            .args(["netns", "exec", self.host.name(), program])
+            .args(args)
+            .output()
+            .expect("ip netns exec");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// `grep "<mac>" /var/lib/hatch/dhcp/dnsmasq.conf`, as the guide says.
+    pub fn reservation_exists(&self, daemon: &TestDaemon, mac: &str, ip: &str) -> bool {
+        let conf = std::fs::read_to_string(daemon.data_path().join("dhcp/dnsmasq.conf")).unwrap_or_default();
+        conf.lines().any(|line| line.contains(mac) && line.contains(ip))
+    }
+
+    /// `iptables -t nat -L PREROUTING -n -v | grep <port>`, as the guide says.
+    pub fn forward_listed(&self, port: u16) -> bool {
+        self.on_host("iptables", &["-t", "nat", "-L", "PREROUTING", "-n", "-v"])
+            .lines()
+            .any(|line| line.contains(&port.to_string()))
+    }
+
+    /// After delete: no process, TAP, rule, reservation or directory of the VM.
+    pub fn assert_nothing_left(&self, daemon: &TestDaemon, vm: &VmView) {
+        assert!(
+            std::fs::read_dir(daemon.data_path().join("vms")).map(|d| d.count()).unwrap_or(0) == 0
+                || !daemon.data_path().join("vms").join(&vm.id).exists(),
+            "the VM's directory is still there"
+        );
+        let links = self.on_host("ip", &["-o", "link", "show"]);
+        assert!(!links.contains(&vm.tap_name), "TAP {} still exists:\n{links}", vm.tap_name);
+        let rules = self.on_host("iptables-save", &[]);
+        assert!(
+            !rules.lines().any(|l| l.contains(&format!("--dport {} ", vm.ssh_port)) || l.contains(&format!("{}:22", vm.guest_ip))),
+            "a forward for {} is still there:\n{rules}",
+            vm.id
+        );
+        assert!(!self.reservation_exists(daemon, &vm.guest_mac, &vm.guest_ip), "the DHCP reservation is still there");
+        let marker = daemon.data_path().join("vms").join(&vm.id).display().to_string();
+        for pid in daemon.vmm_pids() {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            assert!(!String::from_utf8_lossy(&cmdline).contains(&marker), "VMM {pid} of {} still runs", vm.id);
+        }
+    }
+}
+
+/// The fields of a networked VM object the tests look at.
+#[derive(Debug, Clone)]
+pub struct VmView {
+    pub id: String,
+    pub state: String,
+    pub guest_ip: String,
+    pub guest_mac: String,
+    pub tap_name: String,
+    pub ssh_port: u16,
+}
+
+impl From<&Value> for VmView {
+    fn from(vm: &Value) -> Self {
+        let text = |key: &str| vm[key].as_str().unwrap_or_default().to_string();
+        VmView {
+            id: text("id"),
+            state: text("state"),
+            guest_ip: text("guest_ip"),
+            guest_mac: text("guest_mac"),
+            tap_name: text("tap_name"),
+            ssh_port: vm["ssh_port"].as_u64().unwrap_or(0) as u16,
+        }
+    }
+}
