@@ -1,1 +1,0 @@
-//! Daemon configuration from `HATCH_*` environment variables and flags.

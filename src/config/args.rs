@@ -1,0 +1,163 @@
+//! `hatch serve` flags, each backed by its HATCH_* variable. Values stay
+//! text here and are validated in one place (`Config::from_args`), so every
+//! error names the variable the user sets.
+
+use clap::{Args, Parser};
+
+use super::ConfigError;
+
+mod defaults {
+    pub const DATA_DIR: &str = "/var/lib/hatch";
+    pub const HTTP_ADDR: &str = "127.0.0.1:8080";
+    pub const BRIDGE_NAME: &str = "fcbridge";
+    pub const BRIDGE_CIDR: &str = "192.168.241.1/24";
+    pub const SSH_ALLOWED_CIDR: &str = "0.0.0.0/0";
+    pub const SSH_PORT_MIN: &str = "2200";
+    pub const SSH_PORT_MAX: &str = "2299";
+    pub const HYPERVISOR: &str = "auto";
+    pub const QEMU_ACCEL: &str = "auto";
+    pub const DEFAULT_VCPU: &str = "1";
+    pub const DEFAULT_MEM_MIB: &str = "256";
+    pub const PROXY_ADDR: &str = "127.0.0.1:9090";
+    pub const PROXY_BASE_DOMAIN: &str = "localhost";
+    pub const PROXY_WAKE_TIMEOUT: &str = "60s";
+    pub const IDLE_CHECK_INTERVAL: &str = "5m";
+    pub const IDLE_TIMEOUT: &str = "45m";
+    pub const S3_REGION: &str = "us-east-1";
+    pub const SNAPSHOT_KEEP: &str = "5";
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// State directory: database, admin.key, images, VM disks, snapshots.
+    #[arg(long, env = "HATCH_DATA_DIR", default_value = defaults::DATA_DIR)]
+    pub data_dir: String,
+    /// API listen address: host:port, or unix:/path/to.sock.
+    #[arg(long, env = "HATCH_HTTP_ADDR", default_value = defaults::HTTP_ADDR)]
+    pub http_addr: String,
+    /// Linux bridge that connects the VMs' TAP devices.
+    #[arg(long, env = "HATCH_BRIDGE_NAME", default_value = defaults::BRIDGE_NAME)]
+    pub bridge_name: String,
+    /// Gateway address and prefix of the VM network.
+    #[arg(long, env = "HATCH_BRIDGE_CIDR", default_value = defaults::BRIDGE_CIDR)]
+    pub bridge_cidr: String,
+    /// Source network allowed to reach guests through the SSH port forwards.
+    #[arg(long, env = "HATCH_SSH_ALLOWED_CIDR", default_value = defaults::SSH_ALLOWED_CIDR)]
+    pub ssh_allowed_cidr: String,
+    /// First host port used for SSH forwards.
+    #[arg(long, env = "HATCH_SSH_PORT_MIN", default_value = defaults::SSH_PORT_MIN)]
+    pub ssh_port_min: String,
+    /// Last host port used for SSH forwards.
+    #[arg(long, env = "HATCH_SSH_PORT_MAX", default_value = defaults::SSH_PORT_MAX)]
+    pub ssh_port_max: String,
+    /// auto (Firecracker when available with hardware KVM, else QEMU), firecracker or qemu.
+    #[arg(long, env = "HATCH_HYPERVISOR", default_value = defaults::HYPERVISOR)]
+    pub hypervisor: String,
+    /// QEMU acceleration: auto, kvm or tcg.
+    #[arg(long, env = "HATCH_QEMU_ACCEL", default_value = defaults::QEMU_ACCEL)]
+    pub qemu_accel: String,
+    /// Firecracker binary [default: `firecracker` on PATH].
+    #[arg(long, env = "HATCH_FIRECRACKER_BIN")]
+    pub firecracker_bin: Option<String>,
+    /// QEMU binary [default: `qemu-system-x86_64` on PATH].
+    #[arg(long, env = "HATCH_QEMU_BIN")]
+    pub qemu_bin: Option<String>,
+    /// Image (id or name) for VMs that name no image or template [default: the newest image].
+    #[arg(long, env = "HATCH_DEFAULT_IMAGE")]
+    pub default_image: Option<String>,
+    /// vCPUs for VMs that do not say.
+    #[arg(long, env = "HATCH_DEFAULT_VCPU", default_value = defaults::DEFAULT_VCPU)]
+    pub default_vcpu: String,
+    /// Memory (MiB) for VMs that do not say.
+    #[arg(long, env = "HATCH_DEFAULT_MEM_MIB", default_value = defaults::DEFAULT_MEM_MIB)]
+    pub default_mem_mib: String,
+    /// Subdomain reverse proxy listen address.
+    #[arg(long, env = "HATCH_PROXY_ADDR", default_value = defaults::PROXY_ADDR)]
+    pub proxy_addr: String,
+    /// Routes answer on <subdomain>.<this domain>.
+    #[arg(long, env = "HATCH_PROXY_BASE_DOMAIN", default_value = defaults::PROXY_BASE_DOMAIN)]
+    pub proxy_base_domain: String,
+    /// How long a request waits for a sleeping VM to wake (90s, 5m, 1h).
+    #[arg(long, env = "HATCH_PROXY_WAKE_TIMEOUT", default_value = defaults::PROXY_WAKE_TIMEOUT)]
+    pub proxy_wake_timeout: String,
+    /// How often idle VMs are looked for.
+    #[arg(long, env = "HATCH_IDLE_CHECK_INTERVAL", default_value = defaults::IDLE_CHECK_INTERVAL)]
+    pub idle_check_interval: String,
+    /// A routed VM without traffic (and without SSH sessions) this long is snapshotted.
+    #[arg(long, env = "HATCH_IDLE_TIMEOUT", default_value = defaults::IDLE_TIMEOUT)]
+    pub idle_timeout: String,
+    /// Image build cache [default: $HATCH_DATA_DIR/cache].
+    #[arg(long, env = "HATCH_IMAGE_CACHE_DIR")]
+    pub image_cache_dir: Option<String>,
+    /// Debian mirror URL for image builds [default: the host's apt sources].
+    #[arg(long, env = "HATCH_DEBIAN_MIRROR")]
+    pub debian_mirror: Option<String>,
+    /// S3-compatible endpoint URL for snapshots [default: unset, AWS].
+    #[arg(long, env = "HATCH_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Bucket for snapshots; when unset, snapshots stay under the data dir [default: unset].
+    #[arg(long, env = "HATCH_S3_BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// S3 region.
+    #[arg(long, env = "HATCH_S3_REGION", default_value = defaults::S3_REGION)]
+    pub s3_region: String,
+    /// S3 access key id [default: unset].
+    #[arg(long, env = "HATCH_S3_ACCESS_KEY", hide_env_values = true)]
+    pub s3_access_key: Option<String>,
+    /// S3 secret key (never printed) [default: unset].
+    #[arg(long, env = "HATCH_S3_SECRET_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<String>,
+    /// Snapshots kept per VM; older ones are deleted.
+    #[arg(long, env = "HATCH_SNAPSHOT_KEEP", default_value = defaults::SNAPSHOT_KEEP)]
+    pub snapshot_keep: String,
+}
+
+/// Parses only the environment (no command line).
+#[derive(Parser)]
+struct EnvOnly {
+    #[command(flatten)]
+    args: ServeArgs,
+}
+
+impl ServeArgs {
+    /// The values from HATCH_* variables, defaults where unset.
+    pub fn from_env() -> Result<ServeArgs, ConfigError> {
+        EnvOnly::try_parse_from(["hatch"])
+            .map(|parsed| parsed.args)
+            .map_err(|e| ConfigError::new("HATCH_*", e.to_string()))
+    }
+
+    /// The built-in defaults, ignoring the environment.
+    pub fn defaults() -> ServeArgs {
+        use defaults::*;
+        ServeArgs {
+            data_dir: DATA_DIR.into(),
+            http_addr: HTTP_ADDR.into(),
+            bridge_name: BRIDGE_NAME.into(),
+            bridge_cidr: BRIDGE_CIDR.into(),
+            ssh_allowed_cidr: SSH_ALLOWED_CIDR.into(),
+            ssh_port_min: SSH_PORT_MIN.into(),
+            ssh_port_max: SSH_PORT_MAX.into(),
+            hypervisor: HYPERVISOR.into(),
+            qemu_accel: QEMU_ACCEL.into(),
+            firecracker_bin: None,
+            qemu_bin: None,
+            default_image: None,
+            default_vcpu: DEFAULT_VCPU.into(),
+            default_mem_mib: DEFAULT_MEM_MIB.into(),
+            proxy_addr: PROXY_ADDR.into(),
+            proxy_base_domain: PROXY_BASE_DOMAIN.into(),
+            proxy_wake_timeout: PROXY_WAKE_TIMEOUT.into(),
+            idle_check_interval: IDLE_CHECK_INTERVAL.into(),
+            idle_timeout: IDLE_TIMEOUT.into(),
+            image_cache_dir: None,
+            debian_mirror: None,
+            s3_endpoint: None,
+            s3_bucket: None,
+            s3_region: S3_REGION.into(),
+            s3_access_key: None,
+            s3_secret_key: None,
+            snapshot_keep: SNAPSHOT_KEEP.into(),
+        }
+    }
+}

@@ -1,0 +1,124 @@
+//! Parsers for single configuration values. Each returns a message that the
+//! caller prefixes with the variable's name.
+
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the API listens: TCP `host:port` or a Unix socket (`unix:/path`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+pub fn listen_addr(text: &str) -> Result<ListenAddr, String> {
+    if let Some(path) = text.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            return Err(format!("{text:?}: a unix socket path must be absolute (unix:/run/hatch.sock)"));
+        }
+        return Ok(ListenAddr::Unix(path));
+    }
+    socket_addr(text).map(ListenAddr::Tcp)
+}
+
+/// `host:port` where host is an IP address or a name that resolves locally (e.g. localhost).
+pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let hint = "expected host:port such as 127.0.0.1:8080";
+    if !text.contains(':') {
+        return Err(format!("{text:?}: {hint}"));
+    }
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| format!("{text:?}: {hint}"))
+}
+
+/// `90s`, `5m`, `1h`, `250ms`; a bare number means seconds. Zero is refused.
+pub fn duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || format!("{text:?}: expected a duration such as 90s, 5m or 1h");
+    let value: u64 = number.parse().map_err(|_| bad())?;
+    let millis_per_unit: u64 = match unit {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        _ => return Err(bad()),
+    };
+    let millis = value.checked_mul(millis_per_unit).ok_or_else(bad)?;
+    if millis == 0 {
+        return Err(format!("{text:?}: must be longer than zero"));
+    }
+    Ok(Duration::from_millis(millis))
+}
+
+pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(text: &str, min: T, max: T) -> Result<T, String> {
+    let value: T = text.trim().parse().map_err(|_| format!("{text:?} is not a whole number"))?;
+    if value < min || value > max {
+        return Err(format!("{value} is outside {min}..={max}"));
+    }
+    Ok(value)
+}
+
+/// `a.b.c.d/len`: the address as written and the prefix length.
+pub fn ipv4_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
+    let bad = || format!("{text:?}: expected an IPv4 CIDR such as 192.168.241.1/24");
+    let (addr, len) = text.trim().split_once('/').ok_or_else(bad)?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
+    let len: u8 = len.parse().map_err(|_| bad())?;
+    if len > 32 {
+        return Err(bad());
+    }
+    Ok((addr, len))
+}
+
+pub fn mask(prefix_len: u8) -> u32 {
+    if prefix_len == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix_len))
+    }
+}
+
+/// A DNS name made of valid labels (for HATCH_PROXY_BASE_DOMAIN).
+pub fn dns_name(text: &str) -> Result<String, String> {
+    let valid_label = |label: &str| {
+        (1..=63).contains(&label.len())
+            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    };
+    if text.len() > 253 || !text.split('.').all(valid_label) {
+        return Err(format!("{text:?} is not a valid DNS name"));
+    }
+    Ok(text.to_ascii_lowercase())
+}
+
+pub fn absolute_path(text: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(text);
+    if text.is_empty() || !path.is_absolute() {
+        return Err(format!("{text:?}: must be an absolute path"));
+    }
+    Ok(path)
+}
+
+/// Empty values mean "unset" (so `HATCH_X=` can clear a setting).
+pub fn non_empty(value: &Option<String>) -> Option<&str> {
+    value.as_deref().map(str::trim).filter(|v| !v.is_empty())
+}

@@ -1,0 +1,69 @@
+//! Conversions between domain values and SQLite columns, shared by the tables.
+
+use chrono::SecondsFormat;
+use rusqlite::ErrorCode;
+
+use super::StoreError;
+use crate::model::Timestamp;
+
+/// Fixed-width RFC 3339 (nanoseconds, `Z`: lossless), so text order is time order.
+pub fn ts(value: &Timestamp) -> String {
+    value.to_rfc3339_opts(SecondsFormat::Nanos, true)
+}
+
+pub fn opt_ts(value: &Option<Timestamp>) -> Option<String> {
+    value.as_ref().map(ts)
+}
+
+pub fn parse_ts(table: &'static str, text: &str) -> Result<Timestamp, StoreError> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .map_err(|e| corrupt(table, format!("timestamp {text:?}: {e}")))
+}
+
+pub fn parse_opt_ts(table: &'static str, text: Option<String>) -> Result<Option<Timestamp>, StoreError> {
+    text.map(|t| parse_ts(table, &t)).transpose()
+}
+
+pub fn corrupt(table: &'static str, detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt { table, detail: detail.into() }
+}
+
+pub fn string_list(value: &[String]) -> String {
+    serde_json::Value::from(value.to_vec()).to_string()
+}
+
+pub fn parse_string_list(table: &'static str, text: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(text).map_err(|e| corrupt(table, format!("string list {text:?}: {e}")))
+}
+
+/// Maps a constraint violation to `Conflict` naming the column, for the
+/// columns callers can act on; every other error passes through.
+pub fn map_unique(err: rusqlite::Error, known: &[&'static str]) -> StoreError {
+    if let rusqlite::Error::SqliteFailure(failure, Some(message)) = &err {
+        if failure.code == ErrorCode::ConstraintViolation {
+            // SQLite says e.g. "UNIQUE constraint failed: vms.guest_ip".
+            let column = message.rsplit('.').next().unwrap_or_default().trim();
+            if let Some(field) = known.iter().find(|k| **k == column) {
+                return StoreError::Conflict { field };
+            }
+        }
+    }
+    StoreError::Sqlite(err)
+}
+
+/// Runs a query and decodes every row with `decode`.
+pub fn query_all<T>(
+    conn: &rusqlite::Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+    decode: fn(&rusqlite::Row<'_>) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(decode(row)?);
+    }
+    Ok(out)
+}

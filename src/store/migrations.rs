@@ -1,0 +1,140 @@
+//! Versioned schema migrations.
+//!
+//! `MIGRATIONS[i]` takes the schema from version `i` to `i + 1`. Each one is
+//! applied in its own transaction together with the version bump, so a crash
+//! leaves the database at a whole version. Never edit a released migration;
+//! append a new one.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use super::StoreError;
+
+pub const MIGRATIONS: &[&str] = &[
+    // 1: core objects, state-change history and API keys.
+    r#"
+    CREATE TABLE images (
+        id            TEXT PRIMARY KEY,
+        name          TEXT NOT NULL,
+        profile       TEXT NOT NULL,
+        kernel_path   TEXT,
+        bzimage_path  TEXT,
+        initrd_path   TEXT,
+        rootfs_path   TEXT,
+        login_user    TEXT NOT NULL,
+        boot_args     TEXT NOT NULL,
+        size_bytes    INTEGER NOT NULL,
+        created_at    TEXT NOT NULL
+    );
+    CREATE INDEX images_name ON images(name);
+
+    CREATE TABLE templates (
+        id                  TEXT PRIMARY KEY,
+        name                TEXT NOT NULL,
+        image_id            TEXT NOT NULL,
+        vcpu_count          INTEGER NOT NULL,
+        mem_mib             INTEGER NOT NULL,
+        user_data           TEXT,
+        ssh_authorized_keys TEXT NOT NULL,
+        created_at          TEXT NOT NULL
+    );
+
+    CREATE TABLE vms (
+        id                  TEXT PRIMARY KEY,
+        state               TEXT NOT NULL,
+        image_id            TEXT NOT NULL,
+        vcpu_count          INTEGER NOT NULL,
+        mem_mib             INTEGER NOT NULL,
+        enable_network      INTEGER NOT NULL,
+        guest_ip            TEXT UNIQUE,
+        guest_mac           TEXT UNIQUE,
+        tap_name            TEXT UNIQUE,
+        ssh_port            INTEGER UNIQUE,
+        user_data           TEXT,
+        ssh_authorized_keys TEXT NOT NULL,
+        hypervisor          TEXT NOT NULL,
+        pid                 INTEGER,
+        state_reason        TEXT,
+        ready_at            TEXT,
+        created_at          TEXT NOT NULL,
+        updated_at          TEXT NOT NULL
+    );
+    CREATE INDEX vms_image ON vms(image_id);
+
+    CREATE TABLE vm_events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        vm_id       TEXT NOT NULL,
+        from_state  TEXT,
+        to_state    TEXT NOT NULL,
+        reason      TEXT,
+        at          TEXT NOT NULL
+    );
+    CREATE INDEX vm_events_vm ON vm_events(vm_id, id);
+
+    CREATE TABLE api_keys (
+        id          TEXT PRIMARY KEY,
+        name        TEXT NOT NULL,
+        key_hash    BLOB NOT NULL UNIQUE,
+        prefix      TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        revoked_at  TEXT
+    );
+    "#,
+    // 2: snapshots and proxy routes (used by the snapshot and proxy subsystems).
+    r#"
+    CREATE TABLE snapshots (
+        id          TEXT PRIMARY KEY,
+        vm_id       TEXT NOT NULL,
+        created_at  TEXT NOT NULL,
+        hypervisor  TEXT NOT NULL,
+        files       TEXT NOT NULL,
+        sizes       TEXT NOT NULL,
+        sha256s     TEXT NOT NULL,
+        total_bytes INTEGER NOT NULL DEFAULT 0,
+        complete    INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX snapshots_vm ON snapshots(vm_id, created_at);
+
+    CREATE TABLE routes (
+        id          TEXT PRIMARY KEY,
+        vm_id       TEXT NOT NULL,
+        subdomain   TEXT NOT NULL UNIQUE,
+        target_port INTEGER NOT NULL,
+        auto_wake   INTEGER NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    CREATE INDEX routes_vm ON routes(vm_id);
+    "#,
+];
+
+/// The version a fully migrated database is at.
+pub fn latest_version() -> u32 {
+    MIGRATIONS.len() as u32
+}
+
+/// The version recorded in the database (0 for a new, empty one).
+pub fn current_version(conn: &Connection) -> Result<u32, StoreError> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let version: Option<u32> = conn
+        .query_row("SELECT version FROM schema_version", [], |row| row.get(0))
+        .optional()?;
+    Ok(version.unwrap_or(0))
+}
+
+/// Applies pending migrations up to `target` (the latest when `None`).
+pub fn migrate(conn: &mut Connection, target: Option<u32>) -> Result<u32, StoreError> {
+    let target = target.unwrap_or_else(latest_version).min(latest_version());
+    let mut version = current_version(conn)?;
+    if version > latest_version() {
+        return Err(StoreError::TooNew { found: version, supported: latest_version() });
+    }
+    while version < target {
+        let tx = conn.transaction()?;
+        tx.execute_batch(MIGRATIONS[version as usize])?;
+        tx.execute("DELETE FROM schema_version", [])?;
+        tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [version + 1])?;
+        tx.commit()?;
+        version += 1;
+        tracing::info!(version, "database migrated");
+    }
+    Ok(version)
+}

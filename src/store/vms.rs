@@ -1,0 +1,136 @@
+//! The `vms` table. The network identity columns are UNIQUE so that two VMs
+//! can never hold the same address, MAC, TAP or port, even across restarts.
+
+use std::net::Ipv4Addr;
+
+use rusqlite::{params, Row};
+
+use super::codec::{corrupt, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts, query_all, string_list, ts};
+use super::{Store, StoreError};
+use crate::model::{NetworkIdentity, Vm, VmState};
+
+const COLUMNS: &str = "id, state, image_id, vcpu_count, mem_mib, enable_network, guest_ip, guest_mac, tap_name, \
+                       ssh_port, user_data, ssh_authorized_keys, hypervisor, pid, state_reason, ready_at, \
+                       created_at, updated_at";
+
+/// Columns whose constraint violations callers can act on.
+const UNIQUE_FIELDS: &[&str] = &["id", "guest_ip", "guest_mac", "tap_name", "ssh_port"];
+
+fn network_from_row(row: &Row<'_>) -> Result<Option<NetworkIdentity>, StoreError> {
+    let ip: Option<String> = row.get(6)?;
+    let mac: Option<String> = row.get(7)?;
+    let tap: Option<String> = row.get(8)?;
+    let port: Option<u16> = row.get(9)?;
+    match (ip, mac, tap, port) {
+        (Some(ip), Some(guest_mac), Some(tap_name), Some(ssh_port)) => Ok(Some(NetworkIdentity {
+            guest_ip: ip.parse::<Ipv4Addr>().map_err(|e| corrupt("vms", format!("guest_ip {ip:?}: {e}")))?,
+            guest_mac,
+            tap_name,
+            ssh_port,
+        })),
+        (None, None, None, None) => Ok(None),
+        _ => Err(corrupt("vms", "network identity is partially set")),
+    }
+}
+
+fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
+    let state: String = row.get(1)?;
+    let keys: String = row.get(11)?;
+    let created_at: String = row.get(16)?;
+    let updated_at: String = row.get(17)?;
+    Ok(Vm {
+        id: row.get(0)?,
+        state: VmState::parse(&state).ok_or_else(|| corrupt("vms", format!("state {state:?}")))?,
+        image_id: row.get(2)?,
+        vcpu_count: row.get(3)?,
+        mem_mib: row.get(4)?,
+        enable_network: row.get(5)?,
+        network: network_from_row(row)?,
+        user_data: row.get(10)?,
+        ssh_authorized_keys: parse_string_list("vms", &keys)?,
+        hypervisor: row.get(12)?,
+        pid: row.get(13)?,
+        state_reason: row.get(14)?,
+        ready_at: parse_opt_ts("vms", row.get(15)?)?,
+        created_at: parse_ts("vms", &created_at)?,
+        updated_at: parse_ts("vms", &updated_at)?,
+    })
+}
+
+/// Parameters in COLUMNS order.
+fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
+    let net = vm.network.as_ref();
+    vec![
+        Box::new(vm.id.clone()),
+        Box::new(vm.state.as_str()),
+        Box::new(vm.image_id.clone()),
+        Box::new(vm.vcpu_count),
+        Box::new(vm.mem_mib),
+        Box::new(vm.enable_network),
+        Box::new(net.map(|n| n.guest_ip.to_string())),
+        Box::new(net.map(|n| n.guest_mac.clone())),
+        Box::new(net.map(|n| n.tap_name.clone())),
+        Box::new(net.map(|n| n.ssh_port)),
+        Box::new(vm.user_data.clone()),
+        Box::new(string_list(&vm.ssh_authorized_keys)),
+        Box::new(vm.hypervisor.clone()),
+        Box::new(vm.pid),
+        Box::new(vm.state_reason.clone()),
+        Box::new(opt_ts(&vm.ready_at)),
+        Box::new(ts(&vm.created_at)),
+        Box::new(ts(&vm.updated_at)),
+    ]
+}
+
+impl Store {
+    /// Inserts a new VM; a taken id or network value is `Conflict` naming the field.
+    pub fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
+        let placeholders: Vec<String> = (1..=18).map(|i| format!("?{i}")).collect();
+        let sql = format!("INSERT INTO vms ({COLUMNS}) VALUES ({})", placeholders.join(", "));
+        let values = to_params(vm);
+        self.lock()
+            .execute(&sql, rusqlite::params_from_iter(values.iter()))
+            .map_err(|e| map_unique(e, UNIQUE_FIELDS))?;
+        Ok(())
+    }
+
+    pub fn get_vm(&self, id: &str) -> Result<Option<Vm>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM vms WHERE id = ?1");
+        Ok(query_all(&self.lock(), &sql, &[&id], from_row)?.pop())
+    }
+
+    /// All VMs, oldest first.
+    pub fn list_vms(&self) -> Result<Vec<Vm>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM vms ORDER BY created_at, rowid");
+        query_all(&self.lock(), &sql, &[], from_row)
+    }
+
+    /// Rewrites the whole row (every column from `vm`; nothing set implicitly).
+    /// Returns false when no VM has this id.
+    pub fn update_vm(&self, vm: &Vm) -> Result<bool, StoreError> {
+        let assignments: Vec<String> = COLUMNS
+            .split(',')
+            .map(str::trim)
+            .enumerate()
+            .skip(1)
+            .map(|(i, column)| format!("{column} = ?{}", i + 1))
+            .collect();
+        let sql = format!("UPDATE vms SET {} WHERE id = ?1", assignments.join(", "));
+        let values = to_params(vm);
+        let changed = self
+            .lock()
+            .execute(&sql, rusqlite::params_from_iter(values.iter()))
+            .map_err(|e| map_unique(e, UNIQUE_FIELDS))?;
+        Ok(changed > 0)
+    }
+
+    /// Deletes the VM and its state-change history.
+    pub fn delete_vm(&self, id: &str) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute("DELETE FROM vm_events WHERE vm_id = ?1", [id])?;
+        let deleted = tx.execute("DELETE FROM vms WHERE id = ?1", params![id])? > 0;
+        tx.commit()?;
+        Ok(deleted)
+    }
+}

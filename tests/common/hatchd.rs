@@ -1,0 +1,222 @@
+//! A real `hatch serve` for end-to-end tests: its own data directory, its API
+//! on a unix socket (reachable from the test whatever namespace the daemon
+//! runs in), and its host networking inside a test-made network namespace.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub struct TestDaemon {
+    /// Network namespace the daemon (and so its bridge, TAPs, rules, dnsmasq) lives in.
+    pub netns: String,
+    pub data_dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    env: Vec<(String, String)>,
+    child: Option<Child>,
+}
+
+impl TestDaemon {
+    /// Starts `hatch serve` inside `netns` with a fresh data directory.
+    pub fn start(netns: &str, env: &[(&str, &str)]) -> Self {
+        let data_dir = tempfile::Builder::new().prefix("hatch-e2e-").tempdir_in("/var/tmp").expect("data dir");
+        let socket = data_dir.path().join("api.sock");
+        let mut daemon = TestDaemon {
+            netns: netns.to_string(),
+            socket,
+            data_dir,
+            env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            child: None,
+        };
+        daemon.spawn();
+        daemon
+    }
+
+    pub fn data_path(&self) -> &Path {
+        self.data_dir.path()
+    }
+
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_path().join("daemon.log"))
+            .expect("daemon log");
+        let mut command = Command::new("ip");
+        command
+            .args(["netns", "exec", &self.netns, env!("CARGO_BIN_EXE_hatch"), "serve"])
+            .env("HATCH_DATA_DIR", self.data_path())
+            .env("HATCH_HTTP_ADDR", format!("unix:{}", self.socket.display()))
+            .env("HATCH_HYPERVISOR", "qemu")
+            .env("RUST_LOG", "hatch=debug,info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        for (key, value) in &self.env {
+            command.env(key, value);
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        self.child = Some(command.spawn().expect("spawn hatch serve"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.socket.exists() && self.request("GET", "/healthz", None).0 == 200 {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("hatch serve exited with {status}:\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("hatch serve did not come up:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_path().join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn admin_key(&self) -> String {
+        std::fs::read_to_string(self.data_path().join("admin.key")).expect("admin.key").trim().to_string()
+    }
+
+    /// Kills the daemon with SIGKILL: no chance to clean anything up.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // `ip netns exec` execs the daemon, so the child pid is the daemon.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the daemon again on the same data directory.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// An authenticated API call; returns status and JSON body (Null if none).
+    pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        let key = self.admin_key();
+        self.request_with_key(method, path, body, Some(&key))
+    }
+
+    fn request(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
+        self.request_with_key(method, path, body, None)
+    }
+
+    pub fn request_with_key(&self, method: &str, path: &str, body: Option<&Value>, key: Option<&str>) -> (u16, Value) {
+        let mut args: Vec<String> = vec![
+            "-sS".into(),
+            "--max-time".into(),
+            "300".into(),
+            "--unix-socket".into(),
+            self.socket.display().to_string(),
+            "-X".into(),
+            method.into(),
+            "-o".into(),
+            "-".into(),
+            "-w".into(),
+            "\n%{http_code}".into(),
+        ];
+        if let Some(key) = key {
+            args.push("-H".into());
+            args.push(format!("Authorization: Bearer {key}"));
+        }
+        if let Some(body) = body {
+            args.extend(["-H".into(), "Content-Type: application/json".into(), "--data-binary".into(), body.to_string()]);
+        }
+        args.push(format!("http://hatch{path}"));
+        let output = Command::new("curl").args(&args).output().expect("curl");
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (body, status) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
+        let status: u16 = status.trim().parse().unwrap_or(0);
+        let json = serde_json::from_str(body).unwrap_or(if body.is_empty() { Value::Null } else { Value::String(body.to_string()) });
+        (status, json)
+    }
+
+    /// Polls `GET /vms/{id}` until `done` holds for it.
+    pub fn wait_for_vm(&self, id: &str, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, vm) = self.api("GET", &format!("/vms/{id}"), None);
+            if status == 200 && done(&vm) {
+                return vm;
+            }
+            if Instant::now() > deadline {
+                panic!("VM {id} never became {what}; last: {status} {vm}\n{}", self.log());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Pids of VMM processes running out of this daemon's data directory.
+    pub fn vmm_pids(&self) -> Vec<u32> {
+        let marker = format!("{}/vms/", self.data_path().display());
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+            let cmdline = String::from_utf8_lossy(&raw);
+            if cmdline.contains(&marker) && !cmdline.contains(" serve") {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+}
+
+impl Drop for TestDaemon {
+    fn drop(&mut self) {
+        self.kill9();
+        // The daemon leaves VMs running by design; a test's VMs die with it.
+        for pid in self.vmm_pids() {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- hatch serve log ---\n{}", self.log());
+        }
+    }
+}
+
+/// A throwaway SSH key pair made with the real ssh-keygen.
+pub struct TestKey {
+    _dir: tempfile::TempDir,
+    pub private: PathBuf,
+    pub public: String,
+}
+
+impl TestKey {
+    pub fn generate() -> Self {
+        let dir = tempfile::tempdir().expect("key dir");
+        let private = dir.path().join("id_ed25519");
+        let status = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "hatch-test", "-f"])
+            .arg(&private)
+            .status()
+            .expect("ssh-keygen");
+        assert!(status.success());
+        let public = std::fs::read_to_string(private.with_extension("pub")).expect("pub key").trim().to_string();
+        TestKey { _dir: dir, private, public }
+    }
+
+    /// `ssh` arguments for a non-interactive login with this key.
+    pub fn ssh_args(&self, user: &str, host: &str, port: u16) -> Vec<String> {
+        vec![
+            "-i".into(),
+            self.private.display().to_string(),
+            "-p".into(),
+            port.to_string(),
+            "-o".into(),
+            "StrictHostKeyChecking=no".into(),
+            "-o".into(),
+            "UserKnownHostsFile=/dev/null".into(),
+            "-o".into(),
+            "BatchMode=yes".into(),
+            "-o".into(),
+            "ConnectTimeout=10".into(),
+            "-o".into(),
+            "LogLevel=ERROR".into(),
+            format!("{user}@{host}"),
+        ]
+    }
+}
