@@ -7,10 +7,27 @@
 //! host state (TAPs, reservations, forwards) from the list of networked VMs
 //! it is given, and is idempotent.
 
+mod alloc;
+mod bridge;
+pub mod cidr;
+mod conntrack;
+pub mod dnsmasq;
+pub mod firewall;
+mod host;
+pub mod ipam;
+mod link;
+pub mod mac;
+pub mod names;
+pub mod ports;
+pub mod settings;
+mod tap;
+
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use crate::model::NetworkIdentity;
+
+pub use host::{Network, ReconcileReport};
 
 /// Network settings (HATCH_BRIDGE_*, HATCH_SSH_*), validated at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,4 +93,7 @@ pub enum NetError {
     },
     #[error("dnsmasq: {0}")]
     Dhcp(String),
+    /// Host state could not be read or changed (unexpected tool output...).
+    #[error("host networking: {0}")]
+    Host(String),
 }

@@ -1,0 +1,205 @@
+//! [`Network`]: the one object the orchestrator uses for host networking.
+//! Host changes are serialised by one lock, so concurrent creates and
+//! deletes each see (and leave) a consistent bridge, dnsmasq and firewall.
+
+use std::path::PathBuf;
+
+use tokio::sync::Mutex;
+
+use super::dnsmasq::{Dnsmasq, Paths, Reservation};
+use super::ipam::Pool;
+use super::{alloc, bridge, conntrack, dnsmasq::conf, firewall, names, ports, settings, tap};
+use super::{NetConfig, NetError, NetRequest, Taken};
+use crate::model::NetworkIdentity;
+
+/// What [`Network::reconcile`] changed on the host.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ReconcileReport {
+    pub taps_created: Vec<String>,
+    pub taps_removed: Vec<String>,
+    /// Comments of the iptables rules added and removed.
+    pub rules_added: Vec<String>,
+    pub rules_removed: Vec<String>,
+    /// Whether dnsmasq.conf was rewritten (and dnsmasq restarted).
+    pub reservations_changed: bool,
+    /// VMs whose stored identity is unusable (vm id, reason); they get no
+    /// host state.
+    pub skipped: Vec<(String, String)>,
+}
+
+pub struct Network {
+    cfg: NetConfig,
+    host: Mutex<()>,
+    dhcp: Dnsmasq,
+}
+
+impl Network {
+    pub fn new(cfg: NetConfig) -> Self {
+        let dhcp = Dnsmasq::new(Paths::new(&cfg.dhcp_dir));
+        Network { cfg, host: Mutex::new(()), dhcp }
+    }
+
+    pub fn config(&self) -> &NetConfig {
+        &self.cfg
+    }
+
+    /// Files of the DHCP server (`dnsmasq.conf`, leases, pid, log).
+    pub fn dhcp_paths(&self) -> &Paths {
+        self.dhcp.paths()
+    }
+
+    /// pid of the running dnsmasq, if any.
+    pub fn dnsmasq_pid(&self) -> Option<u32> {
+        self.dhcp.pid()
+    }
+
+    /// Parse/validate settings; errors name the variable.
+    pub fn config_from_values(
+        bridge_name: &str,
+        bridge_cidr: &str,
+        ssh_allowed_cidr: &str,
+        port_min: &str,
+        port_max: &str,
+        dhcp_dir: PathBuf,
+    ) -> Result<NetConfig, NetError> {
+        settings::config_from_values(bridge_name, bridge_cidr, ssh_allowed_cidr, port_min, port_max, dhcp_dir)
+    }
+
+    /// Picks or validates a VM's identity against `taken`. No host effect
+    /// beyond probing whether a port is bound by another program.
+    pub fn allocate(&self, vm_id: &str, req: &NetRequest, taken: &Taken) -> Result<NetworkIdentity, NetError> {
+        alloc::allocate(&self.cfg, vm_id, req, taken, ports::bound_by_someone)
+    }
+
+    /// Bridge, kernel switches, chains and host-wide rules, dnsmasq and its
+    /// supervisor. Idempotent.
+    pub async fn ensure_host(&self) -> Result<(), NetError> {
+        let _host = self.host.lock().await;
+        bridge::ensure(&self.cfg).await?;
+        bridge::enable_forwarding(&self.cfg)?;
+        firewall::ensure_host(&self.cfg).await?;
+        // Keep the reservations already on disk (reconcile settles them)
+        // so a restart does not briefly forget every VM.
+        let pool = Pool::new(self.cfg.gateway, self.cfg.prefix_len);
+        let kept: Vec<Reservation> = conf::read_reservations(&self.dhcp.paths().conf)
+            .into_iter()
+            .filter(|r| pool.check_guest_ip(r.ip()).is_ok())
+            .collect();
+        self.apply_reservations(&kept).await?;
+        Ok(())
+    }
+
+    /// Makes TAPs, reservations and forwards match exactly `desired`.
+    pub async fn reconcile(&self, desired: &[(String, NetworkIdentity)]) -> Result<ReconcileReport, NetError> {
+        let _host = self.host.lock().await;
+        let mut report = ReconcileReport::default();
+        let mut valid = Vec::new();
+        let mut reservations = Vec::new();
+        for (vm_id, id) in desired {
+            match self.check_identity(vm_id, id) {
+                Ok(reservation) => {
+                    valid.push((vm_id.clone(), id.clone()));
+                    reservations.push(reservation);
+                }
+                Err(err) => report.skipped.push((vm_id.clone(), err.to_string())),
+            }
+        }
+        let wanted_taps: Vec<&str> = valid.iter().map(|(_, id)| id.tap_name.as_str()).collect();
+        for stale in tap::list_hatch_taps().await?.into_iter().filter(|t| !wanted_taps.contains(&t.as_str())) {
+            if tap::delete(&stale).await? {
+                report.taps_removed.push(stale);
+            }
+        }
+        for name in wanted_taps {
+            if tap::ensure(name, &self.cfg.bridge_name).await? {
+                report.taps_created.push(name.to_string());
+            }
+        }
+        report.reservations_changed = self.apply_reservations(&reservations).await?;
+        let changes = firewall::reconcile(&self.cfg, &valid).await?;
+        report.rules_added = changes.added;
+        report.rules_removed = changes.removed;
+        Ok(report)
+    }
+
+    /// Host state for one new VM (`desired_all` may or may not include it).
+    /// Returns once the reservation is served, so the VM may boot.
+    pub async fn attach_vm(
+        &self,
+        vm_id: &str,
+        id: &NetworkIdentity,
+        desired_all: &[(String, NetworkIdentity)],
+    ) -> Result<(), NetError> {
+        let _host = self.host.lock().await;
+        self.check_identity(vm_id, id)?;
+        tap::ensure(&id.tap_name, &self.cfg.bridge_name).await?;
+        let mut all = self.reservations_except(vm_id, desired_all);
+        all.push(self.check_identity(vm_id, id)?);
+        self.apply_reservations(&all).await?;
+        firewall::sync_vm(&self.cfg, vm_id, Some(id)).await?;
+        Ok(())
+    }
+
+    /// Removes one VM's host state (`desired_all` may or may not include
+    /// it). Every step is attempted; the first failure is returned.
+    pub async fn detach_vm(
+        &self,
+        vm_id: &str,
+        id: &NetworkIdentity,
+        desired_all: &[(String, NetworkIdentity)],
+    ) -> Result<(), NetError> {
+        let _host = self.host.lock().await;
+        let tap_result = if names::is_hatch_tap(&id.tap_name) { tap::delete(&id.tap_name).await.map(|_| ()) } else { Ok(()) };
+        let remaining = self.reservations_except(vm_id, desired_all);
+        let dhcp_result = self.apply_reservations(&remaining).await.map(|_| ());
+        let rules_result = if names::check_vm_id(vm_id).is_ok() {
+            firewall::sync_vm(&self.cfg, vm_id, None).await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        tap_result.and(dhcp_result).and(rules_result)
+    }
+
+    /// Stops the dnsmasq supervisor and dnsmasq. TAPs and rules stay: the
+    /// next start reconciles them.
+    pub async fn shutdown(&self) {
+        self.dhcp.stop().await;
+    }
+
+    pub async fn established_ssh_sessions(&self, id: &NetworkIdentity) -> Result<usize, NetError> {
+        conntrack::established_ssh_sessions(id).await
+    }
+
+    /// A stored identity must still be usable under the current settings
+    /// (HATCH_BRIDGE_CIDR may have changed since it was allocated).
+    fn check_identity(&self, vm_id: &str, id: &NetworkIdentity) -> Result<Reservation, NetError> {
+        let pool = Pool::new(self.cfg.gateway, self.cfg.prefix_len);
+        pool.check_guest_ip(id.guest_ip)
+            .map_err(|message| NetError::Invalid { field: "guest_ip", message })?;
+        if !names::is_hatch_tap(&id.tap_name) {
+            return Err(NetError::Invalid { field: "tap_name", message: format!("{:?} is not a Hatch TAP name", id.tap_name) });
+        }
+        Reservation::new(&id.guest_mac, id.guest_ip, vm_id)
+    }
+
+    fn reservations_except(&self, vm_id: &str, desired_all: &[(String, NetworkIdentity)]) -> Vec<Reservation> {
+        desired_all
+            .iter()
+            .filter(|(other, _)| other != vm_id)
+            .filter_map(|(other, id)| self.check_identity(other, id).ok())
+            .collect()
+    }
+
+    /// Rewrites dnsmasq.conf if the reservations changed and makes dnsmasq
+    /// serve them (restart: it never rereads dnsmasq.conf on SIGHUP).
+    async fn apply_reservations(&self, reservations: &[Reservation]) -> Result<bool, NetError> {
+        let text = conf::render(&self.cfg, self.dhcp.paths(), reservations)?;
+        let changed = conf::write_if_changed(&self.dhcp.paths().conf, &text)?;
+        if changed {
+            self.dhcp.restart().await?;
+        } else {
+            self.dhcp.ensure_running().await?;
+        }
+        Ok(changed)
+    }
+}

@@ -1,0 +1,81 @@
+//! Reading and changing links through `ip -j` (JSON), never /sys/class/net:
+//! sysfs shows the namespace it was mounted in, `ip` the caller's own.
+
+use std::net::Ipv4Addr;
+
+use serde::Deserialize;
+
+use crate::sys::cmd;
+
+use super::NetError;
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct Link {
+    pub ifname: String,
+}
+
+#[derive(Deserialize)]
+struct AddrInfo {
+    #[serde(default)]
+    addr_info: Vec<AddrEntry>,
+}
+
+#[derive(Deserialize)]
+struct AddrEntry {
+    family: String,
+    local: String,
+    prefixlen: u8,
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, NetError> {
+    serde_json::from_str(text).map_err(|e| NetError::Host(format!("cannot parse `ip -j {what}` output: {e}")))
+}
+
+/// All links in the caller's network namespace.
+pub async fn list() -> Result<Vec<Link>, NetError> {
+    let out = cmd::stdout("ip", ["-j", "link", "show"]).await?;
+    parse_json("link show", &out)
+}
+
+pub async fn find(name: &str) -> Result<Option<Link>, NetError> {
+    Ok(list().await?.into_iter().find(|link| link.ifname == name))
+}
+
+/// IPv4 addresses with prefix length on `dev`.
+pub async fn ipv4_addresses(dev: &str) -> Result<Vec<(Ipv4Addr, u8)>, NetError> {
+    let out = cmd::stdout("ip", ["-j", "-4", "addr", "show", "dev", dev]).await?;
+    let links: Vec<AddrInfo> = parse_json("addr show", &out)?;
+    Ok(links
+        .into_iter()
+        .flat_map(|link| link.addr_info)
+        .filter(|entry| entry.family == "inet")
+        .filter_map(|entry| Some((entry.local.parse().ok()?, entry.prefixlen)))
+        .collect())
+}
+
+/// Deletes a link; a link that is already gone is not an error.
+pub async fn delete(name: &str) -> Result<bool, NetError> {
+    if find(name).await?.is_none() {
+        return Ok(false);
+    }
+    match cmd::run("ip", ["link", "del", "dev", name]).await {
+        Ok(_) => Ok(true),
+        Err(err) if find(name).await?.is_none() => {
+            tracing::debug!("{name} vanished while deleting it: {err}");
+            Ok(true)
+        }
+        Err(err) => Err(err.into()),
+    }
+}
+
+/// Writes a sysctl of the caller's network namespace. Written from the
+/// calling thread (not a blocking pool) because /proc/sys/net follows the
+/// writing thread's namespace.
+pub fn set_sysctl(path: &str, value: &str) -> Result<(), NetError> {
+    let full = std::path::PathBuf::from("/proc/sys").join(path);
+    let current = std::fs::read_to_string(&full).map_err(|source| NetError::Io { path: full.clone(), source })?;
+    if current.trim() == value {
+        return Ok(());
+    }
+    std::fs::write(&full, value).map_err(|source| NetError::Io { path: full, source })
+}
