@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::daemon::{TestDaemon, TestKey};
+use common::hatchd::{TestDaemon, TestKey};
 use common::e2e::{Topology, VmView};
 use serde_json::json;
 

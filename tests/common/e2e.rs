@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use super::daemon::{TestDaemon, TestKey};
+use super::hatchd::{TestDaemon, TestKey};
 use super::netns::TestNetns;
 
 /// Address of the Hatch host on the link to the client.

@@ -1,2 +1,8 @@
 #![allow(dead_code)]
+
+pub mod cloudinit;
 pub mod daemon;
+pub mod e2e;
+pub mod hatchd;
+pub mod images;
+pub mod netns;
