@@ -87,7 +87,7 @@ impl Orchestrator {
         vm.ready_at = Some(crate::model::now());
         vm.updated_at = crate::model::now();
         match self.store.update_vm(&vm) {
-            Ok(()) => tracing::info!(vm = %vm_id, "guest accepts SSH"),
+            Ok(_) => tracing::info!(vm = %vm_id, "guest accepts SSH"),
             Err(error) => tracing::error!(vm = %vm_id, %error, "recording readiness failed"),
         }
     }
