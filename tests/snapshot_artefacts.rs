@@ -51,6 +51,19 @@ async fn a_sparse_256_mib_disk_round_trips_and_stays_sparse() {
         .status()
         .expect("zstd");
     assert!(test.success(), "zstd -t rejected the artefact");
+    // Neither holes nor the allocated zeros are stored: the decompressed
+    // container holds little more than the ~1 MiB of data.
+    let stored = std::process::Command::new("zstd")
+        .arg("-dcq")
+        .arg(&artefact)
+        .output()
+        .expect("zstd -d");
+    assert!(stored.status.success(), "zstd -d failed");
+    assert!(
+        stored.stdout.len() < (MIB + 64 * 1024) as usize,
+        "container holds {} bytes",
+        stored.stdout.len()
+    );
 
     unpack(&artefact, &info, &restored).await.expect("unpack");
     assert_eq!(std::fs::metadata(&restored).expect("stat").len(), size);
