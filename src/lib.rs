@@ -13,6 +13,7 @@ pub mod image;
 pub mod model;
 pub mod net;
 pub mod orch;
+pub mod snapshot;
 pub mod store;
 pub mod sys;
 pub mod vmm;

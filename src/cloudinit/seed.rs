@@ -6,6 +6,7 @@ use super::fat::build_volume;
 use super::user_network::{user_network_config, UserNetworkError};
 use super::yaml_emit::{to_document, YamlNode};
 use super::{SeedError, SeedInput, MAX_USER_DATA_BYTES};
+use crate::sys::atomic_file::AtomicFile;
 
 /// The volume label cloud-init's NoCloud datasource looks for.
 pub const SEED_LABEL: &str = "CIDATA";
@@ -85,28 +86,10 @@ pub async fn write_seed(input: &SeedInput, path: &Path) -> Result<(), SeedError>
 
 fn write_atomically(path: &Path, contents: &[u8]) -> Result<(), SeedError> {
     use std::io::Write as _;
-    let io_err =
-        |what: &str, e: std::io::Error| SeedError::Build(format!("{what} {}: {e}", path.display()));
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut temp = tempfile::Builder::new()
-        .prefix(".seed-")
-        .suffix(".partial")
-        .tempfile_in(dir)
-        .map_err(|e| io_err("creating a temporary file next to", e))?;
-    temp.write_all(contents).map_err(|e| io_err("writing", e))?;
-    temp.as_file()
-        .sync_all()
-        .map_err(|e| io_err("syncing", e))?;
-    // The temporary file is removed by its guard if persisting fails.
-    temp.persist(path)
-        .map_err(|e| io_err("renaming into", e.error))?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err("syncing the directory of", e))?;
-    Ok(())
+    let io_err = |e: std::io::Error| SeedError::Build(format!("writing {}: {e}", path.display()));
+    let mut file = AtomicFile::create(path).map_err(io_err)?;
+    file.file().write_all(contents).map_err(io_err)?;
+    file.commit().map_err(io_err)
 }
 
 /// A FAT serial derived from the instance id: stable for a VM, different

@@ -1,0 +1,156 @@
+//! Packing a file into an artefact: only its data is read (holes are found
+//! with SEEK_DATA/SEEK_HOLE), all-zero blocks are dropped, and the rest is
+//! streamed through zstd while the output is hashed.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+
+use nix::errno::Errno;
+use nix::unistd::{lseek, Whence};
+use sha2::{Digest, Sha256};
+
+use super::format::{nonzero_runs, write_end, write_extent, write_header};
+use super::{blocking, ArtefactInfo, SnapshotError};
+use crate::sys::atomic_file::AtomicFile;
+
+/// zstd's default level: fast, and the data is mostly guest RAM and disk.
+const ZSTD_LEVEL: i32 = 3;
+const READ_CHUNK: usize = 1 << 20;
+
+/// Compresses `src` into the artefact `dest` (written atomically) and
+/// returns its sizes and SHA-256. Holes in `src` cost nothing.
+pub async fn pack(src: &Path, dest: &Path) -> Result<ArtefactInfo, SnapshotError> {
+    let (src, dest) = (src.to_owned(), dest.to_owned());
+    blocking(move || pack_blocking(&src, &dest)).await
+}
+
+fn pack_blocking(src: &Path, dest: &Path) -> Result<ArtefactInfo, SnapshotError> {
+    let name = dest
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let source =
+        File::open(src).map_err(|e| SnapshotError::io(format!("opening {}", src.display()), e))?;
+    let size = source
+        .metadata()
+        .map_err(|e| SnapshotError::io(format!("reading the size of {}", src.display()), e))?
+        .len();
+    let packing_err = |e: io::Error| {
+        SnapshotError::io(
+            format!("packing {} into {}", src.display(), dest.display()),
+            e,
+        )
+    };
+
+    let mut artefact = AtomicFile::create(dest).map_err(packing_err)?;
+    let (sha256, compressed_bytes) = {
+        let hashing = HashingWriter::new(BufWriter::new(artefact.file()));
+        let mut encoder = zstd::Encoder::new(hashing, ZSTD_LEVEL).map_err(packing_err)?;
+        encoder.include_checksum(true).map_err(packing_err)?;
+        write_header(&mut encoder, size).map_err(packing_err)?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        for_each_data_region(&source, size, |start, end| {
+            copy_region(&source, start, end, &mut buf, &mut encoder)
+        })
+        .map_err(packing_err)?;
+        write_end(&mut encoder).map_err(packing_err)?;
+        let hashing = encoder.finish().map_err(packing_err)?;
+        hashing.finish().map_err(packing_err)?
+    };
+    artefact.commit().map_err(packing_err)?;
+    Ok(ArtefactInfo {
+        name,
+        size_bytes: size,
+        compressed_bytes,
+        sha256,
+    })
+}
+
+/// Calls `visit(start, end)` for each data region of `file`, skipping holes.
+/// Filesystems without SEEK_DATA report the whole file as one region.
+fn for_each_data_region(
+    file: &File,
+    size: u64,
+    mut visit: impl FnMut(u64, u64) -> io::Result<()>,
+) -> io::Result<()> {
+    let fd = file.as_raw_fd();
+    let mut pos = 0u64;
+    while pos < size {
+        let start = match lseek(fd, pos as i64, Whence::SeekData) {
+            Ok(start) => start as u64,
+            Err(Errno::ENXIO) => break, // only a hole from here to the end
+            Err(Errno::EINVAL) => pos,  // no hole support: all data
+            Err(e) => return Err(e.into()),
+        };
+        let end = match lseek(fd, start as i64, Whence::SeekHole) {
+            Ok(end) => (end as u64).min(size),
+            Err(Errno::EINVAL | Errno::ENXIO) => size,
+            Err(e) => return Err(e.into()),
+        };
+        if end > start {
+            visit(start, end)?;
+        }
+        pos = end.max(start + 1);
+    }
+    Ok(())
+}
+
+/// Reads `start..end` and writes its non-zero blocks as extents.
+fn copy_region(
+    file: &File,
+    start: u64,
+    end: u64,
+    buf: &mut [u8],
+    out: &mut impl Write,
+) -> io::Result<()> {
+    let mut offset = start;
+    while offset < end {
+        let len = (end - offset).min(buf.len() as u64) as usize;
+        let chunk = &mut buf[..len];
+        file.read_exact_at(chunk, offset)?;
+        for (run_start, run_end) in nonzero_runs(chunk) {
+            write_extent(out, offset + run_start as u64, &chunk[run_start..run_end])?;
+        }
+        offset += len as u64;
+    }
+    Ok(())
+}
+
+/// Passes bytes through while hashing and counting them.
+struct HashingWriter<W: Write> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> HashingWriter<W> {
+    fn new(inner: W) -> Self {
+        HashingWriter {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Flushes and returns (hex SHA-256, byte count).
+    fn finish(mut self) -> io::Result<(String, u64)> {
+        self.inner.flush()?;
+        Ok((hex::encode(self.hasher.finalize()), self.bytes))
+    }
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let written = self.inner.write(data)?;
+        self.hasher.update(&data[..written]);
+        self.bytes += written as u64;
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

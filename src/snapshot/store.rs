@@ -1,0 +1,284 @@
+//! Where artefacts live: the [`SnapshotStore`] trait and the local
+//! directory store.
+//!
+//! Keys look like object-store keys (`vm-abc/snap-1/disk.zst`): segments of
+//! `[A-Za-z0-9._-]`, none starting with `.`, joined by `/`. `list` and
+//! `delete` take a plain string prefix, as S3 does.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+
+use async_trait::async_trait;
+
+use super::{blocking, SnapshotError};
+use crate::sys::atomic_file::{AtomicFile, PARTIAL_SUFFIX};
+
+const MAX_KEY_LEN: usize = 512;
+
+#[async_trait]
+pub trait SnapshotStore: Send + Sync {
+    /// Stores the file at `local_path` under `key`, replacing any object
+    /// there. The object becomes visible only once complete.
+    async fn put(&self, key: &str, local_path: &Path) -> Result<(), SnapshotError>;
+    /// Copies the object `key` to `local_path` (written atomically).
+    async fn get(&self, key: &str, local_path: &Path) -> Result<(), SnapshotError>;
+    /// Deletes every object whose key starts with `prefix` (which must not
+    /// be empty); returns how many were deleted.
+    async fn delete(&self, prefix: &str) -> Result<usize, SnapshotError>;
+    /// Keys starting with `prefix` (empty: all), sorted.
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, SnapshotError>;
+}
+
+/// Checks an object key (see the module docs for the rules).
+pub fn validate_key(key: &str) -> Result<(), SnapshotError> {
+    let invalid = |reason| {
+        Err(SnapshotError::InvalidKey {
+            key: key.to_owned(),
+            reason,
+        })
+    };
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return invalid("must be 1 to 512 characters");
+    }
+    for segment in key.split('/') {
+        if segment.is_empty() {
+            return invalid("empty path segment (leading, trailing or double '/')");
+        }
+        if segment.starts_with('.') {
+            return invalid("a segment may not start with '.'");
+        }
+        if !segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        {
+            return invalid("only letters, digits, '.', '_', '-' and '/' are allowed");
+        }
+    }
+    Ok(())
+}
+
+fn validate_prefix(prefix: &str) -> Result<(), SnapshotError> {
+    let allowed = prefix
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+    if prefix.len() > MAX_KEY_LEN || !allowed {
+        return Err(SnapshotError::InvalidKey {
+            key: prefix.to_owned(),
+            reason: "not a valid key prefix",
+        });
+    }
+    Ok(())
+}
+
+/// Artefacts as files in a directory (by default `<data dir>/snapshots`).
+#[derive(Debug, Clone)]
+pub struct LocalStore {
+    root: PathBuf,
+}
+
+impl LocalStore {
+    pub fn new(root: impl Into<PathBuf>) -> LocalStore {
+        LocalStore { root: root.into() }
+    }
+
+    /// The default location under Hatch's data directory.
+    pub fn under_data_dir(data_dir: &Path) -> LocalStore {
+        LocalStore::new(data_dir.join("snapshots"))
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn path_for(&self, key: &str) -> Result<PathBuf, SnapshotError> {
+        validate_key(key)?;
+        Ok(self.root.join(key))
+    }
+
+    /// Removes temporary files left by writes that never finished (a
+    /// daemon killed mid-put). Call at startup; returns how many.
+    pub async fn sweep_partials(&self) -> Result<usize, SnapshotError> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut removed = 0;
+            for path in walk(&root)?.hidden {
+                if path.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+                    fs::remove_file(&path).map_err(|e| {
+                        SnapshotError::io(format!("removing {}", path.display()), e)
+                    })?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl SnapshotStore for LocalStore {
+    async fn put(&self, key: &str, local_path: &Path) -> Result<(), SnapshotError> {
+        let target = self.path_for(key)?;
+        let source = local_path.to_owned();
+        blocking(move || {
+            // Open the source first so a bad source leaves no directories behind.
+            let input = File::open(&source)
+                .map_err(|e| SnapshotError::io(format!("opening {}", source.display()), e))?;
+            if let Some(dir) = target.parent() {
+                fs::create_dir_all(dir)
+                    .map_err(|e| SnapshotError::io(format!("creating {}", dir.display()), e))?;
+            }
+            copy_atomically(input, &source, &target)
+        })
+        .await
+    }
+
+    async fn get(&self, key: &str, local_path: &Path) -> Result<(), SnapshotError> {
+        let source = self.path_for(key)?;
+        let (key, target) = (key.to_owned(), local_path.to_owned());
+        blocking(move || {
+            let input = match File::open(&source) {
+                Ok(input) if source.is_file() => input,
+                Ok(_) => return Err(SnapshotError::NotFound { key }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(SnapshotError::NotFound { key })
+                }
+                Err(e) => {
+                    return Err(SnapshotError::io(
+                        format!("opening {}", source.display()),
+                        e,
+                    ))
+                }
+            };
+            copy_atomically(input, &source, &target)
+        })
+        .await
+    }
+
+    async fn delete(&self, prefix: &str) -> Result<usize, SnapshotError> {
+        if prefix.is_empty() {
+            return Err(SnapshotError::InvalidKey {
+                key: String::new(),
+                reason: "refusing to delete everything",
+            });
+        }
+        validate_prefix(prefix)?;
+        let (root, prefix) = (self.root.clone(), prefix.to_owned());
+        blocking(move || {
+            let doomed: Vec<(String, PathBuf)> = walk(&root)?
+                .objects
+                .into_iter()
+                .filter(|(key, _)| key.starts_with(&prefix))
+                .collect();
+            for (_, path) in &doomed {
+                fs::remove_file(path)
+                    .map_err(|e| SnapshotError::io(format!("removing {}", path.display()), e))?;
+                prune_empty_dirs(&root, path);
+            }
+            Ok(doomed.len())
+        })
+        .await
+    }
+
+    async fn list(&self, prefix: &str) -> Result<Vec<String>, SnapshotError> {
+        validate_prefix(prefix)?;
+        let (root, prefix) = (self.root.clone(), prefix.to_owned());
+        blocking(move || {
+            let mut keys: Vec<String> = walk(&root)?
+                .objects
+                .into_iter()
+                .map(|(key, _)| key)
+                .filter(|key| key.starts_with(&prefix))
+                .collect();
+            keys.sort();
+            Ok(keys)
+        })
+        .await
+    }
+}
+
+fn copy_atomically(mut input: File, source: &Path, target: &Path) -> Result<(), SnapshotError> {
+    let context = || format!("copying {} to {}", source.display(), target.display());
+    let mut out = AtomicFile::create(target).map_err(|e| SnapshotError::io(context(), e))?;
+    io::copy(&mut input, out.file()).map_err(|e| SnapshotError::io(context(), e))?;
+    out.commit().map_err(|e| SnapshotError::io(context(), e))
+}
+
+/// Everything under the store root: objects by key, and hidden files
+/// (temporaries) by path.
+#[derive(Default)]
+struct Walk {
+    objects: Vec<(String, PathBuf)>,
+    hidden: Vec<PathBuf>,
+}
+
+fn walk(root: &Path) -> Result<Walk, SnapshotError> {
+    let mut found = Walk::default();
+    if root.is_dir() {
+        walk_dir(root, "", &mut found)?;
+    }
+    Ok(found)
+}
+
+fn walk_dir(dir: &Path, key_prefix: &str, found: &mut Walk) -> Result<(), SnapshotError> {
+    let read_err = |e| SnapshotError::io(format!("listing {}", dir.display()), e);
+    for entry in fs::read_dir(dir).map_err(read_err)? {
+        let entry = entry.map_err(read_err)?;
+        let path = entry.path();
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue; // not a name this store writes
+        };
+        if name.starts_with('.') {
+            found.hidden.push(path);
+            continue;
+        }
+        let key = format!("{key_prefix}{name}");
+        let file_type = entry.file_type().map_err(read_err)?;
+        if file_type.is_dir() {
+            walk_dir(&path, &format!("{key}/"), found)?;
+        } else if file_type.is_file() {
+            found.objects.push((key, path));
+        }
+    }
+    Ok(())
+}
+
+/// Removes now-empty directories between `file` and `root` (best effort:
+/// a directory that is not empty simply stays).
+fn prune_empty_dirs(root: &Path, file: &Path) {
+    let mut dir = file.parent();
+    while let Some(current) = dir {
+        if current == root || !current.starts_with(root) || fs::remove_dir(current).is_err() {
+            break;
+        }
+        dir = current.parent();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_object_style_paths_without_traversal() {
+        for good in ["vm-1/snap-2/disk.zst", "a", "A_b-c.d/e"] {
+            assert!(validate_key(good).is_ok(), "{good}");
+        }
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "a/",
+            "../x",
+            "a/../b",
+            "a/.hidden",
+            "sp ace",
+            "a\\b",
+            "nul\0",
+        ] {
+            assert!(validate_key(bad).is_err(), "{bad:?}");
+        }
+        assert!(validate_key(&"a".repeat(513)).is_err());
+    }
+}
