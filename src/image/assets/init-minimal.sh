@@ -124,7 +124,7 @@ mount_basics
 trap shutdown_now INT TERM USR1 USR2
 # Ctrl-Alt-Del becomes SIGINT to us instead of an immediate reboot.
 echo 0 >/proc/sys/kernel/ctrl-alt-del
-load_modules virtio_mmio virtio_blk virtio_net vfat nls_cp437 nls_ascii nls_iso8859-1 nls_utf8 evdev button
+load_modules $(cat /etc/hatch/modules)
 hostname hatch-minimal
 read_seed
 start_network
