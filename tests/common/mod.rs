@@ -5,5 +5,4 @@ pub mod daemon;
 pub mod e2e;
 pub mod hatchd;
 pub mod images;
-pub mod netns;
 pub mod snapshot;

@@ -1,0 +1,145 @@
+#!/bin/sh
+# /init of Hatch's `minimal` image: a tiny PID 1 that brings up the
+# network, applies a NoCloud seed (a small subset of cloud-init, see
+# docs/images.md), starts dropbear and then idles, answering shutdown
+# requests (Ctrl-Alt-Del, ACPI power button, halt/poweroff/reboot).
+. /lib/hatch/common.sh
+
+SEED_DIR=/var/lib/hatch/seed
+HOST_KEY=/etc/dropbear/dropbear_ed25519_host_key
+
+# Items of the top-level YAML list `$1` in file `$2`. Understands the block
+# form (`key:` then `- item` lines) and a single scalar (`key: value`);
+# anything fancier is outside the supported subset.
+yaml_list() {
+    awk -v key="$1" '
+        function unquote(s) {
+            sub(/^[ \t]+/, "", s); sub(/[ \t\r]+$/, "", s)
+            if (s ~ /^".*"$/ || s ~ /^\047.*\047$/) s = substr(s, 2, length(s) - 2)
+            return s
+        }
+        inlist && /^[ \t]*-[ \t]/ { item = $0; sub(/^[ \t]*-[ \t]+/, "", item); print unquote(item); next }
+        inlist && /^[ \t]*(#.*)?\r?$/ { next }
+        inlist { inlist = 0 }
+        index($0, key ":") == 1 {
+            rest = unquote(substr($0, length(key) + 2))
+            if (rest == "") inlist = 1
+            else if (rest !~ /^[\[{]/) print rest
+        }
+    ' "$2"
+}
+
+yaml_scalar() {
+    yaml_list "$1" "$2" | head -n 1
+}
+
+apply_hostname() {
+    name=$1
+    case "$name" in
+        ""|-*|*[!A-Za-z0-9.-]*) log "ignoring invalid local-hostname"; return 0 ;;
+    esac
+    hostname "$name"
+    echo "$name" >/etc/hostname
+    echo "127.0.1.1 $name" >>/etc/hosts
+}
+
+# Root's authorized_keys from meta-data `public-keys` and user-data
+# `ssh_authorized_keys`; only lines that look like OpenSSH public keys.
+install_keys() {
+    mkdir -p /root/.ssh
+    chmod 700 /root/.ssh
+    {
+        [ -f "$SEED_DIR/meta-data" ] && yaml_list public-keys "$SEED_DIR/meta-data"
+        [ -f "$SEED_DIR/user-data" ] && yaml_list ssh_authorized_keys "$SEED_DIR/user-data"
+    } | grep -E '^(ssh-|ecdsa-|sk-)[A-Za-z0-9@.-]+ [A-Za-z0-9+/=]+' >>/root/.ssh/authorized_keys
+    chmod 600 /root/.ssh/authorized_keys
+}
+
+read_seed() {
+    device=$(find_label CIDATA 5)
+    [ -n "$device" ] || device=$(find_label cidata 1)
+    if [ -z "$device" ]; then
+        log "no CIDATA seed disk"
+        return 0
+    fi
+    mkdir -p /run/cidata "$SEED_DIR"
+    if ! mount -t vfat -o ro "$device" /run/cidata; then
+        log "could not mount seed disk $device"
+        return 0
+    fi
+    for file in meta-data user-data network-config vendor-data; do
+        [ -f "/run/cidata/$file" ] && cp "/run/cidata/$file" "$SEED_DIR/$file"
+    done
+    umount /run/cidata
+    log "read seed from $device"
+    [ -f "$SEED_DIR/meta-data" ] && apply_hostname "$(yaml_scalar local-hostname "$SEED_DIR/meta-data")"
+    install_keys
+}
+
+start_network() {
+    ip link set lo up
+    [ -e /sys/class/net/eth0 ] || { log "no eth0"; return 0; }
+    ip link set eth0 up
+    # Foreground until a lease (or ~10 s), then udhcpc keeps renewing in the background.
+    udhcpc -i eth0 -s /etc/udhcpc.script -t 5 -T 2 -b -S -x "hostname:$(hostname)" >/dev/null 2>&1
+}
+
+start_ssh() {
+    mkdir -p /etc/dropbear
+    [ -f "$HOST_KEY" ] || dropbearkey -t ed25519 -f "$HOST_KEY" >/dev/null 2>&1
+    dropbear -s -r "$HOST_KEY" -p 22 -P /run/dropbear.pid
+}
+
+run_user_data() {
+    script="$SEED_DIR/user-data"
+    [ -f "$script" ] || return 0
+    [ "$(head -c 2 "$script")" = "#!" ] || return 0
+    chmod 700 "$script"
+    log "running user-data"
+    ( "$script" >>/var/log/user-data.log 2>&1; log "user-data exited with $?" ) &
+}
+
+# The button driver turns an ACPI power-button event into an input event;
+# any event on that device means "power off".
+watch_power_button() {
+    for event in /sys/class/input/event*; do
+        [ -e "$event/device/name" ] || continue
+        case "$(cat "$event/device/name")" in
+            *"Power Button"*)
+                ( dd if="/dev/input/${event##*/}" of=/dev/null bs=24 count=1 2>/dev/null && kill -USR2 1 ) &
+                ;;
+        esac
+    done
+}
+
+shutdown_now() {
+    log "shutting down"
+    [ -f /run/dropbear.pid ] && kill "$(cat /run/dropbear.pid)" 2>/dev/null
+    sync
+    # Firecracker (reboot=k) and QEMU (-no-reboot) end the VM on reboot.
+    reboot -f
+}
+
+mount_basics
+trap shutdown_now INT TERM USR1 USR2
+# Ctrl-Alt-Del becomes SIGINT to us instead of an immediate reboot.
+echo 0 >/proc/sys/kernel/ctrl-alt-del
+load_modules $(cat /etc/hatch/modules)
+hostname hatch-minimal
+read_seed
+start_network
+start_ssh
+watch_power_button
+run_user_data
+log "boot finished"
+echo "hatch-minimal: ready" >/dev/console
+
+beat=0
+heartbeat=$(cmdline_value hatch.heartbeat)
+while :; do
+    if [ "$heartbeat" = 1 ]; then
+        beat=$((beat + 1))
+        echo "hatch-heartbeat $beat" >/dev/console
+    fi
+    sleep 1
+done

@@ -1,0 +1,146 @@
+//! Kernel files: recognising ELF vmlinux vs bzImage, and extracting the ELF
+//! vmlinux that a bzImage carries (Firecracker on x86_64 boots only ELF).
+use std::io::Read;
+use std::path::Path;
+
+use super::elf::{Elf, ELF_MAGIC, EM_X86_64};
+use super::fsutil::write_atomically;
+use super::ImageError;
+use crate::model::KernelFormat;
+
+// Linux x86 boot protocol (Documentation/arch/x86/boot.rst).
+const SETUP_SECTS: usize = 0x1f1;
+const BOOT_FLAG: usize = 0x1fe;
+const HEADER_MAGIC: usize = 0x202;
+const PROTOCOL_VERSION: usize = 0x206;
+const PAYLOAD_OFFSET: usize = 0x248;
+const PAYLOAD_LENGTH: usize = 0x24c;
+/// payload_offset/payload_length exist from boot protocol 2.08 on.
+const MIN_PROTOCOL_WITH_PAYLOAD: u16 = 0x0208;
+const LZ4_LEGACY_MAGIC: u32 = 0x184c_2102;
+/// Each LZ4 legacy block decompresses to at most 8 MiB.
+const LZ4_LEGACY_BLOCK: usize = 8 << 20;
+
+fn kernel_error(path: &Path, message: impl Into<String>) -> ImageError {
+    ImageError::Kernel { path: path.to_path_buf(), message: message.into() }
+}
+
+fn read_u16(data: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?))
+}
+fn read_u32(data: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
+}
+
+/// The format of kernel bytes (only the first few KiB are looked at).
+pub fn kernel_format_of(head: &[u8]) -> Option<KernelFormat> {
+    if head.starts_with(ELF_MAGIC) {
+        return Elf::parse(head)
+            .filter(|elf| elf.machine == EM_X86_64)
+            .map(|_| KernelFormat::Elf);
+    }
+    let is_bzimage = read_u16(head, BOOT_FLAG) == Some(0xaa55)
+        && head.get(HEADER_MAGIC..HEADER_MAGIC + 4) == Some(b"HdrS".as_slice());
+    is_bzimage.then_some(KernelFormat::Bzimage)
+}
+
+/// Detects whether `path` is an x86_64 ELF vmlinux or a bzImage.
+pub fn detect_kernel_format(path: &Path) -> Result<KernelFormat, ImageError> {
+    let mut head = Vec::with_capacity(8192);
+    std::fs::File::open(path)
+        .and_then(|file| file.take(8192).read_to_end(&mut head))
+        .map_err(|e| ImageError::io("reading kernel", path, e))?;
+    kernel_format_of(&head).ok_or_else(|| {
+        kernel_error(path, "neither an x86_64 ELF vmlinux nor a bzImage (no ELF magic, no `HdrS` boot header)")
+    })
+}
+
+/// Extracts the ELF vmlinux from the compressed payload of `bzimage` into
+/// `out` (written atomically). LZ4 (Debian's choice), gzip and zstd payloads
+/// are understood.
+pub fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<(), ImageError> {
+    let data = std::fs::read(bzimage).map_err(|e| ImageError::io("reading kernel", bzimage, e))?;
+    let payload = bzimage_payload(&data).map_err(|message| kernel_error(bzimage, message))?;
+    let vmlinux = decompress_payload(payload).map_err(|message| kernel_error(bzimage, message))?;
+    match Elf::parse(&vmlinux) {
+        Some(elf) if elf.machine == EM_X86_64 => {}
+        _ => return Err(kernel_error(bzimage, "the decompressed payload is not an x86_64 ELF file")),
+    }
+    write_atomically(out, &vmlinux)
+}
+
+/// The compressed kernel inside a bzImage.
+pub fn bzimage_payload(data: &[u8]) -> Result<&[u8], String> {
+    if kernel_format_of(data) != Some(KernelFormat::Bzimage) {
+        return Err("not a bzImage".into());
+    }
+    let version = read_u16(data, PROTOCOL_VERSION).unwrap_or(0);
+    if version < MIN_PROTOCOL_WITH_PAYLOAD {
+        return Err(format!("boot protocol {version:#x} is too old to locate the payload"));
+    }
+    let setup_sects = match data[SETUP_SECTS] {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let (Some(offset), Some(length)) = (read_u32(data, PAYLOAD_OFFSET), read_u32(data, PAYLOAD_LENGTH)) else {
+        return Err("truncated boot header".into());
+    };
+    let start = (setup_sects + 1) * 512 + offset as usize;
+    data.get(start..start + length as usize)
+        .ok_or_else(|| "payload lies beyond the end of the file".to_string())
+}
+
+fn decompress_payload(payload: &[u8]) -> Result<Vec<u8>, String> {
+    if read_u32(payload, 0) == Some(LZ4_LEGACY_MAGIC) {
+        return decompress_lz4_legacy(payload);
+    }
+    if payload.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(payload)
+            .read_to_end(&mut out)
+            .map_err(|e| format!("gzip payload: {e}"))?;
+        return Ok(out);
+    }
+    if payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        // The kernel appends the decompressed size after the frame; a
+        // single-frame decoder ignores it.
+        let mut out = Vec::new();
+        let mut decoder = zstd::stream::read::Decoder::new(payload)
+            .map_err(|e| format!("zstd payload: {e}"))?
+            .single_frame();
+        decoder.read_to_end(&mut out).map_err(|e| format!("zstd payload: {e}"))?;
+        return Ok(out);
+    }
+    let magic: Vec<String> = payload.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    Err(format!(
+        "unsupported payload compression (magic {}); LZ4, gzip and zstd are supported",
+        magic.join(" ")
+    ))
+}
+
+/// LZ4 "legacy" frames as written by the kernel's build: the magic, then
+/// blocks of (le32 compressed size, data); the kernel appends the le32
+/// decompressed size, which is not a block and ends the stream.
+fn decompress_lz4_legacy(payload: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut at = 4;
+    let mut block = vec![0u8; LZ4_LEGACY_BLOCK];
+    while let Some(size) = read_u32(payload, at) {
+        if size == LZ4_LEGACY_MAGIC {
+            at += 4; // Concatenated legacy streams.
+            continue;
+        }
+        let start = at + 4;
+        let Some(compressed) = payload.get(start..start + size as usize) else {
+            break; // The trailing size field (or padding), not a block.
+        };
+        let written = lz4_flex::block::decompress_into(compressed, &mut block)
+            .map_err(|e| format!("lz4 block at offset {at}: {e}"))?;
+        out.extend_from_slice(&block[..written]);
+        at = start + size as usize;
+    }
+    if out.is_empty() {
+        return Err("lz4 payload holds no data".into());
+    }
+    Ok(out)
+}

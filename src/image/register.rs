@@ -1,0 +1,143 @@
+//! Registering kernel/initrd/rootfs files the user already has.
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use super::bootargs::validate_boot_args;
+use super::fsutil::{check_readable_file, file_len};
+use super::kernel::detect_kernel_format;
+use super::ImageError;
+use crate::model::{Image, ImageProfile, KernelFormat};
+
+/// Files to register as an image. Paths must be absolute: they are used
+/// later by the daemon, whose working directory is not the caller's.
+#[derive(Debug, Clone, Default)]
+pub struct RegisterRequest {
+    pub name: String,
+    pub kernel_path: PathBuf,
+    pub initrd_path: Option<PathBuf>,
+    pub rootfs_path: Option<PathBuf>,
+    /// Defaults to `root`.
+    pub login_user: Option<String>,
+    pub boot_args: Option<String>,
+}
+
+/// Image names: 1-64 characters, letters, digits, `.`, `_`, `-`, starting
+/// with a letter or digit.
+pub fn validate_image_name(name: &str) -> Result<(), ImageError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ImageError::Invalid {
+            field: "name",
+            message: format!("{name:?}: use 1-64 letters, digits, `.`, `_` or `-`, starting with a letter or digit"),
+        })
+    }
+}
+
+fn validate_login_user(user: &str) -> Result<(), ImageError> {
+    let ok = user.len() <= 32
+        && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
+        && user.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ImageError::Invalid { field: "login_user", message: format!("{user:?} is not a valid user name") })
+    }
+}
+
+fn check_absolute(field: &'static str, path: &Path) -> Result<(), ImageError> {
+    if path.is_absolute() {
+        Ok(())
+    } else {
+        Err(ImageError::Invalid { field, message: format!("{} must be an absolute path", path.display()) })
+    }
+}
+
+/// Checks that `path` is an initrd the kernel can unpack: a newc cpio
+/// archive, or one compressed with gzip or zstd (checked to hold cpio), or
+/// with xz, lz4, bzip2 or lzma (recognised by magic only).
+pub fn validate_initrd(field: &'static str, path: &Path) -> Result<(), ImageError> {
+    check_readable_file(field, path)?;
+    let mut head = Vec::with_capacity(512);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(512).read_to_end(&mut head))
+        .map_err(|e| ImageError::io("reading initrd", path, e))?;
+    let invalid = |what: &str| ImageError::Invalid {
+        field,
+        message: format!("{} {what}", path.display()),
+    };
+    let is_cpio = |bytes: &[u8]| bytes.starts_with(b"0707");
+    let mut inner = [0u8; 6];
+    let verdict = if is_cpio(&head) {
+        true
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        flate2::read::GzDecoder::new(std::fs::File::open(path).map_err(|e| ImageError::io("reading initrd", path, e))?)
+            .read_exact(&mut inner)
+            .is_ok()
+            && is_cpio(&inner)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        zstd::stream::read::Decoder::new(std::fs::File::open(path).map_err(|e| ImageError::io("reading initrd", path, e))?)
+            .and_then(|mut d| d.read_exact(&mut inner))
+            .is_ok()
+            && is_cpio(&inner)
+    } else {
+        const OTHER_MAGICS: [&[u8]; 4] = [b"\xfd7zXZ\0", b"\x02\x21\x4c\x18", b"BZh", b"\x5d\x00\x00"];
+        OTHER_MAGICS.iter().any(|magic| head.starts_with(magic))
+    };
+    if verdict {
+        Ok(())
+    } else {
+        Err(invalid("is not a cpio archive (plain or compressed with gzip, zstd, xz, lz4, bzip2 or lzma)"))
+    }
+}
+
+/// Validates the files and builds the [`Image`] to store; nothing is
+/// copied: the image refers to the files where they are.
+pub fn register_image(req: &RegisterRequest) -> Result<Image, ImageError> {
+    validate_image_name(&req.name)?;
+    check_absolute("kernel_path", &req.kernel_path)?;
+    check_readable_file("kernel_path", &req.kernel_path)?;
+    let format = detect_kernel_format(&req.kernel_path).map_err(|e| match e {
+        ImageError::Kernel { message, .. } => ImageError::Invalid { field: "kernel_path", message },
+        other => other,
+    })?;
+    if let Some(initrd) = &req.initrd_path {
+        check_absolute("initrd_path", initrd)?;
+        validate_initrd("initrd_path", initrd)?;
+    }
+    if let Some(rootfs) = &req.rootfs_path {
+        check_absolute("rootfs_path", rootfs)?;
+        check_readable_file("rootfs_path", rootfs)?;
+    }
+    let login_user = req.login_user.clone().unwrap_or_else(|| "root".to_string());
+    validate_login_user(&login_user)?;
+    let boot_args = req.boot_args.clone().unwrap_or_default();
+    validate_boot_args(&boot_args)?;
+
+    let (kernel_path, bzimage_path) = match format {
+        KernelFormat::Elf => (Some(req.kernel_path.clone()), None),
+        KernelFormat::Bzimage => (None, Some(req.kernel_path.clone())),
+    };
+    let size_bytes = [Some(&req.kernel_path), req.initrd_path.as_ref(), req.rootfs_path.as_ref()]
+        .into_iter()
+        .flatten()
+        .map(|p| file_len(p))
+        .sum();
+    Ok(Image {
+        id: super::new_image_id(),
+        name: req.name.clone(),
+        profile: ImageProfile::Registered,
+        kernel_path,
+        bzimage_path,
+        initrd_path: req.initrd_path.clone(),
+        rootfs_path: req.rootfs_path.clone(),
+        login_user,
+        boot_args,
+        size_bytes,
+        created_at: crate::model::now(),
+    })
+}

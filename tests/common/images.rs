@@ -1,0 +1,314 @@
+//! Guest images for tests: `minimal_image()` / `debian_image()` build once
+//! into a directory shared by all test binaries (the build cache makes
+//! later calls cheap, and its file locks make parallel binaries safe), plus
+//! a small QEMU TCG runner to boot them and watch the serial console.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use hatch::image::{build_image, BuildEnv, BuildRequest};
+use hatch::model::{Image, ImageProfile};
+use tokio::sync::OnceCell;
+
+/// `$HATCH_TEST_IMAGE_DIR`, else `<cargo target tmpdir>/hatch-images`.
+pub fn shared_dir() -> PathBuf {
+    std::env::var_os("HATCH_TEST_IMAGE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hatch-images"))
+}
+
+/// The build environment tests use (mirror override honoured).
+pub fn test_build_env() -> BuildEnv {
+    let dir = shared_dir();
+    let mut env = BuildEnv::new(&dir);
+    env.debian_mirror = std::env::var("HATCH_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty());
+    env
+}
+
+/// Image directories from earlier runs are hard links into the cache;
+/// drop those older than a day so the shared directory does not grow.
+fn prune_old_images(images_dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(images_dir) else { return };
+    for entry in entries.flatten() {
+        let old = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .is_some_and(|age| age > Duration::from_secs(24 * 3600));
+        if old && entry.file_name().to_string_lossy().starts_with("img-") {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+async fn build(profile: ImageProfile) -> Image {
+    let env = test_build_env();
+    prune_old_images(&env.images_dir);
+    let request = BuildRequest { profile, name: None };
+    let print = |event: hatch::image::ProgressEvent| eprintln!("[image {}] {event}", profile.as_str());
+    build_image(&request, &env, &print)
+        .await
+        .unwrap_or_else(|e| panic!("building the {} image failed: {e}", profile.as_str()))
+}
+
+/// The `minimal` image (kernel + initramfs), built once per test binary.
+pub async fn minimal_image() -> Image {
+    static IMAGE: OnceCell<Image> = OnceCell::const_new();
+    IMAGE.get_or_init(|| build(ImageProfile::Minimal)).await.clone()
+}
+
+/// The `debian` image (kernel + initrd + ext4 rootfs), built once per test binary.
+pub async fn debian_image() -> Image {
+    static IMAGE: OnceCell<Image> = OnceCell::const_new();
+    IMAGE.get_or_init(|| build(ImageProfile::Debian)).await.clone()
+}
+
+/// The host TSC frequency in kHz, which TCG guests need on their command
+/// line (`tsc_early_khz`) to boot reliably.
+pub fn host_tsc_khz() -> u64 {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("read /proc/cpuinfo");
+    cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu MHz")?.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .map(|mhz| (mhz * 1000.0) as u64)
+        .expect("cpu MHz in /proc/cpuinfo")
+}
+
+/// A virtio-blk disk for [`TcgGuest::boot`].
+pub struct Disk {
+    pub path: PathBuf,
+    pub read_only: bool,
+}
+
+/// A QEMU microvm (TCG) guest, killed when dropped.
+pub struct TcgGuest {
+    child: Child,
+    pub serial_log: PathBuf,
+    qmp_socket: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl TcgGuest {
+    /// Boots `kernel` + `initrd` with `extra_args` appended to the
+    /// standard command line. `netns` runs QEMU inside that namespace with
+    /// user-mode networking forwarding `127.0.0.1:<port>` to guest port 22.
+    pub fn boot(kernel: &Path, initrd: &Path, extra_args: &str, disks: &[Disk], ssh_forward: Option<(&str, u16)>) -> TcgGuest {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let serial_log = dir.path().join("serial.log");
+        let qmp_socket = dir.path().join("qmp.sock");
+        let append = format!("console=ttyS0 reboot=k panic=1 tsc_early_khz={} {extra_args}", host_tsc_khz());
+        let mut args: Vec<String> = [
+            "-M", "microvm,accel=tcg,acpi=on", "-cpu", "max", "-m", "512", "-smp", "1", "-nodefaults",
+            "-no-user-config", "-nographic", "-no-reboot",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(["-serial".into(), format!("file:{}", serial_log.display())]);
+        args.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", qmp_socket.display())]);
+        args.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()]);
+        args.extend(["-append".into(), append]);
+        for (index, disk) in disks.iter().enumerate() {
+            let readonly = if disk.read_only { ",readonly=on" } else { "" };
+            args.extend([
+                "-drive".into(),
+                format!("if=none,id=disk{index},format=raw,file={}{readonly}", disk.path.display()),
+                "-device".into(),
+                format!("virtio-blk-device,drive=disk{index}"),
+            ]);
+        }
+        let mut command = match ssh_forward {
+            Some((netns, port)) => {
+                args.extend([
+                    "-netdev".into(),
+                    format!("user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:22"),
+                    "-device".into(),
+                    "virtio-net-device,netdev=net0".into(),
+                ]);
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns, "qemu-system-x86_64"]);
+                command
+            }
+            None => Command::new("qemu-system-x86_64"),
+        };
+        let child = command
+            .args(&args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start qemu-system-x86_64");
+        TcgGuest { child, serial_log, qmp_socket, _dir: dir }
+    }
+
+    pub fn serial(&self) -> String {
+        String::from_utf8_lossy(&std::fs::read(&self.serial_log).unwrap_or_default()).into_owned()
+    }
+
+    /// Waits until the serial console shows `marker`; panics with the log
+    /// tail on timeout or if QEMU exits first.
+    pub async fn wait_for(&mut self, marker: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.serial().contains(marker) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("QEMU exited ({status}) before {marker:?}; serial:\n{}", self.tail());
+            }
+            if Instant::now() > deadline {
+                panic!("no {marker:?} on the serial console within {timeout:?}; serial:\n{}", self.tail());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    pub fn tail(&self) -> String {
+        let serial = self.serial();
+        let start = serial.len().saturating_sub(4000);
+        serial.get(start..).unwrap_or(&serial).to_string()
+    }
+
+    /// Sends a QMP command (after the capabilities handshake).
+    pub fn qmp(&self, command: &str) -> String {
+        let stream = UnixStream::connect(&self.qmp_socket).expect("connect to QMP");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+        let mut line = String::new();
+        reader.read_line(&mut line).expect("QMP greeting");
+        let mut writer = stream;
+        writeln!(writer, r#"{{"execute":"qmp_capabilities"}}"#).expect("qmp write");
+        line.clear();
+        reader.read_line(&mut line).expect("QMP capabilities reply");
+        writeln!(writer, r#"{{"execute":"{command}"}}"#).expect("qmp write");
+        // Asynchronous events may arrive before the command's reply.
+        loop {
+            line.clear();
+            reader.read_line(&mut line).expect("QMP reply");
+            if line.contains("\"return\"") || line.contains("\"error\"") || line.is_empty() {
+                return line;
+            }
+        }
+    }
+
+    /// Waits for QEMU to exit by itself; its exit status, or None on timeout.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+}
+
+impl Drop for TcgGuest {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A NoCloud seed disk (FAT labelled CIDATA) made with the dosfstools and
+/// mtools programs, holding the given files.
+pub fn make_seed_disk(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let image = dir.join("seed.img");
+    let status = Command::new("truncate").args(["-s", "2M"]).arg(&image).status().expect("truncate");
+    assert!(status.success());
+    let out = Command::new("mkfs.vfat").args(["-n", "CIDATA"]).arg(&image).output().expect("mkfs.vfat");
+    assert!(out.status.success(), "mkfs.vfat: {}", String::from_utf8_lossy(&out.stderr));
+    for (name, contents) in files {
+        let local = dir.join(name);
+        std::fs::write(&local, contents).expect("write seed file");
+        let out = Command::new("mcopy")
+            .arg("-i")
+            .arg(&image)
+            .arg(&local)
+            .arg(format!("::{name}"))
+            .output()
+            .expect("mcopy");
+        assert!(out.status.success(), "mcopy: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    image
+}
+
+/// A network namespace of the test's own (`hatch-t-<random>`, loopback up),
+/// deleted on drop: QEMU's user-mode network and the SSH client live in it.
+pub struct TestNetns {
+    pub name: String,
+}
+
+impl TestNetns {
+    pub fn new() -> TestNetns {
+        let name = hatch::model::random_id("hatch-t-img", 6);
+        let ok = Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add").success();
+        assert!(ok, "ip netns add {name} failed");
+        let netns = TestNetns { name };
+        let up = Command::new("ip")
+            .args(["netns", "exec", &netns.name, "ip", "link", "set", "lo", "up"])
+            .status()
+            .expect("ip link set lo up");
+        assert!(up.success());
+        netns
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// An ed25519 key pair made with ssh-keygen in its own directory.
+pub struct SshKey {
+    pub private: PathBuf,
+    pub public: String,
+    _dir: tempfile::TempDir,
+}
+
+impl SshKey {
+    pub fn generate() -> SshKey {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let private = dir.path().join("id_ed25519");
+        let out = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "hatch-test", "-f"])
+            .arg(&private)
+            .output()
+            .expect("ssh-keygen");
+        assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+        let public = std::fs::read_to_string(private.with_extension("pub")).expect("public key");
+        SshKey { private, public: public.trim().to_string(), _dir: dir }
+    }
+
+    /// Runs `command` over SSH as `user` to 127.0.0.1:`port` inside `netns`,
+    /// retrying until `timeout`; returns stdout of the first success.
+    pub async fn run(&self, netns: &TestNetns, user: &str, port: u16, command: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let out = Command::new("ip")
+                .args(["netns", "exec", &netns.name, "ssh", "-i"])
+                .arg(&self.private)
+                .args([
+                    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+                    "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "-p", &port.to_string(),
+                    &format!("{user}@127.0.0.1"), command,
+                ])
+                .stdin(Stdio::null())
+                .output()
+                .expect("run ssh");
+            if out.status.success() {
+                return String::from_utf8_lossy(&out.stdout).into_owned();
+            }
+            if Instant::now() > deadline {
+                panic!("ssh {user}@guest {command:?} never succeeded: {}", String::from_utf8_lossy(&out.stderr));
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}
