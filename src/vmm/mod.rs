@@ -5,8 +5,12 @@
 //! (`VmLaunch`) and keeps the returned handle for the VM's lifetime.
 
 pub mod firecracker;
+pub mod host;
+pub mod kernel;
 pub mod qemu;
 pub mod select;
+pub mod supervisor;
+pub mod validate;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -118,11 +122,17 @@ pub enum VmmError {
     #[error("{binary} not found: {hint}")]
     BinaryMissing { binary: String, hint: String },
     #[error("the image has no kernel that {hypervisor} can boot ({detail})")]
-    UnsupportedKernel { hypervisor: &'static str, detail: String },
+    UnsupportedKernel {
+        hypervisor: &'static str,
+        detail: String,
+    },
     #[error("failed to start the VMM process: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("the VMM exited during start-up (code {code:?}): {serial_tail}")]
-    EarlyExit { code: Option<i32>, serial_tail: String },
+    EarlyExit {
+        code: Option<i32>,
+        serial_tail: String,
+    },
     #[error("timed out waiting for {what}")]
     Timeout { what: String },
     #[error("VMM control channel error: {0}")]
@@ -131,6 +141,10 @@ pub enum VmmError {
     Rejected { request: String, message: String },
     #[error("process {pid} is not a live VMM for this VM")]
     NotAdoptable { pid: u32 },
+    #[error("invalid VM launch: {0}")]
+    InvalidLaunch(String),
+    #[error("a VMM (pid {pid}) is already running for this VM")]
+    AlreadyRunning { pid: u32 },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -151,7 +165,11 @@ pub trait Hypervisor: Send + Sync {
 
     /// Spawns a fresh VMM process and loads a saved snapshot into it, then resumes.
     /// `spec` must describe the same devices (disk paths, TAP name) as when saved.
-    async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError>;
+    async fn restore(
+        &self,
+        spec: &VmLaunch,
+        snapshot: &SnapshotFiles,
+    ) -> Result<Box<dyn VmHandle>, VmmError>;
 
     /// Takes over a VMM process started earlier (possibly by a previous daemon).
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError>;

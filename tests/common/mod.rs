@@ -6,3 +6,4 @@ pub mod e2e;
 pub mod hatchd;
 pub mod images;
 pub mod snapshot;
+pub mod vmm;
