@@ -129,7 +129,7 @@ pub async fn sync_chain(
     table: &'static str,
     chain: &'static str,
     desired: &[&Rule],
-    in_scope: &dyn Fn(Option<&str>) -> bool,
+    in_scope: &(dyn Fn(Option<&str>) -> bool + Sync),
     changes: &mut Changes,
 ) -> Result<(), NetError> {
     let own_chain = chain.starts_with(OWN_PREFIX);
