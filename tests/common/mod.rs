@@ -5,5 +5,7 @@ pub mod daemon;
 pub mod e2e;
 pub mod hatchd;
 pub mod images;
+pub mod net;
+pub mod netns;
 pub mod snapshot;
 pub mod vmm;

@@ -76,15 +76,16 @@ fn strings(args: &[&str]) -> Vec<String> {
     args.iter().map(|a| a.to_string()).collect()
 }
 
-/// The chain's rules, or `None` if the chain does not exist.
+/// The chain's rules, or `None` if the chain does not exist. Lists the
+/// whole table: iptables-nft reports a missing chain as "incompatible",
+/// so existence is read from the `-N`/`-P` lines instead of error texts.
 pub async fn list(table: &str, chain: &str) -> Result<Option<Vec<Listed>>, NetError> {
-    match iptables(table, &strings(&["-S", chain])).await {
-        Ok(out) => Ok(Some(out.lines().filter_map(|line| parse_listed(chain, line)).collect())),
-        Err(cmd::CmdError::Failed { stderr, .. }) if stderr.contains("No chain") || stderr.contains("does not exist") => {
-            Ok(None)
-        }
-        Err(err) => Err(err.into()),
-    }
+    let out = iptables(table, &strings(&["-S"])).await?;
+    let exists = out.lines().any(|line| {
+        let words = split_saved_line(line);
+        words.len() >= 2 && (words[0] == "-N" || words[0] == "-P") && words[1] == chain
+    });
+    Ok(exists.then(|| out.lines().filter_map(|line| parse_listed(chain, line)).collect()))
 }
 
 pub async fn ensure_chain(table: &str, chain: &str) -> Result<(), NetError> {
@@ -128,7 +129,7 @@ pub async fn sync_chain(
     table: &'static str,
     chain: &'static str,
     desired: &[&Rule],
-    in_scope: &dyn Fn(Option<&str>) -> bool,
+    in_scope: &(dyn Fn(Option<&str>) -> bool + Sync),
     changes: &mut Changes,
 ) -> Result<(), NetError> {
     let own_chain = chain.starts_with(OWN_PREFIX);

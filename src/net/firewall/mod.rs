@@ -18,7 +18,7 @@ fn all_chains() -> impl Iterator<Item = (&'static str, &'static str)> {
 async fn sync(
     chains: impl Iterator<Item = (&'static str, &'static str)>,
     desired: &[Rule],
-    in_scope: &dyn Fn(Option<&str>) -> bool,
+    in_scope: &(dyn Fn(Option<&str>) -> bool + Sync),
 ) -> Result<Changes, NetError> {
     let mut changes = Changes::default();
     for (table, chain) in chains {
