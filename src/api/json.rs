@@ -43,6 +43,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 }
 
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    // serde would also accept an array for a struct (fields by position).
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::new(ErrorKind::InvalidJson, "the request body must be a JSON object"));
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
         let path = e.path().to_string();
@@ -61,8 +65,11 @@ fn json_error(err: &serde_json::Error, path: &str) -> ApiError {
             // serde reports unknown and missing fields by name, at the parent's path.
             let named = backticked(&message)
                 .filter(|_| message.starts_with("unknown field") || message.starts_with("missing field"));
+            // For unknown fields the path already ends with the name; for
+            // missing ones it is the parent's.
             let field = match (named, path) {
                 (Some(name), "." | "") => name.to_string(),
+                (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => path.to_string(),
                 (Some(name), parent) => format!("{parent}.{name}"),
                 (None, "." | "") => return ApiError::new(ErrorKind::InvalidJson, format!("invalid request body: {message}")),
                 (None, path) => path.to_string(),

@@ -61,6 +61,12 @@ pub struct Reply {
 
 impl Client {
     pub async fn request(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Reply, CliError> {
+        let body = body.map(|value| ("application/json", Bytes::from(value.to_string())));
+        self.send(method, path, body).await
+    }
+
+    /// Sends any body with its content type.
+    pub async fn send(&self, method: Method, path: &str, body: Option<(&str, Bytes)>) -> Result<Reply, CliError> {
         let host = match &self.endpoint {
             Endpoint::Tcp { host, port } => format!("{host}:{port}"),
             Endpoint::Unix(_) => "localhost".to_string(),
@@ -70,9 +76,9 @@ impl Client {
             builder = builder.header(AUTHORIZATION, format!("Bearer {key}"));
         }
         let payload = match body {
-            Some(value) => {
-                builder = builder.header(CONTENT_TYPE, "application/json");
-                Bytes::from(value.to_string())
+            Some((content_type, bytes)) => {
+                builder = builder.header(CONTENT_TYPE, content_type);
+                bytes
             }
             None => Bytes::new(),
         };
