@@ -1,4 +1,3 @@
-fn main() {
-    eprintln!("hatch: not yet wired");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    hatch::cli::main()
 }

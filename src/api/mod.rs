@@ -1,2 +1,135 @@
 //! The authenticated REST API: parsing, validation and error mapping only;
-//! every effect goes through orchestration.
+//! every effect goes through orchestration (VMs) or the store (images,
+//! templates, keys).
+//!
+//! [`routes`] is the one list of endpoints: the router is built from it and
+//! the OpenAPI contract test checks the document against it.
+
+pub mod auth;
+pub mod error;
+mod health;
+pub mod images;
+pub mod json;
+mod keys;
+pub mod openapi;
+mod templates;
+pub mod validate;
+pub mod vms;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, Method};
+use axum::routing::{self, MethodRouter};
+use axum::Router;
+
+use crate::config::Config;
+use crate::orch::Orchestrator;
+use crate::store::Store;
+use error::{ApiError, ErrorKind};
+
+/// Largest accepted request body (user_data's own limit is 64 KiB).
+pub const MAX_BODY_BYTES: usize = 256 * 1024;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub orch: Arc<Orchestrator>,
+    pub config: Arc<Config>,
+}
+
+/// Whether an endpoint needs an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    Public,
+    Key,
+}
+
+/// One endpoint: method, path (axum syntax, `{id}`), access, handler.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub handler: MethodRouter<AppState>,
+}
+
+fn route(method: Method, path: &'static str, access: Access, handler: MethodRouter<AppState>) -> Route {
+    Route { method, path, access, handler }
+}
+
+/// Every endpoint of the API.
+pub fn routes() -> Vec<Route> {
+    use Access::{Key, Public};
+    use Method as M;
+    use routing::{delete, get, post};
+    vec![
+        route(M::GET, "/healthz", Public, get(health::healthz)),
+        route(M::GET, "/openapi.json", Key, get(openapi::serve)),
+        route(M::POST, "/images", Key, post(images::register)),
+        route(M::GET, "/images", Key, get(images::list)),
+        route(M::GET, "/images/{id}", Key, get(images::show)),
+        route(M::DELETE, "/images/{id}", Key, delete(images::delete)),
+        route(M::POST, "/templates", Key, post(templates::create)),
+        route(M::GET, "/templates", Key, get(templates::list)),
+        route(M::GET, "/templates/{id}", Key, get(templates::show)),
+        route(M::DELETE, "/templates/{id}", Key, delete(templates::delete)),
+        route(M::POST, "/vms", Key, post(vms::create)),
+        route(M::GET, "/vms", Key, get(vms::list)),
+        route(M::GET, "/vms/{id}", Key, get(vms::show)),
+        route(M::DELETE, "/vms/{id}", Key, delete(vms::delete)),
+        route(M::POST, "/vms/{id}/stop", Key, post(vms::stop)),
+        route(M::POST, "/vms/{id}/start", Key, post(vms::start)),
+        route(M::GET, "/vms/{id}/logs", Key, get(vms::logs)),
+        route(M::POST, "/keys", Key, post(keys::create)),
+        route(M::GET, "/keys", Key, get(keys::list)),
+        route(M::DELETE, "/keys/{id}", Key, delete(keys::revoke)),
+    ]
+}
+
+/// The (method, path) pairs of [`routes`].
+pub fn route_table() -> Vec<(Method, &'static str, Access)> {
+    routes().into_iter().map(|r| (r.method, r.path, r.access)).collect()
+}
+
+pub fn router(state: AppState) -> Router {
+    let mut public: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    let mut protected: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
+    for r in routes() {
+        let group = match r.access {
+            Access::Public => &mut public,
+            Access::Key => &mut protected,
+        };
+        let merged = match group.remove(r.path) {
+            Some(existing) => existing.merge(r.handler),
+            None => r.handler,
+        };
+        group.insert(r.path, merged);
+    }
+    let build = |group: BTreeMap<&'static str, MethodRouter<AppState>>| {
+        group.into_iter().fold(Router::new(), |router, (path, handler)| router.route(path, handler))
+    };
+    let protected = build(protected)
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+    build(public)
+        .merge(protected)
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Unknown paths also need a key, so the API's shape is not probed anonymously.
+async fn no_route(State(state): State<AppState>, headers: HeaderMap) -> ApiError {
+    match auth::authenticate(&state.store, &headers) {
+        Some(_) => ApiError::new(ErrorKind::NotFound, "no such endpoint (see GET /openapi.json)"),
+        None => ApiError::unauthorized(),
+    }
+}
+
+async fn method_not_allowed(State(state): State<AppState>, headers: HeaderMap) -> ApiError {
+    match auth::authenticate(&state.store, &headers) {
+        Some(_) => ApiError::new(ErrorKind::MethodNotAllowed, "method not allowed on this endpoint"),
+        None => ApiError::unauthorized(),
+    }
+}

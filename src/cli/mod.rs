@@ -1,1 +1,140 @@
-//! The `hatch` command-line client.
+//! The `hatch` command line: `hatch serve` runs the daemon; every other
+//! command is a client of its API (`HATCH_URL`, `HATCH_API_KEY`).
+
+mod doctor;
+pub mod http;
+mod images;
+mod keys;
+mod output;
+pub mod serve;
+mod templates;
+mod vms;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::ServeArgs;
+use http::{Client, Endpoint};
+
+#[derive(Debug, Parser)]
+#[command(name = "hatch", version, about = "A small cloud of microVMs on one Linux host, behind one REST API")]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How the client commands reach the daemon.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ClientArgs {
+    /// Daemon URL: http://host:port or unix:/path/to.sock.
+    #[arg(long, global = true, env = "HATCH_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key [default: the contents of $HATCH_DATA_DIR/admin.key when readable].
+    #[arg(long, global = true, env = "HATCH_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon (every setting also reads its HATCH_* variable).
+    Serve(Box<ServeArgs>),
+    /// Create and manage VMs.
+    Vm(Group<vms::VmCommand>),
+    /// Build, register and manage guest images.
+    Image(Group<images::ImageCommand>),
+    /// Saved VM defaults.
+    Template(Group<templates::TemplateCommand>),
+    /// API keys.
+    Key(Group<keys::KeyCommand>),
+    /// Check the host's prerequisites and show which hypervisor would be used.
+    Doctor(ClientArgs),
+}
+
+/// A command group with the connection options every client command takes.
+#[derive(Debug, clap::Args)]
+pub struct Group<C: Subcommand> {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    #[command(subcommand)]
+    pub command: C,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error("cannot reach the hatch daemon at {at} ({source}); is `hatch serve` running? (HATCH_URL)")]
+    Unreachable {
+        at: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("HTTP error: {0}")]
+    Http(String),
+    #[error("{message} ({status} {code})")]
+    Api { status: u16, code: String, message: String },
+    #[error(transparent)]
+    Serve(#[from] serve::ServeError),
+    #[error("{0}")]
+    Local(String),
+}
+
+impl ClientArgs {
+    pub fn client(&self) -> Result<Client, CliError> {
+        let api_key = match &self.api_key {
+            Some(key) => Some(key.trim().to_string()),
+            None => admin_key_from_data_dir(),
+        };
+        Ok(Client { endpoint: Endpoint::parse(&self.url)?, api_key })
+    }
+}
+
+/// `$HATCH_DATA_DIR/admin.key`, when this user can read it.
+fn admin_key_from_data_dir() -> Option<String> {
+    let data_dir = std::env::var_os("HATCH_DATA_DIR").unwrap_or_else(|| "/var/lib/hatch".into());
+    let key = std::fs::read_to_string(std::path::Path::new(&data_dir).join("admin.key")).ok()?;
+    Some(key.trim().to_string()).filter(|k| !k.is_empty())
+}
+
+/// Entry point of the `hatch` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if matches!(cli.command, Command::Serve(_)) {
+        init_tracing();
+    }
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("hatch: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("hatch: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}
+
+pub async fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::Serve(args) => Ok(serve::run(&args).await?),
+        Command::Vm(group) => vms::run(group.command, &group.client).await,
+        Command::Image(group) => images::run(group.command, &group.client).await,
+        Command::Template(group) => templates::run(group.command, &group.client).await,
+        Command::Key(group) => keys::run(group.command, &group.client).await,
+        Command::Doctor(args) => doctor::run(&args).await,
+    }
+}

@@ -61,3 +61,112 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
         updated_at: now(),
     }
 }
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use base64::Engine;
+use hatch::api::{router, AppState};
+use hatch::cli::http::{Client, Endpoint};
+use hatch::config::Config;
+use hatch::store::Store;
+use serde_json::Value;
+
+/// A real API server on 127.0.0.1:<random port> over a fresh data directory,
+/// with its first-start admin key.
+pub struct TestApi {
+    pub dir: tempfile::TempDir,
+    pub store: Store,
+    pub addr: SocketAddr,
+    pub admin_key: String,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for TestApi {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl TestApi {
+    pub async fn start() -> TestApi {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = Arc::new(Config::with_data_dir(dir.path()).expect("config"));
+        let store = hatch::cli::serve::open_state(&config).expect("open state");
+        let admin_key = std::fs::read_to_string(config.admin_key_path()).expect("admin.key").trim().to_string();
+        let orch = hatch::cli::serve::start_orchestrator(config.clone(), store.clone()).await.expect("orchestrator");
+        let app = router(AppState { store: store.clone(), orch, config });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serve");
+        });
+        TestApi { dir, store, addr, admin_key, server }
+    }
+
+    pub fn client(&self, key: Option<&str>) -> Client {
+        Client {
+            endpoint: Endpoint::Tcp { host: self.addr.ip().to_string(), port: self.addr.port() },
+            api_key: key.map(str::to_string),
+        }
+    }
+
+    /// A request with the admin key; returns the status and the JSON body (Null when empty).
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        let reply = self.client(Some(&self.admin_key)).request(method, path, body.as_ref()).await.expect("request");
+        (reply.status.as_u16(), json_or_null(&reply.body))
+    }
+
+    /// A request with a raw body and content type, with the admin key.
+    pub async fn raw(&self, method: &str, path: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        let reply = self
+            .client(Some(&self.admin_key))
+            .send(method, path, Some((content_type, body.into())))
+            .await
+            .expect("request");
+        (reply.status.as_u16(), json_or_null(&reply.body))
+    }
+}
+
+/// Every error response must be JSON; a non-JSON body fails the test.
+pub fn json_or_null(body: &[u8]) -> Value {
+    if body.is_empty() {
+        return Value::Null;
+    }
+    serde_json::from_slice(body).unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(body)))
+}
+
+/// Asserts an error body `{"error": {"code", "message", "field"}}` and returns (code, field).
+pub fn error_parts(body: &Value) -> (String, Option<String>) {
+    let error = &body["error"];
+    assert!(error["message"].is_string(), "error without message: {body}");
+    let code = error["code"].as_str().unwrap_or_else(|| panic!("error without code: {body}")).to_string();
+    (code, error["field"].as_str().map(str::to_string))
+}
+
+/// A well-formed OpenSSH ed25519 public key (random key material).
+pub fn test_public_key() -> String {
+    let mut blob = Vec::new();
+    blob.extend_from_slice(&11u32.to_be_bytes());
+    blob.extend_from_slice(b"ssh-ed25519");
+    blob.extend_from_slice(&32u32.to_be_bytes());
+    blob.extend((0..32).map(|_| rand::random::<u8>()));
+    format!("ssh-ed25519 {} test@hatch", base64::engine::general_purpose::STANDARD.encode(blob))
+}
+
+/// Files that look like a kernel (ELF or bzImage header) and an initrd.
+pub fn fake_boot_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    let elf = dir.join("vmlinux");
+    let mut bytes = b"\x7fELF".to_vec();
+    bytes.resize(4096, 0);
+    std::fs::write(&elf, &bytes).unwrap();
+    let bz = dir.join("bzImage");
+    let mut bytes = vec![0u8; 4096];
+    bytes[0x202..0x206].copy_from_slice(b"HdrS");
+    std::fs::write(&bz, &bytes).unwrap();
+    let initrd = dir.join("initrd.img");
+    std::fs::write(&initrd, vec![1u8; 2048]).unwrap();
+    (elf, bz, initrd)
+}

@@ -1,0 +1,182 @@
+//! JSON Schemas of the API's request and response bodies.
+
+use serde_json::{json, Map, Value};
+
+use crate::api::error::ErrorKind;
+use crate::model::VmState;
+
+/// An object schema; `required` lists the properties always present.
+fn object(properties: Value, required: &[&str]) -> Value {
+    json!({ "type": "object", "additionalProperties": false, "properties": properties, "required": required })
+}
+
+fn nullable(type_name: &str) -> Value {
+    json!({ "type": [type_name, "null"] })
+}
+
+fn timestamp() -> Value {
+    json!({ "type": "string", "format": "date-time" })
+}
+
+fn string_list() -> Value {
+    json!({ "type": "array", "items": { "type": "string" } })
+}
+
+pub fn all() -> Map<String, Value> {
+    let codes: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
+    let states: Vec<&str> = VmState::ALL.iter().map(|s| s.as_str()).collect();
+    let mut schemas = Map::new();
+    let mut add = |name: &str, schema: Value| {
+        schemas.insert(name.to_string(), schema);
+    };
+    add(
+        "Error",
+        object(
+            json!({ "error": object(
+                json!({
+                    "code": { "type": "string", "enum": codes },
+                    "message": { "type": "string" },
+                    "field": { "type": ["string", "null"], "description": "The request field at fault" }
+                }),
+                &["code", "message", "field"],
+            )}),
+            &["error"],
+        ),
+    );
+    add(
+        "Health",
+        object(
+            json!({
+                "status": { "type": "string" },
+                "version": { "type": "string" },
+                "vms": object(json!({
+                    "total": { "type": "integer" },
+                    "by_state": { "type": "object", "additionalProperties": { "type": "integer" } }
+                }), &["total", "by_state"]),
+                "images": { "type": "integer" }
+            }),
+            &["status", "version", "vms", "images"],
+        ),
+    );
+    add(
+        "Image",
+        object(
+            json!({
+                "id": { "type": "string" },
+                "name": { "type": "string" },
+                "profile": { "type": "string", "enum": ["debian", "minimal", "registered"] },
+                "kernel_path": nullable("string"),
+                "bzimage_path": nullable("string"),
+                "initrd_path": nullable("string"),
+                "rootfs_path": nullable("string"),
+                "login_user": { "type": "string" },
+                "boot_args": { "type": "string" },
+                "size_bytes": { "type": "integer" },
+                "created_at": timestamp()
+            }),
+            &["id", "name", "profile", "kernel_path", "bzimage_path", "initrd_path", "rootfs_path", "login_user",
+              "boot_args", "size_bytes", "created_at"],
+        ),
+    );
+    add(
+        "RegisterImage",
+        object(
+            json!({
+                "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" },
+                "kernel_path": { "type": "string", "description": "Absolute path to an ELF vmlinux or a bzImage" },
+                "initrd_path": { "type": "string" },
+                "rootfs_path": { "type": "string" },
+                "login_user": { "type": "string", "default": "root" },
+                "boot_args": { "type": "string", "maxLength": 1024 }
+            }),
+            &["name", "kernel_path"],
+        ),
+    );
+    add(
+        "Template",
+        object(
+            json!({
+                "id": { "type": "string" },
+                "name": { "type": "string" },
+                "image_id": { "type": "string" },
+                "vcpu_count": { "type": "integer" },
+                "mem_mib": { "type": "integer" },
+                "user_data": nullable("string"),
+                "ssh_authorized_keys": string_list(),
+                "created_at": timestamp()
+            }),
+            &["id", "name", "image_id", "vcpu_count", "mem_mib", "user_data", "ssh_authorized_keys", "created_at"],
+        ),
+    );
+    add(
+        "CreateTemplate",
+        object(
+            json!({
+                "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" },
+                "image_id": { "type": "string", "description": "Image id or name" },
+                "vcpu_count": { "type": "integer", "minimum": 1, "maximum": 32 },
+                "mem_mib": { "type": "integer", "minimum": 128, "description": "At most the host's memory" },
+                "user_data": { "type": "string", "maxLength": 65536 },
+                "ssh_authorized_keys": string_list()
+            }),
+            &["name", "image_id"],
+        ),
+    );
+    add(
+        "Vm",
+        object(
+            json!({
+                "id": { "type": "string", "example": "vm-xyz789" },
+                "state": { "type": "string", "enum": states },
+                "image_id": { "type": "string" },
+                "vcpu_count": { "type": "integer" },
+                "mem_mib": { "type": "integer" },
+                "enable_network": { "type": "boolean" },
+                "guest_ip": { "type": "string", "description": "Absent when networking is off" },
+                "guest_mac": { "type": "string" },
+                "tap_name": { "type": "string" },
+                "ssh_port": { "type": "integer" },
+                "user_data": { "type": "string" },
+                "ssh_authorized_keys": string_list(),
+                "hypervisor": { "type": "string", "enum": ["qemu", "firecracker"] },
+                "pid": { "type": "integer" },
+                "state_reason": { "type": "string" },
+                "ready_at": timestamp(),
+                "created_at": timestamp(),
+                "updated_at": timestamp()
+            }),
+            &["id", "state", "image_id", "vcpu_count", "mem_mib", "enable_network", "hypervisor", "created_at",
+              "updated_at"],
+        ),
+    );
+    add(
+        "CreateVm",
+        object(
+            json!({
+                "image_id": { "type": "string", "description": "Default: the template's image, HATCH_DEFAULT_IMAGE, or the newest image" },
+                "template_id": { "type": "string" },
+                "vcpu_count": { "type": "integer", "minimum": 1, "maximum": 32 },
+                "mem_mib": { "type": "integer", "minimum": 128, "description": "At most the host's memory" },
+                "enable_network": { "type": "boolean", "default": true },
+                "guest_ip": { "type": "string", "format": "ipv4" },
+                "guest_mac": { "type": "string", "example": "02:fc:00:11:22:33" },
+                "user_data": { "type": "string", "maxLength": 65536 },
+                "ssh_authorized_keys": string_list()
+            }),
+            &[],
+        ),
+    );
+    let key_properties = json!({
+        "id": { "type": "string" },
+        "name": { "type": "string" },
+        "prefix": { "type": "string", "description": "The key's first characters, for telling keys apart" },
+        "created_at": timestamp(),
+        "revoked_at": timestamp()
+    });
+    add("ApiKey", object(key_properties.clone(), &["id", "name", "prefix", "created_at"]));
+    let mut new_key = key_properties;
+    new_key["key"] = json!({ "type": "string", "description": "The key itself; shown only in this response" });
+    add("NewApiKey", object(new_key, &["id", "name", "prefix", "created_at", "key"]));
+    add("CreateKey", object(json!({ "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" } }), &["name"]));
+    schemas
+}

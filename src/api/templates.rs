@@ -1,0 +1,66 @@
+//! Templates: saved VM defaults. `POST/GET /templates`, `GET/DELETE /templates/{id}`.
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult, ErrorKind};
+use super::json::ApiJson;
+use super::{validate, AppState};
+use crate::model::{now, random_id, Template};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateTemplate {
+    pub name: String,
+    /// Image id or name.
+    pub image_id: String,
+    pub vcpu_count: Option<u32>,
+    pub mem_mib: Option<u32>,
+    pub user_data: Option<String>,
+    #[serde(default)]
+    pub ssh_authorized_keys: Vec<String>,
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateTemplate>,
+) -> ApiResult<(StatusCode, Json<Template>)> {
+    validate::name(&req.name)?;
+    let vcpu_count = validate::vcpu_count(req.vcpu_count.unwrap_or(state.config.default_vcpu_count))?;
+    let mem_mib = validate::mem_mib(req.mem_mib.unwrap_or(state.config.default_mem_mib))?;
+    validate::user_data(&req.user_data)?;
+    validate::ssh_authorized_keys(&req.ssh_authorized_keys)?;
+    let image = state.store.find_image(&req.image_id)?.ok_or_else(|| {
+        ApiError::field(ErrorKind::NotFound, "image_id", format!("image {} not found", req.image_id))
+    })?;
+    let template = Template {
+        id: random_id("tpl", 10),
+        name: req.name,
+        image_id: image.id,
+        vcpu_count,
+        mem_mib,
+        user_data: req.user_data,
+        ssh_authorized_keys: req.ssh_authorized_keys,
+        created_at: now(),
+    };
+    state.store.insert_template(&template)?;
+    Ok((StatusCode::CREATED, Json(template)))
+}
+
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Template>>> {
+    Ok(Json(state.store.list_templates()?))
+}
+
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Template>> {
+    state.store.get_template(&id)?.map(Json).ok_or_else(|| ApiError::not_found("template", &id))
+}
+
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    if state.store.delete_template(&id)? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::not_found("template", &id))
+    }
+}

@@ -1,0 +1,171 @@
+//! VMs: parsing and validation here; every effect goes through `Orchestrator`.
+
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Deserialize;
+
+use super::error::{ApiError, ApiResult, ErrorKind};
+use super::json::{ApiJson, ApiQuery};
+use super::{validate, AppState};
+use crate::model::Vm;
+use crate::orch::{CreateVm, OrchError};
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVmRequest {
+    pub image_id: Option<String>,
+    pub template_id: Option<String>,
+    pub vcpu_count: Option<u32>,
+    pub mem_mib: Option<u32>,
+    pub enable_network: Option<bool>,
+    pub guest_ip: Option<String>,
+    pub guest_mac: Option<String>,
+    pub user_data: Option<String>,
+    pub ssh_authorized_keys: Option<Vec<String>>,
+}
+
+impl CreateVmRequest {
+    /// Checks what can be checked without orchestration.
+    pub fn validate(self) -> Result<CreateVm, ApiError> {
+        if self.image_id.is_some() && self.template_id.is_some() {
+            return Err(ApiError::invalid("template_id", "give image_id or template_id, not both"));
+        }
+        self.vcpu_count.map(validate::vcpu_count).transpose()?;
+        self.mem_mib.map(validate::mem_mib).transpose()?;
+        validate::user_data(&self.user_data)?;
+        if let Some(keys) = &self.ssh_authorized_keys {
+            validate::ssh_authorized_keys(keys)?;
+        }
+        if self.enable_network == Some(false) {
+            for (field, value) in [("guest_ip", &self.guest_ip), ("guest_mac", &self.guest_mac)] {
+                if value.is_some() {
+                    return Err(ApiError::invalid(field, format!("{field} needs enable_network")));
+                }
+            }
+        }
+        Ok(CreateVm {
+            image_id: self.image_id,
+            template_id: self.template_id,
+            vcpu_count: self.vcpu_count,
+            mem_mib: self.mem_mib,
+            enable_network: self.enable_network,
+            guest_ip: self.guest_ip,
+            guest_mac: self.guest_mac,
+            user_data: self.user_data,
+            ssh_authorized_keys: self.ssh_authorized_keys,
+        })
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateQuery {
+    /// `ready`: answer once the guest accepts SSH connections.
+    pub wait: Option<String>,
+    /// Seconds (or 90s, 5m) to wait; default 120.
+    pub timeout: Option<String>,
+}
+
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
+const MAX_WAIT: Duration = Duration::from_secs(3600);
+
+impl CreateQuery {
+    /// The readiness wait asked for, if any.
+    fn wait_for(&self) -> Result<Option<Duration>, ApiError> {
+        match self.wait.as_deref() {
+            None => {
+                if self.timeout.is_some() {
+                    return Err(ApiError::invalid("timeout", "timeout needs wait=ready"));
+                }
+                Ok(None)
+            }
+            Some("ready") => {
+                let Some(text) = &self.timeout else { return Ok(Some(DEFAULT_WAIT)) };
+                let timeout = crate::config::values::duration(text).map_err(|e| ApiError::invalid("timeout", e))?;
+                if timeout > MAX_WAIT {
+                    return Err(ApiError::invalid("timeout", "timeout is at most 3600 seconds"));
+                }
+                Ok(Some(timeout))
+            }
+            Some(other) => Err(ApiError::invalid("wait", format!("wait must be \"ready\", got {other:?}"))),
+        }
+    }
+}
+
+/// Orchestration names the missing object; in a create request that is a field.
+fn create_error(err: OrchError) -> ApiError {
+    let field = match &err {
+        OrchError::NotFound { kind: "image", .. } => Some("image_id"),
+        OrchError::NotFound { kind: "template", .. } => Some("template_id"),
+        _ => None,
+    };
+    let mut api: ApiError = err.into();
+    if api.field.is_none() {
+        api.field = field.map(Into::into);
+    }
+    api
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<CreateQuery>,
+    ApiJson(req): ApiJson<CreateVmRequest>,
+) -> ApiResult<(StatusCode, Json<Vm>)> {
+    let wait = query.wait_for()?;
+    let vm = state.orch.create_vm(req.validate()?).await.map_err(create_error)?;
+    let vm = match wait {
+        Some(timeout) => state.orch.wait_ready(&vm.id, timeout).await?,
+        None => vm,
+    };
+    Ok((StatusCode::CREATED, Json(vm)))
+}
+
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Vm>>> {
+    Ok(Json(state.orch.list_vms().await?))
+}
+
+pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
+    Ok(Json(state.orch.get_vm(&id).await?))
+}
+
+pub async fn stop(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
+    Ok(Json(state.orch.stop_vm(&id).await?))
+}
+
+pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
+    Ok(Json(state.orch.start_vm(&id).await?))
+}
+
+pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    state.orch.delete_vm(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    /// How much of the end of the console to return (default 64 KiB, at most 1 MiB).
+    pub bytes: Option<String>,
+}
+
+const DEFAULT_LOG_BYTES: usize = 64 * 1024;
+const MAX_LOG_BYTES: usize = 1024 * 1024;
+
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    ApiQuery(query): ApiQuery<LogsQuery>,
+) -> ApiResult<impl IntoResponse> {
+    let bytes = match &query.bytes {
+        None => DEFAULT_LOG_BYTES,
+        Some(text) => crate::config::values::number(text, 1, MAX_LOG_BYTES)
+            .map_err(|e| ApiError::field(ErrorKind::InvalidField, "bytes", format!("bytes: {e}")))?,
+    };
+    let text = state.orch.logs(&id, bytes).await?;
+    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+}

@@ -1,0 +1,120 @@
+//! `hatch serve`: the daemon. Opens the store, makes the admin key on first
+//! start, starts orchestration and serves the API until SIGTERM or SIGINT.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, UnixListener};
+
+use crate::api::auth::{ensure_admin_key, AdminKeyError};
+use crate::api::{self, AppState};
+use crate::config::{Config, ConfigError, ListenAddr, ServeArgs};
+use crate::orch::{OrchError, Orchestrator};
+use crate::store::{Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    #[error("cannot prepare {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot create the admin key: {0}")]
+    AdminKey(#[from] AdminKeyError),
+    #[error("cannot start orchestration: {0}")]
+    Orch(#[from] OrchError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the API server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Starts orchestration for the daemon. The one place the daemon builds its
+/// `Orchestrator` (the API tests use it too).
+pub async fn start_orchestrator(config: Arc<Config>, store: Store) -> Result<Arc<Orchestrator>, ServeError> {
+    // Until the VM lifecycle lands, `Orchestrator` is an empty interface whose
+    // VM methods answer "not implemented yet"; this becomes
+    // `Orchestrator::start(config, store).await` at the merge.
+    let _ = (config, store);
+    const _: () = assert!(std::mem::size_of::<Orchestrator>() == 0);
+    // SAFETY: `Orchestrator` is (asserted above) a zero-sized struct with no
+    // invariants; the assertion fails to compile as soon as it gains state.
+    let placeholder: Orchestrator = unsafe { std::mem::transmute::<(), Orchestrator>(()) };
+    Ok(Arc::new(placeholder))
+}
+
+/// Opens the data directory and database, and makes the admin key on first start.
+pub fn open_state(config: &Config) -> Result<Store, ServeError> {
+    let data_dir = &config.data_dir;
+    let prepare = || -> std::io::Result<()> {
+        std::fs::create_dir_all(data_dir)?;
+        // VM disks, keys and the database live here: owner only.
+        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
+    };
+    prepare().map_err(|source| ServeError::DataDir { path: data_dir.clone(), source })?;
+    let store = Store::open(&config.db_path())?;
+    if let Some(path) = ensure_admin_key(&store, &config.admin_key_path())? {
+        eprintln!("hatch: first start: wrote an admin API key to {}", path.display());
+    }
+    Ok(store)
+}
+
+pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
+    let config = Arc::new(Config::from_args(args)?);
+    let store = open_state(&config)?;
+    let orch = start_orchestrator(config.clone(), store.clone()).await?;
+    let app = api::router(AppState { store, orch, config: config.clone() });
+    match &config.http_addr {
+        ListenAddr::Tcp(addr) => {
+            let bind_error = |source| ServeError::Bind { addr: addr.to_string(), source };
+            let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+            let local = listener.local_addr().map_err(bind_error)?;
+            eprintln!("hatch: listening on {local}");
+            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Serve)
+        }
+        ListenAddr::Unix(path) => {
+            let bind_error = |source| ServeError::Bind { addr: format!("unix:{}", path.display()), source };
+            remove_stale_socket(path).map_err(bind_error)?;
+            let listener = UnixListener::bind(path).map_err(bind_error)?;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
+            eprintln!("hatch: listening on unix:{}", path.display());
+            let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+            let _ = std::fs::remove_file(path);
+            served.map_err(ServeError::Serve)
+        }
+    }
+}
+
+/// A socket file left by a daemon that died is replaced; any other file is not.
+fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
+        Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a socket")),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        tracing::error!("cannot install signal handlers; stop the daemon with SIGKILL");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+    eprintln!("hatch: shutting down");
+}

@@ -1,0 +1,98 @@
+//! `hatch template create|list|show|delete`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use hyper::Method;
+use serde_json::json;
+
+use super::http::segment;
+use super::output;
+use super::vms::read_ssh_keys;
+use super::{ClientArgs, CliError};
+use crate::model::Template;
+
+#[derive(Debug, Subcommand)]
+pub enum TemplateCommand {
+    /// Save VM defaults under a name.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Image id or name.
+        #[arg(long)]
+        image: String,
+        #[arg(long)]
+        vcpu: Option<u32>,
+        /// Memory in MiB.
+        #[arg(long)]
+        mem: Option<u32>,
+        /// File with cloud-init user data.
+        #[arg(long)]
+        user_data: Option<PathBuf>,
+        /// Public key file(s) to authorise in VMs made from this template.
+        #[arg(long = "ssh-key")]
+        ssh_keys: Vec<PathBuf>,
+    },
+    /// List templates.
+    List,
+    /// Show one template.
+    Show { id: String },
+    /// Delete a template.
+    Delete { id: String },
+}
+
+pub async fn run(command: TemplateCommand, args: &ClientArgs) -> Result<(), CliError> {
+    let client = args.client()?;
+    match command {
+        TemplateCommand::Create { name, image, vcpu, mem, user_data, ssh_keys } => {
+            let mut body = json!({ "name": name, "image_id": image, "ssh_authorized_keys": read_ssh_keys(&ssh_keys)? });
+            if let Some(vcpu) = vcpu {
+                body["vcpu_count"] = json!(vcpu);
+            }
+            if let Some(mem) = mem {
+                body["mem_mib"] = json!(mem);
+            }
+            if let Some(path) = user_data {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| CliError::Usage(format!("cannot read user data {}: {e}", path.display())))?;
+                body["user_data"] = json!(text);
+            }
+            let template: Template = client.call(Method::POST, "/templates", Some(&body)).await?;
+            output::show(args.json, &template, print_template);
+        }
+        TemplateCommand::List => {
+            let templates: Vec<Template> = client.call(Method::GET, "/templates", None).await?;
+            output::show(args.json, &templates, |templates| {
+                let rows: Vec<Vec<String>> = templates
+                    .iter()
+                    .map(|t| vec![t.id.clone(), t.name.clone(), t.image_id.clone(), t.vcpu_count.to_string(), t.mem_mib.to_string()])
+                    .collect();
+                output::table(&["ID", "NAME", "IMAGE", "VCPU", "MEM_MIB"], &rows);
+            });
+        }
+        TemplateCommand::Show { id } => {
+            let template: Template = client.call(Method::GET, &format!("/templates/{}", segment(&id)), None).await?;
+            output::show(args.json, &template, print_template);
+        }
+        TemplateCommand::Delete { id } => {
+            client.request(Method::DELETE, &format!("/templates/{}", segment(&id)), None).await?.success()?;
+            if !args.json {
+                println!("deleted {id}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn print_template(t: &Template) {
+    output::fields(&[
+        ("id", t.id.clone()),
+        ("name", t.name.clone()),
+        ("image", t.image_id.clone()),
+        ("vcpu_count", t.vcpu_count.to_string()),
+        ("mem_mib", t.mem_mib.to_string()),
+        ("user_data", format!("{} bytes", t.user_data.as_ref().map_or(0, String::len))),
+        ("ssh keys", t.ssh_authorized_keys.len().to_string()),
+        ("created_at", t.created_at.to_string()),
+    ]);
+}

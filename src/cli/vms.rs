@@ -1,0 +1,278 @@
+//! `hatch vm create|list|show|stop|start|delete|ssh|logs`.
+
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Subcommand;
+use hyper::Method;
+use serde_json::{json, Map, Value};
+
+use super::http::{segment, Client};
+use super::output::{self, opt};
+use super::{ClientArgs, CliError};
+use crate::model::{Image, Vm, VmState};
+
+#[derive(Debug, Subcommand)]
+pub enum VmCommand {
+    /// Create and boot a VM.
+    Create(CreateArgs),
+    /// List VMs, oldest first.
+    List,
+    /// Show one VM.
+    Show { id: String },
+    /// Stop a VM; it keeps its IP, MAC and SSH port.
+    Stop { id: String },
+    /// Start a stopped VM.
+    Start { id: String },
+    /// Delete a VM and release everything it held.
+    Delete { id: String },
+    /// SSH into a VM through its forwarded port (extra arguments go to ssh).
+    Ssh {
+        id: String,
+        #[arg(last = true)]
+        ssh_args: Vec<String>,
+    },
+    /// Print the end of the VM's serial console.
+    Logs {
+        id: String,
+        #[arg(long)]
+        bytes: Option<usize>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// Image id or name [default: the template's, HATCH_DEFAULT_IMAGE, or the newest].
+    #[arg(long)]
+    image: Option<String>,
+    #[arg(long)]
+    template: Option<String>,
+    #[arg(long)]
+    vcpu: Option<u32>,
+    /// Memory in MiB.
+    #[arg(long)]
+    mem: Option<u32>,
+    /// Create the VM without a network interface.
+    #[arg(long)]
+    no_network: bool,
+    #[arg(long)]
+    ip: Option<String>,
+    #[arg(long)]
+    mac: Option<String>,
+    /// File with cloud-init user data (cloud-config, script, ...).
+    #[arg(long)]
+    user_data: Option<PathBuf>,
+    /// Public key file(s) to authorise [default: ~/.ssh/id_*.pub when present].
+    #[arg(long = "ssh-key")]
+    ssh_keys: Vec<PathBuf>,
+    /// Do not add the default ~/.ssh keys.
+    #[arg(long)]
+    no_ssh_key: bool,
+    /// Wait until the guest accepts SSH connections, printing state changes.
+    #[arg(long)]
+    wait: bool,
+    /// How long --wait waits, in seconds.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
+
+pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> {
+    let client = args.client()?;
+    match command {
+        VmCommand::Create(create) => {
+            let body = create_body(&create)?;
+            let vm: Vm = client.call(Method::POST, "/vms", Some(&body)).await?;
+            if !args.json {
+                eprintln!("created {} ({})", vm.id, vm.state.as_str());
+            }
+            let vm = if create.wait { wait_ready(&client, vm, Duration::from_secs(create.timeout), args.json).await? } else { vm };
+            output::show(args.json, &vm, print_vm);
+        }
+        VmCommand::List => {
+            let vms: Vec<Vm> = client.call(Method::GET, "/vms", None).await?;
+            output::show(args.json, &vms, |vms| {
+                let rows: Vec<Vec<String>> = vms
+                    .iter()
+                    .map(|vm| {
+                        let net = vm.network.as_ref();
+                        vec![
+                            vm.id.clone(),
+                            vm.state.as_str().to_string(),
+                            vm.image_id.clone(),
+                            vm.vcpu_count.to_string(),
+                            vm.mem_mib.to_string(),
+                            opt(&net.map(|n| n.guest_ip)),
+                            opt(&net.map(|n| n.ssh_port)),
+                        ]
+                    })
+                    .collect();
+                output::table(&["ID", "STATE", "IMAGE", "VCPU", "MEM_MIB", "IP", "SSH_PORT"], &rows);
+            });
+        }
+        VmCommand::Show { id } => {
+            let vm: Vm = client.call(Method::GET, &format!("/vms/{}", segment(&id)), None).await?;
+            output::show(args.json, &vm, print_vm);
+        }
+        VmCommand::Stop { id } => action(&client, args, &id, "stop").await?,
+        VmCommand::Start { id } => action(&client, args, &id, "start").await?,
+        VmCommand::Delete { id } => {
+            client.request(Method::DELETE, &format!("/vms/{}", segment(&id)), None).await?.success()?;
+            if !args.json {
+                println!("deleted {id}");
+            }
+        }
+        VmCommand::Ssh { id, ssh_args } => return ssh(&client, &id, &ssh_args).await,
+        VmCommand::Logs { id, bytes } => {
+            let query = bytes.map(|b| format!("?bytes={b}")).unwrap_or_default();
+            let reply = client.request(Method::GET, &format!("/vms/{}/logs{query}", segment(&id)), None).await?.success()?;
+            print!("{}", String::from_utf8_lossy(&reply.body));
+        }
+    }
+    Ok(())
+}
+
+async fn action(client: &Client, args: &ClientArgs, id: &str, verb: &str) -> Result<(), CliError> {
+    let vm: Vm = client.call(Method::POST, &format!("/vms/{}/{verb}", segment(id)), None).await?;
+    output::show(args.json, &vm, |vm| println!("{} {}", vm.id, vm.state.as_str()));
+    Ok(())
+}
+
+fn read_file(path: &PathBuf, what: &str) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("cannot read {what} {}: {e}", path.display())))
+}
+
+/// The user's own public keys, as `ssh-keygen` names them.
+fn default_ssh_keys() -> Vec<PathBuf> {
+    let Some(home) = std::env::var_os("HOME") else { return Vec::new() };
+    ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"]
+        .iter()
+        .map(|name| PathBuf::from(&home).join(".ssh").join(name))
+        .filter(|path| path.is_file())
+        .collect()
+}
+
+/// Reads public key files; one key per non-empty, non-comment line.
+pub fn read_ssh_keys(paths: &[PathBuf]) -> Result<Vec<String>, CliError> {
+    let mut keys = Vec::new();
+    for path in paths {
+        let text = read_file(path, "SSH key")?;
+        keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+    }
+    Ok(keys)
+}
+
+fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
+    let mut body = Map::new();
+    let mut set = |key: &str, value: Value| {
+        body.insert(key.to_string(), value);
+    };
+    if let Some(image) = &args.image {
+        set("image_id", json!(image));
+    }
+    if let Some(template) = &args.template {
+        set("template_id", json!(template));
+    }
+    if let Some(vcpu) = args.vcpu {
+        set("vcpu_count", json!(vcpu));
+    }
+    if let Some(mem) = args.mem {
+        set("mem_mib", json!(mem));
+    }
+    if args.no_network {
+        set("enable_network", json!(false));
+    }
+    if let Some(ip) = &args.ip {
+        set("guest_ip", json!(ip));
+    }
+    if let Some(mac) = &args.mac {
+        set("guest_mac", json!(mac));
+    }
+    if let Some(path) = &args.user_data {
+        set("user_data", json!(read_file(path, "user data")?));
+    }
+    let key_files = if !args.ssh_keys.is_empty() {
+        args.ssh_keys.clone()
+    } else if args.no_ssh_key {
+        Vec::new()
+    } else {
+        default_ssh_keys()
+    };
+    let keys = read_ssh_keys(&key_files)?;
+    if !keys.is_empty() {
+        set("ssh_authorized_keys", json!(keys));
+    }
+    Ok(Value::Object(body))
+}
+
+/// Polls the VM, printing each state change, until the guest is ready.
+async fn wait_ready(client: &Client, mut vm: Vm, timeout: Duration, quiet: bool) -> Result<Vm, CliError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last: Option<VmState> = None;
+    loop {
+        if last != Some(vm.state) && !quiet {
+            eprintln!("{}: {}", vm.id, vm.state.as_str());
+        }
+        last = Some(vm.state);
+        if vm.ready_at.is_some() {
+            if !quiet {
+                eprintln!("{}: ready (SSH accepts connections)", vm.id);
+            }
+            return Ok(vm);
+        }
+        if matches!(vm.state, VmState::Error | VmState::Stopped) {
+            let reason = vm.state_reason.clone().unwrap_or_default();
+            return Err(CliError::Local(format!("{} is {} before becoming ready: {reason}", vm.id, vm.state.as_str())));
+        }
+        if !vm.enable_network {
+            return Err(CliError::Usage("--wait needs networking (readiness is an SSH connection)".into()));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(CliError::Local(format!(
+                "{} did not become ready within {}s (state {})",
+                vm.id,
+                timeout.as_secs(),
+                vm.state.as_str()
+            )));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        vm = client.call(Method::GET, &format!("/vms/{}", segment(&vm.id)), None).await?;
+    }
+}
+
+fn print_vm(vm: &Vm) {
+    let net = vm.network.as_ref();
+    output::fields(&[
+        ("id", vm.id.clone()),
+        ("state", vm.state.as_str().to_string()),
+        ("reason", opt(&vm.state_reason)),
+        ("image", vm.image_id.clone()),
+        ("vcpu_count", vm.vcpu_count.to_string()),
+        ("mem_mib", vm.mem_mib.to_string()),
+        ("hypervisor", vm.hypervisor.clone()),
+        ("network", vm.enable_network.to_string()),
+        ("guest_ip", opt(&net.map(|n| n.guest_ip))),
+        ("guest_mac", opt(&net.map(|n| n.guest_mac.clone()))),
+        ("tap_name", opt(&net.map(|n| n.tap_name.clone()))),
+        ("ssh_port", opt(&net.map(|n| n.ssh_port))),
+        ("ready_at", opt(&vm.ready_at)),
+        ("created_at", vm.created_at.to_string()),
+    ]);
+}
+
+/// Replaces this process with `ssh -p <port> <user>@<host>`.
+async fn ssh(client: &Client, id: &str, extra: &[String]) -> Result<(), CliError> {
+    let vm: Vm = client.call(Method::GET, &format!("/vms/{}", segment(id)), None).await?;
+    let net = vm.network.as_ref().ok_or_else(|| CliError::Usage(format!("{id} has no network")))?;
+    let image: Image = client.call(Method::GET, &format!("/images/{}", segment(&vm.image_id)), None).await?;
+    let mut command = std::process::Command::new("ssh");
+    command
+        .arg("-p")
+        .arg(net.ssh_port.to_string())
+        // Every VM has fresh host keys and ports are reused: do not pin them.
+        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .arg(format!("{}@{}", image.login_user, client.endpoint.ssh_host()))
+        .args(extra);
+    let error = command.exec();
+    Err(CliError::Local(format!("cannot run ssh: {error}")))
+}
