@@ -39,18 +39,10 @@ pub enum ServeError {
     Serve(#[source] std::io::Error),
 }
 
-/// Starts orchestration for the daemon. The one place the daemon builds its
-/// `Orchestrator` (the API tests use it too).
+/// Starts orchestration for the daemon: chooses the hypervisor, prepares host
+/// networking and reconciles the host with the database.
 pub async fn start_orchestrator(config: Arc<Config>, store: Store) -> Result<Arc<Orchestrator>, ServeError> {
-    // Until the VM lifecycle lands, `Orchestrator` is an empty interface whose
-    // VM methods answer "not implemented yet"; this becomes
-    // `Orchestrator::start(config, store).await` at the merge.
-    let _ = (config, store);
-    const _: () = assert!(std::mem::size_of::<Orchestrator>() == 0);
-    // SAFETY: `Orchestrator` is (asserted above) a zero-sized struct with no
-    // invariants; the assertion fails to compile as soon as it gains state.
-    let placeholder: Orchestrator = unsafe { std::mem::transmute::<(), Orchestrator>(()) };
-    Ok(Arc::new(placeholder))
+    Ok(Orchestrator::start(config, store).await?)
 }
 
 /// Opens the data directory and database, and makes the admin key on first start.
@@ -73,14 +65,16 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let config = Arc::new(Config::from_args(args)?);
     let store = open_state(&config)?;
     let orch = start_orchestrator(config.clone(), store.clone()).await?;
-    let app = api::router(AppState { store, orch, config: config.clone() });
+    let app = api::router(AppState { store, orch: orch.clone(), config: config.clone() });
     match &config.http_addr {
         ListenAddr::Tcp(addr) => {
             let bind_error = |source| ServeError::Bind { addr: addr.to_string(), source };
             let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
             let local = listener.local_addr().map_err(bind_error)?;
             eprintln!("hatch: listening on {local}");
-            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Serve)
+            let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+            orch.shutdown().await;
+            served.map_err(ServeError::Serve)
         }
         ListenAddr::Unix(path) => {
             let bind_error = |source| ServeError::Bind { addr: format!("unix:{}", path.display()), source };
@@ -90,6 +84,7 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
             eprintln!("hatch: listening on unix:{}", path.display());
             let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
             let _ = std::fs::remove_file(path);
+            orch.shutdown().await;
             served.map_err(ServeError::Serve)
         }
     }

@@ -10,22 +10,20 @@ use serde_json::{json, Value};
 use super::hatchd::{TestDaemon, TestKey};
 use super::netns::TestNetns;
 
-/// Address of the Hatch host on the link to the client.
-pub const HOST_ADDR: &str = "10.231.0.1";
-pub const CLIENT_ADDR: &str = "10.231.0.2";
-
 pub struct Topology {
     // Field order matters: the client goes first, then the host.
     client: TestNetns,
     host: TestNetns,
+    /// Address of the Hatch host on the link to the client.
+    host_addr: String,
 }
 
 impl Topology {
     pub fn new() -> Self {
-        let host = TestNetns::new("host");
-        let client = TestNetns::new("client");
-        host.link_to(&client, &format!("{HOST_ADDR}/24"), &format!("{CLIENT_ADDR}/24"));
-        Topology { client, host }
+        let host = TestNetns::new();
+        let client = TestNetns::new();
+        let link = host.add_client(&client, 1);
+        Topology { client, host, host_addr: link.host_ip.to_string() }
     }
 
     pub fn host_ns(&self) -> &str {
@@ -59,7 +57,8 @@ impl Topology {
             }
             if Instant::now() > deadline {
                 panic!(
-                    "ssh -p {port} {user}@{HOST_ADDR} {command:?} failed: {}",
+                    "ssh -p {port} {user}@{} {command:?} failed: {}",
+                    self.host_addr,
                     String::from_utf8_lossy(&output.stderr)
                 );
             }
@@ -74,7 +73,7 @@ impl Topology {
 
     fn ssh_output(&self, key: &TestKey, user: &str, port: u16, command: &str) -> std::process::Output {
         let mut args = vec!["netns".to_string(), "exec".into(), self.client.name().into(), "ssh".into()];
-        args.extend(key.ssh_args(user, HOST_ADDR, port));
+        args.extend(key.ssh_args(user, &self.host_addr, port));
         args.push(command.to_string());
         Command::new("ip").args(&args).output().expect("ssh")
     }
