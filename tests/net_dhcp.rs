@@ -40,7 +40,7 @@ fn check_lease_and_dns(host: &TestNetns, guest: &TestNetns, cfg: &NetConfig, vm_
     // The guide's check: grep "<mac>" dnsmasq.conf finds the reservation.
     let conf = dnsmasq_conf(cfg);
     let grep: Vec<&str> = conf.lines().filter(|l| l.contains(&id.guest_mac)).collect();
-    assert_eq!(grep, [reservation_line(vm_id, &id)], "{conf}");
+    assert_eq!(grep, [reservation_line(vm_id, id)], "{conf}");
 
     let lease = dhcp_lease(guest, scratch).expect("udhcpc got no lease");
     assert_eq!(lease.ip, id.guest_ip.to_string());
