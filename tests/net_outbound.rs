@@ -29,7 +29,10 @@ fn guest_traffic_to_other_hosts_is_masqueraded() {
         configure_guest(&guest, &id, &cfg);
 
         // The guide's check: `ip addr show fcbridge` shows the gateway.
-        assert!(host.ip(&["addr", "show", "fcbridge"]).contains("inet 192.168.241.1/24"));
+        let bridge = host.ip(&["addr", "show", "fcbridge"]);
+        assert!(bridge.contains("inet 192.168.241.1/24"), "{bridge}");
+        // The gateway's MAC is fixed, not taken from whichever TAP joined.
+        assert!(bridge.contains("link/ether 02:fd:c0:a8:f1:01"), "{bridge}");
         assert_eq!(host.exec_ok("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
 
         let seen_from = std::thread::scope(|scope| {
