@@ -117,3 +117,32 @@ fn a_changed_ssh_allowed_cidr_replaces_the_forwards_at_restart() {
         second.shutdown().await;
     });
 }
+
+#[test]
+fn a_renamed_bridge_replaces_the_old_one_at_restart() {
+    let host = TestNetns::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let old = config(scratch.path(), "0.0.0.0/0");
+    let mut new = old.clone();
+    new.bridge_name = "hatchbr1".into();
+
+    host.block_on(|| async {
+        let first = Network::new(old);
+        first.ensure_host().await.unwrap();
+        let id = first.allocate("vm-rename1", &NetRequest::default(), &Taken::default()).unwrap();
+        let desired = vec![("vm-rename1".to_string(), id.clone())];
+        first.reconcile(&desired).await.unwrap();
+        first.shutdown().await;
+
+        let second = Network::new(new.clone());
+        second.ensure_host().await.unwrap();
+        second.reconcile(&desired).await.unwrap();
+        assert!(!host.links().contains(&"fcbridge".to_string()), "old bridge left behind");
+        assert!(host.ip(&["addr", "show", "hatchbr1"]).contains("inet 192.168.241.1/24"));
+        assert_eq!(host.master_of(&id.tap_name).as_deref(), Some("hatchbr1"));
+        assert!(dnsmasq_conf(&new).contains("\ninterface=hatchbr1\n"));
+        let filter = host.iptables_rules("filter");
+        assert!(!filter.contains("fcbridge"), "{filter}");
+        second.shutdown().await;
+    });
+}

@@ -3,7 +3,7 @@
 
 use crate::sys::cmd;
 
-use super::{link, NetConfig, NetError};
+use super::{link, names, NetConfig, NetError};
 
 /// The bridge's fixed MAC, `02:fd:` + the gateway's octets: outside the
 /// `02:fc:` guest range. A bridge left to pick its own MAC takes the lowest
@@ -32,6 +32,20 @@ pub async fn ensure(cfg: &NetConfig) -> Result<(), NetError> {
         cmd::run("ip", ["addr", "add", &format!("{}/{}", cfg.gateway, cfg.prefix_len), "dev", name]).await?;
     }
     cmd::run("ip", ["link", "set", "dev", name, "up"]).await?;
+    Ok(())
+}
+
+/// After HATCH_BRIDGE_NAME changed, the bridge named in the previous
+/// dnsmasq.conf still holds the gateway address (a duplicate route) and
+/// the TAPs moved away from it: delete it, if it is still a bridge.
+pub async fn remove_previous(cfg: &NetConfig, previous: &str) -> Result<(), NetError> {
+    if previous == cfg.bridge_name || names::check_ifname(previous).is_err() || names::is_hatch_tap(previous) {
+        return Ok(());
+    }
+    if link::kind(previous).await?.as_deref() == Some("bridge") {
+        tracing::info!(previous, current = %cfg.bridge_name, "removing the bridge of the previous HATCH_BRIDGE_NAME");
+        link::delete(previous).await?;
+    }
     Ok(())
 }
 

@@ -84,6 +84,7 @@ impl Network {
     /// supervisor. Idempotent.
     pub async fn ensure_host(&self) -> Result<(), NetError> {
         let host = self.host.lock().await;
+        let previous_bridge = conf::read_interface(&self.dhcp.paths().conf);
         bridge::ensure(&self.cfg).await?;
         bridge::enable_forwarding(&self.cfg)?;
         firewall::ensure_host(&self.cfg).await?;
@@ -101,6 +102,10 @@ impl Network {
             }
         };
         self.apply_reservations(&kept).await?;
+        // Only once dnsmasq moved to the new bridge (it was bound to the old).
+        if let Some(previous) = previous_bridge {
+            bridge::remove_previous(&self.cfg, &previous).await?;
+        }
         Ok(())
     }
 
