@@ -34,6 +34,12 @@ fn guest_traffic_to_other_hosts_is_masqueraded() {
         // The gateway's MAC is fixed, not taken from whichever TAP joined.
         assert!(bridge.contains("link/ether 02:fd:c0:a8:f1:01"), "{bridge}");
         assert_eq!(host.exec_ok("cat", &["/proc/sys/net/ipv4/ip_forward"]).trim(), "1");
+        // No IPv6 path from guests to the host around the IPv4 rules.
+        for dev in ["fcbridge", id.tap_name.as_str()] {
+            let path = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+            assert_eq!(host.exec_ok("cat", &[&path]).trim(), "1", "{dev}");
+        }
+        assert!(!host.ip(&["-6", "addr", "show", "dev", "fcbridge"]).contains("inet6"));
 
         let seen_from = std::thread::scope(|scope| {
             let (ready_tx, ready_rx) = std::sync::mpsc::channel();

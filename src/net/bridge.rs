@@ -56,5 +56,6 @@ pub async fn remove_previous(cfg: &NetConfig, previous: &str) -> Result<(), NetE
 pub fn enable_forwarding(cfg: &NetConfig) -> Result<(), NetError> {
     link::set_sysctl("net/ipv4/ip_forward", "1")?;
     link::set_sysctl(&format!("net/ipv4/conf/{}/route_localnet", cfg.bridge_name), "1")?;
+    link::disable_ipv6(&cfg.bridge_name)?;
     Ok(())
 }

@@ -101,3 +101,15 @@ pub fn set_sysctl(path: &str, value: &str) -> Result<(), NetError> {
     }
     std::fs::write(&full, value).map_err(|source| NetError::Io { path: full, source })
 }
+
+/// Turns IPv6 off on a Hatch interface: guests are IPv4-only, and an IPv6
+/// link-local address on the host side would be a way for guests to reach
+/// host services around the IPv4 INPUT rules. A kernel without IPv6 has
+/// nothing to turn off.
+pub fn disable_ipv6(dev: &str) -> Result<(), NetError> {
+    let path = format!("net/ipv6/conf/{dev}/disable_ipv6");
+    if !std::path::Path::new("/proc/sys").join(&path).exists() {
+        return Ok(());
+    }
+    set_sysctl(&path, "1")
+}
