@@ -77,6 +77,15 @@ fn reconcile_removes_planted_stale_objects_and_leaves_foreign_rules() {
         assert!(nat.find("-j HATCH-PREROUTING").unwrap() < nat.find(FOREIGN_NAT).unwrap(), "{nat}");
         assert!(filter.find("-j HATCH-FORWARD").unwrap() < filter.find(FOREIGN_FILTER).unwrap(), "{filter}");
 
+        // A corrupted row duplicating the live VM's address is refused.
+        let mut clash = live.clone();
+        let twin = NetworkIdentity { tap_name: "fctap-twin".into(), ..gone_id.clone() };
+        clash.push(("vm-twin01".into(), NetworkIdentity { guest_ip: live_id.guest_ip, ..twin }));
+        let report = network.reconcile(&clash).await.unwrap();
+        assert_eq!(report.skipped.len(), 1, "{report:?}");
+        assert_eq!(report.skipped[0].0, "vm-twin01");
+        assert!(!host.links().contains(&"fctap-twin".to_string()));
+
         // Idempotent: a second pass changes nothing.
         let again = network.reconcile(&live).await.unwrap();
         assert_eq!(again, Default::default(), "{again:?}");

@@ -74,6 +74,13 @@ impl Network {
         settings::config_from_values(bridge_name, bridge_cidr, ssh_allowed_cidr, port_min, port_max, dhcp_dir)
     }
 
+    /// Settings from the process environment (HATCH_BRIDGE_NAME,
+    /// HATCH_BRIDGE_CIDR, HATCH_SSH_ALLOWED_CIDR, HATCH_SSH_PORT_MIN/MAX),
+    /// with the guide's defaults for unset ones.
+    pub fn config_from_env(dhcp_dir: PathBuf) -> Result<NetConfig, NetError> {
+        settings::config_from_lookup(|name| std::env::var(name).ok(), dhcp_dir)
+    }
+
     /// Picks or validates a VM's identity against `taken`. No host effect
     /// beyond probing whether a port is bound by another program.
     pub fn allocate(&self, vm_id: &str, req: &NetRequest, taken: &Taken) -> Result<NetworkIdentity, NetError> {
@@ -118,9 +125,24 @@ impl Network {
         let mut report = ReconcileReport::default();
         let mut valid = Vec::new();
         let mut reservations = Vec::new();
+        let mut seen = Taken::default();
         for (vm_id, id) in desired {
+            // Two VMs holding the same address, MAC, TAP or port (a
+            // corrupted database) would break each other: the first keeps it.
+            let duplicate = seen.ips.contains(&id.guest_ip)
+                || seen.macs.contains(&id.guest_mac.to_ascii_lowercase())
+                || seen.taps.contains(&id.tap_name)
+                || seen.ports.contains(&id.ssh_port);
+            if duplicate {
+                report.skipped.push((vm_id.clone(), "shares its IP, MAC, TAP or SSH port with another VM".into()));
+                continue;
+            }
             match self.check_identity(vm_id, id) {
                 Ok(reservation) => {
+                    seen.ips.insert(id.guest_ip);
+                    seen.macs.insert(id.guest_mac.to_ascii_lowercase());
+                    seen.taps.insert(id.tap_name.clone());
+                    seen.ports.insert(id.ssh_port);
                     valid.push((vm_id.clone(), id.clone()));
                     reservations.push(reservation);
                 }
