@@ -87,3 +87,31 @@ fn thirty_concurrent_creates_get_unique_identities_and_host_state() {
         network.shutdown().await;
     });
 }
+
+#[test]
+fn racing_create_and_delete_with_stale_snapshots_keep_each_others_state() {
+    let host = TestNetns::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let cfg = config(scratch.path(), "0.0.0.0/0");
+    let network = Network::new(cfg.clone());
+
+    host.block_on(|| async {
+        network.ensure_host().await.unwrap();
+        let a = network.allocate("vm-racea1", &NetRequest::default(), &Taken::default()).unwrap();
+        let b = network.allocate("vm-raceb1", &NetRequest::default(), &Taken::from_identities([&a])).unwrap();
+        let c = network.allocate("vm-racec1", &NetRequest::default(), &Taken::from_identities([&a, &b])).unwrap();
+        // Each create read the database before the other one was stored.
+        network.attach_vm("vm-racea1", &a, &[("vm-racea1".into(), a.clone())]).await.unwrap();
+        network.attach_vm("vm-raceb1", &b, &[("vm-raceb1".into(), b.clone())]).await.unwrap();
+        let reservations = |cfg| dnsmasq_conf(cfg).lines().filter(|l| l.starts_with("dhcp-host=")).count();
+        assert_eq!(reservations(&cfg), 2, "{}", dnsmasq_conf(&cfg));
+        // A delete of A, then a create of C whose snapshot still lists A.
+        network.detach_vm("vm-racea1", &a, &[("vm-raceb1".into(), b.clone())]).await.unwrap();
+        let stale = vec![("vm-racea1".to_string(), a.clone()), ("vm-raceb1".into(), b.clone()), ("vm-racec1".into(), c.clone())];
+        network.attach_vm("vm-racec1", &c, &stale).await.unwrap();
+        let conf = dnsmasq_conf(&cfg);
+        assert!(!conf.contains(&reservation_line("vm-racea1", &a)), "{conf}");
+        assert!(conf.contains(&reservation_line("vm-raceb1", &b)) && conf.contains(&reservation_line("vm-racec1", &c)), "{conf}");
+        network.shutdown().await;
+    });
+}

@@ -40,7 +40,7 @@ fn check_lease_and_dns(host: &TestNetns, guest: &TestNetns, cfg: &NetConfig, vm_
     // The guide's check: grep "<mac>" dnsmasq.conf finds the reservation.
     let conf = dnsmasq_conf(cfg);
     let grep: Vec<&str> = conf.lines().filter(|l| l.contains(&id.guest_mac)).collect();
-    assert_eq!(grep, [reservation_line(vm_id, &id)], "{conf}");
+    assert_eq!(grep, [reservation_line(vm_id, id)], "{conf}");
 
     let lease = dhcp_lease(guest, scratch).expect("udhcpc got no lease");
     assert_eq!(lease.ip, id.guest_ip.to_string());
@@ -89,4 +89,37 @@ fn dnsmasq_is_restarted_after_being_killed() {
         network.shutdown().await;
         assert!(!hatch::sys::process::is_alive(second), "shutdown stops dnsmasq");
     });
+}
+
+#[test]
+fn a_dnsmasq_left_by_a_crashed_daemon_is_replaced() {
+    let host = TestNetns::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let cfg = config(scratch.path(), "0.0.0.0/0");
+    let conf = cfg.dhcp_dir.join("dnsmasq.conf");
+    let pid_file = cfg.dhcp_dir.join("dnsmasq.pid");
+
+    host.block_on(|| async {
+        let first = Network::new(cfg.clone());
+        first.ensure_host().await.unwrap();
+        first.shutdown().await;
+    });
+    // What a killed daemon leaves: its dnsmasq, still holding the sockets.
+    let mut orphan = host.spawn("dnsmasq", &["--keep-in-foreground", &format!("--conf-file={}", conf.display())]);
+    let orphan_pid = orphan.id();
+    let written = wait_for(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).ok().filter(|t| t.trim() == orphan_pid.to_string())
+    });
+    assert!(written.is_some(), "the stand-in orphan did not start");
+
+    host.block_on(|| async {
+        let second = Network::new(cfg.clone());
+        second.ensure_host().await.unwrap();
+        let pid = second.dnsmasq_pid().expect("dnsmasq runs");
+        assert_ne!(pid, orphan_pid);
+        assert!(hatch::sys::process::is_alive(pid));
+        second.shutdown().await;
+    });
+    let _ = orphan.wait();
+    assert!(!hatch::sys::process::is_alive(orphan_pid));
 }

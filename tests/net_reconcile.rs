@@ -77,6 +77,15 @@ fn reconcile_removes_planted_stale_objects_and_leaves_foreign_rules() {
         assert!(nat.find("-j HATCH-PREROUTING").unwrap() < nat.find(FOREIGN_NAT).unwrap(), "{nat}");
         assert!(filter.find("-j HATCH-FORWARD").unwrap() < filter.find(FOREIGN_FILTER).unwrap(), "{filter}");
 
+        // A corrupted row duplicating the live VM's address is refused.
+        let mut clash = live.clone();
+        let twin = NetworkIdentity { tap_name: "fctap-twin".into(), ..gone_id.clone() };
+        clash.push(("vm-twin01".into(), NetworkIdentity { guest_ip: live_id.guest_ip, ..twin }));
+        let report = network.reconcile(&clash).await.unwrap();
+        assert_eq!(report.skipped.len(), 1, "{report:?}");
+        assert_eq!(report.skipped[0].0, "vm-twin01");
+        assert!(!host.links().contains(&"fctap-twin".to_string()));
+
         // Idempotent: a second pass changes nothing.
         let again = network.reconcile(&live).await.unwrap();
         assert_eq!(again, Default::default(), "{again:?}");
@@ -114,6 +123,35 @@ fn a_changed_ssh_allowed_cidr_replaces_the_forwards_at_restart() {
         let dnats: Vec<&str> = nat.lines().filter(|l| l.starts_with("-A HATCH-PREROUTING")).collect();
         assert_eq!(dnats.len(), 1, "{nat}");
         assert!(dnats[0].contains("-s 10.250.0.0/16"), "{nat}");
+        second.shutdown().await;
+    });
+}
+
+#[test]
+fn a_renamed_bridge_replaces_the_old_one_at_restart() {
+    let host = TestNetns::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let old = config(scratch.path(), "0.0.0.0/0");
+    let mut new = old.clone();
+    new.bridge_name = "hatchbr1".into();
+
+    host.block_on(|| async {
+        let first = Network::new(old);
+        first.ensure_host().await.unwrap();
+        let id = first.allocate("vm-rename1", &NetRequest::default(), &Taken::default()).unwrap();
+        let desired = vec![("vm-rename1".to_string(), id.clone())];
+        first.reconcile(&desired).await.unwrap();
+        first.shutdown().await;
+
+        let second = Network::new(new.clone());
+        second.ensure_host().await.unwrap();
+        second.reconcile(&desired).await.unwrap();
+        assert!(!host.links().contains(&"fcbridge".to_string()), "old bridge left behind");
+        assert!(host.ip(&["addr", "show", "hatchbr1"]).contains("inet 192.168.241.1/24"));
+        assert_eq!(host.master_of(&id.tap_name).as_deref(), Some("hatchbr1"));
+        assert!(dnsmasq_conf(&new).contains("\ninterface=hatchbr1\n"));
+        let filter = host.iptables_rules("filter");
+        assert!(!filter.contains("fcbridge"), "{filter}");
         second.shutdown().await;
     });
 }

@@ -99,3 +99,22 @@ fn forward_answers_allowed_sources_and_the_host_only_and_detach_removes_it() {
         network.shutdown().await;
     });
 }
+
+#[test]
+fn a_port_bound_by_another_program_is_skipped_and_exhaustion_is_reported() {
+    let host = TestNetns::new();
+    let scratch = tempfile::tempdir().unwrap();
+    let cfg = Network::config_from_values("fcbridge", "192.168.241.1/24", "0.0.0.0/0", "2200", "2201", scratch.path().join("dhcp")).unwrap();
+    let network = Network::new(cfg);
+    host.run(|| {
+        let other_program = TcpListener::bind((Ipv4Addr::LOCALHOST, 2200)).unwrap();
+        let id = network.allocate("vm-port01", &NetRequest::default(), &Taken::default()).unwrap();
+        assert_eq!(id.ssh_port, 2201);
+        let err = network.allocate("vm-port02", &NetRequest::default(), &Taken::from_identities([&id])).unwrap_err();
+        assert!(matches!(err, hatch::net::NetError::Exhausted { what: "SSH port", .. }), "{err:?}");
+        assert!(err.to_string().contains("2200-2201"), "{err}");
+        drop(other_program);
+        let freed = network.allocate("vm-port02", &NetRequest::default(), &Taken::from_identities([&id])).unwrap();
+        assert_eq!(freed.ssh_port, 2200);
+    });
+}

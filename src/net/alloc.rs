@@ -46,6 +46,9 @@ pub fn allocate(
     let guest_mac = match &req.guest_mac {
         Some(text) => {
             let normalised = mac::normalise(text).map_err(|m| invalid("guest_mac", m))?;
+            if normalised == super::bridge::bridge_mac(cfg) {
+                return Err(conflict("guest_mac", format!("{normalised} is the bridge's own MAC")));
+            }
             if taken.macs.iter().any(|held| held.eq_ignore_ascii_case(&normalised)) {
                 return Err(conflict("guest_mac", format!("{normalised} is already used by another VM")));
             }

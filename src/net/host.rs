@@ -2,6 +2,7 @@
 //! Host changes are serialised by one lock, so concurrent creates and
 //! deletes each see (and leave) a consistent bridge, dnsmasq and firewall.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use tokio::sync::Mutex;
@@ -27,16 +28,24 @@ pub struct ReconcileReport {
     pub skipped: Vec<(String, String)>,
 }
 
+/// The VMs whose host state Network maintains, by VM id.
+type Attached = BTreeMap<String, NetworkIdentity>;
+
 pub struct Network {
     cfg: NetConfig,
-    host: Mutex<()>,
+    /// Held for every host change. It guards the set of attached VMs,
+    /// which is `None` until the first reconcile/attach/detach seeds it.
+    /// Tracking it here (instead of trusting each caller's `desired_all`)
+    /// means a create racing a delete cannot drop or revive the other's
+    /// reservation with a stale snapshot.
+    host: Mutex<Option<Attached>>,
     dhcp: Dnsmasq,
 }
 
 impl Network {
     pub fn new(cfg: NetConfig) -> Self {
         let dhcp = Dnsmasq::new(Paths::new(&cfg.dhcp_dir));
-        Network { cfg, host: Mutex::new(()), dhcp }
+        Network { cfg, host: Mutex::new(None), dhcp }
     }
 
     pub fn config(&self) -> &NetConfig {
@@ -65,6 +74,13 @@ impl Network {
         settings::config_from_values(bridge_name, bridge_cidr, ssh_allowed_cidr, port_min, port_max, dhcp_dir)
     }
 
+    /// Settings from the process environment (HATCH_BRIDGE_NAME,
+    /// HATCH_BRIDGE_CIDR, HATCH_SSH_ALLOWED_CIDR, HATCH_SSH_PORT_MIN/MAX),
+    /// with the guide's defaults for unset ones.
+    pub fn config_from_env(dhcp_dir: PathBuf) -> Result<NetConfig, NetError> {
+        settings::config_from_lookup(|name| std::env::var(name).ok(), dhcp_dir)
+    }
+
     /// Picks or validates a VM's identity against `taken`. No host effect
     /// beyond probing whether a port is bound by another program.
     pub fn allocate(&self, vm_id: &str, req: &NetRequest, taken: &Taken) -> Result<NetworkIdentity, NetError> {
@@ -74,30 +90,59 @@ impl Network {
     /// Bridge, kernel switches, chains and host-wide rules, dnsmasq and its
     /// supervisor. Idempotent.
     pub async fn ensure_host(&self) -> Result<(), NetError> {
-        let _host = self.host.lock().await;
+        let host = self.host.lock().await;
+        let previous_bridge = conf::read_interface(&self.dhcp.paths().conf);
         bridge::ensure(&self.cfg).await?;
         bridge::enable_forwarding(&self.cfg)?;
         firewall::ensure_host(&self.cfg).await?;
-        // Keep the reservations already on disk (reconcile settles them)
-        // so a restart does not briefly forget every VM.
-        let pool = Pool::new(self.cfg.gateway, self.cfg.prefix_len);
-        let kept: Vec<Reservation> = conf::read_reservations(&self.dhcp.paths().conf)
-            .into_iter()
-            .filter(|r| pool.check_guest_ip(r.ip()).is_ok())
-            .collect();
+        // Before the first reconcile, keep the reservations already on disk
+        // (reconcile settles them) so a restart does not briefly forget
+        // every VM.
+        let kept = match host.as_ref() {
+            Some(attached) => self.reservations(attached),
+            None => {
+                let pool = Pool::new(self.cfg.gateway, self.cfg.prefix_len);
+                conf::read_reservations(&self.dhcp.paths().conf)
+                    .into_iter()
+                    .filter(|r| pool.check_guest_ip(r.ip()).is_ok())
+                    .collect()
+            }
+        };
         self.apply_reservations(&kept).await?;
+        // Only once dnsmasq moved to the new bridge (it was bound to the old).
+        if let Some(previous) = previous_bridge {
+            bridge::remove_previous(&self.cfg, &previous).await?;
+        }
         Ok(())
     }
 
     /// Makes TAPs, reservations and forwards match exactly `desired`.
+    ///
+    /// `desired` must be complete: take it while no create or delete runs
+    /// (at start-up, or under the orchestrator's own lock).
     pub async fn reconcile(&self, desired: &[(String, NetworkIdentity)]) -> Result<ReconcileReport, NetError> {
-        let _host = self.host.lock().await;
+        let mut host = self.host.lock().await;
         let mut report = ReconcileReport::default();
         let mut valid = Vec::new();
         let mut reservations = Vec::new();
+        let mut seen = Taken::default();
         for (vm_id, id) in desired {
+            // Two VMs holding the same address, MAC, TAP or port (a
+            // corrupted database) would break each other: the first keeps it.
+            let duplicate = seen.ips.contains(&id.guest_ip)
+                || seen.macs.contains(&id.guest_mac.to_ascii_lowercase())
+                || seen.taps.contains(&id.tap_name)
+                || seen.ports.contains(&id.ssh_port);
+            if duplicate {
+                report.skipped.push((vm_id.clone(), "shares its IP, MAC, TAP or SSH port with another VM".into()));
+                continue;
+            }
             match self.check_identity(vm_id, id) {
                 Ok(reservation) => {
+                    seen.ips.insert(id.guest_ip);
+                    seen.macs.insert(id.guest_mac.to_ascii_lowercase());
+                    seen.taps.insert(id.tap_name.clone());
+                    seen.ports.insert(id.ssh_port);
                     valid.push((vm_id.clone(), id.clone()));
                     reservations.push(reservation);
                 }
@@ -117,41 +162,47 @@ impl Network {
         }
         report.reservations_changed = self.apply_reservations(&reservations).await?;
         let changes = firewall::reconcile(&self.cfg, &valid).await?;
+        *host = Some(valid.into_iter().collect());
         report.rules_added = changes.added;
         report.rules_removed = changes.removed;
         Ok(report)
     }
 
-    /// Host state for one new VM (`desired_all` may or may not include it).
-    /// Returns once the reservation is served, so the VM may boot.
+    /// Host state for one new VM. Returns once the reservation is served,
+    /// so the VM may boot. `desired_all` (every networked VM, with or
+    /// without this one) only seeds the attached set if neither reconcile
+    /// nor attach/detach ran before; later the set Network tracks wins.
     pub async fn attach_vm(
         &self,
         vm_id: &str,
         id: &NetworkIdentity,
         desired_all: &[(String, NetworkIdentity)],
     ) -> Result<(), NetError> {
-        let _host = self.host.lock().await;
+        let mut host = self.host.lock().await;
         self.check_identity(vm_id, id)?;
+        let attached = host.get_or_insert_with(|| self.seed(desired_all));
+        attached.insert(vm_id.to_string(), id.clone());
+        let reservations = self.reservations(attached);
         tap::ensure(&id.tap_name, &self.cfg.bridge_name).await?;
-        let mut all = self.reservations_except(vm_id, desired_all);
-        all.push(self.check_identity(vm_id, id)?);
-        self.apply_reservations(&all).await?;
+        self.apply_reservations(&reservations).await?;
         firewall::sync_vm(&self.cfg, vm_id, Some(id)).await?;
         Ok(())
     }
 
-    /// Removes one VM's host state (`desired_all` may or may not include
-    /// it). Every step is attempted; the first failure is returned.
+    /// Removes one VM's host state. Every step is attempted; the first
+    /// failure is returned. `desired_all` as for [`attach_vm`](Self::attach_vm).
     pub async fn detach_vm(
         &self,
         vm_id: &str,
         id: &NetworkIdentity,
         desired_all: &[(String, NetworkIdentity)],
     ) -> Result<(), NetError> {
-        let _host = self.host.lock().await;
+        let mut host = self.host.lock().await;
+        let attached = host.get_or_insert_with(|| self.seed(desired_all));
+        attached.remove(vm_id);
+        let reservations = self.reservations(attached);
         let tap_result = if names::is_hatch_tap(&id.tap_name) { tap::delete(&id.tap_name).await.map(|_| ()) } else { Ok(()) };
-        let remaining = self.reservations_except(vm_id, desired_all);
-        let dhcp_result = self.apply_reservations(&remaining).await.map(|_| ());
+        let dhcp_result = self.apply_reservations(&reservations).await.map(|_| ());
         let rules_result = if names::check_vm_id(vm_id).is_ok() {
             firewall::sync_vm(&self.cfg, vm_id, None).await.map(|_| ())
         } else {
@@ -182,12 +233,12 @@ impl Network {
         Reservation::new(&id.guest_mac, id.guest_ip, vm_id)
     }
 
-    fn reservations_except(&self, vm_id: &str, desired_all: &[(String, NetworkIdentity)]) -> Vec<Reservation> {
-        desired_all
-            .iter()
-            .filter(|(other, _)| other != vm_id)
-            .filter_map(|(other, id)| self.check_identity(other, id).ok())
-            .collect()
+    fn seed(&self, desired_all: &[(String, NetworkIdentity)]) -> Attached {
+        desired_all.iter().filter(|(vm_id, id)| self.check_identity(vm_id, id).is_ok()).cloned().collect()
+    }
+
+    fn reservations(&self, attached: &Attached) -> Vec<Reservation> {
+        attached.iter().filter_map(|(vm_id, id)| self.check_identity(vm_id, id).ok()).collect()
     }
 
     /// Rewrites dnsmasq.conf if the reservations changed and makes dnsmasq

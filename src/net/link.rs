@@ -37,6 +37,28 @@ pub async fn list() -> Result<Vec<Link>, NetError> {
     parse_json("link show", &out)
 }
 
+#[derive(Deserialize)]
+struct Detailed {
+    #[serde(default)]
+    linkinfo: Option<LinkKind>,
+}
+
+#[derive(Deserialize)]
+struct LinkKind {
+    #[serde(default)]
+    info_kind: Option<String>,
+}
+
+/// The link's kind (`bridge`, `tun`, `veth`...), if it exists and has one.
+pub async fn kind(name: &str) -> Result<Option<String>, NetError> {
+    if find(name).await?.is_none() {
+        return Ok(None);
+    }
+    let out = cmd::stdout("ip", ["-j", "-d", "link", "show", "dev", name]).await?;
+    let links: Vec<Detailed> = parse_json("-d link show", &out)?;
+    Ok(links.into_iter().next().and_then(|l| l.linkinfo).and_then(|i| i.info_kind))
+}
+
 pub async fn find(name: &str) -> Result<Option<Link>, NetError> {
     Ok(list().await?.into_iter().find(|link| link.ifname == name))
 }
@@ -78,4 +100,16 @@ pub fn set_sysctl(path: &str, value: &str) -> Result<(), NetError> {
         return Ok(());
     }
     std::fs::write(&full, value).map_err(|source| NetError::Io { path: full, source })
+}
+
+/// Turns IPv6 off on a Hatch interface: guests are IPv4-only, and an IPv6
+/// link-local address on the host side would be a way for guests to reach
+/// host services around the IPv4 INPUT rules. A kernel without IPv6 has
+/// nothing to turn off.
+pub fn disable_ipv6(dev: &str) -> Result<(), NetError> {
+    let path = format!("net/ipv6/conf/{dev}/disable_ipv6");
+    if !std::path::Path::new("/proc/sys").join(&path).exists() {
+        return Ok(());
+    }
+    set_sysctl(&path, "1")
 }

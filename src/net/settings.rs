@@ -145,7 +145,8 @@ mod tests {
     #[test]
     fn each_bad_value_names_its_variable() {
         let ok = ("fcbridge", "192.168.241.1/24", "0.0.0.0/0", "2200", "2299");
-        let cases: Vec<((&str, &str, &str, &str, &str), &str)> = vec![
+        type Values<'a> = (&'a str, &'a str, &'a str, &'a str, &'a str);
+        let cases: Vec<(Values, &str)> = vec![
             (("", ok.1, ok.2, ok.3, ok.4), "HATCH_BRIDGE_NAME"),
             (("waytoolongbridge0", ok.1, ok.2, ok.3, ok.4), "HATCH_BRIDGE_NAME"),
             (("br 0", ok.1, ok.2, ok.3, ok.4), "HATCH_BRIDGE_NAME"),

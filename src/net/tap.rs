@@ -13,6 +13,7 @@ pub async fn ensure(tap: &str, bridge: &str) -> Result<bool, NetError> {
     } else {
         false
     };
+    link::disable_ipv6(tap)?;
     cmd::run("ip", ["link", "set", "dev", tap, "master", bridge, "up"]).await?;
     Ok(created)
 }

@@ -127,6 +127,12 @@ pub fn read_reservations(conf: &Path) -> Vec<Reservation> {
         .unwrap_or_default()
 }
 
+/// The bridge the file was written for (`interface=`), if any.
+pub fn read_interface(conf: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(conf).ok()?;
+    text.lines().find_map(|line| line.strip_prefix("interface=")).map(str::to_string)
+}
+
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NetError + '_ {
     move |source| NetError::Io { path: path.to_path_buf(), source }
 }

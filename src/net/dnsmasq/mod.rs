@@ -56,6 +56,8 @@ impl Dnsmasq {
         }
         process::stop_orphan(&self.paths).await;
         let child = process::start(&self.paths).await.map_err(NetError::Dhcp)?;
+        // Published now, not when the supervisor task first runs.
+        self.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
         let (requests, receiver) = mpsc::channel(8);
         let task = tokio::spawn(process::supervise(self.paths.clone(), child, receiver, self.pid.clone()));
         *supervisor = Some(Supervisor { requests, task });

@@ -42,6 +42,7 @@ pub(super) async fn start(paths: &Paths) -> Result<Child, String> {
     // Leases of deleted VMs would block their addresses for new VMs.
     conf::prune_leases(&paths.leases, &conf::read_reservations(&paths.conf)).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&paths.pid);
+    rotate_log(paths);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -71,6 +72,15 @@ pub(super) async fn start(paths: &Paths) -> Result<Child, String> {
             return Err(format!("dnsmasq did not become ready within {READY_TIMEOUT:?}"));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Keeps one previous log (`dnsmasq.log.1`) once the log passes 1 MiB, so
+/// DHCP chatter cannot fill the disk over months.
+fn rotate_log(paths: &Paths) {
+    const MAX_LOG_BYTES: u64 = 1 << 20;
+    if std::fs::metadata(&paths.log).is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
+        let _ = std::fs::rename(&paths.log, paths.log.with_extension("log.1"));
     }
 }
 

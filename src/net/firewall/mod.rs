@@ -1,5 +1,35 @@
 //! Hatch's iptables rules: own chains jumped to from the built-in ones,
 //! reconciled by comparing rule comments (see [`rules`]).
+//!
+//! Layout (`BR` = bridge, `NET` = bridge network, `P` = a VM's ssh_port):
+//!
+//! ```text
+//! nat PREROUTING   -p tcp --dport P                -> HATCH-PREROUTING   (one jump per VM)
+//! nat HATCH-PREROUTING  -s ALLOWED -p tcp --dport P --dst-type LOCAL -> DNAT guest:22
+//! nat OUTPUT       -p tcp --dst-type LOCAL         -> HATCH-OUTPUT
+//! nat HATCH-OUTPUT      -p tcp --dport P --dst-type LOCAL -> DNAT guest:22
+//! nat POSTROUTING                                  -> HATCH-POSTROUTING
+//! nat HATCH-POSTROUTING -s NET ! -o BR -> MASQUERADE; -s 127/8 -o BR -> MASQUERADE
+//! filter FORWARD                                   -> HATCH-FORWARD
+//! filter HATCH-FORWARD  replies and DNATed to BR: ACCEPT; from BR: ACCEPT; other to BR: DROP
+//! filter INPUT     -i BR                           -> HATCH-INPUT
+//! filter HATCH-INPUT    replies, DHCP, DNS, ICMP: ACCEPT; anything else: REJECT
+//! ```
+//!
+//! Why one jump per VM in PREROUTING: the guide's troubleshooting step is
+//! `iptables -t nat -L PREROUTING -n -v | grep 2200`, which lists only the
+//! built-in chain. Each VM's jump matches its port and its comment names
+//! the VM and the guest address, so the grep finds the forward for any
+//! port; the DNAT itself (with the HATCH_SSH_ALLOWED_CIDR check) stays in
+//! Hatch's chain. The POSTROUTING jump's comment says MASQUERADE for the
+//! guide's `grep MASQUERADE` check in the same way.
+//!
+//! Ownership: every rule in a `HATCH-` chain is Hatch's; in a built-in
+//! chain only rules jumping to a `HATCH-` chain are. Nothing else is ever
+//! deleted. Jumps are inserted at the top of built-in chains so other
+//! programs' DNATs or DROP policies (Docker, firewalld) do not shadow them.
+//! Connections the host makes itself are forwarded whatever their source:
+//! the host can reach guest addresses directly anyway.
 
 pub mod iptables;
 pub mod rules;
