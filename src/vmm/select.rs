@@ -1,7 +1,17 @@
 //! Choosing a backend (`HATCH_HYPERVISOR`, `HATCH_QEMU_ACCEL`) and explaining
 //! the choice for `hatch doctor`.
 
+mod decide;
+mod probe;
+
 use std::path::PathBuf;
+use std::sync::Arc;
+
+use self::decide::{decide, Choice};
+use self::probe::HostProbe;
+use super::firecracker::FirecrackerHypervisor;
+use super::qemu::QemuHypervisor;
+use super::{Hypervisor, VmmError};
 
 /// `HATCH_HYPERVISOR=auto|firecracker|qemu`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -60,4 +70,97 @@ pub struct DoctorCheck {
     pub name: String,
     pub ok: bool,
     pub detail: String,
+}
+
+impl HypervisorSettings {
+    /// Reads `HATCH_HYPERVISOR`, `HATCH_QEMU_ACCEL`, `HATCH_FIRECRACKER_BIN`
+    /// and `HATCH_QEMU_BIN`; unknown values are an error, not a silent default.
+    pub fn from_env() -> Result<Self, VmmError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// [`HypervisorSettings::from_env`] with the variables looked up by `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, VmmError> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
+        let invalid = |name: &str, value: &str, allowed: &str| {
+            VmmError::InvalidLaunch(format!("{name}={value:?} is not one of {allowed}"))
+        };
+        let preference = match var("HATCH_HYPERVISOR") {
+            Some(v) => HypervisorPreference::parse(v.trim())
+                .ok_or_else(|| invalid("HATCH_HYPERVISOR", &v, "auto, firecracker, qemu"))?,
+            None => HypervisorPreference::Auto,
+        };
+        let qemu_accel = match var("HATCH_QEMU_ACCEL") {
+            Some(v) => QemuAccel::parse(v.trim())
+                .ok_or_else(|| invalid("HATCH_QEMU_ACCEL", &v, "auto, kvm, tcg"))?,
+            None => QemuAccel::Auto,
+        };
+        Ok(HypervisorSettings {
+            preference,
+            qemu_accel,
+            firecracker_bin: var("HATCH_FIRECRACKER_BIN").map(PathBuf::from),
+            qemu_bin: var("HATCH_QEMU_BIN").map(PathBuf::from),
+        })
+    }
+}
+
+/// Picks the backend for these settings on this host, with the checks that
+/// explain the choice. Runs the binaries' `--version` (blocking, quick).
+pub fn choose(
+    settings: &HypervisorSettings,
+) -> Result<(Arc<dyn Hypervisor>, Vec<DoctorCheck>), VmmError> {
+    let probe = HostProbe::detect(settings);
+    let mut checks = probe.checks();
+    let choice = decide(settings, &probe);
+    checks.push(choice.check());
+    let choice = choice.result?;
+    let backend: Arc<dyn Hypervisor> = match choice {
+        Choice::Firecracker { binary } => Arc::new(FirecrackerHypervisor::new(binary)),
+        Choice::Qemu { binary, accel } => Arc::new(QemuHypervisor::new(binary, accel)),
+    };
+    Ok((backend, checks))
+}
+
+/// Every prerequisite checked and the resulting choice, for `hatch doctor`.
+pub fn doctor_checks(settings: &HypervisorSettings) -> Vec<DoctorCheck> {
+    let probe = HostProbe::detect(settings);
+    let mut checks = probe.checks();
+    checks.push(decide(settings, &probe).check());
+    checks
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_from_variables() {
+        let vars = |name: &str| match name {
+            "HATCH_HYPERVISOR" => Some("qemu".to_string()),
+            "HATCH_QEMU_ACCEL" => Some("tcg".to_string()),
+            "HATCH_FIRECRACKER_BIN" => Some("/opt/fc".to_string()),
+            _ => None,
+        };
+        let settings = HypervisorSettings::from_lookup(vars).expect("valid");
+        assert_eq!(settings.preference, HypervisorPreference::Qemu);
+        assert_eq!(settings.qemu_accel, QemuAccel::Tcg);
+        assert_eq!(settings.firecracker_bin, Some(PathBuf::from("/opt/fc")));
+        assert_eq!(settings.qemu_bin, None);
+        assert_eq!(
+            HypervisorSettings::from_lookup(|_| None).expect("defaults"),
+            HypervisorSettings::default()
+        );
+    }
+
+    #[test]
+    fn unknown_values_are_refused() {
+        let err = HypervisorSettings::from_lookup(|n| {
+            (n == "HATCH_HYPERVISOR").then(|| "kvm".to_string())
+        })
+        .expect_err("invalid");
+        assert!(
+            err.to_string().contains("HATCH_HYPERVISOR=\"kvm\""),
+            "{err}"
+        );
+    }
 }
