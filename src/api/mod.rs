@@ -55,14 +55,19 @@ pub struct Route {
 }
 
 fn route(method: Method, path: &'static str, access: Access, handler: MethodRouter<AppState>) -> Route {
-    Route { method, path, access, handler }
+    Route {
+        method,
+        path,
+        access,
+        handler,
+    }
 }
 
 /// Every endpoint of the API.
 pub fn routes() -> Vec<Route> {
+    use routing::{delete, get, post};
     use Access::{Key, Public};
     use Method as M;
-    use routing::{delete, get, post};
     vec![
         route(M::GET, "/healthz", Public, get(health::healthz)),
         route(M::GET, "/openapi.json", Key, get(openapi::serve)),
@@ -107,10 +112,12 @@ pub fn router(state: AppState) -> Router {
         group.insert(r.path, merged);
     }
     let build = |group: BTreeMap<&'static str, MethodRouter<AppState>>| {
-        group.into_iter().fold(Router::new(), |router, (path, handler)| router.route(path, handler))
+        group
+            .into_iter()
+            .fold(Router::new(), |router, (path, handler)| router.route(path, handler))
     };
-    let protected = build(protected)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let protected =
+        build(protected).route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     build(public)
         .merge(protected)
         .fallback(no_route)

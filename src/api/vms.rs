@@ -33,7 +33,10 @@ impl CreateVmRequest {
     /// Checks what can be checked without orchestration.
     pub fn validate(self) -> Result<CreateVm, ApiError> {
         if self.image_id.is_some() && self.template_id.is_some() {
-            return Err(ApiError::invalid("template_id", "give image_id or template_id, not both"));
+            return Err(ApiError::invalid(
+                "template_id",
+                "give image_id or template_id, not both",
+            ));
         }
         self.vcpu_count.map(validate::vcpu_count).transpose()?;
         self.mem_mib.map(validate::mem_mib).transpose()?;
@@ -85,14 +88,19 @@ impl CreateQuery {
                 Ok(None)
             }
             Some("ready") => {
-                let Some(text) = &self.timeout else { return Ok(Some(DEFAULT_WAIT)) };
+                let Some(text) = &self.timeout else {
+                    return Ok(Some(DEFAULT_WAIT));
+                };
                 let timeout = crate::config::values::duration(text).map_err(|e| ApiError::invalid("timeout", e))?;
                 if timeout > MAX_WAIT {
                     return Err(ApiError::invalid("timeout", "timeout is at most 3600 seconds"));
                 }
                 Ok(Some(timeout))
             }
-            Some(other) => Err(ApiError::invalid("wait", format!("wait must be \"ready\", got {other:?}"))),
+            Some(other) => Err(ApiError::invalid(
+                "wait",
+                format!("wait must be \"ready\", got {other:?}"),
+            )),
         }
     }
 }

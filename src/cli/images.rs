@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::http::segment;
 use super::output::{self, opt};
-use super::{ClientArgs, CliError};
+use super::{CliError, ClientArgs};
 use crate::config::Config;
 use crate::model::{Image, ImageProfile};
 use crate::store::Store;
@@ -53,11 +53,19 @@ pub enum ImageCommand {
 pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliError> {
     match command {
         ImageCommand::Build { profile, name } => {
-            let profile = ImageProfile::parse(&profile).ok_or_else(|| CliError::Usage(format!("unknown profile {profile}")))?;
+            let profile =
+                ImageProfile::parse(&profile).ok_or_else(|| CliError::Usage(format!("unknown profile {profile}")))?;
             let image = build_image(profile, name).await?;
             output::show(args.json, &image, print_image);
         }
-        ImageCommand::Register { name, kernel, initrd, rootfs, login_user, boot_args } => {
+        ImageCommand::Register {
+            name,
+            kernel,
+            initrd,
+            rootfs,
+            login_user,
+            boot_args,
+        } => {
             let mut body = json!({ "name": name, "kernel_path": absolute(&kernel)? });
             for (key, path) in [("initrd_path", &initrd), ("rootfs_path", &rootfs)] {
                 if let Some(path) = path {
@@ -96,7 +104,11 @@ pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliErro
             });
         }
         ImageCommand::Show { id } => {
-            let image: Image = match args.client()?.call(Method::GET, &format!("/images/{}", segment(&id)), None).await {
+            let image: Image = match args
+                .client()?
+                .call(Method::GET, &format!("/images/{}", segment(&id)), None)
+                .await
+            {
                 Err(CliError::Unreachable { .. }) => local_store()?
                     .find_image(&id)
                     .map_err(local)?
@@ -106,7 +118,10 @@ pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliErro
             output::show(args.json, &image, print_image);
         }
         ImageCommand::Delete { id } => {
-            args.client()?.request(Method::DELETE, &format!("/images/{}", segment(&id)), None).await?.success()?;
+            args.client()?
+                .request(Method::DELETE, &format!("/images/{}", segment(&id)), None)
+                .await?
+                .success()?;
             if !args.json {
                 println!("deleted {id}");
             }
@@ -157,4 +172,3 @@ fn print_image(image: &Image) {
         ("created_at", image.created_at.to_string()),
     ]);
 }
-

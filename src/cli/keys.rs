@@ -4,9 +4,9 @@ use clap::Subcommand;
 use hyper::Method;
 use serde_json::{json, Value};
 
-use super::output::{self, opt};
 use super::http::segment;
-use super::{ClientArgs, CliError};
+use super::output::{self, opt};
+use super::{CliError, ClientArgs};
 
 #[derive(Debug, Subcommand)]
 pub enum KeyCommand {
@@ -22,10 +22,15 @@ pub async fn run(command: KeyCommand, args: &ClientArgs) -> Result<(), CliError>
     let client = args.client()?;
     match command {
         KeyCommand::Create { name } => {
-            let key: Value = client.call(Method::POST, "/keys", Some(&json!({ "name": name }))).await?;
+            let key: Value = client
+                .call(Method::POST, "/keys", Some(&json!({ "name": name })))
+                .await?;
             output::show(args.json, &key, |k| {
                 println!("{}", k["key"].as_str().unwrap_or_default());
-                eprintln!("created key {} ({}); store it now, it is not shown again", k["id"], k["name"]);
+                eprintln!(
+                    "created key {} ({}); store it now, it is not shown again",
+                    k["id"], k["name"]
+                );
             });
         }
         KeyCommand::List => {
@@ -48,7 +53,10 @@ pub async fn run(command: KeyCommand, args: &ClientArgs) -> Result<(), CliError>
             });
         }
         KeyCommand::Revoke { id } => {
-            client.request(Method::DELETE, &format!("/keys/{}", segment(&id)), None).await?.success()?;
+            client
+                .request(Method::DELETE, &format!("/keys/{}", segment(&id)), None)
+                .await?
+                .success()?;
             if !args.json {
                 println!("revoked {id}");
             }

@@ -18,7 +18,11 @@ use crate::config::ServeArgs;
 use http::{Client, Endpoint};
 
 #[derive(Debug, Parser)]
-#[command(name = "hatch", version, about = "A small cloud of microVMs on one Linux host, behind one REST API")]
+#[command(
+    name = "hatch",
+    version,
+    about = "A small cloud of microVMs on one Linux host, behind one REST API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -89,7 +93,10 @@ impl ClientArgs {
             Some(key) => Some(key.trim().to_string()),
             None => admin_key_from_data_dir(),
         };
-        Ok(Client { endpoint: Endpoint::parse(&self.url)?, api_key })
+        Ok(Client {
+            endpoint: Endpoint::parse(&self.url)?,
+            api_key,
+        })
     }
 }
 
@@ -125,7 +132,10 @@ pub fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 pub async fn run(command: Command) -> Result<(), CliError> {

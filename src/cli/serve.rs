@@ -61,7 +61,10 @@ pub fn open_state(config: &Config) -> Result<Store, ServeError> {
         // VM disks, keys and the database live here: owner only.
         std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
     };
-    prepare().map_err(|source| ServeError::DataDir { path: data_dir.clone(), source })?;
+    prepare().map_err(|source| ServeError::DataDir {
+        path: data_dir.clone(),
+        source,
+    })?;
     let store = Store::open(&config.db_path())?;
     if let Some(path) = ensure_admin_key(&store, &config.admin_key_path())? {
         eprintln!("hatch: first start: wrote an admin API key to {}", path.display());
@@ -73,22 +76,37 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let config = Arc::new(Config::from_args(args)?);
     let store = open_state(&config)?;
     let orch = start_orchestrator(config.clone(), store.clone()).await?;
-    let app = api::router(AppState { store, orch, config: config.clone() });
+    let app = api::router(AppState {
+        store,
+        orch,
+        config: config.clone(),
+    });
     match &config.http_addr {
         ListenAddr::Tcp(addr) => {
-            let bind_error = |source| ServeError::Bind { addr: addr.to_string(), source };
+            let bind_error = |source| ServeError::Bind {
+                addr: addr.to_string(),
+                source,
+            };
             let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
             let local = listener.local_addr().map_err(bind_error)?;
             eprintln!("hatch: listening on {local}");
-            axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await.map_err(ServeError::Serve)
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await
+                .map_err(ServeError::Serve)
         }
         ListenAddr::Unix(path) => {
-            let bind_error = |source| ServeError::Bind { addr: format!("unix:{}", path.display()), source };
+            let bind_error = |source| ServeError::Bind {
+                addr: format!("unix:{}", path.display()),
+                source,
+            };
             remove_stale_socket(path).map_err(bind_error)?;
             let listener = UnixListener::bind(path).map_err(bind_error)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
             eprintln!("hatch: listening on unix:{}", path.display());
-            let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown_signal())
+                .await;
             let _ = std::fs::remove_file(path);
             served.map_err(ServeError::Serve)
         }
@@ -100,7 +118,10 @@ fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
-        Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a socket")),
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "exists and is not a socket",
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }

@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 
 use rusqlite::{params, Row};
 
-use super::codec::{corrupt, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts, query_all, string_list, ts};
+use super::codec::{
+    corrupt, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts, query_all, string_list, ts,
+};
 use super::{Store, StoreError};
 use crate::model::{NetworkIdentity, Vm, VmState};
 
@@ -23,7 +25,9 @@ fn network_from_row(row: &Row<'_>) -> Result<Option<NetworkIdentity>, StoreError
     let port: Option<u16> = row.get(9)?;
     match (ip, mac, tap, port) {
         (Some(ip), Some(guest_mac), Some(tap_name), Some(ssh_port)) => Ok(Some(NetworkIdentity {
-            guest_ip: ip.parse::<Ipv4Addr>().map_err(|e| corrupt("vms", format!("guest_ip {ip:?}: {e}")))?,
+            guest_ip: ip
+                .parse::<Ipv4Addr>()
+                .map_err(|e| corrupt("vms", format!("guest_ip {ip:?}: {e}")))?,
             guest_mac,
             tap_name,
             ssh_port,
