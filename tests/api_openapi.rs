@@ -181,6 +181,28 @@ async fn responses_match_their_schemas() {
     let (status, body) = api.call("POST", "/vms", Some(json!({ "vcpu_count": 0 }))).await;
     valid(&body, response_schema(&doc, "/vms", "post", status), "400");
 
+    // A VM's state history (recorded by orchestration; written directly here).
+    let vm = sample_vm(&image_id, 2);
+    api.store.insert_vm(&vm).unwrap();
+    api.store
+        .record_transition(&vm.id, None, hatch::model::VmState::Starting, None)
+        .unwrap();
+    api.store
+        .record_transition(
+            &vm.id,
+            Some(hatch::model::VmState::Starting),
+            hatch::model::VmState::Error,
+            Some("exit 1"),
+        )
+        .unwrap();
+    let (status, events) = api.call("GET", &format!("/vms/{}/events", vm.id), None).await;
+    assert_eq!(events.as_array().map(Vec::len), Some(2), "{events}");
+    valid(
+        &events,
+        response_schema(&doc, "/vms/{id}/events", "get", status),
+        "GET /vms/{id}/events",
+    );
+
     // VMs as the model serialises them, with and without networking.
     let vm_schema = response_schema(&doc, "/vms/{id}", "get", 200);
     let mut vm = sample_vm(&image_id, 1);

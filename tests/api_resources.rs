@@ -359,3 +359,38 @@ async fn vm_requests_are_validated_before_anything_is_created() {
         (400, ("invalid_field".into(), Some("bytes".into())))
     );
 }
+
+#[tokio::test]
+async fn vm_events_list_state_changes_in_order() {
+    let api = TestApi::start().await;
+    let (status, body) = api.call("GET", "/vms/vm-nothere/events", None).await;
+    assert_eq!((status, error_parts(&body).0.as_str()), (404, "not_found"));
+    let vm = sample_vm("img-x", 3);
+    api.store.insert_vm(&vm).unwrap();
+    let (status, body) = api.call("GET", &format!("/vms/{}/events", vm.id), None).await;
+    assert_eq!((status, body), (200, json!([])));
+    use hatch::model::VmState::{Running, Starting, Stopped};
+    api.store.record_transition(&vm.id, None, Starting, None).unwrap();
+    api.store
+        .record_transition(&vm.id, Some(Starting), Running, None)
+        .unwrap();
+    api.store
+        .record_transition(&vm.id, Some(Running), Stopped, Some("guest shut down"))
+        .unwrap();
+    let (_, events) = api.call("GET", &format!("/vms/{}/events", vm.id), None).await;
+    let steps: Vec<(Value, Value)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["from_state"].clone(), e["to_state"].clone()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (Value::Null, json!("starting")),
+            (json!("starting"), json!("running")),
+            (json!("running"), json!("stopped"))
+        ]
+    );
+    assert_eq!(events[2]["reason"], "guest shut down");
+}

@@ -86,6 +86,7 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/vms/{id}/stop", Key, post(vms::stop)),
         route(M::POST, "/vms/{id}/start", Key, post(vms::start)),
         route(M::GET, "/vms/{id}/logs", Key, get(vms::logs)),
+        route(M::GET, "/vms/{id}/events", Key, get(vms::events)),
         route(M::POST, "/keys", Key, post(keys::create)),
         route(M::GET, "/keys", Key, get(keys::list)),
         route(M::DELETE, "/keys/{id}", Key, delete(keys::revoke)),
@@ -123,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
 
@@ -139,4 +141,15 @@ async fn method_not_allowed(State(state): State<AppState>, headers: HeaderMap) -
         Some(_) => ApiError::new(ErrorKind::MethodNotAllowed, "method not allowed on this endpoint"),
         None => ApiError::unauthorized(),
     }
+}
+
+/// One log line per request: method, path (never the query or headers, which
+/// may carry secrets), status and duration.
+async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    response
 }

@@ -14,6 +14,7 @@ use super::json::{ApiJson, ApiQuery};
 use super::{validate, AppState};
 use crate::model::Vm;
 use crate::orch::{CreateVm, OrchError};
+use crate::store::VmEvent;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -176,4 +177,12 @@ pub async fn logs(
     };
     let text = state.orch.logs(&id, bytes).await?;
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+}
+
+/// The VM's recorded state changes, oldest first.
+pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vec<VmEvent>>> {
+    if state.store.get_vm(&id)?.is_none() {
+        return Err(ApiError::not_found("vm", &id));
+    }
+    Ok(Json(state.store.list_transitions(&id)?))
 }

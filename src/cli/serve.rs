@@ -4,6 +4,7 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 
@@ -90,10 +91,7 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
             let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
             let local = listener.local_addr().map_err(bind_error)?;
             eprintln!("hatch: listening on {local}");
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await
-                .map_err(ServeError::Serve)
+            serve_until_signal(listener, app).await
         }
         ListenAddr::Unix(path) => {
             let bind_error = |source| ServeError::Bind {
@@ -104,11 +102,37 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
             let listener = UnixListener::bind(path).map_err(bind_error)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
             eprintln!("hatch: listening on unix:{}", path.display());
-            let served = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await;
+            let served = serve_until_signal(listener, app).await;
             let _ = std::fs::remove_file(path);
-            served.map_err(ServeError::Serve)
+            served
+        }
+    }
+}
+
+/// How long requests in flight (e.g. `wait=ready`) may finish after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves until SIGTERM/SIGINT, then lets requests in flight finish for at
+/// most [`SHUTDOWN_GRACE`].
+async fn serve_until_signal<L>(listener: L, app: axum::Router) -> Result<(), ServeError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        notify.notify_one();
+    });
+    tokio::select! {
+        served = server => served.map_err(ServeError::Serve),
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            eprintln!("hatch: requests still running after {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+            Ok(())
         }
     }
 }

@@ -33,6 +33,8 @@ pub enum VmCommand {
         #[arg(last = true)]
         ssh_args: Vec<String>,
     },
+    /// The VM's state changes, oldest first.
+    Events { id: String },
     /// Print the end of the VM's serial console.
     Logs {
         id: String,
@@ -130,6 +132,26 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
             if !args.json {
                 println!("deleted {id}");
             }
+        }
+        VmCommand::Events { id } => {
+            let events: Vec<Value> = client
+                .call(Method::GET, &format!("/vms/{}/events", segment(&id)), None)
+                .await?;
+            output::show(args.json, &events, |events| {
+                let text = |e: &Value, key: &str| e[key].as_str().unwrap_or("-").to_string();
+                let rows: Vec<Vec<String>> = events
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            text(e, "at"),
+                            text(e, "from_state"),
+                            text(e, "to_state"),
+                            text(e, "reason"),
+                        ]
+                    })
+                    .collect();
+                output::table(&["AT", "FROM", "TO", "REASON"], &rows);
+            });
         }
         VmCommand::Ssh { id, ssh_args } => return ssh(&client, &id, &ssh_args).await,
         VmCommand::Logs { id, bytes } => {

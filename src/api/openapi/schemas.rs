@@ -25,6 +25,8 @@ fn string_list() -> Value {
 pub fn all() -> Map<String, Value> {
     let codes: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
     let states: Vec<&str> = VmState::ALL.iter().map(|s| s.as_str()).collect();
+    let mut states_or_null: Vec<Value> = states.iter().map(|s| json!(s)).collect();
+    states_or_null.push(Value::Null);
     let mut schemas = Map::new();
     let mut add = |name: &str, schema: Value| {
         schemas.insert(name.to_string(), schema);
@@ -193,6 +195,19 @@ pub fn all() -> Map<String, Value> {
                 "ssh_authorized_keys": string_list()
             }),
             &[],
+        ),
+    );
+    add(
+        "VmEvent",
+        object(
+            json!({
+                "vm_id": { "type": "string" },
+                "from_state": { "type": ["string", "null"], "enum": states_or_null },
+                "to_state": { "type": "string", "enum": states },
+                "reason": nullable("string"),
+                "at": timestamp()
+            }),
+            &["vm_id", "from_state", "to_state", "reason", "at"],
         ),
     );
     let key_properties = json!({
