@@ -217,3 +217,13 @@ fn clones_share_one_database() {
     store.insert_image(&image).unwrap();
     assert_eq!(clone.get_image(&image.id).unwrap(), Some(image));
 }
+
+#[test]
+fn an_unusable_location_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let path = not_a_dir.join("hatch.db");
+    let error = Store::open(&path).expect_err("a file cannot hold a database").to_string();
+    assert!(error.contains(&not_a_dir.display().to_string()), "{error}");
+}

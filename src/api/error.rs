@@ -136,9 +136,11 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { field } => {
                 ApiError::field(ErrorKind::Conflict, field, format!("{field} is already in use"))
             }
-            StoreError::Corrupt { .. } | StoreError::TooNew { .. } | StoreError::Io { .. } | StoreError::Sqlite(_) => {
-                ApiError::internal(err.to_string())
-            }
+            StoreError::Corrupt { .. }
+            | StoreError::TooNew { .. }
+            | StoreError::Io { .. }
+            | StoreError::Open { .. }
+            | StoreError::Sqlite(_) => ApiError::internal(err.to_string()),
         }
     }
 }
