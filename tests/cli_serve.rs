@@ -277,3 +277,20 @@ fn a_unix_socket_daemon() {
     assert!(daemon.terminate().success());
     assert!(!Path::new(&socket).exists(), "socket removed on exit");
 }
+
+#[test]
+fn a_local_key_regains_access_without_the_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let mut daemon = Daemon::start(&[("HATCH_DATA_DIR", data), ("HATCH_HTTP_ADDR", "127.0.0.1:0")]);
+    std::fs::remove_file(dir.path().join("data/admin.key")).unwrap();
+    let env = admin_env(data, &format!("http://{}", daemon.listening));
+    assert!(!run(&["template", "list"], &env).status.success(), "no key, no access");
+
+    let created = stdout_json(&run(&["key", "create", "rescue", "--local", "--json"], &env));
+    let mut with_key = env.clone();
+    with_key.push(("HATCH_API_KEY", created["key"].as_str().unwrap().to_string()));
+    assert_eq!(stdout_json(&run(&["template", "list", "--json"], &with_key)), serde_json::json!([]));
+    assert!(daemon.terminate().success());
+}

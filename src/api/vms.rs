@@ -128,7 +128,12 @@ pub async fn create(
     let wait = query.wait_for()?;
     let vm = state.orch.create_vm(req.validate()?).await.map_err(create_error)?;
     let vm = match wait {
-        Some(timeout) => state.orch.wait_ready(&vm.id, timeout).await?,
+        Some(timeout) => state.orch.wait_ready(&vm.id, timeout).await.map_err(|err| {
+            // The VM exists now; say so, so the caller does not create another.
+            let mut api = ApiError::from(err);
+            api.message = format!("{} was created, but {}", vm.id, api.message);
+            api
+        })?,
         None => vm,
     };
     Ok((StatusCode::CREATED, Json(vm)))

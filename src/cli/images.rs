@@ -9,10 +9,8 @@ use serde_json::json;
 
 use super::http::segment;
 use super::output::{self, opt};
-use super::{CliError, ClientArgs};
-use crate::config::Config;
+use super::{local, local_store, CliError, ClientArgs};
 use crate::model::{Image, ImageProfile};
-use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -128,16 +126,6 @@ pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliErro
         }
     }
     Ok(())
-}
-
-/// The database the daemon uses, opened directly (for use without a daemon).
-fn local_store() -> Result<Store, CliError> {
-    let config = Config::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
-    Store::open(&config.db_path()).map_err(local)
-}
-
-fn local(error: impl std::fmt::Display) -> CliError {
-    CliError::Local(error.to_string())
 }
 
 fn absolute(path: &Path) -> Result<String, CliError> {

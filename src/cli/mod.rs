@@ -107,6 +107,16 @@ fn admin_key_from_data_dir() -> Option<String> {
     Some(key.trim().to_string()).filter(|k| !k.is_empty())
 }
 
+/// The database the daemon uses, opened directly (for use without a daemon).
+fn local_store() -> Result<crate::store::Store, CliError> {
+    let config = crate::config::Config::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
+    crate::store::Store::open(&config.db_path()).map_err(local)
+}
+
+fn local(error: impl std::fmt::Display) -> CliError {
+    CliError::Local(error.to_string())
+}
+
 /// Entry point of the `hatch` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
