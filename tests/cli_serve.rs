@@ -195,6 +195,10 @@ fn client_commands_against_a_tcp_daemon() {
     let env = admin_env(data, &format!("http://{}", daemon.listening));
     let (elf, _, initrd) = fake_boot_files(dir.path());
 
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "a data dir the daemon creates is owner-only");
+
     let keys = stdout_json(&run(&["key", "list", "--json"], &env));
     assert_eq!(keys.as_array().unwrap().len(), 1);
     assert_eq!(keys[0]["name"], "admin");

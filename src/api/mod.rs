@@ -93,7 +93,7 @@ pub fn routes() -> Vec<Route> {
     ]
 }
 
-/// The (method, path) pairs of [`routes`].
+/// (method, path, access) of every route in [`routes`].
 pub fn route_table() -> Vec<(Method, &'static str, Access)> {
     routes().into_iter().map(|r| (r.method, r.path, r.access)).collect()
 }

@@ -1,7 +1,7 @@
 //! `hatch serve`: the daemon. Opens the store, makes the admin key on first
 //! start, starts orchestration and serves the API until SIGTERM or SIGINT.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,12 +57,9 @@ pub async fn start_orchestrator(config: Arc<Config>, store: Store) -> Result<Arc
 /// Opens the data directory and database, and makes the admin key on first start.
 pub fn open_state(config: &Config) -> Result<Store, ServeError> {
     let data_dir = &config.data_dir;
-    let prepare = || -> std::io::Result<()> {
-        std::fs::create_dir_all(data_dir)?;
-        // VM disks, keys and the database live here: owner only.
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
-    };
-    prepare().map_err(|source| ServeError::DataDir {
+    // VM disks, keys and the database live here: owner only. An existing
+    // directory keeps its mode (it may be shared, like /tmp).
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(|source| ServeError::DataDir {
         path: data_dir.clone(),
         source,
     })?;

@@ -12,6 +12,7 @@ pub mod migrations;
 mod templates;
 mod vms;
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -77,6 +78,10 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(open_error)?;
+        // VM user_data may hold secrets: owner only (SQLite gives the -wal
+        // and -shm files the same mode). Not our file (a reader such as the
+        // CLI): leave it alone.
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         // WAL keeps readers (the CLI) from blocking the daemon's writes.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
         Self::setup(conn)
