@@ -33,8 +33,13 @@ fn hatch(args: &[&str], vars: &[(&str, &str)]) -> Output {
 }
 
 fn stdout_json(output: &Output) -> Value {
-    assert!(output.status.success(), "failed: {}", String::from_utf8_lossy(&output.stderr));
-    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+    assert!(
+        output.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
 }
 
 /// A `hatch serve` child, killed if the test ends before it stopped.
@@ -46,7 +51,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(vars: &[(&str, &str)]) -> Daemon {
-        let mut child = hatch_command(&["serve"], vars).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let mut child = hatch_command(&["serve"], vars)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -57,7 +66,10 @@ impl Daemon {
             }
         });
         let listening = rx.recv_timeout(Duration::from_secs(30));
-        let mut daemon = Daemon { child, listening: String::new() };
+        let mut daemon = Daemon {
+            child,
+            listening: String::new(),
+        };
         daemon.listening = listening.expect("the daemon did not report its address");
         daemon
     }
@@ -85,12 +97,33 @@ impl Drop for Daemon {
 }
 
 const VARIABLES: &[&str] = &[
-    "HATCH_DATA_DIR", "HATCH_HTTP_ADDR", "HATCH_BRIDGE_NAME", "HATCH_BRIDGE_CIDR", "HATCH_SSH_ALLOWED_CIDR",
-    "HATCH_SSH_PORT_MIN", "HATCH_SSH_PORT_MAX", "HATCH_HYPERVISOR", "HATCH_QEMU_ACCEL", "HATCH_FIRECRACKER_BIN",
-    "HATCH_QEMU_BIN", "HATCH_DEFAULT_IMAGE", "HATCH_DEFAULT_VCPU", "HATCH_DEFAULT_MEM_MIB", "HATCH_PROXY_ADDR",
-    "HATCH_PROXY_BASE_DOMAIN", "HATCH_PROXY_WAKE_TIMEOUT", "HATCH_IDLE_CHECK_INTERVAL", "HATCH_IDLE_TIMEOUT",
-    "HATCH_IMAGE_CACHE_DIR", "HATCH_DEBIAN_MIRROR", "HATCH_S3_ENDPOINT", "HATCH_S3_BUCKET", "HATCH_S3_REGION",
-    "HATCH_S3_ACCESS_KEY", "HATCH_S3_SECRET_KEY", "HATCH_SNAPSHOT_KEEP",
+    "HATCH_DATA_DIR",
+    "HATCH_HTTP_ADDR",
+    "HATCH_BRIDGE_NAME",
+    "HATCH_BRIDGE_CIDR",
+    "HATCH_SSH_ALLOWED_CIDR",
+    "HATCH_SSH_PORT_MIN",
+    "HATCH_SSH_PORT_MAX",
+    "HATCH_HYPERVISOR",
+    "HATCH_QEMU_ACCEL",
+    "HATCH_FIRECRACKER_BIN",
+    "HATCH_QEMU_BIN",
+    "HATCH_DEFAULT_IMAGE",
+    "HATCH_DEFAULT_VCPU",
+    "HATCH_DEFAULT_MEM_MIB",
+    "HATCH_PROXY_ADDR",
+    "HATCH_PROXY_BASE_DOMAIN",
+    "HATCH_PROXY_WAKE_TIMEOUT",
+    "HATCH_IDLE_CHECK_INTERVAL",
+    "HATCH_IDLE_TIMEOUT",
+    "HATCH_IMAGE_CACHE_DIR",
+    "HATCH_DEBIAN_MIRROR",
+    "HATCH_S3_ENDPOINT",
+    "HATCH_S3_BUCKET",
+    "HATCH_S3_REGION",
+    "HATCH_S3_ACCESS_KEY",
+    "HATCH_S3_SECRET_KEY",
+    "HATCH_SNAPSHOT_KEEP",
 ];
 
 #[test]
@@ -124,8 +157,19 @@ fn an_invalid_variable_stops_startup_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let data = data_dir.to_str().unwrap();
-    for (variable, value) in [("HATCH_SSH_PORT_MIN", "abc"), ("HATCH_BRIDGE_CIDR", "10.0.0.0/8"), ("HATCH_IDLE_TIMEOUT", "soon")] {
-        let output = hatch(&["serve"], &[("HATCH_DATA_DIR", data), (variable, value), ("HATCH_HTTP_ADDR", "127.0.0.1:0")]);
+    for (variable, value) in [
+        ("HATCH_SSH_PORT_MIN", "abc"),
+        ("HATCH_BRIDGE_CIDR", "10.0.0.0/8"),
+        ("HATCH_IDLE_TIMEOUT", "soon"),
+    ] {
+        let output = hatch(
+            &["serve"],
+            &[
+                ("HATCH_DATA_DIR", data),
+                (variable, value),
+                ("HATCH_HTTP_ADDR", "127.0.0.1:0"),
+            ],
+        );
         assert!(!output.status.success(), "{variable}={value} was accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(variable), "{variable}: {stderr}");
@@ -151,12 +195,26 @@ fn client_commands_against_a_tcp_daemon() {
     let env = admin_env(data, &format!("http://{}", daemon.listening));
     let (elf, _, initrd) = fake_boot_files(dir.path());
 
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "a data dir the daemon creates is owner-only");
+
     let keys = stdout_json(&run(&["key", "list", "--json"], &env));
     assert_eq!(keys.as_array().unwrap().len(), 1);
     assert_eq!(keys[0]["name"], "admin");
 
     let image = stdout_json(&run(
-        &["image", "register", "--json", "--name", "mini", "--kernel", elf.to_str().unwrap(), "--initrd", initrd.to_str().unwrap()],
+        &[
+            "image",
+            "register",
+            "--json",
+            "--name",
+            "mini",
+            "--kernel",
+            elf.to_str().unwrap(),
+            "--initrd",
+            initrd.to_str().unwrap(),
+        ],
         &env,
     ));
     assert_eq!(image["name"], "mini");
@@ -164,9 +222,20 @@ fn client_commands_against_a_tcp_daemon() {
     let table = String::from_utf8(table.stdout).unwrap();
     assert!(table.starts_with("ID") && table.contains("mini"), "{table}");
 
-    let template = stdout_json(&run(&["template", "create", "--json", "--name", "t", "--image", "mini", "--mem", "512"], &env));
+    let template = stdout_json(&run(
+        &[
+            "template", "create", "--json", "--name", "t", "--image", "mini", "--mem", "512",
+        ],
+        &env,
+    ));
     assert_eq!(template["image_id"], image["id"]);
-    assert_eq!(stdout_json(&run(&["template", "list", "--json"], &env)).as_array().unwrap().len(), 1);
+    assert_eq!(
+        stdout_json(&run(&["template", "list", "--json"], &env))
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
 
     // A bad request is reported with the field and a failing exit status.
     let failed = run(&["vm", "create", "--vcpu", "0", "--no-ssh-key"], &env);
@@ -179,7 +248,9 @@ fn client_commands_against_a_tcp_daemon() {
     let mut with_key = env.clone();
     with_key.push(("HATCH_API_KEY", key));
     assert!(run(&["template", "list"], &with_key).status.success());
-    assert!(run(&["key", "revoke", created["id"].as_str().unwrap()], &env).status.success());
+    assert!(run(&["key", "revoke", created["id"].as_str().unwrap()], &env)
+        .status
+        .success());
     let refused = run(&["template", "list"], &with_key);
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("401"));
@@ -203,7 +274,27 @@ fn a_unix_socket_daemon() {
     let mut daemon = Daemon::start(&[("HATCH_DATA_DIR", data), ("HATCH_HTTP_ADDR", &addr)]);
     assert_eq!(daemon.listening, addr);
     let env = admin_env(data, &addr);
-    assert_eq!(stdout_json(&run(&["template", "list", "--json"], &env)), serde_json::json!([]));
+    assert_eq!(
+        stdout_json(&run(&["template", "list", "--json"], &env)),
+        serde_json::json!([])
+    );
     assert!(daemon.terminate().success());
     assert!(!Path::new(&socket).exists(), "socket removed on exit");
+}
+
+#[test]
+fn a_local_key_regains_access_without_the_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let mut daemon = Daemon::start(&[("HATCH_DATA_DIR", data), ("HATCH_HTTP_ADDR", "127.0.0.1:0")]);
+    std::fs::remove_file(dir.path().join("data/admin.key")).unwrap();
+    let env = admin_env(data, &format!("http://{}", daemon.listening));
+    assert!(!run(&["template", "list"], &env).status.success(), "no key, no access");
+
+    let created = stdout_json(&run(&["key", "create", "rescue", "--local", "--json"], &env));
+    let mut with_key = env.clone();
+    with_key.push(("HATCH_API_KEY", created["key"].as_str().unwrap().to_string()));
+    assert_eq!(stdout_json(&run(&["template", "list", "--json"], &with_key)), serde_json::json!([]));
+    assert!(daemon.terminate().success());
 }

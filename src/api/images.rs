@@ -41,11 +41,17 @@ pub fn image_from_files(req: RegisterImage) -> Result<Image, ApiError> {
     validate::name(&req.name)?;
     let login_user = req.login_user.unwrap_or_else(|| "root".into());
     if !is_unix_user_name(&login_user) {
-        return Err(ApiError::invalid("login_user", format!("{login_user:?} is not a valid user name")));
+        return Err(ApiError::invalid(
+            "login_user",
+            format!("{login_user:?} is not a valid user name"),
+        ));
     }
     let boot_args = req.boot_args.unwrap_or_default();
     if boot_args.len() > 1024 || !boot_args.chars().all(|c| c.is_ascii_graphic() || c == ' ') {
-        return Err(ApiError::invalid("boot_args", "boot_args must be at most 1024 printable ASCII characters"));
+        return Err(ApiError::invalid(
+            "boot_args",
+            "boot_args must be at most 1024 printable ASCII characters",
+        ));
     }
     let mut size_bytes = check_file("kernel_path", &req.kernel_path)?;
     let (kernel_path, bzimage_path) = match kernel_format(&req.kernel_path)? {
@@ -86,9 +92,13 @@ fn check_file(field: &'static str, path: &FsPath) -> Result<u64, ApiError> {
     }
     let meta = std::fs::metadata(path).map_err(|e| ApiError::invalid(field, format!("{}: {e}", path.display())))?;
     if !meta.is_file() {
-        return Err(ApiError::invalid(field, format!("{} is not a regular file", path.display())));
+        return Err(ApiError::invalid(
+            field,
+            format!("{} is not a regular file", path.display()),
+        ));
     }
-    std::fs::File::open(path).map_err(|e| ApiError::invalid(field, format!("{} is not readable: {e}", path.display())))?;
+    std::fs::File::open(path)
+        .map_err(|e| ApiError::invalid(field, format!("{} is not readable: {e}", path.display())))?;
     Ok(meta.len())
 }
 
@@ -103,7 +113,10 @@ fn kernel_format(path: &FsPath) -> Result<KernelFormat, ApiError> {
     } else if read >= 0x206 && &head[0x202..0x206] == b"HdrS" {
         Ok(KernelFormat::Bzimage)
     } else {
-        Err(ApiError::invalid("kernel_path", format!("{} is neither an ELF vmlinux nor a bzImage", path.display())))
+        Err(ApiError::invalid(
+            "kernel_path",
+            format!("{} is neither an ELF vmlinux nor a bzImage", path.display()),
+        ))
     }
 }
 
@@ -112,13 +125,23 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Image>>> 
 }
 
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Image>> {
-    state.store.find_image(&id)?.map(Json).ok_or_else(|| ApiError::not_found("image", &id))
+    state
+        .store
+        .find_image(&id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("image", &id))
 }
 
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let image = state.store.get_image(&id)?.ok_or_else(|| ApiError::not_found("image", &id))?;
+    let image = state
+        .store
+        .get_image(&id)?
+        .ok_or_else(|| ApiError::not_found("image", &id))?;
     if state.store.images_in_use(&image.id)? {
-        return Err(ApiError::new(ErrorKind::Conflict, format!("image {id} is used by a VM or template")));
+        return Err(ApiError::new(
+            ErrorKind::Conflict,
+            format!("image {id} is used by a VM or template"),
+        ));
     }
     state.store.delete_image(&image.id)?;
     Ok(StatusCode::NO_CONTENT)

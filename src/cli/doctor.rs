@@ -4,7 +4,7 @@ use hyper::Method;
 use serde_json::Value;
 
 use super::output;
-use super::{ClientArgs, CliError};
+use super::{CliError, ClientArgs};
 use crate::sys::cmd::find_on_path;
 use crate::vmm::select::DoctorCheck;
 
@@ -28,7 +28,11 @@ fn host_checks() -> Vec<DoctorCheck> {
         DoctorCheck {
             name: "/dev/kvm".into(),
             ok: kvm.exists(),
-            detail: if kvm.exists() { "present".into() } else { "absent: QEMU will use TCG (slow)".into() },
+            detail: if kvm.exists() {
+                "present".into()
+            } else {
+                "absent: QEMU will use TCG (slow)".into()
+            },
         },
         program("qemu-system-x86_64", "running VMs with QEMU"),
         program("firecracker", "running VMs with Firecracker (optional)"),
@@ -45,15 +49,29 @@ pub async fn run(args: &ClientArgs) -> Result<(), CliError> {
         Ok(health) => DoctorCheck {
             name: "daemon".into(),
             ok: true,
-            detail: format!("{} answers (version {})", args.url, health["version"].as_str().unwrap_or("?")),
+            detail: format!(
+                "{} answers (version {})",
+                args.url,
+                health["version"].as_str().unwrap_or("?")
+            ),
         },
-        Err(e) => DoctorCheck { name: "daemon".into(), ok: false, detail: e.to_string() },
+        Err(e) => DoctorCheck {
+            name: "daemon".into(),
+            ok: false,
+            detail: e.to_string(),
+        },
     };
     checks.push(daemon);
     output::show(args.json, &checks, |checks| {
         let rows: Vec<Vec<String>> = checks
             .iter()
-            .map(|c| vec![if c.ok { "ok" } else { "FAIL" }.to_string(), c.name.clone(), c.detail.clone()])
+            .map(|c| {
+                vec![
+                    if c.ok { "ok" } else { "FAIL" }.to_string(),
+                    c.name.clone(),
+                    c.detail.clone(),
+                ]
+            })
             .collect();
         output::table(&["", "CHECK", "DETAIL"], &rows);
     });

@@ -9,10 +9,8 @@ use serde_json::json;
 
 use super::http::segment;
 use super::output::{self, opt};
-use super::{ClientArgs, CliError};
-use crate::config::Config;
+use super::{local, local_store, CliError, ClientArgs};
 use crate::model::{Image, ImageProfile};
-use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -53,11 +51,19 @@ pub enum ImageCommand {
 pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliError> {
     match command {
         ImageCommand::Build { profile, name } => {
-            let profile = ImageProfile::parse(&profile).ok_or_else(|| CliError::Usage(format!("unknown profile {profile}")))?;
+            let profile =
+                ImageProfile::parse(&profile).ok_or_else(|| CliError::Usage(format!("unknown profile {profile}")))?;
             let image = build_image(profile, name).await?;
             output::show(args.json, &image, print_image);
         }
-        ImageCommand::Register { name, kernel, initrd, rootfs, login_user, boot_args } => {
+        ImageCommand::Register {
+            name,
+            kernel,
+            initrd,
+            rootfs,
+            login_user,
+            boot_args,
+        } => {
             let mut body = json!({ "name": name, "kernel_path": absolute(&kernel)? });
             for (key, path) in [("initrd_path", &initrd), ("rootfs_path", &rootfs)] {
                 if let Some(path) = path {
@@ -96,7 +102,11 @@ pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliErro
             });
         }
         ImageCommand::Show { id } => {
-            let image: Image = match args.client()?.call(Method::GET, &format!("/images/{}", segment(&id)), None).await {
+            let image: Image = match args
+                .client()?
+                .call(Method::GET, &format!("/images/{}", segment(&id)), None)
+                .await
+            {
                 Err(CliError::Unreachable { .. }) => local_store()?
                     .find_image(&id)
                     .map_err(local)?
@@ -106,23 +116,16 @@ pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliErro
             output::show(args.json, &image, print_image);
         }
         ImageCommand::Delete { id } => {
-            args.client()?.request(Method::DELETE, &format!("/images/{}", segment(&id)), None).await?.success()?;
+            args.client()?
+                .request(Method::DELETE, &format!("/images/{}", segment(&id)), None)
+                .await?
+                .success()?;
             if !args.json {
                 println!("deleted {id}");
             }
         }
     }
     Ok(())
-}
-
-/// The database the daemon uses, opened directly (for use without a daemon).
-fn local_store() -> Result<Store, CliError> {
-    let config = Config::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
-    Store::open(&config.db_path()).map_err(local)
-}
-
-fn local(error: impl std::fmt::Display) -> CliError {
-    CliError::Local(error.to_string())
 }
 
 fn absolute(path: &Path) -> Result<String, CliError> {
@@ -157,4 +160,3 @@ fn print_image(image: &Image) {
         ("created_at", image.created_at.to_string()),
     ]);
 }
-

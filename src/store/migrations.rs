@@ -125,7 +125,10 @@ pub fn migrate(conn: &mut Connection, target: Option<u32>) -> Result<u32, StoreE
     let target = target.unwrap_or_else(latest_version).min(latest_version());
     let mut version = current_version(conn)?;
     if version > latest_version() {
-        return Err(StoreError::TooNew { found: version, supported: latest_version() });
+        return Err(StoreError::TooNew {
+            found: version,
+            supported: latest_version(),
+        });
     }
     while version < target {
         let tx = conn.transaction()?;

@@ -30,7 +30,9 @@ pub fn sample_template(image_id: &str) -> Template {
         vcpu_count: 1,
         mem_mib: 256,
         user_data: Some("#cloud-config\n".into()),
-        ssh_authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake x@y".into()],
+        ssh_authorized_keys: vec![
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake x@y".into(),
+        ],
         created_at: now(),
     }
 }
@@ -93,20 +95,38 @@ impl TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = Arc::new(Config::with_data_dir(dir.path()).expect("config"));
         let store = hatch::cli::serve::open_state(&config).expect("open state");
-        let admin_key = std::fs::read_to_string(config.admin_key_path()).expect("admin.key").trim().to_string();
-        let orch = hatch::cli::serve::start_orchestrator(config.clone(), store.clone()).await.expect("orchestrator");
-        let app = router(AppState { store: store.clone(), orch, config });
+        let admin_key = std::fs::read_to_string(config.admin_key_path())
+            .expect("admin.key")
+            .trim()
+            .to_string();
+        let orch = hatch::cli::serve::start_orchestrator(config.clone(), store.clone())
+            .await
+            .expect("orchestrator");
+        let app = router(AppState {
+            store: store.clone(),
+            orch,
+            config,
+        });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().unwrap();
         let server = tokio::spawn(async move {
             axum::serve(listener, app).await.expect("serve");
         });
-        TestApi { dir, store, addr, admin_key, server }
+        TestApi {
+            dir,
+            store,
+            addr,
+            admin_key,
+            server,
+        }
     }
 
     pub fn client(&self, key: Option<&str>) -> Client {
         Client {
-            endpoint: Endpoint::Tcp { host: self.addr.ip().to_string(), port: self.addr.port() },
+            endpoint: Endpoint::Tcp {
+                host: self.addr.ip().to_string(),
+                port: self.addr.port(),
+            },
             api_key: key.map(str::to_string),
         }
     }
@@ -114,7 +134,11 @@ impl TestApi {
     /// A request with the admin key; returns the status and the JSON body (Null when empty).
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
-        let reply = self.client(Some(&self.admin_key)).request(method, path, body.as_ref()).await.expect("request");
+        let reply = self
+            .client(Some(&self.admin_key))
+            .request(method, path, body.as_ref())
+            .await
+            .expect("request");
         (reply.status.as_u16(), json_or_null(&reply.body))
     }
 
@@ -142,7 +166,10 @@ pub fn json_or_null(body: &[u8]) -> Value {
 pub fn error_parts(body: &Value) -> (String, Option<String>) {
     let error = &body["error"];
     assert!(error["message"].is_string(), "error without message: {body}");
-    let code = error["code"].as_str().unwrap_or_else(|| panic!("error without code: {body}")).to_string();
+    let code = error["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error without code: {body}"))
+        .to_string();
     (code, error["field"].as_str().map(str::to_string))
 }
 
@@ -153,7 +180,10 @@ pub fn test_public_key() -> String {
     blob.extend_from_slice(b"ssh-ed25519");
     blob.extend_from_slice(&32u32.to_be_bytes());
     blob.extend((0..32).map(|_| rand::random::<u8>()));
-    format!("ssh-ed25519 {} test@hatch", base64::engine::general_purpose::STANDARD.encode(blob))
+    format!(
+        "ssh-ed25519 {} test@hatch",
+        base64::engine::general_purpose::STANDARD.encode(blob)
+    )
 }
 
 /// Files that look like a kernel (ELF or bzImage header) and an initrd.

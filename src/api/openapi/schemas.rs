@@ -25,6 +25,8 @@ fn string_list() -> Value {
 pub fn all() -> Map<String, Value> {
     let codes: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
     let states: Vec<&str> = VmState::ALL.iter().map(|s| s.as_str()).collect();
+    let mut states_or_null: Vec<Value> = states.iter().map(|s| json!(s)).collect();
+    states_or_null.push(Value::Null);
     let mut schemas = Map::new();
     let mut add = |name: &str, schema: Value| {
         schemas.insert(name.to_string(), schema);
@@ -74,8 +76,19 @@ pub fn all() -> Map<String, Value> {
                 "size_bytes": { "type": "integer" },
                 "created_at": timestamp()
             }),
-            &["id", "name", "profile", "kernel_path", "bzimage_path", "initrd_path", "rootfs_path", "login_user",
-              "boot_args", "size_bytes", "created_at"],
+            &[
+                "id",
+                "name",
+                "profile",
+                "kernel_path",
+                "bzimage_path",
+                "initrd_path",
+                "rootfs_path",
+                "login_user",
+                "boot_args",
+                "size_bytes",
+                "created_at",
+            ],
         ),
     );
     add(
@@ -105,7 +118,16 @@ pub fn all() -> Map<String, Value> {
                 "ssh_authorized_keys": string_list(),
                 "created_at": timestamp()
             }),
-            &["id", "name", "image_id", "vcpu_count", "mem_mib", "user_data", "ssh_authorized_keys", "created_at"],
+            &[
+                "id",
+                "name",
+                "image_id",
+                "vcpu_count",
+                "mem_mib",
+                "user_data",
+                "ssh_authorized_keys",
+                "created_at",
+            ],
         ),
     );
     add(
@@ -145,8 +167,17 @@ pub fn all() -> Map<String, Value> {
                 "created_at": timestamp(),
                 "updated_at": timestamp()
             }),
-            &["id", "state", "image_id", "vcpu_count", "mem_mib", "enable_network", "hypervisor", "created_at",
-              "updated_at"],
+            &[
+                "id",
+                "state",
+                "image_id",
+                "vcpu_count",
+                "mem_mib",
+                "enable_network",
+                "hypervisor",
+                "created_at",
+                "updated_at",
+            ],
         ),
     );
     add(
@@ -166,6 +197,19 @@ pub fn all() -> Map<String, Value> {
             &[],
         ),
     );
+    add(
+        "VmEvent",
+        object(
+            json!({
+                "vm_id": { "type": "string" },
+                "from_state": { "type": ["string", "null"], "enum": states_or_null },
+                "to_state": { "type": "string", "enum": states },
+                "reason": nullable("string"),
+                "at": timestamp()
+            }),
+            &["vm_id", "from_state", "to_state", "reason", "at"],
+        ),
+    );
     let key_properties = json!({
         "id": { "type": "string" },
         "name": { "type": "string" },
@@ -173,10 +217,22 @@ pub fn all() -> Map<String, Value> {
         "created_at": timestamp(),
         "revoked_at": timestamp()
     });
-    add("ApiKey", object(key_properties.clone(), &["id", "name", "prefix", "created_at"]));
+    add(
+        "ApiKey",
+        object(key_properties.clone(), &["id", "name", "prefix", "created_at"]),
+    );
     let mut new_key = key_properties;
     new_key["key"] = json!({ "type": "string", "description": "The key itself; shown only in this response" });
-    add("NewApiKey", object(new_key, &["id", "name", "prefix", "created_at", "key"]));
-    add("CreateKey", object(json!({ "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" } }), &["name"]));
+    add(
+        "NewApiKey",
+        object(new_key, &["id", "name", "prefix", "created_at", "key"]),
+    );
+    add(
+        "CreateKey",
+        object(
+            json!({ "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" } }),
+            &["name"],
+        ),
+    );
     schemas
 }
