@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::vmm::*;
-use hatch::vmm::{Hypervisor, DEFAULT_STOP_GRACE};
+use hatch::vmm::{DiskSpec, Hypervisor, NicSpec, DEFAULT_STOP_GRACE};
 
 /// Generous: two shared cores running emulated guests.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -230,4 +230,49 @@ async fn a_new_backend_adopts_a_running_vm_and_stops_it() {
         &log[log.len().saturating_sub(800)..]
     );
     assert!(!hatch::sys::process::is_alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_sees_its_read_only_disk_and_its_nic() {
+    let dir = run_dir();
+    let netns = TestNetns::create();
+    netns.add_tap("htap-t0");
+    let _cleanup = KillLeftovers(dir.path().to_path_buf()); // dropped before the namespace
+    let report_line = "echo \"hatch-test: mac=$(cat /sys/class/net/eth0/address) \
+                       ro=$(cat /sys/block/vda/ro) host=$(hostname)\" >/dev/console";
+    let seed = make_seed_disk(
+        dir.path(),
+        &[
+            (
+                "meta-data",
+                "instance-id: vm-qemu-dev\nlocal-hostname: seeded-host\n",
+            ),
+            ("user-data", &format!("#!/bin/sh\n{report_line}\n")),
+        ],
+    );
+    let mut spec = minimal_launch("vm-qemu-dev", &dir.path().join("run"), "");
+    spec.disks.push(DiskSpec {
+        id: "seed".into(),
+        path: seed,
+        read_only: true,
+    });
+    spec.nic = Some(NicSpec {
+        tap_name: "htap-t0".into(),
+        mac: "02:00:00:aa:bb:cc".into(),
+    });
+
+    let vm = qemu_tcg()
+        .in_netns(&netns.name)
+        .launch(&spec)
+        .await
+        .expect("launch");
+    wait_for_marker(&spec.run_dir, "hatch-test: ", BOOT_TIMEOUT).await;
+    wait_for_marker(
+        &spec.run_dir,
+        "hatch-test: mac=02:00:00:aa:bb:cc ro=1 host=seeded-host",
+        Duration::from_secs(5),
+    )
+    .await;
+    let report = vm.stop(DEFAULT_STOP_GRACE * 6).await;
+    assert_eq!(report.code, Some(0), "{report:?}");
 }

@@ -39,6 +39,9 @@ pub struct SpawnSpec<'a> {
     pub run_dir: &'a Path,
     /// Where the process's stdout goes (Firecracker's serial console is its stdout).
     pub stdout: PathBuf,
+    /// A network namespace (a file such as /run/netns/NAME) to run the VMM
+    /// in, so that it finds TAP devices created there; None: our own.
+    pub netns: Option<&'a Path>,
 }
 
 /// A supervised VMM process (our child, or adopted from an earlier daemon).
@@ -372,4 +375,13 @@ pub fn prepare_run_dir(run_dir: &Path, marker: &str, stale_files: &[&str]) -> Re
         }
     }
     Ok(())
+}
+
+/// A network namespace given by name (as `ip netns` names them) or by path.
+pub fn netns_path(name_or_path: &str) -> PathBuf {
+    if name_or_path.contains('/') {
+        PathBuf::from(name_or_path)
+    } else {
+        Path::new("/run/netns").join(name_or_path)
+    }
 }

@@ -30,11 +30,23 @@ const INCOMING_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct QemuHypervisor {
     binary: PathBuf,
     accel: Accel,
+    netns: Option<PathBuf>,
 }
 
 impl QemuHypervisor {
     pub fn new(binary: PathBuf, accel: Accel) -> Self {
-        QemuHypervisor { binary, accel }
+        QemuHypervisor {
+            binary,
+            accel,
+            netns: None,
+        }
+    }
+
+    /// Runs every VMM of this backend in a network namespace (name or path),
+    /// where their TAP devices live; tests use it to stay off the host network.
+    pub fn in_netns(mut self, name_or_path: &str) -> Self {
+        self.netns = Some(super::supervisor::netns_path(name_or_path));
+        self
     }
 
     pub fn accel(&self) -> Accel {
@@ -67,6 +79,7 @@ impl QemuHypervisor {
             args: argv,
             run_dir: &spec.run_dir,
             stdout: spec.run_dir.join(super::supervisor::VMM_LOG),
+            netns: self.netns.as_deref(),
         })
         .await?;
         let qmp = process
