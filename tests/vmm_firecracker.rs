@@ -221,6 +221,27 @@ async fn graceful_stop_of_a_launched_vm_and_unsupported_kernels() {
         .err()
         .expect("unloadable kernel fails");
     assert!(matches!(err, VmmError::Rejected { .. }), "{err}");
+
+    // A corrupt snapshot is refused by the fresh process, which is then killed.
+    let good = guest_launch(
+        &dir.path().join("corrupt"),
+        "vm-fc-corrupt",
+        &marker_guest(),
+    );
+    let state = dir.path().join("corrupt/vmstate");
+    let memory = dir.path().join("corrupt/memory");
+    std::fs::write(&state, b"not a snapshot").expect("write");
+    std::fs::write(&memory, vec![0u8; 4096]).expect("write");
+    let files = hatch::vmm::SnapshotFiles {
+        state,
+        memory: Some(memory),
+    };
+    let err = firecracker
+        .restore(&good, &files)
+        .await
+        .err()
+        .expect("corrupt snapshot fails");
+    assert!(matches!(err, VmmError::Rejected { .. }), "{err}");
     let left =
         wait_no_process_mentioning(&dir.path().display().to_string(), Duration::from_secs(5)).await;
     assert!(left.is_empty(), "no Firecracker left behind: {left:?}");

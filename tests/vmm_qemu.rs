@@ -127,7 +127,7 @@ async fn external_kill_is_reported_with_signal_and_serial_tail() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_kernels_fail_clearly_and_leave_no_process() {
+async fn bad_input_fails_clearly_and_leaves_no_process() {
     let dir = run_dir();
     let _cleanup = KillLeftovers(dir.path().to_path_buf());
     let marker = dir.path().display().to_string();
@@ -193,6 +193,24 @@ async fn bad_kernels_fail_clearly_and_leave_no_process() {
         .expect("no vcpus")
         .to_string()
         .contains("vcpu_count 0"));
+
+    // A corrupt saved state: QEMU starts, fails to load it, and is reaped.
+    spec.vcpu_count = 1;
+    let state = dir.path().join("corrupt-vmstate");
+    std::fs::write(&state, b"QEVM but not really").expect("write");
+    let files = hatch::vmm::SnapshotFiles {
+        state,
+        memory: None,
+    };
+    let err = qemu
+        .restore(&spec, &files)
+        .await
+        .err()
+        .expect("corrupt state fails");
+    assert!(
+        matches!(err, hatch::vmm::VmmError::EarlyExit { .. }),
+        "{err}"
+    );
     assert!(live_processes_mentioning(&marker).is_empty());
 }
 
