@@ -362,3 +362,16 @@ pub fn make_seed_disk(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     }
     image
 }
+
+/// The TAP interfaces process `pid` holds open (from `iff:` in fdinfo).
+pub fn taps_held_by(pid: u32) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    fds.filter_map(|fd| std::fs::read_to_string(fd.ok()?.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("iff:").map(|t| t.trim().to_string()))
+        })
+        .collect()
+}
