@@ -277,6 +277,10 @@ async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
         .launch(&spec)
         .await
         .expect("launch with a drive and a NIC");
+    assert!(
+        runs_in_netns(vm.pid(), &netns),
+        "Firecracker runs in the test's namespace"
+    );
     assert_eq!(taps_held_by(vm.pid()), vec!["hfc-t0".to_string()]);
     wait_for_count_above(&spec.run_dir, 0, 1).await;
     let files = vm
@@ -296,6 +300,7 @@ async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
         .restore(&spec, &files)
         .await
         .expect("restore with a network override");
+    assert!(runs_in_netns(restored.pid(), &netns));
     assert_eq!(taps_held_by(restored.pid()), vec!["hfc-t1".to_string()]);
     let after = wait_for_count_above(&spec.run_dir, len, last).await;
     assert!(!after.contains(&1), "continued, not rebooted: {after:?}");

@@ -194,8 +194,21 @@ async fn bad_input_fails_clearly_and_leaves_no_process() {
         .to_string()
         .contains("vcpu_count 0"));
 
-    // A corrupt saved state: QEMU starts, fails to load it, and is reaped.
+    // A TAP that does not exist is refused (QEMU would make a stray one).
     spec.vcpu_count = 1;
+    spec.nic = Some(NicSpec {
+        tap_name: "hatch-nosuch0".into(),
+        mac: "02:00:00:00:00:09".into(),
+    });
+    let err = qemu.launch(&spec).await.err().expect("missing TAP");
+    assert!(
+        err.to_string()
+            .contains("TAP device hatch-nosuch0 does not exist"),
+        "{err}"
+    );
+    spec.nic = None;
+
+    // A corrupt saved state: QEMU starts, fails to load it, and is reaped.
     let state = dir.path().join("corrupt-vmstate");
     std::fs::write(&state, b"QEVM but not really").expect("write");
     let files = hatch::vmm::SnapshotFiles {
@@ -284,6 +297,11 @@ async fn guest_sees_its_read_only_disk_and_its_nic() {
         .launch(&spec)
         .await
         .expect("launch");
+    assert!(
+        runs_in_netns(vm.pid(), &netns),
+        "QEMU runs in the test's namespace"
+    );
+    assert_eq!(taps_held_by(vm.pid()), vec!["htap-t0".to_string()]);
     wait_for_marker(&spec.run_dir, "hatch-test: ", BOOT_TIMEOUT).await;
     wait_for_marker(
         &spec.run_dir,

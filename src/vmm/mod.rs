@@ -146,7 +146,10 @@ pub enum VmmError {
     #[error("a VMM (pid {pid}) is already running for this VM")]
     AlreadyRunning { pid: u32 },
     #[error("{hypervisor} cannot run on this host: {reason}")]
-    HypervisorUnavailable { hypervisor: &'static str, reason: String },
+    HypervisorUnavailable {
+        hypervisor: &'static str,
+        reason: String,
+    },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

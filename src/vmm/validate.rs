@@ -150,6 +150,26 @@ fn is_block_device(meta: &std::fs::Metadata) -> bool {
     meta.file_type().is_block_device()
 }
 
+/// The TAP device must exist beforehand: QEMU and Firecracker would otherwise
+/// create a transient one attached to nothing. Only checkable for TAPs in
+/// our own network namespace (`/sys/class/net` shows this namespace's links).
+pub fn check_tap_exists(spec: &VmLaunch) -> Result<(), VmmError> {
+    match &spec.nic {
+        Some(nic)
+            if !Path::new("/sys/class/net")
+                .join(&nic.tap_name)
+                .join("tun_flags")
+                .exists() =>
+        {
+            Err(invalid(format!(
+                "TAP device {} does not exist (it must be created before the VM starts)",
+                nic.tap_name
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Paths handed to a shell-interpreted QEMU migration URI (`exec:`) must be
 /// plain: this refuses anything a shell would treat specially.
 pub fn check_shell_safe_path(path: &Path) -> Result<(), VmmError> {

@@ -375,3 +375,11 @@ pub fn taps_held_by(pid: u32) -> Vec<String> {
         })
         .collect()
 }
+
+/// Whether process `pid` runs in the test's network namespace `netns`.
+pub fn runs_in_netns(pid: u32, netns: &TestNetns) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let of_process = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
+    let of_netns = std::fs::metadata(format!("/run/netns/{}", netns.name)).map(|m| m.ino());
+    matches!((of_process, of_netns), (Ok(a), Ok(b)) if a == b)
+}

@@ -58,6 +58,9 @@ impl FirecrackerHypervisor {
 
     /// Starts a Firecracker process for `spec` and waits for its API.
     async fn spawn(&self, spec: &VmLaunch) -> Result<(VmmProcess, FirecrackerApi), VmmError> {
+        if self.netns.is_none() {
+            validate::check_tap_exists(spec)?;
+        }
         let socket = spec.run_dir.join(API_SOCKET);
         prepare_run_dir(
             &spec.run_dir,

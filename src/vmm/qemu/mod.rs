@@ -65,6 +65,9 @@ impl QemuHypervisor {
         incoming: Option<&Path>,
     ) -> Result<(VmmProcess, Qmp), VmmError> {
         validate::check_launch(spec)?;
+        if self.netns.is_none() {
+            validate::check_tap_exists(spec)?;
+        }
         let kernel = pick_kernel(spec)?;
         let qmp_path = spec.run_dir.join(QMP_SOCKET);
         prepare_run_dir(
