@@ -12,6 +12,8 @@ use super::{VmLaunch, VmmError};
 pub const MIN_MEM_MIB: u32 = 128;
 /// Linux's x86 command line limit is 2048 bytes; keep room for the backend's own arguments.
 const MAX_BOOT_ARGS_LEN: usize = 1536;
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
 
 fn invalid(reason: impl Into<String>) -> VmmError {
     VmmError::InvalidLaunch(reason.into())
@@ -50,6 +52,15 @@ pub fn check_launch(spec: &VmLaunch) -> Result<(), VmmError> {
         // Linux interface names are at most 15 bytes.
         check_name("TAP name", &nic.tap_name, 15)?;
         check_mac(&nic.mac)?;
+    }
+    // Control sockets live in run_dir and unix socket paths are limited to 107 bytes.
+    let longest_socket = spec.run_dir.join("firecracker.sock");
+    if longest_socket.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(invalid(format!(
+            "run_dir {} is too long for a unix socket path (at most {} bytes)",
+            spec.run_dir.display(),
+            MAX_SOCKET_PATH - "/firecracker.sock".len()
+        )));
     }
     if !spec.run_dir.is_absolute() {
         return Err(invalid(format!(
@@ -218,6 +229,34 @@ mod tests {
         assert!(check_name("TAP name", "-x", 15).is_err());
         assert!(check_name("TAP name", "a-very-long-tap-name", 15).is_err());
         assert!(check_name("disk id", "root,fs", 32).is_err());
+    }
+
+    #[test]
+    fn run_dir_must_fit_a_socket_path() {
+        let spec = VmLaunch {
+            vm_id: "vm-a".into(),
+            vcpu_count: 1,
+            mem_mib: MIN_MEM_MIB,
+            kernel: crate::vmm::KernelFiles {
+                elf: None,
+                bzimage: None,
+            },
+            initrd: None,
+            disks: Vec::new(),
+            nic: None,
+            boot_args: String::new(),
+            run_dir: Path::new("/run").join("d".repeat(100)),
+        };
+        let err = check_launch(&spec).expect_err("too long");
+        assert!(
+            err.to_string().contains("too long for a unix socket path"),
+            "{err}"
+        );
+        let short = VmLaunch {
+            run_dir: "/run/hatch/vm-a".into(),
+            ..spec
+        };
+        assert!(check_launch(&short).is_ok());
     }
 
     #[test]
