@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use self::args::{Accel, CONSOLE_SOCKET, QMP_SOCKET};
+use self::args::{Accel, QMP_SOCKET};
 use self::handle::QemuVm;
 use self::qmp::Qmp;
 use super::kernel::{inspect_kernel, KernelInfo};
@@ -70,11 +70,7 @@ impl QemuHypervisor {
         }
         let kernel = pick_kernel(spec)?;
         let qmp_path = spec.run_dir.join(QMP_SOCKET);
-        prepare_run_dir(
-            &spec.run_dir,
-            &marker(&qmp_path),
-            &[QMP_SOCKET, CONSOLE_SOCKET, PID_FILE],
-        )?;
+        prepare_run_dir(&spec.run_dir, &marker(&qmp_path), &[QMP_SOCKET, PID_FILE])?;
         let argv = args::build(spec, &kernel, self.accel, incoming)?;
         tracing::info!(vm = %spec.vm_id, accel = self.accel.name(), kernel = %kernel.display(), "starting QEMU");
         let process = VmmProcess::spawn(SpawnSpec {
