@@ -3,6 +3,13 @@
 //!
 //! A backend never touches the database; orchestration tells it what to run
 //! (`VmLaunch`) and keeps the returned handle for the VM's lifetime.
+//!
+//! - `qemu`, `firecracker`: the two backends (QMP; HTTP API over a unix socket).
+//! - `supervisor`: the VMM process shared by both: own session, pid file,
+//!   reaping, exit reports, adoption after a daemon restart.
+//! - `validate`, `kernel`: checks of a launch before any process starts.
+//! - `host`, `select`: host facts (KVM kind, TSC) and the backend choice with
+//!   its `hatch doctor` checks.
 
 pub mod firecracker;
 pub mod host;

@@ -62,9 +62,12 @@ pub fn check_launch(spec: &VmLaunch) -> Result<(), VmmError> {
             MAX_SOCKET_PATH - "/firecracker.sock".len()
         )));
     }
-    if !spec.run_dir.is_absolute() {
+    // Commas would be doubled in QEMU options, and the run_dir must appear
+    // verbatim in the VMM's command line for adoption to recognise it.
+    let run_dir_text = spec.run_dir.to_str().unwrap_or(",");
+    if !spec.run_dir.is_absolute() || run_dir_text.contains(',') {
         return Err(invalid(format!(
-            "run_dir {} must be an absolute path",
+            "run_dir {} must be an absolute UTF-8 path without commas",
             spec.run_dir.display()
         )));
     }
