@@ -170,6 +170,34 @@ impl Apt {
             .collect()
     }
 
+    /// How many packages and bytes installing `packages` pulls in (the
+    /// Depends/Pre-Depends closure; Recommends are not installed).
+    pub async fn closure_download_size(&self, packages: &[&str]) -> Result<(usize, u64), ImageError> {
+        let mut args = self.options();
+        args.extend(
+            ["depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
+             "--no-replaces", "--no-enhances"]
+                .map(String::from),
+        );
+        args.extend(packages.iter().map(|p| p.to_string()));
+        let output = tools::run(APT_CACHE, &args, None)
+            .await
+            .map_err(|e| ImageError::Mirror(format!("resolving dependencies: {e}")))?;
+        let text = String::from_utf8_lossy(&output);
+        // Unindented lines are package names; `<virtual>` ones have no .deb.
+        let mut names: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ') && !l.starts_with('<')).collect();
+        names.sort_unstable();
+        names.dedup();
+        let mut args = self.options();
+        args.extend(["show".into(), "--no-all-versions".into()]);
+        args.extend(names.iter().map(|n| n.to_string()));
+        let output = tools::run(APT_CACHE, &args, None)
+            .await
+            .map_err(|e| ImageError::Mirror(format!("looking up package sizes: {e}")))?;
+        let infos = parse_show(&String::from_utf8_lossy(&output));
+        Ok((infos.len(), infos.iter().map(|p| p.size).sum()))
+    }
+
     /// The versioned kernel package behind the `linux-image-cloud-amd64`
     /// meta package.
     pub async fn cloud_kernel(&self) -> Result<PackageInfo, ImageError> {

@@ -27,6 +27,7 @@ mod minimal;
 mod modules;
 mod parts;
 mod register;
+mod rootfs;
 mod tools;
 mod unpack;
 
@@ -93,6 +94,9 @@ pub enum ProgressEvent {
     Step(String),
     /// A package is being downloaded (`bytes` is the .deb's size).
     Download { package: String, version: String, bytes: u64 },
+    /// Many packages fetched at once (e.g. by mmdebstrap); `packages` and
+    /// `bytes` are estimated from the dependency closure.
+    BulkDownload { what: String, packages: usize, bytes: u64 },
     /// Artefacts built earlier from identical inputs are reused.
     CacheHit { key: String },
     /// Something worked around (e.g. stale package lists used offline).
@@ -107,6 +111,9 @@ impl std::fmt::Display for ProgressEvent {
             ProgressEvent::Step(step) => write!(f, "{step}"),
             ProgressEvent::Download { package, version, bytes } => {
                 write!(f, "downloading {package} {version} ({:.1} MB)", *bytes as f64 / 1e6)
+            }
+            ProgressEvent::BulkDownload { what, packages, bytes } => {
+                write!(f, "downloading {what}: about {packages} packages, {:.1} MB", *bytes as f64 / 1e6)
             }
             ProgressEvent::CacheHit { key } => write!(f, "reusing cached build {key}"),
             ProgressEvent::Warning(message) => write!(f, "warning: {message}"),
