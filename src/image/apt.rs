@@ -95,6 +95,10 @@ impl Apt {
             format!("Dir::State::Lists={dir}/lists"),
             format!("Dir::State::status={dir}/status"),
             format!("Dir::Cache={dir}/cache"),
+            // Hosts (e.g. container images) may disable the binary caches;
+            // without them every apt-cache call re-parses all lists.
+            "Dir::Cache::pkgcache=pkgcache.bin".into(),
+            "Dir::Cache::srcpkgcache=srcpkgcache.bin".into(),
             "APT::Architecture=amd64".into(),
             "APT::Architectures=amd64".into(),
             "APT::Sandbox::User=root".into(),
@@ -198,15 +202,14 @@ impl Apt {
         Ok((infos.len(), infos.iter().map(|p| p.size).sum()))
     }
 
-    /// The versioned kernel package behind the `linux-image-cloud-amd64`
-    /// meta package.
-    pub async fn cloud_kernel(&self) -> Result<PackageInfo, ImageError> {
-        let meta = self.show(&["linux-image-cloud-amd64"]).await?.remove(0);
+    /// The versioned kernel package behind a meta package such as
+    /// `linux-image-cloud-amd64`.
+    pub async fn kernel_behind(&self, meta: &PackageInfo) -> Result<PackageInfo, ImageError> {
         let name = meta
             .depends
             .iter()
             .find(|d| d.starts_with("linux-image-") && d.ends_with("-cloud-amd64"))
-            .ok_or_else(|| ImageError::Mirror("linux-image-cloud-amd64 depends on no kernel package".into()))?;
+            .ok_or_else(|| ImageError::Mirror(format!("{} depends on no cloud kernel package", meta.name)))?;
         Ok(self.show(&[name.as_str()]).await?.remove(0))
     }
 

@@ -49,7 +49,10 @@ async fn build(profile: ImageProfile) -> Image {
     let env = test_build_env();
     prune_old_images(&env.images_dir);
     let request = BuildRequest { profile, name: None };
-    let print = |event: hatch::image::ProgressEvent| eprintln!("[image {}] {event}", profile.as_str());
+    let started = Instant::now();
+    let print = |event: hatch::image::ProgressEvent| {
+        eprintln!("[image {} +{:.1}s] {event}", profile.as_str(), started.elapsed().as_secs_f64())
+    };
     build_image(&request, &env, &print)
         .await
         .unwrap_or_else(|e| panic!("building the {} image failed: {e}", profile.as_str()))
