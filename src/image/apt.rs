@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::apt_sources::AptSource;
+use crate::sys::cmd::CmdError;
 use super::fsutil::{create_dir_all, StagingDir};
 use super::lock::FileLock;
 use super::tools::{self, APT_CACHE, APT_GET};
@@ -144,10 +145,15 @@ impl Apt {
                 progress(ProgressEvent::Warning(format!("using package lists from an earlier build: {error}")));
                 Ok(())
             }
-            Err(error) => Err(ImageError::Mirror(format!(
-                "could not download package lists ({}): {error}",
-                self.sources.iter().map(|s| s.uri.as_str()).collect::<Vec<_>>().join(", ")
-            ))),
+            Err(error) => {
+                let mut uris: Vec<&str> = self.sources.iter().map(|s| s.uri.as_str()).collect();
+                uris.dedup();
+                Err(ImageError::Mirror(format!(
+                    "could not download package lists from {}: {}",
+                    uris.join(", "),
+                    apt_messages(&error)
+                )))
+            }
         }
     }
 
@@ -158,7 +164,7 @@ impl Apt {
         args.extend(packages.iter().map(|p| p.to_string()));
         let output = tools::run(APT_CACHE, &args, None)
             .await
-            .map_err(|e| ImageError::Mirror(format!("looking up packages {}: {e}", packages.join(", "))))?;
+            .map_err(|e| ImageError::Mirror(format!("looking up {}: {}", packages.join(", "), apt_messages(&e))))?;
         let found = parse_show(&String::from_utf8_lossy(&output));
         packages
             .iter()
@@ -232,12 +238,26 @@ impl Apt {
         tools::run(APT_GET, &args, Some(staging.path()))
             .await
             .map_err(|e| match ImageError::command(e, staging.path()) {
-                ImageError::Command(e) => ImageError::Mirror(format!("downloading {}: {e}", package.name)),
+                ImageError::Command(e) => ImageError::Mirror(format!("downloading {}: {}", package.name, apt_messages(&e))),
                 other => other,
             })?;
         staging.commit(&dir)?;
         find_deb(&dir).ok_or_else(|| ImageError::Mirror(format!("apt-get download left no .deb for {}", package.name)))
     }
+}
+
+/// apt's own error/warning lines (the command line itself is noise).
+fn apt_messages(error: &CmdError) -> String {
+    let CmdError::Failed { stderr, .. } = error else {
+        return error.to_string();
+    };
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with("E:") || l.starts_with("W:") || l.starts_with("Err:"))
+        .take(4)
+        .collect();
+    if lines.is_empty() { stderr.clone() } else { lines.join("; ") }
 }
 
 fn find_deb(dir: &Path) -> Option<PathBuf> {

@@ -69,3 +69,24 @@ impl ImageError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn enospc_becomes_disk_full_naming_the_path() {
+        let error = ImageError::io("writing", Path::new("/x/y"), std::io::Error::from_raw_os_error(nix::libc::ENOSPC));
+        assert!(matches!(&error, ImageError::DiskFull(p) if p == Path::new("/x/y")));
+        assert_eq!(error.to_string(), "no space left on device while writing /x/y");
+        let failed = CmdError::Failed {
+            command: "mkfs.ext4 ...".into(),
+            status: "exit status: 1".into(),
+            stderr: "mkfs.ext4: No space left on device while writing out and closing file system".into(),
+        };
+        assert!(matches!(ImageError::command(failed, Path::new("/img")), ImageError::DiskFull(_)));
+        let other = ImageError::io("reading", Path::new("/z"), std::io::Error::from_raw_os_error(nix::libc::EACCES));
+        assert!(matches!(other, ImageError::Io { .. }));
+    }
+}

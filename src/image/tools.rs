@@ -83,3 +83,25 @@ where
         stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_missing_tool_is_reported_with_its_package() {
+        let tool = Tool { name: "hatch-no-such-program", package: "hatch-some-package" };
+        let error = require(&[DPKG_DEB, tool]).expect_err("missing");
+        assert!(matches!(error, ImageError::MissingTool { tool: "hatch-no-such-program", package: "hatch-some-package" }));
+        assert_eq!(
+            error.to_string(),
+            "`hatch-no-such-program` is not installed; install the Debian package `hatch-some-package`"
+        );
+    }
+
+    #[test]
+    fn sbin_tools_are_found_without_sbin_on_path() {
+        // depmod lives in /usr/sbin or /sbin, which a user's PATH may lack.
+        assert!(locate(DEPMOD).expect("depmod").ends_with("/depmod"));
+    }
+}
