@@ -35,3 +35,30 @@ async fn boots_from_labelled_root_and_accepts_ssh_as_debian() {
     let root = key.run(&netns, "debian", 2223, "findmnt -no SOURCE,OPTIONS /", Duration::from_secs(30)).await;
     assert!(root.contains("rw"), "root is not mounted read-write: {root}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn per_vm_disks_are_sparse_writable_copies() {
+    use std::os::unix::fs::MetadataExt;
+    let image = debian_image().await;
+    let base = image.rootfs_path.clone().expect("rootfs");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let disk = dir.path().join("disk.ext4");
+    hatch::image::prepare_vm_disk(&image, &disk).await.expect("copy");
+    let (base_meta, disk_meta) = (std::fs::metadata(&base).unwrap(), std::fs::metadata(&disk).unwrap());
+    assert_eq!(disk_meta.len(), base_meta.len());
+    assert_ne!(disk_meta.ino(), base_meta.ino(), "the VM must not write into the shared base");
+    assert!(disk_meta.mode() & 0o200 != 0, "the copy must be writable");
+    assert!(disk_meta.blocks() * 512 < disk_meta.len() / 2, "the copy is not sparse");
+    // The copy is the same file system: e2fsck finds it clean and labelled.
+    let fsck = std::process::Command::new("e2fsck").args(["-fn"]).arg(&disk).output().expect("e2fsck");
+    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
+    let label = std::process::Command::new("e2label").arg(&disk).output().expect("e2label");
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), hatch::image::ROOT_LABEL);
+
+    let again = hatch::image::prepare_vm_disk(&image, &disk).await;
+    assert!(matches!(again, Err(hatch::image::ImageError::Invalid { field: "dest", .. })), "{again:?}");
+    let minimal = common::images::minimal_image().await;
+    let none = hatch::image::prepare_vm_disk(&minimal, &dir.path().join("x")).await;
+    assert!(matches!(none, Err(hatch::image::ImageError::Invalid { field: "rootfs_path", .. })), "{none:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "failed copies left files");
+}

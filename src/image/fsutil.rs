@@ -93,3 +93,23 @@ pub fn check_readable_file(field: &'static str, path: &Path) -> Result<(), Image
         .map(|_| ())
         .map_err(|e| invalid(format!("{} is not readable: {e}", path.display())))
 }
+
+/// Removes staging directories (`.name.tmp-*`) in `dir` older than a day:
+/// what a build killed mid-way (SIGKILL, power loss) left behind. Younger
+/// ones may belong to a build running right now.
+pub fn remove_stale_staging(dir: &Path) {
+    const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if name.starts_with('.') && name.contains(".tmp-") && stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}

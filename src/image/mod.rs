@@ -143,6 +143,9 @@ pub async fn build_image(req: &BuildRequest, env: &BuildEnv, progress: ProgressF
         cache_dir: std::path::absolute(&env.cache_dir).map_err(|e| ImageError::io("resolving", &env.cache_dir, e))?,
         debian_mirror: env.debian_mirror.clone(),
     };
+    for dir in [env.images_dir.clone(), env.cache_dir.join("work"), env.cache_dir.join("images"), env.cache_dir.join("debs")] {
+        fsutil::remove_stale_staging(&dir);
+    }
     let image = match req.profile {
         ImageProfile::Minimal => minimal::build(&name, &env, progress).await?,
         ImageProfile::Debian => debian::build(&name, &env, progress).await?,
