@@ -14,20 +14,35 @@ async fn detects_bzimage_elf_and_rejects_other_files() {
     let image = minimal_image().await;
     let bzimage = image.bzimage_path.as_deref().expect("bzImage");
     let vmlinux = image.kernel_path.as_deref().expect("vmlinux");
-    assert_eq!(detect_kernel_format(bzimage).expect("bzImage detected"), KernelFormat::Bzimage);
-    assert_eq!(detect_kernel_format(vmlinux).expect("ELF detected"), KernelFormat::Elf);
+    assert_eq!(
+        detect_kernel_format(bzimage).expect("bzImage detected"),
+        KernelFormat::Bzimage
+    );
+    assert_eq!(
+        detect_kernel_format(vmlinux).expect("ELF detected"),
+        KernelFormat::Elf
+    );
 
     let initrd = image.initrd_path.as_deref().expect("initrd");
-    assert!(matches!(detect_kernel_format(initrd), Err(ImageError::Kernel { .. })));
+    assert!(matches!(
+        detect_kernel_format(initrd),
+        Err(ImageError::Kernel { .. })
+    ));
     let missing = Path::new("/nonexistent/vmlinuz");
-    assert!(matches!(detect_kernel_format(missing), Err(ImageError::Io { .. })));
+    assert!(matches!(
+        detect_kernel_format(missing),
+        Err(ImageError::Io { .. })
+    ));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let arm = dir.path().join("not-x86.elf");
     let mut header = std::fs::read(vmlinux).expect("read vmlinux")[..4096].to_vec();
     header[18] = 183; // EM_AARCH64
     std::fs::write(&arm, &header).expect("write");
-    assert!(matches!(detect_kernel_format(&arm), Err(ImageError::Kernel { .. })), "an arm64 ELF is not a usable kernel");
+    assert!(
+        matches!(detect_kernel_format(&arm), Err(ImageError::Kernel { .. })),
+        "an arm64 ELF is not a usable kernel"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -41,15 +56,32 @@ async fn extracts_an_elf_vmlinux_with_the_pvh_note_from_the_debian_bzimage() {
     let data = std::fs::read(&out).expect("read extracted");
     let elf = Elf::parse(&data).expect("extracted file is ELF64");
     assert_eq!(elf.machine, 62, "x86_64");
-    assert!(elf.has_pvh_note(), "no XEN_ELFNOTE_PHYS32_ENTRY note: Firecracker/QEMU could not use the PVH entry");
+    assert!(
+        elf.has_pvh_note(),
+        "no XEN_ELFNOTE_PHYS32_ENTRY note: Firecracker/QEMU could not use the PVH entry"
+    );
     // `file` is an independent judge of what was written.
-    let described = std::process::Command::new("file").arg("-b").arg(&out).output().expect("file");
+    let described = std::process::Command::new("file")
+        .arg("-b")
+        .arg(&out)
+        .output()
+        .expect("file");
     let described = String::from_utf8_lossy(&described.stdout);
-    assert!(described.starts_with("ELF 64-bit LSB executable, x86-64"), "{described}");
+    assert!(
+        described.starts_with("ELF 64-bit LSB executable, x86-64"),
+        "{described}"
+    );
     // The image's own vmlinux is the same extraction.
-    assert_eq!(data, std::fs::read(image.kernel_path.as_deref().expect("vmlinux")).expect("read"));
+    assert_eq!(
+        data,
+        std::fs::read(image.kernel_path.as_deref().expect("vmlinux")).expect("read")
+    );
     // No temporary files left next to the output.
-    let names: Vec<_> = std::fs::read_dir(dir.path()).expect("ls").flatten().map(|e| e.file_name()).collect();
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .expect("ls")
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
     assert_eq!(names, ["vmlinux"]);
 }
 
@@ -63,7 +95,8 @@ async fn extraction_rejects_truncated_and_non_bzimage_files() {
     let out = dir.path().join("out");
     let error = extract_vmlinux(&truncated, &out).expect_err("half a bzImage");
     assert!(error.to_string().contains("beyond the end"), "{error}");
-    let error = extract_vmlinux(image.kernel_path.as_deref().expect("vmlinux"), &out).expect_err("ELF input");
+    let error = extract_vmlinux(image.kernel_path.as_deref().expect("vmlinux"), &out)
+        .expect_err("ELF input");
     assert!(matches!(error, ImageError::Kernel { .. }), "{error}");
     assert!(!out.exists(), "a failed extraction left an output file");
 }
@@ -81,9 +114,22 @@ async fn disk_full_is_reported_as_such() {
     let small = dir.path().to_path_buf();
     let result = std::thread::spawn(move || {
         unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).expect("private mount namespace");
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-            .expect("make mounts private");
-        mount(Some("tmpfs"), &small, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).expect("mount tmpfs");
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .expect("make mounts private");
+        mount(
+            Some("tmpfs"),
+            &small,
+            Some("tmpfs"),
+            MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount tmpfs");
         let out = small.join("vmlinux");
         let result = extract_vmlinux(&bzimage, &out);
         let leftovers = std::fs::read_dir(&small).expect("ls").count();
@@ -96,5 +142,8 @@ async fn disk_full_is_reported_as_such() {
         Err(ImageError::DiskFull(path)) => assert_eq!(path, out),
         other => panic!("expected DiskFull, got {other:?}"),
     }
-    assert_eq!(leftovers, 0, "a partial file was left on the full file system");
+    assert_eq!(
+        leftovers, 0,
+        "a partial file was left on the full file system"
+    );
 }

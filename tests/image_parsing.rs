@@ -4,7 +4,9 @@
 
 use std::path::Path;
 
-use hatch::image::apt_sources::{bookworm_sources, build_sources, parse_deb822, parse_one_line, AptSource};
+use hatch::image::apt_sources::{
+    bookworm_sources, build_sources, parse_deb822, parse_one_line, AptSource,
+};
 use hatch::image::{module_closure, parse_show, CpioWriter, ImageError};
 
 const DEB822: &str = "\
@@ -75,31 +77,68 @@ deb http://a.example/debian bookworm contrib
 #[test]
 fn mirror_override_replaces_host_sources_and_is_validated() {
     let empty = tempfile::tempdir().expect("tempdir");
-    let sources = build_sources(Some("http://mirror.example/debian/"), empty.path()).expect("override");
+    let sources =
+        build_sources(Some("http://mirror.example/debian/"), empty.path()).expect("override");
     let lines: Vec<String> = sources.iter().map(AptSource::line).collect();
-    assert_eq!(lines, ["deb http://mirror.example/debian bookworm main", "deb http://mirror.example/debian bookworm-updates main"]);
-    for bad in ["mirror.example/debian", "http://x/a b", "http://x/[signed-by=/evil]", "http://x/\ndeb http://y"] {
+    assert_eq!(
+        lines,
+        [
+            "deb http://mirror.example/debian bookworm main",
+            "deb http://mirror.example/debian bookworm-updates main"
+        ]
+    );
+    for bad in [
+        "mirror.example/debian",
+        "http://x/a b",
+        "http://x/[signed-by=/evil]",
+        "http://x/\ndeb http://y",
+    ] {
         assert!(
-            matches!(build_sources(Some(bad), empty.path()), Err(ImageError::Invalid { field: "HATCH_DEBIAN_MIRROR", .. })),
+            matches!(
+                build_sources(Some(bad), empty.path()),
+                Err(ImageError::Invalid {
+                    field: "HATCH_DEBIAN_MIRROR",
+                    ..
+                })
+            ),
             "{bad:?} accepted"
         );
     }
     // No host configuration and no override: a clear mirror error.
     let error = build_sources(None, empty.path()).expect_err("no sources");
-    assert!(matches!(error, ImageError::Mirror(_)) && error.to_string().contains("HATCH_DEBIAN_MIRROR"), "{error}");
+    assert!(
+        matches!(error, ImageError::Mirror(_)) && error.to_string().contains("HATCH_DEBIAN_MIRROR"),
+        "{error}"
+    );
 }
 
 #[test]
 fn host_configuration_directory_is_read_from_both_file_styles() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("sources.list"), "deb http://one.example/debian bookworm main\n").unwrap();
+    std::fs::write(
+        dir.path().join("sources.list"),
+        "deb http://one.example/debian bookworm main\n",
+    )
+    .unwrap();
     std::fs::create_dir(dir.path().join("sources.list.d")).unwrap();
     std::fs::write(dir.path().join("sources.list.d/debian.sources"), DEB822).unwrap();
-    std::fs::write(dir.path().join("sources.list.d/ignored.list.disabled"), "deb http://no.example/debian bookworm main\n").unwrap();
+    std::fs::write(
+        dir.path().join("sources.list.d/ignored.list.disabled"),
+        "deb http://no.example/debian bookworm main\n",
+    )
+    .unwrap();
     let sources = build_sources(None, dir.path()).expect("sources");
     let uris: Vec<&str> = sources.iter().map(|s| s.uri.as_str()).collect();
-    assert_eq!(uris, ["http://one.example/debian", "http://one.example/debian", "http://archive.example/debian",
-        "http://archive.example/debian", "http://security.example/debian-security"]);
+    assert_eq!(
+        uris,
+        [
+            "http://one.example/debian",
+            "http://one.example/debian",
+            "http://archive.example/debian",
+            "http://archive.example/debian",
+            "http://security.example/debian-security"
+        ]
+    );
 }
 
 #[test]
@@ -123,7 +162,10 @@ Description: lightweight SSH2 server and client - command line interface
     assert_eq!(packages[0].depends, ["linux-image-6.1.0-56-cloud-amd64"]);
     assert_eq!(packages[1].version, "2022.83-1+deb12u3");
     assert_eq!(packages[1].size, 190548);
-    assert_eq!(packages[1].depends, ["libc6", "libcrypt1", "libtomcrypt1", "zlib1g"]);
+    assert_eq!(
+        packages[1].depends,
+        ["libc6", "libcrypt1", "libtomcrypt1", "zlib1g"]
+    );
 }
 
 #[test]
@@ -135,16 +177,28 @@ kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/
 kernel/fs/nls/nls_iso8859-1.ko:
 ";
     let builtin = "kernel/fs/ext4/ext4.ko\n";
-    let files = module_closure(modules_dep, builtin, &["virtio-net", "nls_iso8859_1", "ext4"]).expect("closure");
+    let files = module_closure(
+        modules_dep,
+        builtin,
+        &["virtio-net", "nls_iso8859_1", "ext4"],
+    )
+    .expect("closure");
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
     assert_eq!(
         files,
         [
-            "kernel/drivers/net/net_failover.ko", "kernel/drivers/net/virtio_net.ko", "kernel/drivers/virtio/virtio.ko",
-            "kernel/drivers/virtio/virtio_ring.ko", "kernel/fs/nls/nls_iso8859-1.ko", "kernel/net/core/failover.ko",
+            "kernel/drivers/net/net_failover.ko",
+            "kernel/drivers/net/virtio_net.ko",
+            "kernel/drivers/virtio/virtio.ko",
+            "kernel/drivers/virtio/virtio_ring.ko",
+            "kernel/fs/nls/nls_iso8859-1.ko",
+            "kernel/net/core/failover.ko",
         ]
     );
-    assert!(module_closure(modules_dep, builtin, &["virtio_nett"]).is_err(), "a misspelt module must not be dropped silently");
+    assert!(
+        module_closure(modules_dep, builtin, &["virtio_nett"]).is_err(),
+        "a misspelt module must not be dropped silently"
+    );
 }
 
 #[test]
@@ -170,7 +224,13 @@ fn cpio_archives_unpack_with_the_host_cpio() {
     use std::os::unix::fs::PermissionsExt;
     let file = out.join("etc/odd-size");
     assert_eq!(std::fs::read(&file).unwrap(), b"12345");
-    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o640
+    );
     assert_eq!(std::fs::read(out.join("etc/empty")).unwrap(), b"");
-    assert_eq!(std::fs::read_link(out.join("etc/link")).unwrap(), Path::new("odd-size"));
+    assert_eq!(
+        std::fs::read_link(out.join("etc/link")).unwrap(),
+        Path::new("odd-size")
+    );
 }

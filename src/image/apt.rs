@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use super::apt_sources::AptSource;
-use crate::sys::cmd::CmdError;
 use super::fsutil::{create_dir_all, StagingDir};
 use super::lock::FileLock;
 use super::tools::{self, APT_CACHE, APT_GET};
 use super::{ImageError, ProgressEvent, ProgressFn};
+use crate::sys::cmd::CmdError;
 
 /// A package as the mirror offers it (the candidate version).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,7 +31,10 @@ pub fn parse_show(text: &str) -> Vec<PackageInfo> {
             let field = |name: &str| {
                 paragraph
                     .lines()
-                    .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(": ")))
+                    .find_map(|l| {
+                        l.strip_prefix(name)
+                            .and_then(|rest| rest.strip_prefix(": "))
+                    })
                     .map(str::trim)
             };
             let depends = field("Depends")
@@ -54,13 +57,22 @@ pub fn parse_show(text: &str) -> Vec<PackageInfo> {
 /// they become file names or command arguments.
 fn check_name_and_version(info: &PackageInfo) -> Result<(), ImageError> {
     let name_ok = info.name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && info.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+        && info
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
     let version_ok = info.version.starts_with(|c: char| c.is_ascii_digit())
-        && info.version.chars().all(|c| c.is_ascii_alphanumeric() || ".+~:-".contains(c));
+        && info
+            .version
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".+~:-".contains(c));
     if name_ok && version_ok {
         Ok(())
     } else {
-        Err(ImageError::Mirror(format!("unexpected package name/version {:?} {:?}", info.name, info.version)))
+        Err(ImageError::Mirror(format!(
+            "unexpected package name/version {:?} {:?}",
+            info.name, info.version
+        )))
     }
 }
 
@@ -73,7 +85,11 @@ pub struct Apt {
 impl Apt {
     /// One private apt state per distinct set of sources.
     pub fn new(cache_dir: &Path, sources: Vec<AptSource>) -> Self {
-        let lines = sources.iter().map(AptSource::line).collect::<Vec<_>>().join("\n");
+        let lines = sources
+            .iter()
+            .map(AptSource::line)
+            .collect::<Vec<_>>()
+            .join("\n");
         let digest = hex::encode(&Sha256::digest(lines.as_bytes())[..8]);
         Apt {
             dir: cache_dir.join("apt").join(digest),
@@ -111,7 +127,12 @@ impl Apt {
     }
 
     fn prepare_dirs(&self) -> Result<(), ImageError> {
-        for sub in ["sources.list.d", "preferences.d", "lists/partial", "cache/archives/partial"] {
+        for sub in [
+            "sources.list.d",
+            "preferences.d",
+            "lists/partial",
+            "cache/archives/partial",
+        ] {
             create_dir_all(&self.dir.join(sub))?;
         }
         let mut list: String = self.sources.iter().map(|s| s.line() + "\n").collect();
@@ -126,7 +147,11 @@ impl Apt {
 
     fn has_lists(&self) -> bool {
         std::fs::read_dir(self.dir.join("lists"))
-            .map(|entries| entries.flatten().any(|e| e.file_name().to_string_lossy().contains("_Packages")))
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .any(|e| e.file_name().to_string_lossy().contains("_Packages"))
+            })
             .unwrap_or(false)
     }
 
@@ -136,13 +161,18 @@ impl Apt {
     pub async fn update(&self, progress: ProgressFn<'_>) -> Result<(), ImageError> {
         let _lock = FileLock::acquire(&self.dir.with_extension("lock")).await?;
         self.prepare_dirs()?;
-        progress(ProgressEvent::Step(format!("updating package lists from {} source(s)", self.sources.len())));
+        progress(ProgressEvent::Step(format!(
+            "updating package lists from {} source(s)",
+            self.sources.len()
+        )));
         let mut args = self.options();
         args.extend(["-q".into(), "--error-on=any".into(), "update".into()]);
         match tools::run(APT_GET, &args, None).await {
             Ok(_) => Ok(()),
             Err(error) if self.has_lists() => {
-                progress(ProgressEvent::Warning(format!("using package lists from an earlier build: {error}")));
+                progress(ProgressEvent::Warning(format!(
+                    "using package lists from an earlier build: {error}"
+                )));
                 Ok(())
             }
             Err(error) => {
@@ -162,9 +192,13 @@ impl Apt {
         let mut args = self.options();
         args.extend(["show".into(), "--no-all-versions".into()]);
         args.extend(packages.iter().map(|p| p.to_string()));
-        let output = tools::run(APT_CACHE, &args, None)
-            .await
-            .map_err(|e| ImageError::Mirror(format!("looking up {}: {}", packages.join(", "), apt_messages(&e))))?;
+        let output = tools::run(APT_CACHE, &args, None).await.map_err(|e| {
+            ImageError::Mirror(format!(
+                "looking up {}: {}",
+                packages.join(", "),
+                apt_messages(&e)
+            ))
+        })?;
         let found = parse_show(&String::from_utf8_lossy(&output));
         packages
             .iter()
@@ -173,7 +207,9 @@ impl Apt {
                     .iter()
                     .find(|p| p.name == *name)
                     .cloned()
-                    .ok_or_else(|| ImageError::Mirror(format!("package {name} is not offered by the mirror")))?;
+                    .ok_or_else(|| {
+                        ImageError::Mirror(format!("package {name} is not offered by the mirror"))
+                    })?;
                 check_name_and_version(&info)?;
                 Ok(info)
             })
@@ -182,12 +218,23 @@ impl Apt {
 
     /// How many packages and bytes installing `packages` pulls in (the
     /// Depends/Pre-Depends closure; Recommends are not installed).
-    pub async fn closure_download_size(&self, packages: &[&str]) -> Result<(usize, u64), ImageError> {
+    pub async fn closure_download_size(
+        &self,
+        packages: &[&str],
+    ) -> Result<(usize, u64), ImageError> {
         let mut args = self.options();
         args.extend(
-            ["depends", "--recurse", "--no-recommends", "--no-suggests", "--no-conflicts", "--no-breaks",
-             "--no-replaces", "--no-enhances"]
-                .map(String::from),
+            [
+                "depends",
+                "--recurse",
+                "--no-recommends",
+                "--no-suggests",
+                "--no-conflicts",
+                "--no-breaks",
+                "--no-replaces",
+                "--no-enhances",
+            ]
+            .map(String::from),
         );
         args.extend(packages.iter().map(|p| p.to_string()));
         let output = tools::run(APT_CACHE, &args, None)
@@ -195,7 +242,10 @@ impl Apt {
             .map_err(|e| ImageError::Mirror(format!("resolving dependencies: {e}")))?;
         let text = String::from_utf8_lossy(&output);
         // Unindented lines are package names; `<virtual>` ones have no .deb.
-        let mut names: Vec<&str> = text.lines().filter(|l| !l.starts_with(' ') && !l.starts_with('<')).collect();
+        let mut names: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('<'))
+            .collect();
         names.sort_unstable();
         names.dedup();
         let mut args = self.options();
@@ -215,14 +265,24 @@ impl Apt {
             .depends
             .iter()
             .find(|d| d.starts_with("linux-image-") && d.ends_with("-cloud-amd64"))
-            .ok_or_else(|| ImageError::Mirror(format!("{} depends on no cloud kernel package", meta.name)))?;
+            .ok_or_else(|| {
+                ImageError::Mirror(format!("{} depends on no cloud kernel package", meta.name))
+            })?;
         Ok(self.show(&[name.as_str()]).await?.remove(0))
     }
 
     /// Downloads `package` (reusing an earlier download of the same
     /// version) and returns the .deb's path.
-    pub async fn download(&self, package: &PackageInfo, progress: ProgressFn<'_>) -> Result<PathBuf, ImageError> {
-        let dir = self.debs_dir.join(format!("{}_{}", package.name, package.version.replace(':', "%3a")));
+    pub async fn download(
+        &self,
+        package: &PackageInfo,
+        progress: ProgressFn<'_>,
+    ) -> Result<PathBuf, ImageError> {
+        let dir = self.debs_dir.join(format!(
+            "{}_{}",
+            package.name,
+            package.version.replace(':', "%3a")
+        ));
         let _lock = FileLock::acquire(&dir.with_extension("lock")).await?;
         if let Some(deb) = find_deb(&dir) {
             return Ok(deb);
@@ -234,15 +294,28 @@ impl Apt {
         });
         let staging = StagingDir::beside(&dir)?;
         let mut args = self.options();
-        args.extend(["-q".into(), "download".into(), format!("{}={}", package.name, package.version)]);
+        args.extend([
+            "-q".into(),
+            "download".into(),
+            format!("{}={}", package.name, package.version),
+        ]);
         tools::run(APT_GET, &args, Some(staging.path()))
             .await
             .map_err(|e| match ImageError::command(e, staging.path()) {
-                ImageError::Command(e) => ImageError::Mirror(format!("downloading {}: {}", package.name, apt_messages(&e))),
+                ImageError::Command(e) => ImageError::Mirror(format!(
+                    "downloading {}: {}",
+                    package.name,
+                    apt_messages(&e)
+                )),
                 other => other,
             })?;
         staging.commit(&dir)?;
-        find_deb(&dir).ok_or_else(|| ImageError::Mirror(format!("apt-get download left no .deb for {}", package.name)))
+        find_deb(&dir).ok_or_else(|| {
+            ImageError::Mirror(format!(
+                "apt-get download left no .deb for {}",
+                package.name
+            ))
+        })
     }
 }
 
@@ -257,7 +330,11 @@ fn apt_messages(error: &CmdError) -> String {
         .filter(|l| l.starts_with("E:") || l.starts_with("W:") || l.starts_with("Err:"))
         .take(4)
         .collect();
-    if lines.is_empty() { stderr.clone() } else { lines.join("; ") }
+    if lines.is_empty() {
+        stderr.clone()
+    } else {
+        lines.join("; ")
+    }
 }
 
 fn find_deb(dir: &Path) -> Option<PathBuf> {

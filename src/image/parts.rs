@@ -27,7 +27,9 @@ pub struct BasePackages {
 
 impl BasePackages {
     pub fn all(&self) -> impl Iterator<Item = &PackageInfo> {
-        [&self.kernel, &self.busybox].into_iter().chain(self.dropbear.iter())
+        [&self.kernel, &self.busybox]
+            .into_iter()
+            .chain(self.dropbear.iter())
     }
 }
 
@@ -62,14 +64,25 @@ async fn with_library_deps(apt: &Apt, first: PackageInfo) -> Result<Vec<PackageI
 
 /// Resolves the kernel, busybox and (with `ssh`) dropbear packages.
 pub async fn resolve_base_packages(apt: &Apt, ssh: bool) -> Result<BasePackages, ImageError> {
-    let mut first = apt.show(&["linux-image-cloud-amd64", "busybox-static", "dropbear-bin"]).await?.into_iter();
-    let (Some(kernel_meta), Some(busybox), Some(dropbear)) = (first.next(), first.next(), first.next()) else {
-        return Err(ImageError::Mirror("package lookup returned too few packages".into()));
+    let mut first = apt
+        .show(&["linux-image-cloud-amd64", "busybox-static", "dropbear-bin"])
+        .await?
+        .into_iter();
+    let (Some(kernel_meta), Some(busybox), Some(dropbear)) =
+        (first.next(), first.next(), first.next())
+    else {
+        return Err(ImageError::Mirror(
+            "package lookup returned too few packages".into(),
+        ));
     };
     Ok(BasePackages {
         kernel: apt.kernel_behind(&kernel_meta).await?,
         busybox,
-        dropbear: if ssh { with_library_deps(apt, dropbear).await? } else { Vec::new() },
+        dropbear: if ssh {
+            with_library_deps(apt, dropbear).await?
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -89,7 +102,10 @@ pub async fn prepare_kernel(
     progress: ProgressFn<'_>,
 ) -> Result<KernelTree, ImageError> {
     let deb = apt.download(kernel, progress).await?;
-    progress(ProgressEvent::Step(format!("unpacking {} {}", kernel.name, kernel.version)));
+    progress(ProgressEvent::Step(format!(
+        "unpacking {} {}",
+        kernel.name, kernel.version
+    )));
     let root = work.join("kernel");
     unpack_deb(&deb, &root).await?;
     let modules_dir = root.join("lib/modules");
@@ -101,8 +117,11 @@ pub async fn prepare_kernel(
         .ok_or_else(|| ImageError::Build(format!("{} ships no modules", kernel.name)))?;
     run_depmod(&root, &version).await?;
     let bzimage = root.join("boot").join(format!("vmlinuz-{version}"));
-    std::fs::copy(&bzimage, out_dir.join(BZIMAGE)).map_err(|e| ImageError::io("copying", &bzimage, e))?;
-    progress(ProgressEvent::Step("extracting the ELF vmlinux from the bzImage".into()));
+    std::fs::copy(&bzimage, out_dir.join(BZIMAGE))
+        .map_err(|e| ImageError::io("copying", &bzimage, e))?;
+    progress(ProgressEvent::Step(
+        "extracting the ELF vmlinux from the bzImage".into(),
+    ));
     let (src, dest) = (bzimage.clone(), out_dir.join(VMLINUX));
     tokio::task::spawn_blocking(move || extract_vmlinux(&src, &dest))
         .await
@@ -111,7 +130,12 @@ pub async fn prepare_kernel(
 }
 
 /// Downloads and unpacks busybox-static; returns the binary.
-pub async fn prepare_busybox(apt: &Apt, busybox: &PackageInfo, work: &Path, progress: ProgressFn<'_>) -> Result<PathBuf, ImageError> {
+pub async fn prepare_busybox(
+    apt: &Apt,
+    busybox: &PackageInfo,
+    work: &Path,
+    progress: ProgressFn<'_>,
+) -> Result<PathBuf, ImageError> {
     let root = work.join("busybox");
     unpack_deb(&apt.download(busybox, progress).await?, &root).await?;
     resolve_in_root(&root, Path::new("/bin/busybox"))

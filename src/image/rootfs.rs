@@ -11,8 +11,17 @@ use super::ImageError;
 
 /// Packages on top of minbase (see docs/images.md for why each is there).
 pub const ROOTFS_PACKAGES: [&str; 11] = [
-    "systemd-sysv", "udev", "kmod", "openssh-server", "cloud-init", "ifupdown", "isc-dhcp-client", "iproute2",
-    "netbase", "ca-certificates", "sudo",
+    "systemd-sysv",
+    "udev",
+    "kmod",
+    "openssh-server",
+    "cloud-init",
+    "ifupdown",
+    "isc-dhcp-client",
+    "iproute2",
+    "netbase",
+    "ca-certificates",
+    "sudo",
 ];
 
 /// Size of the (sparse) ext4 image; the tree itself is about 470 MB.
@@ -20,7 +29,11 @@ pub const ROOTFS_SIZE: &str = "2048M";
 
 /// Files written into the tree after mmdebstrap: (path, mode, contents).
 pub const ROOTFS_FILES: [(&str, u32, &str); 7] = [
-    ("/etc/fstab", 0o644, "LABEL=hatch-root / ext4 defaults,errors=remount-ro 0 0\n"),
+    (
+        "/etc/fstab",
+        0o644,
+        "LABEL=hatch-root / ext4 defaults,errors=remount-ro 0 0\n",
+    ),
     // cloud-init fails on minbase without a locale setting.
     ("/etc/default/locale", 0o644, "LANG=C.UTF-8\n"),
     // cloud-init writes its ENI config into interfaces.d; it must be sourced.
@@ -38,7 +51,11 @@ pub const ROOTFS_FILES: [(&str, u32, &str); 7] = [
          ssh_genkeytypes: [ed25519]\n",
     ),
     ("/etc/hostname", 0o644, "debian\n"),
-    ("/etc/hosts", 0o644, "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n"),
+    (
+        "/etc/hosts",
+        0o644,
+        "127.0.0.1 localhost\n::1 localhost ip6-localhost ip6-loopback\n",
+    ),
     // Empty: systemd gives every VM its own id at first boot.
     ("/etc/machine-id", 0o444, ""),
 ];
@@ -69,12 +86,14 @@ pub async fn bootstrap(tree: &Path, sources: &[AptSource]) -> Result<(), ImageEr
         tree.display().to_string(),
     ];
     args.extend(sources.iter().map(AptSource::line));
-    tools::run(MMDEBSTRAP, &args, None).await.map_err(|e| match ImageError::command(e, tree) {
-        ImageError::Command(e) if e.to_string().contains("Failed to fetch") => {
-            ImageError::Mirror(format!("mmdebstrap could not download packages: {e}"))
-        }
-        other => other,
-    })?;
+    tools::run(MMDEBSTRAP, &args, None)
+        .await
+        .map_err(|e| match ImageError::command(e, tree) {
+            ImageError::Command(e) if e.to_string().contains("Failed to fetch") => {
+                ImageError::Mirror(format!("mmdebstrap could not download packages: {e}"))
+            }
+            other => other,
+        })?;
     Ok(())
 }
 
@@ -83,7 +102,11 @@ fn in_tree(tree: &Path, guest_path: &str) -> std::path::PathBuf {
 }
 
 /// Applies Hatch's adjustments and installs the kernel's modules.
-pub async fn customise(tree: &Path, kernel_root: &Path, kernel_version: &str) -> Result<(), ImageError> {
+pub async fn customise(
+    tree: &Path,
+    kernel_root: &Path,
+    kernel_version: &str,
+) -> Result<(), ImageError> {
     use std::os::unix::fs::PermissionsExt;
     for (guest_path, mode, contents) in ROOTFS_FILES {
         let path = in_tree(tree, guest_path);
@@ -101,14 +124,19 @@ pub async fn customise(tree: &Path, kernel_root: &Path, kernel_version: &str) ->
             create_dir_all(parent)?;
         }
         let _ = std::fs::remove_file(&path);
-        std::os::unix::fs::symlink(target, &path).map_err(|e| ImageError::io("creating symlink", &path, e))?;
+        std::os::unix::fs::symlink(target, &path)
+            .map_err(|e| ImageError::io("creating symlink", &path, e))?;
     }
     // Host keys made while installing openssh-server would be shared by
     // every VM; cloud-init generates each VM's own at first boot.
     let ssh_dir = in_tree(tree, "/etc/ssh");
-    for entry in std::fs::read_dir(&ssh_dir).map_err(|e| ImageError::io("listing", &ssh_dir, e))?.flatten() {
+    for entry in std::fs::read_dir(&ssh_dir)
+        .map_err(|e| ImageError::io("listing", &ssh_dir, e))?
+        .flatten()
+    {
         if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
-            std::fs::remove_file(entry.path()).map_err(|e| ImageError::io("removing", &entry.path(), e))?;
+            std::fs::remove_file(entry.path())
+                .map_err(|e| ImageError::io("removing", &entry.path(), e))?;
         }
     }
     let _ = std::fs::remove_file(in_tree(tree, "/etc/resolv.conf"));
@@ -116,9 +144,13 @@ pub async fn customise(tree: &Path, kernel_root: &Path, kernel_version: &str) ->
     let modules = in_tree(tree, "/lib/modules");
     create_dir_all(&modules)?;
     let source = kernel_root.join("lib/modules").join(kernel_version);
-    tools::run(CP, ["-a".as_ref(), source.as_os_str(), modules.as_os_str()], None)
-        .await
-        .map_err(|e| ImageError::command(e, &modules))?;
+    tools::run(
+        CP,
+        ["-a".as_ref(), source.as_os_str(), modules.as_os_str()],
+        None,
+    )
+    .await
+    .map_err(|e| ImageError::command(e, &modules))?;
     Ok(())
 }
 
@@ -133,6 +165,8 @@ pub async fn make_ext4(tree: &Path, image: &Path) -> Result<(), ImageError> {
         image.as_os_str(),
         ROOTFS_SIZE.as_ref(),
     ];
-    tools::run(MKFS_EXT4, args, None).await.map_err(|e| ImageError::command(e, image))?;
+    tools::run(MKFS_EXT4, args, None)
+        .await
+        .map_err(|e| ImageError::command(e, image))?;
     Ok(())
 }
