@@ -155,11 +155,18 @@ impl Apt {
             .unwrap_or(false)
     }
 
-    /// Refreshes the package lists. When the mirror cannot be reached but
-    /// lists from an earlier build exist, those are used (with a warning),
-    /// so cached images can still be rebuilt offline.
+    /// Serialises use of this apt state between processes: hold it while
+    /// updating and reading the lists. (flock is per open file: never take
+    /// it twice in one task.)
+    pub async fn lock(&self) -> Result<FileLock, ImageError> {
+        FileLock::acquire(&self.dir.with_extension("lock")).await
+    }
+
+    /// Refreshes the package lists (call with [`Apt::lock`] held). When the
+    /// mirror cannot be reached but lists from an earlier build exist,
+    /// those are used (with a warning), so cached images can still be
+    /// rebuilt offline.
     pub async fn update(&self, progress: ProgressFn<'_>) -> Result<(), ImageError> {
-        let _lock = FileLock::acquire(&self.dir.with_extension("lock")).await?;
         self.prepare_dirs()?;
         progress(ProgressEvent::Step(format!(
             "updating package lists from {} source(s)",

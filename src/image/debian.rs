@@ -4,7 +4,7 @@
 use super::cache::{get_or_build, install_from_cache};
 use super::fsutil::{create_dir_all, StagingDir};
 use super::initramfs::InitMode;
-use super::minimal::{base_key, build_kernel_and_initramfs, ready_apt, BASE_TOOLS};
+use super::minimal::{base_key, build_kernel_and_initramfs, with_fresh_lists, BASE_TOOLS};
 use super::parts::{resolve_base_packages, BZIMAGE, INITRAMFS, ROOTFS, VMLINUX};
 use super::rootfs::{self, ROOTFS_PACKAGES};
 use super::tools::{self, MKFS_EXT4, MMDEBSTRAP};
@@ -22,10 +22,13 @@ pub async fn build(
 ) -> Result<Image, ImageError> {
     tools::require(&BASE_TOOLS)?;
     tools::require(&[MMDEBSTRAP, MKFS_EXT4])?;
-    let apt = ready_apt(env, progress).await?;
-    progress(ProgressEvent::Step("resolving package versions".into()));
-    let packages = resolve_base_packages(&apt, false).await?;
-    let rootfs_packages = apt.show(&ROOTFS_PACKAGES).await?;
+    let (apt, (packages, rootfs_packages)) = with_fresh_lists(env, progress, async |apt| {
+        Ok((
+            resolve_base_packages(apt, false).await?,
+            apt.show(&ROOTFS_PACKAGES).await?,
+        ))
+    })
+    .await?;
     let mut key = base_key("debian", &apt, &packages, InitMode::SwitchRoot);
     for package in &rootfs_packages {
         key.add(&package.name, &package.version);

@@ -19,14 +19,21 @@ use crate::model::{Image, ImageProfile};
 
 pub const BASE_TOOLS: [tools::Tool; 4] = [APT_GET, APT_CACHE, DPKG_DEB, DEPMOD];
 
-/// The private apt state for `env`, with fresh package lists.
-pub async fn ready_apt(env: &BuildEnv, progress: ProgressFn<'_>) -> Result<Apt, ImageError> {
-    let apt = Apt::new(
-        &env.cache_dir,
-        build_sources(env.debian_mirror.as_deref(), Path::new("/etc/apt"))?,
-    );
+/// The private apt state for `env`; `resolve` runs with fresh package
+/// lists and the apt state locked (released before anything is downloaded).
+pub async fn with_fresh_lists<T>(
+    env: &BuildEnv,
+    progress: ProgressFn<'_>,
+    resolve: impl AsyncFnOnce(&Apt) -> Result<T, ImageError>,
+) -> Result<(Apt, T), ImageError> {
+    let sources = build_sources(env.debian_mirror.as_deref(), Path::new("/etc/apt"))?;
+    let apt = Apt::new(&env.cache_dir, sources);
+    let lock = apt.lock().await?;
     apt.update(progress).await?;
-    Ok(apt)
+    progress(ProgressEvent::Step("resolving package versions".into()));
+    let resolved = resolve(&apt).await?;
+    drop(lock);
+    Ok((apt, resolved))
 }
 
 /// The cache key parts every profile shares.
@@ -79,9 +86,10 @@ pub async fn build(
     progress: ProgressFn<'_>,
 ) -> Result<Image, ImageError> {
     tools::require(&BASE_TOOLS)?;
-    let apt = ready_apt(env, progress).await?;
-    progress(ProgressEvent::Step("resolving package versions".into()));
-    let packages = resolve_base_packages(&apt, true).await?;
+    let (apt, packages) = with_fresh_lists(env, progress, async |apt| {
+        resolve_base_packages(apt, true).await
+    })
+    .await?;
     let key = base_key("minimal", &apt, &packages, InitMode::Minimal);
     let entry = get_or_build(
         &env.cache_dir,
