@@ -105,31 +105,12 @@ async fn extraction_rejects_truncated_and_non_bzimage_files() {
 /// dedicated thread) hits ENOSPC, reported as DiskFull, with nothing left.
 #[tokio::test(flavor = "multi_thread")]
 async fn disk_full_is_reported_as_such() {
-    use nix::mount::{mount, MsFlags};
-    use nix::sched::{unshare, CloneFlags};
-
     let image = minimal_image().await;
     let bzimage = image.bzimage_path.clone().expect("bzImage");
     let dir = tempfile::tempdir().expect("tempdir");
     let small = dir.path().to_path_buf();
     let result = std::thread::spawn(move || {
-        unshare(CloneFlags::CLONE_FS | CloneFlags::CLONE_NEWNS).expect("private mount namespace");
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-            None::<&str>,
-        )
-        .expect("make mounts private");
-        mount(
-            Some("tmpfs"),
-            &small,
-            Some("tmpfs"),
-            MsFlags::empty(),
-            Some("size=1m"),
-        )
-        .expect("mount tmpfs");
+        private_tmpfs(&small, "size=1m");
         let out = small.join("vmlinux");
         let result = extract_vmlinux(&bzimage, &out);
         let leftovers = std::fs::read_dir(&small).expect("ls").count();
@@ -146,4 +127,57 @@ async fn disk_full_is_reported_as_such() {
         leftovers, 0,
         "a partial file was left on the full file system"
     );
+}
+
+/// Mounts a tmpfs on `dir`, visible only to the calling thread: the thread
+/// leaves the process's shared fs context and mount namespace first, so
+/// nothing changes for the rest of the host. (Plain libc calls: the
+/// namespace/mount wrappers need nix features the crate does not enable.)
+fn private_tmpfs(dir: &Path, options: &str) {
+    use nix::libc;
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: plain syscalls with valid NUL-terminated strings; they only
+    // affect this thread's own namespace.
+    unsafe {
+        assert_eq!(
+            libc::unshare(libc::CLONE_FS | libc::CLONE_NEWNS),
+            0,
+            "unshare: {}",
+            std::io::Error::last_os_error()
+        );
+        let root = CString::new("/").unwrap();
+        let none = std::ptr::null();
+        let private = libc::mount(
+            none,
+            root.as_ptr(),
+            none,
+            libc::MS_REC | libc::MS_PRIVATE,
+            std::ptr::null(),
+        );
+        assert_eq!(
+            private,
+            0,
+            "make mounts private: {}",
+            std::io::Error::last_os_error()
+        );
+        let (fstype, target, data) = (
+            CString::new("tmpfs").unwrap(),
+            CString::new(dir.as_os_str().as_bytes()).unwrap(),
+            CString::new(options).unwrap(),
+        );
+        let mounted = libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            data.as_ptr().cast(),
+        );
+        assert_eq!(
+            mounted,
+            0,
+            "mount tmpfs: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
