@@ -42,7 +42,7 @@ async fn restore_keeps_ram_files_and_network_identity() {
     let vm = create_vm(&daemon, &image_id, &key);
 
     // A file on the guest's (RAM-backed) root and a process holding state in RAM.
-    let sleeper = topo.ssh(&key, "root", vm.ssh_port, "echo one > /root/marker; (sleep 100000 >/dev/null 2>&1 &) ; sleep 0.2; pidof sleep");
+    let sleeper = topo.ssh(&key, "root", vm.ssh_port, "echo one > /root/marker; sleep 100000 </dev/null >/dev/null 2>&1 & echo $!");
     let sleeper = sleeper.trim().to_string();
     assert!(!sleeper.is_empty());
     let uptime_before: f64 = topo.ssh(&key, "root", vm.ssh_port, "cut -d' ' -f1 /proc/uptime").trim().parse().unwrap();
@@ -62,7 +62,8 @@ async fn restore_keeps_ram_files_and_network_identity() {
     assert_eq!(restored["state"], "running");
     assert_eq!(VmView::from(&restored).ssh_port, vm.ssh_port);
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "one");
-    assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "pidof sleep").trim(), sleeper, "the process in RAM did not survive");
+    let survivor = topo.ssh(&key, "root", vm.ssh_port, &format!("tr '\\0' ' ' < /proc/{sleeper}/cmdline"));
+    assert_eq!(survivor.trim(), "sleep 100000", "the process in RAM did not survive");
     let uptime_after: f64 = topo.ssh(&key, "root", vm.ssh_port, "cut -d' ' -f1 /proc/uptime").trim().parse().unwrap();
     assert!(uptime_after >= uptime_before, "the guest rebooted: uptime {uptime_after} < {uptime_before}");
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "ip -4 -o addr show eth0").contains(&format!("{}/", vm.guest_ip)), true);

@@ -12,6 +12,7 @@ pub mod images;
 pub mod json;
 mod keys;
 pub mod openapi;
+pub mod routes;
 mod snapshots;
 mod templates;
 pub mod validate;
@@ -92,6 +93,9 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/vms/{id}/restore", Key, post(snapshots::restore)),
         route(M::GET, "/vms/{id}/snapshots", Key, get(snapshots::list)),
         route(M::DELETE, "/snapshots/{id}", Key, delete(snapshots::delete)),
+        route(M::POST, "/vms/{id}/routes", Key, post(routes::create)),
+        route(M::GET, "/vms/{id}/routes", Key, get(routes::list)),
+        route(M::DELETE, "/routes/{id}", Key, delete(routes::delete)),
         route(M::POST, "/keys", Key, post(keys::create)),
         route(M::GET, "/keys", Key, get(keys::list)),
         route(M::DELETE, "/keys/{id}", Key, delete(keys::revoke)),

@@ -122,6 +122,7 @@ impl Orchestrator {
                 return Err(OrchError::Internal(format!("removing {}: {error}", dir.display())));
             }
         }
+        self.store.delete_routes_of(id)?;
         self.store.delete_vm(id)?;
         self.locks.forget(id);
         tracing::info!(vm = %id, "deleted");

@@ -134,6 +134,12 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
         }),
         ("get", "/vms/{id}/snapshots", op("A VM's complete snapshots, newest first", "snapshots", (200, "snapshots", Some("[Snapshot]")), &[404])),
         ("delete", "/snapshots/{id}", op("Delete a snapshot", "snapshots", (204, "deleted", None), &[404])),
+        ("post", "/vms/{id}/routes", Op {
+            body: Some("CreateRoute"),
+            ..op("Expose a VM port on <subdomain>.<HATCH_PROXY_BASE_DOMAIN> through the proxy", "routes", (201, "created", Some("Route")), &[400, 404, 409, 413, 415])
+        }),
+        ("get", "/vms/{id}/routes", op("A VM's routes", "routes", (200, "routes", Some("[Route]")), &[404])),
+        ("delete", "/routes/{id}", op("Delete a route", "routes", (204, "deleted", None), &[404])),
         ("post", "/keys", Op {
             body: Some("CreateKey"),
             ..op("Create an API key (shown once)", "keys", (201, "created", Some("NewApiKey")), BAD)

@@ -230,6 +230,31 @@ pub fn all() -> Map<String, Value> {
         ),
     );
     add(
+        "Route",
+        object(
+            json!({
+                "id": { "type": "string" },
+                "vm_id": { "type": "string" },
+                "subdomain": { "type": "string" },
+                "target_port": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                "auto_wake": { "type": "boolean" },
+                "created_at": timestamp()
+            }),
+            &["id", "vm_id", "subdomain", "target_port", "auto_wake", "created_at"],
+        ),
+    );
+    add(
+        "CreateRoute",
+        object(
+            json!({
+                "subdomain": { "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", "description": "Generated from the VM id when absent; reserved names are refused" },
+                "target_port": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                "auto_wake": { "type": "boolean", "description": "Restore a snapshotted VM on request (default true)" }
+            }),
+            &["target_port"],
+        ),
+    );
+    add(
         "RestoreVm",
         object(json!({ "snapshot_id": { "type": "string", "description": "Default: the newest snapshot" } }), &[]),
     );
