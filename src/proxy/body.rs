@@ -40,6 +40,9 @@ impl Body for TrackedBody {
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         match &polled {
+            // The last data frame of a sized body may be the end: hyper
+            // then drops the body without polling again.
+            Poll::Ready(Some(Ok(_))) if self.inner.is_end_stream() => self.guard = None,
             Poll::Ready(Some(Ok(_))) => {
                 if let Some(guard) = self.guard.as_mut() {
                     guard.tick();

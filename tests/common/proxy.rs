@@ -177,14 +177,22 @@ fn websocket_echo(mut request: Request<Incoming>) -> Response<TestBody> {
     response
 }
 
-/// A VM that is asleep: its port is reserved (bound, not listening, so
-/// connections are refused) until a wake "restores" it and, some time later,
-/// its service starts listening.
+enum FakeVmState {
+    /// Port bound but not listening: connections are refused.
+    Asleep(TcpSocket),
+    Restoring,
+    Awake,
+}
+
+/// A VM that is asleep until a wake "restores" it; some time after the
+/// restore its service starts listening on the reserved port.
 pub struct FakeSleepingVm {
-    socket: Mutex<Option<TcpSocket>>,
+    state: Mutex<FakeVmState>,
     pub addr: SocketAddr,
     pub restore_takes: Duration,
     pub service_starts_after: Duration,
+    /// Restores asked for while asleep or restoring (a second one while
+    /// restoring is the double wake the coordinator must prevent).
     pub wakes: AtomicUsize,
 }
 
@@ -194,7 +202,7 @@ impl FakeSleepingVm {
         socket.bind("127.0.0.1:0".parse().expect("loopback")).expect("bind");
         Arc::new(Self {
             addr: socket.local_addr().expect("address"),
-            socket: Mutex::new(Some(socket)),
+            state: Mutex::new(FakeVmState::Asleep(socket)),
             restore_takes,
             service_starts_after,
             wakes: AtomicUsize::new(0),
@@ -202,9 +210,24 @@ impl FakeSleepingVm {
     }
 
     async fn wake(self: Arc<Self>, name: String) -> Result<(), String> {
+        let socket = {
+            let mut state = self.state.lock().expect("lock");
+            match std::mem::replace(&mut *state, FakeVmState::Restoring) {
+                FakeVmState::Asleep(socket) => socket,
+                FakeVmState::Restoring => {
+                    self.wakes.fetch_add(1, Ordering::SeqCst);
+                    return Err("a restore is already running".into());
+                }
+                // Like orchestration, waking an awake VM is a no-op.
+                FakeVmState::Awake => {
+                    *state = FakeVmState::Awake;
+                    return Ok(());
+                }
+            }
+        };
         self.wakes.fetch_add(1, Ordering::SeqCst);
         tokio::time::sleep(self.restore_takes).await;
-        let socket = self.socket.lock().expect("lock").take().ok_or("woken twice")?;
+        *self.state.lock().expect("lock") = FakeVmState::Awake;
         let starts_after = self.service_starts_after;
         tokio::spawn(async move {
             tokio::time::sleep(starts_after).await;
