@@ -12,6 +12,8 @@ mod decide;
 #[cfg(test)]
 mod decide_tests;
 mod monitor;
+#[cfg(test)]
+mod monitor_tests;
 
 pub use decide::{decide, IdleDecision, IdleInputs};
 pub use monitor::{run_idle_pass, spawn_idle_monitor, IdleError, IdleTarget, PassEntry, SuspendOutcome};
