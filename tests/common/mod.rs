@@ -9,3 +9,4 @@ pub mod net;
 pub mod netns;
 pub mod snapshot;
 pub mod vmm;
+pub mod proxy;

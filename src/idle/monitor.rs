@@ -1,0 +1,94 @@
+//! The loop that applies [`decide`] to every candidate VM periodically.
+//!
+//! The monitor only proposes: a suspension goes through
+//! [`IdleTarget::suspend_if_still_idle`], which orchestration implements by
+//! taking the VM's lock and deciding again with fresh inputs, so a request
+//! or SSH login that arrives meanwhile wins.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+
+use super::decide::{decide, IdleDecision, IdleInputs};
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdleError {
+    #[error("suspending {vm_id} failed: {message}")]
+    SuspendFailed { vm_id: String, message: String },
+}
+
+/// What suspending found once it held the VM's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SuspendOutcome {
+    Suspended,
+    /// The fresh decision under the lock was to keep it (traffic arrived, an
+    /// SSH session opened, the state changed).
+    KeptAfterRecheck { reason: String },
+}
+
+/// Where the idle monitor reads VMs and asks for suspensions (orchestration).
+#[async_trait]
+pub trait IdleTarget: Send + Sync + 'static {
+    /// VM ids worth looking at (for example running VMs with routes).
+    async fn candidates(&self) -> Vec<String>;
+    /// Current inputs for one VM; `None` if it disappeared.
+    async fn inputs(&self, vm_id: &str) -> Option<IdleInputs>;
+    /// Suspends (snapshots) the VM if, under its lock, it is still idle.
+    async fn suspend_if_still_idle(&self, vm_id: &str) -> Result<SuspendOutcome, IdleError>;
+    /// Makes the decision visible on the VM (`last_activity_at`, reason).
+    fn record_decision(&self, vm_id: &str, decision: &IdleDecision);
+}
+
+/// What one pass did for one VM.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassEntry {
+    pub vm_id: String,
+    pub decision: IdleDecision,
+    /// Present when a suspension was attempted.
+    pub outcome: Option<Result<SuspendOutcome, IdleError>>,
+}
+
+/// Looks at every candidate once. Suspensions run one after another: each
+/// is a snapshot that is heavy on disk and CPU.
+pub async fn run_idle_pass(target: &dyn IdleTarget) -> Vec<PassEntry> {
+    let mut entries = Vec::new();
+    for vm_id in target.candidates().await {
+        let Some(inputs) = target.inputs(&vm_id).await else {
+            continue;
+        };
+        let decision = decide(&inputs);
+        target.record_decision(&vm_id, &decision);
+        let outcome = if decision.is_suspend() {
+            let outcome = target.suspend_if_still_idle(&vm_id).await;
+            match &outcome {
+                Ok(SuspendOutcome::Suspended) => tracing::info!(%vm_id, reason = decision.reason(), "idle VM suspended"),
+                Ok(SuspendOutcome::KeptAfterRecheck { reason }) => tracing::info!(%vm_id, %reason, "idle VM kept after re-check"),
+                Err(error) => tracing::warn!(%vm_id, %error, "idle VM could not be suspended"),
+            }
+            Some(outcome)
+        } else {
+            tracing::debug!(%vm_id, reason = decision.reason(), "VM kept");
+            None
+        };
+        entries.push(PassEntry { vm_id, decision, outcome });
+    }
+    entries
+}
+
+/// Runs [`run_idle_pass`] every `interval` (HATCH_IDLE_CHECK_INTERVAL),
+/// the first time one interval after start. Abort the handle to stop it.
+pub fn spawn_idle_monitor(interval: Duration, target: Arc<dyn IdleTarget>) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let period = interval.max(Duration::from_millis(10));
+        let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // A pass that took long (snapshots) is not followed by a burst.
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            run_idle_pass(target.as_ref()).await;
+        }
+    })
+}

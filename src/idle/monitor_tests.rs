@@ -1,0 +1,127 @@
+//! The monitor loop with a `FakeIdleTarget`: what gets suspended, what is
+//! recorded, and that a suspension refused under the lock is respected.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use super::{run_idle_pass, spawn_idle_monitor, IdleDecision, IdleError, IdleInputs, IdleTarget, SuspendOutcome};
+use crate::model::{now, VmState};
+
+#[derive(Default)]
+struct FakeIdleTarget {
+    vms: Mutex<HashMap<String, IdleInputs>>,
+    /// VMs whose re-check under the lock finds new traffic.
+    busy_on_recheck: Vec<String>,
+    failing: Vec<String>,
+    recorded: Mutex<Vec<(String, IdleDecision)>>,
+}
+
+impl FakeIdleTarget {
+    fn state_of(&self, vm_id: &str) -> Option<VmState> {
+        self.vms.lock().unwrap().get(vm_id).map(|inputs| inputs.state)
+    }
+}
+
+#[async_trait]
+impl IdleTarget for FakeIdleTarget {
+    async fn candidates(&self) -> Vec<String> {
+        let mut ids: Vec<String> = self.vms.lock().unwrap().keys().cloned().collect();
+        ids.push("vm-vanished".into());
+        ids.sort();
+        ids
+    }
+
+    async fn inputs(&self, vm_id: &str) -> Option<IdleInputs> {
+        self.vms.lock().unwrap().get(vm_id).cloned()
+    }
+
+    async fn suspend_if_still_idle(&self, vm_id: &str) -> Result<SuspendOutcome, IdleError> {
+        if self.failing.iter().any(|id| id == vm_id) {
+            return Err(IdleError::SuspendFailed { vm_id: vm_id.into(), message: "disk full".into() });
+        }
+        if self.busy_on_recheck.iter().any(|id| id == vm_id) {
+            return Ok(SuspendOutcome::KeptAfterRecheck { reason: "a request arrived".into() });
+        }
+        if let Some(inputs) = self.vms.lock().unwrap().get_mut(vm_id) {
+            inputs.state = VmState::Snapshotted;
+        }
+        Ok(SuspendOutcome::Suspended)
+    }
+
+    fn record_decision(&self, vm_id: &str, decision: &IdleDecision) {
+        self.recorded.lock().unwrap().push((vm_id.into(), decision.clone()));
+    }
+}
+
+fn vm(idle_for: Duration, ssh: usize, streams: usize) -> IdleInputs {
+    let now = now();
+    IdleInputs {
+        state: VmState::Running,
+        has_routes: true,
+        last_activity: Some(now - chrono::Duration::from_std(idle_for).unwrap()),
+        active_streams: streams,
+        established_ssh: ssh,
+        now,
+        idle_timeout: Duration::from_secs(60),
+        created_or_started_at: now - chrono::Duration::hours(1),
+    }
+}
+
+fn target(busy_on_recheck: &[&str], failing: &[&str]) -> FakeIdleTarget {
+    let hour = Duration::from_secs(3600);
+    let vms = HashMap::from([
+        ("vm-idle".to_string(), vm(hour, 0, 0)),
+        ("vm-ssh".to_string(), vm(hour, 1, 0)),
+        ("vm-ws".to_string(), vm(hour, 0, 1)),
+        ("vm-recent".to_string(), vm(Duration::from_secs(5), 0, 0)),
+        ("vm-raced".to_string(), vm(hour, 0, 0)),
+        ("vm-broken".to_string(), vm(hour, 0, 0)),
+    ]);
+    FakeIdleTarget {
+        vms: Mutex::new(vms),
+        busy_on_recheck: busy_on_recheck.iter().map(|s| s.to_string()).collect(),
+        failing: failing.iter().map(|s| s.to_string()).collect(),
+        recorded: Mutex::default(),
+    }
+}
+
+#[tokio::test]
+async fn one_pass_suspends_only_idle_vms_and_records_every_decision() {
+    let target = target(&["vm-raced"], &["vm-broken"]);
+    let entries = run_idle_pass(&target).await;
+
+    assert_eq!(target.state_of("vm-idle"), Some(VmState::Snapshotted));
+    for kept in ["vm-ssh", "vm-ws", "vm-recent", "vm-raced", "vm-broken"] {
+        assert_eq!(target.state_of(kept), Some(VmState::Running), "{kept}");
+    }
+    let outcome = |id: &str| entries.iter().find(|e| e.vm_id == id).map(|e| e.outcome.clone());
+    assert_eq!(outcome("vm-idle"), Some(Some(Ok(SuspendOutcome::Suspended))));
+    assert_eq!(outcome("vm-ssh"), Some(None));
+    assert!(matches!(outcome("vm-raced"), Some(Some(Ok(SuspendOutcome::KeptAfterRecheck { .. })))));
+    assert!(matches!(outcome("vm-broken"), Some(Some(Err(IdleError::SuspendFailed { .. })))));
+    // A VM that disappeared between listing and reading is skipped.
+    assert_eq!(outcome("vm-vanished"), None);
+
+    let recorded = target.recorded.lock().unwrap();
+    assert_eq!(recorded.len(), 6);
+    let reason = |id: &str| recorded.iter().find(|(vm, _)| vm == id).map(|(_, d)| d.reason().to_string()).unwrap();
+    assert!(reason("vm-ssh").contains("SSH"), "{}", reason("vm-ssh"));
+    assert!(reason("vm-ws").contains("open proxied"), "{}", reason("vm-ws"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_monitor_runs_passes_on_its_interval() {
+    let target = Arc::new(target(&[], &[]));
+    let handle = spawn_idle_monitor(Duration::from_secs(300), target.clone());
+    tokio::time::sleep(Duration::from_secs(299)).await;
+    assert!(target.recorded.lock().unwrap().is_empty(), "no pass before the first interval");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(target.state_of("vm-idle"), Some(VmState::Snapshotted));
+    let after_one = target.recorded.lock().unwrap().len();
+    tokio::time::sleep(Duration::from_secs(300)).await;
+    assert!(target.recorded.lock().unwrap().len() > after_one, "a second pass ran");
+    handle.abort();
+}

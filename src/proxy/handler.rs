@@ -1,0 +1,130 @@
+//! One proxied request: find the route from the host, ask the resolver,
+//! forward with rewritten headers, stream the answer back.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, HOST};
+use hyper::{Request, Response, StatusCode, Uri, Version};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::activity::{ActiveConnections, ActivityGuard};
+use super::body::{empty, json_error, tracked, unavailable, ProxyBody};
+use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade, Forwarding};
+use super::host::subdomain_of;
+use super::resolver::{Resolution, RouteResolver};
+use super::tunnel::{self, Tunnel};
+use super::upstream::UpstreamPool;
+use super::ProxyConfig;
+
+/// Everything a request needs, shared by all connections of one proxy.
+pub(crate) struct ProxyState {
+    pub config: ProxyConfig,
+    pub resolver: Arc<dyn RouteResolver>,
+    pub pool: UpstreamPool,
+    pub active: Arc<ActiveConnections>,
+    pub tunnels: TaskTracker,
+    pub hard_stop: CancellationToken,
+}
+
+pub(crate) async fn handle(
+    state: Arc<ProxyState>,
+    client: SocketAddr,
+    request: Request<Incoming>,
+) -> Result<Response<ProxyBody>, Infallible> {
+    Ok(route(&state, client, request).await)
+}
+
+async fn route(state: &ProxyState, client: SocketAddr, request: Request<Incoming>) -> Response<ProxyBody> {
+    let Some(host) = request_host(&request) else {
+        return json_error(StatusCode::BAD_REQUEST, "the request has no Host header");
+    };
+    let host_text = String::from_utf8_lossy(host.as_bytes()).into_owned();
+    let Some(subdomain) = subdomain_of(&host_text, &state.config.base_domain) else {
+        return json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}"));
+    };
+    match state.resolver.resolve(&subdomain).await {
+        Resolution::Target { vm_id, addr } => forward(state, client, request, &host, &vm_id, addr).await,
+        Resolution::NotFound => json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}")),
+        Resolution::Unavailable { retry_after, message } => unavailable(&message, retry_after),
+        Resolution::Error { message } => {
+            tracing::warn!(%subdomain, %message, "route lookup failed");
+            json_error(StatusCode::INTERNAL_SERVER_ERROR, "route lookup failed")
+        }
+    }
+}
+
+/// The host a request is for: the authority of an absolute-form target
+/// takes precedence over the Host header (RFC 9112 §3.2.2).
+fn request_host(request: &Request<Incoming>) -> Option<HeaderValue> {
+    match request.uri().authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => request.headers().get(HOST).cloned(),
+    }
+}
+
+async fn forward(
+    state: &ProxyState,
+    client: SocketAddr,
+    mut request: Request<Incoming>,
+    host: &HeaderValue,
+    vm_id: &str,
+    addr: SocketAddr,
+) -> Response<ProxyBody> {
+    let config = &state.config;
+    let guard = ActivityGuard::begin(
+        vm_id,
+        Arc::clone(&state.active),
+        Arc::clone(&state.resolver),
+        config.activity_tick,
+    );
+    let upgrade = wants_upgrade(request.headers());
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    strip_hop_by_hop(request.headers_mut(), upgrade);
+    let forwarding = Forwarding {
+        client_ip: client.ip(),
+        host,
+        proto: "http",
+        trust_incoming: config.trust_forwarded_headers,
+    };
+    add_forwarding(request.headers_mut(), &forwarding);
+    *request.uri_mut() = origin_form(request.uri());
+    // Upstream connections are HTTP/1.1 so they can be kept alive, whatever
+    // the client spoke.
+    *request.version_mut() = Version::HTTP_11;
+
+    let sent = if upgrade {
+        state.pool.send_fresh(addr, request).await
+    } else {
+        state.pool.send(vm_id, addr, request).await
+    };
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%vm_id, %error, "upstream request failed");
+            return json_error(StatusCode::BAD_GATEWAY, &format!("the service on port {} of {vm_id} did not answer", addr.port()));
+        }
+    };
+    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, response.status()) {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        strip_hop_by_hop(response.headers_mut(), true);
+        let tunnel = Tunnel {
+            client: client_upgrade,
+            upstream: upstream_upgrade,
+            guard: guard.into_tunnel(),
+        };
+        tunnel::spawn(tunnel, config.activity_tick, &state.tunnels, state.hard_stop.clone());
+        return response.map(|_| empty());
+    }
+    strip_hop_by_hop(response.headers_mut(), false);
+    response.map(|body| tracked(body, guard))
+}
+
+/// Path and query only: the guest sees an ordinary origin-form request.
+fn origin_form(uri: &Uri) -> Uri {
+    let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
+    path.parse().unwrap_or_else(|_| Uri::from_static("/"))
+}

@@ -1,0 +1,177 @@
+//! Header rewriting between client and upstream: hop-by-hop headers are
+//! connection-specific and never forwarded (RFC 9110 §7.6.1), except the
+//! `Connection: upgrade` / `Upgrade` pair of a protocol upgrade; forwarding
+//! headers tell the guest who the client was.
+
+use std::net::IpAddr;
+
+use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
+
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+pub(crate) const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub(crate) const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
+pub(crate) const X_FORWARDED_HOST: &str = "x-forwarded-host";
+
+/// Whether the request asks to switch protocols (`Connection: upgrade` plus
+/// an `Upgrade` header), as WebSockets do.
+pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(UPGRADE) && connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
+}
+
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header
+/// names; keeps the upgrade pair when `keep_upgrade`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    let upgrade = if keep_upgrade { headers.get(UPGRADE).cloned() } else { None };
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+        // A client must not be able to make the proxy drop the Host header.
+        .filter(|name| *name != HOST)
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(upgrade) = upgrade {
+        headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(UPGRADE, upgrade);
+    }
+}
+
+/// How forwarding headers are written on the way to the guest.
+#[derive(Debug, Clone)]
+pub(crate) struct Forwarding<'a> {
+    pub client_ip: IpAddr,
+    /// The original `Host` (with port, as the client sent it).
+    pub host: &'a HeaderValue,
+    /// `http`, or what a trusted TLS terminator in front said.
+    pub proto: &'static str,
+    /// Keep `X-Forwarded-Proto`/`-Host` sent by a trusted proxy in front.
+    pub trust_incoming: bool,
+}
+
+/// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
+/// `X-Forwarded-Host` (unless a trusted proxy in front already did).
+pub(crate) fn add_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
+    let previous: Vec<&str> = headers
+        .get_all(X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .map(str::trim)
+        .filter(|value| !value.is_empty())
+        .collect();
+    let client = forwarding.client_ip.to_string();
+    let chain = if previous.is_empty() { client } else { format!("{}, {client}", previous.join(", ")) };
+    if let Ok(value) = HeaderValue::from_str(&chain) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    if !(forwarding.trust_incoming && headers.contains_key(X_FORWARDED_PROTO)) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(forwarding.proto));
+    }
+    if !(forwarding.trust_incoming && headers.contains_key(X_FORWARDED_HOST)) {
+        headers.insert(X_FORWARDED_HOST, forwarding.host.clone());
+    }
+    headers.insert(HOST, forwarding.host.clone());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.append(
+                HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                HeaderValue::from_str(value).unwrap(),
+            );
+        }
+        map
+    }
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut map = headers(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic x"),
+            ("upgrade", "websocket"),
+            ("content-type", "text/plain"),
+            ("host", "a.example.test"),
+        ]);
+        strip_hop_by_hop(&mut map, false);
+        let left: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["content-type", "host"]);
+    }
+
+    #[test]
+    fn keeps_the_upgrade_pair_for_upgrades_only() {
+        let mut map = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        assert!(wants_upgrade(&map));
+        strip_hop_by_hop(&mut map, true);
+        assert_eq!(map.get(CONNECTION).unwrap(), "upgrade");
+        assert_eq!(map.get(UPGRADE).unwrap(), "websocket");
+        assert!(!wants_upgrade(&headers(&[("upgrade", "websocket")])));
+        assert!(!wants_upgrade(&headers(&[("connection", "upgrade")])));
+    }
+
+    #[test]
+    fn connection_header_cannot_remove_host() {
+        let mut map = headers(&[("connection", "host"), ("host", "a.example.test")]);
+        strip_hop_by_hop(&mut map, false);
+        assert_eq!(map.get(HOST).unwrap(), "a.example.test");
+    }
+
+    #[test]
+    fn appends_client_to_forwarded_for_and_sets_proto_and_host() {
+        let host = HeaderValue::from_static("app.example.test:9090");
+        let mut map = headers(&[
+            ("x-forwarded-for", "10.1.1.1"),
+            ("x-forwarded-for", "10.2.2.2"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "spoofed"),
+        ]);
+        let forwarding = Forwarding {
+            client_ip: "127.0.0.1".parse().unwrap(),
+            host: &host,
+            proto: "http",
+            trust_incoming: false,
+        };
+        add_forwarding(&mut map, &forwarding);
+        assert_eq!(map.get(X_FORWARDED_FOR).unwrap(), "10.1.1.1, 10.2.2.2, 127.0.0.1");
+        assert_eq!(map.get(X_FORWARDED_PROTO).unwrap(), "http");
+        assert_eq!(map.get(X_FORWARDED_HOST).unwrap(), "app.example.test:9090");
+        assert_eq!(map.get(HOST).unwrap(), "app.example.test:9090");
+
+        let mut map = headers(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "public.example")]);
+        add_forwarding(&mut map, &Forwarding { trust_incoming: true, ..forwarding });
+        assert_eq!(map.get(X_FORWARDED_FOR).unwrap(), "127.0.0.1");
+        assert_eq!(map.get(X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(map.get(X_FORWARDED_HOST).unwrap(), "public.example");
+    }
+}

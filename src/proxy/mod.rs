@@ -1,0 +1,80 @@
+//! The subdomain reverse proxy: `<subdomain>.<base_domain>` → a VM's port.
+//!
+//! ```text
+//! client ──HTTP/1.1──▶ server (accept, keep-alive, graceful shutdown)
+//!                       └▶ handler: host → subdomain → RouteResolver::resolve
+//!                            ├ NotFound → 404, Unavailable → 503 + Retry-After
+//!                            └ Target → headers rewritten → upstream pool ──▶ guest
+//!                                 ├ response body streamed back (TrackedBody)
+//!                                 └ 101 → tunnel (bidirectional copy)
+//! ```
+//!
+//! The proxy knows nothing about VMs' states: the resolver (implemented by
+//! orchestration) decides, and wakes a sleeping VM before answering, using
+//! [`WakeCoordinator`] (one wake per VM however many requests wait) and
+//! [`wait_port_open`] (forward only once the guest's port accepts), so a
+//! waking VM yields 503 at worst, never 502. Every exchange is counted in
+//! [`ActiveConnections`] while open, for the idle monitor.
+
+mod activity;
+mod body;
+mod handler;
+mod headers;
+mod host;
+mod ready;
+mod resolver;
+mod server;
+mod tunnel;
+mod upstream;
+mod wake;
+
+use std::time::Duration;
+
+pub use activity::ActiveConnections;
+pub use body::ProxyBody;
+pub use host::subdomain_of;
+pub use ready::{wait_port_open, PortWaitError};
+pub use resolver::{ActivityEvent, Resolution, RouteResolver};
+pub use server::{spawn_proxy, ProxyHandle};
+pub use upstream::UpstreamError;
+pub use wake::{WakeCoordinator, WakeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("the proxy listener has no local address: {0}")]
+    ListenerAddress(#[source] std::io::Error),
+}
+
+/// How the proxy behaves. [`ProxyConfig::new`] gives sensible defaults.
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// Routes answer on `<subdomain>.<base_domain>` (HATCH_PROXY_BASE_DOMAIN).
+    pub base_domain: String,
+    /// Giving up on connecting to a running guest (then 502).
+    pub connect_timeout: Duration,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// Idle keep-alive connections kept per VM port.
+    pub max_idle_per_target: usize,
+    /// Idle upstream connections older than this are not reused.
+    pub upstream_idle_timeout: Duration,
+    /// How often an open stream or tunnel reports that it is still active.
+    pub activity_tick: Duration,
+    /// Keep `X-Forwarded-Proto`/`-Host` from clients: only when a trusted
+    /// TLS terminator is the only client of the proxy.
+    pub trust_forwarded_headers: bool,
+}
+
+impl ProxyConfig {
+    pub fn new(base_domain: impl Into<String>) -> Self {
+        Self {
+            base_domain: base_domain.into(),
+            connect_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(30),
+            max_idle_per_target: 32,
+            upstream_idle_timeout: Duration::from_secs(30),
+            activity_tick: Duration::from_secs(10),
+            trust_forwarded_headers: false,
+        }
+    }
+}

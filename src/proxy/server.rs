@@ -1,0 +1,160 @@
+//! Accepting client connections, and shutting down gracefully.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::activity::ActiveConnections;
+use super::handler::{handle, ProxyState};
+use super::resolver::RouteResolver;
+use super::upstream::{PoolConfig, UpstreamPool};
+use super::{ProxyConfig, ProxyError};
+
+/// A running proxy. Dropping it leaves the proxy running; call
+/// [`ProxyHandle::shutdown`] to stop it.
+pub struct ProxyHandle {
+    local_addr: SocketAddr,
+    state: Arc<ProxyState>,
+    stop_accepting: CancellationToken,
+    connections: TaskTracker,
+    accept_loop: JoinHandle<()>,
+}
+
+/// Starts serving on `listener` (already bound, e.g. to HATCH_PROXY_ADDR).
+pub fn spawn_proxy(
+    listener: TcpListener,
+    config: ProxyConfig,
+    resolver: Arc<dyn RouteResolver>,
+) -> Result<ProxyHandle, ProxyError> {
+    let local_addr = listener.local_addr().map_err(ProxyError::ListenerAddress)?;
+    let pool = UpstreamPool::new(PoolConfig {
+        connect_timeout: config.connect_timeout,
+        max_idle_per_target: config.max_idle_per_target,
+        idle_timeout: config.upstream_idle_timeout,
+    });
+    let state = Arc::new(ProxyState {
+        config,
+        resolver,
+        pool,
+        active: ActiveConnections::new(),
+        tunnels: TaskTracker::new(),
+        hard_stop: CancellationToken::new(),
+    });
+    let stop_accepting = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let accept_loop = tokio::spawn(accept_loop(
+        listener,
+        Arc::clone(&state),
+        stop_accepting.clone(),
+        connections.clone(),
+    ));
+    tracing::info!(%local_addr, base_domain = %state.config.base_domain, "proxy listening");
+    Ok(ProxyHandle {
+        local_addr,
+        state,
+        stop_accepting,
+        connections,
+        accept_loop,
+    })
+}
+
+impl ProxyHandle {
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The per-VM activity registry the idle monitor reads.
+    pub fn active_connections(&self) -> Arc<ActiveConnections> {
+        Arc::clone(&self.state.active)
+    }
+
+    /// Closes idle upstream connections to a VM. Call after it is
+    /// snapshotted, stopped or deleted.
+    pub fn forget_vm(&self, vm_id: &str) {
+        self.state.pool.forget_vm(vm_id);
+    }
+
+    /// Idle keep-alive connections to guests right now (for metrics/tests).
+    pub fn idle_upstream_connections(&self) -> usize {
+        self.state.pool.idle_count()
+    }
+
+    /// Stops accepting, lets in-flight requests finish and closes idle
+    /// keep-alive connections; after `grace`, closes whatever is left
+    /// (including open WebSockets).
+    pub async fn shutdown(self, grace: Duration) {
+        self.stop_accepting.cancel();
+        let _ = self.accept_loop.await;
+        self.connections.close();
+        self.state.tunnels.close();
+        let everything = async {
+            self.connections.wait().await;
+            self.state.tunnels.wait().await;
+        };
+        if tokio::time::timeout(grace, everything).await.is_err() {
+            tracing::info!("proxy grace period over; closing remaining connections");
+            self.state.hard_stop.cancel();
+            self.connections.wait().await;
+            self.state.tunnels.wait().await;
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    state: Arc<ProxyState>,
+    stop: CancellationToken,
+    connections: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                connections.spawn(serve_connection(stream, peer, Arc::clone(&state), stop.clone()));
+            }
+            Err(error) => {
+                // Usually out of file descriptors: pause instead of spinning.
+                tracing::warn!(%error, "accepting a proxy connection failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState>, stop: CancellationToken) {
+    let _ = stream.set_nodelay(true);
+    let hard_stop = state.hard_stop.clone();
+    let header_read_timeout = state.config.header_read_timeout;
+    let service = service_fn(move |request| handle(Arc::clone(&state), peer, request));
+    let connection = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_read_timeout)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(connection);
+    let finished = tokio::select! {
+        finished = connection.as_mut() => finished,
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            tokio::select! {
+                finished = connection.as_mut() => finished,
+                _ = hard_stop.cancelled() => return,
+            }
+        }
+    };
+    if let Err(error) = finished {
+        tracing::debug!(%peer, %error, "client connection ended with an error");
+    }
+}

@@ -1,0 +1,188 @@
+//! Connections from the proxy to guest services, kept alive and reused.
+//!
+//! Each (VM, address) has a small pool of idle HTTP/1.1 connections. A
+//! connection goes back to the pool once its response has been read to the
+//! end (hyper reports the sender ready again). Upgrade requests always get a
+//! fresh connection, which then belongs to the tunnel.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("could not connect to {addr}: {reason}")]
+    Connect { addr: SocketAddr, reason: String },
+    #[error("HTTP handshake with {addr} failed: {source}")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+    #[error("{addr} did not answer the request: {source}")]
+    Exchange {
+        addr: SocketAddr,
+        #[source]
+        source: hyper::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub connect_timeout: Duration,
+    pub max_idle_per_target: usize,
+    pub idle_timeout: Duration,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct Target {
+    vm_id: String,
+    addr: SocketAddr,
+}
+
+struct IdleConnection {
+    sender: SendRequest<Incoming>,
+    idle_since: Instant,
+}
+
+type Idle = HashMap<Target, Vec<IdleConnection>>;
+
+#[derive(Clone)]
+pub(crate) struct UpstreamPool {
+    idle: Arc<Mutex<Idle>>,
+    config: PoolConfig,
+}
+
+impl UpstreamPool {
+    pub(crate) fn new(config: PoolConfig) -> Self {
+        Self {
+            idle: Arc::default(),
+            config,
+        }
+    }
+
+    /// Sends `request` over an idle connection if one is usable, else a new one.
+    pub(crate) async fn send(
+        &self,
+        vm_id: &str,
+        addr: SocketAddr,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let target = Target {
+            vm_id: vm_id.to_string(),
+            addr,
+        };
+        while let Some(mut sender) = self.checkout(&target) {
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    self.check_in_when_ready(target, sender);
+                    return Ok(response);
+                }
+                Err(mut failed) => match failed.take_message() {
+                    // The connection closed before the request went out (the
+                    // guest dropped an idle keep-alive): retry on another.
+                    Some(unsent) => request = unsent,
+                    None => return Err(UpstreamError::Exchange { addr, source: failed.into_error() }),
+                },
+            }
+        }
+        let mut sender = self.connect(addr).await?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|source| UpstreamError::Exchange { addr, source })?;
+        self.check_in_when_ready(target, sender);
+        Ok(response)
+    }
+
+    /// Sends `request` on a new connection that is never pooled (upgrades).
+    pub(crate) async fn send_fresh(
+        &self,
+        addr: SocketAddr,
+        request: Request<Incoming>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sender = self.connect(addr).await?;
+        sender
+            .send_request(request)
+            .await
+            .map_err(|source| UpstreamError::Exchange { addr, source })
+    }
+
+    /// Closes the idle connections to a VM (call when it is suspended,
+    /// stopped or deleted: its address may soon belong to another VM).
+    pub(crate) fn forget_vm(&self, vm_id: &str) {
+        lock(&self.idle).retain(|target, _| target.vm_id != vm_id);
+    }
+
+    pub(crate) fn idle_count(&self) -> usize {
+        lock(&self.idle).values().map(Vec::len).sum()
+    }
+
+    fn checkout(&self, target: &Target) -> Option<SendRequest<Incoming>> {
+        let mut idle = lock(&self.idle);
+        let connections = idle.get_mut(target)?;
+        while let Some(connection) = connections.pop() {
+            let fresh = connection.idle_since.elapsed() < self.config.idle_timeout;
+            if fresh && connection.sender.is_ready() {
+                return Some(connection.sender);
+            }
+        }
+        None
+    }
+
+    /// Returns the connection to the pool once its current response has been
+    /// read completely; drops it if it closes instead.
+    fn check_in_when_ready(&self, target: Target, mut sender: SendRequest<Incoming>) {
+        let pool = self.clone();
+        tokio::spawn(async move {
+            if sender.ready().await.is_err() {
+                return;
+            }
+            let mut idle = lock(&pool.idle);
+            let connections = idle.entry(target).or_default();
+            connections.retain(|c| c.idle_since.elapsed() < pool.config.idle_timeout && !c.sender.is_closed());
+            if connections.len() < pool.config.max_idle_per_target {
+                connections.push(IdleConnection {
+                    sender,
+                    idle_since: Instant::now(),
+                });
+            }
+        });
+    }
+
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Incoming>, UpstreamError> {
+        let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| UpstreamError::Connect {
+                addr,
+                reason: format!("timed out after {:?}", self.config.connect_timeout),
+            })?
+            .map_err(|error| UpstreamError::Connect {
+                addr,
+                reason: error.to_string(),
+            })?;
+        // Small requests and responses must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(|source| UpstreamError::Handshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%addr, %error, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+}
+
+fn lock(idle: &Mutex<Idle>) -> MutexGuard<'_, Idle> {
+    idle.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
