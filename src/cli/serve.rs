@@ -11,7 +11,9 @@ use tokio::net::{TcpListener, UnixListener};
 use crate::api::auth::{ensure_admin_key, AdminKeyError};
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError, ListenAddr, ServeArgs};
-use crate::orch::{OrchError, Orchestrator};
+use crate::idle::spawn_idle_monitor;
+use crate::orch::{OrchError, OrchIdleTarget, OrchRouteResolver, Orchestrator};
+use crate::proxy::{spawn_proxy, ProxyConfig, ProxyHandle};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -66,15 +68,39 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let config = Arc::new(Config::from_args(args)?);
     let store = open_state(&config)?;
     let orch = start_orchestrator(config.clone(), store.clone()).await?;
+    let background = start_proxy_and_idle_monitor(&config, &orch).await?;
     let app = api::router(AppState {
         store,
         orch: orch.clone(),
         config: config.clone(),
     });
     let served = serve(&config, app).await;
+    background.idle_monitor.abort();
+    background.proxy.shutdown(SHUTDOWN_GRACE).await;
     // VMs keep running; the next start adopts them.
     orch.shutdown().await;
     served
+}
+
+/// The long-running tasks besides the API, started in one place.
+struct Background {
+    proxy: ProxyHandle,
+    idle_monitor: tokio::task::JoinHandle<()>,
+}
+
+/// The subdomain proxy on HATCH_PROXY_ADDR (waking snapshotted VMs), and the
+/// idle monitor that snapshots routed VMs nobody uses.
+async fn start_proxy_and_idle_monitor(config: &Config, orch: &Arc<Orchestrator>) -> Result<Background, ServeError> {
+    let addr = config.proxy_addr;
+    let bind_error = |source| ServeError::Bind { addr: addr.to_string(), source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let resolver = Arc::new(OrchRouteResolver::new(orch.clone(), config.proxy_wake_timeout));
+    let proxy = spawn_proxy(listener, ProxyConfig::new(config.proxy_base_domain.clone()), resolver)
+        .map_err(|e| ServeError::Bind { addr: addr.to_string(), source: std::io::Error::other(e.to_string()) })?;
+    eprintln!("hatch: proxy listening on {} for *.{}", proxy.local_addr(), config.proxy_base_domain);
+    let target = Arc::new(OrchIdleTarget::new(orch.clone(), proxy.active_connections(), config.idle_timeout));
+    let idle_monitor = spawn_idle_monitor(config.idle_check_interval, target);
+    Ok(Background { proxy, idle_monitor })
 }
 
 async fn serve(config: &Config, app: axum::Router) -> Result<(), ServeError> {

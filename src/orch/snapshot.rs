@@ -45,6 +45,11 @@ impl Orchestrator {
 
     pub async fn snapshot_vm(self: &Arc<Self>, id: &str) -> Result<Snapshot, OrchError> {
         let _guard = self.locks.lock(id).await;
+        self.snapshot_locked(id).await
+    }
+
+    /// Takes a snapshot; the caller holds the VM's lock.
+    pub(super) async fn snapshot_locked(self: &Arc<Self>, id: &str) -> Result<Snapshot, OrchError> {
         let mut vm = self.get_vm(id).await?;
         let snapshotting = self.check(&vm, VmAction::Snapshot)?;
         let handle = self.handle(id).ok_or_else(|| OrchError::Internal(format!("VM {id} has no VMM process")))?;
@@ -146,6 +151,23 @@ impl Orchestrator {
     /// Restores the given snapshot, or the VM's newest one.
     pub async fn restore_vm(self: &Arc<Self>, id: &str, snapshot_id: Option<&str>) -> Result<Vm, OrchError> {
         let _guard = self.locks.lock(id).await;
+        self.restore_locked(id, snapshot_id).await
+    }
+
+    /// Brings a VM back to `running` for a request through the proxy:
+    /// restores a snapshotted VM, accepts one that already runs.
+    pub async fn wake_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
+        let _guard = self.locks.lock(id).await;
+        let vm = self.get_vm(id).await?;
+        match vm.state {
+            VmState::Running => Ok(vm),
+            VmState::Snapshotted => self.restore_locked(id, None).await,
+            other => Err(OrchError::Conflict { field: None, message: format!("VM {id} is {} and cannot be woken", other.as_str()) }),
+        }
+    }
+
+    /// Restores a snapshot; the caller holds the VM's lock.
+    async fn restore_locked(self: &Arc<Self>, id: &str, snapshot_id: Option<&str>) -> Result<Vm, OrchError> {
         let mut vm = self.get_vm(id).await?;
         let restoring = self.check(&vm, VmAction::Restore)?;
         let snapshot = match snapshot_id {

@@ -104,6 +104,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX routes_vm ON routes(vm_id);
     "#,
+    // 3: what the idle monitor saw and decided, shown on the VM.
+    r#"
+    ALTER TABLE vms ADD COLUMN last_activity_at TEXT;
+    ALTER TABLE vms ADD COLUMN idle_status TEXT;
+    "#,
 ];
 
 /// The version a fully migrated database is at.

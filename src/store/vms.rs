@@ -15,7 +15,7 @@ use crate::model::{NetworkIdentity, Vm, VmState};
 
 const COLUMNS: &str = "id, state, image_id, vcpu_count, mem_mib, enable_network, guest_ip, guest_mac, tap_name, \
                        ssh_port, user_data, ssh_authorized_keys, hypervisor, pid, state_reason, ready_at, \
-                       created_at, updated_at";
+                       created_at, updated_at, last_activity_at, idle_status";
 
 /// Columns whose constraint violations callers can act on.
 const UNIQUE_FIELDS: &[&str] = &["id", "guest_ip", "guest_mac", "tap_name", "ssh_port"];
@@ -60,6 +60,8 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
         ready_at: parse_opt_ts("vms", row.get(15)?)?,
         created_at: parse_ts("vms", &created_at)?,
         updated_at: parse_ts("vms", &updated_at)?,
+        last_activity_at: parse_opt_ts("vms", row.get(18)?)?,
+        idle_status: row.get(19)?,
     })
 }
 
@@ -85,6 +87,8 @@ fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
         Box::new(opt_ts(&vm.ready_at)),
         Box::new(ts(&vm.created_at)),
         Box::new(ts(&vm.updated_at)),
+        Box::new(opt_ts(&vm.last_activity_at)),
+        Box::new(vm.idle_status.clone()),
     ]
 }
 
@@ -107,7 +111,7 @@ fn update_row(conn: &Connection, vm: &Vm) -> Result<bool, StoreError> {
 impl Store {
     /// Inserts a new VM; a taken id or network value is `Conflict` naming the field.
     pub fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
-        let placeholders: Vec<String> = (1..=18).map(|i| format!("?{i}")).collect();
+        let placeholders: Vec<String> = (1..=20).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO vms ({COLUMNS}) VALUES ({})", placeholders.join(", "));
         let values = to_params(vm);
         self.lock()

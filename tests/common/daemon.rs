@@ -61,6 +61,8 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
         ready_at: None,
         created_at: now(),
         updated_at: now(),
+        last_activity_at: None,
+        idle_status: None,
     }
 }
 
