@@ -26,7 +26,8 @@ impl OrchIdleTarget {
 
     async fn inputs_for(&self, vm: &Vm) -> IdleInputs {
         let store = &self.orch.store;
-        let has_routes = store.list_routes(&vm.id).map(|routes| !routes.is_empty()).unwrap_or(false);
+        let routes = store.list_routes(&vm.id).unwrap_or_default();
+        let has_routes = !routes.is_empty();
         let last_activity = self.activity.last_activity(&vm.id).max(vm.last_activity_at);
         // When conntrack cannot be read, assume someone is logged in: never
         // suspend a VM that might be in use.
@@ -42,6 +43,9 @@ impl OrchIdleTarget {
             .ok()
             .and_then(|events| events.into_iter().rev().find(|e| e.to_state == VmState::Running).map(|e| e.at))
             .unwrap_or(vm.created_at);
+        // Idle time counts from when the VM became reachable through the
+        // proxy, not from a boot that happened before it had any route.
+        let started_at = routes.iter().map(|route| route.created_at).min().map_or(started_at, |routed| routed.max(started_at));
         IdleInputs {
             state: vm.state,
             has_routes,
