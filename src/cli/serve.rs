@@ -46,8 +46,8 @@ pub async fn start_orchestrator(config: Arc<Config>, store: Store) -> Result<Arc
     Ok(Orchestrator::start(config, store).await?)
 }
 
-/// Opens the data directory and database, and makes the admin key on first start.
-pub fn open_state(config: &Config) -> Result<Store, ServeError> {
+/// Creates the data directory if needed and opens the database in it.
+pub fn open_store(config: &Config) -> Result<Store, ServeError> {
     let data_dir = &config.data_dir;
     // VM disks, keys and the database live here: owner only. An existing
     // directory keeps its mode (it may be shared, like /tmp).
@@ -55,7 +55,12 @@ pub fn open_state(config: &Config) -> Result<Store, ServeError> {
         path: data_dir.clone(),
         source,
     })?;
-    let store = Store::open(&config.db_path())?;
+    Ok(Store::open(&config.db_path())?)
+}
+
+/// Opens the data directory and database, and makes the admin key on first start.
+pub fn open_state(config: &Config) -> Result<Store, ServeError> {
+    let store = open_store(config)?;
     if let Some(path) = ensure_admin_key(&store, &config.admin_key_path())? {
         eprintln!("hatch: first start: wrote an admin API key to {}", path.display());
     }

@@ -27,7 +27,7 @@ mod minimal;
 mod modules;
 mod parts;
 mod register;
-mod tools;
+pub mod tools;
 mod unpack;
 
 pub use apt::{parse_show, PackageInfo};

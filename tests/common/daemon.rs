@@ -223,7 +223,7 @@ pub fn test_public_key() -> String {
     )
 }
 
-/// Files that look like a kernel (ELF or bzImage header) and an initrd.
+/// Files that look like a kernel (ELF or bzImage header) and an initrd (a cpio archive).
 pub fn fake_boot_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     let elf = dir.join("vmlinux");
     let mut bytes = b"\x7fELF".to_vec();
@@ -233,7 +233,14 @@ pub fn fake_boot_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     let mut bytes = vec![0u8; 4096];
     bytes[0x202..0x206].copy_from_slice(b"HdrS");
     std::fs::write(&bz, &bytes).unwrap();
+    // A real (tiny) newc cpio archive, zero-padded to 2048 bytes as the
+    // kernel allows.
     let initrd = dir.join("initrd.img");
-    std::fs::write(&initrd, vec![1u8; 2048]).unwrap();
+    let mut cpio = hatch::image::CpioWriter::new(Vec::new());
+    cpio.file("init", 0o755, b"#!/bin/sh\n").unwrap();
+    let mut bytes = cpio.finish().unwrap();
+    assert!(bytes.len() <= 2048);
+    bytes.resize(2048, 0);
+    std::fs::write(&initrd, &bytes).unwrap();
     (elf, bz, initrd)
 }
