@@ -223,14 +223,20 @@ pub fn test_public_key() -> String {
     )
 }
 
-/// Files that look like a kernel (ELF or bzImage header) and an initrd (a cpio archive).
+/// Files that pass for kernels (x86_64 ELF and bzImage headers) and an initrd (a cpio archive).
 pub fn fake_boot_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    // An ELF64 little-endian x86_64 header with no program headers.
     let elf = dir.join("vmlinux");
-    let mut bytes = b"\x7fELF".to_vec();
-    bytes.resize(4096, 0);
+    let mut bytes = vec![0u8; 4096];
+    bytes[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    bytes[18..20].copy_from_slice(&62u16.to_le_bytes());
+    bytes[32..40].copy_from_slice(&64u64.to_le_bytes());
+    bytes[54..56].copy_from_slice(&56u16.to_le_bytes());
     std::fs::write(&elf, &bytes).unwrap();
+    // The x86 boot sector flag and the setup header magic.
     let bz = dir.join("bzImage");
     let mut bytes = vec![0u8; 4096];
+    bytes[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
     bytes[0x202..0x206].copy_from_slice(b"HdrS");
     std::fs::write(&bz, &bytes).unwrap();
     // A real (tiny) newc cpio archive, zero-padded to 2048 bytes as the
