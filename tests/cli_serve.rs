@@ -9,36 +9,14 @@ mod common;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::Duration;
 
-use common::daemon::fake_boot_files;
+use common::daemon::{fake_boot_files, hatch_command_in};
 use common::netns::TestNetns;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use serde_json::Value;
-
-const HATCH: &str = env!("CARGO_BIN_EXE_hatch");
-
-/// `hatch` with a clean HATCH_* environment plus `vars`, inside `netns` when given.
-fn hatch_command_in(netns: Option<&TestNetns>, args: &[&str], vars: &[(&str, &str)]) -> Command {
-    let mut command = match netns {
-        Some(netns) => {
-            let mut command = Command::new("ip");
-            command.args(["netns", "exec", netns.name(), HATCH]);
-            command
-        }
-        None => Command::new(HATCH),
-    };
-    command.args(args).stdin(Stdio::null());
-    for (name, _) in std::env::vars() {
-        if name.starts_with("HATCH_") {
-            command.env_remove(name);
-        }
-    }
-    command.envs(vars.iter().copied());
-    command
-}
 
 /// `hatch` in this namespace: only for what never reaches orchestration.
 fn hatch(args: &[&str], vars: &[(&str, &str)]) -> Output {

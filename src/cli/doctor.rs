@@ -45,13 +45,21 @@ struct Report {
 }
 
 fn check(name: &str, ok: bool, detail: String) -> DoctorCheck {
-    DoctorCheck { name: name.to_string(), ok, detail }
+    DoctorCheck {
+        name: name.to_string(),
+        ok,
+        detail,
+    }
 }
 
 fn runtime_tool((program, package, why): (&str, &str, &str)) -> DoctorCheck {
     match find_on_path(program) {
         Some(path) => check(program, true, format!("{} ({why})", path.display())),
-        None => check(program, false, format!("not on PATH; install the Debian package `{package}` ({why})")),
+        None => check(
+            program,
+            false,
+            format!("not on PATH; install the Debian package `{package}` ({why})"),
+        ),
     }
 }
 
@@ -66,7 +74,10 @@ fn build_tool((tool, why): (Tool, &str)) -> DoctorCheck {
 /// whether the whole configuration is valid.
 fn settings() -> (HypervisorSettings, DoctorCheck) {
     match Config::from_env() {
-        Ok(config) => (config.hypervisor, check("configuration", true, "HATCH_* variables are valid".into())),
+        Ok(config) => (
+            config.hypervisor,
+            check("configuration", true, "HATCH_* variables are valid".into()),
+        ),
         Err(error) => {
             let invalid = check("configuration", false, format!("hatch serve would not start: {error}"));
             // Still explain the hypervisor choice from the variables that govern it.
@@ -84,7 +95,11 @@ async fn daemon_check(args: &ClientArgs) -> DoctorCheck {
         Ok(health) => check(
             "daemon",
             true,
-            format!("{} answers (version {})", args.url, health["version"].as_str().unwrap_or("?")),
+            format!(
+                "{} answers (version {})",
+                args.url,
+                health["version"].as_str().unwrap_or("?")
+            ),
         ),
         Err(error) => check("daemon", false, error.to_string()),
     }
@@ -93,7 +108,9 @@ async fn daemon_check(args: &ClientArgs) -> DoctorCheck {
 async fn gather(args: &ClientArgs) -> Report {
     let (settings, config_check) = settings();
     // Probing runs each binary's --version: blocking, so off the runtime.
-    let probed = tokio::task::spawn_blocking(move || doctor_checks(&settings)).await.unwrap_or_default();
+    let probed = tokio::task::spawn_blocking(move || doctor_checks(&settings))
+        .await
+        .unwrap_or_default();
     let (choice, mut checks): (Vec<_>, Vec<_>) = probed.into_iter().partition(|c| c.name == CHOICE_CHECK);
     let hypervisor = choice
         .into_iter()
@@ -108,8 +125,11 @@ async fn gather(args: &ClientArgs) -> Report {
 
 fn print(report: &Report) {
     let status = |ok: bool| if ok { "ok" } else { "FAIL" }.to_string();
-    let rows: Vec<Vec<String>> =
-        report.checks.iter().map(|c| vec![status(c.ok), c.name.clone(), c.detail.clone()]).collect();
+    let rows: Vec<Vec<String>> = report
+        .checks
+        .iter()
+        .map(|c| vec![status(c.ok), c.name.clone(), c.detail.clone()])
+        .collect();
     output::table(&["", "CHECK", "DETAIL"], &rows);
     println!();
     if report.hypervisor.ok {
@@ -124,7 +144,9 @@ pub async fn run(args: &ClientArgs) -> Result<(), CliError> {
     output::show(args.json, &report, print);
     let config_ok = report.checks.iter().all(|c| c.name != "configuration" || c.ok);
     if !report.hypervisor.ok || !config_ok {
-        return Err(CliError::Local("the daemon could not start on this host as configured".into()));
+        return Err(CliError::Local(
+            "the daemon could not start on this host as configured".into(),
+        ));
     }
     Ok(())
 }

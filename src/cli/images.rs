@@ -74,7 +74,11 @@ pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliErro
                 login_user,
                 boot_args,
             };
-            let image: Image = match args.client()?.call(Method::POST, "/images", Some(&register_body(&request))).await {
+            let image: Image = match args
+                .client()?
+                .call(Method::POST, "/images", Some(&register_body(&request)))
+                .await
+            {
                 // Without a daemon, the same checks run here and the image goes straight into the database.
                 Err(CliError::Unreachable { .. }) => {
                     let image = register_image(&request).map_err(local)?;

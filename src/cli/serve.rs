@@ -51,10 +51,14 @@ pub fn open_store(config: &Config) -> Result<Store, ServeError> {
     let data_dir = &config.data_dir;
     // VM disks, keys and the database live here: owner only. An existing
     // directory keeps its mode (it may be shared, like /tmp).
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(|source| ServeError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|source| ServeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
     Ok(Store::open(&config.db_path())?)
 }
 

@@ -250,3 +250,26 @@ pub fn fake_boot_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&initrd, &bytes).unwrap();
     (elf, bz, initrd)
 }
+
+/// The `hatch` binary with a clean HATCH_* environment plus `vars`, run
+/// inside `netns` when given (`ip netns exec` execs it, so the child's pid
+/// is hatch's).
+pub fn hatch_command_in(netns: Option<&TestNetns>, args: &[&str], vars: &[(&str, &str)]) -> std::process::Command {
+    const HATCH: &str = env!("CARGO_BIN_EXE_hatch");
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", netns.name(), HATCH]);
+            command
+        }
+        None => std::process::Command::new(HATCH),
+    };
+    command.args(args).stdin(std::process::Stdio::null());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("HATCH_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(vars.iter().copied());
+    command
+}
