@@ -22,11 +22,12 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     Unavailable,
     Timeout,
+    SnapshotCorrupt,
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::InvalidField,
         ErrorKind::InvalidJson,
         ErrorKind::Unauthorized,
@@ -37,6 +38,7 @@ impl ErrorKind {
         ErrorKind::UnsupportedMediaType,
         ErrorKind::Unavailable,
         ErrorKind::Timeout,
+        ErrorKind::SnapshotCorrupt,
         ErrorKind::Internal,
     ];
 
@@ -51,6 +53,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::SnapshotCorrupt => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,6 +70,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::SnapshotCorrupt => "snapshot_corrupt",
             ErrorKind::Internal => "internal",
         }
     }
@@ -159,6 +163,7 @@ impl From<OrchError> for ApiError {
             OrchError::TooLarge { field, message } => ApiError::field(ErrorKind::TooLarge, field, message),
             OrchError::Exhausted { message } => ApiError::new(ErrorKind::Unavailable, message),
             OrchError::Timeout { message } => ApiError::new(ErrorKind::Timeout, message),
+            OrchError::Corrupt { message } => ApiError::new(ErrorKind::SnapshotCorrupt, message),
             OrchError::Internal(message) => ApiError::internal(message),
         }
     }

@@ -12,6 +12,7 @@ pub mod images;
 pub mod json;
 mod keys;
 pub mod openapi;
+mod snapshots;
 mod templates;
 pub mod validate;
 pub mod vms;
@@ -87,6 +88,10 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/vms/{id}/start", Key, post(vms::start)),
         route(M::GET, "/vms/{id}/logs", Key, get(vms::logs)),
         route(M::GET, "/vms/{id}/events", Key, get(vms::events)),
+        route(M::POST, "/vms/{id}/snapshot", Key, post(snapshots::create)),
+        route(M::POST, "/vms/{id}/restore", Key, post(snapshots::restore)),
+        route(M::GET, "/vms/{id}/snapshots", Key, get(snapshots::list)),
+        route(M::DELETE, "/snapshots/{id}", Key, delete(snapshots::delete)),
         route(M::POST, "/keys", Key, post(keys::create)),
         route(M::GET, "/keys", Key, get(keys::list)),
         route(M::DELETE, "/keys/{id}", Key, delete(keys::revoke)),

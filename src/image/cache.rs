@@ -21,7 +21,8 @@ pub struct CacheKey {
 impl CacheKey {
     pub fn add(&mut self, name: &str, value: &str) -> &mut Self {
         // Length-prefixed so that no two different input lists collide.
-        self.text.push_str(&format!("{}:{name}={}:{value}\n", name.len(), value.len()));
+        self.text
+            .push_str(&format!("{}:{name}={}:{value}\n", name.len(), value.len()));
         self
     }
 
@@ -43,7 +44,9 @@ where
     F: FnOnce(PathBuf) -> Fut,
     Fut: std::future::Future<Output = Result<(), ImageError>>,
 {
-    let entry = cache_dir.join("images").join(format!("{profile}-{}", key.digest()));
+    let entry = cache_dir
+        .join("images")
+        .join(format!("{profile}-{}", key.digest()));
     let _lock = FileLock::acquire(&entry.with_extension("lock")).await?;
     if entry.is_dir() {
         progress(ProgressEvent::CacheHit { key: key.digest() });
@@ -59,7 +62,10 @@ where
 /// Cached artefacts are shared by hard links with every image made from
 /// them: nobody may write to them in place.
 fn make_read_only(dir: &Path) -> Result<(), ImageError> {
-    for entry in std::fs::read_dir(dir).map_err(|e| ImageError::io("listing", dir, e))?.flatten() {
+    for entry in std::fs::read_dir(dir)
+        .map_err(|e| ImageError::io("listing", dir, e))?
+        .flatten()
+    {
         let path = entry.path();
         if path.is_file() {
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o444))
@@ -71,7 +77,12 @@ fn make_read_only(dir: &Path) -> Result<(), ImageError> {
 
 /// Creates `images_dir/<id>/` holding `files` from the cache entry (hard
 /// links where possible), all or nothing.
-pub fn install_from_cache(entry: &Path, images_dir: &Path, id: &str, files: &[&str]) -> Result<PathBuf, ImageError> {
+pub fn install_from_cache(
+    entry: &Path,
+    images_dir: &Path,
+    id: &str,
+    files: &[&str],
+) -> Result<PathBuf, ImageError> {
     let final_dir = images_dir.join(id);
     let staging = StagingDir::beside(&final_dir)?;
     for file in files {

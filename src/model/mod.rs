@@ -4,10 +4,12 @@
 //! responses and persisted (field for field) by the store.
 
 mod image;
+mod snapshot;
 mod template;
 mod vm;
 
 pub use image::{Image, ImageProfile, KernelFormat};
+pub use snapshot::Snapshot;
 pub use template::Template;
 pub use vm::{NetworkIdentity, Vm, VmState};
 

@@ -14,6 +14,7 @@ mod ledger;
 mod lifecycle;
 mod locks;
 mod reconcile;
+mod snapshot;
 mod supervise;
 pub mod transitions;
 

@@ -9,6 +9,7 @@ mod events;
 mod images;
 mod keys;
 pub mod migrations;
+mod snapshots;
 mod templates;
 mod vms;
 

@@ -127,6 +127,13 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             ..op("Serial console tail", "vms", (200, "console text", Some("text")), &[400, 404])
         }),
         ("get", "/vms/{id}/events", op("The VM's state changes, oldest first", "vms", (200, "state changes", Some("[VmEvent]")), &[404])),
+        ("post", "/vms/{id}/snapshot", op("Save a running VM (memory, state, disk) and stop its VMM; it keeps its network identity", "snapshots", (201, "snapshot taken", Some("Snapshot")), &[404, 409, 503])),
+        ("post", "/vms/{id}/restore", Op {
+            body: Some("RestoreVm"),
+            ..op("Restore a snapshotted VM (newest snapshot unless snapshot_id is given)", "snapshots", (200, "running again", Some("Vm")), &[400, 404, 409, 422, 503])
+        }),
+        ("get", "/vms/{id}/snapshots", op("A VM's complete snapshots, newest first", "snapshots", (200, "snapshots", Some("[Snapshot]")), &[404])),
+        ("delete", "/snapshots/{id}", op("Delete a snapshot", "snapshots", (204, "deleted", None), &[404])),
         ("post", "/keys", Op {
             body: Some("CreateKey"),
             ..op("Create an API key (shown once)", "keys", (201, "created", Some("NewApiKey")), BAD)

@@ -210,6 +210,29 @@ pub fn all() -> Map<String, Value> {
             &["vm_id", "from_state", "to_state", "reason", "at"],
         ),
     );
+    add(
+        "Snapshot",
+        object(
+            json!({
+                "id": { "type": "string" },
+                "vm_id": { "type": "string" },
+                "created_at": timestamp(),
+                "hypervisor": { "type": "string", "enum": ["qemu", "firecracker"] },
+                "artefacts": { "type": "array", "items": object(json!({
+                    "name": { "type": "string" },
+                    "size_bytes": { "type": "integer", "description": "Logical size of the saved file" },
+                    "compressed_bytes": { "type": "integer", "description": "Size as stored (zstd)" },
+                    "sha256": { "type": "string", "description": "SHA-256 of the stored artefact, checked before restore" }
+                }), &["name", "size_bytes", "compressed_bytes", "sha256"]) },
+                "total_bytes": { "type": "integer" }
+            }),
+            &["id", "vm_id", "created_at", "hypervisor", "artefacts", "total_bytes"],
+        ),
+    );
+    add(
+        "RestoreVm",
+        object(json!({ "snapshot_id": { "type": "string", "description": "Default: the newest snapshot" } }), &[]),
+    );
     let key_properties = json!({
         "id": { "type": "string" },
         "name": { "type": "string" },
