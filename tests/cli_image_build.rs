@@ -115,3 +115,33 @@ fn a_bad_name_is_refused_before_building_anything() {
         serde_json::json!([])
     );
 }
+
+#[test]
+fn register_without_a_daemon_checks_the_files_and_stores_the_image() {
+    let root = tempfile::tempdir().unwrap();
+    let env = offline_env(root.path());
+    let (elf, _, initrd) = common::daemon::fake_boot_files(root.path());
+    let (elf, initrd) = (elf.to_str().unwrap(), initrd.to_str().unwrap());
+
+    let refused = hatch(
+        &["image", "register", "--name", "r", "--kernel", elf, "--initrd", elf],
+        &env,
+    );
+    assert!(!refused.status.success(), "an ELF file is no initrd");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("initrd_path"));
+
+    let image = json_of(&hatch(
+        &[
+            "image", "register", "--json", "--name", "r", "--kernel", elf, "--initrd", initrd,
+        ],
+        &env,
+    ));
+    assert_eq!(
+        (image["profile"].as_str(), image["kernel_path"].as_str()),
+        (Some("registered"), Some(elf))
+    );
+    assert_eq!(
+        json_of(&hatch(&["image", "list", "--json"], &env)),
+        Value::Array(vec![image])
+    );
+}
