@@ -56,7 +56,7 @@ async fn a_malformed_authorization_header_is_401() {
 /// A request with a hand-made Authorization header (the client only sends "Bearer <key>").
 async fn raw_with_authorization(api: &TestApi, value: &str) -> (u16, serde_json::Value) {
     use http_body_util::{BodyExt, Empty};
-    let stream = tokio::net::TcpStream::connect(api.addr).await.unwrap();
+    let stream = tokio::net::UnixStream::connect(&api.socket).await.unwrap();
     let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
         .await
         .unwrap();

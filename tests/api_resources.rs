@@ -97,6 +97,10 @@ async fn image_registration_checks_the_files() {
             "initrd_path",
         ),
         (
+            json!({ "name": "x", "kernel_path": elf, "initrd_path": elf }),
+            "initrd_path",
+        ),
+        (
             json!({ "name": "x", "kernel_path": elf, "rootfs_path": "/nonexistent" }),
             "rootfs_path",
         ),

@@ -48,16 +48,25 @@ pub async fn start_orchestrator(config: Arc<Config>, store: Store) -> Result<Arc
     Ok(Orchestrator::start(config, store).await?)
 }
 
-/// Opens the data directory and database, and makes the admin key on first start.
-pub fn open_state(config: &Config) -> Result<Store, ServeError> {
+/// Creates the data directory if needed and opens the database in it.
+pub fn open_store(config: &Config) -> Result<Store, ServeError> {
     let data_dir = &config.data_dir;
     // VM disks, keys and the database live here: owner only. An existing
     // directory keeps its mode (it may be shared, like /tmp).
-    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(|source| ServeError::DataDir {
-        path: data_dir.clone(),
-        source,
-    })?;
-    let store = Store::open(&config.db_path())?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|source| ServeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+    Ok(Store::open(&config.db_path())?)
+}
+
+/// Opens the data directory and database, and makes the admin key on first start.
+pub fn open_state(config: &Config) -> Result<Store, ServeError> {
+    let store = open_store(config)?;
     if let Some(path) = ensure_admin_key(&store, &config.admin_key_path())? {
         eprintln!("hatch: first start: wrote an admin API key to {}", path.display());
     }

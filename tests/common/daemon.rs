@@ -1,5 +1,6 @@
 //! Fixtures for the daemon area's tests: sample domain objects, a temp data
-//! dir with a store, and a real API server on 127.0.0.1:0 with a real client.
+//! dir with a store, and a real API server (inside a test network namespace,
+//! on a Unix socket) with a real client.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -66,29 +67,52 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
     }
 }
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
 use hatch::api::{router, AppState};
 use hatch::cli::http::{Client, Endpoint};
 use hatch::config::Config;
+use hatch::orch::Orchestrator;
 use hatch::store::Store;
 use serde_json::Value;
 
-/// A real API server on 127.0.0.1:<random port> over a fresh data directory,
-/// with its first-start admin key.
+use super::netns::{NsRuntime, TestNetns};
+
+/// A real API server over a fresh data directory, with its first-start admin
+/// key. The orchestrator (bridge, firewall, dnsmasq) and the server run on a
+/// runtime inside a network namespace of their own, so the host's namespace
+/// is never touched; the API is served on a Unix socket, which the test
+/// reaches from any namespace.
 pub struct TestApi {
     pub dir: tempfile::TempDir,
     pub store: Store,
-    pub addr: SocketAddr,
+    pub socket: PathBuf,
     pub admin_key: String,
-    server: tokio::task::JoinHandle<()>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    orch: Option<Arc<Orchestrator>>,
+    runtime: Option<NsRuntime>,
+    netns: Option<TestNetns>,
 }
 
 impl Drop for TestApi {
+    /// Server first, then the orchestrator's shutdown, then the runtime, and
+    /// the namespace last (which kills whatever still runs in it).
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        if let (Some(runtime), Some(orch)) = (&self.runtime, self.orch.take()) {
+            // A panic here must not abort a test that is already unwinding.
+            let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.run(async move { orch.shutdown().await })
+            }));
+            if stopped.is_err() {
+                eprintln!("TestApi: orchestrator shutdown panicked");
+            }
+        }
+        drop(self.runtime.take());
+        drop(self.netns.take());
     }
 }
 
@@ -101,34 +125,47 @@ impl TestApi {
             .expect("admin.key")
             .trim()
             .to_string();
-        let orch = hatch::cli::serve::start_orchestrator(config.clone(), store.clone())
-            .await
-            .expect("orchestrator");
-        let app = router(AppState {
-            store: store.clone(),
-            orch,
-            config,
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
-        });
+        let socket = dir.path().join("api.sock");
+        let netns = TestNetns::new();
+        let runtime = netns.runtime();
+        let (orch, server) = {
+            let (store, socket) = (store.clone(), socket.clone());
+            runtime.run(async move {
+                let orch = hatch::cli::serve::start_orchestrator(config.clone(), store.clone())
+                    .await
+                    .expect("orchestrator");
+                let app = router(AppState {
+                    store,
+                    orch: orch.clone(),
+                    config,
+                });
+                let listener = tokio::net::UnixListener::bind(&socket).expect("bind the API socket");
+                let server = tokio::spawn(async move {
+                    axum::serve(listener, app).await.expect("serve");
+                });
+                (orch, server)
+            })
+        };
         TestApi {
             dir,
             store,
-            addr,
+            socket,
             admin_key,
-            server,
+            server: Some(server),
+            orch: Some(orch),
+            runtime: Some(runtime),
+            netns: Some(netns),
         }
+    }
+
+    /// The namespace the daemon's host networking lives in.
+    pub fn netns(&self) -> &TestNetns {
+        self.netns.as_ref().expect("namespace lives as long as the TestApi")
     }
 
     pub fn client(&self, key: Option<&str>) -> Client {
         Client {
-            endpoint: Endpoint::Tcp {
-                host: self.addr.ip().to_string(),
-                port: self.addr.port(),
-            },
+            endpoint: Endpoint::Unix(self.socket.clone()),
             api_key: key.map(str::to_string),
         }
     }
@@ -188,17 +225,53 @@ pub fn test_public_key() -> String {
     )
 }
 
-/// Files that look like a kernel (ELF or bzImage header) and an initrd.
+/// Files that pass for kernels (x86_64 ELF and bzImage headers) and an initrd (a cpio archive).
 pub fn fake_boot_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    // An ELF64 little-endian x86_64 header with no program headers.
     let elf = dir.join("vmlinux");
-    let mut bytes = b"\x7fELF".to_vec();
-    bytes.resize(4096, 0);
+    let mut bytes = vec![0u8; 4096];
+    bytes[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    bytes[18..20].copy_from_slice(&62u16.to_le_bytes());
+    bytes[32..40].copy_from_slice(&64u64.to_le_bytes());
+    bytes[54..56].copy_from_slice(&56u16.to_le_bytes());
     std::fs::write(&elf, &bytes).unwrap();
+    // The x86 boot sector flag and the setup header magic.
     let bz = dir.join("bzImage");
     let mut bytes = vec![0u8; 4096];
+    bytes[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
     bytes[0x202..0x206].copy_from_slice(b"HdrS");
     std::fs::write(&bz, &bytes).unwrap();
+    // A real (tiny) newc cpio archive, zero-padded to 2048 bytes as the
+    // kernel allows.
     let initrd = dir.join("initrd.img");
-    std::fs::write(&initrd, vec![1u8; 2048]).unwrap();
+    let mut cpio = hatch::image::CpioWriter::new(Vec::new());
+    cpio.file("init", 0o755, b"#!/bin/sh\n").unwrap();
+    let mut bytes = cpio.finish().unwrap();
+    assert!(bytes.len() <= 2048);
+    bytes.resize(2048, 0);
+    std::fs::write(&initrd, &bytes).unwrap();
     (elf, bz, initrd)
+}
+
+/// The `hatch` binary with a clean HATCH_* environment plus `vars`, run
+/// inside `netns` when given (`ip netns exec` execs it, so the child's pid
+/// is hatch's).
+pub fn hatch_command_in(netns: Option<&TestNetns>, args: &[&str], vars: &[(&str, &str)]) -> std::process::Command {
+    const HATCH: &str = env!("CARGO_BIN_EXE_hatch");
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", netns.name(), HATCH]);
+            command
+        }
+        None => std::process::Command::new(HATCH),
+    };
+    command.args(args).stdin(std::process::Stdio::null());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("HATCH_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(vars.iter().copied());
+    command
 }
