@@ -28,7 +28,7 @@ mod modules;
 mod parts;
 mod register;
 mod rootfs;
-mod tools;
+pub mod tools;
 mod unpack;
 
 pub use apt::{parse_show, PackageInfo};
