@@ -77,6 +77,41 @@ async fn rebuilding_with_identical_inputs_reuses_the_cache() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn cache_entries_unused_for_a_week_are_pruned_after_a_build() {
+    let env = test_build_env();
+    let entries_dir = env.cache_dir.join("images");
+    std::fs::create_dir_all(&entries_dir).unwrap();
+    let suffix = hatch::model::random_id("test", 8);
+    let (old, recent) = (
+        entries_dir.join(format!("minimal-old{suffix}")),
+        entries_dir.join(format!("minimal-new{suffix}")),
+    );
+    for dir in [&old, &recent] {
+        std::fs::create_dir(dir).unwrap();
+        std::fs::write(dir.join("vmlinux"), b"stale").unwrap();
+    }
+    let eight_days_ago =
+        std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600);
+    std::fs::File::open(&old)
+        .unwrap()
+        .set_modified(eight_days_ago)
+        .unwrap();
+
+    let request = BuildRequest {
+        profile: ImageProfile::Minimal,
+        name: None,
+    };
+    let image = build_image(&request, &env, &|_| {}).await.expect("build");
+    assert!(!old.exists(), "an entry unused for 8 days survived");
+    assert!(recent.exists(), "a recently used entry was pruned");
+    assert!(
+        image.kernel_path.unwrap().exists(),
+        "the entry just used was pruned"
+    );
+    std::fs::remove_dir_all(&recent).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn minimal_initramfs_holds_init_busybox_dropbear_and_modules() {
     let image = minimal_image().await;
     let initrd = image.initrd_path.expect("initramfs");

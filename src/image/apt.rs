@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::apt_sources::AptSource;
 use super::fsutil::{create_dir_all, StagingDir};
-use super::lock::FileLock;
+use super::lock::{lock_path, FileLock};
 use super::tools::{self, APT_CACHE, APT_GET};
 use super::{ImageError, ProgressEvent, ProgressFn};
 use crate::sys::cmd::CmdError;
@@ -159,7 +159,7 @@ impl Apt {
     /// updating and reading the lists. (flock is per open file: never take
     /// it twice in one task.)
     pub async fn lock(&self) -> Result<FileLock, ImageError> {
-        FileLock::acquire(&self.dir.with_extension("lock")).await
+        FileLock::acquire(&lock_path(&self.dir)).await
     }
 
     /// Refreshes the package lists (call with [`Apt::lock`] held). When the
@@ -290,8 +290,9 @@ impl Apt {
             package.name,
             package.version.replace(':', "%3a")
         ));
-        let _lock = FileLock::acquire(&dir.with_extension("lock")).await?;
+        let _lock = FileLock::acquire(&lock_path(&dir)).await?;
         if let Some(deb) = find_deb(&dir) {
+            super::cache::mark_used(&dir);
             return Ok(deb);
         }
         progress(ProgressEvent::Download {

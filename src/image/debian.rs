@@ -35,37 +35,38 @@ pub async fn build(
     }
     key.add("rootfs", &rootfs::recipe_fingerprint());
 
-    let entry = get_or_build(&env.cache_dir, "debian", &key, progress, |out| async move {
-        let work = StagingDir::beside(&env.cache_dir.join("work").join("debian"))?;
-        let kernel = build_kernel_and_initramfs(
-            &apt,
-            &packages,
-            InitMode::SwitchRoot,
-            work.path(),
-            &out,
-            progress,
-        )
+    let (entry, _entry_lock) =
+        get_or_build(&env.cache_dir, "debian", &key, progress, |out| async move {
+            let work = StagingDir::beside(&env.cache_dir.join("work").join("debian"))?;
+            let kernel = build_kernel_and_initramfs(
+                &apt,
+                &packages,
+                InitMode::SwitchRoot,
+                work.path(),
+                &out,
+                progress,
+            )
+            .await?;
+            let tree = work.path().join("rootfs");
+            create_dir_all(&tree)?;
+            let (count, bytes) = apt.closure_download_size(&ROOTFS_PACKAGES).await?;
+            progress(ProgressEvent::BulkDownload {
+                what: format!("Debian {} root filesystem", super::apt_sources::SUITE),
+                packages: count,
+                bytes,
+            });
+            rootfs::bootstrap(&tree, apt.sources()).await?;
+            progress(ProgressEvent::Step(
+                "configuring the root filesystem for cloud-init".into(),
+            ));
+            rootfs::customise(&tree, &kernel.root, &kernel.version).await?;
+            progress(ProgressEvent::Step(format!(
+                "making the ext4 image ({})",
+                rootfs::ROOTFS_SIZE
+            )));
+            rootfs::make_ext4(&tree, &out.join(ROOTFS)).await
+        })
         .await?;
-        let tree = work.path().join("rootfs");
-        create_dir_all(&tree)?;
-        let (count, bytes) = apt.closure_download_size(&ROOTFS_PACKAGES).await?;
-        progress(ProgressEvent::BulkDownload {
-            what: format!("Debian {} root filesystem", super::apt_sources::SUITE),
-            packages: count,
-            bytes,
-        });
-        rootfs::bootstrap(&tree, apt.sources()).await?;
-        progress(ProgressEvent::Step(
-            "configuring the root filesystem for cloud-init".into(),
-        ));
-        rootfs::customise(&tree, &kernel.root, &kernel.version).await?;
-        progress(ProgressEvent::Step(format!(
-            "making the ext4 image ({})",
-            rootfs::ROOTFS_SIZE
-        )));
-        rootfs::make_ext4(&tree, &out.join(ROOTFS)).await
-    })
-    .await?;
     let id = new_image_id();
     let dir = install_from_cache(
         &entry,

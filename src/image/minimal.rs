@@ -91,7 +91,7 @@ pub async fn build(
     })
     .await?;
     let key = base_key("minimal", &apt, &packages, InitMode::Minimal);
-    let entry = get_or_build(
+    let (entry, _entry_lock) = get_or_build(
         &env.cache_dir,
         "minimal",
         &key,

@@ -205,6 +205,8 @@ pub async fn build_image(
             })
         }
     };
+    cache::prune_unused(&env.cache_dir.join("images"), cache::UNUSED_LIFETIME);
+    cache::prune_unused(&env.cache_dir.join("debs"), cache::UNUSED_LIFETIME);
     progress(ProgressEvent::Finished {
         image_id: image.id.clone(),
         size_bytes: image.size_bytes,

@@ -61,9 +61,12 @@ pub const ROOTFS_FILES: [(&str, u32, &str); 7] = [
 ];
 
 /// Symlinks written into the tree: (path, target).
-pub const ROOTFS_LINKS: [(&str, &str); 2] = [
+pub const ROOTFS_LINKS: [(&str, &str); 3] = [
     // e2scrub_reap takes ~20 s under TCG and is useless in a VM.
     ("/etc/systemd/system/e2scrub_reap.service", "/dev/null"),
+    // Without dbus/logind this starts gettys on tty1-6, which a VM with
+    // only a serial console never shows.
+    ("/etc/systemd/system/getty-static.service", "/dev/null"),
     (
         "/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service",
         "/lib/systemd/system/serial-getty@.service",
