@@ -9,7 +9,7 @@ mod common;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::e2e::{Topology, VmView};
+use common::e2e::{create_ready_vm, Topology, VmView};
 use common::hatchd::{TestDaemon, TestKey};
 use serde_json::json;
 
@@ -26,13 +26,7 @@ fn through_proxy(topo: &Topology, subdomain: &str) -> (u16, String) {
 }
 
 fn web_vm(daemon: &TestDaemon, topo: &Topology, image_id: &str, key: &TestKey) -> VmView {
-    let (status, vm) = daemon.api(
-        "POST",
-        "/vms?wait=ready&timeout=180",
-        Some(&json!({"image_id": image_id, "ssh_authorized_keys": [key.public]})),
-    );
-    assert_eq!(status, 201, "{vm}");
-    let vm = VmView::from(&vm);
+    let vm = create_ready_vm(daemon, image_id, key, json!({}));
     topo.ssh(key, "root", vm.ssh_port, HTTPD);
     vm
 }

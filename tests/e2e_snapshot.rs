@@ -7,19 +7,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::e2e::{Topology, VmView};
+use common::e2e::{create_ready_vm, Topology, VmView};
 use common::hatchd::{TestDaemon, TestKey};
 use serde_json::{json, Value};
-
-fn create_vm(daemon: &TestDaemon, image_id: &str, key: &TestKey) -> VmView {
-    let (status, vm) = daemon.api(
-        "POST",
-        "/vms?wait=ready&timeout=180",
-        Some(&json!({"image_id": image_id, "ssh_authorized_keys": [key.public]})),
-    );
-    assert_eq!(status, 201, "{vm}");
-    VmView::from(&vm)
-}
 
 fn snapshot(daemon: &TestDaemon, vm: &VmView) -> Value {
     let (status, snapshot) = daemon.api("POST", &format!("/vms/{}/snapshot", vm.id), None);
@@ -39,7 +29,7 @@ async fn restore_keeps_ram_files_and_network_identity() {
     let daemon = TestDaemon::start(topo.host_ns(), &[]);
     let image_id = topo.register_image(&daemon, &image);
     let key = TestKey::generate();
-    let vm = create_vm(&daemon, &image_id, &key);
+    let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
 
     // A file on the guest's (RAM-backed) root and a process holding state in RAM.
     let sleeper = topo.ssh(&key, "root", vm.ssh_port, "echo one > /root/marker; sleep 100000 </dev/null >/dev/null 2>&1 & echo $!");
@@ -111,7 +101,7 @@ async fn a_daemon_killed_mid_snapshot_recovers_to_a_consistent_vm() {
     let mut daemon = TestDaemon::start(topo.host_ns(), &[]);
     let image_id = topo.register_image(&daemon, &image);
     let key = TestKey::generate();
-    let vm = create_vm(&daemon, &image_id, &key);
+    let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
     topo.ssh(&key, "root", vm.ssh_port, "echo kept > /root/marker");
 
     // Kill the daemon while the snapshot request is in flight.

@@ -7,7 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::hatchd::{TestDaemon, TestKey};
-use common::e2e::{Topology, VmView};
+use common::e2e::{create_ready_vm, Topology, VmView};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -18,13 +18,7 @@ async fn create_ssh_stop_start_delete_leaves_nothing_behind() {
     let image_id = topo.register_image(&daemon, &image);
     let key = TestKey::generate();
 
-    let (status, vm) = daemon.api(
-        "POST",
-        "/vms?wait=ready&timeout=180",
-        Some(&json!({"image_id": image_id, "ssh_authorized_keys": [key.public]})),
-    );
-    assert_eq!(status, 201, "{vm}\n{}", daemon.log());
-    let vm = VmView::from(&vm);
+    let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
     assert_eq!(vm.state, "running");
     assert!(vm.tap_name.starts_with("fctap-"), "{vm:?}");
     assert!(vm.guest_mac.starts_with("02:fc:"), "{vm:?}");
@@ -65,15 +59,7 @@ async fn vmm_exits_are_noticed_and_a_restarted_daemon_adopts_live_vms() {
     let mut daemon = TestDaemon::start(topo.host_ns(), &[]);
     let image_id = topo.register_image(&daemon, &image);
     let key = TestKey::generate();
-    let create = |daemon: &TestDaemon| {
-        let (status, vm) = daemon.api(
-            "POST",
-            "/vms?wait=ready&timeout=180",
-            Some(&json!({"image_id": image_id, "ssh_authorized_keys": [key.public]})),
-        );
-        assert_eq!(status, 201, "{vm}");
-        VmView::from(&vm)
-    };
+    let create = |daemon: &TestDaemon| create_ready_vm(daemon, &image_id, &key, json!({}));
     let crashed = create(&daemon);
     let survivor = create(&daemon);
     assert_ne!(crashed.guest_ip, survivor.guest_ip);

@@ -1,9 +1,7 @@
 //! Field checks shared by the resources. Each failure names the field.
 
-use base64::Engine;
-
 use super::error::{ApiError, ErrorKind};
-use crate::cloudinit::MAX_USER_DATA_BYTES;
+use crate::cloudinit::{validate_ssh_public_key, SeedError, MAX_SSH_KEYS, MAX_USER_DATA_BYTES};
 use crate::config::{MAX_VCPU_COUNT, MIN_MEM_MIB};
 
 pub fn vcpu_count(value: u32) -> Result<u32, ApiError> {
@@ -66,54 +64,21 @@ pub fn name(value: &str) -> Result<(), ApiError> {
     }
 }
 
-const KEY_TYPES: &[&str] = &[
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519@openssh.com",
-    "sk-ecdsa-sha2-nistp256@openssh.com",
-];
 
-/// OpenSSH public keys, one line each: `type base64 [comment]`, where the
-/// base64 blob really encodes a key of that type.
+/// OpenSSH public keys (see `cloudinit::validate_ssh_public_key`); a bad
+/// key is named with its index, e.g. `ssh_authorized_keys[2]`.
 pub fn ssh_authorized_keys(keys: &[String]) -> Result<(), ApiError> {
-    if keys.len() > 100 {
-        return Err(ApiError::invalid("ssh_authorized_keys", "at most 100 keys"));
+    if keys.len() > MAX_SSH_KEYS {
+        return Err(ApiError::invalid("ssh_authorized_keys", format!("at most {MAX_SSH_KEYS} keys")));
     }
     for (i, key) in keys.iter().enumerate() {
-        if let Err(why) = check_public_key(key) {
-            return Err(ApiError::invalid(
-                format!("ssh_authorized_keys[{i}]"),
-                format!("ssh_authorized_keys[{i}]: {why}"),
-            ));
+        if let Err(why) = validate_ssh_public_key(key) {
+            let why = match why {
+                SeedError::Invalid { message, .. } => message,
+                other => other.to_string(),
+            };
+            return Err(ApiError::invalid(format!("ssh_authorized_keys[{i}]"), format!("ssh_authorized_keys[{i}]: {why}")));
         }
-    }
-    Ok(())
-}
-
-fn check_public_key(key: &str) -> Result<(), String> {
-    if key.len() > 16 * 1024 || key.chars().any(|c| c.is_control()) {
-        return Err("a key is a single line of printable text".into());
-    }
-    let mut parts = key.split_whitespace();
-    let (Some(kind), Some(blob)) = (parts.next(), parts.next()) else {
-        return Err("expected \"<type> <base64> [comment]\"".into());
-    };
-    if !KEY_TYPES.contains(&kind) {
-        return Err(format!("unsupported key type {kind:?}"));
-    }
-    let decoded = base64::engine::general_purpose::STANDARD
-        .decode(blob)
-        .map_err(|_| "the key data is not valid base64".to_string())?;
-    // The blob starts with the key type as an SSH string (u32 length + bytes).
-    let declared = decoded
-        .get(..4)
-        .map(|len| u32::from_be_bytes([len[0], len[1], len[2], len[3]]) as usize)
-        .and_then(|len| decoded.get(4..4 + len));
-    if declared != Some(kind.as_bytes()) {
-        return Err(format!("the key data does not hold a {kind} key"));
     }
     Ok(())
 }

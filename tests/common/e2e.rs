@@ -134,6 +134,18 @@ impl Topology {
     }
 }
 
+/// `POST /vms?wait=ready` for `image_id` with `key` authorised and the
+/// fields of `extra`; asserts it was created and answers SSH.
+pub fn create_ready_vm(daemon: &TestDaemon, image_id: &str, key: &TestKey, extra: Value) -> VmView {
+    let mut body = json!({"image_id": image_id, "ssh_authorized_keys": [key.public]});
+    if let (Some(body), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        body.extend(extra);
+    }
+    let (status, vm) = daemon.api("POST", "/vms?wait=ready&timeout=180", Some(&body));
+    assert_eq!(status, 201, "{vm}\n{}", daemon.log());
+    VmView::from(&vm)
+}
+
 /// The fields of a networked VM object the tests look at.
 #[derive(Debug, Clone)]
 pub struct VmView {
