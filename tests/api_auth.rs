@@ -24,7 +24,11 @@ async fn every_protected_route_refuses_missing_and_bad_keys_alike() {
             continue;
         }
         for key in bad_headers {
-            let reply = api.client(key).request(method.clone(), &concrete(path), None).await.unwrap();
+            let reply = api
+                .client(key)
+                .request(method.clone(), &concrete(path), None)
+                .await
+                .unwrap();
             assert_eq!(reply.status.as_u16(), 401, "{method} {path} with {key:?}");
             let body = json_or_null(&reply.body);
             let (code, field) = error_parts(&body);
@@ -52,8 +56,10 @@ async fn a_malformed_authorization_header_is_401() {
 /// A request with a hand-made Authorization header (the client only sends "Bearer <key>").
 async fn raw_with_authorization(api: &TestApi, value: &str) -> (u16, serde_json::Value) {
     use http_body_util::{BodyExt, Empty};
-    let stream = tokio::net::TcpStream::connect(api.addr).await.unwrap();
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await.unwrap();
+    let stream = tokio::net::UnixStream::connect(&api.socket).await.unwrap();
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+        .await
+        .unwrap();
     tokio::spawn(conn);
     let request = hyper::Request::get("/images")
         .header("host", "localhost")
@@ -95,8 +101,9 @@ async fn unknown_paths_need_a_key_too() {
 async fn first_start_writes_an_owner_only_admin_key_once() {
     let api = TestApi::start().await;
     let path = api.dir.path().join("admin.key");
-    let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-    assert_eq!(mode, 0o600);
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&path), 0o600);
+    assert_eq!(mode(&api.dir.path().join("hatch.db")), 0o600, "the database is owner-only too");
     let (status, _) = api.call("GET", "/images", None).await;
     assert_eq!(status, 200, "the admin key works");
 
@@ -110,28 +117,51 @@ async fn first_start_writes_an_owner_only_admin_key_once() {
 #[tokio::test]
 async fn created_keys_work_until_revoked() {
     let api = TestApi::start().await;
-    let (status, created) = api.call("POST", "/keys", Some(serde_json::json!({ "name": "ci" }))).await;
+    let (status, created) = api
+        .call("POST", "/keys", Some(serde_json::json!({ "name": "ci" })))
+        .await;
     assert_eq!(status, 201, "{created}");
     let key = created["key"].as_str().unwrap().to_string();
     let id = created["id"].as_str().unwrap().to_string();
     assert!(key.starts_with(created["prefix"].as_str().unwrap()));
 
     let with_new_key = api.client(Some(&key));
-    assert_eq!(with_new_key.request(Method::GET, "/templates", None).await.unwrap().status.as_u16(), 200);
+    assert_eq!(
+        with_new_key
+            .request(Method::GET, "/templates", None)
+            .await
+            .unwrap()
+            .status
+            .as_u16(),
+        200
+    );
 
     let (status, listed) = api.call("GET", "/keys", None).await;
     assert_eq!(status, 200);
     let listed = listed.as_array().unwrap();
     assert_eq!(listed.len(), 2);
-    assert!(!listed.iter().any(|k| k.get("key").is_some()), "listing never shows keys");
+    assert!(
+        !listed.iter().any(|k| k.get("key").is_some()),
+        "listing never shows keys"
+    );
 
     let (status, body) = api.call("DELETE", &format!("/keys/{id}"), None).await;
     assert_eq!((status, body), (204, serde_json::Value::Null));
-    assert_eq!(with_new_key.request(Method::GET, "/templates", None).await.unwrap().status.as_u16(), 401);
+    assert_eq!(
+        with_new_key
+            .request(Method::GET, "/templates", None)
+            .await
+            .unwrap()
+            .status
+            .as_u16(),
+        401
+    );
     let (status, body) = api.call("DELETE", &format!("/keys/{id}"), None).await;
     assert_eq!(status, 404, "already revoked: {body}");
 
-    let (status, body) = api.call("POST", "/keys", Some(serde_json::json!({ "name": "bad name!" }))).await;
+    let (status, body) = api
+        .call("POST", "/keys", Some(serde_json::json!({ "name": "bad name!" })))
+        .await;
     assert_eq!(status, 400);
     assert_eq!(error_parts(&body), ("invalid_field".into(), Some("name".into())));
 }

@@ -91,10 +91,17 @@ async fn documented_routes_are_exactly_the_served_routes() {
         .as_object()
         .unwrap()
         .iter()
-        .flat_map(|(path, item)| item.as_object().unwrap().keys().map(move |m| (m.to_uppercase(), path.clone())))
+        .flat_map(|(path, item)| {
+            item.as_object()
+                .unwrap()
+                .keys()
+                .map(move |m| (m.to_uppercase(), path.clone()))
+        })
         .collect();
-    let served: BTreeSet<(String, String)> =
-        route_table().into_iter().map(|(m, p, _)| (m.as_str().to_string(), p.to_string())).collect();
+    let served: BTreeSet<(String, String)> = route_table()
+        .into_iter()
+        .map(|(m, p, _)| (m.as_str().to_string(), p.to_string()))
+        .collect();
     assert_eq!(documented, served);
 
     for (method, path, access) in route_table() {
@@ -122,28 +129,50 @@ async fn responses_match_their_schemas() {
         check(&doc, schema, value, what).unwrap_or_else(|e| panic!("{what}: {e}\n{value:#}"));
     };
 
-    let (status, image) = api.call("POST", "/images", Some(json!({ "name": "m", "kernel_path": elf, "initrd_path": initrd }))).await;
+    let (status, image) = api
+        .call(
+            "POST",
+            "/images",
+            Some(json!({ "name": "m", "kernel_path": elf, "initrd_path": initrd })),
+        )
+        .await;
     valid(&image, response_schema(&doc, "/images", "post", status), "POST /images");
     let image_id = image["id"].as_str().unwrap().to_string();
     let (status, template) = api
-        .call("POST", "/templates", Some(json!({ "name": "t", "image_id": image_id, "ssh_authorized_keys": [test_public_key()] })))
+        .call(
+            "POST",
+            "/templates",
+            Some(json!({ "name": "t", "image_id": image_id, "ssh_authorized_keys": [test_public_key()] })),
+        )
         .await;
-    valid(&template, response_schema(&doc, "/templates", "post", status), "POST /templates");
+    valid(
+        &template,
+        response_schema(&doc, "/templates", "post", status),
+        "POST /templates",
+    );
     let (status, key) = api.call("POST", "/keys", Some(json!({ "name": "k" }))).await;
     valid(&key, response_schema(&doc, "/keys", "post", status), "POST /keys");
-    api.call("DELETE", &format!("/keys/{}", key["id"].as_str().unwrap()), None).await;
+    api.call("DELETE", &format!("/keys/{}", key["id"].as_str().unwrap()), None)
+        .await;
 
     for (path, pattern) in [
         ("/healthz".to_string(), "/healthz"),
         ("/images".to_string(), "/images"),
         (format!("/images/{image_id}"), "/images/{id}"),
         ("/templates".to_string(), "/templates"),
-        (format!("/templates/{}", template["id"].as_str().unwrap()), "/templates/{id}"),
+        (
+            format!("/templates/{}", template["id"].as_str().unwrap()),
+            "/templates/{id}",
+        ),
         ("/keys".to_string(), "/keys"),
     ] {
         let (status, body) = api.call("GET", &path, None).await;
         assert_eq!(status, 200, "GET {path}");
-        valid(&body, response_schema(&doc, pattern, "get", 200), &format!("GET {path}"));
+        valid(
+            &body,
+            response_schema(&doc, pattern, "get", 200),
+            &format!("GET {path}"),
+        );
     }
 
     // Errors.
@@ -151,6 +180,28 @@ async fn responses_match_their_schemas() {
     valid(&body, response_schema(&doc, "/images/{id}", "get", status), "404");
     let (status, body) = api.call("POST", "/vms", Some(json!({ "vcpu_count": 0 }))).await;
     valid(&body, response_schema(&doc, "/vms", "post", status), "400");
+
+    // A VM's state history (recorded by orchestration; written directly here).
+    let vm = sample_vm(&image_id, 2);
+    api.store.insert_vm(&vm).unwrap();
+    api.store
+        .record_transition(&vm.id, None, hatch::model::VmState::Starting, None)
+        .unwrap();
+    api.store
+        .record_transition(
+            &vm.id,
+            Some(hatch::model::VmState::Starting),
+            hatch::model::VmState::Error,
+            Some("exit 1"),
+        )
+        .unwrap();
+    let (status, events) = api.call("GET", &format!("/vms/{}/events", vm.id), None).await;
+    assert_eq!(events.as_array().map(Vec::len), Some(2), "{events}");
+    valid(
+        &events,
+        response_schema(&doc, "/vms/{id}/events", "get", status),
+        "GET /vms/{id}/events",
+    );
 
     // VMs as the model serialises them, with and without networking.
     let vm_schema = response_schema(&doc, "/vms/{id}", "get", 200);
@@ -170,7 +221,12 @@ async fn responses_match_their_schemas() {
 async fn documented_request_fields_are_the_accepted_fields() {
     let api = TestApi::start().await;
     let doc = document(&api).await;
-    for (path, schema) in [("/images", "RegisterImage"), ("/templates", "CreateTemplate"), ("/vms", "CreateVm"), ("/keys", "CreateKey")] {
+    for (path, schema) in [
+        ("/images", "RegisterImage"),
+        ("/templates", "CreateTemplate"),
+        ("/vms", "CreateVm"),
+        ("/keys", "CreateKey"),
+    ] {
         let properties = doc["components"]["schemas"][schema]["properties"].as_object().unwrap();
         for name in properties.keys() {
             // A value of the wrong type for every field: the server must
@@ -178,7 +234,10 @@ async fn documented_request_fields_are_the_accepted_fields() {
             let (status, body) = api.call("POST", path, Some(json!({ name: { "wrong": "type" } }))).await;
             assert_eq!(status, 400, "{path} {name}: {body}");
             let message = body["error"]["message"].as_str().unwrap();
-            assert!(!message.contains("unknown field"), "{path} documents {name} but rejects it: {message}");
+            assert!(
+                !message.contains("unknown field"),
+                "{path} documents {name} but rejects it: {message}"
+            );
         }
         let (_, body) = api.call("POST", path, Some(json!({ "undocumented_field": 1 }))).await;
         assert_eq!(body["error"]["field"], "undocumented_field", "{path}");

@@ -8,7 +8,11 @@ use serde_json::{json, Value};
 async fn register_image(api: &TestApi, name: &str) -> Value {
     let (elf, _, initrd) = fake_boot_files(api.dir.path());
     let (status, image) = api
-        .call("POST", "/images", Some(json!({ "name": name, "kernel_path": elf, "initrd_path": initrd })))
+        .call(
+            "POST",
+            "/images",
+            Some(json!({ "name": name, "kernel_path": elf, "initrd_path": initrd })),
+        )
         .await;
     assert_eq!(status, 201, "{image}");
     image
@@ -43,7 +47,13 @@ async fn images_register_show_list_delete() {
     let id = image["id"].as_str().unwrap();
     assert!(id.starts_with("img-"));
 
-    let (_, bz_image) = api.call("POST", "/images", Some(json!({ "name": "bz", "kernel_path": bz, "login_user": "debian" }))).await;
+    let (_, bz_image) = api
+        .call(
+            "POST",
+            "/images",
+            Some(json!({ "name": "bz", "kernel_path": bz, "login_user": "debian" })),
+        )
+        .await;
     assert_eq!(bz_image["bzimage_path"], json!(bz), "bzImage detected: {bz_image}");
     assert_eq!(bz_image["kernel_path"], Value::Null);
 
@@ -53,7 +63,12 @@ async fn images_register_show_list_delete() {
     assert_eq!((status, by_name["id"].as_str()), (200, Some(id)));
 
     let (_, listed) = api.call("GET", "/images", None).await;
-    let ids: Vec<&str> = listed.as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap()).collect();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["id"].as_str().unwrap())
+        .collect();
     assert_eq!(ids, vec![bz_image["id"].as_str().unwrap(), id], "newest first");
 
     let (status, _) = api.call("DELETE", &format!("/images/{id}"), None).await;
@@ -70,14 +85,33 @@ async fn image_registration_checks_the_files() {
     let (elf, _, initrd) = fake_boot_files(api.dir.path());
     let not_kernel = initrd.clone();
     let cases = [
-        (json!({ "name": "x", "kernel_path": "/nonexistent/vmlinux" }), "kernel_path"),
+        (
+            json!({ "name": "x", "kernel_path": "/nonexistent/vmlinux" }),
+            "kernel_path",
+        ),
         (json!({ "name": "x", "kernel_path": "relative/vmlinux" }), "kernel_path"),
         (json!({ "name": "x", "kernel_path": not_kernel }), "kernel_path"),
         (json!({ "name": "x", "kernel_path": api.dir.path() }), "kernel_path"),
-        (json!({ "name": "x", "kernel_path": elf, "initrd_path": "/nonexistent" }), "initrd_path"),
-        (json!({ "name": "x", "kernel_path": elf, "rootfs_path": "/nonexistent" }), "rootfs_path"),
-        (json!({ "name": "x", "kernel_path": elf, "login_user": "Root;" }), "login_user"),
-        (json!({ "name": "x", "kernel_path": elf, "boot_args": "a\nb" }), "boot_args"),
+        (
+            json!({ "name": "x", "kernel_path": elf, "initrd_path": "/nonexistent" }),
+            "initrd_path",
+        ),
+        (
+            json!({ "name": "x", "kernel_path": elf, "initrd_path": elf }),
+            "initrd_path",
+        ),
+        (
+            json!({ "name": "x", "kernel_path": elf, "rootfs_path": "/nonexistent" }),
+            "rootfs_path",
+        ),
+        (
+            json!({ "name": "x", "kernel_path": elf, "login_user": "Root;" }),
+            "login_user",
+        ),
+        (
+            json!({ "name": "x", "kernel_path": elf, "boot_args": "a\nb" }),
+            "boot_args",
+        ),
         (json!({ "name": "", "kernel_path": elf }), "name"),
         (json!({ "kernel_path": elf }), "name"),
         (json!({ "name": "x" }), "kernel_path"),
@@ -85,7 +119,11 @@ async fn image_registration_checks_the_files() {
     for (body, field) in cases {
         let (status, reply) = api.call("POST", "/images", Some(body.clone())).await;
         assert_eq!(status, 400, "{body} -> {reply}");
-        assert_eq!(error_parts(&reply), ("invalid_field".into(), Some(field.into())), "{body}");
+        assert_eq!(
+            error_parts(&reply),
+            ("invalid_field".into(), Some(field.into())),
+            "{body}"
+        );
     }
     let (_, listed) = api.call("GET", "/images", None).await;
     assert_eq!(listed, json!([]), "nothing registered");
@@ -105,7 +143,11 @@ async fn templates_crud_and_image_reference() {
         .await;
     assert_eq!(status, 201, "{template}");
     assert_eq!(template["image_id"], image["id"], "name resolved to the id");
-    assert_eq!((template["vcpu_count"].as_u64(), template["mem_mib"].as_u64()), (Some(1), Some(512)), "vcpu default");
+    assert_eq!(
+        (template["vcpu_count"].as_u64(), template["mem_mib"].as_u64()),
+        (Some(1), Some(512)),
+        "vcpu default"
+    );
     assert_eq!(template["ssh_authorized_keys"], json!([key]));
     let id = template["id"].as_str().unwrap();
 
@@ -146,16 +188,66 @@ async fn template_validation_names_the_field_and_creates_nothing() {
     let big = "x".repeat(64 * 1024 + 1);
     let cases = [
         (json!({ "name": "t", "image_id": "nope" }), 404, "not_found", "image_id"),
-        (json!({ "name": "t", "image_id": "base", "vcpu_count": 0 }), 400, "invalid_field", "vcpu_count"),
-        (json!({ "name": "t", "image_id": "base", "vcpu_count": 33 }), 400, "invalid_field", "vcpu_count"),
-        (json!({ "name": "t", "image_id": "base", "mem_mib": 127 }), 400, "invalid_field", "mem_mib"),
-        (json!({ "name": "t", "image_id": "base", "mem_mib": 100_000_000 }), 400, "invalid_field", "mem_mib"),
-        (json!({ "name": "t", "image_id": "base", "user_data": big }), 413, "too_large", "user_data"),
-        (json!({ "name": "t", "image_id": "base", "ssh_authorized_keys": ["ssh-ed25519 bm90IGEga2V5"] }), 400, "invalid_field", "ssh_authorized_keys[0]"),
-        (json!({ "name": "t", "image_id": "base", "ssh_authorized_keys": ["hello"] }), 400, "invalid_field", "ssh_authorized_keys[0]"),
-        (json!({ "name": "t", "image_id": "base", "colour": "red" }), 400, "invalid_field", "colour"),
-        (json!({ "name": "t", "image_id": "base", "vcpu_count": "two" }), 400, "invalid_field", "vcpu_count"),
-        (json!({ "name": "t", "image_id": "base", "vcpu_count": -1 }), 400, "invalid_field", "vcpu_count"),
+        (
+            json!({ "name": "t", "image_id": "base", "vcpu_count": 0 }),
+            400,
+            "invalid_field",
+            "vcpu_count",
+        ),
+        (
+            json!({ "name": "t", "image_id": "base", "vcpu_count": 33 }),
+            400,
+            "invalid_field",
+            "vcpu_count",
+        ),
+        (
+            json!({ "name": "t", "image_id": "base", "mem_mib": 127 }),
+            400,
+            "invalid_field",
+            "mem_mib",
+        ),
+        (
+            json!({ "name": "t", "image_id": "base", "mem_mib": 100_000_000 }),
+            400,
+            "invalid_field",
+            "mem_mib",
+        ),
+        (
+            json!({ "name": "t", "image_id": "base", "user_data": big }),
+            413,
+            "too_large",
+            "user_data",
+        ),
+        (
+            json!({ "name": "t", "image_id": "base", "ssh_authorized_keys": ["ssh-ed25519 bm90IGEga2V5"] }),
+            400,
+            "invalid_field",
+            "ssh_authorized_keys[0]",
+        ),
+        (
+            json!({ "name": "t", "image_id": "base", "ssh_authorized_keys": ["hello"] }),
+            400,
+            "invalid_field",
+            "ssh_authorized_keys[0]",
+        ),
+        (
+            json!({ "name": "t", "image_id": "base", "colour": "red" }),
+            400,
+            "invalid_field",
+            "colour",
+        ),
+        (
+            json!({ "name": "t", "image_id": "base", "vcpu_count": "two" }),
+            400,
+            "invalid_field",
+            "vcpu_count",
+        ),
+        (
+            json!({ "name": "t", "image_id": "base", "vcpu_count": -1 }),
+            400,
+            "invalid_field",
+            "vcpu_count",
+        ),
         (json!({ "image_id": "base" }), 400, "invalid_field", "name"),
     ];
     for (body, status, code, field) in cases {
@@ -170,13 +262,26 @@ async fn template_validation_names_the_field_and_creates_nothing() {
 #[tokio::test]
 async fn malformed_bodies_get_json_errors() {
     let api = TestApi::start().await;
-    let (status, body) = api.raw("POST", "/templates", "application/json", b"{\"name\": ".to_vec()).await;
+    let (status, body) = api
+        .raw("POST", "/templates", "application/json", b"{\"name\": ".to_vec())
+        .await;
     assert_eq!((status, error_parts(&body).0.as_str()), (400, "invalid_json"));
-    let (status, body) = api.raw("POST", "/templates", "application/json", b"[1, 2]".to_vec()).await;
+    let (status, body) = api
+        .raw("POST", "/templates", "application/json", b"[1, 2]".to_vec())
+        .await;
     assert_eq!((status, error_parts(&body).0.as_str()), (400, "invalid_json"));
-    let (status, body) = api.raw("POST", "/templates", "application/json", br#"{"name": "t", "image_id": "x"} trailing"#.to_vec()).await;
+    let (status, body) = api
+        .raw(
+            "POST",
+            "/templates",
+            "application/json",
+            br#"{"name": "t", "image_id": "x"} trailing"#.to_vec(),
+        )
+        .await;
     assert_eq!((status, error_parts(&body).0.as_str()), (400, "invalid_json"));
-    let (status, body) = api.raw("POST", "/keys", "text/plain", b"{\"name\": \"a\"}".to_vec()).await;
+    let (status, body) = api
+        .raw("POST", "/keys", "text/plain", b"{\"name\": \"a\"}".to_vec())
+        .await;
     assert_eq!((status, error_parts(&body).0.as_str()), (415, "unsupported_media_type"));
 }
 
@@ -198,15 +303,51 @@ async fn vm_requests_are_validated_before_anything_is_created() {
         ("/vms", json!({ "vcpu_count": 0 }), 400, "invalid_field", "vcpu_count"),
         ("/vms", json!({ "vcpu_count": 33 }), 400, "invalid_field", "vcpu_count"),
         ("/vms", json!({ "mem_mib": 64 }), 400, "invalid_field", "mem_mib"),
-        ("/vms", json!({ "mem_mib": 100_000_000 }), 400, "invalid_field", "mem_mib"),
+        (
+            "/vms",
+            json!({ "mem_mib": 100_000_000 }),
+            400,
+            "invalid_field",
+            "mem_mib",
+        ),
         ("/vms", json!({ "user_data": big }), 413, "too_large", "user_data"),
         ("/vms", json!({ "flavour": "big" }), 400, "invalid_field", "flavour"),
-        ("/vms", json!({ "enable_network": "yes" }), 400, "invalid_field", "enable_network"),
-        ("/vms", json!({ "enable_network": false, "guest_ip": "192.168.241.9" }), 400, "invalid_field", "guest_ip"),
-        ("/vms", json!({ "image_id": "a", "template_id": "b" }), 400, "invalid_field", "template_id"),
-        ("/vms", json!({ "ssh_authorized_keys": ["ssh-rsa !!"] }), 400, "invalid_field", "ssh_authorized_keys[0]"),
+        (
+            "/vms",
+            json!({ "enable_network": "yes" }),
+            400,
+            "invalid_field",
+            "enable_network",
+        ),
+        (
+            "/vms",
+            json!({ "enable_network": false, "guest_ip": "192.168.241.9" }),
+            400,
+            "invalid_field",
+            "guest_ip",
+        ),
+        (
+            "/vms",
+            json!({ "image_id": "a", "template_id": "b" }),
+            400,
+            "invalid_field",
+            "template_id",
+        ),
+        (
+            "/vms",
+            json!({ "ssh_authorized_keys": ["ssh-rsa !!"] }),
+            400,
+            "invalid_field",
+            "ssh_authorized_keys[0]",
+        ),
         ("/vms?wait=soon", json!({}), 400, "invalid_field", "wait"),
-        ("/vms?wait=ready&timeout=forever", json!({}), 400, "invalid_field", "timeout"),
+        (
+            "/vms?wait=ready&timeout=forever",
+            json!({}),
+            400,
+            "invalid_field",
+            "timeout",
+        ),
         ("/vms?timeout=5", json!({}), 400, "invalid_field", "timeout"),
         ("/vms?colour=red", json!({}), 400, "invalid_field", "colour"),
     ];
@@ -217,5 +358,43 @@ async fn vm_requests_are_validated_before_anything_is_created() {
     }
     assert!(api.store.list_vms().unwrap().is_empty());
     let (status, reply) = api.call("GET", "/vms/x/logs?bytes=0", None).await;
-    assert_eq!((status, error_parts(&reply)), (400, ("invalid_field".into(), Some("bytes".into()))));
+    assert_eq!(
+        (status, error_parts(&reply)),
+        (400, ("invalid_field".into(), Some("bytes".into())))
+    );
+}
+
+#[tokio::test]
+async fn vm_events_list_state_changes_in_order() {
+    let api = TestApi::start().await;
+    let (status, body) = api.call("GET", "/vms/vm-nothere/events", None).await;
+    assert_eq!((status, error_parts(&body).0.as_str()), (404, "not_found"));
+    let vm = sample_vm("img-x", 3);
+    api.store.insert_vm(&vm).unwrap();
+    let (status, body) = api.call("GET", &format!("/vms/{}/events", vm.id), None).await;
+    assert_eq!((status, body), (200, json!([])));
+    use hatch::model::VmState::{Running, Starting, Stopped};
+    api.store.record_transition(&vm.id, None, Starting, None).unwrap();
+    api.store
+        .record_transition(&vm.id, Some(Starting), Running, None)
+        .unwrap();
+    api.store
+        .record_transition(&vm.id, Some(Running), Stopped, Some("guest shut down"))
+        .unwrap();
+    let (_, events) = api.call("GET", &format!("/vms/{}/events", vm.id), None).await;
+    let steps: Vec<(Value, Value)> = events
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| (e["from_state"].clone(), e["to_state"].clone()))
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            (Value::Null, json!("starting")),
+            (json!("starting"), json!("running")),
+            (json!("running"), json!("stopped"))
+        ]
+    );
+    assert_eq!(events[2]["reason"], "guest shut down");
 }

@@ -13,7 +13,10 @@ fn defaults_follow_the_guide() {
     assert_eq!(config.data_dir, PathBuf::from("/var/lib/hatch"));
     assert_eq!(config.http_addr, ListenAddr::Tcp("127.0.0.1:8080".parse().unwrap()));
     assert_eq!(config.net.bridge_name, "fcbridge");
-    assert_eq!((config.net.gateway, config.net.prefix_len), (Ipv4Addr::new(192, 168, 241, 1), 24));
+    assert_eq!(
+        (config.net.gateway, config.net.prefix_len),
+        (Ipv4Addr::new(192, 168, 241, 1), 24)
+    );
     assert_eq!(config.net.ssh_allowed, (Ipv4Addr::UNSPECIFIED, 0));
     assert_eq!((config.net.ssh_port_min, config.net.ssh_port_max), (2200, 2299));
     assert_eq!(config.net.dhcp_dir, PathBuf::from("/var/lib/hatch/dhcp"));
@@ -46,8 +49,14 @@ fn values_parse() {
     assert_eq!(config.net.prefix_len, 16);
     assert_eq!(config.net.ssh_allowed, (Ipv4Addr::new(10, 0, 0, 0), 8));
     assert_eq!(config.net.dhcp_dir, PathBuf::from("/srv/hatch/dhcp"));
-    assert_eq!(config.s3.as_ref().unwrap().secret_key.as_ref().unwrap().expose(), "very-secret-value");
-    assert!(!format!("{config:?}").contains("very-secret-value"), "secrets never printed");
+    assert_eq!(
+        config.s3.as_ref().unwrap().secret_key.as_ref().unwrap().expose(),
+        "very-secret-value"
+    );
+    assert!(
+        !format!("{config:?}").contains("very-secret-value"),
+        "secrets never printed"
+    );
 }
 
 #[test]
@@ -57,7 +66,9 @@ fn every_invalid_value_names_its_variable() {
         ("HATCH_DATA_DIR", |a| a.data_dir = "relative/dir".into()),
         ("HATCH_HTTP_ADDR", |a| a.http_addr = "8080".into()),
         ("HATCH_HTTP_ADDR", |a| a.http_addr = "unix:relative.sock".into()),
-        ("HATCH_BRIDGE_NAME", |a| a.bridge_name = "a-name-that-is-too-long".into()),
+        ("HATCH_BRIDGE_NAME", |a| {
+            a.bridge_name = "a-name-that-is-too-long".into()
+        }),
         ("HATCH_BRIDGE_NAME", |a| a.bridge_name = "br0;rm".into()),
         ("HATCH_BRIDGE_CIDR", |a| a.bridge_cidr = "192.168.241.0/24".into()),
         ("HATCH_BRIDGE_CIDR", |a| a.bridge_cidr = "192.168.241.255/24".into()),
@@ -83,7 +94,9 @@ fn every_invalid_value_names_its_variable() {
         ("HATCH_IDLE_TIMEOUT", |a| a.idle_timeout = "5d".into()),
         ("HATCH_IMAGE_CACHE_DIR", |a| a.image_cache_dir = Some("cache".into())),
         ("HATCH_DEBIAN_MIRROR", |a| a.debian_mirror = Some("ftp:/x y".into())),
-        ("HATCH_S3_ENDPOINT", |a| a.s3_endpoint = Some("http://127.0.0.1:9000".into())),
+        ("HATCH_S3_ENDPOINT", |a| {
+            a.s3_endpoint = Some("http://127.0.0.1:9000".into())
+        }),
         ("HATCH_S3_ENDPOINT", |a| {
             a.s3_bucket = Some("b".into());
             a.s3_endpoint = Some("127.0.0.1:9000".into());

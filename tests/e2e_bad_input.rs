@@ -39,7 +39,9 @@ async fn rejected_creates_leave_nothing_behind() {
         }
         let (got, error) = daemon.api("POST", "/vms", Some(&body));
         assert_eq!(got, status, "{body} → {error}");
-        assert_eq!(error["error"]["field"], field, "{body} → {error}");
+        // The field is named exactly, or with the offending element's index.
+        let named = error["error"]["field"].as_str().unwrap_or_default();
+        assert!(named == field || named.starts_with(&format!("{field}[")), "{body} → {error}");
         assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
     }
 
@@ -74,5 +76,5 @@ async fn rejected_creates_leave_nothing_behind() {
         rules_after.lines().filter(|l| l.contains("DNAT")).count()
     );
     let conf = std::fs::read_to_string(daemon.data_path().join("dhcp/dnsmasq.conf")).unwrap_or_default();
-    assert!(!conf.contains("dhcp-host="), "{conf}");
+    assert!(!conf.lines().any(|line| line.starts_with("dhcp-host=")), "{conf}");
 }

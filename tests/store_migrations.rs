@@ -39,7 +39,9 @@ fn every_older_version_upgrades_and_keeps_rows() {
             )
             .unwrap();
             let tables: i64 = conn
-                .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'routes'", [], |r| r.get(0))
+                .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'routes'", [], |r| {
+                    r.get(0)
+                })
                 .unwrap();
             assert_eq!(tables, 0, "version {start} predates the routes table");
         }
@@ -49,7 +51,11 @@ fn every_older_version_upgrades_and_keeps_rows() {
         assert_eq!(kept.state, hatch::model::VmState::Stopped);
         let conn = Connection::open(&path).unwrap();
         let routes: i64 = conn
-            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('routes', 'snapshots')", [], |r| r.get(0))
+            .query_row(
+                "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('routes', 'snapshots')",
+                [],
+                |r| r.get(0),
+            )
             .unwrap();
         assert_eq!(routes, 2);
     }
@@ -61,10 +67,13 @@ fn a_database_from_a_newer_hatch_is_refused() {
     let path = Store::path_in(dir.path());
     drop(Store::open(&path).unwrap());
     let conn = Connection::open(&path).unwrap();
-    conn.execute("UPDATE schema_version SET version = version + 1", []).unwrap();
+    conn.execute("UPDATE schema_version SET version = version + 1", [])
+        .unwrap();
     drop(conn);
     match Store::open(&path) {
-        Err(StoreError::TooNew { found, supported }) => assert_eq!((found, supported), (latest_version() + 1, latest_version())),
+        Err(StoreError::TooNew { found, supported }) => {
+            assert_eq!((found, supported), (latest_version() + 1, latest_version()))
+        }
         other => panic!("expected TooNew, got {other:?}"),
     }
 }
@@ -80,7 +89,9 @@ fn a_failing_migration_leaves_the_previous_version() {
     assert!(migrate(&mut conn, None).is_err());
     assert_eq!(current_version(&conn).unwrap(), 1);
     let snapshots: i64 = conn
-        .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'snapshots'", [], |r| r.get(0))
+        .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'snapshots'", [], |r| {
+            r.get(0)
+        })
         .unwrap();
     assert_eq!(snapshots, 0, "the failed migration's other statements were rolled back");
 }

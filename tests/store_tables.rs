@@ -3,7 +3,7 @@
 mod common;
 
 use common::daemon::{sample_image, sample_template, sample_vm};
-use hatch::model::VmState;
+use hatch::model::{NetworkIdentity, VmState};
 use hatch::store::{Store, StoreError};
 
 fn temp_store() -> (tempfile::TempDir, Store) {
@@ -31,7 +31,10 @@ fn images_round_trip_newest_first_and_find_by_name() {
     assert_eq!(store.find_image(&older.id).unwrap().unwrap().id, older.id);
     assert!(store.find_image("nope").unwrap().is_none());
 
-    assert!(matches!(store.insert_image(&older), Err(StoreError::Conflict { field: "id" })));
+    assert!(matches!(
+        store.insert_image(&older),
+        Err(StoreError::Conflict { field: "id" })
+    ));
     assert!(store.delete_image(&older.id).unwrap());
     assert!(!store.delete_image(&older.id).unwrap());
     assert!(store.get_image(&older.id).unwrap().is_none());
@@ -99,7 +102,8 @@ fn vm_network_identity_is_unique_per_field() {
     store.insert_vm(&owner).unwrap();
     let owner_net = owner.network.clone().unwrap();
 
-    let cases: [(&str, fn(&mut hatch::model::NetworkIdentity, &hatch::model::NetworkIdentity)); 4] = [
+    type Take = fn(&mut NetworkIdentity, &NetworkIdentity);
+    let cases: [(&str, Take); 4] = [
         ("guest_ip", |n, o| n.guest_ip = o.guest_ip),
         ("guest_mac", |n, o| n.guest_mac = o.guest_mac.clone()),
         ("tap_name", |n, o| n.tap_name = o.tap_name.clone()),
@@ -112,17 +116,26 @@ fn vm_network_identity_is_unique_per_field() {
             Err(StoreError::Conflict { field }) => assert_eq!(field, expected),
             other => panic!("{expected}: expected a conflict, got {other:?}"),
         }
-        assert!(store.get_vm(&other.id).unwrap().is_none(), "{expected}: nothing inserted");
+        assert!(
+            store.get_vm(&other.id).unwrap().is_none(),
+            "{expected}: nothing inserted"
+        );
     }
     let mut same_id = sample_vm("img-x", 3);
     same_id.id = owner.id.clone();
-    assert!(matches!(store.insert_vm(&same_id), Err(StoreError::Conflict { field: "id" })));
+    assert!(matches!(
+        store.insert_vm(&same_id),
+        Err(StoreError::Conflict { field: "id" })
+    ));
 
     // Updating into a taken identity is refused too.
     let mut other = sample_vm("img-x", 4);
     store.insert_vm(&other).unwrap();
     other.network.as_mut().unwrap().ssh_port = owner_net.ssh_port;
-    assert!(matches!(store.update_vm(&other), Err(StoreError::Conflict { field: "ssh_port" })));
+    assert!(matches!(
+        store.update_vm(&other),
+        Err(StoreError::Conflict { field: "ssh_port" })
+    ));
 }
 
 #[test]
@@ -131,7 +144,9 @@ fn transitions_are_recorded_in_order_and_removed_with_the_vm() {
     let vm = sample_vm("img-x", 1);
     store.insert_vm(&vm).unwrap();
     store.record_transition(&vm.id, None, VmState::Starting, None).unwrap();
-    store.record_transition(&vm.id, Some(VmState::Starting), VmState::Running, None).unwrap();
+    store
+        .record_transition(&vm.id, Some(VmState::Starting), VmState::Running, None)
+        .unwrap();
     store
         .record_transition(&vm.id, Some(VmState::Running), VmState::Error, Some("exit code 1"))
         .unwrap();
@@ -161,7 +176,10 @@ fn api_keys_verify_revoke_and_count() {
     assert!(plaintext.len() > 40, "keys carry enough randomness");
     assert_eq!(store.count_active_api_keys().unwrap(), 2);
 
-    assert_eq!(store.verify_api_key(&plaintext).unwrap().map(|k| k.id), Some(info.id.clone()));
+    assert_eq!(
+        store.verify_api_key(&plaintext).unwrap().map(|k| k.id),
+        Some(info.id.clone())
+    );
     assert!(store.verify_api_key("hatch_wrong").unwrap().is_none());
     assert!(store.verify_api_key("").unwrap().is_none());
 
@@ -198,4 +216,14 @@ fn clones_share_one_database() {
     let image = sample_image("shared");
     store.insert_image(&image).unwrap();
     assert_eq!(clone.get_image(&image.id).unwrap(), Some(image));
+}
+
+#[test]
+fn an_unusable_location_is_named_in_the_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let not_a_dir = dir.path().join("file");
+    std::fs::write(&not_a_dir, b"x").unwrap();
+    let path = not_a_dir.join("hatch.db");
+    let error = Store::open(&path).expect_err("a file cannot hold a database").to_string();
+    assert!(error.contains(&not_a_dir.display().to_string()), "{error}");
 }

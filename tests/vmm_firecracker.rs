@@ -221,7 +221,89 @@ async fn graceful_stop_of_a_launched_vm_and_unsupported_kernels() {
         .err()
         .expect("unloadable kernel fails");
     assert!(matches!(err, VmmError::Rejected { .. }), "{err}");
+
+    // A corrupt snapshot is refused by the fresh process, which is then killed.
+    let good = guest_launch(
+        &dir.path().join("corrupt"),
+        "vm-fc-corrupt",
+        &marker_guest(),
+    );
+    let state = dir.path().join("corrupt/vmstate");
+    let memory = dir.path().join("corrupt/memory");
+    std::fs::write(&state, b"not a snapshot").expect("write");
+    std::fs::write(&memory, vec![0u8; 4096]).expect("write");
+    let files = hatch::vmm::SnapshotFiles {
+        state,
+        memory: Some(memory),
+    };
+    let err = firecracker
+        .restore(&good, &files)
+        .await
+        .err()
+        .expect("corrupt snapshot fails");
+    assert!(matches!(err, VmmError::Rejected { .. }), "{err}");
     let left =
         wait_no_process_mentioning(&dir.path().display().to_string(), Duration::from_secs(5)).await;
     assert!(left.is_empty(), "no Firecracker left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
+    let Some(binary) =
+        firecracker_bin_or_skip("drives_and_nic_are_attached_and_restore_overrides_the_tap")
+    else {
+        return;
+    };
+    let dir = run_dir();
+    let netns = TestNetns::create();
+    netns.add_tap("hfc-t0");
+    netns.add_tap("hfc-t1");
+    let _cleanup = KillLeftovers(dir.path().to_path_buf()); // dropped before the namespace
+    let disk = dir.path().join("data.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).expect("disk");
+    let mut spec = guest_launch(dir.path(), "vm-fc-devices", &counter_guest(COUNTER_DELAY));
+    spec.disks.push(hatch::vmm::DiskSpec {
+        id: "data".into(),
+        path: disk,
+        read_only: true,
+    });
+    spec.nic = Some(hatch::vmm::NicSpec {
+        tap_name: "hfc-t0".into(),
+        mac: "02:00:00:00:fc:01".into(),
+    });
+    let firecracker = backend(binary).in_netns(&netns.name);
+
+    let vm = firecracker
+        .launch(&spec)
+        .await
+        .expect("launch with a drive and a NIC");
+    assert!(
+        runs_in_netns(vm.pid(), &netns),
+        "Firecracker runs in the test's namespace"
+    );
+    assert_eq!(taps_held_by(vm.pid()), vec!["hfc-t0".to_string()]);
+    wait_for_count_above(&spec.run_dir, 0, 1).await;
+    let files = vm
+        .save_snapshot(&dir.path().join("snapshot"))
+        .await
+        .expect("snapshot");
+    vm.stop(Duration::ZERO).await;
+    let (before, len) = complete_counters(&spec.run_dir);
+    let last = *before.last().expect("counted");
+
+    // The same VM restored onto another TAP (as after a host restart).
+    spec.nic = Some(hatch::vmm::NicSpec {
+        tap_name: "hfc-t1".into(),
+        mac: "02:00:00:00:fc:01".into(),
+    });
+    let restored = firecracker
+        .restore(&spec, &files)
+        .await
+        .expect("restore with a network override");
+    assert!(runs_in_netns(restored.pid(), &netns));
+    assert_eq!(taps_held_by(restored.pid()), vec!["hfc-t1".to_string()]);
+    let after = wait_for_count_above(&spec.run_dir, len, last).await;
+    assert!(!after.contains(&1), "continued, not rebooted: {after:?}");
+    let report = restored.stop(Duration::from_secs(20)).await;
+    assert_eq!(report.code, Some(0), "{report:?}");
 }

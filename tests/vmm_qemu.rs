@@ -5,7 +5,7 @@ mod common;
 use std::time::Duration;
 
 use common::vmm::*;
-use hatch::vmm::{Hypervisor, DEFAULT_STOP_GRACE};
+use hatch::vmm::{DiskSpec, Hypervisor, NicSpec, DEFAULT_STOP_GRACE};
 
 /// Generous: two shared cores running emulated guests.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -127,7 +127,7 @@ async fn external_kill_is_reported_with_signal_and_serial_tail() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_kernels_fail_clearly_and_leave_no_process() {
+async fn bad_input_fails_clearly_and_leaves_no_process() {
     let dir = run_dir();
     let _cleanup = KillLeftovers(dir.path().to_path_buf());
     let marker = dir.path().display().to_string();
@@ -193,6 +193,37 @@ async fn bad_kernels_fail_clearly_and_leave_no_process() {
         .expect("no vcpus")
         .to_string()
         .contains("vcpu_count 0"));
+
+    // A TAP that does not exist is refused (QEMU would make a stray one).
+    spec.vcpu_count = 1;
+    spec.nic = Some(NicSpec {
+        tap_name: "hatch-nosuch0".into(),
+        mac: "02:00:00:00:00:09".into(),
+    });
+    let err = qemu.launch(&spec).await.err().expect("missing TAP");
+    assert!(
+        err.to_string()
+            .contains("TAP device hatch-nosuch0 does not exist"),
+        "{err}"
+    );
+    spec.nic = None;
+
+    // A corrupt saved state: QEMU starts, fails to load it, and is reaped.
+    let state = dir.path().join("corrupt-vmstate");
+    std::fs::write(&state, b"QEVM but not really").expect("write");
+    let files = hatch::vmm::SnapshotFiles {
+        state,
+        memory: None,
+    };
+    let err = qemu
+        .restore(&spec, &files)
+        .await
+        .err()
+        .expect("corrupt state fails");
+    assert!(
+        matches!(err, hatch::vmm::VmmError::EarlyExit { .. }),
+        "{err}"
+    );
     assert!(live_processes_mentioning(&marker).is_empty());
 }
 
@@ -230,4 +261,54 @@ async fn a_new_backend_adopts_a_running_vm_and_stops_it() {
         &log[log.len().saturating_sub(800)..]
     );
     assert!(!hatch::sys::process::is_alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_sees_its_read_only_disk_and_its_nic() {
+    let dir = run_dir();
+    let netns = TestNetns::create();
+    netns.add_tap("htap-t0");
+    let _cleanup = KillLeftovers(dir.path().to_path_buf()); // dropped before the namespace
+    let report_line = "echo \"hatch-test: mac=$(cat /sys/class/net/eth0/address) \
+                       ro=$(cat /sys/block/vda/ro) host=$(hostname)\" >/dev/console";
+    let seed = make_seed_disk(
+        dir.path(),
+        &[
+            (
+                "meta-data",
+                "instance-id: vm-qemu-dev\nlocal-hostname: seeded-host\n",
+            ),
+            ("user-data", &format!("#!/bin/sh\n{report_line}\n")),
+        ],
+    );
+    let mut spec = minimal_launch("vm-qemu-dev", &dir.path().join("run"), "");
+    spec.disks.push(DiskSpec {
+        id: "seed".into(),
+        path: seed,
+        read_only: true,
+    });
+    spec.nic = Some(NicSpec {
+        tap_name: "htap-t0".into(),
+        mac: "02:00:00:aa:bb:cc".into(),
+    });
+
+    let vm = qemu_tcg()
+        .in_netns(&netns.name)
+        .launch(&spec)
+        .await
+        .expect("launch");
+    assert!(
+        runs_in_netns(vm.pid(), &netns),
+        "QEMU runs in the test's namespace"
+    );
+    assert_eq!(taps_held_by(vm.pid()), vec!["htap-t0".to_string()]);
+    wait_for_marker(&spec.run_dir, "hatch-test: ", BOOT_TIMEOUT).await;
+    wait_for_marker(
+        &spec.run_dir,
+        "hatch-test: mac=02:00:00:aa:bb:cc ro=1 host=seeded-host",
+        Duration::from_secs(5),
+    )
+    .await;
+    let report = vm.stop(DEFAULT_STOP_GRACE * 6).await;
+    assert_eq!(report.code, Some(0), "{report:?}");
 }

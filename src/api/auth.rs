@@ -18,7 +18,10 @@ use crate::store::{ApiKeyInfo, Store, StoreError};
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, key) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| key.trim()).filter(|k| !k.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| key.trim())
+        .filter(|k| !k.is_empty())
 }
 
 /// Whether the request carries an active key. Errors count as "no" (and are
@@ -60,7 +63,10 @@ pub fn ensure_admin_key(store: &Store, path: &Path) -> Result<Option<PathBuf>, A
     if store.count_active_api_keys()? > 0 {
         return Ok(None);
     }
-    let write_error = |source| AdminKeyError::Write { path: path.to_path_buf(), source };
+    let write_error = |source| AdminKeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
     // If the file cannot be written the key is revoked again, so a failure
     // never leaves an active key that nobody holds.
     let (info, plaintext) = store.create_api_key("admin")?;
@@ -70,7 +76,11 @@ pub fn ensure_admin_key(store: &Store, path: &Path) -> Result<Option<PathBuf>, A
         }
         // A stale file from an earlier install would keep its old mode; replace it.
         let _ = std::fs::remove_file(path);
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
         file.write_all(format!("{plaintext}\n").as_bytes())?;
         file.sync_all()
     })();

@@ -22,11 +22,12 @@ pub enum ErrorKind {
     UnsupportedMediaType,
     Unavailable,
     Timeout,
+    SnapshotCorrupt,
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::InvalidField,
         ErrorKind::InvalidJson,
         ErrorKind::Unauthorized,
@@ -37,6 +38,7 @@ impl ErrorKind {
         ErrorKind::UnsupportedMediaType,
         ErrorKind::Unavailable,
         ErrorKind::Timeout,
+        ErrorKind::SnapshotCorrupt,
         ErrorKind::Internal,
     ];
 
@@ -51,6 +53,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ErrorKind::SnapshotCorrupt => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -67,6 +70,7 @@ impl ErrorKind {
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::Unavailable => "unavailable",
             ErrorKind::Timeout => "timeout",
+            ErrorKind::SnapshotCorrupt => "snapshot_corrupt",
             ErrorKind::Internal => "internal",
         }
     }
@@ -82,11 +86,19 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
-        ApiError { kind, message: message.into(), field: None }
+        ApiError {
+            kind,
+            message: message.into(),
+            field: None,
+        }
     }
 
     pub fn field(kind: ErrorKind, field: impl Into<String>, message: impl Into<String>) -> Self {
-        ApiError { kind, message: message.into(), field: Some(field.into()) }
+        ApiError {
+            kind,
+            message: message.into(),
+            field: Some(field.into()),
+        }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -99,7 +111,10 @@ impl ApiError {
 
     /// Deliberately says nothing about why (missing, malformed, unknown or revoked key).
     pub fn unauthorized() -> Self {
-        Self::new(ErrorKind::Unauthorized, "a valid API key is required (Authorization: Bearer <key>)")
+        Self::new(
+            ErrorKind::Unauthorized,
+            "a valid API key is required (Authorization: Bearer <key>)",
+        )
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
@@ -125,9 +140,11 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { field } => {
                 ApiError::field(ErrorKind::Conflict, field, format!("{field} is already in use"))
             }
-            StoreError::Corrupt { .. } | StoreError::TooNew { .. } | StoreError::Io { .. } | StoreError::Sqlite(_) => {
-                ApiError::internal(err.to_string())
-            }
+            StoreError::Corrupt { .. }
+            | StoreError::TooNew { .. }
+            | StoreError::Io { .. }
+            | StoreError::Open { .. }
+            | StoreError::Sqlite(_) => ApiError::internal(err.to_string()),
         }
     }
 }
@@ -138,10 +155,15 @@ impl From<OrchError> for ApiError {
         match err {
             OrchError::NotFound { .. } => ApiError::new(ErrorKind::NotFound, message),
             OrchError::InvalidField { field, message } => ApiError::invalid(field, message),
-            OrchError::Conflict { field, message } => ApiError { kind: ErrorKind::Conflict, message, field: field.map(Into::into) },
+            OrchError::Conflict { field, message } => ApiError {
+                kind: ErrorKind::Conflict,
+                message,
+                field: field.map(Into::into),
+            },
             OrchError::TooLarge { field, message } => ApiError::field(ErrorKind::TooLarge, field, message),
             OrchError::Exhausted { message } => ApiError::new(ErrorKind::Unavailable, message),
             OrchError::Timeout { message } => ApiError::new(ErrorKind::Timeout, message),
+            OrchError::Corrupt { message } => ApiError::new(ErrorKind::SnapshotCorrupt, message),
             OrchError::Internal(message) => ApiError::internal(message),
         }
     }

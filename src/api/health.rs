@@ -34,7 +34,10 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     Ok(Json(Health {
         status: "ok",
         version: env!("CARGO_PKG_VERSION"),
-        vms: VmCounts { total: vms.len(), by_state },
+        vms: VmCounts {
+            total: vms.len(),
+            by_state,
+        },
         images: state.store.list_images()?.len(),
     }))
 }

@@ -18,15 +18,28 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let content_type = req.headers().get(CONTENT_TYPE).map(|v| v.to_str().unwrap_or("").to_string());
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap_or("").to_string());
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::new(ErrorKind::TooLarge, format!("request body is larger than {} bytes", super::MAX_BODY_BYTES))
+                ApiError::new(
+                    ErrorKind::TooLarge,
+                    format!("request body is larger than {} bytes", super::MAX_BODY_BYTES),
+                )
             } else {
-                ApiError::new(ErrorKind::InvalidJson, format!("could not read the request body: {}", rejection.body_text()))
+                ApiError::new(
+                    ErrorKind::InvalidJson,
+                    format!("could not read the request body: {}", rejection.body_text()),
+                )
             }
         })?;
-        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        let body: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) {
+            b"{}"
+        } else {
+            &bytes
+        };
         if body != b"{}" {
             if let Some(content_type) = content_type {
                 let essence = content_type.split(';').next().unwrap_or("").trim();
@@ -45,7 +58,10 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
 pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     // serde would also accept an array for a struct (fields by position).
     if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(ApiError::new(ErrorKind::InvalidJson, "the request body must be a JSON object"));
+        return Err(ApiError::new(
+            ErrorKind::InvalidJson,
+            "the request body must be a JSON object",
+        ));
     }
     let mut deserializer = serde_json::Deserializer::from_slice(body);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|e| {
@@ -59,7 +75,9 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
 fn json_error(err: &serde_json::Error, path: &str) -> ApiError {
     use serde_json::error::Category;
     match err.classify() {
-        Category::Syntax | Category::Eof | Category::Io => ApiError::new(ErrorKind::InvalidJson, format!("malformed JSON: {err}")),
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::new(ErrorKind::InvalidJson, format!("malformed JSON: {err}"))
+        }
         Category::Data => {
             let message = err.to_string();
             // serde reports unknown and missing fields by name, at the parent's path.
@@ -71,7 +89,9 @@ fn json_error(err: &serde_json::Error, path: &str) -> ApiError {
                 (Some(name), "." | "") => name.to_string(),
                 (Some(name), path) if path == name || path.ends_with(&format!(".{name}")) => path.to_string(),
                 (Some(name), parent) => format!("{parent}.{name}"),
-                (None, "." | "") => return ApiError::new(ErrorKind::InvalidJson, format!("invalid request body: {message}")),
+                (None, "." | "") => {
+                    return ApiError::new(ErrorKind::InvalidJson, format!("invalid request body: {message}"))
+                }
                 (None, path) => path.to_string(),
             };
             ApiError::invalid(field.clone(), format!("{field}: {}", strip_position(&message)))
@@ -98,12 +118,14 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        Query::<T>::try_from_uri(&parts.uri).map(|Query(value)| ApiQuery(value)).map_err(|rejection| {
-            let text = rejection.body_text();
-            match backticked(&text) {
-                Some(name) => ApiError::invalid(name, text.clone()),
-                None => ApiError::new(ErrorKind::InvalidField, text),
-            }
-        })
+        Query::<T>::try_from_uri(&parts.uri)
+            .map(|Query(value)| ApiQuery(value))
+            .map_err(|rejection| {
+                let text = rejection.body_text();
+                match backticked(&text) {
+                    Some(name) => ApiError::invalid(name, text.clone()),
+                    None => ApiError::new(ErrorKind::InvalidField, text),
+                }
+            })
     }
 }

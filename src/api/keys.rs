@@ -24,7 +24,10 @@ pub struct NewKey {
     pub key: String,
 }
 
-pub async fn create(State(state): State<AppState>, ApiJson(req): ApiJson<CreateKey>) -> ApiResult<(StatusCode, Json<NewKey>)> {
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<CreateKey>,
+) -> ApiResult<(StatusCode, Json<NewKey>)> {
     validate::name(&req.name)?;
     let (info, key) = state.store.create_api_key(&req.name)?;
     Ok((StatusCode::CREATED, Json(NewKey { info, key })))

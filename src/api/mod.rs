@@ -12,6 +12,8 @@ pub mod images;
 pub mod json;
 mod keys;
 pub mod openapi;
+pub mod routes;
+mod snapshots;
 mod templates;
 pub mod validate;
 pub mod vms;
@@ -55,14 +57,19 @@ pub struct Route {
 }
 
 fn route(method: Method, path: &'static str, access: Access, handler: MethodRouter<AppState>) -> Route {
-    Route { method, path, access, handler }
+    Route {
+        method,
+        path,
+        access,
+        handler,
+    }
 }
 
 /// Every endpoint of the API.
 pub fn routes() -> Vec<Route> {
+    use routing::{delete, get, post};
     use Access::{Key, Public};
     use Method as M;
-    use routing::{delete, get, post};
     vec![
         route(M::GET, "/healthz", Public, get(health::healthz)),
         route(M::GET, "/openapi.json", Key, get(openapi::serve)),
@@ -81,13 +88,21 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/vms/{id}/stop", Key, post(vms::stop)),
         route(M::POST, "/vms/{id}/start", Key, post(vms::start)),
         route(M::GET, "/vms/{id}/logs", Key, get(vms::logs)),
+        route(M::GET, "/vms/{id}/events", Key, get(vms::events)),
+        route(M::POST, "/vms/{id}/snapshot", Key, post(snapshots::create)),
+        route(M::POST, "/vms/{id}/restore", Key, post(snapshots::restore)),
+        route(M::GET, "/vms/{id}/snapshots", Key, get(snapshots::list)),
+        route(M::DELETE, "/snapshots/{id}", Key, delete(snapshots::delete)),
+        route(M::POST, "/vms/{id}/routes", Key, post(routes::create)),
+        route(M::GET, "/vms/{id}/routes", Key, get(routes::list)),
+        route(M::DELETE, "/routes/{id}", Key, delete(routes::delete)),
         route(M::POST, "/keys", Key, post(keys::create)),
         route(M::GET, "/keys", Key, get(keys::list)),
         route(M::DELETE, "/keys/{id}", Key, delete(keys::revoke)),
     ]
 }
 
-/// The (method, path) pairs of [`routes`].
+/// (method, path, access) of every route in [`routes`].
 pub fn route_table() -> Vec<(Method, &'static str, Access)> {
     routes().into_iter().map(|r| (r.method, r.path, r.access)).collect()
 }
@@ -107,15 +122,18 @@ pub fn router(state: AppState) -> Router {
         group.insert(r.path, merged);
     }
     let build = |group: BTreeMap<&'static str, MethodRouter<AppState>>| {
-        group.into_iter().fold(Router::new(), |router, (path, handler)| router.route(path, handler))
+        group
+            .into_iter()
+            .fold(Router::new(), |router, (path, handler)| router.route(path, handler))
     };
-    let protected = build(protected)
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
+    let protected =
+        build(protected).route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     build(public)
         .merge(protected)
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::from_fn(log_request))
         .with_state(state)
 }
 
@@ -132,4 +150,15 @@ async fn method_not_allowed(State(state): State<AppState>, headers: HeaderMap) -
         Some(_) => ApiError::new(ErrorKind::MethodNotAllowed, "method not allowed on this endpoint"),
         None => ApiError::unauthorized(),
     }
+}
+
+/// One log line per request: method, path (never the query or headers, which
+/// may carry secrets), status and duration.
+async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_string();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    tracing::info!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    response
 }

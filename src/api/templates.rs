@@ -33,7 +33,11 @@ pub async fn create(
     validate::user_data(&req.user_data)?;
     validate::ssh_authorized_keys(&req.ssh_authorized_keys)?;
     let image = state.store.find_image(&req.image_id)?.ok_or_else(|| {
-        ApiError::field(ErrorKind::NotFound, "image_id", format!("image {} not found", req.image_id))
+        ApiError::field(
+            ErrorKind::NotFound,
+            "image_id",
+            format!("image {} not found", req.image_id),
+        )
     })?;
     let template = Template {
         id: random_id("tpl", 10),
@@ -54,7 +58,11 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Template>
 }
 
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Template>> {
-    state.store.get_template(&id)?.map(Json).ok_or_else(|| ApiError::not_found("template", &id))
+    state
+        .store
+        .get_template(&id)?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found("template", &id))
 }
 
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {

@@ -8,7 +8,10 @@ use crate::config::{MAX_VCPU_COUNT, MIN_MEM_MIB};
 
 pub fn vcpu_count(value: u32) -> Result<u32, ApiError> {
     if !(1..=MAX_VCPU_COUNT).contains(&value) {
-        return Err(ApiError::invalid("vcpu_count", format!("vcpu_count must be between 1 and {MAX_VCPU_COUNT}, got {value}")));
+        return Err(ApiError::invalid(
+            "vcpu_count",
+            format!("vcpu_count must be between 1 and {MAX_VCPU_COUNT}, got {value}"),
+        ));
     }
     Ok(value)
 }
@@ -50,11 +53,16 @@ pub fn user_data(value: &Option<String>) -> Result<(), ApiError> {
 /// A display name: 1-64 letters, digits, `.`, `_` or `-`.
 pub fn name(value: &str) -> Result<(), ApiError> {
     let ok = (1..=64).contains(&value.len())
-        && value.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid("name", format!("name must be 1-64 letters, digits, '.', '_' or '-', got {value:?}")))
+        Err(ApiError::invalid(
+            "name",
+            format!("name must be 1-64 letters, digits, '.', '_' or '-', got {value:?}"),
+        ))
     }
 }
 
@@ -76,7 +84,10 @@ pub fn ssh_authorized_keys(keys: &[String]) -> Result<(), ApiError> {
     }
     for (i, key) in keys.iter().enumerate() {
         if let Err(why) = check_public_key(key) {
-            return Err(ApiError::invalid(format!("ssh_authorized_keys[{i}]"), format!("ssh_authorized_keys[{i}]: {why}")));
+            return Err(ApiError::invalid(
+                format!("ssh_authorized_keys[{i}]"),
+                format!("ssh_authorized_keys[{i}]: {why}"),
+            ));
         }
     }
     Ok(())

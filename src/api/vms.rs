@@ -14,6 +14,7 @@ use super::json::{ApiJson, ApiQuery};
 use super::{validate, AppState};
 use crate::model::Vm;
 use crate::orch::{CreateVm, OrchError};
+use crate::store::VmEvent;
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +34,10 @@ impl CreateVmRequest {
     /// Checks what can be checked without orchestration.
     pub fn validate(self) -> Result<CreateVm, ApiError> {
         if self.image_id.is_some() && self.template_id.is_some() {
-            return Err(ApiError::invalid("template_id", "give image_id or template_id, not both"));
+            return Err(ApiError::invalid(
+                "template_id",
+                "give image_id or template_id, not both",
+            ));
         }
         self.vcpu_count.map(validate::vcpu_count).transpose()?;
         self.mem_mib.map(validate::mem_mib).transpose()?;
@@ -85,14 +89,19 @@ impl CreateQuery {
                 Ok(None)
             }
             Some("ready") => {
-                let Some(text) = &self.timeout else { return Ok(Some(DEFAULT_WAIT)) };
+                let Some(text) = &self.timeout else {
+                    return Ok(Some(DEFAULT_WAIT));
+                };
                 let timeout = crate::config::values::duration(text).map_err(|e| ApiError::invalid("timeout", e))?;
                 if timeout > MAX_WAIT {
                     return Err(ApiError::invalid("timeout", "timeout is at most 3600 seconds"));
                 }
                 Ok(Some(timeout))
             }
-            Some(other) => Err(ApiError::invalid("wait", format!("wait must be \"ready\", got {other:?}"))),
+            Some(other) => Err(ApiError::invalid(
+                "wait",
+                format!("wait must be \"ready\", got {other:?}"),
+            )),
         }
     }
 }
@@ -119,7 +128,12 @@ pub async fn create(
     let wait = query.wait_for()?;
     let vm = state.orch.create_vm(req.validate()?).await.map_err(create_error)?;
     let vm = match wait {
-        Some(timeout) => state.orch.wait_ready(&vm.id, timeout).await?,
+        Some(timeout) => state.orch.wait_ready(&vm.id, timeout).await.map_err(|err| {
+            // The VM exists now; say so, so the caller does not create another.
+            let mut api = ApiError::from(err);
+            api.message = format!("{} was created, but {}", vm.id, api.message);
+            api
+        })?,
         None => vm,
     };
     Ok((StatusCode::CREATED, Json(vm)))
@@ -168,4 +182,12 @@ pub async fn logs(
     };
     let text = state.orch.logs(&id, bytes).await?;
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+}
+
+/// The VM's recorded state changes, oldest first.
+pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vec<VmEvent>>> {
+    if state.store.get_vm(&id)?.is_none() {
+        return Err(ApiError::not_found("vm", &id));
+    }
+    Ok(Json(state.store.list_transitions(&id)?))
 }

@@ -1,61 +1,152 @@
-//! `hatch doctor`: host prerequisites, and whether the daemon answers.
+//! `hatch doctor`: the hypervisor prerequisites and the backend the daemon
+//! would choose (and why), the host programs networking and image builds
+//! run, and whether the daemon answers. Fails only when a daemon could not
+//! start: an invalid configuration or no usable hypervisor.
 
 use hyper::Method;
+use serde::Serialize;
 use serde_json::Value;
 
 use super::output;
-use super::{ClientArgs, CliError};
+use super::{CliError, ClientArgs};
+use crate::config::Config;
+use crate::image::tools::{self, Tool};
 use crate::sys::cmd::find_on_path;
-use crate::vmm::select::DoctorCheck;
+use crate::vmm::select::{doctor_checks, DoctorCheck, HypervisorSettings};
 
-fn program(name: &str, why: &str) -> DoctorCheck {
-    let found = find_on_path(name);
+/// The name `crate::vmm::select` gives the check that states the choice.
+const CHOICE_CHECK: &str = "hypervisor";
+
+/// Programs the daemon runs by name (so they must be on its PATH), with the
+/// Debian package that provides each.
+const RUNTIME_TOOLS: [(&str, &str, &str); 5] = [
+    ("ip", "iproute2", "bridge and TAP devices"),
+    ("iptables", "iptables", "NAT, SSH forwards and guest isolation"),
+    ("dnsmasq", "dnsmasq-base", "DHCP for VMs"),
+    ("conntrack", "conntrack", "counting SSH sessions for idle detection"),
+    ("ssh", "openssh-client", "`hatch vm ssh`"),
+];
+
+/// Programs image builds need, and for which profiles.
+const BUILD_TOOLS: [(Tool, &str); 6] = [
+    (tools::APT_GET, "package lists for image builds"),
+    (tools::APT_CACHE, "package versions for image builds"),
+    (tools::DPKG_DEB, "unpacking packages in image builds"),
+    (tools::DEPMOD, "kernel module lists in image builds"),
+    (tools::MMDEBSTRAP, "the root file system of debian images"),
+    (tools::MKFS_EXT4, "the root disk of debian images"),
+];
+
+#[derive(Debug, Serialize)]
+struct Report {
+    checks: Vec<DoctorCheck>,
+    /// What `hatch serve` would run VMs with, and why (or why nothing).
+    hypervisor: DoctorCheck,
+}
+
+fn check(name: &str, ok: bool, detail: String) -> DoctorCheck {
     DoctorCheck {
         name: name.to_string(),
-        ok: found.is_some(),
-        detail: match found {
-            Some(path) => format!("{} ({why})", path.display()),
-            None => format!("not found on PATH; needed for {why}"),
-        },
+        ok,
+        detail,
     }
 }
 
-/// Checks that need no daemon. (The hypervisor choice is explained by the
-/// VMM module's checks once they are merged in.)
-fn host_checks() -> Vec<DoctorCheck> {
-    let kvm = std::path::Path::new("/dev/kvm");
-    vec![
-        DoctorCheck {
-            name: "/dev/kvm".into(),
-            ok: kvm.exists(),
-            detail: if kvm.exists() { "present".into() } else { "absent: QEMU will use TCG (slow)".into() },
-        },
-        program("qemu-system-x86_64", "running VMs with QEMU"),
-        program("firecracker", "running VMs with Firecracker (optional)"),
-        program("dnsmasq", "DHCP for VMs"),
-        program("iptables", "NAT and SSH forwards"),
-        program("ip", "bridge and TAP devices"),
-        program("ssh", "`hatch vm ssh`"),
-    ]
+fn runtime_tool((program, package, why): (&str, &str, &str)) -> DoctorCheck {
+    match find_on_path(program) {
+        Some(path) => check(program, true, format!("{} ({why})", path.display())),
+        None => check(
+            program,
+            false,
+            format!("not on PATH; install the Debian package `{package}` ({why})"),
+        ),
+    }
+}
+
+fn build_tool((tool, why): (Tool, &str)) -> DoctorCheck {
+    match tools::locate(tool) {
+        Ok(path) => check(tool.name, true, format!("{path} ({why})")),
+        Err(error) => check(tool.name, false, format!("{error} ({why})")),
+    }
+}
+
+/// The hypervisor settings `hatch serve` would use, and a check saying
+/// whether the whole configuration is valid.
+fn settings() -> (HypervisorSettings, DoctorCheck) {
+    match Config::from_env() {
+        Ok(config) => (
+            config.hypervisor,
+            check("configuration", true, "HATCH_* variables are valid".into()),
+        ),
+        Err(error) => {
+            let invalid = check("configuration", false, format!("hatch serve would not start: {error}"));
+            // Still explain the hypervisor choice from the variables that govern it.
+            (HypervisorSettings::from_env().unwrap_or_default(), invalid)
+        }
+    }
+}
+
+async fn daemon_check(args: &ClientArgs) -> DoctorCheck {
+    let answer = match args.client() {
+        Ok(client) => client.call::<Value>(Method::GET, "/healthz", None).await,
+        Err(error) => Err(error),
+    };
+    match answer {
+        Ok(health) => check(
+            "daemon",
+            true,
+            format!(
+                "{} answers (version {})",
+                args.url,
+                health["version"].as_str().unwrap_or("?")
+            ),
+        ),
+        Err(error) => check("daemon", false, error.to_string()),
+    }
+}
+
+async fn gather(args: &ClientArgs) -> Report {
+    let (settings, config_check) = settings();
+    // Probing runs each binary's --version: blocking, so off the runtime.
+    let probed = tokio::task::spawn_blocking(move || doctor_checks(&settings))
+        .await
+        .unwrap_or_default();
+    let (choice, mut checks): (Vec<_>, Vec<_>) = probed.into_iter().partition(|c| c.name == CHOICE_CHECK);
+    let hypervisor = choice
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| check(CHOICE_CHECK, false, "the hypervisor probe did not finish".into()));
+    checks.insert(0, config_check);
+    checks.extend(RUNTIME_TOOLS.into_iter().map(runtime_tool));
+    checks.extend(BUILD_TOOLS.into_iter().map(build_tool));
+    checks.push(daemon_check(args).await);
+    Report { checks, hypervisor }
+}
+
+fn print(report: &Report) {
+    let status = |ok: bool| if ok { "ok" } else { "FAIL" }.to_string();
+    let rows: Vec<Vec<String>> = report
+        .checks
+        .iter()
+        .map(|c| vec![status(c.ok), c.name.clone(), c.detail.clone()])
+        .collect();
+    output::table(&["", "CHECK", "DETAIL"], &rows);
+    println!();
+    if report.hypervisor.ok {
+        println!("hypervisor: {}", report.hypervisor.detail);
+    } else {
+        println!("hypervisor: FAIL: {}", report.hypervisor.detail);
+    }
 }
 
 pub async fn run(args: &ClientArgs) -> Result<(), CliError> {
-    let mut checks = host_checks();
-    let daemon = match args.client()?.call::<Value>(Method::GET, "/healthz", None).await {
-        Ok(health) => DoctorCheck {
-            name: "daemon".into(),
-            ok: true,
-            detail: format!("{} answers (version {})", args.url, health["version"].as_str().unwrap_or("?")),
-        },
-        Err(e) => DoctorCheck { name: "daemon".into(), ok: false, detail: e.to_string() },
-    };
-    checks.push(daemon);
-    output::show(args.json, &checks, |checks| {
-        let rows: Vec<Vec<String>> = checks
-            .iter()
-            .map(|c| vec![if c.ok { "ok" } else { "FAIL" }.to_string(), c.name.clone(), c.detail.clone()])
-            .collect();
-        output::table(&["", "CHECK", "DETAIL"], &rows);
-    });
+    let report = gather(args).await;
+    output::show(args.json, &report, print);
+    let config_ok = report.checks.iter().all(|c| c.name != "configuration" || c.ok);
+    if !report.hypervisor.ok || !config_ok {
+        return Err(CliError::Local(
+            "the daemon could not start on this host as configured".into(),
+        ));
+    }
     Ok(())
 }

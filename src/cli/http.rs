@@ -22,7 +22,11 @@ pub enum Endpoint {
 impl Endpoint {
     /// `http://host[:port]` or `unix:/path/to.sock`.
     pub fn parse(url: &str) -> Result<Endpoint, CliError> {
-        let bad = || CliError::Usage(format!("HATCH_URL {url:?}: expected http://host:port or unix:/path/to.sock"));
+        let bad = || {
+            CliError::Usage(format!(
+                "HATCH_URL {url:?}: expected http://host:port or unix:/path/to.sock"
+            ))
+        };
         if let Some(path) = url.strip_prefix("unix:") {
             return Ok(Endpoint::Unix(PathBuf::from(path.trim_start_matches("//"))));
         }
@@ -37,7 +41,10 @@ impl Endpoint {
         if host.is_empty() {
             return Err(bad());
         }
-        Ok(Endpoint::Tcp { host: host.trim_matches(|c| c == '[' || c == ']').to_string(), port })
+        Ok(Endpoint::Tcp {
+            host: host.trim_matches(|c| c == '[' || c == ']').to_string(),
+            port,
+        })
     }
 
     /// The host a user reaches forwarded VM ports on (the daemon's host).
@@ -82,19 +89,30 @@ impl Client {
             }
             None => Bytes::new(),
         };
-        let request = builder.body(Full::new(payload)).map_err(|e| CliError::Usage(format!("bad request: {e}")))?;
+        let request = builder
+            .body(Full::new(payload))
+            .map_err(|e| CliError::Usage(format!("bad request: {e}")))?;
         let response = match &self.endpoint {
             Endpoint::Tcp { host, port } => {
-                let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await.map_err(|e| self.unreachable(e))?;
+                let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
                 send(stream, request).await?
             }
             Endpoint::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path).await.map_err(|e| self.unreachable(e))?;
+                let stream = tokio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| self.unreachable(e))?;
                 send(stream, request).await?
             }
         };
         let status = response.status();
-        let body = response.into_body().collect().await.map_err(|e| CliError::Http(e.to_string()))?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| CliError::Http(e.to_string()))?
+            .to_bytes();
         Ok(Reply { status, body })
     }
 
@@ -107,7 +125,12 @@ impl Client {
     }
 
     /// Sends a request and decodes a successful JSON answer; API errors become `CliError::Api`.
-    pub async fn call<T: DeserializeOwned>(&self, method: Method, path: &str, body: Option<&Value>) -> Result<T, CliError> {
+    pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T, CliError> {
         let reply = self.request(method, path, body).await?.success()?;
         let body: &[u8] = if reply.body.is_empty() { b"null" } else { &reply.body };
         serde_json::from_slice(body).map_err(|e| CliError::Http(format!("unexpected answer from the daemon: {e}")))
@@ -121,7 +144,12 @@ impl Reply {
             return Ok(self);
         }
         let error: Option<Value> = serde_json::from_slice(&self.body).ok();
-        let detail = |key: &str| error.as_ref().and_then(|e| e["error"][key].as_str()).map(str::to_string);
+        let detail = |key: &str| {
+            error
+                .as_ref()
+                .and_then(|e| e["error"][key].as_str())
+                .map(str::to_string)
+        };
         Err(CliError::Api {
             status: self.status.as_u16(),
             code: detail("code").unwrap_or_else(|| "unknown".into()),
@@ -134,10 +162,14 @@ async fn send<S>(stream: S, request: Request<Full<Bytes>>) -> Result<hyper::Resp
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| CliError::Http(e.to_string()))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| CliError::Http(e.to_string()))?;
     let driver = tokio::spawn(connection);
-    let response = sender.send_request(request).await.map_err(|e| CliError::Http(e.to_string()));
+    let response = sender
+        .send_request(request)
+        .await
+        .map_err(|e| CliError::Http(e.to_string()));
     if response.is_err() {
         driver.abort();
     }

@@ -1,5 +1,6 @@
-//! `hatch image build|register|list|show|delete`. `build` and `list` also
-//! work without a daemon: they use the database under HATCH_DATA_DIR.
+//! `hatch image build|register|list|show|delete`. `build` always, and
+//! `register`, `list` and `show` when no daemon answers, use the database
+//! under HATCH_DATA_DIR directly.
 
 use std::path::{Path, PathBuf};
 
@@ -9,10 +10,9 @@ use serde_json::json;
 
 use super::http::segment;
 use super::output::{self, opt};
-use super::{ClientArgs, CliError};
-use crate::config::Config;
+use super::{local, local_store, CliError, ClientArgs};
+use crate::image::{register_image, BuildEnv, BuildRequest, ProgressEvent, RegisterRequest};
 use crate::model::{Image, ImageProfile};
-use crate::store::Store;
 
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
@@ -53,24 +53,40 @@ pub enum ImageCommand {
 pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliError> {
     match command {
         ImageCommand::Build { profile, name } => {
-            let profile = ImageProfile::parse(&profile).ok_or_else(|| CliError::Usage(format!("unknown profile {profile}")))?;
+            let profile =
+                ImageProfile::parse(&profile).ok_or_else(|| CliError::Usage(format!("unknown profile {profile}")))?;
             let image = build_image(profile, name).await?;
             output::show(args.json, &image, print_image);
         }
-        ImageCommand::Register { name, kernel, initrd, rootfs, login_user, boot_args } => {
-            let mut body = json!({ "name": name, "kernel_path": absolute(&kernel)? });
-            for (key, path) in [("initrd_path", &initrd), ("rootfs_path", &rootfs)] {
-                if let Some(path) = path {
-                    body[key] = json!(absolute(path)?);
+        ImageCommand::Register {
+            name,
+            kernel,
+            initrd,
+            rootfs,
+            login_user,
+            boot_args,
+        } => {
+            let request = RegisterRequest {
+                name,
+                kernel_path: absolute(&kernel)?,
+                initrd_path: initrd.as_deref().map(absolute).transpose()?,
+                rootfs_path: rootfs.as_deref().map(absolute).transpose()?,
+                login_user,
+                boot_args,
+            };
+            let image: Image = match args
+                .client()?
+                .call(Method::POST, "/images", Some(&register_body(&request)))
+                .await
+            {
+                // Without a daemon, the same checks run here and the image goes straight into the database.
+                Err(CliError::Unreachable { .. }) => {
+                    let image = register_image(&request).map_err(local)?;
+                    local_store()?.insert_image(&image).map_err(local)?;
+                    image
                 }
-            }
-            if let Some(user) = login_user {
-                body["login_user"] = json!(user);
-            }
-            if let Some(boot_args) = boot_args {
-                body["boot_args"] = json!(boot_args);
-            }
-            let image: Image = args.client()?.call(Method::POST, "/images", Some(&body)).await?;
+                other => other?,
+            };
             output::show(args.json, &image, print_image);
         }
         ImageCommand::List => {
@@ -96,7 +112,11 @@ pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliErro
             });
         }
         ImageCommand::Show { id } => {
-            let image: Image = match args.client()?.call(Method::GET, &format!("/images/{}", segment(&id)), None).await {
+            let image: Image = match args
+                .client()?
+                .call(Method::GET, &format!("/images/{}", segment(&id)), None)
+                .await
+            {
                 Err(CliError::Unreachable { .. }) => local_store()?
                     .find_image(&id)
                     .map_err(local)?
@@ -106,7 +126,10 @@ pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliErro
             output::show(args.json, &image, print_image);
         }
         ImageCommand::Delete { id } => {
-            args.client()?.request(Method::DELETE, &format!("/images/{}", segment(&id)), None).await?.success()?;
+            args.client()?
+                .request(Method::DELETE, &format!("/images/{}", segment(&id)), None)
+                .await?
+                .success()?;
             if !args.json {
                 println!("deleted {id}");
             }
@@ -115,30 +138,47 @@ pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliErro
     Ok(())
 }
 
-/// The database the daemon uses, opened directly (for use without a daemon).
-fn local_store() -> Result<Store, CliError> {
-    let config = Config::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
-    Store::open(&config.db_path()).map_err(local)
+fn absolute(path: &Path) -> Result<PathBuf, CliError> {
+    std::path::absolute(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))
 }
 
-fn local(error: impl std::fmt::Display) -> CliError {
-    CliError::Local(error.to_string())
+/// The `POST /images` body for a registration (unset fields left out).
+fn register_body(request: &RegisterRequest) -> serde_json::Value {
+    let mut body = json!({ "name": request.name, "kernel_path": request.kernel_path });
+    let optional = [
+        ("initrd_path", request.initrd_path.as_ref().map(|p| json!(p))),
+        ("rootfs_path", request.rootfs_path.as_ref().map(|p| json!(p))),
+        ("login_user", request.login_user.as_ref().map(|u| json!(u))),
+        ("boot_args", request.boot_args.as_ref().map(|a| json!(a))),
+    ];
+    for (key, value) in optional {
+        if let Some(value) = value {
+            body[key] = value;
+        }
+    }
+    body
 }
 
-fn absolute(path: &Path) -> Result<String, CliError> {
-    let full = std::path::absolute(path).map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
-    Ok(full.to_string_lossy().into_owned())
-}
-
-/// Builds and registers an image in the local store (no daemon needed).
+/// Builds an image and registers it in the local store (no daemon needed:
+/// the daemon reads new images from the same database). Progress goes to
+/// stderr as it happens, so stdout stays the image alone.
 async fn build_image(profile: ImageProfile, name: Option<String>) -> Result<Image, CliError> {
-    let _store = local_store()?;
-    let _name = name.unwrap_or_else(|| profile.as_str().to_string());
-    // The builder (`crate::image::build_image`) is not part of this branch.
-    Err(CliError::Local(format!(
-        "building {} images needs the image builder, which this build of hatch does not include",
-        profile.as_str()
-    )))
+    let config = crate::config::Config::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
+    let store = super::serve::open_store(&config)?;
+    let env = BuildEnv {
+        images_dir: config.data_dir.join("images"),
+        cache_dir: config.image_cache_dir.clone(),
+        debian_mirror: config.debian_mirror.clone(),
+    };
+    let request = BuildRequest { profile, name };
+    let print = |event: ProgressEvent| eprintln!("hatch: {event}");
+    let image = crate::image::build_image(&request, &env, &print).await.map_err(local)?;
+    if let Err(error) = store.insert_image(&image) {
+        // Not registered, so nothing would ever delete the files.
+        let _ = std::fs::remove_dir_all(env.images_dir.join(&image.id));
+        return Err(local(error));
+    }
+    Ok(image)
 }
 
 fn print_image(image: &Image) {
@@ -157,4 +197,3 @@ fn print_image(image: &Image) {
         ("created_at", image.created_at.to_string()),
     ]);
 }
-

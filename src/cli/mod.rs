@@ -18,7 +18,11 @@ use crate::config::ServeArgs;
 use http::{Client, Endpoint};
 
 #[derive(Debug, Parser)]
-#[command(name = "hatch", version, about = "A small cloud of microVMs on one Linux host, behind one REST API")]
+#[command(
+    name = "hatch",
+    version,
+    about = "A small cloud of microVMs on one Linux host, behind one REST API"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -89,7 +93,10 @@ impl ClientArgs {
             Some(key) => Some(key.trim().to_string()),
             None => admin_key_from_data_dir(),
         };
-        Ok(Client { endpoint: Endpoint::parse(&self.url)?, api_key })
+        Ok(Client {
+            endpoint: Endpoint::parse(&self.url)?,
+            api_key,
+        })
     }
 }
 
@@ -98,6 +105,16 @@ fn admin_key_from_data_dir() -> Option<String> {
     let data_dir = std::env::var_os("HATCH_DATA_DIR").unwrap_or_else(|| "/var/lib/hatch".into());
     let key = std::fs::read_to_string(std::path::Path::new(&data_dir).join("admin.key")).ok()?;
     Some(key.trim().to_string()).filter(|k| !k.is_empty())
+}
+
+/// The database the daemon uses, opened directly (for use without a daemon).
+fn local_store() -> Result<crate::store::Store, CliError> {
+    let config = crate::config::Config::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
+    crate::store::Store::open(&config.db_path()).map_err(local)
+}
+
+fn local(error: impl std::fmt::Display) -> CliError {
+    CliError::Local(error.to_string())
 }
 
 /// Entry point of the `hatch` binary.
@@ -125,7 +142,10 @@ pub fn main() -> ExitCode {
 fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 }
 
 pub async fn run(command: Command) -> Result<(), CliError> {

@@ -1,16 +1,19 @@
 //! `hatch serve`: the daemon. Opens the store, makes the admin key on first
 //! start, starts orchestration and serves the API until SIGTERM or SIGINT.
 
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::{TcpListener, UnixListener};
 
 use crate::api::auth::{ensure_admin_key, AdminKeyError};
 use crate::api::{self, AppState};
 use crate::config::{Config, ConfigError, ListenAddr, ServeArgs};
-use crate::orch::{OrchError, Orchestrator};
+use crate::idle::spawn_idle_monitor;
+use crate::orch::{OrchError, OrchIdleTarget, OrchRouteResolver, Orchestrator};
+use crate::proxy::{spawn_proxy, ProxyConfig, ProxyHandle};
 use crate::store::{Store, StoreError};
 
 #[derive(Debug, thiserror::Error)]
@@ -45,16 +48,25 @@ pub async fn start_orchestrator(config: Arc<Config>, store: Store) -> Result<Arc
     Ok(Orchestrator::start(config, store).await?)
 }
 
+/// Creates the data directory if needed and opens the database in it.
+pub fn open_store(config: &Config) -> Result<Store, ServeError> {
+    let data_dir = &config.data_dir;
+    // VM disks, keys and the database live here: owner only. An existing
+    // directory keeps its mode (it may be shared, like /tmp).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(data_dir)
+        .map_err(|source| ServeError::DataDir {
+            path: data_dir.clone(),
+            source,
+        })?;
+    Ok(Store::open(&config.db_path())?)
+}
+
 /// Opens the data directory and database, and makes the admin key on first start.
 pub fn open_state(config: &Config) -> Result<Store, ServeError> {
-    let data_dir = &config.data_dir;
-    let prepare = || -> std::io::Result<()> {
-        std::fs::create_dir_all(data_dir)?;
-        // VM disks, keys and the database live here: owner only.
-        std::fs::set_permissions(data_dir, std::fs::Permissions::from_mode(0o700))
-    };
-    prepare().map_err(|source| ServeError::DataDir { path: data_dir.clone(), source })?;
-    let store = Store::open(&config.db_path())?;
+    let store = open_store(config)?;
     if let Some(path) = ensure_admin_key(&store, &config.admin_key_path())? {
         eprintln!("hatch: first start: wrote an admin API key to {}", path.display());
     }
@@ -65,27 +77,93 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let config = Arc::new(Config::from_args(args)?);
     let store = open_state(&config)?;
     let orch = start_orchestrator(config.clone(), store.clone()).await?;
-    let app = api::router(AppState { store, orch: orch.clone(), config: config.clone() });
+    let background = start_proxy_and_idle_monitor(&config, &orch).await?;
+    let app = api::router(AppState {
+        store,
+        orch: orch.clone(),
+        config: config.clone(),
+    });
+    let served = serve(&config, app).await;
+    background.idle_monitor.abort();
+    background.proxy.shutdown(SHUTDOWN_GRACE).await;
+    // VMs keep running; the next start adopts them.
+    orch.shutdown().await;
+    served
+}
+
+/// The long-running tasks besides the API, started in one place.
+struct Background {
+    proxy: ProxyHandle,
+    idle_monitor: tokio::task::JoinHandle<()>,
+}
+
+/// The subdomain proxy on HATCH_PROXY_ADDR (waking snapshotted VMs), and the
+/// idle monitor that snapshots routed VMs nobody uses.
+async fn start_proxy_and_idle_monitor(config: &Config, orch: &Arc<Orchestrator>) -> Result<Background, ServeError> {
+    let addr = config.proxy_addr;
+    let bind_error = |source| ServeError::Bind { addr: addr.to_string(), source };
+    let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
+    let resolver = Arc::new(OrchRouteResolver::new(orch.clone(), config.proxy_wake_timeout));
+    let proxy = spawn_proxy(listener, ProxyConfig::new(config.proxy_base_domain.clone()), resolver)
+        .map_err(|e| ServeError::Bind { addr: addr.to_string(), source: std::io::Error::other(e.to_string()) })?;
+    eprintln!("hatch: proxy listening on {} for *.{}", proxy.local_addr(), config.proxy_base_domain);
+    let target = Arc::new(OrchIdleTarget::new(orch.clone(), proxy.active_connections(), config.idle_timeout));
+    let idle_monitor = spawn_idle_monitor(config.idle_check_interval, target);
+    Ok(Background { proxy, idle_monitor })
+}
+
+async fn serve(config: &Config, app: axum::Router) -> Result<(), ServeError> {
     match &config.http_addr {
         ListenAddr::Tcp(addr) => {
-            let bind_error = |source| ServeError::Bind { addr: addr.to_string(), source };
+            let bind_error = |source| ServeError::Bind {
+                addr: addr.to_string(),
+                source,
+            };
             let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
             let local = listener.local_addr().map_err(bind_error)?;
             eprintln!("hatch: listening on {local}");
-            let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
-            orch.shutdown().await;
-            served.map_err(ServeError::Serve)
+            serve_until_signal(listener, app).await
         }
         ListenAddr::Unix(path) => {
-            let bind_error = |source| ServeError::Bind { addr: format!("unix:{}", path.display()), source };
+            let bind_error = |source| ServeError::Bind {
+                addr: format!("unix:{}", path.display()),
+                source,
+            };
             remove_stale_socket(path).map_err(bind_error)?;
             let listener = UnixListener::bind(path).map_err(bind_error)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
             eprintln!("hatch: listening on unix:{}", path.display());
-            let served = axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await;
+            let served = serve_until_signal(listener, app).await;
             let _ = std::fs::remove_file(path);
-            orch.shutdown().await;
-            served.map_err(ServeError::Serve)
+            served
+        }
+    }
+}
+
+/// How long requests in flight (e.g. `wait=ready`) may finish after a stop signal.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves until SIGTERM/SIGINT, then lets requests in flight finish for at
+/// most [`SHUTDOWN_GRACE`].
+async fn serve_until_signal<L>(listener: L, app: axum::Router) -> Result<(), ServeError>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = stopping.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        notify.notify_one();
+    });
+    tokio::select! {
+        served = server => served.map_err(ServeError::Serve),
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            eprintln!("hatch: requests still running after {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+            Ok(())
         }
     }
 }
@@ -95,7 +173,10 @@ fn remove_stale_socket(path: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::FileTypeExt;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path),
-        Ok(_) => Err(std::io::Error::new(std::io::ErrorKind::AlreadyExists, "exists and is not a socket")),
+        Ok(_) => Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "exists and is not a socket",
+        )),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(e),
     }

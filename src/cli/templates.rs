@@ -9,7 +9,7 @@ use serde_json::json;
 use super::http::segment;
 use super::output;
 use super::vms::read_ssh_keys;
-use super::{ClientArgs, CliError};
+use super::{CliError, ClientArgs};
 use crate::model::Template;
 
 #[derive(Debug, Subcommand)]
@@ -44,7 +44,14 @@ pub enum TemplateCommand {
 pub async fn run(command: TemplateCommand, args: &ClientArgs) -> Result<(), CliError> {
     let client = args.client()?;
     match command {
-        TemplateCommand::Create { name, image, vcpu, mem, user_data, ssh_keys } => {
+        TemplateCommand::Create {
+            name,
+            image,
+            vcpu,
+            mem,
+            user_data,
+            ssh_keys,
+        } => {
             let mut body = json!({ "name": name, "image_id": image, "ssh_authorized_keys": read_ssh_keys(&ssh_keys)? });
             if let Some(vcpu) = vcpu {
                 body["vcpu_count"] = json!(vcpu);
@@ -65,17 +72,30 @@ pub async fn run(command: TemplateCommand, args: &ClientArgs) -> Result<(), CliE
             output::show(args.json, &templates, |templates| {
                 let rows: Vec<Vec<String>> = templates
                     .iter()
-                    .map(|t| vec![t.id.clone(), t.name.clone(), t.image_id.clone(), t.vcpu_count.to_string(), t.mem_mib.to_string()])
+                    .map(|t| {
+                        vec![
+                            t.id.clone(),
+                            t.name.clone(),
+                            t.image_id.clone(),
+                            t.vcpu_count.to_string(),
+                            t.mem_mib.to_string(),
+                        ]
+                    })
                     .collect();
                 output::table(&["ID", "NAME", "IMAGE", "VCPU", "MEM_MIB"], &rows);
             });
         }
         TemplateCommand::Show { id } => {
-            let template: Template = client.call(Method::GET, &format!("/templates/{}", segment(&id)), None).await?;
+            let template: Template = client
+                .call(Method::GET, &format!("/templates/{}", segment(&id)), None)
+                .await?;
             output::show(args.json, &template, print_template);
         }
         TemplateCommand::Delete { id } => {
-            client.request(Method::DELETE, &format!("/templates/{}", segment(&id)), None).await?.success()?;
+            client
+                .request(Method::DELETE, &format!("/templates/{}", segment(&id)), None)
+                .await?
+                .success()?;
             if !args.json {
                 println!("deleted {id}");
             }
@@ -91,7 +111,10 @@ fn print_template(t: &Template) {
         ("image", t.image_id.clone()),
         ("vcpu_count", t.vcpu_count.to_string()),
         ("mem_mib", t.mem_mib.to_string()),
-        ("user_data", format!("{} bytes", t.user_data.as_ref().map_or(0, String::len))),
+        (
+            "user_data",
+            format!("{} bytes", t.user_data.as_ref().map_or(0, String::len)),
+        ),
         ("ssh keys", t.ssh_authorized_keys.len().to_string()),
         ("created_at", t.created_at.to_string()),
     ]);

@@ -10,7 +10,7 @@ use serde_json::{json, Map, Value};
 
 use super::http::{segment, Client};
 use super::output::{self, opt};
-use super::{ClientArgs, CliError};
+use super::{CliError, ClientArgs};
 use crate::model::{Image, Vm, VmState};
 
 #[derive(Debug, Subcommand)]
@@ -33,6 +33,8 @@ pub enum VmCommand {
         #[arg(last = true)]
         ssh_args: Vec<String>,
     },
+    /// The VM's state changes, oldest first.
+    Events { id: String },
     /// Print the end of the VM's serial console.
     Logs {
         id: String,
@@ -86,7 +88,11 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
             if !args.json {
                 eprintln!("created {} ({})", vm.id, vm.state.as_str());
             }
-            let vm = if create.wait { wait_ready(&client, vm, Duration::from_secs(create.timeout), args.json).await? } else { vm };
+            let vm = if create.wait {
+                wait_ready(&client, vm, Duration::from_secs(create.timeout), args.json).await?
+            } else {
+                vm
+            };
             output::show(args.json, &vm, print_vm);
         }
         VmCommand::List => {
@@ -111,21 +117,49 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
             });
         }
         VmCommand::Show { id } => {
-            let vm: Vm = client.call(Method::GET, &format!("/vms/{}", segment(&id)), None).await?;
+            let vm: Vm = client
+                .call(Method::GET, &format!("/vms/{}", segment(&id)), None)
+                .await?;
             output::show(args.json, &vm, print_vm);
         }
         VmCommand::Stop { id } => action(&client, args, &id, "stop").await?,
         VmCommand::Start { id } => action(&client, args, &id, "start").await?,
         VmCommand::Delete { id } => {
-            client.request(Method::DELETE, &format!("/vms/{}", segment(&id)), None).await?.success()?;
+            client
+                .request(Method::DELETE, &format!("/vms/{}", segment(&id)), None)
+                .await?
+                .success()?;
             if !args.json {
                 println!("deleted {id}");
             }
         }
+        VmCommand::Events { id } => {
+            let events: Vec<Value> = client
+                .call(Method::GET, &format!("/vms/{}/events", segment(&id)), None)
+                .await?;
+            output::show(args.json, &events, |events| {
+                let text = |e: &Value, key: &str| e[key].as_str().unwrap_or("-").to_string();
+                let rows: Vec<Vec<String>> = events
+                    .iter()
+                    .map(|e| {
+                        vec![
+                            text(e, "at"),
+                            text(e, "from_state"),
+                            text(e, "to_state"),
+                            text(e, "reason"),
+                        ]
+                    })
+                    .collect();
+                output::table(&["AT", "FROM", "TO", "REASON"], &rows);
+            });
+        }
         VmCommand::Ssh { id, ssh_args } => return ssh(&client, &id, &ssh_args).await,
         VmCommand::Logs { id, bytes } => {
             let query = bytes.map(|b| format!("?bytes={b}")).unwrap_or_default();
-            let reply = client.request(Method::GET, &format!("/vms/{}/logs{query}", segment(&id)), None).await?.success()?;
+            let reply = client
+                .request(Method::GET, &format!("/vms/{}/logs{query}", segment(&id)), None)
+                .await?
+                .success()?;
             print!("{}", String::from_utf8_lossy(&reply.body));
         }
     }
@@ -133,7 +167,9 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
 }
 
 async fn action(client: &Client, args: &ClientArgs, id: &str, verb: &str) -> Result<(), CliError> {
-    let vm: Vm = client.call(Method::POST, &format!("/vms/{}/{verb}", segment(id)), None).await?;
+    let vm: Vm = client
+        .call(Method::POST, &format!("/vms/{}/{verb}", segment(id)), None)
+        .await?;
     output::show(args.json, &vm, |vm| println!("{} {}", vm.id, vm.state.as_str()));
     Ok(())
 }
@@ -144,7 +180,9 @@ fn read_file(path: &PathBuf, what: &str) -> Result<String, CliError> {
 
 /// The user's own public keys, as `ssh-keygen` names them.
 fn default_ssh_keys() -> Vec<PathBuf> {
-    let Some(home) = std::env::var_os("HOME") else { return Vec::new() };
+    let Some(home) = std::env::var_os("HOME") else {
+        return Vec::new();
+    };
     ["id_ed25519.pub", "id_ecdsa.pub", "id_rsa.pub"]
         .iter()
         .map(|name| PathBuf::from(&home).join(".ssh").join(name))
@@ -157,7 +195,12 @@ pub fn read_ssh_keys(paths: &[PathBuf]) -> Result<Vec<String>, CliError> {
     let mut keys = Vec::new();
     for path in paths {
         let text = read_file(path, "SSH key")?;
-        keys.extend(text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).map(str::to_string));
+        keys.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(str::to_string),
+        );
     }
     Ok(keys)
 }
@@ -222,10 +265,16 @@ async fn wait_ready(client: &Client, mut vm: Vm, timeout: Duration, quiet: bool)
         }
         if matches!(vm.state, VmState::Error | VmState::Stopped) {
             let reason = vm.state_reason.clone().unwrap_or_default();
-            return Err(CliError::Local(format!("{} is {} before becoming ready: {reason}", vm.id, vm.state.as_str())));
+            return Err(CliError::Local(format!(
+                "{} is {} before becoming ready: {reason}",
+                vm.id,
+                vm.state.as_str()
+            )));
         }
         if !vm.enable_network {
-            return Err(CliError::Usage("--wait needs networking (readiness is an SSH connection)".into()));
+            return Err(CliError::Usage(
+                "--wait needs networking (readiness is an SSH connection)".into(),
+            ));
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(CliError::Local(format!(
@@ -236,7 +285,9 @@ async fn wait_ready(client: &Client, mut vm: Vm, timeout: Duration, quiet: bool)
             )));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        vm = client.call(Method::GET, &format!("/vms/{}", segment(&vm.id)), None).await?;
+        vm = client
+            .call(Method::GET, &format!("/vms/{}", segment(&vm.id)), None)
+            .await?;
     }
 }
 
@@ -263,14 +314,26 @@ fn print_vm(vm: &Vm) {
 /// Replaces this process with `ssh -p <port> <user>@<host>`.
 async fn ssh(client: &Client, id: &str, extra: &[String]) -> Result<(), CliError> {
     let vm: Vm = client.call(Method::GET, &format!("/vms/{}", segment(id)), None).await?;
-    let net = vm.network.as_ref().ok_or_else(|| CliError::Usage(format!("{id} has no network")))?;
-    let image: Image = client.call(Method::GET, &format!("/images/{}", segment(&vm.image_id)), None).await?;
+    let net = vm
+        .network
+        .as_ref()
+        .ok_or_else(|| CliError::Usage(format!("{id} has no network")))?;
+    let image: Image = client
+        .call(Method::GET, &format!("/images/{}", segment(&vm.image_id)), None)
+        .await?;
     let mut command = std::process::Command::new("ssh");
     command
         .arg("-p")
         .arg(net.ssh_port.to_string())
         // Every VM has fresh host keys and ports are reused: do not pin them.
-        .args(["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
         .arg(format!("{}@{}", image.login_user, client.endpoint.ssh_host()))
         .args(extra);
     let error = command.exec();

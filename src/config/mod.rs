@@ -28,7 +28,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     pub fn new(variable: &'static str, message: impl Into<String>) -> Self {
-        ConfigError { variable, message: message.into() }
+        ConfigError {
+            variable,
+            message: message.into(),
+        }
     }
 
     /// For `map_err`: attaches the variable name to a value parser's message.
@@ -126,19 +129,22 @@ impl Config {
             net,
             hypervisor: hypervisor(args)?,
             default_image: non_empty(&args.default_image).map(str::to_string),
-            default_vcpu_count: number(&args.default_vcpu, 1, MAX_VCPU_COUNT).map_err(ConfigError::on("HATCH_DEFAULT_VCPU"))?,
+            default_vcpu_count: number(&args.default_vcpu, 1, MAX_VCPU_COUNT)
+                .map_err(ConfigError::on("HATCH_DEFAULT_VCPU"))?,
             default_mem_mib: number(&args.default_mem_mib, MIN_MEM_MIB, u32::MAX)
                 .map_err(ConfigError::on("HATCH_DEFAULT_MEM_MIB"))?,
             proxy_addr: socket_addr(&args.proxy_addr).map_err(ConfigError::on("HATCH_PROXY_ADDR"))?,
             proxy_base_domain: dns_name(&args.proxy_base_domain).map_err(ConfigError::on("HATCH_PROXY_BASE_DOMAIN"))?,
-            proxy_wake_timeout: duration(&args.proxy_wake_timeout).map_err(ConfigError::on("HATCH_PROXY_WAKE_TIMEOUT"))?,
+            proxy_wake_timeout: duration(&args.proxy_wake_timeout)
+                .map_err(ConfigError::on("HATCH_PROXY_WAKE_TIMEOUT"))?,
             idle_check_interval: duration(&args.idle_check_interval)
                 .map_err(ConfigError::on("HATCH_IDLE_CHECK_INTERVAL"))?,
             idle_timeout: duration(&args.idle_timeout).map_err(ConfigError::on("HATCH_IDLE_TIMEOUT"))?,
             image_cache_dir,
             debian_mirror: debian_mirror(args)?,
             s3: s3(args)?,
-            snapshot_retention: number(&args.snapshot_keep, 1, 10_000).map_err(ConfigError::on("HATCH_SNAPSHOT_KEEP"))?,
+            snapshot_retention: number(&args.snapshot_keep, 1, 10_000)
+                .map_err(ConfigError::on("HATCH_SNAPSHOT_KEEP"))?,
             data_dir,
         })
     }
@@ -156,10 +162,17 @@ impl Config {
 
 fn hypervisor(args: &ServeArgs) -> Result<HypervisorSettings, ConfigError> {
     let preference = HypervisorPreference::parse(&args.hypervisor).ok_or_else(|| {
-        ConfigError::new("HATCH_HYPERVISOR", format!("{:?}: expected auto, firecracker or qemu", args.hypervisor))
+        ConfigError::new(
+            "HATCH_HYPERVISOR",
+            format!("{:?}: expected auto, firecracker or qemu", args.hypervisor),
+        )
     })?;
-    let qemu_accel = QemuAccel::parse(&args.qemu_accel)
-        .ok_or_else(|| ConfigError::new("HATCH_QEMU_ACCEL", format!("{:?}: expected auto, kvm or tcg", args.qemu_accel)))?;
+    let qemu_accel = QemuAccel::parse(&args.qemu_accel).ok_or_else(|| {
+        ConfigError::new(
+            "HATCH_QEMU_ACCEL",
+            format!("{:?}: expected auto, kvm or tcg", args.qemu_accel),
+        )
+    })?;
     Ok(HypervisorSettings {
         preference,
         qemu_accel,
@@ -169,11 +182,16 @@ fn hypervisor(args: &ServeArgs) -> Result<HypervisorSettings, ConfigError> {
 }
 
 fn debian_mirror(args: &ServeArgs) -> Result<Option<String>, ConfigError> {
-    let Some(mirror) = non_empty(&args.debian_mirror) else { return Ok(None) };
+    let Some(mirror) = non_empty(&args.debian_mirror) else {
+        return Ok(None);
+    };
     let ok = (mirror.starts_with("http://") || mirror.starts_with("https://") || mirror.starts_with("file:/"))
         && !mirror.chars().any(|c| c.is_whitespace() || c.is_control());
     if !ok {
-        return Err(ConfigError::new("HATCH_DEBIAN_MIRROR", format!("{mirror:?}: expected an http(s):// or file:/ URL")));
+        return Err(ConfigError::new(
+            "HATCH_DEBIAN_MIRROR",
+            format!("{mirror:?}: expected an http(s):// or file:/ URL"),
+        ));
     }
     Ok(Some(mirror.trim_end_matches('/').to_string()))
 }
@@ -193,14 +211,30 @@ fn s3(args: &ServeArgs) -> Result<Option<S3Config>, ConfigError> {
     let endpoint = non_empty(&args.s3_endpoint).map(str::to_string);
     if let Some(url) = &endpoint {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(ConfigError::new("HATCH_S3_ENDPOINT", format!("{url:?}: expected an http(s):// URL")));
+            return Err(ConfigError::new(
+                "HATCH_S3_ENDPOINT",
+                format!("{url:?}: expected an http(s):// URL"),
+            ));
         }
     }
     let access_key = non_empty(&args.s3_access_key).map(str::to_string);
     let secret_key = non_empty(&args.s3_secret_key).map(|s| Secret(s.to_string()));
     if access_key.is_some() != secret_key.is_some() {
-        let missing = if access_key.is_some() { "HATCH_S3_SECRET_KEY" } else { "HATCH_S3_ACCESS_KEY" };
-        return Err(ConfigError::new(missing, "HATCH_S3_ACCESS_KEY and HATCH_S3_SECRET_KEY must be set together"));
+        let missing = if access_key.is_some() {
+            "HATCH_S3_SECRET_KEY"
+        } else {
+            "HATCH_S3_ACCESS_KEY"
+        };
+        return Err(ConfigError::new(
+            missing,
+            "HATCH_S3_ACCESS_KEY and HATCH_S3_SECRET_KEY must be set together",
+        ));
     }
-    Ok(Some(S3Config { endpoint, bucket: bucket.to_string(), region: args.s3_region.trim().to_string(), access_key, secret_key }))
+    Ok(Some(S3Config {
+        endpoint,
+        bucket: bucket.to_string(),
+        region: args.s3_region.trim().to_string(),
+        access_key,
+        secret_key,
+    }))
 }

@@ -20,7 +20,8 @@ pub struct NetValues<'a> {
 pub fn parse_net(values: &NetValues<'_>, data_dir: &Path) -> Result<NetConfig, ConfigError> {
     let bridge_name = bridge_name(values.bridge_name).map_err(ConfigError::on("HATCH_BRIDGE_NAME"))?;
     let (gateway, prefix_len) = gateway_cidr(values.bridge_cidr).map_err(ConfigError::on("HATCH_BRIDGE_CIDR"))?;
-    let (allowed, allowed_len) = ipv4_cidr(values.ssh_allowed_cidr).map_err(ConfigError::on("HATCH_SSH_ALLOWED_CIDR"))?;
+    let (allowed, allowed_len) =
+        ipv4_cidr(values.ssh_allowed_cidr).map_err(ConfigError::on("HATCH_SSH_ALLOWED_CIDR"))?;
     let ssh_port_min: u16 = number(values.ssh_port_min, 1, u16::MAX).map_err(ConfigError::on("HATCH_SSH_PORT_MIN"))?;
     let ssh_port_max: u16 = number(values.ssh_port_max, 1, u16::MAX).map_err(ConfigError::on("HATCH_SSH_PORT_MAX"))?;
     if ssh_port_max < ssh_port_min {
@@ -46,7 +47,9 @@ fn bridge_name(text: &str) -> Result<String, String> {
     if ok {
         Ok(text.to_string())
     } else {
-        Err(format!("{text:?}: an interface name is 1-15 letters, digits, '-' or '_'"))
+        Err(format!(
+            "{text:?}: an interface name is 1-15 letters, digits, '-' or '_'"
+        ))
     }
 }
 
@@ -54,7 +57,9 @@ fn bridge_name(text: &str) -> Result<String, String> {
 fn gateway_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
     let (gateway, len) = ipv4_cidr(text)?;
     if !(1..=30).contains(&len) {
-        return Err(format!("{text:?}: the prefix length must be between 1 and 30 to leave room for guests"));
+        return Err(format!(
+            "{text:?}: the prefix length must be between 1 and 30 to leave room for guests"
+        ));
     }
     let host_bits = !mask(len);
     let host = u32::from(gateway) & host_bits;

@@ -25,7 +25,9 @@ pub fn listen_addr(text: &str) -> Result<ListenAddr, String> {
     if let Some(path) = text.strip_prefix("unix:") {
         let path = PathBuf::from(path);
         if !path.is_absolute() {
-            return Err(format!("{text:?}: a unix socket path must be absolute (unix:/run/hatch.sock)"));
+            return Err(format!(
+                "{text:?}: a unix socket path must be absolute (unix:/run/hatch.sock)"
+            ));
         }
         return Ok(ListenAddr::Unix(path));
     }
@@ -69,7 +71,10 @@ pub fn duration(text: &str) -> Result<Duration, String> {
 }
 
 pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(text: &str, min: T, max: T) -> Result<T, String> {
-    let value: T = text.trim().parse().map_err(|_| format!("{text:?} is not a whole number"))?;
+    let value: T = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number"))?;
     if value < min || value > max {
         return Err(format!("{value} is outside {min}..={max}"));
     }

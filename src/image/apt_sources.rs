@@ -37,7 +37,16 @@ pub struct HostEntry {
 }
 
 const DEBIAN_SUITES: [&str; 10] = [
-    "buster", "bullseye", "bookworm", "trixie", "forky", "sid", "stable", "testing", "unstable", "oldstable",
+    "buster",
+    "bullseye",
+    "bookworm",
+    "trixie",
+    "forky",
+    "sid",
+    "stable",
+    "testing",
+    "unstable",
+    "oldstable",
 ];
 
 /// `bookworm-security` → (`bookworm`, Some(`security`)); None for suites
@@ -55,11 +64,15 @@ pub fn parse_one_line(text: &str) -> Vec<HostEntry> {
     let mut entries = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let Some(rest) = line.strip_prefix("deb ") else { continue };
+        let Some(rest) = line.strip_prefix("deb ") else {
+            continue;
+        };
         let mut rest = rest.trim_start();
         let mut signed_by = None;
         if let Some(options) = rest.strip_prefix('[') {
-            let Some((options, after)) = options.split_once(']') else { continue };
+            let Some((options, after)) = options.split_once(']') else {
+                continue;
+            };
             signed_by = options
                 .split_whitespace()
                 .find_map(|o| o.strip_prefix("signed-by="))
@@ -67,7 +80,9 @@ pub fn parse_one_line(text: &str) -> Vec<HostEntry> {
             rest = after;
         }
         let mut words = rest.split_whitespace();
-        let (Some(uri), Some(suite)) = (words.next(), words.next()) else { continue };
+        let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
+            continue;
+        };
         entries.push(HostEntry {
             uri: uri.to_string(),
             suite: suite.to_string(),
@@ -95,12 +110,27 @@ pub fn parse_deb822(text: &str) -> Vec<HostEntry> {
                 fields.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
             }
         }
-        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
-        let words = |name: &str| field(name).unwrap_or("").split_whitespace().map(str::to_string).collect::<Vec<_>>();
-        if !words("types").iter().any(|t| t == "deb") || field("enabled").is_some_and(|v| v.eq_ignore_ascii_case("no")) {
+        let field = |name: &str| {
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let words = |name: &str| {
+            field(name)
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        if !words("types").iter().any(|t| t == "deb")
+            || field("enabled").is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        {
             continue;
         }
-        let signed_by = field("signed-by").filter(|v| !v.contains('\n') && v.starts_with('/')).map(str::to_string);
+        let signed_by = field("signed-by")
+            .filter(|v| !v.contains('\n') && v.starts_with('/'))
+            .map(str::to_string);
         for uri in words("uris") {
             for suite in words("suites") {
                 entries.push(HostEntry {
@@ -120,8 +150,13 @@ pub fn parse_deb822(text: &str) -> Vec<HostEntry> {
 /// `bookworm-updates`, its security archive serves `bookworm-security`.
 pub fn bookworm_sources(entries: &[HostEntry]) -> Vec<AptSource> {
     let mut sources: Vec<AptSource> = Vec::new();
-    for entry in entries.iter().filter(|e| e.components.iter().any(|c| c == "main")) {
-        let Some((_, pocket)) = split_debian_suite(&entry.suite) else { continue };
+    for entry in entries
+        .iter()
+        .filter(|e| e.components.iter().any(|c| c == "main"))
+    {
+        let Some((_, pocket)) = split_debian_suite(&entry.suite) else {
+            continue;
+        };
         // Old releases named their security pocket `<codename>/updates`.
         let is_security = entry.suite.ends_with("-security") || entry.suite.ends_with("/updates");
         let suites: Vec<String> = match pocket {
@@ -130,8 +165,15 @@ pub fn bookworm_sources(entries: &[HostEntry]) -> Vec<AptSource> {
             _ => vec![SUITE.to_string(), format!("{SUITE}-updates")],
         };
         for suite in suites {
-            let source = AptSource { uri: entry.uri.clone(), suite, signed_by: entry.signed_by.clone() };
-            if !sources.iter().any(|s| s.uri == source.uri && s.suite == source.suite) {
+            let source = AptSource {
+                uri: entry.uri.clone(),
+                suite,
+                signed_by: entry.signed_by.clone(),
+            };
+            if !sources
+                .iter()
+                .any(|s| s.uri == source.uri && s.suite == source.suite)
+            {
                 sources.push(source);
             }
         }
@@ -153,7 +195,9 @@ pub fn host_entries(etc_apt: &Path) -> Vec<HostEntry> {
         .collect();
     files.sort();
     for file in files {
-        let Ok(text) = std::fs::read_to_string(&file) else { continue };
+        let Ok(text) = std::fs::read_to_string(&file) else {
+            continue;
+        };
         match file.extension().and_then(|e| e.to_str()) {
             Some("list") => entries.extend(parse_one_line(&text)),
             Some("sources") => entries.extend(parse_deb822(&text)),
@@ -166,13 +210,24 @@ pub fn host_entries(etc_apt: &Path) -> Vec<HostEntry> {
 /// Validates a `HATCH_DEBIAN_MIRROR` value: an http(s) or file URL with no
 /// whitespace or option brackets (it is written into a sources list).
 pub fn validate_mirror(mirror: &str) -> Result<(), ImageError> {
-    let invalid = |message: &str| ImageError::Invalid { field: "HATCH_DEBIAN_MIRROR", message: message.to_string() };
-    let scheme_ok = ["http://", "https://", "file:/"].iter().any(|s| mirror.starts_with(s));
+    let invalid = |message: &str| ImageError::Invalid {
+        field: "HATCH_DEBIAN_MIRROR",
+        message: message.to_string(),
+    };
+    let scheme_ok = ["http://", "https://", "file:/"]
+        .iter()
+        .any(|s| mirror.starts_with(s));
     if !scheme_ok {
         return Err(invalid("must start with http://, https:// or file:/"));
     }
-    if mirror.len() > 512 || mirror.chars().any(|c| c.is_whitespace() || c.is_control() || "[]#\"'".contains(c)) {
-        return Err(invalid("must be a plain URL without spaces, quotes, `#` or brackets"));
+    if mirror.len() > 512
+        || mirror
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || "[]#\"'".contains(c))
+    {
+        return Err(invalid(
+            "must be a plain URL without spaces, quotes, `#` or brackets",
+        ));
     }
     Ok(())
 }
@@ -183,7 +238,11 @@ pub fn build_sources(mirror: Option<&str>, etc_apt: &Path) -> Result<Vec<AptSour
         validate_mirror(mirror)?;
         return Ok([SUITE.to_string(), format!("{SUITE}-updates")]
             .into_iter()
-            .map(|suite| AptSource { uri: mirror.trim_end_matches('/').to_string(), suite, signed_by: None })
+            .map(|suite| AptSource {
+                uri: mirror.trim_end_matches('/').to_string(),
+                suite,
+                signed_by: None,
+            })
             .collect());
     }
     let sources = bookworm_sources(&host_entries(etc_apt));

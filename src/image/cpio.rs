@@ -39,8 +39,19 @@ impl<W: Write> CpioWriter<W> {
         let inode = self.next_inode;
         self.next_inode += 1;
         let fields = [
-            inode, h.mode, 0, 0, h.nlink, 0, h.size as u32, 0, 0, h.rdev.0, h.rdev.1,
-            h.name.len() as u32 + 1, 0,
+            inode,
+            h.mode,
+            0,
+            0,
+            h.nlink,
+            0,
+            h.size as u32,
+            0,
+            0,
+            h.rdev.0,
+            h.rdev.1,
+            h.name.len() as u32 + 1,
+            0,
         ];
         let mut text = String::from("070701");
         for field in fields {
@@ -53,23 +64,53 @@ impl<W: Write> CpioWriter<W> {
     }
 
     pub fn directory(&mut self, name: &str, perm: u32) -> std::io::Result<()> {
-        self.header(Header { name, mode: S_IFDIR | perm, nlink: 2, size: 0, rdev: (0, 0) })
+        self.header(Header {
+            name,
+            mode: S_IFDIR | perm,
+            nlink: 2,
+            size: 0,
+            rdev: (0, 0),
+        })
     }
 
     pub fn file(&mut self, name: &str, perm: u32, data: &[u8]) -> std::io::Result<()> {
-        self.header(Header { name, mode: S_IFREG | perm, nlink: 1, size: data.len(), rdev: (0, 0) })?;
+        self.header(Header {
+            name,
+            mode: S_IFREG | perm,
+            nlink: 1,
+            size: data.len(),
+            rdev: (0, 0),
+        })?;
         self.out.write_all(data)?;
         self.pad(data.len())
     }
 
     pub fn symlink(&mut self, name: &str, target: &str) -> std::io::Result<()> {
-        self.header(Header { name, mode: S_IFLNK | 0o777, nlink: 1, size: target.len(), rdev: (0, 0) })?;
+        self.header(Header {
+            name,
+            mode: S_IFLNK | 0o777,
+            nlink: 1,
+            size: target.len(),
+            rdev: (0, 0),
+        })?;
         self.out.write_all(target.as_bytes())?;
         self.pad(target.len())
     }
 
-    pub fn char_device(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> std::io::Result<()> {
-        self.header(Header { name, mode: S_IFCHR | perm, nlink: 1, size: 0, rdev: (major, minor) })
+    pub fn char_device(
+        &mut self,
+        name: &str,
+        perm: u32,
+        major: u32,
+        minor: u32,
+    ) -> std::io::Result<()> {
+        self.header(Header {
+            name,
+            mode: S_IFCHR | perm,
+            nlink: 1,
+            size: 0,
+            rdev: (major, minor),
+        })
     }
 
     /// Adds everything below `root` (sorted, so archives are reproducible),
@@ -89,12 +130,17 @@ impl<W: Write> CpioWriter<W> {
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let path = entry.path();
-            let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            let name = path
+                .strip_prefix(root)
+                .unwrap_or(&path)
+                .to_string_lossy()
+                .into_owned();
             let metadata = std::fs::symlink_metadata(&path).map_err(io(&path))?;
             let perm = metadata.permissions().mode() & 0o7777;
             if metadata.file_type().is_symlink() {
                 let target = std::fs::read_link(&path).map_err(io(&path))?;
-                self.symlink(&name, &target.to_string_lossy()).map_err(io(&path))?;
+                self.symlink(&name, &target.to_string_lossy())
+                    .map_err(io(&path))?;
             } else if metadata.is_dir() {
                 self.directory(&name, perm).map_err(io(&path))?;
                 self.append_dir(root, &path)?;
@@ -114,7 +160,13 @@ impl<W: Write> CpioWriter<W> {
 
     /// Writes the trailer and returns the underlying writer.
     pub fn finish(mut self) -> std::io::Result<W> {
-        self.header(Header { name: "TRAILER!!!", mode: 0, nlink: 1, size: 0, rdev: (0, 0) })?;
+        self.header(Header {
+            name: "TRAILER!!!",
+            mode: 0,
+            nlink: 1,
+            size: 0,
+            rdev: (0, 0),
+        })?;
         Ok(self.out)
     }
 }
@@ -125,7 +177,8 @@ impl<W: Write> CpioWriter<W> {
 pub fn write_initramfs(root: &Path, out: &Path) -> Result<(), ImageError> {
     let io = |e| ImageError::io("writing initramfs", out, e);
     let file = std::fs::File::create(out).map_err(io)?;
-    let gzip = flate2::GzBuilder::new().write(std::io::BufWriter::new(file), flate2::Compression::best());
+    let gzip =
+        flate2::GzBuilder::new().write(std::io::BufWriter::new(file), flate2::Compression::best());
     let mut cpio = CpioWriter::new(gzip);
     cpio.append_tree(root)?;
     cpio.char_device("dev/console", 0o600, 5, 1).map_err(io)?;

@@ -47,7 +47,10 @@ pub struct Elf<'a> {
 impl<'a> Elf<'a> {
     /// `None` when the bytes are not a well-formed ELF64 LE file.
     pub fn parse(data: &'a [u8]) -> Option<Self> {
-        if data.get(..4)? != ELF_MAGIC || *data.get(4)? != ELFCLASS64 || *data.get(5)? != ELFDATA2LSB {
+        if data.get(..4)? != ELF_MAGIC
+            || *data.get(4)? != ELFCLASS64
+            || *data.get(5)? != ELFDATA2LSB
+        {
             return None;
         }
         let machine = u16_at(data, 18)?;
@@ -67,7 +70,11 @@ impl<'a> Elf<'a> {
                 filesz: u64_at(data, at + 32)?,
             });
         }
-        Some(Elf { data, machine, headers })
+        Some(Elf {
+            data,
+            machine,
+            headers,
+        })
     }
 
     fn segment(&self, header: &ProgramHeader) -> Option<&'a [u8]> {
@@ -80,11 +87,15 @@ impl<'a> Elf<'a> {
     pub fn notes(&self) -> Vec<(&'a [u8], u32, &'a [u8])> {
         let mut notes = Vec::new();
         for header in self.headers.iter().filter(|h| h.kind == PT_NOTE) {
-            let Some(segment) = self.segment(header) else { continue };
+            let Some(segment) = self.segment(header) else {
+                continue;
+            };
             let mut at = 0usize;
-            while let (Some(namesz), Some(descsz), Some(kind)) =
-                (u32_at(segment, at), u32_at(segment, at + 4), u32_at(segment, at + 8))
-            {
+            while let (Some(namesz), Some(descsz), Some(kind)) = (
+                u32_at(segment, at),
+                u32_at(segment, at + 4),
+                u32_at(segment, at + 8),
+            ) {
                 let name_start = at + 12;
                 let desc_start = name_start + align4(namesz as usize);
                 let next = desc_start + align4(descsz as usize);
@@ -128,7 +139,11 @@ impl<'a> Elf<'a> {
 
     /// The DT_NEEDED shared library names (e.g. `libc.so.6`).
     pub fn needed_libraries(&self) -> Vec<String> {
-        let Some(dynamic) = self.headers.iter().find(|h| h.kind == PT_DYNAMIC).and_then(|h| self.segment(h))
+        let Some(dynamic) = self
+            .headers
+            .iter()
+            .find(|h| h.kind == PT_DYNAMIC)
+            .and_then(|h| self.segment(h))
         else {
             return Vec::new();
         };

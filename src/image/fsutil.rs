@@ -19,7 +19,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ImageError> {
 
 /// `dir/.name.tmp-<random>` next to `path`.
 pub fn sibling_tmp(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let suffix = crate::model::random_id("tmp", 8);
     path.with_file_name(format!(".{name}.{suffix}"))
 }
@@ -43,7 +46,10 @@ impl StagingDir {
             create_dir_all(parent)?;
         }
         std::fs::create_dir(&path).map_err(|e| ImageError::io("creating directory", &path, e))?;
-        Ok(StagingDir { path, committed: false })
+        Ok(StagingDir {
+            path,
+            committed: false,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -52,7 +58,8 @@ impl StagingDir {
 
     /// Renames the staging directory to `final_path` (which must not exist).
     pub fn commit(mut self, final_path: &Path) -> Result<(), ImageError> {
-        std::fs::rename(&self.path, final_path).map_err(|e| ImageError::io("renaming into", final_path, e))?;
+        std::fs::rename(&self.path, final_path)
+            .map_err(|e| ImageError::io("renaming into", final_path, e))?;
         self.committed = true;
         Ok(())
     }
@@ -85,11 +92,34 @@ pub fn file_len(path: &Path) -> u64 {
 /// Fails with [`ImageError::Invalid`] unless `path` is a readable regular file.
 pub fn check_readable_file(field: &'static str, path: &Path) -> Result<(), ImageError> {
     let invalid = |message: String| ImageError::Invalid { field, message };
-    let metadata = std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    let metadata =
+        std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
     if !metadata.is_file() {
         return Err(invalid(format!("{} is not a regular file", path.display())));
     }
     std::fs::File::open(path)
         .map(|_| ())
         .map_err(|e| invalid(format!("{} is not readable: {e}", path.display())))
+}
+
+/// Removes staging directories (`.name.tmp-*`) in `dir` older than a day:
+/// what a build killed mid-way (SIGKILL, power loss) left behind. Younger
+/// ones may belong to a build running right now.
+pub fn remove_stale_staging(dir: &Path) {
+    const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let stale = entry
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > STALE_AFTER);
+        if name.starts_with('.') && name.contains(".tmp-") && stale {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }

@@ -40,8 +40,16 @@ impl InitMode {
     pub fn modules(self) -> &'static [&'static str] {
         match self {
             InitMode::Minimal => &[
-                "virtio_mmio", "virtio_blk", "virtio_net", "vfat", "nls_cp437", "nls_ascii", "nls_iso8859-1",
-                "nls_utf8", "evdev", "button",
+                "virtio_mmio",
+                "virtio_blk",
+                "virtio_net",
+                "vfat",
+                "nls_cp437",
+                "nls_ascii",
+                "nls_iso8859-1",
+                "nls_utf8",
+                "evdev",
+                "button",
             ],
             InitMode::SwitchRoot => &["virtio_mmio", "virtio_blk"],
         }
@@ -77,14 +85,16 @@ fn copy_file(root: &Path, guest_path: &str, source: &Path) -> Result<(), ImageEr
 
 fn symlink(root: &Path, guest_path: &str, target: &str) -> Result<(), ImageError> {
     let path = root.join(guest_path.trim_start_matches('/'));
-    std::os::unix::fs::symlink(target, &path).map_err(|e| ImageError::io("creating symlink", &path, e))
+    std::os::unix::fs::symlink(target, &path)
+        .map_err(|e| ImageError::io("creating symlink", &path, e))
 }
 
 /// A merged-/usr layout: every program lives in /bin, the other bin
 /// directories point there, so any PATH finds busybox applets and dropbear.
 fn base_layout(root: &Path) -> Result<(), ImageError> {
     for dir in [
-        "bin", "dev", "etc", "lib", "lib64", "proc", "root", "run", "sys", "tmp", "usr", "var/log", "newroot",
+        "bin", "dev", "etc", "lib", "lib64", "proc", "root", "run", "sys", "tmp", "usr", "var/log",
+        "newroot",
     ] {
         create_dir_all(&root.join(dir))?;
     }
@@ -113,7 +123,10 @@ async fn install_busybox(root: &Path, busybox: &Path) -> Result<(), ImageError> 
 
 fn install_ssh(root: &Path, programs: &[PathBuf], deps: &RuntimeDeps) -> Result<(), ImageError> {
     for program in programs {
-        let name = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = program
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         copy_file(root, &format!("/bin/{name}"), program)?;
     }
     if let Some((guest_path, file)) = &deps.interpreter {
@@ -123,19 +136,38 @@ fn install_ssh(root: &Path, programs: &[PathBuf], deps: &RuntimeDeps) -> Result<
         copy_file(root, &format!("/lib/x86_64-linux-gnu/{soname}"), file)?;
     }
     // dropbear looks root up through NSS (files only) and checks the shell.
-    write_file(root, "/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
+    write_file(
+        root,
+        "/etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\n",
+    )?;
     write_file(root, "/etc/group", 0o644, b"root:x:0:\ntty:x:5:\n")?;
     // `*`: no password can match, public keys still work.
     write_file(root, "/etc/shadow", 0o600, b"root:*:19000:0:99999:7:::\n")?;
     write_file(root, "/etc/shells", 0o644, b"/bin/sh\n/bin/ash\n")?;
-    write_file(root, "/etc/nsswitch.conf", 0o644, b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n")?;
-    write_file(root, "/etc/profile", 0o644, b"export PATH=/bin\nexport PS1='\\h:\\w\\$ '\n")?;
+    write_file(
+        root,
+        "/etc/nsswitch.conf",
+        0o644,
+        b"passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n",
+    )?;
+    write_file(
+        root,
+        "/etc/profile",
+        0o644,
+        b"export PATH=/bin\nexport PS1='\\h:\\w\\$ '\n",
+    )?;
     create_dir_all(&root.join("etc/dropbear"))
 }
 
 /// Builds the tree in `tree` (an empty scratch directory) and packs it
 /// into `out`.
-pub async fn build_initramfs(inputs: &InitramfsInputs<'_>, tree: &Path, out: &Path) -> Result<(), ImageError> {
+pub async fn build_initramfs(
+    inputs: &InitramfsInputs<'_>,
+    tree: &Path,
+    out: &Path,
+) -> Result<(), ImageError> {
     base_layout(tree)?;
     install_busybox(tree, inputs.busybox).await?;
     if let Some((programs, deps)) = &inputs.ssh {
@@ -145,9 +177,25 @@ pub async fn build_initramfs(inputs: &InitramfsInputs<'_>, tree: &Path, out: &Pa
     write_file(tree, "/lib/hatch/common.sh", 0o644, COMMON_SH.as_bytes())?;
     write_file(tree, "/etc/udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes())?;
     write_file(tree, "/etc/hosts", 0o644, b"127.0.0.1 localhost\n")?;
-    write_file(tree, "/etc/hatch/modules", 0o644, (inputs.mode.modules().join(" ") + "\n").as_bytes())?;
-    write_file(tree, "/etc/hatch/root-label", 0o644, format!("{ROOT_LABEL}\n").as_bytes())?;
-    stage_modules(inputs.kernel_root, inputs.kernel_version, tree, inputs.mode.modules()).await?;
+    write_file(
+        tree,
+        "/etc/hatch/modules",
+        0o644,
+        (inputs.mode.modules().join(" ") + "\n").as_bytes(),
+    )?;
+    write_file(
+        tree,
+        "/etc/hatch/root-label",
+        0o644,
+        format!("{ROOT_LABEL}\n").as_bytes(),
+    )?;
+    stage_modules(
+        inputs.kernel_root,
+        inputs.kernel_version,
+        tree,
+        inputs.mode.modules(),
+    )
+    .await?;
     let tree = tree.to_path_buf();
     let out = out.to_path_buf();
     tokio::task::spawn_blocking(move || write_initramfs(&tree, &out))

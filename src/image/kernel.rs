@@ -22,7 +22,10 @@ const LZ4_LEGACY_MAGIC: u32 = 0x184c_2102;
 const LZ4_LEGACY_BLOCK: usize = 8 << 20;
 
 fn kernel_error(path: &Path, message: impl Into<String>) -> ImageError {
-    ImageError::Kernel { path: path.to_path_buf(), message: message.into() }
+    ImageError::Kernel {
+        path: path.to_path_buf(),
+        message: message.into(),
+    }
 }
 
 fn read_u16(data: &[u8], at: usize) -> Option<u16> {
@@ -51,7 +54,10 @@ pub fn detect_kernel_format(path: &Path) -> Result<KernelFormat, ImageError> {
         .and_then(|file| file.take(8192).read_to_end(&mut head))
         .map_err(|e| ImageError::io("reading kernel", path, e))?;
     kernel_format_of(&head).ok_or_else(|| {
-        kernel_error(path, "neither an x86_64 ELF vmlinux nor a bzImage (no ELF magic, no `HdrS` boot header)")
+        kernel_error(
+            path,
+            "neither an x86_64 ELF vmlinux nor a bzImage (no ELF magic, no `HdrS` boot header)",
+        )
     })
 }
 
@@ -64,7 +70,12 @@ pub fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<(), ImageError> {
     let vmlinux = decompress_payload(payload).map_err(|message| kernel_error(bzimage, message))?;
     match Elf::parse(&vmlinux) {
         Some(elf) if elf.machine == EM_X86_64 => {}
-        _ => return Err(kernel_error(bzimage, "the decompressed payload is not an x86_64 ELF file")),
+        _ => {
+            return Err(kernel_error(
+                bzimage,
+                "the decompressed payload is not an x86_64 ELF file",
+            ))
+        }
     }
     write_atomically(out, &vmlinux)
 }
@@ -76,13 +87,18 @@ pub fn bzimage_payload(data: &[u8]) -> Result<&[u8], String> {
     }
     let version = read_u16(data, PROTOCOL_VERSION).unwrap_or(0);
     if version < MIN_PROTOCOL_WITH_PAYLOAD {
-        return Err(format!("boot protocol {version:#x} is too old to locate the payload"));
+        return Err(format!(
+            "boot protocol {version:#x} is too old to locate the payload"
+        ));
     }
     let setup_sects = match data[SETUP_SECTS] {
         0 => 4,
         n => usize::from(n),
     };
-    let (Some(offset), Some(length)) = (read_u32(data, PAYLOAD_OFFSET), read_u32(data, PAYLOAD_LENGTH)) else {
+    let (Some(offset), Some(length)) = (
+        read_u32(data, PAYLOAD_OFFSET),
+        read_u32(data, PAYLOAD_LENGTH),
+    ) else {
         return Err("truncated boot header".into());
     };
     let start = (setup_sects + 1) * 512 + offset as usize;
@@ -108,7 +124,9 @@ fn decompress_payload(payload: &[u8]) -> Result<Vec<u8>, String> {
         let mut decoder = zstd::stream::read::Decoder::new(payload)
             .map_err(|e| format!("zstd payload: {e}"))?
             .single_frame();
-        decoder.read_to_end(&mut out).map_err(|e| format!("zstd payload: {e}"))?;
+        decoder
+            .read_to_end(&mut out)
+            .map_err(|e| format!("zstd payload: {e}"))?;
         return Ok(out);
     }
     let magic: Vec<String> = payload.iter().take(4).map(|b| format!("{b:02x}")).collect();

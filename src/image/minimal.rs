@@ -8,20 +8,32 @@ use super::cache::{get_or_build, install_from_cache, CacheKey};
 use super::fsutil::StagingDir;
 use super::initramfs::{build_initramfs, recipe_fingerprint, InitMode, InitramfsInputs};
 use super::parts::{
-    prepare_busybox, prepare_dropbear, prepare_kernel, resolve_base_packages, BasePackages, KernelTree, BZIMAGE,
-    INITRAMFS, VMLINUX,
+    prepare_busybox, prepare_dropbear, prepare_kernel, resolve_base_packages, BasePackages,
+    KernelTree, BZIMAGE, INITRAMFS, VMLINUX,
 };
 use super::tools::{self, APT_CACHE, APT_GET, DEPMOD, DPKG_DEB};
-use super::{image_from_dir, new_image_id, BuildEnv, ImageError, ProgressEvent, ProgressFn, RECIPE_VERSION};
+use super::{
+    image_from_dir, new_image_id, BuildEnv, ImageError, ProgressEvent, ProgressFn, RECIPE_VERSION,
+};
 use crate::model::{Image, ImageProfile};
 
 pub const BASE_TOOLS: [tools::Tool; 4] = [APT_GET, APT_CACHE, DPKG_DEB, DEPMOD];
 
-/// The private apt state for `env`, with fresh package lists.
-pub async fn ready_apt(env: &BuildEnv, progress: ProgressFn<'_>) -> Result<Apt, ImageError> {
-    let apt = Apt::new(&env.cache_dir, build_sources(env.debian_mirror.as_deref(), Path::new("/etc/apt"))?);
+/// The private apt state for `env`; `resolve` runs with fresh package
+/// lists and the apt state locked (released before anything is downloaded).
+pub async fn with_fresh_lists<T>(
+    env: &BuildEnv,
+    progress: ProgressFn<'_>,
+    resolve: impl AsyncFnOnce(&Apt) -> Result<T, ImageError>,
+) -> Result<(Apt, T), ImageError> {
+    let sources = build_sources(env.debian_mirror.as_deref(), Path::new("/etc/apt"))?;
+    let apt = Apt::new(&env.cache_dir, sources);
+    let lock = apt.lock().await?;
     apt.update(progress).await?;
-    Ok(apt)
+    progress(ProgressEvent::Step("resolving package versions".into()));
+    let resolved = resolve(&apt).await?;
+    drop(lock);
+    Ok((apt, resolved))
 }
 
 /// The cache key parts every profile shares.
@@ -54,7 +66,9 @@ pub async fn build_kernel_and_initramfs(
         true => None,
         false => Some(prepare_dropbear(apt, &packages.dropbear, work, progress).await?),
     };
-    progress(ProgressEvent::Step(format!("assembling the initramfs ({mode:?})")));
+    progress(ProgressEvent::Step(format!(
+        "assembling the initramfs ({mode:?})"
+    )));
     let inputs = InitramfsInputs {
         mode,
         busybox: &busybox,
@@ -66,19 +80,45 @@ pub async fn build_kernel_and_initramfs(
     Ok(kernel)
 }
 
-pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Result<Image, ImageError> {
+pub async fn build(
+    name: &str,
+    env: &BuildEnv,
+    progress: ProgressFn<'_>,
+) -> Result<Image, ImageError> {
     tools::require(&BASE_TOOLS)?;
-    let apt = ready_apt(env, progress).await?;
-    progress(ProgressEvent::Step("resolving package versions".into()));
-    let packages = resolve_base_packages(&apt, true).await?;
-    let key = base_key("minimal", &apt, &packages, InitMode::Minimal);
-    let entry = get_or_build(&env.cache_dir, "minimal", &key, progress, |out| async move {
-        let work = StagingDir::beside(&env.cache_dir.join("work").join("minimal"))?;
-        build_kernel_and_initramfs(&apt, &packages, InitMode::Minimal, work.path(), &out, progress).await?;
-        Ok(())
+    let (apt, packages) = with_fresh_lists(env, progress, async |apt| {
+        resolve_base_packages(apt, true).await
     })
+    .await?;
+    let key = base_key("minimal", &apt, &packages, InitMode::Minimal);
+    let (entry, _entry_lock) = get_or_build(
+        &env.cache_dir,
+        "minimal",
+        &key,
+        progress,
+        |out| async move {
+            let work = StagingDir::beside(&env.cache_dir.join("work").join("minimal"))?;
+            build_kernel_and_initramfs(
+                &apt,
+                &packages,
+                InitMode::Minimal,
+                work.path(),
+                &out,
+                progress,
+            )
+            .await?;
+            Ok(())
+        },
+    )
     .await?;
     let id = new_image_id();
     let dir = install_from_cache(&entry, &env.images_dir, &id, &[VMLINUX, BZIMAGE, INITRAMFS])?;
-    Ok(image_from_dir(&dir, id, name, ImageProfile::Minimal, "root", ""))
+    Ok(image_from_dir(
+        &dir,
+        id,
+        name,
+        ImageProfile::Minimal,
+        "root",
+        "",
+    ))
 }

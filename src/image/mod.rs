@@ -27,7 +27,8 @@ mod minimal;
 mod modules;
 mod parts;
 mod register;
-mod tools;
+mod rootfs;
+pub mod tools;
 mod unpack;
 
 pub use apt::{parse_show, PackageInfo};
@@ -62,7 +63,11 @@ pub struct BuildEnv {
 impl BuildEnv {
     /// The layout under a data directory, with no mirror override.
     pub fn new(data_dir: &Path) -> Self {
-        BuildEnv { images_dir: data_dir.join("images"), cache_dir: data_dir.join("cache"), debian_mirror: None }
+        BuildEnv {
+            images_dir: data_dir.join("images"),
+            cache_dir: data_dir.join("cache"),
+            debian_mirror: None,
+        }
     }
 
     /// [`BuildEnv::new`] plus `HATCH_DEBIAN_MIRROR` and
@@ -92,7 +97,18 @@ pub enum ProgressEvent {
     /// A build step started.
     Step(String),
     /// A package is being downloaded (`bytes` is the .deb's size).
-    Download { package: String, version: String, bytes: u64 },
+    Download {
+        package: String,
+        version: String,
+        bytes: u64,
+    },
+    /// Many packages fetched at once (e.g. by mmdebstrap); `packages` and
+    /// `bytes` are estimated from the dependency closure.
+    BulkDownload {
+        what: String,
+        packages: usize,
+        bytes: u64,
+    },
     /// Artefacts built earlier from identical inputs are reused.
     CacheHit { key: String },
     /// Something worked around (e.g. stale package lists used offline).
@@ -105,13 +121,39 @@ impl std::fmt::Display for ProgressEvent {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ProgressEvent::Step(step) => write!(f, "{step}"),
-            ProgressEvent::Download { package, version, bytes } => {
-                write!(f, "downloading {package} {version} ({:.1} MB)", *bytes as f64 / 1e6)
+            ProgressEvent::Download {
+                package,
+                version,
+                bytes,
+            } => {
+                write!(
+                    f,
+                    "downloading {package} {version} ({:.1} MB)",
+                    *bytes as f64 / 1e6
+                )
+            }
+            ProgressEvent::BulkDownload {
+                what,
+                packages,
+                bytes,
+            } => {
+                write!(
+                    f,
+                    "downloading {what}: about {packages} packages, {:.1} MB",
+                    *bytes as f64 / 1e6
+                )
             }
             ProgressEvent::CacheHit { key } => write!(f, "reusing cached build {key}"),
             ProgressEvent::Warning(message) => write!(f, "warning: {message}"),
-            ProgressEvent::Finished { image_id, size_bytes } => {
-                write!(f, "image {image_id} ready ({:.1} MB)", *size_bytes as f64 / 1e6)
+            ProgressEvent::Finished {
+                image_id,
+                size_bytes,
+            } => {
+                write!(
+                    f,
+                    "image {image_id} ready ({:.1} MB)",
+                    *size_bytes as f64 / 1e6
+                )
             }
         }
     }
@@ -127,26 +169,48 @@ pub fn new_image_id() -> String {
 
 /// Builds an image of `req.profile` and returns it (not yet stored).
 /// On failure nothing is left under `images_dir`.
-pub async fn build_image(req: &BuildRequest, env: &BuildEnv, progress: ProgressFn<'_>) -> Result<Image, ImageError> {
-    let name = req.name.clone().unwrap_or_else(|| req.profile.as_str().to_string());
+pub async fn build_image(
+    req: &BuildRequest,
+    env: &BuildEnv,
+    progress: ProgressFn<'_>,
+) -> Result<Image, ImageError> {
+    let name = req
+        .name
+        .clone()
+        .unwrap_or_else(|| req.profile.as_str().to_string());
     validate_image_name(&name)?;
     let env = BuildEnv {
         images_dir: std::path::absolute(&env.images_dir)
             .map_err(|e| ImageError::io("resolving", &env.images_dir, e))?,
-        cache_dir: std::path::absolute(&env.cache_dir).map_err(|e| ImageError::io("resolving", &env.cache_dir, e))?,
+        cache_dir: std::path::absolute(&env.cache_dir)
+            .map_err(|e| ImageError::io("resolving", &env.cache_dir, e))?,
         debian_mirror: env.debian_mirror.clone(),
     };
+    for dir in [
+        env.images_dir.clone(),
+        env.cache_dir.join("work"),
+        env.cache_dir.join("images"),
+        env.cache_dir.join("debs"),
+    ] {
+        fsutil::remove_stale_staging(&dir);
+    }
     let image = match req.profile {
         ImageProfile::Minimal => minimal::build(&name, &env, progress).await?,
         ImageProfile::Debian => debian::build(&name, &env, progress).await?,
         ImageProfile::Registered => {
             return Err(ImageError::Invalid {
                 field: "profile",
-                message: "`registered` images are registered, not built; use debian or minimal".into(),
+                message: "`registered` images are registered, not built; use debian or minimal"
+                    .into(),
             })
         }
     };
-    progress(ProgressEvent::Finished { image_id: image.id.clone(), size_bytes: image.size_bytes });
+    cache::prune_unused(&env.cache_dir.join("images"), cache::UNUSED_LIFETIME);
+    cache::prune_unused(&env.cache_dir.join("debs"), cache::UNUSED_LIFETIME);
+    progress(ProgressEvent::Finished {
+        image_id: image.id.clone(),
+        size_bytes: image.size_bytes,
+    });
     Ok(image)
 }
 

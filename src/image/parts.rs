@@ -27,7 +27,9 @@ pub struct BasePackages {
 
 impl BasePackages {
     pub fn all(&self) -> impl Iterator<Item = &PackageInfo> {
-        [&self.kernel, &self.busybox].into_iter().chain(self.dropbear.iter())
+        [&self.kernel, &self.busybox]
+            .into_iter()
+            .chain(self.dropbear.iter())
     }
 }
 
@@ -37,25 +39,24 @@ fn is_library_package(name: &str) -> bool {
     name.starts_with("lib") || name.starts_with("zlib")
 }
 
-/// `root` and the library packages reachable from it through Depends.
-async fn with_library_deps(apt: &Apt, root: &str) -> Result<Vec<PackageInfo>, ImageError> {
-    let mut resolved = apt.show(&[root]).await?;
-    let mut next = 0;
-    while next < resolved.len() {
-        let wanted: Vec<String> = resolved[next]
-            .depends
+/// `first` plus the library packages reachable from it through Depends,
+/// one apt-cache call per level.
+async fn with_library_deps(apt: &Apt, first: PackageInfo) -> Result<Vec<PackageInfo>, ImageError> {
+    let mut resolved = vec![first];
+    let mut level_start = 0;
+    while level_start < resolved.len() {
+        let mut wanted: Vec<String> = resolved[level_start..]
             .iter()
+            .flat_map(|p| p.depends.iter())
             .filter(|d| is_library_package(d) && !resolved.iter().any(|p| &p.name == *d))
             .cloned()
             .collect();
-        next += 1;
+        wanted.sort();
+        wanted.dedup();
+        level_start = resolved.len();
         if !wanted.is_empty() {
             let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
-            for info in apt.show(&names).await? {
-                if !resolved.iter().any(|p| p.name == info.name) {
-                    resolved.push(info);
-                }
-            }
+            resolved.extend(apt.show(&names).await?);
         }
     }
     Ok(resolved)
@@ -63,10 +64,25 @@ async fn with_library_deps(apt: &Apt, root: &str) -> Result<Vec<PackageInfo>, Im
 
 /// Resolves the kernel, busybox and (with `ssh`) dropbear packages.
 pub async fn resolve_base_packages(apt: &Apt, ssh: bool) -> Result<BasePackages, ImageError> {
+    let mut first = apt
+        .show(&["linux-image-cloud-amd64", "busybox-static", "dropbear-bin"])
+        .await?
+        .into_iter();
+    let (Some(kernel_meta), Some(busybox), Some(dropbear)) =
+        (first.next(), first.next(), first.next())
+    else {
+        return Err(ImageError::Mirror(
+            "package lookup returned too few packages".into(),
+        ));
+    };
     Ok(BasePackages {
-        kernel: apt.cloud_kernel().await?,
-        busybox: apt.show(&["busybox-static"]).await?.remove(0),
-        dropbear: if ssh { with_library_deps(apt, "dropbear-bin").await? } else { Vec::new() },
+        kernel: apt.kernel_behind(&kernel_meta).await?,
+        busybox,
+        dropbear: if ssh {
+            with_library_deps(apt, dropbear).await?
+        } else {
+            Vec::new()
+        },
     })
 }
 
@@ -86,7 +102,10 @@ pub async fn prepare_kernel(
     progress: ProgressFn<'_>,
 ) -> Result<KernelTree, ImageError> {
     let deb = apt.download(kernel, progress).await?;
-    progress(ProgressEvent::Step(format!("unpacking {} {}", kernel.name, kernel.version)));
+    progress(ProgressEvent::Step(format!(
+        "unpacking {} {}",
+        kernel.name, kernel.version
+    )));
     let root = work.join("kernel");
     unpack_deb(&deb, &root).await?;
     let modules_dir = root.join("lib/modules");
@@ -98,8 +117,11 @@ pub async fn prepare_kernel(
         .ok_or_else(|| ImageError::Build(format!("{} ships no modules", kernel.name)))?;
     run_depmod(&root, &version).await?;
     let bzimage = root.join("boot").join(format!("vmlinuz-{version}"));
-    std::fs::copy(&bzimage, out_dir.join(BZIMAGE)).map_err(|e| ImageError::io("copying", &bzimage, e))?;
-    progress(ProgressEvent::Step("extracting the ELF vmlinux from the bzImage".into()));
+    std::fs::copy(&bzimage, out_dir.join(BZIMAGE))
+        .map_err(|e| ImageError::io("copying", &bzimage, e))?;
+    progress(ProgressEvent::Step(
+        "extracting the ELF vmlinux from the bzImage".into(),
+    ));
     let (src, dest) = (bzimage.clone(), out_dir.join(VMLINUX));
     tokio::task::spawn_blocking(move || extract_vmlinux(&src, &dest))
         .await
@@ -108,7 +130,12 @@ pub async fn prepare_kernel(
 }
 
 /// Downloads and unpacks busybox-static; returns the binary.
-pub async fn prepare_busybox(apt: &Apt, busybox: &PackageInfo, work: &Path, progress: ProgressFn<'_>) -> Result<PathBuf, ImageError> {
+pub async fn prepare_busybox(
+    apt: &Apt,
+    busybox: &PackageInfo,
+    work: &Path,
+    progress: ProgressFn<'_>,
+) -> Result<PathBuf, ImageError> {
     let root = work.join("busybox");
     unpack_deb(&apt.download(busybox, progress).await?, &root).await?;
     resolve_in_root(&root, Path::new("/bin/busybox"))

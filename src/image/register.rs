@@ -27,7 +27,9 @@ pub fn validate_image_name(name: &str) -> Result<(), ImageError> {
     let ok = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if ok {
         Ok(())
     } else {
@@ -41,11 +43,16 @@ pub fn validate_image_name(name: &str) -> Result<(), ImageError> {
 fn validate_login_user(user: &str) -> Result<(), ImageError> {
     let ok = user.len() <= 32
         && user.starts_with(|c: char| c.is_ascii_lowercase() || c == '_')
-        && user.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+        && user
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
     if ok {
         Ok(())
     } else {
-        Err(ImageError::Invalid { field: "login_user", message: format!("{user:?} is not a valid user name") })
+        Err(ImageError::Invalid {
+            field: "login_user",
+            message: format!("{user:?} is not a valid user name"),
+        })
     }
 }
 
@@ -53,7 +60,10 @@ fn check_absolute(field: &'static str, path: &Path) -> Result<(), ImageError> {
     if path.is_absolute() {
         Ok(())
     } else {
-        Err(ImageError::Invalid { field, message: format!("{} must be an absolute path", path.display()) })
+        Err(ImageError::Invalid {
+            field,
+            message: format!("{} must be an absolute path", path.display()),
+        })
     }
 }
 
@@ -75,23 +85,30 @@ pub fn validate_initrd(field: &'static str, path: &Path) -> Result<(), ImageErro
     let verdict = if is_cpio(&head) {
         true
     } else if head.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(std::fs::File::open(path).map_err(|e| ImageError::io("reading initrd", path, e))?)
-            .read_exact(&mut inner)
-            .is_ok()
+        flate2::read::GzDecoder::new(
+            std::fs::File::open(path).map_err(|e| ImageError::io("reading initrd", path, e))?,
+        )
+        .read_exact(&mut inner)
+        .is_ok()
             && is_cpio(&inner)
     } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        zstd::stream::read::Decoder::new(std::fs::File::open(path).map_err(|e| ImageError::io("reading initrd", path, e))?)
-            .and_then(|mut d| d.read_exact(&mut inner))
-            .is_ok()
+        zstd::stream::read::Decoder::new(
+            std::fs::File::open(path).map_err(|e| ImageError::io("reading initrd", path, e))?,
+        )
+        .and_then(|mut d| d.read_exact(&mut inner))
+        .is_ok()
             && is_cpio(&inner)
     } else {
-        const OTHER_MAGICS: [&[u8]; 4] = [b"\xfd7zXZ\0", b"\x02\x21\x4c\x18", b"BZh", b"\x5d\x00\x00"];
+        const OTHER_MAGICS: [&[u8]; 4] =
+            [b"\xfd7zXZ\0", b"\x02\x21\x4c\x18", b"BZh", b"\x5d\x00\x00"];
         OTHER_MAGICS.iter().any(|magic| head.starts_with(magic))
     };
     if verdict {
         Ok(())
     } else {
-        Err(invalid("is not a cpio archive (plain or compressed with gzip, zstd, xz, lz4, bzip2 or lzma)"))
+        Err(invalid(
+            "is not a cpio archive (plain or compressed with gzip, zstd, xz, lz4, bzip2 or lzma)",
+        ))
     }
 }
 
@@ -102,7 +119,10 @@ pub fn register_image(req: &RegisterRequest) -> Result<Image, ImageError> {
     check_absolute("kernel_path", &req.kernel_path)?;
     check_readable_file("kernel_path", &req.kernel_path)?;
     let format = detect_kernel_format(&req.kernel_path).map_err(|e| match e {
-        ImageError::Kernel { message, .. } => ImageError::Invalid { field: "kernel_path", message },
+        ImageError::Kernel { message, .. } => ImageError::Invalid {
+            field: "kernel_path",
+            message,
+        },
         other => other,
     })?;
     if let Some(initrd) = &req.initrd_path {
@@ -122,11 +142,15 @@ pub fn register_image(req: &RegisterRequest) -> Result<Image, ImageError> {
         KernelFormat::Elf => (Some(req.kernel_path.clone()), None),
         KernelFormat::Bzimage => (None, Some(req.kernel_path.clone())),
     };
-    let size_bytes = [Some(&req.kernel_path), req.initrd_path.as_ref(), req.rootfs_path.as_ref()]
-        .into_iter()
-        .flatten()
-        .map(|p| file_len(p))
-        .sum();
+    let size_bytes = [
+        Some(&req.kernel_path),
+        req.initrd_path.as_ref(),
+        req.rootfs_path.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|p| file_len(p))
+    .sum();
     Ok(Image {
         id: super::new_image_id(),
         name: req.name.clone(),

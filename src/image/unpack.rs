@@ -10,9 +10,13 @@ use super::ImageError;
 /// Unpacks `deb` into `dest` (created if needed).
 pub async fn unpack_deb(deb: &Path, dest: &Path) -> Result<(), ImageError> {
     super::fsutil::create_dir_all(dest)?;
-    tools::run(DPKG_DEB, ["-x".as_ref(), deb.as_os_str(), dest.as_os_str()], None)
-        .await
-        .map_err(|e| ImageError::command(e, dest))?;
+    tools::run(
+        DPKG_DEB,
+        ["-x".as_ref(), deb.as_os_str(), dest.as_os_str()],
+        None,
+    )
+    .await
+    .map_err(|e| ImageError::command(e, dest))?;
     Ok(())
 }
 
@@ -58,7 +62,12 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
     None
 }
 
-const LIBRARY_DIRS: [&str; 4] = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"];
+const LIBRARY_DIRS: [&str; 4] = [
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib",
+    "/usr/lib",
+];
 
 /// Finds `file_name` in the library directories of any of `roots`.
 fn find_library(roots: &[PathBuf], file_name: &str) -> Option<PathBuf> {
@@ -89,10 +98,17 @@ pub fn runtime_deps(programs: &[PathBuf], roots: &[PathBuf]) -> Result<RuntimeDe
             .ok_or_else(|| ImageError::Build(format!("{} is not an ELF file", file.display())))?;
         if let Some(interpreter) = elf.interpreter() {
             if deps.interpreter.is_none() {
-                let name = Path::new(&interpreter).file_name().map(|n| n.to_string_lossy().into_owned());
-                let found = name.as_deref().and_then(|n| find_library(roots, n)).ok_or_else(|| {
-                    ImageError::Build(format!("dynamic loader {interpreter} not found in the unpacked packages"))
-                })?;
+                let name = Path::new(&interpreter)
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned());
+                let found = name
+                    .as_deref()
+                    .and_then(|n| find_library(roots, n))
+                    .ok_or_else(|| {
+                        ImageError::Build(format!(
+                            "dynamic loader {interpreter} not found in the unpacked packages"
+                        ))
+                    })?;
                 deps.interpreter = Some((interpreter, found));
             }
         }
@@ -101,7 +117,10 @@ pub fn runtime_deps(programs: &[PathBuf], roots: &[PathBuf]) -> Result<RuntimeDe
                 continue;
             }
             let found = find_library(roots, &soname).ok_or_else(|| {
-                ImageError::Build(format!("{} needs {soname}, found in none of the unpacked packages", file.display()))
+                ImageError::Build(format!(
+                    "{} needs {soname}, found in none of the unpacked packages",
+                    file.display()
+                ))
             })?;
             deps.libraries.push((soname, found.clone()));
             queue.push(found);

@@ -4,10 +4,14 @@
 //! responses and persisted (field for field) by the store.
 
 mod image;
+mod route;
+mod snapshot;
 mod template;
 mod vm;
 
 pub use image::{Image, ImageProfile, KernelFormat};
+pub use route::Route;
+pub use snapshot::Snapshot;
 pub use template::Template;
 pub use vm::{NetworkIdentity, Vm, VmState};
 

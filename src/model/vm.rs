@@ -93,4 +93,10 @@ pub struct Vm {
     pub ready_at: Option<Timestamp>,
     pub created_at: Timestamp,
     pub updated_at: Timestamp,
+    /// Last traffic through the proxy, as the idle monitor last saw it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_activity_at: Option<Timestamp>,
+    /// The idle monitor's last decision and why (e.g. kept: SSH session open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_status: Option<String>,
 }

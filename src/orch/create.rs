@@ -207,6 +207,8 @@ impl Orchestrator {
             ready_at: None,
             created_at: now,
             updated_at: now,
+            last_activity_at: None,
+            idle_status: None,
         };
         self.store.insert_vm(&vm)?;
         self.store.record_transition(vm_id, None, VmState::Starting, Some("created"))?;

@@ -25,6 +25,9 @@ pub enum OrchError {
     /// 504: waited too long (e.g. `wait=ready`).
     #[error("{message}")]
     Timeout { message: String },
+    /// 422: a stored snapshot failed its integrity check.
+    #[error("{message}")]
+    Corrupt { message: String },
     /// 500: a host operation failed.
     #[error("{0}")]
     Internal(String),

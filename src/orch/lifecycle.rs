@@ -115,12 +115,14 @@ impl Orchestrator {
             let desired: Vec<_> = self.desired_network()?.into_iter().filter(|(other, _)| other != id).collect();
             self.network.detach_vm(id, identity, &desired).await?;
         }
+        self.discard_all_snapshots(id).await;
         let dir = self.layout(id).dir().to_path_buf();
         if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
             if error.kind() != std::io::ErrorKind::NotFound {
                 return Err(OrchError::Internal(format!("removing {}: {error}", dir.display())));
             }
         }
+        self.store.delete_routes_of(id)?;
         self.store.delete_vm(id)?;
         self.locks.forget(id);
         tracing::info!(vm = %id, "deleted");
@@ -142,7 +144,7 @@ impl Orchestrator {
         }
     }
 
-    fn check(&self, vm: &Vm, action: VmAction) -> Result<VmState, OrchError> {
+    pub(super) fn check(&self, vm: &Vm, action: VmAction) -> Result<VmState, OrchError> {
         begin(vm.state, action).ok_or_else(|| OrchError::Conflict {
             field: None,
             message: format!("cannot {} VM {} while it is {}", action.as_str(), vm.id, vm.state.as_str()),

@@ -9,11 +9,14 @@
 
 mod create;
 mod error;
+mod idle;
 mod layout;
 mod ledger;
 mod lifecycle;
 mod locks;
+mod proxy;
 mod reconcile;
+mod snapshot;
 mod supervise;
 pub mod transitions;
 
@@ -29,6 +32,8 @@ use crate::vmm::{Hypervisor, VmHandle};
 
 pub use create::CreateVm;
 pub use error::OrchError;
+pub use idle::OrchIdleTarget;
+pub use proxy::OrchRouteResolver;
 pub use layout::VmLayout;
 
 /// The VM manager the API talks to.

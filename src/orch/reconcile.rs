@@ -7,6 +7,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::model::{Vm, VmState};
+use crate::snapshot::SnapshotStore;
 use crate::sys::process;
 
 use super::layout::vms_dir;
@@ -22,6 +23,7 @@ impl Orchestrator {
         let vms = self.store.list_vms()?;
         self.kill_stray_vmms(&vms).await;
         self.remove_stray_dirs(&vms).await;
+        self.remove_stray_snapshots(&vms).await?;
         let report = self.network.reconcile(&self.desired_network()?).await?;
         tracing::info!(?report, "host network reconciled");
         Ok(())
@@ -38,10 +40,21 @@ impl Orchestrator {
             vm.ready_at = None;
             let (state, reason) = match vm.state {
                 VmState::Stopping => (VmState::Stopped, "stopped while the daemon was down"),
+                // The VMM is only stopped once the snapshot is complete.
+                VmState::Snapshotting if self.snapshot_finished_since(&vm)? => {
+                    (VmState::Snapshotted, "snapshot completed as the daemon went down")
+                }
+                VmState::Restoring => (VmState::Snapshotted, "restore interrupted by a daemon restart"),
                 _ => (VmState::Error, "the VMM process ended while the daemon was not running"),
             };
             return self.transition(&mut vm, state, Some(reason.into()));
         };
+        if vm.state == VmState::Restoring {
+            // A half-loaded VMM is not trusted: the snapshot is still there.
+            process::terminate(pid, std::time::Duration::from_secs(3)).await;
+            vm.pid = None;
+            return self.transition(&mut vm, VmState::Snapshotted, Some("restore interrupted by a daemon restart".into()));
+        }
         let adopted = match self.store.get_image(&vm.image_id)? {
             Some(image) => self.hypervisor.adopt(&self.launch_spec(&vm, &image), pid).await.map_err(OrchError::from),
             None => Err(OrchError::Internal(format!("image {} no longer exists", vm.image_id))),
@@ -49,6 +62,10 @@ impl Orchestrator {
         match adopted {
             Ok(handle) => {
                 tracing::info!(vm = %vm.id, pid, "adopted running VMM");
+                if vm.state == VmState::Snapshotting {
+                    // Cut short mid-snapshot: the guest may be paused.
+                    handle.resume().await?;
+                }
                 self.watch_process(&vm, Arc::from(handle));
                 match vm.state {
                     VmState::Running => Ok(()),
@@ -82,6 +99,38 @@ impl Orchestrator {
                 process::terminate(pid, std::time::Duration::from_secs(3)).await;
             }
         }
+    }
+
+    /// Whether a complete snapshot was taken since the VM began snapshotting.
+    fn snapshot_finished_since(&self, vm: &Vm) -> Result<bool, OrchError> {
+        Ok(self.store.list_snapshots(&vm.id)?.first().is_some_and(|s| s.created_at >= vm.updated_at))
+    }
+
+    /// Half-written snapshots, scratch directories and artefacts no record owns.
+    async fn remove_stray_snapshots(&self, vms: &[Vm]) -> Result<(), OrchError> {
+        for snapshot in self.store.list_incomplete_snapshots()? {
+            tracing::warn!(snapshot = %snapshot.id, "removing a snapshot a crash left incomplete");
+            self.discard_snapshot(&snapshot).await;
+        }
+        for vm in vms {
+            let Ok(entries) = std::fs::read_dir(self.layout(&vm.id).dir()) else { continue };
+            for entry in entries.flatten() {
+                if entry.file_name().to_string_lossy().starts_with("work-") {
+                    let _ = tokio::fs::remove_dir_all(entry.path()).await;
+                }
+            }
+        }
+        let store = self.snapshot_store();
+        store.sweep_partials().await?;
+        let known: HashSet<(String, String)> = self.store.all_snapshot_ids()?.into_iter().collect();
+        for key in store.list("").await? {
+            let mut parts = key.splitn(3, '/');
+            let (Some(vm_id), Some(snapshot_id)) = (parts.next(), parts.next()) else { continue };
+            if !known.contains(&(vm_id.to_string(), snapshot_id.to_string())) {
+                store.delete(&format!("{vm_id}/{snapshot_id}/")).await?;
+            }
+        }
+        Ok(())
     }
 
     /// VM directories whose VM no longer exists.

@@ -26,7 +26,10 @@ pub fn parse_opt_ts(table: &'static str, text: Option<String>) -> Result<Option<
 }
 
 pub fn corrupt(table: &'static str, detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt { table, detail: detail.into() }
+    StoreError::Corrupt {
+        table,
+        detail: detail.into(),
+    }
 }
 
 pub fn string_list(value: &[String]) -> String {

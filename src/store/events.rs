@@ -1,6 +1,6 @@
 //! `vm_events`: the record of every VM state change, oldest first.
 
-use rusqlite::{params, Row};
+use rusqlite::{params, Connection, Row};
 use serde::Serialize;
 
 use super::codec::{corrupt, parse_ts, query_all, ts};
@@ -35,6 +35,20 @@ fn from_row(row: &Row<'_>) -> Result<VmEvent, StoreError> {
     })
 }
 
+pub(super) fn insert_event(
+    conn: &Connection,
+    vm_id: &str,
+    from: Option<VmState>,
+    to: VmState,
+    reason: Option<&str>,
+) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO vm_events (vm_id, from_state, to_state, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![vm_id, from.map(VmState::as_str), to.as_str(), reason, ts(&now())],
+    )?;
+    Ok(())
+}
+
 impl Store {
     pub fn record_transition(
         &self,
@@ -43,11 +57,7 @@ impl Store {
         to: VmState,
         reason: Option<&str>,
     ) -> Result<(), StoreError> {
-        self.lock().execute(
-            "INSERT INTO vm_events (vm_id, from_state, to_state, reason, at) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![vm_id, from.map(VmState::as_str), to.as_str(), reason, ts(&now())],
-        )?;
-        Ok(())
+        insert_event(&self.lock(), vm_id, from, to, reason)
     }
 
     /// The VM's state changes in the order they happened.

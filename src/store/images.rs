@@ -18,7 +18,8 @@ fn path_text(path: &Option<PathBuf>) -> Option<String> {
 fn from_row(row: &Row<'_>) -> Result<Image, StoreError> {
     let profile: String = row.get(2)?;
     let created_at: String = row.get(10)?;
-    let path = |i: usize| -> rusqlite::Result<Option<PathBuf>> { Ok(row.get::<_, Option<String>>(i)?.map(PathBuf::from)) };
+    let path =
+        |i: usize| -> rusqlite::Result<Option<PathBuf>> { Ok(row.get::<_, Option<String>>(i)?.map(PathBuf::from)) };
     Ok(Image {
         id: row.get(0)?,
         name: row.get(1)?,
@@ -67,7 +68,8 @@ impl Store {
     }
 
     pub fn newest_image(&self) -> Result<Option<Image>, StoreError> {
-        self.query_images("ORDER BY created_at DESC, rowid DESC LIMIT 1", &[]).map(|mut v| v.pop())
+        self.query_images("ORDER BY created_at DESC, rowid DESC LIMIT 1", &[])
+            .map(|mut v| v.pop())
     }
 
     /// By id, or else the newest image with that name.
@@ -75,8 +77,11 @@ impl Store {
         if let Some(image) = self.get_image(id_or_name)? {
             return Ok(Some(image));
         }
-        self.query_images("WHERE name = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1", &[&id_or_name])
-            .map(|mut v| v.pop())
+        self.query_images(
+            "WHERE name = ?1 ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            &[&id_or_name],
+        )
+        .map(|mut v| v.pop())
     }
 
     pub fn delete_image(&self, id: &str) -> Result<bool, StoreError> {
@@ -97,6 +102,11 @@ impl Store {
     }
 
     fn query_images(&self, tail: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Image>, StoreError> {
-        query_all(&self.lock(), &format!("SELECT {COLUMNS} FROM images {tail}"), args, from_row)
+        query_all(
+            &self.lock(),
+            &format!("SELECT {COLUMNS} FROM images {tail}"),
+            args,
+            from_row,
+        )
     }
 }

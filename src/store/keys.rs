@@ -65,7 +65,13 @@ impl Store {
         self.lock()
             .execute(
                 "INSERT INTO api_keys (id, name, key_hash, prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-                params![info.id, info.name, hash(&plaintext).to_vec(), info.prefix, ts(&info.created_at)],
+                params![
+                    info.id,
+                    info.name,
+                    hash(&plaintext).to_vec(),
+                    info.prefix,
+                    ts(&info.created_at)
+                ],
             )
             .map_err(|e| map_unique(e, &["id"]))?;
         Ok((info, plaintext))
@@ -114,7 +120,10 @@ impl Store {
 
     pub fn count_active_api_keys(&self) -> Result<u64, StoreError> {
         let count: i64 =
-            self.lock().query_row("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL", [], |row| row.get(0))?;
+            self.lock()
+                .query_row("SELECT COUNT(*) FROM api_keys WHERE revoked_at IS NULL", [], |row| {
+                    row.get(0)
+                })?;
         Ok(count as u64)
     }
 }

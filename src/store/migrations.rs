@@ -104,6 +104,11 @@ pub const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX routes_vm ON routes(vm_id);
     "#,
+    // 3: what the idle monitor saw and decided, shown on the VM.
+    r#"
+    ALTER TABLE vms ADD COLUMN last_activity_at TEXT;
+    ALTER TABLE vms ADD COLUMN idle_status TEXT;
+    "#,
 ];
 
 /// The version a fully migrated database is at.
@@ -125,7 +130,10 @@ pub fn migrate(conn: &mut Connection, target: Option<u32>) -> Result<u32, StoreE
     let target = target.unwrap_or_else(latest_version).min(latest_version());
     let mut version = current_version(conn)?;
     if version > latest_version() {
-        return Err(StoreError::TooNew { found: version, supported: latest_version() });
+        return Err(StoreError::TooNew {
+            found: version,
+            supported: latest_version(),
+        });
     }
     while version < target {
         let tx = conn.transaction()?;

@@ -3,15 +3,19 @@
 
 use std::net::Ipv4Addr;
 
-use rusqlite::{params, Row};
+use rusqlite::{params, Connection, Row};
 
-use super::codec::{corrupt, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts, query_all, string_list, ts};
+use super::events::insert_event;
+
+use super::codec::{
+    corrupt, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts, query_all, string_list, ts,
+};
 use super::{Store, StoreError};
 use crate::model::{NetworkIdentity, Vm, VmState};
 
 const COLUMNS: &str = "id, state, image_id, vcpu_count, mem_mib, enable_network, guest_ip, guest_mac, tap_name, \
                        ssh_port, user_data, ssh_authorized_keys, hypervisor, pid, state_reason, ready_at, \
-                       created_at, updated_at";
+                       created_at, updated_at, last_activity_at, idle_status";
 
 /// Columns whose constraint violations callers can act on.
 const UNIQUE_FIELDS: &[&str] = &["id", "guest_ip", "guest_mac", "tap_name", "ssh_port"];
@@ -23,7 +27,9 @@ fn network_from_row(row: &Row<'_>) -> Result<Option<NetworkIdentity>, StoreError
     let port: Option<u16> = row.get(9)?;
     match (ip, mac, tap, port) {
         (Some(ip), Some(guest_mac), Some(tap_name), Some(ssh_port)) => Ok(Some(NetworkIdentity {
-            guest_ip: ip.parse::<Ipv4Addr>().map_err(|e| corrupt("vms", format!("guest_ip {ip:?}: {e}")))?,
+            guest_ip: ip
+                .parse::<Ipv4Addr>()
+                .map_err(|e| corrupt("vms", format!("guest_ip {ip:?}: {e}")))?,
             guest_mac,
             tap_name,
             ssh_port,
@@ -54,6 +60,8 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
         ready_at: parse_opt_ts("vms", row.get(15)?)?,
         created_at: parse_ts("vms", &created_at)?,
         updated_at: parse_ts("vms", &updated_at)?,
+        last_activity_at: parse_opt_ts("vms", row.get(18)?)?,
+        idle_status: row.get(19)?,
     })
 }
 
@@ -79,13 +87,31 @@ fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
         Box::new(opt_ts(&vm.ready_at)),
         Box::new(ts(&vm.created_at)),
         Box::new(ts(&vm.updated_at)),
+        Box::new(opt_ts(&vm.last_activity_at)),
+        Box::new(vm.idle_status.clone()),
     ]
+}
+
+fn update_row(conn: &Connection, vm: &Vm) -> Result<bool, StoreError> {
+    let assignments: Vec<String> = COLUMNS
+        .split(',')
+        .map(str::trim)
+        .enumerate()
+        .skip(1)
+        .map(|(i, column)| format!("{column} = ?{}", i + 1))
+        .collect();
+    let sql = format!("UPDATE vms SET {} WHERE id = ?1", assignments.join(", "));
+    let values = to_params(vm);
+    let changed = conn
+        .execute(&sql, rusqlite::params_from_iter(values.iter()))
+        .map_err(|e| map_unique(e, UNIQUE_FIELDS))?;
+    Ok(changed > 0)
 }
 
 impl Store {
     /// Inserts a new VM; a taken id or network value is `Conflict` naming the field.
     pub fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
-        let placeholders: Vec<String> = (1..=18).map(|i| format!("?{i}")).collect();
+        let placeholders: Vec<String> = (1..=20).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO vms ({COLUMNS}) VALUES ({})", placeholders.join(", "));
         let values = to_params(vm);
         self.lock()
@@ -108,20 +134,26 @@ impl Store {
     /// Rewrites the whole row (every column from `vm`; nothing set implicitly).
     /// Returns false when no VM has this id.
     pub fn update_vm(&self, vm: &Vm) -> Result<bool, StoreError> {
-        let assignments: Vec<String> = COLUMNS
-            .split(',')
-            .map(str::trim)
-            .enumerate()
-            .skip(1)
-            .map(|(i, column)| format!("{column} = ?{}", i + 1))
-            .collect();
-        let sql = format!("UPDATE vms SET {} WHERE id = ?1", assignments.join(", "));
-        let values = to_params(vm);
-        let changed = self
-            .lock()
-            .execute(&sql, rusqlite::params_from_iter(values.iter()))
-            .map_err(|e| map_unique(e, UNIQUE_FIELDS))?;
-        Ok(changed > 0)
+        update_row(&self.lock(), vm)
+    }
+
+    /// Rewrites the row and records the change from `from` to `vm.state` in
+    /// one transaction, so the history never disagrees with the VM.
+    /// Returns false (and records nothing) when no VM has this id.
+    pub fn update_vm_with_transition(
+        &self,
+        vm: &Vm,
+        from: Option<VmState>,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if !update_row(&tx, vm)? {
+            return Ok(false);
+        }
+        insert_event(&tx, &vm.id, from, vm.state, reason)?;
+        tx.commit()?;
+        Ok(true)
     }
 
     /// Deletes the VM and its state-change history.

@@ -3,6 +3,13 @@
 //!
 //! A backend never touches the database; orchestration tells it what to run
 //! (`VmLaunch`) and keeps the returned handle for the VM's lifetime.
+//!
+//! - `qemu`, `firecracker`: the two backends (QMP; HTTP API over a unix socket).
+//! - `supervisor`: the VMM process shared by both: own session, pid file,
+//!   reaping, exit reports, adoption after a daemon restart.
+//! - `validate`, `kernel`: checks of a launch before any process starts.
+//! - `host`, `select`: host facts (KVM kind, TSC) and the backend choice with
+//!   its `hatch doctor` checks.
 
 pub mod firecracker;
 pub mod host;
@@ -146,7 +153,10 @@ pub enum VmmError {
     #[error("a VMM (pid {pid}) is already running for this VM")]
     AlreadyRunning { pid: u32 },
     #[error("{hypervisor} cannot run on this host: {reason}")]
-    HypervisorUnavailable { hypervisor: &'static str, reason: String },
+    HypervisorUnavailable {
+        hypervisor: &'static str,
+        reason: String,
+    },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,

@@ -8,6 +8,7 @@
 
 use std::ffi::OsString;
 use std::future::Future;
+use std::os::fd::AsRawFd;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -39,6 +40,9 @@ pub struct SpawnSpec<'a> {
     pub run_dir: &'a Path,
     /// Where the process's stdout goes (Firecracker's serial console is its stdout).
     pub stdout: PathBuf,
+    /// A network namespace (a file such as /run/netns/NAME) to run the VMM
+    /// in, so that it finds TAP devices created there; None: our own.
+    pub netns: Option<&'a Path>,
 }
 
 /// A supervised VMM process (our child, or adopted from an earlier daemon).
@@ -58,23 +62,35 @@ impl VmmProcess {
         let stdout = append_file(&spec.stdout).map_err(io_err(&spec.stdout))?;
         let log_path = spec.run_dir.join(VMM_LOG);
         let stderr = append_file(&log_path).map_err(io_err(&log_path))?;
+        let netns = match spec.netns {
+            Some(path) => Some(std::fs::File::open(path).map_err(io_err(path))?),
+            None => None,
+        };
+        let netns_fd = netns.as_ref().map(|file| file.as_raw_fd());
         let mut command = tokio::process::Command::new(spec.program);
         command
             .args(&spec.args)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        // SAFETY: setsid is async-signal-safe and touches no memory of ours.
+        // SAFETY: setsid and setns are async-signal-safe system calls and touch
+        // no memory of ours; the namespace file stays open until spawn returns.
         // A new session keeps the VMM alive (and out of our terminal's signals)
         // when the daemon exits; it is adopted again on restart.
         unsafe {
-            command.pre_exec(|| {
-                nix::unistd::setsid()
-                    .map(|_| ())
-                    .map_err(std::io::Error::from)
+            command.pre_exec(move || {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                if let Some(fd) = netns_fd {
+                    let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)?;
+                }
+                Ok(())
             });
         }
-        let mut child = command.spawn().map_err(VmmError::Spawn)?;
+        let spawned = command.spawn().map_err(VmmError::Spawn);
+        drop(netns);
+        let mut child = spawned?;
         let Some(pid) = child.id() else {
             // Already exited and reaped by tokio; nothing is left to clean up.
             let status = child.wait().await.map_err(VmmError::Spawn)?;
@@ -372,4 +388,13 @@ pub fn prepare_run_dir(run_dir: &Path, marker: &str, stale_files: &[&str]) -> Re
         }
     }
     Ok(())
+}
+
+/// A network namespace given by name (as `ip netns` names them) or by path.
+pub fn netns_path(name_or_path: &str) -> PathBuf {
+    if name_or_path.contains('/') {
+        PathBuf::from(name_or_path)
+    } else {
+        Path::new("/run/netns").join(name_or_path)
+    }
 }

@@ -12,6 +12,8 @@ use super::{VmLaunch, VmmError};
 pub const MIN_MEM_MIB: u32 = 128;
 /// Linux's x86 command line limit is 2048 bytes; keep room for the backend's own arguments.
 const MAX_BOOT_ARGS_LEN: usize = 1536;
+/// `sun_path` holds 108 bytes including the terminating NUL.
+const MAX_SOCKET_PATH: usize = 107;
 
 fn invalid(reason: impl Into<String>) -> VmmError {
     VmmError::InvalidLaunch(reason.into())
@@ -51,9 +53,21 @@ pub fn check_launch(spec: &VmLaunch) -> Result<(), VmmError> {
         check_name("TAP name", &nic.tap_name, 15)?;
         check_mac(&nic.mac)?;
     }
-    if !spec.run_dir.is_absolute() {
+    // Control sockets live in run_dir and unix socket paths are limited to 107 bytes.
+    let longest_socket = spec.run_dir.join("firecracker.sock");
+    if longest_socket.as_os_str().len() > MAX_SOCKET_PATH {
         return Err(invalid(format!(
-            "run_dir {} must be an absolute path",
+            "run_dir {} is too long for a unix socket path (at most {} bytes)",
+            spec.run_dir.display(),
+            MAX_SOCKET_PATH - "/firecracker.sock".len()
+        )));
+    }
+    // Commas would be doubled in QEMU options, and the run_dir must appear
+    // verbatim in the VMM's command line for adoption to recognise it.
+    let run_dir_text = spec.run_dir.to_str().unwrap_or(",");
+    if !spec.run_dir.is_absolute() || run_dir_text.contains(',') {
+        return Err(invalid(format!(
+            "run_dir {} must be an absolute UTF-8 path without commas",
             spec.run_dir.display()
         )));
     }
@@ -150,6 +164,26 @@ fn is_block_device(meta: &std::fs::Metadata) -> bool {
     meta.file_type().is_block_device()
 }
 
+/// The TAP device must exist beforehand: QEMU and Firecracker would otherwise
+/// create a transient one attached to nothing. Only checkable for TAPs in
+/// our own network namespace (`/sys/class/net` shows this namespace's links).
+pub fn check_tap_exists(spec: &VmLaunch) -> Result<(), VmmError> {
+    match &spec.nic {
+        Some(nic)
+            if !Path::new("/sys/class/net")
+                .join(&nic.tap_name)
+                .join("tun_flags")
+                .exists() =>
+        {
+            Err(invalid(format!(
+                "TAP device {} does not exist (it must be created before the VM starts)",
+                nic.tap_name
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Paths handed to a shell-interpreted QEMU migration URI (`exec:`) must be
 /// plain: this refuses anything a shell would treat specially.
 pub fn check_shell_safe_path(path: &Path) -> Result<(), VmmError> {
@@ -198,6 +232,34 @@ mod tests {
         assert!(check_name("TAP name", "-x", 15).is_err());
         assert!(check_name("TAP name", "a-very-long-tap-name", 15).is_err());
         assert!(check_name("disk id", "root,fs", 32).is_err());
+    }
+
+    #[test]
+    fn run_dir_must_fit_a_socket_path() {
+        let spec = VmLaunch {
+            vm_id: "vm-a".into(),
+            vcpu_count: 1,
+            mem_mib: MIN_MEM_MIB,
+            kernel: crate::vmm::KernelFiles {
+                elf: None,
+                bzimage: None,
+            },
+            initrd: None,
+            disks: Vec::new(),
+            nic: None,
+            boot_args: String::new(),
+            run_dir: Path::new("/run").join("d".repeat(100)),
+        };
+        let err = check_launch(&spec).expect_err("too long");
+        assert!(
+            err.to_string().contains("too long for a unix socket path"),
+            "{err}"
+        );
+        let short = VmLaunch {
+            run_dir: "/run/hatch/vm-a".into(),
+            ..spec
+        };
+        assert!(check_launch(&short).is_ok());
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Fixtures for the daemon area's tests: sample domain objects, a temp data
-//! dir with a store, and a real API server on 127.0.0.1:0 with a real client.
+//! dir with a store, and a real API server (inside a test network namespace,
+//! on a Unix socket) with a real client.
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -30,7 +31,9 @@ pub fn sample_template(image_id: &str) -> Template {
         vcpu_count: 1,
         mem_mib: 256,
         user_data: Some("#cloud-config\n".into()),
-        ssh_authorized_keys: vec!["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake x@y".into()],
+        ssh_authorized_keys: vec![
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake x@y".into(),
+        ],
         created_at: now(),
     }
 }
@@ -59,32 +62,57 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
         ready_at: None,
         created_at: now(),
         updated_at: now(),
+        last_activity_at: None,
+        idle_status: None,
     }
 }
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use base64::Engine;
 use hatch::api::{router, AppState};
 use hatch::cli::http::{Client, Endpoint};
 use hatch::config::Config;
+use hatch::orch::Orchestrator;
 use hatch::store::Store;
 use serde_json::Value;
 
-/// A real API server on 127.0.0.1:<random port> over a fresh data directory,
-/// with its first-start admin key.
+use super::netns::{NsRuntime, TestNetns};
+
+/// A real API server over a fresh data directory, with its first-start admin
+/// key. The orchestrator (bridge, firewall, dnsmasq) and the server run on a
+/// runtime inside a network namespace of their own, so the host's namespace
+/// is never touched; the API is served on a Unix socket, which the test
+/// reaches from any namespace.
 pub struct TestApi {
     pub dir: tempfile::TempDir,
     pub store: Store,
-    pub addr: SocketAddr,
+    pub socket: PathBuf,
     pub admin_key: String,
-    server: tokio::task::JoinHandle<()>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    orch: Option<Arc<Orchestrator>>,
+    runtime: Option<NsRuntime>,
+    netns: Option<TestNetns>,
 }
 
 impl Drop for TestApi {
+    /// Server first, then the orchestrator's shutdown, then the runtime, and
+    /// the namespace last (which kills whatever still runs in it).
     fn drop(&mut self) {
-        self.server.abort();
+        if let Some(server) = self.server.take() {
+            server.abort();
+        }
+        if let (Some(runtime), Some(orch)) = (&self.runtime, self.orch.take()) {
+            // A panic here must not abort a test that is already unwinding.
+            let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                runtime.run(async move { orch.shutdown().await })
+            }));
+            if stopped.is_err() {
+                eprintln!("TestApi: orchestrator shutdown panicked");
+            }
+        }
+        drop(self.runtime.take());
+        drop(self.netns.take());
     }
 }
 
@@ -93,20 +121,51 @@ impl TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = Arc::new(Config::with_data_dir(dir.path()).expect("config"));
         let store = hatch::cli::serve::open_state(&config).expect("open state");
-        let admin_key = std::fs::read_to_string(config.admin_key_path()).expect("admin.key").trim().to_string();
-        let orch = hatch::cli::serve::start_orchestrator(config.clone(), store.clone()).await.expect("orchestrator");
-        let app = router(AppState { store: store.clone(), orch, config });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().unwrap();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app).await.expect("serve");
-        });
-        TestApi { dir, store, addr, admin_key, server }
+        let admin_key = std::fs::read_to_string(config.admin_key_path())
+            .expect("admin.key")
+            .trim()
+            .to_string();
+        let socket = dir.path().join("api.sock");
+        let netns = TestNetns::new();
+        let runtime = netns.runtime();
+        let (orch, server) = {
+            let (store, socket) = (store.clone(), socket.clone());
+            runtime.run(async move {
+                let orch = hatch::cli::serve::start_orchestrator(config.clone(), store.clone())
+                    .await
+                    .expect("orchestrator");
+                let app = router(AppState {
+                    store,
+                    orch: orch.clone(),
+                    config,
+                });
+                let listener = tokio::net::UnixListener::bind(&socket).expect("bind the API socket");
+                let server = tokio::spawn(async move {
+                    axum::serve(listener, app).await.expect("serve");
+                });
+                (orch, server)
+            })
+        };
+        TestApi {
+            dir,
+            store,
+            socket,
+            admin_key,
+            server: Some(server),
+            orch: Some(orch),
+            runtime: Some(runtime),
+            netns: Some(netns),
+        }
+    }
+
+    /// The namespace the daemon's host networking lives in.
+    pub fn netns(&self) -> &TestNetns {
+        self.netns.as_ref().expect("namespace lives as long as the TestApi")
     }
 
     pub fn client(&self, key: Option<&str>) -> Client {
         Client {
-            endpoint: Endpoint::Tcp { host: self.addr.ip().to_string(), port: self.addr.port() },
+            endpoint: Endpoint::Unix(self.socket.clone()),
             api_key: key.map(str::to_string),
         }
     }
@@ -114,7 +173,11 @@ impl TestApi {
     /// A request with the admin key; returns the status and the JSON body (Null when empty).
     pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
-        let reply = self.client(Some(&self.admin_key)).request(method, path, body.as_ref()).await.expect("request");
+        let reply = self
+            .client(Some(&self.admin_key))
+            .request(method, path, body.as_ref())
+            .await
+            .expect("request");
         (reply.status.as_u16(), json_or_null(&reply.body))
     }
 
@@ -142,7 +205,10 @@ pub fn json_or_null(body: &[u8]) -> Value {
 pub fn error_parts(body: &Value) -> (String, Option<String>) {
     let error = &body["error"];
     assert!(error["message"].is_string(), "error without message: {body}");
-    let code = error["code"].as_str().unwrap_or_else(|| panic!("error without code: {body}")).to_string();
+    let code = error["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("error without code: {body}"))
+        .to_string();
     (code, error["field"].as_str().map(str::to_string))
 }
 
@@ -153,20 +219,59 @@ pub fn test_public_key() -> String {
     blob.extend_from_slice(b"ssh-ed25519");
     blob.extend_from_slice(&32u32.to_be_bytes());
     blob.extend((0..32).map(|_| rand::random::<u8>()));
-    format!("ssh-ed25519 {} test@hatch", base64::engine::general_purpose::STANDARD.encode(blob))
+    format!(
+        "ssh-ed25519 {} test@hatch",
+        base64::engine::general_purpose::STANDARD.encode(blob)
+    )
 }
 
-/// Files that look like a kernel (ELF or bzImage header) and an initrd.
+/// Files that pass for kernels (x86_64 ELF and bzImage headers) and an initrd (a cpio archive).
 pub fn fake_boot_files(dir: &std::path::Path) -> (PathBuf, PathBuf, PathBuf) {
+    // An ELF64 little-endian x86_64 header with no program headers.
     let elf = dir.join("vmlinux");
-    let mut bytes = b"\x7fELF".to_vec();
-    bytes.resize(4096, 0);
+    let mut bytes = vec![0u8; 4096];
+    bytes[..6].copy_from_slice(b"\x7fELF\x02\x01");
+    bytes[18..20].copy_from_slice(&62u16.to_le_bytes());
+    bytes[32..40].copy_from_slice(&64u64.to_le_bytes());
+    bytes[54..56].copy_from_slice(&56u16.to_le_bytes());
     std::fs::write(&elf, &bytes).unwrap();
+    // The x86 boot sector flag and the setup header magic.
     let bz = dir.join("bzImage");
     let mut bytes = vec![0u8; 4096];
+    bytes[0x1fe..0x200].copy_from_slice(&0xaa55u16.to_le_bytes());
     bytes[0x202..0x206].copy_from_slice(b"HdrS");
     std::fs::write(&bz, &bytes).unwrap();
+    // A real (tiny) newc cpio archive, zero-padded to 2048 bytes as the
+    // kernel allows.
     let initrd = dir.join("initrd.img");
-    std::fs::write(&initrd, vec![1u8; 2048]).unwrap();
+    let mut cpio = hatch::image::CpioWriter::new(Vec::new());
+    cpio.file("init", 0o755, b"#!/bin/sh\n").unwrap();
+    let mut bytes = cpio.finish().unwrap();
+    assert!(bytes.len() <= 2048);
+    bytes.resize(2048, 0);
+    std::fs::write(&initrd, &bytes).unwrap();
     (elf, bz, initrd)
+}
+
+/// The `hatch` binary with a clean HATCH_* environment plus `vars`, run
+/// inside `netns` when given (`ip netns exec` execs it, so the child's pid
+/// is hatch's).
+pub fn hatch_command_in(netns: Option<&TestNetns>, args: &[&str], vars: &[(&str, &str)]) -> std::process::Command {
+    const HATCH: &str = env!("CARGO_BIN_EXE_hatch");
+    let mut command = match netns {
+        Some(netns) => {
+            let mut command = std::process::Command::new("ip");
+            command.args(["netns", "exec", netns.name(), HATCH]);
+            command
+        }
+        None => std::process::Command::new(HATCH),
+    };
+    command.args(args).stdin(std::process::Stdio::null());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("HATCH_") {
+            command.env_remove(name);
+        }
+    }
+    command.envs(vars.iter().copied());
+    command
 }

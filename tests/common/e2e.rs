@@ -30,6 +30,15 @@ impl Topology {
         self.host.name()
     }
 
+    pub fn client_ns(&self) -> &str {
+        self.client.name()
+    }
+
+    /// The Hatch host's address as other hosts reach it.
+    pub fn host_addr(&self) -> &str {
+        &self.host_addr
+    }
+
     /// Registers an image's files with the daemon through `POST /images`.
     pub fn register_image(&self, daemon: &TestDaemon, image: &hatch::model::Image) -> String {
         let mut body = json!({"name": image.name, "login_user": image.login_user, "boot_args": image.boot_args});

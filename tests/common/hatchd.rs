@@ -214,6 +214,11 @@ impl TestKey {
             "BatchMode=yes".into(),
             "-o".into(),
             "ConnectTimeout=10".into(),
+            // A guest that goes away mid-session must not hang the test.
+            "-o".into(),
+            "ServerAliveInterval=2".into(),
+            "-o".into(),
+            "ServerAliveCountMax=3".into(),
             "-o".into(),
             "LogLevel=ERROR".into(),
             format!("{user}@{host}"),

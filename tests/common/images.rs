@@ -24,14 +24,18 @@ pub fn shared_dir() -> PathBuf {
 pub fn test_build_env() -> BuildEnv {
     let dir = shared_dir();
     let mut env = BuildEnv::new(&dir);
-    env.debian_mirror = std::env::var("HATCH_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty());
+    env.debian_mirror = std::env::var("HATCH_DEBIAN_MIRROR")
+        .ok()
+        .filter(|m| !m.is_empty());
     env
 }
 
 /// Image directories from earlier runs are hard links into the cache;
 /// drop those older than a day so the shared directory does not grow.
 fn prune_old_images(images_dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(images_dir) else { return };
+    let Ok(entries) = std::fs::read_dir(images_dir) else {
+        return;
+    };
     for entry in entries.flatten() {
         let old = entry
             .metadata()
@@ -48,8 +52,18 @@ fn prune_old_images(images_dir: &Path) {
 async fn build(profile: ImageProfile) -> Image {
     let env = test_build_env();
     prune_old_images(&env.images_dir);
-    let request = BuildRequest { profile, name: None };
-    let print = |event: hatch::image::ProgressEvent| eprintln!("[image {}] {event}", profile.as_str());
+    let request = BuildRequest {
+        profile,
+        name: None,
+    };
+    let started = Instant::now();
+    let print = |event: hatch::image::ProgressEvent| {
+        eprintln!(
+            "[image {} +{:.1}s] {event}",
+            profile.as_str(),
+            started.elapsed().as_secs_f64()
+        )
+    };
     build_image(&request, &env, &print)
         .await
         .unwrap_or_else(|e| panic!("building the {} image failed: {e}", profile.as_str()))
@@ -58,13 +72,19 @@ async fn build(profile: ImageProfile) -> Image {
 /// The `minimal` image (kernel + initramfs), built once per test binary.
 pub async fn minimal_image() -> Image {
     static IMAGE: OnceCell<Image> = OnceCell::const_new();
-    IMAGE.get_or_init(|| build(ImageProfile::Minimal)).await.clone()
+    IMAGE
+        .get_or_init(|| build(ImageProfile::Minimal))
+        .await
+        .clone()
 }
 
 /// The `debian` image (kernel + initrd + ext4 rootfs), built once per test binary.
 pub async fn debian_image() -> Image {
     static IMAGE: OnceCell<Image> = OnceCell::const_new();
-    IMAGE.get_or_init(|| build(ImageProfile::Debian)).await.clone()
+    IMAGE
+        .get_or_init(|| build(ImageProfile::Debian))
+        .await
+        .clone()
 }
 
 /// The host TSC frequency in kHz, which TCG guests need on their command
@@ -73,7 +93,14 @@ pub fn host_tsc_khz() -> u64 {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("read /proc/cpuinfo");
     cpuinfo
         .lines()
-        .find_map(|l| l.strip_prefix("cpu MHz")?.split(':').nth(1)?.trim().parse::<f64>().ok())
+        .find_map(|l| {
+            l.strip_prefix("cpu MHz")?
+                .split(':')
+                .nth(1)?
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
         .map(|mhz| (mhz * 1000.0) as u64)
         .expect("cpu MHz in /proc/cpuinfo")
 }
@@ -96,27 +123,57 @@ impl TcgGuest {
     /// Boots `kernel` + `initrd` with `extra_args` appended to the
     /// standard command line. `netns` runs QEMU inside that namespace with
     /// user-mode networking forwarding `127.0.0.1:<port>` to guest port 22.
-    pub fn boot(kernel: &Path, initrd: &Path, extra_args: &str, disks: &[Disk], ssh_forward: Option<(&str, u16)>) -> TcgGuest {
+    pub fn boot(
+        kernel: &Path,
+        initrd: &Path,
+        extra_args: &str,
+        disks: &[Disk],
+        ssh_forward: Option<(&str, u16)>,
+    ) -> TcgGuest {
         let dir = tempfile::tempdir().expect("tempdir");
         let serial_log = dir.path().join("serial.log");
         let qmp_socket = dir.path().join("qmp.sock");
-        let append = format!("console=ttyS0 reboot=k panic=1 tsc_early_khz={} {extra_args}", host_tsc_khz());
+        let append = format!(
+            "console=ttyS0 reboot=k panic=1 tsc_early_khz={} {extra_args}",
+            host_tsc_khz()
+        );
         let mut args: Vec<String> = [
-            "-M", "microvm,accel=tcg,acpi=on", "-cpu", "max", "-m", "512", "-smp", "1", "-nodefaults",
-            "-no-user-config", "-nographic", "-no-reboot",
+            "-M",
+            "microvm,accel=tcg,acpi=on",
+            "-cpu",
+            "max",
+            "-m",
+            "512",
+            "-smp",
+            "1",
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
         args.extend(["-serial".into(), format!("file:{}", serial_log.display())]);
-        args.extend(["-qmp".into(), format!("unix:{},server=on,wait=off", qmp_socket.display())]);
-        args.extend(["-kernel".into(), kernel.display().to_string(), "-initrd".into(), initrd.display().to_string()]);
+        args.extend([
+            "-qmp".into(),
+            format!("unix:{},server=on,wait=off", qmp_socket.display()),
+        ]);
+        args.extend([
+            "-kernel".into(),
+            kernel.display().to_string(),
+            "-initrd".into(),
+            initrd.display().to_string(),
+        ]);
         args.extend(["-append".into(), append]);
         for (index, disk) in disks.iter().enumerate() {
             let readonly = if disk.read_only { ",readonly=on" } else { "" };
             args.extend([
                 "-drive".into(),
-                format!("if=none,id=disk{index},format=raw,file={}{readonly}", disk.path.display()),
+                format!(
+                    "if=none,id=disk{index},format=raw,file={}{readonly}",
+                    disk.path.display()
+                ),
                 "-device".into(),
                 format!("virtio-blk-device,drive=disk{index}"),
             ]);
@@ -142,7 +199,12 @@ impl TcgGuest {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start qemu-system-x86_64");
-        TcgGuest { child, serial_log, qmp_socket, _dir: dir }
+        TcgGuest {
+            child,
+            serial_log,
+            qmp_socket,
+            _dir: dir,
+        }
     }
 
     pub fn serial(&self) -> String {
@@ -158,10 +220,16 @@ impl TcgGuest {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("QEMU exited ({status}) before {marker:?}; serial:\n{}", self.tail());
+                panic!(
+                    "QEMU exited ({status}) before {marker:?}; serial:\n{}",
+                    self.tail()
+                );
             }
             if Instant::now() > deadline {
-                panic!("no {marker:?} on the serial console within {timeout:?}; serial:\n{}", self.tail());
+                panic!(
+                    "no {marker:?} on the serial console within {timeout:?}; serial:\n{}",
+                    self.tail()
+                );
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -176,7 +244,9 @@ impl TcgGuest {
     /// Sends a QMP command (after the capabilities handshake).
     pub fn qmp(&self, command: &str) -> String {
         let stream = UnixStream::connect(&self.qmp_socket).expect("connect to QMP");
-        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
         let mut reader = BufReader::new(stream.try_clone().expect("clone"));
         let mut line = String::new();
         reader.read_line(&mut line).expect("QMP greeting");
@@ -219,10 +289,22 @@ impl Drop for TcgGuest {
 /// mtools programs, holding the given files.
 pub fn make_seed_disk(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     let image = dir.join("seed.img");
-    let status = Command::new("truncate").args(["-s", "2M"]).arg(&image).status().expect("truncate");
+    let status = Command::new("truncate")
+        .args(["-s", "2M"])
+        .arg(&image)
+        .status()
+        .expect("truncate");
     assert!(status.success());
-    let out = Command::new("mkfs.vfat").args(["-n", "CIDATA"]).arg(&image).output().expect("mkfs.vfat");
-    assert!(out.status.success(), "mkfs.vfat: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("mkfs.vfat")
+        .args(["-n", "CIDATA"])
+        .arg(&image)
+        .output()
+        .expect("mkfs.vfat");
+    assert!(
+        out.status.success(),
+        "mkfs.vfat: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for (name, contents) in files {
         let local = dir.join(name);
         std::fs::write(&local, contents).expect("write seed file");
@@ -233,7 +315,11 @@ pub fn make_seed_disk(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
             .arg(format!("::{name}"))
             .output()
             .expect("mcopy");
-        assert!(out.status.success(), "mcopy: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "mcopy: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     image
 }
@@ -247,11 +333,24 @@ pub struct TestNetns {
 impl TestNetns {
     pub fn new() -> TestNetns {
         let name = hatch::model::random_id("hatch-t-img", 6);
-        let ok = Command::new("ip").args(["netns", "add", &name]).status().expect("ip netns add").success();
+        let ok = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip netns add")
+            .success();
         assert!(ok, "ip netns add {name} failed");
         let netns = TestNetns { name };
         let up = Command::new("ip")
-            .args(["netns", "exec", &netns.name, "ip", "link", "set", "lo", "up"])
+            .args([
+                "netns",
+                "exec",
+                &netns.name,
+                "ip",
+                "link",
+                "set",
+                "lo",
+                "up",
+            ])
             .status()
             .expect("ip link set lo up");
         assert!(up.success());
@@ -261,7 +360,9 @@ impl TestNetns {
 
 impl Drop for TestNetns {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -281,23 +382,49 @@ impl SshKey {
             .arg(&private)
             .output()
             .expect("ssh-keygen");
-        assert!(out.status.success(), "ssh-keygen: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "ssh-keygen: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let public = std::fs::read_to_string(private.with_extension("pub")).expect("public key");
-        SshKey { private, public: public.trim().to_string(), _dir: dir }
+        SshKey {
+            private,
+            public: public.trim().to_string(),
+            _dir: dir,
+        }
     }
 
     /// Runs `command` over SSH as `user` to 127.0.0.1:`port` inside `netns`,
     /// retrying until `timeout`; returns stdout of the first success.
-    pub async fn run(&self, netns: &TestNetns, user: &str, port: u16, command: &str, timeout: Duration) -> String {
+    pub async fn run(
+        &self,
+        netns: &TestNetns,
+        user: &str,
+        port: u16,
+        command: &str,
+        timeout: Duration,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let out = Command::new("ip")
                 .args(["netns", "exec", &netns.name, "ssh", "-i"])
                 .arg(&self.private)
                 .args([
-                    "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                    "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", "-p", &port.to_string(),
-                    &format!("{user}@127.0.0.1"), command,
+                    "-o",
+                    "BatchMode=yes",
+                    "-o",
+                    "StrictHostKeyChecking=no",
+                    "-o",
+                    "UserKnownHostsFile=/dev/null",
+                    "-o",
+                    "ConnectTimeout=5",
+                    "-o",
+                    "LogLevel=ERROR",
+                    "-p",
+                    &port.to_string(),
+                    &format!("{user}@127.0.0.1"),
+                    command,
                 ])
                 .stdin(Stdio::null())
                 .output()
@@ -306,7 +433,10 @@ impl SshKey {
                 return String::from_utf8_lossy(&out.stdout).into_owned();
             }
             if Instant::now() > deadline {
-                panic!("ssh {user}@guest {command:?} never succeeded: {}", String::from_utf8_lossy(&out.stderr));
+                panic!(
+                    "ssh {user}@guest {command:?} never succeeded: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
         }

@@ -303,3 +303,83 @@ pub fn init_tracing() {
         .with_test_writer()
         .try_init();
 }
+
+fn run(program: &str, args: &[&str]) {
+    let status = std::process::Command::new(program)
+        .args(args)
+        .status()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    assert!(status.success(), "{program} {args:?} failed: {status}");
+}
+
+/// A network namespace of the test's own (with TAP devices inside), removed
+/// when dropped. VMMs attached to its TAPs must run inside it.
+pub struct TestNetns {
+    pub name: String,
+}
+
+impl TestNetns {
+    pub fn create() -> Self {
+        let name = format!("hatch-t-{:08x}", rand::random::<u32>());
+        run("ip", &["netns", "add", &name]);
+        TestNetns { name }
+    }
+
+    pub fn add_tap(&self, tap: &str) {
+        run(
+            "ip",
+            &["-n", &self.name, "tuntap", "add", "dev", tap, "mode", "tap"],
+        );
+        run("ip", &["-n", &self.name, "link", "set", tap, "up"]);
+    }
+}
+
+impl Drop for TestNetns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// A NoCloud seed: a small FAT volume labelled CIDATA holding `files`.
+pub fn make_seed_disk(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
+    let image = dir.join("seed.img");
+    let image_arg = image.to_str().expect("utf-8 path");
+    run("mkfs.vfat", &["-n", "CIDATA", "-C", image_arg, "1024"]);
+    for (name, content) in files {
+        let source = dir.join(format!("seed-{name}"));
+        std::fs::write(&source, content).expect("write seed file");
+        run(
+            "mcopy",
+            &[
+                "-i",
+                image_arg,
+                source.to_str().expect("utf-8 path"),
+                &format!("::{name}"),
+            ],
+        );
+    }
+    image
+}
+
+/// The TAP interfaces process `pid` holds open (from `iff:` in fdinfo).
+pub fn taps_held_by(pid: u32) -> Vec<String> {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
+        return Vec::new();
+    };
+    fds.filter_map(|fd| std::fs::read_to_string(fd.ok()?.path()).ok())
+        .filter_map(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("iff:").map(|t| t.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Whether process `pid` runs in the test's network namespace `netns`.
+pub fn runs_in_netns(pid: u32, netns: &TestNetns) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let of_process = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
+    let of_netns = std::fs::metadata(format!("/run/netns/{}", netns.name)).map(|m| m.ino());
+    matches!((of_process, of_netns), (Ok(a), Ok(b)) if a == b)
+}

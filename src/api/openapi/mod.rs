@@ -19,7 +19,9 @@ fn json_content(schema: Value) -> Value {
 fn response(description: &str, body: Option<&str>) -> Value {
     match body {
         None => json!({ "description": description }),
-        Some("text") => json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } }),
+        Some("text") => {
+            json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } })
+        }
         Some(list) if list.starts_with('[') => {
             let items = schema(list.trim_matches(|c| c == '[' || c == ']'));
             json!({ "description": description, "content": json_content(json!({ "type": "array", "items": items })) })
@@ -66,28 +68,53 @@ fn operation(path: &str, op: &Op) -> Value {
     value
 }
 
-fn op(summary: &'static str, tag: &'static str, ok: (u16, &'static str, Option<&'static str>), errors: &'static [u16]) -> Op {
-    Op { summary, tag, public: false, body: None, query: &[], ok, errors }
+fn op(
+    summary: &'static str,
+    tag: &'static str,
+    ok: (u16, &'static str, Option<&'static str>),
+    errors: &'static [u16],
+) -> Op {
+    Op {
+        summary,
+        tag,
+        public: false,
+        body: None,
+        query: &[],
+        ok,
+        errors,
+    }
 }
 
 /// (method, path, operation) for every documented endpoint.
+#[rustfmt::skip]
 fn operations() -> Vec<(&'static str, &'static str, Op)> {
     const BAD: &[u16] = &[400, 413, 415];
+    const VM_QUERY: &[(&str, &str, &str)] = &[
+        ("wait", "string", "`ready`: answer once the guest accepts SSH (ready_at is set)"),
+        ("timeout", "string", "How long wait=ready waits (seconds, or 90s/5m); default 120"),
+    ];
+    const LOGS_QUERY: &[(&str, &str, &str)] =
+        &[("bytes", "integer", "How many bytes of the console's end (default 65536, at most 1048576)")];
     vec![
         ("get", "/healthz", Op { public: true, ..op("Liveness and counts", "health", (200, "healthy", Some("Health")), &[]) }),
         ("get", "/openapi.json", op("This document", "health", (200, "OpenAPI document", None), &[])),
-        ("post", "/images", Op { body: Some("RegisterImage"), ..op("Register existing kernel/initrd/rootfs files", "images", (201, "registered", Some("Image")), BAD) }),
+        ("post", "/images", Op {
+            body: Some("RegisterImage"),
+            ..op("Register existing kernel/initrd/rootfs files", "images", (201, "registered", Some("Image")), BAD)
+        }),
         ("get", "/images", op("List images, newest first", "images", (200, "images", Some("[Image]")), &[])),
         ("get", "/images/{id}", op("Show an image (by id or name)", "images", (200, "the image", Some("Image")), &[404])),
         ("delete", "/images/{id}", op("Delete an image no VM or template uses", "images", (204, "deleted", None), &[404, 409])),
-        ("post", "/templates", Op { body: Some("CreateTemplate"), ..op("Create a template", "templates", (201, "created", Some("Template")), &[400, 404, 413, 415]) }),
+        ("post", "/templates", Op {
+            body: Some("CreateTemplate"),
+            ..op("Create a template", "templates", (201, "created", Some("Template")), &[400, 404, 413, 415])
+        }),
         ("get", "/templates", op("List templates", "templates", (200, "templates", Some("[Template]")), &[])),
         ("get", "/templates/{id}", op("Show a template", "templates", (200, "the template", Some("Template")), &[404])),
         ("delete", "/templates/{id}", op("Delete a template", "templates", (204, "deleted", None), &[404])),
         ("post", "/vms", Op {
             body: Some("CreateVm"),
-            query: &[("wait", "string", "`ready`: answer once the guest accepts SSH (ready_at is set)"),
-                     ("timeout", "string", "How long wait=ready waits (seconds, or 90s/5m); default 120")],
+            query: VM_QUERY,
             ..op("Create and boot a VM", "vms", (201, "created", Some("Vm")), &[400, 404, 409, 413, 415, 503, 504])
         }),
         ("get", "/vms", op("List VMs, oldest first", "vms", (200, "VMs", Some("[Vm]")), &[])),
@@ -96,10 +123,27 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
         ("post", "/vms/{id}/stop", op("Stop a VM (keeps its network identity)", "vms", (200, "stopped", Some("Vm")), &[404, 409])),
         ("post", "/vms/{id}/start", op("Start a stopped VM", "vms", (200, "started", Some("Vm")), &[404, 409, 503])),
         ("get", "/vms/{id}/logs", Op {
-            query: &[("bytes", "integer", "How many bytes of the console's end (default 65536, at most 1048576)")],
+            query: LOGS_QUERY,
             ..op("Serial console tail", "vms", (200, "console text", Some("text")), &[400, 404])
         }),
-        ("post", "/keys", Op { body: Some("CreateKey"), ..op("Create an API key (shown once)", "keys", (201, "created", Some("NewApiKey")), BAD) }),
+        ("get", "/vms/{id}/events", op("The VM's state changes, oldest first", "vms", (200, "state changes", Some("[VmEvent]")), &[404])),
+        ("post", "/vms/{id}/snapshot", op("Save a running VM (memory, state, disk) and stop its VMM; it keeps its network identity", "snapshots", (201, "snapshot taken", Some("Snapshot")), &[404, 409, 503])),
+        ("post", "/vms/{id}/restore", Op {
+            body: Some("RestoreVm"),
+            ..op("Restore a snapshotted VM (newest snapshot unless snapshot_id is given)", "snapshots", (200, "running again", Some("Vm")), &[400, 404, 409, 422, 503])
+        }),
+        ("get", "/vms/{id}/snapshots", op("A VM's complete snapshots, newest first", "snapshots", (200, "snapshots", Some("[Snapshot]")), &[404])),
+        ("delete", "/snapshots/{id}", op("Delete a snapshot", "snapshots", (204, "deleted", None), &[404])),
+        ("post", "/vms/{id}/routes", Op {
+            body: Some("CreateRoute"),
+            ..op("Expose a VM port on <subdomain>.<HATCH_PROXY_BASE_DOMAIN> through the proxy", "routes", (201, "created", Some("Route")), &[400, 404, 409, 413, 415])
+        }),
+        ("get", "/vms/{id}/routes", op("A VM's routes", "routes", (200, "routes", Some("[Route]")), &[404])),
+        ("delete", "/routes/{id}", op("Delete a route", "routes", (204, "deleted", None), &[404])),
+        ("post", "/keys", Op {
+            body: Some("CreateKey"),
+            ..op("Create an API key (shown once)", "keys", (201, "created", Some("NewApiKey")), BAD)
+        }),
         ("get", "/keys", op("List API keys", "keys", (200, "keys", Some("[ApiKey]")), &[])),
         ("delete", "/keys/{id}", op("Revoke an API key", "keys", (204, "revoked", None), &[404])),
     ]

@@ -25,6 +25,8 @@ fn string_list() -> Value {
 pub fn all() -> Map<String, Value> {
     let codes: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
     let states: Vec<&str> = VmState::ALL.iter().map(|s| s.as_str()).collect();
+    let mut states_or_null: Vec<Value> = states.iter().map(|s| json!(s)).collect();
+    states_or_null.push(Value::Null);
     let mut schemas = Map::new();
     let mut add = |name: &str, schema: Value| {
         schemas.insert(name.to_string(), schema);
@@ -74,8 +76,19 @@ pub fn all() -> Map<String, Value> {
                 "size_bytes": { "type": "integer" },
                 "created_at": timestamp()
             }),
-            &["id", "name", "profile", "kernel_path", "bzimage_path", "initrd_path", "rootfs_path", "login_user",
-              "boot_args", "size_bytes", "created_at"],
+            &[
+                "id",
+                "name",
+                "profile",
+                "kernel_path",
+                "bzimage_path",
+                "initrd_path",
+                "rootfs_path",
+                "login_user",
+                "boot_args",
+                "size_bytes",
+                "created_at",
+            ],
         ),
     );
     add(
@@ -105,7 +118,16 @@ pub fn all() -> Map<String, Value> {
                 "ssh_authorized_keys": string_list(),
                 "created_at": timestamp()
             }),
-            &["id", "name", "image_id", "vcpu_count", "mem_mib", "user_data", "ssh_authorized_keys", "created_at"],
+            &[
+                "id",
+                "name",
+                "image_id",
+                "vcpu_count",
+                "mem_mib",
+                "user_data",
+                "ssh_authorized_keys",
+                "created_at",
+            ],
         ),
     );
     add(
@@ -145,8 +167,17 @@ pub fn all() -> Map<String, Value> {
                 "created_at": timestamp(),
                 "updated_at": timestamp()
             }),
-            &["id", "state", "image_id", "vcpu_count", "mem_mib", "enable_network", "hypervisor", "created_at",
-              "updated_at"],
+            &[
+                "id",
+                "state",
+                "image_id",
+                "vcpu_count",
+                "mem_mib",
+                "enable_network",
+                "hypervisor",
+                "created_at",
+                "updated_at",
+            ],
         ),
     );
     add(
@@ -166,6 +197,67 @@ pub fn all() -> Map<String, Value> {
             &[],
         ),
     );
+    add(
+        "VmEvent",
+        object(
+            json!({
+                "vm_id": { "type": "string" },
+                "from_state": { "type": ["string", "null"], "enum": states_or_null },
+                "to_state": { "type": "string", "enum": states },
+                "reason": nullable("string"),
+                "at": timestamp()
+            }),
+            &["vm_id", "from_state", "to_state", "reason", "at"],
+        ),
+    );
+    add(
+        "Snapshot",
+        object(
+            json!({
+                "id": { "type": "string" },
+                "vm_id": { "type": "string" },
+                "created_at": timestamp(),
+                "hypervisor": { "type": "string", "enum": ["qemu", "firecracker"] },
+                "artefacts": { "type": "array", "items": object(json!({
+                    "name": { "type": "string" },
+                    "size_bytes": { "type": "integer", "description": "Logical size of the saved file" },
+                    "compressed_bytes": { "type": "integer", "description": "Size as stored (zstd)" },
+                    "sha256": { "type": "string", "description": "SHA-256 of the stored artefact, checked before restore" }
+                }), &["name", "size_bytes", "compressed_bytes", "sha256"]) },
+                "total_bytes": { "type": "integer" }
+            }),
+            &["id", "vm_id", "created_at", "hypervisor", "artefacts", "total_bytes"],
+        ),
+    );
+    add(
+        "Route",
+        object(
+            json!({
+                "id": { "type": "string" },
+                "vm_id": { "type": "string" },
+                "subdomain": { "type": "string" },
+                "target_port": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                "auto_wake": { "type": "boolean" },
+                "created_at": timestamp()
+            }),
+            &["id", "vm_id", "subdomain", "target_port", "auto_wake", "created_at"],
+        ),
+    );
+    add(
+        "CreateRoute",
+        object(
+            json!({
+                "subdomain": { "type": "string", "pattern": "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", "description": "Generated from the VM id when absent; reserved names are refused" },
+                "target_port": { "type": "integer", "minimum": 1, "maximum": 65535 },
+                "auto_wake": { "type": "boolean", "description": "Restore a snapshotted VM on request (default true)" }
+            }),
+            &["target_port"],
+        ),
+    );
+    add(
+        "RestoreVm",
+        object(json!({ "snapshot_id": { "type": "string", "description": "Default: the newest snapshot" } }), &[]),
+    );
     let key_properties = json!({
         "id": { "type": "string" },
         "name": { "type": "string" },
@@ -173,10 +265,22 @@ pub fn all() -> Map<String, Value> {
         "created_at": timestamp(),
         "revoked_at": timestamp()
     });
-    add("ApiKey", object(key_properties.clone(), &["id", "name", "prefix", "created_at"]));
+    add(
+        "ApiKey",
+        object(key_properties.clone(), &["id", "name", "prefix", "created_at"]),
+    );
     let mut new_key = key_properties;
     new_key["key"] = json!({ "type": "string", "description": "The key itself; shown only in this response" });
-    add("NewApiKey", object(new_key, &["id", "name", "prefix", "created_at", "key"]));
-    add("CreateKey", object(json!({ "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" } }), &["name"]));
+    add(
+        "NewApiKey",
+        object(new_key, &["id", "name", "prefix", "created_at", "key"]),
+    );
+    add(
+        "CreateKey",
+        object(
+            json!({ "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" } }),
+            &["name"],
+        ),
+    );
     schemas
 }

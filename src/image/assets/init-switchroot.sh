@@ -27,7 +27,8 @@ for word in $(cat /proc/cmdline); do
 done
 mkdir -p /newroot
 mount -t ext4 -o "$mode" "$device" /newroot || fail "could not mount $device"
-[ -x /newroot/sbin/init ] || fail "$device has no /sbin/init"
+# /sbin/init is usually an absolute symlink, meaningful only inside the new root.
+[ -e /newroot/sbin/init ] || [ -L /newroot/sbin/init ] || fail "$device has no /sbin/init"
 log "root file system $device ($label, $mode)"
 
 # Keep /dev (with /dev/pts, /dev/shm) for the real system; it mounts its own

@@ -34,11 +34,22 @@ const BASE_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1";
 
 pub struct FirecrackerHypervisor {
     binary: PathBuf,
+    netns: Option<PathBuf>,
 }
 
 impl FirecrackerHypervisor {
     pub fn new(binary: PathBuf) -> Self {
-        FirecrackerHypervisor { binary }
+        FirecrackerHypervisor {
+            binary,
+            netns: None,
+        }
+    }
+
+    /// Runs every VMM of this backend in a network namespace (name or path),
+    /// where their TAP devices live; tests use it to stay off the host network.
+    pub fn in_netns(mut self, name_or_path: &str) -> Self {
+        self.netns = Some(super::supervisor::netns_path(name_or_path));
+        self
     }
 
     pub fn binary(&self) -> &Path {
@@ -47,6 +58,9 @@ impl FirecrackerHypervisor {
 
     /// Starts a Firecracker process for `spec` and waits for its API.
     async fn spawn(&self, spec: &VmLaunch) -> Result<(VmmProcess, FirecrackerApi), VmmError> {
+        if self.netns.is_none() {
+            validate::check_tap_exists(spec)?;
+        }
         let socket = spec.run_dir.join(API_SOCKET);
         prepare_run_dir(
             &spec.run_dir,
@@ -69,6 +83,7 @@ impl FirecrackerHypervisor {
             args,
             run_dir: &spec.run_dir,
             stdout: spec.serial_log_path(),
+            netns: self.netns.as_deref(),
         })
         .await?;
         let api = FirecrackerApi::new(socket);

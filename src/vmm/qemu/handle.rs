@@ -17,6 +17,8 @@ pub const STATE_FILE: &str = "vmstate";
 const MIGRATION_MAX_BANDWIDTH: u64 = 16 << 30;
 const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(20);
+/// How long a failed QMP call waits to see whether QEMU is exiting.
+const EXIT_SETTLE: Duration = Duration::from_secs(2);
 
 pub struct QemuVm {
     process: VmmProcess,
@@ -77,7 +79,11 @@ impl QemuVm {
             .wait_until("the saved state to load", timeout, || async {
                 match self.status().await {
                     Ok(status) if status == "inmigrate" => None,
-                    other => Some(other),
+                    Ok(status) => Some(Ok(status)),
+                    // QEMU closes QMP as it exits on a failed load: let
+                    // wait_until report the exit with QEMU's own message.
+                    Err(_) if self.process.wait_exit_timeout(EXIT_SETTLE).await.is_some() => None,
+                    Err(e) => Some(Err(e)),
                 }
             })
             .await??;

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use self::args::{Accel, CONSOLE_SOCKET, QMP_SOCKET};
+use self::args::{Accel, QMP_SOCKET};
 use self::handle::QemuVm;
 use self::qmp::Qmp;
 use super::kernel::{inspect_kernel, KernelInfo};
@@ -30,11 +30,23 @@ const INCOMING_TIMEOUT: Duration = Duration::from_secs(300);
 pub struct QemuHypervisor {
     binary: PathBuf,
     accel: Accel,
+    netns: Option<PathBuf>,
 }
 
 impl QemuHypervisor {
     pub fn new(binary: PathBuf, accel: Accel) -> Self {
-        QemuHypervisor { binary, accel }
+        QemuHypervisor {
+            binary,
+            accel,
+            netns: None,
+        }
+    }
+
+    /// Runs every VMM of this backend in a network namespace (name or path),
+    /// where their TAP devices live; tests use it to stay off the host network.
+    pub fn in_netns(mut self, name_or_path: &str) -> Self {
+        self.netns = Some(super::supervisor::netns_path(name_or_path));
+        self
     }
 
     pub fn accel(&self) -> Accel {
@@ -53,13 +65,12 @@ impl QemuHypervisor {
         incoming: Option<&Path>,
     ) -> Result<(VmmProcess, Qmp), VmmError> {
         validate::check_launch(spec)?;
+        if self.netns.is_none() {
+            validate::check_tap_exists(spec)?;
+        }
         let kernel = pick_kernel(spec)?;
         let qmp_path = spec.run_dir.join(QMP_SOCKET);
-        prepare_run_dir(
-            &spec.run_dir,
-            &marker(&qmp_path),
-            &[QMP_SOCKET, CONSOLE_SOCKET, PID_FILE],
-        )?;
+        prepare_run_dir(&spec.run_dir, &marker(&qmp_path), &[QMP_SOCKET, PID_FILE])?;
         let argv = args::build(spec, &kernel, self.accel, incoming)?;
         tracing::info!(vm = %spec.vm_id, accel = self.accel.name(), kernel = %kernel.display(), "starting QEMU");
         let process = VmmProcess::spawn(SpawnSpec {
@@ -67,6 +78,7 @@ impl QemuHypervisor {
             args: argv,
             run_dir: &spec.run_dir,
             stdout: spec.run_dir.join(super::supervisor::VMM_LOG),
+            netns: self.netns.as_deref(),
         })
         .await?;
         let qmp = process

@@ -1,0 +1,26 @@
+use serde::{Deserialize, Serialize};
+
+use super::Timestamp;
+use crate::snapshot::ArtefactInfo;
+
+/// A saved VM: device state, memory and disk, each stored compressed with
+/// its size and SHA-256. Only complete snapshots are ever listed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub id: String,
+    pub vm_id: String,
+    pub created_at: Timestamp,
+    /// The hypervisor that saved it; only the same one can load it.
+    pub hypervisor: String,
+    pub artefacts: Vec<ArtefactInfo>,
+    /// Sum of the compressed artefacts' sizes.
+    pub total_bytes: u64,
+    #[serde(skip)]
+    pub complete: bool,
+}
+
+impl Snapshot {
+    pub fn artefact(&self, name: &str) -> Option<&ArtefactInfo> {
+        self.artefacts.iter().find(|a| a.name == name)
+    }
+}

@@ -1,0 +1,112 @@
+//! The idle monitor's view of VMs: inputs from the store, the proxy's
+//! activity and conntrack; suspension re-decides under the VM's lock so
+//! that traffic or an SSH login arriving meanwhile wins.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::idle::{decide, IdleDecision, IdleError, IdleInputs, IdleTarget, SuspendOutcome};
+use crate::model::{Vm, VmState};
+use crate::proxy::ActiveConnections;
+
+use super::Orchestrator;
+
+pub struct OrchIdleTarget {
+    orch: Arc<Orchestrator>,
+    activity: Arc<ActiveConnections>,
+    idle_timeout: Duration,
+}
+
+impl OrchIdleTarget {
+    pub fn new(orch: Arc<Orchestrator>, activity: Arc<ActiveConnections>, idle_timeout: Duration) -> Self {
+        Self { orch, activity, idle_timeout }
+    }
+
+    async fn inputs_for(&self, vm: &Vm) -> IdleInputs {
+        let store = &self.orch.store;
+        let routes = store.list_routes(&vm.id).unwrap_or_default();
+        let has_routes = !routes.is_empty();
+        let last_activity = self.activity.last_activity(&vm.id).max(vm.last_activity_at);
+        // When conntrack cannot be read, assume someone is logged in: never
+        // suspend a VM that might be in use.
+        let established_ssh = match &vm.network {
+            Some(identity) => self.orch.network.established_ssh_sessions(identity).await.unwrap_or_else(|error| {
+                tracing::warn!(vm = %vm.id, %error, "reading SSH sessions failed; keeping the VM");
+                1
+            }),
+            None => 0,
+        };
+        let started_at = store
+            .list_transitions(&vm.id)
+            .ok()
+            .and_then(|events| events.into_iter().rev().find(|e| e.to_state == VmState::Running).map(|e| e.at))
+            .unwrap_or(vm.created_at);
+        // Idle time counts from when the VM became reachable through the
+        // proxy, not from a boot that happened before it had any route.
+        let started_at = routes.iter().map(|route| route.created_at).min().map_or(started_at, |routed| routed.max(started_at));
+        IdleInputs {
+            state: vm.state,
+            has_routes,
+            last_activity,
+            active_streams: self.activity.active_count(&vm.id),
+            established_ssh,
+            now: crate::model::now(),
+            idle_timeout: self.idle_timeout,
+            created_or_started_at: started_at,
+        }
+    }
+}
+
+#[async_trait]
+impl IdleTarget for OrchIdleTarget {
+    async fn candidates(&self) -> Vec<String> {
+        let store = &self.orch.store;
+        store
+            .list_vms()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|vm| vm.state == VmState::Running)
+            .filter(|vm| store.list_routes(&vm.id).is_ok_and(|routes| !routes.is_empty()))
+            .map(|vm| vm.id)
+            .collect()
+    }
+
+    async fn inputs(&self, vm_id: &str) -> Option<IdleInputs> {
+        let vm = self.orch.store.get_vm(vm_id).ok()??;
+        Some(self.inputs_for(&vm).await)
+    }
+
+    async fn suspend_if_still_idle(&self, vm_id: &str) -> Result<SuspendOutcome, IdleError> {
+        let failed = |message: String| IdleError::SuspendFailed { vm_id: vm_id.to_string(), message };
+        let _guard = self.orch.locks.lock(vm_id).await;
+        let vm = self.orch.store.get_vm(vm_id).map_err(|e| failed(e.to_string()))?.ok_or_else(|| failed("the VM is gone".into()))?;
+        match decide(&self.inputs_for(&vm).await) {
+            IdleDecision::Keep { reason } => Ok(SuspendOutcome::KeptAfterRecheck { reason }),
+            IdleDecision::Suspend { reason } => {
+                tracing::info!(vm = %vm_id, %reason, "suspending an idle VM");
+                self.orch.snapshot_locked(vm_id).await.map_err(|e| failed(e.to_string()))?;
+                Ok(SuspendOutcome::Suspended)
+            }
+        }
+    }
+
+    fn record_decision(&self, vm_id: &str, decision: &IdleDecision) {
+        let (orch, activity, vm_id) = (self.orch.clone(), self.activity.clone(), vm_id.to_string());
+        let status = match decision {
+            IdleDecision::Suspend { reason } => format!("suspended: {reason}"),
+            IdleDecision::Keep { reason } => format!("kept: {reason}"),
+        };
+        tracing::info!(vm = %vm_id, %status, "idle check");
+        tokio::spawn(async move {
+            let _guard = orch.locks.lock(&vm_id).await;
+            let Ok(Some(mut vm)) = orch.store.get_vm(&vm_id) else { return };
+            vm.last_activity_at = activity.last_activity(&vm_id).max(vm.last_activity_at);
+            vm.idle_status = Some(status);
+            if let Err(error) = orch.store.update_vm(&vm) {
+                tracing::warn!(vm = %vm_id, %error, "recording the idle decision failed");
+            }
+        });
+    }
+}

@@ -1,0 +1,86 @@
+//! The `snapshots` table. A row is written before any artefact (complete =
+//! 0) so that a crash mid-snapshot leaves a record to clean up, and is
+//! marked complete only once every artefact is stored.
+
+use rusqlite::{params, Row};
+
+use super::codec::{corrupt, parse_ts, query_all, ts};
+use super::{Store, StoreError};
+use crate::model::Snapshot;
+use crate::snapshot::ArtefactInfo;
+
+const COLUMNS: &str = "id, vm_id, created_at, hypervisor, files, total_bytes, complete";
+
+fn from_row(row: &Row<'_>) -> Result<Snapshot, StoreError> {
+    let created_at: String = row.get(2)?;
+    let files: String = row.get(4)?;
+    let artefacts: Vec<ArtefactInfo> =
+        serde_json::from_str(&files).map_err(|e| corrupt("snapshots", format!("files: {e}")))?;
+    Ok(Snapshot {
+        id: row.get(0)?,
+        vm_id: row.get(1)?,
+        created_at: parse_ts("snapshots", &created_at)?,
+        hypervisor: row.get(3)?,
+        artefacts,
+        total_bytes: row.get(5)?,
+        complete: row.get(6)?,
+    })
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
+}
+
+impl Store {
+    /// Records a snapshot (complete or not) with its artefacts so far.
+    pub fn upsert_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
+        let sizes: Vec<u64> = snapshot.artefacts.iter().map(|a| a.compressed_bytes).collect();
+        let sums: Vec<&str> = snapshot.artefacts.iter().map(|a| a.sha256.as_str()).collect();
+        self.lock().execute(
+            "INSERT INTO snapshots (id, vm_id, created_at, hypervisor, files, sizes, sha256s, total_bytes, complete)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+             ON CONFLICT(id) DO UPDATE SET files = ?5, sizes = ?6, sha256s = ?7, total_bytes = ?8, complete = ?9",
+            params![
+                snapshot.id,
+                snapshot.vm_id,
+                ts(&snapshot.created_at),
+                snapshot.hypervisor,
+                json(&snapshot.artefacts),
+                json(&sizes),
+                json(&sums),
+                snapshot.total_bytes,
+                snapshot.complete,
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// A complete snapshot by id.
+    pub fn get_snapshot(&self, id: &str) -> Result<Option<Snapshot>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE id = ?1 AND complete = 1");
+        Ok(query_all(&self.lock(), &sql, &[&id], from_row)?.pop())
+    }
+
+    /// A VM's complete snapshots, newest first.
+    pub fn list_snapshots(&self, vm_id: &str) -> Result<Vec<Snapshot>, StoreError> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM snapshots WHERE vm_id = ?1 AND complete = 1 ORDER BY created_at DESC, rowid DESC"
+        );
+        query_all(&self.lock(), &sql, &[&vm_id], from_row)
+    }
+
+    /// Snapshots a crash left half-written.
+    pub fn list_incomplete_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE complete = 0");
+        query_all(&self.lock(), &sql, &[], from_row)
+    }
+
+    /// Every snapshot id (complete or not), for finding stray artefacts.
+    pub fn all_snapshot_ids(&self) -> Result<Vec<(String, String)>, StoreError> {
+        query_all(&self.lock(), "SELECT vm_id, id FROM snapshots", &[], |row| Ok((row.get(0)?, row.get(1)?)))
+    }
+
+    pub fn delete_snapshot(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.lock().execute("DELETE FROM snapshots WHERE id = ?1", [id])? > 0)
+    }
+}

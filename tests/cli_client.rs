@@ -1,0 +1,56 @@
+//! The CLI's connection settings and path handling.
+
+use hatch::cli::http::{segment, Endpoint};
+
+#[test]
+fn hatch_url_forms() {
+    assert_eq!(
+        Endpoint::parse("http://127.0.0.1:8080").unwrap(),
+        Endpoint::Tcp {
+            host: "127.0.0.1".into(),
+            port: 8080
+        }
+    );
+    assert_eq!(
+        Endpoint::parse("http://example.test").unwrap(),
+        Endpoint::Tcp {
+            host: "example.test".into(),
+            port: 80
+        }
+    );
+    assert_eq!(
+        Endpoint::parse("http://[::1]:9000/").unwrap(),
+        Endpoint::Tcp {
+            host: "::1".into(),
+            port: 9000
+        }
+    );
+    assert_eq!(
+        Endpoint::parse("unix:/run/hatch.sock").unwrap(),
+        Endpoint::Unix("/run/hatch.sock".into())
+    );
+    for bad in [
+        "127.0.0.1:8080",
+        "https://x:1",
+        "http://:80",
+        "http://h:port",
+        "ftp://x",
+    ] {
+        let error = Endpoint::parse(bad).expect_err(bad).to_string();
+        assert!(error.contains("HATCH_URL"), "{bad}: {error}");
+    }
+}
+
+#[test]
+fn ssh_goes_to_the_daemon_host() {
+    assert_eq!(Endpoint::parse("http://10.0.0.5:8080").unwrap().ssh_host(), "10.0.0.5");
+    assert_eq!(Endpoint::parse("http://0.0.0.0:8080").unwrap().ssh_host(), "127.0.0.1");
+    assert_eq!(Endpoint::parse("unix:/run/hatch.sock").unwrap().ssh_host(), "127.0.0.1");
+}
+
+#[test]
+fn ids_from_the_command_line_stay_one_path_segment() {
+    assert_eq!(segment("vm-abc123"), "vm-abc123");
+    assert_eq!(segment("../keys?x=1"), "..%2Fkeys%3Fx%3D1");
+    assert_eq!(segment("a b"), "a%20b");
+}
