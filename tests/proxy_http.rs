@@ -65,7 +65,7 @@ async fn keep_alive_connections_are_reused_on_both_sides() {
         assert_eq!((status, body.as_str()), (StatusCode::OK, "hello from app"));
         // The pooled connection goes back once the response is read; wait
         // for that before the next request so the count below is exact.
-        for _ in 0..100 {
+        for _ in 0..1000 {
             if proxy.idle_upstream_connections() == 1 {
                 break;
             }
@@ -128,5 +128,43 @@ async fn a_running_vm_whose_port_refuses_gets_502() {
     assert_eq!(status, StatusCode::BAD_GATEWAY);
     assert!(json(&body)["error"].as_str().unwrap().contains("did not answer"), "{body}");
     assert!(!proxy.active_connections().is_active("vm-down"));
+    proxy.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn connections_the_guest_closes_are_not_reused() {
+    let app = Upstream::start("app").await;
+    let resolver = FakeResolver::new(Duration::from_secs(10));
+    resolver.add("app", FakeRoute::Running { vm_id: "vm-app".into(), addr: app.addr });
+    let proxy = start_proxy(resolver).await;
+    let mut client = Client::connect(proxy.local_addr()).await;
+    for _ in 0..5 {
+        let (status, headers, body) = client.get("app", "/close").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "bye from app"));
+        // The guest's `Connection: close` is about the proxy's connection,
+        // not the client's.
+        assert!(headers.get("connection").is_none_or(|v| v != "close"), "{headers:?}");
+    }
+    assert_eq!(app.connections.load(std::sync::atomic::Ordering::SeqCst), 5);
+    proxy.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn absolute_form_targets_route_by_their_authority() {
+    let app = Upstream::start("app").await;
+    let resolver = FakeResolver::new(Duration::from_secs(10));
+    resolver.add("app", FakeRoute::Running { vm_id: "vm-app".into(), addr: app.addr });
+    let proxy = start_proxy(resolver).await;
+    let mut client = Client::connect(proxy.local_addr()).await;
+    let absolute = hyper::Request::builder()
+        .uri("http://app.example.test/headers")
+        .header("host", "ignored.example.test")
+        .body(Empty::new().boxed())
+        .unwrap();
+    let (status, _, body) = common::proxy::read_all(client.send(absolute).await).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = json(&body);
+    assert_eq!(seen["path"], "/headers", "the guest gets an origin-form target");
+    assert_eq!(seen["host"], "app.example.test");
     proxy.shutdown(Duration::from_secs(5)).await;
 }

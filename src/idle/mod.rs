@@ -5,9 +5,8 @@
 //! [`decide`] is the pure rule; [`spawn_idle_monitor`] applies it on a
 //! timer through an [`IdleTarget`] (orchestration), which re-checks under
 //! the VM's lock before suspending. SSH sessions are counted from the
-//! kernel's connection tracking by [`conntrack`].
+//! kernel's connection tracking by `net` (`Network::established_ssh_sessions`).
 
-pub mod conntrack;
 mod decide;
 #[cfg(test)]
 mod decide_tests;

@@ -49,7 +49,7 @@ impl ActiveConnections {
 
     /// Records traffic for the VM without opening anything.
     pub fn touch(&self, vm_id: &str) {
-        self.lock().entry(vm_id.to_string()).or_default().last = Some(now());
+        self.update(vm_id, |_| {});
     }
 
     /// Drops what is known about a VM (after it is deleted). Open exchanges
@@ -59,17 +59,24 @@ impl ActiveConnections {
     }
 
     fn open(&self, vm_id: &str) {
-        let mut vms = self.lock();
-        let vm = vms.entry(vm_id.to_string()).or_default();
-        vm.open += 1;
-        vm.last = Some(now());
+        self.update(vm_id, |vm| vm.open += 1);
     }
 
     fn close(&self, vm_id: &str) {
+        self.update(vm_id, |vm| vm.open = vm.open.saturating_sub(1));
+    }
+
+    /// Applies `change` and stamps the time; allocates only for a new VM
+    /// (this runs twice per proxied request).
+    fn update(&self, vm_id: &str, change: impl FnOnce(&mut VmActivity)) {
         let mut vms = self.lock();
-        let vm = vms.entry(vm_id.to_string()).or_default();
-        vm.open = vm.open.saturating_sub(1);
-        vm.last = Some(now());
+        if !vms.contains_key(vm_id) {
+            vms.insert(vm_id.to_string(), VmActivity::default());
+        }
+        if let Some(vm) = vms.get_mut(vm_id) {
+            change(vm);
+            vm.last = Some(now());
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, VmActivity>> {

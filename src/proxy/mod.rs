@@ -15,6 +15,22 @@
 //! [`wait_port_open`] (forward only once the guest's port accepts), so a
 //! waking VM yields 503 at worst, never 502. Every exchange is counted in
 //! [`ActiveConnections`] while open, for the idle monitor.
+//!
+//! How orchestration plugs in (a sketch of the real resolver):
+//!
+//! ```text
+//! resolve(sub):  route = store.route_by_subdomain(sub)?   else NotFound
+//!                vm = store.vm(route.vm_id); addr = (vm.guest_ip, route.target_port)
+//!                Running                  → Target { vm_id, addr }
+//!                Snapshotted + auto_wake  → wake.wake_until_ready(vm_id, addr, || orch.restore(vm_id))
+//!                                           Ok → Target, Err(e) → Resolution::from_wake_error(&e, retry)
+//!                Restoring/Starting       → the same call (joins the wake, waits for the port)
+//!                otherwise                → Unavailable { retry_after: None, message }
+//! activity(vm, event): cheap, non-blocking (e.g. remember the time; persist
+//!                `last_activity_at` from the idle pass, not per request).
+//! after snapshot/stop/delete: ProxyHandle::forget_vm(vm_id) drops pooled
+//!                connections to an address that may be reused.
+//! ```
 
 mod activity;
 mod body;

@@ -70,6 +70,9 @@ impl WakeCoordinator {
     /// Joins the VM's running wake, or starts one with `start` if none runs,
     /// and waits until it finishes or `deadline` passes. The wake itself
     /// continues after a waiter's deadline (a later request may join it).
+    /// `start` runs under the coordinator's lock: it must only build the
+    /// future (the work happens when the future runs) and not call back into
+    /// this coordinator.
     pub async fn wake<F, Fut, E>(&self, vm_id: &str, deadline: Instant, start: F) -> WakeResult
     where
         F: FnOnce() -> Fut,
@@ -141,7 +144,7 @@ impl WakeCoordinator {
         });
         let aborted_id = vm_id.to_string();
         let outcome = async move {
-            task.await.unwrap_or_else(|_| Err(WakeError::Aborted { vm_id: aborted_id }))
+            task.await.unwrap_or(Err(WakeError::Aborted { vm_id: aborted_id }))
         }
         .boxed()
         .shared();

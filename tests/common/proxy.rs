@@ -84,7 +84,8 @@ fn text(status: StatusCode, body: String) -> Response<TestBody> {
 }
 
 /// Routes of the test upstream:
-/// `/hello` → "hello from NAME"; `/headers` → the request's host, path and
+/// `/hello` → "hello from NAME"; `/close` → the same, then closes the
+/// connection; `/headers` → the request's host, path and
 /// forwarding headers as JSON; `/upload` → number of body bytes received,
 /// read chunk by chunk; `/download/N` → N bytes made on the fly;
 /// `/hold` → one chunk, the rest after `release`; `/ws` → WebSocket echo.
@@ -92,6 +93,11 @@ async fn upstream_route(mut request: Request<Incoming>, name: &str, release: Arc
     let path = request.uri().path().to_string();
     match path.as_str() {
         "/hello" => text(StatusCode::OK, format!("hello from {name}")),
+        "/close" => {
+            let mut response = text(StatusCode::OK, format!("bye from {name}"));
+            response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            response
+        }
         "/headers" => {
             let header = |key: &str| request.headers().get(key).and_then(|v| v.to_str().ok()).map(str::to_string);
             let seen = serde_json::json!({

@@ -125,13 +125,13 @@ fn print_table(columns: &mut [Column], args: &Args) {
         "\n{} requests x {} rounds per target, {} connections, {} B responses, proxy threads {}",
         args.requests, args.rounds, args.concurrency, args.response_bytes, args.proxy_threads
     );
-    println!("{:<8} {:>12} {:>10} {:>10} {:>10} {:>8}", "target", "req/s (med)", "p50 ms", "p99 ms", "max ms", "errors");
+    println!("{:<13} {:>12} {:>10} {:>10} {:>10} {:>8}", "target", "req/s (med)", "p50 ms", "p99 ms", "max ms", "errors");
     for column in columns.iter_mut() {
         column.latencies.sort();
         let rps = median(&mut column.rounds_rps);
         let q = |quantile| load::quantile_ms(&column.latencies, quantile);
         println!(
-            "{:<8} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>8}",
+            "{:<13} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>8}",
             column.name, rps, q(0.5), q(0.99), q(1.0), column.errors
         );
     }
@@ -142,13 +142,25 @@ async fn main() {
     let args = Args::parse();
     let response_bytes = args.response_bytes;
     let upstream = on_own_runtime("upstream", 1, move || start_upstream(response_bytes));
-    let proxy = on_own_runtime("hatch-proxy", args.proxy_threads, move || async move {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
-        let resolver = Arc::new(StaticResolver { addr: upstream });
-        spawn_proxy(listener, ProxyConfig::new(BASE_DOMAIN), resolver).expect("start proxy")
+    // The same proxy twice on one runtime: with its upstream connection pool,
+    // and without it (a new guest connection per request) to show its worth.
+    let proxies = on_own_runtime("hatch-proxy", args.proxy_threads, move || async move {
+        let pooled = ProxyConfig::new(BASE_DOMAIN);
+        let unpooled = ProxyConfig { max_idle_per_target: 0, ..ProxyConfig::new(BASE_DOMAIN) };
+        let mut handles = Vec::new();
+        for config in [pooled, unpooled] {
+            let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+            let resolver = Arc::new(StaticResolver { addr: upstream });
+            handles.push(spawn_proxy(listener, config, resolver).expect("start proxy"));
+        }
+        handles
     });
     let column = |name, addr| Column { name, addr, rounds_rps: Vec::new(), latencies: Vec::new(), errors: 0 };
-    let mut columns = vec![column("direct", upstream), column("hatch", proxy.local_addr())];
+    let mut columns = vec![
+        column("direct", upstream),
+        column("hatch", proxies[0].local_addr()),
+        column("hatch-nopool", proxies[1].local_addr()),
+    ];
 
     let nginx = match nginx::find() {
         Some(binary) if !args.no_nginx => match nginx::start(&binary, upstream, args.proxy_threads).await {
@@ -176,7 +188,7 @@ async fn main() {
     for round in 1..=args.rounds {
         for column in columns.iter_mut() {
             let result = load::run(column.addr, HOST, "/", args.requests, args.concurrency).await;
-            eprintln!("round {round} {:<6} {:>8.0} req/s", column.name, result.requests_per_second());
+            eprintln!("round {round} {:<13} {:>8.0} req/s", column.name, result.requests_per_second());
             column.rounds_rps.push(result.requests_per_second());
             column.errors += result.errors;
             column.latencies.extend(result.latencies);
@@ -184,5 +196,5 @@ async fn main() {
     }
     print_table(&mut columns, &args);
     drop(nginx);
-    drop(proxy);
+    drop(proxies);
 }
