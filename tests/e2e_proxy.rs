@@ -71,6 +71,8 @@ async fn idle_vms_sleep_ssh_keeps_them_awake_and_requests_wake_them_once() {
     assert_eq!(first_line.trim(), "connected");
     add_route(&daemon, &web, "web");
     add_route(&daemon, &shell, "shell");
+    let listed = daemon.cli_json(&["route", "list", &web.id]);
+    assert_eq!(listed[0]["subdomain"], "web", "{listed}");
     assert_eq!(through_proxy(&topo, "web"), (200, format!("hello from {}\n", web.id)));
     assert_eq!(through_proxy(&topo, "nope").0, 404);
     let (status, error) = daemon.api("POST", &format!("/vms/{}/routes", web.id), Some(&json!({"subdomain": "web", "target_port": 80})));

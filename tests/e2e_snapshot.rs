@@ -61,7 +61,7 @@ async fn restore_keeps_ram_files_and_network_identity() {
     // A second snapshot with other contents; restoring the first brings "one" back.
     topo.ssh(&key, "root", vm.ssh_port, "echo two > /root/marker");
     let second = snapshot(&daemon, &vm);
-    let (_, list) = daemon.api("GET", &format!("/vms/{}/snapshots", vm.id), None);
+    let list = daemon.cli_json(&["snapshot", "list", &vm.id]);
     let ids: Vec<&str> = list.as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
     assert_eq!(ids, vec![second["id"].as_str().unwrap(), first_id.as_str()], "newest first");
     let (status, _) = restore(&daemon, &vm, Some(&first_id));

@@ -6,7 +6,9 @@ pub mod http;
 mod images;
 mod keys;
 mod output;
+mod routes;
 pub mod serve;
+mod snapshots;
 mod templates;
 mod vms;
 
@@ -54,6 +56,10 @@ pub enum Command {
     Template(Group<templates::TemplateCommand>),
     /// API keys.
     Key(Group<keys::KeyCommand>),
+    /// Save and restore VMs.
+    Snapshot(Group<snapshots::SnapshotCommand>),
+    /// Reverse-proxy routes to VM ports.
+    Route(Group<routes::RouteCommand>),
     /// Check the host's prerequisites and show which hypervisor would be used.
     Doctor(ClientArgs),
 }
@@ -155,6 +161,8 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Image(group) => images::run(group.command, &group.client).await,
         Command::Template(group) => templates::run(group.command, &group.client).await,
         Command::Key(group) => keys::run(group.command, &group.client).await,
+        Command::Snapshot(group) => snapshots::run(group.command, &group.client).await,
+        Command::Route(group) => routes::run(group.command, &group.client).await,
         Command::Doctor(args) => doctor::run(&args).await,
     }
 }

@@ -134,6 +134,19 @@ impl TestDaemon {
         (status, json)
     }
 
+    /// Runs the `hatch` CLI against this daemon (`--json` output parsed).
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let output = Command::new(env!("CARGO_BIN_EXE_hatch"))
+            .args(args)
+            .arg("--json")
+            .env("HATCH_URL", format!("unix:{}", self.socket.display()))
+            .env("HATCH_API_KEY", self.admin_key())
+            .output()
+            .expect("hatch CLI");
+        assert!(output.status.success(), "hatch {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("hatch {args:?} printed no JSON: {e}"))
+    }
+
     /// Polls `GET /vms/{id}` until `done` holds for it.
     pub fn wait_for_vm(&self, id: &str, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + timeout;
