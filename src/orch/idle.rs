@@ -86,6 +86,12 @@ impl IdleTarget for OrchIdleTarget {
             IdleDecision::Keep { reason } => Ok(SuspendOutcome::KeptAfterRecheck { reason }),
             IdleDecision::Suspend { reason } => {
                 tracing::info!(vm = %vm_id, %reason, "suspending an idle VM");
+                // Recorded before the snapshot so the VM never reads
+                // `snapshotted` with an older decision beside it.
+                let mut vm = vm;
+                vm.idle_status = Some(status_text(&IdleDecision::Suspend { reason }));
+                vm.last_activity_at = self.activity.last_activity(vm_id).max(vm.last_activity_at);
+                self.orch.store.update_vm(&vm).map_err(|e| failed(e.to_string()))?;
                 self.orch.snapshot_locked(vm_id).await.map_err(|e| failed(e.to_string()))?;
                 Ok(SuspendOutcome::Suspended)
             }
@@ -94,10 +100,7 @@ impl IdleTarget for OrchIdleTarget {
 
     fn record_decision(&self, vm_id: &str, decision: &IdleDecision) {
         let (orch, activity, vm_id) = (self.orch.clone(), self.activity.clone(), vm_id.to_string());
-        let status = match decision {
-            IdleDecision::Suspend { reason } => format!("suspended: {reason}"),
-            IdleDecision::Keep { reason } => format!("kept: {reason}"),
-        };
+        let status = status_text(decision);
         tracing::info!(vm = %vm_id, %status, "idle check");
         tokio::spawn(async move {
             let _guard = orch.locks.lock(&vm_id).await;
@@ -108,5 +111,12 @@ impl IdleTarget for OrchIdleTarget {
                 tracing::warn!(vm = %vm_id, %error, "recording the idle decision failed");
             }
         });
+    }
+}
+
+fn status_text(decision: &IdleDecision) -> String {
+    match decision {
+        IdleDecision::Suspend { reason } => format!("suspended: {reason}"),
+        IdleDecision::Keep { reason } => format!("kept: {reason}"),
     }
 }
