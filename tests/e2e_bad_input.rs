@@ -26,6 +26,7 @@ async fn rejected_creates_leave_nothing_behind() {
         (json!({"guest_mac": "03:fc:00:00:00:01"}), 400, "guest_mac"),
         (json!({"guest_mac": "00:00:00:00:00:00"}), 400, "guest_mac"),
         (json!({"vcpu_count": 0}), 400, "vcpu_count"),
+        (json!({"vcpu_count": 1000}), 400, "vcpu_count"),
         (json!({"mem_mib": 1}), 400, "mem_mib"),
         (json!({"enable_network": false, "guest_ip": "192.168.241.9"}), 400, "guest_ip"),
         (json!({"ssh_authorized_keys": ["ssh-ed25519 not-base64!"]}), 400, "ssh_authorized_keys"),

@@ -5,10 +5,12 @@ use crate::cloudinit::{validate_ssh_public_key, SeedError, MAX_SSH_KEYS, MAX_USE
 use crate::config::{MAX_VCPU_COUNT, MIN_MEM_MIB};
 
 pub fn vcpu_count(value: u32) -> Result<u32, ApiError> {
-    if !(1..=MAX_VCPU_COUNT).contains(&value) {
+    // A VM cannot have more vCPUs than the host has CPUs (the hypervisors refuse it).
+    let max = MAX_VCPU_COUNT.min(crate::vmm::host::cpu_count());
+    if !(1..=max).contains(&value) {
         return Err(ApiError::invalid(
             "vcpu_count",
-            format!("vcpu_count must be between 1 and {MAX_VCPU_COUNT}, got {value}"),
+            format!("vcpu_count must be between 1 and {max} (this host's CPUs), got {value}"),
         ));
     }
     Ok(value)
@@ -27,14 +29,7 @@ pub fn mem_mib(value: u32) -> Result<u32, ApiError> {
 
 /// The host's total memory in MiB (a generous fixed bound if /proc is unreadable).
 pub fn host_memory_mib() -> u32 {
-    std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|text| {
-            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
-            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-            u32::try_from(kib / 1024).ok()
-        })
-        .unwrap_or(65_536)
+    crate::vmm::host::memory_mib().and_then(|mib| u32::try_from(mib).ok()).unwrap_or(65_536)
 }
 
 pub fn user_data(value: &Option<String>) -> Result<(), ApiError> {
