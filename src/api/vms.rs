@@ -16,54 +16,28 @@ use crate::model::Vm;
 use crate::orch::{CreateVm, OrchError};
 use crate::store::VmEvent;
 
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateVmRequest {
-    pub image_id: Option<String>,
-    pub template_id: Option<String>,
-    pub vcpu_count: Option<u32>,
-    pub mem_mib: Option<u32>,
-    pub enable_network: Option<bool>,
-    pub guest_ip: Option<String>,
-    pub guest_mac: Option<String>,
-    pub user_data: Option<String>,
-    pub ssh_authorized_keys: Option<Vec<String>>,
-}
+/// The body of `POST /vms` is orchestration's own request type.
+pub type CreateVmRequest = CreateVm;
 
-impl CreateVmRequest {
-    /// Checks what can be checked without orchestration.
-    pub fn validate(self) -> Result<CreateVm, ApiError> {
-        if self.image_id.is_some() && self.template_id.is_some() {
-            return Err(ApiError::invalid(
-                "template_id",
-                "give image_id or template_id, not both",
-            ));
-        }
-        self.vcpu_count.map(validate::vcpu_count).transpose()?;
-        self.mem_mib.map(validate::mem_mib).transpose()?;
-        validate::user_data(&self.user_data)?;
-        if let Some(keys) = &self.ssh_authorized_keys {
-            validate::ssh_authorized_keys(keys)?;
-        }
-        if self.enable_network == Some(false) {
-            for (field, value) in [("guest_ip", &self.guest_ip), ("guest_mac", &self.guest_mac)] {
-                if value.is_some() {
-                    return Err(ApiError::invalid(field, format!("{field} needs enable_network")));
-                }
+/// Checks what can be checked without orchestration.
+pub fn validate_create(req: &CreateVm) -> Result<(), ApiError> {
+    if req.image_id.is_some() && req.template_id.is_some() {
+        return Err(ApiError::invalid("template_id", "give image_id or template_id, not both"));
+    }
+    req.vcpu_count.map(validate::vcpu_count).transpose()?;
+    req.mem_mib.map(validate::mem_mib).transpose()?;
+    validate::user_data(&req.user_data)?;
+    if let Some(keys) = &req.ssh_authorized_keys {
+        validate::ssh_authorized_keys(keys)?;
+    }
+    if req.enable_network == Some(false) {
+        for (field, value) in [("guest_ip", &req.guest_ip), ("guest_mac", &req.guest_mac)] {
+            if value.is_some() {
+                return Err(ApiError::invalid(field, format!("{field} needs enable_network")));
             }
         }
-        Ok(CreateVm {
-            image_id: self.image_id,
-            template_id: self.template_id,
-            vcpu_count: self.vcpu_count,
-            mem_mib: self.mem_mib,
-            enable_network: self.enable_network,
-            guest_ip: self.guest_ip,
-            guest_mac: self.guest_mac,
-            user_data: self.user_data,
-            ssh_authorized_keys: self.ssh_authorized_keys,
-        })
     }
+    Ok(())
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,7 +100,8 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateVmRequest>,
 ) -> ApiResult<(StatusCode, Json<Vm>)> {
     let wait = query.wait_for()?;
-    let vm = state.orch.create_vm(req.validate()?).await.map_err(create_error)?;
+    validate_create(&req)?;
+    let vm = state.orch.create_vm(req).await.map_err(create_error)?;
     let vm = match wait {
         Some(timeout) => state.orch.wait_ready(&vm.id, timeout).await.map_err(|err| {
             // The VM exists now; say so, so the caller does not create another.

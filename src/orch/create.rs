@@ -11,8 +11,10 @@ use crate::net::{NetRequest, Taken};
 use super::ledger::Ledger;
 use super::{OrchError, Orchestrator};
 
-/// What `POST /vms` asks for, after the API layer parsed it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What `POST /vms` asks for: the request body itself (unknown fields are
+/// refused), checked at the API edge before it gets here.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateVm {
     pub image_id: Option<String>,
     pub template_id: Option<String>,
