@@ -1,12 +1,10 @@
 //! Images: `POST /images` registers existing files; `GET /images`,
 //! `GET/DELETE /images/{id}`. Building images is the CLI's `hatch image build`.
 
-use std::path::PathBuf;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
 
 use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::ApiJson;
@@ -14,18 +12,8 @@ use super::AppState;
 use crate::image::{register_image, ImageError, RegisterRequest};
 use crate::model::Image;
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterImage {
-    pub name: String,
-    /// ELF vmlinux or bzImage; the format is detected.
-    pub kernel_path: PathBuf,
-    pub initrd_path: Option<PathBuf>,
-    pub rootfs_path: Option<PathBuf>,
-    /// Defaults to `root`.
-    pub login_user: Option<String>,
-    pub boot_args: Option<String>,
-}
+/// The body of `POST /images` is the image module's own request type.
+pub type RegisterImage = RegisterRequest;
 
 pub async fn register(
     State(state): State<AppState>,
@@ -39,15 +27,7 @@ pub async fn register(
 /// Validates a registration (the image module's rules, the same as the
 /// CLI's) and describes the files as an `Image`.
 pub fn image_from_files(req: RegisterImage) -> Result<Image, ApiError> {
-    let request = RegisterRequest {
-        name: req.name,
-        kernel_path: req.kernel_path,
-        initrd_path: req.initrd_path,
-        rootfs_path: req.rootfs_path,
-        login_user: req.login_user,
-        boot_args: req.boot_args,
-    };
-    register_image(&request).map_err(|error| match error {
+    register_image(&req).map_err(|error| match error {
         ImageError::Invalid { field, message } => ApiError::invalid(field, message),
         other => ApiError::internal(other.to_string()),
     })

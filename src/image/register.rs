@@ -10,7 +10,8 @@ use crate::model::{Image, ImageProfile, KernelFormat};
 
 /// Files to register as an image. Paths must be absolute: they are used
 /// later by the daemon, whose working directory is not the caller's.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
     pub name: String,
     pub kernel_path: PathBuf,
