@@ -38,7 +38,7 @@ fn values_parse() {
     args.idle_timeout = "90s".into();
     args.idle_check_interval = "1h".into();
     args.bridge_cidr = "10.20.0.1/16".into();
-    args.ssh_allowed_cidr = "10.1.2.3/8".into();
+    args.ssh_allowed_cidr = "10.0.0.0/8".into();
     args.s3_bucket = Some("snaps".into());
     args.s3_access_key = Some("AKIA".into());
     args.s3_secret_key = Some("very-secret-value".into());
@@ -78,10 +78,13 @@ fn every_invalid_value_names_its_variable() {
         ("HATCH_SSH_PORT_MIN", |a| a.ssh_port_min = "abc".into()),
         ("HATCH_SSH_PORT_MIN", |a| a.ssh_port_min = "0".into()),
         ("HATCH_SSH_PORT_MAX", |a| a.ssh_port_max = "70000".into()),
-        ("HATCH_SSH_PORT_MAX", |a| {
+        // An inverted range is reported on its first bound.
+        ("HATCH_SSH_PORT_MIN", |a| {
             a.ssh_port_min = "3000".into();
             a.ssh_port_max = "2999".into();
         }),
+        // Host bits in the allowed network are a mistake worth naming.
+        ("HATCH_SSH_ALLOWED_CIDR", |a| a.ssh_allowed_cidr = "10.1.2.3/8".into()),
         ("HATCH_HYPERVISOR", |a| a.hypervisor = "vmware".into()),
         ("HATCH_QEMU_ACCEL", |a| a.qemu_accel = "hvf".into()),
         ("HATCH_DEFAULT_VCPU", |a| a.default_vcpu = "0".into()),

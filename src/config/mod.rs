@@ -4,7 +4,6 @@
 //! the variable instead of failing later.
 
 mod args;
-mod net;
 pub mod values;
 
 use std::net::SocketAddr;
@@ -110,16 +109,19 @@ impl Config {
 
     pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
         let data_dir = absolute_path(&args.data_dir).map_err(ConfigError::on("HATCH_DATA_DIR"))?;
-        let net = net::parse_net(
-            &net::NetValues {
-                bridge_name: &args.bridge_name,
-                bridge_cidr: &args.bridge_cidr,
-                ssh_allowed_cidr: &args.ssh_allowed_cidr,
-                ssh_port_min: &args.ssh_port_min,
-                ssh_port_max: &args.ssh_port_max,
-            },
-            &data_dir,
-        )?;
+        // The networking module owns these rules; its errors name the variable.
+        let net = crate::net::Network::config_from_values(
+            &args.bridge_name,
+            &args.bridge_cidr,
+            &args.ssh_allowed_cidr,
+            &args.ssh_port_min,
+            &args.ssh_port_max,
+            data_dir.join("dhcp"),
+        )
+        .map_err(|error| match error {
+            crate::net::NetError::Invalid { field, message } => ConfigError::new(field, message),
+            other => ConfigError::new("HATCH_BRIDGE_CIDR", other.to_string()),
+        })?;
         let image_cache_dir = match non_empty(&args.image_cache_dir) {
             Some(dir) => absolute_path(dir).map_err(ConfigError::on("HATCH_IMAGE_CACHE_DIR"))?,
             None => data_dir.join("cache"),

@@ -1,7 +1,7 @@
 //! Parsers for single configuration values. Each returns a message that the
 //! caller prefixes with the variable's name.
 
-use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -79,26 +79,6 @@ pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(text: &str,
         return Err(format!("{value} is outside {min}..={max}"));
     }
     Ok(value)
-}
-
-/// `a.b.c.d/len`: the address as written and the prefix length.
-pub fn ipv4_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
-    let bad = || format!("{text:?}: expected an IPv4 CIDR such as 192.168.241.1/24");
-    let (addr, len) = text.trim().split_once('/').ok_or_else(bad)?;
-    let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
-    let len: u8 = len.parse().map_err(|_| bad())?;
-    if len > 32 {
-        return Err(bad());
-    }
-    Ok((addr, len))
-}
-
-pub fn mask(prefix_len: u8) -> u32 {
-    if prefix_len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix_len))
-    }
 }
 
 /// A DNS name made of valid labels (for HATCH_PROXY_BASE_DOMAIN).
