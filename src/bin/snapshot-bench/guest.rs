@@ -29,8 +29,7 @@ pub const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// QEMU with software emulation (this benchmark's stated setting).
 pub fn qemu_tcg() -> Result<QemuHypervisor, BenchError> {
-    let binary = hatch::sys::cmd::find_on_path("qemu-system-x86_64")
-        .ok_or(BenchError::QemuMissing)?;
+    let binary = hatch::sys::cmd::find_on_path("qemu-system-x86_64").ok_or(BenchError::QemuMissing)?;
     Ok(QemuHypervisor::new(
         binary,
         Accel::Tcg {
@@ -41,9 +40,7 @@ pub fn qemu_tcg() -> Result<QemuHypervisor, BenchError> {
 
 /// A 256 MiB, one-vCPU launch of `image` with no disks and no network.
 pub fn launch_spec(image: &Image, vm_id: &str, run_dir: &Path, mem_mib: u32) -> VmLaunch {
-    let boot_args = format!("{} hatch.heartbeat=1", image.boot_args)
-        .trim()
-        .to_string();
+    let boot_args = format!("{} hatch.heartbeat=1", image.boot_args).trim().to_string();
     VmLaunch {
         vm_id: vm_id.to_string(),
         vcpu_count: 1,
@@ -74,19 +71,12 @@ fn serial_since(path: &Path, from: usize) -> String {
 
 /// Waits until the serial log, from byte `from` on, contains `marker`
 /// followed by the end of its line.
-pub async fn wait_for_line(
-    spec: &VmLaunch,
-    from: usize,
-    marker: &str,
-    timeout: Duration,
-) -> Result<(), BenchError> {
+pub async fn wait_for_line(spec: &VmLaunch, from: usize, marker: &str, timeout: Duration) -> Result<(), BenchError> {
     let path: PathBuf = spec.serial_log_path();
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let text = serial_since(&path, from);
-        let complete = text
-            .find(marker)
-            .is_some_and(|at| text[at..].contains('\n'));
+        let complete = text.find(marker).is_some_and(|at| text[at..].contains('\n'));
         if complete {
             return Ok(());
         }
