@@ -113,6 +113,7 @@ async fn run(args: &Args, guests: &Guests) -> Result<String, BenchError> {
     }
     let hypervisor = guest::qemu_tcg()?;
     let (image, image_copy) = minimal_image(&args.image_dir).await?;
+    let _image_copy = RemoveDirOnDrop(image_copy);
     let bench = Bench {
         hypervisor,
         image,
@@ -120,12 +121,7 @@ async fn run(args: &Args, guests: &Guests) -> Result<String, BenchError> {
         work_dir: args.work_dir.clone(),
         mem_mib: args.mem_mib,
     };
-    let result = rounds(&bench, args.rounds).await;
-    // The image directory holds hard links into the build cache: cheap to
-    // drop, and the cache keeps the files for the next run.
-    guests.stop_all().await;
-    let _ = std::fs::remove_dir_all(&image_copy);
-    let (raw, hatch) = result?;
+    let (raw, hatch) = rounds(&bench, args.rounds).await?;
     Ok(format!(
         "\n{} rounds, {} MiB guest, QEMU TCG, minimal image\n\n{}",
         args.rounds,
@@ -171,4 +167,15 @@ async fn minimal_image(data_dir: &std::path::Path) -> Result<(Image, PathBuf), B
         .unwrap_or_else(|_| env.images_dir.clone())
         .join(&image.id);
     Ok((image, image_dir))
+}
+
+/// The image's own directory holds hard links into the build cache: cheap
+/// to drop, and the cache keeps the files for the next run. Removed also
+/// when the run is interrupted (its future dropped).
+struct RemoveDirOnDrop(PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
