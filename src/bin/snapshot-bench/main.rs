@@ -1,0 +1,181 @@
+//! snapshot-bench: snapshot and restore time and stored size of a 256 MiB
+//! QEMU TCG guest (the `minimal` image), Hatch's path next to QEMU's own
+//! raw save and load of the same guest, in one run.
+//!
+//! Uses the library directly: no daemon, and the guest has no NIC, so no
+//! network namespace is involved. Rounds alternate which method goes first
+//! so that noise from other work on the machine spreads over both columns.
+
+mod guest;
+mod measure;
+mod report;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Parser;
+
+use hatch::image::{build_image, BuildEnv, BuildRequest, ImageError, ProgressEvent};
+use hatch::model::{Image, ImageProfile};
+use hatch::snapshot::SnapshotError;
+use hatch::vmm::VmmError;
+
+use guest::Guests;
+use measure::{Bench, Method, Sample};
+
+#[derive(Parser)]
+#[command(about = "Benchmark Hatch's snapshot/restore against QEMU's own save/load")]
+struct Args {
+    /// Rounds; each round measures both methods once.
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
+    /// Data directory for building (or reusing) the minimal image; the
+    /// default is the one the tests use, so their build cache is shared.
+    #[arg(long, default_value = "target/tmp/hatch-images")]
+    image_dir: PathBuf,
+    /// Where run directories and state files go (removed afterwards).
+    #[arg(long, default_value_os_t = std::env::temp_dir())]
+    work_dir: PathBuf,
+    /// Guest memory.
+    #[arg(long, default_value_t = 256)]
+    mem_mib: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("qemu-system-x86_64 was not found on PATH")]
+    QemuMissing,
+    #[error("--rounds must be at least 1")]
+    NoRounds,
+    #[error("building the minimal image failed: {0}")]
+    Image(#[from] ImageError),
+    #[error("VMM: {0}")]
+    Vmm(#[from] VmmError),
+    #[error("snapshot artefact: {0}")]
+    Snapshot(#[from] SnapshotError),
+    #[error("timed out waiting for {what}; the serial console ends with:\n{serial_tail}")]
+    Timeout { what: String, serial_tail: String },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("interrupted")]
+    Interrupted,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let guests = Guests::default();
+    let outcome = tokio::select! {
+        outcome = run(&args, &guests) => outcome,
+        _ = interrupted() => Err(BenchError::Interrupted),
+    };
+    // Whatever happened, no QEMU outlives the benchmark.
+    guests.stop_all().await;
+    match outcome {
+        Ok(table) => {
+            println!("{table}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("snapshot-bench: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn run(args: &Args, guests: &Guests) -> Result<String, BenchError> {
+    if args.rounds == 0 {
+        return Err(BenchError::NoRounds);
+    }
+    let hypervisor = guest::qemu_tcg()?;
+    let (image, image_copy) = minimal_image(&args.image_dir).await?;
+    let _image_copy = RemoveDirOnDrop(image_copy);
+    let bench = Bench {
+        hypervisor,
+        image,
+        guests: guests.clone(),
+        work_dir: args.work_dir.clone(),
+        mem_mib: args.mem_mib,
+    };
+    let (raw, hatch) = rounds(&bench, args.rounds).await?;
+    Ok(format!(
+        "\n{} rounds, {} MiB guest, QEMU TCG, minimal image\n\n{}",
+        args.rounds,
+        args.mem_mib,
+        report::table(&raw, &hatch)
+    ))
+}
+
+async fn rounds(bench: &Bench, count: usize) -> Result<(Vec<Sample>, Vec<Sample>), BenchError> {
+    let (mut raw, mut hatch) = (Vec::new(), Vec::new());
+    for round in 1..=count {
+        let order = if round % 2 == 1 {
+            [Method::Hatch, Method::Raw]
+        } else {
+            [Method::Raw, Method::Hatch]
+        };
+        for method in order {
+            let sample = bench.round(method).await?;
+            eprintln!("{}", report::round_line(round, method.name(), &sample));
+            match method {
+                Method::Raw => raw.push(sample),
+                Method::Hatch => hatch.push(sample),
+            }
+        }
+    }
+    Ok((raw, hatch))
+}
+
+/// Builds (or takes from the build cache) the minimal image; also returns
+/// the image's own directory so it can be removed afterwards.
+async fn minimal_image(data_dir: &std::path::Path) -> Result<(Image, PathBuf), BenchError> {
+    let env = BuildEnv::from_env(data_dir);
+    let request = BuildRequest {
+        profile: ImageProfile::Minimal,
+        name: None,
+    };
+    let started = Instant::now();
+    let print = |event: ProgressEvent| {
+        eprintln!("[image +{:.1}s] {event}", started.elapsed().as_secs_f64());
+    };
+    let image = build_image(&request, &env, &print).await?;
+    let image_dir = std::path::absolute(&env.images_dir)
+        .unwrap_or_else(|_| env.images_dir.clone())
+        .join(&image.id);
+    Ok((image, image_dir))
+}
+
+/// The image's own directory holds hard links into the build cache: cheap
+/// to drop, and the cache keeps the files for the next run. Removed also
+/// when the run is interrupted (its future dropped).
+struct RemoveDirOnDrop(PathBuf);
+
+impl Drop for RemoveDirOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

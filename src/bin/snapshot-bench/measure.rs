@@ -1,0 +1,152 @@
+//! One measured round: boot a guest, save it, stop it, load it into a
+//! fresh QEMU and wait for it to beat again, either the way Hatch does it
+//! (state packed into a checksummed zstd artefact, unpacked on restore) or
+//! with QEMU's own migration stream alone.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use hatch::model::Image;
+use hatch::vmm::qemu::QemuHypervisor;
+use hatch::vmm::{Hypervisor, SnapshotFiles, VmLaunch};
+
+use crate::guest::{self, Guest, Guests};
+use crate::BenchError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// QEMU's own save (`migrate` to a file) and load (`-incoming`).
+    Raw,
+    /// The same plus Hatch's packing (sparse container, zstd, SHA-256)
+    /// after saving and its verification and unpacking before loading.
+    Hatch,
+}
+
+impl Method {
+    pub fn name(self) -> &'static str {
+        match self {
+            Method::Raw => "raw",
+            Method::Hatch => "hatch",
+        }
+    }
+}
+
+/// What one round measured.
+#[derive(Debug, Clone, Copy)]
+pub struct Sample {
+    /// Pause + save (+ pack for Hatch).
+    pub snapshot: Duration,
+    /// (Unpack for Hatch +) a fresh QEMU loading the state, until it runs.
+    pub resumed: Duration,
+    /// The same, until the guest prints its next heartbeat line.
+    pub heartbeat: Duration,
+    /// Size of QEMU's migration stream.
+    pub state_bytes: u64,
+    /// What would be kept on disk: the stream itself, or Hatch's artefact.
+    pub stored_bytes: u64,
+}
+
+/// Everything a round needs.
+pub struct Bench {
+    pub hypervisor: QemuHypervisor,
+    pub image: Image,
+    pub guests: Guests,
+    pub work_dir: PathBuf,
+    pub mem_mib: u32,
+}
+
+impl Bench {
+    /// Runs one round in its own temporary directory; on failure every
+    /// QEMU is stopped before that directory goes away.
+    pub async fn round(&self, method: Method) -> Result<Sample, BenchError> {
+        let dir = tempfile::Builder::new()
+            .prefix("snapshot-bench-")
+            .tempdir_in(&self.work_dir)
+            .map_err(|source| BenchError::Io {
+                context: format!("creating a directory in {}", self.work_dir.display()),
+                source,
+            })?;
+        let result = self.measure(method, dir.path()).await;
+        if result.is_err() {
+            self.guests.stop_all().await;
+        }
+        result
+    }
+
+    async fn measure(&self, method: Method, dir: &Path) -> Result<Sample, BenchError> {
+        let vm_id = format!("bench-{}", method.name());
+        let spec = guest::launch_spec(&self.image, &vm_id, &dir.join("run"), self.mem_mib);
+        let snapshot_dir = dir.join("snapshot");
+
+        let booted = self.boot(&spec).await?;
+        let started = Instant::now();
+        let files = booted.handle.save_snapshot(&snapshot_dir).await?;
+        let artefact = match method {
+            Method::Raw => None,
+            Method::Hatch => {
+                let path = snapshot_dir.join("vmstate.zst");
+                Some((hatch::snapshot::pack(&files.state, &path).await?, path))
+            }
+        };
+        let snapshot = started.elapsed();
+        self.guests.stop(booted).await;
+
+        let state_bytes = file_len(&files.state)?;
+        let (stored_bytes, load_from) = match &artefact {
+            None => (state_bytes, files.state.clone()),
+            Some((info, _)) => {
+                // Hatch keeps only the artefact; restore starts from it alone.
+                remove(&files.state)?;
+                (info.compressed_bytes, snapshot_dir.join("unpacked-vmstate"))
+            }
+        };
+
+        let from = guest::serial_len(&spec);
+        let started = Instant::now();
+        if let Some((info, path)) = &artefact {
+            hatch::snapshot::unpack(path, info, &load_from).await?;
+        }
+        let state = SnapshotFiles {
+            state: load_from,
+            memory: None,
+        };
+        let restored = self.hypervisor.restore(&spec, &state).await?;
+        let resumed = started.elapsed();
+        let restored = self.guests.register(restored).await;
+        guest::wait_for_heartbeat(&spec, from).await?;
+        let heartbeat = started.elapsed();
+        self.guests.stop(restored).await;
+
+        Ok(Sample {
+            snapshot,
+            resumed,
+            heartbeat,
+            state_bytes,
+            stored_bytes,
+        })
+    }
+
+    /// Launches a guest and waits until it has booted and beats.
+    async fn boot(&self, spec: &VmLaunch) -> Result<Guest, BenchError> {
+        let handle = self.hypervisor.launch(spec).await?;
+        let booted = self.guests.register(handle).await;
+        guest::wait_until_booted(spec).await?;
+        Ok(booted)
+    }
+}
+
+fn file_len(path: &Path) -> Result<u64, BenchError> {
+    std::fs::metadata(path)
+        .map(|m| m.len())
+        .map_err(|source| BenchError::Io {
+            context: format!("reading the size of {}", path.display()),
+            source,
+        })
+}
+
+fn remove(path: &Path) -> Result<(), BenchError> {
+    std::fs::remove_file(path).map_err(|source| BenchError::Io {
+        context: format!("removing {}", path.display()),
+        source,
+    })
+}
