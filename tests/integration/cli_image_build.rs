@@ -1,0 +1,147 @@
+//! `hatch image build` without a daemon: the image is built (from the
+//! shared test build cache, so no kernel is rebuilt) into the data
+//! directory and registered in the database, where `hatch image list` and
+//! `show` find it.
+
+use crate::common;
+
+use std::path::Path;
+use std::process::Output;
+
+use common::daemon::hatch_command_in;
+use serde_json::Value;
+
+/// HATCH_DATA_DIR, the shared cache, the host's mirror override if any, and
+/// a HATCH_URL nobody listens on (so list/show read the database).
+fn offline_env(root: &Path) -> Vec<(&'static str, String)> {
+    let mut env = vec![
+        ("HATCH_DATA_DIR", root.join("data").display().to_string()),
+        (
+            "HATCH_IMAGE_CACHE_DIR",
+            common::images::shared_dir().join("cache").display().to_string(),
+        ),
+        ("HATCH_URL", format!("unix:{}", root.join("no-daemon.sock").display())),
+    ];
+    if let Some(mirror) = std::env::var("HATCH_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty()) {
+        env.push(("HATCH_DEBIAN_MIRROR", mirror));
+    }
+    env
+}
+
+fn hatch(args: &[&str], env: &[(&'static str, String)]) -> Output {
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    hatch_command_in(None, args, &vars).output().expect("run hatch")
+}
+
+fn json_of(output: &Output) -> Value {
+    assert!(
+        output.status.success(),
+        "hatch failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stdout)))
+}
+
+#[tokio::test]
+async fn a_built_minimal_image_is_registered_and_listed() {
+    // Fills the shared cache if this is the first build on this machine.
+    let reference = common::images::minimal_image().await;
+    let root = tempfile::tempdir().unwrap();
+    let env = offline_env(root.path());
+
+    let built = hatch(
+        &["image", "build", "--profile", "minimal", "--name", "tiny", "--json"],
+        &env,
+    );
+    let progress = String::from_utf8_lossy(&built.stderr).into_owned();
+    let image = json_of(&built);
+    assert!(
+        progress.contains("reusing cached build"),
+        "progress is printed, and the cache was used:\n{progress}"
+    );
+    assert!(
+        progress.contains(&format!("image {} ready", image["id"].as_str().unwrap())),
+        "{progress}"
+    );
+
+    let id = image["id"].as_str().unwrap();
+    assert!(id.starts_with("img-"), "{image}");
+    assert_eq!(image["name"], "tiny");
+    assert_eq!(image["profile"], "minimal");
+    assert_eq!(image["login_user"], reference.login_user);
+    assert_eq!(image["rootfs_path"], Value::Null, "minimal images have no disk");
+    let image_dir = root.path().join("data/images").join(id);
+    let mut total = 0;
+    for field in ["kernel_path", "initrd_path"] {
+        let path = Path::new(
+            image[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("{field} missing: {image}")),
+        );
+        assert_eq!(
+            path.parent(),
+            Some(image_dir.as_path()),
+            "{field} lives in the image's directory"
+        );
+        total += std::fs::metadata(path).unwrap().len();
+    }
+    if let Some(bzimage) = image["bzimage_path"].as_str() {
+        total += std::fs::metadata(bzimage).unwrap().len();
+    }
+    assert_eq!(image["size_bytes"].as_u64(), Some(total));
+
+    let listed = json_of(&hatch(&["image", "list", "--json"], &env));
+    assert_eq!(
+        listed,
+        Value::Array(vec![image.clone()]),
+        "the database holds exactly the built image"
+    );
+    let shown = json_of(&hatch(&["image", "show", "tiny", "--json"], &env));
+    assert_eq!(shown, image);
+}
+
+#[test]
+fn a_bad_name_is_refused_before_building_anything() {
+    let root = tempfile::tempdir().unwrap();
+    let env = offline_env(root.path());
+    let refused = hatch(&["image", "build", "--profile", "minimal", "--name", "no spaces"], &env);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("name"), "{stderr}");
+    assert!(!root.path().join("data/images").exists(), "no image directory was made");
+    assert_eq!(
+        json_of(&hatch(&["image", "list", "--json"], &env)),
+        serde_json::json!([])
+    );
+}
+
+#[test]
+fn register_without_a_daemon_checks_the_files_and_stores_the_image() {
+    let root = tempfile::tempdir().unwrap();
+    let env = offline_env(root.path());
+    let (elf, _, initrd) = common::daemon::fake_boot_files(root.path());
+    let (elf, initrd) = (elf.to_str().unwrap(), initrd.to_str().unwrap());
+
+    let refused = hatch(
+        &["image", "register", "--name", "r", "--kernel", elf, "--initrd", elf],
+        &env,
+    );
+    assert!(!refused.status.success(), "an ELF file is no initrd");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("initrd_path"));
+
+    let image = json_of(&hatch(
+        &[
+            "image", "register", "--json", "--name", "r", "--kernel", elf, "--initrd", initrd,
+        ],
+        &env,
+    ));
+    assert_eq!(
+        (image["profile"].as_str(), image["kernel_path"].as_str()),
+        (Some("registered"), Some(elf))
+    );
+    assert_eq!(
+        json_of(&hatch(&["image", "list", "--json"], &env)),
+        Value::Array(vec![image])
+    );
+}

@@ -1,0 +1,149 @@
+//! Snapshots end to end (QEMU TCG, `minimal` image): what a guest had in
+//! RAM and on its filesystem survives snapshot and restore, the guest keeps
+//! its IP, MAC and SSH port, older snapshots can be restored, a corrupt
+//! artefact is refused, and a daemon killed mid-snapshot recovers cleanly.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::e2e::{create_ready_vm, Topology, VmView};
+use common::hatchd::{TestDaemon, TestKey};
+use serde_json::{json, Value};
+
+fn snapshot(daemon: &TestDaemon, vm: &VmView) -> Value {
+    let (status, snapshot) = daemon.api("POST", &format!("/vms/{}/snapshot", vm.id), None);
+    assert_eq!(status, 201, "{snapshot}\n{}", daemon.log());
+    snapshot
+}
+
+fn restore(daemon: &TestDaemon, vm: &VmView, snapshot_id: Option<&str>) -> (u16, Value) {
+    let body = snapshot_id.map(|id| json!({"snapshot_id": id}));
+    daemon.api("POST", &format!("/vms/{}/restore", vm.id), body.as_ref())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn restore_keeps_ram_files_and_network_identity() {
+    let image = common::images::minimal_image().await;
+    let topo = Topology::new();
+    let daemon = TestDaemon::start(topo.host_ns(), &[]);
+    let image_id = topo.register_image(&daemon, &image);
+    let key = TestKey::generate();
+    let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
+
+    // A file on the guest's (RAM-backed) root and a process holding state in RAM.
+    let sleeper = topo.ssh(&key, "root", vm.ssh_port, "echo one > /root/marker; sleep 100000 </dev/null >/dev/null 2>&1 & echo $!");
+    let sleeper = sleeper.trim().to_string();
+    assert!(!sleeper.is_empty());
+    let uptime_before: f64 = topo.ssh(&key, "root", vm.ssh_port, "cut -d' ' -f1 /proc/uptime").trim().parse().unwrap();
+
+    let first = snapshot(&daemon, &vm);
+    let first_id = first["id"].as_str().unwrap().to_string();
+    assert!(first["artefacts"].as_array().is_some_and(|a| a.iter().all(|x| x["sha256"].as_str().is_some_and(|s| s.len() == 64))), "{first}");
+    let (_, snapped) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
+    assert_eq!(snapped["state"], "snapshotted");
+    assert!(daemon.vmm_pids().is_empty(), "the VMM must be gone after a snapshot");
+    let same = VmView::from(&snapped);
+    assert_eq!((same.guest_ip.as_str(), same.guest_mac.as_str(), same.ssh_port), (vm.guest_ip.as_str(), vm.guest_mac.as_str(), vm.ssh_port));
+    assert_eq!(restore(&daemon, &vm, Some("snap-none")).0, 400);
+
+    let (status, restored) = restore(&daemon, &vm, None);
+    assert_eq!(status, 200, "{restored}\n{}", daemon.log());
+    assert_eq!(restored["state"], "running");
+    assert_eq!(VmView::from(&restored).ssh_port, vm.ssh_port);
+    assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "one");
+    let survivor = topo.ssh(&key, "root", vm.ssh_port, &format!("tr '\\0' ' ' < /proc/{sleeper}/cmdline"));
+    assert_eq!(survivor.trim(), "sleep 100000", "the process in RAM did not survive");
+    let uptime_after: f64 = topo.ssh(&key, "root", vm.ssh_port, "cut -d' ' -f1 /proc/uptime").trim().parse().unwrap();
+    assert!(uptime_after >= uptime_before, "the guest rebooted: uptime {uptime_after} < {uptime_before}");
+    assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "ip -4 -o addr show eth0").contains(&format!("{}/", vm.guest_ip)), true);
+
+    // A second snapshot with other contents; restoring the first brings "one" back.
+    topo.ssh(&key, "root", vm.ssh_port, "echo two > /root/marker");
+    let second = snapshot(&daemon, &vm);
+    let list = daemon.cli_json(&["snapshot", "list", &vm.id]);
+    let ids: Vec<&str> = list.as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
+    assert_eq!(ids, vec![second["id"].as_str().unwrap(), first_id.as_str()], "newest first");
+    let (status, _) = restore(&daemon, &vm, Some(&first_id));
+    assert_eq!(status, 200);
+    assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "one");
+
+    // A corrupt artefact: restore refuses with a clear error, the VM stays snapshotted.
+    let third = snapshot(&daemon, &vm);
+    let third_id = third["id"].as_str().unwrap();
+    let state = daemon.data_path().join("snapshots").join(&vm.id).join(third_id).join("state.zst");
+    let mut bytes = std::fs::read(&state).expect("state artefact");
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(&state, bytes).unwrap();
+    let (status, error) = restore(&daemon, &vm, Some(third_id));
+    assert_eq!(status, 422, "{error}");
+    assert_eq!(error["error"]["code"], "snapshot_corrupt");
+    assert!(error["error"]["message"].as_str().unwrap().contains("state.zst"), "{error}");
+    let (_, vm_now) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
+    assert_eq!(vm_now["state"], "snapshotted");
+    assert!(daemon.vmm_pids().is_empty());
+    let (status, _) = restore(&daemon, &vm, Some(&first_id));
+    assert_eq!(status, 200, "an intact snapshot still restores");
+    assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "one");
+
+    // Deleting a snapshot, then the VM, leaves no artefact behind.
+    assert_eq!(daemon.api("DELETE", &format!("/snapshots/{third_id}"), None).0, 204);
+    assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0, 204);
+    assert!(!daemon.data_path().join("snapshots").join(&vm.id).exists(), "snapshot artefacts leaked");
+    topo.assert_nothing_left(&daemon, &vm);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_killed_mid_snapshot_recovers_to_a_consistent_vm() {
+    let image = common::images::minimal_image().await;
+    let topo = Topology::new();
+    let mut daemon = TestDaemon::start(topo.host_ns(), &[]);
+    let image_id = topo.register_image(&daemon, &image);
+    let key = TestKey::generate();
+    let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
+    topo.ssh(&key, "root", vm.ssh_port, "echo kept > /root/marker");
+
+    // Kill the daemon while the snapshot request is in flight.
+    let socket = daemon.socket.clone();
+    let admin = daemon.admin_key();
+    let path = format!("http://hatch/vms/{}/snapshot", vm.id);
+    let request = std::thread::spawn(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "-X", "POST", "--unix-socket"])
+            .arg(&socket)
+            .args(["-H", &format!("Authorization: Bearer {admin}"), &path])
+            .output()
+    });
+    daemon.wait_for_vm(&vm.id, "snapshotting", Duration::from_secs(30), |v| v["state"] == "snapshotting");
+    std::thread::sleep(Duration::from_millis(300));
+    daemon.restart();
+    let _ = request.join();
+
+    // Consistent: either running (resumed) or snapshotted with a complete snapshot.
+    let (_, now) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
+    let (_, snapshots) = daemon.api("GET", &format!("/vms/{}/snapshots", vm.id), None);
+    match now["state"].as_str() {
+        Some("running") => {
+            assert_eq!(daemon.vmm_pids().len(), 1);
+            assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "kept");
+        }
+        Some("snapshotted") => {
+            assert!(daemon.vmm_pids().is_empty());
+            assert_eq!(snapshots.as_array().map(Vec::len), Some(1), "{snapshots}");
+            assert_eq!(restore(&daemon, &vm, None).0, 200);
+            assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "kept");
+        }
+        other => panic!("after a crash mid-snapshot the VM is {other:?}: {now}\n{}", daemon.log()),
+    }
+    // No half-written artefacts: every file under snapshots/ belongs to a listed snapshot.
+    let listed: Vec<String> = snapshots.as_array().unwrap().iter().filter_map(|s| s["id"].as_str().map(String::from)).collect();
+    let vm_dir = daemon.data_path().join("snapshots").join(&vm.id);
+    for entry in std::fs::read_dir(&vm_dir).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        assert!(listed.contains(&name), "stray snapshot data {name} after the restart");
+    }
+    assert!(std::fs::read_dir(daemon.data_path().join("vms").join(&vm.id)).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().starts_with("work-")));
+    assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0, 204);
+    topo.assert_nothing_left(&daemon, &vm);
+}

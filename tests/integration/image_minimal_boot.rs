@@ -1,0 +1,210 @@
+//! The `minimal` image built by Hatch boots under QEMU (TCG), applies a
+//! NoCloud seed, accepts SSH and shuts down on the ACPI power button.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::images::{make_seed_disk, minimal_image, Disk, SshKey, TcgGuest, TestNetns};
+
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+
+fn initrd(image: &hatch::model::Image) -> &std::path::Path {
+    image
+        .initrd_path
+        .as_deref()
+        .expect("minimal image has an initramfs")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn boots_to_ready_counts_heartbeats_and_powers_off_on_acpi_button() {
+    let image = minimal_image().await;
+    let kernel = image.kernel_path.as_deref().expect("ELF vmlinux");
+    let mut guest = TcgGuest::boot(kernel, initrd(&image), "hatch.heartbeat=1", &[], None);
+    guest.wait_for("hatch-minimal: ready", BOOT_TIMEOUT).await;
+    guest
+        .wait_for("hatch-heartbeat 3", Duration::from_secs(60))
+        .await;
+    assert!(
+        guest.serial().contains("no CIDATA seed disk"),
+        "{}",
+        guest.tail()
+    );
+
+    let reply = guest.qmp("system_powerdown");
+    assert!(reply.contains("return"), "system_powerdown: {reply}");
+    let status = guest.wait_exit(Duration::from_secs(60)).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "QEMU did not exit cleanly: {status:?}\n{}",
+        guest.tail()
+    );
+    assert!(
+        guest.serial().contains("hatch-init: shutting down"),
+        "{}",
+        guest.tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bzimage_boots_too_without_heartbeat() {
+    let image = minimal_image().await;
+    let bzimage = image.bzimage_path.as_deref().expect("bzImage");
+    let mut guest = TcgGuest::boot(bzimage, initrd(&image), "", &[], None);
+    guest.wait_for("hatch-minimal: ready", BOOT_TIMEOUT).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !guest.serial().contains("hatch-heartbeat"),
+        "heartbeat without hatch.heartbeat=1:\n{}",
+        guest.tail()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn seed_sets_hostname_and_runs_shell_user_data() {
+    let image = minimal_image().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = make_seed_disk(
+        dir.path(),
+        &[
+            (
+                "meta-data",
+                "instance-id: vm-seedtest\nlocal-hostname: \"seeded-host\"\n",
+            ),
+            (
+                "user-data",
+                "#!/bin/sh\necho \"user-data-ran-on $(hostname)\" >/dev/console\n",
+            ),
+        ],
+    );
+    let disks = [Disk {
+        path: seed,
+        read_only: true,
+    }];
+    let kernel = image.kernel_path.as_deref().expect("ELF vmlinux");
+    let mut guest = TcgGuest::boot(kernel, initrd(&image), "", &disks, None);
+    guest.wait_for("hatch-minimal: ready", BOOT_TIMEOUT).await;
+    guest
+        .wait_for("user-data-ran-on seeded-host", Duration::from_secs(60))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ssh_accepts_keys_from_meta_data_and_cloud_config() {
+    let image = minimal_image().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (meta_key, config_key, stranger) =
+        (SshKey::generate(), SshKey::generate(), SshKey::generate());
+    let meta_data = format!(
+        "instance-id: vm-ssh\nlocal-hostname: vm-ssh\npublic-keys:\n  - \"{}\"\n",
+        meta_key.public
+    );
+    let user_data = format!(
+        "#cloud-config\nssh_authorized_keys:\n  - {}\n",
+        config_key.public
+    );
+    let seed = make_seed_disk(
+        dir.path(),
+        &[("meta-data", &meta_data), ("user-data", &user_data)],
+    );
+    let netns = TestNetns::new();
+    let kernel = image.kernel_path.as_deref().expect("ELF vmlinux");
+    let disks = [Disk {
+        path: seed,
+        read_only: true,
+    }];
+    let mut guest = TcgGuest::boot(
+        kernel,
+        initrd(&image),
+        "",
+        &disks,
+        Some((&netns.name, 2222)),
+    );
+    guest.wait_for("hatch-minimal: ready", BOOT_TIMEOUT).await;
+
+    let hostname = meta_key
+        .run(&netns, "root", 2222, "hostname", Duration::from_secs(60))
+        .await;
+    assert_eq!(hostname.trim(), "vm-ssh");
+    let address = config_key
+        .run(
+            &netns,
+            "root",
+            2222,
+            "ip -4 -o addr show eth0",
+            Duration::from_secs(30),
+        )
+        .await;
+    assert!(
+        address.contains("inet 10.0.2.15/"),
+        "eth0 has no DHCP lease: {address}"
+    );
+
+    let out = std::process::Command::new("ip")
+        .args(["netns", "exec", &netns.name, "ssh", "-i"])
+        .arg(&stranger.private)
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+        ])
+        .args(["-p", "2222", "root@127.0.0.1", "true"])
+        .output()
+        .expect("ssh");
+    assert!(
+        !out.status.success(),
+        "a key that is in no seed was accepted"
+    );
+    drop(guest);
+}
+
+/// Firecracker's SendCtrlAltDel reaches init as SIGINT (init turns the
+/// kernel's Ctrl-Alt-Del reboot into a signal); the guest then syncs and
+/// reboots, which ends the VMM. QEMU microvm has no keyboard controller,
+/// so the signal is sent from inside the guest here.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigint_to_init_shuts_the_guest_down() {
+    let image = minimal_image().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let seed = make_seed_disk(
+        dir.path(),
+        &[
+            ("meta-data", "instance-id: vm-sigint\n"),
+            (
+                "user-data",
+                "#!/bin/sh\ncat /proc/sys/kernel/ctrl-alt-del >/dev/console\nkill -INT 1\n",
+            ),
+        ],
+    );
+    let kernel = image.kernel_path.as_deref().expect("ELF vmlinux");
+    let mut guest = TcgGuest::boot(
+        kernel,
+        initrd(&image),
+        "",
+        &[Disk {
+            path: seed,
+            read_only: true,
+        }],
+        None,
+    );
+    let status = guest.wait_exit(BOOT_TIMEOUT).await;
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "QEMU did not exit cleanly: {status:?}\n{}",
+        guest.tail()
+    );
+    let serial = guest.serial();
+    let hatch_lines: Vec<&str> = serial.lines().filter(|l| !l.starts_with('[')).collect();
+    assert!(
+        hatch_lines.contains(&"0"),
+        "ctrl-alt-del not routed to init: {hatch_lines:?}"
+    );
+    assert!(
+        serial.contains("hatch-init: shutting down"),
+        "{}",
+        guest.tail()
+    );
+}

@@ -1,0 +1,45 @@
+//! Hatch's integration tests, in one binary: one link of the library instead of one per file.
+
+mod common;
+
+mod api_auth;
+mod api_netns;
+mod api_openapi;
+mod api_resources;
+mod cli_client;
+mod cli_config;
+mod cli_doctor;
+mod cli_image_build;
+mod cli_serve;
+mod cloudinit_keys;
+mod cloudinit_seed;
+mod e2e_bad_input;
+mod e2e_cloudinit;
+mod e2e_proxy;
+mod e2e_snapshot;
+mod e2e_vm_lifecycle;
+mod image_build;
+mod image_debian_boot;
+mod image_kernel;
+mod image_minimal_boot;
+mod image_parsing;
+mod image_register;
+mod net_bad_input;
+mod net_concurrent;
+mod net_dhcp;
+mod net_outbound;
+mod net_reconcile;
+mod net_ssh;
+mod proxy_http;
+mod proxy_stream;
+mod proxy_wake;
+mod proxy_websocket;
+mod snapshot_artefacts;
+mod snapshot_store;
+mod store_concurrency;
+mod store_migrations;
+mod store_tables;
+mod vmm_bench;
+mod vmm_firecracker;
+mod vmm_qemu;
+mod vmm_select;

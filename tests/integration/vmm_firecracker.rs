@@ -1,0 +1,309 @@
+//! The Firecracker backend against a real Firecracker binary, with tiny
+//! guests assembled by the test itself (see tests/integration/common/vmm.rs). Skipped,
+//! with a message, when no binary is found via HATCH_FIRECRACKER_BIN or PATH.
+
+use crate::common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use common::vmm::*;
+use hatch::vmm::firecracker::FirecrackerHypervisor;
+use hatch::vmm::{Hypervisor, KernelFiles, VmLaunch, VmmError};
+
+const WAIT: Duration = Duration::from_secs(30);
+/// i8042 polls between two counter lines: a few lines a second here.
+const COUNTER_DELAY: u32 = 20_000;
+
+fn guest_launch(dir: &Path, vm_id: &str, guest: &[u8]) -> VmLaunch {
+    std::fs::create_dir_all(dir).expect("dir");
+    let kernel = dir.join("guest.elf");
+    std::fs::write(&kernel, guest).expect("write guest");
+    VmLaunch {
+        vm_id: vm_id.to_string(),
+        vcpu_count: 1,
+        mem_mib: 128,
+        kernel: KernelFiles {
+            elf: Some(kernel),
+            bzimage: None,
+        },
+        initrd: None,
+        disks: Vec::new(),
+        nic: None,
+        boot_args: String::new(),
+        run_dir: dir.join("run"),
+    }
+}
+
+fn backend(binary: PathBuf) -> FirecrackerHypervisor {
+    init_tracing();
+    FirecrackerHypervisor::new(binary)
+}
+
+/// Counter values printed on complete lines, and the log length they cover.
+fn complete_counters(run_dir: &Path) -> (Vec<u64>, usize) {
+    let log = serial_log(run_dir);
+    let complete = log.rfind('\n').map_or(0, |i| i + 1);
+    (counters(&log[..complete], COUNTER_PREFIX), complete)
+}
+
+async fn wait_for_count_above(run_dir: &Path, from: usize, above: u64) -> Vec<u64> {
+    wait_for_serial(run_dir, from, WAIT, |log| {
+        let seen = counters(log, COUNTER_PREFIX);
+        seen.iter().any(|n| *n > above).then_some(seen)
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_prints_marker_and_its_reset_ends_firecracker_cleanly() {
+    let Some(binary) =
+        firecracker_bin_or_skip("guest_prints_marker_and_its_reset_ends_firecracker_cleanly")
+    else {
+        return;
+    };
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    let spec = guest_launch(dir.path(), "vm-fc-marker", &marker_guest());
+    let vm = backend(binary).launch(&spec).await.expect("launch");
+    let pid = vm.pid();
+
+    let report = tokio::time::timeout(WAIT, vm.wait_exit())
+        .await
+        .expect("guest reset ends the VMM");
+
+    assert_eq!(report.code, Some(0), "{report:?}");
+    assert!(
+        report.serial_tail.contains(TINY_GUEST_MARKER),
+        "serial captured: {report:?}"
+    );
+    assert!(
+        !is_zombie(pid) && !hatch::sys::process::is_alive(pid),
+        "reaped"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pause_resume_snapshot_and_restore_continue_the_counter() {
+    let Some(binary) =
+        firecracker_bin_or_skip("pause_resume_snapshot_and_restore_continue_the_counter")
+    else {
+        return;
+    };
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    let firecracker = backend(binary);
+    let spec = guest_launch(dir.path(), "vm-fc-counter", &counter_guest(COUNTER_DELAY));
+    let vm = firecracker.launch(&spec).await.expect("launch");
+    wait_for_count_above(&spec.run_dir, 0, 3).await;
+
+    vm.pause().await.expect("pause");
+    let (paused_at, _) = complete_counters(&spec.run_dir);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        complete_counters(&spec.run_dir).0,
+        paused_at,
+        "nothing printed while paused"
+    );
+    vm.resume().await.expect("resume");
+    let last_before = *paused_at.last().expect("counted");
+    let (_, len) = complete_counters(&spec.run_dir);
+    wait_for_count_above(&spec.run_dir, len, last_before + 1).await;
+
+    let files = vm
+        .save_snapshot(&dir.path().join("snapshot"))
+        .await
+        .expect("snapshot");
+    let memory = files.memory.clone().expect("memory file");
+    assert_eq!(std::fs::metadata(&memory).expect("memory").len(), 128 << 20);
+    let killed = vm.stop(Duration::ZERO).await;
+    assert_eq!(killed.signal, Some(9), "forced stop: {killed:?}");
+    let (before, len) = complete_counters(&spec.run_dir);
+    let last = *before.last().expect("counted");
+
+    let restored = firecracker.restore(&spec, &files).await.expect("restore");
+    assert_ne!(restored.pid(), vm.pid());
+    let after = wait_for_count_above(&spec.run_dir, len, last).await;
+    let first_new = *after.iter().find(|n| **n > last).expect("new count");
+    assert!(
+        first_new <= last + 2,
+        "counting continued from {last} in RAM: {after:?}"
+    );
+    assert!(!after.contains(&1), "not a fresh boot: {after:?}");
+
+    // Graceful stop: Ctrl-Alt-Del reaches the guest, which resets the machine.
+    let report = restored.stop(Duration::from_secs(20)).await;
+    assert_eq!(report.code, Some(0), "graceful stop: {report:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_is_detected_and_adopted_vms_can_be_stopped() {
+    let Some(binary) = firecracker_bin_or_skip("crash_is_detected_and_adopted_vms_can_be_stopped")
+    else {
+        return;
+    };
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    let spec = guest_launch(dir.path(), "vm-fc-crash", &counter_guest(COUNTER_DELAY));
+    let vm = backend(binary.clone()).launch(&spec).await.expect("launch");
+    wait_for_count_above(&spec.run_dir, 0, 1).await;
+    let pid = vm.pid();
+    drop(vm); // the daemon "dies"
+
+    let adopted = backend(binary).adopt(&spec, pid).await.expect("adopt");
+    adopted.pause().await.expect("API works after adopting");
+    adopted.resume().await.expect("resume");
+    let waiter = adopted.wait_exit();
+    hatch::sys::process::signal(pid, nix::sys::signal::Signal::SIGKILL);
+    let report = tokio::time::timeout(Duration::from_secs(5), waiter)
+        .await
+        .expect("crash noticed");
+
+    assert_eq!(report.code, None, "unknowable for an adopted process");
+    assert!(report.serial_tail.contains(COUNTER_PREFIX), "{report:?}");
+    assert!(!hatch::sys::process::is_alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_stop_of_a_launched_vm_and_unsupported_kernels() {
+    let Some(binary) =
+        firecracker_bin_or_skip("graceful_stop_of_a_launched_vm_and_unsupported_kernels")
+    else {
+        return;
+    };
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    let firecracker = backend(binary);
+    let spec = guest_launch(dir.path(), "vm-fc-stop", &counter_guest(COUNTER_DELAY));
+    let vm = firecracker.launch(&spec).await.expect("launch");
+    wait_for_count_above(&spec.run_dir, 0, 1).await;
+    vm.pause().await.expect("pause");
+
+    // Paused: stop resumes the guest so it can see Ctrl-Alt-Del.
+    let report = vm.stop(Duration::from_secs(20)).await;
+    assert_eq!(report.code, Some(0), "{report:?}");
+    assert!(!is_zombie(vm.pid()));
+
+    // Only an ELF vmlinux boots on Firecracker (x86_64): a bzImage is refused up front.
+    let mut bz = vec![0u8; 4096];
+    bz[0x1fe] = 0x55;
+    bz[0x1ff] = 0xaa;
+    bz[0x202..0x206].copy_from_slice(b"HdrS");
+    let bz_path = dir.path().join("bzImage");
+    std::fs::write(&bz_path, &bz).expect("write");
+    let mut bad = guest_launch(dir.path(), "vm-fc-bz", &marker_guest());
+    bad.kernel = KernelFiles {
+        elf: Some(bz_path.clone()),
+        bzimage: None,
+    };
+    let err = firecracker
+        .launch(&bad)
+        .await
+        .err()
+        .expect("bzImage refused");
+    assert!(matches!(err, VmmError::UnsupportedKernel { .. }), "{err}");
+    bad.kernel = KernelFiles {
+        elf: None,
+        bzimage: Some(bz_path),
+    };
+    assert!(matches!(
+        firecracker.launch(&bad).await.err(),
+        Some(VmmError::UnsupportedKernel { .. })
+    ));
+
+    // An ELF Firecracker cannot load (entry below 1 MiB) fails at InstanceStart; nothing is left.
+    let mut low = marker_guest();
+    low[0x18..0x20].copy_from_slice(&0x1000u64.to_le_bytes());
+    let bad = guest_launch(&dir.path().join("low"), "vm-fc-low", &low);
+    let err = firecracker
+        .launch(&bad)
+        .await
+        .err()
+        .expect("unloadable kernel fails");
+    assert!(matches!(err, VmmError::Rejected { .. }), "{err}");
+
+    // A corrupt snapshot is refused by the fresh process, which is then killed.
+    let good = guest_launch(
+        &dir.path().join("corrupt"),
+        "vm-fc-corrupt",
+        &marker_guest(),
+    );
+    let state = dir.path().join("corrupt/vmstate");
+    let memory = dir.path().join("corrupt/memory");
+    std::fs::write(&state, b"not a snapshot").expect("write");
+    std::fs::write(&memory, vec![0u8; 4096]).expect("write");
+    let files = hatch::vmm::SnapshotFiles {
+        state,
+        memory: Some(memory),
+    };
+    let err = firecracker
+        .restore(&good, &files)
+        .await
+        .err()
+        .expect("corrupt snapshot fails");
+    assert!(matches!(err, VmmError::Rejected { .. }), "{err}");
+    let left =
+        wait_no_process_mentioning(&dir.path().display().to_string(), Duration::from_secs(5)).await;
+    assert!(left.is_empty(), "no Firecracker left behind: {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
+    let Some(binary) =
+        firecracker_bin_or_skip("drives_and_nic_are_attached_and_restore_overrides_the_tap")
+    else {
+        return;
+    };
+    let dir = run_dir();
+    let netns = TestNetns::create();
+    netns.add_tap("hfc-t0");
+    netns.add_tap("hfc-t1");
+    let _cleanup = KillLeftovers(dir.path().to_path_buf()); // dropped before the namespace
+    let disk = dir.path().join("data.img");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).expect("disk");
+    let mut spec = guest_launch(dir.path(), "vm-fc-devices", &counter_guest(COUNTER_DELAY));
+    spec.disks.push(hatch::vmm::DiskSpec {
+        id: "data".into(),
+        path: disk,
+        read_only: true,
+    });
+    spec.nic = Some(hatch::vmm::NicSpec {
+        tap_name: "hfc-t0".into(),
+        mac: "02:00:00:00:fc:01".into(),
+    });
+    let firecracker = backend(binary).in_netns(&netns.name);
+
+    let vm = firecracker
+        .launch(&spec)
+        .await
+        .expect("launch with a drive and a NIC");
+    assert!(
+        runs_in_netns(vm.pid(), &netns),
+        "Firecracker runs in the test's namespace"
+    );
+    assert_eq!(taps_held_by(vm.pid()), vec!["hfc-t0".to_string()]);
+    wait_for_count_above(&spec.run_dir, 0, 1).await;
+    let files = vm
+        .save_snapshot(&dir.path().join("snapshot"))
+        .await
+        .expect("snapshot");
+    vm.stop(Duration::ZERO).await;
+    let (before, len) = complete_counters(&spec.run_dir);
+    let last = *before.last().expect("counted");
+
+    // The same VM restored onto another TAP (as after a host restart).
+    spec.nic = Some(hatch::vmm::NicSpec {
+        tap_name: "hfc-t1".into(),
+        mac: "02:00:00:00:fc:01".into(),
+    });
+    let restored = firecracker
+        .restore(&spec, &files)
+        .await
+        .expect("restore with a network override");
+    assert!(runs_in_netns(restored.pid(), &netns));
+    assert_eq!(taps_held_by(restored.pid()), vec!["hfc-t1".to_string()]);
+    let after = wait_for_count_above(&spec.run_dir, len, last).await;
+    assert!(!after.contains(&1), "continued, not rebooted: {after:?}");
+    let report = restored.stop(Duration::from_secs(20)).await;
+    assert_eq!(report.code, Some(0), "{report:?}");
+}

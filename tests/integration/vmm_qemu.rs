@@ -1,0 +1,314 @@
+//! The QEMU backend against real QEMU processes (TCG) booting the `minimal` image.
+
+use crate::common;
+
+use std::time::Duration;
+
+use common::vmm::*;
+use hatch::vmm::{DiskSpec, Hypervisor, NicSpec, DEFAULT_STOP_GRACE};
+
+/// Generous: two shared cores running emulated guests.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
+const READY: &str = "hatch-minimal: ready";
+const HEARTBEAT: &str = "hatch-heartbeat ";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boots_minimal_image_and_stops_gracefully() {
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    let spec = minimal_launch("vm-qemu-boot", dir.path(), "");
+    let vm = qemu_tcg().launch(&spec).await.expect("launch");
+    let pid = vm.pid();
+    assert_eq!(
+        hatch::vmm::supervisor::read_pid_file(dir.path()),
+        Some(pid),
+        "pid file written"
+    );
+
+    wait_for_marker(dir.path(), READY, BOOT_TIMEOUT).await;
+    let report = vm.stop(DEFAULT_STOP_GRACE * 6).await;
+
+    assert_eq!(
+        report.code,
+        Some(0),
+        "guest shut down on the power button: {report:?}"
+    );
+    assert_eq!(report.signal, None);
+    assert!(
+        serial_log(dir.path()).contains("shutting down"),
+        "the guest's own shutdown ran"
+    );
+    assert!(!hatch::sys::process::is_alive(pid), "QEMU is gone");
+    assert!(!is_zombie(pid), "QEMU was reaped");
+    // Another waiter still gets the same report after the fact.
+    assert_eq!(vm.wait_exit().await, report);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn saved_state_restores_into_a_new_process_with_ram_intact() {
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    let qemu = qemu_tcg();
+    let spec = minimal_launch("vm-qemu-snap", dir.path(), "hatch.heartbeat=1");
+    let vm = qemu.launch(&spec).await.expect("launch");
+    wait_for_serial(dir.path(), 0, BOOT_TIMEOUT, |log| {
+        counters(log, HEARTBEAT).into_iter().find(|n| *n >= 3)
+    })
+    .await;
+
+    vm.pause().await.expect("pause");
+    let snap_dir = dir.path().join("snapshot");
+    let files = vm.save_snapshot(&snap_dir).await.expect("save");
+    assert!(
+        std::fs::metadata(&files.state).expect("state file").len() > 1 << 20,
+        "RAM was written"
+    );
+    let report = vm.stop(Duration::ZERO).await;
+    assert_eq!(report.signal, Some(9), "killed without a graceful shutdown");
+    let before = serial_log(dir.path());
+    let last_beat = *counters(&before, HEARTBEAT)
+        .last()
+        .expect("heartbeats before saving");
+
+    let restored = qemu.restore(&spec, &files).await.expect("restore");
+    assert_ne!(restored.pid(), vm.pid(), "a new process");
+    let after = wait_for_serial(dir.path(), before.len(), BOOT_TIMEOUT, |log| {
+        let beats = counters(log, HEARTBEAT);
+        (beats.len() >= 2).then_some(beats)
+    })
+    .await;
+
+    assert!(
+        after[0] > last_beat && after[0] <= last_beat + 3,
+        "heartbeat continued from {last_beat} (saw {after:?}), not a fresh boot"
+    );
+    let new_output = &serial_log(dir.path())[before.len()..];
+    assert!(
+        !new_output.contains("Linux version"),
+        "no kernel boot after restore"
+    );
+    let report = restored.stop(DEFAULT_STOP_GRACE * 6).await;
+    assert_eq!(
+        report.code,
+        Some(0),
+        "restored guest shut down cleanly: {report:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn external_kill_is_reported_with_signal_and_serial_tail() {
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    let spec = minimal_launch("vm-qemu-kill", dir.path(), "");
+    let vm = qemu_tcg().launch(&spec).await.expect("launch");
+    wait_for_marker(dir.path(), READY, BOOT_TIMEOUT).await;
+
+    let (waiter_a, waiter_b) = (vm.wait_exit(), vm.wait_exit());
+    hatch::sys::process::signal(vm.pid(), nix::sys::signal::Signal::SIGKILL);
+    let (a, b) = tokio::time::timeout(Duration::from_secs(5), async {
+        tokio::join!(waiter_a, waiter_b)
+    })
+    .await
+    .expect("exit noticed");
+
+    assert_eq!(a, b, "concurrent waiters see the same exit");
+    assert_eq!(a.code, None);
+    assert_eq!(a.signal, Some(9));
+    assert!(
+        a.serial_tail.contains(READY),
+        "serial tail in the report: {:?}",
+        a.serial_tail
+    );
+    assert!(!is_zombie(vm.pid()));
+    assert!(
+        hatch::vmm::supervisor::read_pid_file(dir.path()).is_none(),
+        "stale pid file removed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_fails_clearly_and_leaves_no_process() {
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    let marker = dir.path().display().to_string();
+    let qemu = qemu_tcg();
+
+    // Not a kernel at all: refused before any process starts.
+    let garbage = dir.path().join("garbage");
+    std::fs::write(&garbage, b"this is not a kernel\n").expect("write");
+    let mut spec = minimal_launch("vm-qemu-bad", &dir.path().join("run-a"), "");
+    spec.kernel.elf = Some(garbage);
+    spec.kernel.bzimage = None;
+    let err = qemu
+        .launch(&spec)
+        .await
+        .err()
+        .expect("garbage kernel refused");
+    assert!(
+        err.to_string()
+            .contains("neither an x86_64 ELF vmlinux nor a bzImage"),
+        "{err}"
+    );
+
+    // Looks like a bzImage but QEMU cannot load it: QEMU starts, fails, and is reaped.
+    let mut fake = vec![0u8; 4096];
+    fake[0x1fe] = 0x55;
+    fake[0x1ff] = 0xaa;
+    fake[0x202..0x206].copy_from_slice(b"HdrS");
+    let fake_path = dir.path().join("fake-bzImage");
+    std::fs::write(&fake_path, &fake).expect("write");
+    spec.kernel.bzimage = Some(fake_path);
+    spec.kernel.elf = None;
+    spec.run_dir = dir.path().join("run-b");
+    let err = qemu.launch(&spec).await.err().expect("broken kernel fails");
+    assert!(
+        matches!(err, hatch::vmm::VmmError::EarlyExit { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string().contains("qemu"),
+        "QEMU's own message is shown: {err}"
+    );
+    assert!(
+        live_processes_mentioning(&marker).is_empty(),
+        "nothing left running"
+    );
+
+    // Bad sizes are refused up front as well.
+    let mut spec = minimal_launch("vm-qemu-bad", &dir.path().join("run-c"), "");
+    spec.mem_mib = 64;
+    assert!(qemu
+        .launch(&spec)
+        .await
+        .err()
+        .expect("too little memory")
+        .to_string()
+        .contains("mem_mib 64"));
+    spec.mem_mib = 256;
+    spec.vcpu_count = 0;
+    assert!(qemu
+        .launch(&spec)
+        .await
+        .err()
+        .expect("no vcpus")
+        .to_string()
+        .contains("vcpu_count 0"));
+
+    // A TAP that does not exist is refused (QEMU would make a stray one).
+    spec.vcpu_count = 1;
+    spec.nic = Some(NicSpec {
+        tap_name: "hatch-nosuch0".into(),
+        mac: "02:00:00:00:00:09".into(),
+    });
+    let err = qemu.launch(&spec).await.err().expect("missing TAP");
+    assert!(
+        err.to_string()
+            .contains("TAP device hatch-nosuch0 does not exist"),
+        "{err}"
+    );
+    spec.nic = None;
+
+    // A corrupt saved state: QEMU starts, fails to load it, and is reaped.
+    let state = dir.path().join("corrupt-vmstate");
+    std::fs::write(&state, b"QEVM but not really").expect("write");
+    let files = hatch::vmm::SnapshotFiles {
+        state,
+        memory: None,
+    };
+    let err = qemu
+        .restore(&spec, &files)
+        .await
+        .err()
+        .expect("corrupt state fails");
+    assert!(
+        matches!(err, hatch::vmm::VmmError::EarlyExit { .. }),
+        "{err}"
+    );
+    assert!(live_processes_mentioning(&marker).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_backend_adopts_a_running_vm_and_stops_it() {
+    init_tracing();
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    let spec = minimal_launch("vm-qemu-adopt", dir.path(), "");
+    let vm = qemu_tcg().launch(&spec).await.expect("launch");
+    let pid = vm.pid();
+    wait_for_marker(dir.path(), READY, BOOT_TIMEOUT).await;
+    drop(vm); // the daemon "dies": its handle and QMP connection are gone
+    assert!(
+        hatch::sys::process::is_alive(pid),
+        "the VMM outlives its handle"
+    );
+
+    // A wrong pid, or a process that is not this VM's QEMU, is refused.
+    assert!(qemu_tcg().adopt(&spec, std::process::id()).await.is_err());
+
+    let adopted = qemu_tcg().adopt(&spec, pid).await.expect("adopt");
+    assert_eq!(adopted.pid(), pid);
+    adopted.pause().await.expect("QMP works after adopting");
+    let report = adopted.stop(DEFAULT_STOP_GRACE * 6).await;
+
+    assert_eq!(
+        report.code, None,
+        "an adopted process's exit code is unknowable"
+    );
+    let log = serial_log(dir.path());
+    assert!(
+        log.contains("shutting down"),
+        "stopped gracefully, not killed: {report:?}\n{}",
+        &log[log.len().saturating_sub(800)..]
+    );
+    assert!(!hatch::sys::process::is_alive(pid));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guest_sees_its_read_only_disk_and_its_nic() {
+    let dir = run_dir();
+    let netns = TestNetns::create();
+    netns.add_tap("htap-t0");
+    let _cleanup = KillLeftovers(dir.path().to_path_buf()); // dropped before the namespace
+    let report_line = "echo \"hatch-test: mac=$(cat /sys/class/net/eth0/address) \
+                       ro=$(cat /sys/block/vda/ro) host=$(hostname)\" >/dev/console";
+    let seed = make_seed_disk(
+        dir.path(),
+        &[
+            (
+                "meta-data",
+                "instance-id: vm-qemu-dev\nlocal-hostname: seeded-host\n",
+            ),
+            ("user-data", &format!("#!/bin/sh\n{report_line}\n")),
+        ],
+    );
+    let mut spec = minimal_launch("vm-qemu-dev", &dir.path().join("run"), "");
+    spec.disks.push(DiskSpec {
+        id: "seed".into(),
+        path: seed,
+        read_only: true,
+    });
+    spec.nic = Some(NicSpec {
+        tap_name: "htap-t0".into(),
+        mac: "02:00:00:aa:bb:cc".into(),
+    });
+
+    let vm = qemu_tcg()
+        .in_netns(&netns.name)
+        .launch(&spec)
+        .await
+        .expect("launch");
+    assert!(
+        runs_in_netns(vm.pid(), &netns),
+        "QEMU runs in the test's namespace"
+    );
+    assert_eq!(taps_held_by(vm.pid()), vec!["htap-t0".to_string()]);
+    wait_for_marker(&spec.run_dir, "hatch-test: ", BOOT_TIMEOUT).await;
+    wait_for_marker(
+        &spec.run_dir,
+        "hatch-test: mac=02:00:00:aa:bb:cc ro=1 host=seeded-host",
+        Duration::from_secs(5),
+    )
+    .await;
+    let report = vm.stop(DEFAULT_STOP_GRACE * 6).await;
+    assert_eq!(report.code, Some(0), "{report:?}");
+}
