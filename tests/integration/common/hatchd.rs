@@ -107,8 +107,10 @@ impl TestDaemon {
     pub fn request_with_key(&self, method: &str, path: &str, body: Option<&Value>, key: Option<&str>) -> (u16, Value) {
         let mut args: Vec<String> = vec![
             "-sS".into(),
+            // Above the longest `?wait=ready&timeout=` the tests ask for (600 s), so
+            // the API's own timeout answers first, even on a loaded host.
             "--max-time".into(),
-            "300".into(),
+            "900".into(),
             "--unix-socket".into(),
             self.socket.display().to_string(),
             "-X".into(),
