@@ -16,6 +16,11 @@ use crate::vmm::select::{doctor_checks, DoctorCheck, HypervisorSettings};
 
 /// The name `crate::vmm::select` gives the check that states the choice.
 const CHOICE_CHECK: &str = "hypervisor";
+/// The check of where snapshot artefacts go (a bucket that does not answer
+/// stops the daemon from starting).
+const STORAGE_CHECK: &str = "snapshot storage";
+/// How long `doctor` waits for the S3 bucket to answer.
+const STORAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Programs the daemon runs by name (so they must be on its PATH), with the
 /// Debian package that provides each.
@@ -86,6 +91,21 @@ fn settings() -> (HypervisorSettings, DoctorCheck) {
     }
 }
 
+/// Where snapshots would be stored; an S3 bucket is asked to answer.
+async fn storage_check() -> Option<DoctorCheck> {
+    // An invalid configuration is already reported by the configuration check.
+    let config = Config::from_env().ok()?;
+    let result = match tokio::time::timeout(STORAGE_TIMEOUT, crate::snapshot::open_store(&config)).await {
+        Ok(Ok(store)) => Ok(store.describe()),
+        Ok(Err(error)) => Err(error.to_string()),
+        Err(_) => Err(format!("no answer within {}s", STORAGE_TIMEOUT.as_secs())),
+    };
+    Some(match result {
+        Ok(store) => check(STORAGE_CHECK, true, store),
+        Err(error) => check(STORAGE_CHECK, false, error),
+    })
+}
+
 async fn daemon_check(args: &ClientArgs) -> DoctorCheck {
     let answer = match args.client() {
         Ok(client) => client.call::<Value>(Method::GET, "/healthz", None).await,
@@ -119,6 +139,7 @@ async fn gather(args: &ClientArgs) -> Report {
     checks.insert(0, config_check);
     checks.extend(RUNTIME_TOOLS.into_iter().map(runtime_tool));
     checks.extend(BUILD_TOOLS.into_iter().map(build_tool));
+    checks.extend(storage_check().await);
     checks.push(daemon_check(args).await);
     Report { checks, hypervisor }
 }
@@ -142,7 +163,10 @@ fn print(report: &Report) {
 pub async fn run(args: &ClientArgs) -> Result<(), CliError> {
     let report = gather(args).await;
     output::show(args.json, &report, print);
-    let config_ok = report.checks.iter().all(|c| c.name != "configuration" || c.ok);
+    let config_ok = report
+        .checks
+        .iter()
+        .all(|c| !(c.name == "configuration" || c.name == STORAGE_CHECK) || c.ok);
     if !report.hypervisor.ok || !config_ok {
         return Err(CliError::Local(
             "the daemon could not start on this host as configured".into(),

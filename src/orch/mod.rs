@@ -27,6 +27,7 @@ use std::time::Duration;
 use crate::config::Config;
 use crate::model::{Vm, VmState};
 use crate::net::Network;
+use crate::snapshot::SnapshotStore;
 use crate::store::Store;
 use crate::vmm::{Hypervisor, VmHandle};
 
@@ -42,6 +43,9 @@ pub struct Orchestrator {
     config: Arc<Config>,
     hypervisor: Arc<dyn Hypervisor>,
     network: Arc<Network>,
+    /// Where snapshot artefacts live (local directory or S3 bucket), chosen
+    /// once at start from the configuration.
+    snapshots: Arc<dyn SnapshotStore>,
     locks: locks::VmLocks,
     /// Live VMM processes by VM id.
     handles: Mutex<HashMap<String, Arc<dyn VmHandle>>>,
@@ -59,12 +63,15 @@ impl Orchestrator {
             tracing::warn!(check = %check.name, detail = %check.detail, "prerequisite");
         }
         tracing::info!(hypervisor = hypervisor.kind().as_str(), "hypervisor chosen");
+        let snapshots = crate::snapshot::open_store(&config).await?;
+        tracing::info!(store = %snapshots.describe(), "snapshot storage");
         let network = Arc::new(Network::new(config.net.clone()));
         let orch = Arc::new(Self {
             store,
             config,
             hypervisor,
             network,
+            snapshots,
             locks: locks::VmLocks::default(),
             handles: Mutex::new(HashMap::new()),
             allocation: tokio::sync::Mutex::new(()),

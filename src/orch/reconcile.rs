@@ -7,7 +7,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::model::{Vm, VmState};
-use crate::snapshot::SnapshotStore;
 use crate::sys::process;
 
 use super::layout::vms_dir;
@@ -124,9 +123,15 @@ impl Orchestrator {
         store.sweep_partials().await?;
         let known: HashSet<(String, String)> = self.store.all_snapshot_ids()?.into_iter().collect();
         for key in store.list("").await? {
-            let mut parts = key.splitn(3, '/');
-            let (Some(vm_id), Some(snapshot_id)) = (parts.next(), parts.next()) else { continue };
+            // Only keys shaped like Hatch's own (`<vm>/snap-…/<artefact>`):
+            // a bucket may hold other things, which are not ours to remove.
+            let parts: Vec<&str> = key.split('/').collect();
+            let [vm_id, snapshot_id, _artefact] = parts[..] else { continue };
+            if !snapshot_id.starts_with("snap-") {
+                continue;
+            }
             if !known.contains(&(vm_id.to_string(), snapshot_id.to_string())) {
+                tracing::warn!(%key, "removing snapshot artefacts no snapshot record owns");
                 store.delete(&format!("{vm_id}/{snapshot_id}/")).await?;
             }
         }

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{self, Snapshot, Vm, VmState};
-use crate::snapshot::{self, LocalStore, SnapshotError, SnapshotStore};
+use crate::snapshot::{self, SnapshotError, SnapshotStore};
 use crate::vmm::{SnapshotFiles, VmHandle};
 
 use super::transitions::VmAction;
@@ -28,14 +28,17 @@ impl From<SnapshotError> for OrchError {
         match error {
             SnapshotError::Corrupt { .. } => OrchError::Corrupt { message: error.to_string() },
             SnapshotError::NoSpace { .. } => OrchError::Exhausted { message: error.to_string() },
+            // The configured bucket cannot be used: say so plainly (it names the HATCH_S3_* variables).
+            SnapshotError::S3Unreachable { .. } | SnapshotError::S3Config { .. } => OrchError::Internal(error.to_string()),
             other => OrchError::Internal(format!("snapshot storage: {other}")),
         }
     }
 }
 
 impl Orchestrator {
-    pub(super) fn snapshot_store(&self) -> LocalStore {
-        LocalStore::under_data_dir(&self.config.data_dir)
+    /// The artefact store chosen at start (local directory or S3 bucket).
+    pub(super) fn snapshot_store(&self) -> &dyn SnapshotStore {
+        self.snapshots.as_ref()
     }
 
     /// Scratch space for one snapshot or restore, inside the VM's directory.

@@ -9,20 +9,21 @@
 //! [`ArtefactInfo`] covers the artefact bytes as stored, so corruption in
 //! the store is caught before anything is decompressed.
 //!
-//! Stores: [`LocalStore`] (a directory under the data dir). S3-compatible
-//! storage is meant to implement the same [`SnapshotStore`] trait; the
-//! intended crate is `object_store` (Apache Arrow project; its `aws`
-//! feature speaks S3 to any compatible endpoint, with streaming multipart
-//! upload), with `rust-s3` as the lighter alternative.
+//! Stores: [`LocalStore`] (a directory under the data dir, the default)
+//! and [`S3Store`] (an S3-compatible bucket, when HATCH_S3_BUCKET is set),
+//! behind the one [`SnapshotStore`] trait; [`open_store`] picks by config.
 
 mod format;
 mod pack;
+mod s3;
 mod store;
 mod unpack;
 
 use std::io;
+use std::sync::Arc;
 
 pub use pack::pack;
+pub use s3::{S3Store, PART_SIZE as S3_PART_SIZE};
 pub use store::{validate_key, LocalStore, SnapshotStore};
 pub use unpack::unpack;
 
@@ -57,6 +58,46 @@ pub enum SnapshotError {
     InvalidKey { key: String, reason: &'static str },
     #[error("snapshot worker task failed: {0}")]
     Task(String),
+    #[error("object storage {op} of {key:?} in bucket {bucket:?} failed: {source}")]
+    ObjectStore {
+        op: &'static str,
+        bucket: String,
+        key: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error("download of {key:?} ended after {received} of {expected} bytes")]
+    Truncated { key: String, expected: u64, received: u64 },
+    #[error("invalid S3 settings for bucket {bucket:?} at {endpoint} (check the HATCH_S3_* variables): {source}")]
+    S3Config {
+        bucket: String,
+        endpoint: String,
+        #[source]
+        source: object_store::Error,
+    },
+    #[error(
+        "S3 bucket {bucket:?} at {endpoint} is not reachable (check HATCH_S3_ENDPOINT, HATCH_S3_BUCKET, \
+         HATCH_S3_REGION, HATCH_S3_ACCESS_KEY and HATCH_S3_SECRET_KEY): {source}"
+    )]
+    S3Unreachable {
+        bucket: String,
+        endpoint: String,
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// The store the configuration asks for: the S3 bucket when HATCH_S3_BUCKET
+/// is set (checked to be reachable), else `<data dir>/snapshots`.
+pub async fn open_store(config: &crate::config::Config) -> Result<Arc<dyn SnapshotStore>, SnapshotError> {
+    match &config.s3 {
+        Some(s3) => {
+            let store = S3Store::new(s3)?;
+            store.check_reachable().await?;
+            Ok(Arc::new(store))
+        }
+        None => Ok(Arc::new(LocalStore::under_data_dir(&config.data_dir))),
+    }
 }
 
 impl SnapshotError {

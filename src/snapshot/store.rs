@@ -28,6 +28,14 @@ pub trait SnapshotStore: Send + Sync {
     async fn delete(&self, prefix: &str) -> Result<usize, SnapshotError>;
     /// Keys starting with `prefix` (empty: all), sorted.
     async fn list(&self, prefix: &str) -> Result<Vec<String>, SnapshotError>;
+    /// Removes what interrupted writes left behind (call at startup);
+    /// returns how many. Stores whose writes leave nothing visible have
+    /// nothing to do.
+    async fn sweep_partials(&self) -> Result<usize, SnapshotError> {
+        Ok(0)
+    }
+    /// Where the artefacts live, for logs and `hatch doctor`.
+    fn describe(&self) -> String;
 }
 
 /// Checks an object key (see the module docs for the rules).
@@ -58,7 +66,8 @@ pub fn validate_key(key: &str) -> Result<(), SnapshotError> {
     Ok(())
 }
 
-fn validate_prefix(prefix: &str) -> Result<(), SnapshotError> {
+/// Checks a prefix for `list` (empty allowed).
+pub(super) fn validate_prefix(prefix: &str) -> Result<(), SnapshotError> {
     let allowed = prefix
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
@@ -69,6 +78,17 @@ fn validate_prefix(prefix: &str) -> Result<(), SnapshotError> {
         });
     }
     Ok(())
+}
+
+/// Checks a prefix for `delete`: like a list prefix, but never empty.
+pub(super) fn validate_delete_prefix(prefix: &str) -> Result<(), SnapshotError> {
+    if prefix.is_empty() {
+        return Err(SnapshotError::InvalidKey {
+            key: String::new(),
+            reason: "refusing to delete everything",
+        });
+    }
+    validate_prefix(prefix)
 }
 
 /// Artefacts as files in a directory (by default `<data dir>/snapshots`).
@@ -94,25 +114,6 @@ impl LocalStore {
     fn path_for(&self, key: &str) -> Result<PathBuf, SnapshotError> {
         validate_key(key)?;
         Ok(self.root.join(key))
-    }
-
-    /// Removes temporary files left by writes that never finished (a
-    /// daemon killed mid-put). Call at startup; returns how many.
-    pub async fn sweep_partials(&self) -> Result<usize, SnapshotError> {
-        let root = self.root.clone();
-        blocking(move || {
-            let mut removed = 0;
-            for path in walk(&root)?.hidden {
-                if path.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
-                    fs::remove_file(&path).map_err(|e| {
-                        SnapshotError::io(format!("removing {}", path.display()), e)
-                    })?;
-                    removed += 1;
-                }
-            }
-            Ok(removed)
-        })
-        .await
     }
 }
 
@@ -157,13 +158,7 @@ impl SnapshotStore for LocalStore {
     }
 
     async fn delete(&self, prefix: &str) -> Result<usize, SnapshotError> {
-        if prefix.is_empty() {
-            return Err(SnapshotError::InvalidKey {
-                key: String::new(),
-                reason: "refusing to delete everything",
-            });
-        }
-        validate_prefix(prefix)?;
+        validate_delete_prefix(prefix)?;
         let (root, prefix) = (self.root.clone(), prefix.to_owned());
         blocking(move || {
             let doomed: Vec<(String, PathBuf)> = walk(&root)?
@@ -195,6 +190,29 @@ impl SnapshotStore for LocalStore {
             Ok(keys)
         })
         .await
+    }
+
+    /// Temporary files of writes that never finished (a daemon killed
+    /// mid-put).
+    async fn sweep_partials(&self) -> Result<usize, SnapshotError> {
+        let root = self.root.clone();
+        blocking(move || {
+            let mut removed = 0;
+            for path in walk(&root)?.hidden {
+                if path.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
+                    fs::remove_file(&path).map_err(|e| {
+                        SnapshotError::io(format!("removing {}", path.display()), e)
+                    })?;
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    fn describe(&self) -> String {
+        format!("local directory {}", self.root.display())
     }
 }
 

@@ -35,6 +35,7 @@ mod proxy_stream;
 mod proxy_wake;
 mod proxy_websocket;
 mod snapshot_artefacts;
+mod snapshot_s3;
 mod snapshot_store;
 mod store_concurrency;
 mod store_migrations;
