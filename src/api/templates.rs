@@ -18,7 +18,9 @@ pub struct CreateTemplate {
     pub image_id: String,
     pub vcpu_count: Option<u32>,
     pub mem_mib: Option<u32>,
+    /// cloud-init user data as text; or, for any bytes, `user_data_base64`.
     pub user_data: Option<String>,
+    pub user_data_base64: Option<String>,
     #[serde(default)]
     pub ssh_authorized_keys: Vec<String>,
 }
@@ -30,7 +32,7 @@ pub async fn create(
     validate::name(&req.name)?;
     let vcpu_count = validate::vcpu_count(req.vcpu_count.unwrap_or(state.config.default_vcpu_count))?;
     let mem_mib = validate::mem_mib(req.mem_mib.unwrap_or(state.config.default_mem_mib))?;
-    validate::user_data(&req.user_data)?;
+    let user_data = validate::user_data(&req.user_data, &req.user_data_base64)?;
     validate::ssh_authorized_keys(&req.ssh_authorized_keys)?;
     let image = state.store.find_image(&req.image_id)?.ok_or_else(|| {
         ApiError::field(
@@ -45,7 +47,7 @@ pub async fn create(
         image_id: image.id,
         vcpu_count,
         mem_mib,
-        user_data: req.user_data,
+        user_data,
         ssh_authorized_keys: req.ssh_authorized_keys,
         created_at: now(),
     };

@@ -3,6 +3,7 @@
 use super::error::{ApiError, ErrorKind};
 use crate::cloudinit::{validate_ssh_public_key, SeedError, MAX_SSH_KEYS, MAX_USER_DATA_BYTES};
 use crate::config::{MAX_VCPU_COUNT, MIN_MEM_MIB};
+use crate::model::{UserData, USER_DATA_BASE64_FIELD, USER_DATA_FIELD};
 
 pub fn vcpu_count(value: u32) -> Result<u32, ApiError> {
     // A VM cannot have more vCPUs than the host has CPUs (the hypervisors refuse it).
@@ -32,14 +33,20 @@ pub fn host_memory_mib() -> u32 {
     crate::vmm::host::memory_mib().and_then(|mib| u32::try_from(mib).ok()).unwrap_or(65_536)
 }
 
-pub fn user_data(value: &Option<String>) -> Result<(), ApiError> {
-    match value {
+/// The request's user data as bytes, from `user_data` (text) or
+/// `user_data_base64` (any bytes): never both, valid base64, and at most
+/// 64 KiB once decoded. Each failure names the field that was given.
+pub fn user_data(text: &Option<String>, base64: &Option<String>) -> Result<Option<UserData>, ApiError> {
+    let data = UserData::from_fields(text.as_deref(), base64.as_deref())
+        .map_err(|e| ApiError::invalid(e.field(), e.to_string()))?;
+    let field = if base64.is_some() { USER_DATA_BASE64_FIELD } else { USER_DATA_FIELD };
+    match data {
         Some(data) if data.len() > MAX_USER_DATA_BYTES => Err(ApiError::field(
             ErrorKind::TooLarge,
-            "user_data",
-            format!("user_data is {} bytes; the limit is {MAX_USER_DATA_BYTES}", data.len()),
+            field,
+            format!("{field} is {} bytes; the limit is {MAX_USER_DATA_BYTES}", data.len()),
         )),
-        _ => Ok(()),
+        data => Ok(data),
     }
 }
 

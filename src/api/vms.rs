@@ -26,7 +26,7 @@ pub fn validate_create(req: &CreateVm) -> Result<(), ApiError> {
     }
     req.vcpu_count.map(validate::vcpu_count).transpose()?;
     req.mem_mib.map(validate::mem_mib).transpose()?;
-    validate::user_data(&req.user_data)?;
+    validate::user_data(&req.user_data, &req.user_data_base64)?;
     if let Some(keys) = &req.ssh_authorized_keys {
         validate::ssh_authorized_keys(keys)?;
     }

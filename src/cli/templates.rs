@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::http::segment;
 use super::output;
-use super::vms::read_ssh_keys;
+use super::vms::{read_ssh_keys, user_data_field};
 use super::{CliError, ClientArgs};
 use crate::model::Template;
 
@@ -26,7 +26,8 @@ pub enum TemplateCommand {
         /// Memory in MiB.
         #[arg(long)]
         mem: Option<u32>,
-        /// File with cloud-init user data.
+        /// File with cloud-init user data (cloud-config, script, gzip, ...);
+        /// sent as text when it is UTF-8, else base64-encoded.
         #[arg(long)]
         user_data: Option<PathBuf>,
         /// Public key file(s) to authorise in VMs made from this template.
@@ -60,9 +61,8 @@ pub async fn run(command: TemplateCommand, args: &ClientArgs) -> Result<(), CliE
                 body["mem_mib"] = json!(mem);
             }
             if let Some(path) = user_data {
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| CliError::Usage(format!("cannot read user data {}: {e}", path.display())))?;
-                body["user_data"] = json!(text);
+                let (field, value) = user_data_field(&path)?;
+                body[field] = value;
             }
             let template: Template = client.call(Method::POST, "/templates", Some(&body)).await?;
             output::show(args.json, &template, print_template);
@@ -113,7 +113,7 @@ fn print_template(t: &Template) {
         ("mem_mib", t.mem_mib.to_string()),
         (
             "user_data",
-            format!("{} bytes", t.user_data.as_ref().map_or(0, String::len)),
+            format!("{} bytes", t.user_data.as_ref().map_or(0, |data| data.len())),
         ),
         ("ssh keys", t.ssh_authorized_keys.len().to_string()),
         ("created_at", t.created_at.to_string()),

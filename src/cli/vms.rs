@@ -1,7 +1,7 @@
 //! `hatch vm create|list|show|stop|start|delete|ssh|logs`.
 
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Subcommand;
@@ -11,7 +11,7 @@ use serde_json::{json, Map, Value};
 use super::http::{segment, Client};
 use super::output::{self, opt};
 use super::{CliError, ClientArgs};
-use crate::model::{Image, Vm, VmState};
+use crate::model::{Image, UserData, Vm, VmState, USER_DATA_BASE64_FIELD, USER_DATA_FIELD};
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
@@ -62,7 +62,8 @@ pub struct CreateArgs {
     ip: Option<String>,
     #[arg(long)]
     mac: Option<String>,
-    /// File with cloud-init user data (cloud-config, script, ...).
+    /// File with cloud-init user data (cloud-config, script, gzip, ...);
+    /// sent as text when it is UTF-8, else base64-encoded.
     #[arg(long)]
     user_data: Option<PathBuf>,
     /// Public key file(s) to authorise [default: ~/.ssh/id_*.pub when present].
@@ -178,6 +179,18 @@ fn read_file(path: &PathBuf, what: &str) -> Result<String, CliError> {
     std::fs::read_to_string(path).map_err(|e| CliError::Usage(format!("cannot read {what} {}: {e}", path.display())))
 }
 
+/// A user-data file as a request field: `user_data` when it is UTF-8 text,
+/// else `user_data_base64` (e.g. gzip-compressed cloud-config).
+pub fn user_data_field(path: &Path) -> Result<(&'static str, Value), CliError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| CliError::Usage(format!("cannot read user data {}: {e}", path.display())))?;
+    let data = UserData::from(bytes);
+    Ok(match data.as_text() {
+        Some(text) => (USER_DATA_FIELD, json!(text)),
+        None => (USER_DATA_BASE64_FIELD, json!(data.to_base64())),
+    })
+}
+
 /// The user's own public keys, as `ssh-keygen` names them.
 fn default_ssh_keys() -> Vec<PathBuf> {
     let Some(home) = std::env::var_os("HOME") else {
@@ -232,7 +245,8 @@ fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
         set("guest_mac", json!(mac));
     }
     if let Some(path) = &args.user_data {
-        set("user_data", json!(read_file(path, "user data")?));
+        let (field, value) = user_data_field(path)?;
+        set(field, value);
     }
     let key_files = if !args.ssh_keys.is_empty() {
         args.ssh_keys.clone()

@@ -7,12 +7,16 @@ mod image;
 mod route;
 mod snapshot;
 mod template;
+mod user_data;
 mod vm;
 
 pub use image::{Image, ImageProfile, KernelFormat};
 pub use route::Route;
 pub use snapshot::Snapshot;
 pub use template::Template;
+pub use user_data::{
+    user_data_fields, user_data_fields_with_null, UserData, UserDataError, USER_DATA_BASE64_FIELD, USER_DATA_FIELD,
+};
 pub use vm::{NetworkIdentity, Vm, VmState};
 
 /// RFC 3339 timestamp in UTC, as stored and as shown in JSON.

@@ -1,6 +1,6 @@
 use serde::{Deserialize, Serialize};
 
-use super::Timestamp;
+use super::{Timestamp, UserData};
 
 /// Saved defaults for creating VMs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -10,7 +10,10 @@ pub struct Template {
     pub image_id: String,
     pub vcpu_count: u32,
     pub mem_mib: u32,
-    pub user_data: Option<String>,
+    /// `user_data` (null when absent or binary), plus `user_data_base64`
+    /// when binary (see [`UserData`]).
+    #[serde(flatten, with = "super::user_data_fields_with_null")]
+    pub user_data: Option<UserData>,
     pub ssh_authorized_keys: Vec<String>,
     pub created_at: Timestamp,
 }

@@ -2,7 +2,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use super::Timestamp;
+use super::{Timestamp, UserData};
 
 /// The lifecycle of a VM. Transitions are decided by `orch::transitions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -76,8 +76,9 @@ pub struct Vm {
     pub enable_network: bool,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkIdentity>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub user_data: Option<String>,
+    /// `user_data` when UTF-8 text, else `user_data_base64` (see [`UserData`]).
+    #[serde(flatten, with = "super::user_data_fields")]
+    pub user_data: Option<UserData>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ssh_authorized_keys: Vec<String>,
     /// The hypervisor that runs (or last ran) this VM: `qemu` or `firecracker`.

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::cloudinit::{self, SeedInput};
 use crate::image;
-use crate::model::{self, Image, Vm, VmState};
+use crate::model::{self, Image, UserData, Vm, VmState};
 use crate::net::{NetRequest, Taken};
 
 use super::ledger::Ledger;
@@ -23,7 +23,9 @@ pub struct CreateVm {
     pub enable_network: Option<bool>,
     pub guest_ip: Option<String>,
     pub guest_mac: Option<String>,
+    /// cloud-init user data as text; or, for any bytes, `user_data_base64`.
     pub user_data: Option<String>,
+    pub user_data_base64: Option<String>,
     pub ssh_authorized_keys: Option<Vec<String>>,
 }
 
@@ -35,7 +37,7 @@ struct Plan {
     mem_mib: u32,
     enable_network: bool,
     net_request: NetRequest,
-    user_data: Option<String>,
+    user_data: Option<UserData>,
     ssh_authorized_keys: Vec<String>,
 }
 
@@ -84,7 +86,10 @@ impl Orchestrator {
                 }
             }
         }
-        let user_data = req.user_data.or(template.as_ref().and_then(|t| t.user_data.clone()));
+        let given = UserData::from_fields(req.user_data.as_deref(), req.user_data_base64.as_deref())
+            .map_err(|e| OrchError::InvalidField { field: e.field(), message: e.to_string() })?;
+        // A template's user data flows into the VM byte for byte.
+        let user_data = given.or(template.as_ref().and_then(|t| t.user_data.clone()));
         if let Some(data) = &user_data {
             cloudinit::validate_user_data(data.as_bytes())?;
         }
@@ -146,7 +151,7 @@ impl Orchestrator {
         }
         let seed = SeedInput {
             instance_id: vm_id.to_string(),
-            user_data: plan.user_data.clone().map(String::into_bytes),
+            user_data: plan.user_data.clone().map(UserData::into_bytes),
             public_keys: plan.ssh_authorized_keys.clone(),
             nic_mac: vm.network.as_ref().map(|n| n.guest_mac.clone()),
         };

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cloudinit::{self, SeedInput};
-use crate::model::{Image, Vm, VmState};
+use crate::model::{Image, UserData, Vm, VmState};
 use crate::vmm::{DiskSpec, KernelFiles, NicSpec, VmHandle, VmLaunch, DEFAULT_STOP_GRACE};
 
 use super::transitions::{begin, VmAction};
@@ -94,7 +94,7 @@ impl Orchestrator {
         }
         let seed = SeedInput {
             instance_id: vm.id.clone(),
-            user_data: vm.user_data.clone().map(String::into_bytes),
+            user_data: vm.user_data.clone().map(UserData::into_bytes),
             public_keys: vm.ssh_authorized_keys.clone(),
             nic_mac: vm.network.as_ref().map(|n| n.guest_mac.clone()),
         };

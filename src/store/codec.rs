@@ -4,7 +4,7 @@ use chrono::SecondsFormat;
 use rusqlite::ErrorCode;
 
 use super::StoreError;
-use crate::model::Timestamp;
+use crate::model::{Timestamp, UserData};
 
 /// Fixed-width RFC 3339 (nanoseconds, `Z`: lossless), so text order is time order.
 pub fn ts(value: &Timestamp) -> String {
@@ -29,6 +29,22 @@ pub fn corrupt(table: &'static str, detail: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         table,
         detail: detail.into(),
+    }
+}
+
+/// user_data is stored as a BLOB of its exact bytes.
+pub fn user_data_param(value: &Option<UserData>) -> Option<Vec<u8>> {
+    value.as_ref().map(|data| data.as_bytes().to_vec())
+}
+
+/// Reads a user_data column. Rows from before migration 4 may hold TEXT
+/// (always UTF-8 there): its bytes are the user data.
+pub fn user_data_column(table: &'static str, row: &rusqlite::Row<'_>, index: usize) -> Result<Option<UserData>, StoreError> {
+    use rusqlite::types::ValueRef;
+    match row.get_ref(index)? {
+        ValueRef::Null => Ok(None),
+        ValueRef::Blob(bytes) | ValueRef::Text(bytes) => Ok(Some(UserData::from(bytes))),
+        other => Err(corrupt(table, format!("user_data of type {:?}", other.data_type()))),
     }
 }
 

@@ -109,6 +109,13 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE vms ADD COLUMN last_activity_at TEXT;
     ALTER TABLE vms ADD COLUMN idle_status TEXT;
     "#,
+    // 4: user_data is bytes (gzip-compressed user data is binary): values
+    // stored as TEXT become BLOBs of the same bytes (SQLite keeps a BLOB as
+    // a BLOB whatever the column's declared type, so no table rebuild).
+    r#"
+    UPDATE templates SET user_data = CAST(user_data AS BLOB) WHERE typeof(user_data) = 'text';
+    UPDATE vms SET user_data = CAST(user_data AS BLOB) WHERE typeof(user_data) = 'text';
+    "#,
 ];
 
 /// The version a fully migrated database is at.

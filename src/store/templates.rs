@@ -2,7 +2,9 @@
 
 use rusqlite::{params, Row};
 
-use super::codec::{map_unique, parse_string_list, parse_ts, query_all, string_list, ts};
+use super::codec::{
+    map_unique, parse_string_list, parse_ts, query_all, string_list, ts, user_data_column, user_data_param,
+};
 use super::{Store, StoreError};
 use crate::model::Template;
 
@@ -17,7 +19,7 @@ fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
         image_id: row.get(2)?,
         vcpu_count: row.get(3)?,
         mem_mib: row.get(4)?,
-        user_data: row.get(5)?,
+        user_data: user_data_column("templates", row, 5)?,
         ssh_authorized_keys: parse_string_list("templates", &keys)?,
         created_at: parse_ts("templates", &created_at)?,
     })
@@ -34,7 +36,7 @@ impl Store {
                     template.image_id,
                     template.vcpu_count,
                     template.mem_mib,
-                    template.user_data,
+                    user_data_param(&template.user_data),
                     string_list(&template.ssh_authorized_keys),
                     ts(&template.created_at),
                 ],

@@ -9,6 +9,7 @@ use super::events::insert_event;
 
 use super::codec::{
     corrupt, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts, query_all, string_list, ts,
+    user_data_column, user_data_param,
 };
 use super::{Store, StoreError};
 use crate::model::{NetworkIdentity, Vm, VmState};
@@ -52,7 +53,7 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
         mem_mib: row.get(4)?,
         enable_network: row.get(5)?,
         network: network_from_row(row)?,
-        user_data: row.get(10)?,
+        user_data: user_data_column("vms", row, 10)?,
         ssh_authorized_keys: parse_string_list("vms", &keys)?,
         hypervisor: row.get(12)?,
         pid: row.get(13)?,
@@ -79,7 +80,7 @@ fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
         Box::new(net.map(|n| n.guest_mac.clone())),
         Box::new(net.map(|n| n.tap_name.clone())),
         Box::new(net.map(|n| n.ssh_port)),
-        Box::new(vm.user_data.clone()),
+        Box::new(user_data_param(&vm.user_data)),
         Box::new(string_list(&vm.ssh_authorized_keys)),
         Box::new(vm.hypervisor.clone()),
         Box::new(vm.pid),

@@ -142,7 +142,8 @@ async fn responses_match_their_schemas() {
         .call(
             "POST",
             "/templates",
-            Some(json!({ "name": "t", "image_id": image_id, "ssh_authorized_keys": [test_public_key()] })),
+            // Binary user data: shown as user_data null plus user_data_base64.
+            Some(json!({ "name": "t", "image_id": image_id, "ssh_authorized_keys": [test_public_key()], "user_data_base64": "H4sIAAAAAAAAAwMAAAAAAAAAAAA=" })),
         )
         .await;
     valid(
@@ -208,12 +209,17 @@ async fn responses_match_their_schemas() {
     let mut vm = sample_vm(&image_id, 1);
     vm.state_reason = Some("booted".into());
     vm.ready_at = Some(hatch::model::now());
-    valid(&serde_json::to_value(&vm).unwrap(), vm_schema, "networked VM");
+    vm.user_data = Some(hatch::model::UserData::from(&[0x1f, 0x8b, 0x08][..]));
+    let binary = serde_json::to_value(&vm).unwrap();
+    valid(&binary, vm_schema, "networked VM with binary user data");
+    assert_eq!(binary["user_data_base64"], "H4sI");
+    vm.user_data = Some("#cloud-config\n".into());
     vm.network = None;
     vm.enable_network = false;
     vm.pid = None;
     let plain = serde_json::to_value(&vm).unwrap();
-    valid(&plain, vm_schema, "VM without network");
+    valid(&plain, vm_schema, "VM without network, text user data");
+    assert_eq!(plain["user_data"], "#cloud-config\n");
     assert!(plain.get("guest_ip").is_none());
 }
 

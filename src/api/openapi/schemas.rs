@@ -22,6 +22,35 @@ fn string_list() -> Value {
     json!({ "type": "array", "items": { "type": "string" } })
 }
 
+// user_data is bytes; JSON carries it as text or as base64 (model::UserData).
+const USER_DATA_RULE: &str = "cloud-init user data. Shown as user_data when its bytes are valid UTF-8, \
+    otherwise as user_data_base64 (standard base64); never both.";
+
+fn user_data_out(nullable_always_present: bool) -> Value {
+    if nullable_always_present {
+        json!({ "type": ["string", "null"], "description": format!("{USER_DATA_RULE} Null when there is none or when it is binary.") })
+    } else {
+        json!({ "type": "string", "description": format!("{USER_DATA_RULE} Absent when there is none or when it is binary.") })
+    }
+}
+
+fn user_data_base64_out() -> Value {
+    json!({ "type": "string", "contentEncoding": "base64", "description": "The user data in standard base64, present only when it is not valid UTF-8" })
+}
+
+fn user_data_in() -> Value {
+    json!({ "type": "string", "maxLength": 65536, "description": "cloud-init user data as text (cloud-config, script, MIME multipart), at most 64 KiB; not with user_data_base64" })
+}
+
+fn user_data_base64_in() -> Value {
+    json!({
+        "type": "string",
+        "contentEncoding": "base64",
+        "description": "cloud-init user data of any bytes (e.g. gzip-compressed) in standard base64 with padding; \
+            whitespace is ignored; at most 64 KiB once decoded; not with user_data"
+    })
+}
+
 pub fn all() -> Map<String, Value> {
     let codes: Vec<&str> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
     let states: Vec<&str> = VmState::ALL.iter().map(|s| s.as_str()).collect();
@@ -114,7 +143,8 @@ pub fn all() -> Map<String, Value> {
                 "image_id": { "type": "string" },
                 "vcpu_count": { "type": "integer" },
                 "mem_mib": { "type": "integer" },
-                "user_data": nullable("string"),
+                "user_data": user_data_out(true),
+                "user_data_base64": user_data_base64_out(),
                 "ssh_authorized_keys": string_list(),
                 "created_at": timestamp()
             }),
@@ -138,7 +168,8 @@ pub fn all() -> Map<String, Value> {
                 "image_id": { "type": "string", "description": "Image id or name" },
                 "vcpu_count": { "type": "integer", "minimum": 1, "maximum": 32 },
                 "mem_mib": { "type": "integer", "minimum": 128, "description": "At most the host's memory" },
-                "user_data": { "type": "string", "maxLength": 65536 },
+                "user_data": user_data_in(),
+                "user_data_base64": user_data_base64_in(),
                 "ssh_authorized_keys": string_list()
             }),
             &["name", "image_id"],
@@ -158,7 +189,8 @@ pub fn all() -> Map<String, Value> {
                 "guest_mac": { "type": "string" },
                 "tap_name": { "type": "string" },
                 "ssh_port": { "type": "integer" },
-                "user_data": { "type": "string" },
+                "user_data": user_data_out(false),
+                "user_data_base64": user_data_base64_out(),
                 "ssh_authorized_keys": string_list(),
                 "hypervisor": { "type": "string", "enum": ["qemu", "firecracker"] },
                 "pid": { "type": "integer" },
@@ -191,7 +223,8 @@ pub fn all() -> Map<String, Value> {
                 "enable_network": { "type": "boolean", "default": true },
                 "guest_ip": { "type": "string", "format": "ipv4" },
                 "guest_mac": { "type": "string", "example": "02:fc:00:11:22:33" },
-                "user_data": { "type": "string", "maxLength": 65536 },
+                "user_data": user_data_in(),
+                "user_data_base64": user_data_base64_in(),
                 "ssh_authorized_keys": string_list()
             }),
             &[],

@@ -6,6 +6,9 @@
 . /lib/hatch/common.sh
 
 SEED_DIR=/var/lib/hatch/seed
+# The seed's user-data as cloud-init reads it: gunzipped when compressed.
+# The seed's own copy stays byte for byte in $SEED_DIR.
+USER_DATA=/var/lib/hatch/user-data
 HOST_KEY=/etc/dropbear/dropbear_ed25519_host_key
 
 # Items of the top-level YAML list `$1` in file `$2`. Understands the block
@@ -50,9 +53,24 @@ install_keys() {
     chmod 700 /root/.ssh
     {
         [ -f "$SEED_DIR/meta-data" ] && yaml_list public-keys "$SEED_DIR/meta-data"
-        [ -f "$SEED_DIR/user-data" ] && yaml_list ssh_authorized_keys "$SEED_DIR/user-data"
+        [ -f "$USER_DATA" ] && yaml_list ssh_authorized_keys "$USER_DATA"
     } | grep -E '^(ssh-|ecdsa-|sk-)[A-Za-z0-9@.-]+ [A-Za-z0-9+/=]+' >>/root/.ssh/authorized_keys
     chmod 600 /root/.ssh/authorized_keys
+}
+
+# cloud-init decompresses gzip user-data (magic 1f 8b) before looking at
+# it; so do we. Anything else, or a damaged archive, is used as it is.
+decompress_user_data() {
+    raw="$SEED_DIR/user-data"
+    [ -f "$raw" ] || return 0
+    if [ "$(head -c 2 "$raw" | od -An -tx1 | tr -d ' \n')" = "1f8b" ]; then
+        if gunzip -c "$raw" >"$USER_DATA" 2>/dev/null; then
+            log "user-data was gzip-compressed"
+            return 0
+        fi
+        log "user-data looks gzip-compressed but does not decompress; using it as is"
+    fi
+    cp "$raw" "$USER_DATA"
 }
 
 read_seed() {
@@ -72,6 +90,7 @@ read_seed() {
     done
     umount /run/cidata
     log "read seed from $device"
+    decompress_user_data
     [ -f "$SEED_DIR/meta-data" ] && apply_hostname "$(yaml_scalar local-hostname "$SEED_DIR/meta-data")"
     install_keys
 }
@@ -91,7 +110,7 @@ start_ssh() {
 }
 
 run_user_data() {
-    script="$SEED_DIR/user-data"
+    script="$USER_DATA"
     [ -f "$script" ] || return 0
     [ "$(head -c 2 "$script")" = "#!" ] || return 0
     chmod 700 "$script"
