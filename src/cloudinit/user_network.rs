@@ -15,10 +15,30 @@ fn is_cloud_config(text: &str) -> bool {
     start.len() >= 13 && start.as_bytes()[..13].eq_ignore_ascii_case(b"#cloud-config")
 }
 
-/// The value of the top-level `network` key of a `#cloud-config`, if any.
-/// Anything that is not a parseable cloud-config mapping has none.
+/// Most bytes a gzip-compressed user-data may expand to before Hatch stops
+/// looking into it (a guard against compression bombs; cloud-init itself
+/// would choke on such a document anyway).
+const MAX_GUNZIPPED_BYTES: u64 = 4 * 1024 * 1024;
+
+/// cloud-init decompresses gzip user-data before reading it, so Hatch looks
+/// at the same text it will: the decompressed bytes, or the bytes as given.
+fn as_cloud_init_reads_it(user_data: &[u8]) -> Option<std::borrow::Cow<'_, [u8]>> {
+    use std::io::Read as _;
+    if !user_data.starts_with(&[0x1f, 0x8b]) {
+        return Some(user_data.into());
+    }
+    let mut text = Vec::new();
+    let decoder = flate2::read::GzDecoder::new(user_data);
+    decoder.take(MAX_GUNZIPPED_BYTES + 1).read_to_end(&mut text).ok()?;
+    (text.len() as u64 <= MAX_GUNZIPPED_BYTES).then_some(text.into())
+}
+
+/// The value of the top-level `network` key of a `#cloud-config` (plain or
+/// gzip-compressed), if any. Anything that is not a parseable cloud-config
+/// mapping has none.
 fn parsed_network_value(user_data: &[u8]) -> Option<(String, serde_yaml_ng::Value)> {
-    let text = std::str::from_utf8(user_data).ok()?;
+    let bytes = as_cloud_init_reads_it(user_data)?;
+    let text = std::str::from_utf8(&bytes).ok()?;
     if !is_cloud_config(text) {
         return None;
     }
@@ -123,6 +143,31 @@ mod tests {
 
     const GUIDE_EXAMPLE: &str =
         "#cloud-config\nnetwork:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true";
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        encoder.write_all(data).unwrap();
+        encoder.finish().unwrap()
+    }
+
+    #[test]
+    fn looks_inside_gzip_user_data_as_cloud_init_does() {
+        let compressed = gzip(GUIDE_EXAMPLE.as_bytes());
+        assert!(user_data_has_network_config(&compressed));
+        let config = user_network_config(&compressed).unwrap().expect("network block");
+        assert!(config.contains("ethernets"), "{config}");
+        assert!(!user_data_has_network_config(&gzip(b"#cloud-config\nhostname: x\n")));
+        // Truncated archives are opaque, not an error.
+        assert!(!user_data_has_network_config(&compressed[..compressed.len() / 2]));
+    }
+
+    #[test]
+    fn a_gzip_bomb_is_not_expanded_past_the_cap() {
+        let mut huge = b"#cloud-config\nnetwork: {version: 2}\n".to_vec();
+        huge.resize(MAX_GUNZIPPED_BYTES as usize + 10, b'\n');
+        assert!(!user_data_has_network_config(&gzip(&huge)));
+    }
 
     #[test]
     fn detects_only_a_top_level_network_key_in_cloud_config() {
