@@ -4,6 +4,8 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::netns::TestNetns;
+use common::images::make_seed_disk;
 use common::vmm::*;
 use hatch::vmm::{DiskSpec, Hypervisor, NicSpec, DEFAULT_STOP_GRACE};
 
@@ -266,7 +268,7 @@ async fn a_new_backend_adopts_a_running_vm_and_stops_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_sees_its_read_only_disk_and_its_nic() {
     let dir = run_dir();
-    let netns = TestNetns::create();
+    let netns = TestNetns::new();
     netns.add_tap("htap-t0");
     let _cleanup = KillLeftovers(dir.path().to_path_buf()); // dropped before the namespace
     let report_line = "echo \"hatch-test: mac=$(cat /sys/class/net/eth0/address) \
@@ -293,7 +295,7 @@ async fn guest_sees_its_read_only_disk_and_its_nic() {
     });
 
     let vm = qemu_tcg()
-        .in_netns(&netns.name)
+        .in_netns(netns.name())
         .launch(&spec)
         .await
         .expect("launch");

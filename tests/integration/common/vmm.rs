@@ -9,6 +9,8 @@ use hatch::vmm::qemu::args::Accel;
 use hatch::vmm::qemu::QemuHypervisor;
 use hatch::vmm::{host, KernelFiles, VmLaunch};
 
+use super::netns::TestNetns;
+
 /// The directory holding the `minimal` image's files (vmlinux, bzImage,
 /// initramfs.cpio.gz). The one place tests learn where that image is.
 pub fn minimal_image_dir() -> PathBuf {
@@ -304,65 +306,6 @@ pub fn init_tracing() {
         .try_init();
 }
 
-fn run(program: &str, args: &[&str]) {
-    let status = std::process::Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(status.success(), "{program} {args:?} failed: {status}");
-}
-
-/// A network namespace of the test's own (with TAP devices inside), removed
-/// when dropped. VMMs attached to its TAPs must run inside it.
-pub struct TestNetns {
-    pub name: String,
-}
-
-impl TestNetns {
-    pub fn create() -> Self {
-        let name = format!("hatch-t-{:08x}", rand::random::<u32>());
-        run("ip", &["netns", "add", &name]);
-        TestNetns { name }
-    }
-
-    pub fn add_tap(&self, tap: &str) {
-        run(
-            "ip",
-            &["-n", &self.name, "tuntap", "add", "dev", tap, "mode", "tap"],
-        );
-        run("ip", &["-n", &self.name, "link", "set", tap, "up"]);
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A NoCloud seed: a small FAT volume labelled CIDATA holding `files`.
-pub fn make_seed_disk(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
-    let image = dir.join("seed.img");
-    let image_arg = image.to_str().expect("utf-8 path");
-    run("mkfs.vfat", &["-n", "CIDATA", "-C", image_arg, "1024"]);
-    for (name, content) in files {
-        let source = dir.join(format!("seed-{name}"));
-        std::fs::write(&source, content).expect("write seed file");
-        run(
-            "mcopy",
-            &[
-                "-i",
-                image_arg,
-                source.to_str().expect("utf-8 path"),
-                &format!("::{name}"),
-            ],
-        );
-    }
-    image
-}
-
 /// The TAP interfaces process `pid` holds open (from `iff:` in fdinfo).
 pub fn taps_held_by(pid: u32) -> Vec<String> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
@@ -380,6 +323,6 @@ pub fn taps_held_by(pid: u32) -> Vec<String> {
 pub fn runs_in_netns(pid: u32, netns: &TestNetns) -> bool {
     use std::os::unix::fs::MetadataExt;
     let of_process = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
-    let of_netns = std::fs::metadata(format!("/run/netns/{}", netns.name)).map(|m| m.ino());
+    let of_netns = std::fs::metadata(format!("/run/netns/{}", netns.name())).map(|m| m.ino());
     matches!((of_process, of_netns), (Ok(a), Ok(b)) if a == b)
 }
