@@ -9,34 +9,8 @@ use hatch::vmm::qemu::args::Accel;
 use hatch::vmm::qemu::QemuHypervisor;
 use hatch::vmm::{host, KernelFiles, VmLaunch};
 
+use super::images::minimal_image;
 use super::netns::TestNetns;
-
-/// The directory holding the `minimal` image's files (vmlinux, bzImage,
-/// initramfs.cpio.gz). The one place tests learn where that image is.
-pub fn minimal_image_dir() -> PathBuf {
-    std::env::var_os("HATCH_TEST_MINIMAL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/artifacts/minimal"))
-}
-
-/// Kernel and initrd of the `minimal` image; panics (never skips) when absent.
-pub fn minimal_boot_files() -> (KernelFiles, PathBuf) {
-    let dir = minimal_image_dir();
-    let initrd = dir.join("initramfs.cpio.gz");
-    assert!(
-        initrd.is_file(),
-        "the minimal image is missing: {} (set HATCH_TEST_MINIMAL_DIR)",
-        initrd.display()
-    );
-    let present = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
-    (
-        KernelFiles {
-            elf: present("vmlinux"),
-            bzimage: present("bzImage"),
-        },
-        initrd,
-    )
-}
 
 /// QEMU with software emulation, as on hosts without hardware virtualisation.
 pub fn qemu_tcg() -> QemuHypervisor {
@@ -58,15 +32,19 @@ pub fn run_dir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
-/// A launch of the minimal image with no disks and no network.
-pub fn minimal_launch(vm_id: &str, run_dir: &Path, boot_args: &str) -> VmLaunch {
-    let (kernel, initrd) = minimal_boot_files();
+/// A launch of the `minimal` image (built through the shared test image
+/// cache) with no disks and no network.
+pub async fn minimal_launch(vm_id: &str, run_dir: &Path, boot_args: &str) -> VmLaunch {
+    let image = minimal_image().await;
     VmLaunch {
         vm_id: vm_id.to_string(),
         vcpu_count: 1,
         mem_mib: 256,
-        kernel,
-        initrd: Some(initrd),
+        kernel: KernelFiles {
+            elf: image.kernel_path,
+            bzimage: image.bzimage_path,
+        },
+        initrd: Some(image.initrd_path.expect("the minimal image has an initramfs")),
         disks: Vec::new(),
         nic: None,
         boot_args: boot_args.to_string(),
