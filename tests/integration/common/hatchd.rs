@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use super::cloudinit::{ssh_keygen, ssh_private_key_path};
 use super::netns::TestNetns;
 
 pub struct TestDaemon {
@@ -203,14 +204,8 @@ pub struct TestKey {
 impl TestKey {
     pub fn generate() -> Self {
         let dir = tempfile::tempdir().expect("key dir");
-        let private = dir.path().join("id_ed25519");
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "hatch-test", "-f"])
-            .arg(&private)
-            .status()
-            .expect("ssh-keygen");
-        assert!(status.success());
-        let public = std::fs::read_to_string(private.with_extension("pub")).expect("pub key").trim().to_string();
+        let public = ssh_keygen(dir.path(), "ed25519", None, "hatch-test");
+        let private = ssh_private_key_path(dir.path(), "ed25519", None);
         TestKey { _dir: dir, private, public }
     }
 
