@@ -53,10 +53,7 @@ impl ElfHeader {
     /// `None` when `head` (the file's first [`ELF_HEADER_LEN`] bytes or
     /// more) is not an ELF64 little-endian header.
     pub fn parse(head: &[u8]) -> Option<Self> {
-        if head.get(..4)? != ELF_MAGIC
-            || *head.get(4)? != ELFCLASS64
-            || *head.get(5)? != ELFDATA2LSB
-        {
+        if head.get(..4)? != ELF_MAGIC || *head.get(4)? != ELFCLASS64 || *head.get(5)? != ELFDATA2LSB {
             return None;
         }
         Some(ElfHeader {
@@ -123,11 +120,9 @@ impl Note<'_> {
 pub fn notes_in(segment: &[u8]) -> Vec<Note<'_>> {
     let mut notes = Vec::new();
     let mut at = 0usize;
-    while let (Some(namesz), Some(descsz), Some(kind)) = (
-        u32_at(segment, at),
-        u32_at(segment, at + 4),
-        u32_at(segment, at + 8),
-    ) {
+    while let (Some(namesz), Some(descsz), Some(kind)) =
+        (u32_at(segment, at), u32_at(segment, at + 4), u32_at(segment, at + 8))
+    {
         let name_start = at + 12;
         let desc_start = name_start + align4(namesz as usize);
         let (Some(name), Some(desc)) = (

@@ -73,9 +73,7 @@ pub fn initrd_start_of(head: &[u8]) -> Option<InitrdStart> {
 /// The first `len` bytes of the file at `path` (fewer if it is shorter).
 pub fn read_head(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
     let mut head = Vec::with_capacity(len);
-    File::open(path)?
-        .take(len as u64)
-        .read_to_end(&mut head)?;
+    File::open(path)?.take(len as u64).read_to_end(&mut head)?;
     Ok(head)
 }
 
@@ -87,8 +85,8 @@ pub fn kernel_format_of(head: &[u8]) -> Option<KernelFormat> {
             .filter(|elf| elf.machine == EM_X86_64)
             .map(|_| KernelFormat::Elf);
     }
-    let is_bzimage = u16_at(head, BOOT_FLAG) == Some(0xaa55)
-        && head.get(HEADER_MAGIC..HEADER_MAGIC + 4) == Some(b"HdrS".as_slice());
+    let is_bzimage =
+        u16_at(head, BOOT_FLAG) == Some(0xaa55) && head.get(HEADER_MAGIC..HEADER_MAGIC + 4) == Some(b"HdrS".as_slice());
     is_bzimage.then_some(KernelFormat::Bzimage)
 }
 
@@ -108,11 +106,10 @@ pub fn detect_kernel_format(path: &Path) -> Result<KernelFormat, ImageError> {
     let info = File::open(path)
         .and_then(|file| inspect_kernel_file(&file))
         .map_err(|e| ImageError::io("reading kernel", path, e))?;
-    info.map(|info| info.format)
-        .ok_or_else(|| ImageError::Kernel {
-            path: path.to_path_buf(),
-            message: "neither an x86_64 ELF vmlinux nor a bzImage (no x86_64 ELF header, no `HdrS` boot header)".into(),
-        })
+    info.map(|info| info.format).ok_or_else(|| ImageError::Kernel {
+        path: path.to_path_buf(),
+        message: "neither an x86_64 ELF vmlinux nor a bzImage (no x86_64 ELF header, no `HdrS` boot header)".into(),
+    })
 }
 
 /// Walks the PT_NOTE segments of the ELF whose header is `head`, looking
@@ -121,10 +118,7 @@ fn has_pvh_note(file: &File, head: &[u8]) -> std::io::Result<bool> {
     let Some(header) = ElfHeader::parse(head) else {
         return Ok(false);
     };
-    let Some(table_len) = header
-        .program_table_len()
-        .filter(|len| *len <= MAX_ELF_PART_BYTES)
-    else {
+    let Some(table_len) = header.program_table_len().filter(|len| *len <= MAX_ELF_PART_BYTES) else {
         return Ok(false);
     };
     let table = read_at(file, header.phoff, table_len)?;

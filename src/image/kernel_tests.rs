@@ -129,14 +129,8 @@ fn initrd_starts_are_told_apart() {
     assert_eq!(initrd_start_of(b"070701000000"), Some(InitrdStart::Cpio));
     assert_eq!(initrd_start_of(b"070702000000"), Some(InitrdStart::Cpio));
     assert_eq!(initrd_start_of(&[0x1f, 0x8b, 8, 0]), Some(InitrdStart::Gzip));
-    assert_eq!(
-        initrd_start_of(&[0x28, 0xb5, 0x2f, 0xfd]),
-        Some(InitrdStart::Zstd)
-    );
-    assert_eq!(
-        initrd_start_of(b"\xfd7zXZ\0"),
-        Some(InitrdStart::OtherCompression)
-    );
+    assert_eq!(initrd_start_of(&[0x28, 0xb5, 0x2f, 0xfd]), Some(InitrdStart::Zstd));
+    assert_eq!(initrd_start_of(b"\xfd7zXZ\0"), Some(InitrdStart::OtherCompression));
     assert_eq!(initrd_start_of(b"BZh91AY"), Some(InitrdStart::OtherCompression));
     // The odc cpio format, which Linux does not unpack, and plain text.
     assert_eq!(initrd_start_of(b"070707000000"), None);

@@ -3,9 +3,9 @@
 use std::io::Read;
 use std::path::Path;
 
+use super::elf::{u16_at, u32_at};
 use super::fsutil::write_atomically;
 use super::kernel::{kernel_format_of, PROTOCOL_VERSION, SETUP_SECTS};
-use super::elf::{u16_at, u32_at};
 use super::ImageError;
 use crate::model::KernelFormat;
 
@@ -47,18 +47,13 @@ pub fn bzimage_payload(data: &[u8]) -> Result<&[u8], String> {
     }
     let version = u16_at(data, PROTOCOL_VERSION).unwrap_or(0);
     if version < MIN_PROTOCOL_WITH_PAYLOAD {
-        return Err(format!(
-            "boot protocol {version:#x} is too old to locate the payload"
-        ));
+        return Err(format!("boot protocol {version:#x} is too old to locate the payload"));
     }
     let setup_sects = match data[SETUP_SECTS] {
         0 => 4,
         n => usize::from(n),
     };
-    let (Some(offset), Some(length)) = (
-        u32_at(data, PAYLOAD_OFFSET),
-        u32_at(data, PAYLOAD_LENGTH),
-    ) else {
+    let (Some(offset), Some(length)) = (u32_at(data, PAYLOAD_OFFSET), u32_at(data, PAYLOAD_LENGTH)) else {
         return Err("truncated boot header".into());
     };
     let start = (setup_sects + 1) * 512 + offset as usize;

@@ -26,6 +26,17 @@ impl Topology {
         Topology { client, host, host_addr: link.host_ip.to_string() }
     }
 
+    /// The start of an end-to-end test: a fresh topology, `hatch serve`
+    /// running on its Hatch host (`env` as for [`TestDaemon::start`]) and
+    /// `image` registered with it (its id last). Bind the three in this
+    /// order so the daemon is dropped before the namespaces.
+    pub fn with_daemon(image: &hatch::model::Image, env: &[(&str, &str)]) -> (Topology, TestDaemon, String) {
+        let topo = Topology::new();
+        let daemon = TestDaemon::start(topo.host_ns(), env);
+        let image_id = topo.register_image(&daemon, image);
+        (topo, daemon, image_id)
+    }
+
     pub fn host_ns(&self) -> &str {
         self.host.name()
     }
