@@ -110,7 +110,7 @@ impl Config {
     pub fn from_args(args: &ServeArgs) -> Result<Config, ConfigError> {
         let data_dir = absolute_path(&args.data_dir).map_err(ConfigError::on("HATCH_DATA_DIR"))?;
         // The networking module owns these rules; its errors name the variable.
-        let net = crate::net::Network::config_from_values(
+        let net = crate::net::settings::config_from_values(
             &args.bridge_name,
             &args.bridge_cidr,
             &args.ssh_allowed_cidr,

@@ -36,9 +36,12 @@ pub trait IdleTarget: Send + Sync + 'static {
     async fn candidates(&self) -> Vec<String>;
     /// Current inputs for one VM; `None` if it disappeared.
     async fn inputs(&self, vm_id: &str) -> Option<IdleInputs>;
-    /// Suspends (snapshots) the VM if, under its lock, it is still idle.
+    /// Decides again under the VM's lock, records that decision on the VM
+    /// (`last_activity_at`, reason) and suspends (snapshots) the VM if it is
+    /// still idle.
     async fn suspend_if_still_idle(&self, vm_id: &str) -> Result<SuspendOutcome, IdleError>;
-    /// Makes the decision visible on the VM (`last_activity_at`, reason).
+    /// Makes a decision to keep the VM visible on it (`last_activity_at`,
+    /// reason); a suspension's is recorded by `suspend_if_still_idle`.
     fn record_decision(&self, vm_id: &str, decision: &IdleDecision);
 }
 
@@ -60,8 +63,8 @@ pub async fn run_idle_pass(target: &dyn IdleTarget) -> Vec<PassEntry> {
             continue;
         };
         let decision = decide(&inputs);
-        target.record_decision(&vm_id, &decision);
         let outcome = if decision.is_suspend() {
+            // Decided again under the VM's lock, which records that decision.
             let outcome = target.suspend_if_still_idle(&vm_id).await;
             match &outcome {
                 Ok(SuspendOutcome::Suspended) => tracing::info!(%vm_id, reason = decision.reason(), "idle VM suspended"),
@@ -70,6 +73,7 @@ pub async fn run_idle_pass(target: &dyn IdleTarget) -> Vec<PassEntry> {
             }
             Some(outcome)
         } else {
+            target.record_decision(&vm_id, &decision);
             tracing::debug!(%vm_id, reason = decision.reason(), "VM kept");
             None
         };

@@ -1,5 +1,6 @@
 //! The monitor loop with a `FakeIdleTarget`: what gets suspended, what is
-//! recorded, and that a suspension refused under the lock is respected.
+//! recorded (once per VM), and that a suspension refused under the lock is
+//! respected.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,11 +40,14 @@ impl IdleTarget for FakeIdleTarget {
     }
 
     async fn suspend_if_still_idle(&self, vm_id: &str) -> Result<SuspendOutcome, IdleError> {
+        if self.busy_on_recheck.iter().any(|id| id == vm_id) {
+            let reason = "a request arrived".to_string();
+            self.record_decision(vm_id, &IdleDecision::Keep { reason: reason.clone() });
+            return Ok(SuspendOutcome::KeptAfterRecheck { reason });
+        }
+        self.record_decision(vm_id, &IdleDecision::Suspend { reason: "idle on re-check".into() });
         if self.failing.iter().any(|id| id == vm_id) {
             return Err(IdleError::SuspendFailed { vm_id: vm_id.into(), message: "disk full".into() });
-        }
-        if self.busy_on_recheck.iter().any(|id| id == vm_id) {
-            return Ok(SuspendOutcome::KeptAfterRecheck { reason: "a request arrived".into() });
         }
         if let Some(inputs) = self.vms.lock().unwrap().get_mut(vm_id) {
             inputs.state = VmState::Snapshotted;
@@ -105,11 +109,16 @@ async fn one_pass_suspends_only_idle_vms_and_records_every_decision() {
     // A VM that disappeared between listing and reading is skipped.
     assert_eq!(outcome("vm-vanished"), None);
 
+    // One decision per VM: a suspension's is the one made under the lock.
     let recorded = target.recorded.lock().unwrap();
-    assert_eq!(recorded.len(), 6);
-    let reason = |id: &str| recorded.iter().find(|(vm, _)| vm == id).map(|(_, d)| d.reason().to_string()).unwrap();
-    assert!(reason("vm-ssh").contains("SSH"), "{}", reason("vm-ssh"));
-    assert!(reason("vm-ws").contains("open proxied"), "{}", reason("vm-ws"));
+    let mut recorded_ids: Vec<&str> = recorded.iter().map(|(vm, _)| vm.as_str()).collect();
+    recorded_ids.sort_unstable();
+    assert_eq!(recorded_ids, ["vm-broken", "vm-idle", "vm-raced", "vm-recent", "vm-ssh", "vm-ws"]);
+    let decision = |id: &str| recorded.iter().find(|(vm, _)| vm == id).map(|(_, d)| d.clone()).unwrap();
+    assert!(decision("vm-ssh").reason().contains("SSH"), "{:?}", decision("vm-ssh"));
+    assert!(decision("vm-ws").reason().contains("open proxied"), "{:?}", decision("vm-ws"));
+    assert_eq!(decision("vm-raced"), IdleDecision::Keep { reason: "a request arrived".into() });
+    assert!(decision("vm-idle").is_suspend());
 }
 
 #[tokio::test(start_paused = true)]

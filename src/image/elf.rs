@@ -1,17 +1,25 @@
-//! Just enough ELF64 (little-endian) reading for the image builder: program
-//! headers, notes (the PVH entry note of a vmlinux), the interpreter and the
-//! DT_NEEDED libraries of a dynamically linked program.
+//! Just enough ELF64 (little-endian) reading for kernels and the image
+//! builder: the file header, program headers, notes (the PVH entry note of
+//! a vmlinux), the interpreter and the DT_NEEDED libraries of a dynamically
+//! linked program.
 //!
-//! Every offset is bounds-checked: input files may be anything.
+//! The pieces (header, program header table, note segment) parse separately
+//! so a caller can read only those parts of a large file (see
+//! `kernel::inspect_kernel_file`); [`Elf`] puts them together over a whole
+//! file in memory. Every offset is bounds-checked: input files may be anything.
 
 pub const ELF_MAGIC: &[u8; 4] = b"\x7fELF";
 const ELFCLASS64: u8 = 2;
 const ELFDATA2LSB: u8 = 1;
 pub const EM_X86_64: u16 = 62;
+/// Bytes of the ELF64 file header.
+pub const ELF_HEADER_LEN: usize = 64;
+/// Bytes of one ELF64 program header; tables with smaller entries are refused.
+const PROGRAM_HEADER_LEN: usize = 56;
 const PT_LOAD: u32 = 1;
 const PT_DYNAMIC: u32 = 2;
 const PT_INTERP: u32 = 3;
-const PT_NOTE: u32 = 4;
+pub const PT_NOTE: u32 = 4;
 const DT_NULL: u64 = 0;
 const DT_NEEDED: u64 = 1;
 const DT_STRTAB: u64 = 5;
@@ -19,22 +27,115 @@ const DT_STRTAB: u64 = 5;
 /// Firecracker and QEMU to boot a vmlinux directly).
 pub const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
 
-fn u16_at(data: &[u8], at: usize) -> Option<u16> {
+/// Little-endian field readers (also used for the x86 boot header).
+pub(super) fn u16_at(data: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?))
 }
-fn u32_at(data: &[u8], at: usize) -> Option<u32> {
+pub(super) fn u32_at(data: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
 }
 fn u64_at(data: &[u8], at: usize) -> Option<u64> {
     Some(u64::from_le_bytes(data.get(at..at + 8)?.try_into().ok()?))
 }
 
-#[derive(Debug, Clone, Copy)]
-struct ProgramHeader {
-    kind: u32,
-    offset: u64,
-    vaddr: u64,
-    filesz: u64,
+/// The ELF64 LE file header: what the file is for and where its program
+/// header table lies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ElfHeader {
+    pub machine: u16,
+    /// File offset of the program header table.
+    pub phoff: u64,
+    pub phentsize: usize,
+    pub phnum: usize,
+}
+
+impl ElfHeader {
+    /// `None` when `head` (the file's first [`ELF_HEADER_LEN`] bytes or
+    /// more) is not an ELF64 little-endian header.
+    pub fn parse(head: &[u8]) -> Option<Self> {
+        if head.get(..4)? != ELF_MAGIC || *head.get(4)? != ELFCLASS64 || *head.get(5)? != ELFDATA2LSB {
+            return None;
+        }
+        Some(ElfHeader {
+            machine: u16_at(head, 18)?,
+            phoff: u64_at(head, 32)?,
+            phentsize: usize::from(u16_at(head, 54)?),
+            phnum: usize::from(u16_at(head, 56)?),
+        })
+    }
+
+    /// Bytes of the program header table, `None` when its entries are too
+    /// small to be ELF64 program headers.
+    pub fn program_table_len(&self) -> Option<usize> {
+        if self.phentsize < PROGRAM_HEADER_LEN {
+            return None;
+        }
+        self.phentsize.checked_mul(self.phnum)
+    }
+
+    /// Parses the program header table (`table` holds its bytes, read from
+    /// [`phoff`](Self::phoff)); `None` when it is cut short.
+    pub fn program_headers(&self, table: &[u8]) -> Option<Vec<ProgramHeader>> {
+        self.program_table_len()?;
+        (0..self.phnum)
+            .map(|index| {
+                let at = index.checked_mul(self.phentsize)?;
+                Some(ProgramHeader {
+                    kind: u32_at(table, at)?,
+                    offset: u64_at(table, at + 8)?,
+                    vaddr: u64_at(table, at + 16)?,
+                    filesz: u64_at(table, at + 32)?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// One ELF64 program header (the fields Hatch uses).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProgramHeader {
+    pub kind: u32,
+    pub offset: u64,
+    pub vaddr: u64,
+    pub filesz: u64,
+}
+
+/// One note of a PT_NOTE segment; `name` without its trailing NUL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Note<'a> {
+    pub name: &'a [u8],
+    pub kind: u32,
+    pub desc: &'a [u8],
+}
+
+impl Note<'_> {
+    /// Whether this is Xen's PVH entry note.
+    pub fn is_pvh_entry(&self) -> bool {
+        self.name == b"Xen" && self.kind == XEN_ELFNOTE_PHYS32_ENTRY
+    }
+}
+
+/// The notes in the bytes of one PT_NOTE segment, up to the first that is
+/// cut short.
+pub fn notes_in(segment: &[u8]) -> Vec<Note<'_>> {
+    let mut notes = Vec::new();
+    let mut at = 0usize;
+    while let (Some(namesz), Some(descsz), Some(kind)) =
+        (u32_at(segment, at), u32_at(segment, at + 4), u32_at(segment, at + 8))
+    {
+        let name_start = at + 12;
+        let desc_start = name_start + align4(namesz as usize);
+        let (Some(name), Some(desc)) = (
+            segment.get(name_start..name_start + namesz as usize),
+            segment.get(desc_start..desc_start + descsz as usize),
+        ) else {
+            break;
+        };
+        let name = name.strip_suffix(b"\0").unwrap_or(name);
+        notes.push(Note { name, kind, desc });
+        at = desc_start + align4(descsz as usize);
+    }
+    notes
 }
 
 /// A parsed view over the bytes of an ELF64 little-endian file.
@@ -47,32 +148,12 @@ pub struct Elf<'a> {
 impl<'a> Elf<'a> {
     /// `None` when the bytes are not a well-formed ELF64 LE file.
     pub fn parse(data: &'a [u8]) -> Option<Self> {
-        if data.get(..4)? != ELF_MAGIC
-            || *data.get(4)? != ELFCLASS64
-            || *data.get(5)? != ELFDATA2LSB
-        {
-            return None;
-        }
-        let machine = u16_at(data, 18)?;
-        let phoff = usize::try_from(u64_at(data, 32)?).ok()?;
-        let phentsize = usize::from(u16_at(data, 54)?);
-        let phnum = usize::from(u16_at(data, 56)?);
-        if phentsize < 56 {
-            return None;
-        }
-        let mut headers = Vec::with_capacity(phnum);
-        for index in 0..phnum {
-            let at = phoff.checked_add(index.checked_mul(phentsize)?)?;
-            headers.push(ProgramHeader {
-                kind: u32_at(data, at)?,
-                offset: u64_at(data, at + 8)?,
-                vaddr: u64_at(data, at + 16)?,
-                filesz: u64_at(data, at + 32)?,
-            });
-        }
+        let header = ElfHeader::parse(data)?;
+        let table = data.get(usize::try_from(header.phoff).ok()?..)?;
+        let headers = header.program_headers(table)?;
         Some(Elf {
             data,
-            machine,
+            machine: header.machine,
             headers,
         })
     }
@@ -83,41 +164,19 @@ impl<'a> Elf<'a> {
         self.data.get(start..end)
     }
 
-    /// (name, type, descriptor) of every note in PT_NOTE segments.
-    pub fn notes(&self) -> Vec<(&'a [u8], u32, &'a [u8])> {
-        let mut notes = Vec::new();
-        for header in self.headers.iter().filter(|h| h.kind == PT_NOTE) {
-            let Some(segment) = self.segment(header) else {
-                continue;
-            };
-            let mut at = 0usize;
-            while let (Some(namesz), Some(descsz), Some(kind)) = (
-                u32_at(segment, at),
-                u32_at(segment, at + 4),
-                u32_at(segment, at + 8),
-            ) {
-                let name_start = at + 12;
-                let desc_start = name_start + align4(namesz as usize);
-                let next = desc_start + align4(descsz as usize);
-                let (Some(name), Some(desc)) = (
-                    segment.get(name_start..name_start + namesz as usize),
-                    segment.get(desc_start..desc_start + descsz as usize),
-                ) else {
-                    break;
-                };
-                let name = name.strip_suffix(b"\0").unwrap_or(name);
-                notes.push((name, kind, desc));
-                at = next;
-            }
-        }
-        notes
+    /// Every note in the PT_NOTE segments.
+    pub fn notes(&self) -> Vec<Note<'a>> {
+        self.headers
+            .iter()
+            .filter(|h| h.kind == PT_NOTE)
+            .filter_map(|h| self.segment(h))
+            .flat_map(notes_in)
+            .collect()
     }
 
     /// Whether the file carries the Xen PVH entry note.
     pub fn has_pvh_note(&self) -> bool {
-        self.notes()
-            .iter()
-            .any(|(name, kind, _)| *name == b"Xen" && *kind == XEN_ELFNOTE_PHYS32_ENTRY)
+        self.notes().iter().any(Note::is_pvh_entry)
     }
 
     /// The program interpreter (dynamic loader) path, if any.
@@ -133,8 +192,8 @@ impl<'a> Elf<'a> {
         let load = self
             .headers
             .iter()
-            .find(|h| h.kind == PT_LOAD && vaddr >= h.vaddr && vaddr < h.vaddr + h.filesz)?;
-        usize::try_from(vaddr - load.vaddr + load.offset).ok()
+            .find(|h| h.kind == PT_LOAD && vaddr >= h.vaddr && vaddr - h.vaddr < h.filesz)?;
+        usize::try_from((vaddr - load.vaddr).checked_add(load.offset)?).ok()
     }
 
     /// The DT_NEEDED shared library names (e.g. `libc.so.6`).

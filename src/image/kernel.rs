@@ -1,164 +1,159 @@
-//! Kernel files: recognising ELF vmlinux vs bzImage, and extracting the ELF
-//! vmlinux that a bzImage carries (Firecracker on x86_64 boots only ELF).
+//! Recognising guest boot files by their content: an x86_64 ELF vmlinux
+//! (and whether it has the PVH entry note) or a bzImage, and an initrd.
+//! These are Hatch's only rules for that: image registration and the VMM
+//! backends' launch checks (`vmm::kernel`) both call them.
+//!
+//! Only the parts of a file that decide are read (the first bytes, the ELF
+//! program headers and note segments), so a check before every launch stays
+//! cheap even for a large vmlinux.
+use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use super::elf::{Elf, ELF_MAGIC, EM_X86_64};
-use super::fsutil::write_atomically;
+use super::elf::{notes_in, u16_at, ElfHeader, Note, ELF_MAGIC, EM_X86_64, PT_NOTE};
 use super::ImageError;
 use crate::model::KernelFormat;
 
 // Linux x86 boot protocol (Documentation/arch/x86/boot.rst).
-const SETUP_SECTS: usize = 0x1f1;
+pub(super) const SETUP_SECTS: usize = 0x1f1;
 const BOOT_FLAG: usize = 0x1fe;
 const HEADER_MAGIC: usize = 0x202;
-const PROTOCOL_VERSION: usize = 0x206;
-const PAYLOAD_OFFSET: usize = 0x248;
-const PAYLOAD_LENGTH: usize = 0x24c;
-/// payload_offset/payload_length exist from boot protocol 2.08 on.
-const MIN_PROTOCOL_WITH_PAYLOAD: u16 = 0x0208;
-const LZ4_LEGACY_MAGIC: u32 = 0x184c_2102;
-/// Each LZ4 legacy block decompresses to at most 8 MiB.
-const LZ4_LEGACY_BLOCK: usize = 8 << 20;
+pub(super) const PROTOCOL_VERSION: usize = 0x206;
+/// Enough of a file to tell its format: the ELF header, or the boot sector
+/// and the setup header up to the protocol version.
+const KERNEL_HEAD_LEN: usize = 0x210;
+/// A program header table or note segment bigger than this is not a
+/// kernel's; it is not read (the sizes come from the file itself).
+const MAX_ELF_PART_BYTES: usize = 1 << 20;
 
-fn kernel_error(path: &Path, message: impl Into<String>) -> ImageError {
-    ImageError::Kernel {
-        path: path.to_path_buf(),
-        message: message.into(),
+/// What a kernel file turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KernelInfo {
+    pub format: KernelFormat,
+    /// ELF only: has the Xen PVH entry note (QEMU needs it to boot an ELF).
+    pub pvh_entry: bool,
+}
+
+/// How an initrd starts: a newc cpio archive, or compressed in a way Linux
+/// unpacks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InitrdStart {
+    Cpio,
+    Gzip,
+    Zstd,
+    /// xz, lz4 (legacy frame), bzip2 or lzma: recognised by magic only.
+    OtherCompression,
+}
+
+/// The magic numbers of [`InitrdStart::OtherCompression`].
+const OTHER_INITRD_MAGICS: [&[u8]; 4] = [b"\xfd7zXZ\0", b"\x02\x21\x4c\x18", b"BZh", b"\x5d\x00\x00"];
+
+/// Whether `bytes` start a cpio archive Linux unpacks ("newc", with or
+/// without checksums; the old binary and odc formats are refused).
+pub fn is_newc_cpio(bytes: &[u8]) -> bool {
+    bytes.starts_with(b"070701") || bytes.starts_with(b"070702")
+}
+
+/// The kind of initrd `head` (its first 6 bytes or more) starts.
+pub fn initrd_start_of(head: &[u8]) -> Option<InitrdStart> {
+    if is_newc_cpio(head) {
+        Some(InitrdStart::Cpio)
+    } else if head.starts_with(&[0x1f, 0x8b]) {
+        Some(InitrdStart::Gzip)
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some(InitrdStart::Zstd)
+    } else if OTHER_INITRD_MAGICS.iter().any(|magic| head.starts_with(magic)) {
+        Some(InitrdStart::OtherCompression)
+    } else {
+        None
     }
 }
 
-fn read_u16(data: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(data.get(at..at + 2)?.try_into().ok()?))
-}
-fn read_u32(data: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(data.get(at..at + 4)?.try_into().ok()?))
+/// The first `len` bytes of the file at `path` (fewer if it is shorter).
+pub fn read_head(path: &Path, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(len);
+    File::open(path)?.take(len as u64).read_to_end(&mut head)?;
+    Ok(head)
 }
 
-/// The format of kernel bytes (only the first few KiB are looked at).
+/// The format of kernel bytes, from the start of the file: an x86_64 ELF
+/// header, or a boot sector with the `HdrS` setup header.
 pub fn kernel_format_of(head: &[u8]) -> Option<KernelFormat> {
     if head.starts_with(ELF_MAGIC) {
-        return Elf::parse(head)
+        return ElfHeader::parse(head)
             .filter(|elf| elf.machine == EM_X86_64)
             .map(|_| KernelFormat::Elf);
     }
-    let is_bzimage = read_u16(head, BOOT_FLAG) == Some(0xaa55)
-        && head.get(HEADER_MAGIC..HEADER_MAGIC + 4) == Some(b"HdrS".as_slice());
+    let is_bzimage =
+        u16_at(head, BOOT_FLAG) == Some(0xaa55) && head.get(HEADER_MAGIC..HEADER_MAGIC + 4) == Some(b"HdrS".as_slice());
     is_bzimage.then_some(KernelFormat::Bzimage)
+}
+
+/// What the kernel file `file` is; `None` when it is neither an x86_64 ELF
+/// vmlinux nor a bzImage.
+pub fn inspect_kernel_file(file: &File) -> std::io::Result<Option<KernelInfo>> {
+    let head = read_at(file, 0, KERNEL_HEAD_LEN)?;
+    let Some(format) = kernel_format_of(&head) else {
+        return Ok(None);
+    };
+    let pvh_entry = format == KernelFormat::Elf && has_pvh_note(file, &head)?;
+    Ok(Some(KernelInfo { format, pvh_entry }))
 }
 
 /// Detects whether `path` is an x86_64 ELF vmlinux or a bzImage.
 pub fn detect_kernel_format(path: &Path) -> Result<KernelFormat, ImageError> {
-    let mut head = Vec::with_capacity(8192);
-    std::fs::File::open(path)
-        .and_then(|file| file.take(8192).read_to_end(&mut head))
+    let info = File::open(path)
+        .and_then(|file| inspect_kernel_file(&file))
         .map_err(|e| ImageError::io("reading kernel", path, e))?;
-    kernel_format_of(&head).ok_or_else(|| {
-        kernel_error(
-            path,
-            "neither an x86_64 ELF vmlinux nor a bzImage (no ELF magic, no `HdrS` boot header)",
-        )
+    info.map(|info| info.format).ok_or_else(|| ImageError::Kernel {
+        path: path.to_path_buf(),
+        message: "neither an x86_64 ELF vmlinux nor a bzImage (no x86_64 ELF header, no `HdrS` boot header)".into(),
     })
 }
 
-/// Extracts the ELF vmlinux from the compressed payload of `bzimage` into
-/// `out` (written atomically). LZ4 (Debian's choice), gzip and zstd payloads
-/// are understood.
-pub fn extract_vmlinux(bzimage: &Path, out: &Path) -> Result<(), ImageError> {
-    let data = std::fs::read(bzimage).map_err(|e| ImageError::io("reading kernel", bzimage, e))?;
-    let payload = bzimage_payload(&data).map_err(|message| kernel_error(bzimage, message))?;
-    let vmlinux = decompress_payload(payload).map_err(|message| kernel_error(bzimage, message))?;
-    match Elf::parse(&vmlinux) {
-        Some(elf) if elf.machine == EM_X86_64 => {}
-        _ => {
-            return Err(kernel_error(
-                bzimage,
-                "the decompressed payload is not an x86_64 ELF file",
-            ))
-        }
-    }
-    write_atomically(out, &vmlinux)
-}
-
-/// The compressed kernel inside a bzImage.
-pub fn bzimage_payload(data: &[u8]) -> Result<&[u8], String> {
-    if kernel_format_of(data) != Some(KernelFormat::Bzimage) {
-        return Err("not a bzImage".into());
-    }
-    let version = read_u16(data, PROTOCOL_VERSION).unwrap_or(0);
-    if version < MIN_PROTOCOL_WITH_PAYLOAD {
-        return Err(format!(
-            "boot protocol {version:#x} is too old to locate the payload"
-        ));
-    }
-    let setup_sects = match data[SETUP_SECTS] {
-        0 => 4,
-        n => usize::from(n),
+/// Walks the PT_NOTE segments of the ELF whose header is `head`, looking
+/// for the Xen PVH entry note.
+fn has_pvh_note(file: &File, head: &[u8]) -> std::io::Result<bool> {
+    let Some(header) = ElfHeader::parse(head) else {
+        return Ok(false);
     };
-    let (Some(offset), Some(length)) = (
-        read_u32(data, PAYLOAD_OFFSET),
-        read_u32(data, PAYLOAD_LENGTH),
-    ) else {
-        return Err("truncated boot header".into());
+    let Some(table_len) = header.program_table_len().filter(|len| *len <= MAX_ELF_PART_BYTES) else {
+        return Ok(false);
     };
-    let start = (setup_sects + 1) * 512 + offset as usize;
-    data.get(start..start + length as usize)
-        .ok_or_else(|| "payload lies beyond the end of the file".to_string())
-}
-
-fn decompress_payload(payload: &[u8]) -> Result<Vec<u8>, String> {
-    if read_u32(payload, 0) == Some(LZ4_LEGACY_MAGIC) {
-        return decompress_lz4_legacy(payload);
-    }
-    if payload.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::MultiGzDecoder::new(payload)
-            .read_to_end(&mut out)
-            .map_err(|e| format!("gzip payload: {e}"))?;
-        return Ok(out);
-    }
-    if payload.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        // The kernel appends the decompressed size after the frame; a
-        // single-frame decoder ignores it.
-        let mut out = Vec::new();
-        let mut decoder = zstd::stream::read::Decoder::new(payload)
-            .map_err(|e| format!("zstd payload: {e}"))?
-            .single_frame();
-        decoder
-            .read_to_end(&mut out)
-            .map_err(|e| format!("zstd payload: {e}"))?;
-        return Ok(out);
-    }
-    let magic: Vec<String> = payload.iter().take(4).map(|b| format!("{b:02x}")).collect();
-    Err(format!(
-        "unsupported payload compression (magic {}); LZ4, gzip and zstd are supported",
-        magic.join(" ")
-    ))
-}
-
-/// LZ4 "legacy" frames as written by the kernel's build: the magic, then
-/// blocks of (le32 compressed size, data); the kernel appends the le32
-/// decompressed size, which is not a block and ends the stream.
-fn decompress_lz4_legacy(payload: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    let mut at = 4;
-    let mut block = vec![0u8; LZ4_LEGACY_BLOCK];
-    while let Some(size) = read_u32(payload, at) {
-        if size == LZ4_LEGACY_MAGIC {
-            at += 4; // Concatenated legacy streams.
+    let table = read_at(file, header.phoff, table_len)?;
+    let Some(program_headers) = header.program_headers(&table) else {
+        return Ok(false);
+    };
+    for note_header in program_headers.iter().filter(|h| h.kind == PT_NOTE) {
+        let Some(size) = usize::try_from(note_header.filesz)
+            .ok()
+            .filter(|size| *size <= MAX_ELF_PART_BYTES)
+        else {
             continue;
-        }
-        let start = at + 4;
-        let Some(compressed) = payload.get(start..start + size as usize) else {
-            break; // The trailing size field (or padding), not a block.
         };
-        let written = lz4_flex::block::decompress_into(compressed, &mut block)
-            .map_err(|e| format!("lz4 block at offset {at}: {e}"))?;
-        out.extend_from_slice(&block[..written]);
-        at = start + size as usize;
+        let segment = read_at(file, note_header.offset, size)?;
+        if notes_in(&segment).iter().any(Note::is_pvh_entry) {
+            return Ok(true);
+        }
     }
-    if out.is_empty() {
-        return Err("lz4 payload holds no data".into());
-    }
-    Ok(out)
+    Ok(false)
 }
+
+/// Reads `len` bytes at `offset`, or fewer if the file is shorter.
+fn read_at(file: &File, offset: u64, len: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; len];
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut buf[filled..], offset.saturating_add(filled as u64))? {
+            0 => break,
+            n => filled += n,
+        }
+    }
+    buf.truncate(filled);
+    Ok(buf)
+}
+
+#[cfg(test)]
+#[path = "kernel_tests.rs"]
+mod tests;

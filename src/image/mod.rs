@@ -30,6 +30,7 @@ mod register;
 mod rootfs;
 pub mod tools;
 mod unpack;
+mod vmlinux;
 
 pub use apt::{parse_show, PackageInfo};
 pub use bootargs::{validate_boot_args, MAX_BOOT_ARGS_LEN};
@@ -37,7 +38,11 @@ pub use cpio::CpioWriter;
 pub use disk::prepare_vm_disk;
 pub use error::ImageError;
 pub use initramfs::ROOT_LABEL;
-pub use kernel::{bzimage_payload, detect_kernel_format, extract_vmlinux, kernel_format_of};
+pub use kernel::{
+    detect_kernel_format, initrd_start_of, inspect_kernel_file, is_newc_cpio, kernel_format_of,
+    read_head, InitrdStart, KernelInfo,
+};
+pub use vmlinux::{bzimage_payload, extract_vmlinux};
 pub use modules::module_closure;
 pub use register::{register_image, validate_image_name, validate_initrd, RegisterRequest};
 pub use unpack::resolve_in_root;

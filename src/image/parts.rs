@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::apt::{Apt, PackageInfo};
-use super::kernel::extract_vmlinux;
+use super::vmlinux::extract_vmlinux;
 use super::modules::run_depmod;
 use super::unpack::{resolve_in_root, runtime_deps, unpack_deb, RuntimeDeps};
 use super::{ImageError, ProgressEvent, ProgressFn};

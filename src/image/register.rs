@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use super::bootargs::validate_boot_args;
 use super::fsutil::{check_readable_file, file_len};
-use super::kernel::detect_kernel_format;
+use super::kernel::{detect_kernel_format, initrd_start_of, is_newc_cpio, read_head, InitrdStart};
 use super::ImageError;
 use crate::model::{Image, ImageProfile, KernelFormat};
 
@@ -73,43 +73,37 @@ fn check_absolute(field: &'static str, path: &Path) -> Result<(), ImageError> {
 /// with xz, lz4, bzip2 or lzma (recognised by magic only).
 pub fn validate_initrd(field: &'static str, path: &Path) -> Result<(), ImageError> {
     check_readable_file(field, path)?;
-    let mut head = Vec::with_capacity(512);
-    std::fs::File::open(path)
-        .and_then(|f| f.take(512).read_to_end(&mut head))
-        .map_err(|e| ImageError::io("reading initrd", path, e))?;
-    let invalid = |what: &str| ImageError::Invalid {
-        field,
-        message: format!("{} {what}", path.display()),
-    };
-    let is_cpio = |bytes: &[u8]| bytes.starts_with(b"0707");
+    let read_error = |e| ImageError::io("reading initrd", path, e);
+    let head = read_head(path, 512).map_err(read_error)?;
+    let open = || std::fs::File::open(path).map_err(read_error);
+    // The first bytes of a compressed initrd, once decompressed.
     let mut inner = [0u8; 6];
-    let verdict = if is_cpio(&head) {
-        true
-    } else if head.starts_with(&[0x1f, 0x8b]) {
-        flate2::read::GzDecoder::new(
-            std::fs::File::open(path).map_err(|e| ImageError::io("reading initrd", path, e))?,
-        )
-        .read_exact(&mut inner)
-        .is_ok()
-            && is_cpio(&inner)
-    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-        zstd::stream::read::Decoder::new(
-            std::fs::File::open(path).map_err(|e| ImageError::io("reading initrd", path, e))?,
-        )
-        .and_then(|mut d| d.read_exact(&mut inner))
-        .is_ok()
-            && is_cpio(&inner)
-    } else {
-        const OTHER_MAGICS: [&[u8]; 4] =
-            [b"\xfd7zXZ\0", b"\x02\x21\x4c\x18", b"BZh", b"\x5d\x00\x00"];
-        OTHER_MAGICS.iter().any(|magic| head.starts_with(magic))
+    let verdict = match initrd_start_of(&head) {
+        Some(InitrdStart::Cpio | InitrdStart::OtherCompression) => true,
+        Some(InitrdStart::Gzip) => {
+            flate2::read::GzDecoder::new(open()?)
+                .read_exact(&mut inner)
+                .is_ok()
+                && is_newc_cpio(&inner)
+        }
+        Some(InitrdStart::Zstd) => {
+            zstd::stream::read::Decoder::new(open()?)
+                .and_then(|mut d| d.read_exact(&mut inner))
+                .is_ok()
+                && is_newc_cpio(&inner)
+        }
+        None => false,
     };
     if verdict {
         Ok(())
     } else {
-        Err(invalid(
-            "is not a cpio archive (plain or compressed with gzip, zstd, xz, lz4, bzip2 or lzma)",
-        ))
+        Err(ImageError::Invalid {
+            field,
+            message: format!(
+                "{} is not a cpio archive (plain or compressed with gzip, zstd, xz, lz4, bzip2 or lzma)",
+                path.display()
+            ),
+        })
     }
 }
 

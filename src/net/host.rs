@@ -3,13 +3,12 @@
 //! deletes each see (and leave) a consistent bridge, dnsmasq and firewall.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use tokio::sync::Mutex;
 
 use super::dnsmasq::{Dnsmasq, Paths, Reservation};
 use super::ipam::Pool;
-use super::{alloc, bridge, conntrack, dnsmasq::conf, firewall, names, ports, settings, tap};
+use super::{alloc, bridge, conntrack, dnsmasq::conf, firewall, names, ports, tap};
 use super::{NetConfig, NetError, NetRequest, Taken};
 use crate::model::NetworkIdentity;
 
@@ -60,25 +59,6 @@ impl Network {
     /// pid of the running dnsmasq, if any.
     pub fn dnsmasq_pid(&self) -> Option<u32> {
         self.dhcp.pid()
-    }
-
-    /// Parse/validate settings; errors name the variable.
-    pub fn config_from_values(
-        bridge_name: &str,
-        bridge_cidr: &str,
-        ssh_allowed_cidr: &str,
-        port_min: &str,
-        port_max: &str,
-        dhcp_dir: PathBuf,
-    ) -> Result<NetConfig, NetError> {
-        settings::config_from_values(bridge_name, bridge_cidr, ssh_allowed_cidr, port_min, port_max, dhcp_dir)
-    }
-
-    /// Settings from the process environment (HATCH_BRIDGE_NAME,
-    /// HATCH_BRIDGE_CIDR, HATCH_SSH_ALLOWED_CIDR, HATCH_SSH_PORT_MIN/MAX),
-    /// with the guide's defaults for unset ones.
-    pub fn config_from_env(dhcp_dir: PathBuf) -> Result<NetConfig, NetError> {
-        settings::config_from_lookup(|name| std::env::var(name).ok(), dhcp_dir)
     }
 
     /// Picks or validates a VM's identity against `taken`. No host effect

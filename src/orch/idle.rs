@@ -10,9 +10,11 @@ use async_trait::async_trait;
 use crate::idle::{decide, IdleDecision, IdleError, IdleInputs, IdleTarget, SuspendOutcome};
 use crate::model::{Vm, VmState};
 use crate::proxy::ActiveConnections;
+use crate::store::StoreError;
 
 use super::Orchestrator;
 
+#[derive(Clone)]
 pub struct OrchIdleTarget {
     orch: Arc<Orchestrator>,
     activity: Arc<ActiveConnections>,
@@ -22,6 +24,14 @@ pub struct OrchIdleTarget {
 impl OrchIdleTarget {
     pub fn new(orch: Arc<Orchestrator>, activity: Arc<ActiveConnections>, idle_timeout: Duration) -> Self {
         Self { orch, activity, idle_timeout }
+    }
+
+    /// Stores `decision` and the latest proxied activity on `vm`; the
+    /// caller holds the VM's lock.
+    fn write_decision(&self, mut vm: Vm, decision: &IdleDecision) -> Result<(), StoreError> {
+        vm.idle_status = Some(status_text(decision));
+        vm.last_activity_at = self.activity.last_activity(&vm.id).max(vm.last_activity_at);
+        self.orch.store.update_vm(&vm).map(drop)
     }
 
     async fn inputs_for(&self, vm: &Vm) -> IdleInputs {
@@ -82,16 +92,20 @@ impl IdleTarget for OrchIdleTarget {
         let failed = |message: String| IdleError::SuspendFailed { vm_id: vm_id.to_string(), message };
         let _guard = self.orch.locks.lock(vm_id).await;
         let vm = self.orch.store.get_vm(vm_id).map_err(|e| failed(e.to_string()))?.ok_or_else(|| failed("the VM is gone".into()))?;
-        match decide(&self.inputs_for(&vm).await) {
-            IdleDecision::Keep { reason } => Ok(SuspendOutcome::KeptAfterRecheck { reason }),
+        let decision = decide(&self.inputs_for(&vm).await);
+        let recorded = self.write_decision(vm, &decision);
+        match decision {
+            IdleDecision::Keep { reason } => {
+                if let Err(error) = recorded {
+                    tracing::warn!(vm = %vm_id, %error, "recording the idle decision failed");
+                }
+                Ok(SuspendOutcome::KeptAfterRecheck { reason })
+            }
             IdleDecision::Suspend { reason } => {
-                tracing::info!(vm = %vm_id, %reason, "suspending an idle VM");
                 // Recorded before the snapshot so the VM never reads
                 // `snapshotted` with an older decision beside it.
-                let mut vm = vm;
-                vm.idle_status = Some(status_text(&IdleDecision::Suspend { reason }));
-                vm.last_activity_at = self.activity.last_activity(vm_id).max(vm.last_activity_at);
-                self.orch.store.update_vm(&vm).map_err(|e| failed(e.to_string()))?;
+                recorded.map_err(|e| failed(e.to_string()))?;
+                tracing::info!(vm = %vm_id, %reason, "suspending an idle VM");
                 self.orch.snapshot_locked(vm_id).await.map_err(|e| failed(e.to_string()))?;
                 Ok(SuspendOutcome::Suspended)
             }
@@ -99,15 +113,13 @@ impl IdleTarget for OrchIdleTarget {
     }
 
     fn record_decision(&self, vm_id: &str, decision: &IdleDecision) {
-        let (orch, activity, vm_id) = (self.orch.clone(), self.activity.clone(), vm_id.to_string());
-        let status = status_text(decision);
-        tracing::info!(vm = %vm_id, %status, "idle check");
+        let target = self.clone();
+        let (vm_id, decision) = (vm_id.to_string(), decision.clone());
+        tracing::info!(vm = %vm_id, status = %status_text(&decision), "idle check");
         tokio::spawn(async move {
-            let _guard = orch.locks.lock(&vm_id).await;
-            let Ok(Some(mut vm)) = orch.store.get_vm(&vm_id) else { return };
-            vm.last_activity_at = activity.last_activity(&vm_id).max(vm.last_activity_at);
-            vm.idle_status = Some(status);
-            if let Err(error) = orch.store.update_vm(&vm) {
+            let _guard = target.orch.locks.lock(&vm_id).await;
+            let Ok(Some(vm)) = target.orch.store.get_vm(&vm_id) else { return };
+            if let Err(error) = target.write_decision(vm, &decision) {
                 tracing::warn!(vm = %vm_id, %error, "recording the idle decision failed");
             }
         });

@@ -4,15 +4,12 @@
 use crate::common;
 
 use common::e2e::Topology;
-use common::hatchd::TestDaemon;
 use serde_json::{json, Value};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rejected_creates_leave_nothing_behind() {
     let image = common::images::minimal_image().await;
-    let topo = Topology::new();
-    let daemon = TestDaemon::start(topo.host_ns(), &[]);
-    let image_id = topo.register_image(&daemon, &image);
+    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
     let rules_before = topo.on_host("iptables-save", &[]);
     let links_before = topo.on_host("ip", &["-o", "link", "show"]);
 

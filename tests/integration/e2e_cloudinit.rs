@@ -8,16 +8,14 @@ use std::time::Duration;
 use base64::Engine;
 use common::cloudinit::gzip;
 use common::e2e::{create_ready_vm, Topology, VmView};
-use common::hatchd::{TestDaemon, TestKey};
+use common::hatchd::TestKey;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn minimal_image_runs_shell_user_data_and_installs_given_keys() {
     let image = common::images::minimal_image().await;
-    let topo = Topology::new();
-    let daemon = TestDaemon::start(topo.host_ns(), &[]);
-    let image_id = topo.register_image(&daemon, &image);
+    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
     let user_data = "#!/bin/sh\necho \"user-data ran as $(id -u)\" > /root/marker\n";
 
@@ -75,9 +73,7 @@ async fn minimal_image_runs_gzip_user_data_sent_by_the_cli() {
 #[tokio::test(flavor = "multi_thread")]
 async fn debian_image_applies_cloud_config_with_real_cloud_init() {
     let image = common::images::debian_image().await;
-    let topo = Topology::new();
-    let daemon = TestDaemon::start(topo.host_ns(), &[]);
-    let image_id = topo.register_image(&daemon, &image);
+    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
     let user_data = format!(
         "#cloud-config\nssh_authorized_keys:\n  - {}\nwrite_files:\n  - path: /etc/hatch-e2e\n    content: written by cloud-init\n",

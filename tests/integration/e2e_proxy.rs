@@ -49,9 +49,7 @@ fn restores(daemon: &TestDaemon, vm: &VmView) -> usize {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_vms_sleep_ssh_keeps_them_awake_and_requests_wake_them_once() {
     let image = common::images::minimal_image().await;
-    let topo = Topology::new();
-    let daemon = TestDaemon::start(topo.host_ns(), &[("HATCH_IDLE_TIMEOUT", "8s"), ("HATCH_IDLE_CHECK_INTERVAL", "1s")]);
-    let image_id = topo.register_image(&daemon, &image);
+    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[("HATCH_IDLE_TIMEOUT", "8s"), ("HATCH_IDLE_CHECK_INTERVAL", "1s")]);
     let key = TestKey::generate();
 
     let web = web_vm(&daemon, &topo, &image_id, &key);

@@ -25,9 +25,7 @@ fn restore(daemon: &TestDaemon, vm: &VmView, snapshot_id: Option<&str>) -> (u16,
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_keeps_ram_files_and_network_identity() {
     let image = common::images::minimal_image().await;
-    let topo = Topology::new();
-    let daemon = TestDaemon::start(topo.host_ns(), &[]);
-    let image_id = topo.register_image(&daemon, &image);
+    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
 
@@ -97,9 +95,7 @@ async fn restore_keeps_ram_files_and_network_identity() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_daemon_killed_mid_snapshot_recovers_to_a_consistent_vm() {
     let image = common::images::minimal_image().await;
-    let topo = Topology::new();
-    let mut daemon = TestDaemon::start(topo.host_ns(), &[]);
-    let image_id = topo.register_image(&daemon, &image);
+    let (topo, mut daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
     topo.ssh(&key, "root", vm.ssh_port, "echo kept > /root/marker");

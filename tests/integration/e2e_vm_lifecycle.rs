@@ -13,9 +13,7 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread")]
 async fn create_ssh_stop_start_delete_leaves_nothing_behind() {
     let image = common::images::minimal_image().await;
-    let topo = Topology::new();
-    let daemon = TestDaemon::start(topo.host_ns(), &[]);
-    let image_id = topo.register_image(&daemon, &image);
+    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
 
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
@@ -55,9 +53,7 @@ async fn create_ssh_stop_start_delete_leaves_nothing_behind() {
 #[tokio::test(flavor = "multi_thread")]
 async fn vmm_exits_are_noticed_and_a_restarted_daemon_adopts_live_vms() {
     let image = common::images::minimal_image().await;
-    let topo = Topology::new();
-    let mut daemon = TestDaemon::start(topo.host_ns(), &[]);
-    let image_id = topo.register_image(&daemon, &image);
+    let (topo, mut daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
     let create = |daemon: &TestDaemon| create_ready_vm(daemon, &image_id, &key, json!({}));
     let crashed = create(&daemon);

@@ -7,7 +7,9 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::images::{debian_image, make_seed_disk, Disk, SshKey, TcgGuest, TestNetns};
+use common::images::{debian_image, make_seed_disk, Disk, TcgGuest};
+use common::hatchd::TestKey;
+use common::netns::TestNetns;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn boots_from_labelled_root_and_accepts_ssh_as_debian() {
@@ -19,7 +21,7 @@ async fn boots_from_labelled_root_and_accepts_ssh_as_debian() {
         .await
         .expect("per-VM disk");
 
-    let key = SshKey::generate();
+    let key = TestKey::generate();
     let meta_data = format!(
         "instance-id: vm-debian\nlocal-hostname: vm-debian\npublic-keys:\n  - \"{}\"\n",
         key.public
@@ -46,21 +48,14 @@ async fn boots_from_labelled_root_and_accepts_ssh_as_debian() {
         initrd,
         &image.boot_args,
         &disks,
-        Some((&netns.name, 2223)),
+        Some((netns.name(), 2223)),
     );
     guest
         .wait_for("root file system /dev/vd", Duration::from_secs(180))
         .await;
 
     let out = key
-        .run(
-            &netns,
-            "debian",
-            2223,
-            "hostname; sudo -n id -u; . /etc/os-release; echo $VERSION_CODENAME",
-            Duration::from_secs(420),
-        )
-        .await;
+        .ssh_until_ok(&netns, "debian", "127.0.0.1", 2223, "hostname; sudo -n id -u; . /etc/os-release; echo $VERSION_CODENAME", Duration::from_secs(420));
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(
         lines,
@@ -69,14 +64,7 @@ async fn boots_from_labelled_root_and_accepts_ssh_as_debian() {
         guest.tail()
     );
     let root = key
-        .run(
-            &netns,
-            "debian",
-            2223,
-            "findmnt -no SOURCE,OPTIONS /",
-            Duration::from_secs(30),
-        )
-        .await;
+        .ssh_until_ok(&netns, "debian", "127.0.0.1", 2223, "findmnt -no SOURCE,OPTIONS /", Duration::from_secs(30));
     assert!(
         root.contains("rw"),
         "root is not mounted read-write: {root}"

@@ -5,7 +5,9 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::images::{make_seed_disk, minimal_image, Disk, SshKey, TcgGuest, TestNetns};
+use common::images::{make_seed_disk, minimal_image, Disk, TcgGuest};
+use common::hatchd::TestKey;
+use common::netns::TestNetns;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -94,7 +96,7 @@ async fn ssh_accepts_keys_from_meta_data_and_cloud_config() {
     let image = minimal_image().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let (meta_key, config_key, stranger) =
-        (SshKey::generate(), SshKey::generate(), SshKey::generate());
+        (TestKey::generate(), TestKey::generate(), TestKey::generate());
     let meta_data = format!(
         "instance-id: vm-ssh\nlocal-hostname: vm-ssh\npublic-keys:\n  - \"{}\"\n",
         meta_key.public
@@ -118,42 +120,21 @@ async fn ssh_accepts_keys_from_meta_data_and_cloud_config() {
         initrd(&image),
         "",
         &disks,
-        Some((&netns.name, 2222)),
+        Some((netns.name(), 2222)),
     );
     guest.wait_for("hatch-minimal: ready", BOOT_TIMEOUT).await;
 
     let hostname = meta_key
-        .run(&netns, "root", 2222, "hostname", Duration::from_secs(60))
-        .await;
+        .ssh_until_ok(&netns, "root", "127.0.0.1", 2222, "hostname", Duration::from_secs(60));
     assert_eq!(hostname.trim(), "vm-ssh");
     let address = config_key
-        .run(
-            &netns,
-            "root",
-            2222,
-            "ip -4 -o addr show eth0",
-            Duration::from_secs(30),
-        )
-        .await;
+        .ssh_until_ok(&netns, "root", "127.0.0.1", 2222, "ip -4 -o addr show eth0", Duration::from_secs(30));
     assert!(
         address.contains("inet 10.0.2.15/"),
         "eth0 has no DHCP lease: {address}"
     );
 
-    let out = std::process::Command::new("ip")
-        .args(["netns", "exec", &netns.name, "ssh", "-i"])
-        .arg(&stranger.private)
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-        ])
-        .args(["-p", "2222", "root@127.0.0.1", "true"])
-        .output()
-        .expect("ssh");
+    let out = stranger.ssh_once(&netns, "root", "127.0.0.1", 2222, "true");
     assert!(
         !out.status.success(),
         "a key that is in no seed was accepted"

@@ -38,7 +38,7 @@ fn bad_settings_name_their_variable_and_create_nothing() {
     for (index, value, variable) in cases {
         let mut values = ok;
         values[index] = value;
-        let result = Network::config_from_values(values[0], values[1], values[2], values[3], values[4], dir.clone());
+        let result = hatch::net::settings::config_from_values(values[0], values[1], values[2], values[3], values[4], dir.clone());
         let err = result.as_ref().map(|_| ()).unwrap_err().to_string();
         assert!(err.starts_with(variable), "{value:?}: {err}");
         assert_eq!(field_of(result), variable, "{value:?}");

@@ -104,7 +104,7 @@ fn forward_answers_allowed_sources_and_the_host_only_and_detach_removes_it() {
 fn a_port_bound_by_another_program_is_skipped_and_exhaustion_is_reported() {
     let host = TestNetns::new();
     let scratch = tempfile::tempdir().unwrap();
-    let cfg = Network::config_from_values("fcbridge", "192.168.241.1/24", "0.0.0.0/0", "2200", "2201", scratch.path().join("dhcp")).unwrap();
+    let cfg = hatch::net::settings::config_from_values("fcbridge", "192.168.241.1/24", "0.0.0.0/0", "2200", "2201", scratch.path().join("dhcp")).unwrap();
     let network = Network::new(cfg);
     host.run(|| {
         let other_program = TcpListener::bind((Ipv4Addr::LOCALHOST, 2200)).unwrap();

@@ -131,7 +131,7 @@ async fn start_to_first_serial_marker() {
     for run in 0..RUNS {
         let dir = run_dir();
         let _cleanup = KillLeftovers(dir.path().to_path_buf());
-        let spec = minimal_launch(&format!("vm-bench-{run}"), &dir.path().join("run"), "");
+        let spec = minimal_launch(&format!("vm-bench-{run}"), &dir.path().join("run"), "").await;
         // Alternate the order so neither side always runs on a warmer cache.
         if run % 2 == 0 {
             direct.push(qemu_direct(&spec, dir.path()).await);
@@ -158,7 +158,7 @@ async fn start_to_first_serial_marker() {
         let kernel = dir.path().join("guest.elf");
         std::fs::write(&kernel, marker_guest()).expect("guest");
         direct.push(firecracker_direct(&binary, &kernel, dir.path()).await);
-        let mut spec = minimal_launch(&format!("vm-bench-fc-{run}"), &dir.path().join("run"), "");
+        let mut spec = minimal_launch(&format!("vm-bench-fc-{run}"), &dir.path().join("run"), "").await;
         spec.kernel = hatch::vmm::KernelFiles {
             elf: Some(kernel),
             bzimage: None,

@@ -7,6 +7,7 @@ use crate::common;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use common::netns::TestNetns;
 use common::vmm::*;
 use hatch::vmm::firecracker::FirecrackerHypervisor;
 use hatch::vmm::{Hypervisor, KernelFiles, VmLaunch, VmmError};
@@ -255,7 +256,7 @@ async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
         return;
     };
     let dir = run_dir();
-    let netns = TestNetns::create();
+    let netns = TestNetns::new();
     netns.add_tap("hfc-t0");
     netns.add_tap("hfc-t1");
     let _cleanup = KillLeftovers(dir.path().to_path_buf()); // dropped before the namespace
@@ -271,7 +272,7 @@ async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
         tap_name: "hfc-t0".into(),
         mac: "02:00:00:00:fc:01".into(),
     });
-    let firecracker = backend(binary).in_netns(&netns.name);
+    let firecracker = backend(binary).in_netns(netns.name());
 
     let vm = firecracker
         .launch(&spec)

@@ -4,6 +4,8 @@ use crate::common;
 
 use std::time::Duration;
 
+use common::netns::TestNetns;
+use common::images::make_seed_disk;
 use common::vmm::*;
 use hatch::vmm::{DiskSpec, Hypervisor, NicSpec, DEFAULT_STOP_GRACE};
 
@@ -16,7 +18,7 @@ const HEARTBEAT: &str = "hatch-heartbeat ";
 async fn boots_minimal_image_and_stops_gracefully() {
     let dir = run_dir();
     let _cleanup = KillLeftovers(dir.path().to_path_buf());
-    let spec = minimal_launch("vm-qemu-boot", dir.path(), "");
+    let spec = minimal_launch("vm-qemu-boot", dir.path(), "").await;
     let vm = qemu_tcg().launch(&spec).await.expect("launch");
     let pid = vm.pid();
     assert_eq!(
@@ -49,7 +51,7 @@ async fn saved_state_restores_into_a_new_process_with_ram_intact() {
     let dir = run_dir();
     let _cleanup = KillLeftovers(dir.path().to_path_buf());
     let qemu = qemu_tcg();
-    let spec = minimal_launch("vm-qemu-snap", dir.path(), "hatch.heartbeat=1");
+    let spec = minimal_launch("vm-qemu-snap", dir.path(), "hatch.heartbeat=1").await;
     let vm = qemu.launch(&spec).await.expect("launch");
     wait_for_serial(dir.path(), 0, BOOT_TIMEOUT, |log| {
         counters(log, HEARTBEAT).into_iter().find(|n| *n >= 3)
@@ -99,7 +101,7 @@ async fn saved_state_restores_into_a_new_process_with_ram_intact() {
 async fn external_kill_is_reported_with_signal_and_serial_tail() {
     let dir = run_dir();
     let _cleanup = KillLeftovers(dir.path().to_path_buf());
-    let spec = minimal_launch("vm-qemu-kill", dir.path(), "");
+    let spec = minimal_launch("vm-qemu-kill", dir.path(), "").await;
     let vm = qemu_tcg().launch(&spec).await.expect("launch");
     wait_for_marker(dir.path(), READY, BOOT_TIMEOUT).await;
 
@@ -136,7 +138,7 @@ async fn bad_input_fails_clearly_and_leaves_no_process() {
     // Not a kernel at all: refused before any process starts.
     let garbage = dir.path().join("garbage");
     std::fs::write(&garbage, b"this is not a kernel\n").expect("write");
-    let mut spec = minimal_launch("vm-qemu-bad", &dir.path().join("run-a"), "");
+    let mut spec = minimal_launch("vm-qemu-bad", &dir.path().join("run-a"), "").await;
     spec.kernel.elf = Some(garbage);
     spec.kernel.bzimage = None;
     let err = qemu
@@ -175,7 +177,7 @@ async fn bad_input_fails_clearly_and_leaves_no_process() {
     );
 
     // Bad sizes are refused up front as well.
-    let mut spec = minimal_launch("vm-qemu-bad", &dir.path().join("run-c"), "");
+    let mut spec = minimal_launch("vm-qemu-bad", &dir.path().join("run-c"), "").await;
     spec.mem_mib = 64;
     assert!(qemu
         .launch(&spec)
@@ -232,7 +234,7 @@ async fn a_new_backend_adopts_a_running_vm_and_stops_it() {
     init_tracing();
     let dir = run_dir();
     let _cleanup = KillLeftovers(dir.path().to_path_buf());
-    let spec = minimal_launch("vm-qemu-adopt", dir.path(), "");
+    let spec = minimal_launch("vm-qemu-adopt", dir.path(), "").await;
     let vm = qemu_tcg().launch(&spec).await.expect("launch");
     let pid = vm.pid();
     wait_for_marker(dir.path(), READY, BOOT_TIMEOUT).await;
@@ -266,7 +268,7 @@ async fn a_new_backend_adopts_a_running_vm_and_stops_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_sees_its_read_only_disk_and_its_nic() {
     let dir = run_dir();
-    let netns = TestNetns::create();
+    let netns = TestNetns::new();
     netns.add_tap("htap-t0");
     let _cleanup = KillLeftovers(dir.path().to_path_buf()); // dropped before the namespace
     let report_line = "echo \"hatch-test: mac=$(cat /sys/class/net/eth0/address) \
@@ -281,7 +283,7 @@ async fn guest_sees_its_read_only_disk_and_its_nic() {
             ("user-data", &format!("#!/bin/sh\n{report_line}\n")),
         ],
     );
-    let mut spec = minimal_launch("vm-qemu-dev", &dir.path().join("run"), "");
+    let mut spec = minimal_launch("vm-qemu-dev", &dir.path().join("run"), "").await;
     spec.disks.push(DiskSpec {
         id: "seed".into(),
         path: seed,
@@ -293,7 +295,7 @@ async fn guest_sees_its_read_only_disk_and_its_nic() {
     });
 
     let vm = qemu_tcg()
-        .in_netns(&netns.name)
+        .in_netns(netns.name())
         .launch(&spec)
         .await
         .expect("launch");

@@ -151,9 +151,15 @@ pub fn gzip(data: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// A freshly generated OpenSSH public key line (`type base64 comment`).
+/// Where [`ssh_keygen`] puts the private key of that type and size.
+pub fn ssh_private_key_path(dir: &Path, key_type: &str, bits: Option<u32>) -> PathBuf {
+    dir.join(format!("id_{key_type}_{}", bits.unwrap_or(0)))
+}
+
+/// A freshly generated OpenSSH public key line (`type base64 comment`); the
+/// private key is at [`ssh_private_key_path`].
 pub fn ssh_keygen(dir: &Path, key_type: &str, bits: Option<u32>, comment: &str) -> String {
-    let key = dir.join(format!("id_{key_type}_{}", bits.unwrap_or(0)));
+    let key = ssh_private_key_path(dir, key_type, bits);
     let mut cmd = Command::new("ssh-keygen");
     cmd.args(["-q", "-t", key_type, "-N", "", "-C", comment, "-f"])
         .arg(&key);

@@ -3,7 +3,7 @@
 //! pair, from which users SSH to `host:ssh_port`.
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
@@ -24,6 +24,17 @@ impl Topology {
         let client = TestNetns::new();
         let link = host.add_client(&client, 1);
         Topology { client, host, host_addr: link.host_ip.to_string() }
+    }
+
+    /// The start of an end-to-end test: a fresh topology, `hatch serve`
+    /// running on its Hatch host (`env` as for [`TestDaemon::start`]) and
+    /// `image` registered with it (its id last). Bind the three in this
+    /// order so the daemon is dropped before the namespaces.
+    pub fn with_daemon(image: &hatch::model::Image, env: &[(&str, &str)]) -> (Topology, TestDaemon, String) {
+        let topo = Topology::new();
+        let daemon = TestDaemon::start(topo.host_ns(), env);
+        let image_id = topo.register_image(&daemon, image);
+        (topo, daemon, image_id)
     }
 
     pub fn host_ns(&self) -> &str {
@@ -58,33 +69,12 @@ impl Topology {
     /// Runs `command` in the guest over SSH from the client host through the
     /// forwarded port, retrying while the guest's SSH server comes up.
     pub fn ssh(&self, key: &TestKey, user: &str, port: u16, command: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let output = self.ssh_output(key, user, port, command);
-            if output.status.success() {
-                return String::from_utf8_lossy(&output.stdout).into_owned();
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "ssh -p {port} {user}@{} {command:?} failed: {}",
-                    self.host_addr,
-                    String::from_utf8_lossy(&output.stderr)
-                );
-            }
-            std::thread::sleep(Duration::from_millis(500));
-        }
+        key.ssh_until_ok(&self.client, user, &self.host_addr, port, command, Duration::from_secs(60))
     }
 
     /// One SSH attempt; whether it succeeded (for commands that end the session).
     pub fn ssh_status(&self, key: &TestKey, user: &str, port: u16, command: &str) -> bool {
-        self.ssh_output(key, user, port, command).status.success()
-    }
-
-    fn ssh_output(&self, key: &TestKey, user: &str, port: u16, command: &str) -> std::process::Output {
-        let mut args = vec!["netns".to_string(), "exec".into(), self.client.name().into(), "ssh".into()];
-        args.extend(key.ssh_args(user, &self.host_addr, port));
-        args.push(command.to_string());
-        Command::new("ip").args(&args).output().expect("ssh")
+        key.ssh_once(&self.client, user, &self.host_addr, port, command).status.success()
     }
 
     /// Runs a program inside the Hatch host's namespace and returns stdout.

@@ -3,10 +3,13 @@
 //! runs in), and its host networking inside a test-made network namespace.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+use super::cloudinit::{ssh_keygen, ssh_private_key_path};
+use super::netns::TestNetns;
 
 pub struct TestDaemon {
     /// Network namespace the daemon (and so its bridge, TAPs, rules, dnsmasq) lives in.
@@ -203,14 +206,8 @@ pub struct TestKey {
 impl TestKey {
     pub fn generate() -> Self {
         let dir = tempfile::tempdir().expect("key dir");
-        let private = dir.path().join("id_ed25519");
-        let status = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "hatch-test", "-f"])
-            .arg(&private)
-            .status()
-            .expect("ssh-keygen");
-        assert!(status.success());
-        let public = std::fs::read_to_string(private.with_extension("pub")).expect("pub key").trim().to_string();
+        let public = ssh_keygen(dir.path(), "ed25519", None, "hatch-test");
+        let private = ssh_private_key_path(dir.path(), "ed25519", None);
         TestKey { _dir: dir, private, public }
     }
 
@@ -238,5 +235,36 @@ impl TestKey {
             "LogLevel=ERROR".into(),
             format!("{user}@{host}"),
         ]
+    }
+
+    /// One `ssh` run of `command` as `user` on `host:port` from inside
+    /// `netns`.
+    pub fn ssh_once(&self, netns: &TestNetns, user: &str, host: &str, port: u16, command: &str) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", netns.name(), "ssh"])
+            .args(self.ssh_args(user, host, port))
+            .arg(command)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ssh")
+    }
+
+    /// Like [`ssh_once`](Self::ssh_once), retried while the guest's SSH
+    /// server comes up, until `timeout`; stdout of the first success.
+    pub fn ssh_until_ok(&self, netns: &TestNetns, user: &str, host: &str, port: u16, command: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let output = self.ssh_once(netns, user, host, port, command);
+            if output.status.success() {
+                return String::from_utf8_lossy(&output.stdout).into_owned();
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "ssh -p {port} {user}@{host} {command:?} never succeeded: {}",
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
     }
 }

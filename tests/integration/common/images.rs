@@ -13,6 +13,8 @@ use hatch::image::{build_image, BuildEnv, BuildRequest};
 use hatch::model::{Image, ImageProfile};
 use tokio::sync::OnceCell;
 
+use super::netns::run_ok;
+
 /// `$HATCH_TEST_IMAGE_DIR`, else `<cargo target tmpdir>/hatch-images`.
 pub fn shared_dir() -> PathBuf {
     std::env::var_os("HATCH_TEST_IMAGE_DIR")
@@ -90,19 +92,7 @@ pub async fn debian_image() -> Image {
 /// The host TSC frequency in kHz, which TCG guests need on their command
 /// line (`tsc_early_khz`) to boot reliably.
 pub fn host_tsc_khz() -> u64 {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").expect("read /proc/cpuinfo");
-    cpuinfo
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("cpu MHz")?
-                .split(':')
-                .nth(1)?
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .map(|mhz| (mhz * 1000.0) as u64)
-        .expect("cpu MHz in /proc/cpuinfo")
+    hatch::vmm::host::tsc_khz().expect("cpu MHz in /proc/cpuinfo")
 }
 
 /// A virtio-blk disk for [`TcgGuest::boot`].
@@ -121,8 +111,9 @@ pub struct TcgGuest {
 
 impl TcgGuest {
     /// Boots `kernel` + `initrd` with `extra_args` appended to the
-    /// standard command line. `netns` runs QEMU inside that namespace with
-    /// user-mode networking forwarding `127.0.0.1:<port>` to guest port 22.
+    /// standard command line. `ssh_forward` (namespace name, port) runs
+    /// QEMU inside that namespace with user-mode networking forwarding
+    /// `127.0.0.1:<port>` to guest port 22.
     pub fn boot(
         kernel: &Path,
         initrd: &Path,
@@ -285,160 +276,17 @@ impl Drop for TcgGuest {
     }
 }
 
-/// A NoCloud seed disk (FAT labelled CIDATA) made with the dosfstools and
-/// mtools programs, holding the given files.
+/// A NoCloud seed disk (FAT labelled CIDATA, 1 MiB) made with the
+/// dosfstools and mtools programs, holding the given files.
 pub fn make_seed_disk(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
     let image = dir.join("seed.img");
-    let status = Command::new("truncate")
-        .args(["-s", "2M"])
-        .arg(&image)
-        .status()
-        .expect("truncate");
-    assert!(status.success());
-    let out = Command::new("mkfs.vfat")
-        .args(["-n", "CIDATA"])
-        .arg(&image)
-        .output()
-        .expect("mkfs.vfat");
-    assert!(
-        out.status.success(),
-        "mkfs.vfat: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let image_arg = image.to_str().expect("utf-8 path");
+    run_ok("mkfs.vfat", &["-n", "CIDATA", "-C", image_arg, "1024"]);
     for (name, contents) in files {
-        let local = dir.join(name);
+        let local = dir.join(format!("seed-{name}"));
         std::fs::write(&local, contents).expect("write seed file");
-        let out = Command::new("mcopy")
-            .arg("-i")
-            .arg(&image)
-            .arg(&local)
-            .arg(format!("::{name}"))
-            .output()
-            .expect("mcopy");
-        assert!(
-            out.status.success(),
-            "mcopy: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        let local_arg = local.to_str().expect("utf-8 path");
+        run_ok("mcopy", &["-i", image_arg, local_arg, &format!("::{name}")]);
     }
     image
-}
-
-/// A network namespace of the test's own (`hatch-t-<random>`, loopback up),
-/// deleted on drop: QEMU's user-mode network and the SSH client live in it.
-pub struct TestNetns {
-    pub name: String,
-}
-
-impl TestNetns {
-    pub fn new() -> TestNetns {
-        let name = hatch::model::random_id("hatch-t-img", 6);
-        let ok = Command::new("ip")
-            .args(["netns", "add", &name])
-            .status()
-            .expect("ip netns add")
-            .success();
-        assert!(ok, "ip netns add {name} failed");
-        let netns = TestNetns { name };
-        let up = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &netns.name,
-                "ip",
-                "link",
-                "set",
-                "lo",
-                "up",
-            ])
-            .status()
-            .expect("ip link set lo up");
-        assert!(up.success());
-        netns
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// An ed25519 key pair made with ssh-keygen in its own directory.
-pub struct SshKey {
-    pub private: PathBuf,
-    pub public: String,
-    _dir: tempfile::TempDir,
-}
-
-impl SshKey {
-    pub fn generate() -> SshKey {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let private = dir.path().join("id_ed25519");
-        let out = Command::new("ssh-keygen")
-            .args(["-q", "-t", "ed25519", "-N", "", "-C", "hatch-test", "-f"])
-            .arg(&private)
-            .output()
-            .expect("ssh-keygen");
-        assert!(
-            out.status.success(),
-            "ssh-keygen: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let public = std::fs::read_to_string(private.with_extension("pub")).expect("public key");
-        SshKey {
-            private,
-            public: public.trim().to_string(),
-            _dir: dir,
-        }
-    }
-
-    /// Runs `command` over SSH as `user` to 127.0.0.1:`port` inside `netns`,
-    /// retrying until `timeout`; returns stdout of the first success.
-    pub async fn run(
-        &self,
-        netns: &TestNetns,
-        user: &str,
-        port: u16,
-        command: &str,
-        timeout: Duration,
-    ) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let out = Command::new("ip")
-                .args(["netns", "exec", &netns.name, "ssh", "-i"])
-                .arg(&self.private)
-                .args([
-                    "-o",
-                    "BatchMode=yes",
-                    "-o",
-                    "StrictHostKeyChecking=no",
-                    "-o",
-                    "UserKnownHostsFile=/dev/null",
-                    "-o",
-                    "ConnectTimeout=5",
-                    "-o",
-                    "LogLevel=ERROR",
-                    "-p",
-                    &port.to_string(),
-                    &format!("{user}@127.0.0.1"),
-                    command,
-                ])
-                .stdin(Stdio::null())
-                .output()
-                .expect("run ssh");
-            if out.status.success() {
-                return String::from_utf8_lossy(&out.stdout).into_owned();
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "ssh {user}@guest {command:?} never succeeded: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    }
 }

@@ -9,13 +9,14 @@ use std::process::Child;
 use std::time::Duration;
 
 use hatch::model::NetworkIdentity;
-use hatch::net::{NetConfig, Network};
+use hatch::net::settings::config_from_values;
+use hatch::net::NetConfig;
 
 use super::netns::{run_ok, TestNetns};
 
 /// The guide's defaults, with the DHCP files in `dir`.
 pub fn config(dir: &Path, ssh_allowed: &str) -> NetConfig {
-    Network::config_from_values("fcbridge", "192.168.241.1/24", ssh_allowed, "2200", "2299", dir.join("dhcp"))
+    config_from_values("fcbridge", "192.168.241.1/24", ssh_allowed, "2200", "2299", dir.join("dhcp"))
         .expect("valid test config")
 }
 

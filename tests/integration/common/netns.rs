@@ -170,6 +170,12 @@ impl TestNetns {
         NsRuntime { handle, stop: Some(stop_tx), thread: Some(thread) }
     }
 
+    /// A TAP device `tap`, up, for a VMM running inside this namespace.
+    pub fn add_tap(&self, tap: &str) {
+        self.ip(&["tuntap", "add", "dev", tap, "mode", "tap"]);
+        self.ip(&["link", "set", tap, "up"]);
+    }
+
     /// Names of the links in this namespace (from `ip -j`).
     pub fn links(&self) -> Vec<String> {
         let json: serde_json::Value = serde_json::from_str(&self.ip(&["-j", "link", "show"])).expect("ip -j output");

@@ -9,32 +9,8 @@ use hatch::vmm::qemu::args::Accel;
 use hatch::vmm::qemu::QemuHypervisor;
 use hatch::vmm::{host, KernelFiles, VmLaunch};
 
-/// The directory holding the `minimal` image's files (vmlinux, bzImage,
-/// initramfs.cpio.gz). The one place tests learn where that image is.
-pub fn minimal_image_dir() -> PathBuf {
-    std::env::var_os("HATCH_TEST_MINIMAL_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/work/artifacts/minimal"))
-}
-
-/// Kernel and initrd of the `minimal` image; panics (never skips) when absent.
-pub fn minimal_boot_files() -> (KernelFiles, PathBuf) {
-    let dir = minimal_image_dir();
-    let initrd = dir.join("initramfs.cpio.gz");
-    assert!(
-        initrd.is_file(),
-        "the minimal image is missing: {} (set HATCH_TEST_MINIMAL_DIR)",
-        initrd.display()
-    );
-    let present = |name: &str| Some(dir.join(name)).filter(|p| p.is_file());
-    (
-        KernelFiles {
-            elf: present("vmlinux"),
-            bzimage: present("bzImage"),
-        },
-        initrd,
-    )
-}
+use super::images::minimal_image;
+use super::netns::TestNetns;
 
 /// QEMU with software emulation, as on hosts without hardware virtualisation.
 pub fn qemu_tcg() -> QemuHypervisor {
@@ -56,15 +32,19 @@ pub fn run_dir() -> tempfile::TempDir {
         .expect("temp dir")
 }
 
-/// A launch of the minimal image with no disks and no network.
-pub fn minimal_launch(vm_id: &str, run_dir: &Path, boot_args: &str) -> VmLaunch {
-    let (kernel, initrd) = minimal_boot_files();
+/// A launch of the `minimal` image (built through the shared test image
+/// cache) with no disks and no network.
+pub async fn minimal_launch(vm_id: &str, run_dir: &Path, boot_args: &str) -> VmLaunch {
+    let image = minimal_image().await;
     VmLaunch {
         vm_id: vm_id.to_string(),
         vcpu_count: 1,
         mem_mib: 256,
-        kernel,
-        initrd: Some(initrd),
+        kernel: KernelFiles {
+            elf: image.kernel_path,
+            bzimage: image.bzimage_path,
+        },
+        initrd: Some(image.initrd_path.expect("the minimal image has an initramfs")),
         disks: Vec::new(),
         nic: None,
         boot_args: boot_args.to_string(),
@@ -304,65 +284,6 @@ pub fn init_tracing() {
         .try_init();
 }
 
-fn run(program: &str, args: &[&str]) {
-    let status = std::process::Command::new(program)
-        .args(args)
-        .status()
-        .unwrap_or_else(|e| panic!("{program}: {e}"));
-    assert!(status.success(), "{program} {args:?} failed: {status}");
-}
-
-/// A network namespace of the test's own (with TAP devices inside), removed
-/// when dropped. VMMs attached to its TAPs must run inside it.
-pub struct TestNetns {
-    pub name: String,
-}
-
-impl TestNetns {
-    pub fn create() -> Self {
-        let name = format!("hatch-t-{:08x}", rand::random::<u32>());
-        run("ip", &["netns", "add", &name]);
-        TestNetns { name }
-    }
-
-    pub fn add_tap(&self, tap: &str) {
-        run(
-            "ip",
-            &["-n", &self.name, "tuntap", "add", "dev", tap, "mode", "tap"],
-        );
-        run("ip", &["-n", &self.name, "link", "set", tap, "up"]);
-    }
-}
-
-impl Drop for TestNetns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-/// A NoCloud seed: a small FAT volume labelled CIDATA holding `files`.
-pub fn make_seed_disk(dir: &Path, files: &[(&str, &str)]) -> PathBuf {
-    let image = dir.join("seed.img");
-    let image_arg = image.to_str().expect("utf-8 path");
-    run("mkfs.vfat", &["-n", "CIDATA", "-C", image_arg, "1024"]);
-    for (name, content) in files {
-        let source = dir.join(format!("seed-{name}"));
-        std::fs::write(&source, content).expect("write seed file");
-        run(
-            "mcopy",
-            &[
-                "-i",
-                image_arg,
-                source.to_str().expect("utf-8 path"),
-                &format!("::{name}"),
-            ],
-        );
-    }
-    image
-}
-
 /// The TAP interfaces process `pid` holds open (from `iff:` in fdinfo).
 pub fn taps_held_by(pid: u32) -> Vec<String> {
     let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
@@ -380,6 +301,6 @@ pub fn taps_held_by(pid: u32) -> Vec<String> {
 pub fn runs_in_netns(pid: u32, netns: &TestNetns) -> bool {
     use std::os::unix::fs::MetadataExt;
     let of_process = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
-    let of_netns = std::fs::metadata(format!("/run/netns/{}", netns.name)).map(|m| m.ino());
+    let of_netns = std::fs::metadata(format!("/run/netns/{}", netns.name())).map(|m| m.ino());
     matches!((of_process, of_netns), (Ok(a), Ok(b)) if a == b)
 }
