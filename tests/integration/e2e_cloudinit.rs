@@ -35,9 +35,7 @@ async fn minimal_image_runs_shell_user_data_and_installs_given_keys() {
 #[tokio::test(flavor = "multi_thread")]
 async fn minimal_image_runs_gzip_user_data_sent_by_the_cli() {
     let image = common::images::minimal_image().await;
-    let topo = Topology::new();
-    let daemon = TestDaemon::start(topo.host_ns(), &[]);
-    let image_id = topo.register_image(&daemon, &image);
+    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
     let compressed = gzip(b"#!/bin/sh\necho \"gzip user-data ran\" > /root/gzip-marker\n");
     let files = tempfile::tempdir().expect("tempdir");
