@@ -124,6 +124,7 @@ impl Orchestrator {
         }
         self.store.delete_routes_of(id)?;
         self.store.delete_vm(id)?;
+        self.observers.notify(&super::VmEvent::Deleted { vm_id: id });
         self.locks.forget(id);
         tracing::info!(vm = %id, "deleted");
         Ok(())

@@ -14,6 +14,7 @@ mod layout;
 mod ledger;
 mod lifecycle;
 mod locks;
+mod observe;
 mod proxy;
 mod reconcile;
 mod snapshot;
@@ -33,6 +34,7 @@ use crate::vmm::{Hypervisor, VmHandle};
 pub use create::CreateVm;
 pub use error::OrchError;
 pub use idle::OrchIdleTarget;
+pub use observe::{VmEvent, VmObserver};
 pub use proxy::OrchRouteResolver;
 pub use layout::VmLayout;
 
@@ -48,6 +50,8 @@ pub struct Orchestrator {
     /// Serialises choosing network resources and recording them, so
     /// concurrent creates never pick the same IP, MAC, TAP or port.
     allocation: tokio::sync::Mutex<()>,
+    /// Told about every state change and deletion (e.g. the proxy's pool).
+    observers: observe::Observers,
 }
 
 impl Orchestrator {
@@ -68,6 +72,7 @@ impl Orchestrator {
             locks: locks::VmLocks::default(),
             handles: Mutex::new(HashMap::new()),
             allocation: tokio::sync::Mutex::new(()),
+            observers: observe::Observers::default(),
         });
         orch.reconcile().await?;
         Ok(orch)
@@ -156,6 +161,7 @@ impl Orchestrator {
         self.store.update_vm(vm)?;
         self.store.record_transition(&vm.id, Some(from), to, vm.state_reason.as_deref())?;
         tracing::info!(vm = %vm.id, from = from.as_str(), to = to.as_str(), reason = ?vm.state_reason, "state change");
+        self.observers.notify(&VmEvent::StateChanged { vm_id: &vm.id, from, to });
         Ok(())
     }
 
