@@ -34,8 +34,9 @@ use crate::vmm::{Hypervisor, VmHandle};
 pub use create::CreateVm;
 pub use error::OrchError;
 pub use idle::OrchIdleTarget;
-pub use observe::{VmEvent, VmObserver};
+pub use observe::{VmChange, VmObserver};
 pub use proxy::OrchRouteResolver;
+pub use snapshot::UnpackedSnapshot;
 pub use layout::VmLayout;
 
 /// The VM manager the API talks to.
@@ -161,7 +162,7 @@ impl Orchestrator {
         self.store.update_vm(vm)?;
         self.store.record_transition(&vm.id, Some(from), to, vm.state_reason.as_deref())?;
         tracing::info!(vm = %vm.id, from = from.as_str(), to = to.as_str(), reason = ?vm.state_reason, "state change");
-        self.observers.notify(&VmEvent::StateChanged { vm_id: &vm.id, from, to });
+        self.observers.notify(&VmChange::StateChanged { vm_id: &vm.id, from, to });
         Ok(())
     }
 

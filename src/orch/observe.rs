@@ -14,30 +14,30 @@ use super::Orchestrator;
 
 /// Something that happened to a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmEvent<'a> {
+pub enum VmChange<'a> {
     /// The VM moved from one state to another (already stored).
     StateChanged { vm_id: &'a str, from: VmState, to: VmState },
     /// The VM and everything it had are gone.
     Deleted { vm_id: &'a str },
 }
 
-impl VmEvent<'_> {
+impl VmChange<'_> {
     pub fn vm_id(&self) -> &str {
         match self {
-            VmEvent::StateChanged { vm_id, .. } | VmEvent::Deleted { vm_id } => vm_id,
+            VmChange::StateChanged { vm_id, .. } | VmChange::Deleted { vm_id } => vm_id,
         }
     }
 
     /// Whether the VM's guest can answer network connections after this
     /// event (only a running VM can).
     pub fn serving_after(&self) -> bool {
-        matches!(self, VmEvent::StateChanged { to: VmState::Running, .. })
+        matches!(self, VmChange::StateChanged { to: VmState::Running, .. })
     }
 }
 
-/// Implemented by whoever wants to hear about [`VmEvent`]s.
+/// Implemented by whoever wants to hear about [`VmChange`]s.
 pub trait VmObserver: Send + Sync {
-    fn on_vm_event(&self, event: &VmEvent<'_>);
+    fn on_vm_change(&self, event: &VmChange<'_>);
 }
 
 /// The observers an orchestrator tells about its VMs.
@@ -49,9 +49,9 @@ impl Observers {
         self.0.write().unwrap_or_else(|e| e.into_inner()).push(observer);
     }
 
-    pub(super) fn notify(&self, event: &VmEvent<'_>) {
+    pub(super) fn notify(&self, event: &VmChange<'_>) {
         for observer in self.0.read().unwrap_or_else(|e| e.into_inner()).iter() {
-            observer.on_vm_event(event);
+            observer.on_vm_change(event);
         }
     }
 }
@@ -73,7 +73,7 @@ mod tests {
     struct FakeRecorder(Mutex<Vec<(String, bool)>>);
 
     impl VmObserver for FakeRecorder {
-        fn on_vm_event(&self, event: &VmEvent<'_>) {
+        fn on_vm_change(&self, event: &VmChange<'_>) {
             self.0.lock().unwrap().push((event.vm_id().to_string(), event.serving_after()));
         }
     }
@@ -84,9 +84,9 @@ mod tests {
         let (first, second) = (Arc::new(FakeRecorder::default()), Arc::new(FakeRecorder::default()));
         observers.add(first.clone());
         observers.add(second.clone());
-        observers.notify(&VmEvent::StateChanged { vm_id: "vm-a", from: VmState::Restoring, to: VmState::Running });
-        observers.notify(&VmEvent::StateChanged { vm_id: "vm-a", from: VmState::Running, to: VmState::Snapshotting });
-        observers.notify(&VmEvent::Deleted { vm_id: "vm-b" });
+        observers.notify(&VmChange::StateChanged { vm_id: "vm-a", from: VmState::Restoring, to: VmState::Running });
+        observers.notify(&VmChange::StateChanged { vm_id: "vm-a", from: VmState::Running, to: VmState::Snapshotting });
+        observers.notify(&VmChange::Deleted { vm_id: "vm-b" });
         let expected = vec![("vm-a".to_string(), true), ("vm-a".to_string(), false), ("vm-b".to_string(), false)];
         assert_eq!(*first.0.lock().unwrap(), expected);
         assert_eq!(*second.0.lock().unwrap(), expected);
@@ -95,9 +95,9 @@ mod tests {
     #[test]
     fn only_running_serves() {
         for to in VmState::ALL {
-            let event = VmEvent::StateChanged { vm_id: "vm", from: VmState::Running, to };
+            let event = VmChange::StateChanged { vm_id: "vm", from: VmState::Running, to };
             assert_eq!(event.serving_after(), to == VmState::Running, "{to:?}");
         }
-        assert!(!VmEvent::Deleted { vm_id: "vm" }.serving_after());
+        assert!(!VmChange::Deleted { vm_id: "vm" }.serving_after());
     }
 }

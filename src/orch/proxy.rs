@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use crate::model::VmState;
 use crate::proxy::{ActivityEvent, Resolution, RouteResolver, UpstreamConnections, WakeCoordinator};
 
-use super::{Orchestrator, VmEvent, VmObserver};
+use super::{Orchestrator, VmChange, VmObserver};
 
 /// What clients are told to wait before retrying after a failed wake.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -76,7 +76,7 @@ impl RouteResolver for OrchRouteResolver {
 /// come back without them, and its address may go to another VM. Dropping
 /// them as the state changes means the next request opens a fresh one.
 impl VmObserver for UpstreamConnections {
-    fn on_vm_event(&self, event: &VmEvent<'_>) {
+    fn on_vm_change(&self, event: &VmChange<'_>) {
         if !event.serving_after() {
             self.forget_vm(event.vm_id());
         }
