@@ -101,7 +101,8 @@ pub fn table(raw: &[Sample], hatch: &[Sample]) -> String {
 /// The wake table: QEMU's own load of a state against a request that wakes
 /// the VM through Hatch's proxy, with Hatch's median over QEMU's.
 pub fn wake_table(samples: &[WakeSample]) -> String {
-    let rows: [(&str, fn(&WakeSample) -> Duration, fn(&WakeSample) -> Duration); 2] = [
+    type Pick = fn(&WakeSample) -> Duration;
+    let rows: [(&str, Pick, Pick); 2] = [
         ("restore until the VM runs", |s| s.raw_running, |s| s.hatch_running),
         ("request to first response byte", |s| s.raw_first_byte, |s| s.hatch_first_byte),
     ];
