@@ -38,6 +38,16 @@ impl Orchestrator {
         }
     }
 
+    /// How `vm`'s VMM is launched (TAP, MAC, disks, kernel): public for
+    /// tools that run the same guest outside orchestration (snapshot-bench).
+    pub fn launch_spec_of(&self, vm: &Vm) -> Result<VmLaunch, OrchError> {
+        let image = self
+            .store
+            .get_image(&vm.image_id)?
+            .ok_or_else(|| OrchError::Conflict { field: None, message: format!("image {} no longer exists", vm.image_id) })?;
+        Ok(self.launch_spec(vm, &image))
+    }
+
     /// Launches the VMM for a VM in `starting` and moves it to `running`.
     pub(super) async fn boot(self: &Arc<Self>, mut vm: Vm, image: &Image) -> Result<Vm, OrchError> {
         let spec = self.launch_spec(&vm, image);
@@ -124,6 +134,7 @@ impl Orchestrator {
         }
         self.store.delete_routes_of(id)?;
         self.store.delete_vm(id)?;
+        self.observers.notify(&super::VmChange::Deleted { vm_id: id });
         self.locks.forget(id);
         tracing::info!(vm = %id, "deleted");
         Ok(())

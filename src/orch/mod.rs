@@ -14,6 +14,7 @@ mod layout;
 mod ledger;
 mod lifecycle;
 mod locks;
+mod observe;
 mod proxy;
 mod reconcile;
 mod snapshot;
@@ -34,7 +35,9 @@ use crate::vmm::{Hypervisor, VmHandle};
 pub use create::CreateVm;
 pub use error::OrchError;
 pub use idle::OrchIdleTarget;
+pub use observe::{VmChange, VmObserver};
 pub use proxy::OrchRouteResolver;
+pub use snapshot::UnpackedSnapshot;
 pub use layout::VmLayout;
 
 /// The VM manager the API talks to.
@@ -52,6 +55,8 @@ pub struct Orchestrator {
     /// Serialises choosing network resources and recording them, so
     /// concurrent creates never pick the same IP, MAC, TAP or port.
     allocation: tokio::sync::Mutex<()>,
+    /// Told about every state change and deletion (e.g. the proxy's pool).
+    observers: observe::Observers,
 }
 
 impl Orchestrator {
@@ -75,6 +80,7 @@ impl Orchestrator {
             locks: locks::VmLocks::default(),
             handles: Mutex::new(HashMap::new()),
             allocation: tokio::sync::Mutex::new(()),
+            observers: observe::Observers::default(),
         });
         orch.reconcile().await?;
         Ok(orch)
@@ -163,6 +169,7 @@ impl Orchestrator {
         self.store.update_vm(vm)?;
         self.store.record_transition(&vm.id, Some(from), to, vm.state_reason.as_deref())?;
         tracing::info!(vm = %vm.id, from = from.as_str(), to = to.as_str(), reason = ?vm.state_reason, "state change");
+        self.observers.notify(&VmChange::StateChanged { vm_id: &vm.id, from, to });
         Ok(())
     }
 

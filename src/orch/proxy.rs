@@ -9,9 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::model::VmState;
-use crate::proxy::{ActivityEvent, Resolution, RouteResolver, WakeCoordinator};
+use crate::proxy::{ActivityEvent, Resolution, RouteResolver, UpstreamConnections, WakeCoordinator};
 
-use super::Orchestrator;
+use super::{Orchestrator, VmChange, VmObserver};
 
 /// What clients are told to wait before retrying after a failed wake.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -69,4 +69,16 @@ impl RouteResolver for OrchRouteResolver {
     /// Activity is counted by the proxy's `ActiveConnections`, which the idle
     /// monitor reads; nothing more to do per event.
     fn activity(&self, _vm_id: &str, _event: ActivityEvent) {}
+}
+
+/// The proxy's pooled connections to a VM go stale once it stops serving
+/// (snapshot, stop, crash, delete): the guest behind them is gone or will
+/// come back without them, and its address may go to another VM. Dropping
+/// them as the state changes means the next request opens a fresh one.
+impl VmObserver for UpstreamConnections {
+    fn on_vm_change(&self, event: &VmChange<'_>) {
+        if !event.serving_after() {
+            self.forget_vm(event.vm_id());
+        }
+    }
 }

@@ -19,6 +19,14 @@ use crate::vmm::{SnapshotFiles, VmHandle};
 use super::transitions::VmAction;
 use super::{OrchError, Orchestrator};
 
+/// A snapshot's artefacts, verified and decompressed.
+#[derive(Debug, Clone)]
+pub struct UnpackedSnapshot {
+    pub files: SnapshotFiles,
+    /// The VM's disk as it was saved (absent for diskless guests).
+    pub disk: Option<PathBuf>,
+}
+
 const STATE: &str = "state.zst";
 const MEMORY: &str = "memory.zst";
 const DISK: &str = "disk.zst";
@@ -215,6 +223,26 @@ impl Orchestrator {
             .store
             .get_image(&vm.image_id)?
             .ok_or_else(|| OrchError::Conflict { field: None, message: format!("image {} no longer exists", vm.image_id) })?;
+        let unpacked = self.unpack_snapshot(snapshot, work).await?;
+        if let Some(disk) = &unpacked.disk {
+            let target = self.layout(&vm.id).disk();
+            tokio::fs::rename(disk, &target)
+                .await
+                .map_err(|e| OrchError::Internal(format!("replacing {}: {e}", target.display())))?;
+        }
+        if let Some(identity) = &vm.network {
+            let desired = self.desired_network()?;
+            self.network.attach_vm(&vm.id, identity, &desired).await?;
+        }
+        let handle = self.hypervisor.restore(&self.launch_spec(vm, &image), &unpacked.files).await?;
+        Ok(Arc::from(handle))
+    }
+
+    /// Fetches a snapshot's artefacts into `work` (which it creates),
+    /// verifying and decompressing each: the VMM's files ready for
+    /// `Hypervisor::restore`, and the saved disk if there is one. Public for
+    /// tools that load the same state outside orchestration (snapshot-bench).
+    pub async fn unpack_snapshot(&self, snapshot: &Snapshot, work: &Path) -> Result<UnpackedSnapshot, OrchError> {
         tokio::fs::create_dir_all(work).await.map_err(|e| OrchError::Internal(format!("creating {}: {e}", work.display())))?;
         let store = self.snapshot_store();
         let mut unpacked = Vec::new();
@@ -228,19 +256,7 @@ impl Orchestrator {
         }
         let find = |name: &str| unpacked.iter().find(|(n, _)| *n == name).map(|(_, path)| path.clone());
         let state = find(STATE).ok_or_else(|| OrchError::Corrupt { message: format!("snapshot {} has no state artefact", snapshot.id) })?;
-        if let Some(disk) = find(DISK) {
-            let target = self.layout(&vm.id).disk();
-            tokio::fs::rename(&disk, &target)
-                .await
-                .map_err(|e| OrchError::Internal(format!("replacing {}: {e}", target.display())))?;
-        }
-        if let Some(identity) = &vm.network {
-            let desired = self.desired_network()?;
-            self.network.attach_vm(&vm.id, identity, &desired).await?;
-        }
-        let files = SnapshotFiles { state, memory: find(MEMORY) };
-        let handle = self.hypervisor.restore(&self.launch_spec(vm, &image), &files).await?;
-        Ok(Arc::from(handle))
+        Ok(UnpackedSnapshot { files: SnapshotFiles { state, memory: find(MEMORY) }, disk: find(DISK) })
     }
 
     /// Removes all of a VM's snapshots (on delete).

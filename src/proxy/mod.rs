@@ -28,8 +28,9 @@
 //!                otherwise                → Unavailable { retry_after: None, message }
 //! activity(vm, event): cheap, non-blocking (e.g. remember the time; persist
 //!                `last_activity_at` from the idle pass, not per request).
-//! after snapshot/stop/delete: ProxyHandle::forget_vm(vm_id) drops pooled
-//!                connections to an address that may be reused.
+//! after snapshot/stop/delete: UpstreamConnections::forget_vm(vm_id) drops
+//!                pooled connections to an address that may be reused
+//!                (orchestration calls it through its VmObserver hook).
 //! ```
 
 mod activity;
@@ -51,7 +52,7 @@ pub use body::ProxyBody;
 pub use host::subdomain_of;
 pub use ready::{wait_port_open, PortWaitError};
 pub use resolver::{ActivityEvent, Resolution, RouteResolver};
-pub use server::{spawn_proxy, ProxyHandle};
+pub use server::{spawn_proxy, ProxyHandle, UpstreamConnections};
 pub use upstream::UpstreamError;
 pub use wake::{WakeCoordinator, WakeError};
 

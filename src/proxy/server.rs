@@ -28,6 +28,26 @@ pub struct ProxyHandle {
     accept_loop: JoinHandle<()>,
 }
 
+/// A handle on the proxy's keep-alive connections to guests; it stays
+/// valid (and harmless) after the proxy shuts down.
+#[derive(Clone)]
+pub struct UpstreamConnections {
+    pool: UpstreamPool,
+}
+
+impl UpstreamConnections {
+    /// Closes the idle connections to a VM: after a snapshot, stop, crash
+    /// or delete they lead nowhere, or to whichever VM gets the address next.
+    pub fn forget_vm(&self, vm_id: &str) {
+        self.pool.forget_vm(vm_id);
+    }
+
+    /// Idle keep-alive connections to guests right now.
+    pub fn idle_count(&self) -> usize {
+        self.pool.idle_count()
+    }
+}
+
 /// Starts serving on `listener` (already bound, e.g. to HATCH_PROXY_ADDR).
 pub fn spawn_proxy(
     listener: TcpListener,
@@ -79,7 +99,13 @@ impl ProxyHandle {
     /// Closes idle upstream connections to a VM. Call after it is
     /// snapshotted, stopped or deleted.
     pub fn forget_vm(&self, vm_id: &str) {
-        self.state.pool.forget_vm(vm_id);
+        self.upstreams().forget_vm(vm_id);
+    }
+
+    /// The proxy's pooled connections to guests, for whoever learns that a
+    /// VM stopped serving (orchestration) and must make the proxy forget them.
+    pub fn upstreams(&self) -> UpstreamConnections {
+        UpstreamConnections { pool: self.state.pool.clone() }
     }
 
     /// Idle keep-alive connections to guests right now (for metrics/tests).

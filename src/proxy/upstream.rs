@@ -4,15 +4,23 @@
 //! connection goes back to the pool once its response has been read to the
 //! end (hyper reports the sender ready again). Upgrade requests always get a
 //! fresh connection, which then belongs to the tunnel.
+//!
+//! A pooled connection can die between two requests without the proxy
+//! noticing in time (the guest's server closed it as the request went out,
+//! or the VM behind it was restarted). A request that can safely be sent
+//! twice (GET, HEAD or OPTIONS without a body) is then sent once more on a
+//! fresh connection instead of answering 502.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use bytes::Bytes;
+use http_body_util::{Either, Empty};
+use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::{Request, Response};
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -47,8 +55,12 @@ struct Target {
     addr: SocketAddr,
 }
 
+/// What the proxy sends upstream: the client's body, or nothing when a
+/// bodiless request is replayed.
+type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
 struct IdleConnection {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<UpstreamBody>,
     idle_since: Instant,
 }
 
@@ -73,23 +85,32 @@ impl UpstreamPool {
         &self,
         vm_id: &str,
         addr: SocketAddr,
-        mut request: Request<Incoming>,
+        request: Request<Incoming>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let target = Target {
             vm_id: vm_id.to_string(),
             addr,
         };
+        let replay = Replay::of(&request);
+        let mut request = request.map(Either::Left);
         while let Some(mut sender) = self.checkout(&target) {
             match sender.try_send_request(request).await {
                 Ok(response) => {
                     self.check_in_when_ready(target, sender);
                     return Ok(response);
                 }
-                Err(mut failed) => match failed.take_message() {
+                Err(mut failed) => match (failed.take_message(), &replay) {
                     // The connection closed before the request went out (the
                     // guest dropped an idle keep-alive): retry on another.
-                    Some(unsent) => request = unsent,
-                    None => return Err(UpstreamError::Exchange { addr, source: failed.into_error() }),
+                    (Some(unsent), _) => request = unsent,
+                    // It went out, but the connection died before a response
+                    // came: safe to send once more, on a fresh connection.
+                    (None, Some(replay)) => {
+                        tracing::debug!(%addr, error = %failed.error(), "pooled connection failed; retrying on a new one");
+                        request = replay.request();
+                        break;
+                    }
+                    (None, None) => return Err(UpstreamError::Exchange { addr, source: failed.into_error() }),
                 },
             }
         }
@@ -110,7 +131,7 @@ impl UpstreamPool {
     ) -> Result<Response<Incoming>, UpstreamError> {
         let mut sender = self.connect(addr).await?;
         sender
-            .send_request(request)
+            .send_request(request.map(Either::Left))
             .await
             .map_err(|source| UpstreamError::Exchange { addr, source })
     }
@@ -125,7 +146,7 @@ impl UpstreamPool {
         lock(&self.idle).values().map(Vec::len).sum()
     }
 
-    fn checkout(&self, target: &Target) -> Option<SendRequest<Incoming>> {
+    fn checkout(&self, target: &Target) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = lock(&self.idle);
         let connections = idle.get_mut(target)?;
         while let Some(connection) = connections.pop() {
@@ -139,7 +160,7 @@ impl UpstreamPool {
 
     /// Returns the connection to the pool once its current response has been
     /// read completely; drops it if it closes instead.
-    fn check_in_when_ready(&self, target: Target, mut sender: SendRequest<Incoming>) {
+    fn check_in_when_ready(&self, target: Target, mut sender: SendRequest<UpstreamBody>) {
         let pool = self.clone();
         tokio::spawn(async move {
             if sender.ready().await.is_err() {
@@ -157,7 +178,7 @@ impl UpstreamPool {
         });
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<Incoming>, UpstreamError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
         let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| UpstreamError::Connect {
@@ -180,6 +201,39 @@ impl UpstreamPool {
             }
         });
         Ok(sender)
+    }
+}
+
+/// A copy of a request that may be sent twice: idempotent (RFC 9110 §9.2.2)
+/// and without a body, so nothing of the client's is consumed by the first try.
+struct Replay {
+    method: Method,
+    uri: hyper::Uri,
+    version: hyper::Version,
+    headers: hyper::HeaderMap,
+}
+
+impl Replay {
+    fn of(request: &Request<Incoming>) -> Option<Replay> {
+        let idempotent = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
+        if !idempotent || !request.body().is_end_stream() {
+            return None;
+        }
+        Some(Replay {
+            method: request.method().clone(),
+            uri: request.uri().clone(),
+            version: request.version(),
+            headers: request.headers().clone(),
+        })
+    }
+
+    fn request(&self) -> Request<UpstreamBody> {
+        let mut request = Request::new(Either::Right(Empty::new()));
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        request
     }
 }
 

@@ -17,10 +17,16 @@ const HTTPD: &str = "mkdir -p /www && echo \"hello from $(hostname)\" > /www/ind
 
 /// `curl` through the proxy (on the host's loopback) with a Host header.
 fn through_proxy(topo: &Topology, subdomain: &str) -> (u16, String) {
-    let out = topo.on_host(
-        "curl",
-        &["-sS", "--max-time", "120", "-H", &format!("Host: {subdomain}.localhost"), "-w", "\n%{http_code}", "http://127.0.0.1:9090/"],
-    );
+    curl_through_proxy(topo, subdomain, &[])
+}
+
+/// Like [`through_proxy`] with more curl arguments (e.g. `-d` for a POST).
+fn curl_through_proxy(topo: &Topology, subdomain: &str, extra: &[&str]) -> (u16, String) {
+    let host = format!("Host: {subdomain}.localhost");
+    let mut args = vec!["-sS", "--max-time", "120", "-H", &host, "-w", "\n%{http_code}"];
+    args.extend_from_slice(extra);
+    args.push("http://127.0.0.1:9090/");
+    let out = topo.on_host("curl", &args);
     let (body, status) = out.rsplit_once('\n').unwrap_or(("", &out));
     (status.trim().parse().unwrap_or(0), body.to_string())
 }
@@ -105,4 +111,75 @@ async fn idle_vms_sleep_ssh_keeps_them_awake_and_requests_wake_them_once() {
         topo.assert_nothing_left(&daemon, vm);
     }
     assert_eq!(through_proxy(&topo, "web").0, 404, "the route went with its VM");
+}
+
+/// Boot-time user-data: the guest's keep-alive HTTP + WebSocket echo
+/// service (a busybox shell script, one process per connection) on 8081.
+fn echo_server_user_data() -> String {
+    let script = include_str!("assets/guest-echo-server.sh");
+    format!(
+        "#!/bin/sh\nmkdir -p /srv\ncat > /srv/echo.sh <<'SCRIPT'\n{script}SCRIPT\nchmod 755 /srv/echo.sh\nexec nc -ll -p 8081 -e /srv/echo.sh\n"
+    )
+}
+
+/// Opens a WebSocket to `subdomain` through the proxy (run inside the Hatch
+/// host's namespace), sends three text messages and returns the echoes.
+async fn websocket_echo(subdomain: &str) -> Vec<String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let request = format!("ws://{subdomain}.localhost:9090/").into_client_request().expect("request");
+    let stream = tokio::net::TcpStream::connect("127.0.0.1:9090").await.expect("connect to the proxy");
+    let (mut socket, response) = tokio_tungstenite::client_async(request, stream).await.expect("WebSocket handshake");
+    assert_eq!(response.status(), 101);
+    let mut echoes = Vec::new();
+    for text in ["first", "second message", "ünïcödé third"] {
+        socket.send(Message::text(text)).await.expect("send");
+        let answer = tokio::time::timeout(Duration::from_secs(60), socket.next()).await.expect("an echo in time");
+        echoes.push(answer.expect("an echo").expect("a frame").into_text().expect("text").to_string());
+    }
+    socket.close(None).await.expect("close");
+    echoes
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_websocket_echoes_and_kept_alive_connections_survive_a_snapshot() {
+    let image = common::images::minimal_image().await;
+    let topo = Topology::new();
+    let daemon = TestDaemon::start(topo.host_ns(), &[]);
+    let image_id = topo.register_image(&daemon, &image);
+    let key = TestKey::generate();
+    let vm = create_ready_vm(&daemon, &image_id, &key, json!({"user_data": echo_server_user_data()}));
+    let (status, route) =
+        daemon.api("POST", &format!("/vms/{}/routes", vm.id), Some(&json!({"subdomain": "echo", "target_port": 8081})));
+    assert_eq!(status, 201, "{route}");
+    // User-data starts the service in the background after SSH is up.
+    topo.ssh(&key, "root", vm.ssh_port, "until netstat -ltn | grep -q ':8081 '; do sleep 0.2; done");
+
+    let sent = vec!["first", "second message", "ünïcödé third"];
+    assert_eq!(topo.host().block_on(|| websocket_echo("echo")), sent);
+
+    // Two requests from two clients share one kept-alive connection to the guest.
+    let (status, first) = through_proxy(&topo, "echo");
+    assert_eq!(status, 200, "{first}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(through_proxy(&topo, "echo"), (200, first.clone()), "the proxy did not keep its guest connection");
+
+    // Snapshot, then a request wakes the VM: a 200 on a fresh connection,
+    // not a 502 from the pooled one that went to sleep with the guest. A
+    // POST, because the proxy never sends one twice: only dropping pooled
+    // connections when the VM stops serving gets it through.
+    let (status, snapshot) = daemon.api("POST", &format!("/vms/{}/snapshot", vm.id), None);
+    assert_eq!(status, 201, "{snapshot}");
+    let (status, after) = curl_through_proxy(&topo, "echo", &["-d", "order=1"]);
+    assert_eq!(status, 200, "{after}\n{}", daemon.log());
+    assert!(after.starts_with("connection "), "{after}");
+    assert_ne!(after, first, "a connection from before the snapshot was reused");
+    let (_, woken) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
+    assert_eq!(woken["state"], "running", "{woken}");
+    assert_eq!(topo.host().block_on(|| websocket_echo("echo")), sent);
+
+    assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0, 204);
+    topo.assert_nothing_left(&daemon, &vm);
 }

@@ -32,6 +32,7 @@ mod net_outbound;
 mod net_reconcile;
 mod net_ssh;
 mod proxy_http;
+mod proxy_retry;
 mod proxy_stream;
 mod proxy_wake;
 mod proxy_websocket;

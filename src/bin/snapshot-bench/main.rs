@@ -5,10 +5,17 @@
 //! Uses the library directly: no daemon, and the guest has no NIC, so no
 //! network namespace is involved. Rounds alternate which method goes first
 //! so that noise from other work on the machine spreads over both columns.
+//!
+//! With `--wake` it measures instead a request that wakes a snapshotted VM
+//! through Hatch's proxy against QEMU's own load of the same state (see
+//! `wake.rs`); that mode needs root and runs inside a network namespace it
+//! creates and deletes.
 
 mod guest;
 mod measure;
+mod netns;
 mod report;
+mod wake;
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -39,6 +46,15 @@ struct Args {
     /// Guest memory.
     #[arg(long, default_value_t = 256)]
     mem_mib: u32,
+    /// Measure wake-on-request through Hatch's proxy against QEMU's own
+    /// load of the same state instead (needs root: runs Hatch's networking
+    /// inside a network namespace it creates).
+    #[arg(long)]
+    wake: bool,
+    /// Internal: the `--wake` rounds, already inside the namespace, for
+    /// the image described in this JSON file.
+    #[arg(long, hide = true)]
+    wake_image: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +79,12 @@ pub enum BenchError {
     },
     #[error("interrupted")]
     Interrupted,
+    #[error("network namespace: {0}")]
+    Namespace(String),
+    #[error("Hatch: {0}")]
+    Hatch(String),
+    #[error("HTTP: {0}")]
+    Http(String),
 }
 
 #[tokio::main]
@@ -73,9 +95,16 @@ async fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let guests = Guests::default();
-    let outcome = tokio::select! {
-        outcome = run(&args, &guests) => outcome,
-        _ = interrupted() => Err(BenchError::Interrupted),
+    let outcome = match (&args.wake_image, args.wake) {
+        (None, true) => run_wake(&args).await,
+        (Some(image_file), _) => tokio::select! {
+            outcome = run_wake_rounds(&args, image_file, &guests) => outcome,
+            _ = interrupted() => Err(BenchError::Interrupted),
+        },
+        (None, false) => tokio::select! {
+            outcome = run(&args, &guests) => outcome,
+            _ = interrupted() => Err(BenchError::Interrupted),
+        },
     };
     // Whatever happened, no QEMU outlives the benchmark.
     guests.stop_all().await;
@@ -105,6 +134,72 @@ async fn interrupted() {
             let _ = tokio::signal::ctrl_c().await;
         }
     }
+}
+
+/// `--wake`: builds the image here, then runs this program again under
+/// `ip netns exec` in a namespace made for the run (which also gives it its
+/// own /sys, where the namespace's TAPs show), and deletes the namespace
+/// with everything still in it afterwards, also after Ctrl-C.
+async fn run_wake(args: &Args) -> Result<String, BenchError> {
+    if args.rounds == 0 {
+        return Err(BenchError::NoRounds);
+    }
+    let (image, image_copy) = minimal_image(&args.image_dir).await?;
+    let _image_copy = RemoveDirOnDrop(image_copy);
+    let io_error = |context: &str| {
+        let context = context.to_string();
+        move |source| BenchError::Io { context, source }
+    };
+    let scratch = tempfile::Builder::new()
+        .prefix("snapshot-bench-wake-")
+        .tempdir_in(&args.work_dir)
+        .map_err(io_error("creating a scratch directory"))?;
+    let image_file = scratch.path().join("image.json");
+    let image_json = serde_json::to_vec(&image).map_err(|e| BenchError::Hatch(e.to_string()))?;
+    std::fs::write(&image_file, image_json).map_err(io_error("writing the image description"))?;
+    let namespace = netns::BenchNetns::create()?;
+    eprintln!("running in network namespace {}", namespace.name());
+    let program = std::env::current_exe().map_err(io_error("finding this program"))?;
+    let mut child = tokio::process::Command::new("ip")
+        .args(["netns", "exec", namespace.name()])
+        .arg(program)
+        .arg("--wake-image")
+        .arg(&image_file)
+        .args(["--rounds", &args.rounds.to_string(), "--mem-mib", &args.mem_mib.to_string()])
+        .arg("--work-dir")
+        .arg(&args.work_dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .map_err(io_error("starting the measuring process"))?;
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let read_table = async {
+        let mut table = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut table).await.map(|_| table)
+    };
+    // Ctrl-C reaches the child too; it cleans up, and we wait for it.
+    let (status, table) = tokio::select! {
+        done = async { tokio::join!(child.wait(), read_table) } => done,
+        _ = interrupted() => return child.wait().await.map_err(io_error("waiting")).and(Err(BenchError::Interrupted)),
+    };
+    let status = status.map_err(io_error("waiting for the measuring process"))?;
+    let table = table.map_err(io_error("reading the result"))?;
+    if !status.success() {
+        return Err(BenchError::Hatch(format!("the measuring process failed ({status})")));
+    }
+    Ok(table)
+}
+
+/// Inside the namespace (`--wake-image`): the rounds themselves.
+async fn run_wake_rounds(args: &Args, image_file: &std::path::Path, guests: &Guests) -> Result<String, BenchError> {
+    let json = std::fs::read(image_file).map_err(|source| BenchError::Io { context: format!("reading {}", image_file.display()), source })?;
+    let image: Image = serde_json::from_slice(&json).map_err(|e| BenchError::Hatch(format!("{}: {e}", image_file.display())))?;
+    let samples = wake::run(&image, &args.work_dir, args.rounds, args.mem_mib, guests).await?;
+    Ok(format!(
+        "\n{} rounds, {} MiB guest, QEMU TCG, minimal image, busybox httpd\n\n{}",
+        args.rounds,
+        args.mem_mib,
+        report::wake_table(&samples)
+    ))
 }
 
 async fn run(args: &Args, guests: &Guests) -> Result<String, BenchError> {

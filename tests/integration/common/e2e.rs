@@ -41,6 +41,12 @@ impl Topology {
         self.host.name()
     }
 
+    /// The Hatch host's namespace, to run test code where the daemon's
+    /// proxy listens (on its loopback).
+    pub fn host(&self) -> &TestNetns {
+        &self.host
+    }
+
     pub fn client_ns(&self) -> &str {
         self.client.name()
     }
