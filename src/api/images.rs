@@ -1,7 +1,6 @@
 //! Images: `POST /images` registers existing files; `GET /images`,
 //! `GET/DELETE /images/{id}`. Building images is the CLI's `hatch image build`.
 
-
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;

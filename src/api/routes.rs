@@ -12,8 +12,20 @@ use super::AppState;
 use crate::model::{now, random_id, Route};
 
 /// Names kept for the operator's own services on the same domain.
-pub const RESERVED_SUBDOMAINS: &[&str] =
-    &["api", "www", "admin", "hatch", "proxy", "dashboard", "console", "mail", "ftp", "ns1", "ns2", "localhost"];
+pub const RESERVED_SUBDOMAINS: &[&str] = &[
+    "api",
+    "www",
+    "admin",
+    "hatch",
+    "proxy",
+    "dashboard",
+    "console",
+    "mail",
+    "ftp",
+    "ns1",
+    "ns2",
+    "localhost",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -27,7 +39,9 @@ pub struct CreateRoute {
 /// A subdomain must be one lowercase DNS label that is not reserved.
 pub fn validate_subdomain(raw: &str) -> Result<String, ApiError> {
     let label = raw.to_ascii_lowercase();
-    let valid_chars = label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    let valid_chars = label
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if label.is_empty() || label.len() > 63 || !valid_chars || label.starts_with('-') || label.ends_with('-') {
         return Err(ApiError::invalid(
             "subdomain",
@@ -45,7 +59,10 @@ pub async fn create(
     Path(vm_id): Path<String>,
     ApiJson(req): ApiJson<CreateRoute>,
 ) -> ApiResult<(StatusCode, Json<Route>)> {
-    let vm = state.store.get_vm(&vm_id)?.ok_or_else(|| ApiError::not_found("VM", &vm_id))?;
+    let vm = state
+        .store
+        .get_vm(&vm_id)?
+        .ok_or_else(|| ApiError::not_found("VM", &vm_id))?;
     if !vm.enable_network {
         return Err(ApiError::invalid("vm_id", "the VM has no network; a route needs one"));
     }
@@ -85,7 +102,10 @@ fn generated_subdomain(state: &AppState, vm_id: &str) -> Result<String, ApiError
 }
 
 pub async fn list(State(state): State<AppState>, Path(vm_id): Path<String>) -> ApiResult<Json<Vec<Route>>> {
-    state.store.get_vm(&vm_id)?.ok_or_else(|| ApiError::not_found("VM", &vm_id))?;
+    state
+        .store
+        .get_vm(&vm_id)?
+        .ok_or_else(|| ApiError::not_found("VM", &vm_id))?;
     Ok(Json(state.store.list_routes(&vm_id)?))
 }
 

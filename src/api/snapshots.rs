@@ -27,7 +27,11 @@ pub async fn restore(
     Path(id): Path<String>,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Vm>> {
-    let request: RestoreRequest = if body.iter().all(u8::is_ascii_whitespace) { RestoreRequest::default() } else { parse_json(&body)? };
+    let request: RestoreRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RestoreRequest::default()
+    } else {
+        parse_json(&body)?
+    };
     Ok(Json(state.orch.restore_vm(&id, request.snapshot_id.as_deref()).await?))
 }
 

@@ -30,7 +30,9 @@ pub fn mem_mib(value: u32) -> Result<u32, ApiError> {
 
 /// The host's total memory in MiB (a generous fixed bound if /proc is unreadable).
 pub fn host_memory_mib() -> u32 {
-    crate::vmm::host::memory_mib().and_then(|mib| u32::try_from(mib).ok()).unwrap_or(65_536)
+    crate::vmm::host::memory_mib()
+        .and_then(|mib| u32::try_from(mib).ok())
+        .unwrap_or(65_536)
 }
 
 /// The request's user data as bytes, from `user_data` (text) or
@@ -39,7 +41,11 @@ pub fn host_memory_mib() -> u32 {
 pub fn user_data(text: &Option<String>, base64: &Option<String>) -> Result<Option<UserData>, ApiError> {
     let data = UserData::from_fields(text.as_deref(), base64.as_deref())
         .map_err(|e| ApiError::invalid(e.field(), e.to_string()))?;
-    let field = if base64.is_some() { USER_DATA_BASE64_FIELD } else { USER_DATA_FIELD };
+    let field = if base64.is_some() {
+        USER_DATA_BASE64_FIELD
+    } else {
+        USER_DATA_FIELD
+    };
     match data {
         Some(data) if data.len() > MAX_USER_DATA_BYTES => Err(ApiError::field(
             ErrorKind::TooLarge,
@@ -66,12 +72,14 @@ pub fn name(value: &str) -> Result<(), ApiError> {
     }
 }
 
-
 /// OpenSSH public keys (see `cloudinit::validate_ssh_public_key`); a bad
 /// key is named with its index, e.g. `ssh_authorized_keys[2]`.
 pub fn ssh_authorized_keys(keys: &[String]) -> Result<(), ApiError> {
     if keys.len() > MAX_SSH_KEYS {
-        return Err(ApiError::invalid("ssh_authorized_keys", format!("at most {MAX_SSH_KEYS} keys")));
+        return Err(ApiError::invalid(
+            "ssh_authorized_keys",
+            format!("at most {MAX_SSH_KEYS} keys"),
+        ));
     }
     for (i, key) in keys.iter().enumerate() {
         if let Err(why) = validate_ssh_public_key(key) {
@@ -79,7 +87,10 @@ pub fn ssh_authorized_keys(keys: &[String]) -> Result<(), ApiError> {
                 SeedError::Invalid { message, .. } => message,
                 other => other.to_string(),
             };
-            return Err(ApiError::invalid(format!("ssh_authorized_keys[{i}]"), format!("ssh_authorized_keys[{i}]: {why}")));
+            return Err(ApiError::invalid(
+                format!("ssh_authorized_keys[{i}]"),
+                format!("ssh_authorized_keys[{i}]: {why}"),
+            ));
         }
     }
     Ok(())

@@ -22,7 +22,10 @@ pub type CreateVmRequest = CreateVm;
 /// Checks what can be checked without orchestration.
 pub fn validate_create(req: &CreateVm) -> Result<(), ApiError> {
     if req.image_id.is_some() && req.template_id.is_some() {
-        return Err(ApiError::invalid("template_id", "give image_id or template_id, not both"));
+        return Err(ApiError::invalid(
+            "template_id",
+            "give image_id or template_id, not both",
+        ));
     }
     req.vcpu_count.map(validate::vcpu_count).transpose()?;
     req.mem_mib.map(validate::mem_mib).transpose()?;

@@ -101,15 +101,30 @@ struct Background {
 /// idle monitor that snapshots routed VMs nobody uses.
 async fn start_proxy_and_idle_monitor(config: &Config, orch: &Arc<Orchestrator>) -> Result<Background, ServeError> {
     let addr = config.proxy_addr;
-    let bind_error = |source| ServeError::Bind { addr: addr.to_string(), source };
+    let bind_error = |source| ServeError::Bind {
+        addr: addr.to_string(),
+        source,
+    };
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let resolver = Arc::new(OrchRouteResolver::new(orch.clone(), config.proxy_wake_timeout));
-    let proxy = spawn_proxy(listener, ProxyConfig::new(config.proxy_base_domain.clone()), resolver)
-        .map_err(|e| ServeError::Bind { addr: addr.to_string(), source: std::io::Error::other(e.to_string()) })?;
-    eprintln!("hatch: reverse proxy on {} for *.{}", proxy.local_addr(), config.proxy_base_domain);
+    let proxy = spawn_proxy(listener, ProxyConfig::new(config.proxy_base_domain.clone()), resolver).map_err(|e| {
+        ServeError::Bind {
+            addr: addr.to_string(),
+            source: std::io::Error::other(e.to_string()),
+        }
+    })?;
+    eprintln!(
+        "hatch: reverse proxy on {} for *.{}",
+        proxy.local_addr(),
+        config.proxy_base_domain
+    );
     // Keep-alive connections to a VM that stops serving are dropped at once.
     orch.add_observer(Arc::new(proxy.upstreams()));
-    let target = Arc::new(OrchIdleTarget::new(orch.clone(), proxy.active_connections(), config.idle_timeout));
+    let target = Arc::new(OrchIdleTarget::new(
+        orch.clone(),
+        proxy.active_connections(),
+        config.idle_timeout,
+    ));
     let idle_monitor = spawn_idle_monitor(config.idle_check_interval, target);
     Ok(Background { proxy, idle_monitor })
 }

@@ -182,8 +182,8 @@ fn read_file(path: &PathBuf, what: &str) -> Result<String, CliError> {
 /// A user-data file as a request field: `user_data` when it is UTF-8 text,
 /// else `user_data_base64` (e.g. gzip-compressed cloud-config).
 pub fn user_data_field(path: &Path) -> Result<(&'static str, Value), CliError> {
-    let bytes = std::fs::read(path)
-        .map_err(|e| CliError::Usage(format!("cannot read user data {}: {e}", path.display())))?;
+    let bytes =
+        std::fs::read(path).map_err(|e| CliError::Usage(format!("cannot read user data {}: {e}", path.display())))?;
     let data = UserData::from(bytes);
     Ok(match data.as_text() {
         Some(text) => (USER_DATA_FIELD, json!(text)),

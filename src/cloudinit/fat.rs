@@ -24,19 +24,14 @@ pub(crate) fn volume_size_for(payload_bytes: usize) -> usize {
 /// Formats a FAT volume with `label` (up to 11 ASCII characters, stored
 /// upper-case in the boot sector and the root directory) and serial number
 /// `volume_id`, and writes `files` into its root directory.
-pub(crate) fn build_volume(
-    label: &str,
-    volume_id: u32,
-    files: &[(&str, &[u8])],
-) -> Result<Vec<u8>, FatBuildError> {
+pub(crate) fn build_volume(label: &str, volume_id: u32, files: &[(&str, &[u8])]) -> Result<Vec<u8>, FatBuildError> {
     let label = label_bytes(label)?;
     let payload: usize = files.iter().map(|(_, contents)| contents.len()).sum();
     let mut disk = Cursor::new(vec![0u8; volume_size_for(payload)]);
     let options = fatfs::FormatVolumeOptions::new()
         .volume_label(label)
         .volume_id(volume_id);
-    fatfs::format_volume(&mut disk, options)
-        .map_err(|e| FatBuildError(format!("formatting: {e}")))?;
+    fatfs::format_volume(&mut disk, options).map_err(|e| FatBuildError(format!("formatting: {e}")))?;
     disk.set_position(0);
     {
         let fs = fatfs::FileSystem::new(&mut disk, fatfs::FsOptions::new())

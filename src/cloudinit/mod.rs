@@ -8,9 +8,7 @@ mod ssh_keys;
 mod user_network;
 mod yaml_emit;
 
-pub use seed::{
-    build_seed, validate_user_data, write_seed, DEFAULT_USER_DATA, GUEST_NIC_NAME, SEED_LABEL,
-};
+pub use seed::{build_seed, validate_user_data, write_seed, DEFAULT_USER_DATA, GUEST_NIC_NAME, SEED_LABEL};
 pub use ssh_keys::{validate_ssh_keys, validate_ssh_public_key, MAX_SSH_KEYS};
 pub use user_network::user_data_has_network_config;
 
@@ -33,10 +31,7 @@ pub struct SeedInput {
 #[derive(Debug, thiserror::Error)]
 pub enum SeedError {
     #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    Invalid { field: &'static str, message: String },
     #[error("user_data is {size} bytes; the limit is {MAX_USER_DATA_BYTES}")]
     TooLarge { size: usize },
     #[error("building the seed volume failed: {0}")]

@@ -22,9 +22,7 @@ pub const DEFAULT_USER_DATA: &[u8] = b"#cloud-config\n";
 /// building the seed would fail later.
 pub fn validate_user_data(user_data: &[u8]) -> Result<(), SeedError> {
     if user_data.len() > MAX_USER_DATA_BYTES {
-        return Err(SeedError::TooLarge {
-            size: user_data.len(),
-        });
+        return Err(SeedError::TooLarge { size: user_data.len() });
     }
     user_network_config(user_data).map_err(user_network_invalid)?;
     Ok(())
@@ -51,23 +49,17 @@ pub fn build_seed(input: &SeedInput) -> Result<Vec<u8>, SeedError> {
     let meta_data = meta_data(input)?;
     let network_config = match &input.nic_mac {
         None => None,
-        Some(mac) => Some(
-            match user_network_config(user_data).map_err(user_network_invalid)? {
-                Some(users_own) => users_own,
-                None => dhcp_network_config(mac)?,
-            },
-        ),
+        Some(mac) => Some(match user_network_config(user_data).map_err(user_network_invalid)? {
+            Some(users_own) => users_own,
+            None => dhcp_network_config(mac)?,
+        }),
     };
 
-    let mut files: Vec<(&str, &[u8])> = vec![
-        ("meta-data", meta_data.as_bytes()),
-        ("user-data", user_data),
-    ];
+    let mut files: Vec<(&str, &[u8])> = vec![("meta-data", meta_data.as_bytes()), ("user-data", user_data)];
     if let Some(config) = &network_config {
         files.push(("network-config", config.as_bytes()));
     }
-    build_volume(SEED_LABEL, volume_serial(&input.instance_id), &files)
-        .map_err(|e| SeedError::Build(e.to_string()))
+    build_volume(SEED_LABEL, volume_serial(&input.instance_id), &files).map_err(|e| SeedError::Build(e.to_string()))
 }
 
 /// Builds the seed and writes it to `path` atomically: a temporary file in
@@ -161,10 +153,7 @@ mod tests {
 
     #[test]
     fn macs_are_checked_and_lower_cased() {
-        assert_eq!(
-            normalise_mac("52:54:00:AB:cd:0F").unwrap(),
-            "52:54:00:ab:cd:0f"
-        );
+        assert_eq!(normalise_mac("52:54:00:AB:cd:0F").unwrap(), "52:54:00:ab:cd:0f");
         for bad in [
             "",
             "52:54:00:ab:cd",

@@ -39,9 +39,7 @@ pub fn validate_ssh_public_key(key: &str) -> Result<String, SeedError> {
         return Err(invalid("the key is empty"));
     }
     if key.chars().count() > MAX_KEY_CHARS {
-        return Err(invalid(format!(
-            "the key is longer than {MAX_KEY_CHARS} characters"
-        )));
+        return Err(invalid(format!("the key is longer than {MAX_KEY_CHARS} characters")));
     }
     if let Some(c) = key
         .chars()
@@ -54,10 +52,7 @@ pub fn validate_ssh_public_key(key: &str) -> Result<String, SeedError> {
     }
     let mut parts = key.splitn(2, [' ', '\t']);
     let key_type = parts.next().unwrap_or_default();
-    let rest = parts
-        .next()
-        .unwrap_or_default()
-        .trim_start_matches([' ', '\t']);
+    let rest = parts.next().unwrap_or_default().trim_start_matches([' ', '\t']);
     let mut parts = rest.splitn(2, [' ', '\t']);
     let blob_b64 = parts.next().unwrap_or_default();
     let comment = parts.next().unwrap_or_default().trim();
@@ -128,9 +123,7 @@ enum KeyLayout {
 impl KeyLayout {
     fn for_type(key_type: &str) -> Option<Self> {
         Some(match key_type {
-            "ssh-ed25519" => KeyLayout::Ed25519 {
-                security_key: false,
-            },
+            "ssh-ed25519" => KeyLayout::Ed25519 { security_key: false },
             "sk-ssh-ed25519@openssh.com" => KeyLayout::Ed25519 { security_key: true },
             "ssh-rsa" => KeyLayout::Rsa,
             "ecdsa-sha2-nistp256" => KeyLayout::Ecdsa {
@@ -178,9 +171,7 @@ impl KeyLayout {
                 let modulus = reader.string()?;
                 let significant = modulus.iter().skip_while(|b| **b == 0).count();
                 if significant * 8 < MIN_RSA_MODULUS_BITS {
-                    return Err(format!(
-                        "the RSA key is shorter than {MIN_RSA_MODULUS_BITS} bits"
-                    ));
+                    return Err(format!("the RSA key is shorter than {MIN_RSA_MODULUS_BITS} bits"));
                 }
             }
             KeyLayout::Ecdsa {
@@ -212,10 +203,7 @@ fn expect_len(what: &str, bytes: &[u8], len: usize) -> Result<(), String> {
     if bytes.len() == len {
         Ok(())
     } else {
-        Err(format!(
-            "the {what} is {} bytes, expected {len}",
-            bytes.len()
-        ))
+        Err(format!("the {what} is {} bytes, expected {len}", bytes.len()))
     }
 }
 

@@ -77,11 +77,7 @@ pub(crate) fn user_network_config(user_data: &[u8]) -> Result<Option<String>, Us
         return Err(UserNetworkError::NotMapping);
     }
     if let Some(block) = dedented_block(&text) {
-        if serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&block)
-            .ok()
-            .as_ref()
-            == Some(&network)
-        {
+        if serde_yaml_ng::from_str::<serde_yaml_ng::Value>(&block).ok().as_ref() == Some(&network) {
             return Ok(Some(block));
         }
     }
@@ -141,8 +137,7 @@ fn is_network_key_line(line: &str) -> bool {
 mod tests {
     use super::*;
 
-    const GUIDE_EXAMPLE: &str =
-        "#cloud-config\nnetwork:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true";
+    const GUIDE_EXAMPLE: &str = "#cloud-config\nnetwork:\n  version: 2\n  ethernets:\n    eth0:\n      dhcp4: true";
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         use std::io::Write as _;
@@ -180,21 +175,18 @@ mod tests {
         ));
         assert!(!user_data_has_network_config(b"#!/bin/sh\nnetwork: 1\n"));
         assert!(!user_data_has_network_config(b"#cloud-config\n- network\n"));
-        assert!(!user_data_has_network_config(
-            b"#cloud-config\nnetwork: [unclosed\n"
-        ));
-        assert!(!user_data_has_network_config(&[
-            0x1f, 0x8b, 0x08, 0x00, 0xff
-        ]));
+        assert!(!user_data_has_network_config(b"#cloud-config\nnetwork: [unclosed\n"));
+        assert!(!user_data_has_network_config(&[0x1f, 0x8b, 0x08, 0x00, 0xff]));
     }
 
     #[test]
     fn block_text_is_kept_so_yaml_1_1_scalars_keep_their_meaning() {
         let ud = "#cloud-config\nhostname: a\nnetwork:   # mine\n  version: 2\n  ethernets:\n    e:\n\n      # why\n      dhcp4: yes\n      match: {macaddress: 52:54:00:12:34:56}\nruncmd: [true]\n";
-        let config = user_network_config(ud.as_bytes())
-            .expect("ok")
-            .expect("present");
-        assert_eq!(config, "version: 2\nethernets:\n  e:\n\n    # why\n    dhcp4: yes\n    match: {macaddress: 52:54:00:12:34:56}\n");
+        let config = user_network_config(ud.as_bytes()).expect("ok").expect("present");
+        assert_eq!(
+            config,
+            "version: 2\nethernets:\n  e:\n\n    # why\n    dhcp4: yes\n    match: {macaddress: 52:54:00:12:34:56}\n"
+        );
     }
 
     #[test]

@@ -37,12 +37,7 @@ impl YamlNode {
 
     /// A mapping from string keys, the common case for generated documents.
     pub(crate) fn map<K: Into<String>>(entries: impl IntoIterator<Item = (K, YamlNode)>) -> Self {
-        YamlNode::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (YamlNode::Str(k.into()), v))
-                .collect(),
-        )
+        YamlNode::Map(entries.into_iter().map(|(k, v)| (YamlNode::Str(k.into()), v)).collect())
     }
 
     /// Converts a parsed YAML value. Tags are dropped (cloud-init's safe
@@ -87,11 +82,7 @@ pub(crate) fn to_document(root: &YamlNode) -> Result<String, EmitError> {
     Ok(out)
 }
 
-fn write_map(
-    entries: &[(YamlNode, YamlNode)],
-    indent: usize,
-    out: &mut String,
-) -> Result<(), EmitError> {
+fn write_map(entries: &[(YamlNode, YamlNode)], indent: usize, out: &mut String) -> Result<(), EmitError> {
     for (key, value) in entries {
         let key = match key {
             YamlNode::Seq(_) | YamlNode::Map(_) => return Err(EmitError::CollectionKey),
@@ -117,11 +108,7 @@ fn write_seq(items: &[YamlNode], indent: usize, out: &mut String) -> Result<(), 
 
 /// After `key:` or `-`: a scalar stays on the line, a non-empty collection
 /// starts on the next line, two spaces deeper.
-fn write_value_after_marker(
-    value: &YamlNode,
-    indent: usize,
-    out: &mut String,
-) -> Result<(), EmitError> {
+fn write_value_after_marker(value: &YamlNode, indent: usize, out: &mut String) -> Result<(), EmitError> {
     if let Some(scalar) = value.scalar() {
         out.push(' ');
         out.push_str(&scalar);
@@ -215,7 +202,8 @@ mod tests {
 
     #[test]
     fn nested_collections_round_trip() {
-        let src = "on: 1\nNo: 2\nok-key_1: 3\na:\n  - 1\n  - b: [x, {}]\n    c: []\n  - [1, [2]]\nd: {e: null, 5: true}\n";
+        let src =
+            "on: 1\nNo: 2\nok-key_1: 3\na:\n  - 1\n  - b: [x, {}]\n    c: []\n  - [1, [2]]\nd: {e: null, 5: true}\n";
         let value: serde_yaml_ng::Value = parse(src);
         let doc = to_document(&YamlNode::from_parsed(&value)).expect("emits");
         assert_eq!(parse(&doc), value, "{doc}");

@@ -52,7 +52,10 @@ fn keep(reason: String) -> IdleDecision {
 /// suspended again at once for traffic that predates its restore.
 pub fn decide(inputs: &IdleInputs) -> IdleDecision {
     if inputs.state != VmState::Running {
-        return keep(format!("the VM is {}; only running VMs are idled", inputs.state.as_str()));
+        return keep(format!(
+            "the VM is {}; only running VMs are idled",
+            inputs.state.as_str()
+        ));
     }
     if !inputs.has_routes {
         return keep("the VM has no routes".into());
@@ -63,23 +66,34 @@ pub fn decide(inputs: &IdleInputs) -> IdleDecision {
     if inputs.active_streams > 0 {
         return keep(format!("{} open proxied connection(s)", inputs.active_streams));
     }
-    let since = inputs
-        .last_activity
-        .map_or(inputs.created_or_started_at, |last| last.max(inputs.created_or_started_at));
+    let since = inputs.last_activity.map_or(inputs.created_or_started_at, |last| {
+        last.max(inputs.created_or_started_at)
+    });
     let Ok(idle_for) = (inputs.now - since).to_std() else {
         // `since` is in the future: clocks moved; not idle.
         return keep("last activity is in the future".into());
     };
-    let what = if inputs.last_activity.is_some_and(|last| last >= inputs.created_or_started_at) {
+    let what = if inputs
+        .last_activity
+        .is_some_and(|last| last >= inputs.created_or_started_at)
+    {
         "no proxied traffic"
     } else {
         "no proxied traffic since start"
     };
     if idle_for >= inputs.idle_timeout {
         IdleDecision::Suspend {
-            reason: format!("{what} for {}s (idle timeout {}s)", idle_for.as_secs(), inputs.idle_timeout.as_secs()),
+            reason: format!(
+                "{what} for {}s (idle timeout {}s)",
+                idle_for.as_secs(),
+                inputs.idle_timeout.as_secs()
+            ),
         }
     } else {
-        keep(format!("{what} for {}s of {}s", idle_for.as_secs(), inputs.idle_timeout.as_secs()))
+        keep(format!(
+            "{what} for {}s of {}s",
+            idle_for.as_secs(),
+            inputs.idle_timeout.as_secs()
+        ))
     }
 }

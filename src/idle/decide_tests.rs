@@ -32,16 +32,86 @@ fn table_of_cases() {
     let cases: Vec<(&str, IdleInputs, bool)> = vec![
         ("no traffic since start, timeout passed", running(600), true),
         ("no traffic since start, timeout not reached", running(599), false),
-        ("old traffic", IdleInputs { last_activity: Some(at(100)), ..running(700) }, true),
-        ("recent traffic", IdleInputs { last_activity: Some(at(101)), ..running(700) }, false),
-        ("traffic before a restart does not count", IdleInputs { last_activity: Some(at(-5000)), ..running(10) }, false),
-        ("SSH session", IdleInputs { established_ssh: 1, ..running(10_000) }, false),
-        ("open WebSocket", IdleInputs { active_streams: 1, ..running(10_000) }, false),
-        ("no routes", IdleInputs { has_routes: false, ..running(10_000) }, false),
-        ("already snapshotted", IdleInputs { state: VmState::Snapshotted, ..running(10_000) }, false),
-        ("stopped", IdleInputs { state: VmState::Stopped, ..running(10_000) }, false),
-        ("activity in the future", IdleInputs { last_activity: Some(at(20_000)), ..running(10_000) }, false),
-        ("zero timeout", IdleInputs { idle_timeout: Duration::ZERO, ..running(0) }, true),
+        (
+            "old traffic",
+            IdleInputs {
+                last_activity: Some(at(100)),
+                ..running(700)
+            },
+            true,
+        ),
+        (
+            "recent traffic",
+            IdleInputs {
+                last_activity: Some(at(101)),
+                ..running(700)
+            },
+            false,
+        ),
+        (
+            "traffic before a restart does not count",
+            IdleInputs {
+                last_activity: Some(at(-5000)),
+                ..running(10)
+            },
+            false,
+        ),
+        (
+            "SSH session",
+            IdleInputs {
+                established_ssh: 1,
+                ..running(10_000)
+            },
+            false,
+        ),
+        (
+            "open WebSocket",
+            IdleInputs {
+                active_streams: 1,
+                ..running(10_000)
+            },
+            false,
+        ),
+        (
+            "no routes",
+            IdleInputs {
+                has_routes: false,
+                ..running(10_000)
+            },
+            false,
+        ),
+        (
+            "already snapshotted",
+            IdleInputs {
+                state: VmState::Snapshotted,
+                ..running(10_000)
+            },
+            false,
+        ),
+        (
+            "stopped",
+            IdleInputs {
+                state: VmState::Stopped,
+                ..running(10_000)
+            },
+            false,
+        ),
+        (
+            "activity in the future",
+            IdleInputs {
+                last_activity: Some(at(20_000)),
+                ..running(10_000)
+            },
+            false,
+        ),
+        (
+            "zero timeout",
+            IdleInputs {
+                idle_timeout: Duration::ZERO,
+                ..running(0)
+            },
+            true,
+        ),
     ];
     for (name, inputs, suspend) in cases {
         let decision = decide(&inputs);
@@ -52,10 +122,26 @@ fn table_of_cases() {
 
 #[test]
 fn reasons_say_why() {
-    let ssh = decide(&IdleInputs { established_ssh: 2, ..running(10_000) });
-    assert_eq!(ssh, IdleDecision::Keep { reason: "2 established SSH session(s)".into() });
-    let idle = decide(&IdleInputs { last_activity: Some(at(0)), ..running(900) });
-    assert_eq!(idle, IdleDecision::Suspend { reason: "no proxied traffic for 900s (idle timeout 600s)".into() });
+    let ssh = decide(&IdleInputs {
+        established_ssh: 2,
+        ..running(10_000)
+    });
+    assert_eq!(
+        ssh,
+        IdleDecision::Keep {
+            reason: "2 established SSH session(s)".into()
+        }
+    );
+    let idle = decide(&IdleInputs {
+        last_activity: Some(at(0)),
+        ..running(900)
+    });
+    assert_eq!(
+        idle,
+        IdleDecision::Suspend {
+            reason: "no proxied traffic for 900s (idle timeout 600s)".into()
+        }
+    );
     assert!(decide(&running(10)).reason().contains("since start"));
 }
 
@@ -63,7 +149,16 @@ fn reasons_say_why() {
 /// decision is Suspend exactly when all the rules allow it.
 #[test]
 fn exhaustive_combinations_follow_the_rules() {
-    let ages = [None, Some(-1000), Some(0), Some(1), Some(599), Some(600), Some(601), Some(5000)];
+    let ages = [
+        None,
+        Some(-1000),
+        Some(0),
+        Some(1),
+        Some(599),
+        Some(600),
+        Some(601),
+        Some(5000),
+    ];
     let mut suspended = 0;
     for state in VmState::ALL {
         for has_routes in [false, true] {
@@ -80,8 +175,8 @@ fn exhaustive_combinations_follow_the_rules() {
                                 ..running(now)
                             };
                             let since = inputs.last_activity.map_or(at(0), |last| last.max(at(0)));
-                            let idle_long_enough = inputs.now >= since
-                                && (inputs.now - since).to_std().unwrap() >= TIMEOUT;
+                            let idle_long_enough =
+                                inputs.now >= since && (inputs.now - since).to_std().unwrap() >= TIMEOUT;
                             let expected = state == VmState::Running
                                 && has_routes
                                 && established_ssh == 0

@@ -26,7 +26,9 @@ pub enum SuspendOutcome {
     Suspended,
     /// The fresh decision under the lock was to keep it (traffic arrived, an
     /// SSH session opened, the state changed).
-    KeptAfterRecheck { reason: String },
+    KeptAfterRecheck {
+        reason: String,
+    },
 }
 
 /// Where the idle monitor reads VMs and asks for suspensions (orchestration).
@@ -67,8 +69,12 @@ pub async fn run_idle_pass(target: &dyn IdleTarget) -> Vec<PassEntry> {
             // Decided again under the VM's lock, which records that decision.
             let outcome = target.suspend_if_still_idle(&vm_id).await;
             match &outcome {
-                Ok(SuspendOutcome::Suspended) => tracing::info!(%vm_id, reason = decision.reason(), "idle VM suspended"),
-                Ok(SuspendOutcome::KeptAfterRecheck { reason }) => tracing::info!(%vm_id, %reason, "idle VM kept after re-check"),
+                Ok(SuspendOutcome::Suspended) => {
+                    tracing::info!(%vm_id, reason = decision.reason(), "idle VM suspended")
+                }
+                Ok(SuspendOutcome::KeptAfterRecheck { reason }) => {
+                    tracing::info!(%vm_id, %reason, "idle VM kept after re-check")
+                }
                 Err(error) => tracing::warn!(%vm_id, %error, "idle VM could not be suspended"),
             }
             Some(outcome)
@@ -77,7 +83,11 @@ pub async fn run_idle_pass(target: &dyn IdleTarget) -> Vec<PassEntry> {
             tracing::debug!(%vm_id, reason = decision.reason(), "VM kept");
             None
         };
-        entries.push(PassEntry { vm_id, decision, outcome });
+        entries.push(PassEntry {
+            vm_id,
+            decision,
+            outcome,
+        });
     }
     entries
 }

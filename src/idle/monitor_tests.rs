@@ -45,9 +45,17 @@ impl IdleTarget for FakeIdleTarget {
             self.record_decision(vm_id, &IdleDecision::Keep { reason: reason.clone() });
             return Ok(SuspendOutcome::KeptAfterRecheck { reason });
         }
-        self.record_decision(vm_id, &IdleDecision::Suspend { reason: "idle on re-check".into() });
+        self.record_decision(
+            vm_id,
+            &IdleDecision::Suspend {
+                reason: "idle on re-check".into(),
+            },
+        );
         if self.failing.iter().any(|id| id == vm_id) {
-            return Err(IdleError::SuspendFailed { vm_id: vm_id.into(), message: "disk full".into() });
+            return Err(IdleError::SuspendFailed {
+                vm_id: vm_id.into(),
+                message: "disk full".into(),
+            });
         }
         if let Some(inputs) = self.vms.lock().unwrap().get_mut(vm_id) {
             inputs.state = VmState::Snapshotted;
@@ -104,8 +112,14 @@ async fn one_pass_suspends_only_idle_vms_and_records_every_decision() {
     let outcome = |id: &str| entries.iter().find(|e| e.vm_id == id).map(|e| e.outcome.clone());
     assert_eq!(outcome("vm-idle"), Some(Some(Ok(SuspendOutcome::Suspended))));
     assert_eq!(outcome("vm-ssh"), Some(None));
-    assert!(matches!(outcome("vm-raced"), Some(Some(Ok(SuspendOutcome::KeptAfterRecheck { .. })))));
-    assert!(matches!(outcome("vm-broken"), Some(Some(Err(IdleError::SuspendFailed { .. })))));
+    assert!(matches!(
+        outcome("vm-raced"),
+        Some(Some(Ok(SuspendOutcome::KeptAfterRecheck { .. })))
+    ));
+    assert!(matches!(
+        outcome("vm-broken"),
+        Some(Some(Err(IdleError::SuspendFailed { .. })))
+    ));
     // A VM that disappeared between listing and reading is skipped.
     assert_eq!(outcome("vm-vanished"), None);
 
@@ -113,11 +127,29 @@ async fn one_pass_suspends_only_idle_vms_and_records_every_decision() {
     let recorded = target.recorded.lock().unwrap();
     let mut recorded_ids: Vec<&str> = recorded.iter().map(|(vm, _)| vm.as_str()).collect();
     recorded_ids.sort_unstable();
-    assert_eq!(recorded_ids, ["vm-broken", "vm-idle", "vm-raced", "vm-recent", "vm-ssh", "vm-ws"]);
-    let decision = |id: &str| recorded.iter().find(|(vm, _)| vm == id).map(|(_, d)| d.clone()).unwrap();
+    assert_eq!(
+        recorded_ids,
+        ["vm-broken", "vm-idle", "vm-raced", "vm-recent", "vm-ssh", "vm-ws"]
+    );
+    let decision = |id: &str| {
+        recorded
+            .iter()
+            .find(|(vm, _)| vm == id)
+            .map(|(_, d)| d.clone())
+            .unwrap()
+    };
     assert!(decision("vm-ssh").reason().contains("SSH"), "{:?}", decision("vm-ssh"));
-    assert!(decision("vm-ws").reason().contains("open proxied"), "{:?}", decision("vm-ws"));
-    assert_eq!(decision("vm-raced"), IdleDecision::Keep { reason: "a request arrived".into() });
+    assert!(
+        decision("vm-ws").reason().contains("open proxied"),
+        "{:?}",
+        decision("vm-ws")
+    );
+    assert_eq!(
+        decision("vm-raced"),
+        IdleDecision::Keep {
+            reason: "a request arrived".into()
+        }
+    );
     assert!(decision("vm-idle").is_suspend());
 }
 
@@ -126,7 +158,10 @@ async fn the_monitor_runs_passes_on_its_interval() {
     let target = Arc::new(target(&[], &[]));
     let handle = spawn_idle_monitor(Duration::from_secs(300), target.clone());
     tokio::time::sleep(Duration::from_secs(299)).await;
-    assert!(target.recorded.lock().unwrap().is_empty(), "no pass before the first interval");
+    assert!(
+        target.recorded.lock().unwrap().is_empty(),
+        "no pass before the first interval"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(target.state_of("vm-idle"), Some(VmState::Snapshotted));
     let after_one = target.recorded.lock().unwrap().len();

@@ -31,10 +31,7 @@ pub fn parse_show(text: &str) -> Vec<PackageInfo> {
             let field = |name: &str| {
                 paragraph
                     .lines()
-                    .find_map(|l| {
-                        l.strip_prefix(name)
-                            .and_then(|rest| rest.strip_prefix(": "))
-                    })
+                    .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(": ")))
                     .map(str::trim)
             };
             let depends = field("Depends")
@@ -85,11 +82,7 @@ pub struct Apt {
 impl Apt {
     /// One private apt state per distinct set of sources.
     pub fn new(cache_dir: &Path, sources: Vec<AptSource>) -> Self {
-        let lines = sources
-            .iter()
-            .map(AptSource::line)
-            .collect::<Vec<_>>()
-            .join("\n");
+        let lines = sources.iter().map(AptSource::line).collect::<Vec<_>>().join("\n");
         let digest = hex::encode(&Sha256::digest(lines.as_bytes())[..8]);
         Apt {
             dir: cache_dir.join("apt").join(digest),
@@ -199,13 +192,9 @@ impl Apt {
         let mut args = self.options();
         args.extend(["show".into(), "--no-all-versions".into()]);
         args.extend(packages.iter().map(|p| p.to_string()));
-        let output = tools::run(APT_CACHE, &args, None).await.map_err(|e| {
-            ImageError::Mirror(format!(
-                "looking up {}: {}",
-                packages.join(", "),
-                apt_messages(&e)
-            ))
-        })?;
+        let output = tools::run(APT_CACHE, &args, None)
+            .await
+            .map_err(|e| ImageError::Mirror(format!("looking up {}: {}", packages.join(", "), apt_messages(&e))))?;
         let found = parse_show(&String::from_utf8_lossy(&output));
         packages
             .iter()
@@ -214,9 +203,7 @@ impl Apt {
                     .iter()
                     .find(|p| p.name == *name)
                     .cloned()
-                    .ok_or_else(|| {
-                        ImageError::Mirror(format!("package {name} is not offered by the mirror"))
-                    })?;
+                    .ok_or_else(|| ImageError::Mirror(format!("package {name} is not offered by the mirror")))?;
                 check_name_and_version(&info)?;
                 Ok(info)
             })
@@ -225,10 +212,7 @@ impl Apt {
 
     /// How many packages and bytes installing `packages` pulls in (the
     /// Depends/Pre-Depends closure; Recommends are not installed).
-    pub async fn closure_download_size(
-        &self,
-        packages: &[&str],
-    ) -> Result<(usize, u64), ImageError> {
+    pub async fn closure_download_size(&self, packages: &[&str]) -> Result<(usize, u64), ImageError> {
         let mut args = self.options();
         args.extend(
             [
@@ -272,24 +256,16 @@ impl Apt {
             .depends
             .iter()
             .find(|d| d.starts_with("linux-image-") && d.ends_with("-cloud-amd64"))
-            .ok_or_else(|| {
-                ImageError::Mirror(format!("{} depends on no cloud kernel package", meta.name))
-            })?;
+            .ok_or_else(|| ImageError::Mirror(format!("{} depends on no cloud kernel package", meta.name)))?;
         Ok(self.show(&[name.as_str()]).await?.remove(0))
     }
 
     /// Downloads `package` (reusing an earlier download of the same
     /// version) and returns the .deb's path.
-    pub async fn download(
-        &self,
-        package: &PackageInfo,
-        progress: ProgressFn<'_>,
-    ) -> Result<PathBuf, ImageError> {
-        let dir = self.debs_dir.join(format!(
-            "{}_{}",
-            package.name,
-            package.version.replace(':', "%3a")
-        ));
+    pub async fn download(&self, package: &PackageInfo, progress: ProgressFn<'_>) -> Result<PathBuf, ImageError> {
+        let dir = self
+            .debs_dir
+            .join(format!("{}_{}", package.name, package.version.replace(':', "%3a")));
         let _lock = FileLock::acquire(&lock_path(&dir)).await?;
         if let Some(deb) = find_deb(&dir) {
             super::cache::mark_used(&dir);
@@ -307,23 +283,16 @@ impl Apt {
             "download".into(),
             format!("{}={}", package.name, package.version),
         ]);
-        tools::run(APT_GET, &args, Some(staging.path()))
-            .await
-            .map_err(|e| match ImageError::command(e, staging.path()) {
-                ImageError::Command(e) => ImageError::Mirror(format!(
-                    "downloading {}: {}",
-                    package.name,
-                    apt_messages(&e)
-                )),
+        tools::run(APT_GET, &args, Some(staging.path())).await.map_err(|e| {
+            match ImageError::command(e, staging.path()) {
+                ImageError::Command(e) => {
+                    ImageError::Mirror(format!("downloading {}: {}", package.name, apt_messages(&e)))
+                }
                 other => other,
-            })?;
+            }
+        })?;
         staging.commit(&dir)?;
-        find_deb(&dir).ok_or_else(|| {
-            ImageError::Mirror(format!(
-                "apt-get download left no .deb for {}",
-                package.name
-            ))
-        })
+        find_deb(&dir).ok_or_else(|| ImageError::Mirror(format!("apt-get download left no .deb for {}", package.name)))
     }
 }
 

@@ -110,12 +110,7 @@ pub fn parse_deb822(text: &str) -> Vec<HostEntry> {
                 fields.push((key.trim().to_ascii_lowercase(), value.trim().to_string()));
             }
         }
-        let field = |name: &str| {
-            fields
-                .iter()
-                .find(|(k, _)| k == name)
-                .map(|(_, v)| v.as_str())
-        };
+        let field = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
         let words = |name: &str| {
             field(name)
                 .unwrap_or("")
@@ -123,8 +118,7 @@ pub fn parse_deb822(text: &str) -> Vec<HostEntry> {
                 .map(str::to_string)
                 .collect::<Vec<_>>()
         };
-        if !words("types").iter().any(|t| t == "deb")
-            || field("enabled").is_some_and(|v| v.eq_ignore_ascii_case("no"))
+        if !words("types").iter().any(|t| t == "deb") || field("enabled").is_some_and(|v| v.eq_ignore_ascii_case("no"))
         {
             continue;
         }
@@ -150,10 +144,7 @@ pub fn parse_deb822(text: &str) -> Vec<HostEntry> {
 /// `bookworm-updates`, its security archive serves `bookworm-security`.
 pub fn bookworm_sources(entries: &[HostEntry]) -> Vec<AptSource> {
     let mut sources: Vec<AptSource> = Vec::new();
-    for entry in entries
-        .iter()
-        .filter(|e| e.components.iter().any(|c| c == "main"))
-    {
+    for entry in entries.iter().filter(|e| e.components.iter().any(|c| c == "main")) {
         let Some((_, pocket)) = split_debian_suite(&entry.suite) else {
             continue;
         };
@@ -170,10 +161,7 @@ pub fn bookworm_sources(entries: &[HostEntry]) -> Vec<AptSource> {
                 suite,
                 signed_by: entry.signed_by.clone(),
             };
-            if !sources
-                .iter()
-                .any(|s| s.uri == source.uri && s.suite == source.suite)
-            {
+            if !sources.iter().any(|s| s.uri == source.uri && s.suite == source.suite) {
                 sources.push(source);
             }
         }
@@ -214,9 +202,7 @@ pub fn validate_mirror(mirror: &str) -> Result<(), ImageError> {
         field: "HATCH_DEBIAN_MIRROR",
         message: message.to_string(),
     };
-    let scheme_ok = ["http://", "https://", "file:/"]
-        .iter()
-        .any(|s| mirror.starts_with(s));
+    let scheme_ok = ["http://", "https://", "file:/"].iter().any(|s| mirror.starts_with(s));
     if !scheme_ok {
         return Err(invalid("must start with http://, https:// or file:/"));
     }
@@ -225,9 +211,7 @@ pub fn validate_mirror(mirror: &str) -> Result<(), ImageError> {
             .chars()
             .any(|c| c.is_whitespace() || c.is_control() || "[]#\"'".contains(c))
     {
-        return Err(invalid(
-            "must be a plain URL without spaces, quotes, `#` or brackets",
-        ));
+        return Err(invalid("must be a plain URL without spaces, quotes, `#` or brackets"));
     }
     Ok(())
 }

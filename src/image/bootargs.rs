@@ -13,8 +13,7 @@ fn key_char(c: char) -> bool {
 }
 
 fn value_char(c: char) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(c, '_' | '-' | '.' | ',' | ':' | '/' | '=' | '+' | '@' | '%')
+    c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ',' | ':' | '/' | '=' | '+' | '@' | '%')
 }
 
 /// Accepts space-separated `key` / `key=value` words (empty is fine).
@@ -29,19 +28,14 @@ pub fn validate_boot_args(args: &str) -> Result<(), ImageError> {
             args.len()
         )));
     }
-    if let Some(c) = args
-        .chars()
-        .find(|c| *c != ' ' && (c.is_control() || !c.is_ascii()))
-    {
+    if let Some(c) = args.chars().find(|c| *c != ' ' && (c.is_control() || !c.is_ascii())) {
         return Err(invalid(format!(
             "contains the character {c:?}; only printable ASCII is allowed"
         )));
     }
     for word in args.split(' ').filter(|w| !w.is_empty()) {
         if word == "--" {
-            return Err(invalid(
-                "`--` is not allowed (it passes the rest to init)".into(),
-            ));
+            return Err(invalid("`--` is not allowed (it passes the rest to init)".into()));
         }
         let (key, value) = word.split_once('=').unwrap_or((word, ""));
         if key.is_empty() || !key.chars().all(key_char) {

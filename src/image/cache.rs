@@ -46,9 +46,7 @@ where
     F: FnOnce(PathBuf) -> Fut,
     Fut: std::future::Future<Output = Result<(), ImageError>>,
 {
-    let entry = cache_dir
-        .join("images")
-        .join(format!("{profile}-{}", key.digest()));
+    let entry = cache_dir.join("images").join(format!("{profile}-{}", key.digest()));
     let lock = FileLock::acquire(&lock_path(&entry)).await?;
     if entry.is_dir() {
         mark_used(&entry);
@@ -116,12 +114,7 @@ fn make_read_only(dir: &Path) -> Result<(), ImageError> {
 
 /// Creates `images_dir/<id>/` holding `files` from the cache entry (hard
 /// links where possible), all or nothing.
-pub fn install_from_cache(
-    entry: &Path,
-    images_dir: &Path,
-    id: &str,
-    files: &[&str],
-) -> Result<PathBuf, ImageError> {
+pub fn install_from_cache(entry: &Path, images_dir: &Path, id: &str, files: &[&str]) -> Result<PathBuf, ImageError> {
     let final_dir = images_dir.join(id);
     let staging = StagingDir::beside(&final_dir)?;
     for file in files {

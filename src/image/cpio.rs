@@ -97,13 +97,7 @@ impl<W: Write> CpioWriter<W> {
         self.pad(target.len())
     }
 
-    pub fn char_device(
-        &mut self,
-        name: &str,
-        perm: u32,
-        major: u32,
-        minor: u32,
-    ) -> std::io::Result<()> {
+    pub fn char_device(&mut self, name: &str, perm: u32, major: u32, minor: u32) -> std::io::Result<()> {
         self.header(Header {
             name,
             mode: S_IFCHR | perm,
@@ -130,17 +124,12 @@ impl<W: Write> CpioWriter<W> {
         entries.sort_by_key(|e| e.file_name());
         for entry in entries {
             let path = entry.path();
-            let name = path
-                .strip_prefix(root)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
+            let name = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
             let metadata = std::fs::symlink_metadata(&path).map_err(io(&path))?;
             let perm = metadata.permissions().mode() & 0o7777;
             if metadata.file_type().is_symlink() {
                 let target = std::fs::read_link(&path).map_err(io(&path))?;
-                self.symlink(&name, &target.to_string_lossy())
-                    .map_err(io(&path))?;
+                self.symlink(&name, &target.to_string_lossy()).map_err(io(&path))?;
             } else if metadata.is_dir() {
                 self.directory(&name, perm).map_err(io(&path))?;
                 self.append_dir(root, &path)?;
@@ -177,8 +166,7 @@ impl<W: Write> CpioWriter<W> {
 pub fn write_initramfs(root: &Path, out: &Path) -> Result<(), ImageError> {
     let io = |e| ImageError::io("writing initramfs", out, e);
     let file = std::fs::File::create(out).map_err(io)?;
-    let gzip =
-        flate2::GzBuilder::new().write(std::io::BufWriter::new(file), flate2::Compression::best());
+    let gzip = flate2::GzBuilder::new().write(std::io::BufWriter::new(file), flate2::Compression::best());
     let mut cpio = CpioWriter::new(gzip);
     cpio.append_tree(root)?;
     cpio.char_device("dev/console", 0o600, 5, 1).map_err(io)?;

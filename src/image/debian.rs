@@ -15,11 +15,7 @@ use crate::model::{Image, ImageProfile};
 /// the network-config it writes) use eth0.
 pub const DEBIAN_BOOT_ARGS: &str = "net.ifnames=0";
 
-pub async fn build(
-    name: &str,
-    env: &BuildEnv,
-    progress: ProgressFn<'_>,
-) -> Result<Image, ImageError> {
+pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Result<Image, ImageError> {
     tools::require(&BASE_TOOLS)?;
     tools::require(&[MMDEBSTRAP, MKFS_EXT4])?;
     let (apt, (packages, rootfs_packages)) = with_fresh_lists(env, progress, async |apt| {
@@ -35,45 +31,32 @@ pub async fn build(
     }
     key.add("rootfs", &rootfs::recipe_fingerprint());
 
-    let (entry, _entry_lock) =
-        get_or_build(&env.cache_dir, "debian", &key, progress, |out| async move {
-            let work = StagingDir::beside(&env.cache_dir.join("work").join("debian"))?;
-            let kernel = build_kernel_and_initramfs(
-                &apt,
-                &packages,
-                InitMode::SwitchRoot,
-                work.path(),
-                &out,
-                progress,
-            )
-            .await?;
-            let tree = work.path().join("rootfs");
-            create_dir_all(&tree)?;
-            let (count, bytes) = apt.closure_download_size(&ROOTFS_PACKAGES).await?;
-            progress(ProgressEvent::BulkDownload {
-                what: format!("Debian {} root filesystem", super::apt_sources::SUITE),
-                packages: count,
-                bytes,
-            });
-            rootfs::bootstrap(&tree, apt.sources()).await?;
-            progress(ProgressEvent::Step(
-                "configuring the root filesystem for cloud-init".into(),
-            ));
-            rootfs::customise(&tree, &kernel.root, &kernel.version).await?;
-            progress(ProgressEvent::Step(format!(
-                "making the ext4 image ({})",
-                rootfs::ROOTFS_SIZE
-            )));
-            rootfs::make_ext4(&tree, &out.join(ROOTFS)).await
-        })
-        .await?;
+    let (entry, _entry_lock) = get_or_build(&env.cache_dir, "debian", &key, progress, |out| async move {
+        let work = StagingDir::beside(&env.cache_dir.join("work").join("debian"))?;
+        let kernel =
+            build_kernel_and_initramfs(&apt, &packages, InitMode::SwitchRoot, work.path(), &out, progress).await?;
+        let tree = work.path().join("rootfs");
+        create_dir_all(&tree)?;
+        let (count, bytes) = apt.closure_download_size(&ROOTFS_PACKAGES).await?;
+        progress(ProgressEvent::BulkDownload {
+            what: format!("Debian {} root filesystem", super::apt_sources::SUITE),
+            packages: count,
+            bytes,
+        });
+        rootfs::bootstrap(&tree, apt.sources()).await?;
+        progress(ProgressEvent::Step(
+            "configuring the root filesystem for cloud-init".into(),
+        ));
+        rootfs::customise(&tree, &kernel.root, &kernel.version).await?;
+        progress(ProgressEvent::Step(format!(
+            "making the ext4 image ({})",
+            rootfs::ROOTFS_SIZE
+        )));
+        rootfs::make_ext4(&tree, &out.join(ROOTFS)).await
+    })
+    .await?;
     let id = new_image_id();
-    let dir = install_from_cache(
-        &entry,
-        &env.images_dir,
-        &id,
-        &[VMLINUX, BZIMAGE, INITRAMFS, ROOTFS],
-    )?;
+    let dir = install_from_cache(&entry, &env.images_dir, &id, &[VMLINUX, BZIMAGE, INITRAMFS, ROOTFS])?;
     Ok(image_from_dir(
         &dir,
         id,

@@ -12,13 +12,10 @@ use crate::model::Image;
 /// `dest` appears complete or not at all). Images without a root
 /// filesystem (`minimal`) have nothing to copy and are an error.
 pub async fn prepare_vm_disk(image: &Image, dest: &Path) -> Result<(), ImageError> {
-    let source = image
-        .rootfs_path
-        .as_deref()
-        .ok_or_else(|| ImageError::Invalid {
-            field: "rootfs_path",
-            message: format!("image {} has no root filesystem to copy", image.id),
-        })?;
+    let source = image.rootfs_path.as_deref().ok_or_else(|| ImageError::Invalid {
+        field: "rootfs_path",
+        message: format!("image {} has no root filesystem to copy", image.id),
+    })?;
     super::fsutil::check_readable_file("rootfs_path", source)?;
     if dest.exists() {
         return Err(ImageError::Invalid {
@@ -50,6 +47,5 @@ pub async fn prepare_vm_disk(image: &Image, dest: &Path) -> Result<(), ImageErro
 /// The cached base is read-only (0444); the VM's copy must be writable.
 fn make_writable(path: &Path) -> Result<(), ImageError> {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644))
-        .map_err(|e| ImageError::io("chmod", path, e))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o644)).map_err(|e| ImageError::io("chmod", path, e))
 }

@@ -8,17 +8,11 @@ use crate::sys::cmd::CmdError;
 pub enum ImageError {
     /// A user-supplied value (name, path, boot args...) was rejected.
     #[error("{field}: {message}")]
-    Invalid {
-        field: &'static str,
-        message: String,
-    },
+    Invalid { field: &'static str, message: String },
 
     /// A host program the build needs is not installed.
     #[error("`{tool}` is not installed; install the Debian package `{package}`")]
-    MissingTool {
-        tool: &'static str,
-        package: &'static str,
-    },
+    MissingTool { tool: &'static str, package: &'static str },
 
     /// The Debian mirror could not be used (unreachable, no sources, or a
     /// package missing from it).
@@ -89,15 +83,11 @@ mod tests {
             std::io::Error::from_raw_os_error(nix::libc::ENOSPC),
         );
         assert!(matches!(&error, ImageError::DiskFull(p) if p == Path::new("/x/y")));
-        assert_eq!(
-            error.to_string(),
-            "no space left on device while writing /x/y"
-        );
+        assert_eq!(error.to_string(), "no space left on device while writing /x/y");
         let failed = CmdError::Failed {
             command: "mkfs.ext4 ...".into(),
             status: "exit status: 1".into(),
-            stderr: "mkfs.ext4: No space left on device while writing out and closing file system"
-                .into(),
+            stderr: "mkfs.ext4: No space left on device while writing out and closing file system".into(),
         };
         assert!(matches!(
             ImageError::command(failed, Path::new("/img")),

@@ -46,10 +46,7 @@ impl StagingDir {
             create_dir_all(parent)?;
         }
         std::fs::create_dir(&path).map_err(|e| ImageError::io("creating directory", &path, e))?;
-        Ok(StagingDir {
-            path,
-            committed: false,
-        })
+        Ok(StagingDir { path, committed: false })
     }
 
     pub fn path(&self) -> &Path {
@@ -58,8 +55,7 @@ impl StagingDir {
 
     /// Renames the staging directory to `final_path` (which must not exist).
     pub fn commit(mut self, final_path: &Path) -> Result<(), ImageError> {
-        std::fs::rename(&self.path, final_path)
-            .map_err(|e| ImageError::io("renaming into", final_path, e))?;
+        std::fs::rename(&self.path, final_path).map_err(|e| ImageError::io("renaming into", final_path, e))?;
         self.committed = true;
         Ok(())
     }
@@ -92,8 +88,7 @@ pub fn file_len(path: &Path) -> u64 {
 /// Fails with [`ImageError::Invalid`] unless `path` is a readable regular file.
 pub fn check_readable_file(field: &'static str, path: &Path) -> Result<(), ImageError> {
     let invalid = |message: String| ImageError::Invalid { field, message };
-    let metadata =
-        std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
+    let metadata = std::fs::metadata(path).map_err(|e| invalid(format!("{}: {e}", path.display())))?;
     if !metadata.is_file() {
         return Err(invalid(format!("{} is not a regular file", path.display())));
     }

@@ -85,16 +85,14 @@ fn copy_file(root: &Path, guest_path: &str, source: &Path) -> Result<(), ImageEr
 
 fn symlink(root: &Path, guest_path: &str, target: &str) -> Result<(), ImageError> {
     let path = root.join(guest_path.trim_start_matches('/'));
-    std::os::unix::fs::symlink(target, &path)
-        .map_err(|e| ImageError::io("creating symlink", &path, e))
+    std::os::unix::fs::symlink(target, &path).map_err(|e| ImageError::io("creating symlink", &path, e))
 }
 
 /// A merged-/usr layout: every program lives in /bin, the other bin
 /// directories point there, so any PATH finds busybox applets and dropbear.
 fn base_layout(root: &Path) -> Result<(), ImageError> {
     for dir in [
-        "bin", "dev", "etc", "lib", "lib64", "proc", "root", "run", "sys", "tmp", "usr", "var/log",
-        "newroot",
+        "bin", "dev", "etc", "lib", "lib64", "proc", "root", "run", "sys", "tmp", "usr", "var/log", "newroot",
     ] {
         create_dir_all(&root.join(dir))?;
     }
@@ -136,12 +134,7 @@ fn install_ssh(root: &Path, programs: &[PathBuf], deps: &RuntimeDeps) -> Result<
         copy_file(root, &format!("/lib/x86_64-linux-gnu/{soname}"), file)?;
     }
     // dropbear looks root up through NSS (files only) and checks the shell.
-    write_file(
-        root,
-        "/etc/passwd",
-        0o644,
-        b"root:x:0:0:root:/root:/bin/sh\n",
-    )?;
+    write_file(root, "/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
     write_file(root, "/etc/group", 0o644, b"root:x:0:\ntty:x:5:\n")?;
     // `*`: no password can match, public keys still work.
     write_file(root, "/etc/shadow", 0o600, b"root:*:19000:0:99999:7:::\n")?;
@@ -163,11 +156,7 @@ fn install_ssh(root: &Path, programs: &[PathBuf], deps: &RuntimeDeps) -> Result<
 
 /// Builds the tree in `tree` (an empty scratch directory) and packs it
 /// into `out`.
-pub async fn build_initramfs(
-    inputs: &InitramfsInputs<'_>,
-    tree: &Path,
-    out: &Path,
-) -> Result<(), ImageError> {
+pub async fn build_initramfs(inputs: &InitramfsInputs<'_>, tree: &Path, out: &Path) -> Result<(), ImageError> {
     base_layout(tree)?;
     install_busybox(tree, inputs.busybox).await?;
     if let Some((programs, deps)) = &inputs.ssh {
@@ -189,13 +178,7 @@ pub async fn build_initramfs(
         0o644,
         format!("{ROOT_LABEL}\n").as_bytes(),
     )?;
-    stage_modules(
-        inputs.kernel_root,
-        inputs.kernel_version,
-        tree,
-        inputs.mode.modules(),
-    )
-    .await?;
+    stage_modules(inputs.kernel_root, inputs.kernel_version, tree, inputs.mode.modules()).await?;
     let tree = tree.to_path_buf();
     let out = out.to_path_buf();
     tokio::task::spawn_blocking(move || write_initramfs(&tree, &out))

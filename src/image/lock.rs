@@ -48,9 +48,7 @@ impl FileLock {
         tokio::task::spawn_blocking(move || {
             Flock::lock(file, FlockArg::LockExclusive)
                 .map(|lock| FileLock { _lock: lock })
-                .map_err(|(_, errno)| {
-                    ImageError::io("locking", &owned, std::io::Error::from(errno))
-                })
+                .map_err(|(_, errno)| ImageError::io("locking", &owned, std::io::Error::from(errno)))
         })
         .await
         .map_err(|e| ImageError::Build(format!("lock task failed: {e}")))?

@@ -8,13 +8,11 @@ use super::cache::{get_or_build, install_from_cache, CacheKey};
 use super::fsutil::StagingDir;
 use super::initramfs::{build_initramfs, recipe_fingerprint, InitMode, InitramfsInputs};
 use super::parts::{
-    prepare_busybox, prepare_dropbear, prepare_kernel, resolve_base_packages, BasePackages,
-    KernelTree, BZIMAGE, INITRAMFS, VMLINUX,
+    prepare_busybox, prepare_dropbear, prepare_kernel, resolve_base_packages, BasePackages, KernelTree, BZIMAGE,
+    INITRAMFS, VMLINUX,
 };
 use super::tools::{self, APT_CACHE, APT_GET, DEPMOD, DPKG_DEB};
-use super::{
-    image_from_dir, new_image_id, BuildEnv, ImageError, ProgressEvent, ProgressFn, RECIPE_VERSION,
-};
+use super::{image_from_dir, new_image_id, BuildEnv, ImageError, ProgressEvent, ProgressFn, RECIPE_VERSION};
 use crate::model::{Image, ImageProfile};
 
 pub const BASE_TOOLS: [tools::Tool; 4] = [APT_GET, APT_CACHE, DPKG_DEB, DEPMOD];
@@ -66,9 +64,7 @@ pub async fn build_kernel_and_initramfs(
         true => None,
         false => Some(prepare_dropbear(apt, &packages.dropbear, work, progress).await?),
     };
-    progress(ProgressEvent::Step(format!(
-        "assembling the initramfs ({mode:?})"
-    )));
+    progress(ProgressEvent::Step(format!("assembling the initramfs ({mode:?})")));
     let inputs = InitramfsInputs {
         mode,
         busybox: &busybox,
@@ -80,45 +76,17 @@ pub async fn build_kernel_and_initramfs(
     Ok(kernel)
 }
 
-pub async fn build(
-    name: &str,
-    env: &BuildEnv,
-    progress: ProgressFn<'_>,
-) -> Result<Image, ImageError> {
+pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Result<Image, ImageError> {
     tools::require(&BASE_TOOLS)?;
-    let (apt, packages) = with_fresh_lists(env, progress, async |apt| {
-        resolve_base_packages(apt, true).await
-    })
-    .await?;
+    let (apt, packages) = with_fresh_lists(env, progress, async |apt| resolve_base_packages(apt, true).await).await?;
     let key = base_key("minimal", &apt, &packages, InitMode::Minimal);
-    let (entry, _entry_lock) = get_or_build(
-        &env.cache_dir,
-        "minimal",
-        &key,
-        progress,
-        |out| async move {
-            let work = StagingDir::beside(&env.cache_dir.join("work").join("minimal"))?;
-            build_kernel_and_initramfs(
-                &apt,
-                &packages,
-                InitMode::Minimal,
-                work.path(),
-                &out,
-                progress,
-            )
-            .await?;
-            Ok(())
-        },
-    )
+    let (entry, _entry_lock) = get_or_build(&env.cache_dir, "minimal", &key, progress, |out| async move {
+        let work = StagingDir::beside(&env.cache_dir.join("work").join("minimal"))?;
+        build_kernel_and_initramfs(&apt, &packages, InitMode::Minimal, work.path(), &out, progress).await?;
+        Ok(())
+    })
     .await?;
     let id = new_image_id();
     let dir = install_from_cache(&entry, &env.images_dir, &id, &[VMLINUX, BZIMAGE, INITRAMFS])?;
-    Ok(image_from_dir(
-        &dir,
-        id,
-        name,
-        ImageProfile::Minimal,
-        "root",
-        "",
-    ))
+    Ok(image_from_dir(&dir, id, name, ImageProfile::Minimal, "root", ""))
 }

@@ -39,13 +39,13 @@ pub use disk::prepare_vm_disk;
 pub use error::ImageError;
 pub use initramfs::ROOT_LABEL;
 pub use kernel::{
-    detect_kernel_format, initrd_start_of, inspect_kernel_file, is_newc_cpio, kernel_format_of,
-    read_head, InitrdStart, KernelInfo,
+    detect_kernel_format, initrd_start_of, inspect_kernel_file, is_newc_cpio, kernel_format_of, read_head, InitrdStart,
+    KernelInfo,
 };
-pub use vmlinux::{bzimage_payload, extract_vmlinux};
 pub use modules::module_closure;
 pub use register::{register_image, validate_image_name, validate_initrd, RegisterRequest};
 pub use unpack::resolve_in_root;
+pub use vmlinux::{bzimage_payload, extract_vmlinux};
 
 pub use crate::model::KernelFormat;
 
@@ -109,11 +109,7 @@ pub enum ProgressEvent {
     },
     /// Many packages fetched at once (e.g. by mmdebstrap); `packages` and
     /// `bytes` are estimated from the dependency closure.
-    BulkDownload {
-        what: String,
-        packages: usize,
-        bytes: u64,
-    },
+    BulkDownload { what: String, packages: usize, bytes: u64 },
     /// Artefacts built earlier from identical inputs are reused.
     CacheHit { key: String },
     /// Something worked around (e.g. stale package lists used offline).
@@ -131,17 +127,9 @@ impl std::fmt::Display for ProgressEvent {
                 version,
                 bytes,
             } => {
-                write!(
-                    f,
-                    "downloading {package} {version} ({:.1} MB)",
-                    *bytes as f64 / 1e6
-                )
+                write!(f, "downloading {package} {version} ({:.1} MB)", *bytes as f64 / 1e6)
             }
-            ProgressEvent::BulkDownload {
-                what,
-                packages,
-                bytes,
-            } => {
+            ProgressEvent::BulkDownload { what, packages, bytes } => {
                 write!(
                     f,
                     "downloading {what}: about {packages} packages, {:.1} MB",
@@ -150,15 +138,8 @@ impl std::fmt::Display for ProgressEvent {
             }
             ProgressEvent::CacheHit { key } => write!(f, "reusing cached build {key}"),
             ProgressEvent::Warning(message) => write!(f, "warning: {message}"),
-            ProgressEvent::Finished {
-                image_id,
-                size_bytes,
-            } => {
-                write!(
-                    f,
-                    "image {image_id} ready ({:.1} MB)",
-                    *size_bytes as f64 / 1e6
-                )
+            ProgressEvent::Finished { image_id, size_bytes } => {
+                write!(f, "image {image_id} ready ({:.1} MB)", *size_bytes as f64 / 1e6)
             }
         }
     }
@@ -174,21 +155,13 @@ pub fn new_image_id() -> String {
 
 /// Builds an image of `req.profile` and returns it (not yet stored).
 /// On failure nothing is left under `images_dir`.
-pub async fn build_image(
-    req: &BuildRequest,
-    env: &BuildEnv,
-    progress: ProgressFn<'_>,
-) -> Result<Image, ImageError> {
-    let name = req
-        .name
-        .clone()
-        .unwrap_or_else(|| req.profile.as_str().to_string());
+pub async fn build_image(req: &BuildRequest, env: &BuildEnv, progress: ProgressFn<'_>) -> Result<Image, ImageError> {
+    let name = req.name.clone().unwrap_or_else(|| req.profile.as_str().to_string());
     validate_image_name(&name)?;
     let env = BuildEnv {
         images_dir: std::path::absolute(&env.images_dir)
             .map_err(|e| ImageError::io("resolving", &env.images_dir, e))?,
-        cache_dir: std::path::absolute(&env.cache_dir)
-            .map_err(|e| ImageError::io("resolving", &env.cache_dir, e))?,
+        cache_dir: std::path::absolute(&env.cache_dir).map_err(|e| ImageError::io("resolving", &env.cache_dir, e))?,
         debian_mirror: env.debian_mirror.clone(),
     };
     for dir in [
@@ -205,8 +178,7 @@ pub async fn build_image(
         ImageProfile::Registered => {
             return Err(ImageError::Invalid {
                 field: "profile",
-                message: "`registered` images are registered, not built; use debian or minimal"
-                    .into(),
+                message: "`registered` images are registered, not built; use debian or minimal".into(),
             })
         }
     };

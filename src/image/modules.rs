@@ -22,11 +22,7 @@ fn module_name(path: &str) -> String {
 /// load `wanted`, dependencies included. Names that are built into the
 /// kernel (listed in modules.builtin) need nothing; unknown names are an
 /// error so a typo cannot silently drop a driver.
-pub fn module_closure(
-    modules_dep: &str,
-    builtin: &str,
-    wanted: &[&str],
-) -> Result<BTreeSet<String>, ImageError> {
+pub fn module_closure(modules_dep: &str, builtin: &str, wanted: &[&str]) -> Result<BTreeSet<String>, ImageError> {
     let entries: Vec<(String, &str, Vec<&str>)> = modules_dep
         .lines()
         .filter_map(|line| {
@@ -44,11 +40,7 @@ pub fn module_closure(
         let (_, path, deps) = entries
             .iter()
             .find(|(module, _, _)| *module == name)
-            .ok_or_else(|| {
-                ImageError::Build(format!(
-                    "kernel module {name} is neither a module nor built in"
-                ))
-            })?;
+            .ok_or_else(|| ImageError::Build(format!("kernel module {name} is neither a module nor built in")))?;
         files.insert(path.to_string());
         files.extend(deps.iter().map(|d| d.to_string()));
     }
@@ -70,29 +62,24 @@ pub async fn stage_modules(
         std::fs::read_to_string(&path).map_err(|e| ImageError::io("reading", &path, e))
     };
     let files = module_closure(&read("modules.dep")?, &read("modules.builtin")?, wanted)?;
-    for file in files.iter().map(String::as_str).chain([
-        "modules.order",
-        "modules.builtin",
-        "modules.builtin.modinfo",
-    ]) {
+    for file in files
+        .iter()
+        .map(String::as_str)
+        .chain(["modules.order", "modules.builtin", "modules.builtin.modinfo"])
+    {
         let target = dest.join(file);
         if let Some(parent) = target.parent() {
             create_dir_all(parent)?;
         }
-        std::fs::copy(source.join(file), &target)
-            .map_err(|e| ImageError::io("copying module to", &target, e))?;
+        std::fs::copy(source.join(file), &target).map_err(|e| ImageError::io("copying module to", &target, e))?;
     }
     run_depmod(dest_root, version).await
 }
 
 /// Writes modules.dep and friends for the tree under `root`.
 pub async fn run_depmod(root: &Path, version: &str) -> Result<(), ImageError> {
-    tools::run(
-        DEPMOD,
-        ["-b".as_ref(), root.as_os_str(), version.as_ref()],
-        None,
-    )
-    .await
-    .map_err(|e| ImageError::command(e, root))?;
+    tools::run(DEPMOD, ["-b".as_ref(), root.as_os_str(), version.as_ref()], None)
+        .await
+        .map_err(|e| ImageError::command(e, root))?;
     Ok(())
 }

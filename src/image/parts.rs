@@ -4,9 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use super::apt::{Apt, PackageInfo};
-use super::vmlinux::extract_vmlinux;
 use super::modules::run_depmod;
 use super::unpack::{resolve_in_root, runtime_deps, unpack_deb, RuntimeDeps};
+use super::vmlinux::extract_vmlinux;
 use super::{ImageError, ProgressEvent, ProgressFn};
 
 /// File names inside an image directory (and a cache entry).
@@ -27,9 +27,7 @@ pub struct BasePackages {
 
 impl BasePackages {
     pub fn all(&self) -> impl Iterator<Item = &PackageInfo> {
-        [&self.kernel, &self.busybox]
-            .into_iter()
-            .chain(self.dropbear.iter())
+        [&self.kernel, &self.busybox].into_iter().chain(self.dropbear.iter())
     }
 }
 
@@ -68,12 +66,8 @@ pub async fn resolve_base_packages(apt: &Apt, ssh: bool) -> Result<BasePackages,
         .show(&["linux-image-cloud-amd64", "busybox-static", "dropbear-bin"])
         .await?
         .into_iter();
-    let (Some(kernel_meta), Some(busybox), Some(dropbear)) =
-        (first.next(), first.next(), first.next())
-    else {
-        return Err(ImageError::Mirror(
-            "package lookup returned too few packages".into(),
-        ));
+    let (Some(kernel_meta), Some(busybox), Some(dropbear)) = (first.next(), first.next(), first.next()) else {
+        return Err(ImageError::Mirror("package lookup returned too few packages".into()));
     };
     Ok(BasePackages {
         kernel: apt.kernel_behind(&kernel_meta).await?,
@@ -117,8 +111,7 @@ pub async fn prepare_kernel(
         .ok_or_else(|| ImageError::Build(format!("{} ships no modules", kernel.name)))?;
     run_depmod(&root, &version).await?;
     let bzimage = root.join("boot").join(format!("vmlinuz-{version}"));
-    std::fs::copy(&bzimage, out_dir.join(BZIMAGE))
-        .map_err(|e| ImageError::io("copying", &bzimage, e))?;
+    std::fs::copy(&bzimage, out_dir.join(BZIMAGE)).map_err(|e| ImageError::io("copying", &bzimage, e))?;
     progress(ProgressEvent::Step(
         "extracting the ELF vmlinux from the bzImage".into(),
     ));

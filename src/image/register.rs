@@ -81,10 +81,7 @@ pub fn validate_initrd(field: &'static str, path: &Path) -> Result<(), ImageErro
     let verdict = match initrd_start_of(&head) {
         Some(InitrdStart::Cpio | InitrdStart::OtherCompression) => true,
         Some(InitrdStart::Gzip) => {
-            flate2::read::GzDecoder::new(open()?)
-                .read_exact(&mut inner)
-                .is_ok()
-                && is_newc_cpio(&inner)
+            flate2::read::GzDecoder::new(open()?).read_exact(&mut inner).is_ok() && is_newc_cpio(&inner)
         }
         Some(InitrdStart::Zstd) => {
             zstd::stream::read::Decoder::new(open()?)

@@ -105,11 +105,7 @@ fn in_tree(tree: &Path, guest_path: &str) -> std::path::PathBuf {
 }
 
 /// Applies Hatch's adjustments and installs the kernel's modules.
-pub async fn customise(
-    tree: &Path,
-    kernel_root: &Path,
-    kernel_version: &str,
-) -> Result<(), ImageError> {
+pub async fn customise(tree: &Path, kernel_root: &Path, kernel_version: &str) -> Result<(), ImageError> {
     use std::os::unix::fs::PermissionsExt;
     for (guest_path, mode, contents) in ROOTFS_FILES {
         let path = in_tree(tree, guest_path);
@@ -127,8 +123,7 @@ pub async fn customise(
             create_dir_all(parent)?;
         }
         let _ = std::fs::remove_file(&path);
-        std::os::unix::fs::symlink(target, &path)
-            .map_err(|e| ImageError::io("creating symlink", &path, e))?;
+        std::os::unix::fs::symlink(target, &path).map_err(|e| ImageError::io("creating symlink", &path, e))?;
     }
     // Host keys made while installing openssh-server would be shared by
     // every VM; cloud-init generates each VM's own at first boot.
@@ -138,8 +133,7 @@ pub async fn customise(
         .flatten()
     {
         if entry.file_name().to_string_lossy().starts_with("ssh_host_") {
-            std::fs::remove_file(entry.path())
-                .map_err(|e| ImageError::io("removing", &entry.path(), e))?;
+            std::fs::remove_file(entry.path()).map_err(|e| ImageError::io("removing", &entry.path(), e))?;
         }
     }
     let _ = std::fs::remove_file(in_tree(tree, "/etc/resolv.conf"));
@@ -147,13 +141,9 @@ pub async fn customise(
     let modules = in_tree(tree, "/lib/modules");
     create_dir_all(&modules)?;
     let source = kernel_root.join("lib/modules").join(kernel_version);
-    tools::run(
-        CP,
-        ["-a".as_ref(), source.as_os_str(), modules.as_os_str()],
-        None,
-    )
-    .await
-    .map_err(|e| ImageError::command(e, &modules))?;
+    tools::run(CP, ["-a".as_ref(), source.as_os_str(), modules.as_os_str()], None)
+        .await
+        .map_err(|e| ImageError::command(e, &modules))?;
     Ok(())
 }
 

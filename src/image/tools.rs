@@ -80,19 +80,12 @@ where
 }
 
 /// Runs the program at `program` with `args` (no shell), optionally in `cwd`.
-pub async fn run_program<I, S>(
-    program: &Path,
-    args: I,
-    cwd: Option<&Path>,
-) -> Result<Vec<u8>, CmdError>
+pub async fn run_program<I, S>(program: &Path, args: I, cwd: Option<&Path>) -> Result<Vec<u8>, CmdError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    let args: Vec<std::ffi::OsString> = args
-        .into_iter()
-        .map(|a| a.as_ref().to_os_string())
-        .collect();
+    let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
     let mut command = tokio::process::Command::new(program);
     command
         .args(&args)

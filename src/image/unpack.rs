@@ -10,13 +10,9 @@ use super::ImageError;
 /// Unpacks `deb` into `dest` (created if needed).
 pub async fn unpack_deb(deb: &Path, dest: &Path) -> Result<(), ImageError> {
     super::fsutil::create_dir_all(dest)?;
-    tools::run(
-        DPKG_DEB,
-        ["-x".as_ref(), deb.as_os_str(), dest.as_os_str()],
-        None,
-    )
-    .await
-    .map_err(|e| ImageError::command(e, dest))?;
+    tools::run(DPKG_DEB, ["-x".as_ref(), deb.as_os_str(), dest.as_os_str()], None)
+        .await
+        .map_err(|e| ImageError::command(e, dest))?;
     Ok(())
 }
 
@@ -62,12 +58,7 @@ pub fn resolve_in_root(root: &Path, path: &Path) -> Option<PathBuf> {
     None
 }
 
-const LIBRARY_DIRS: [&str; 4] = [
-    "/lib/x86_64-linux-gnu",
-    "/usr/lib/x86_64-linux-gnu",
-    "/lib",
-    "/usr/lib",
-];
+const LIBRARY_DIRS: [&str; 4] = ["/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib", "/usr/lib"];
 
 /// Finds `file_name` in the library directories of any of `roots`.
 fn find_library(roots: &[PathBuf], file_name: &str) -> Option<PathBuf> {
@@ -94,21 +85,18 @@ pub fn runtime_deps(programs: &[PathBuf], roots: &[PathBuf]) -> Result<RuntimeDe
     let mut queue: Vec<PathBuf> = programs.to_vec();
     while let Some(file) = queue.pop() {
         let data = std::fs::read(&file).map_err(|e| ImageError::io("reading", &file, e))?;
-        let elf = Elf::parse(&data)
-            .ok_or_else(|| ImageError::Build(format!("{} is not an ELF file", file.display())))?;
+        let elf =
+            Elf::parse(&data).ok_or_else(|| ImageError::Build(format!("{} is not an ELF file", file.display())))?;
         if let Some(interpreter) = elf.interpreter() {
             if deps.interpreter.is_none() {
                 let name = Path::new(&interpreter)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned());
-                let found = name
-                    .as_deref()
-                    .and_then(|n| find_library(roots, n))
-                    .ok_or_else(|| {
-                        ImageError::Build(format!(
-                            "dynamic loader {interpreter} not found in the unpacked packages"
-                        ))
-                    })?;
+                let found = name.as_deref().and_then(|n| find_library(roots, n)).ok_or_else(|| {
+                    ImageError::Build(format!(
+                        "dynamic loader {interpreter} not found in the unpacked packages"
+                    ))
+                })?;
                 deps.interpreter = Some((interpreter, found));
             }
         }

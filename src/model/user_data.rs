@@ -155,7 +155,11 @@ pub mod user_data_fields {
 
     pub fn serialize<S: serde::Serializer>(value: &Option<UserData>, serializer: S) -> Result<S::Ok, S::Error> {
         let (user_data, user_data_base64) = value.as_ref().map(UserData::to_fields).unwrap_or_default();
-        Out { user_data, user_data_base64 }.serialize(serializer)
+        Out {
+            user_data,
+            user_data_base64,
+        }
+        .serialize(serializer)
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<UserData>, D::Error> {
@@ -177,7 +181,11 @@ pub mod user_data_fields_with_null {
 
     pub fn serialize<S: serde::Serializer>(value: &Option<UserData>, serializer: S) -> Result<S::Ok, S::Error> {
         let (user_data, user_data_base64) = value.as_ref().map(UserData::to_fields).unwrap_or_default();
-        Out { user_data, user_data_base64 }.serialize(serializer)
+        Out {
+            user_data,
+            user_data_base64,
+        }
+        .serialize(serializer)
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<UserData>, D::Error> {
@@ -193,7 +201,10 @@ mod tests {
 
     #[test]
     fn text_shows_as_text_and_binary_as_base64() {
-        assert_eq!(UserData::from("#cloud-config\n").to_fields(), (Some("#cloud-config\n"), None));
+        assert_eq!(
+            UserData::from("#cloud-config\n").to_fields(),
+            (Some("#cloud-config\n"), None)
+        );
         let binary = UserData::from(GZIP_MAGIC);
         assert_eq!(binary.to_fields(), (None, Some("H4sIAP/+".to_string())));
     }
@@ -206,7 +217,10 @@ mod tests {
 
     #[test]
     fn bad_requests_are_refused() {
-        assert_eq!(UserData::from_fields(Some("a"), Some("YQ==")), Err(UserDataError::BothGiven));
+        assert_eq!(
+            UserData::from_fields(Some("a"), Some("YQ==")),
+            Err(UserDataError::BothGiven)
+        );
         for bad in ["not base64!", "YQ", "Y==="] {
             let err = UserData::from_fields(None, Some(bad)).unwrap_err();
             assert!(matches!(err, UserDataError::InvalidBase64(_)), "{bad}: {err:?}");

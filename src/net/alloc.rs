@@ -50,7 +50,10 @@ pub fn allocate(
                 return Err(conflict("guest_mac", format!("{normalised} is the bridge's own MAC")));
             }
             if taken.macs.iter().any(|held| held.eq_ignore_ascii_case(&normalised)) {
-                return Err(conflict("guest_mac", format!("{normalised} is already used by another VM")));
+                return Err(conflict(
+                    "guest_mac",
+                    format!("{normalised} is already used by another VM"),
+                ));
             }
             normalised
         }
@@ -65,17 +68,23 @@ pub fn allocate(
         pool: format!("{}{vm_id}", names::TAP_PREFIX),
     })?;
 
-    let ssh_port = ports::lowest_free(cfg.ssh_port_min, cfg.ssh_port_max, &taken.ports, port_in_use).ok_or_else(|| {
-        NetError::Exhausted {
-            what: "SSH port",
-            pool: format!(
-                "{}-{} (HATCH_SSH_PORT_MIN/HATCH_SSH_PORT_MAX; ports bound by other programs are skipped)",
-                cfg.ssh_port_min, cfg.ssh_port_max
-            ),
-        }
-    })?;
+    let ssh_port =
+        ports::lowest_free(cfg.ssh_port_min, cfg.ssh_port_max, &taken.ports, port_in_use).ok_or_else(|| {
+            NetError::Exhausted {
+                what: "SSH port",
+                pool: format!(
+                    "{}-{} (HATCH_SSH_PORT_MIN/HATCH_SSH_PORT_MAX; ports bound by other programs are skipped)",
+                    cfg.ssh_port_min, cfg.ssh_port_max
+                ),
+            }
+        })?;
 
-    Ok(NetworkIdentity { guest_ip, guest_mac, tap_name, ssh_port })
+    Ok(NetworkIdentity {
+        guest_ip,
+        guest_mac,
+        tap_name,
+        ssh_port,
+    })
 }
 
 #[cfg(test)]
@@ -89,7 +98,10 @@ mod tests {
     }
 
     fn req(ip: Option<&str>, mac: Option<&str>) -> NetRequest {
-        NetRequest { guest_ip: ip.map(String::from), guest_mac: mac.map(String::from) }
+        NetRequest {
+            guest_ip: ip.map(String::from),
+            guest_mac: mac.map(String::from),
+        }
     }
 
     fn field(result: Result<NetworkIdentity, NetError>) -> (&'static str, bool) {
@@ -103,8 +115,14 @@ mod tests {
     #[test]
     fn custom_values_are_validated_and_normalised() {
         let cfg = cfg("192.168.241.1/24", "2200", "2299");
-        let id = allocate(&cfg, "vm-xyz789", &req(Some("192.168.241.50"), Some("02:FC:00:11:22:33")), &Taken::default(), |_| false)
-            .unwrap();
+        let id = allocate(
+            &cfg,
+            "vm-xyz789",
+            &req(Some("192.168.241.50"), Some("02:FC:00:11:22:33")),
+            &Taken::default(),
+            |_| false,
+        )
+        .unwrap();
         assert_eq!(id.guest_ip.to_string(), "192.168.241.50");
         assert_eq!(id.guest_mac, "02:fc:00:11:22:33");
         assert_eq!(id.tap_name, "fctap-vm-xyz78");
@@ -132,9 +150,16 @@ mod tests {
             (req(None, Some("02:FC:00:00:00:60")), ("guest_mac", true)),
         ];
         for (request, expected) in cases {
-            assert_eq!(field(allocate(&cfg, "vm-a", &request, &taken, |_| false)), expected, "{request:?}");
+            assert_eq!(
+                field(allocate(&cfg, "vm-a", &request, &taken, |_| false)),
+                expected,
+                "{request:?}"
+            );
         }
-        assert_eq!(field(allocate(&cfg, "vm a", &req(None, None), &taken, |_| false)), ("vm_id", false));
+        assert_eq!(
+            field(allocate(&cfg, "vm a", &req(None, None), &taken, |_| false)),
+            ("vm_id", false)
+        );
     }
 
     #[test]
@@ -149,7 +174,10 @@ mod tests {
         ));
         let wide = cfg("10.9.0.1/16", "2200", "2201");
         let busy = allocate(&wide, "vm-2", &req(None, None), &taken, |port| port == 2201);
-        assert!(matches!(busy, Err(NetError::Exhausted { what: "SSH port", .. })), "{busy:?}");
+        assert!(
+            matches!(busy, Err(NetError::Exhausted { what: "SSH port", .. })),
+            "{busy:?}"
+        );
     }
 
     #[test]

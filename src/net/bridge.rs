@@ -29,7 +29,17 @@ pub async fn ensure(cfg: &NetConfig) -> Result<(), NetError> {
         cmd::run("ip", ["addr", "del", &format!("{addr}/{len}"), "dev", name]).await?;
     }
     if !present.contains(&wanted) {
-        cmd::run("ip", ["addr", "add", &format!("{}/{}", cfg.gateway, cfg.prefix_len), "dev", name]).await?;
+        cmd::run(
+            "ip",
+            [
+                "addr",
+                "add",
+                &format!("{}/{}", cfg.gateway, cfg.prefix_len),
+                "dev",
+                name,
+            ],
+        )
+        .await?;
     }
     cmd::run("ip", ["link", "set", "dev", name, "up"]).await?;
     Ok(())

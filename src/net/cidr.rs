@@ -17,9 +17,7 @@ impl Ipv4Cidr {
         let (addr, len) = text
             .split_once('/')
             .ok_or_else(|| format!("{text:?} is not in a.b.c.d/len notation"))?;
-        let addr: Ipv4Addr = addr
-            .parse()
-            .map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| format!("{addr:?} is not an IPv4 address"))?;
         let prefix_len = if len.is_empty() || len.len() > 2 || !len.bytes().all(|b| b.is_ascii_digit()) {
             None
         } else {
@@ -30,7 +28,10 @@ impl Ipv4Cidr {
     }
 
     pub fn new(addr: Ipv4Addr, prefix_len: u8) -> Self {
-        Ipv4Cidr { addr, prefix_len: prefix_len.min(32) }
+        Ipv4Cidr {
+            addr,
+            prefix_len: prefix_len.min(32),
+        }
     }
 
     pub fn mask(&self) -> u32 {
@@ -107,12 +108,30 @@ mod tests {
         assert!(cidr.is_host_address(Ipv4Addr::new(10, 9, 9, 1)));
         assert!(cidr.is_host_address(Ipv4Addr::new(10, 9, 9, 2)));
         assert!(!cidr.is_host_address(Ipv4Addr::new(10, 9, 9, 3)));
-        assert_eq!(cidr.host_range(), (u32::from(Ipv4Addr::new(10, 9, 9, 1)), u32::from(Ipv4Addr::new(10, 9, 9, 2))));
+        assert_eq!(
+            cidr.host_range(),
+            (
+                u32::from(Ipv4Addr::new(10, 9, 9, 1)),
+                u32::from(Ipv4Addr::new(10, 9, 9, 2))
+            )
+        );
     }
 
     #[test]
     fn rejects_malformed() {
-        for bad in ["", "10.0.0.1", "10.0.0.1/", "10.0.0.1/33", "10.0.0.1/-1", "10.0.0/8", "10.0.0.1/8 ", "10.0.0.1/+8", "a/8", "10.0.0.1/8\n", "010.0.0.1/8"] {
+        for bad in [
+            "",
+            "10.0.0.1",
+            "10.0.0.1/",
+            "10.0.0.1/33",
+            "10.0.0.1/-1",
+            "10.0.0/8",
+            "10.0.0.1/8 ",
+            "10.0.0.1/+8",
+            "a/8",
+            "10.0.0.1/8\n",
+            "010.0.0.1/8",
+        ] {
             assert!(Ipv4Cidr::parse(bad).is_err(), "{bad:?} accepted");
         }
     }

@@ -14,14 +14,27 @@ pub async fn established_ssh_sessions(id: &NetworkIdentity) -> Result<usize, Net
     let ip = id.guest_ip.to_string();
     let out = cmd::stdout(
         "conntrack",
-        ["-L", "-p", "tcp", "--state", "ESTABLISHED", "--reply-src", ip.as_str(), "--reply-port-src", "22"],
+        [
+            "-L",
+            "-p",
+            "tcp",
+            "--state",
+            "ESTABLISHED",
+            "--reply-src",
+            ip.as_str(),
+            "--reply-port-src",
+            "22",
+        ],
     )
     .await?;
     Ok(count_entries(&out))
 }
 
 fn count_entries(listing: &str) -> usize {
-    listing.lines().filter(|line| line.trim_start().starts_with("tcp ")).count()
+    listing
+        .lines()
+        .filter(|line| line.trim_start().starts_with("tcp "))
+        .count()
 }
 
 #[cfg(test)]

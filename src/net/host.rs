@@ -44,7 +44,11 @@ pub struct Network {
 impl Network {
     pub fn new(cfg: NetConfig) -> Self {
         let dhcp = Dnsmasq::new(Paths::new(&cfg.dhcp_dir));
-        Network { cfg, host: Mutex::new(None), dhcp }
+        Network {
+            cfg,
+            host: Mutex::new(None),
+            dhcp,
+        }
     }
 
     pub fn config(&self) -> &NetConfig {
@@ -114,7 +118,10 @@ impl Network {
                 || seen.taps.contains(&id.tap_name)
                 || seen.ports.contains(&id.ssh_port);
             if duplicate {
-                report.skipped.push((vm_id.clone(), "shares its IP, MAC, TAP or SSH port with another VM".into()));
+                report.skipped.push((
+                    vm_id.clone(),
+                    "shares its IP, MAC, TAP or SSH port with another VM".into(),
+                ));
                 continue;
             }
             match self.check_identity(vm_id, id) {
@@ -130,7 +137,11 @@ impl Network {
             }
         }
         let wanted_taps: Vec<&str> = valid.iter().map(|(_, id)| id.tap_name.as_str()).collect();
-        for stale in tap::list_hatch_taps().await?.into_iter().filter(|t| !wanted_taps.contains(&t.as_str())) {
+        for stale in tap::list_hatch_taps()
+            .await?
+            .into_iter()
+            .filter(|t| !wanted_taps.contains(&t.as_str()))
+        {
             if tap::delete(&stale).await? {
                 report.taps_removed.push(stale);
             }
@@ -181,7 +192,11 @@ impl Network {
         let attached = host.get_or_insert_with(|| self.seed(desired_all));
         attached.remove(vm_id);
         let reservations = self.reservations(attached);
-        let tap_result = if names::is_hatch_tap(&id.tap_name) { tap::delete(&id.tap_name).await.map(|_| ()) } else { Ok(()) };
+        let tap_result = if names::is_hatch_tap(&id.tap_name) {
+            tap::delete(&id.tap_name).await.map(|_| ())
+        } else {
+            Ok(())
+        };
         let dhcp_result = self.apply_reservations(&reservations).await.map(|_| ());
         let rules_result = if names::check_vm_id(vm_id).is_ok() {
             firewall::sync_vm(&self.cfg, vm_id, None).await.map(|_| ())
@@ -205,20 +220,32 @@ impl Network {
     /// (HATCH_BRIDGE_CIDR may have changed since it was allocated).
     fn check_identity(&self, vm_id: &str, id: &NetworkIdentity) -> Result<Reservation, NetError> {
         let pool = Pool::new(self.cfg.gateway, self.cfg.prefix_len);
-        pool.check_guest_ip(id.guest_ip)
-            .map_err(|message| NetError::Invalid { field: "guest_ip", message })?;
+        pool.check_guest_ip(id.guest_ip).map_err(|message| NetError::Invalid {
+            field: "guest_ip",
+            message,
+        })?;
         if !names::is_hatch_tap(&id.tap_name) {
-            return Err(NetError::Invalid { field: "tap_name", message: format!("{:?} is not a Hatch TAP name", id.tap_name) });
+            return Err(NetError::Invalid {
+                field: "tap_name",
+                message: format!("{:?} is not a Hatch TAP name", id.tap_name),
+            });
         }
         Reservation::new(&id.guest_mac, id.guest_ip, vm_id)
     }
 
     fn seed(&self, desired_all: &[(String, NetworkIdentity)]) -> Attached {
-        desired_all.iter().filter(|(vm_id, id)| self.check_identity(vm_id, id).is_ok()).cloned().collect()
+        desired_all
+            .iter()
+            .filter(|(vm_id, id)| self.check_identity(vm_id, id).is_ok())
+            .cloned()
+            .collect()
     }
 
     fn reservations(&self, attached: &Attached) -> Vec<Reservation> {
-        attached.iter().filter_map(|(vm_id, id)| self.check_identity(vm_id, id).ok()).collect()
+        attached
+            .iter()
+            .filter_map(|(vm_id, id)| self.check_identity(vm_id, id).ok())
+            .collect()
     }
 
     /// Rewrites dnsmasq.conf if the reservations changed and makes dnsmasq

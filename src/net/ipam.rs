@@ -18,7 +18,10 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(gateway: Ipv4Addr, prefix_len: u8) -> Self {
-        Pool { gateway, cidr: Ipv4Cidr::new(gateway, prefix_len) }
+        Pool {
+            gateway,
+            cidr: Ipv4Cidr::new(gateway, prefix_len),
+        }
     }
 
     /// Why `ip` cannot be given to a guest, regardless of other VMs.
@@ -64,7 +67,13 @@ mod tests {
         let pool = Pool::new(ip("192.168.241.1"), 24);
         assert!(pool.check_guest_ip(ip("192.168.241.50")).is_ok());
         assert!(pool.check_guest_ip(ip("192.168.241.254")).is_ok());
-        for bad in ["192.168.241.0", "192.168.241.255", "192.168.241.1", "192.168.242.5", "10.0.0.1"] {
+        for bad in [
+            "192.168.241.0",
+            "192.168.241.255",
+            "192.168.241.1",
+            "192.168.242.5",
+            "10.0.0.1",
+        ] {
             assert!(pool.check_guest_ip(ip(bad)).is_err(), "{bad} accepted");
         }
     }

@@ -56,7 +56,11 @@ pub async fn kind(name: &str) -> Result<Option<String>, NetError> {
     }
     let out = cmd::stdout("ip", ["-j", "-d", "link", "show", "dev", name]).await?;
     let links: Vec<Detailed> = parse_json("-d link show", &out)?;
-    Ok(links.into_iter().next().and_then(|l| l.linkinfo).and_then(|i| i.info_kind))
+    Ok(links
+        .into_iter()
+        .next()
+        .and_then(|l| l.linkinfo)
+        .and_then(|i| i.info_kind))
 }
 
 pub async fn find(name: &str) -> Result<Option<Link>, NetError> {
@@ -95,7 +99,10 @@ pub async fn delete(name: &str) -> Result<bool, NetError> {
 /// writing thread's namespace.
 pub fn set_sysctl(path: &str, value: &str) -> Result<(), NetError> {
     let full = std::path::PathBuf::from("/proc/sys").join(path);
-    let current = std::fs::read_to_string(&full).map_err(|source| NetError::Io { path: full.clone(), source })?;
+    let current = std::fs::read_to_string(&full).map_err(|source| NetError::Io {
+        path: full.clone(),
+        source,
+    })?;
     if current.trim() == value {
         return Ok(());
     }

@@ -26,13 +26,15 @@ fn format_bytes(bytes: [u8; 6]) -> String {
 /// Validates a MAC for use by a guest and returns it in lowercase.
 /// Rejects other notations, multicast (and so broadcast) and all zeros.
 pub fn normalise(text: &str) -> Result<String, String> {
-    let bytes = parse_bytes(text)
-        .ok_or_else(|| format!("{:?} is not a MAC address like 02:fc:00:11:22:33", text))?;
+    let bytes = parse_bytes(text).ok_or_else(|| format!("{:?} is not a MAC address like 02:fc:00:11:22:33", text))?;
     if bytes == [0; 6] {
         return Err("the all-zeros MAC address cannot be used".into());
     }
     if bytes[0] & 0x01 != 0 {
-        return Err(format!("{} is a multicast address; a guest needs a unicast MAC", format_bytes(bytes)));
+        return Err(format!(
+            "{} is a multicast address; a guest needs a unicast MAC",
+            format_bytes(bytes)
+        ));
     }
     Ok(format_bytes(bytes))
 }
@@ -63,9 +65,19 @@ mod tests {
     #[test]
     fn rejects_bad_macs() {
         for bad in [
-            "", "02:fc:00:11:22", "02:fc:00:11:22:33:44", "02-fc-00-11-22-33", "02:fc:00:11:22:3g",
-            "02:fc:00:11:22:33\n", "02:fc:00:11:22:33\ndhcp-range=x", " 02:fc:00:11:22:33", "2:fc:00:11:22:33",
-            "00:00:00:00:00:00", "01:00:5e:00:00:01", "ff:ff:ff:ff:ff:ff", "03:fc:00:00:00:01",
+            "",
+            "02:fc:00:11:22",
+            "02:fc:00:11:22:33:44",
+            "02-fc-00-11-22-33",
+            "02:fc:00:11:22:3g",
+            "02:fc:00:11:22:33\n",
+            "02:fc:00:11:22:33\ndhcp-range=x",
+            " 02:fc:00:11:22:33",
+            "2:fc:00:11:22:33",
+            "00:00:00:00:00:00",
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "03:fc:00:00:00:01",
         ] {
             assert!(normalise(bad).is_err(), "{bad:?} accepted");
         }

@@ -17,7 +17,10 @@ pub fn check_ifname(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > IFNAME_MAX {
         return Err(format!("{name:?} must be 1 to {IFNAME_MAX} characters long"));
     }
-    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-')) {
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+    {
         return Err(format!("{name:?} may only contain letters, digits, '_', '.' and '-'"));
     }
     if name.starts_with('-') || name == "." || name == ".." {
@@ -37,7 +40,9 @@ pub fn check_vm_id(id: &str) -> Result<(), String> {
     if valid {
         Ok(())
     } else {
-        Err(format!("{id:?} is not a valid VM id (letters, digits and '-', at most 63)"))
+        Err(format!(
+            "{id:?} is not a valid VM id (letters, digits and '-', at most 63)"
+        ))
     }
 }
 
@@ -112,7 +117,18 @@ mod tests {
         for good in ["fcbridge", "br0", "hatch-br.1", "a23456789012345"] {
             assert!(check_ifname(good).is_ok(), "{good}");
         }
-        for bad in ["", "a234567890123456", "-br", "br 0", "br/0", "br:0", ".", "..", "br\n", "brü"] {
+        for bad in [
+            "",
+            "a234567890123456",
+            "-br",
+            "br 0",
+            "br/0",
+            "br:0",
+            ".",
+            "..",
+            "br\n",
+            "brü",
+        ] {
             assert!(check_ifname(bad).is_err(), "{bad:?}");
         }
     }

@@ -37,7 +37,10 @@ pub fn config_from_values(
     if !(1..=30).contains(&bridge.prefix_len) {
         return Err(invalid(
             "HATCH_BRIDGE_CIDR",
-            format!("prefix length /{} leaves no room for guests; use /1 to /30", bridge.prefix_len),
+            format!(
+                "prefix length /{} leaves no room for guests; use /1 to /30",
+                bridge.prefix_len
+            ),
         ));
     }
     if !bridge.is_host_address(bridge.addr) {
@@ -71,7 +74,10 @@ pub fn config_from_values(
     }
 
     if !dhcp_dir.is_absolute() {
-        return Err(invalid("HATCH_DATA_DIR", format!("{} is not an absolute path", dhcp_dir.display())));
+        return Err(invalid(
+            "HATCH_DATA_DIR",
+            format!("{} is not an absolute path", dhcp_dir.display()),
+        ));
     }
     Ok(NetConfig {
         bridge_name: bridge_name.to_string(),
@@ -137,7 +143,14 @@ mod tests {
 
     #[test]
     fn any_prefix_from_1_to_30() {
-        for cidr in ["10.0.0.1/30", "10.0.0.2/30", "172.16.0.1/16", "10.0.0.1/8", "64.0.0.1/1", "192.168.241.200/24"] {
+        for cidr in [
+            "10.0.0.1/30",
+            "10.0.0.2/30",
+            "172.16.0.1/16",
+            "10.0.0.1/8",
+            "64.0.0.1/1",
+            "192.168.241.200/24",
+        ] {
             assert!(values("fcbridge", cidr, "0.0.0.0/0", "2200", "2299").is_ok(), "{cidr}");
         }
     }
@@ -168,7 +181,11 @@ mod tests {
             ((ok.0, ok.1, ok.2, "2300", "2299"), "HATCH_SSH_PORT_MIN"),
         ];
         for ((name, cidr, allowed, min, max), field) in cases {
-            assert_eq!(field_of(values(name, cidr, allowed, min, max)), field, "{name} {cidr} {allowed} {min} {max}");
+            assert_eq!(
+                field_of(values(name, cidr, allowed, min, max)),
+                field,
+                "{name} {cidr} {allowed} {min} {max}"
+            );
         }
     }
 }

@@ -69,15 +69,25 @@ impl Orchestrator {
             })?),
             None => None,
         };
-        let image = self.resolve_image(req.image_id.as_deref().or(template.as_ref().map(|t| t.image_id.as_str())))?;
+        let image = self.resolve_image(
+            req.image_id
+                .as_deref()
+                .or(template.as_ref().map(|t| t.image_id.as_str())),
+        )?;
         let vcpu_count = req
             .vcpu_count
             .or(template.as_ref().map(|t| t.vcpu_count))
             .unwrap_or(self.config.default_vcpu_count);
-        let mem_mib = req.mem_mib.or(template.as_ref().map(|t| t.mem_mib)).unwrap_or(self.config.default_mem_mib);
+        let mem_mib = req
+            .mem_mib
+            .or(template.as_ref().map(|t| t.mem_mib))
+            .unwrap_or(self.config.default_mem_mib);
         let enable_network = req.enable_network.unwrap_or(true);
         if !enable_network {
-            for (field, given) in [("guest_ip", req.guest_ip.is_some()), ("guest_mac", req.guest_mac.is_some())] {
+            for (field, given) in [
+                ("guest_ip", req.guest_ip.is_some()),
+                ("guest_mac", req.guest_mac.is_some()),
+            ] {
                 if given {
                     return Err(OrchError::InvalidField {
                         field,
@@ -86,8 +96,12 @@ impl Orchestrator {
                 }
             }
         }
-        let given = UserData::from_fields(req.user_data.as_deref(), req.user_data_base64.as_deref())
-            .map_err(|e| OrchError::InvalidField { field: e.field(), message: e.to_string() })?;
+        let given = UserData::from_fields(req.user_data.as_deref(), req.user_data_base64.as_deref()).map_err(|e| {
+            OrchError::InvalidField {
+                field: e.field(),
+                message: e.to_string(),
+            }
+        })?;
         // A template's user data flows into the VM byte for byte.
         let user_data = given.or(template.as_ref().and_then(|t| t.user_data.clone()));
         if let Some(data) = &user_data {
@@ -103,7 +117,10 @@ impl Orchestrator {
             vcpu_count,
             mem_mib,
             enable_network,
-            net_request: NetRequest { guest_ip: req.guest_ip, guest_mac: req.guest_mac },
+            net_request: NetRequest {
+                guest_ip: req.guest_ip,
+                guest_mac: req.guest_mac,
+            },
             user_data,
             ssh_authorized_keys,
         })
@@ -142,9 +159,12 @@ impl Orchestrator {
         let vm = self.record_new_vm(vm_id, &plan, ledger).await?;
 
         let layout = self.layout(vm_id);
-        std::fs::create_dir_all(layout.dir()).map_err(|e| OrchError::Internal(format!("creating {}: {e}", layout.dir().display())))?;
+        std::fs::create_dir_all(layout.dir())
+            .map_err(|e| OrchError::Internal(format!("creating {}: {e}", layout.dir().display())))?;
         let dir = layout.dir().to_path_buf();
-        ledger.record("VM directory", async move { tokio::fs::remove_dir_all(&dir).await.map_err(|e| e.to_string()) });
+        ledger.record("VM directory", async move {
+            tokio::fs::remove_dir_all(&dir).await.map_err(|e| e.to_string())
+        });
 
         if plan.image.rootfs_path.is_some() {
             image::prepare_vm_disk(&plan.image, &layout.disk()).await?;
@@ -163,9 +183,15 @@ impl Orchestrator {
             let (network, id, identity) = (self.network.clone(), vm_id.to_string(), identity.clone());
             let orch = Arc::downgrade(self);
             ledger.record("network attachment", async move {
-                let desired = orch.upgrade().map(|o| o.desired_network().unwrap_or_default()).unwrap_or_default();
+                let desired = orch
+                    .upgrade()
+                    .map(|o| o.desired_network().unwrap_or_default())
+                    .unwrap_or_default();
                 let desired: Vec<_> = desired.into_iter().filter(|(vm, _)| vm != &id).collect();
-                network.detach_vm(&id, &identity, &desired).await.map_err(|e| e.to_string())
+                network
+                    .detach_vm(&id, &identity, &desired)
+                    .await
+                    .map_err(|e| e.to_string())
             });
         }
 
@@ -204,9 +230,12 @@ impl Orchestrator {
             idle_status: None,
         };
         self.store.insert_vm(&vm)?;
-        self.store.record_transition(vm_id, None, VmState::Starting, Some("created"))?;
+        self.store
+            .record_transition(vm_id, None, VmState::Starting, Some("created"))?;
         let (store, id) = (self.store.clone(), vm_id.to_string());
-        ledger.record("VM record", async move { store.delete_vm(&id).map(|_| ()).map_err(|e| e.to_string()) });
+        ledger.record("VM record", async move {
+            store.delete_vm(&id).map(|_| ()).map_err(|e| e.to_string())
+        });
         Ok(vm)
     }
 }

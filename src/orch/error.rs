@@ -15,7 +15,10 @@ pub enum OrchError {
     InvalidField { field: &'static str, message: String },
     /// 409: the value is taken or the transition is not allowed now.
     #[error("{message}")]
-    Conflict { field: Option<&'static str>, message: String },
+    Conflict {
+        field: Option<&'static str>,
+        message: String,
+    },
     /// 413
     #[error("{field}: {message}")]
     TooLarge { field: &'static str, message: String },
@@ -35,7 +38,10 @@ pub enum OrchError {
 
 impl OrchError {
     pub fn vm_not_found(id: &str) -> Self {
-        OrchError::NotFound { kind: "VM", id: id.to_string() }
+        OrchError::NotFound {
+            kind: "VM",
+            id: id.to_string(),
+        }
     }
 }
 
@@ -43,8 +49,13 @@ impl From<NetError> for OrchError {
     fn from(error: NetError) -> Self {
         match error {
             NetError::Invalid { field, message } => OrchError::InvalidField { field, message },
-            NetError::Conflict { field, message } => OrchError::Conflict { field: Some(field), message },
-            NetError::Exhausted { .. } => OrchError::Exhausted { message: error.to_string() },
+            NetError::Conflict { field, message } => OrchError::Conflict {
+                field: Some(field),
+                message,
+            },
+            NetError::Exhausted { .. } => OrchError::Exhausted {
+                message: error.to_string(),
+            },
             other => OrchError::Internal(format!("networking: {other}")),
         }
     }
@@ -72,7 +83,10 @@ impl From<SeedError> for OrchError {
     fn from(error: SeedError) -> Self {
         match error {
             SeedError::Invalid { field, message } => OrchError::InvalidField { field, message },
-            SeedError::TooLarge { .. } => OrchError::TooLarge { field: "user_data", message: error.to_string() },
+            SeedError::TooLarge { .. } => OrchError::TooLarge {
+                field: "user_data",
+                message: error.to_string(),
+            },
             other => OrchError::Internal(format!("cloud-init seed: {other}")),
         }
     }

@@ -23,7 +23,11 @@ pub struct OrchIdleTarget {
 
 impl OrchIdleTarget {
     pub fn new(orch: Arc<Orchestrator>, activity: Arc<ActiveConnections>, idle_timeout: Duration) -> Self {
-        Self { orch, activity, idle_timeout }
+        Self {
+            orch,
+            activity,
+            idle_timeout,
+        }
     }
 
     /// Stores `decision` and the latest proxied activity on `vm`; the
@@ -42,20 +46,35 @@ impl OrchIdleTarget {
         // When conntrack cannot be read, assume someone is logged in: never
         // suspend a VM that might be in use.
         let established_ssh = match &vm.network {
-            Some(identity) => self.orch.network.established_ssh_sessions(identity).await.unwrap_or_else(|error| {
-                tracing::warn!(vm = %vm.id, %error, "reading SSH sessions failed; keeping the VM");
-                1
-            }),
+            Some(identity) => self
+                .orch
+                .network
+                .established_ssh_sessions(identity)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(vm = %vm.id, %error, "reading SSH sessions failed; keeping the VM");
+                    1
+                }),
             None => 0,
         };
         let started_at = store
             .list_transitions(&vm.id)
             .ok()
-            .and_then(|events| events.into_iter().rev().find(|e| e.to_state == VmState::Running).map(|e| e.at))
+            .and_then(|events| {
+                events
+                    .into_iter()
+                    .rev()
+                    .find(|e| e.to_state == VmState::Running)
+                    .map(|e| e.at)
+            })
             .unwrap_or(vm.created_at);
         // Idle time counts from when the VM became reachable through the
         // proxy, not from a boot that happened before it had any route.
-        let started_at = routes.iter().map(|route| route.created_at).min().map_or(started_at, |routed| routed.max(started_at));
+        let started_at = routes
+            .iter()
+            .map(|route| route.created_at)
+            .min()
+            .map_or(started_at, |routed| routed.max(started_at));
         IdleInputs {
             state: vm.state,
             has_routes,
@@ -89,9 +108,17 @@ impl IdleTarget for OrchIdleTarget {
     }
 
     async fn suspend_if_still_idle(&self, vm_id: &str) -> Result<SuspendOutcome, IdleError> {
-        let failed = |message: String| IdleError::SuspendFailed { vm_id: vm_id.to_string(), message };
+        let failed = |message: String| IdleError::SuspendFailed {
+            vm_id: vm_id.to_string(),
+            message,
+        };
         let _guard = self.orch.locks.lock(vm_id).await;
-        let vm = self.orch.store.get_vm(vm_id).map_err(|e| failed(e.to_string()))?.ok_or_else(|| failed("the VM is gone".into()))?;
+        let vm = self
+            .orch
+            .store
+            .get_vm(vm_id)
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| failed("the VM is gone".into()))?;
         let decision = decide(&self.inputs_for(&vm).await);
         let recorded = self.write_decision(vm, &decision);
         match decision {
@@ -106,7 +133,10 @@ impl IdleTarget for OrchIdleTarget {
                 // `snapshotted` with an older decision beside it.
                 recorded.map_err(|e| failed(e.to_string()))?;
                 tracing::info!(vm = %vm_id, %reason, "suspending an idle VM");
-                self.orch.snapshot_locked(vm_id).await.map_err(|e| failed(e.to_string()))?;
+                self.orch
+                    .snapshot_locked(vm_id)
+                    .await
+                    .map_err(|e| failed(e.to_string()))?;
                 Ok(SuspendOutcome::Suspended)
             }
         }
@@ -118,7 +148,9 @@ impl IdleTarget for OrchIdleTarget {
         tracing::info!(vm = %vm_id, status = %status_text(&decision), "idle check");
         tokio::spawn(async move {
             let _guard = target.orch.locks.lock(&vm_id).await;
-            let Ok(Some(vm)) = target.orch.store.get_vm(&vm_id) else { return };
+            let Ok(Some(vm)) = target.orch.store.get_vm(&vm_id) else {
+                return;
+            };
             if let Err(error) = target.write_decision(vm, &decision) {
                 tracing::warn!(vm = %vm_id, %error, "recording the idle decision failed");
             }

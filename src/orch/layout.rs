@@ -9,7 +9,9 @@ pub struct VmLayout {
 
 impl VmLayout {
     pub fn new(data_dir: &Path, vm_id: &str) -> Self {
-        Self { dir: vms_dir(data_dir).join(vm_id) }
+        Self {
+            dir: vms_dir(data_dir).join(vm_id),
+        }
     }
 
     /// Per-VM directory; also the VMM's runtime dir (sockets, serial log).

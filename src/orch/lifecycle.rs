@@ -19,20 +19,31 @@ impl Orchestrator {
         let layout = self.layout(&vm.id);
         let mut disks = Vec::new();
         if image.rootfs_path.is_some() {
-            disks.push(DiskSpec { id: "rootfs".into(), path: layout.disk(), read_only: false });
+            disks.push(DiskSpec {
+                id: "rootfs".into(),
+                path: layout.disk(),
+                read_only: false,
+            });
         }
-        disks.push(DiskSpec { id: "seed".into(), path: layout.seed(), read_only: true });
+        disks.push(DiskSpec {
+            id: "seed".into(),
+            path: layout.seed(),
+            read_only: true,
+        });
         VmLaunch {
             vm_id: vm.id.clone(),
             vcpu_count: vm.vcpu_count,
             mem_mib: vm.mem_mib,
-            kernel: KernelFiles { elf: image.kernel_path.clone(), bzimage: image.bzimage_path.clone() },
+            kernel: KernelFiles {
+                elf: image.kernel_path.clone(),
+                bzimage: image.bzimage_path.clone(),
+            },
             initrd: image.initrd_path.clone(),
             disks,
-            nic: vm
-                .network
-                .as_ref()
-                .map(|net| NicSpec { tap_name: net.tap_name.clone(), mac: net.guest_mac.clone() }),
+            nic: vm.network.as_ref().map(|net| NicSpec {
+                tap_name: net.tap_name.clone(),
+                mac: net.guest_mac.clone(),
+            }),
             boot_args: image.boot_args.clone(),
             run_dir: layout.dir().to_path_buf(),
         }
@@ -41,10 +52,10 @@ impl Orchestrator {
     /// How `vm`'s VMM is launched (TAP, MAC, disks, kernel): public for
     /// tools that run the same guest outside orchestration (snapshot-bench).
     pub fn launch_spec_of(&self, vm: &Vm) -> Result<VmLaunch, OrchError> {
-        let image = self
-            .store
-            .get_image(&vm.image_id)?
-            .ok_or_else(|| OrchError::Conflict { field: None, message: format!("image {} no longer exists", vm.image_id) })?;
+        let image = self.store.get_image(&vm.image_id)?.ok_or_else(|| OrchError::Conflict {
+            field: None,
+            message: format!("image {} no longer exists", vm.image_id),
+        })?;
         Ok(self.launch_spec(vm, &image))
     }
 
@@ -93,14 +104,18 @@ impl Orchestrator {
     }
 
     async fn restart_from_disk(self: &Arc<Self>, vm: Vm) -> Result<Vm, OrchError> {
-        let image = self
-            .store
-            .get_image(&vm.image_id)?
-            .ok_or_else(|| OrchError::Conflict { field: None, message: format!("image {} no longer exists", vm.image_id) })?;
+        let image = self.store.get_image(&vm.image_id)?.ok_or_else(|| OrchError::Conflict {
+            field: None,
+            message: format!("image {} no longer exists", vm.image_id),
+        })?;
         let layout = self.layout(&vm.id);
-        std::fs::create_dir_all(layout.dir()).map_err(|e| OrchError::Internal(format!("creating {}: {e}", layout.dir().display())))?;
+        std::fs::create_dir_all(layout.dir())
+            .map_err(|e| OrchError::Internal(format!("creating {}: {e}", layout.dir().display())))?;
         if image.rootfs_path.is_some() && !layout.disk().exists() {
-            return Err(OrchError::Internal(format!("the VM's disk {} is missing", layout.disk().display())));
+            return Err(OrchError::Internal(format!(
+                "the VM's disk {} is missing",
+                layout.disk().display()
+            )));
         }
         let seed = SeedInput {
             instance_id: vm.id.clone(),
@@ -122,7 +137,11 @@ impl Orchestrator {
         self.check(&vm, VmAction::Delete)?;
         self.kill_process(&vm).await;
         if let Some(identity) = &vm.network {
-            let desired: Vec<_> = self.desired_network()?.into_iter().filter(|(other, _)| other != id).collect();
+            let desired: Vec<_> = self
+                .desired_network()?
+                .into_iter()
+                .filter(|(other, _)| other != id)
+                .collect();
             self.network.detach_vm(id, identity, &desired).await?;
         }
         self.discard_all_snapshots(id).await;
@@ -158,7 +177,12 @@ impl Orchestrator {
     pub(super) fn check(&self, vm: &Vm, action: VmAction) -> Result<VmState, OrchError> {
         begin(vm.state, action).ok_or_else(|| OrchError::Conflict {
             field: None,
-            message: format!("cannot {} VM {} while it is {}", action.as_str(), vm.id, vm.state.as_str()),
+            message: format!(
+                "cannot {} VM {} while it is {}",
+                action.as_str(),
+                vm.id,
+                vm.state.as_str()
+            ),
         })
     }
 }

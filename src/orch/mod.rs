@@ -35,10 +35,10 @@ use crate::vmm::{Hypervisor, VmHandle};
 pub use create::CreateVm;
 pub use error::OrchError;
 pub use idle::OrchIdleTarget;
+pub use layout::VmLayout;
 pub use observe::{VmChange, VmObserver};
 pub use proxy::OrchRouteResolver;
 pub use snapshot::UnpackedSnapshot;
-pub use layout::VmLayout;
 
 /// The VM manager the API talks to.
 pub struct Orchestrator {
@@ -110,7 +110,11 @@ impl Orchestrator {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let vm = self.get_vm(id).await?;
-            let ready = if vm.enable_network { vm.ready_at.is_some() } else { vm.state == VmState::Running };
+            let ready = if vm.enable_network {
+                vm.ready_at.is_some()
+            } else {
+                vm.state == VmState::Running
+            };
             if ready && vm.state == VmState::Running {
                 return Ok(vm);
             }
@@ -149,7 +153,11 @@ impl Orchestrator {
     }
 
     fn handle(&self, vm_id: &str) -> Option<Arc<dyn VmHandle>> {
-        self.handles.lock().unwrap_or_else(|e| e.into_inner()).get(vm_id).cloned()
+        self.handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(vm_id)
+            .cloned()
     }
 
     fn set_handle(&self, vm_id: &str, handle: Option<Arc<dyn VmHandle>>) {
@@ -167,9 +175,14 @@ impl Orchestrator {
         vm.state_reason = reason;
         vm.updated_at = crate::model::now();
         self.store.update_vm(vm)?;
-        self.store.record_transition(&vm.id, Some(from), to, vm.state_reason.as_deref())?;
+        self.store
+            .record_transition(&vm.id, Some(from), to, vm.state_reason.as_deref())?;
         tracing::info!(vm = %vm.id, from = from.as_str(), to = to.as_str(), reason = ?vm.state_reason, "state change");
-        self.observers.notify(&VmChange::StateChanged { vm_id: &vm.id, from, to });
+        self.observers.notify(&VmChange::StateChanged {
+            vm_id: &vm.id,
+            from,
+            to,
+        });
         Ok(())
     }
 

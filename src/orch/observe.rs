@@ -31,7 +31,13 @@ impl VmChange<'_> {
     /// Whether the VM's guest can answer network connections after this
     /// event (only a running VM can).
     pub fn serving_after(&self) -> bool {
-        matches!(self, VmChange::StateChanged { to: VmState::Running, .. })
+        matches!(
+            self,
+            VmChange::StateChanged {
+                to: VmState::Running,
+                ..
+            }
+        )
     }
 }
 
@@ -74,7 +80,10 @@ mod tests {
 
     impl VmObserver for FakeRecorder {
         fn on_vm_change(&self, event: &VmChange<'_>) {
-            self.0.lock().unwrap().push((event.vm_id().to_string(), event.serving_after()));
+            self.0
+                .lock()
+                .unwrap()
+                .push((event.vm_id().to_string(), event.serving_after()));
         }
     }
 
@@ -84,10 +93,22 @@ mod tests {
         let (first, second) = (Arc::new(FakeRecorder::default()), Arc::new(FakeRecorder::default()));
         observers.add(first.clone());
         observers.add(second.clone());
-        observers.notify(&VmChange::StateChanged { vm_id: "vm-a", from: VmState::Restoring, to: VmState::Running });
-        observers.notify(&VmChange::StateChanged { vm_id: "vm-a", from: VmState::Running, to: VmState::Snapshotting });
+        observers.notify(&VmChange::StateChanged {
+            vm_id: "vm-a",
+            from: VmState::Restoring,
+            to: VmState::Running,
+        });
+        observers.notify(&VmChange::StateChanged {
+            vm_id: "vm-a",
+            from: VmState::Running,
+            to: VmState::Snapshotting,
+        });
         observers.notify(&VmChange::Deleted { vm_id: "vm-b" });
-        let expected = vec![("vm-a".to_string(), true), ("vm-a".to_string(), false), ("vm-b".to_string(), false)];
+        let expected = vec![
+            ("vm-a".to_string(), true),
+            ("vm-a".to_string(), false),
+            ("vm-b".to_string(), false),
+        ];
         assert_eq!(*first.0.lock().unwrap(), expected);
         assert_eq!(*second.0.lock().unwrap(), expected);
     }
@@ -95,7 +116,11 @@ mod tests {
     #[test]
     fn only_running_serves() {
         for to in VmState::ALL {
-            let event = VmChange::StateChanged { vm_id: "vm", from: VmState::Running, to };
+            let event = VmChange::StateChanged {
+                vm_id: "vm",
+                from: VmState::Running,
+                to,
+            };
             assert_eq!(event.serving_after(), to == VmState::Running, "{to:?}");
         }
         assert!(!VmChange::Deleted { vm_id: "vm" }.serving_after());

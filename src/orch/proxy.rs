@@ -23,7 +23,10 @@ pub struct OrchRouteResolver {
 
 impl OrchRouteResolver {
     pub fn new(orch: Arc<Orchestrator>, wake_timeout: Duration) -> Self {
-        Self { orch, wake: WakeCoordinator::new(wake_timeout) }
+        Self {
+            orch,
+            wake: WakeCoordinator::new(wake_timeout),
+        }
     }
 }
 
@@ -34,15 +37,26 @@ impl RouteResolver for OrchRouteResolver {
         let route = match store.route_by_subdomain(subdomain) {
             Ok(Some(route)) => route,
             Ok(None) => return Resolution::NotFound,
-            Err(error) => return Resolution::Error { message: error.to_string() },
+            Err(error) => {
+                return Resolution::Error {
+                    message: error.to_string(),
+                }
+            }
         };
         let vm = match store.get_vm(&route.vm_id) {
             Ok(Some(vm)) => vm,
             Ok(None) => return Resolution::NotFound,
-            Err(error) => return Resolution::Error { message: error.to_string() },
+            Err(error) => {
+                return Resolution::Error {
+                    message: error.to_string(),
+                }
+            }
         };
         let Some(network) = &vm.network else {
-            return Resolution::Unavailable { retry_after: None, message: format!("VM {} has no network", vm.id) };
+            return Resolution::Unavailable {
+                retry_after: None,
+                message: format!("VM {} has no network", vm.id),
+            };
         };
         let addr = SocketAddr::from((network.guest_ip, route.target_port));
         match vm.state {
@@ -52,7 +66,11 @@ impl RouteResolver for OrchRouteResolver {
                 let vm_id = vm.id.clone();
                 let woken = self
                     .wake
-                    .wake_until_ready(&vm.id, addr, move || async move { orch.wake_vm(&vm_id).await.map(|_| ()) })
+                    .wake_until_ready(
+                        &vm.id,
+                        addr,
+                        move || async move { orch.wake_vm(&vm_id).await.map(|_| ()) },
+                    )
                     .await;
                 match woken {
                     Ok(()) => Resolution::Target { vm_id: vm.id, addr },
@@ -61,7 +79,16 @@ impl RouteResolver for OrchRouteResolver {
             }
             state => Resolution::Unavailable {
                 retry_after: None,
-                message: format!("VM {} is {}{}", vm.id, state.as_str(), if route.auto_wake { "" } else { " and the route does not wake it" }),
+                message: format!(
+                    "VM {} is {}{}",
+                    vm.id,
+                    state.as_str(),
+                    if route.auto_wake {
+                        ""
+                    } else {
+                        " and the route does not wake it"
+                    }
+                ),
             },
         }
     }

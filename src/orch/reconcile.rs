@@ -52,10 +52,18 @@ impl Orchestrator {
             // A half-loaded VMM is not trusted: the snapshot is still there.
             process::terminate(pid, std::time::Duration::from_secs(3)).await;
             vm.pid = None;
-            return self.transition(&mut vm, VmState::Snapshotted, Some("restore interrupted by a daemon restart".into()));
+            return self.transition(
+                &mut vm,
+                VmState::Snapshotted,
+                Some("restore interrupted by a daemon restart".into()),
+            );
         }
         let adopted = match self.store.get_image(&vm.image_id)? {
-            Some(image) => self.hypervisor.adopt(&self.launch_spec(&vm, &image), pid).await.map_err(OrchError::from),
+            Some(image) => self
+                .hypervisor
+                .adopt(&self.launch_spec(&vm, &image), pid)
+                .await
+                .map_err(OrchError::from),
             None => Err(OrchError::Internal(format!("image {} no longer exists", vm.image_id))),
         };
         match adopted {
@@ -76,7 +84,11 @@ impl Orchestrator {
             Err(error) => {
                 process::terminate(pid, std::time::Duration::from_secs(3)).await;
                 vm.pid = None;
-                self.transition(&mut vm, VmState::Error, Some(format!("could not re-attach after a daemon restart: {error}")))
+                self.transition(
+                    &mut vm,
+                    VmState::Error,
+                    Some(format!("could not re-attach after a daemon restart: {error}")),
+                )
             }
         }
     }
@@ -84,15 +96,24 @@ impl Orchestrator {
     /// VMM processes running out of our VM directories that belong to no VM.
     async fn kill_stray_vmms(&self, vms: &[Vm]) {
         let prefix = format!("{}/", vms_dir(&self.config.data_dir).display());
-        let owned: HashSet<u32> = vms.iter().filter_map(|vm| self.handle(&vm.id).map(|h| h.pid())).collect();
-        let Ok(entries) = std::fs::read_dir("/proc") else { return };
+        let owned: HashSet<u32> = vms
+            .iter()
+            .filter_map(|vm| self.handle(&vm.id).map(|h| h.pid()))
+            .collect();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
         for entry in entries.flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else { continue };
+            let Some(pid) = entry.file_name().to_str().and_then(|name| name.parse::<u32>().ok()) else {
+                continue;
+            };
             if owned.contains(&pid) || pid == std::process::id() {
                 continue;
             }
             let Some(args) = process::cmdline(pid) else { continue };
-            let is_vmm = args.first().is_some_and(|prog| prog.contains("qemu-system") || prog.contains("firecracker"));
+            let is_vmm = args
+                .first()
+                .is_some_and(|prog| prog.contains("qemu-system") || prog.contains("firecracker"));
             if is_vmm && args.iter().any(|arg| arg.contains(&prefix)) {
                 tracing::warn!(pid, "stopping a VMM process that belongs to no VM");
                 process::terminate(pid, std::time::Duration::from_secs(3)).await;
@@ -102,7 +123,11 @@ impl Orchestrator {
 
     /// Whether a complete snapshot was taken since the VM began snapshotting.
     fn snapshot_finished_since(&self, vm: &Vm) -> Result<bool, OrchError> {
-        Ok(self.store.list_snapshots(&vm.id)?.first().is_some_and(|s| s.created_at >= vm.updated_at))
+        Ok(self
+            .store
+            .list_snapshots(&vm.id)?
+            .first()
+            .is_some_and(|s| s.created_at >= vm.updated_at))
     }
 
     /// Half-written snapshots, scratch directories and artefacts no record owns.
@@ -112,7 +137,9 @@ impl Orchestrator {
             self.discard_snapshot(&snapshot).await;
         }
         for vm in vms {
-            let Ok(entries) = std::fs::read_dir(self.layout(&vm.id).dir()) else { continue };
+            let Ok(entries) = std::fs::read_dir(self.layout(&vm.id).dir()) else {
+                continue;
+            };
             for entry in entries.flatten() {
                 if entry.file_name().to_string_lossy().starts_with("work-") {
                     let _ = tokio::fs::remove_dir_all(entry.path()).await;
@@ -126,7 +153,9 @@ impl Orchestrator {
             // Only keys shaped like Hatch's own (`<vm>/snap-…/<artefact>`):
             // a bucket may hold other things, which are not ours to remove.
             let parts: Vec<&str> = key.split('/').collect();
-            let [vm_id, snapshot_id, _artefact] = parts[..] else { continue };
+            let [vm_id, snapshot_id, _artefact] = parts[..] else {
+                continue;
+            };
             if !snapshot_id.starts_with("snap-") {
                 continue;
             }
@@ -141,7 +170,9 @@ impl Orchestrator {
     /// VM directories whose VM no longer exists.
     async fn remove_stray_dirs(&self, vms: &[Vm]) {
         let known: HashSet<&str> = vms.iter().map(|vm| vm.id.as_str()).collect();
-        let Ok(entries) = std::fs::read_dir(vms_dir(&self.config.data_dir)) else { return };
+        let Ok(entries) = std::fs::read_dir(vms_dir(&self.config.data_dir)) else {
+            return;
+        };
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             if !known.contains(name.as_str()) {

@@ -34,10 +34,16 @@ const DISK: &str = "disk.zst";
 impl From<SnapshotError> for OrchError {
     fn from(error: SnapshotError) -> Self {
         match error {
-            SnapshotError::Corrupt { .. } => OrchError::Corrupt { message: error.to_string() },
-            SnapshotError::NoSpace { .. } => OrchError::Exhausted { message: error.to_string() },
+            SnapshotError::Corrupt { .. } => OrchError::Corrupt {
+                message: error.to_string(),
+            },
+            SnapshotError::NoSpace { .. } => OrchError::Exhausted {
+                message: error.to_string(),
+            },
             // The configured bucket cannot be used: say so plainly (it names the HATCH_S3_* variables).
-            SnapshotError::S3Unreachable { .. } | SnapshotError::S3Config { .. } => OrchError::Internal(error.to_string()),
+            SnapshotError::S3Unreachable { .. } | SnapshotError::S3Config { .. } => {
+                OrchError::Internal(error.to_string())
+            }
             other => OrchError::Internal(format!("snapshot storage: {other}")),
         }
     }
@@ -63,7 +69,9 @@ impl Orchestrator {
     pub(super) async fn snapshot_locked(self: &Arc<Self>, id: &str) -> Result<Snapshot, OrchError> {
         let mut vm = self.get_vm(id).await?;
         let snapshotting = self.check(&vm, VmAction::Snapshot)?;
-        let handle = self.handle(id).ok_or_else(|| OrchError::Internal(format!("VM {id} has no VMM process")))?;
+        let handle = self
+            .handle(id)
+            .ok_or_else(|| OrchError::Internal(format!("VM {id} has no VMM process")))?;
         self.transition(&mut vm, snapshotting, None)?;
         let mut record = Snapshot {
             id: model::random_id("snap", 10),
@@ -127,7 +135,11 @@ impl Orchestrator {
 
     /// Removes a snapshot's artefacts and record (complete or not).
     pub(super) async fn discard_snapshot(&self, record: &Snapshot) {
-        if let Err(error) = self.snapshot_store().delete(&format!("{}/{}/", record.vm_id, record.id)).await {
+        if let Err(error) = self
+            .snapshot_store()
+            .delete(&format!("{}/{}/", record.vm_id, record.id))
+            .await
+        {
             tracing::warn!(snapshot = %record.id, %error, "removing snapshot artefacts failed");
         }
         if let Err(error) = self.store.delete_snapshot(&record.id) {
@@ -137,7 +149,9 @@ impl Orchestrator {
 
     /// Keeps the newest `HATCH_SNAPSHOT_KEEP` snapshots of a VM.
     async fn apply_retention(&self, vm_id: &str) {
-        let Ok(snapshots) = self.store.list_snapshots(vm_id) else { return };
+        let Ok(snapshots) = self.store.list_snapshots(vm_id) else {
+            return;
+        };
         for old in snapshots.iter().skip(self.config.snapshot_retention.max(1) as usize) {
             tracing::info!(snapshot = %old.id, "removing a snapshot beyond the retention setting");
             self.discard_snapshot(old).await;
@@ -153,7 +167,10 @@ impl Orchestrator {
         let snapshot = self
             .store
             .get_snapshot(snapshot_id)?
-            .ok_or_else(|| OrchError::NotFound { kind: "snapshot", id: snapshot_id.to_string() })?;
+            .ok_or_else(|| OrchError::NotFound {
+                kind: "snapshot",
+                id: snapshot_id.to_string(),
+            })?;
         let _guard = self.locks.lock(&snapshot.vm_id).await;
         self.discard_snapshot(&snapshot).await;
         Ok(())
@@ -173,7 +190,10 @@ impl Orchestrator {
         match vm.state {
             VmState::Running => Ok(vm),
             VmState::Snapshotted => self.restore_locked(id, None).await,
-            other => Err(OrchError::Conflict { field: None, message: format!("VM {id} is {} and cannot be woken", other.as_str()) }),
+            other => Err(OrchError::Conflict {
+                field: None,
+                message: format!("VM {id} is {} and cannot be woken", other.as_str()),
+            }),
         }
     }
 
@@ -182,18 +202,34 @@ impl Orchestrator {
         let mut vm = self.get_vm(id).await?;
         let restoring = self.check(&vm, VmAction::Restore)?;
         let snapshot = match snapshot_id {
-            Some(sid) => self.store.get_snapshot(sid)?.filter(|s| s.vm_id == id).ok_or_else(|| {
-                OrchError::InvalidField { field: "snapshot_id", message: format!("VM {id} has no snapshot {sid}") }
-            })?,
-            None => self.store.list_snapshots(id)?.into_iter().next().ok_or_else(|| OrchError::Conflict {
-                field: None,
-                message: format!("VM {id} has no snapshot to restore"),
-            })?,
+            Some(sid) => {
+                self.store
+                    .get_snapshot(sid)?
+                    .filter(|s| s.vm_id == id)
+                    .ok_or_else(|| OrchError::InvalidField {
+                        field: "snapshot_id",
+                        message: format!("VM {id} has no snapshot {sid}"),
+                    })?
+            }
+            None => self
+                .store
+                .list_snapshots(id)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| OrchError::Conflict {
+                    field: None,
+                    message: format!("VM {id} has no snapshot to restore"),
+                })?,
         };
         if snapshot.hypervisor != self.hypervisor.kind().as_str() {
             return Err(OrchError::Conflict {
                 field: Some("snapshot_id"),
-                message: format!("snapshot {} was made by {}, but this host runs {}", snapshot.id, snapshot.hypervisor, self.hypervisor.kind().as_str()),
+                message: format!(
+                    "snapshot {} was made by {}, but this host runs {}",
+                    snapshot.id,
+                    snapshot.hypervisor,
+                    self.hypervisor.kind().as_str()
+                ),
             });
         }
         self.transition(&mut vm, restoring, None)?;
@@ -204,13 +240,21 @@ impl Orchestrator {
             Ok(handle) => {
                 vm.pid = Some(handle.pid());
                 vm.ready_at = None;
-                self.transition(&mut vm, VmState::Running, Some(format!("restored from {}", snapshot.id)))?;
+                self.transition(
+                    &mut vm,
+                    VmState::Running,
+                    Some(format!("restored from {}", snapshot.id)),
+                )?;
                 self.watch_process(&vm, handle);
                 Ok(vm)
             }
             Err(error) => {
                 tracing::warn!(vm = %id, %error, "restore failed; the VM stays snapshotted");
-                self.transition(&mut vm, VmState::Snapshotted, Some(format!("restore of {} failed: {error}", snapshot.id)))?;
+                self.transition(
+                    &mut vm,
+                    VmState::Snapshotted,
+                    Some(format!("restore of {} failed: {error}", snapshot.id)),
+                )?;
                 Err(error)
             }
         }
@@ -219,10 +263,10 @@ impl Orchestrator {
     /// Fetches and verifies every artefact before touching the VM's disk,
     /// then boots a fresh VMM from the saved state.
     async fn load(self: &Arc<Self>, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<Arc<dyn VmHandle>, OrchError> {
-        let image = self
-            .store
-            .get_image(&vm.image_id)?
-            .ok_or_else(|| OrchError::Conflict { field: None, message: format!("image {} no longer exists", vm.image_id) })?;
+        let image = self.store.get_image(&vm.image_id)?.ok_or_else(|| OrchError::Conflict {
+            field: None,
+            message: format!("image {} no longer exists", vm.image_id),
+        })?;
         let unpacked = self.unpack_snapshot(snapshot, work).await?;
         if let Some(disk) = &unpacked.disk {
             let target = self.layout(&vm.id).disk();
@@ -234,7 +278,10 @@ impl Orchestrator {
             let desired = self.desired_network()?;
             self.network.attach_vm(&vm.id, identity, &desired).await?;
         }
-        let handle = self.hypervisor.restore(&self.launch_spec(vm, &image), &unpacked.files).await?;
+        let handle = self
+            .hypervisor
+            .restore(&self.launch_spec(vm, &image), &unpacked.files)
+            .await?;
         Ok(Arc::from(handle))
     }
 
@@ -243,7 +290,9 @@ impl Orchestrator {
     /// `Hypervisor::restore`, and the saved disk if there is one. Public for
     /// tools that load the same state outside orchestration (snapshot-bench).
     pub async fn unpack_snapshot(&self, snapshot: &Snapshot, work: &Path) -> Result<UnpackedSnapshot, OrchError> {
-        tokio::fs::create_dir_all(work).await.map_err(|e| OrchError::Internal(format!("creating {}: {e}", work.display())))?;
+        tokio::fs::create_dir_all(work)
+            .await
+            .map_err(|e| OrchError::Internal(format!("creating {}: {e}", work.display())))?;
         let store = self.snapshot_store();
         let mut unpacked = Vec::new();
         for info in &snapshot.artefacts {
@@ -255,8 +304,16 @@ impl Orchestrator {
             unpacked.push((info.name.as_str(), plain));
         }
         let find = |name: &str| unpacked.iter().find(|(n, _)| *n == name).map(|(_, path)| path.clone());
-        let state = find(STATE).ok_or_else(|| OrchError::Corrupt { message: format!("snapshot {} has no state artefact", snapshot.id) })?;
-        Ok(UnpackedSnapshot { files: SnapshotFiles { state, memory: find(MEMORY) }, disk: find(DISK) })
+        let state = find(STATE).ok_or_else(|| OrchError::Corrupt {
+            message: format!("snapshot {} has no state artefact", snapshot.id),
+        })?;
+        Ok(UnpackedSnapshot {
+            files: SnapshotFiles {
+                state,
+                memory: find(MEMORY),
+            },
+            disk: find(DISK),
+        })
     }
 
     /// Removes all of a VM's snapshots (on delete).

@@ -45,7 +45,9 @@ impl Orchestrator {
             return;
         }
         self.set_handle(vm_id, None);
-        let Ok(Some(mut vm)) = self.store.get_vm(vm_id) else { return };
+        let Ok(Some(mut vm)) = self.store.get_vm(vm_id) else {
+            return;
+        };
         let (state, reason) = if report.is_clean() {
             (VmState::Stopped, "the guest shut down".to_string())
         } else {
@@ -67,7 +69,8 @@ impl Orchestrator {
                 if !orch.is_current(&vm_id, pid) {
                     return;
                 }
-                let connected = tokio::time::timeout(PROBE_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await;
+                let connected =
+                    tokio::time::timeout(PROBE_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await;
                 if matches!(connected, Ok(Ok(_))) {
                     orch.mark_ready(&vm_id, pid).await;
                     return;
@@ -83,7 +86,9 @@ impl Orchestrator {
         if !self.is_current(vm_id, pid) {
             return;
         }
-        let Ok(Some(mut vm)) = self.store.get_vm(vm_id) else { return };
+        let Ok(Some(mut vm)) = self.store.get_vm(vm_id) else {
+            return;
+        };
         vm.ready_at = Some(crate::model::now());
         vm.updated_at = crate::model::now();
         match self.store.update_vm(&vm) {

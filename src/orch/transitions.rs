@@ -60,7 +60,11 @@ mod tests {
     fn stop_only_from_running_or_starting() {
         for state in VmState::ALL {
             let allowed = begin(state, VmAction::Stop).is_some();
-            assert_eq!(allowed, matches!(state, VmState::Running | VmState::Starting), "{state:?}");
+            assert_eq!(
+                allowed,
+                matches!(state, VmState::Running | VmState::Starting),
+                "{state:?}"
+            );
         }
     }
 

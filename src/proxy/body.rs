@@ -91,7 +91,9 @@ pub(crate) fn unavailable(message: &str, retry_after: Option<Duration>) -> Respo
     let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, message);
     if let Some(retry_after) = retry_after {
         let seconds = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds.max(1)));
     }
     response
 }
@@ -102,7 +104,11 @@ mod tests {
 
     #[test]
     fn retry_after_rounds_up_to_whole_seconds() {
-        let cases = [(Duration::ZERO, "1"), (Duration::from_millis(1500), "2"), (Duration::from_secs(30), "30")];
+        let cases = [
+            (Duration::ZERO, "1"),
+            (Duration::from_millis(1500), "2"),
+            (Duration::from_secs(30), "30"),
+        ];
         for (given, expected) in cases {
             let response = unavailable("asleep", Some(given));
             assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);

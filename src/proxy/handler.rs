@@ -105,7 +105,10 @@ async fn forward(
         Ok(response) => response,
         Err(error) => {
             tracing::warn!(%vm_id, %error, "upstream request failed");
-            return json_error(StatusCode::BAD_GATEWAY, &format!("the service on port {} of {vm_id} did not answer", addr.port()));
+            return json_error(
+                StatusCode::BAD_GATEWAY,
+                &format!("the service on port {} of {vm_id} did not answer", addr.port()),
+            );
         }
     };
     if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, response.status()) {

@@ -42,7 +42,11 @@ fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
 /// Removes hop-by-hop headers, including those the `Connection` header
 /// names; keeps the upgrade pair when `keep_upgrade`.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    let upgrade = if keep_upgrade { headers.get(UPGRADE).cloned() } else { None };
+    let upgrade = if keep_upgrade {
+        headers.get(UPGRADE).cloned()
+    } else {
+        None
+    };
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
         // A client must not be able to make the proxy drop the Host header.
@@ -83,7 +87,11 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding<'_
         .filter(|value| !value.is_empty())
         .collect();
     let client = forwarding.client_ip.to_string();
-    let chain = if previous.is_empty() { client } else { format!("{}, {client}", previous.join(", ")) };
+    let chain = if previous.is_empty() {
+        client
+    } else {
+        format!("{}, {client}", previous.join(", "))
+    };
     if let Ok(value) = HeaderValue::from_str(&chain) {
         headers.insert(X_FORWARDED_FOR, value);
     }
@@ -169,7 +177,13 @@ mod tests {
         assert_eq!(map.get(HOST).unwrap(), "app.example.test:9090");
 
         let mut map = headers(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "public.example")]);
-        add_forwarding(&mut map, &Forwarding { trust_incoming: true, ..forwarding });
+        add_forwarding(
+            &mut map,
+            &Forwarding {
+                trust_incoming: true,
+                ..forwarding
+            },
+        );
         assert_eq!(map.get(X_FORWARDED_FOR).unwrap(), "127.0.0.1");
         assert_eq!(map.get(X_FORWARDED_PROTO).unwrap(), "https");
         assert_eq!(map.get(X_FORWARDED_HOST).unwrap(), "public.example");

@@ -7,7 +7,10 @@
 pub fn subdomain_of(host: &str, base_domain: &str) -> Option<String> {
     let name = strip_port(host.trim())?;
     let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    let base = base_domain.strip_suffix('.').unwrap_or(base_domain).to_ascii_lowercase();
+    let base = base_domain
+        .strip_suffix('.')
+        .unwrap_or(base_domain)
+        .to_ascii_lowercase();
     let label = name.strip_suffix(base.as_str())?.strip_suffix('.')?;
     is_dns_label(label).then(|| label.to_string())
 }
@@ -31,7 +34,9 @@ fn is_dns_label(label: &str) -> bool {
         && label.len() <= 63
         && !label.starts_with('-')
         && !label.ends_with('-')
-        && label.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && label
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
 #[cfg(test)]

@@ -59,7 +59,9 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(150)).await;
             socket.listen(16).unwrap()
         });
-        wait_port_open(addr, Instant::now() + Duration::from_secs(10)).await.unwrap();
+        wait_port_open(addr, Instant::now() + Duration::from_secs(10))
+            .await
+            .unwrap();
         let _listener = listen_later.await.unwrap();
     }
 
@@ -68,7 +70,9 @@ mod tests {
         let socket = TcpSocket::new_v4().unwrap();
         socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = socket.local_addr().unwrap();
-        let error = wait_port_open(addr, Instant::now() + Duration::from_millis(200)).await.unwrap_err();
+        let error = wait_port_open(addr, Instant::now() + Duration::from_millis(200))
+            .await
+            .unwrap_err();
         assert!(matches!(error, PortWaitError::TimedOut { addr: a, .. } if a == addr));
     }
 }

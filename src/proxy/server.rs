@@ -105,7 +105,9 @@ impl ProxyHandle {
     /// The proxy's pooled connections to guests, for whoever learns that a
     /// VM stopped serving (orchestration) and must make the proxy forget them.
     pub fn upstreams(&self) -> UpstreamConnections {
-        UpstreamConnections { pool: self.state.pool.clone() }
+        UpstreamConnections {
+            pool: self.state.pool.clone(),
+        }
     }
 
     /// Idle keep-alive connections to guests right now (for metrics/tests).
@@ -134,12 +136,7 @@ impl ProxyHandle {
     }
 }
 
-async fn accept_loop(
-    listener: TcpListener,
-    state: Arc<ProxyState>,
-    stop: CancellationToken,
-    connections: TaskTracker,
-) {
+async fn accept_loop(listener: TcpListener, state: Arc<ProxyState>, stop: CancellationToken, connections: TaskTracker) {
     loop {
         let accepted = tokio::select! {
             _ = stop.cancelled() => return,

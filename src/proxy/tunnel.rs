@@ -22,7 +22,11 @@ pub(crate) struct Tunnel {
 /// reporting activity every `tick` while it stays open.
 pub(crate) fn spawn(tunnel: Tunnel, tick: Duration, tracker: &TaskTracker, hard_stop: CancellationToken) {
     tracker.spawn(async move {
-        let Tunnel { client, upstream, mut guard } = tunnel;
+        let Tunnel {
+            client,
+            upstream,
+            mut guard,
+        } = tunnel;
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(pair) => pair,
             Err(error) => {

@@ -110,7 +110,12 @@ impl UpstreamPool {
                         request = replay.request();
                         break;
                     }
-                    (None, None) => return Err(UpstreamError::Exchange { addr, source: failed.into_error() }),
+                    (None, None) => {
+                        return Err(UpstreamError::Exchange {
+                            addr,
+                            source: failed.into_error(),
+                        })
+                    }
                 },
             }
         }

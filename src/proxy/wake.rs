@@ -137,17 +137,19 @@ impl WakeCoordinator {
             // Leave the table before waiters see the result, so a request
             // arriving after a failed wake starts a fresh one.
             let mut table = lock(&shared_table);
-            if table.in_flight.get(&owned_id).is_some_and(|entry| entry.generation == generation) {
+            if table
+                .in_flight
+                .get(&owned_id)
+                .is_some_and(|entry| entry.generation == generation)
+            {
                 table.in_flight.remove(&owned_id);
             }
             result
         });
         let aborted_id = vm_id.to_string();
-        let outcome = async move {
-            task.await.unwrap_or(Err(WakeError::Aborted { vm_id: aborted_id }))
-        }
-        .boxed()
-        .shared();
+        let outcome = async move { task.await.unwrap_or(Err(WakeError::Aborted { vm_id: aborted_id })) }
+            .boxed()
+            .shared();
         table.in_flight.insert(
             vm_id.to_string(),
             InFlight {
@@ -190,7 +192,11 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + coordinator.timeout();
         let waiters = (0..16).map(|_| {
-            coordinator.wake("vm-a", deadline, counting_wake(&calls, Duration::from_millis(100), Ok(())))
+            coordinator.wake(
+                "vm-a",
+                deadline,
+                counting_wake(&calls, Duration::from_millis(100), Ok(())),
+            )
         });
         let results = futures_util::future::join_all(waiters).await;
         assert!(results.iter().all(Result::is_ok), "{results:?}");
@@ -243,8 +249,16 @@ mod tests {
         let calls = Arc::new(AtomicUsize::new(0));
         let deadline = Instant::now() + coordinator.timeout();
         let (a, b) = tokio::join!(
-            coordinator.wake("vm-a", deadline, counting_wake(&calls, Duration::from_millis(20), Ok(()))),
-            coordinator.wake("vm-b", deadline, counting_wake(&calls, Duration::from_millis(20), Ok(())))
+            coordinator.wake(
+                "vm-a",
+                deadline,
+                counting_wake(&calls, Duration::from_millis(20), Ok(()))
+            ),
+            coordinator.wake(
+                "vm-b",
+                deadline,
+                counting_wake(&calls, Duration::from_millis(20), Ok(()))
+            )
         );
         assert!(a.is_ok() && b.is_ok());
         assert_eq!(calls.load(Ordering::SeqCst), 2);

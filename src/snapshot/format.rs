@@ -72,14 +72,9 @@ pub(crate) fn read_extent(
     if offset == END_OFFSET && length == 0 {
         return Ok(None);
     }
-    let in_bounds =
-        offset >= min_offset && offset.checked_add(length).is_some_and(|end| end <= size);
+    let in_bounds = offset >= min_offset && offset.checked_add(length).is_some_and(|end| end <= size);
     if !in_bounds {
-        return Err(FormatError::BadExtent {
-            offset,
-            length,
-            size,
-        });
+        return Err(FormatError::BadExtent { offset, length, size });
     }
     Ok(Some((offset, length)))
 }
@@ -127,10 +122,7 @@ mod tests {
         buf[BLOCK + 7] = 1; // block 1
         buf[BLOCK * 2] = 1; // block 2, same run
         buf[BLOCK * 5 + 9] = 1; // short tail
-        assert_eq!(
-            nonzero_runs(&buf),
-            [(BLOCK, BLOCK * 3), (BLOCK * 5, BLOCK * 5 + 10)]
-        );
+        assert_eq!(nonzero_runs(&buf), [(BLOCK, BLOCK * 3), (BLOCK * 5, BLOCK * 5 + 10)]);
         assert!(nonzero_runs(&vec![0u8; BLOCK * 3]).is_empty());
     }
 

@@ -32,18 +32,12 @@ fn pack_blocking(src: &Path, dest: &Path) -> Result<ArtefactInfo, SnapshotError>
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let source =
-        File::open(src).map_err(|e| SnapshotError::io(format!("opening {}", src.display()), e))?;
+    let source = File::open(src).map_err(|e| SnapshotError::io(format!("opening {}", src.display()), e))?;
     let size = source
         .metadata()
         .map_err(|e| SnapshotError::io(format!("reading the size of {}", src.display()), e))?
         .len();
-    let packing_err = |e: io::Error| {
-        SnapshotError::io(
-            format!("packing {} into {}", src.display(), dest.display()),
-            e,
-        )
-    };
+    let packing_err = |e: io::Error| SnapshotError::io(format!("packing {} into {}", src.display(), dest.display()), e);
 
     let mut artefact = AtomicFile::create(dest).map_err(packing_err)?;
     let (sha256, compressed_bytes) = {
@@ -71,11 +65,7 @@ fn pack_blocking(src: &Path, dest: &Path) -> Result<ArtefactInfo, SnapshotError>
 
 /// Calls `visit(start, end)` for each data region of `file`, skipping holes.
 /// Filesystems without SEEK_DATA report the whole file as one region.
-fn for_each_data_region(
-    file: &File,
-    size: u64,
-    mut visit: impl FnMut(u64, u64) -> io::Result<()>,
-) -> io::Result<()> {
+fn for_each_data_region(file: &File, size: u64, mut visit: impl FnMut(u64, u64) -> io::Result<()>) -> io::Result<()> {
     let fd = file.as_raw_fd();
     let mut pos = 0u64;
     while pos < size {
@@ -99,13 +89,7 @@ fn for_each_data_region(
 }
 
 /// Reads `start..end` and writes its non-zero blocks as extents.
-fn copy_region(
-    file: &File,
-    start: u64,
-    end: u64,
-    buf: &mut [u8],
-    out: &mut impl Write,
-) -> io::Result<()> {
+fn copy_region(file: &File, start: u64, end: u64, buf: &mut [u8], out: &mut impl Write) -> io::Result<()> {
     let mut offset = start;
     while offset < end {
         let len = (end - offset).min(buf.len() as u64) as usize;

@@ -57,10 +57,14 @@ impl S3Store {
             // A whole part must fit in one request's time budget.
             .with_client_options(ClientOptions::new().with_timeout(Duration::from_secs(300)));
         if let Some(endpoint) = &config.endpoint {
-            builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_allow_http(endpoint.starts_with("http://"));
         }
         if let (Some(access), Some(secret)) = (&config.access_key, &config.secret_key) {
-            builder = builder.with_access_key_id(access).with_secret_access_key(secret.expose());
+            builder = builder
+                .with_access_key_id(access)
+                .with_secret_access_key(secret.expose());
         }
         let endpoint = config.endpoint.clone().unwrap_or_else(|| "AWS".to_string());
         let client = builder.build().map_err(|source| SnapshotError::S3Config {
@@ -68,7 +72,11 @@ impl S3Store {
             endpoint: endpoint.clone(),
             source,
         })?;
-        Ok(S3Store { client: Arc::new(client), bucket: config.bucket.clone(), endpoint })
+        Ok(S3Store {
+            client: Arc::new(client),
+            bucket: config.bucket.clone(),
+            endpoint,
+        })
     }
 
     pub fn bucket(&self) -> &str {
@@ -78,28 +86,50 @@ impl S3Store {
     /// One listing request: proves the endpoint answers, the credentials
     /// are accepted and the bucket exists.
     pub async fn check_reachable(&self) -> Result<(), SnapshotError> {
-        self.client.list_with_delimiter(None).await.map(|_| ()).map_err(|source| SnapshotError::S3Unreachable {
-            bucket: self.bucket.clone(),
-            endpoint: self.endpoint.clone(),
-            source,
-        })
+        self.client
+            .list_with_delimiter(None)
+            .await
+            .map(|_| ())
+            .map_err(|source| SnapshotError::S3Unreachable {
+                bucket: self.bucket.clone(),
+                endpoint: self.endpoint.clone(),
+                source,
+            })
     }
 
     fn object_error(&self, op: &'static str, key: &str, source: object_store::Error) -> SnapshotError {
         match source {
             object_store::Error::NotFound { .. } => SnapshotError::NotFound { key: key.to_string() },
-            source => SnapshotError::ObjectStore { op, bucket: self.bucket.clone(), key: key.to_string(), source },
+            source => SnapshotError::ObjectStore {
+                op,
+                bucket: self.bucket.clone(),
+                key: key.to_string(),
+                source,
+            },
         }
     }
 
     /// Streams `local_path` up in parts; aborts the upload on any error so
     /// no half object (or orphaned part) is left.
-    async fn put_multipart(&self, key: &str, location: &ObjectPath, file: &mut tokio::fs::File, local_path: &Path) -> Result<(), SnapshotError> {
-        let upload = self.client.put_multipart(location).await.map_err(|e| self.object_error("upload", key, e))?;
+    async fn put_multipart(
+        &self,
+        key: &str,
+        location: &ObjectPath,
+        file: &mut tokio::fs::File,
+        local_path: &Path,
+    ) -> Result<(), SnapshotError> {
+        let upload = self
+            .client
+            .put_multipart(location)
+            .await
+            .map_err(|e| self.object_error("upload", key, e))?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_SIZE);
         let sent = async {
             loop {
-                writer.wait_for_capacity(PARTS_IN_FLIGHT).await.map_err(|e| self.object_error("upload", key, e))?;
+                writer
+                    .wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| self.object_error("upload", key, e))?;
                 let part = read_part(file, local_path).await?;
                 if part.is_empty() {
                     return Ok(());
@@ -109,7 +139,11 @@ impl S3Store {
         }
         .await;
         match sent {
-            Ok(()) => writer.finish().await.map(|_| ()).map_err(|e| self.object_error("upload", key, e)),
+            Ok(()) => writer
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.object_error("upload", key, e)),
             Err(error) => {
                 if let Err(abort_error) = writer.abort().await {
                     tracing::warn!(%key, %abort_error, "aborting a failed multipart upload failed");
@@ -136,7 +170,10 @@ impl S3Store {
 
 /// The segment-wise listing prefix that covers the string prefix `prefix`.
 fn listing_root(prefix: &str) -> Option<&str> {
-    prefix.rsplit_once('/').map(|(dir, _)| dir).filter(|dir| !dir.is_empty())
+    prefix
+        .rsplit_once('/')
+        .map(|(dir, _)| dir)
+        .filter(|dir| !dir.is_empty())
 }
 
 /// Reads up to one part from `file` (less only at the end of the file).
@@ -180,7 +217,11 @@ impl SnapshotStore for S3Store {
 
     async fn get(&self, key: &str, local_path: &Path) -> Result<(), SnapshotError> {
         validate_key(key)?;
-        let found = self.client.get(&ObjectPath::from(key)).await.map_err(|e| self.object_error("download", key, e))?;
+        let found = self
+            .client
+            .get(&ObjectPath::from(key))
+            .await
+            .map_err(|e| self.object_error("download", key, e))?;
         let expected = found.meta.size;
         let context = format!("writing {}", local_path.display());
         let target = local_path.to_owned();
@@ -196,7 +237,11 @@ impl SnapshotStore for S3Store {
         }
         out.flush().await.map_err(io_error)?;
         if received != expected {
-            return Err(SnapshotError::Truncated { key: key.to_string(), expected, received });
+            return Err(SnapshotError::Truncated {
+                key: key.to_string(),
+                expected,
+                received,
+            });
         }
         let context = format!("writing {}", local_path.display());
         blocking(move || temp.commit().map_err(|e| SnapshotError::io(context, e))).await

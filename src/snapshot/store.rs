@@ -124,11 +124,10 @@ impl SnapshotStore for LocalStore {
         let source = local_path.to_owned();
         blocking(move || {
             // Open the source first so a bad source leaves no directories behind.
-            let input = File::open(&source)
-                .map_err(|e| SnapshotError::io(format!("opening {}", source.display()), e))?;
+            let input =
+                File::open(&source).map_err(|e| SnapshotError::io(format!("opening {}", source.display()), e))?;
             if let Some(dir) = target.parent() {
-                fs::create_dir_all(dir)
-                    .map_err(|e| SnapshotError::io(format!("creating {}", dir.display()), e))?;
+                fs::create_dir_all(dir).map_err(|e| SnapshotError::io(format!("creating {}", dir.display()), e))?;
             }
             copy_atomically(input, &source, &target)
         })
@@ -142,15 +141,8 @@ impl SnapshotStore for LocalStore {
             let input = match File::open(&source) {
                 Ok(input) if source.is_file() => input,
                 Ok(_) => return Err(SnapshotError::NotFound { key }),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    return Err(SnapshotError::NotFound { key })
-                }
-                Err(e) => {
-                    return Err(SnapshotError::io(
-                        format!("opening {}", source.display()),
-                        e,
-                    ))
-                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SnapshotError::NotFound { key }),
+                Err(e) => return Err(SnapshotError::io(format!("opening {}", source.display()), e)),
             };
             copy_atomically(input, &source, &target)
         })
@@ -167,8 +159,7 @@ impl SnapshotStore for LocalStore {
                 .filter(|(key, _)| key.starts_with(&prefix))
                 .collect();
             for (_, path) in &doomed {
-                fs::remove_file(path)
-                    .map_err(|e| SnapshotError::io(format!("removing {}", path.display()), e))?;
+                fs::remove_file(path).map_err(|e| SnapshotError::io(format!("removing {}", path.display()), e))?;
                 prune_empty_dirs(&root, path);
             }
             Ok(doomed.len())
@@ -200,9 +191,7 @@ impl SnapshotStore for LocalStore {
             let mut removed = 0;
             for path in walk(&root)?.hidden {
                 if path.to_string_lossy().ends_with(PARTIAL_SUFFIX) {
-                    fs::remove_file(&path).map_err(|e| {
-                        SnapshotError::io(format!("removing {}", path.display()), e)
-                    })?;
+                    fs::remove_file(&path).map_err(|e| SnapshotError::io(format!("removing {}", path.display()), e))?;
                     removed += 1;
                 }
             }

@@ -29,10 +29,8 @@ fn unpack_blocking(src: &Path, expected: &ArtefactInfo, dest: &Path) -> Result<(
     };
     verify(src, expected)?;
 
-    let input =
-        File::open(src).map_err(|e| SnapshotError::io(format!("opening {}", src.display()), e))?;
-    let mut stream =
-        zstd::Decoder::new(input).map_err(|e| corrupt(format!("not a zstd stream: {e}")))?;
+    let input = File::open(src).map_err(|e| SnapshotError::io(format!("opening {}", src.display()), e))?;
+    let mut stream = zstd::Decoder::new(input).map_err(|e| corrupt(format!("not a zstd stream: {e}")))?;
     let size = read_header(&mut stream).map_err(|e| corrupt(e.to_string()))?;
     if size != expected.size_bytes {
         return Err(corrupt(format!(
@@ -45,9 +43,7 @@ fn unpack_blocking(src: &Path, expected: &ArtefactInfo, dest: &Path) -> Result<(
     let mut out = AtomicFile::create(dest).map_err(write_err)?;
     let mut buf = vec![0u8; CHUNK];
     let mut min_offset = 0;
-    while let Some((offset, length)) =
-        read_extent(&mut stream, min_offset, size).map_err(|e| corrupt(e.to_string()))?
-    {
+    while let Some((offset, length)) = read_extent(&mut stream, min_offset, size).map_err(|e| corrupt(e.to_string()))? {
         let mut done = 0u64;
         while done < length {
             let len = (length - done).min(CHUNK as u64) as usize;

@@ -39,7 +39,11 @@ pub fn user_data_param(value: &Option<UserData>) -> Option<Vec<u8>> {
 
 /// Reads a user_data column. Rows from before migration 4 may hold TEXT
 /// (always UTF-8 there): its bytes are the user data.
-pub fn user_data_column(table: &'static str, row: &rusqlite::Row<'_>, index: usize) -> Result<Option<UserData>, StoreError> {
+pub fn user_data_column(
+    table: &'static str,
+    row: &rusqlite::Row<'_>,
+    index: usize,
+) -> Result<Option<UserData>, StoreError> {
     use rusqlite::types::ValueRef;
     match row.get_ref(index)? {
         ValueRef::Null => Ok(None),

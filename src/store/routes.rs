@@ -26,7 +26,14 @@ impl Store {
         self.lock()
             .execute(
                 &format!("INSERT INTO routes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
-                params![route.id, route.vm_id, route.subdomain, route.target_port, route.auto_wake, ts(&route.created_at)],
+                params![
+                    route.id,
+                    route.vm_id,
+                    route.subdomain,
+                    route.target_port,
+                    route.auto_wake,
+                    ts(&route.created_at)
+                ],
             )
             .map_err(|e| map_unique(e, &["id", "subdomain"]))?;
         Ok(())

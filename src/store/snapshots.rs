@@ -77,7 +77,9 @@ impl Store {
 
     /// Every snapshot id (complete or not), for finding stray artefacts.
     pub fn all_snapshot_ids(&self) -> Result<Vec<(String, String)>, StoreError> {
-        query_all(&self.lock(), "SELECT vm_id, id FROM snapshots", &[], |row| Ok((row.get(0)?, row.get(1)?)))
+        query_all(&self.lock(), "SELECT vm_id, id FROM snapshots", &[], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
     }
 
     pub fn delete_snapshot(&self, id: &str) -> Result<bool, StoreError> {

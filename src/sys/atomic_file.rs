@@ -18,9 +18,9 @@ pub struct AtomicFile {
 impl AtomicFile {
     /// Creates `.<name>.<random>.partial` next to `target`.
     pub fn create(target: &Path) -> io::Result<AtomicFile> {
-        let name = target.file_name().ok_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "target has no file name")
-        })?;
+        let name = target
+            .file_name()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "target has no file name"))?;
         let temp = tempfile::Builder::new()
             .prefix(&format!(".{}.", name.to_string_lossy()))
             .suffix(PARTIAL_SUFFIX)

@@ -129,17 +129,11 @@ pub enum VmmError {
     #[error("{binary} not found: {hint}")]
     BinaryMissing { binary: String, hint: String },
     #[error("the image has no kernel that {hypervisor} can boot ({detail})")]
-    UnsupportedKernel {
-        hypervisor: &'static str,
-        detail: String,
-    },
+    UnsupportedKernel { hypervisor: &'static str, detail: String },
     #[error("failed to start the VMM process: {0}")]
     Spawn(#[source] std::io::Error),
     #[error("the VMM exited during start-up (code {code:?}): {serial_tail}")]
-    EarlyExit {
-        code: Option<i32>,
-        serial_tail: String,
-    },
+    EarlyExit { code: Option<i32>, serial_tail: String },
     #[error("timed out waiting for {what}")]
     Timeout { what: String },
     #[error("VMM control channel error: {0}")]
@@ -153,10 +147,7 @@ pub enum VmmError {
     #[error("a VMM (pid {pid}) is already running for this VM")]
     AlreadyRunning { pid: u32 },
     #[error("{hypervisor} cannot run on this host: {reason}")]
-    HypervisorUnavailable {
-        hypervisor: &'static str,
-        reason: String,
-    },
+    HypervisorUnavailable { hypervisor: &'static str, reason: String },
     #[error("I/O error on {path}: {source}")]
     Io {
         path: PathBuf,
@@ -177,11 +168,7 @@ pub trait Hypervisor: Send + Sync {
 
     /// Spawns a fresh VMM process and loads a saved snapshot into it, then resumes.
     /// `spec` must describe the same devices (disk paths, TAP name) as when saved.
-    async fn restore(
-        &self,
-        spec: &VmLaunch,
-        snapshot: &SnapshotFiles,
-    ) -> Result<Box<dyn VmHandle>, VmmError>;
+    async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError>;
 
     /// Takes over a VMM process started earlier (possibly by a previous daemon).
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError>;

@@ -91,8 +91,7 @@ impl HypervisorSettings {
             None => HypervisorPreference::Auto,
         };
         let qemu_accel = match var("HATCH_QEMU_ACCEL") {
-            Some(v) => QemuAccel::parse(v.trim())
-                .ok_or_else(|| invalid("HATCH_QEMU_ACCEL", &v, "auto, kvm, tcg"))?,
+            Some(v) => QemuAccel::parse(v.trim()).ok_or_else(|| invalid("HATCH_QEMU_ACCEL", &v, "auto, kvm, tcg"))?,
             None => QemuAccel::Auto,
         };
         Ok(HypervisorSettings {
@@ -106,9 +105,7 @@ impl HypervisorSettings {
 
 /// Picks the backend for these settings on this host, with the checks that
 /// explain the choice. Runs the binaries' `--version` (blocking, quick).
-pub fn choose(
-    settings: &HypervisorSettings,
-) -> Result<(Arc<dyn Hypervisor>, Vec<DoctorCheck>), VmmError> {
+pub fn choose(settings: &HypervisorSettings) -> Result<(Arc<dyn Hypervisor>, Vec<DoctorCheck>), VmmError> {
     let probe = HostProbe::detect(settings);
     let mut checks = probe.checks();
     let choice = decide(settings, &probe);
@@ -154,13 +151,8 @@ mod tests {
 
     #[test]
     fn unknown_values_are_refused() {
-        let err = HypervisorSettings::from_lookup(|n| {
-            (n == "HATCH_HYPERVISOR").then(|| "kvm".to_string())
-        })
-        .expect_err("invalid");
-        assert!(
-            err.to_string().contains("HATCH_HYPERVISOR=\"kvm\""),
-            "{err}"
-        );
+        let err = HypervisorSettings::from_lookup(|n| (n == "HATCH_HYPERVISOR").then(|| "kvm".to_string()))
+            .expect_err("invalid");
+        assert!(err.to_string().contains("HATCH_HYPERVISOR=\"kvm\""), "{err}");
     }
 }

@@ -82,8 +82,7 @@ impl VmmProcess {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
                 if let Some(fd) = netns_fd {
                     let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
-                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET)
-                        .map_err(std::io::Error::from)?;
+                    nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
                 }
                 Ok(())
             });
@@ -112,18 +111,11 @@ impl VmmProcess {
             };
             publish_exit(&tx, pid, &reaper_dir, code, signal);
         });
-        let process = VmmProcess {
-            pid,
-            run_dir,
-            exit: rx,
-        };
+        let process = VmmProcess { pid, run_dir, exit: rx };
         let pid_path = process.run_dir.join(PID_FILE);
         if let Err(source) = std::fs::write(&pid_path, format!("{pid}\n")) {
             process.kill_and_reap().await;
-            return Err(VmmError::Io {
-                path: pid_path,
-                source,
-            });
+            return Err(VmmError::Io { path: pid_path, source });
         }
         Ok(process)
     }
@@ -241,12 +233,7 @@ impl VmmProcess {
 
     /// Polls `probe` until it yields a value, failing early if the process
     /// exits (with its output in the error) or after `timeout`.
-    pub async fn wait_until<T, F, Fut>(
-        &self,
-        what: &str,
-        timeout: Duration,
-        mut probe: F,
-    ) -> Result<T, VmmError>
+    pub async fn wait_until<T, F, Fut>(&self, what: &str, timeout: Duration, mut probe: F) -> Result<T, VmmError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Option<T>>,
@@ -260,9 +247,7 @@ impl VmmProcess {
                 return Ok(value);
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(VmmError::Timeout {
-                    what: what.to_string(),
-                });
+                return Err(VmmError::Timeout { what: what.to_string() });
             }
             tokio::time::sleep(STARTUP_POLL).await;
         }
@@ -360,10 +345,7 @@ pub fn read_pid_file(run_dir: &Path) -> Option<u32> {
 }
 
 fn append_file(path: &Path) -> std::io::Result<std::fs::File> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    std::fs::OpenOptions::new().create(true).append(true).open(path)
 }
 
 /// Creates the run directory and removes files a previous process left

@@ -76,15 +76,11 @@ pub fn check_launch(spec: &VmLaunch) -> Result<(), VmmError> {
 
 /// VM ids become Firecracker `--id` values and file names: letters, digits, '-'.
 pub fn check_vm_id(id: &str) -> Result<(), VmmError> {
-    let ok = !id.is_empty()
-        && id.len() <= 64
-        && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    let ok = !id.is_empty() && id.len() <= 64 && id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(invalid(format!(
-            "vm id {id:?} must be 1-64 letters, digits or '-'"
-        )))
+        Err(invalid(format!("vm id {id:?} must be 1-64 letters, digits or '-'")))
     }
 }
 
@@ -92,9 +88,7 @@ fn check_name(what: &str, value: &str, max_len: usize) -> Result<(), VmmError> {
     let ok = !value.is_empty()
         && value.len() <= max_len
         && !value.starts_with('-')
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && value.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     if ok {
         Ok(())
     } else {
@@ -125,9 +119,7 @@ fn check_mac(mac: &str) -> Result<(), VmmError> {
 /// argument can never be split into several or escape into another), bounded length.
 pub fn check_boot_args(args: &str) -> Result<(), VmmError> {
     if args.len() > MAX_BOOT_ARGS_LEN {
-        return Err(invalid(format!(
-            "boot args are longer than {MAX_BOOT_ARGS_LEN} bytes"
-        )));
+        return Err(invalid(format!("boot args are longer than {MAX_BOOT_ARGS_LEN} bytes")));
     }
     match args
         .chars()
@@ -139,10 +131,7 @@ pub fn check_boot_args(args: &str) -> Result<(), VmmError> {
 }
 
 fn check_disk_file(path: &Path, read_only: bool) -> Result<(), VmmError> {
-    let opened = std::fs::OpenOptions::new()
-        .read(true)
-        .write(!read_only)
-        .open(path);
+    let opened = std::fs::OpenOptions::new().read(true).write(!read_only).open(path);
     match opened {
         Ok(file) => match file.metadata() {
             Ok(meta) if meta.is_file() || is_block_device(&meta) => Ok(()),
@@ -152,10 +141,7 @@ fn check_disk_file(path: &Path, read_only: bool) -> Result<(), VmmError> {
             ))),
             Err(e) => Err(invalid(format!("disk {}: {e}", path.display()))),
         },
-        Err(e) => Err(invalid(format!(
-            "disk {} cannot be opened: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(invalid(format!("disk {} cannot be opened: {e}", path.display()))),
     }
 }
 
@@ -188,10 +174,7 @@ pub fn check_tap_exists(spec: &VmLaunch) -> Result<(), VmmError> {
 /// plain: this refuses anything a shell would treat specially.
 pub fn check_shell_safe_path(path: &Path) -> Result<(), VmmError> {
     let text = path.to_str().unwrap_or("");
-    let ok = path.is_absolute()
-        && text
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c));
+    let ok = path.is_absolute() && text.chars().all(|c| c.is_ascii_alphanumeric() || "/._-+".contains(c));
     if ok {
         Ok(())
     } else {
@@ -251,10 +234,7 @@ mod tests {
             run_dir: Path::new("/run").join("d".repeat(100)),
         };
         let err = check_launch(&spec).expect_err("too long");
-        assert!(
-            err.to_string().contains("too long for a unix socket path"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("too long for a unix socket path"), "{err}");
         let short = VmLaunch {
             run_dir: "/run/hatch/vm-a".into(),
             ..spec

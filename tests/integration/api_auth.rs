@@ -103,7 +103,11 @@ async fn first_start_writes_an_owner_only_admin_key_once() {
     let path = api.dir.path().join("admin.key");
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(&path), 0o600);
-    assert_eq!(mode(&api.dir.path().join("hatch.db")), 0o600, "the database is owner-only too");
+    assert_eq!(
+        mode(&api.dir.path().join("hatch.db")),
+        0o600,
+        "the database is owner-only too"
+    );
     let (status, _) = api.call("GET", "/images", None).await;
     assert_eq!(status, 200, "the admin key works");
 

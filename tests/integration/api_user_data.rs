@@ -24,7 +24,9 @@ async fn register_fake_image(api: &TestApi) -> String {
 
 async fn create_template(api: &TestApi, fields: Value) -> Value {
     let mut body = json!({ "name": "t", "image_id": "base" });
-    body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+    body.as_object_mut()
+        .unwrap()
+        .extend(fields.as_object().unwrap().clone());
     let (status, template) = api.call("POST", "/templates", Some(body)).await;
     assert_eq!(status, 201, "{template}");
     template
@@ -48,7 +50,11 @@ async fn gzip_user_data_round_trips_through_templates() {
     assert_eq!(listed, json!([template]));
 
     // UTF-8 bytes sent as base64 are shown as text; text has no base64 form.
-    let text = create_template(&api, json!({ "name": "t2", "user_data_base64": b64(CLOUD_CONFIG.as_bytes()) })).await;
+    let text = create_template(
+        &api,
+        json!({ "name": "t2", "user_data_base64": b64(CLOUD_CONFIG.as_bytes()) }),
+    )
+    .await;
     assert_eq!(text["user_data"], CLOUD_CONFIG);
     assert!(text.get("user_data_base64").is_none(), "{text}");
 }
@@ -59,7 +65,11 @@ async fn user_data_fields_are_checked_before_anything_is_created() {
     register_fake_image(&api).await;
     let over_limit = b64(&vec![0x8b; 64 * 1024 + 1]);
     let cases = [
-        (json!({ "user_data": "#!/bin/sh\n", "user_data_base64": "IyEvYmluL3NoCg==" }), 400, "invalid_field"),
+        (
+            json!({ "user_data": "#!/bin/sh\n", "user_data_base64": "IyEvYmluL3NoCg==" }),
+            400,
+            "invalid_field",
+        ),
         (json!({ "user_data_base64": "not base64!" }), 400, "invalid_field"),
         (json!({ "user_data_base64": "H4sI=" }), 400, "invalid_field"),
         (json!({ "user_data_base64": over_limit }), 413, "too_large"),
@@ -73,7 +83,11 @@ async fn user_data_fields_are_checked_before_anything_is_created() {
             }
             let (got, reply) = api.call("POST", path, Some(body)).await;
             assert_eq!(got, *status, "{path} {fields} -> {reply}");
-            assert_eq!(error_parts(&reply), (code.to_string(), Some("user_data_base64".into())), "{path} {fields}");
+            assert_eq!(
+                error_parts(&reply),
+                (code.to_string(), Some("user_data_base64".into())),
+                "{path} {fields}"
+            );
         }
     }
     for path in ["/vms", "/templates"] {
@@ -81,7 +95,11 @@ async fn user_data_fields_are_checked_before_anything_is_created() {
     }
     // Exactly 64 KiB decoded is accepted (wrapped at 76 columns, as `base64` prints it).
     let limit = b64(&vec![0x8b; 64 * 1024]);
-    let wrapped: Vec<&str> = limit.as_bytes().chunks(76).map(|c| std::str::from_utf8(c).unwrap()).collect();
+    let wrapped: Vec<&str> = limit
+        .as_bytes()
+        .chunks(76)
+        .map(|c| std::str::from_utf8(c).unwrap())
+        .collect();
     let template = create_template(&api, json!({ "user_data_base64": wrapped.join("\n") })).await;
     assert_eq!(template["user_data_base64"], json!(limit));
 }
@@ -102,15 +120,24 @@ async fn vms_get_binary_user_data_byte_for_byte() {
     assert_eq!(status, 201, "{registered}");
     let image_id = registered["id"].clone();
     let from_template = gzip(CLOUD_CONFIG.as_bytes());
-    let template = create_template(&api, json!({ "image_id": "minimal", "user_data_base64": b64(&from_template) })).await;
+    let template = create_template(
+        &api,
+        json!({ "image_id": "minimal", "user_data_base64": b64(&from_template) }),
+    )
+    .await;
     let direct = gzip(b"#!/bin/sh\necho direct\n");
 
     for (fields, expected) in [
         (json!({ "template_id": template["id"] }), &from_template),
-        (json!({ "image_id": image_id, "user_data_base64": b64(&direct) }), &direct),
+        (
+            json!({ "image_id": image_id, "user_data_base64": b64(&direct) }),
+            &direct,
+        ),
     ] {
         let mut body = json!({ "enable_network": false });
-        body.as_object_mut().unwrap().extend(fields.as_object().unwrap().clone());
+        body.as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
         let (status, vm) = api.call("POST", "/vms", Some(body)).await;
         assert_eq!(status, 201, "{fields} -> {vm}");
         let id = vm["id"].as_str().unwrap();
@@ -140,12 +167,34 @@ async fn cli_sends_binary_files_as_base64_and_text_as_text() {
 
     for (name, file) in [("gz", "cc.gz"), ("text", "cc.yaml")] {
         let file = files.path().join(file);
-        let args = ["template", "create", "--name", name, "--image", "base", "--user-data", file.to_str().unwrap(), "--json"];
+        let args = [
+            "template",
+            "create",
+            "--name",
+            name,
+            "--image",
+            "base",
+            "--user-data",
+            file.to_str().unwrap(),
+            "--json",
+        ];
         let output = hatch_command_in(None, &args, &vars).output().expect("run hatch");
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     }
     let (_, templates) = api.call("GET", "/templates", None).await;
-    let by_name = |name: &str| templates.as_array().unwrap().iter().find(|t| t["name"] == name).cloned().unwrap();
-    assert_eq!(by_name("gz")["user_data_base64"], json!(b64(&compressed)), "{templates}");
+    let by_name = |name: &str| {
+        templates
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(
+        by_name("gz")["user_data_base64"],
+        json!(b64(&compressed)),
+        "{templates}"
+    );
     assert_eq!(by_name("text")["user_data"], CLOUD_CONFIG, "{templates}");
 }

@@ -72,7 +72,9 @@ impl Daemon {
     /// A client command run in the daemon's namespace.
     fn run(&self, args: &[&str], env: &[(&'static str, String)]) -> Output {
         let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
-        hatch_command_in(Some(&self.netns), args, &vars).output().expect("run hatch")
+        hatch_command_in(Some(&self.netns), args, &vars)
+            .output()
+            .expect("run hatch")
     }
 
     /// SIGTERM, then the exit status (waits up to 15 s).
@@ -250,7 +252,8 @@ fn client_commands_against_a_tcp_daemon() {
     let mut with_key = env.clone();
     with_key.push(("HATCH_API_KEY", key));
     assert!(daemon.run(&["template", "list"], &with_key).status.success());
-    assert!(daemon.run(&["key", "revoke", created["id"].as_str().unwrap()], &env)
+    assert!(daemon
+        .run(&["key", "revoke", created["id"].as_str().unwrap()], &env)
         .status
         .success());
     let refused = daemon.run(&["template", "list"], &with_key);
@@ -292,11 +295,17 @@ fn a_local_key_regains_access_without_the_admin_key() {
     let mut daemon = Daemon::start(&[("HATCH_DATA_DIR", data), ("HATCH_HTTP_ADDR", "127.0.0.1:0")]);
     std::fs::remove_file(dir.path().join("data/admin.key")).unwrap();
     let env = admin_env(data, &format!("http://{}", daemon.listening));
-    assert!(!daemon.run(&["template", "list"], &env).status.success(), "no key, no access");
+    assert!(
+        !daemon.run(&["template", "list"], &env).status.success(),
+        "no key, no access"
+    );
 
     let created = stdout_json(&daemon.run(&["key", "create", "rescue", "--local", "--json"], &env));
     let mut with_key = env.clone();
     with_key.push(("HATCH_API_KEY", created["key"].as_str().unwrap().to_string()));
-    assert_eq!(stdout_json(&daemon.run(&["template", "list", "--json"], &with_key)), serde_json::json!([]));
+    assert_eq!(
+        stdout_json(&daemon.run(&["template", "list", "--json"], &with_key)),
+        serde_json::json!([])
+    );
     assert!(daemon.terminate().success());
 }

@@ -69,23 +69,14 @@ fn garbage_wrong_types_and_injections_are_rejected_naming_the_field() {
     assert_rejected("", "empty");
     assert_rejected("hello world", "unknown key type");
     assert_rejected("ssh-dss AAAAB3NzaC1kc3MAAACBAP", "unknown key type");
-    assert_rejected(
-        &format!("command=\"/bin/sh\" {ed25519}"),
-        "unknown key type",
-    );
+    assert_rejected(&format!("command=\"/bin/sh\" {ed25519}"), "unknown key type");
     assert_rejected("ssh-ed25519", "no base64");
     assert_rejected("ssh-ed25519 not*base64!", "base64");
     assert_rejected(&format!("ssh-rsa {ed_blob} mislabelled"), "ssh-ed25519");
     assert_rejected(&format!("ecdsa-sha2-nistp256 {rsa_blob}"), "ssh-rsa");
-    assert_rejected(
-        &format!("ssh-ed25519 {}", &ed_blob[..ed_blob.len() - 8]),
-        "truncated",
-    );
+    assert_rejected(&format!("ssh-ed25519 {}", &ed_blob[..ed_blob.len() - 8]), "truncated");
     // A second authorized_keys line smuggled in after a valid key.
-    assert_rejected(
-        &format!("{ed25519}\nssh-ed25519 {rsa_blob} evil"),
-        "control character",
-    );
+    assert_rejected(&format!("{ed25519}\nssh-ed25519 {rsa_blob} evil"), "control character");
     assert_rejected(&format!("{ed25519}\rfrom=\"*\""), "control character");
     assert_rejected(&format!("{ed25519} \u{2028}x"), "control character");
     assert_rejected("-----BEGIN OPENSSH PRIVATE KEY-----", "unknown key type");

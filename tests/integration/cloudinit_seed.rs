@@ -34,19 +34,11 @@ async fn seed_is_a_clean_fat_volume_labelled_cidata_with_all_three_documents() {
     let fs = seed.fatfs();
     assert_eq!(fs.volume_label(), "CIDATA");
     assert_eq!(
-        fs.read_volume_label_from_root_dir()
-            .expect("root dir")
-            .as_deref(),
+        fs.read_volume_label_from_root_dir().expect("root dir").as_deref(),
         Some("CIDATA")
     );
-    assert!(matches!(
-        fs.fat_type(),
-        fatfs::FatType::Fat12 | fatfs::FatType::Fat16
-    ));
-    assert_eq!(
-        seed.names_both(),
-        ["meta-data", "network-config", "user-data"]
-    );
+    assert!(matches!(fs.fat_type(), fatfs::FatType::Fat12 | fatfs::FatType::Fat16));
+    assert_eq!(seed.names_both(), ["meta-data", "network-config", "user-data"]);
 
     let meta = pyyaml_load(&seed.read_both("meta-data"));
     assert_eq!(
@@ -59,10 +51,7 @@ async fn seed_is_a_clean_fat_volume_labelled_cidata_with_all_three_documents() {
         json!({"version": 2, "ethernets": {"eth0": {
             "match": {"macaddress": MAC}, "set-name": "eth0", "dhcp4": true}}})
     );
-    assert_eq!(
-        seed.read_both("user-data"),
-        b"#cloud-config\nruncmd: [touch /ok]\n"
-    );
+    assert_eq!(seed.read_both("user-data"), b"#cloud-config\nruncmd: [touch /ok]\n");
 }
 
 #[tokio::test]
@@ -74,18 +63,10 @@ Content-Type: text/x-shellscript; charset=\"us-ascii\"\n\n#!/bin/sh\ntouch /b\n\
     let compressed = gzip(b"#cloud-config\nwrite_files:\n  - path: /etc/motd\n    content: hi\n");
     assert_eq!(compressed[..2], [0x1f, 0x8b], "gzip magic");
     // Exactly the limit, every byte value, no trailing newline.
-    let full: Vec<u8> = (0..MAX_USER_DATA_BYTES)
-        .map(|i| (i * 7 % 256) as u8)
-        .collect();
+    let full: Vec<u8> = (0..MAX_USER_DATA_BYTES).map(|i| (i * 7 % 256) as u8).collect();
     let cases: Vec<(&str, Vec<u8>)> = vec![
-        (
-            "cloud-config",
-            b"#cloud-config\r\nhostname: x  \r\n\r\n".to_vec(),
-        ),
-        (
-            "shell script",
-            b"#!/bin/sh\necho marker > /root/marker\n".to_vec(),
-        ),
+        ("cloud-config", b"#cloud-config\r\nhostname: x  \r\n\r\n".to_vec()),
+        ("shell script", b"#!/bin/sh\necho marker > /root/marker\n".to_vec()),
         ("MIME multipart", multipart),
         ("gzip", compressed),
         ("exactly 64 KiB", full),
@@ -108,9 +89,7 @@ async fn missing_user_data_becomes_an_empty_cloud_config() {
 #[test]
 fn user_data_over_64_kib_is_too_large() {
     let over = vec![b'#'; MAX_USER_DATA_BYTES + 1];
-    assert!(
-        matches!(validate_user_data(&over), Err(SeedError::TooLarge { size }) if size == MAX_USER_DATA_BYTES + 1)
-    );
+    assert!(matches!(validate_user_data(&over), Err(SeedError::TooLarge { size }) if size == MAX_USER_DATA_BYTES + 1));
     assert!(matches!(
         build_seed(&input(Some(&over), Some(MAC))),
         Err(SeedError::TooLarge { .. })
@@ -131,10 +110,7 @@ async fn users_own_network_block_replaces_the_mac_matched_dhcp_config() {
         pyyaml_load(&network_config),
         json!({"version": 2, "ethernets": {"eth0": {"dhcp4": true}}})
     );
-    assert_eq!(
-        seed.read_both("user-data"),
-        GUIDE_NETWORK_USER_DATA.as_bytes()
-    );
+    assert_eq!(seed.read_both("user-data"), GUIDE_NETWORK_USER_DATA.as_bytes());
 }
 
 #[tokio::test]
@@ -153,11 +129,7 @@ async fn meta_data_values_stay_strings_whatever_they_look_like() {
         seed_input.instance_id = id.to_owned();
         let seed = SeedImage::write(&seed_input).await;
         let meta = pyyaml_load(&seed.read_both("meta-data"));
-        assert_eq!(
-            meta,
-            json!({"instance-id": id, "local-hostname": id}),
-            "{id:?}"
-        );
+        assert_eq!(meta, json!({"instance-id": id, "local-hostname": id}), "{id:?}");
     }
     let mut empty = input(None, None);
     empty.instance_id = String::new();
@@ -174,10 +146,7 @@ async fn meta_data_values_stay_strings_whatever_they_look_like() {
 fn bad_nic_mac_or_key_is_refused_naming_the_field() {
     assert!(matches!(
         build_seed(&input(None, Some("52:54:00:12:34\n"))),
-        Err(SeedError::Invalid {
-            field: "nic_mac",
-            ..
-        })
+        Err(SeedError::Invalid { field: "nic_mac", .. })
     ));
     let mut with_bad_key = input(None, Some(MAC));
     with_bad_key.public_keys = vec!["ssh-ed25519 AAAA\nroot".to_owned()];
@@ -221,14 +190,5 @@ async fn write_seed_replaces_the_file_atomically_and_leaves_nothing_behind() {
 #[test]
 fn a_network_block_that_cannot_be_network_config_is_refused() {
     let err = validate_user_data(b"#cloud-config\nnetwork: dhcp\n").unwrap_err();
-    assert!(
-        matches!(
-            err,
-            SeedError::Invalid {
-                field: "user_data",
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, SeedError::Invalid { field: "user_data", .. }), "{err}");
 }

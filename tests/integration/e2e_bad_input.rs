@@ -19,14 +19,26 @@ async fn rejected_creates_leave_nothing_behind() {
         (json!({"guest_ip": "192.168.241.0"}), 400, "guest_ip"),
         (json!({"guest_ip": "192.168.241.255"}), 400, "guest_ip"),
         (json!({"guest_ip": "not-an-ip"}), 400, "guest_ip"),
-        (json!({"guest_mac": "02:fc:00:00:00:01\ndhcp-range=evil"}), 400, "guest_mac"),
+        (
+            json!({"guest_mac": "02:fc:00:00:00:01\ndhcp-range=evil"}),
+            400,
+            "guest_mac",
+        ),
         (json!({"guest_mac": "03:fc:00:00:00:01"}), 400, "guest_mac"),
         (json!({"guest_mac": "00:00:00:00:00:00"}), 400, "guest_mac"),
         (json!({"vcpu_count": 0}), 400, "vcpu_count"),
         (json!({"vcpu_count": 1000}), 400, "vcpu_count"),
         (json!({"mem_mib": 1}), 400, "mem_mib"),
-        (json!({"enable_network": false, "guest_ip": "192.168.241.9"}), 400, "guest_ip"),
-        (json!({"ssh_authorized_keys": ["ssh-ed25519 not-base64!"]}), 400, "ssh_authorized_keys"),
+        (
+            json!({"enable_network": false, "guest_ip": "192.168.241.9"}),
+            400,
+            "guest_ip",
+        ),
+        (
+            json!({"ssh_authorized_keys": ["ssh-ed25519 not-base64!"]}),
+            400,
+            "ssh_authorized_keys",
+        ),
         (json!({"image_id": "img-missing"}), 400, "image_id"),
         (json!({"bogus": 1}), 400, "bogus"),
         (json!({"user_data": "x".repeat(64 * 1024 + 1)}), 413, "user_data"),
@@ -39,8 +51,14 @@ async fn rejected_creates_leave_nothing_behind() {
         assert_eq!(got, status, "{body} → {error}");
         // The field is named exactly, or with the offending element's index.
         let named = error["error"]["field"].as_str().unwrap_or_default();
-        assert!(named == field || named.starts_with(&format!("{field}[")), "{body} → {error}");
-        assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{error}");
+        assert!(
+            named == field || named.starts_with(&format!("{field}[")),
+            "{body} → {error}"
+        );
+        assert!(
+            error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{error}"
+        );
     }
 
     // A taken guest_ip / guest_mac conflicts with the VM holding it.
@@ -54,18 +72,32 @@ async fn rejected_creates_leave_nothing_behind() {
     assert_eq!(vm["guest_mac"], "02:fc:00:11:22:33");
     for (body, field) in [
         (json!({"image_id": image_id, "guest_ip": "192.168.241.50"}), "guest_ip"),
-        (json!({"image_id": image_id, "guest_mac": "02:FC:00:11:22:33"}), "guest_mac"),
+        (
+            json!({"image_id": image_id, "guest_mac": "02:FC:00:11:22:33"}),
+            "guest_mac",
+        ),
     ] {
         let (got, error) = daemon.api("POST", "/vms", Some(&body));
         assert_eq!(got, 409, "{body} → {error}");
         assert_eq!(error["error"]["field"], field);
     }
-    assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm["id"].as_str().unwrap()), None).0, 204);
+    assert_eq!(
+        daemon
+            .api("DELETE", &format!("/vms/{}", vm["id"].as_str().unwrap()), None)
+            .0,
+        204
+    );
 
     // Nothing of any of it remains.
     assert_eq!(daemon.api("GET", "/vms", None).1, json!([]));
     assert!(daemon.vmm_pids().is_empty());
-    assert_eq!(topo.on_host("ip", &["-o", "link", "show"]).lines().filter(|l| l.contains("fctap-")).count(), 0);
+    assert_eq!(
+        topo.on_host("ip", &["-o", "link", "show"])
+            .lines()
+            .filter(|l| l.contains("fctap-"))
+            .count(),
+        0
+    );
     assert_eq!(links_before.lines().filter(|l| l.contains("fctap-")).count(), 0);
     let rules_after = topo.on_host("iptables-save", &[]);
     assert!(!rules_after.contains("--dport 22"), "{rules_after}");

@@ -64,7 +64,10 @@ async fn minimal_image_runs_gzip_user_data_sent_by_the_cli() {
     let expected = hex::encode(Sha256::digest(&compressed));
     assert_eq!(seen.split_whitespace().next(), Some(expected.as_str()), "{seen}");
     let (_, shown) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
-    assert_eq!(shown["user_data_base64"], json!(base64::engine::general_purpose::STANDARD.encode(&compressed)));
+    assert_eq!(
+        shown["user_data_base64"],
+        json!(base64::engine::general_purpose::STANDARD.encode(&compressed))
+    );
     assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0, 204);
 }
 

@@ -13,7 +13,8 @@ use common::e2e::{create_ready_vm, Topology, VmView};
 use common::hatchd::{TestDaemon, TestKey};
 use serde_json::json;
 
-const HTTPD: &str = "mkdir -p /www && echo \"hello from $(hostname)\" > /www/index.html && busybox httpd -p 8080 -h /www";
+const HTTPD: &str =
+    "mkdir -p /www && echo \"hello from $(hostname)\" > /www/index.html && busybox httpd -p 8080 -h /www";
 
 /// `curl` through the proxy (on the host's loopback) with a Host header.
 fn through_proxy(topo: &Topology, subdomain: &str) -> (u16, String) {
@@ -49,13 +50,21 @@ fn add_route(daemon: &TestDaemon, vm: &VmView, subdomain: &str) {
 
 fn restores(daemon: &TestDaemon, vm: &VmView) -> usize {
     let (_, events) = daemon.api("GET", &format!("/vms/{}/events", vm.id), None);
-    events.as_array().unwrap().iter().filter(|e| e["to_state"] == "restoring").count()
+    events
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["to_state"] == "restoring")
+        .count()
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_vms_sleep_ssh_keeps_them_awake_and_requests_wake_them_once() {
     let image = common::images::minimal_image().await;
-    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[("HATCH_IDLE_TIMEOUT", "8s"), ("HATCH_IDLE_CHECK_INTERVAL", "1s")]);
+    let (topo, daemon, image_id) = Topology::with_daemon(
+        &image,
+        &[("HATCH_IDLE_TIMEOUT", "8s"), ("HATCH_IDLE_CHECK_INTERVAL", "1s")],
+    );
     let key = TestKey::generate();
 
     let web = web_vm(&daemon, &topo, &image_id, &key);
@@ -71,7 +80,11 @@ async fn idle_vms_sleep_ssh_keeps_them_awake_and_requests_wake_them_once() {
         .spawn()
         .expect("ssh session");
     let mut first_line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(session.stdout.as_mut().unwrap()), &mut first_line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(session.stdout.as_mut().unwrap()),
+        &mut first_line,
+    )
+    .unwrap();
     assert_eq!(first_line.trim(), "connected");
     add_route(&daemon, &web, "web");
     add_route(&daemon, &shell, "shell");
@@ -79,17 +92,45 @@ async fn idle_vms_sleep_ssh_keeps_them_awake_and_requests_wake_them_once() {
     assert_eq!(listed[0]["subdomain"], "web", "{listed}");
     assert_eq!(through_proxy(&topo, "web"), (200, format!("hello from {}\n", web.id)));
     assert_eq!(through_proxy(&topo, "nope").0, 404);
-    let (status, error) = daemon.api("POST", &format!("/vms/{}/routes", web.id), Some(&json!({"subdomain": "web", "target_port": 80})));
-    assert_eq!((status, error["error"]["field"].as_str()), (409, Some("subdomain")), "{error}");
-    let (status, _) = daemon.api("POST", &format!("/vms/{}/routes", web.id), Some(&json!({"subdomain": "admin", "target_port": 80})));
+    let (status, error) = daemon.api(
+        "POST",
+        &format!("/vms/{}/routes", web.id),
+        Some(&json!({"subdomain": "web", "target_port": 80})),
+    );
+    assert_eq!(
+        (status, error["error"]["field"].as_str()),
+        (409, Some("subdomain")),
+        "{error}"
+    );
+    let (status, _) = daemon.api(
+        "POST",
+        &format!("/vms/{}/routes", web.id),
+        Some(&json!({"subdomain": "admin", "target_port": 80})),
+    );
     assert_eq!(status, 400);
 
     // `web` gets no traffic: it is snapshotted once idle.
-    let slept = daemon.wait_for_vm(&web.id, "snapshotted by the idle monitor", Duration::from_secs(120), |v| v["state"] == "snapshotted");
-    assert!(slept["idle_status"].as_str().is_some_and(|s| s.starts_with("suspended")), "{slept}");
+    let slept = daemon.wait_for_vm(
+        &web.id,
+        "snapshotted by the idle monitor",
+        Duration::from_secs(120),
+        |v| v["state"] == "snapshotted",
+    );
+    assert!(
+        slept["idle_status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("suspended")),
+        "{slept}"
+    );
     let (_, kept) = daemon.api("GET", &format!("/vms/{}", shell.id), None);
-    assert_eq!(kept["state"], "running", "a VM with an SSH session was suspended: {kept}");
-    assert!(kept["idle_status"].as_str().is_some_and(|s| s.contains("SSH")), "{kept}");
+    assert_eq!(
+        kept["state"], "running",
+        "a VM with an SSH session was suspended: {kept}"
+    );
+    assert!(
+        kept["idle_status"].as_str().is_some_and(|s| s.contains("SSH")),
+        "{kept}"
+    );
 
     // 20 concurrent requests to the sleeping VM: one restore, every answer right.
     let before = restores(&daemon, &web);
@@ -100,9 +141,17 @@ async fn idle_vms_sleep_ssh_keeps_them_awake_and_requests_wake_them_once() {
     });
     eprintln!("woke {} in {:?}", web.id, started.elapsed());
     for answer in &answers {
-        assert_eq!(answer, &(200, format!("hello from {}\n", web.id)), "a request during the wake failed");
+        assert_eq!(
+            answer,
+            &(200, format!("hello from {}\n", web.id)),
+            "a request during the wake failed"
+        );
     }
-    assert_eq!(restores(&daemon, &web) - before, 1, "exactly one restore for 20 requests");
+    assert_eq!(
+        restores(&daemon, &web) - before,
+        1,
+        "exactly one restore for 20 requests"
+    );
 
     let _ = session.kill();
     let _ = session.wait();
@@ -129,15 +178,30 @@ async fn websocket_echo(subdomain: &str) -> Vec<String> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
     use tokio_tungstenite::tungstenite::Message;
 
-    let request = format!("ws://{subdomain}.localhost:9090/").into_client_request().expect("request");
-    let stream = tokio::net::TcpStream::connect("127.0.0.1:9090").await.expect("connect to the proxy");
-    let (mut socket, response) = tokio_tungstenite::client_async(request, stream).await.expect("WebSocket handshake");
+    let request = format!("ws://{subdomain}.localhost:9090/")
+        .into_client_request()
+        .expect("request");
+    let stream = tokio::net::TcpStream::connect("127.0.0.1:9090")
+        .await
+        .expect("connect to the proxy");
+    let (mut socket, response) = tokio_tungstenite::client_async(request, stream)
+        .await
+        .expect("WebSocket handshake");
     assert_eq!(response.status(), 101);
     let mut echoes = Vec::new();
     for text in ["first", "second message", "ünïcödé third"] {
         socket.send(Message::text(text)).await.expect("send");
-        let answer = tokio::time::timeout(Duration::from_secs(60), socket.next()).await.expect("an echo in time");
-        echoes.push(answer.expect("an echo").expect("a frame").into_text().expect("text").to_string());
+        let answer = tokio::time::timeout(Duration::from_secs(60), socket.next())
+            .await
+            .expect("an echo in time");
+        echoes.push(
+            answer
+                .expect("an echo")
+                .expect("a frame")
+                .into_text()
+                .expect("text")
+                .to_string(),
+        );
     }
     socket.close(None).await.expect("close");
     echoes
@@ -151,11 +215,19 @@ async fn a_guest_websocket_echoes_and_kept_alive_connections_survive_a_snapshot(
     let image_id = topo.register_image(&daemon, &image);
     let key = TestKey::generate();
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({"user_data": echo_server_user_data()}));
-    let (status, route) =
-        daemon.api("POST", &format!("/vms/{}/routes", vm.id), Some(&json!({"subdomain": "echo", "target_port": 8081})));
+    let (status, route) = daemon.api(
+        "POST",
+        &format!("/vms/{}/routes", vm.id),
+        Some(&json!({"subdomain": "echo", "target_port": 8081})),
+    );
     assert_eq!(status, 201, "{route}");
     // User-data starts the service in the background after SSH is up.
-    topo.ssh(&key, "root", vm.ssh_port, "until netstat -ltn | grep -q ':8081 '; do sleep 0.2; done");
+    topo.ssh(
+        &key,
+        "root",
+        vm.ssh_port,
+        "until netstat -ltn | grep -q ':8081 '; do sleep 0.2; done",
+    );
 
     let sent = vec!["first", "second message", "ünïcödé third"];
     assert_eq!(topo.host().block_on(|| websocket_echo("echo")), sent);
@@ -164,7 +236,11 @@ async fn a_guest_websocket_echoes_and_kept_alive_connections_survive_a_snapshot(
     let (status, first) = through_proxy(&topo, "echo");
     assert_eq!(status, 200, "{first}");
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(through_proxy(&topo, "echo"), (200, first.clone()), "the proxy did not keep its guest connection");
+    assert_eq!(
+        through_proxy(&topo, "echo"),
+        (200, first.clone()),
+        "the proxy did not keep its guest connection"
+    );
 
     // Snapshot, then a request wakes the VM: a 200 on a fresh connection,
     // not a 502 from the pooled one that went to sleep with the guest. A

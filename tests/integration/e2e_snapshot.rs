@@ -30,19 +30,36 @@ async fn restore_keeps_ram_files_and_network_identity() {
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
 
     // A file on the guest's (RAM-backed) root and a process holding state in RAM.
-    let sleeper = topo.ssh(&key, "root", vm.ssh_port, "echo one > /root/marker; sleep 100000 </dev/null >/dev/null 2>&1 & echo $!");
+    let sleeper = topo.ssh(
+        &key,
+        "root",
+        vm.ssh_port,
+        "echo one > /root/marker; sleep 100000 </dev/null >/dev/null 2>&1 & echo $!",
+    );
     let sleeper = sleeper.trim().to_string();
     assert!(!sleeper.is_empty());
-    let uptime_before: f64 = topo.ssh(&key, "root", vm.ssh_port, "cut -d' ' -f1 /proc/uptime").trim().parse().unwrap();
+    let uptime_before: f64 = topo
+        .ssh(&key, "root", vm.ssh_port, "cut -d' ' -f1 /proc/uptime")
+        .trim()
+        .parse()
+        .unwrap();
 
     let first = snapshot(&daemon, &vm);
     let first_id = first["id"].as_str().unwrap().to_string();
-    assert!(first["artefacts"].as_array().is_some_and(|a| a.iter().all(|x| x["sha256"].as_str().is_some_and(|s| s.len() == 64))), "{first}");
+    assert!(
+        first["artefacts"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|x| x["sha256"].as_str().is_some_and(|s| s.len() == 64))),
+        "{first}"
+    );
     let (_, snapped) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
     assert_eq!(snapped["state"], "snapshotted");
     assert!(daemon.vmm_pids().is_empty(), "the VMM must be gone after a snapshot");
     let same = VmView::from(&snapped);
-    assert_eq!((same.guest_ip.as_str(), same.guest_mac.as_str(), same.ssh_port), (vm.guest_ip.as_str(), vm.guest_mac.as_str(), vm.ssh_port));
+    assert_eq!(
+        (same.guest_ip.as_str(), same.guest_mac.as_str(), same.ssh_port),
+        (vm.guest_ip.as_str(), vm.guest_mac.as_str(), vm.ssh_port)
+    );
     assert_eq!(restore(&daemon, &vm, Some("snap-none")).0, 400);
 
     let (status, restored) = restore(&daemon, &vm, None);
@@ -50,18 +67,43 @@ async fn restore_keeps_ram_files_and_network_identity() {
     assert_eq!(restored["state"], "running");
     assert_eq!(VmView::from(&restored).ssh_port, vm.ssh_port);
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "one");
-    let survivor = topo.ssh(&key, "root", vm.ssh_port, &format!("tr '\\0' ' ' < /proc/{sleeper}/cmdline"));
+    let survivor = topo.ssh(
+        &key,
+        "root",
+        vm.ssh_port,
+        &format!("tr '\\0' ' ' < /proc/{sleeper}/cmdline"),
+    );
     assert_eq!(survivor.trim(), "sleep 100000", "the process in RAM did not survive");
-    let uptime_after: f64 = topo.ssh(&key, "root", vm.ssh_port, "cut -d' ' -f1 /proc/uptime").trim().parse().unwrap();
-    assert!(uptime_after >= uptime_before, "the guest rebooted: uptime {uptime_after} < {uptime_before}");
-    assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "ip -4 -o addr show eth0").contains(&format!("{}/", vm.guest_ip)), true);
+    let uptime_after: f64 = topo
+        .ssh(&key, "root", vm.ssh_port, "cut -d' ' -f1 /proc/uptime")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        uptime_after >= uptime_before,
+        "the guest rebooted: uptime {uptime_after} < {uptime_before}"
+    );
+    assert_eq!(
+        topo.ssh(&key, "root", vm.ssh_port, "ip -4 -o addr show eth0")
+            .contains(&format!("{}/", vm.guest_ip)),
+        true
+    );
 
     // A second snapshot with other contents; restoring the first brings "one" back.
     topo.ssh(&key, "root", vm.ssh_port, "echo two > /root/marker");
     let second = snapshot(&daemon, &vm);
     let list = daemon.cli_json(&["snapshot", "list", &vm.id]);
-    let ids: Vec<&str> = list.as_array().unwrap().iter().filter_map(|s| s["id"].as_str()).collect();
-    assert_eq!(ids, vec![second["id"].as_str().unwrap(), first_id.as_str()], "newest first");
+    let ids: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![second["id"].as_str().unwrap(), first_id.as_str()],
+        "newest first"
+    );
     let (status, _) = restore(&daemon, &vm, Some(&first_id));
     assert_eq!(status, 200);
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "one");
@@ -69,7 +111,12 @@ async fn restore_keeps_ram_files_and_network_identity() {
     // A corrupt artefact: restore refuses with a clear error, the VM stays snapshotted.
     let third = snapshot(&daemon, &vm);
     let third_id = third["id"].as_str().unwrap();
-    let state = daemon.data_path().join("snapshots").join(&vm.id).join(third_id).join("state.zst");
+    let state = daemon
+        .data_path()
+        .join("snapshots")
+        .join(&vm.id)
+        .join(third_id)
+        .join("state.zst");
     let mut bytes = std::fs::read(&state).expect("state artefact");
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
@@ -77,7 +124,10 @@ async fn restore_keeps_ram_files_and_network_identity() {
     let (status, error) = restore(&daemon, &vm, Some(third_id));
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["error"]["code"], "snapshot_corrupt");
-    assert!(error["error"]["message"].as_str().unwrap().contains("state.zst"), "{error}");
+    assert!(
+        error["error"]["message"].as_str().unwrap().contains("state.zst"),
+        "{error}"
+    );
     let (_, vm_now) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
     assert_eq!(vm_now["state"], "snapshotted");
     assert!(daemon.vmm_pids().is_empty());
@@ -88,7 +138,10 @@ async fn restore_keeps_ram_files_and_network_identity() {
     // Deleting a snapshot, then the VM, leaves no artefact behind.
     assert_eq!(daemon.api("DELETE", &format!("/snapshots/{third_id}"), None).0, 204);
     assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0, 204);
-    assert!(!daemon.data_path().join("snapshots").join(&vm.id).exists(), "snapshot artefacts leaked");
+    assert!(
+        !daemon.data_path().join("snapshots").join(&vm.id).exists(),
+        "snapshot artefacts leaked"
+    );
     topo.assert_nothing_left(&daemon, &vm);
 }
 
@@ -111,7 +164,9 @@ async fn a_daemon_killed_mid_snapshot_recovers_to_a_consistent_vm() {
             .args(["-H", &format!("Authorization: Bearer {admin}"), &path])
             .output()
     });
-    daemon.wait_for_vm(&vm.id, "snapshotting", Duration::from_secs(30), |v| v["state"] == "snapshotting");
+    daemon.wait_for_vm(&vm.id, "snapshotting", Duration::from_secs(30), |v| {
+        v["state"] == "snapshotting"
+    });
     std::thread::sleep(Duration::from_millis(300));
     daemon.restart();
     let _ = request.join();
@@ -130,16 +185,27 @@ async fn a_daemon_killed_mid_snapshot_recovers_to_a_consistent_vm() {
             assert_eq!(restore(&daemon, &vm, None).0, 200);
             assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "kept");
         }
-        other => panic!("after a crash mid-snapshot the VM is {other:?}: {now}\n{}", daemon.log()),
+        other => panic!(
+            "after a crash mid-snapshot the VM is {other:?}: {now}\n{}",
+            daemon.log()
+        ),
     }
     // No half-written artefacts: every file under snapshots/ belongs to a listed snapshot.
-    let listed: Vec<String> = snapshots.as_array().unwrap().iter().filter_map(|s| s["id"].as_str().map(String::from)).collect();
+    let listed: Vec<String> = snapshots
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["id"].as_str().map(String::from))
+        .collect();
     let vm_dir = daemon.data_path().join("snapshots").join(&vm.id);
     for entry in std::fs::read_dir(&vm_dir).into_iter().flatten().flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         assert!(listed.contains(&name), "stray snapshot data {name} after the restart");
     }
-    assert!(std::fs::read_dir(daemon.data_path().join("vms").join(&vm.id)).unwrap().flatten().all(|e| !e.file_name().to_string_lossy().starts_with("work-")));
+    assert!(std::fs::read_dir(daemon.data_path().join("vms").join(&vm.id))
+        .unwrap()
+        .flatten()
+        .all(|e| !e.file_name().to_string_lossy().starts_with("work-")));
     assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0, 204);
     topo.assert_nothing_left(&daemon, &vm);
 }

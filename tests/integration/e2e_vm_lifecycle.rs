@@ -6,8 +6,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::hatchd::{TestDaemon, TestKey};
 use common::e2e::{create_ready_vm, Topology, VmView};
+use common::hatchd::{TestDaemon, TestKey};
 use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -24,10 +24,18 @@ async fn create_ssh_stop_start_delete_leaves_nothing_behind() {
 
     // The guest got the reserved address by DHCP and is reachable from another host.
     let guest_ip = topo.ssh(&key, "root", vm.ssh_port, "ip -4 -o addr show eth0");
-    assert!(guest_ip.contains(&format!("{}/", vm.guest_ip)), "guest reports {guest_ip}, reserved {}", vm.guest_ip);
+    assert!(
+        guest_ip.contains(&format!("{}/", vm.guest_ip)),
+        "guest reports {guest_ip}, reserved {}",
+        vm.guest_ip
+    );
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "hostname").trim(), vm.id);
     assert!(topo.reservation_exists(&daemon, &vm.guest_mac, &vm.guest_ip));
-    assert!(topo.forward_listed(vm.ssh_port), "the guide's `iptables -t nat -L PREROUTING -n -v | grep {}` shows nothing", vm.ssh_port);
+    assert!(
+        topo.forward_listed(vm.ssh_port),
+        "the guide's `iptables -t nat -L PREROUTING -n -v | grep {}` shows nothing",
+        vm.ssh_port
+    );
 
     // Stop keeps the identity; start brings the same guest back on the same port.
     let (status, stopped) = daemon.api("POST", &format!("/vms/{}/stop", vm.id), None);
@@ -63,14 +71,24 @@ async fn vmm_exits_are_noticed_and_a_restarted_daemon_adopts_live_vms() {
 
     // A guest that shuts itself down is `stopped`; a killed VMM is `error`.
     let _ = topo.ssh_status(&key, "root", crashed.ssh_port, "reboot -f");
-    let vm = daemon.wait_for_vm(&crashed.id, "stopped", Duration::from_secs(30), |v| v["state"] == "stopped");
-    assert!(vm["state_reason"].as_str().unwrap_or_default().contains("shut down"), "{vm}");
+    let vm = daemon.wait_for_vm(&crashed.id, "stopped", Duration::from_secs(30), |v| {
+        v["state"] == "stopped"
+    });
+    assert!(
+        vm["state_reason"].as_str().unwrap_or_default().contains("shut down"),
+        "{vm}"
+    );
     daemon.api("POST", &format!("/vms/{}/start", crashed.id), None);
-    let vm = daemon.wait_for_vm(&crashed.id, "running", Duration::from_secs(60), |v| v["state"] == "running");
+    let vm = daemon.wait_for_vm(&crashed.id, "running", Duration::from_secs(60), |v| {
+        v["state"] == "running"
+    });
     let pid = vm["pid"].as_u64().expect("pid") as i32;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill VMM");
     let vm = daemon.wait_for_vm(&crashed.id, "error", Duration::from_secs(30), |v| v["state"] == "error");
-    assert!(vm["state_reason"].as_str().unwrap_or_default().contains("signal 9"), "{vm}");
+    assert!(
+        vm["state_reason"].as_str().unwrap_or_default().contains("signal 9"),
+        "{vm}"
+    );
 
     // kill -9 the daemon: the running VM keeps running and is adopted again.
     let pid_before = daemon.api("GET", &format!("/vms/{}", survivor.id), None).1["pid"].clone();
@@ -78,7 +96,10 @@ async fn vmm_exits_are_noticed_and_a_restarted_daemon_adopts_live_vms() {
     let (_, vm) = daemon.api("GET", &format!("/vms/{}", survivor.id), None);
     assert_eq!(vm["state"], "running", "{vm}");
     assert_eq!(vm["pid"], pid_before);
-    assert_eq!(topo.ssh(&key, "root", survivor.ssh_port, "hostname").trim(), survivor.id);
+    assert_eq!(
+        topo.ssh(&key, "root", survivor.ssh_port, "hostname").trim(),
+        survivor.id
+    );
     let (status, vm) = daemon.api("POST", &format!("/vms/{}/stop", survivor.id), None);
     assert_eq!((status, vm["state"].as_str()), (200, Some("stopped")), "{vm}");
 

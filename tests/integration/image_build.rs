@@ -40,20 +40,14 @@ async fn rebuilding_with_identical_inputs_reuses_the_cache() {
 
     let events = events.into_inner().unwrap();
     assert!(
-        events
-            .iter()
-            .any(|e| matches!(e, ProgressEvent::CacheHit { .. })),
+        events.iter().any(|e| matches!(e, ProgressEvent::CacheHit { .. })),
         "no cache hit: {events:?}"
     );
     assert!(
-        !events
-            .iter()
-            .any(|e| matches!(e, ProgressEvent::Download { .. })),
+        !events.iter().any(|e| matches!(e, ProgressEvent::Download { .. })),
         "downloaded again: {events:?}"
     );
-    assert!(
-        matches!(events.last(), Some(ProgressEvent::Finished { image_id, .. }) if *image_id == second.id)
-    );
+    assert!(matches!(events.last(), Some(ProgressEvent::Finished { image_id, .. }) if *image_id == second.id));
 
     assert_ne!(first.id, second.id, "every build is a new image");
     assert_eq!(second.name, "again");
@@ -64,10 +58,7 @@ async fn rebuilding_with_identical_inputs_reuses_the_cache() {
     let (a, b) = (first.kernel_path.unwrap(), second.kernel_path.unwrap());
     assert_eq!(a.parent().unwrap().parent(), Some(env.images_dir.as_path()));
     assert_eq!(b.parent().unwrap(), env.images_dir.join(&second.id));
-    let (ma, mb) = (
-        std::fs::metadata(&a).unwrap(),
-        std::fs::metadata(&b).unwrap(),
-    );
+    let (ma, mb) = (std::fs::metadata(&a).unwrap(), std::fs::metadata(&b).unwrap());
     assert_eq!(
         (ma.dev(), ma.ino()),
         (mb.dev(), mb.ino()),
@@ -90,12 +81,8 @@ async fn cache_entries_unused_for_a_week_are_pruned_after_a_build() {
         std::fs::create_dir(dir).unwrap();
         std::fs::write(dir.join("vmlinux"), b"stale").unwrap();
     }
-    let eight_days_ago =
-        std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600);
-    std::fs::File::open(&old)
-        .unwrap()
-        .set_modified(eight_days_ago)
-        .unwrap();
+    let eight_days_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(8 * 24 * 3600);
+    std::fs::File::open(&old).unwrap().set_modified(eight_days_ago).unwrap();
 
     let request = BuildRequest {
         profile: ImageProfile::Minimal,
@@ -104,10 +91,7 @@ async fn cache_entries_unused_for_a_week_are_pruned_after_a_build() {
     let image = build_image(&request, &env, &|_| {}).await.expect("build");
     assert!(!old.exists(), "an entry unused for 8 days survived");
     assert!(recent.exists(), "a recently used entry was pruned");
-    assert!(
-        image.kernel_path.unwrap().exists(),
-        "the entry just used was pruned"
-    );
+    assert!(image.kernel_path.unwrap().exists(), "the entry just used was pruned");
     std::fs::remove_dir_all(&recent).unwrap();
 }
 
@@ -123,11 +107,7 @@ async fn minimal_initramfs_holds_init_busybox_dropbear_and_modules() {
         .arg(&initrd)
         .output()
         .expect("gzip | cpio");
-    assert!(
-        listing.status.success(),
-        "{}",
-        String::from_utf8_lossy(&listing.stderr)
-    );
+    assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
     let names: Vec<String> = String::from_utf8_lossy(&listing.stdout)
         .lines()
         .map(str::to_string)
@@ -176,9 +156,7 @@ async fn unreachable_mirror_fails_clearly_and_leaves_nothing() {
         profile: ImageProfile::Minimal,
         name: None,
     };
-    let error = build_image(&request, &env, &|_| {})
-        .await
-        .expect_err("no mirror");
+    let error = build_image(&request, &env, &|_| {}).await.expect_err("no mirror");
     eprintln!("error shown to the user: {error}");
     assert!(matches!(error, ImageError::Mirror(_)), "{error:?}");
     assert!(
@@ -190,9 +168,7 @@ async fn unreachable_mirror_fails_clearly_and_leaves_nothing() {
         "left behind: {:?}",
         entries(&env.images_dir)
     );
-    assert!(
-        !env.cache_dir.join("images").exists() || entries(&env.cache_dir.join("images")).is_empty()
-    );
+    assert!(!env.cache_dir.join("images").exists() || entries(&env.cache_dir.join("images")).is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -245,7 +221,5 @@ async fn invalid_requests_are_refused_before_any_work() {
             other => panic!("{request:?} {mirror:?}: expected an error for {field}, got {other:?}"),
         }
     }
-    assert!(
-        entries(dir.path()).iter().all(|n| n != "images") || entries(&env.images_dir).is_empty()
-    );
+    assert!(entries(dir.path()).iter().all(|n| n != "images") || entries(&env.images_dir).is_empty());
 }

@@ -7,8 +7,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::images::{debian_image, make_seed_disk, Disk, TcgGuest};
 use common::hatchd::TestKey;
+use common::images::{debian_image, make_seed_disk, Disk, TcgGuest};
 use common::netns::TestNetns;
 
 #[tokio::test(flavor = "multi_thread")]
@@ -17,9 +17,7 @@ async fn boots_from_labelled_root_and_accepts_ssh_as_debian() {
     assert_eq!(image.login_user, "debian");
     let dir = tempfile::tempdir().expect("tempdir");
     let disk = dir.path().join("vm-disk.ext4");
-    hatch::image::prepare_vm_disk(&image, &disk)
-        .await
-        .expect("per-VM disk");
+    hatch::image::prepare_vm_disk(&image, &disk).await.expect("per-VM disk");
 
     let key = TestKey::generate();
     let meta_data = format!(
@@ -43,32 +41,30 @@ async fn boots_from_labelled_root_and_accepts_ssh_as_debian() {
     ];
     let kernel = image.kernel_path.as_deref().expect("ELF vmlinux");
     let initrd = image.initrd_path.as_deref().expect("initrd");
-    let mut guest = TcgGuest::boot(
-        kernel,
-        initrd,
-        &image.boot_args,
-        &disks,
-        Some((netns.name(), 2223)),
-    );
+    let mut guest = TcgGuest::boot(kernel, initrd, &image.boot_args, &disks, Some((netns.name(), 2223)));
     guest
         .wait_for("root file system /dev/vd", Duration::from_secs(180))
         .await;
 
-    let out = key
-        .ssh_until_ok(&netns, "debian", "127.0.0.1", 2223, "hostname; sudo -n id -u; . /etc/os-release; echo $VERSION_CODENAME", Duration::from_secs(420));
+    let out = key.ssh_until_ok(
+        &netns,
+        "debian",
+        "127.0.0.1",
+        2223,
+        "hostname; sudo -n id -u; . /etc/os-release; echo $VERSION_CODENAME",
+        Duration::from_secs(420),
+    );
     let lines: Vec<&str> = out.lines().collect();
-    assert_eq!(
-        lines,
-        ["vm-debian", "0", "bookworm"],
-        "serial:\n{}",
-        guest.tail()
+    assert_eq!(lines, ["vm-debian", "0", "bookworm"], "serial:\n{}", guest.tail());
+    let root = key.ssh_until_ok(
+        &netns,
+        "debian",
+        "127.0.0.1",
+        2223,
+        "findmnt -no SOURCE,OPTIONS /",
+        Duration::from_secs(30),
     );
-    let root = key
-        .ssh_until_ok(&netns, "debian", "127.0.0.1", 2223, "findmnt -no SOURCE,OPTIONS /", Duration::from_secs(30));
-    assert!(
-        root.contains("rw"),
-        "root is not mounted read-write: {root}"
-    );
+    assert!(root.contains("rw"), "root is not mounted read-write: {root}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -78,13 +74,8 @@ async fn per_vm_disks_are_sparse_writable_copies() {
     let base = image.rootfs_path.clone().expect("rootfs");
     let dir = tempfile::tempdir().expect("tempdir");
     let disk = dir.path().join("disk.ext4");
-    hatch::image::prepare_vm_disk(&image, &disk)
-        .await
-        .expect("copy");
-    let (base_meta, disk_meta) = (
-        std::fs::metadata(&base).unwrap(),
-        std::fs::metadata(&disk).unwrap(),
-    );
+    hatch::image::prepare_vm_disk(&image, &disk).await.expect("copy");
+    let (base_meta, disk_meta) = (std::fs::metadata(&base).unwrap(), std::fs::metadata(&disk).unwrap());
     assert_eq!(disk_meta.len(), base_meta.len());
     assert_ne!(
         disk_meta.ino(),
@@ -92,36 +83,23 @@ async fn per_vm_disks_are_sparse_writable_copies() {
         "the VM must not write into the shared base"
     );
     assert!(disk_meta.mode() & 0o200 != 0, "the copy must be writable");
-    assert!(
-        disk_meta.blocks() * 512 < disk_meta.len() / 2,
-        "the copy is not sparse"
-    );
+    assert!(disk_meta.blocks() * 512 < disk_meta.len() / 2, "the copy is not sparse");
     // The copy is the same file system: e2fsck finds it clean and labelled.
     let fsck = std::process::Command::new("e2fsck")
         .args(["-fn"])
         .arg(&disk)
         .output()
         .expect("e2fsck");
-    assert!(
-        fsck.status.success(),
-        "{}",
-        String::from_utf8_lossy(&fsck.stdout)
-    );
+    assert!(fsck.status.success(), "{}", String::from_utf8_lossy(&fsck.stdout));
     let label = std::process::Command::new("e2label")
         .arg(&disk)
         .output()
         .expect("e2label");
-    assert_eq!(
-        String::from_utf8_lossy(&label.stdout).trim(),
-        hatch::image::ROOT_LABEL
-    );
+    assert_eq!(String::from_utf8_lossy(&label.stdout).trim(), hatch::image::ROOT_LABEL);
 
     let again = hatch::image::prepare_vm_disk(&image, &disk).await;
     assert!(
-        matches!(
-            again,
-            Err(hatch::image::ImageError::Invalid { field: "dest", .. })
-        ),
+        matches!(again, Err(hatch::image::ImageError::Invalid { field: "dest", .. })),
         "{again:?}"
     );
     let minimal = common::images::minimal_image().await;

@@ -18,21 +18,12 @@ async fn detects_bzimage_elf_and_rejects_other_files() {
         detect_kernel_format(bzimage).expect("bzImage detected"),
         KernelFormat::Bzimage
     );
-    assert_eq!(
-        detect_kernel_format(vmlinux).expect("ELF detected"),
-        KernelFormat::Elf
-    );
+    assert_eq!(detect_kernel_format(vmlinux).expect("ELF detected"), KernelFormat::Elf);
 
     let initrd = image.initrd_path.as_deref().expect("initrd");
-    assert!(matches!(
-        detect_kernel_format(initrd),
-        Err(ImageError::Kernel { .. })
-    ));
+    assert!(matches!(detect_kernel_format(initrd), Err(ImageError::Kernel { .. })));
     let missing = Path::new("/nonexistent/vmlinuz");
-    assert!(matches!(
-        detect_kernel_format(missing),
-        Err(ImageError::Io { .. })
-    ));
+    assert!(matches!(detect_kernel_format(missing), Err(ImageError::Io { .. })));
 
     let dir = tempfile::tempdir().expect("tempdir");
     let arm = dir.path().join("not-x86.elf");
@@ -95,8 +86,7 @@ async fn extraction_rejects_truncated_and_non_bzimage_files() {
     let out = dir.path().join("out");
     let error = extract_vmlinux(&truncated, &out).expect_err("half a bzImage");
     assert!(error.to_string().contains("beyond the end"), "{error}");
-    let error = extract_vmlinux(image.kernel_path.as_deref().expect("vmlinux"), &out)
-        .expect_err("ELF input");
+    let error = extract_vmlinux(image.kernel_path.as_deref().expect("vmlinux"), &out).expect_err("ELF input");
     assert!(matches!(error, ImageError::Kernel { .. }), "{error}");
     assert!(!out.exists(), "a failed extraction left an output file");
 }
@@ -123,10 +113,7 @@ async fn disk_full_is_reported_as_such() {
         Err(ImageError::DiskFull(path)) => assert_eq!(path, out),
         other => panic!("expected DiskFull, got {other:?}"),
     }
-    assert_eq!(
-        leftovers, 0,
-        "a partial file was left on the full file system"
-    );
+    assert_eq!(leftovers, 0, "a partial file was left on the full file system");
 }
 
 /// Mounts a tmpfs on `dir`, visible only to the calling thread: the thread
@@ -155,12 +142,7 @@ fn private_tmpfs(dir: &Path, options: &str) {
             libc::MS_REC | libc::MS_PRIVATE,
             std::ptr::null(),
         );
-        assert_eq!(
-            private,
-            0,
-            "make mounts private: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(private, 0, "make mounts private: {}", std::io::Error::last_os_error());
         let (fstype, target, data) = (
             CString::new("tmpfs").unwrap(),
             CString::new(dir.as_os_str().as_bytes()).unwrap(),
@@ -173,11 +155,6 @@ fn private_tmpfs(dir: &Path, options: &str) {
             0,
             data.as_ptr().cast(),
         );
-        assert_eq!(
-            mounted,
-            0,
-            "mount tmpfs: {}",
-            std::io::Error::last_os_error()
-        );
+        assert_eq!(mounted, 0, "mount tmpfs: {}", std::io::Error::last_os_error());
     }
 }

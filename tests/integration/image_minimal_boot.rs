@@ -5,17 +5,14 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::images::{make_seed_disk, minimal_image, Disk, TcgGuest};
 use common::hatchd::TestKey;
+use common::images::{make_seed_disk, minimal_image, Disk, TcgGuest};
 use common::netns::TestNetns;
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
 
 fn initrd(image: &hatch::model::Image) -> &std::path::Path {
-    image
-        .initrd_path
-        .as_deref()
-        .expect("minimal image has an initramfs")
+    image.initrd_path.as_deref().expect("minimal image has an initramfs")
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -24,14 +21,8 @@ async fn boots_to_ready_counts_heartbeats_and_powers_off_on_acpi_button() {
     let kernel = image.kernel_path.as_deref().expect("ELF vmlinux");
     let mut guest = TcgGuest::boot(kernel, initrd(&image), "hatch.heartbeat=1", &[], None);
     guest.wait_for("hatch-minimal: ready", BOOT_TIMEOUT).await;
-    guest
-        .wait_for("hatch-heartbeat 3", Duration::from_secs(60))
-        .await;
-    assert!(
-        guest.serial().contains("no CIDATA seed disk"),
-        "{}",
-        guest.tail()
-    );
+    guest.wait_for("hatch-heartbeat 3", Duration::from_secs(60)).await;
+    assert!(guest.serial().contains("no CIDATA seed disk"), "{}", guest.tail());
 
     let reply = guest.qmp("system_powerdown");
     assert!(reply.contains("return"), "system_powerdown: {reply}");
@@ -41,11 +32,7 @@ async fn boots_to_ready_counts_heartbeats_and_powers_off_on_acpi_button() {
         "QEMU did not exit cleanly: {status:?}\n{}",
         guest.tail()
     );
-    assert!(
-        guest.serial().contains("hatch-init: shutting down"),
-        "{}",
-        guest.tail()
-    );
+    assert!(guest.serial().contains("hatch-init: shutting down"), "{}", guest.tail());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -95,50 +82,36 @@ async fn seed_sets_hostname_and_runs_shell_user_data() {
 async fn ssh_accepts_keys_from_meta_data_and_cloud_config() {
     let image = minimal_image().await;
     let dir = tempfile::tempdir().expect("tempdir");
-    let (meta_key, config_key, stranger) =
-        (TestKey::generate(), TestKey::generate(), TestKey::generate());
+    let (meta_key, config_key, stranger) = (TestKey::generate(), TestKey::generate(), TestKey::generate());
     let meta_data = format!(
         "instance-id: vm-ssh\nlocal-hostname: vm-ssh\npublic-keys:\n  - \"{}\"\n",
         meta_key.public
     );
-    let user_data = format!(
-        "#cloud-config\nssh_authorized_keys:\n  - {}\n",
-        config_key.public
-    );
-    let seed = make_seed_disk(
-        dir.path(),
-        &[("meta-data", &meta_data), ("user-data", &user_data)],
-    );
+    let user_data = format!("#cloud-config\nssh_authorized_keys:\n  - {}\n", config_key.public);
+    let seed = make_seed_disk(dir.path(), &[("meta-data", &meta_data), ("user-data", &user_data)]);
     let netns = TestNetns::new();
     let kernel = image.kernel_path.as_deref().expect("ELF vmlinux");
     let disks = [Disk {
         path: seed,
         read_only: true,
     }];
-    let mut guest = TcgGuest::boot(
-        kernel,
-        initrd(&image),
-        "",
-        &disks,
-        Some((netns.name(), 2222)),
-    );
+    let mut guest = TcgGuest::boot(kernel, initrd(&image), "", &disks, Some((netns.name(), 2222)));
     guest.wait_for("hatch-minimal: ready", BOOT_TIMEOUT).await;
 
-    let hostname = meta_key
-        .ssh_until_ok(&netns, "root", "127.0.0.1", 2222, "hostname", Duration::from_secs(60));
+    let hostname = meta_key.ssh_until_ok(&netns, "root", "127.0.0.1", 2222, "hostname", Duration::from_secs(60));
     assert_eq!(hostname.trim(), "vm-ssh");
-    let address = config_key
-        .ssh_until_ok(&netns, "root", "127.0.0.1", 2222, "ip -4 -o addr show eth0", Duration::from_secs(30));
-    assert!(
-        address.contains("inet 10.0.2.15/"),
-        "eth0 has no DHCP lease: {address}"
+    let address = config_key.ssh_until_ok(
+        &netns,
+        "root",
+        "127.0.0.1",
+        2222,
+        "ip -4 -o addr show eth0",
+        Duration::from_secs(30),
     );
+    assert!(address.contains("inet 10.0.2.15/"), "eth0 has no DHCP lease: {address}");
 
     let out = stranger.ssh_once(&netns, "root", "127.0.0.1", 2222, "true");
-    assert!(
-        !out.status.success(),
-        "a key that is in no seed was accepted"
-    );
+    assert!(!out.status.success(), "a key that is in no seed was accepted");
     drop(guest);
 }
 
@@ -183,9 +156,5 @@ async fn sigint_to_init_shuts_the_guest_down() {
         hatch_lines.contains(&"0"),
         "ctrl-alt-del not routed to init: {hatch_lines:?}"
     );
-    assert!(
-        serial.contains("hatch-init: shutting down"),
-        "{}",
-        guest.tail()
-    );
+    assert!(serial.contains("hatch-init: shutting down"), "{}", guest.tail());
 }

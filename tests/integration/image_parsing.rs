@@ -4,9 +4,7 @@
 
 use std::path::Path;
 
-use hatch::image::apt_sources::{
-    bookworm_sources, build_sources, parse_deb822, parse_one_line, AptSource,
-};
+use hatch::image::apt_sources::{bookworm_sources, build_sources, parse_deb822, parse_one_line, AptSource};
 use hatch::image::{module_closure, parse_show, CpioWriter, ImageError};
 
 const DEB822: &str = "\
@@ -77,8 +75,7 @@ deb http://a.example/debian bookworm contrib
 #[test]
 fn mirror_override_replaces_host_sources_and_is_validated() {
     let empty = tempfile::tempdir().expect("tempdir");
-    let sources =
-        build_sources(Some("http://mirror.example/debian/"), empty.path()).expect("override");
+    let sources = build_sources(Some("http://mirror.example/debian/"), empty.path()).expect("override");
     let lines: Vec<String> = sources.iter().map(AptSource::line).collect();
     assert_eq!(
         lines,
@@ -162,10 +159,7 @@ Description: lightweight SSH2 server and client - command line interface
     assert_eq!(packages[0].depends, ["linux-image-6.1.0-56-cloud-amd64"]);
     assert_eq!(packages[1].version, "2022.83-1+deb12u3");
     assert_eq!(packages[1].size, 190548);
-    assert_eq!(
-        packages[1].depends,
-        ["libc6", "libcrypt1", "libtomcrypt1", "zlib1g"]
-    );
+    assert_eq!(packages[1].depends, ["libc6", "libcrypt1", "libtomcrypt1", "zlib1g"]);
 }
 
 #[test]
@@ -177,12 +171,7 @@ kernel/drivers/net/virtio_net.ko: kernel/drivers/net/net_failover.ko kernel/net/
 kernel/fs/nls/nls_iso8859-1.ko:
 ";
     let builtin = "kernel/fs/ext4/ext4.ko\n";
-    let files = module_closure(
-        modules_dep,
-        builtin,
-        &["virtio-net", "nls_iso8859_1", "ext4"],
-    )
-    .expect("closure");
+    let files = module_closure(modules_dep, builtin, &["virtio-net", "nls_iso8859_1", "ext4"]).expect("closure");
     let files: Vec<&str> = files.iter().map(String::as_str).collect();
     assert_eq!(
         files,
@@ -224,13 +213,7 @@ fn cpio_archives_unpack_with_the_host_cpio() {
     use std::os::unix::fs::PermissionsExt;
     let file = out.join("etc/odd-size");
     assert_eq!(std::fs::read(&file).unwrap(), b"12345");
-    assert_eq!(
-        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
-        0o640
-    );
+    assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o640);
     assert_eq!(std::fs::read(out.join("etc/empty")).unwrap(), b"");
-    assert_eq!(
-        std::fs::read_link(out.join("etc/link")).unwrap(),
-        Path::new("odd-size")
-    );
+    assert_eq!(std::fs::read_link(out.join("etc/link")).unwrap(), Path::new("odd-size"));
 }

@@ -46,8 +46,7 @@ async fn registers_elf_and_bzimage_kernels_with_their_files() {
     assert_eq!(registered.initrd_path.as_deref(), Some(initrd.as_path()));
     assert_eq!(registered.login_user, "root");
     assert_eq!(registered.boot_args, "quiet net.ifnames=0");
-    let expected =
-        std::fs::metadata(&vmlinux).unwrap().len() + std::fs::metadata(&initrd).unwrap().len();
+    let expected = std::fs::metadata(&vmlinux).unwrap().len() + std::fs::metadata(&initrd).unwrap().len();
     assert_eq!(registered.size_bytes, expected);
 
     let registered = register_image(&request(&bzimage)).expect("register bzImage");
@@ -142,9 +141,7 @@ fn boot_args_accept_plain_words_and_refuse_anything_else() {
         too_long.as_str(),
     ] {
         match validate_boot_args(bad) {
-            Err(ImageError::Invalid {
-                field: "boot_args", ..
-            }) => {}
+            Err(ImageError::Invalid { field: "boot_args", .. }) => {}
             other => panic!("{bad:?} should be refused, got {other:?}"),
         }
     }

@@ -38,7 +38,14 @@ fn bad_settings_name_their_variable_and_create_nothing() {
     for (index, value, variable) in cases {
         let mut values = ok;
         values[index] = value;
-        let result = hatch::net::settings::config_from_values(values[0], values[1], values[2], values[3], values[4], dir.clone());
+        let result = hatch::net::settings::config_from_values(
+            values[0],
+            values[1],
+            values[2],
+            values[3],
+            values[4],
+            dir.clone(),
+        );
         let err = result.as_ref().map(|_| ()).unwrap_err().to_string();
         assert!(err.starts_with(variable), "{value:?}: {err}");
         assert_eq!(field_of(result), variable, "{value:?}");
@@ -81,15 +88,28 @@ fn bad_guest_ip_and_mac_are_refused_without_side_effects() {
     host.block_on(|| async {
         network.ensure_host().await.unwrap();
         let existing = network
-            .allocate("vm-held01", &NetRequest { guest_ip: Some("192.168.241.60".into()), guest_mac: Some("02:fc:00:00:00:60".into()) }, &Taken::default())
+            .allocate(
+                "vm-held01",
+                &NetRequest {
+                    guest_ip: Some("192.168.241.60".into()),
+                    guest_mac: Some("02:fc:00:00:00:60".into()),
+                },
+                &Taken::default(),
+            )
             .unwrap();
         let all = vec![("vm-held01".to_string(), existing.clone())];
         network.attach_vm("vm-held01", &existing, &all).await.unwrap();
         let taken = Taken::from_identities([&existing]);
         let before = snapshot(&host, &network);
 
-        let ip = |text: &str| NetRequest { guest_ip: Some(text.into()), guest_mac: None };
-        let mac = |text: &str| NetRequest { guest_ip: None, guest_mac: Some(text.into()) };
+        let ip = |text: &str| NetRequest {
+            guest_ip: Some(text.into()),
+            guest_mac: None,
+        };
+        let mac = |text: &str| NetRequest {
+            guest_ip: None,
+            guest_mac: Some(text.into()),
+        };
         let cases = [
             (ip("10.0.0.5"), "guest_ip"),
             (ip("192.168.241.1"), "guest_ip"),
@@ -105,18 +125,44 @@ fn bad_guest_ip_and_mac_are_refused_without_side_effects() {
             (mac("02:FC:00:00:00:60"), "guest_mac"),
         ];
         for (request, field) in cases {
-            assert_eq!(field_of(network.allocate("vm-new001", &request, &taken)), field, "{request:?}");
+            assert_eq!(
+                field_of(network.allocate("vm-new001", &request, &taken)),
+                field,
+                "{request:?}"
+            );
         }
 
         // Identities that bypass allocate (a corrupted database row) are
         // refused by attach before anything is touched.
         let corrupt = [
-            (NetworkIdentity { guest_mac: "02:fc:00:00:00:61\nuser=nobody".into(), ..existing.clone() }, "guest_mac"),
-            (NetworkIdentity { guest_ip: "10.1.2.3".parse().unwrap(), ..existing.clone() }, "guest_ip"),
-            (NetworkIdentity { tap_name: "eth0".into(), ..existing.clone() }, "tap_name"),
+            (
+                NetworkIdentity {
+                    guest_mac: "02:fc:00:00:00:61\nuser=nobody".into(),
+                    ..existing.clone()
+                },
+                "guest_mac",
+            ),
+            (
+                NetworkIdentity {
+                    guest_ip: "10.1.2.3".parse().unwrap(),
+                    ..existing.clone()
+                },
+                "guest_ip",
+            ),
+            (
+                NetworkIdentity {
+                    tap_name: "eth0".into(),
+                    ..existing.clone()
+                },
+                "tap_name",
+            ),
         ];
         for (id, field) in corrupt {
-            assert_eq!(field_of(network.attach_vm("vm-new001", &id, &all).await), field, "{id:?}");
+            assert_eq!(
+                field_of(network.attach_vm("vm-new001", &id, &all).await),
+                field,
+                "{id:?}"
+            );
         }
         assert_eq!(field_of(network.attach_vm("vm new", &existing, &all).await), "vm_id");
         assert_unchanged(&before, &snapshot(&host, &network), "bad input");

@@ -55,10 +55,19 @@ fn thirty_concurrent_creates_get_unique_identities_and_host_state() {
         }
 
         let unique = |values: Vec<String>| values.iter().collect::<HashSet<_>>().len();
-        assert_eq!(unique(created.iter().map(|(_, id)| id.guest_ip.to_string()).collect()), VMS);
-        assert_eq!(unique(created.iter().map(|(_, id)| id.guest_mac.clone()).collect()), VMS);
+        assert_eq!(
+            unique(created.iter().map(|(_, id)| id.guest_ip.to_string()).collect()),
+            VMS
+        );
+        assert_eq!(
+            unique(created.iter().map(|(_, id)| id.guest_mac.clone()).collect()),
+            VMS
+        );
         assert_eq!(unique(created.iter().map(|(_, id)| id.tap_name.clone()).collect()), VMS);
-        assert_eq!(unique(created.iter().map(|(_, id)| id.ssh_port.to_string()).collect()), VMS);
+        assert_eq!(
+            unique(created.iter().map(|(_, id)| id.ssh_port.to_string()).collect()),
+            VMS
+        );
         let ports: HashSet<u16> = created.iter().map(|(_, id)| id.ssh_port).collect();
         assert_eq!(ports, (2200..2200 + VMS as u16).collect());
 
@@ -67,9 +76,20 @@ fn thirty_concurrent_creates_get_unique_identities_and_host_state() {
         let conf = dnsmasq_conf(&cfg);
         let nat = host.iptables_rules("nat");
         for (vm_id, id) in &created {
-            assert_eq!(host.master_of(&id.tap_name).as_deref(), Some("fcbridge"), "{}", id.tap_name);
-            assert!(conf.contains(&format!("{}\n", reservation_line(vm_id, id))), "{vm_id} missing:\n{conf}");
-            assert!(nat.contains(&format!("--to-destination {}:22", id.guest_ip)), "{vm_id} missing:\n{nat}");
+            assert_eq!(
+                host.master_of(&id.tap_name).as_deref(),
+                Some("fcbridge"),
+                "{}",
+                id.tap_name
+            );
+            assert!(
+                conf.contains(&format!("{}\n", reservation_line(vm_id, id))),
+                "{vm_id} missing:\n{conf}"
+            );
+            assert!(
+                nat.contains(&format!("--to-destination {}:22", id.guest_ip)),
+                "{vm_id} missing:\n{nat}"
+            );
         }
         assert_eq!(conf.lines().filter(|l| l.starts_with("dhcp-host=")).count(), VMS);
         // The fast paths left exactly what a full reconcile wants.
@@ -97,21 +117,48 @@ fn racing_create_and_delete_with_stale_snapshots_keep_each_others_state() {
 
     host.block_on(|| async {
         network.ensure_host().await.unwrap();
-        let a = network.allocate("vm-racea1", &NetRequest::default(), &Taken::default()).unwrap();
-        let b = network.allocate("vm-raceb1", &NetRequest::default(), &Taken::from_identities([&a])).unwrap();
-        let c = network.allocate("vm-racec1", &NetRequest::default(), &Taken::from_identities([&a, &b])).unwrap();
+        let a = network
+            .allocate("vm-racea1", &NetRequest::default(), &Taken::default())
+            .unwrap();
+        let b = network
+            .allocate("vm-raceb1", &NetRequest::default(), &Taken::from_identities([&a]))
+            .unwrap();
+        let c = network
+            .allocate("vm-racec1", &NetRequest::default(), &Taken::from_identities([&a, &b]))
+            .unwrap();
         // Each create read the database before the other one was stored.
-        network.attach_vm("vm-racea1", &a, &[("vm-racea1".into(), a.clone())]).await.unwrap();
-        network.attach_vm("vm-raceb1", &b, &[("vm-raceb1".into(), b.clone())]).await.unwrap();
-        let reservations = |cfg| dnsmasq_conf(cfg).lines().filter(|l| l.starts_with("dhcp-host=")).count();
+        network
+            .attach_vm("vm-racea1", &a, &[("vm-racea1".into(), a.clone())])
+            .await
+            .unwrap();
+        network
+            .attach_vm("vm-raceb1", &b, &[("vm-raceb1".into(), b.clone())])
+            .await
+            .unwrap();
+        let reservations = |cfg| {
+            dnsmasq_conf(cfg)
+                .lines()
+                .filter(|l| l.starts_with("dhcp-host="))
+                .count()
+        };
         assert_eq!(reservations(&cfg), 2, "{}", dnsmasq_conf(&cfg));
         // A delete of A, then a create of C whose snapshot still lists A.
-        network.detach_vm("vm-racea1", &a, &[("vm-raceb1".into(), b.clone())]).await.unwrap();
-        let stale = vec![("vm-racea1".to_string(), a.clone()), ("vm-raceb1".into(), b.clone()), ("vm-racec1".into(), c.clone())];
+        network
+            .detach_vm("vm-racea1", &a, &[("vm-raceb1".into(), b.clone())])
+            .await
+            .unwrap();
+        let stale = vec![
+            ("vm-racea1".to_string(), a.clone()),
+            ("vm-raceb1".into(), b.clone()),
+            ("vm-racec1".into(), c.clone()),
+        ];
         network.attach_vm("vm-racec1", &c, &stale).await.unwrap();
         let conf = dnsmasq_conf(&cfg);
         assert!(!conf.contains(&reservation_line("vm-racea1", &a)), "{conf}");
-        assert!(conf.contains(&reservation_line("vm-raceb1", &b)) && conf.contains(&reservation_line("vm-racec1", &c)), "{conf}");
+        assert!(
+            conf.contains(&reservation_line("vm-raceb1", &b)) && conf.contains(&reservation_line("vm-racec1", &c)),
+            "{conf}"
+        );
         network.shutdown().await;
     });
 }

@@ -23,10 +23,17 @@ fn a_real_dhcp_client_gets_exactly_the_reserved_address_and_dns_on_the_gateway()
     host.block_on(|| async {
         network.ensure_host().await.unwrap();
         // A decoy reservation, so the client must get its own entry.
-        let decoy = network.allocate("vm-decoy1", &NetRequest::default(), &Taken::default()).unwrap();
-        let id = network.allocate(vm_id, &NetRequest::default(), &Taken::from_identities([&decoy])).unwrap();
+        let decoy = network
+            .allocate("vm-decoy1", &NetRequest::default(), &Taken::default())
+            .unwrap();
+        let id = network
+            .allocate(vm_id, &NetRequest::default(), &Taken::from_identities([&decoy]))
+            .unwrap();
         host.plug_guest(&guest, &id.tap_name, &id.guest_mac);
-        let all = vec![("vm-decoy1".to_string(), decoy.clone()), (vm_id.to_string(), id.clone())];
+        let all = vec![
+            ("vm-decoy1".to_string(), decoy.clone()),
+            (vm_id.to_string(), id.clone()),
+        ];
         network.attach_vm("vm-decoy1", &decoy, &all).await.unwrap();
         network.attach_vm(vm_id, &id, &all).await.unwrap();
         check_lease_and_dns(&host, &guest, &cfg, vm_id, &id, scratch.path());
@@ -35,7 +42,14 @@ fn a_real_dhcp_client_gets_exactly_the_reserved_address_and_dns_on_the_gateway()
 }
 
 /// Runs while the test's runtime is alive (dnsmasq is its child).
-fn check_lease_and_dns(host: &TestNetns, guest: &TestNetns, cfg: &NetConfig, vm_id: &str, id: &NetworkIdentity, scratch: &Path) {
+fn check_lease_and_dns(
+    host: &TestNetns,
+    guest: &TestNetns,
+    cfg: &NetConfig,
+    vm_id: &str,
+    id: &NetworkIdentity,
+    scratch: &Path,
+) {
     assert_eq!(host.master_of(&id.tap_name).as_deref(), Some("fcbridge"));
     // The guide's check: grep "<mac>" dnsmasq.conf finds the reservation.
     let conf = dnsmasq_conf(cfg);
@@ -63,12 +77,18 @@ fn dnsmasq_is_restarted_after_being_killed() {
 
     host.block_on(|| async {
         network.ensure_host().await.unwrap();
-        let id = network.allocate("vm-revive1", &NetRequest::default(), &Taken::default()).unwrap();
+        let id = network
+            .allocate("vm-revive1", &NetRequest::default(), &Taken::default())
+            .unwrap();
         host.plug_guest(&guest, &id.tap_name, &id.guest_mac);
         network.attach_vm("vm-revive1", &id, &[]).await.unwrap();
 
         let first = network.dnsmasq_pid().expect("dnsmasq runs");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(first as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(first as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
         // The supervisor runs on this runtime: give it time while polling.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
         let second = loop {
@@ -84,7 +104,10 @@ fn dnsmasq_is_restarted_after_being_killed() {
         // udhcpc blocks this runtime, but dnsmasq is a process of its own.
         let lease = wait_for(Duration::from_secs(1), || dhcp_lease(&guest, scratch.path()));
         assert_eq!(lease.map(|l| l.ip), Some(id.guest_ip.to_string()));
-        let ps = std::process::Command::new("ps").args(["-o", "args=", "-p", &second.to_string()]).output().unwrap();
+        let ps = std::process::Command::new("ps")
+            .args(["-o", "args=", "-p", &second.to_string()])
+            .output()
+            .unwrap();
         assert!(String::from_utf8_lossy(&ps.stdout).contains("dnsmasq"));
         network.shutdown().await;
         assert!(!hatch::sys::process::is_alive(second), "shutdown stops dnsmasq");
@@ -105,10 +128,15 @@ fn a_dnsmasq_left_by_a_crashed_daemon_is_replaced() {
         first.shutdown().await;
     });
     // What a killed daemon leaves: its dnsmasq, still holding the sockets.
-    let mut orphan = host.spawn("dnsmasq", &["--keep-in-foreground", &format!("--conf-file={}", conf.display())]);
+    let mut orphan = host.spawn(
+        "dnsmasq",
+        &["--keep-in-foreground", &format!("--conf-file={}", conf.display())],
+    );
     let orphan_pid = orphan.id();
     let written = wait_for(Duration::from_secs(10), || {
-        std::fs::read_to_string(&pid_file).ok().filter(|t| t.trim() == orphan_pid.to_string())
+        std::fs::read_to_string(&pid_file)
+            .ok()
+            .filter(|t| t.trim() == orphan_pid.to_string())
     });
     assert!(written.is_some(), "the stand-in orphan did not start");
 

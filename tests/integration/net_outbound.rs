@@ -23,7 +23,9 @@ fn guest_traffic_to_other_hosts_is_masqueraded() {
 
     host.block_on(|| async {
         network.ensure_host().await.unwrap();
-        let id = network.allocate("vm-out001", &NetRequest::default(), &Taken::default()).unwrap();
+        let id = network
+            .allocate("vm-out001", &NetRequest::default(), &Taken::default())
+            .unwrap();
         host.plug_guest(&guest, &id.tap_name, &id.guest_mac);
         network.attach_vm("vm-out001", &id, &[]).await.unwrap();
         configure_guest(&guest, &id, &cfg);
@@ -62,7 +64,11 @@ fn guest_traffic_to_other_hosts_is_masqueraded() {
             });
             server.join().unwrap()
         });
-        assert_eq!(seen_from, (link.host_ip.into(), "hello".to_string()), "not masqueraded behind the host");
+        assert_eq!(
+            seen_from,
+            (link.host_ip.into(), "hello".to_string()),
+            "not masqueraded behind the host"
+        );
         network.shutdown().await;
     });
 }

@@ -26,11 +26,49 @@ fn reconcile_removes_planted_stale_objects_and_leaves_foreign_rules() {
 
     host.block_on(|| async {
         // Another program's rules, there before Hatch started.
-        plant(&host, "nat", &["-A", "PREROUTING", "-p", "tcp", "--dport", "8080", "-m", "comment", "--comment", "someone else", "-j", "DNAT", "--to-destination", "10.9.9.9:80"]);
-        plant(&host, "filter", &["-A", "FORWARD", "-s", "10.66.0.0/16", "-m", "comment", "--comment", "someone else", "-j", "DROP"]);
+        plant(
+            &host,
+            "nat",
+            &[
+                "-A",
+                "PREROUTING",
+                "-p",
+                "tcp",
+                "--dport",
+                "8080",
+                "-m",
+                "comment",
+                "--comment",
+                "someone else",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                "10.9.9.9:80",
+            ],
+        );
+        plant(
+            &host,
+            "filter",
+            &[
+                "-A",
+                "FORWARD",
+                "-s",
+                "10.66.0.0/16",
+                "-m",
+                "comment",
+                "--comment",
+                "someone else",
+                "-j",
+                "DROP",
+            ],
+        );
         network.ensure_host().await.unwrap();
-        let live_id = network.allocate("vm-live01", &NetRequest::default(), &Taken::default()).unwrap();
-        let gone_id = network.allocate("vm-gone01", &NetRequest::default(), &Taken::from_identities([&live_id])).unwrap();
+        let live_id = network
+            .allocate("vm-live01", &NetRequest::default(), &Taken::default())
+            .unwrap();
+        let gone_id = network
+            .allocate("vm-gone01", &NetRequest::default(), &Taken::from_identities([&live_id]))
+            .unwrap();
         let live: Vec<(String, NetworkIdentity)> = vec![("vm-live01".into(), live_id.clone())];
         let both = vec![live[0].clone(), ("vm-gone01".to_string(), gone_id.clone())];
         network.attach_vm("vm-live01", &live_id, &both).await.unwrap();
@@ -41,7 +79,22 @@ fn reconcile_removes_planted_stale_objects_and_leaves_foreign_rules() {
         // Planted: a stale TAP, a stale rule in Hatch's chain, a stale
         // reservation.
         host.ip(&["tuntap", "add", "dev", "fctap-x", "mode", "tap"]);
-        plant(&host, "nat", &["-A", "HATCH-PREROUTING", "-p", "tcp", "--dport", "2298", "-j", "DNAT", "--to-destination", "192.168.241.77:22"]);
+        plant(
+            &host,
+            "nat",
+            &[
+                "-A",
+                "HATCH-PREROUTING",
+                "-p",
+                "tcp",
+                "--dport",
+                "2298",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                "192.168.241.77:22",
+            ],
+        );
         let conf_path = cfg.dhcp_dir.join("dnsmasq.conf");
         let mut conf = dnsmasq_conf(&cfg);
         conf.push_str("dhcp-host=02:fc:de:ad:be:ef,192.168.241.99,vm-stale9\n");
@@ -50,12 +103,17 @@ fn reconcile_removes_planted_stale_objects_and_leaves_foreign_rules() {
 
         let report = network.reconcile(&live).await.unwrap();
         assert_eq!(report.taps_removed.len(), 2, "{report:?}");
-        assert!(report.taps_removed.contains(&"fctap-x".to_string()) && report.taps_removed.contains(&gone_id.tap_name));
+        assert!(
+            report.taps_removed.contains(&"fctap-x".to_string()) && report.taps_removed.contains(&gone_id.tap_name)
+        );
         assert!(report.reservations_changed);
         assert!(report.skipped.is_empty());
 
         let links = host.links();
-        assert!(!links.contains(&"fctap-x".to_string()) && !links.contains(&gone_id.tap_name), "{links:?}");
+        assert!(
+            !links.contains(&"fctap-x".to_string()) && !links.contains(&gone_id.tap_name),
+            "{links:?}"
+        );
         assert!(links.contains(&live_id.tap_name));
         assert_eq!(host.master_of(&live_id.tap_name).as_deref(), Some("fcbridge"));
 
@@ -70,17 +128,35 @@ fn reconcile_removes_planted_stale_objects_and_leaves_foreign_rules() {
         let filter = host.iptables_rules("filter");
         assert!(!nat.contains("192.168.241.77") && !nat.contains("vm-gone01"), "{nat}");
         assert!(!nat.contains(&format!("--dport {} ", gone_id.ssh_port)), "{nat}");
-        assert!(nat.contains(&format!("--dport {} ", live_id.ssh_port)) && nat.contains("vm-live01"), "{nat}");
+        assert!(
+            nat.contains(&format!("--dport {} ", live_id.ssh_port)) && nat.contains("vm-live01"),
+            "{nat}"
+        );
         assert!(nat.contains(FOREIGN_NAT), "foreign rule touched:\n{nat}");
         assert!(filter.contains(FOREIGN_FILTER), "foreign rule touched:\n{filter}");
         // Hatch's jumps sit above the foreign rules in the built-in chains.
-        assert!(nat.find("-j HATCH-PREROUTING").unwrap() < nat.find(FOREIGN_NAT).unwrap(), "{nat}");
-        assert!(filter.find("-j HATCH-FORWARD").unwrap() < filter.find(FOREIGN_FILTER).unwrap(), "{filter}");
+        assert!(
+            nat.find("-j HATCH-PREROUTING").unwrap() < nat.find(FOREIGN_NAT).unwrap(),
+            "{nat}"
+        );
+        assert!(
+            filter.find("-j HATCH-FORWARD").unwrap() < filter.find(FOREIGN_FILTER).unwrap(),
+            "{filter}"
+        );
 
         // A corrupted row duplicating the live VM's address is refused.
         let mut clash = live.clone();
-        let twin = NetworkIdentity { tap_name: "fctap-twin".into(), ..gone_id.clone() };
-        clash.push(("vm-twin01".into(), NetworkIdentity { guest_ip: live_id.guest_ip, ..twin }));
+        let twin = NetworkIdentity {
+            tap_name: "fctap-twin".into(),
+            ..gone_id.clone()
+        };
+        clash.push((
+            "vm-twin01".into(),
+            NetworkIdentity {
+                guest_ip: live_id.guest_ip,
+                ..twin
+            },
+        ));
         let report = network.reconcile(&clash).await.unwrap();
         assert_eq!(report.skipped.len(), 1, "{report:?}");
         assert_eq!(report.skipped[0].0, "vm-twin01");
@@ -111,7 +187,9 @@ fn a_changed_ssh_allowed_cidr_replaces_the_forwards_at_restart() {
     host.block_on(|| async {
         let first = Network::new(open.clone());
         first.ensure_host().await.unwrap();
-        let id = first.allocate("vm-cidr01", &NetRequest::default(), &Taken::default()).unwrap();
+        let id = first
+            .allocate("vm-cidr01", &NetRequest::default(), &Taken::default())
+            .unwrap();
         let desired = vec![("vm-cidr01".to_string(), id.clone())];
         first.reconcile(&desired).await.unwrap();
         first.shutdown().await;
@@ -138,7 +216,9 @@ fn a_renamed_bridge_replaces_the_old_one_at_restart() {
     host.block_on(|| async {
         let first = Network::new(old);
         first.ensure_host().await.unwrap();
-        let id = first.allocate("vm-rename1", &NetRequest::default(), &Taken::default()).unwrap();
+        let id = first
+            .allocate("vm-rename1", &NetRequest::default(), &Taken::default())
+            .unwrap();
         let desired = vec![("vm-rename1".to_string(), id.clone())];
         first.reconcile(&desired).await.unwrap();
         first.shutdown().await;
@@ -146,7 +226,10 @@ fn a_renamed_bridge_replaces_the_old_one_at_restart() {
         let second = Network::new(new.clone());
         second.ensure_host().await.unwrap();
         second.reconcile(&desired).await.unwrap();
-        assert!(!host.links().contains(&"fcbridge".to_string()), "old bridge left behind");
+        assert!(
+            !host.links().contains(&"fcbridge".to_string()),
+            "old bridge left behind"
+        );
         assert!(host.ip(&["addr", "show", "hatchbr1"]).contains("inet 192.168.241.1/24"));
         assert_eq!(host.master_of(&id.tap_name).as_deref(), Some("hatchbr1"));
         assert!(dnsmasq_conf(&new).contains("\ninterface=hatchbr1\n"));

@@ -19,8 +19,20 @@ fn json(body: &str) -> serde_json::Value {
 async fn routes_by_host_with_forwarding_headers() {
     let (app, other) = (Upstream::start("app").await, Upstream::start("other").await);
     let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add("app", FakeRoute::Running { vm_id: "vm-app".into(), addr: app.addr });
-    resolver.add("other", FakeRoute::Running { vm_id: "vm-other".into(), addr: other.addr });
+    resolver.add(
+        "app",
+        FakeRoute::Running {
+            vm_id: "vm-app".into(),
+            addr: app.addr,
+        },
+    );
+    resolver.add(
+        "other",
+        FakeRoute::Running {
+            vm_id: "vm-other".into(),
+            addr: other.addr,
+        },
+    );
     let proxy = start_proxy(resolver.clone()).await;
     let mut client = Client::connect(proxy.local_addr()).await;
 
@@ -45,10 +57,16 @@ async fn routes_by_host_with_forwarding_headers() {
     assert_eq!(seen["x-forwarded-proto"], "http");
     assert_eq!(seen["x-forwarded-host"], "app.example.test:9090");
     assert!(seen["x-hop"].is_null(), "{seen}");
-    assert!(seen["connection"].is_null() || seen["connection"] == "keep-alive", "{seen}");
+    assert!(
+        seen["connection"].is_null() || seen["connection"] == "keep-alive",
+        "{seen}"
+    );
 
     let events = resolver.events_for("vm-app");
-    assert!(events.contains(&hatch::proxy::ActivityEvent::RequestStarted), "{events:?}");
+    assert!(
+        events.contains(&hatch::proxy::ActivityEvent::RequestStarted),
+        "{events:?}"
+    );
     assert!(proxy.active_connections().last_activity("vm-app").is_some());
     proxy.shutdown(Duration::from_secs(5)).await;
 }
@@ -57,7 +75,13 @@ async fn routes_by_host_with_forwarding_headers() {
 async fn keep_alive_connections_are_reused_on_both_sides() {
     let app = Upstream::start("app").await;
     let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add("app", FakeRoute::Running { vm_id: "vm-app".into(), addr: app.addr });
+    resolver.add(
+        "app",
+        FakeRoute::Running {
+            vm_id: "vm-app".into(),
+            addr: app.addr,
+        },
+    );
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     for _ in 0..20 {
@@ -101,8 +125,20 @@ async fn unknown_hosts_get_404_json() {
 async fn unavailable_routes_get_503_with_retry_after() {
     let resolver = FakeResolver::new(Duration::from_secs(10));
     let message = "vm-x is stopped and its route does not auto-wake".to_string();
-    resolver.add("later", FakeRoute::Unavailable { retry_after: Some(Duration::from_secs(30)), message: message.clone() });
-    resolver.add("never", FakeRoute::Unavailable { retry_after: None, message: message.clone() });
+    resolver.add(
+        "later",
+        FakeRoute::Unavailable {
+            retry_after: Some(Duration::from_secs(30)),
+            message: message.clone(),
+        },
+    );
+    resolver.add(
+        "never",
+        FakeRoute::Unavailable {
+            retry_after: None,
+            message: message.clone(),
+        },
+    );
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     let (status, headers, body) = client.get("later", "/").await;
@@ -121,12 +157,21 @@ async fn a_running_vm_whose_port_refuses_gets_502() {
     let closed = tokio::net::TcpSocket::new_v4().unwrap();
     closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
     let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add("down", FakeRoute::Running { vm_id: "vm-down".into(), addr: closed.local_addr().unwrap() });
+    resolver.add(
+        "down",
+        FakeRoute::Running {
+            vm_id: "vm-down".into(),
+            addr: closed.local_addr().unwrap(),
+        },
+    );
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     let (status, _, body) = client.get("down", "/").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    assert!(json(&body)["error"].as_str().unwrap().contains("did not answer"), "{body}");
+    assert!(
+        json(&body)["error"].as_str().unwrap().contains("did not answer"),
+        "{body}"
+    );
     assert!(!proxy.active_connections().is_active("vm-down"));
     proxy.shutdown(Duration::from_secs(5)).await;
 }
@@ -135,7 +180,13 @@ async fn a_running_vm_whose_port_refuses_gets_502() {
 async fn connections_the_guest_closes_are_not_reused() {
     let app = Upstream::start("app").await;
     let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add("app", FakeRoute::Running { vm_id: "vm-app".into(), addr: app.addr });
+    resolver.add(
+        "app",
+        FakeRoute::Running {
+            vm_id: "vm-app".into(),
+            addr: app.addr,
+        },
+    );
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     for _ in 0..5 {
@@ -153,7 +204,13 @@ async fn connections_the_guest_closes_are_not_reused() {
 async fn absolute_form_targets_route_by_their_authority() {
     let app = Upstream::start("app").await;
     let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add("app", FakeRoute::Running { vm_id: "vm-app".into(), addr: app.addr });
+    resolver.add(
+        "app",
+        FakeRoute::Running {
+            vm_id: "vm-app".into(),
+            addr: app.addr,
+        },
+    );
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     let absolute = hyper::Request::builder()

@@ -52,7 +52,10 @@ async fn serve_once_then_drop(mut stream: TcpStream, connection: usize, requests
     }
     requests.fetch_add(1, Ordering::SeqCst);
     let body = format!("connection {connection}");
-    let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}", body.len());
+    let answer = format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: keep-alive\r\n\r\n{body}",
+        body.len()
+    );
     if stream.write_all(answer.as_bytes()).await.is_err() {
         return;
     }
@@ -85,7 +88,13 @@ async fn read_request(stream: &mut TcpStream) -> Option<()> {
 
 async fn proxy_to(upstream: &ForgetfulUpstream) -> ProxyHandle {
     let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add("app", FakeRoute::Running { vm_id: "vm-app".into(), addr: upstream.addr });
+    resolver.add(
+        "app",
+        FakeRoute::Running {
+            vm_id: "vm-app".into(),
+            addr: upstream.addr,
+        },
+    );
     start_proxy(resolver).await
 }
 
@@ -126,13 +135,24 @@ fn a_post_is_never_sent_twice() {
         let upstream = ForgetfulUpstream::start().await;
         let proxy = proxy_to(&upstream).await;
         let mut client = Client::connect(proxy.local_addr()).await;
-        let post = || request("POST", "app", "/orders", Full::new("one order".into()).map_err(|never| match never {}).boxed());
+        let post = || {
+            request(
+                "POST",
+                "app",
+                "/orders",
+                Full::new("one order".into()).map_err(|never| match never {}).boxed(),
+            )
+        };
         let (status, _, body) = read_all(client.send(post()).await).await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "connection 1"));
         until_pooled(&proxy).await;
         let (status, _, body) = read_all(client.send(post()).await).await;
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{body}");
-        assert_eq!(upstream.requests.load(Ordering::SeqCst), 2, "the POST reached the upstream twice");
+        assert_eq!(
+            upstream.requests.load(Ordering::SeqCst),
+            2,
+            "the POST reached the upstream twice"
+        );
         proxy.shutdown(Duration::from_secs(5)).await;
     });
 }

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use hyper::StatusCode;
 
-use common::proxy::{count_body, generated_body, peak_rss_bytes, read_all, request, start_proxy, Client, FakeResolver, FakeRoute, Upstream};
+use common::proxy::{
+    count_body, generated_body, peak_rss_bytes, read_all, request, start_proxy, Client, FakeResolver, FakeRoute,
+    Upstream,
+};
 
 const BIG: usize = 64 * 1024 * 1024;
 /// Far below the 128 MiB that buffering either body would take.
@@ -20,7 +23,13 @@ const MEMORY_BUDGET: u64 = 40 * 1024 * 1024;
 async fn large_bodies_stream_both_ways_in_small_memory() {
     let app = Upstream::start("app").await;
     let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add("app", FakeRoute::Running { vm_id: "vm-app".into(), addr: app.addr });
+    resolver.add(
+        "app",
+        FakeRoute::Running {
+            vm_id: "vm-app".into(),
+            addr: app.addr,
+        },
+    );
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     let before = peak_rss_bytes();
@@ -29,13 +38,22 @@ async fn large_bodies_stream_both_ways_in_small_memory() {
     let (status, _, body) = read_all(client.send(upload).await).await;
     assert_eq!((status, body), (StatusCode::OK, BIG.to_string()));
 
-    let download = client.send(request("GET", "app", &format!("/download/{BIG}"), generated_body(0))).await;
+    let download = client
+        .send(request("GET", "app", &format!("/download/{BIG}"), generated_body(0)))
+        .await;
     assert_eq!(download.status(), StatusCode::OK);
     assert_eq!(count_body(download.into_body()).await, BIG);
 
     let grown = peak_rss_bytes().saturating_sub(before);
-    eprintln!("peak memory grew by {} KiB while streaming 2 x {} MiB", grown / 1024, BIG >> 20);
-    assert!(grown < MEMORY_BUDGET, "peak memory grew by {grown} bytes while streaming 2 x {BIG} bytes");
+    eprintln!(
+        "peak memory grew by {} KiB while streaming 2 x {} MiB",
+        grown / 1024,
+        BIG >> 20
+    );
+    assert!(
+        grown < MEMORY_BUDGET,
+        "peak memory grew by {grown} bytes while streaming 2 x {BIG} bytes"
+    );
     proxy.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -43,7 +61,13 @@ async fn large_bodies_stream_both_ways_in_small_memory() {
 async fn a_held_response_streams_its_first_part_and_keeps_the_vm_active() {
     let app = Upstream::start("app").await;
     let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add("app", FakeRoute::Running { vm_id: "vm-app".into(), addr: app.addr });
+    resolver.add(
+        "app",
+        FakeRoute::Running {
+            vm_id: "vm-app".into(),
+            addr: app.addr,
+        },
+    );
     let proxy = start_proxy(resolver).await;
     let active = proxy.active_connections();
     let mut client = Client::connect(proxy.local_addr()).await;
@@ -56,7 +80,10 @@ async fn a_held_response_streams_its_first_part_and_keeps_the_vm_active() {
         .expect("a frame")
         .expect("no error");
     assert_eq!(first.into_data().ok().as_deref(), Some(&b"first;"[..]));
-    assert!(active.is_active("vm-app"), "an open streamed response counts as activity");
+    assert!(
+        active.is_active("vm-app"),
+        "an open streamed response counts as activity"
+    );
 
     app.release.notify_one();
     let mut rest = Vec::new();

@@ -13,7 +13,11 @@ use hyper::StatusCode;
 
 use common::proxy::{start_proxy, Client, FakeResolver, FakeRoute, FakeSleepingVm};
 
-async fn get_all(proxy_addr: std::net::SocketAddr, subdomain: &str, count: usize) -> Vec<(StatusCode, Option<String>, String)> {
+async fn get_all(
+    proxy_addr: std::net::SocketAddr,
+    subdomain: &str,
+    count: usize,
+) -> Vec<(StatusCode, Option<String>, String)> {
     let requests = (0..count).map(|_| async move {
         let mut client = Client::connect(proxy_addr).await;
         let (status, headers, body) = client.get(subdomain, "/hello").await;
@@ -29,7 +33,13 @@ async fn twenty_concurrent_requests_share_one_wake_and_all_succeed() {
     // forwarding right after the restore would fail.
     let vm = FakeSleepingVm::new(Duration::from_millis(300), Duration::from_millis(400));
     let resolver = FakeResolver::new(Duration::from_secs(30));
-    resolver.add("sleepy", FakeRoute::Asleep { vm_id: "vm-sleepy".into(), vm: Arc::clone(&vm) });
+    resolver.add(
+        "sleepy",
+        FakeRoute::Asleep {
+            vm_id: "vm-sleepy".into(),
+            vm: Arc::clone(&vm),
+        },
+    );
     let proxy = start_proxy(resolver.clone()).await;
 
     let answers = get_all(proxy.local_addr(), "sleepy", 20).await;
@@ -44,7 +54,13 @@ async fn twenty_concurrent_requests_share_one_wake_and_all_succeed() {
 async fn a_wake_past_the_timeout_gets_503_with_retry_after_then_succeeds_later() {
     let vm = FakeSleepingVm::new(Duration::from_millis(800), Duration::ZERO);
     let resolver = FakeResolver::new(Duration::from_millis(200));
-    resolver.add("slow", FakeRoute::Asleep { vm_id: "vm-slow".into(), vm: Arc::clone(&vm) });
+    resolver.add(
+        "slow",
+        FakeRoute::Asleep {
+            vm_id: "vm-slow".into(),
+            vm: Arc::clone(&vm),
+        },
+    );
     let proxy = start_proxy(resolver.clone()).await;
 
     let answers = get_all(proxy.local_addr(), "slow", 5).await;
@@ -73,7 +89,13 @@ async fn a_wake_past_the_timeout_gets_503_with_retry_after_then_succeeds_later()
 async fn a_woken_vm_whose_service_never_listens_gets_503_not_502() {
     let vm = FakeSleepingVm::new(Duration::ZERO, Duration::from_secs(3600));
     let resolver = FakeResolver::new(Duration::from_millis(300));
-    resolver.add("mute", FakeRoute::Asleep { vm_id: "vm-mute".into(), vm });
+    resolver.add(
+        "mute",
+        FakeRoute::Asleep {
+            vm_id: "vm-mute".into(),
+            vm,
+        },
+    );
     let proxy = start_proxy(resolver).await;
     let answers = get_all(proxy.local_addr(), "mute", 3).await;
     for (status, retry_after, body) in &answers {

@@ -16,7 +16,13 @@ use hatch::proxy::ActivityEvent;
 async fn websocket_echo_through_the_proxy_keeps_the_vm_active() {
     let app = Upstream::start("app").await;
     let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add("ws", FakeRoute::Running { vm_id: "vm-ws".into(), addr: app.addr });
+    resolver.add(
+        "ws",
+        FakeRoute::Running {
+            vm_id: "vm-ws".into(),
+            addr: app.addr,
+        },
+    );
     let proxy = start_proxy(resolver.clone()).await;
     let active = proxy.active_connections();
 
@@ -28,7 +34,11 @@ async fn websocket_echo_through_the_proxy_keeps_the_vm_active() {
 
     for text in ["hello", "second message", &"x".repeat(200_000)] {
         socket.send(Message::text(text)).await.unwrap();
-        let echoed = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.unwrap().unwrap().unwrap();
+        let echoed = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(echoed, Message::text(text));
     }
     socket.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
@@ -54,11 +64,19 @@ async fn websocket_echo_through_the_proxy_keeps_the_vm_active() {
 async fn shutdown_closes_open_websockets_after_the_grace_period() {
     let app = Upstream::start("app").await;
     let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add("ws", FakeRoute::Running { vm_id: "vm-ws".into(), addr: app.addr });
+    resolver.add(
+        "ws",
+        FakeRoute::Running {
+            vm_id: "vm-ws".into(),
+            addr: app.addr,
+        },
+    );
     let proxy = start_proxy(resolver).await;
     let active = proxy.active_connections();
     let stream = TcpStream::connect(proxy.local_addr()).await.unwrap();
-    let (mut socket, _) = tokio_tungstenite::client_async("ws://ws.example.test/ws", stream).await.unwrap();
+    let (mut socket, _) = tokio_tungstenite::client_async("ws://ws.example.test/ws", stream)
+        .await
+        .unwrap();
     socket.send(Message::text("ping")).await.unwrap();
     assert_eq!(socket.next().await.unwrap().unwrap(), Message::text("ping"));
 
@@ -67,6 +85,8 @@ async fn shutdown_closes_open_websockets_after_the_grace_period() {
         .expect("shutdown finishes after its grace period");
     assert!(!active.is_active("vm-ws"));
     // The client sees its connection end.
-    let next = tokio::time::timeout(Duration::from_secs(10), socket.next()).await.expect("socket ends");
+    let next = tokio::time::timeout(Duration::from_secs(10), socket.next())
+        .await
+        .expect("socket ends");
     assert!(!matches!(next, Some(Ok(Message::Text(_)))), "{next:?}");
 }

@@ -4,8 +4,7 @@
 use crate::common;
 
 use common::snapshot::{
-    allocated_blocks, dir_names, du_kib, flip_byte, random_bytes, same_contents, sha256_of,
-    sparse_file, MIB,
+    allocated_blocks, dir_names, du_kib, flip_byte, random_bytes, same_contents, sha256_of, sparse_file, MIB,
 };
 use hatch::snapshot::{pack, unpack, ArtefactInfo, SnapshotError};
 
@@ -33,10 +32,7 @@ async fn a_sparse_256_mib_disk_round_trips_and_stays_sparse() {
     let info = pack(&disk, &artefact).await.expect("pack");
     assert_eq!(info.name, "disk.zst");
     assert_eq!(info.size_bytes, size);
-    assert_eq!(
-        info.compressed_bytes,
-        std::fs::metadata(&artefact).expect("stat").len()
-    );
+    assert_eq!(info.compressed_bytes, std::fs::metadata(&artefact).expect("stat").len());
     assert!(
         info.compressed_bytes < 2 * MIB,
         "artefact is {} bytes",
@@ -67,10 +63,7 @@ async fn a_sparse_256_mib_disk_round_trips_and_stays_sparse() {
 
     unpack(&artefact, &info, &restored).await.expect("unpack");
     assert_eq!(std::fs::metadata(&restored).expect("stat").len(), size);
-    assert!(
-        same_contents(&disk, &restored),
-        "contents differ after round trip"
-    );
+    assert!(same_contents(&disk, &restored), "contents differ after round trip");
 
     // About 1 MiB + 8 KiB of data: the original holds 9+ MiB allocated, the
     // restored file only its data; neither is anywhere near 256 MiB.
@@ -112,10 +105,7 @@ async fn packed_sample(dir: &std::path::Path) -> (std::path::PathBuf, ArtefactIn
     sparse_file(
         &src,
         64 * MIB,
-        &[
-            (MIB, random_bytes(2 * MIB as usize)),
-            (40 * MIB, random_bytes(5000)),
-        ],
+        &[(MIB, random_bytes(2 * MIB as usize)), (40 * MIB, random_bytes(5000))],
     );
     let artefact = dir.join("mem.zst");
     let info = pack(&src, &artefact).await.expect("pack");
@@ -160,10 +150,7 @@ async fn records_that_do_not_match_the_artefact_are_refused() {
         size_bytes: info.size_bytes + 1,
         ..info.clone()
     };
-    assert_corrupt(
-        unpack(&artefact, &wrong_size, &restored).await,
-        "logical size",
-    );
+    assert_corrupt(unpack(&artefact, &wrong_size, &restored).await, "logical size");
     let wrong_sha = ArtefactInfo {
         sha256: "00".repeat(32),
         ..info.clone()
@@ -212,8 +199,5 @@ async fn holes_are_skipped_not_read() {
     let mut back = vec![0u8; 4096];
     out.read_exact_at(&mut back, size / 2).expect("read");
     assert_eq!(back, data);
-    assert!(
-        allocated_blocks(&restored) <= 64,
-        "restored file is not sparse"
-    );
+    assert!(allocated_blocks(&restored) <= 64, "restored file is not sparse");
 }

@@ -24,7 +24,15 @@ fn s3_store_round_trips_lists_and_deletes_by_prefix() {
     let part = S3_PART_SIZE as u64;
     let big = work.path().join("memory");
     let size = 2 * part + 3 * MIB + 123;
-    sparse_file(&big, size, &[(0, random_bytes(4096)), (part - 100, random_bytes(300)), (size - 5000, random_bytes(5000))]);
+    sparse_file(
+        &big,
+        size,
+        &[
+            (0, random_bytes(4096)),
+            (part - 100, random_bytes(300)),
+            (size - 5000, random_bytes(5000)),
+        ],
+    );
     let small = work.path().join("state");
     std::fs::write(&small, b"device state").unwrap();
     let downloads = work.path().join("downloads");
@@ -41,20 +49,40 @@ fn s3_store_round_trips_lists_and_deletes_by_prefix() {
 
         // What the server holds, seen without the code under test.
         assert_eq!(server.object("vm-a/snap-1/memory.zst").len() as u64, size);
-        assert!(server.etag("vm-a/snap-1/memory.zst").ends_with("-3"), "uploaded in three parts");
-        assert!(!server.etag("vm-a/snap-1/state.zst").contains('-'), "a small file goes up in one request");
+        assert!(
+            server.etag("vm-a/snap-1/memory.zst").ends_with("-3"),
+            "uploaded in three parts"
+        );
+        assert!(
+            !server.etag("vm-a/snap-1/state.zst").contains('-'),
+            "a small file goes up in one request"
+        );
         assert_eq!(server.keys("vm-").len(), 4);
 
         let back = downloads.join("memory");
         store.get("vm-a/snap-1/memory.zst", &back).await.expect("get");
-        assert!(same_contents(&big, &back), "the downloaded file differs from the uploaded one");
-        assert_eq!(dir_names(&downloads), ["memory"], "no temporary file is left beside the download");
+        assert!(
+            same_contents(&big, &back),
+            "the downloaded file differs from the uploaded one"
+        );
+        assert_eq!(
+            dir_names(&downloads),
+            ["memory"],
+            "no temporary file is left beside the download"
+        );
 
         assert_eq!(
             store.list("vm-a/").await.expect("list"),
-            ["vm-a/snap-1/memory.zst", "vm-a/snap-1/state.zst", "vm-a/snap-2/state.zst"]
+            [
+                "vm-a/snap-1/memory.zst",
+                "vm-a/snap-1/state.zst",
+                "vm-a/snap-2/state.zst"
+            ]
         );
-        assert_eq!(store.list("vm-a/snap-").await.expect("list"), store.list("vm-a/").await.expect("list"));
+        assert_eq!(
+            store.list("vm-a/snap-").await.expect("list"),
+            store.list("vm-a/").await.expect("list")
+        );
         assert_eq!(store.list("").await.expect("list all"), server.keys(""));
 
         assert_eq!(store.delete("vm-a/snap-1/").await.expect("delete"), 2);
@@ -70,8 +98,14 @@ fn s3_store_round_trips_lists_and_deletes_by_prefix() {
         assert!(!missing.exists());
         assert_eq!(dir_names(&downloads), ["memory"]);
         assert!(matches!(store.delete("").await, Err(SnapshotError::InvalidKey { .. })));
-        assert!(matches!(store.put("../escape", &small).await, Err(SnapshotError::InvalidKey { .. })));
-        assert!(matches!(store.put("vm-a/x", &work.path().join("none")).await, Err(SnapshotError::Io { .. })));
+        assert!(matches!(
+            store.put("../escape", &small).await,
+            Err(SnapshotError::InvalidKey { .. })
+        ));
+        assert!(matches!(
+            store.put("vm-a/x", &work.path().join("none")).await,
+            Err(SnapshotError::Io { .. })
+        ));
 
         assert_eq!(store.delete("vm-").await.expect("delete the rest"), 2);
         assert!(server.keys("").is_empty());
@@ -86,7 +120,11 @@ fn an_unreachable_bucket_is_named_by_serve_and_doctor() {
     let data_dir = data.path().display().to_string();
     let socket = format!("unix:{}/api.sock", data_dir);
     let mut good = server.env();
-    good.extend([("HATCH_DATA_DIR", data_dir), ("HATCH_URL", socket.clone()), ("HATCH_HTTP_ADDR", socket)]);
+    good.extend([
+        ("HATCH_DATA_DIR", data_dir),
+        ("HATCH_URL", socket.clone()),
+        ("HATCH_HTTP_ADDR", socket),
+    ]);
     let mut bad = good.clone();
     for (name, value) in bad.iter_mut() {
         if *name == "HATCH_S3_BUCKET" {
@@ -100,22 +138,42 @@ fn an_unreachable_bucket_is_named_by_serve_and_doctor() {
 
     let doctor = run(&["doctor", "--json"], &good);
     let report: Value = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
-    let storage = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "snapshot storage").cloned();
+    let storage = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "snapshot storage")
+        .cloned();
     let storage = storage.unwrap_or_else(|| panic!("no storage check: {report:#}"));
     assert_eq!(storage["ok"], true, "{storage}");
     assert!(storage["detail"].as_str().unwrap().contains(BUCKET), "{storage}");
 
     let doctor = run(&["doctor", "--json"], &bad);
-    assert!(!doctor.status.success(), "doctor must fail when the daemon could not start");
+    assert!(
+        !doctor.status.success(),
+        "doctor must fail when the daemon could not start"
+    );
     let report: Value = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
-    let storage = report["checks"].as_array().unwrap().iter().find(|c| c["name"] == "snapshot storage").cloned().unwrap();
+    let storage = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "snapshot storage")
+        .cloned()
+        .unwrap();
     assert_eq!(storage["ok"], false, "{storage}");
-    assert!(storage["detail"].as_str().unwrap().contains("HATCH_S3_BUCKET"), "{storage}");
+    assert!(
+        storage["detail"].as_str().unwrap().contains("HATCH_S3_BUCKET"),
+        "{storage}"
+    );
 
     let serve = run(&["serve"], &bad);
     assert!(!serve.status.success(), "serve must refuse an unreachable bucket");
     let stderr = String::from_utf8_lossy(&serve.stderr);
-    assert!(stderr.contains("no-such-bucket") && stderr.contains("HATCH_S3_BUCKET"), "{stderr}");
+    assert!(
+        stderr.contains("no-such-bucket") && stderr.contains("HATCH_S3_BUCKET"),
+        "{stderr}"
+    );
 }
 
 fn api_ok(daemon: &TestDaemon, method: &str, path: &str, body: Option<&Value>, expected: u16) -> Value {
@@ -137,35 +195,68 @@ async fn a_vm_snapshotted_to_s3_restores_with_ram_files_and_port() {
     let key = TestKey::generate();
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
 
-    let sleeper = topo.ssh(&key, "root", vm.ssh_port, "echo in-s3 > /root/marker; sleep 4242 </dev/null >/dev/null 2>&1 & echo $!");
+    let sleeper = topo.ssh(
+        &key,
+        "root",
+        vm.ssh_port,
+        "echo in-s3 > /root/marker; sleep 4242 </dev/null >/dev/null 2>&1 & echo $!",
+    );
     let sleeper = sleeper.trim().to_string();
     assert!(!sleeper.is_empty());
 
     let snapshot = api_ok(&daemon, "POST", &format!("/vms/{}/snapshot", vm.id), None, 201);
     let snapshot_id = snapshot["id"].as_str().expect("snapshot id").to_string();
-    let names: Vec<&str> = snapshot["artefacts"].as_array().unwrap().iter().filter_map(|a| a["name"].as_str()).collect();
-    let mut expected: Vec<String> = names.iter().map(|name| format!("{}/{snapshot_id}/{name}", vm.id)).collect();
+    let names: Vec<&str> = snapshot["artefacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["name"].as_str())
+        .collect();
+    let mut expected: Vec<String> = names
+        .iter()
+        .map(|name| format!("{}/{snapshot_id}/{name}", vm.id))
+        .collect();
     expected.sort();
     assert!(names.contains(&"state.zst"), "{snapshot}");
-    assert_eq!(s3.keys(&format!("{}/", vm.id)), expected, "the artefacts are in the bucket");
+    assert_eq!(
+        s3.keys(&format!("{}/", vm.id)),
+        expected,
+        "the artefacts are in the bucket"
+    );
     // Each object is what the snapshot record says (size of the stored artefact).
     for artefact in snapshot["artefacts"].as_array().unwrap() {
         let key = format!("{}/{snapshot_id}/{}", vm.id, artefact["name"].as_str().unwrap());
-        assert_eq!(Some(s3.object(&key).len() as u64), artefact["compressed_bytes"].as_u64(), "{key}");
+        assert_eq!(
+            Some(s3.object(&key).len() as u64),
+            artefact["compressed_bytes"].as_u64(),
+            "{key}"
+        );
     }
     let local = daemon.data_path().join("snapshots");
-    assert!(!local.exists() || dir_names(&local).is_empty(), "artefacts must not be stored locally: {:?}", dir_names(&local));
+    assert!(
+        !local.exists() || dir_names(&local).is_empty(),
+        "artefacts must not be stored locally: {:?}",
+        dir_names(&local)
+    );
     assert!(daemon.vmm_pids().is_empty(), "the VMM must be gone after a snapshot");
 
     let restored = api_ok(&daemon, "POST", &format!("/vms/{}/restore", vm.id), None, 200);
     assert_eq!(restored["state"], "running");
     assert_eq!(VmView::from(&restored).ssh_port, vm.ssh_port);
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "in-s3");
-    let survivor = topo.ssh(&key, "root", vm.ssh_port, &format!("tr '\\0' ' ' < /proc/{sleeper}/cmdline"));
+    let survivor = topo.ssh(
+        &key,
+        "root",
+        vm.ssh_port,
+        &format!("tr '\\0' ' ' < /proc/{sleeper}/cmdline"),
+    );
     assert_eq!(survivor.trim(), "sleep 4242", "the process in RAM did not survive");
 
     api_ok(&daemon, "DELETE", &format!("/snapshots/{snapshot_id}"), None, 204);
-    assert!(s3.keys(&format!("{}/", vm.id)).is_empty(), "deleting the snapshot removes its objects");
+    assert!(
+        s3.keys(&format!("{}/", vm.id)).is_empty(),
+        "deleting the snapshot removes its objects"
+    );
     api_ok(&daemon, "DELETE", &format!("/vms/{}", vm.id), None, 204);
     topo.assert_nothing_left(&daemon, &vm);
 }

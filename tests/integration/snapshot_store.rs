@@ -17,11 +17,7 @@ fn fixture() -> Fixture {
     let store = LocalStore::under_data_dir(&dir.path().join("data"));
     let work = dir.path().join("work");
     std::fs::create_dir(&work).expect("mkdir work");
-    Fixture {
-        _dir: dir,
-        store,
-        work,
-    }
+    Fixture { _dir: dir, store, work }
 }
 
 impl Fixture {
@@ -47,26 +43,16 @@ async fn put_get_list_and_delete_by_prefix() {
     f.put_bytes("vm-a/snap-2/disk.zst", b"newer").await;
     f.put_bytes("vm-b/snap-9/disk.zst", b"other vm").await;
 
-    assert_eq!(
-        f.get_bytes("vm-a/snap-1/disk.zst").await.expect("get"),
-        disk
-    );
+    assert_eq!(f.get_bytes("vm-a/snap-1/disk.zst").await.expect("get"), disk);
     assert_eq!(
         f.store.list("vm-a/").await.expect("list"),
-        [
-            "vm-a/snap-1/disk.zst",
-            "vm-a/snap-1/state.zst",
-            "vm-a/snap-2/disk.zst"
-        ]
+        ["vm-a/snap-1/disk.zst", "vm-a/snap-1/state.zst", "vm-a/snap-2/disk.zst"]
     );
     assert_eq!(f.store.list("").await.expect("list all").len(), 4);
 
     // Overwriting replaces the object.
     f.put_bytes("vm-a/snap-2/disk.zst", b"replaced").await;
-    assert_eq!(
-        f.get_bytes("vm-a/snap-2/disk.zst").await.expect("get"),
-        b"replaced"
-    );
+    assert_eq!(f.get_bytes("vm-a/snap-2/disk.zst").await.expect("get"), b"replaced");
 
     assert_eq!(f.store.delete("vm-a/snap-1/").await.expect("delete"), 2);
     assert_eq!(
@@ -93,10 +79,7 @@ async fn half_written_objects_are_never_listed_and_are_swept() {
     let partial = f.store.root().join("vm-a/snap-1/.mem.zst.Xy12Ab.partial");
     std::fs::write(&partial, b"half").expect("write partial");
 
-    assert_eq!(
-        f.store.list("vm-a/").await.expect("list"),
-        ["vm-a/snap-1/disk.zst"]
-    );
+    assert_eq!(f.store.list("vm-a/").await.expect("list"), ["vm-a/snap-1/disk.zst"]);
     assert_eq!(f.store.sweep_partials().await.expect("sweep"), 1);
     assert!(!partial.exists());
     assert_eq!(dir_names(&f.store.root().join("vm-a/snap-1")), ["disk.zst"]);
@@ -107,26 +90,13 @@ async fn bad_keys_missing_objects_and_empty_delete_are_errors() {
     let f = fixture();
     let local = f.work.join("x");
     std::fs::write(&local, b"x").expect("write");
-    for key in [
-        "../escape",
-        "/etc/passwd",
-        "vm-a/../../x",
-        "vm-a/.hidden",
-        "a b",
-        "",
-    ] {
+    for key in ["../escape", "/etc/passwd", "vm-a/../../x", "vm-a/.hidden", "a b", ""] {
         assert!(
-            matches!(
-                f.store.put(key, &local).await,
-                Err(SnapshotError::InvalidKey { .. })
-            ),
+            matches!(f.store.put(key, &local).await, Err(SnapshotError::InvalidKey { .. })),
             "{key:?}"
         );
     }
-    assert!(
-        !f.store.root().exists(),
-        "nothing may be written for a bad key"
-    );
+    assert!(!f.store.root().exists(), "nothing may be written for a bad key");
     assert!(matches!(
         f.get_bytes("vm-a/none").await,
         Err(SnapshotError::NotFound { .. })
@@ -139,8 +109,5 @@ async fn bad_keys_missing_objects_and_empty_delete_are_errors() {
         f.store.put("vm-a/k", &f.work.join("does-not-exist")).await,
         Err(SnapshotError::Io { .. })
     ));
-    assert!(
-        !f.store.root().exists(),
-        "a failed put leaves nothing behind"
-    );
+    assert!(!f.store.root().exists(), "a failed put leaves nothing behind");
 }

@@ -224,6 +224,8 @@ fn an_unusable_location_is_named_in_the_error() {
     let not_a_dir = dir.path().join("file");
     std::fs::write(&not_a_dir, b"x").unwrap();
     let path = not_a_dir.join("hatch.db");
-    let error = Store::open(&path).expect_err("a file cannot hold a database").to_string();
+    let error = Store::open(&path)
+        .expect_err("a file cannot hold a database")
+        .to_string();
     assert!(error.contains(&not_a_dir.display().to_string()), "{error}");
 }

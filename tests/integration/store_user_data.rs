@@ -22,7 +22,10 @@ fn binary_user_data_round_trips() {
     let mut vm = sample_vm("img-x", 1);
     vm.user_data = Some(UserData::from(GZIP_BYTES));
     store.insert_vm(&vm).unwrap();
-    assert_eq!(store.get_vm(&vm.id).unwrap().unwrap().user_data.unwrap().as_bytes(), GZIP_BYTES);
+    assert_eq!(
+        store.get_vm(&vm.id).unwrap().unwrap().user_data.unwrap().as_bytes(),
+        GZIP_BYTES
+    );
 }
 
 #[test]

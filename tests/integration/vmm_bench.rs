@@ -25,11 +25,7 @@ async fn time_to_marker(log: &Path, marker: &str, started: Instant) -> Duration 
         if String::from_utf8_lossy(&text).contains(marker) {
             return started.elapsed();
         }
-        assert!(
-            started.elapsed() < TIMEOUT,
-            "no {marker:?} in {}",
-            log.display()
-        );
+        assert!(started.elapsed() < TIMEOUT, "no {marker:?} in {}", log.display());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
@@ -58,12 +54,7 @@ fn print_row(what: &str, hatch: Vec<Duration>, direct: Vec<Duration>) {
 
 async fn qemu_direct(spec: &VmLaunch, dir: &Path) -> Duration {
     let log = dir.join("direct-serial.log");
-    let kernel = spec
-        .kernel
-        .elf
-        .clone()
-        .or(spec.kernel.bzimage.clone())
-        .expect("kernel");
+    let kernel = spec.kernel.elf.clone().or(spec.kernel.bzimage.clone()).expect("kernel");
     let mut append = String::from("console=ttyS0 reboot=k panic=1");
     if let Some(khz) = hatch::vmm::host::tsc_khz() {
         append.push_str(&format!(" tsc_early_khz={khz}"));
@@ -80,13 +71,7 @@ async fn qemu_direct(spec: &VmLaunch, dir: &Path) -> Duration {
             "-smp",
             "1",
         ])
-        .args([
-            "-nodefaults",
-            "-no-user-config",
-            "-nographic",
-            "-no-reboot",
-            "-kernel",
-        ])
+        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-kernel"])
         .arg(&kernel)
         .arg("-initrd")
         .arg(spec.initrd.as_ref().expect("initrd"))
@@ -146,8 +131,7 @@ async fn start_to_first_serial_marker() {
     }
     print_row("QEMU TCG, minimal image", through_hatch, direct);
 
-    let Some(binary) = firecracker_bin_or_skip("start_to_first_serial_marker (Firecracker part)")
-    else {
+    let Some(binary) = firecracker_bin_or_skip("start_to_first_serial_marker (Firecracker part)") else {
         return;
     };
     let firecracker = FirecrackerHypervisor::new(binary.clone());
@@ -167,8 +151,7 @@ async fn start_to_first_serial_marker() {
         spec.mem_mib = 128;
         let started = Instant::now();
         let vm = firecracker.launch(&spec).await.expect("launch");
-        through_hatch
-            .push(time_to_marker(&spec.serial_log_path(), TINY_GUEST_MARKER, started).await);
+        through_hatch.push(time_to_marker(&spec.serial_log_path(), TINY_GUEST_MARKER, started).await);
         vm.wait_exit().await;
     }
     print_row("Firecracker, tiny marker guest", through_hatch, direct);

@@ -58,9 +58,7 @@ async fn wait_for_count_above(run_dir: &Path, from: usize, above: u64) -> Vec<u6
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_prints_marker_and_its_reset_ends_firecracker_cleanly() {
-    let Some(binary) =
-        firecracker_bin_or_skip("guest_prints_marker_and_its_reset_ends_firecracker_cleanly")
-    else {
+    let Some(binary) = firecracker_bin_or_skip("guest_prints_marker_and_its_reset_ends_firecracker_cleanly") else {
         return;
     };
     let dir = run_dir();
@@ -78,17 +76,12 @@ async fn guest_prints_marker_and_its_reset_ends_firecracker_cleanly() {
         report.serial_tail.contains(TINY_GUEST_MARKER),
         "serial captured: {report:?}"
     );
-    assert!(
-        !is_zombie(pid) && !hatch::sys::process::is_alive(pid),
-        "reaped"
-    );
+    assert!(!is_zombie(pid) && !hatch::sys::process::is_alive(pid), "reaped");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_snapshot_and_restore_continue_the_counter() {
-    let Some(binary) =
-        firecracker_bin_or_skip("pause_resume_snapshot_and_restore_continue_the_counter")
-    else {
+    let Some(binary) = firecracker_bin_or_skip("pause_resume_snapshot_and_restore_continue_the_counter") else {
         return;
     };
     let dir = run_dir();
@@ -111,10 +104,7 @@ async fn pause_resume_snapshot_and_restore_continue_the_counter() {
     let (_, len) = complete_counters(&spec.run_dir);
     wait_for_count_above(&spec.run_dir, len, last_before + 1).await;
 
-    let files = vm
-        .save_snapshot(&dir.path().join("snapshot"))
-        .await
-        .expect("snapshot");
+    let files = vm.save_snapshot(&dir.path().join("snapshot")).await.expect("snapshot");
     let memory = files.memory.clone().expect("memory file");
     assert_eq!(std::fs::metadata(&memory).expect("memory").len(), 128 << 20);
     let killed = vm.stop(Duration::ZERO).await;
@@ -139,8 +129,7 @@ async fn pause_resume_snapshot_and_restore_continue_the_counter() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_is_detected_and_adopted_vms_can_be_stopped() {
-    let Some(binary) = firecracker_bin_or_skip("crash_is_detected_and_adopted_vms_can_be_stopped")
-    else {
+    let Some(binary) = firecracker_bin_or_skip("crash_is_detected_and_adopted_vms_can_be_stopped") else {
         return;
     };
     let dir = run_dir();
@@ -167,9 +156,7 @@ async fn crash_is_detected_and_adopted_vms_can_be_stopped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_of_a_launched_vm_and_unsupported_kernels() {
-    let Some(binary) =
-        firecracker_bin_or_skip("graceful_stop_of_a_launched_vm_and_unsupported_kernels")
-    else {
+    let Some(binary) = firecracker_bin_or_skip("graceful_stop_of_a_launched_vm_and_unsupported_kernels") else {
         return;
     };
     let dir = run_dir();
@@ -197,11 +184,7 @@ async fn graceful_stop_of_a_launched_vm_and_unsupported_kernels() {
         elf: Some(bz_path.clone()),
         bzimage: None,
     };
-    let err = firecracker
-        .launch(&bad)
-        .await
-        .err()
-        .expect("bzImage refused");
+    let err = firecracker.launch(&bad).await.err().expect("bzImage refused");
     assert!(matches!(err, VmmError::UnsupportedKernel { .. }), "{err}");
     bad.kernel = KernelFiles {
         elf: None,
@@ -216,19 +199,11 @@ async fn graceful_stop_of_a_launched_vm_and_unsupported_kernels() {
     let mut low = marker_guest();
     low[0x18..0x20].copy_from_slice(&0x1000u64.to_le_bytes());
     let bad = guest_launch(&dir.path().join("low"), "vm-fc-low", &low);
-    let err = firecracker
-        .launch(&bad)
-        .await
-        .err()
-        .expect("unloadable kernel fails");
+    let err = firecracker.launch(&bad).await.err().expect("unloadable kernel fails");
     assert!(matches!(err, VmmError::Rejected { .. }), "{err}");
 
     // A corrupt snapshot is refused by the fresh process, which is then killed.
-    let good = guest_launch(
-        &dir.path().join("corrupt"),
-        "vm-fc-corrupt",
-        &marker_guest(),
-    );
+    let good = guest_launch(&dir.path().join("corrupt"), "vm-fc-corrupt", &marker_guest());
     let state = dir.path().join("corrupt/vmstate");
     let memory = dir.path().join("corrupt/memory");
     std::fs::write(&state, b"not a snapshot").expect("write");
@@ -243,16 +218,13 @@ async fn graceful_stop_of_a_launched_vm_and_unsupported_kernels() {
         .err()
         .expect("corrupt snapshot fails");
     assert!(matches!(err, VmmError::Rejected { .. }), "{err}");
-    let left =
-        wait_no_process_mentioning(&dir.path().display().to_string(), Duration::from_secs(5)).await;
+    let left = wait_no_process_mentioning(&dir.path().display().to_string(), Duration::from_secs(5)).await;
     assert!(left.is_empty(), "no Firecracker left behind: {left:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
-    let Some(binary) =
-        firecracker_bin_or_skip("drives_and_nic_are_attached_and_restore_overrides_the_tap")
-    else {
+    let Some(binary) = firecracker_bin_or_skip("drives_and_nic_are_attached_and_restore_overrides_the_tap") else {
         return;
     };
     let dir = run_dir();
@@ -274,20 +246,14 @@ async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
     });
     let firecracker = backend(binary).in_netns(netns.name());
 
-    let vm = firecracker
-        .launch(&spec)
-        .await
-        .expect("launch with a drive and a NIC");
+    let vm = firecracker.launch(&spec).await.expect("launch with a drive and a NIC");
     assert!(
         runs_in_netns(vm.pid(), &netns),
         "Firecracker runs in the test's namespace"
     );
     assert_eq!(taps_held_by(vm.pid()), vec!["hfc-t0".to_string()]);
     wait_for_count_above(&spec.run_dir, 0, 1).await;
-    let files = vm
-        .save_snapshot(&dir.path().join("snapshot"))
-        .await
-        .expect("snapshot");
+    let files = vm.save_snapshot(&dir.path().join("snapshot")).await.expect("snapshot");
     vm.stop(Duration::ZERO).await;
     let (before, len) = complete_counters(&spec.run_dir);
     let last = *before.last().expect("counted");

@@ -4,8 +4,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::netns::TestNetns;
 use common::images::make_seed_disk;
+use common::netns::TestNetns;
 use common::vmm::*;
 use hatch::vmm::{DiskSpec, Hypervisor, NicSpec, DEFAULT_STOP_GRACE};
 
@@ -30,11 +30,7 @@ async fn boots_minimal_image_and_stops_gracefully() {
     wait_for_marker(dir.path(), READY, BOOT_TIMEOUT).await;
     let report = vm.stop(DEFAULT_STOP_GRACE * 6).await;
 
-    assert_eq!(
-        report.code,
-        Some(0),
-        "guest shut down on the power button: {report:?}"
-    );
+    assert_eq!(report.code, Some(0), "guest shut down on the power button: {report:?}");
     assert_eq!(report.signal, None);
     assert!(
         serial_log(dir.path()).contains("shutting down"),
@@ -68,9 +64,7 @@ async fn saved_state_restores_into_a_new_process_with_ram_intact() {
     let report = vm.stop(Duration::ZERO).await;
     assert_eq!(report.signal, Some(9), "killed without a graceful shutdown");
     let before = serial_log(dir.path());
-    let last_beat = *counters(&before, HEARTBEAT)
-        .last()
-        .expect("heartbeats before saving");
+    let last_beat = *counters(&before, HEARTBEAT).last().expect("heartbeats before saving");
 
     let restored = qemu.restore(&spec, &files).await.expect("restore");
     assert_ne!(restored.pid(), vm.pid(), "a new process");
@@ -85,16 +79,9 @@ async fn saved_state_restores_into_a_new_process_with_ram_intact() {
         "heartbeat continued from {last_beat} (saw {after:?}), not a fresh boot"
     );
     let new_output = &serial_log(dir.path())[before.len()..];
-    assert!(
-        !new_output.contains("Linux version"),
-        "no kernel boot after restore"
-    );
+    assert!(!new_output.contains("Linux version"), "no kernel boot after restore");
     let report = restored.stop(DEFAULT_STOP_GRACE * 6).await;
-    assert_eq!(
-        report.code,
-        Some(0),
-        "restored guest shut down cleanly: {report:?}"
-    );
+    assert_eq!(report.code, Some(0), "restored guest shut down cleanly: {report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -107,11 +94,9 @@ async fn external_kill_is_reported_with_signal_and_serial_tail() {
 
     let (waiter_a, waiter_b) = (vm.wait_exit(), vm.wait_exit());
     hatch::sys::process::signal(vm.pid(), nix::sys::signal::Signal::SIGKILL);
-    let (a, b) = tokio::time::timeout(Duration::from_secs(5), async {
-        tokio::join!(waiter_a, waiter_b)
-    })
-    .await
-    .expect("exit noticed");
+    let (a, b) = tokio::time::timeout(Duration::from_secs(5), async { tokio::join!(waiter_a, waiter_b) })
+        .await
+        .expect("exit noticed");
 
     assert_eq!(a, b, "concurrent waiters see the same exit");
     assert_eq!(a.code, None);
@@ -141,14 +126,9 @@ async fn bad_input_fails_clearly_and_leaves_no_process() {
     let mut spec = minimal_launch("vm-qemu-bad", &dir.path().join("run-a"), "").await;
     spec.kernel.elf = Some(garbage);
     spec.kernel.bzimage = None;
-    let err = qemu
-        .launch(&spec)
-        .await
-        .err()
-        .expect("garbage kernel refused");
+    let err = qemu.launch(&spec).await.err().expect("garbage kernel refused");
     assert!(
-        err.to_string()
-            .contains("neither an x86_64 ELF vmlinux nor a bzImage"),
+        err.to_string().contains("neither an x86_64 ELF vmlinux nor a bzImage"),
         "{err}"
     );
 
@@ -163,18 +143,9 @@ async fn bad_input_fails_clearly_and_leaves_no_process() {
     spec.kernel.elf = None;
     spec.run_dir = dir.path().join("run-b");
     let err = qemu.launch(&spec).await.err().expect("broken kernel fails");
-    assert!(
-        matches!(err, hatch::vmm::VmmError::EarlyExit { .. }),
-        "{err}"
-    );
-    assert!(
-        err.to_string().contains("qemu"),
-        "QEMU's own message is shown: {err}"
-    );
-    assert!(
-        live_processes_mentioning(&marker).is_empty(),
-        "nothing left running"
-    );
+    assert!(matches!(err, hatch::vmm::VmmError::EarlyExit { .. }), "{err}");
+    assert!(err.to_string().contains("qemu"), "QEMU's own message is shown: {err}");
+    assert!(live_processes_mentioning(&marker).is_empty(), "nothing left running");
 
     // Bad sizes are refused up front as well.
     let mut spec = minimal_launch("vm-qemu-bad", &dir.path().join("run-c"), "").await;
@@ -204,8 +175,7 @@ async fn bad_input_fails_clearly_and_leaves_no_process() {
     });
     let err = qemu.launch(&spec).await.err().expect("missing TAP");
     assert!(
-        err.to_string()
-            .contains("TAP device hatch-nosuch0 does not exist"),
+        err.to_string().contains("TAP device hatch-nosuch0 does not exist"),
         "{err}"
     );
     spec.nic = None;
@@ -213,19 +183,9 @@ async fn bad_input_fails_clearly_and_leaves_no_process() {
     // A corrupt saved state: QEMU starts, fails to load it, and is reaped.
     let state = dir.path().join("corrupt-vmstate");
     std::fs::write(&state, b"QEVM but not really").expect("write");
-    let files = hatch::vmm::SnapshotFiles {
-        state,
-        memory: None,
-    };
-    let err = qemu
-        .restore(&spec, &files)
-        .await
-        .err()
-        .expect("corrupt state fails");
-    assert!(
-        matches!(err, hatch::vmm::VmmError::EarlyExit { .. }),
-        "{err}"
-    );
+    let files = hatch::vmm::SnapshotFiles { state, memory: None };
+    let err = qemu.restore(&spec, &files).await.err().expect("corrupt state fails");
+    assert!(matches!(err, hatch::vmm::VmmError::EarlyExit { .. }), "{err}");
     assert!(live_processes_mentioning(&marker).is_empty());
 }
 
@@ -239,10 +199,7 @@ async fn a_new_backend_adopts_a_running_vm_and_stops_it() {
     let pid = vm.pid();
     wait_for_marker(dir.path(), READY, BOOT_TIMEOUT).await;
     drop(vm); // the daemon "dies": its handle and QMP connection are gone
-    assert!(
-        hatch::sys::process::is_alive(pid),
-        "the VMM outlives its handle"
-    );
+    assert!(hatch::sys::process::is_alive(pid), "the VMM outlives its handle");
 
     // A wrong pid, or a process that is not this VM's QEMU, is refused.
     assert!(qemu_tcg().adopt(&spec, std::process::id()).await.is_err());
@@ -252,10 +209,7 @@ async fn a_new_backend_adopts_a_running_vm_and_stops_it() {
     adopted.pause().await.expect("QMP works after adopting");
     let report = adopted.stop(DEFAULT_STOP_GRACE * 6).await;
 
-    assert_eq!(
-        report.code, None,
-        "an adopted process's exit code is unknowable"
-    );
+    assert_eq!(report.code, None, "an adopted process's exit code is unknowable");
     let log = serial_log(dir.path());
     assert!(
         log.contains("shutting down"),
@@ -276,10 +230,7 @@ async fn guest_sees_its_read_only_disk_and_its_nic() {
     let seed = make_seed_disk(
         dir.path(),
         &[
-            (
-                "meta-data",
-                "instance-id: vm-qemu-dev\nlocal-hostname: seeded-host\n",
-            ),
+            ("meta-data", "instance-id: vm-qemu-dev\nlocal-hostname: seeded-host\n"),
             ("user-data", &format!("#!/bin/sh\n{report_line}\n")),
         ],
     );
@@ -294,15 +245,8 @@ async fn guest_sees_its_read_only_disk_and_its_nic() {
         mac: "02:00:00:aa:bb:cc".into(),
     });
 
-    let vm = qemu_tcg()
-        .in_netns(netns.name())
-        .launch(&spec)
-        .await
-        .expect("launch");
-    assert!(
-        runs_in_netns(vm.pid(), &netns),
-        "QEMU runs in the test's namespace"
-    );
+    let vm = qemu_tcg().in_netns(netns.name()).launch(&spec).await.expect("launch");
+    assert!(runs_in_netns(vm.pid(), &netns), "QEMU runs in the test's namespace");
     assert_eq!(taps_held_by(vm.pid()), vec!["htap-t0".to_string()]);
     wait_for_marker(&spec.run_dir, "hatch-test: ", BOOT_TIMEOUT).await;
     wait_for_marker(

@@ -5,9 +5,7 @@ use crate::common;
 
 use std::path::PathBuf;
 
-use hatch::vmm::select::{
-    choose, doctor_checks, HypervisorPreference, HypervisorSettings, QemuAccel,
-};
+use hatch::vmm::select::{choose, doctor_checks, HypervisorPreference, HypervisorSettings, QemuAccel};
 use hatch::vmm::{HypervisorKind, VmmError};
 
 fn settings(preference: HypervisorPreference, qemu_accel: QemuAccel) -> HypervisorSettings {
@@ -32,23 +30,11 @@ fn doctor_reports_every_prerequisite_and_the_choice() {
         "TSC frequency",
         "hypervisor",
     ] {
-        assert!(
-            names.contains(&expected),
-            "missing check {expected}: {checks:#?}"
-        );
+        assert!(names.contains(&expected), "missing check {expected}: {checks:#?}");
     }
-    let qemu = checks
-        .iter()
-        .find(|c| c.name == "qemu binary")
-        .expect("qemu check");
-    assert!(
-        qemu.ok && qemu.detail.contains("QEMU emulator version"),
-        "{qemu:?}"
-    );
-    let choice = checks
-        .iter()
-        .find(|c| c.name == "hypervisor")
-        .expect("choice");
+    let qemu = checks.iter().find(|c| c.name == "qemu binary").expect("qemu check");
+    assert!(qemu.ok && qemu.detail.contains("QEMU emulator version"), "{qemu:?}");
+    let choice = checks.iter().find(|c| c.name == "hypervisor").expect("choice");
     assert!(choice.ok, "{choice:?}");
     assert!(
         choice.detail.starts_with("auto") || choice.detail.starts_with("qemu"),
@@ -65,16 +51,10 @@ fn on_a_host_without_hardware_kvm_auto_means_qemu_tcg() {
     }
     let (backend, checks) = choose(&HypervisorSettings::default()).expect("a backend");
     assert_eq!(backend.kind(), HypervisorKind::Qemu);
-    let choice = checks
-        .iter()
-        .find(|c| c.name == "hypervisor")
-        .expect("choice");
+    let choice = checks.iter().find(|c| c.name == "hypervisor").expect("choice");
     assert!(choice.detail.contains("tcg"), "{choice:?}");
     if facts.kvm_pvm {
-        let pvm = checks
-            .iter()
-            .find(|c| c.name == "nested PVM KVM")
-            .expect("pvm check");
+        let pvm = checks.iter().find(|c| c.name == "nested PVM KVM").expect("pvm check");
         assert!(pvm.detail.contains("cannot run stock"), "{pvm:?}");
     }
 }
@@ -96,21 +76,13 @@ fn forcing_firecracker_without_its_binary_is_a_clear_error() {
 fn forced_choices_are_honoured() {
     let (qemu, _) = choose(&settings(HypervisorPreference::Qemu, QemuAccel::Tcg)).expect("qemu");
     assert_eq!(qemu.kind(), HypervisorKind::Qemu);
-    let Some(binary) =
-        common::vmm::firecracker_bin_or_skip("forced_choices_are_honoured (firecracker part)")
-    else {
+    let Some(binary) = common::vmm::firecracker_bin_or_skip("forced_choices_are_honoured (firecracker part)") else {
         return;
     };
     let mut forced = settings(HypervisorPreference::Firecracker, QemuAccel::Auto);
     forced.firecracker_bin = Some(binary);
     let (firecracker, checks) = choose(&forced).expect("firecracker");
     assert_eq!(firecracker.kind(), HypervisorKind::Firecracker);
-    let found = checks
-        .iter()
-        .find(|c| c.name == "firecracker binary")
-        .expect("check");
-    assert!(
-        found.ok && found.detail.contains("Firecracker v"),
-        "{found:?}"
-    );
+    let found = checks.iter().find(|c| c.name == "firecracker binary").expect("check");
+    assert!(found.ok && found.detail.contains("Firecracker v"), "{found:?}");
 }

@@ -289,7 +289,10 @@ pub fn all() -> Map<String, Value> {
     );
     add(
         "RestoreVm",
-        object(json!({ "snapshot_id": { "type": "string", "description": "Default: the newest snapshot" } }), &[]),
+        object(
+            json!({ "snapshot_id": { "type": "string", "description": "Default: the newest snapshot" } }),
+            &[],
+        ),
     );
     let key_properties = json!({
         "id": { "type": "string" },

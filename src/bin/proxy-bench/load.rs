@@ -94,7 +94,10 @@ async fn connect(addr: SocketAddr) -> Option<SendRequest<Empty<Bytes>>> {
 
 async fn exchange(sender: &mut SendRequest<Empty<Bytes>>, host: &str, path: &str) -> Result<(), ()> {
     sender.ready().await.map_err(|_| ())?;
-    let request = Request::get(path).header("host", host).body(Empty::new()).map_err(|_| ())?;
+    let request = Request::get(path)
+        .header("host", host)
+        .body(Empty::new())
+        .map_err(|_| ())?;
     let response = sender.send_request(request).await.map_err(|_| ())?;
     let ok = response.status().is_success();
     response.into_body().collect().await.map_err(|_| ())?;

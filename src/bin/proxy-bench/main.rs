@@ -59,7 +59,10 @@ struct StaticResolver {
 #[async_trait]
 impl RouteResolver for StaticResolver {
     async fn resolve(&self, _subdomain: &str) -> Resolution {
-        Resolution::Target { vm_id: "vm-bench".into(), addr: self.addr }
+        Resolution::Target {
+            vm_id: "vm-bench".into(),
+            addr: self.addr,
+        }
     }
     fn activity(&self, _vm_id: &str, _event: ActivityEvent) {}
 }
@@ -125,14 +128,22 @@ fn print_table(columns: &mut [Column], args: &Args) {
         "\n{} requests x {} rounds per target, {} connections, {} B responses, proxy threads {}",
         args.requests, args.rounds, args.concurrency, args.response_bytes, args.proxy_threads
     );
-    println!("{:<13} {:>12} {:>10} {:>10} {:>10} {:>8}", "target", "req/s (med)", "p50 ms", "p99 ms", "max ms", "errors");
+    println!(
+        "{:<13} {:>12} {:>10} {:>10} {:>10} {:>8}",
+        "target", "req/s (med)", "p50 ms", "p99 ms", "max ms", "errors"
+    );
     for column in columns.iter_mut() {
         column.latencies.sort();
         let rps = median(&mut column.rounds_rps);
         let q = |quantile| load::quantile_ms(&column.latencies, quantile);
         println!(
             "{:<13} {:>12.0} {:>10.3} {:>10.3} {:>10.3} {:>8}",
-            column.name, rps, q(0.5), q(0.99), q(1.0), column.errors
+            column.name,
+            rps,
+            q(0.5),
+            q(0.99),
+            q(1.0),
+            column.errors
         );
     }
 }
@@ -146,7 +157,10 @@ async fn main() {
     // and without it (a new guest connection per request) to show its worth.
     let proxies = on_own_runtime("hatch-proxy", args.proxy_threads, move || async move {
         let pooled = ProxyConfig::new(BASE_DOMAIN);
-        let unpooled = ProxyConfig { max_idle_per_target: 0, ..ProxyConfig::new(BASE_DOMAIN) };
+        let unpooled = ProxyConfig {
+            max_idle_per_target: 0,
+            ..ProxyConfig::new(BASE_DOMAIN)
+        };
         let mut handles = Vec::new();
         for config in [pooled, unpooled] {
             let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
@@ -155,7 +169,13 @@ async fn main() {
         }
         handles
     });
-    let column = |name, addr| Column { name, addr, rounds_rps: Vec::new(), latencies: Vec::new(), errors: 0 };
+    let column = |name, addr| Column {
+        name,
+        addr,
+        rounds_rps: Vec::new(),
+        latencies: Vec::new(),
+        errors: 0,
+    };
     let mut columns = vec![
         column("direct", upstream),
         column("hatch", proxies[0].local_addr()),
@@ -188,7 +208,11 @@ async fn main() {
     for round in 1..=args.rounds {
         for column in columns.iter_mut() {
             let result = load::run(column.addr, HOST, "/", args.requests, args.concurrency).await;
-            eprintln!("round {round} {:<13} {:>8.0} req/s", column.name, result.requests_per_second());
+            eprintln!(
+                "round {round} {:<13} {:>8.0} req/s",
+                column.name,
+                result.requests_per_second()
+            );
             column.rounds_rps.push(result.requests_per_second());
             column.errors += result.errors;
             column.latencies.extend(result.latencies);

@@ -165,7 +165,12 @@ async fn run_wake(args: &Args) -> Result<String, BenchError> {
         .arg(program)
         .arg("--wake-image")
         .arg(&image_file)
-        .args(["--rounds", &args.rounds.to_string(), "--mem-mib", &args.mem_mib.to_string()])
+        .args([
+            "--rounds",
+            &args.rounds.to_string(),
+            "--mem-mib",
+            &args.mem_mib.to_string(),
+        ])
         .arg("--work-dir")
         .arg(&args.work_dir)
         .stdout(std::process::Stdio::piped())
@@ -174,7 +179,9 @@ async fn run_wake(args: &Args) -> Result<String, BenchError> {
     let mut stdout = child.stdout.take().expect("piped stdout");
     let read_table = async {
         let mut table = String::new();
-        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut table).await.map(|_| table)
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut table)
+            .await
+            .map(|_| table)
     };
     // Ctrl-C reaches the child too; it cleans up, and we wait for it.
     let (status, table) = tokio::select! {
@@ -191,8 +198,12 @@ async fn run_wake(args: &Args) -> Result<String, BenchError> {
 
 /// Inside the namespace (`--wake-image`): the rounds themselves.
 async fn run_wake_rounds(args: &Args, image_file: &std::path::Path, guests: &Guests) -> Result<String, BenchError> {
-    let json = std::fs::read(image_file).map_err(|source| BenchError::Io { context: format!("reading {}", image_file.display()), source })?;
-    let image: Image = serde_json::from_slice(&json).map_err(|e| BenchError::Hatch(format!("{}: {e}", image_file.display())))?;
+    let json = std::fs::read(image_file).map_err(|source| BenchError::Io {
+        context: format!("reading {}", image_file.display()),
+        source,
+    })?;
+    let image: Image =
+        serde_json::from_slice(&json).map_err(|e| BenchError::Hatch(format!("{}: {e}", image_file.display())))?;
     let samples = wake::run(&image, &args.work_dir, args.rounds, args.mem_mib, guests).await?;
     Ok(format!(
         "\n{} rounds, {} MiB guest, QEMU TCG, minimal image, busybox httpd\n\n{}",

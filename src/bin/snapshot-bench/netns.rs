@@ -15,7 +15,10 @@ fn ip(args: &[&str]) -> Result<String, BenchError> {
         .args(args)
         .stdin(Stdio::null())
         .output()
-        .map_err(|source| BenchError::Io { context: "running ip".into(), source })?;
+        .map_err(|source| BenchError::Io {
+            context: "running ip".into(),
+            source,
+        })?;
     if !output.status.success() {
         return Err(BenchError::Namespace(format!(
             "ip {} failed: {}",
@@ -44,7 +47,10 @@ impl BenchNetns {
 impl Drop for BenchNetns {
     fn drop(&mut self) {
         // QEMU and dnsmasq left behind by an interrupted run die with it.
-        for pid in ip(&["netns", "pids", &self.name]).unwrap_or_default().split_whitespace() {
+        for pid in ip(&["netns", "pids", &self.name])
+            .unwrap_or_default()
+            .split_whitespace()
+        {
             if let Ok(pid) = pid.parse::<i32>() {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
             }

@@ -104,7 +104,11 @@ pub fn wake_table(samples: &[WakeSample]) -> String {
     type Pick = fn(&WakeSample) -> Duration;
     let rows: [(&str, Pick, Pick); 2] = [
         ("restore until the VM runs", |s| s.raw_running, |s| s.hatch_running),
-        ("request to first response byte", |s| s.raw_first_byte, |s| s.hatch_first_byte),
+        (
+            "request to first response byte",
+            |s| s.raw_first_byte,
+            |s| s.hatch_first_byte,
+        ),
     ];
     let mut out = String::from(
         "| measure | raw qemu load: median (min) | hatch wake via proxy: median (min) | ratio hatch/raw (medians) |\n\

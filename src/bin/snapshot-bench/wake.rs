@@ -63,18 +63,31 @@ struct Setup {
 
 /// Runs the wake benchmark with Hatch's data in a fresh directory under
 /// `work_dir`; deletes the VM and stops orchestration whatever happens.
-pub async fn run(image: &Image, work_dir: &Path, rounds: usize, mem_mib: u32, guests: &Guests) -> Result<Vec<WakeSample>, BenchError> {
+pub async fn run(
+    image: &Image,
+    work_dir: &Path,
+    rounds: usize,
+    mem_mib: u32,
+    guests: &Guests,
+) -> Result<Vec<WakeSample>, BenchError> {
     let data = tempfile::Builder::new()
         .prefix("hatch-wake-bench-")
         .tempdir_in(work_dir)
-        .map_err(|source| BenchError::Io { context: format!("creating a directory in {}", work_dir.display()), source })?;
+        .map_err(|source| BenchError::Io {
+            context: format!("creating a directory in {}", work_dir.display()),
+            source,
+        })?;
     let mut serve = ServeArgs::defaults();
     serve.data_dir = data.path().display().to_string();
     let config = Arc::new(Config::from_args(&serve).map_err(|e| BenchError::Hatch(e.to_string()))?);
     let store = Store::open(&config.db_path()).map_err(|e| BenchError::Hatch(e.to_string()))?;
-    store.insert_image(image).map_err(|e| BenchError::Hatch(e.to_string()))?;
+    store
+        .insert_image(image)
+        .map_err(|e| BenchError::Hatch(e.to_string()))?;
     let (hypervisor, _) = hatch::vmm::select::choose(&config.hypervisor)?;
-    let orch = Orchestrator::start(config.clone(), store.clone()).await.map_err(hatch_error)?;
+    let orch = Orchestrator::start(config.clone(), store.clone())
+        .await
+        .map_err(hatch_error)?;
     let created = orch
         .create_vm(CreateVm {
             image_id: Some(image.id.clone()),
@@ -123,14 +136,28 @@ async fn measure(
         auto_wake: true,
         created_at: now(),
     };
-    store.insert_route(&route).map_err(|e| BenchError::Hatch(e.to_string()))?;
+    store
+        .insert_route(&route)
+        .map_err(|e| BenchError::Hatch(e.to_string()))?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|source| BenchError::Io { context: "binding the proxy".into(), source })?;
+        .map_err(|source| BenchError::Io {
+            context: "binding the proxy".into(),
+            source,
+        })?;
     let resolver = Arc::new(OrchRouteResolver::new(orch.clone(), REQUEST_TIMEOUT));
-    let proxy = spawn_proxy(listener, ProxyConfig::new(BASE_DOMAIN), resolver).map_err(|e| BenchError::Hatch(e.to_string()))?;
+    let proxy =
+        spawn_proxy(listener, ProxyConfig::new(BASE_DOMAIN), resolver).map_err(|e| BenchError::Hatch(e.to_string()))?;
     orch.add_observer(Arc::new(proxy.upstreams()));
-    let setup = Setup { orch: orch.clone(), store: store.clone(), hypervisor, proxy, vm, guests: guests.clone(), data_dir: data_dir.to_path_buf() };
+    let setup = Setup {
+        orch: orch.clone(),
+        store: store.clone(),
+        hypervisor,
+        proxy,
+        vm,
+        guests: guests.clone(),
+        data_dir: data_dir.to_path_buf(),
+    };
     let result = setup.rounds(rounds).await;
     setup.proxy.shutdown(Duration::from_secs(1)).await;
     result
@@ -142,7 +169,10 @@ impl Setup {
         // The service starts after boot (user-data): wait for it through the proxy.
         while !matches!(self.get_through_proxy().await, Ok((200, _))) {
             if Instant::now() >= deadline {
-                return Err(BenchError::Timeout { what: "the guest's HTTP service".into(), serial_tail: String::new() });
+                return Err(BenchError::Timeout {
+                    what: "the guest's HTTP service".into(),
+                    serial_tail: String::new(),
+                });
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
@@ -154,7 +184,12 @@ impl Setup {
             if status != 200 {
                 return Err(BenchError::Http(format!("waking through the proxy answered {status}")));
             }
-            let sample = WakeSample { raw_running, raw_first_byte, hatch_running: self.last_restore()?, hatch_first_byte };
+            let sample = WakeSample {
+                raw_running,
+                raw_first_byte,
+                hatch_running: self.last_restore()?,
+                hatch_first_byte,
+            };
             eprintln!(
                 "round {round}: raw running after {:.0} ms, first byte after {:.0} ms; hatch running after {:.0} ms, first byte through the proxy after {:.0} ms",
                 ms(sample.raw_running), ms(sample.raw_first_byte), ms(sample.hatch_running), ms(sample.hatch_first_byte)
@@ -167,7 +202,11 @@ impl Setup {
     /// Loads the snapshot's state (unpacked beforehand, not timed) into a
     /// fresh QEMU launched like Hatch launches the VM; times until it runs
     /// and until its service sends a first byte.
-    async fn raw_restore(&self, snapshot: &hatch::model::Snapshot, round: usize) -> Result<(Duration, Duration), BenchError> {
+    async fn raw_restore(
+        &self,
+        snapshot: &hatch::model::Snapshot,
+        round: usize,
+    ) -> Result<(Duration, Duration), BenchError> {
         let work = self.data_dir.join(format!("raw-{round}"));
         let unpacked = self.orch.unpack_snapshot(snapshot, &work).await.map_err(hatch_error)?;
         let vm = self.orch.get_vm(&self.vm.id).await.map_err(hatch_error)?;
@@ -200,7 +239,10 @@ impl Setup {
 
     /// The span of the VM's latest restoring → running transition.
     fn last_restore(&self) -> Result<Duration, BenchError> {
-        let events = self.store.list_transitions(&self.vm.id).map_err(|e| BenchError::Hatch(e.to_string()))?;
+        let events = self
+            .store
+            .list_transitions(&self.vm.id)
+            .map_err(|e| BenchError::Hatch(e.to_string()))?;
         let restoring = events.iter().rposition(|e| e.to_state == VmState::Restoring);
         let span = restoring.and_then(|at| {
             let running = events[at..].iter().find(|e| e.to_state == VmState::Running)?;
@@ -211,7 +253,10 @@ impl Setup {
 }
 
 fn guest_service(vm: &Vm) -> Result<SocketAddr, BenchError> {
-    let network = vm.network.as_ref().ok_or_else(|| BenchError::Hatch("the VM has no network".into()))?;
+    let network = vm
+        .network
+        .as_ref()
+        .ok_or_else(|| BenchError::Hatch("the VM has no network".into()))?;
     Ok(SocketAddr::from((network.guest_ip, SERVICE_PORT)))
 }
 
@@ -221,7 +266,9 @@ async fn first_byte(addr: SocketAddr, host: &str) -> Result<(u16, Duration), Ben
     let exchange = async {
         let started = Instant::now();
         let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        stream
+            .write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
         let mut first = [0u8; 1];
         stream.read_exact(&mut first).await?;
         let elapsed = started.elapsed();
@@ -234,7 +281,11 @@ async fn first_byte(addr: SocketAddr, host: &str) -> Result<(u16, Duration), Ben
         .map_err(|_| BenchError::Http(format!("no answer from {addr} within {REQUEST_TIMEOUT:?}")))?
         .map_err(|e| BenchError::Http(format!("{addr}: {e}")))?;
     let head = String::from_utf8_lossy(&first).into_owned() + &String::from_utf8_lossy(&rest);
-    let status = head.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
     Ok((status, elapsed))
 }
 

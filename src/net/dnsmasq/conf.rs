@@ -18,9 +18,19 @@ pub struct Reservation {
 
 impl Reservation {
     pub fn new(mac: &str, ip: Ipv4Addr, vm_id: &str) -> Result<Self, NetError> {
-        let mac = mac::normalise(mac).map_err(|message| NetError::Invalid { field: "guest_mac", message })?;
-        names::check_vm_id(vm_id).map_err(|message| NetError::Invalid { field: "vm_id", message })?;
-        Ok(Reservation { mac, ip, vm_id: vm_id.to_string() })
+        let mac = mac::normalise(mac).map_err(|message| NetError::Invalid {
+            field: "guest_mac",
+            message,
+        })?;
+        names::check_vm_id(vm_id).map_err(|message| NetError::Invalid {
+            field: "vm_id",
+            message,
+        })?;
+        Ok(Reservation {
+            mac,
+            ip,
+            vm_id: vm_id.to_string(),
+        })
     }
 
     pub fn mac(&self) -> &str {
@@ -82,8 +92,10 @@ fn path_value(path: &Path) -> Result<&str, NetError> {
 /// The whole file. Reservations are sorted so the text only changes when
 /// the set does.
 pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> Result<String, NetError> {
-    names::check_ifname(&cfg.bridge_name)
-        .map_err(|message| NetError::Invalid { field: "HATCH_BRIDGE_NAME", message })?;
+    names::check_ifname(&cfg.bridge_name).map_err(|message| NetError::Invalid {
+        field: "HATCH_BRIDGE_NAME",
+        message,
+    })?;
     let net = Ipv4Cidr::new(cfg.gateway, cfg.prefix_len);
     let mut sorted = reservations.to_vec();
     sorted.sort();
@@ -130,11 +142,16 @@ pub fn read_reservations(conf: &Path) -> Vec<Reservation> {
 /// The bridge the file was written for (`interface=`), if any.
 pub fn read_interface(conf: &Path) -> Option<String> {
     let text = std::fs::read_to_string(conf).ok()?;
-    text.lines().find_map(|line| line.strip_prefix("interface=")).map(str::to_string)
+    text.lines()
+        .find_map(|line| line.strip_prefix("interface="))
+        .map(str::to_string)
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NetError + '_ {
-    move |source| NetError::Io { path: path.to_path_buf(), source }
+    move |source| NetError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 /// Replaces `path` with `text` atomically (temp file + rename) unless it
@@ -145,7 +162,10 @@ pub fn write_if_changed(path: &Path, text: &str) -> Result<bool, NetError> {
     }
     let dir = path.parent().unwrap_or(Path::new("/"));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let tmp = dir.join(format!(".{}.tmp", path.file_name().and_then(|n| n.to_str()).unwrap_or("file")));
+    let tmp = dir.join(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
+    ));
     std::fs::write(&tmp, text).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
     Ok(true)
@@ -174,8 +194,15 @@ mod tests {
     use super::*;
 
     fn cfg() -> NetConfig {
-        crate::net::settings::config_from_values("fcbridge", "10.20.0.1/16", "0.0.0.0/0", "2200", "2299", "/var/lib/hatch/dhcp".into())
-            .unwrap()
+        crate::net::settings::config_from_values(
+            "fcbridge",
+            "10.20.0.1/16",
+            "0.0.0.0/0",
+            "2200",
+            "2299",
+            "/var/lib/hatch/dhcp".into(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -188,7 +215,11 @@ mod tests {
         assert!(text.contains("\ndhcp-option=option:router,10.20.0.1\n"));
         assert!(text.contains("\ndhcp-option=option:dns-server,10.20.0.1\n"));
         assert!(text.contains("\ndhcp-leasefile=/var/lib/hatch/dhcp/dnsmasq.leases\n"));
-        assert_eq!(text.matches("dhcp-host=02:fc:00:00:00:01,10.20.3.4,vm-abc123\n").count(), 1);
+        assert_eq!(
+            text.matches("dhcp-host=02:fc:00:00:00:01,10.20.3.4,vm-abc123\n")
+                .count(),
+            1
+        );
         assert_eq!(read_reservations_from(&text).len(), 1);
     }
 
@@ -214,9 +245,16 @@ mod tests {
         assert!(!write_if_changed(&file, "a\n").unwrap());
         assert!(write_if_changed(&file, "b\n").unwrap());
         let leases = dir.path().join("leases");
-        std::fs::write(&leases, "1 02:fc:00:00:00:01 10.20.3.4 vm-a *\n1 02:fc:00:00:00:02 10.20.3.5 vm-b *\n").unwrap();
+        std::fs::write(
+            &leases,
+            "1 02:fc:00:00:00:01 10.20.3.4 vm-a *\n1 02:fc:00:00:00:02 10.20.3.5 vm-b *\n",
+        )
+        .unwrap();
         let keep = Reservation::new("02:fc:00:00:00:01", "10.20.3.4".parse().unwrap(), "vm-a").unwrap();
         prune_leases(&leases, &[keep]).unwrap();
-        assert_eq!(std::fs::read_to_string(&leases).unwrap(), "1 02:fc:00:00:00:01 10.20.3.4 vm-a *\n");
+        assert_eq!(
+            std::fs::read_to_string(&leases).unwrap(),
+            "1 02:fc:00:00:00:01 10.20.3.4 vm-a *\n"
+        );
     }
 }

@@ -35,7 +35,11 @@ pub struct Dnsmasq {
 
 impl Dnsmasq {
     pub fn new(paths: Paths) -> Self {
-        Dnsmasq { paths, supervisor: Mutex::new(None), pid: Arc::new(AtomicU32::new(0)) }
+        Dnsmasq {
+            paths,
+            supervisor: Mutex::new(None),
+            pid: Arc::new(AtomicU32::new(0)),
+        }
     }
 
     pub fn paths(&self) -> &Paths {
@@ -59,7 +63,12 @@ impl Dnsmasq {
         // Published now, not when the supervisor task first runs.
         self.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
         let (requests, receiver) = mpsc::channel(8);
-        let task = tokio::spawn(process::supervise(self.paths.clone(), child, receiver, self.pid.clone()));
+        let task = tokio::spawn(process::supervise(
+            self.paths.clone(),
+            child,
+            receiver,
+            self.pid.clone(),
+        ));
         *supervisor = Some(Supervisor { requests, task });
         Ok(())
     }

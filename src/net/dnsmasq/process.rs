@@ -27,7 +27,10 @@ fn conf_marker(paths: &Paths) -> String {
 /// A dnsmasq left over from an earlier daemon run (same config file) would
 /// hold the DHCP and DNS sockets; stop it before starting ours.
 pub(super) async fn stop_orphan(paths: &Paths) {
-    let Some(pid) = std::fs::read_to_string(&paths.pid).ok().and_then(|t| t.trim().parse::<u32>().ok()) else {
+    let Some(pid) = std::fs::read_to_string(&paths.pid)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+    else {
         return;
     };
     if proc::is_alive_with_marker(pid, &conf_marker(paths)) {
@@ -61,9 +64,14 @@ pub(super) async fn start(paths: &Paths) -> Result<Child, String> {
     let deadline = tokio::time::Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = child.try_wait() {
-            return Err(format!("dnsmasq exited at start ({status}): {}", proc::tail(&paths.log, 2000).trim()));
+            return Err(format!(
+                "dnsmasq exited at start ({status}): {}",
+                proc::tail(&paths.log, 2000).trim()
+            ));
         }
-        let written = std::fs::read_to_string(&paths.pid).ok().and_then(|t| t.trim().parse::<u32>().ok());
+        let written = std::fs::read_to_string(&paths.pid)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
         if written == Some(pid) {
             return Ok(child);
         }

@@ -62,8 +62,17 @@ fn parse_listed(chain: &str, line: &str) -> Option<Listed> {
         return None;
     }
     let spec = words[2..].to_vec();
-    let after = |flag: &str| spec.iter().position(|w| w == flag).and_then(|i| spec.get(i + 1)).cloned();
-    Some(Listed { comment: after("--comment"), target: after("-j"), spec })
+    let after = |flag: &str| {
+        spec.iter()
+            .position(|w| w == flag)
+            .and_then(|i| spec.get(i + 1))
+            .cloned()
+    };
+    Some(Listed {
+        comment: after("--comment"),
+        target: after("-j"),
+        spec,
+    })
 }
 
 async fn iptables(table: &str, args: &[String]) -> Result<String, cmd::CmdError> {
@@ -101,7 +110,11 @@ pub async fn ensure_chain(table: &str, chain: &str) -> Result<(), NetError> {
 }
 
 async fn add(rule: &Rule) -> Result<(), NetError> {
-    let mut args = if rule.goes_first() { strings(&["-I", rule.chain, "1"]) } else { strings(&["-A", rule.chain]) };
+    let mut args = if rule.goes_first() {
+        strings(&["-I", rule.chain, "1"])
+    } else {
+        strings(&["-A", rule.chain])
+    };
     args.extend(rule.spec());
     iptables(rule.table, &args).await?;
     Ok(())
@@ -149,7 +162,10 @@ pub async fn sync_chain(
         // Order matters here (ACCEPTs before the final DROP): rebuild.
         // The chain is Hatch's own, so flushing it touches nobody else.
         iptables(table, &strings(&["-F", chain])).await?;
-        changes.removed.extend(ours.iter().map(|l| l.comment.clone().unwrap_or_else(|| l.spec.join(" "))));
+        changes.removed.extend(
+            ours.iter()
+                .map(|l| l.comment.clone().unwrap_or_else(|| l.spec.join(" "))),
+        );
         for rule in desired {
             add(rule).await?;
             changes.added.push(rule.comment.clone());
@@ -159,10 +175,15 @@ pub async fn sync_chain(
 
     let mut kept = HashSet::new();
     for listed in ours {
-        let keep = listed.comment.as_deref().is_some_and(|c| wanted.contains(&c) && kept.insert(c.to_string()));
+        let keep = listed
+            .comment
+            .as_deref()
+            .is_some_and(|c| wanted.contains(&c) && kept.insert(c.to_string()));
         if !keep {
             delete(table, chain, listed).await?;
-            changes.removed.push(listed.comment.clone().unwrap_or_else(|| listed.spec.join(" ")));
+            changes
+                .removed
+                .push(listed.comment.clone().unwrap_or_else(|| listed.spec.join(" ")));
         }
     }
     for rule in desired.iter().filter(|r| !kept.contains(&r.comment)) {
@@ -180,7 +201,10 @@ mod tests {
     fn splits_quoted_comments() {
         let line = r#"-A PREROUTING -p tcp -m tcp --dport 2200 -m comment --comment "hatch vm=vm-a ssh 2200 -> 10.0.0.2:22 \"x\" #ab" -j HATCH-PREROUTING"#;
         let listed = parse_listed("PREROUTING", line).unwrap();
-        assert_eq!(listed.comment.as_deref(), Some(r#"hatch vm=vm-a ssh 2200 -> 10.0.0.2:22 "x" #ab"#));
+        assert_eq!(
+            listed.comment.as_deref(),
+            Some(r#"hatch vm=vm-a ssh 2200 -> 10.0.0.2:22 "x" #ab"#)
+        );
         assert_eq!(listed.target.as_deref(), Some("HATCH-PREROUTING"));
         assert_eq!(listed.spec[..6], ["-p", "tcp", "-m", "tcp", "--dport", "2200"]);
         assert!(parse_listed("PREROUTING", "-P PREROUTING ACCEPT").is_none());

@@ -52,7 +52,10 @@ async fn sync(
 ) -> Result<Changes, NetError> {
     let mut changes = Changes::default();
     for (table, chain) in chains {
-        let here: Vec<&Rule> = desired.iter().filter(|r| r.table == table && r.chain == chain).collect();
+        let here: Vec<&Rule> = desired
+            .iter()
+            .filter(|r| r.table == table && r.chain == chain)
+            .collect();
         iptables::sync_chain(table, chain, &here, in_scope, &mut changes).await?;
     }
     Ok(changes)
@@ -84,5 +87,8 @@ pub async fn sync_vm(cfg: &NetConfig, vm_id: &str, id: Option<&NetworkIdentity>)
     let prefix = rules::vm_prefix(vm_id);
     // Only the chains that hold per-VM rules: attach/detach stay cheap.
     let chains = [(NAT, PREROUTING_CHAIN), (NAT, OUTPUT_CHAIN), (NAT, "PREROUTING")].into_iter();
-    sync(chains, &desired, &|comment| comment.is_some_and(|c| c.starts_with(&prefix))).await
+    sync(chains, &desired, &|comment| {
+        comment.is_some_and(|c| c.starts_with(&prefix))
+    })
+    .await
 }

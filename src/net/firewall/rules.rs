@@ -26,8 +26,13 @@ pub const OWN_CHAINS: [(&str, &str); 5] = [
 ];
 /// Built-in chains that hold Hatch's jumps. In these, only rules jumping to
 /// a `HATCH-` chain are Hatch's; everything else belongs to someone else.
-pub const BUILTIN_CHAINS: [(&str, &str); 5] =
-    [(NAT, "PREROUTING"), (NAT, "OUTPUT"), (NAT, "POSTROUTING"), (FILTER, "FORWARD"), (FILTER, "INPUT")];
+pub const BUILTIN_CHAINS: [(&str, &str); 5] = [
+    (NAT, "PREROUTING"),
+    (NAT, "OUTPUT"),
+    (NAT, "POSTROUTING"),
+    (FILTER, "FORWARD"),
+    (FILTER, "INPUT"),
+];
 pub const OWN_PREFIX: &str = "HATCH-";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,7 +50,12 @@ impl Rule {
         let mut hash = Sha256::new();
         hash.update(format!("{table}\0{chain}\0{}", args.join("\0")));
         let fingerprint = hex::encode(&hash.finalize()[..4]);
-        Rule { table, chain, args, comment: format!("hatch {what} #{fingerprint}") }
+        Rule {
+            table,
+            chain,
+            args,
+            comment: format!("hatch {what} #{fingerprint}"),
+        }
     }
 
     /// Arguments for `iptables -A/-I/-D <chain> ...`.
@@ -76,27 +86,96 @@ pub fn host_rules(cfg: &NetConfig) -> Vec<Rule> {
         // One jump for connections the host makes itself; per-VM jumps in
         // PREROUTING come from `vm_rules` so `iptables -t nat -L PREROUTING
         // -n -v | grep <port>` shows each forward.
-        Rule::new(NAT, "OUTPUT", "SSH forwards for connections from this host", &["-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "-j", OUTPUT_CHAIN]),
-        Rule::new(NAT, "POSTROUTING", &format!("MASQUERADE {net} via HATCH-POSTROUTING"), &["-j", POSTROUTING_CHAIN]),
-        Rule::new(NAT, POSTROUTING_CHAIN, &format!("MASQUERADE {net} leaving via other interfaces"), &["-s", &net, "!", "-o", br, "-j", "MASQUERADE"]),
+        Rule::new(
+            NAT,
+            "OUTPUT",
+            "SSH forwards for connections from this host",
+            &["-p", "tcp", "-m", "addrtype", "--dst-type", "LOCAL", "-j", OUTPUT_CHAIN],
+        ),
+        Rule::new(
+            NAT,
+            "POSTROUTING",
+            &format!("MASQUERADE {net} via HATCH-POSTROUTING"),
+            &["-j", POSTROUTING_CHAIN],
+        ),
+        Rule::new(
+            NAT,
+            POSTROUTING_CHAIN,
+            &format!("MASQUERADE {net} leaving via other interfaces"),
+            &["-s", &net, "!", "-o", br, "-j", "MASQUERADE"],
+        ),
         // A forward to 127.0.0.1:PORT leaves through the bridge with a
         // loopback source; the guest must see the gateway instead.
-        Rule::new(NAT, POSTROUTING_CHAIN, "MASQUERADE loopback-sourced SSH forwards", &["-s", "127.0.0.0/8", "-o", br, "-j", "MASQUERADE"]),
+        Rule::new(
+            NAT,
+            POSTROUTING_CHAIN,
+            "MASQUERADE loopback-sourced SSH forwards",
+            &["-s", "127.0.0.0/8", "-o", br, "-j", "MASQUERADE"],
+        ),
         Rule::new(FILTER, "FORWARD", "guest traffic", &["-j", FORWARD_CHAIN]),
-        Rule::new(FILTER, FORWARD_CHAIN, "replies to guests", &["-o", br, "-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]),
-        Rule::new(FILTER, FORWARD_CHAIN, "SSH forwards to guests", &["-o", br, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"]),
+        Rule::new(
+            FILTER,
+            FORWARD_CHAIN,
+            "replies to guests",
+            &[
+                "-o",
+                br,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "RELATED,ESTABLISHED",
+                "-j",
+                "ACCEPT",
+            ],
+        ),
+        Rule::new(
+            FILTER,
+            FORWARD_CHAIN,
+            "SSH forwards to guests",
+            &["-o", br, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"],
+        ),
         Rule::new(FILTER, FORWARD_CHAIN, "guests outbound", &["-i", br, "-j", "ACCEPT"]),
         // Other hosts reach guests only through the forwards.
-        Rule::new(FILTER, FORWARD_CHAIN, "no other inbound to guests", &["-o", br, "-j", "DROP"]),
+        Rule::new(
+            FILTER,
+            FORWARD_CHAIN,
+            "no other inbound to guests",
+            &["-o", br, "-j", "DROP"],
+        ),
         Rule::new(FILTER, "INPUT", "guests to the host", &["-i", br, "-j", INPUT_CHAIN]),
-        Rule::new(FILTER, INPUT_CHAIN, "replies to the host", &["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"]),
-        Rule::new(FILTER, INPUT_CHAIN, "DHCP", &["-p", "udp", "--dport", "67", "-j", "ACCEPT"]),
-        Rule::new(FILTER, INPUT_CHAIN, "DNS over UDP", &["-p", "udp", "--dport", "53", "-j", "ACCEPT"]),
-        Rule::new(FILTER, INPUT_CHAIN, "DNS over TCP", &["-p", "tcp", "--dport", "53", "-j", "ACCEPT"]),
+        Rule::new(
+            FILTER,
+            INPUT_CHAIN,
+            "replies to the host",
+            &["-m", "conntrack", "--ctstate", "RELATED,ESTABLISHED", "-j", "ACCEPT"],
+        ),
+        Rule::new(
+            FILTER,
+            INPUT_CHAIN,
+            "DHCP",
+            &["-p", "udp", "--dport", "67", "-j", "ACCEPT"],
+        ),
+        Rule::new(
+            FILTER,
+            INPUT_CHAIN,
+            "DNS over UDP",
+            &["-p", "udp", "--dport", "53", "-j", "ACCEPT"],
+        ),
+        Rule::new(
+            FILTER,
+            INPUT_CHAIN,
+            "DNS over TCP",
+            &["-p", "tcp", "--dport", "53", "-j", "ACCEPT"],
+        ),
         Rule::new(FILTER, INPUT_CHAIN, "ping", &["-p", "icmp", "-j", "ACCEPT"]),
         // Guests must not reach host services (API, databases...) on the
         // gateway or any other host address.
-        Rule::new(FILTER, INPUT_CHAIN, "no other host services for guests", &["-j", "REJECT"]),
+        Rule::new(
+            FILTER,
+            INPUT_CHAIN,
+            "no other host services for guests",
+            &["-j", "REJECT"],
+        ),
     ]
 }
 
@@ -110,11 +189,35 @@ pub fn vm_rules(cfg: &NetConfig, vm_id: &str, id: &NetworkIdentity) -> Vec<Rule>
     let allowed = Ipv4Cidr::new(cfg.ssh_allowed.0, cfg.ssh_allowed.1).to_string();
     let what = |path: &str| format!("vm={vm_id} ssh {port} -> {target} {path}");
     let dport = ["-p", "tcp", "-m", "tcp", "--dport", &port];
-    let dnat = ["-m", "addrtype", "--dst-type", "LOCAL", "-j", "DNAT", "--to-destination", &target];
+    let dnat = [
+        "-m",
+        "addrtype",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "DNAT",
+        "--to-destination",
+        &target,
+    ];
     vec![
-        Rule::new(NAT, "PREROUTING", &what(&format!("from {allowed}")), &[&dport[..], &["-j", PREROUTING_CHAIN]].concat()),
-        Rule::new(NAT, PREROUTING_CHAIN, &what(&format!("from {allowed}")), &[&["-s", &allowed][..], &dport, &dnat].concat()),
-        Rule::new(NAT, OUTPUT_CHAIN, &what("from this host"), &[&dport[..], &dnat].concat()),
+        Rule::new(
+            NAT,
+            "PREROUTING",
+            &what(&format!("from {allowed}")),
+            &[&dport[..], &["-j", PREROUTING_CHAIN]].concat(),
+        ),
+        Rule::new(
+            NAT,
+            PREROUTING_CHAIN,
+            &what(&format!("from {allowed}")),
+            &[&["-s", &allowed][..], &dport, &dnat].concat(),
+        ),
+        Rule::new(
+            NAT,
+            OUTPUT_CHAIN,
+            &what("from this host"),
+            &[&dport[..], &dnat].concat(),
+        ),
     ]
 }
 
@@ -129,23 +232,35 @@ mod tests {
     use super::*;
 
     fn cfg(allowed: &str) -> NetConfig {
-        crate::net::settings::config_from_values("fcbridge", "192.168.241.1/24", allowed, "2200", "2299", "/d".into()).unwrap()
+        crate::net::settings::config_from_values("fcbridge", "192.168.241.1/24", allowed, "2200", "2299", "/d".into())
+            .unwrap()
     }
 
     fn ident() -> NetworkIdentity {
-        NetworkIdentity { guest_ip: "192.168.241.10".parse().unwrap(), guest_mac: "02:fc:00:00:00:01".into(), tap_name: "fctap-vm-abc12".into(), ssh_port: 2200 }
+        NetworkIdentity {
+            guest_ip: "192.168.241.10".parse().unwrap(),
+            guest_mac: "02:fc:00:00:00:01".into(),
+            tap_name: "fctap-vm-abc12".into(),
+            ssh_port: 2200,
+        }
     }
 
     #[test]
     fn comments_are_unique_and_change_with_parameters() {
-        let rules: Vec<Rule> = host_rules(&cfg("0.0.0.0/0")).into_iter().chain(vm_rules(&cfg("0.0.0.0/0"), "vm-abc123", &ident())).collect();
+        let rules: Vec<Rule> = host_rules(&cfg("0.0.0.0/0"))
+            .into_iter()
+            .chain(vm_rules(&cfg("0.0.0.0/0"), "vm-abc123", &ident()))
+            .collect();
         let mut comments: Vec<&str> = rules.iter().map(|r| r.comment.as_str()).collect();
         comments.sort();
         comments.dedup();
         assert_eq!(comments.len(), rules.len());
         assert!(rules.iter().all(|r| r.comment.len() < 256 && !r.comment.contains('"')));
         let narrowed = vm_rules(&cfg("10.0.0.0/8"), "vm-abc123", &ident());
-        assert_ne!(narrowed[1].comment, vm_rules(&cfg("0.0.0.0/0"), "vm-abc123", &ident())[1].comment);
+        assert_ne!(
+            narrowed[1].comment,
+            vm_rules(&cfg("0.0.0.0/0"), "vm-abc123", &ident())[1].comment
+        );
     }
 
     #[test]

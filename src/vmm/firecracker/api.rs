@@ -148,16 +148,11 @@ impl FirecrackerApi {
     }
 
     pub async fn instance_info(&self) -> Result<InstanceInfo, VmmError> {
-        let response = self
-            .http
-            .send(Method::GET, "/", None)
-            .await
-            .map_err(control)?;
+        let response = self.http.send(Method::GET, "/", None).await.map_err(control)?;
         if !response.status.is_success() {
             return Err(rejected("GET /", &response.body_text()));
         }
-        serde_json::from_slice(&response.body)
-            .map_err(|e| VmmError::Control(format!("GET / answered {e}")))
+        serde_json::from_slice(&response.body).map_err(|e| VmmError::Control(format!("GET / answered {e}")))
     }
 
     pub async fn put<T: Serialize>(&self, path: &str, body: &T) -> Result<(), VmmError> {
@@ -170,8 +165,7 @@ impl FirecrackerApi {
 
     /// PUT with the long timeout snapshot operations need.
     pub async fn put_snapshot<T: Serialize>(&self, path: &str, body: &T) -> Result<(), VmmError> {
-        self.call(&self.snapshot_http, Method::PUT, path, body)
-            .await
+        self.call(&self.snapshot_http, Method::PUT, path, body).await
     }
 
     async fn call<T: Serialize>(
@@ -182,10 +176,7 @@ impl FirecrackerApi {
         body: &T,
     ) -> Result<(), VmmError> {
         let request = format!("{method} {path}");
-        let response = http
-            .send_json(method, path, Some(body))
-            .await
-            .map_err(control)?;
+        let response = http.send_json(method, path, Some(body)).await.map_err(control)?;
         if response.status.is_success() {
             Ok(())
         } else {
@@ -247,10 +238,7 @@ mod tests {
 
     #[test]
     fn fault_message_is_extracted() {
-        let err = rejected(
-            "PUT /boot-source",
-            r#"{"fault_message":"Invalid Elf magic number"}"#,
-        );
+        let err = rejected("PUT /boot-source", r#"{"fault_message":"Invalid Elf magic number"}"#);
         assert_eq!(
             err.to_string(),
             "the VMM rejected PUT /boot-source: Invalid Elf magic number"

@@ -75,42 +75,27 @@ impl UnixHttpClient {
         self.send(method, path, body).await
     }
 
-    pub async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<ApiResponse, ApiClientError> {
+    pub async fn send(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<ApiResponse, ApiClientError> {
         tokio::time::timeout(self.timeout, self.exchange(method, path, body))
             .await
             .map_err(|_| ApiClientError::Timeout(self.timeout))?
     }
 
-    async fn exchange(
-        &self,
-        method: Method,
-        path: &str,
-        body: Option<Bytes>,
-    ) -> Result<ApiResponse, ApiClientError> {
-        let stream =
-            UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| ApiClientError::Connect {
-                    path: self.socket.clone(),
-                    source,
-                })?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    async fn exchange(&self, method: Method, path: &str, body: Option<Bytes>) -> Result<ApiResponse, ApiClientError> {
+        let stream = UnixStream::connect(&self.socket)
+            .await
+            .map_err(|source| ApiClientError::Connect {
+                path: self.socket.clone(),
+                source,
+            })?;
+        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         // The connection task drives the socket; it ends when `sender` is dropped.
         let driver = tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(error = %e, "HTTP connection ended with an error");
             }
         });
-        let mut request = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(HOST, "localhost");
+        let mut request = Request::builder().method(method).uri(path).header(HOST, "localhost");
         if body.is_some() {
             request = request.header(CONTENT_TYPE, "application/json");
         }
@@ -157,31 +142,19 @@ mod tests {
         });
         let client = UnixHttpClient::new(&socket, Duration::from_secs(5));
         let response = client
-            .send_json(
-                Method::PUT,
-                "/machine-config",
-                Some(&serde_json::json!({"a": 1})),
-            )
+            .send_json(Method::PUT, "/machine-config", Some(&serde_json::json!({"a": 1})))
             .await
             .expect("request");
         assert_eq!(response.status, StatusCode::NO_CONTENT);
         let request = server.await.expect("server");
-        assert!(
-            request.starts_with("PUT /machine-config HTTP/1.1\r\n"),
-            "{request}"
-        );
-        assert!(request
-            .to_ascii_lowercase()
-            .contains("content-type: application/json"));
+        assert!(request.starts_with("PUT /machine-config HTTP/1.1\r\n"), "{request}");
+        assert!(request.to_ascii_lowercase().contains("content-type: application/json"));
     }
 
     #[tokio::test]
     async fn missing_socket_is_a_connect_error() {
         let client = UnixHttpClient::new("/nonexistent/api.sock", Duration::from_secs(1));
-        let err = client
-            .send(Method::GET, "/", None)
-            .await
-            .expect_err("no server");
+        let err = client.send(Method::GET, "/", None).await.expect_err("no server");
         assert!(matches!(err, ApiClientError::Connect { .. }));
     }
 }

@@ -90,9 +90,7 @@ impl VmHandle for FirecrackerVm {
     }
 
     async fn stop(&self, grace: Duration) -> ExitReport {
-        self.process
-            .stop_with(|| self.ask_to_shut_down(), grace)
-            .await
+        self.process.stop_with(|| self.ask_to_shut_down(), grace).await
     }
 
     async fn wait_exit(&self) -> ExitReport {

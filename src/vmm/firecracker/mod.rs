@@ -39,10 +39,7 @@ pub struct FirecrackerHypervisor {
 
 impl FirecrackerHypervisor {
     pub fn new(binary: PathBuf) -> Self {
-        FirecrackerHypervisor {
-            binary,
-            netns: None,
-        }
+        FirecrackerHypervisor { binary, netns: None }
     }
 
     /// Runs every VMM of this backend in a network namespace (name or path),
@@ -89,12 +86,10 @@ impl FirecrackerHypervisor {
         let api = FirecrackerApi::new(socket);
         let probe = api.clone();
         process
-            .startup(
-                process.wait_until("Firecracker's API socket", API_READY_TIMEOUT, || {
-                    let probe = probe.clone();
-                    async move { probe.instance_info().await.ok() }
-                }),
-            )
+            .startup(process.wait_until("Firecracker's API socket", API_READY_TIMEOUT, || {
+                let probe = probe.clone();
+                async move { probe.instance_info().await.ok() }
+            }))
             .await
             .map_err(|e| with_firecracker_log(e, &spec.run_dir))?;
         Ok((process, api))
@@ -148,11 +143,7 @@ fn check_spec(spec: &VmLaunch) -> Result<PathBuf, VmmError> {
 }
 
 /// Configures devices and boots: machine, boot source, drives, network, start.
-async fn configure_and_start(
-    api: &FirecrackerApi,
-    spec: &VmLaunch,
-    kernel: PathBuf,
-) -> Result<(), VmmError> {
+async fn configure_and_start(api: &FirecrackerApi, spec: &VmLaunch, kernel: PathBuf) -> Result<(), VmmError> {
     api.put(
         "/machine-config",
         &MachineConfig {
@@ -189,8 +180,7 @@ async fn configure_and_start(
             host_dev_name: nic.tap_name.clone(),
             guest_mac: nic.mac.clone(),
         };
-        api.put(&format!("/network-interfaces/{IFACE_ID}"), &iface)
-            .await?;
+        api.put(&format!("/network-interfaces/{IFACE_ID}"), &iface).await?;
     }
     api.put(
         "/actions",
@@ -210,17 +200,11 @@ impl Hypervisor for FirecrackerHypervisor {
     async fn launch(&self, spec: &VmLaunch) -> Result<Box<dyn VmHandle>, VmmError> {
         let kernel = check_spec(spec)?;
         let (process, api) = self.spawn(spec).await?;
-        process
-            .startup(configure_and_start(&api, spec, kernel))
-            .await?;
+        process.startup(configure_and_start(&api, spec, kernel)).await?;
         Ok(Box::new(FirecrackerVm::new(process, api)))
     }
 
-    async fn restore(
-        &self,
-        spec: &VmLaunch,
-        snapshot: &SnapshotFiles,
-    ) -> Result<Box<dyn VmHandle>, VmmError> {
+    async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError> {
         check_spec(spec)?;
         let Some(memory) = snapshot.memory.clone() else {
             return Err(VmmError::InvalidLaunch(
@@ -250,9 +234,7 @@ impl Hypervisor for FirecrackerHypervisor {
                 })
                 .collect(),
         };
-        process
-            .startup(api.put_snapshot("/snapshot/load", &load))
-            .await?;
+        process.startup(api.put_snapshot("/snapshot/load", &load)).await?;
         Ok(Box::new(FirecrackerVm::new(process, api)))
     }
 

@@ -44,9 +44,8 @@ pub fn kernel_cmdline(accel: Accel, boot_args: &str) -> String {
 
 /// A path as UTF-8 text; Hatch keeps its paths UTF-8 so they can be put in QEMU options.
 fn text(path: &Path) -> Result<&str, VmmError> {
-    path.to_str().ok_or_else(|| {
-        VmmError::InvalidLaunch(format!("path {} is not valid UTF-8", path.display()))
-    })
+    path.to_str()
+        .ok_or_else(|| VmmError::InvalidLaunch(format!("path {} is not valid UTF-8", path.display())))
 }
 
 /// A path as a value inside a QEMU `key=value,...` option: commas are doubled.
@@ -57,12 +56,7 @@ fn opt_path(path: &Path) -> Result<String, VmmError> {
 /// Builds the argv (without the program name). `incoming` is the saved state
 /// to load, for a restore; `exec:` URIs go through a shell, so the caller
 /// must have checked that path with `validate::check_shell_safe_path`.
-pub fn build(
-    spec: &VmLaunch,
-    kernel: &Path,
-    accel: Accel,
-    incoming: Option<&Path>,
-) -> Result<Vec<OsString>, VmmError> {
+pub fn build(spec: &VmLaunch, kernel: &Path, accel: Accel, incoming: Option<&Path>) -> Result<Vec<OsString>, VmmError> {
     let run_dir = &spec.run_dir;
     let mut args: Vec<String> = vec![
         "-name".into(),
@@ -105,10 +99,7 @@ pub fn build(
         "-serial".into(),
         "chardev:serial0".into(),
         "-qmp".into(),
-        format!(
-            "unix:{},server=on,wait=off",
-            opt_path(&run_dir.join(QMP_SOCKET))?
-        ),
+        format!("unix:{},server=on,wait=off", opt_path(&run_dir.join(QMP_SOCKET))?),
     ]);
     for disk in &spec.disks {
         // QEMU ids must start with a letter; disk ids are validated to [A-Za-z0-9_-].
@@ -128,10 +119,7 @@ pub fn build(
         // Never vhost=on: these hosts have no vhost-net.
         args.extend([
             "-netdev".into(),
-            format!(
-                "tap,id=net0,ifname={},script=no,downscript=no",
-                nic.tap_name
-            ),
+            format!("tap,id=net0,ifname={},script=no,downscript=no", nic.tap_name),
             "-device".into(),
             format!("virtio-net-device,netdev=net0,mac={}", nic.mac),
         ]);
@@ -180,9 +168,7 @@ mod tests {
     }
 
     fn strings(args: Vec<OsString>) -> Vec<String> {
-        args.into_iter()
-            .map(|a| a.into_string().expect("utf8"))
-            .collect()
+        args.into_iter().map(|a| a.into_string().expect("utf8")).collect()
     }
 
     #[test]
@@ -200,10 +186,8 @@ mod tests {
         );
         let joined = args.join(" ");
         assert!(joined.contains("-M microvm,accel=tcg,acpi=on -cpu max -smp 2 -m 256M"));
-        assert!(args
-            .contains(&"console=ttyS0 reboot=k panic=1 tsc_early_khz=2100000 quiet".to_string()));
-        assert!(joined
-            .contains("id=disk-rootfs,file=/vms/a,,b/root.img,format=raw,if=none,readonly=off"));
+        assert!(args.contains(&"console=ttyS0 reboot=k panic=1 tsc_early_khz=2100000 quiet".to_string()));
+        assert!(joined.contains("id=disk-rootfs,file=/vms/a,,b/root.img,format=raw,if=none,readonly=off"));
         assert!(joined.contains("id=disk-seed,file=/vms/seed.img,format=raw,if=none,readonly=on"));
         assert!(joined.contains("tap,id=net0,ifname=htap0,script=no,downscript=no"));
         assert!(!joined.contains("vhost"));
@@ -231,9 +215,6 @@ mod tests {
 
     #[test]
     fn kvm_cmdline_has_no_tsc_hint() {
-        assert_eq!(
-            kernel_cmdline(Accel::Kvm, ""),
-            "console=ttyS0 reboot=k panic=1"
-        );
+        assert_eq!(kernel_cmdline(Accel::Kvm, ""), "console=ttyS0 reboot=k panic=1");
     }
 }

@@ -134,10 +134,7 @@ impl QemuVm {
     /// The graceful shutdown request: a paused guest cannot react to the
     /// power button, so continue it first.
     async fn ask_to_power_down(&self) -> Result<(), VmmError> {
-        if matches!(
-            self.status().await?.as_str(),
-            "paused" | "postmigrate" | "prelaunch"
-        ) {
+        if matches!(self.status().await?.as_str(), "paused" | "postmigrate" | "prelaunch") {
             self.call("cont", None).await?;
         }
         self.call("system_powerdown", None).await.map(|_| ())
@@ -168,17 +165,11 @@ impl VmHandle for QemuVm {
         validate::check_shell_safe_path(&state)?;
         self.pause().await?;
         self.migrate_to(&state).await?;
-        Ok(SnapshotFiles {
-            state,
-            memory: None,
-        })
+        Ok(SnapshotFiles { state, memory: None })
     }
 
     async fn stop(&self, grace: Duration) -> ExitReport {
-        let report = self
-            .process
-            .stop_with(|| self.ask_to_power_down(), grace)
-            .await;
+        let report = self.process.stop_with(|| self.ask_to_power_down(), grace).await;
         *self.qmp.lock().await = None;
         report
     }

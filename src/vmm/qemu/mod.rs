@@ -59,11 +59,7 @@ impl QemuHypervisor {
 
     /// Spawns QEMU for `spec` (optionally loading `incoming` state) and
     /// returns once QMP answers.
-    async fn spawn(
-        &self,
-        spec: &VmLaunch,
-        incoming: Option<&Path>,
-    ) -> Result<(VmmProcess, Qmp), VmmError> {
+    async fn spawn(&self, spec: &VmLaunch, incoming: Option<&Path>) -> Result<(VmmProcess, Qmp), VmmError> {
         validate::check_launch(spec)?;
         if self.netns.is_none() {
             validate::check_tap_exists(spec)?;
@@ -82,12 +78,10 @@ impl QemuHypervisor {
         })
         .await?;
         let qmp = process
-            .startup(
-                process.wait_until("QEMU's QMP socket", QMP_READY_TIMEOUT, || {
-                    let path = qmp_path.clone();
-                    async move { Qmp::connect(&path).await.ok() }
-                }),
-            )
+            .startup(process.wait_until("QEMU's QMP socket", QMP_READY_TIMEOUT, || {
+                let path = qmp_path.clone();
+                async move { Qmp::connect(&path).await.ok() }
+            }))
             .await?;
         Ok((process, qmp))
     }
@@ -101,22 +95,14 @@ fn marker(qmp_path: &Path) -> String {
 /// QEMU boots an ELF vmlinux only through its PVH entry note; otherwise the bzImage.
 fn pick_kernel(spec: &VmLaunch) -> Result<PathBuf, VmmError> {
     let mut reasons = Vec::new();
-    for path in [&spec.kernel.elf, &spec.kernel.bzimage]
-        .into_iter()
-        .flatten()
-    {
+    for path in [&spec.kernel.elf, &spec.kernel.bzimage].into_iter().flatten() {
         match inspect_kernel(path) {
             Ok(KernelInfo {
                 format: KernelFormat::Bzimage,
                 ..
             })
-            | Ok(KernelInfo {
-                pvh_entry: true, ..
-            }) => return Ok(path.clone()),
-            Ok(_) => reasons.push(format!(
-                "{} is an ELF without a PVH entry note",
-                path.display()
-            )),
+            | Ok(KernelInfo { pvh_entry: true, .. }) => return Ok(path.clone()),
+            Ok(_) => reasons.push(format!("{} is an ELF without a PVH entry note", path.display())),
             Err(e) => reasons.push(e.to_string()),
         }
     }
@@ -137,18 +123,10 @@ impl Hypervisor for QemuHypervisor {
 
     async fn launch(&self, spec: &VmLaunch) -> Result<Box<dyn VmHandle>, VmmError> {
         let (process, qmp) = self.spawn(spec, None).await?;
-        Ok(Box::new(QemuVm::new(
-            process,
-            spec.run_dir.join(QMP_SOCKET),
-            Some(qmp),
-        )))
+        Ok(Box::new(QemuVm::new(process, spec.run_dir.join(QMP_SOCKET), Some(qmp))))
     }
 
-    async fn restore(
-        &self,
-        spec: &VmLaunch,
-        snapshot: &SnapshotFiles,
-    ) -> Result<Box<dyn VmHandle>, VmmError> {
+    async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError> {
         // The state path goes through a shell (`exec:cat FILE`): keep it plain.
         validate::check_shell_safe_path(&snapshot.state)?;
         std::fs::metadata(&snapshot.state).map_err(|source| VmmError::Io {
@@ -157,9 +135,7 @@ impl Hypervisor for QemuHypervisor {
         })?;
         let (process, qmp) = self.spawn(spec, Some(&snapshot.state)).await?;
         let vm = QemuVm::new(process, spec.run_dir.join(QMP_SOCKET), Some(qmp));
-        vm.process()
-            .startup(vm.finish_incoming(INCOMING_TIMEOUT))
-            .await?;
+        vm.process().startup(vm.finish_incoming(INCOMING_TIMEOUT)).await?;
         Ok(Box::new(vm))
     }
 

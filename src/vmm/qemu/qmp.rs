@@ -47,11 +47,7 @@ impl Qmp {
     }
 
     /// Runs `command` and returns its `return` value.
-    pub async fn execute(
-        &mut self,
-        command: &str,
-        arguments: Option<Value>,
-    ) -> Result<Value, VmmError> {
+    pub async fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, VmmError> {
         let mut request = json!({ "execute": command });
         if let Some(arguments) = arguments {
             request["arguments"] = arguments;
@@ -74,10 +70,7 @@ impl Qmp {
                 return Ok(value.clone());
             }
             if let Some(error) = message.get("error") {
-                let desc = error
-                    .get("desc")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error");
+                let desc = error.get("desc").and_then(Value::as_str).unwrap_or("unknown error");
                 return Err(VmmError::Rejected {
                     request: command.to_string(),
                     message: desc.to_string(),
@@ -89,15 +82,10 @@ impl Qmp {
 
     async fn read_message(&mut self) -> Result<Value, VmmError> {
         let mut line = String::new();
-        let n = self
-            .reader
-            .read_line(&mut line)
-            .await
-            .map_err(|e| control("read", e))?;
+        let n = self.reader.read_line(&mut line).await.map_err(|e| control("read", e))?;
         if n == 0 {
             return Err(control("read", "connection closed by QEMU"));
         }
-        serde_json::from_str(&line)
-            .map_err(|e| control("reply", format!("invalid JSON ({e}): {line}")))
+        serde_json::from_str(&line).map_err(|e| control("reply", format!("invalid JSON ({e}): {line}")))
     }
 }

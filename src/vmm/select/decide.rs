@@ -48,7 +48,10 @@ pub fn decide(settings: &HypervisorSettings, probe: &HostProbe) -> Decision {
         HypervisorPreference::Firecracker => {
             let Some(binary) = probe.firecracker.path.clone() else {
                 let reason = "HATCH_HYPERVISOR=firecracker".to_string();
-                return Decision { result: Err(missing(&probe.firecracker)), reason };
+                return Decision {
+                    result: Err(missing(&probe.firecracker)),
+                    reason,
+                };
             };
             let reason = format!("firecracker ({}): HATCH_HYPERVISOR=firecracker", binary.display());
             match kvm {
@@ -61,18 +64,30 @@ pub fn decide(settings: &HypervisorSettings, probe: &HostProbe) -> Decision {
                 },
                 KvmKind::Pvm => Decision {
                     result: Ok(Choice::Firecracker { binary }),
-                    reason: format!("{reason}; warning: /dev/kvm is nested PVM, only PVM-aware guest kernels will boot"),
+                    reason: format!(
+                        "{reason}; warning: /dev/kvm is nested PVM, only PVM-aware guest kernels will boot"
+                    ),
                 },
-                KvmKind::Hardware => Decision { result: Ok(Choice::Firecracker { binary }), reason },
+                KvmKind::Hardware => Decision {
+                    result: Ok(Choice::Firecracker { binary }),
+                    reason,
+                },
             }
         }
         HypervisorPreference::Qemu => qemu(settings, probe, "HATCH_HYPERVISOR=qemu".into()),
         HypervisorPreference::Auto => match (&probe.firecracker.path, kvm) {
             (Some(binary), KvmKind::Hardware) => Decision {
                 result: Ok(Choice::Firecracker { binary: binary.clone() }),
-                reason: format!("auto: firecracker found at {} and hardware KVM is present", binary.display()),
+                reason: format!(
+                    "auto: firecracker found at {} and hardware KVM is present",
+                    binary.display()
+                ),
             },
-            (None, _) => qemu(settings, probe, format!("auto: no firecracker ({})", probe.firecracker.missing)),
+            (None, _) => qemu(
+                settings,
+                probe,
+                format!("auto: no firecracker ({})", probe.firecracker.missing),
+            ),
             (Some(_), KvmKind::Pvm) => qemu(
                 settings,
                 probe,
@@ -91,13 +106,9 @@ fn qemu(settings: &HypervisorSettings, probe: &HostProbe, why: String) -> Decisi
         };
     };
     let kvm = probe.facts.kvm_kind();
-    let tcg = Accel::Tcg {
-        tsc_khz: probe.tsc_khz,
-    };
+    let tcg = Accel::Tcg { tsc_khz: probe.tsc_khz };
     let (accel, accel_why) = match (settings.qemu_accel, kvm) {
-        (QemuAccel::Auto, KvmKind::Hardware) => {
-            (Accel::Kvm, "kvm: hardware virtualisation is present")
-        }
+        (QemuAccel::Auto, KvmKind::Hardware) => (Accel::Kvm, "kvm: hardware virtualisation is present"),
         (QemuAccel::Auto, KvmKind::Pvm) => (tcg, "tcg: nested PVM KVM cannot run stock kernels"),
         (QemuAccel::Auto, KvmKind::None) => (tcg, "tcg: no usable KVM"),
         (QemuAccel::Tcg, _) => (tcg, "tcg: HATCH_QEMU_ACCEL=tcg"),
@@ -207,35 +218,19 @@ mod tests {
     #[test]
     fn forcing_a_missing_firecracker_is_a_clear_error() {
         let probe = host(KvmKind::Hardware, None, Some("/bin/qemu"));
-        let d = decide(
-            &settings(HypervisorPreference::Firecracker, QemuAccel::Auto),
-            &probe,
-        );
+        let d = decide(&settings(HypervisorPreference::Firecracker, QemuAccel::Auto), &probe);
         let check = d.check();
         assert!(!check.ok);
         assert!(matches!(d.result, Err(VmmError::BinaryMissing { .. })));
-        assert!(
-            check.detail.contains("firecracker not found"),
-            "{}",
-            check.detail
-        );
+        assert!(check.detail.contains("firecracker not found"), "{}", check.detail);
     }
 
     #[test]
     fn forcing_kvm_without_kvm_fails_and_tcg_is_always_possible() {
         let probe = host(KvmKind::None, None, Some("/bin/qemu"));
-        let kvm = decide(
-            &settings(HypervisorPreference::Qemu, QemuAccel::Kvm),
-            &probe,
-        );
-        assert!(matches!(
-            kvm.result,
-            Err(VmmError::HypervisorUnavailable { .. })
-        ));
-        let tcg = decide(
-            &settings(HypervisorPreference::Qemu, QemuAccel::Tcg),
-            &probe,
-        );
+        let kvm = decide(&settings(HypervisorPreference::Qemu, QemuAccel::Kvm), &probe);
+        assert!(matches!(kvm.result, Err(VmmError::HypervisorUnavailable { .. })));
+        let tcg = decide(&settings(HypervisorPreference::Qemu, QemuAccel::Tcg), &probe);
         assert!(matches!(
             tcg.result,
             Ok(Choice::Qemu {
@@ -247,12 +242,7 @@ mod tests {
 
     #[test]
     fn no_qemu_and_no_firecracker_is_an_error() {
-        let d = decide(
-            &settings(AUTO, QemuAccel::Auto),
-            &host(KvmKind::Pvm, None, None),
-        );
-        assert!(
-            matches!(d.result, Err(VmmError::BinaryMissing { ref binary, .. }) if binary == "qemu-system-x86_64")
-        );
+        let d = decide(&settings(AUTO, QemuAccel::Auto), &host(KvmKind::Pvm, None, None));
+        assert!(matches!(d.result, Err(VmmError::BinaryMissing { ref binary, .. }) if binary == "qemu-system-x86_64"));
     }
 }

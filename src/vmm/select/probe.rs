@@ -26,22 +26,13 @@ pub struct BinaryProbe {
 }
 
 impl BinaryProbe {
-    fn find(
-        label: &'static str,
-        name: &'static str,
-        configured: Option<&Path>,
-        env: &str,
-        install_hint: &str,
-    ) -> Self {
+    fn find(label: &'static str, name: &'static str, configured: Option<&Path>, env: &str, install_hint: &str) -> Self {
         let (path, missing) = match configured {
             Some(path) if path.is_file() => (Some(path.to_path_buf()), String::new()),
             Some(path) => (None, format!("{env}={} is not a file", path.display())),
             None => match crate::sys::cmd::find_on_path(name) {
                 Some(path) => (Some(path), String::new()),
-                None => (
-                    None,
-                    format!("{name} is not on PATH ({install_hint} or set {env})"),
-                ),
+                None => (None, format!("{name} is not on PATH ({install_hint} or set {env})")),
             },
         };
         let version = path.as_deref().and_then(version_of);
@@ -91,10 +82,7 @@ fn version_of(binary: &Path) -> Option<String> {
     }
     let output = child.wait_with_output().ok()?;
     let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .map(str::trim)
-        .find(|l| !l.is_empty())
-        .map(str::to_string)
+    text.lines().map(str::trim).find(|l| !l.is_empty()).map(str::to_string)
 }
 
 /// Everything the choice depends on.
@@ -157,9 +145,7 @@ impl HostProbe {
                 hardware_module.is_some(),
                 match hardware_module {
                     Some(module) => format!("{module} is loaded"),
-                    None => {
-                        "neither kvm_intel nor kvm_amd is loaded: no hardware virtualisation".into()
-                    }
+                    None => "neither kvm_intel nor kvm_amd is loaded: no hardware virtualisation".into(),
                 },
             ),
             // Informational: PVM is not an error, but it changes the choice.
@@ -180,21 +166,15 @@ impl HostProbe {
                 if f.tun_present {
                     "/dev/net/tun is present".into()
                 } else {
-                    "/dev/net/tun is missing: guests cannot have TAP networking (modprobe tun)"
-                        .into()
+                    "/dev/net/tun is missing: guests cannot have TAP networking (modprobe tun)".into()
                 },
             ),
             check(
                 "TSC frequency",
                 self.tsc_khz.is_some(),
                 match self.tsc_khz {
-                    Some(khz) => format!(
-                        "{khz} kHz (from /proc/cpuinfo), given to TCG guests as tsc_early_khz"
-                    ),
-                    None => {
-                        "unknown (no cpu MHz in /proc/cpuinfo): TCG guests may hang while booting"
-                            .into()
-                    }
+                    Some(khz) => format!("{khz} kHz (from /proc/cpuinfo), given to TCG guests as tsc_early_khz"),
+                    None => "unknown (no cpu MHz in /proc/cpuinfo): TCG guests may hang while booting".into(),
                 },
             ),
         ]

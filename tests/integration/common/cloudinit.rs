@@ -29,11 +29,7 @@ impl SeedImage {
     /// `fsck.vfat -n` (check only) must report no problems.
     pub fn assert_fsck_clean(&self) {
         let out = run(Command::new("fsck.vfat").arg("-n").arg(&self.path));
-        assert!(
-            out.status.success(),
-            "fsck.vfat -n failed: {}",
-            describe(&out)
-        );
+        assert!(out.status.success(), "fsck.vfat -n failed: {}", describe(&out));
         let report = String::from_utf8_lossy(&out.stdout);
         assert!(!report.contains("Dirty bit"), "fsck.vfat: {report}");
     }
@@ -107,21 +103,14 @@ impl SeedImage {
     pub fn read_both(&self, name: &str) -> Vec<u8> {
         let via_fatfs = self.fatfs_read(name);
         let via_mtools = self.mtools_read(name);
-        assert_eq!(
-            via_fatfs, via_mtools,
-            "fatfs and mtools disagree about {name}"
-        );
+        assert_eq!(via_fatfs, via_mtools, "fatfs and mtools disagree about {name}");
         via_fatfs
     }
 
     /// Names in the root directory, both readers agreeing.
     pub fn names_both(&self) -> Vec<String> {
         let names = self.fatfs_names();
-        assert_eq!(
-            names,
-            self.mtools_names(),
-            "fatfs and mtools list different files"
-        );
+        assert_eq!(names, self.mtools_names(), "fatfs and mtools list different files");
         names
     }
 }
@@ -136,11 +125,7 @@ pub fn pyyaml_load(text: &[u8]) -> serde_json::Value {
         ]),
         text,
     );
-    assert!(
-        out.status.success(),
-        "PyYAML rejected the document: {}",
-        describe(&out)
-    );
+    assert!(out.status.success(), "PyYAML rejected the document: {}", describe(&out));
     serde_json::from_slice(&out.stdout).expect("python printed JSON")
 }
 
@@ -167,18 +152,13 @@ pub fn ssh_keygen(dir: &Path, key_type: &str, bits: Option<u32>, comment: &str) 
         cmd.args(["-b", &bits.to_string()]);
     }
     let out = run(&mut cmd);
-    assert!(
-        out.status.success(),
-        "ssh-keygen failed: {}",
-        describe(&out)
-    );
+    assert!(out.status.success(), "ssh-keygen failed: {}", describe(&out));
     let public = std::fs::read_to_string(key.with_extension("pub")).expect("read .pub");
     public.trim_end().to_owned()
 }
 
 fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    cmd.output().unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
 }
 
 fn run_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {

@@ -23,7 +23,11 @@ impl Topology {
         let host = TestNetns::new();
         let client = TestNetns::new();
         let link = host.add_client(&client, 1);
-        Topology { client, host, host_addr: link.host_ip.to_string() }
+        Topology {
+            client,
+            host,
+            host_addr: link.host_ip.to_string(),
+        }
     }
 
     /// The start of an end-to-end test: a fresh topology, `hatch serve`
@@ -59,7 +63,11 @@ impl Topology {
     /// Registers an image's files with the daemon through `POST /images`.
     pub fn register_image(&self, daemon: &TestDaemon, image: &hatch::model::Image) -> String {
         let mut body = json!({"name": image.name, "login_user": image.login_user, "boot_args": image.boot_args});
-        let kernel = image.kernel_path.as_ref().or(image.bzimage_path.as_ref()).expect("image has a kernel");
+        let kernel = image
+            .kernel_path
+            .as_ref()
+            .or(image.bzimage_path.as_ref())
+            .expect("image has a kernel");
         body["kernel_path"] = json!(kernel);
         if let Some(initrd) = &image.initrd_path {
             body["initrd_path"] = json!(initrd);
@@ -75,12 +83,21 @@ impl Topology {
     /// Runs `command` in the guest over SSH from the client host through the
     /// forwarded port, retrying while the guest's SSH server comes up.
     pub fn ssh(&self, key: &TestKey, user: &str, port: u16, command: &str) -> String {
-        key.ssh_until_ok(&self.client, user, &self.host_addr, port, command, Duration::from_secs(60))
+        key.ssh_until_ok(
+            &self.client,
+            user,
+            &self.host_addr,
+            port,
+            command,
+            Duration::from_secs(60),
+        )
     }
 
     /// One SSH attempt; whether it succeeded (for commands that end the session).
     pub fn ssh_status(&self, key: &TestKey, user: &str, port: u16, command: &str) -> bool {
-        key.ssh_once(&self.client, user, &self.host_addr, port, command).status.success()
+        key.ssh_once(&self.client, user, &self.host_addr, port, command)
+            .status
+            .success()
     }
 
     /// Runs a program inside the Hatch host's namespace and returns stdout.
@@ -108,20 +125,34 @@ impl Topology {
 
     /// After delete: no process, TAP, rule, reservation or directory of the VM.
     pub fn assert_nothing_left(&self, daemon: &TestDaemon, vm: &VmView) {
-        assert!(!daemon.data_path().join("vms").join(&vm.id).exists(), "the VM's directory is still there");
+        assert!(
+            !daemon.data_path().join("vms").join(&vm.id).exists(),
+            "the VM's directory is still there"
+        );
         let links = self.on_host("ip", &["-o", "link", "show"]);
-        assert!(!links.contains(&vm.tap_name), "TAP {} still exists:\n{links}", vm.tap_name);
+        assert!(
+            !links.contains(&vm.tap_name),
+            "TAP {} still exists:\n{links}",
+            vm.tap_name
+        );
         let rules = self.on_host("iptables-save", &[]);
         assert!(
             !rules.lines().any(|l| l.contains(&format!("--dport {} ", vm.ssh_port)) || l.contains(&format!("{}:22", vm.guest_ip))),
             "a forward for {} is still there:\n{rules}",
             vm.id
         );
-        assert!(!self.reservation_exists(daemon, &vm.guest_mac, &vm.guest_ip), "the DHCP reservation is still there");
+        assert!(
+            !self.reservation_exists(daemon, &vm.guest_mac, &vm.guest_ip),
+            "the DHCP reservation is still there"
+        );
         let marker = daemon.data_path().join("vms").join(&vm.id).display().to_string();
         for pid in daemon.vmm_pids() {
             let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-            assert!(!String::from_utf8_lossy(&cmdline).contains(&marker), "VMM {pid} of {} still runs", vm.id);
+            assert!(
+                !String::from_utf8_lossy(&cmdline).contains(&marker),
+                "VMM {pid} of {} still runs",
+                vm.id
+            );
         }
     }
 }

@@ -23,7 +23,10 @@ pub struct TestDaemon {
 impl TestDaemon {
     /// Starts `hatch serve` inside `netns` with a fresh data directory.
     pub fn start(netns: &str, env: &[(&str, &str)]) -> Self {
-        let data_dir = tempfile::Builder::new().prefix("hatch-e2e-").tempdir_in("/var/tmp").expect("data dir");
+        let data_dir = tempfile::Builder::new()
+            .prefix("hatch-e2e-")
+            .tempdir_in("/var/tmp")
+            .expect("data dir");
         let socket = data_dir.path().join("api.sock");
         let mut daemon = TestDaemon {
             netns: netns.to_string(),
@@ -79,7 +82,10 @@ impl TestDaemon {
     }
 
     pub fn admin_key(&self) -> String {
-        std::fs::read_to_string(self.data_path().join("admin.key")).expect("admin.key").trim().to_string()
+        std::fs::read_to_string(self.data_path().join("admin.key"))
+            .expect("admin.key")
+            .trim()
+            .to_string()
     }
 
     /// Kills the daemon with SIGKILL: no chance to clean anything up.
@@ -128,14 +134,23 @@ impl TestDaemon {
             args.push(format!("Authorization: Bearer {key}"));
         }
         if let Some(body) = body {
-            args.extend(["-H".into(), "Content-Type: application/json".into(), "--data-binary".into(), body.to_string()]);
+            args.extend([
+                "-H".into(),
+                "Content-Type: application/json".into(),
+                "--data-binary".into(),
+                body.to_string(),
+            ]);
         }
         args.push(format!("http://hatch{path}"));
         let output = Command::new("curl").args(&args).output().expect("curl");
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         let (body, status) = text.rsplit_once('\n').unwrap_or(("", text.as_str()));
         let status: u16 = status.trim().parse().unwrap_or(0);
-        let json = serde_json::from_str(body).unwrap_or(if body.is_empty() { Value::Null } else { Value::String(body.to_string()) });
+        let json = serde_json::from_str(body).unwrap_or(if body.is_empty() {
+            Value::Null
+        } else {
+            Value::String(body.to_string())
+        });
         (status, json)
     }
 
@@ -148,7 +163,11 @@ impl TestDaemon {
             .env("HATCH_API_KEY", self.admin_key())
             .output()
             .expect("hatch CLI");
-        assert!(output.status.success(), "hatch {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "hatch {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("hatch {args:?} printed no JSON: {e}"))
     }
 
@@ -172,8 +191,12 @@ impl TestDaemon {
         let marker = format!("{}/vms/", self.data_path().display());
         let mut pids = Vec::new();
         for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            let Ok(raw) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                continue;
+            };
             let cmdline = String::from_utf8_lossy(&raw);
             if cmdline.contains(&marker) && !cmdline.contains(" serve") {
                 pids.push(pid);
@@ -208,7 +231,11 @@ impl TestKey {
         let dir = tempfile::tempdir().expect("key dir");
         let public = ssh_keygen(dir.path(), "ed25519", None, "hatch-test");
         let private = ssh_private_key_path(dir.path(), "ed25519", None);
-        TestKey { _dir: dir, private, public }
+        TestKey {
+            _dir: dir,
+            private,
+            public,
+        }
     }
 
     /// `ssh` arguments for a non-interactive login with this key.
@@ -251,7 +278,15 @@ impl TestKey {
 
     /// Like [`ssh_once`](Self::ssh_once), retried while the guest's SSH
     /// server comes up, until `timeout`; stdout of the first success.
-    pub fn ssh_until_ok(&self, netns: &TestNetns, user: &str, host: &str, port: u16, command: &str, timeout: Duration) -> String {
+    pub fn ssh_until_ok(
+        &self,
+        netns: &TestNetns,
+        user: &str,
+        host: &str,
+        port: u16,
+        command: &str,
+        timeout: Duration,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let output = self.ssh_once(netns, user, host, port, command);

@@ -26,9 +26,7 @@ pub fn shared_dir() -> PathBuf {
 pub fn test_build_env() -> BuildEnv {
     let dir = shared_dir();
     let mut env = BuildEnv::new(&dir);
-    env.debian_mirror = std::env::var("HATCH_DEBIAN_MIRROR")
-        .ok()
-        .filter(|m| !m.is_empty());
+    env.debian_mirror = std::env::var("HATCH_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty());
     env
 }
 
@@ -54,10 +52,7 @@ fn prune_old_images(images_dir: &Path) {
 async fn build(profile: ImageProfile) -> Image {
     let env = test_build_env();
     prune_old_images(&env.images_dir);
-    let request = BuildRequest {
-        profile,
-        name: None,
-    };
+    let request = BuildRequest { profile, name: None };
     let started = Instant::now();
     let print = |event: hatch::image::ProgressEvent| {
         eprintln!(
@@ -74,19 +69,13 @@ async fn build(profile: ImageProfile) -> Image {
 /// The `minimal` image (kernel + initramfs), built once per test binary.
 pub async fn minimal_image() -> Image {
     static IMAGE: OnceCell<Image> = OnceCell::const_new();
-    IMAGE
-        .get_or_init(|| build(ImageProfile::Minimal))
-        .await
-        .clone()
+    IMAGE.get_or_init(|| build(ImageProfile::Minimal)).await.clone()
 }
 
 /// The `debian` image (kernel + initrd + ext4 rootfs), built once per test binary.
 pub async fn debian_image() -> Image {
     static IMAGE: OnceCell<Image> = OnceCell::const_new();
-    IMAGE
-        .get_or_init(|| build(ImageProfile::Debian))
-        .await
-        .clone()
+    IMAGE.get_or_init(|| build(ImageProfile::Debian)).await.clone()
 }
 
 /// The host TSC frequency in kHz, which TCG guests need on their command
@@ -211,10 +200,7 @@ impl TcgGuest {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "QEMU exited ({status}) before {marker:?}; serial:\n{}",
-                    self.tail()
-                );
+                panic!("QEMU exited ({status}) before {marker:?}; serial:\n{}", self.tail());
             }
             if Instant::now() > deadline {
                 panic!(
@@ -235,9 +221,7 @@ impl TcgGuest {
     /// Sends a QMP command (after the capabilities handshake).
     pub fn qmp(&self, command: &str) -> String {
         let stream = UnixStream::connect(&self.qmp_socket).expect("connect to QMP");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
+        stream.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
         let mut reader = BufReader::new(stream.try_clone().expect("clone"));
         let mut line = String::new();
         reader.read_line(&mut line).expect("QMP greeting");

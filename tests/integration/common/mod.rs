@@ -7,7 +7,7 @@ pub mod hatchd;
 pub mod images;
 pub mod net;
 pub mod netns;
+pub mod proxy;
 pub mod s3;
 pub mod snapshot;
 pub mod vmm;
-pub mod proxy;

@@ -16,8 +16,15 @@ use super::netns::{run_ok, TestNetns};
 
 /// The guide's defaults, with the DHCP files in `dir`.
 pub fn config(dir: &Path, ssh_allowed: &str) -> NetConfig {
-    config_from_values("fcbridge", "192.168.241.1/24", ssh_allowed, "2200", "2299", dir.join("dhcp"))
-        .expect("valid test config")
+    config_from_values(
+        "fcbridge",
+        "192.168.241.1/24",
+        ssh_allowed,
+        "2200",
+        "2299",
+        dir.join("dhcp"),
+    )
+    .expect("valid test config")
 }
 
 pub fn dnsmasq_conf(cfg: &NetConfig) -> String {
@@ -41,9 +48,29 @@ pub struct Lease {
 /// said.
 pub fn dhcp_lease(guest: &TestNetns, scratch: &Path) -> Option<Lease> {
     let script = scratch.join("udhcpc-report.sh");
-    std::fs::write(&script, "#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE ip=$ip router=$router dns=$dns\"\nexit 0\n").unwrap();
+    std::fs::write(
+        &script,
+        "#!/bin/sh\n[ \"$1\" = bound ] && echo \"LEASE ip=$ip router=$router dns=$dns\"\nexit 0\n",
+    )
+    .unwrap();
     run_ok("chmod", &["0755", script.to_str().unwrap()]);
-    let out = guest.exec("busybox", &["udhcpc", "-f", "-q", "-n", "-i", "eth0", "-t", "8", "-T", "1", "-s", script.to_str().unwrap()]);
+    let out = guest.exec(
+        "busybox",
+        &[
+            "udhcpc",
+            "-f",
+            "-q",
+            "-n",
+            "-i",
+            "eth0",
+            "-t",
+            "8",
+            "-T",
+            "1",
+            "-s",
+            script.to_str().unwrap(),
+        ],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let line = stdout.lines().find(|line| line.starts_with("LEASE "))?;
     let field = |name: &str| {
@@ -52,12 +79,22 @@ pub fn dhcp_lease(guest: &TestNetns, scratch: &Path) -> Option<Lease> {
             .unwrap_or_default()
             .to_string()
     };
-    Some(Lease { ip: field("ip"), router: field("router"), dns: field("dns") })
+    Some(Lease {
+        ip: field("ip"),
+        router: field("router"),
+        dns: field("dns"),
+    })
 }
 
 /// Gives the guest its address statically (what DHCP would have done).
 pub fn configure_guest(guest: &TestNetns, id: &NetworkIdentity, cfg: &NetConfig) {
-    guest.ip(&["addr", "add", &format!("{}/{}", id.guest_ip, cfg.prefix_len), "dev", "eth0"]);
+    guest.ip(&[
+        "addr",
+        "add",
+        &format!("{}/{}", id.guest_ip, cfg.prefix_len),
+        "dev",
+        "eth0",
+    ]);
     guest.ip(&["route", "add", "default", "via", &cfg.gateway.to_string()]);
 }
 
@@ -94,7 +131,10 @@ pub fn ssh_banner(addr: SocketAddr) -> Option<String> {
 /// The host key offered at `addr:port`, fetched from `ns` with a real SSH
 /// key exchange (`ssh-keyscan`), as `ssh-ed25519 AAAA...`.
 pub fn scan_host_key(ns: &TestNetns, addr: Ipv4Addr, port: u16) -> Option<String> {
-    let out = ns.exec("ssh-keyscan", &["-T", "5", "-t", "ed25519", "-p", &port.to_string(), &addr.to_string()]);
+    let out = ns.exec(
+        "ssh-keyscan",
+        &["-T", "5", "-t", "ed25519", "-p", &port.to_string(), &addr.to_string()],
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .find(|l| l.contains("ssh-ed25519 "))

@@ -23,7 +23,10 @@ pub struct TestNetns {
 }
 
 fn describe(program: &str, args: &[&str]) -> String {
-    std::iter::once(program).chain(args.iter().copied()).collect::<Vec<_>>().join(" ")
+    std::iter::once(program)
+        .chain(args.iter().copied())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Runs a program (no shell) and panics with its stderr if it fails.
@@ -80,7 +83,10 @@ impl TestNetns {
 
     fn exec_command(&self, program: &str, args: &[&str]) -> Command {
         let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name, program]).args(args).stdin(Stdio::null());
+        command
+            .args(["netns", "exec", &self.name, program])
+            .args(args)
+            .stdin(Stdio::null());
         command
     }
 
@@ -160,14 +166,21 @@ impl TestNetns {
         let thread = std::thread::spawn(move || {
             let file = std::fs::File::open(&path).expect("namespace file");
             nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime");
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
             ready_tx.send(runtime.handle().clone()).expect("report handle");
             runtime.block_on(async move {
                 let _ = stop_rx.await;
             });
         });
         let handle = ready_rx.recv().expect("runtime thread started");
-        NsRuntime { handle, stop: Some(stop_tx), thread: Some(thread) }
+        NsRuntime {
+            handle,
+            stop: Some(stop_tx),
+            thread: Some(thread),
+        }
     }
 
     /// A TAP device `tap`, up, for a VMM running inside this namespace.
@@ -200,7 +213,18 @@ impl TestNetns {
 
     /// A veth pair: `local` here, `remote` inside `peer`, both up.
     pub fn veth_to(&self, peer: &TestNetns, local: &str, remote: &str) {
-        self.ip(&["link", "add", local, "type", "veth", "peer", "name", remote, "netns", peer.name()]);
+        self.ip(&[
+            "link",
+            "add",
+            local,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            remote,
+            "netns",
+            peer.name(),
+        ]);
         self.ip(&["link", "set", "dev", local, "up"]);
         peer.ip(&["link", "set", "dev", remote, "up"]);
     }
@@ -223,7 +247,18 @@ impl TestNetns {
     /// `tap_name` (to be enslaved to the bridge, as a TAP would be) and
     /// whose end in `guest` is `eth0` with the VM's MAC.
     pub fn plug_guest(&self, guest: &TestNetns, tap_name: &str, mac: &str) {
-        self.ip(&["link", "add", tap_name, "type", "veth", "peer", "name", "eth0", "netns", guest.name()]);
+        self.ip(&[
+            "link",
+            "add",
+            tap_name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            guest.name(),
+        ]);
         guest.ip(&["link", "set", "dev", "eth0", "address", mac]);
         guest.ip(&["link", "set", "dev", "eth0", "up"]);
     }
@@ -232,7 +267,12 @@ impl TestNetns {
         Command::new("ip")
             .args(["netns", "pids", &self.name])
             .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).split_whitespace().filter_map(|p| p.parse().ok()).collect())
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .filter_map(|p| p.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -25,9 +25,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
 
-use hatch::proxy::{
-    spawn_proxy, ActivityEvent, ProxyConfig, ProxyHandle, Resolution, RouteResolver, WakeCoordinator,
-};
+use hatch::proxy::{spawn_proxy, ActivityEvent, ProxyConfig, ProxyHandle, Resolution, RouteResolver, WakeCoordinator};
 
 pub const BASE_DOMAIN: &str = "example.test";
 pub const CHUNK: usize = 64 * 1024;
@@ -95,11 +93,19 @@ async fn upstream_route(mut request: Request<Incoming>, name: &str, release: Arc
         "/hello" => text(StatusCode::OK, format!("hello from {name}")),
         "/close" => {
             let mut response = text(StatusCode::OK, format!("bye from {name}"));
-            response.headers_mut().insert(CONNECTION, HeaderValue::from_static("close"));
+            response
+                .headers_mut()
+                .insert(CONNECTION, HeaderValue::from_static("close"));
             response
         }
         "/headers" => {
-            let header = |key: &str| request.headers().get(key).and_then(|v| v.to_str().ok()).map(str::to_string);
+            let header = |key: &str| {
+                request
+                    .headers()
+                    .get(key)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
             let seen = serde_json::json!({
                 "host": header("host"),
                 "path": request.uri().to_string(),
@@ -179,7 +185,10 @@ fn websocket_echo(mut request: Request<Incoming>) -> Response<TestBody> {
     headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
     headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
     let accept = derive_accept_key(key.as_bytes());
-    headers.insert("sec-websocket-accept", HeaderValue::from_str(&accept).expect("accept key"));
+    headers.insert(
+        "sec-websocket-accept",
+        HeaderValue::from_str(&accept).expect("accept key"),
+    );
     response
 }
 
@@ -246,9 +255,18 @@ impl FakeSleepingVm {
 
 #[derive(Clone)]
 pub enum FakeRoute {
-    Running { vm_id: String, addr: SocketAddr },
-    Asleep { vm_id: String, vm: Arc<FakeSleepingVm> },
-    Unavailable { retry_after: Option<Duration>, message: String },
+    Running {
+        vm_id: String,
+        addr: SocketAddr,
+    },
+    Asleep {
+        vm_id: String,
+        vm: Arc<FakeSleepingVm>,
+    },
+    Unavailable {
+        retry_after: Option<Duration>,
+        message: String,
+    },
 }
 
 /// Resolves subdomains from a fixed table; wakes sleeping VMs through a
@@ -276,7 +294,11 @@ impl FakeResolver {
 
     pub fn events_for(&self, vm_id: &str) -> Vec<ActivityEvent> {
         let events = self.events.lock().expect("lock");
-        events.iter().filter(|(vm, _)| vm == vm_id).map(|(_, event)| *event).collect()
+        events
+            .iter()
+            .filter(|(vm, _)| vm == vm_id)
+            .map(|(_, event)| *event)
+            .collect()
     }
 }
 
@@ -349,7 +371,11 @@ pub fn request(method: &str, subdomain: &str, path: &str, body: TestBody) -> Req
 pub async fn read_all(response: Response<Incoming>) -> (StatusCode, hyper::HeaderMap, String) {
     let (parts, body) = response.into_parts();
     let bytes = body.collect().await.expect("body").to_bytes();
-    (parts.status, parts.headers, String::from_utf8_lossy(&bytes).into_owned())
+    (
+        parts.status,
+        parts.headers,
+        String::from_utf8_lossy(&bytes).into_owned(),
+    )
 }
 
 /// Reads a body to the end counting bytes, without keeping them.
@@ -365,6 +391,10 @@ pub async fn count_body(mut body: Incoming) -> usize {
 pub fn peak_rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     let line = status.lines().find(|l| l.starts_with("VmHWM:")).expect("VmHWM");
-    let kib: u64 = line.split_whitespace().nth(1).and_then(|n| n.parse().ok()).expect("VmHWM value");
+    let kib: u64 = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("VmHWM value");
     kib * 1024
 }

@@ -43,18 +43,37 @@ impl TestS3 {
         let log_dir = tempfile::Builder::new().prefix("hatch-s3-").tempdir().expect("log dir");
         let log = std::fs::File::create(log_dir.path().join("moto.log")).expect("moto log");
         let child = Command::new("ip")
-            .args(["netns", "exec", netns, "python3", "-m", "moto.server", "-H", "127.0.0.1", "-p", &PORT.to_string()])
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "python3",
+                "-m",
+                "moto.server",
+                "-H",
+                "127.0.0.1",
+                "-p",
+                &PORT.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
             .spawn()
             .expect("start moto's S3 server (python3 -m moto.server; see scripts/install-deps)");
-        let mut server = TestS3 { netns: netns.to_string(), child: Some(child), log_dir, own_ns: None };
+        let mut server = TestS3 {
+            netns: netns.to_string(),
+            child: Some(child),
+            log_dir,
+            own_ns: None,
+        };
         let up = wait_for(Duration::from_secs(60), || {
             if let Some(Ok(Some(status))) = server.child.as_mut().map(|c| c.try_wait()) {
                 panic!("moto's S3 server exited with {status}:\n{}", server.log());
             }
-            server.curl(&["-o", "/dev/null", "-w", "%{http_code}", &server.url("/")]).ok().filter(|code| code != "000")
+            server
+                .curl(&["-o", "/dev/null", "-w", "%{http_code}", &server.url("/")])
+                .ok()
+                .filter(|code| code != "000")
         });
         assert!(up.is_some(), "moto's S3 server did not come up:\n{}", server.log());
         server.curl_ok(&["-X", "PUT", &server.url(&format!("/{BUCKET}"))]);
@@ -98,20 +117,33 @@ impl TestS3 {
         args.s3_region = REGION.to_string();
         args.s3_access_key = Some(ACCESS_KEY.to_string());
         args.s3_secret_key = Some(SECRET_KEY.to_string());
-        hatch::config::Config::from_args(&args).expect("valid S3 settings").s3.expect("S3 configured")
+        hatch::config::Config::from_args(&args)
+            .expect("valid S3 settings")
+            .s3
+            .expect("S3 configured")
     }
 
     /// Object keys in the bucket under `prefix`, as the server lists them
     /// (ListObjectsV2 over plain HTTP; sorted by the server).
     pub fn keys(&self, prefix: &str) -> Vec<String> {
         let xml = self.curl_ok(&[&self.url(&format!("/{BUCKET}?list-type=2&max-keys=1000&prefix={prefix}"))]);
-        xml.split("<Key>").skip(1).filter_map(|rest| rest.split_once("</Key>").map(|(key, _)| key.to_string())).collect()
+        xml.split("<Key>")
+            .skip(1)
+            .filter_map(|rest| rest.split_once("</Key>").map(|(key, _)| key.to_string()))
+            .collect()
     }
 
     /// The bytes of an object, fetched by the server directly.
     pub fn object(&self, key: &str) -> Vec<u8> {
-        let output = self.curl_command(&["-f", &self.url(&format!("/{BUCKET}/{key}"))]).output().expect("curl");
-        assert!(output.status.success(), "GET {key} failed: {}", String::from_utf8_lossy(&output.stderr));
+        let output = self
+            .curl_command(&["-f", &self.url(&format!("/{BUCKET}/{key}"))])
+            .output()
+            .expect("curl");
+        assert!(
+            output.status.success(),
+            "GET {key} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         output.stdout
     }
 
@@ -120,7 +152,10 @@ impl TestS3 {
         let headers = self.curl_ok(&["-I", &self.url(&format!("/{BUCKET}/{key}"))]);
         headers
             .lines()
-            .find_map(|line| line.split_once(':').filter(|(name, _)| name.eq_ignore_ascii_case("etag")))
+            .find_map(|line| {
+                line.split_once(':')
+                    .filter(|(name, _)| name.eq_ignore_ascii_case("etag"))
+            })
             .map(|(_, value)| value.trim().trim_matches('"').to_string())
             .unwrap_or_else(|| panic!("no ETag for {key}: {headers}"))
     }
@@ -138,7 +173,19 @@ impl TestS3 {
         let sigv4 = format!("aws:amz:{REGION}:s3");
         let user = format!("{ACCESS_KEY}:{SECRET_KEY}");
         command
-            .args(["netns", "exec", &self.netns, "curl", "-sS", "--max-time", "30", "--aws-sigv4", &sigv4, "--user", &user])
+            .args([
+                "netns",
+                "exec",
+                &self.netns,
+                "curl",
+                "-sS",
+                "--max-time",
+                "30",
+                "--aws-sigv4",
+                &sigv4,
+                "--user",
+                &user,
+            ])
             .args(args)
             .stdin(Stdio::null());
         command
@@ -156,7 +203,8 @@ impl TestS3 {
     fn curl_ok(&self, args: &[&str]) -> String {
         let mut full = vec!["-f"];
         full.extend_from_slice(args);
-        self.curl(&full).unwrap_or_else(|e| panic!("curl {args:?} failed: {e}\n{}", self.log()))
+        self.curl(&full)
+            .unwrap_or_else(|e| panic!("curl {args:?} failed: {e}\n{}", self.log()))
     }
 }
 

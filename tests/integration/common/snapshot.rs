@@ -40,11 +40,7 @@ pub fn allocated_blocks(path: &Path) -> u64 {
 /// Disk usage in KiB as `du -k` reports it (an independent view of
 /// sparseness).
 pub fn du_kib(path: &Path) -> u64 {
-    let out = Command::new("du")
-        .arg("-k")
-        .arg(path)
-        .output()
-        .expect("run du");
+    let out = Command::new("du").arg("-k").arg(path).output().expect("run du");
     assert!(
         out.status.success(),
         "du failed: {}",
@@ -76,12 +72,7 @@ pub fn sha256_of(path: &Path) -> String {
 /// Whether two files have identical logical contents, by `cmp` (fast even
 /// in debug builds, and independent of the code under test).
 pub fn same_contents(a: &Path, b: &Path) -> bool {
-    let status = Command::new("cmp")
-        .arg("-s")
-        .arg(a)
-        .arg(b)
-        .status()
-        .expect("run cmp");
+    let status = Command::new("cmp").arg("-s").arg(a).arg(b).status().expect("run cmp");
     status.success()
 }
 

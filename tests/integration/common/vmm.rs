@@ -14,8 +14,7 @@ use super::netns::TestNetns;
 
 /// QEMU with software emulation, as on hosts without hardware virtualisation.
 pub fn qemu_tcg() -> QemuHypervisor {
-    let binary = hatch::sys::cmd::find_on_path("qemu-system-x86_64")
-        .expect("qemu-system-x86_64 is not installed");
+    let binary = hatch::sys::cmd::find_on_path("qemu-system-x86_64").expect("qemu-system-x86_64 is not installed");
     QemuHypervisor::new(
         binary,
         Accel::Tcg {
@@ -53,8 +52,7 @@ pub async fn minimal_launch(vm_id: &str, run_dir: &Path, boot_args: &str) -> VmL
 }
 
 pub fn serial_log(run_dir: &Path) -> String {
-    String::from_utf8_lossy(&std::fs::read(run_dir.join("serial.log")).unwrap_or_default())
-        .into_owned()
+    String::from_utf8_lossy(&std::fs::read(run_dir.join("serial.log")).unwrap_or_default()).into_owned()
 }
 
 /// Waits until the serial log (from byte `from` on) satisfies `check`;
@@ -74,19 +72,14 @@ pub async fn wait_for_serial<T>(
         }
         if tokio::time::Instant::now() >= deadline {
             let tail = &log[log.len().saturating_sub(1500)..];
-            panic!(
-                "timed out after {timeout:?} waiting on the serial console; it ends with:\n{tail}"
-            );
+            panic!("timed out after {timeout:?} waiting on the serial console; it ends with:\n{tail}");
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
 pub async fn wait_for_marker(run_dir: &Path, marker: &str, timeout: Duration) {
-    wait_for_serial(run_dir, 0, timeout, |log| {
-        log.contains(marker).then_some(())
-    })
-    .await
+    wait_for_serial(run_dir, 0, timeout, |log| log.contains(marker).then_some(())).await
 }
 
 /// Every number printed after `prefix` at the start of a line, in order.
@@ -262,11 +255,7 @@ pub fn counter_guest(delay_polls: u32) -> Vec<u8> {
         0xeb, 0xfd, //                                jmp halt
     ];
     code[0x58..0x5c].copy_from_slice(&delay_polls.max(1).to_le_bytes());
-    assert_eq!(
-        code.len(),
-        0x6f,
-        "the rip-relative offsets above assume this layout"
-    );
+    assert_eq!(code.len(), 0x6f, "the rip-relative offsets above assume this layout");
     code.extend_from_slice(COUNTER_PREFIX.as_bytes()); // prefix at 0x6f
     code.extend_from_slice(&[0; 24]); // digit buffer 0x7e..0x96 (buf_end)
     code.extend_from_slice(&[0; 8]); // counter at 0x96
@@ -276,10 +265,7 @@ pub fn counter_guest(delay_polls: u32) -> Vec<u8> {
 /// Shows the backends' log lines in test output (captured unless it fails).
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "hatch=debug".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "hatch=debug".into()))
         .with_test_writer()
         .try_init();
 }
