@@ -140,26 +140,36 @@ fn from_json_fields<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result
         .map_err(serde::de::Error::custom)
 }
 
+/// The response fields; `user_data: Some(None)` is written as null.
+#[derive(Serialize)]
+struct OutFields<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_data: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_data_base64: Option<String>,
+}
+
+fn to_json_fields<S: serde::Serializer>(
+    value: &Option<UserData>,
+    null_text: bool,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    let (text, user_data_base64) = value.as_ref().map(UserData::to_fields).unwrap_or_default();
+    let user_data = if null_text { Some(text) } else { text.map(Some) };
+    OutFields {
+        user_data,
+        user_data_base64,
+    }
+    .serialize(serializer)
+}
+
 /// `#[serde(flatten, with = "user_data_fields")]` on an `Option<UserData>`:
 /// the JSON fields are absent when there is no user data.
 pub mod user_data_fields {
     use super::*;
 
-    #[derive(Serialize)]
-    struct Out<'a> {
-        #[serde(skip_serializing_if = "Option::is_none")]
-        user_data: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        user_data_base64: Option<String>,
-    }
-
     pub fn serialize<S: serde::Serializer>(value: &Option<UserData>, serializer: S) -> Result<S::Ok, S::Error> {
-        let (user_data, user_data_base64) = value.as_ref().map(UserData::to_fields).unwrap_or_default();
-        Out {
-            user_data,
-            user_data_base64,
-        }
-        .serialize(serializer)
+        to_json_fields(value, false, serializer)
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<UserData>, D::Error> {
@@ -172,20 +182,8 @@ pub mod user_data_fields {
 pub mod user_data_fields_with_null {
     use super::*;
 
-    #[derive(Serialize)]
-    struct Out<'a> {
-        user_data: Option<&'a str>,
-        #[serde(skip_serializing_if = "Option::is_none")]
-        user_data_base64: Option<String>,
-    }
-
     pub fn serialize<S: serde::Serializer>(value: &Option<UserData>, serializer: S) -> Result<S::Ok, S::Error> {
-        let (user_data, user_data_base64) = value.as_ref().map(UserData::to_fields).unwrap_or_default();
-        Out {
-            user_data,
-            user_data_base64,
-        }
-        .serialize(serializer)
+        to_json_fields(value, true, serializer)
     }
 
     pub fn deserialize<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<UserData>, D::Error> {

@@ -7,7 +7,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::e2e::{create_ready_vm, Topology, VmView};
+use common::e2e::{create_ready_vm, GuestState, Topology, VmView};
 use common::hatchd::{TestDaemon, TestKey};
 use serde_json::{json, Value};
 
@@ -29,15 +29,7 @@ async fn restore_keeps_ram_files_and_network_identity() {
     let key = TestKey::generate();
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
 
-    // A file on the guest's (RAM-backed) root and a process holding state in RAM.
-    let sleeper = topo.ssh(
-        &key,
-        "root",
-        vm.ssh_port,
-        "echo one > /root/marker; sleep 100000 </dev/null >/dev/null 2>&1 & echo $!",
-    );
-    let sleeper = sleeper.trim().to_string();
-    assert!(!sleeper.is_empty());
+    let guest = GuestState::leave(&topo, &key, vm.ssh_port, "one");
     let uptime_before: f64 = topo
         .ssh(&key, "root", vm.ssh_port, "cut -d' ' -f1 /proc/uptime")
         .trim()
@@ -66,14 +58,7 @@ async fn restore_keeps_ram_files_and_network_identity() {
     assert_eq!(status, 200, "{restored}\n{}", daemon.log());
     assert_eq!(restored["state"], "running");
     assert_eq!(VmView::from(&restored).ssh_port, vm.ssh_port);
-    assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "one");
-    let survivor = topo.ssh(
-        &key,
-        "root",
-        vm.ssh_port,
-        &format!("tr '\\0' ' ' < /proc/{sleeper}/cmdline"),
-    );
-    assert_eq!(survivor.trim(), "sleep 100000", "the process in RAM did not survive");
+    guest.assert_survived(&topo, &key, vm.ssh_port);
     let uptime_after: f64 = topo
         .ssh(&key, "root", vm.ssh_port, "cut -d' ' -f1 /proc/uptime")
         .trim()

@@ -8,7 +8,7 @@
 use crate::common;
 
 use common::daemon::hatch_command_in;
-use common::e2e::{create_ready_vm, Topology, VmView};
+use common::e2e::{create_ready_vm, GuestState, Topology, VmView};
 use common::hatchd::{TestDaemon, TestKey};
 use common::s3::{TestS3, BUCKET};
 use common::snapshot::{dir_names, random_bytes, same_contents, sparse_file, MIB};
@@ -195,14 +195,7 @@ async fn a_vm_snapshotted_to_s3_restores_with_ram_files_and_port() {
     let key = TestKey::generate();
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
 
-    let sleeper = topo.ssh(
-        &key,
-        "root",
-        vm.ssh_port,
-        "echo in-s3 > /root/marker; sleep 4242 </dev/null >/dev/null 2>&1 & echo $!",
-    );
-    let sleeper = sleeper.trim().to_string();
-    assert!(!sleeper.is_empty());
+    let guest = GuestState::leave(&topo, &key, vm.ssh_port, "in-s3");
 
     let snapshot = api_ok(&daemon, "POST", &format!("/vms/{}/snapshot", vm.id), None, 201);
     let snapshot_id = snapshot["id"].as_str().expect("snapshot id").to_string();
@@ -243,14 +236,7 @@ async fn a_vm_snapshotted_to_s3_restores_with_ram_files_and_port() {
     let restored = api_ok(&daemon, "POST", &format!("/vms/{}/restore", vm.id), None, 200);
     assert_eq!(restored["state"], "running");
     assert_eq!(VmView::from(&restored).ssh_port, vm.ssh_port);
-    assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "in-s3");
-    let survivor = topo.ssh(
-        &key,
-        "root",
-        vm.ssh_port,
-        &format!("tr '\\0' ' ' < /proc/{sleeper}/cmdline"),
-    );
-    assert_eq!(survivor.trim(), "sleep 4242", "the process in RAM did not survive");
+    guest.assert_survived(&topo, &key, vm.ssh_port);
 
     api_ok(&daemon, "DELETE", &format!("/snapshots/{snapshot_id}"), None, 204);
     assert!(

@@ -193,3 +193,47 @@ impl From<&Value> for VmView {
         }
     }
 }
+
+/// What a snapshot must keep of a running `minimal` guest: a file on its
+/// (RAM-backed) root and a process that exists only in memory.
+pub struct GuestState {
+    marker: String,
+    sleeper_pid: String,
+    sleeper_cmdline: String,
+}
+
+impl GuestState {
+    /// Writes `marker` to /root/marker and starts a long `sleep` in the guest.
+    pub fn leave(topo: &Topology, key: &TestKey, port: u16, marker: &str) -> GuestState {
+        let sleeper_cmdline = "sleep 100000".to_string();
+        let pid = topo.ssh(
+            key,
+            "root",
+            port,
+            &format!("echo {marker} > /root/marker; {sleeper_cmdline} </dev/null >/dev/null 2>&1 & echo $!"),
+        );
+        let sleeper_pid = pid.trim().to_string();
+        assert!(!sleeper_pid.is_empty(), "no pid for the guest's sleeper");
+        GuestState {
+            marker: marker.to_string(),
+            sleeper_pid,
+            sleeper_cmdline,
+        }
+    }
+
+    /// Asserts the marker file and the in-RAM process are both still there.
+    pub fn assert_survived(&self, topo: &Topology, key: &TestKey, port: u16) {
+        assert_eq!(topo.ssh(key, "root", port, "cat /root/marker").trim(), self.marker);
+        let cmdline = topo.ssh(
+            key,
+            "root",
+            port,
+            &format!("tr '\\0' ' ' < /proc/{}/cmdline", self.sleeper_pid),
+        );
+        assert_eq!(
+            cmdline.trim(),
+            self.sleeper_cmdline,
+            "the process in RAM did not survive"
+        );
+    }
+}
