@@ -138,13 +138,7 @@ fn an_unreachable_bucket_is_named_by_serve_and_doctor() {
 
     let doctor = run(&["doctor", "--json"], &good);
     let report: Value = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
-    let storage = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "snapshot storage")
-        .cloned();
-    let storage = storage.unwrap_or_else(|| panic!("no storage check: {report:#}"));
+    let storage = storage_check(&report);
     assert_eq!(storage["ok"], true, "{storage}");
     assert!(storage["detail"].as_str().unwrap().contains(BUCKET), "{storage}");
 
@@ -154,13 +148,7 @@ fn an_unreachable_bucket_is_named_by_serve_and_doctor() {
         "doctor must fail when the daemon could not start"
     );
     let report: Value = serde_json::from_slice(&doctor.stdout).expect("doctor JSON");
-    let storage = report["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "snapshot storage")
-        .cloned()
-        .unwrap();
+    let storage = storage_check(&report);
     assert_eq!(storage["ok"], false, "{storage}");
     assert!(
         storage["detail"].as_str().unwrap().contains("HATCH_S3_BUCKET"),
@@ -180,6 +168,15 @@ fn api_ok(daemon: &TestDaemon, method: &str, path: &str, body: Option<&Value>, e
     let (status, answer) = daemon.api(method, path, body);
     assert_eq!(status, expected, "{method} {path}: {answer}\n{}", daemon.log());
     answer
+}
+
+/// The "snapshot storage" entry of `hatch doctor --json`.
+fn storage_check(report: &Value) -> Value {
+    report["checks"]
+        .as_array()
+        .and_then(|checks| checks.iter().find(|c| c["name"] == "snapshot storage"))
+        .cloned()
+        .unwrap_or_else(|| panic!("no storage check: {report:#}"))
 }
 
 /// One VM boot: snapshot into the bucket, restore from it, delete.
