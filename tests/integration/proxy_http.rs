@@ -18,21 +18,8 @@ fn json(body: &str) -> serde_json::Value {
 #[tokio::test]
 async fn routes_by_host_with_forwarding_headers() {
     let (app, other) = (Upstream::start("app").await, Upstream::start("other").await);
-    let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add(
-        "app",
-        FakeRoute::Running {
-            vm_id: "vm-app".into(),
-            addr: app.addr,
-        },
-    );
-    resolver.add(
-        "other",
-        FakeRoute::Running {
-            vm_id: "vm-other".into(),
-            addr: other.addr,
-        },
-    );
+    let resolver = FakeResolver::running("app", app.addr);
+    resolver.add_running("other", other.addr);
     let proxy = start_proxy(resolver.clone()).await;
     let mut client = Client::connect(proxy.local_addr()).await;
 
@@ -74,14 +61,7 @@ async fn routes_by_host_with_forwarding_headers() {
 #[tokio::test]
 async fn keep_alive_connections_are_reused_on_both_sides() {
     let app = Upstream::start("app").await;
-    let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add(
-        "app",
-        FakeRoute::Running {
-            vm_id: "vm-app".into(),
-            addr: app.addr,
-        },
-    );
+    let resolver = FakeResolver::running("app", app.addr);
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     for _ in 0..20 {
@@ -156,14 +136,7 @@ async fn a_running_vm_whose_port_refuses_gets_502() {
     // A bound socket that never listens: connections are refused.
     let closed = tokio::net::TcpSocket::new_v4().unwrap();
     closed.bind("127.0.0.1:0".parse().unwrap()).unwrap();
-    let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add(
-        "down",
-        FakeRoute::Running {
-            vm_id: "vm-down".into(),
-            addr: closed.local_addr().unwrap(),
-        },
-    );
+    let resolver = FakeResolver::running("down", closed.local_addr().unwrap());
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     let (status, _, body) = client.get("down", "/").await;
@@ -179,14 +152,7 @@ async fn a_running_vm_whose_port_refuses_gets_502() {
 #[tokio::test]
 async fn connections_the_guest_closes_are_not_reused() {
     let app = Upstream::start("app").await;
-    let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add(
-        "app",
-        FakeRoute::Running {
-            vm_id: "vm-app".into(),
-            addr: app.addr,
-        },
-    );
+    let resolver = FakeResolver::running("app", app.addr);
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     for _ in 0..5 {
@@ -203,14 +169,7 @@ async fn connections_the_guest_closes_are_not_reused() {
 #[tokio::test]
 async fn absolute_form_targets_route_by_their_authority() {
     let app = Upstream::start("app").await;
-    let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add(
-        "app",
-        FakeRoute::Running {
-            vm_id: "vm-app".into(),
-            addr: app.addr,
-        },
-    );
+    let resolver = FakeResolver::running("app", app.addr);
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     let absolute = hyper::Request::builder()

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use common::netns::TestNetns;
-use common::proxy::{read_all, request, start_proxy, Client, FakeResolver, FakeRoute};
+use common::proxy::{read_all, request, start_proxy, Client, FakeResolver};
 use hatch::proxy::ProxyHandle;
 
 /// A real HTTP/1.1 server that keeps connections alive but answers only
@@ -87,14 +87,7 @@ async fn read_request(stream: &mut TcpStream) -> Option<()> {
 }
 
 async fn proxy_to(upstream: &ForgetfulUpstream) -> ProxyHandle {
-    let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add(
-        "app",
-        FakeRoute::Running {
-            vm_id: "vm-app".into(),
-            addr: upstream.addr,
-        },
-    );
+    let resolver = FakeResolver::running("app", upstream.addr);
     start_proxy(resolver).await
 }
 

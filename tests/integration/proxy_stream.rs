@@ -11,8 +11,7 @@ use std::time::Duration;
 use hyper::StatusCode;
 
 use common::proxy::{
-    count_body, generated_body, peak_rss_bytes, read_all, request, start_proxy, Client, FakeResolver, FakeRoute,
-    Upstream,
+    count_body, generated_body, peak_rss_bytes, read_all, request, start_proxy, Client, FakeResolver, Upstream,
 };
 
 const BIG: usize = 64 * 1024 * 1024;
@@ -22,14 +21,7 @@ const MEMORY_BUDGET: u64 = 40 * 1024 * 1024;
 #[tokio::test]
 async fn large_bodies_stream_both_ways_in_small_memory() {
     let app = Upstream::start("app").await;
-    let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add(
-        "app",
-        FakeRoute::Running {
-            vm_id: "vm-app".into(),
-            addr: app.addr,
-        },
-    );
+    let resolver = FakeResolver::running("app", app.addr);
     let proxy = start_proxy(resolver).await;
     let mut client = Client::connect(proxy.local_addr()).await;
     let before = peak_rss_bytes();
@@ -60,14 +52,7 @@ async fn large_bodies_stream_both_ways_in_small_memory() {
 #[tokio::test]
 async fn a_held_response_streams_its_first_part_and_keeps_the_vm_active() {
     let app = Upstream::start("app").await;
-    let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add(
-        "app",
-        FakeRoute::Running {
-            vm_id: "vm-app".into(),
-            addr: app.addr,
-        },
-    );
+    let resolver = FakeResolver::running("app", app.addr);
     let proxy = start_proxy(resolver).await;
     let active = proxy.active_connections();
     let mut client = Client::connect(proxy.local_addr()).await;

@@ -9,20 +9,13 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
-use common::proxy::{start_proxy, FakeResolver, FakeRoute, Upstream};
+use common::proxy::{start_proxy, FakeResolver, Upstream};
 use hatch::proxy::ActivityEvent;
 
 #[tokio::test]
 async fn websocket_echo_through_the_proxy_keeps_the_vm_active() {
     let app = Upstream::start("app").await;
-    let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add(
-        "ws",
-        FakeRoute::Running {
-            vm_id: "vm-ws".into(),
-            addr: app.addr,
-        },
-    );
+    let resolver = FakeResolver::running("ws", app.addr);
     let proxy = start_proxy(resolver.clone()).await;
     let active = proxy.active_connections();
 
@@ -63,14 +56,7 @@ async fn websocket_echo_through_the_proxy_keeps_the_vm_active() {
 #[tokio::test]
 async fn shutdown_closes_open_websockets_after_the_grace_period() {
     let app = Upstream::start("app").await;
-    let resolver = FakeResolver::new(Duration::from_secs(10));
-    resolver.add(
-        "ws",
-        FakeRoute::Running {
-            vm_id: "vm-ws".into(),
-            addr: app.addr,
-        },
-    );
+    let resolver = FakeResolver::running("ws", app.addr);
     let proxy = start_proxy(resolver).await;
     let active = proxy.active_connections();
     let stream = TcpStream::connect(proxy.local_addr()).await.unwrap();

@@ -292,6 +292,20 @@ impl FakeResolver {
         self.routes.lock().expect("lock").insert(subdomain.to_string(), route);
     }
 
+    /// A resolver (10 s wake timeout) with one route: `subdomain` to a
+    /// running VM `vm-<subdomain>` listening on `addr`.
+    pub fn running(subdomain: &str, addr: SocketAddr) -> Arc<Self> {
+        let resolver = Self::new(Duration::from_secs(10));
+        resolver.add_running(subdomain, addr);
+        resolver
+    }
+
+    /// Adds `subdomain` to a running VM `vm-<subdomain>` on `addr`.
+    pub fn add_running(&self, subdomain: &str, addr: SocketAddr) {
+        let vm_id = format!("vm-{subdomain}");
+        self.add(subdomain, FakeRoute::Running { vm_id, addr });
+    }
+
     pub fn events_for(&self, vm_id: &str) -> Vec<ActivityEvent> {
         let events = self.events.lock().expect("lock");
         events
