@@ -133,10 +133,19 @@ impl IdleTarget for OrchIdleTarget {
                 // `snapshotted` with an older decision beside it.
                 recorded.map_err(|e| failed(e.to_string()))?;
                 tracing::info!(vm = %vm_id, %reason, "suspending an idle VM");
-                self.orch
-                    .snapshot_locked(vm_id)
-                    .await
-                    .map_err(|e| failed(e.to_string()))?;
+                if let Err(error) = self.orch.snapshot_locked(vm_id).await {
+                    // A failed snapshot resumes the VM: say so on it rather
+                    // than leave "suspended" beside a running VM.
+                    let kept = IdleDecision::Keep {
+                        reason: format!("suspending failed ({error}); the VM keeps running"),
+                    };
+                    if let Ok(Some(vm)) = self.orch.store.get_vm(vm_id) {
+                        if let Err(store_error) = self.write_decision(vm, &kept) {
+                            tracing::warn!(vm = %vm_id, %store_error, "recording the idle decision failed");
+                        }
+                    }
+                    return Err(failed(error.to_string()));
+                }
                 Ok(SuspendOutcome::Suspended)
             }
         }
