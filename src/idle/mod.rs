@@ -7,6 +7,7 @@
 //! the VM's lock before suspending. SSH sessions are counted from the
 //! kernel's connection tracking by `net` (`Network::established_ssh_sessions`).
 
+mod backoff;
 mod decide;
 #[cfg(test)]
 mod decide_tests;
@@ -14,5 +15,6 @@ mod monitor;
 #[cfg(test)]
 mod monitor_tests;
 
+pub use backoff::SuspendBackoff;
 pub use decide::{decide, IdleDecision, IdleInputs};
 pub use monitor::{run_idle_pass, spawn_idle_monitor, IdleError, IdleTarget, PassEntry, SuspendOutcome};

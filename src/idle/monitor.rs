@@ -12,6 +12,7 @@ use async_trait::async_trait;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+use super::backoff::SuspendBackoff;
 use super::decide::{decide, IdleDecision, IdleInputs};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,25 +58,37 @@ pub struct PassEntry {
 }
 
 /// Looks at every candidate once. Suspensions run one after another: each
-/// is a snapshot that is heavy on disk and CPU.
-pub async fn run_idle_pass(target: &dyn IdleTarget) -> Vec<PassEntry> {
+/// is a snapshot that is heavy on disk and CPU. A VM whose suspension
+/// failed is not tried again until `backoff` says so (and keeps the status
+/// that failure left on it).
+pub async fn run_idle_pass(target: &dyn IdleTarget, backoff: &mut SuspendBackoff) -> Vec<PassEntry> {
     let mut entries = Vec::new();
-    for vm_id in target.candidates().await {
+    let candidates = target.candidates().await;
+    backoff.retain_only(&candidates);
+    for vm_id in candidates {
         let Some(inputs) = target.inputs(&vm_id).await else {
             continue;
         };
         let decision = decide(&inputs);
         let outcome = if decision.is_suspend() {
+            if let Some(wait) = backoff.remaining(&vm_id) {
+                tracing::debug!(%vm_id, ?wait, "idle VM's last suspension failed; waiting before the next");
+                continue;
+            }
             // Decided again under the VM's lock, which records that decision.
             let outcome = target.suspend_if_still_idle(&vm_id).await;
             match &outcome {
                 Ok(SuspendOutcome::Suspended) => {
+                    backoff.succeeded(&vm_id);
                     tracing::info!(%vm_id, reason = decision.reason(), "idle VM suspended")
                 }
                 Ok(SuspendOutcome::KeptAfterRecheck { reason }) => {
                     tracing::info!(%vm_id, %reason, "idle VM kept after re-check")
                 }
-                Err(error) => tracing::warn!(%vm_id, %error, "idle VM could not be suspended"),
+                Err(error) => {
+                    backoff.failed(&vm_id);
+                    tracing::warn!(%vm_id, %error, "idle VM could not be suspended")
+                }
             }
             Some(outcome)
         } else {
@@ -100,9 +113,10 @@ pub fn spawn_idle_monitor(interval: Duration, target: Arc<dyn IdleTarget>) -> Jo
         let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
         // A pass that took long (snapshots) is not followed by a burst.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut backoff = SuspendBackoff::new(period);
         loop {
             ticker.tick().await;
-            run_idle_pass(target.as_ref()).await;
+            run_idle_pass(target.as_ref(), &mut backoff).await;
         }
     })
 }

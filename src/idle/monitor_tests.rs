@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use super::{run_idle_pass, spawn_idle_monitor, IdleDecision, IdleError, IdleInputs, IdleTarget, SuspendOutcome};
+use super::{
+    run_idle_pass, spawn_idle_monitor, IdleDecision, IdleError, IdleInputs, IdleTarget, SuspendBackoff, SuspendOutcome,
+};
 use crate::model::{now, VmState};
 
 #[derive(Default)]
@@ -103,7 +105,7 @@ fn target(busy_on_recheck: &[&str], failing: &[&str]) -> FakeIdleTarget {
 #[tokio::test]
 async fn one_pass_suspends_only_idle_vms_and_records_every_decision() {
     let target = target(&["vm-raced"], &["vm-broken"]);
-    let entries = run_idle_pass(&target).await;
+    let entries = run_idle_pass(&target, &mut SuspendBackoff::new(Duration::from_secs(1))).await;
 
     assert_eq!(target.state_of("vm-idle"), Some(VmState::Snapshotted));
     for kept in ["vm-ssh", "vm-ws", "vm-recent", "vm-raced", "vm-broken"] {
@@ -151,6 +153,27 @@ async fn one_pass_suspends_only_idle_vms_and_records_every_decision() {
         }
     );
     assert!(decision("vm-idle").is_suspend());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_suspension_is_not_retried_until_its_wait_is_over() {
+    let target = target(&[], &["vm-broken"]);
+    let mut backoff = SuspendBackoff::new(Duration::from_secs(30));
+    let attempts = |target: &FakeIdleTarget| {
+        let recorded = target.recorded.lock().unwrap();
+        recorded
+            .iter()
+            .filter(|(vm, d)| vm == "vm-broken" && d.is_suspend())
+            .count()
+    };
+    run_idle_pass(&target, &mut backoff).await;
+    assert_eq!(attempts(&target), 1);
+    let entries = run_idle_pass(&target, &mut backoff).await;
+    assert_eq!(attempts(&target), 1, "retried at once");
+    assert!(entries.iter().all(|e| e.vm_id != "vm-broken"), "{entries:?}");
+    tokio::time::advance(Duration::from_secs(30)).await;
+    run_idle_pass(&target, &mut backoff).await;
+    assert_eq!(attempts(&target), 2, "tried again after the wait");
 }
 
 #[tokio::test(start_paused = true)]

@@ -64,7 +64,9 @@ impl OrchIdleTarget {
                 events
                     .into_iter()
                     .rev()
-                    .find(|e| e.to_state == VmState::Running)
+                    // A failed snapshot resumes the same guest: not a start,
+                    // so its idle time goes on counting.
+                    .find(|e| e.to_state == VmState::Running && e.from_state != Some(VmState::Snapshotting))
                     .map(|e| e.at)
             })
             .unwrap_or(vm.created_at);

@@ -130,6 +130,85 @@ async fn restore_keeps_ram_files_and_network_identity() {
     topo.assert_nothing_left(&daemon, &vm);
 }
 
+/// A full disk: the snapshot fails with a clear error, the VM keeps running
+/// with its state and nothing half-written is kept or listed; the idle
+/// monitor's own attempt fails the same way and says so on the VM, and
+/// suspends it once there is space again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_fails_the_snapshot_cleanly_and_idle_suspends_once_space_returns() {
+    let image = common::images::minimal_image().await;
+    let (topo, daemon, image_id) = Topology::with_daemon(
+        &image,
+        &[("HATCH_IDLE_TIMEOUT", "2s"), ("HATCH_IDLE_CHECK_INTERVAL", "1s")],
+    );
+    let key = TestKey::generate();
+    let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
+    let guest = GuestState::leave(&topo, &key, vm.ssh_port, "full-disk");
+
+    // The artefact store on a 1 MiB filesystem, for the daemon only.
+    let store = daemon.data_path().join("snapshots");
+    std::fs::create_dir_all(&store).unwrap();
+    let store = store.to_str().unwrap().to_string();
+    daemon.in_mount_namespace(&["mount", "-t", "tmpfs", "-o", "size=1m", "hatch-test-full", &store]);
+
+    let (status, error) = daemon.api("POST", &format!("/vms/{}/snapshot", vm.id), None);
+    assert_eq!(status, 503, "{error}\n{}", daemon.log());
+    assert!(
+        error["error"]["message"].as_str().is_some_and(|m| m.contains("space")),
+        "{error}"
+    );
+    let (_, now) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
+    assert_eq!(now["state"], "running", "{now}");
+    assert_eq!(daemon.vmm_pids().len(), 1);
+    guest.assert_survived(&topo, &key, vm.ssh_port);
+    let (_, snapshots) = daemon.api("GET", &format!("/vms/{}/snapshots", vm.id), None);
+    assert_eq!(snapshots, json!([]));
+    let leftovers = daemon.in_mount_namespace(&["find", &store, "-type", "f"]);
+    assert_eq!(leftovers, "", "half-written artefacts kept");
+    let vm_dir = daemon.data_path().join("vms").join(&vm.id);
+    let scratch: Vec<_> = std::fs::read_dir(&vm_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with("work-"))
+        .collect();
+    assert!(scratch.is_empty(), "snapshot scratch left behind: {scratch:?}");
+
+    // With a route, the idle monitor tries too: it fails, and says so.
+    let (status, route) = daemon.api(
+        "POST",
+        &format!("/vms/{}/routes", vm.id),
+        Some(&json!({"subdomain": "full", "target_port": 8080})),
+    );
+    assert_eq!(status, 201, "{route}");
+    let kept = daemon.wait_for_vm(&vm.id, "a failed idle suspension", Duration::from_secs(120), |v| {
+        v["state"] == "running"
+            && v["idle_status"]
+                .as_str()
+                .is_some_and(|s| s.contains("suspending failed"))
+    });
+    assert!(kept["idle_status"].as_str().unwrap().contains("space"), "{kept}");
+
+    // Space again: the next idle check suspends it, and it restores whole.
+    daemon.in_mount_namespace(&["umount", &store]);
+    let suspended = daemon.wait_for_vm(
+        &vm.id,
+        "snapshotted by the idle monitor",
+        Duration::from_secs(180),
+        |v| v["state"] == "snapshotted",
+    );
+    assert!(
+        suspended["idle_status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("suspended")),
+        "{suspended}"
+    );
+    assert_eq!(restore(&daemon, &vm, None).0, 200, "{}", daemon.log());
+    guest.assert_survived(&topo, &key, vm.ssh_port);
+    assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0, 204);
+    topo.assert_nothing_left(&daemon, &vm);
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_daemon_killed_mid_snapshot_recovers_to_a_consistent_vm() {
     let image = common::images::minimal_image().await;

@@ -43,6 +43,28 @@ impl TestDaemon {
         self.data_dir.path()
     }
 
+    /// The daemon's pid (`ip netns exec` execs it, so it is the child's).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    /// Runs `args` in the daemon's own mount namespace (`ip netns exec`
+    /// gave it one): a mount made there is seen by the daemon alone and
+    /// goes away with it. Returns stdout.
+    pub fn in_mount_namespace(&self, args: &[&str]) -> String {
+        let output = Command::new("nsenter")
+            .args(["-t", &self.pid().to_string(), "-m", "--"])
+            .args(args)
+            .output()
+            .expect("nsenter");
+        assert!(
+            output.status.success(),
+            "{args:?} in the daemon's mount namespace: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     fn spawn(&mut self) {
         let log = std::fs::OpenOptions::new()
             .create(true)
