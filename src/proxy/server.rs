@@ -96,23 +96,12 @@ impl ProxyHandle {
         Arc::clone(&self.state.active)
     }
 
-    /// Closes idle upstream connections to a VM. Call after it is
-    /// snapshotted, stopped or deleted.
-    pub fn forget_vm(&self, vm_id: &str) {
-        self.upstreams().forget_vm(vm_id);
-    }
-
     /// The proxy's pooled connections to guests, for whoever learns that a
     /// VM stopped serving (orchestration) and must make the proxy forget them.
     pub fn upstreams(&self) -> UpstreamConnections {
         UpstreamConnections {
             pool: self.state.pool.clone(),
         }
-    }
-
-    /// Idle keep-alive connections to guests right now (for metrics/tests).
-    pub fn idle_upstream_connections(&self) -> usize {
-        self.state.pool.idle_count()
     }
 
     /// Stops accepting, lets in-flight requests finish and closes idle

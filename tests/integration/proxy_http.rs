@@ -70,7 +70,7 @@ async fn keep_alive_connections_are_reused_on_both_sides() {
         // The pooled connection goes back once the response is read; wait
         // for that before the next request so the count below is exact.
         for _ in 0..1000 {
-            if proxy.idle_upstream_connections() == 1 {
+            if proxy.upstreams().idle_count() == 1 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;

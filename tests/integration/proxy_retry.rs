@@ -95,7 +95,7 @@ async fn proxy_to(upstream: &ForgetfulUpstream) -> ProxyHandle {
 /// so that the next request is sent over it.
 async fn until_pooled(proxy: &ProxyHandle) {
     for _ in 0..1000 {
-        if proxy.idle_upstream_connections() == 1 {
+        if proxy.upstreams().idle_count() == 1 {
             return;
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
