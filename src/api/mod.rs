@@ -89,6 +89,7 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/vms/{id}/start", Key, post(vms::start)),
         route(M::GET, "/vms/{id}/logs", Key, get(vms::logs)),
         route(M::GET, "/vms/{id}/events", Key, get(vms::events)),
+        route(M::GET, "/host/events", Key, get(vms::host_events)),
         route(M::POST, "/vms/{id}/snapshot", Key, post(snapshots::create)),
         route(M::POST, "/vms/{id}/restore", Key, post(snapshots::restore)),
         route(M::GET, "/vms/{id}/snapshots", Key, get(snapshots::list)),

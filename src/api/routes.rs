@@ -9,7 +9,8 @@ use serde::Deserialize;
 use super::error::{ApiError, ApiResult};
 use super::json::ApiJson;
 use super::AppState;
-use crate::model::{now, random_id, Route};
+use crate::model::Route;
+use crate::orch;
 
 /// Names kept for the operator's own services on the same domain.
 pub const RESERVED_SUBDOMAINS: &[&str] = &[
@@ -59,60 +60,28 @@ pub async fn create(
     Path(vm_id): Path<String>,
     ApiJson(req): ApiJson<CreateRoute>,
 ) -> ApiResult<(StatusCode, Json<Route>)> {
-    let vm = state
-        .store
-        .get_vm(&vm_id)?
-        .ok_or_else(|| ApiError::not_found("VM", &vm_id))?;
-    if !vm.enable_network {
-        return Err(ApiError::invalid("vm_id", "the VM has no network; a route needs one"));
-    }
     let target_port = u16::try_from(req.target_port)
         .ok()
         .filter(|port| *port > 0)
         .ok_or_else(|| ApiError::invalid("target_port", "must be between 1 and 65535"))?;
-    let subdomain = match &req.subdomain {
-        Some(raw) => validate_subdomain(raw)?,
-        None => generated_subdomain(&state, &vm_id)?,
-    };
-    let route = Route {
-        id: random_id("rt", 10),
-        vm_id,
+    let subdomain = req.subdomain.as_deref().map(validate_subdomain).transpose()?;
+    let request = orch::CreateRoute {
         subdomain,
         target_port,
         auto_wake: req.auto_wake.unwrap_or(true),
-        created_at: now(),
     };
-    state.store.insert_route(&route)?;
+    let route = state
+        .orch
+        .create_route(&vm_id, request, |candidate| validate_subdomain(candidate).ok())
+        .await?;
     Ok((StatusCode::CREATED, Json(route)))
 }
 
-/// The VM id itself when free (easy to remember), else the id with a suffix.
-fn generated_subdomain(state: &AppState, vm_id: &str) -> Result<String, ApiError> {
-    let base = validate_subdomain(vm_id)?;
-    if state.store.route_by_subdomain(&base)?.is_none() {
-        return Ok(base);
-    }
-    for _ in 0..16 {
-        let candidate = random_id(&base, 4);
-        if state.store.route_by_subdomain(&candidate)?.is_none() {
-            return Ok(candidate);
-        }
-    }
-    Err(ApiError::internal("could not generate a free subdomain"))
-}
-
 pub async fn list(State(state): State<AppState>, Path(vm_id): Path<String>) -> ApiResult<Json<Vec<Route>>> {
-    state
-        .store
-        .get_vm(&vm_id)?
-        .ok_or_else(|| ApiError::not_found("VM", &vm_id))?;
-    Ok(Json(state.store.list_routes(&vm_id)?))
+    Ok(Json(state.orch.list_routes(&vm_id).await?))
 }
 
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    if state.store.delete_route(&id)? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(ApiError::not_found("route", &id))
-    }
+    state.orch.delete_route(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }

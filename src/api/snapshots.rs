@@ -2,14 +2,17 @@
 //! `GET /vms/{id}/snapshots`, `DELETE /snapshots/{id}`.
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
 use super::error::ApiResult;
-use super::json::parse_json;
+use super::json::{parse_json, ApiQuery};
+use super::vms::{run, AsyncQuery};
 use super::AppState;
-use crate::model::{Snapshot, Vm};
+use crate::model::{Snapshot, VmState};
+use crate::orch::Operation;
 
 /// Body of `POST /vms/{id}/restore`; empty means the newest snapshot.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -18,21 +21,48 @@ pub struct RestoreRequest {
     pub snapshot_id: Option<String>,
 }
 
-pub async fn create(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<(StatusCode, Json<Snapshot>)> {
-    Ok((StatusCode::CREATED, Json(state.orch.snapshot_vm(&id).await?)))
+/// 201 with the new snapshot; on a VM already `snapshotted`, 200 with the
+/// snapshot it was suspended with.
+pub async fn create(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<AsyncQuery>,
+) -> ApiResult<Response> {
+    run(&state, &headers, query.respond_async, Operation::Snapshot(id.clone()), || async {
+        let before = state.orch.get_vm(&id).await?.state;
+        let snapshot = state.orch.snapshot_vm(&id).await?;
+        let status = if before == VmState::Snapshotted {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        Ok((status, Json(snapshot)).into_response())
+    })
+    .await
 }
 
 pub async fn restore(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<AsyncQuery>,
     body: axum::body::Bytes,
-) -> ApiResult<Json<Vm>> {
+) -> ApiResult<Response> {
     let request: RestoreRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RestoreRequest::default()
     } else {
         parse_json(&body)?
     };
-    Ok(Json(state.orch.restore_vm(&id, request.snapshot_id.as_deref()).await?))
+    let operation = Operation::Restore {
+        vm_id: id.clone(),
+        snapshot_id: request.snapshot_id.clone(),
+    };
+    run(&state, &headers, query.respond_async, operation, || async {
+        let vm = state.orch.restore_vm(&id, request.snapshot_id.as_deref()).await?;
+        Ok(Json(vm).into_response())
+    })
+    .await
 }
 
 pub async fn list(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vec<Snapshot>>> {

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
@@ -13,8 +13,11 @@ use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::{ApiJson, ApiQuery};
 use super::{validate, AppState};
 use crate::model::Vm;
-use crate::orch::{CreateVm, OrchError};
-use crate::store::VmEvent;
+use crate::orch::{CreateVm, Operation, OrchError};
+use crate::store::{HostEvent, VmEvent};
+
+const PREFER: HeaderName = HeaderName::from_static("prefer");
+const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 /// The body of `POST /vms` is orchestration's own request type.
 pub type CreateVmRequest = CreateVm;
@@ -33,6 +36,14 @@ pub fn validate_create(req: &CreateVm) -> Result<(), ApiError> {
     if let Some(keys) = &req.ssh_authorized_keys {
         validate::ssh_authorized_keys(keys)?;
     }
+    if let Some(policy) = &req.restart_policy {
+        if crate::model::RestartPolicy::parse(policy).is_none() {
+            return Err(ApiError::invalid(
+                "restart_policy",
+                format!("restart_policy must be \"never\" or \"on-failure\", got {policy:?}"),
+            ));
+        }
+    }
     if req.enable_network == Some(false) {
         for (field, value) in [("guest_ip", &req.guest_ip), ("guest_mac", &req.guest_mac)] {
             if value.is_some() {
@@ -50,6 +61,55 @@ pub struct CreateQuery {
     pub wait: Option<String>,
     /// Seconds (or 90s, 5m) to wait; default 120.
     pub timeout: Option<String>,
+    /// `true`: answer 202 once the VM is recorded (`creating`).
+    #[serde(rename = "async")]
+    pub respond_async: Option<bool>,
+}
+
+/// `?async=true` on the operations that change a VM.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsyncQuery {
+    #[serde(rename = "async")]
+    pub respond_async: Option<bool>,
+}
+
+/// Whether the client asked not to wait for the operation to finish:
+/// `?async=true` or `Prefer: respond-async` (RFC 7240).
+fn wants_async(headers: &HeaderMap, query: Option<bool>) -> bool {
+    query.unwrap_or_else(|| {
+        headers.get_all(PREFER).iter().any(|value| {
+            value
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|preference| preference.trim().eq_ignore_ascii_case("respond-async"))
+        })
+    })
+}
+
+/// 202: the operation is recorded and goes on in the server; the body is
+/// the VM in its transitional state (poll it, or `GET /vms/{id}?wait=`).
+fn accepted(vm: Vm) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        [(PREFERENCE_APPLIED, "respond-async")],
+        Json(vm),
+    )
+        .into_response()
+}
+
+/// Runs `operation` in the server: answers 202 at once when the client
+/// asked for it, else waits for `finish` (the synchronous form).
+pub(super) async fn run<F, Fut>(state: &AppState, headers: &HeaderMap, query: Option<bool>, operation: Operation, finish: F) -> ApiResult<Response>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ApiResult<Response>>,
+{
+    if wants_async(headers, query) {
+        return Ok(accepted(state.orch.submit(operation).await?));
+    }
+    finish().await
 }
 
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
@@ -99,11 +159,19 @@ fn create_error(err: OrchError) -> ApiError {
 
 pub async fn create(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<CreateQuery>,
     ApiJson(req): ApiJson<CreateVmRequest>,
-) -> ApiResult<(StatusCode, Json<Vm>)> {
+) -> ApiResult<Response> {
     let wait = query.wait_for()?;
     validate_create(&req)?;
+    if wants_async(&headers, query.respond_async) {
+        if wait.is_some() {
+            return Err(ApiError::invalid("wait", "wait=ready cannot be combined with an asynchronous answer"));
+        }
+        let vm = state.orch.submit(Operation::Create(req)).await.map_err(create_error)?;
+        return Ok(accepted(vm));
+    }
     let vm = state.orch.create_vm(req).await.map_err(create_error)?;
     let vm = match wait {
         Some(timeout) => state.orch.wait_ready(&vm.id, timeout).await.map_err(|err| {
@@ -114,7 +182,7 @@ pub async fn create(
         })?,
         None => vm,
     };
-    Ok((StatusCode::CREATED, Json(vm)))
+    Ok((StatusCode::CREATED, Json(vm)).into_response())
 }
 
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Vm>>> {
@@ -125,17 +193,41 @@ pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiR
     Ok(Json(state.orch.get_vm(&id).await?))
 }
 
-pub async fn stop(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
-    Ok(Json(state.orch.stop_vm(&id).await?))
+pub async fn stop(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<AsyncQuery>,
+) -> ApiResult<Response> {
+    run(&state, &headers, query.respond_async, Operation::Stop(id.clone()), || async {
+        Ok(Json(state.orch.stop_vm(&id).await?).into_response())
+    })
+    .await
 }
 
-pub async fn start(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
-    Ok(Json(state.orch.start_vm(&id).await?))
+pub async fn start(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<AsyncQuery>,
+) -> ApiResult<Response> {
+    run(&state, &headers, query.respond_async, Operation::Start(id.clone()), || async {
+        Ok(Json(state.orch.start_vm(&id).await?).into_response())
+    })
+    .await
 }
 
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    state.orch.delete_vm(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+pub async fn delete(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    ApiQuery(query): ApiQuery<AsyncQuery>,
+) -> ApiResult<Response> {
+    run(&state, &headers, query.respond_async, Operation::Delete(id.clone()), || async {
+        state.orch.delete_vm(&id).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -162,10 +254,19 @@ pub async fn logs(
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
 
-/// The VM's recorded state changes, oldest first.
+/// The VM's recorded state changes and repairs, oldest first.
 pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vec<VmEvent>>> {
     if state.store.get_vm(&id)?.is_none() {
         return Err(ApiError::not_found("vm", &id));
     }
     Ok(Json(state.store.list_transitions(&id)?))
+}
+
+/// How many host-wide events `GET /host/events` shows.
+const HOST_EVENTS_SHOWN: u32 = 1000;
+
+/// Host-wide repairs (firewall chains, dnsmasq, stray TAPs, processes and
+/// directories), the newest thousand, oldest first.
+pub async fn host_events(State(state): State<AppState>) -> ApiResult<Json<Vec<HostEvent>>> {
+    Ok(Json(state.store.list_host_events(HOST_EVENTS_SHOWN)?))
 }

@@ -85,9 +85,11 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     });
     let served = serve(&config, app).await;
     background.idle_monitor.abort();
-    background.proxy.shutdown(SHUTDOWN_GRACE).await;
-    // VMs keep running; the next start adopts them.
-    orch.shutdown().await;
+    background.reconciler.abort();
+    background.proxy.shutdown(PROXY_SHUTDOWN_GRACE).await;
+    // Operations in flight finish (up to HATCH_SHUTDOWN_TIMEOUT); VMs keep
+    // running and the next start adopts them.
+    orch.shutdown(config.shutdown_timeout).await;
     served
 }
 
@@ -95,10 +97,12 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
 struct Background {
     proxy: ProxyHandle,
     idle_monitor: tokio::task::JoinHandle<()>,
+    reconciler: tokio::task::JoinHandle<()>,
 }
 
-/// The subdomain proxy on HATCH_PROXY_ADDR (waking snapshotted VMs), and the
-/// idle monitor that snapshots routed VMs nobody uses.
+/// The subdomain proxy on HATCH_PROXY_ADDR (waking snapshotted VMs), the
+/// idle monitor that snapshots routed VMs nobody uses, and the reconciler
+/// that repairs drift every HATCH_RECONCILE_INTERVAL.
 async fn start_proxy_and_idle_monitor(config: &Config, orch: &Arc<Orchestrator>) -> Result<Background, ServeError> {
     let addr = config.proxy_addr;
     let bind_error = |source| ServeError::Bind {
@@ -126,7 +130,12 @@ async fn start_proxy_and_idle_monitor(config: &Config, orch: &Arc<Orchestrator>)
         config.idle_timeout,
     ));
     let idle_monitor = spawn_idle_monitor(config.idle_check_interval, target);
-    Ok(Background { proxy, idle_monitor })
+    let reconciler = orch.spawn_reconciler(config.reconcile_interval);
+    Ok(Background {
+        proxy,
+        idle_monitor,
+        reconciler,
+    })
 }
 
 async fn serve(config: &Config, app: axum::Router) -> Result<(), ServeError> {
@@ -139,7 +148,7 @@ async fn serve(config: &Config, app: axum::Router) -> Result<(), ServeError> {
             let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
             let local = listener.local_addr().map_err(bind_error)?;
             eprintln!("hatch: listening on {local}");
-            serve_until_signal(listener, app).await
+            serve_until_signal(listener, app, config.shutdown_timeout).await
         }
         ListenAddr::Unix(path) => {
             let bind_error = |source| ServeError::Bind {
@@ -150,19 +159,20 @@ async fn serve(config: &Config, app: axum::Router) -> Result<(), ServeError> {
             let listener = UnixListener::bind(path).map_err(bind_error)?;
             std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660)).map_err(bind_error)?;
             eprintln!("hatch: listening on unix:{}", path.display());
-            let served = serve_until_signal(listener, app).await;
+            let served = serve_until_signal(listener, app, config.shutdown_timeout).await;
             let _ = std::fs::remove_file(path);
             served
         }
     }
 }
 
-/// How long requests in flight (e.g. `wait=ready`) may finish after a stop signal.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// How long proxied requests in flight may finish after a stop signal.
+const PROXY_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// Serves until SIGTERM/SIGINT, then lets requests in flight finish for at
-/// most [`SHUTDOWN_GRACE`].
-async fn serve_until_signal<L>(listener: L, app: axum::Router) -> Result<(), ServeError>
+/// most `grace` (HATCH_SHUTDOWN_TIMEOUT). The operations those requests
+/// started are the orchestrator's own and are waited for separately.
+async fn serve_until_signal<L>(listener: L, app: axum::Router, grace: Duration) -> Result<(), ServeError>
 where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
@@ -177,9 +187,9 @@ where
         served = server => served.map_err(ServeError::Serve),
         _ = async {
             stopping.notified().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
+            tokio::time::sleep(grace).await;
         } => {
-            eprintln!("hatch: requests still running after {}s; stopping anyway", SHUTDOWN_GRACE.as_secs());
+            eprintln!("hatch: requests still running after {}s; stopping anyway", grace.as_secs());
             Ok(())
         }
     }

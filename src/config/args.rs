@@ -25,6 +25,8 @@ mod defaults {
     pub const IDLE_TIMEOUT: &str = "45m";
     pub const S3_REGION: &str = "us-east-1";
     pub const SNAPSHOT_KEEP: &str = "5";
+    pub const RECONCILE_INTERVAL: &str = "15s";
+    pub const SHUTDOWN_TIMEOUT: &str = "60s";
 }
 
 #[derive(Debug, Clone, Args)]
@@ -110,6 +112,12 @@ pub struct ServeArgs {
     /// Snapshots kept per VM; older ones are deleted.
     #[arg(long, env = "HATCH_SNAPSHOT_KEEP", default_value = defaults::SNAPSHOT_KEEP)]
     pub snapshot_keep: String,
+    /// How often the host is compared with the database and drift repaired.
+    #[arg(long, env = "HATCH_RECONCILE_INTERVAL", default_value = defaults::RECONCILE_INTERVAL)]
+    pub reconcile_interval: String,
+    /// How long a stop signal waits for operations in flight (VMs keep running).
+    #[arg(long, env = "HATCH_SHUTDOWN_TIMEOUT", default_value = defaults::SHUTDOWN_TIMEOUT)]
+    pub shutdown_timeout: String,
 }
 
 /// Parses only the environment (no command line).
@@ -158,6 +166,8 @@ impl ServeArgs {
             s3_access_key: None,
             s3_secret_key: None,
             snapshot_keep: SNAPSHOT_KEEP.into(),
+            reconcile_interval: RECONCILE_INTERVAL.into(),
+            shutdown_timeout: SHUTDOWN_TIMEOUT.into(),
         }
     }
 }

@@ -87,6 +87,10 @@ pub struct Config {
     pub s3: Option<S3Config>,
     /// Snapshots kept per VM (older ones are deleted).
     pub snapshot_retention: u32,
+    /// Period of the reconciler that repairs drift between host and database.
+    pub reconcile_interval: Duration,
+    /// How long shutdown waits for operations in flight.
+    pub shutdown_timeout: Duration,
 }
 
 /// Upper bound for HATCH_DEFAULT_VCPU, the same as the API's limit.
@@ -147,6 +151,9 @@ impl Config {
             s3: s3(args)?,
             snapshot_retention: number(&args.snapshot_keep, 1, 10_000)
                 .map_err(ConfigError::on("HATCH_SNAPSHOT_KEEP"))?,
+            reconcile_interval: duration(&args.reconcile_interval)
+                .map_err(ConfigError::on("HATCH_RECONCILE_INTERVAL"))?,
+            shutdown_timeout: duration(&args.shutdown_timeout).map_err(ConfigError::on("HATCH_SHUTDOWN_TIMEOUT"))?,
             data_dir,
         })
     }

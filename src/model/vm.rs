@@ -8,6 +8,7 @@ use super::{Timestamp, UserData};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum VmState {
+    Creating,
     Starting,
     Running,
     Stopping,
@@ -16,10 +17,12 @@ pub enum VmState {
     Snapshotted,
     Restoring,
     Error,
+    Deleting,
 }
 
 impl VmState {
-    pub const ALL: [VmState; 8] = [
+    pub const ALL: [VmState; 10] = [
+        VmState::Creating,
         VmState::Starting,
         VmState::Running,
         VmState::Stopping,
@@ -28,10 +31,12 @@ impl VmState {
         VmState::Snapshotted,
         VmState::Restoring,
         VmState::Error,
+        VmState::Deleting,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            VmState::Creating => "creating",
             VmState::Starting => "starting",
             VmState::Running => "running",
             VmState::Stopping => "stopping",
@@ -40,6 +45,7 @@ impl VmState {
             VmState::Snapshotted => "snapshotted",
             VmState::Restoring => "restoring",
             VmState::Error => "error",
+            VmState::Deleting => "deleting",
         }
     }
 
@@ -53,6 +59,46 @@ impl VmState {
             self,
             VmState::Starting | VmState::Running | VmState::Stopping | VmState::Snapshotting | VmState::Restoring
         )
+    }
+
+    /// States that only last while an operation runs. One found at start-up
+    /// (the daemon died mid-operation) is finished or rolled back.
+    pub fn is_transitional(self) -> bool {
+        matches!(
+            self,
+            VmState::Creating
+                | VmState::Starting
+                | VmState::Stopping
+                | VmState::Snapshotting
+                | VmState::Restoring
+                | VmState::Deleting
+        )
+    }
+}
+
+/// What Hatch does when a VM's VMM dies without being asked to stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// The VM stays `error`, with the reason.
+    #[default]
+    Never,
+    /// The VM is started again from its disk.
+    OnFailure,
+}
+
+impl RestartPolicy {
+    pub const ALL: [RestartPolicy; 2] = [RestartPolicy::Never, RestartPolicy::OnFailure];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RestartPolicy::Never => "never",
+            RestartPolicy::OnFailure => "on-failure",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|policy| policy.as_str() == s)
     }
 }
 
@@ -100,4 +146,11 @@ pub struct Vm {
     /// The idle monitor's last decision and why (e.g. kept: SSH session open).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_status: Option<String>,
+    /// What happens when the VMM dies unasked: `never` or `on-failure`.
+    #[serde(default)]
+    pub restart_policy: RestartPolicy,
+    /// The snapshot a `snapshotted` VM was suspended with: what restore
+    /// (and wake) loads unless another is named.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
 }

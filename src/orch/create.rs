@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use crate::cloudinit::{self, SeedInput};
 use crate::image;
-use crate::model::{self, Image, UserData, Vm, VmState};
+use crate::model::{self, Image, RestartPolicy, UserData, Vm};
 use crate::net::{NetRequest, Taken};
 
 use super::ledger::Ledger;
+use super::operations::Accepted;
+use super::transitions::{self, Event};
 use super::{OrchError, Orchestrator};
 
 /// What `POST /vms` asks for: the request body itself (unknown fields are
@@ -27,6 +29,8 @@ pub struct CreateVm {
     pub user_data: Option<String>,
     pub user_data_base64: Option<String>,
     pub ssh_authorized_keys: Option<Vec<String>>,
+    /// `never` (default) or `on-failure`: start the VM again when its VMM dies.
+    pub restart_policy: Option<String>,
 }
 
 /// A request with template and defaults applied. Sizes were validated where
@@ -39,15 +43,27 @@ struct Plan {
     net_request: NetRequest,
     user_data: Option<UserData>,
     ssh_authorized_keys: Vec<String>,
+    restart_policy: RestartPolicy,
 }
 
 impl Orchestrator {
-    pub async fn create_vm(self: &Arc<Self>, req: CreateVm) -> Result<Vm, OrchError> {
+    /// Records the new VM (`creating`) before any host effect, so a crash
+    /// mid-create is rolled back by the reconciler; a failure here releases
+    /// everything in reverse order and removes the record.
+    pub(super) async fn create_op(self: &Arc<Self>, req: CreateVm, mut accepted: Accepted) -> Result<Vm, OrchError> {
         let plan = self.plan(req)?;
         let vm_id = self.new_vm_id()?;
         let _guard = self.locks.lock(&vm_id).await;
+        let mut vm = match self.record_new_vm(&vm_id, &plan).await {
+            Ok(vm) => vm,
+            Err(error) => {
+                self.locks.forget(&vm_id);
+                return Err(error);
+            }
+        };
+        accepted.send(&vm);
         let mut ledger = Ledger::new();
-        match self.provision(&vm_id, plan, &mut ledger).await {
+        match self.provision(&vm, &plan, &mut ledger).await {
             Ok(vm) => {
                 ledger.commit();
                 Ok(vm)
@@ -55,6 +71,10 @@ impl Orchestrator {
             Err(error) => {
                 tracing::warn!(vm = %vm_id, %error, "create failed; releasing everything it held");
                 ledger.rollback().await;
+                vm.pid = None;
+                if let Err(record_error) = self.apply(&mut vm, Event::BootFailed, Some(format!("create failed: {error}"))) {
+                    tracing::error!(vm = %vm_id, %record_error, "removing the record of a failed create failed");
+                }
                 self.locks.forget(&vm_id);
                 Err(error)
             }
@@ -112,6 +132,13 @@ impl Orchestrator {
             .or(template.as_ref().map(|t| t.ssh_authorized_keys.clone()))
             .unwrap_or_default();
         let ssh_authorized_keys = cloudinit::validate_ssh_keys(&keys)?;
+        let restart_policy = match req.restart_policy.as_deref() {
+            None => RestartPolicy::default(),
+            Some(text) => RestartPolicy::parse(text).ok_or_else(|| OrchError::InvalidField {
+                field: "restart_policy",
+                message: format!("must be \"never\" or \"on-failure\", got {text:?}"),
+            })?,
+        };
         Ok(Plan {
             image,
             vcpu_count,
@@ -123,6 +150,7 @@ impl Orchestrator {
             },
             user_data,
             ssh_authorized_keys,
+            restart_policy,
         })
     }
 
@@ -155,9 +183,8 @@ impl Orchestrator {
         Err(OrchError::Internal("could not find a free VM id".into()))
     }
 
-    async fn provision(self: &Arc<Self>, vm_id: &str, plan: Plan, ledger: &mut Ledger) -> Result<Vm, OrchError> {
-        let vm = self.record_new_vm(vm_id, &plan, ledger).await?;
-
+    async fn provision(self: &Arc<Self>, vm: &Vm, plan: &Plan, ledger: &mut Ledger) -> Result<Vm, OrchError> {
+        let vm_id = vm.id.as_str();
         let layout = self.layout(vm_id);
         std::fs::create_dir_all(layout.dir())
             .map_err(|e| OrchError::Internal(format!("creating {}: {e}", layout.dir().display())))?;
@@ -178,9 +205,9 @@ impl Orchestrator {
         cloudinit::write_seed(&seed, &layout.seed()).await?;
 
         if let Some(identity) = &vm.network {
-            let desired = self.desired_network()?;
-            self.network.attach_vm(vm_id, identity, &desired).await?;
-            let (network, id, identity) = (self.network.clone(), vm_id.to_string(), identity.clone());
+            // Recorded first: a half-done attachment (TAP made, dnsmasq
+            // failed) is undone too; detaching is idempotent.
+            let (network, id, held) = (self.network.clone(), vm_id.to_string(), identity.clone());
             let orch = Arc::downgrade(self);
             ledger.record("network attachment", async move {
                 let desired = orch
@@ -189,18 +216,20 @@ impl Orchestrator {
                     .unwrap_or_default();
                 let desired: Vec<_> = desired.into_iter().filter(|(vm, _)| vm != &id).collect();
                 network
-                    .detach_vm(&id, &identity, &desired)
+                    .detach_vm(&id, &held, &desired)
                     .await
                     .map_err(|e| e.to_string())
             });
+            let desired = self.desired_network()?;
+            self.network.attach_vm(vm_id, identity, &desired).await?;
         }
 
-        self.boot(vm, &plan.image).await
+        self.boot(vm.clone(), &plan.image).await
     }
 
     /// Chooses network resources and inserts the VM row in one critical
     /// section; the row is what holds the resources from then on.
-    async fn record_new_vm(&self, vm_id: &str, plan: &Plan, ledger: &mut Ledger) -> Result<Vm, OrchError> {
+    async fn record_new_vm(&self, vm_id: &str, plan: &Plan) -> Result<Vm, OrchError> {
         let _allocating = self.allocation.lock().await;
         let network = if plan.enable_network {
             let vms = self.store.list_vms()?;
@@ -212,7 +241,7 @@ impl Orchestrator {
         let now = model::now();
         let vm = Vm {
             id: vm_id.to_string(),
-            state: VmState::Starting,
+            state: transitions::INITIAL,
             image_id: plan.image.id.clone(),
             vcpu_count: plan.vcpu_count,
             mem_mib: plan.mem_mib,
@@ -228,14 +257,13 @@ impl Orchestrator {
             updated_at: now,
             last_activity_at: None,
             idle_status: None,
+            restart_policy: plan.restart_policy,
+            snapshot_id: None,
         };
-        self.store.insert_vm(&vm)?;
-        self.store
-            .record_transition(vm_id, None, VmState::Starting, Some("created"))?;
-        let (store, id) = (self.store.clone(), vm_id.to_string());
-        ledger.record("VM record", async move {
-            store.delete_vm(&id).map(|_| ()).map_err(|e| e.to_string())
-        });
+        // The record (in `creating`) is the intent: from here on, a crash is
+        // rolled back by the reconciler; a failure by the ledger and then
+        // `BootFailed`, which removes the record.
+        self.store.insert_vm(&vm, Some("created"))?;
         Ok(vm)
     }
 }

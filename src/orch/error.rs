@@ -1,4 +1,5 @@
 use crate::cloudinit::SeedError;
+use crate::model::VmState;
 use crate::image::ImageError;
 use crate::net::NetError;
 use crate::store::StoreError;
@@ -13,12 +14,19 @@ pub enum OrchError {
     /// 400: a request field is invalid.
     #[error("{field}: {message}")]
     InvalidField { field: &'static str, message: String },
-    /// 409: the value is taken or the transition is not allowed now.
+    /// 409 `conflict`: a value (IP, MAC, name, subdomain) is taken.
     #[error("{message}")]
     Conflict {
         field: Option<&'static str>,
         message: String,
     },
+    /// 409 `invalid_state`: the VM's state does not allow this now.
+    #[error("{message}")]
+    InvalidState { state: VmState, message: String },
+    /// 503 `unavailable`: the daemon is shutting down, or a service it
+    /// needs (the snapshot bucket) does not answer.
+    #[error("{message}")]
+    Unavailable { message: String },
     /// 413
     #[error("{field}: {message}")]
     TooLarge { field: &'static str, message: String },
@@ -37,6 +45,14 @@ pub enum OrchError {
 }
 
 impl OrchError {
+    /// `action` is refused while the VM is in `state`.
+    pub fn invalid_state(vm_id: &str, state: VmState, action: &str) -> Self {
+        OrchError::InvalidState {
+            state,
+            message: format!("cannot {action} VM {vm_id} while it is {}", state.as_str()),
+        }
+    }
+
     pub fn vm_not_found(id: &str) -> Self {
         OrchError::NotFound {
             kind: "VM",

@@ -38,6 +38,51 @@ impl OrchIdleTarget {
         self.orch.store.update_vm(&vm).map(drop)
     }
 
+    /// Re-decides under the VM's lock and suspends if the VM is still idle.
+    async fn suspend_locked(&self, vm_id: &str) -> Result<SuspendOutcome, IdleError> {
+        let failed = |message: String| IdleError::SuspendFailed {
+            vm_id: vm_id.to_string(),
+            message,
+        };
+        let _guard = self.orch.locks.lock(vm_id).await;
+        let vm = self
+            .orch
+            .store
+            .get_vm(vm_id)
+            .map_err(|e| failed(e.to_string()))?
+            .ok_or_else(|| failed("the VM is gone".into()))?;
+        let decision = decide(&self.inputs_for(&vm).await);
+        let recorded = self.write_decision(vm, &decision);
+        match decision {
+            IdleDecision::Keep { reason } => {
+                if let Err(error) = recorded {
+                    tracing::warn!(vm = %vm_id, %error, "recording the idle decision failed");
+                }
+                Ok(SuspendOutcome::KeptAfterRecheck { reason })
+            }
+            IdleDecision::Suspend { reason } => {
+                // Recorded before the snapshot so the VM never reads
+                // `snapshotted` with an older decision beside it.
+                recorded.map_err(|e| failed(e.to_string()))?;
+                tracing::info!(vm = %vm_id, %reason, "suspending an idle VM");
+                if let Err(error) = self.orch.snapshot_locked(vm_id, Default::default()).await {
+                    // A failed snapshot resumes the VM: say so on it rather
+                    // than leave "suspended" beside a running VM.
+                    let kept = IdleDecision::Keep {
+                        reason: format!("suspending failed ({error}); the VM keeps running"),
+                    };
+                    if let Ok(Some(vm)) = self.orch.store.get_vm(vm_id) {
+                        if let Err(store_error) = self.write_decision(vm, &kept) {
+                            tracing::warn!(vm = %vm_id, %store_error, "recording the idle decision failed");
+                        }
+                    }
+                    return Err(failed(error.to_string()));
+                }
+                Ok(SuspendOutcome::Suspended)
+            }
+        }
+    }
+
     async fn inputs_for(&self, vm: &Vm) -> IdleInputs {
         let store = &self.orch.store;
         let routes = store.list_routes(&vm.id).unwrap_or_default();
@@ -109,48 +154,19 @@ impl IdleTarget for OrchIdleTarget {
         Some(self.inputs_for(&vm).await)
     }
 
+    /// Runs as an operation of the orchestrator's own, like a user's
+    /// snapshot: nothing cancels it halfway.
     async fn suspend_if_still_idle(&self, vm_id: &str) -> Result<SuspendOutcome, IdleError> {
-        let failed = |message: String| IdleError::SuspendFailed {
-            vm_id: vm_id.to_string(),
-            message,
-        };
-        let _guard = self.orch.locks.lock(vm_id).await;
-        let vm = self
-            .orch
-            .store
-            .get_vm(vm_id)
-            .map_err(|e| failed(e.to_string()))?
-            .ok_or_else(|| failed("the VM is gone".into()))?;
-        let decision = decide(&self.inputs_for(&vm).await);
-        let recorded = self.write_decision(vm, &decision);
-        match decision {
-            IdleDecision::Keep { reason } => {
-                if let Err(error) = recorded {
-                    tracing::warn!(vm = %vm_id, %error, "recording the idle decision failed");
-                }
-                Ok(SuspendOutcome::KeptAfterRecheck { reason })
-            }
-            IdleDecision::Suspend { reason } => {
-                // Recorded before the snapshot so the VM never reads
-                // `snapshotted` with an older decision beside it.
-                recorded.map_err(|e| failed(e.to_string()))?;
-                tracing::info!(vm = %vm_id, %reason, "suspending an idle VM");
-                if let Err(error) = self.orch.snapshot_locked(vm_id).await {
-                    // A failed snapshot resumes the VM: say so on it rather
-                    // than leave "suspended" beside a running VM.
-                    let kept = IdleDecision::Keep {
-                        reason: format!("suspending failed ({error}); the VM keeps running"),
-                    };
-                    if let Ok(Some(vm)) = self.orch.store.get_vm(vm_id) {
-                        if let Err(store_error) = self.write_decision(vm, &kept) {
-                            tracing::warn!(vm = %vm_id, %store_error, "recording the idle decision failed");
-                        }
-                    }
-                    return Err(failed(error.to_string()));
-                }
-                Ok(SuspendOutcome::Suspended)
-            }
-        }
+        let (target, id) = (self.clone(), vm_id.to_string());
+        self.orch
+            .run_operation(move |_| async move { Ok(target.suspend_locked(&id).await) })
+            .await
+            .unwrap_or_else(|error| {
+                Err(IdleError::SuspendFailed {
+                    vm_id: vm_id.to_string(),
+                    message: error.to_string(),
+                })
+            })
     }
 
     fn record_decision(&self, vm_id: &str, decision: &IdleDecision) {

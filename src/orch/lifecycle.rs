@@ -4,11 +4,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cloudinit::{self, SeedInput};
-use crate::model::{Image, UserData, Vm, VmState};
+use crate::model::{Image, UserData, Vm};
 use crate::vmm::{DiskSpec, KernelFiles, NicSpec, VmHandle, VmLaunch, DEFAULT_STOP_GRACE};
 
-use super::transitions::{begin, VmAction};
-use super::{OrchError, Orchestrator};
+use super::operations::Accepted;
+use super::transitions::Event;
+use super::{Applied, OrchError, Orchestrator};
 
 /// Deleting does not wait long for a polite shutdown.
 const DELETE_GRACE: Duration = Duration::from_secs(3);
@@ -52,62 +53,87 @@ impl Orchestrator {
     /// How `vm`'s VMM is launched (TAP, MAC, disks, kernel): public for
     /// tools that run the same guest outside orchestration (snapshot-bench).
     pub fn launch_spec_of(&self, vm: &Vm) -> Result<VmLaunch, OrchError> {
-        let image = self.store.get_image(&vm.image_id)?.ok_or_else(|| OrchError::Conflict {
-            field: None,
-            message: format!("image {} no longer exists", vm.image_id),
-        })?;
-        Ok(self.launch_spec(vm, &image))
+        Ok(self.launch_spec(vm, &self.image_of(vm)?))
     }
 
-    /// Launches the VMM for a VM in `starting` and moves it to `running`.
+    /// Launches the VMM for a VM in `creating`, `starting` or `restoring`
+    /// and moves it to `running`.
     pub(super) async fn boot(self: &Arc<Self>, mut vm: Vm, image: &Image) -> Result<Vm, OrchError> {
         let spec = self.launch_spec(&vm, image);
         let handle: Arc<dyn VmHandle> = Arc::from(self.hypervisor.launch(&spec).await?);
+        self.record_booted(&mut vm, handle, None).await?;
+        Ok(vm)
+    }
+
+    /// Records a freshly launched VMM as the VM's process (`Booted`) and
+    /// starts watching it; a VMM whose launch cannot be recorded is ended.
+    pub(super) async fn record_booted(
+        self: &Arc<Self>,
+        vm: &mut Vm,
+        handle: Arc<dyn VmHandle>,
+        reason: Option<String>,
+    ) -> Result<(), OrchError> {
         vm.pid = Some(handle.pid());
         vm.ready_at = None;
-        if let Err(error) = self.transition(&mut vm, VmState::Running, None) {
+        vm.snapshot_id = None;
+        if let Err(error) = self.apply(vm, Event::Booted, reason) {
             handle.stop(DELETE_GRACE).await;
+            vm.pid = None;
             return Err(error);
         }
-        self.watch_process(&vm, handle);
+        self.watch_process(vm, handle);
+        Ok(())
+    }
+
+    pub(super) async fn stop_op(self: &Arc<Self>, id: &str, mut accepted: Accepted) -> Result<Vm, OrchError> {
+        let _guard = self.locks.lock(id).await;
+        let mut vm = self.get_vm(id).await?;
+        if self.apply(&mut vm, Event::Stop, None)? == Applied::Already {
+            accepted.send(&vm);
+            return Ok(vm);
+        }
+        accepted.send(&vm);
+        self.halt(&mut vm, "stopped by request").await?;
         Ok(vm)
     }
 
-    pub async fn stop_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
-        let _guard = self.locks.lock(id).await;
-        let mut vm = self.get_vm(id).await?;
-        let stopping = self.check(&vm, VmAction::Stop)?;
-        self.transition(&mut vm, stopping, None)?;
-        if let Some(handle) = self.handle(id) {
+    /// Ends the VMM of a VM in `stopping` (or a `starting` one cut short)
+    /// and records it stopped.
+    pub(super) async fn halt(&self, vm: &mut Vm, reason: &str) -> Result<(), OrchError> {
+        if let Some(handle) = self.handle(&vm.id) {
+            self.set_handle(&vm.id, None);
             let report = handle.stop(DEFAULT_STOP_GRACE).await;
-            tracing::info!(vm = %id, code = ?report.code, signal = ?report.signal, "VMM stopped");
+            tracing::info!(vm = %vm.id, code = ?report.code, signal = ?report.signal, "VMM stopped");
         }
-        self.set_handle(id, None);
+        // A VMM known only by its pid (the daemon restarted mid-stop).
+        self.kill_process(vm).await;
         vm.pid = None;
         vm.ready_at = None;
-        self.transition(&mut vm, VmState::Stopped, Some("stopped by request".into()))?;
-        Ok(vm)
+        self.apply(vm, Event::Halted, Some(reason.into()))?;
+        Ok(())
     }
 
-    pub async fn start_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
+    pub(super) async fn start_op(self: &Arc<Self>, id: &str, mut accepted: Accepted) -> Result<Vm, OrchError> {
         let _guard = self.locks.lock(id).await;
         let mut vm = self.get_vm(id).await?;
-        let starting = self.check(&vm, VmAction::Start)?;
-        self.transition(&mut vm, starting, None)?;
+        if self.apply(&mut vm, Event::Start, None)? == Applied::Already {
+            accepted.send(&vm);
+            return Ok(vm);
+        }
+        accepted.send(&vm);
         match self.restart_from_disk(vm.clone()).await {
             Ok(vm) => Ok(vm),
             Err(error) => {
-                self.transition(&mut vm, VmState::Error, Some(format!("start failed: {error}")))?;
+                self.kill_process(&vm).await;
+                vm.pid = None;
+                self.apply(&mut vm, Event::BootFailed, Some(format!("start failed: {error}")))?;
                 Err(error)
             }
         }
     }
 
     async fn restart_from_disk(self: &Arc<Self>, vm: Vm) -> Result<Vm, OrchError> {
-        let image = self.store.get_image(&vm.image_id)?.ok_or_else(|| OrchError::Conflict {
-            field: None,
-            message: format!("image {} no longer exists", vm.image_id),
-        })?;
+        let image = self.image_of(&vm)?;
         let layout = self.layout(&vm.id);
         std::fs::create_dir_all(layout.dir())
             .map_err(|e| OrchError::Internal(format!("creating {}: {e}", layout.dir().display())))?;
@@ -131,30 +157,47 @@ impl Orchestrator {
         self.boot(vm, &image).await
     }
 
-    pub async fn delete_vm(self: &Arc<Self>, id: &str) -> Result<(), OrchError> {
+    /// The image a VM runs, which must still be registered.
+    pub(super) fn image_of(&self, vm: &Vm) -> Result<Image, OrchError> {
+        self.store.get_image(&vm.image_id)?.ok_or_else(|| OrchError::Internal(format!(
+            "image {} of VM {} no longer exists",
+            vm.image_id, vm.id
+        )))
+    }
+
+    /// Deleting is recorded first (`deleting`), then everything the VM held
+    /// is released; a teardown cut short (an error, a crash) is finished by
+    /// the reconciler or by deleting again.
+    pub(super) async fn delete_op(self: &Arc<Self>, id: &str, mut accepted: Accepted) -> Result<(), OrchError> {
         let _guard = self.locks.lock(id).await;
-        let vm = self.get_vm(id).await?;
-        self.check(&vm, VmAction::Delete)?;
-        self.kill_process(&vm).await;
+        let mut vm = self.get_vm(id).await?;
+        self.apply(&mut vm, Event::Delete, Some("deleted by request".into()))?;
+        accepted.send(&vm);
+        self.tear_down(&mut vm).await
+    }
+
+    /// Releases everything a `deleting` VM holds, then its record. Every
+    /// step is idempotent. The caller holds the VM's lock.
+    pub(super) async fn tear_down(&self, vm: &mut Vm) -> Result<(), OrchError> {
+        let id = vm.id.clone();
+        self.kill_process(vm).await;
         if let Some(identity) = &vm.network {
             let desired: Vec<_> = self
                 .desired_network()?
                 .into_iter()
-                .filter(|(other, _)| other != id)
+                .filter(|(other, _)| *other != id)
                 .collect();
-            self.network.detach_vm(id, identity, &desired).await?;
+            self.network.detach_vm(&id, identity, &desired).await?;
         }
-        self.discard_all_snapshots(id).await;
-        let dir = self.layout(id).dir().to_path_buf();
+        self.discard_all_snapshots(&id).await?;
+        let dir = self.layout(&id).dir().to_path_buf();
         if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
             if error.kind() != std::io::ErrorKind::NotFound {
                 return Err(OrchError::Internal(format!("removing {}: {error}", dir.display())));
             }
         }
-        self.store.delete_routes_of(id)?;
-        self.store.delete_vm(id)?;
-        self.observers.notify(&super::VmChange::Deleted { vm_id: id });
-        self.locks.forget(id);
+        self.store.delete_routes_of(&id)?;
+        self.apply(vm, Event::TornDown, None)?;
         tracing::info!(vm = %id, "deleted");
         Ok(())
     }
@@ -172,17 +215,5 @@ impl Orchestrator {
                 crate::sys::process::terminate(pid, DELETE_GRACE).await;
             }
         }
-    }
-
-    pub(super) fn check(&self, vm: &Vm, action: VmAction) -> Result<VmState, OrchError> {
-        begin(vm.state, action).ok_or_else(|| OrchError::Conflict {
-            field: None,
-            message: format!(
-                "cannot {} VM {} while it is {}",
-                action.as_str(),
-                vm.id,
-                vm.state.as_str()
-            ),
-        })
     }
 }

@@ -1,11 +1,20 @@
-//! Orchestration: one VM's state machine and lock, creation as a ledger with
-//! rollback, supervision of VMM processes, and reconcilers that derive host
-//! state from the database.
+//! Orchestration: one controller per VM that owns every change of it.
 //!
-//! Every operation on a VM takes that VM's lock ([`locks::VmLocks`]), checks
-//! the transition ([`transitions::begin`]), records the state change in the
-//! store, and only then touches the host. Long-running tasks (one supervisor
-//! per VMM process, one readiness probe per boot) act through the same lock.
+//! - Every operation (create, start, stop, snapshot, restore, delete) runs
+//!   as a server-side task ([`operations`]) that no client disconnect or
+//!   timeout can cancel; shutdown waits for them.
+//! - It takes the VM's lock ([`locks::VmLocks`]), asks the state machine
+//!   ([`transitions::decide`]) and records its intent (a transitional state)
+//!   in the store before it touches the host; so after a crash, the
+//!   reconciler finds what was under way and finishes or undoes it.
+//! - The one write path of a VM's state is [`Orchestrator::apply`]: the row
+//!   and its event in one transaction, then observers are told.
+//! - A reconciler ([`reconcile`]) runs at start-up, every
+//!   `HATCH_RECONCILE_INTERVAL` and after any failed operation, and makes
+//!   the host match the database again.
+//!
+//! Long-running tasks (one supervisor per VMM process, one readiness probe
+//! per boot, the reconciler) act through the same locks.
 
 mod create;
 mod error;
@@ -15,8 +24,10 @@ mod ledger;
 mod lifecycle;
 mod locks;
 mod observe;
+mod operations;
 mod proxy;
 mod reconcile;
+mod routes;
 mod snapshot;
 mod supervise;
 pub mod transitions;
@@ -31,12 +42,24 @@ use crate::net::Network;
 use crate::snapshot::SnapshotStore;
 use crate::store::Store;
 use crate::vmm::{Hypervisor, VmHandle};
+use transitions::{Decision, Event};
+
+/// What [`Orchestrator::apply`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Applied {
+    Entered,
+    Removed,
+    /// The request was already satisfied; nothing was written.
+    Already,
+}
 
 pub use create::CreateVm;
 pub use error::OrchError;
 pub use idle::OrchIdleTarget;
 pub use layout::VmLayout;
 pub use observe::{VmChange, VmObserver};
+pub use operations::Operation;
+pub use routes::CreateRoute;
 pub use proxy::OrchRouteResolver;
 pub use snapshot::UnpackedSnapshot;
 
@@ -57,6 +80,16 @@ pub struct Orchestrator {
     allocation: tokio::sync::Mutex<()>,
     /// Told about every state change and deletion (e.g. the proxy's pool).
     observers: observe::Observers,
+    /// Operations in flight, waited for at shutdown.
+    operations: operations::Operations,
+    /// Held shared by every operation and exclusively by the reconciler, so
+    /// the reconciler sees no half-made VM and no operation sees a repair
+    /// half-done.
+    host_ops: tokio::sync::RwLock<()>,
+    /// Wakes the reconciler early (after a failed operation).
+    reconcile_now: tokio::sync::Notify,
+    /// Consecutive unasked VMM deaths per VM, for restart back-off.
+    crashes: Mutex<HashMap<String, reconcile::CrashCount>>,
 }
 
 impl Orchestrator {
@@ -81,14 +114,20 @@ impl Orchestrator {
             handles: Mutex::new(HashMap::new()),
             allocation: tokio::sync::Mutex::new(()),
             observers: observe::Observers::default(),
+            operations: operations::Operations::default(),
+            host_ops: tokio::sync::RwLock::new(()),
+            reconcile_now: tokio::sync::Notify::new(),
+            crashes: Mutex::new(HashMap::new()),
         });
-        orch.reconcile().await?;
+        orch.reconcile_at_start().await?;
         Ok(orch)
     }
 
-    /// Stops background work (dnsmasq supervision) and leaves VMs running;
+    /// Refuses new operations, waits up to `timeout` for those in flight,
+    /// then stops background work (dnsmasq supervision). VMs keep running;
     /// the next start adopts them.
-    pub async fn shutdown(&self) {
+    pub async fn shutdown(&self, timeout: Duration) {
+        self.operations.drain(timeout).await;
         self.network.shutdown().await;
     }
 
@@ -118,9 +157,12 @@ impl Orchestrator {
             if ready && vm.state == VmState::Running {
                 return Ok(vm);
             }
-            if !matches!(vm.state, VmState::Starting | VmState::Running | VmState::Restoring) {
-                return Err(OrchError::Conflict {
-                    field: None,
+            if !matches!(
+                vm.state,
+                VmState::Creating | VmState::Starting | VmState::Running | VmState::Restoring
+            ) {
+                return Err(OrchError::InvalidState {
+                    state: vm.state,
                     message: format!(
                         "VM {id} is {} and will not become ready{}",
                         vm.state.as_str(),
@@ -168,30 +210,57 @@ impl Orchestrator {
         };
     }
 
-    /// Moves a VM to `to`, recording the change. Callers hold the VM's lock.
-    fn transition(&self, vm: &mut Vm, to: VmState, reason: Option<String>) -> Result<(), OrchError> {
+    /// The one write path of a VM's state: asks the state machine what
+    /// `event` does to `vm`, and records the outcome (the whole row, with
+    /// whatever else the caller changed on `vm`, and the event, in one
+    /// transaction). Callers hold the VM's lock.
+    ///
+    /// A request the table refuses is `InvalidState`; a refused outcome is a
+    /// bug in the caller and reported as internal.
+    fn apply(&self, vm: &mut Vm, event: Event, reason: Option<String>) -> Result<Applied, OrchError> {
         let from = vm.state;
-        vm.state = to;
-        vm.state_reason = reason;
-        vm.updated_at = crate::model::now();
-        self.store.update_vm(vm)?;
-        self.store
-            .record_transition(&vm.id, Some(from), to, vm.state_reason.as_deref())?;
-        tracing::info!(vm = %vm.id, from = from.as_str(), to = to.as_str(), reason = ?vm.state_reason, "state change");
-        self.observers.notify(&VmChange::StateChanged {
-            vm_id: &vm.id,
-            from,
-            to,
-        });
-        Ok(())
+        match transitions::decide(from, event) {
+            Decision::Already => Ok(Applied::Already),
+            Decision::Refuse if event.is_request() => Err(OrchError::invalid_state(&vm.id, from, event.as_str())),
+            Decision::Refuse => Err(OrchError::Internal(format!(
+                "VM {}: outcome {} is not valid while {}",
+                vm.id,
+                event.as_str(),
+                from.as_str()
+            ))),
+            Decision::Remove => {
+                self.store.delete_vm(&vm.id)?;
+                tracing::info!(vm = %vm.id, from = from.as_str(), event = event.as_str(), "removed");
+                self.observers.notify(&VmChange::Deleted { vm_id: &vm.id });
+                self.locks.forget(&vm.id);
+                Ok(Applied::Removed)
+            }
+            Decision::Enter(to) => {
+                vm.state = to;
+                vm.state_reason = reason;
+                vm.updated_at = crate::model::now();
+                if !self.store.update_vm_with_transition(vm, Some(from), vm.state_reason.as_deref())? {
+                    return Err(OrchError::vm_not_found(&vm.id));
+                }
+                tracing::info!(vm = %vm.id, from = from.as_str(), to = to.as_str(), event = event.as_str(), reason = ?vm.state_reason, "state change");
+                self.observers.notify(&VmChange::StateChanged {
+                    vm_id: &vm.id,
+                    from,
+                    to,
+                });
+                Ok(Applied::Entered)
+            }
+        }
     }
 
-    /// All networked VMs in the database: the desired host network state.
+    /// All networked VMs that should have host network state: every one
+    /// but those being deleted.
     fn desired_network(&self) -> Result<Vec<(String, crate::model::NetworkIdentity)>, OrchError> {
         Ok(self
             .store
             .list_vms()?
             .into_iter()
+            .filter(|vm| vm.state != VmState::Deleting)
             .filter_map(|vm| vm.network.map(|net| (vm.id, net)))
             .collect())
     }

@@ -19,25 +19,28 @@ pub enum VmChange<'a> {
     StateChanged { vm_id: &'a str, from: VmState, to: VmState },
     /// The VM and everything it had are gone.
     Deleted { vm_id: &'a str },
+    /// A route to the VM was added or removed.
+    RoutesChanged { vm_id: &'a str },
 }
 
 impl VmChange<'_> {
     pub fn vm_id(&self) -> &str {
         match self {
-            VmChange::StateChanged { vm_id, .. } | VmChange::Deleted { vm_id } => vm_id,
+            VmChange::StateChanged { vm_id, .. } | VmChange::Deleted { vm_id } | VmChange::RoutesChanged { vm_id } => {
+                vm_id
+            }
         }
     }
 
     /// Whether the VM's guest can answer network connections after this
-    /// event (only a running VM can).
-    pub fn serving_after(&self) -> bool {
-        matches!(
-            self,
-            VmChange::StateChanged {
-                to: VmState::Running,
-                ..
-            }
-        )
+    /// event (only a running VM can), or `None` when the event says nothing
+    /// about it.
+    pub fn serving_after(&self) -> Option<bool> {
+        match self {
+            VmChange::StateChanged { to, .. } => Some(*to == VmState::Running),
+            VmChange::Deleted { .. } => Some(false),
+            VmChange::RoutesChanged { .. } => None,
+        }
     }
 }
 
@@ -83,7 +86,7 @@ mod tests {
             self.0
                 .lock()
                 .unwrap()
-                .push((event.vm_id().to_string(), event.serving_after()));
+                .push((event.vm_id().to_string(), event.serving_after().unwrap_or(true)));
         }
     }
 
@@ -121,8 +124,9 @@ mod tests {
                 from: VmState::Running,
                 to,
             };
-            assert_eq!(event.serving_after(), to == VmState::Running, "{to:?}");
+            assert_eq!(event.serving_after(), Some(to == VmState::Running), "{to:?}");
         }
-        assert!(!VmChange::Deleted { vm_id: "vm" }.serving_after());
+        assert_eq!(VmChange::Deleted { vm_id: "vm" }.serving_after(), Some(false));
+        assert_eq!(VmChange::RoutesChanged { vm_id: "vm" }.serving_after(), None);
     }
 }

@@ -104,7 +104,7 @@ impl RouteResolver for OrchRouteResolver {
 /// them as the state changes means the next request opens a fresh one.
 impl VmObserver for UpstreamConnections {
     fn on_vm_change(&self, event: &VmChange<'_>) {
-        if !event.serving_after() {
+        if event.serving_after() == Some(false) {
             self.forget_vm(event.vm_id());
         }
     }

@@ -1,96 +1,268 @@
-//! Start-up reconciliation: the database says which VMs exist; the host is
-//! made to match. Live VMM processes are adopted (not killed), dead ones are
-//! marked, and anything of Hatch's on the host that no VM owns is removed:
-//! stray VMM processes, VM directories, TAPs, forwards and reservations.
+//! The reconciler: the database says which VMs exist and in which state;
+//! the host is made to match, at start-up, every `HATCH_RECONCILE_INTERVAL`
+//! and right after an operation fails.
+//!
+//! Per VM (under its lock): an operation the daemon died in is finished or
+//! undone (a `creating` VM is rolled back, `deleting` is finished,
+//! `stopping` ends stopped, `snapshotting` resumes the guest or records the
+//! finished snapshot, `restoring` goes back to `snapshotted`); a live VMM is
+//! adopted; a dead one marks the VM `error` (and starts it again under
+//! `restart_policy: on-failure`). Host-wide: VMM processes, VM directories,
+//! snapshot records and artefacts that no VM owns are removed, and the
+//! network (TAPs, DHCP, firewall chains) is made to match. Every repair is
+//! logged and recorded as an event on the VM, or host-wide.
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use crate::model::{Vm, VmState};
+use crate::model::{RestartPolicy, Vm, VmState};
+use crate::net::ReconcileReport;
+use crate::store::EventKind;
 use crate::sys::process;
 
 use super::layout::vms_dir;
+use super::transitions::Event;
 use super::{OrchError, Orchestrator};
 
+/// A VM that ran at least this long before its VMM died is restarted at
+/// once; quicker deaths wait longer and longer (a crash loop costs little).
+const STABLE_RUN: Duration = Duration::from_secs(60);
+const MAX_RESTART_DELAY: Duration = Duration::from_secs(60);
+const ADOPT_GRACE: Duration = Duration::from_secs(3);
+
+/// Consecutive unasked VMM deaths of one VM.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct CrashCount {
+    count: u32,
+    last: Instant,
+}
+
 impl Orchestrator {
-    pub(super) async fn reconcile(self: &Arc<Self>) -> Result<(), OrchError> {
+    /// At start-up: bridge, chains and dnsmasq first (adopted VMs need
+    /// them), then the full pass, including the snapshot store's sweep.
+    pub(super) async fn reconcile_at_start(self: &Arc<Self>) -> Result<(), OrchError> {
         self.network.ensure_host().await?;
+        self.reconcile_pass().await?;
+        self.sweep_snapshot_store().await;
+        Ok(())
+    }
+
+    /// Runs the reconciler every `interval` and whenever an operation
+    /// failed, until the orchestrator is gone or shuts down.
+    pub fn spawn_reconciler(self: &Arc<Self>, interval: Duration) -> tokio::task::JoinHandle<()> {
+        let orch = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                let Some(strong) = orch.upgrade() else { return };
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = strong.reconcile_now.notified() => {}
+                }
+                drop(strong);
+                let Some(orch) = orch.upgrade() else { return };
+                if orch.operations.is_closing() {
+                    return;
+                }
+                if let Err(error) = orch.reconcile_now().await {
+                    tracing::error!(%error, "reconciling failed; trying again at the next interval");
+                }
+            }
+        })
+    }
+
+    /// One pass now, excluding every operation while it runs.
+    pub async fn reconcile_now(self: &Arc<Self>) -> Result<(), OrchError> {
+        let _host = self.host_ops.write().await;
+        self.reconcile_pass().await
+    }
+
+    async fn reconcile_pass(self: &Arc<Self>) -> Result<(), OrchError> {
         for vm in self.store.list_vms()? {
             let _guard = self.locks.lock(&vm.id).await;
-            self.reconcile_vm(vm).await?;
+            // Read again under the lock: the supervisor may have moved it.
+            let Some(vm) = self.store.get_vm(&vm.id)? else { continue };
+            let id = vm.id.clone();
+            if let Err(error) = self.reconcile_vm(vm).await {
+                tracing::warn!(vm = %id, %error, "reconciling the VM failed");
+            }
         }
         let vms = self.store.list_vms()?;
         self.kill_stray_vmms(&vms).await;
         self.remove_stray_dirs(&vms).await;
-        self.remove_stray_snapshots(&vms).await?;
+        self.remove_unfinished_snapshots(&vms).await?;
         let report = self.network.reconcile(&self.desired_network()?).await?;
-        tracing::info!(?report, "host network reconciled");
+        self.record_network_repairs(&vms, &report);
         Ok(())
     }
 
     async fn reconcile_vm(self: &Arc<Self>, mut vm: Vm) -> Result<(), OrchError> {
-        if !vm.state.has_process() {
-            return Ok(());
+        match vm.state {
+            VmState::Creating => return self.roll_back_create(vm).await,
+            VmState::Deleting => return self.tear_down(&mut vm).await,
+            VmState::Stopping => return self.halt(&mut vm, "stopped while the daemon was down").await,
+            state if !state.has_process() => return Ok(()),
+            _ => {}
+        }
+        if let Some(handle) = self.handle(&vm.id) {
+            if vm.pid == Some(handle.pid()) && vm.state == VmState::Running {
+                return Ok(()); // Watched by its supervisor.
+            }
         }
         let marker = self.layout(&vm.id).dir().to_string_lossy().into_owned();
         let live_pid = vm.pid.filter(|pid| process::is_alive_with_marker(*pid, &marker));
         let Some(pid) = live_pid else {
-            vm.pid = None;
-            vm.ready_at = None;
-            let (state, reason) = match vm.state {
-                VmState::Stopping => (VmState::Stopped, "stopped while the daemon was down"),
-                // The VMM is only stopped once the snapshot is complete.
-                VmState::Snapshotting if self.snapshot_finished_since(&vm)? => {
-                    (VmState::Snapshotted, "snapshot completed as the daemon went down")
-                }
-                VmState::Restoring => (VmState::Snapshotted, "restore interrupted by a daemon restart"),
-                _ => (VmState::Error, "the VMM process ended while the daemon was not running"),
-            };
-            return self.transition(&mut vm, state, Some(reason.into()));
+            return self.record_lost_process(vm).await;
         };
         if vm.state == VmState::Restoring {
             // A half-loaded VMM is not trusted: the snapshot is still there.
-            process::terminate(pid, std::time::Duration::from_secs(3)).await;
+            process::terminate(pid, ADOPT_GRACE).await;
             vm.pid = None;
-            return self.transition(
+            self.apply(
                 &mut vm,
-                VmState::Snapshotted,
+                Event::BootFailed,
                 Some("restore interrupted by a daemon restart".into()),
-            );
+            )?;
+            return Ok(());
         }
-        let adopted = match self.store.get_image(&vm.image_id)? {
-            Some(image) => self
+        let adopted = match self.image_of(&vm) {
+            Ok(image) => self
                 .hypervisor
                 .adopt(&self.launch_spec(&vm, &image), pid)
                 .await
                 .map_err(OrchError::from),
-            None => Err(OrchError::Internal(format!("image {} no longer exists", vm.image_id))),
+            Err(error) => Err(error),
         };
-        match adopted {
-            Ok(handle) => {
-                tracing::info!(vm = %vm.id, pid, "adopted running VMM");
-                if vm.state == VmState::Snapshotting {
-                    // Cut short mid-snapshot: the guest may be paused.
-                    handle.resume().await?;
-                }
-                self.watch_process(&vm, Arc::from(handle));
-                match vm.state {
-                    VmState::Running => Ok(()),
-                    // An operation was cut short by the daemon's death; the
-                    // process lives, so the VM runs.
-                    _ => self.transition(&mut vm, VmState::Running, Some("resumed after a daemon restart".into())),
-                }
-            }
+        let handle = match adopted {
+            Ok(handle) => Arc::from(handle),
             Err(error) => {
-                process::terminate(pid, std::time::Duration::from_secs(3)).await;
+                process::terminate(pid, ADOPT_GRACE).await;
                 vm.pid = None;
-                self.transition(
+                vm.ready_at = None;
+                let reason = format!("could not re-attach to the VMM after a daemon restart: {error}");
+                return self.record_crash(vm, reason).await;
+            }
+        };
+        tracing::info!(vm = %vm.id, pid, "adopted running VMM");
+        match vm.state {
+            VmState::Snapshotting => {
+                // Cut short mid-snapshot: the guest may be paused.
+                let resumed: Arc<dyn crate::vmm::VmHandle> = handle;
+                resumed.resume().await?;
+                self.watch_process(&vm, resumed);
+                self.apply(
                     &mut vm,
-                    VmState::Error,
-                    Some(format!("could not re-attach after a daemon restart: {error}")),
-                )
+                    Event::SaveFailed,
+                    Some("snapshot interrupted by a daemon restart; the guest was resumed".into()),
+                )?;
+            }
+            VmState::Starting => {
+                self.watch_process(&vm, handle);
+                self.apply(&mut vm, Event::Booted, Some("started (finished after a daemon restart)".into()))?;
+            }
+            _ => self.watch_process(&vm, handle),
+        }
+        Ok(())
+    }
+
+    /// The VM's VMM is gone though its state says it runs.
+    async fn record_lost_process(self: &Arc<Self>, mut vm: Vm) -> Result<(), OrchError> {
+        self.set_handle(&vm.id, None);
+        vm.pid = None;
+        vm.ready_at = None;
+        match vm.state {
+            VmState::Starting => {
+                self.apply(&mut vm, Event::Halted, Some("start interrupted by a daemon restart".into()))?;
+                Ok(())
+            }
+            VmState::Restoring => {
+                self.apply(&mut vm, Event::BootFailed, Some("restore interrupted by a daemon restart".into()))?;
+                Ok(())
+            }
+            // The VMM is only stopped once the snapshot is complete.
+            VmState::Snapshotting => match self.snapshot_finished_since(&vm)? {
+                Some(snapshot_id) => {
+                    vm.snapshot_id = Some(snapshot_id.clone());
+                    let reason = format!("snapshot {snapshot_id} (completed as the daemon went down)");
+                    self.apply(&mut vm, Event::Saved, Some(reason))?;
+                    Ok(())
+                }
+                None => {
+                    let reason = "the VMM ended during a snapshot that did not complete".to_string();
+                    self.record_crash(vm, reason).await
+                }
+            },
+            _ => {
+                let reason = "the VMM process is gone (it ended without being asked)".to_string();
+                self.record_crash(vm, reason).await
             }
         }
+    }
+
+    /// Marks the VM `error`, and starts it again if its policy says so.
+    pub(super) async fn record_crash(self: &Arc<Self>, mut vm: Vm, reason: String) -> Result<(), OrchError> {
+        self.apply(&mut vm, Event::VmmCrashed, Some(reason))?;
+        if vm.restart_policy == RestartPolicy::OnFailure {
+            self.schedule_restart(&vm.id);
+        }
+        Ok(())
+    }
+
+    /// Starts a crashed `on-failure` VM again, after a delay that doubles
+    /// with each crash that followed a short run.
+    fn schedule_restart(self: &Arc<Self>, vm_id: &str) {
+        let delay = {
+            let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
+            let now = Instant::now();
+            let entry = crashes.entry(vm_id.to_string()).or_insert(CrashCount { count: 0, last: now });
+            if now.duration_since(entry.last) > STABLE_RUN {
+                entry.count = 0;
+            }
+            entry.count += 1;
+            entry.last = now;
+            restart_delay(entry.count)
+        };
+        tracing::info!(vm = %vm_id, delay_ms = delay.as_millis() as u64, "restarting (restart_policy on-failure)");
+        let orch = Arc::downgrade(self);
+        let vm_id = vm_id.to_string();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let Some(orch) = orch.upgrade() else { return };
+            match orch.start_vm(&vm_id).await {
+                Ok(_) => {}
+                // Deleted, stopped or started by someone meanwhile: nothing to do.
+                Err(OrchError::NotFound { .. } | OrchError::InvalidState { .. }) => {}
+                Err(error) => tracing::warn!(vm = %vm_id, %error, "restart after a crash failed"),
+            }
+        });
+    }
+
+    /// Undoes a create the daemon died in: nothing it made stays.
+    async fn roll_back_create(&self, mut vm: Vm) -> Result<(), OrchError> {
+        tracing::warn!(vm = %vm.id, "rolling back a create cut short by a daemon restart");
+        self.kill_process(&vm).await;
+        if let Some(identity) = &vm.network {
+            let desired: Vec<_> = self
+                .desired_network()?
+                .into_iter()
+                .filter(|(other, _)| *other != vm.id)
+                .collect();
+            self.network.detach_vm(&vm.id, identity, &desired).await?;
+        }
+        let dir = self.layout(&vm.id).dir().to_path_buf();
+        if let Err(error) = tokio::fs::remove_dir_all(&dir).await {
+            if error.kind() != std::io::ErrorKind::NotFound {
+                return Err(OrchError::Internal(format!("removing {}: {error}", dir.display())));
+            }
+        }
+        self.store.delete_routes_of(&vm.id)?;
+        vm.pid = None;
+        self.apply(
+            &mut vm,
+            Event::BootFailed,
+            Some("create interrupted by a daemon restart".into()),
+        )?;
+        Ok(())
     }
 
     /// VMM processes running out of our VM directories that belong to no VM.
@@ -116,25 +288,31 @@ impl Orchestrator {
                 .is_some_and(|prog| prog.contains("qemu-system") || prog.contains("firecracker"));
             if is_vmm && args.iter().any(|arg| arg.contains(&prefix)) {
                 tracing::warn!(pid, "stopping a VMM process that belongs to no VM");
-                process::terminate(pid, std::time::Duration::from_secs(3)).await;
+                self.record_host_repair(&format!("stopped VMM process {pid}, which belonged to no VM"));
+                process::terminate(pid, ADOPT_GRACE).await;
             }
         }
     }
 
-    /// Whether a complete snapshot was taken since the VM began snapshotting.
-    fn snapshot_finished_since(&self, vm: &Vm) -> Result<bool, OrchError> {
+    /// The newest complete snapshot taken since the VM began snapshotting.
+    fn snapshot_finished_since(&self, vm: &Vm) -> Result<Option<String>, OrchError> {
         Ok(self
             .store
             .list_snapshots(&vm.id)?
-            .first()
-            .is_some_and(|s| s.created_at >= vm.updated_at))
+            .into_iter()
+            .next()
+            .filter(|s| s.created_at >= vm.updated_at)
+            .map(|s| s.id))
     }
 
-    /// Half-written snapshots, scratch directories and artefacts no record owns.
-    async fn remove_stray_snapshots(&self, vms: &[Vm]) -> Result<(), OrchError> {
+    /// Snapshot records a crash left half-written or half-deleted, and
+    /// scratch directories. No operation runs meanwhile, so an incomplete
+    /// record is never one being written.
+    async fn remove_unfinished_snapshots(&self, vms: &[Vm]) -> Result<(), OrchError> {
         for snapshot in self.store.list_incomplete_snapshots()? {
-            tracing::warn!(snapshot = %snapshot.id, "removing a snapshot a crash left incomplete");
-            self.discard_snapshot(&snapshot).await;
+            tracing::warn!(snapshot = %snapshot.id, "removing a snapshot a crash left incomplete or half-deleted");
+            self.discard_snapshot(&snapshot).await?;
+            self.record_host_repair(&format!("removed unfinished snapshot {}", snapshot.id));
         }
         for vm in vms {
             let Ok(entries) = std::fs::read_dir(self.layout(&vm.id).dir()) else {
@@ -146,6 +324,18 @@ impl Orchestrator {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Artefacts in the snapshot store that no record owns. Costly on a
+    /// bucket, so at start-up only; a failure is logged, not fatal.
+    async fn sweep_snapshot_store(&self) {
+        if let Err(error) = self.remove_stray_snapshots().await {
+            tracing::warn!(%error, "sweeping the snapshot store failed");
+        }
+    }
+
+    async fn remove_stray_snapshots(&self) -> Result<(), OrchError> {
         let store = self.snapshot_store();
         store.sweep_partials().await?;
         let known: HashSet<(String, String)> = self.store.all_snapshot_ids()?.into_iter().collect();
@@ -179,8 +369,76 @@ impl Orchestrator {
                 tracing::warn!(dir = %entry.path().display(), "removing the directory of a VM that no longer exists");
                 if let Err(error) = tokio::fs::remove_dir_all(entry.path()).await {
                     tracing::error!(%error, "removing stray VM directory failed");
+                } else {
+                    self.record_host_repair(&format!("removed directory {name} of a VM that no longer exists"));
                 }
             }
         }
+    }
+
+    /// What the network reconcile changed, as events: on the VM a TAP or
+    /// reservation belongs to, host-wide otherwise.
+    fn record_network_repairs(&self, vms: &[Vm], report: &ReconcileReport) {
+        let owner = |tap: &str| {
+            vms.iter()
+                .find(|vm| vm.network.as_ref().is_some_and(|n| n.tap_name == tap))
+        };
+        for tap in &report.taps_created {
+            let detail = format!("TAP {tap} was missing; recreated on the bridge");
+            match owner(tap) {
+                Some(vm) => self.record_vm_repair(vm, &detail),
+                None => self.record_host_repair(&detail),
+            }
+        }
+        for tap in &report.taps_removed {
+            self.record_host_repair(&format!("removed TAP {tap}, which belonged to no VM"));
+        }
+        if !report.rules_added.is_empty() || !report.rules_removed.is_empty() {
+            self.record_host_repair(&format!(
+                "firewall: {} rules restored, {} stray rules removed",
+                report.rules_added.len(),
+                report.rules_removed.len()
+            ));
+        }
+        if report.reservations_changed {
+            self.record_host_repair("DHCP reservations rewritten and dnsmasq restarted");
+        }
+        for (vm_id, reason) in &report.skipped {
+            tracing::warn!(vm = %vm_id, %reason, "VM's network identity is unusable; it gets no host network state");
+        }
+    }
+
+    fn record_vm_repair(&self, vm: &Vm, detail: &str) {
+        tracing::warn!(vm = %vm.id, %detail, "repaired");
+        if let Err(error) = self.store.record_vm_repair(&vm.id, vm.state, detail) {
+            tracing::error!(%error, "recording a repair failed");
+        }
+    }
+
+    fn record_host_repair(&self, detail: &str) {
+        tracing::warn!(%detail, "repaired");
+        if let Err(error) = self.store.record_host_event(EventKind::Repair, detail) {
+            tracing::error!(%error, "recording a repair failed");
+        }
+    }
+}
+
+/// 0 s after a crash that followed a stable run, then 2 s, 4 s, … up to a minute.
+fn restart_delay(consecutive: u32) -> Duration {
+    if consecutive <= 1 {
+        return Duration::ZERO;
+    }
+    let doubled = Duration::from_secs(1u64 << (consecutive - 1).min(6));
+    doubled.min(MAX_RESTART_DELAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn restarts_back_off_up_to_a_minute() {
+        let delays: Vec<u64> = (1..=9).map(|n| restart_delay(n).as_secs()).collect();
+        assert_eq!(delays, vec![0, 2, 4, 8, 16, 32, 60, 60, 60]);
     }
 }

@@ -6,7 +6,9 @@
 //! `running`, never paused) and removes what it wrote; a restore that fails
 //! (corrupt artefact, full disk, VMM error) leaves the VM `snapshotted`.
 //! The snapshot row is written before any artefact and marked complete last,
-//! so a crash leaves a record that start-up reconciliation cleans up.
+//! so a crash leaves a record that reconciliation cleans up. A snapshotted
+//! VM remembers the snapshot it was suspended with (`snapshot_id`): that one
+//! is what restore and wake load, and it cannot be deleted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -16,8 +18,9 @@ use crate::model::{self, Snapshot, Vm, VmState};
 use crate::snapshot::{self, SnapshotError, SnapshotStore};
 use crate::vmm::{SnapshotFiles, VmHandle};
 
-use super::transitions::VmAction;
-use super::{OrchError, Orchestrator};
+use super::operations::Accepted;
+use super::transitions::{self, Decision, Event};
+use super::{Applied, OrchError, Orchestrator};
 
 /// A snapshot's artefacts, verified and decompressed.
 #[derive(Debug, Clone)]
@@ -60,19 +63,24 @@ impl Orchestrator {
         self.layout(vm_id).dir().join(format!("work-{snapshot_id}"))
     }
 
-    pub async fn snapshot_vm(self: &Arc<Self>, id: &str) -> Result<Snapshot, OrchError> {
-        let _guard = self.locks.lock(id).await;
-        self.snapshot_locked(id).await
-    }
-
-    /// Takes a snapshot; the caller holds the VM's lock.
-    pub(super) async fn snapshot_locked(self: &Arc<Self>, id: &str) -> Result<Snapshot, OrchError> {
+    /// Takes a snapshot; the caller holds the VM's lock. On a VM already
+    /// `snapshotted`, answers with the snapshot it was suspended with.
+    pub(super) async fn snapshot_locked(
+        self: &Arc<Self>,
+        id: &str,
+        mut accepted: Accepted,
+    ) -> Result<Snapshot, OrchError> {
         let mut vm = self.get_vm(id).await?;
-        let snapshotting = self.check(&vm, VmAction::Snapshot)?;
-        let handle = self
-            .handle(id)
-            .ok_or_else(|| OrchError::Internal(format!("VM {id} has no VMM process")))?;
-        self.transition(&mut vm, snapshotting, None)?;
+        if self.apply(&mut vm, Event::Snapshot, None)? == Applied::Already {
+            accepted.send(&vm);
+            return self.suspended_with(&vm);
+        }
+        accepted.send(&vm);
+        let Some(handle) = self.handle(id) else {
+            vm.pid = None;
+            self.apply(&mut vm, Event::VmmCrashed, Some("the VM had no VMM process to snapshot".into()))?;
+            return Err(OrchError::Internal(format!("VM {id} has no VMM process")));
+        };
         let mut record = Snapshot {
             id: model::random_id("snap", 10),
             vm_id: id.to_string(),
@@ -87,13 +95,21 @@ impl Orchestrator {
         let _ = tokio::fs::remove_dir_all(&work).await;
         if let Err(error) = saved {
             tracing::warn!(vm = %id, %error, "snapshot failed; resuming the VM");
-            self.discard_snapshot(&record).await;
-            let resumed = handle.resume().await;
-            let reason = match &resumed {
-                Ok(()) => format!("snapshot failed: {error}"),
-                Err(resume_error) => format!("snapshot failed: {error}; resuming also failed: {resume_error}"),
-            };
-            self.transition(&mut vm, VmState::Running, Some(reason))?;
+            if let Err(discard_error) = self.discard_snapshot(&record).await {
+                tracing::warn!(snapshot = %record.id, %discard_error, "the reconciler will remove it");
+            }
+            match handle.resume().await {
+                Ok(()) => {
+                    self.apply(&mut vm, Event::SaveFailed, Some(format!("snapshot failed: {error}")))?;
+                }
+                Err(resume_error) => {
+                    self.kill_process(&vm).await;
+                    vm.pid = None;
+                    vm.ready_at = None;
+                    let reason = format!("snapshot failed: {error}; resuming also failed: {resume_error}");
+                    self.apply(&mut vm, Event::ResumeFailed, Some(reason))?;
+                }
+            }
             return Err(error);
         }
         // Memory and disk are saved: the VMM is no longer needed.
@@ -101,9 +117,19 @@ impl Orchestrator {
         handle.stop(Duration::ZERO).await;
         vm.pid = None;
         vm.ready_at = None;
-        self.transition(&mut vm, VmState::Snapshotted, Some(format!("snapshot {}", record.id)))?;
-        self.apply_retention(id).await;
+        vm.snapshot_id = Some(record.id.clone());
+        self.apply(&mut vm, Event::Saved, Some(format!("snapshot {}", record.id)))?;
+        self.apply_retention(&vm).await;
         Ok(record)
+    }
+
+    /// The snapshot a `snapshotted` VM would restore from.
+    fn suspended_with(&self, vm: &Vm) -> Result<Snapshot, OrchError> {
+        let found = match &vm.snapshot_id {
+            Some(id) => self.store.get_snapshot(id)?,
+            None => self.store.list_snapshots(&vm.id)?.into_iter().next(),
+        };
+        found.ok_or_else(|| OrchError::Internal(format!("VM {} is snapshotted but its snapshot is missing", vm.id)))
     }
 
     async fn save(&self, handle: &Arc<dyn VmHandle>, record: &mut Snapshot, work: &Path) -> Result<(), OrchError> {
@@ -133,28 +159,34 @@ impl Orchestrator {
         Ok(())
     }
 
-    /// Removes a snapshot's artefacts and record (complete or not).
-    pub(super) async fn discard_snapshot(&self, record: &Snapshot) {
-        if let Err(error) = self
-            .snapshot_store()
+    /// Removes a snapshot (complete or not): the record is marked first
+    /// (no longer listed or restorable), then the artefacts go, then the
+    /// record. Cut short, the marked record is finished by the reconciler;
+    /// there is never a record whose artefacts are gone.
+    pub(super) async fn discard_snapshot(&self, record: &Snapshot) -> Result<(), OrchError> {
+        self.store.mark_snapshot_deleting(&record.id)?;
+        self.snapshot_store()
             .delete(&format!("{}/{}/", record.vm_id, record.id))
-            .await
-        {
-            tracing::warn!(snapshot = %record.id, %error, "removing snapshot artefacts failed");
-        }
-        if let Err(error) = self.store.delete_snapshot(&record.id) {
-            tracing::warn!(snapshot = %record.id, %error, "removing the snapshot record failed");
-        }
+            .await?;
+        self.store.delete_snapshot(&record.id)?;
+        Ok(())
     }
 
-    /// Keeps the newest `HATCH_SNAPSHOT_KEEP` snapshots of a VM.
-    async fn apply_retention(&self, vm_id: &str) {
-        let Ok(snapshots) = self.store.list_snapshots(vm_id) else {
+    /// Keeps the newest `HATCH_SNAPSHOT_KEEP` snapshots of a VM, and always
+    /// the one it was suspended with.
+    async fn apply_retention(&self, vm: &Vm) {
+        let Ok(snapshots) = self.store.list_snapshots(&vm.id) else {
             return;
         };
-        for old in snapshots.iter().skip(self.config.snapshot_retention.max(1) as usize) {
+        let keep = self.config.snapshot_retention.max(1) as usize;
+        for old in snapshots.iter().skip(keep) {
+            if vm.snapshot_id.as_deref() == Some(old.id.as_str()) {
+                continue;
+            }
             tracing::info!(snapshot = %old.id, "removing a snapshot beyond the retention setting");
-            self.discard_snapshot(old).await;
+            if let Err(error) = self.discard_snapshot(old).await {
+                tracing::warn!(snapshot = %old.id, %error, "removing an old snapshot failed; the reconciler retries");
+            }
         }
     }
 
@@ -163,44 +195,61 @@ impl Orchestrator {
         Ok(self.store.list_snapshots(vm_id)?)
     }
 
-    pub async fn delete_snapshot(&self, snapshot_id: &str) -> Result<(), OrchError> {
-        let snapshot = self
-            .store
-            .get_snapshot(snapshot_id)?
-            .ok_or_else(|| OrchError::NotFound {
+    /// Deletes a snapshot, unless it is the one a `snapshotted` VM would
+    /// restore from (409 `invalid_state`: that VM would be lost).
+    pub async fn delete_snapshot(self: &Arc<Self>, snapshot_id: &str) -> Result<(), OrchError> {
+        let snapshot_id = snapshot_id.to_string();
+        self.run_operation(move |orch| async move {
+            let not_found = || OrchError::NotFound {
                 kind: "snapshot",
-                id: snapshot_id.to_string(),
-            })?;
-        let _guard = self.locks.lock(&snapshot.vm_id).await;
-        self.discard_snapshot(&snapshot).await;
-        Ok(())
+                id: snapshot_id.clone(),
+            };
+            let snapshot = orch.store.get_snapshot(&snapshot_id)?.ok_or_else(not_found)?;
+            let _guard = orch.locks.lock(&snapshot.vm_id).await;
+            // Read again under the lock: a restore or delete may have run.
+            let snapshot = orch.store.get_snapshot(&snapshot_id)?.ok_or_else(not_found)?;
+            if let Some(vm) = orch.store.get_vm(&snapshot.vm_id)? {
+                let in_use = vm.state == VmState::Snapshotted
+                    && (vm.snapshot_id.as_deref() == Some(snapshot.id.as_str())
+                        || (vm.snapshot_id.is_none() && orch.suspended_with(&vm)?.id == snapshot.id));
+                if in_use {
+                    return Err(OrchError::InvalidState {
+                        state: vm.state,
+                        message: format!(
+                            "snapshot {} holds snapshotted VM {}: deleting it would lose the VM \
+                             (restore the VM first, or delete the VM)",
+                            snapshot.id, vm.id
+                        ),
+                    });
+                }
+            }
+            orch.discard_snapshot(&snapshot).await
+        })
+        .await
     }
 
-    /// Restores the given snapshot, or the VM's newest one.
-    pub async fn restore_vm(self: &Arc<Self>, id: &str, snapshot_id: Option<&str>) -> Result<Vm, OrchError> {
-        let _guard = self.locks.lock(id).await;
-        self.restore_locked(id, snapshot_id).await
-    }
-
-    /// Brings a VM back to `running` for a request through the proxy:
-    /// restores a snapshotted VM, accepts one that already runs.
-    pub async fn wake_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
-        let _guard = self.locks.lock(id).await;
-        let vm = self.get_vm(id).await?;
-        match vm.state {
-            VmState::Running => Ok(vm),
-            VmState::Snapshotted => self.restore_locked(id, None).await,
-            other => Err(OrchError::Conflict {
-                field: None,
-                message: format!("VM {id} is {} and cannot be woken", other.as_str()),
-            }),
-        }
-    }
-
-    /// Restores a snapshot; the caller holds the VM's lock.
-    async fn restore_locked(self: &Arc<Self>, id: &str, snapshot_id: Option<&str>) -> Result<Vm, OrchError> {
+    /// Restores a snapshot (the one the VM was suspended with, unless
+    /// another is named); the caller holds the VM's lock. A VM that already
+    /// runs is answered as it is when no snapshot was named.
+    pub(super) async fn restore_locked(
+        self: &Arc<Self>,
+        id: &str,
+        snapshot_id: Option<&str>,
+        mut accepted: Accepted,
+    ) -> Result<Vm, OrchError> {
         let mut vm = self.get_vm(id).await?;
-        let restoring = self.check(&vm, VmAction::Restore)?;
+        let event = match snapshot_id {
+            Some(_) => Event::RestoreNamed,
+            None => Event::Restore,
+        };
+        match transitions::decide(vm.state, event) {
+            Decision::Already => {
+                accepted.send(&vm);
+                return Ok(vm);
+            }
+            Decision::Refuse => return Err(OrchError::invalid_state(id, vm.state, "restore")),
+            Decision::Enter(_) | Decision::Remove => {}
+        }
         let snapshot = match snapshot_id {
             Some(sid) => {
                 self.store
@@ -211,15 +260,7 @@ impl Orchestrator {
                         message: format!("VM {id} has no snapshot {sid}"),
                     })?
             }
-            None => self
-                .store
-                .list_snapshots(id)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| OrchError::Conflict {
-                    field: None,
-                    message: format!("VM {id} has no snapshot to restore"),
-                })?,
+            None => self.suspended_with(&vm)?,
         };
         if snapshot.hypervisor != self.hypervisor.kind().as_str() {
             return Err(OrchError::Conflict {
@@ -232,27 +273,22 @@ impl Orchestrator {
                 ),
             });
         }
-        self.transition(&mut vm, restoring, None)?;
+        self.apply(&mut vm, event, None)?;
+        accepted.send(&vm);
         let work = self.work_dir(id, &snapshot.id);
         let restored = self.load(&vm, &snapshot, &work).await;
         let _ = tokio::fs::remove_dir_all(&work).await;
         match restored {
             Ok(handle) => {
-                vm.pid = Some(handle.pid());
-                vm.ready_at = None;
-                self.transition(
-                    &mut vm,
-                    VmState::Running,
-                    Some(format!("restored from {}", snapshot.id)),
-                )?;
-                self.watch_process(&vm, handle);
+                self.record_booted(&mut vm, handle, Some(format!("restored from {}", snapshot.id)))
+                    .await?;
                 Ok(vm)
             }
             Err(error) => {
                 tracing::warn!(vm = %id, %error, "restore failed; the VM stays snapshotted");
-                self.transition(
+                self.apply(
                     &mut vm,
-                    VmState::Snapshotted,
+                    Event::BootFailed,
                     Some(format!("restore of {} failed: {error}", snapshot.id)),
                 )?;
                 Err(error)
@@ -263,10 +299,7 @@ impl Orchestrator {
     /// Fetches and verifies every artefact before touching the VM's disk,
     /// then boots a fresh VMM from the saved state.
     async fn load(self: &Arc<Self>, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<Arc<dyn VmHandle>, OrchError> {
-        let image = self.store.get_image(&vm.image_id)?.ok_or_else(|| OrchError::Conflict {
-            field: None,
-            message: format!("image {} no longer exists", vm.image_id),
-        })?;
+        let image = self.image_of(vm)?;
         let unpacked = self.unpack_snapshot(snapshot, work).await?;
         if let Some(disk) = &unpacked.disk {
             let target = self.layout(&vm.id).disk();
@@ -316,12 +349,20 @@ impl Orchestrator {
         })
     }
 
-    /// Removes all of a VM's snapshots (on delete).
-    pub(super) async fn discard_all_snapshots(&self, vm_id: &str) {
-        for snapshot in self.store.list_snapshots(vm_id).unwrap_or_default() {
-            self.discard_snapshot(&snapshot).await;
+    /// Removes all of a VM's snapshots, complete or not (on delete).
+    pub(super) async fn discard_all_snapshots(&self, vm_id: &str) -> Result<(), OrchError> {
+        let mut records = self.store.list_snapshots(vm_id)?;
+        records.extend(
+            self.store
+                .list_incomplete_snapshots()?
+                .into_iter()
+                .filter(|s| s.vm_id == vm_id),
+        );
+        for snapshot in &records {
+            self.discard_snapshot(snapshot).await?;
         }
-        let _ = self.snapshot_store().delete(&format!("{vm_id}/")).await;
+        self.snapshot_store().delete(&format!("{vm_id}/")).await?;
+        Ok(())
     }
 }
 

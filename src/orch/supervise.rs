@@ -6,9 +6,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::model::{Vm, VmState};
+use crate::model::Vm;
 use crate::vmm::{ExitReport, VmHandle};
 
+use super::transitions::Event;
 use super::Orchestrator;
 
 const PROBE_INTERVAL: Duration = Duration::from_millis(250);
@@ -38,7 +39,7 @@ impl Orchestrator {
         self.handle(vm_id).is_some_and(|handle| handle.pid() == pid)
     }
 
-    async fn on_process_exit(&self, vm_id: &str, pid: u32, report: ExitReport) {
+    async fn on_process_exit(self: &Arc<Self>, vm_id: &str, pid: u32, report: ExitReport) {
         let _guard = self.locks.lock(vm_id).await;
         // A stop, delete or snapshot that ended the process already settled the state.
         if !self.is_current(vm_id, pid) {
@@ -48,14 +49,15 @@ impl Orchestrator {
         let Ok(Some(mut vm)) = self.store.get_vm(vm_id) else {
             return;
         };
-        let (state, reason) = if report.is_clean() {
-            (VmState::Stopped, "the guest shut down".to_string())
-        } else {
-            (VmState::Error, describe_crash(&report))
-        };
         vm.pid = None;
         vm.ready_at = None;
-        if let Err(error) = self.transition(&mut vm, state, Some(reason)) {
+        let recorded = if report.is_clean() {
+            self.apply(&mut vm, Event::GuestShutdown, Some("the guest shut down".into()))
+                .map(drop)
+        } else {
+            self.record_crash(vm, describe_crash(&report)).await
+        };
+        if let Err(error) = recorded {
             tracing::error!(vm = %vm_id, %error, "recording the VMM's exit failed");
         }
     }

@@ -116,6 +116,24 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE templates SET user_data = CAST(user_data AS BLOB) WHERE typeof(user_data) = 'text';
     UPDATE vms SET user_data = CAST(user_data AS BLOB) WHERE typeof(user_data) = 'text';
     "#,
+    // 5: the per-VM controller: a VM's restart policy and the snapshot it
+    // was suspended with; events that are repairs, not state changes; and
+    // host-wide events (repairs of shared host state).
+    r#"
+    ALTER TABLE vms ADD COLUMN restart_policy TEXT NOT NULL DEFAULT 'never';
+    ALTER TABLE vms ADD COLUMN snapshot_id TEXT;
+    UPDATE vms SET snapshot_id = (
+        SELECT s.id FROM snapshots s WHERE s.vm_id = vms.id AND s.complete = 1
+        ORDER BY s.created_at DESC, s.rowid DESC LIMIT 1
+    ) WHERE state = 'snapshotted';
+    ALTER TABLE vm_events ADD COLUMN kind TEXT NOT NULL DEFAULT 'state';
+    CREATE TABLE host_events (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind    TEXT NOT NULL,
+        detail  TEXT NOT NULL,
+        at      TEXT NOT NULL
+    );
+    "#,
 ];
 
 /// The version a fully migrated database is at.

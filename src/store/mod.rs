@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
-pub use events::VmEvent;
+pub use events::{EventKind, HostEvent, VmEvent};
 pub use keys::ApiKeyInfo;
 
 /// How long a writer waits for another process's lock before failing.

@@ -82,6 +82,16 @@ impl Store {
         })
     }
 
+    /// First step of deleting a snapshot: it is no longer listed or
+    /// restorable, and the reconciler removes its artefacts and record if
+    /// the deletion is cut short.
+    pub fn mark_snapshot_deleting(&self, id: &str) -> Result<bool, StoreError> {
+        Ok(self
+            .lock()
+            .execute("UPDATE snapshots SET complete = 0 WHERE id = ?1", [id])?
+            > 0)
+    }
+
     pub fn delete_snapshot(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.lock().execute("DELETE FROM snapshots WHERE id = ?1", [id])? > 0)
     }

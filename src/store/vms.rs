@@ -5,18 +5,18 @@ use std::net::Ipv4Addr;
 
 use rusqlite::{params, Connection, Row};
 
-use super::events::insert_event;
+use super::events::{insert_event, EventKind};
 
 use super::codec::{
     corrupt, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts, query_all, string_list, ts,
     user_data_column, user_data_param,
 };
 use super::{Store, StoreError};
-use crate::model::{NetworkIdentity, Vm, VmState};
+use crate::model::{NetworkIdentity, RestartPolicy, Vm, VmState};
 
 const COLUMNS: &str = "id, state, image_id, vcpu_count, mem_mib, enable_network, guest_ip, guest_mac, tap_name, \
                        ssh_port, user_data, ssh_authorized_keys, hypervisor, pid, state_reason, ready_at, \
-                       created_at, updated_at, last_activity_at, idle_status";
+                       created_at, updated_at, last_activity_at, idle_status, restart_policy, snapshot_id";
 
 /// Columns whose constraint violations callers can act on.
 const UNIQUE_FIELDS: &[&str] = &["id", "guest_ip", "guest_mac", "tap_name", "ssh_port"];
@@ -63,6 +63,11 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
         updated_at: parse_ts("vms", &updated_at)?,
         last_activity_at: parse_opt_ts("vms", row.get(18)?)?,
         idle_status: row.get(19)?,
+        restart_policy: {
+            let policy: String = row.get(20)?;
+            RestartPolicy::parse(&policy).ok_or_else(|| corrupt("vms", format!("restart_policy {policy:?}")))?
+        },
+        snapshot_id: row.get(21)?,
     })
 }
 
@@ -90,6 +95,8 @@ fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
         Box::new(ts(&vm.updated_at)),
         Box::new(opt_ts(&vm.last_activity_at)),
         Box::new(vm.idle_status.clone()),
+        Box::new(vm.restart_policy.as_str()),
+        Box::new(vm.snapshot_id.clone()),
     ]
 }
 
@@ -110,14 +117,18 @@ fn update_row(conn: &Connection, vm: &Vm) -> Result<bool, StoreError> {
 }
 
 impl Store {
-    /// Inserts a new VM; a taken id or network value is `Conflict` naming the field.
-    pub fn insert_vm(&self, vm: &Vm) -> Result<(), StoreError> {
-        let placeholders: Vec<String> = (1..=20).map(|i| format!("?{i}")).collect();
+    /// Inserts a new VM together with the event of its first state; a taken
+    /// id or network value is `Conflict` naming the field.
+    pub fn insert_vm(&self, vm: &Vm, reason: Option<&str>) -> Result<(), StoreError> {
+        let placeholders: Vec<String> = (1..=22).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO vms ({COLUMNS}) VALUES ({})", placeholders.join(", "));
         let values = to_params(vm);
-        self.lock()
-            .execute(&sql, rusqlite::params_from_iter(values.iter()))
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        tx.execute(&sql, rusqlite::params_from_iter(values.iter()))
             .map_err(|e| map_unique(e, UNIQUE_FIELDS))?;
+        insert_event(&tx, &vm.id, EventKind::State, None, vm.state, reason)?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -152,7 +163,7 @@ impl Store {
         if !update_row(&tx, vm)? {
             return Ok(false);
         }
-        insert_event(&tx, &vm.id, from, vm.state, reason)?;
+        insert_event(&tx, &vm.id, EventKind::State, from, vm.state, reason)?;
         tx.commit()?;
         Ok(true)
     }

@@ -6,7 +6,7 @@ use crate::common;
 
 use std::collections::BTreeSet;
 
-use common::daemon::{fake_boot_files, sample_vm, test_public_key, TestApi};
+use common::daemon::{fake_boot_files, record_states, sample_vm, test_public_key, TestApi};
 use hatch::api::{route_table, Access};
 use serde_json::{json, Value};
 
@@ -183,19 +183,10 @@ async fn responses_match_their_schemas() {
     valid(&body, response_schema(&doc, "/vms", "post", status), "400");
 
     // A VM's state history (recorded by orchestration; written directly here).
-    let vm = sample_vm(&image_id, 2);
-    api.store.insert_vm(&vm).unwrap();
-    api.store
-        .record_transition(&vm.id, None, hatch::model::VmState::Starting, None)
-        .unwrap();
-    api.store
-        .record_transition(
-            &vm.id,
-            Some(hatch::model::VmState::Starting),
-            hatch::model::VmState::Error,
-            Some("exit 1"),
-        )
-        .unwrap();
+    let mut vm = sample_vm(&image_id, 2);
+    vm.state = hatch::model::VmState::Creating;
+    api.store.insert_vm(&vm, None).unwrap();
+    record_states(&api.store, &mut vm, &[(hatch::model::VmState::Error, Some("exit 1"))]);
     let (status, events) = api.call("GET", &format!("/vms/{}/events", vm.id), None).await;
     assert_eq!(events.as_array().map(Vec::len), Some(2), "{events}");
     valid(

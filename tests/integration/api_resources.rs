@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use common::daemon::{error_parts, fake_boot_files, sample_vm, test_public_key, TestApi};
+use common::daemon::{error_parts, fake_boot_files, record_states, sample_vm, test_public_key, TestApi};
 use serde_json::{json, Value};
 
 async fn register_image(api: &TestApi, name: &str) -> Value {
@@ -174,7 +174,7 @@ async fn an_image_used_by_a_vm_cannot_be_deleted() {
     let api = TestApi::start().await;
     let image = register_image(&api, "base").await;
     let image_id = image["id"].as_str().unwrap();
-    api.store.insert_vm(&sample_vm(image_id, 1)).unwrap();
+    api.store.insert_vm(&sample_vm(image_id, 1), None).unwrap();
     let (status, body) = api.call("DELETE", &format!("/images/{image_id}"), None).await;
     assert_eq!((status, error_parts(&body).0.as_str()), (409, "conflict"));
     let (status, _) = api.call("GET", &format!("/images/{image_id}"), None).await;
@@ -369,18 +369,11 @@ async fn vm_events_list_state_changes_in_order() {
     let api = TestApi::start().await;
     let (status, body) = api.call("GET", "/vms/vm-nothere/events", None).await;
     assert_eq!((status, error_parts(&body).0.as_str()), (404, "not_found"));
-    let vm = sample_vm("img-x", 3);
-    api.store.insert_vm(&vm).unwrap();
-    let (status, body) = api.call("GET", &format!("/vms/{}/events", vm.id), None).await;
-    assert_eq!((status, body), (200, json!([])));
-    use hatch::model::VmState::{Running, Starting, Stopped};
-    api.store.record_transition(&vm.id, None, Starting, None).unwrap();
-    api.store
-        .record_transition(&vm.id, Some(Starting), Running, None)
-        .unwrap();
-    api.store
-        .record_transition(&vm.id, Some(Running), Stopped, Some("guest shut down"))
-        .unwrap();
+    use hatch::model::VmState::{Creating, Running, Stopped};
+    let mut vm = sample_vm("img-x", 3);
+    vm.state = Creating;
+    api.store.insert_vm(&vm, None).unwrap();
+    record_states(&api.store, &mut vm, &[(Running, None), (Stopped, Some("guest shut down"))]);
     let (_, events) = api.call("GET", &format!("/vms/{}/events", vm.id), None).await;
     let steps: Vec<(Value, Value)> = events
         .as_array()
@@ -391,8 +384,8 @@ async fn vm_events_list_state_changes_in_order() {
     assert_eq!(
         steps,
         vec![
-            (Value::Null, json!("starting")),
-            (json!("starting"), json!("running")),
+            (Value::Null, json!("creating")),
+            (json!("creating"), json!("running")),
             (json!("running"), json!("stopped"))
         ]
     );

@@ -19,7 +19,7 @@ fn of_thirty_racing_inserts_of_one_ip_exactly_one_wins() {
             std::thread::spawn(move || {
                 let mut vm = sample_vm("img-x", n + 10);
                 vm.network.as_mut().unwrap().guest_ip = wanted;
-                store.insert_vm(&vm)
+                store.insert_vm(&vm, None)
             })
         })
         .collect();
@@ -37,18 +37,20 @@ fn a_state_change_and_its_history_are_written_together() {
     let store = Store::open_in_memory().unwrap();
     let mut vm = sample_vm("img-x", 1);
     vm.state = VmState::Starting;
-    store.insert_vm(&vm).unwrap();
+    store.insert_vm(&vm, None).unwrap();
     vm.state = VmState::Running;
     assert!(store
         .update_vm_with_transition(&vm, Some(VmState::Starting), None)
         .unwrap());
     assert_eq!(store.get_vm(&vm.id).unwrap().unwrap().state, VmState::Running);
+    // The insert recorded the first state with the row, the update the second.
     let events = store.list_transitions(&vm.id).unwrap();
-    assert_eq!((events.len(), events[0].to_state), (1, VmState::Running));
+    let states: Vec<VmState> = events.iter().map(|e| e.to_state).collect();
+    assert_eq!(states, vec![VmState::Starting, VmState::Running]);
 
     // A change that violates a constraint leaves neither row nor history changed.
     let other = sample_vm("img-x", 2);
-    store.insert_vm(&other).unwrap();
+    store.insert_vm(&other, None).unwrap();
     let mut clash = vm.clone();
     clash.state = VmState::Stopped;
     clash.network.as_mut().unwrap().ssh_port = other.network.unwrap().ssh_port;
@@ -57,7 +59,7 @@ fn a_state_change_and_its_history_are_written_together() {
         Err(StoreError::Conflict { field: "ssh_port" })
     ));
     assert_eq!(store.get_vm(&vm.id).unwrap().unwrap().state, VmState::Running);
-    assert_eq!(store.list_transitions(&vm.id).unwrap().len(), 1);
+    assert_eq!(store.list_transitions(&vm.id).unwrap().len(), 2);
 
     let mut ghost = sample_vm("img-x", 3);
     ghost.id = "vm-ghost".into();

@@ -2,7 +2,7 @@
 
 use crate::common;
 
-use common::daemon::{sample_image, sample_template, sample_vm};
+use common::daemon::{record_states, sample_image, sample_template, sample_vm};
 use hatch::model::{NetworkIdentity, VmState};
 use hatch::store::{Store, StoreError};
 
@@ -57,7 +57,7 @@ fn images_in_use_by_templates_and_vms() {
     assert!(!store.images_in_use(&image.id).unwrap());
 
     let vm = sample_vm(&image.id, 1);
-    store.insert_vm(&vm).unwrap();
+    store.insert_vm(&vm, None).unwrap();
     assert!(store.images_in_use(&image.id).unwrap());
 }
 
@@ -71,8 +71,8 @@ fn vms_round_trip_update_and_delete() {
     second.user_data = Some("#!/bin/sh\necho hi\n".into());
     second.ssh_authorized_keys = vec!["ssh-ed25519 AAAA k".into()];
     second.created_at = first.created_at + chrono::Duration::seconds(1);
-    store.insert_vm(&first).unwrap();
-    store.insert_vm(&second).unwrap();
+    store.insert_vm(&first, None).unwrap();
+    store.insert_vm(&second, None).unwrap();
 
     assert_eq!(store.get_vm(&second.id).unwrap(), Some(second.clone()));
     let ids: Vec<String> = store.list_vms().unwrap().into_iter().map(|v| v.id).collect();
@@ -99,7 +99,7 @@ fn vms_round_trip_update_and_delete() {
 fn vm_network_identity_is_unique_per_field() {
     let (_dir, store) = temp_store();
     let owner = sample_vm("img-x", 1);
-    store.insert_vm(&owner).unwrap();
+    store.insert_vm(&owner, None).unwrap();
     let owner_net = owner.network.clone().unwrap();
 
     type Take = fn(&mut NetworkIdentity, &NetworkIdentity);
@@ -112,7 +112,7 @@ fn vm_network_identity_is_unique_per_field() {
     for (expected, take) in cases {
         let mut other = sample_vm("img-x", 2);
         take(other.network.as_mut().unwrap(), &owner_net);
-        match store.insert_vm(&other) {
+        match store.insert_vm(&other, None) {
             Err(StoreError::Conflict { field }) => assert_eq!(field, expected),
             other => panic!("{expected}: expected a conflict, got {other:?}"),
         }
@@ -124,13 +124,13 @@ fn vm_network_identity_is_unique_per_field() {
     let mut same_id = sample_vm("img-x", 3);
     same_id.id = owner.id.clone();
     assert!(matches!(
-        store.insert_vm(&same_id),
+        store.insert_vm(&same_id, None),
         Err(StoreError::Conflict { field: "id" })
     ));
 
     // Updating into a taken identity is refused too.
     let mut other = sample_vm("img-x", 4);
-    store.insert_vm(&other).unwrap();
+    store.insert_vm(&other, None).unwrap();
     other.network.as_mut().unwrap().ssh_port = owner_net.ssh_port;
     assert!(matches!(
         store.update_vm(&other),
@@ -141,15 +141,16 @@ fn vm_network_identity_is_unique_per_field() {
 #[test]
 fn transitions_are_recorded_in_order_and_removed_with_the_vm() {
     let (_dir, store) = temp_store();
-    let vm = sample_vm("img-x", 1);
-    store.insert_vm(&vm).unwrap();
-    store.record_transition(&vm.id, None, VmState::Starting, None).unwrap();
-    store
-        .record_transition(&vm.id, Some(VmState::Starting), VmState::Running, None)
-        .unwrap();
-    store
-        .record_transition(&vm.id, Some(VmState::Running), VmState::Error, Some("exit code 1"))
-        .unwrap();
+    let mut vm = sample_vm("img-x", 1);
+    vm.state = VmState::Starting;
+    store.insert_vm(&vm, None).unwrap();
+    record_states(
+        &store,
+        &mut vm,
+        &[(VmState::Running, None), (VmState::Error, Some("exit code 1"))],
+    );
+    // A repair is recorded beside the state changes without changing the state.
+    store.record_vm_repair(&vm.id, VmState::Error, "TAP recreated").unwrap();
     let events = store.list_transitions(&vm.id).unwrap();
     let steps: Vec<(Option<VmState>, VmState)> = events.iter().map(|e| (e.from_state, e.to_state)).collect();
     assert_eq!(
@@ -157,10 +158,13 @@ fn transitions_are_recorded_in_order_and_removed_with_the_vm() {
         vec![
             (None, VmState::Starting),
             (Some(VmState::Starting), VmState::Running),
-            (Some(VmState::Running), VmState::Error)
+            (Some(VmState::Running), VmState::Error),
+            (Some(VmState::Error), VmState::Error)
         ]
     );
     assert_eq!(events[2].reason.as_deref(), Some("exit code 1"));
+    assert_eq!(events[3].kind, hatch::store::EventKind::Repair);
+    assert_eq!(store.get_vm(&vm.id).unwrap().unwrap().state, VmState::Error);
     store.delete_vm(&vm.id).unwrap();
     assert!(store.list_transitions(&vm.id).unwrap().is_empty());
 }
@@ -203,7 +207,7 @@ fn state_survives_reopening_the_file() {
     let vm = sample_vm("img-x", 7);
     {
         let store = Store::open(&path).unwrap();
-        store.insert_vm(&vm).unwrap();
+        store.insert_vm(&vm, None).unwrap();
     }
     let store = Store::open(&path).unwrap();
     assert_eq!(store.get_vm(&vm.id).unwrap(), Some(vm));

@@ -21,7 +21,7 @@ fn binary_user_data_round_trips() {
     assert_eq!(store.get_template(&template.id).unwrap(), Some(template));
     let mut vm = sample_vm("img-x", 1);
     vm.user_data = Some(UserData::from(GZIP_BYTES));
-    store.insert_vm(&vm).unwrap();
+    store.insert_vm(&vm, None).unwrap();
     assert_eq!(
         store.get_vm(&vm.id).unwrap().unwrap().user_data.unwrap().as_bytes(),
         GZIP_BYTES

@@ -37,6 +37,9 @@ struct Op {
     body: Option<&'static str>,
     query: &'static [(&'static str, &'static str, &'static str)],
     ok: (u16, &'static str, Option<&'static str>),
+    /// Also answers 202 with the VM in its transitional state when asked
+    /// (`?async=true` or `Prefer: respond-async`).
+    accepts_async: bool,
     errors: &'static [u16],
 }
 
@@ -48,9 +51,21 @@ fn operation(path: &str, op: &Op) -> Value {
     for (name, kind, description) in op.query {
         parameters.push(json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": kind } }));
     }
+    if op.accepts_async {
+        parameters.push(json!({
+            "name": "async", "in": "query", "required": false, "schema": { "type": "boolean" },
+            "description": "true: answer 202 once the operation is recorded (same as the header Prefer: respond-async); it finishes in the server whatever the client does"
+        }));
+    }
     let mut responses = Map::new();
     let (status, description, body) = op.ok;
     responses.insert(status.to_string(), response(description, body));
+    if op.accepts_async {
+        responses.insert(
+            "202".into(),
+            response("accepted: the VM in its transitional state; the operation goes on in the server", Some("Vm")),
+        );
+    }
     let auth_errors: &[u16] = if op.public { &[] } else { &[401] };
     for code in op.errors.iter().chain(auth_errors).chain(&[500]) {
         responses.insert(code.to_string(), response("error", Some("Error")));
@@ -81,7 +96,21 @@ fn op(
         body: None,
         query: &[],
         ok,
+        accepts_async: false,
         errors,
+    }
+}
+
+/// An operation that changes a VM, which may be answered asynchronously.
+fn vm_op(
+    summary: &'static str,
+    tag: &'static str,
+    ok: (u16, &'static str, Option<&'static str>),
+    errors: &'static [u16],
+) -> Op {
+    Op {
+        accepts_async: true,
+        ..op(summary, tag, ok, errors)
     }
 }
 
@@ -115,25 +144,26 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
         ("post", "/vms", Op {
             body: Some("CreateVm"),
             query: VM_QUERY,
-            ..op("Create and boot a VM", "vms", (201, "created", Some("Vm")), &[400, 404, 409, 413, 415, 503, 504])
+            ..vm_op("Create and boot a VM", "vms", (201, "created", Some("Vm")), &[400, 404, 409, 413, 415, 503, 504])
         }),
         ("get", "/vms", op("List VMs, oldest first", "vms", (200, "VMs", Some("[Vm]")), &[])),
         ("get", "/vms/{id}", op("Show a VM", "vms", (200, "the VM", Some("Vm")), &[404])),
-        ("delete", "/vms/{id}", op("Delete a VM and release everything it held", "vms", (204, "deleted", None), &[404, 409])),
-        ("post", "/vms/{id}/stop", op("Stop a VM (keeps its network identity)", "vms", (200, "stopped", Some("Vm")), &[404, 409])),
-        ("post", "/vms/{id}/start", op("Start a stopped VM", "vms", (200, "started", Some("Vm")), &[404, 409, 503])),
+        ("delete", "/vms/{id}", vm_op("Delete a VM and release everything it held (state deleting until done)", "vms", (204, "deleted", None), &[404, 409])),
+        ("post", "/vms/{id}/stop", vm_op("Stop a VM (keeps its network identity); a stopped VM is answered as it is", "vms", (200, "stopped", Some("Vm")), &[404, 409])),
+        ("post", "/vms/{id}/start", vm_op("Start a stopped VM; a running VM is answered as it is", "vms", (200, "started", Some("Vm")), &[404, 409, 503])),
         ("get", "/vms/{id}/logs", Op {
             query: LOGS_QUERY,
             ..op("Serial console tail", "vms", (200, "console text", Some("text")), &[400, 404])
         }),
-        ("get", "/vms/{id}/events", op("The VM's state changes, oldest first", "vms", (200, "state changes", Some("[VmEvent]")), &[404])),
-        ("post", "/vms/{id}/snapshot", op("Save a running VM (memory, state, disk) and stop its VMM; it keeps its network identity", "snapshots", (201, "snapshot taken", Some("Snapshot")), &[404, 409, 503])),
+        ("get", "/vms/{id}/events", op("The VM's state changes and repairs, oldest first", "vms", (200, "events", Some("[VmEvent]")), &[404])),
+        ("get", "/host/events", op("Host-wide repairs by the reconciler (newest 1000, oldest first)", "health", (200, "events", Some("[HostEvent]")), &[])),
+        ("post", "/vms/{id}/snapshot", vm_op("Save a running VM (memory, state, disk) and stop its VMM; it keeps its network identity. A snapshotted VM answers 200 with the snapshot it was suspended with", "snapshots", (201, "snapshot taken", Some("Snapshot")), &[404, 409, 503])),
         ("post", "/vms/{id}/restore", Op {
             body: Some("RestoreVm"),
-            ..op("Restore a snapshotted VM (newest snapshot unless snapshot_id is given)", "snapshots", (200, "running again", Some("Vm")), &[400, 404, 409, 422, 503])
+            ..vm_op("Restore a snapshotted VM (the snapshot it was suspended with unless snapshot_id is given); a running VM is answered as it is", "snapshots", (200, "running again", Some("Vm")), &[400, 404, 409, 422, 503])
         }),
         ("get", "/vms/{id}/snapshots", op("A VM's complete snapshots, newest first", "snapshots", (200, "snapshots", Some("[Snapshot]")), &[404])),
-        ("delete", "/snapshots/{id}", op("Delete a snapshot", "snapshots", (204, "deleted", None), &[404])),
+        ("delete", "/snapshots/{id}", op("Delete a snapshot (409 invalid_state for the one a snapshotted VM would restore from)", "snapshots", (204, "deleted", None), &[404, 409])),
         ("post", "/vms/{id}/routes", Op {
             body: Some("CreateRoute"),
             ..op("Expose a VM port on <subdomain>.<HATCH_PROXY_BASE_DOMAIN> through the proxy", "routes", (201, "created", Some("Route")), &[400, 404, 409, 413, 415])

@@ -197,11 +197,16 @@ pub fn all() -> Map<String, Value> {
                 "state_reason": { "type": "string" },
                 "ready_at": timestamp(),
                 "created_at": timestamp(),
-                "updated_at": timestamp()
+                "updated_at": timestamp(),
+                "last_activity_at": timestamp(),
+                "idle_status": { "type": "string" },
+                "restart_policy": { "type": "string", "enum": ["never", "on-failure"] },
+                "snapshot_id": { "type": "string", "description": "While snapshotted: the snapshot restore and wake load" }
             }),
             &[
                 "id",
                 "state",
+                "restart_policy",
                 "image_id",
                 "vcpu_count",
                 "mem_mib",
@@ -225,7 +230,13 @@ pub fn all() -> Map<String, Value> {
                 "guest_mac": { "type": "string", "example": "02:fc:00:11:22:33" },
                 "user_data": user_data_in(),
                 "user_data_base64": user_data_base64_in(),
-                "ssh_authorized_keys": string_list()
+                "ssh_authorized_keys": string_list(),
+                "restart_policy": {
+                    "type": "string",
+                    "enum": ["never", "on-failure"],
+                    "default": "never",
+                    "description": "on-failure: start the VM again when its VMM dies unasked"
+                }
             }),
             &[],
         ),
@@ -235,12 +246,24 @@ pub fn all() -> Map<String, Value> {
         object(
             json!({
                 "vm_id": { "type": "string" },
+                "kind": { "type": "string", "enum": ["state", "repair"], "description": "repair: the reconciler fixed drifted host state; the state is unchanged" },
                 "from_state": { "type": ["string", "null"], "enum": states_or_null },
                 "to_state": { "type": "string", "enum": states },
                 "reason": nullable("string"),
                 "at": timestamp()
             }),
-            &["vm_id", "from_state", "to_state", "reason", "at"],
+            &["vm_id", "kind", "from_state", "to_state", "reason", "at"],
+        ),
+    );
+    add(
+        "HostEvent",
+        object(
+            json!({
+                "kind": { "type": "string", "enum": ["state", "repair"] },
+                "detail": { "type": "string" },
+                "at": timestamp()
+            }),
+            &["kind", "detail", "at"],
         ),
     );
     add(
@@ -290,7 +313,7 @@ pub fn all() -> Map<String, Value> {
     add(
         "RestoreVm",
         object(
-            json!({ "snapshot_id": { "type": "string", "description": "Default: the newest snapshot" } }),
+            json!({ "snapshot_id": { "type": "string", "description": "Default: the snapshot the VM was suspended with" } }),
             &[],
         ),
     );

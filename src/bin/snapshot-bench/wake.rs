@@ -110,7 +110,7 @@ pub async fn run(
         }
         Err(error) => Err(hatch_error(error)),
     };
-    orch.shutdown().await;
+    orch.shutdown(std::time::Duration::from_secs(60)).await;
     outcome
 }
 

@@ -64,6 +64,18 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
         updated_at: now(),
         last_activity_at: None,
         idle_status: None,
+        restart_policy: hatch::model::RestartPolicy::Never,
+        snapshot_id: None,
+    }
+}
+
+/// Moves `vm` through `steps` in the store, each with its event, as
+/// orchestration records them (for tests of the API's and store's views).
+pub fn record_states(store: &Store, vm: &mut Vm, steps: &[(VmState, Option<&str>)]) {
+    for (state, reason) in steps {
+        let from = vm.state;
+        vm.state = *state;
+        assert!(store.update_vm_with_transition(vm, Some(from), *reason).unwrap());
     }
 }
 
@@ -105,7 +117,7 @@ impl Drop for TestApi {
         if let (Some(runtime), Some(orch)) = (&self.runtime, self.orch.take()) {
             // A panic here must not abort a test that is already unwinding.
             let stopped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                runtime.run(async move { orch.shutdown().await })
+                runtime.run(async move { orch.shutdown(std::time::Duration::from_secs(60)).await })
             }));
             if stopped.is_err() {
                 eprintln!("TestApi: orchestrator shutdown panicked");

@@ -1,0 +1,213 @@
+//! Durable operations: every change of a VM runs as a task of the
+//! orchestrator's own, so a client that disconnects, times out or is killed
+//! never cancels it halfway (the handler's future is dropped; the task is
+//! not). Shutdown stops taking new operations and waits for those in flight.
+//!
+//! A caller either waits for the whole operation (the API's default), or
+//! only until it is *accepted*: the VM's lock is held and its transitional
+//! state recorded (`Prefer: respond-async` → 202 with that VM).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio_util::task::TaskTracker;
+
+use crate::model::{Snapshot, Vm};
+
+use super::{CreateVm, OrchError, Orchestrator};
+
+#[derive(Default)]
+pub(super) struct Operations {
+    tracker: TaskTracker,
+    closing: AtomicBool,
+}
+
+impl Operations {
+    pub(super) fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::SeqCst)
+    }
+
+    /// Refuses new operations and waits (at most `timeout`) for the rest.
+    pub(super) async fn drain(&self, timeout: Duration) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.tracker.close();
+        if tokio::time::timeout(timeout, self.tracker.wait()).await.is_err() {
+            tracing::warn!(
+                running = self.tracker.len(),
+                "operations still running at shutdown; the next start finishes or undoes them"
+            );
+        }
+    }
+}
+
+/// Tells a caller that waits only for acceptance that the operation has
+/// recorded its intent (or found nothing to do), with the VM as it is now.
+#[derive(Default)]
+pub(super) struct Accepted(Option<oneshot::Sender<Vm>>);
+
+impl Accepted {
+    pub(super) fn send(&mut self, vm: &Vm) {
+        if let Some(sender) = self.0.take() {
+            let _ = sender.send(vm.clone());
+        }
+    }
+}
+
+/// An operation a client may ask for without waiting for it to finish.
+#[derive(Debug, Clone)]
+pub enum Operation {
+    Create(CreateVm),
+    Start(String),
+    Stop(String),
+    Snapshot(String),
+    Restore { vm_id: String, snapshot_id: Option<String> },
+    Delete(String),
+}
+
+impl Orchestrator {
+    /// Runs `work` as an operation of the orchestrator's own and waits for
+    /// it. Dropping the returned future does not stop the work.
+    pub(super) async fn run_operation<T, F, Fut>(self: &Arc<Self>, work: F) -> Result<T, OrchError>
+    where
+        F: FnOnce(Arc<Self>) -> Fut,
+        Fut: Future<Output = Result<T, OrchError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = self.spawn_operation(work)?;
+        task.await
+            .unwrap_or_else(|error| Err(OrchError::Internal(format!("operation task failed: {error}"))))
+    }
+
+    fn spawn_operation<T, F, Fut>(
+        self: &Arc<Self>,
+        work: F,
+    ) -> Result<tokio::task::JoinHandle<Result<T, OrchError>>, OrchError>
+    where
+        F: FnOnce(Arc<Self>) -> Fut,
+        Fut: Future<Output = Result<T, OrchError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        if self.operations.closing.load(Ordering::SeqCst) {
+            return Err(OrchError::Unavailable {
+                message: "the daemon is shutting down; try again once it is back".into(),
+            });
+        }
+        let orch = self.clone();
+        let work = work(self.clone());
+        Ok(self.operations.tracker.spawn(async move {
+            // Shared with other operations; the reconciler waits for all of
+            // them before it changes the host.
+            let _host = orch.host_ops.read().await;
+            let result = work.await;
+            if result.as_ref().is_err_and(|e| e.is_host_failure()) {
+                orch.reconcile_now.notify_one();
+            }
+            result
+        }))
+    }
+
+    /// Starts `operation` and answers once it is accepted (its intent is
+    /// recorded), with the VM in its transitional state; the rest goes on
+    /// in the background. Errors found before that (bad input, a state that
+    /// refuses it) are returned as they would be by the waiting form.
+    pub async fn submit(self: &Arc<Self>, operation: Operation) -> Result<Vm, OrchError> {
+        let (sender, accepted) = oneshot::channel();
+        let accepted_by = Accepted(Some(sender));
+        let task = match operation {
+            Operation::Create(request) => {
+                self.spawn_operation(move |orch| async move { orch.create_op(request, accepted_by).await.map(drop) })?
+            }
+            Operation::Start(id) => {
+                self.spawn_operation(move |orch| async move { orch.start_op(&id, accepted_by).await.map(drop) })?
+            }
+            Operation::Stop(id) => {
+                self.spawn_operation(move |orch| async move { orch.stop_op(&id, accepted_by).await.map(drop) })?
+            }
+            Operation::Snapshot(id) => self.spawn_operation(move |orch| async move {
+                let _guard = orch.locks.lock(&id).await;
+                orch.snapshot_locked(&id, accepted_by).await.map(drop)
+            })?,
+            Operation::Restore { vm_id, snapshot_id } => self.spawn_operation(move |orch| async move {
+                let _guard = orch.locks.lock(&vm_id).await;
+                orch.restore_locked(&vm_id, snapshot_id.as_deref(), accepted_by)
+                    .await
+                    .map(drop)
+            })?,
+            Operation::Delete(id) => {
+                self.spawn_operation(move |orch| async move { orch.delete_op(&id, accepted_by).await })?
+            }
+        };
+        match accepted.await {
+            Ok(vm) => Ok(vm),
+            // Ended before accepting: the error (or, if it somehow ended
+            // well without saying so, the VM is gone or settled).
+            Err(_) => match task.await {
+                Ok(Err(error)) => Err(error),
+                Ok(Ok(())) => Err(OrchError::Internal("the operation ended without a result".into())),
+                Err(error) => Err(OrchError::Internal(format!("operation task failed: {error}"))),
+            },
+        }
+    }
+
+    pub async fn create_vm(self: &Arc<Self>, req: CreateVm) -> Result<Vm, OrchError> {
+        self.run_operation(move |orch| async move { orch.create_op(req, Accepted::default()).await })
+            .await
+    }
+
+    pub async fn start_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
+        let id = id.to_string();
+        self.run_operation(move |orch| async move { orch.start_op(&id, Accepted::default()).await })
+            .await
+    }
+
+    pub async fn stop_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
+        let id = id.to_string();
+        self.run_operation(move |orch| async move { orch.stop_op(&id, Accepted::default()).await })
+            .await
+    }
+
+    pub async fn delete_vm(self: &Arc<Self>, id: &str) -> Result<(), OrchError> {
+        let id = id.to_string();
+        self.run_operation(move |orch| async move { orch.delete_op(&id, Accepted::default()).await })
+            .await
+    }
+
+    /// Takes a snapshot of a running VM; on a VM already `snapshotted`,
+    /// answers with the snapshot it was suspended with.
+    pub async fn snapshot_vm(self: &Arc<Self>, id: &str) -> Result<Snapshot, OrchError> {
+        let id = id.to_string();
+        self.run_operation(move |orch| async move {
+            let _guard = orch.locks.lock(&id).await;
+            orch.snapshot_locked(&id, Accepted::default()).await
+        })
+        .await
+    }
+
+    /// Restores the given snapshot, or the one the VM was suspended with.
+    pub async fn restore_vm(self: &Arc<Self>, id: &str, snapshot_id: Option<&str>) -> Result<Vm, OrchError> {
+        let (id, snapshot_id) = (id.to_string(), snapshot_id.map(str::to_string));
+        self.run_operation(move |orch| async move {
+            let _guard = orch.locks.lock(&id).await;
+            orch.restore_locked(&id, snapshot_id.as_deref(), Accepted::default())
+                .await
+        })
+        .await
+    }
+
+    /// Brings a VM back to `running` for a request through the proxy:
+    /// restores a snapshotted VM, accepts one that already runs.
+    pub async fn wake_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
+        self.restore_vm(id, None).await
+    }
+}
+
+impl OrchError {
+    /// Whether the failure may have left host state to repair (as opposed
+    /// to a refusal of the request itself).
+    fn is_host_failure(&self) -> bool {
+        matches!(self, OrchError::Internal(_) | OrchError::Exhausted { .. })
+    }
+}
