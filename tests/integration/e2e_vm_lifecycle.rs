@@ -42,14 +42,22 @@ async fn create_ssh_stop_start_delete_leaves_nothing_behind() {
     assert_eq!(status, 200, "{stopped}");
     assert_eq!(stopped["state"], "stopped");
     assert!(daemon.vmm_pids().is_empty(), "a VMM process survived stop");
-    let (status, _) = daemon.api("POST", &format!("/vms/{}/stop", vm.id), None);
-    assert_eq!(status, 409, "stopping a stopped VM must be refused");
+    // Repeats are idempotent: stopping a stopped VM answers it as it is.
+    let (status, again) = daemon.api("POST", &format!("/vms/{}/stop", vm.id), None);
+    assert_eq!((status, again["state"].as_str()), (200, Some("stopped")), "{again}");
+    // A refused transition has its own code, naming the state.
+    let (status, refused) = daemon.api("POST", &format!("/vms/{}/snapshot", vm.id), None);
+    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("invalid_state")), "{refused}");
+    assert!(refused["error"]["message"].as_str().unwrap().contains("stopped"), "{refused}");
     let (status, started) = daemon.api("POST", &format!("/vms/{}/start", vm.id), None);
     assert_eq!(status, 200, "{started}");
     let started = daemon.wait_for_vm(&vm.id, "ready", Duration::from_secs(180), |v| !v["ready_at"].is_null());
     assert_eq!(VmView::from(&started).guest_ip, vm.guest_ip);
     assert_eq!(VmView::from(&started).ssh_port, vm.ssh_port);
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "hostname").trim(), vm.id);
+    let (status, again) = daemon.api("POST", &format!("/vms/{}/start", vm.id), None);
+    assert_eq!((status, again["state"].as_str()), (200, Some("running")), "{again}");
+    assert_eq!(again["pid"], started["pid"], "starting a running VM must not launch another VMM");
 
     // Delete releases everything.
     let (status, _) = daemon.api("DELETE", &format!("/vms/{}", vm.id), None);

@@ -119,6 +119,29 @@ impl TestDaemon {
         }
     }
 
+    /// Sends SIGTERM and waits (up to `timeout`) for the daemon to exit;
+    /// whether it exited in time.
+    pub fn terminate(&mut self, timeout: Duration) -> bool {
+        let Some(mut child) = self.child.take() else { return true };
+        let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
+    /// Starts the daemon again on the same data directory (after `kill9`
+    /// or `terminate`).
+    pub fn start_again(&mut self) {
+        self.spawn();
+    }
+
     /// Starts the daemon again on the same data directory.
     pub fn restart(&mut self) {
         self.kill9();
@@ -136,12 +159,37 @@ impl TestDaemon {
     }
 
     pub fn request_with_key(&self, method: &str, path: &str, body: Option<&Value>, key: Option<&str>) -> (u16, Value) {
+        // Above the longest `?wait=ready&timeout=` the tests ask for (600 s), so
+        // the API's own timeout answers first, even on a loaded host.
+        self.request_within(method, path, body, key, &[], Duration::from_secs(900))
+    }
+
+    /// An authenticated call with extra request headers (`Name: value`).
+    pub fn api_with_headers(&self, method: &str, path: &str, body: Option<&Value>, headers: &[&str]) -> (u16, Value) {
+        let key = self.admin_key();
+        self.request_within(method, path, body, Some(&key), headers, Duration::from_secs(900))
+    }
+
+    /// An authenticated call whose client gives up (closes the connection)
+    /// after `after`, as `curl -m` does; status 0 when it gave up.
+    pub fn api_cut_short(&self, method: &str, path: &str, body: Option<&Value>, after: Duration) -> (u16, Value) {
+        let key = self.admin_key();
+        self.request_within(method, path, body, Some(&key), &[], after)
+    }
+
+    fn request_within(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&Value>,
+        key: Option<&str>,
+        headers: &[&str],
+        max_time: Duration,
+    ) -> (u16, Value) {
         let mut args: Vec<String> = vec![
             "-sS".into(),
-            // Above the longest `?wait=ready&timeout=` the tests ask for (600 s), so
-            // the API's own timeout answers first, even on a loaded host.
             "--max-time".into(),
-            "900".into(),
+            format!("{:.3}", max_time.as_secs_f64()),
             "--unix-socket".into(),
             self.socket.display().to_string(),
             "-X".into(),
@@ -154,6 +202,10 @@ impl TestDaemon {
         if let Some(key) = key {
             args.push("-H".into());
             args.push(format!("Authorization: Bearer {key}"));
+        }
+        for header in headers {
+            args.push("-H".into());
+            args.push(header.to_string());
         }
         if let Some(body) = body {
             args.extend([
