@@ -107,6 +107,10 @@ pub struct ServeArgs {
     /// S3 secret key (never printed) [default: unset].
     #[arg(long, env = "HATCH_S3_SECRET_KEY", hide_env_values = true)]
     pub s3_secret_key: Option<String>,
+    /// Key prefix of this host's artefacts in the bucket, so hosts can share it
+    /// [default: the host id kept in $HATCH_DATA_DIR/host-id].
+    #[arg(long, env = "HATCH_S3_PREFIX")]
+    pub s3_prefix: Option<String>,
     /// Snapshots kept per VM; older ones are deleted.
     #[arg(long, env = "HATCH_SNAPSHOT_KEEP", default_value = defaults::SNAPSHOT_KEEP)]
     pub snapshot_keep: String,
@@ -157,6 +161,7 @@ impl ServeArgs {
             s3_region: S3_REGION.into(),
             s3_access_key: None,
             s3_secret_key: None,
+            s3_prefix: None,
             snapshot_keep: SNAPSHOT_KEEP.into(),
         }
     }

@@ -40,10 +40,12 @@ impl From<SnapshotError> for OrchError {
             SnapshotError::NoSpace { .. } => OrchError::Exhausted {
                 message: error.to_string(),
             },
+            // The bucket does not answer (for now): 503, naming the HATCH_S3_* variables.
+            SnapshotError::S3Unreachable { .. } => OrchError::Exhausted {
+                message: error.to_string(),
+            },
             // The configured bucket cannot be used: say so plainly (it names the HATCH_S3_* variables).
-            SnapshotError::S3Unreachable { .. } | SnapshotError::S3Config { .. } => {
-                OrchError::Internal(error.to_string())
-            }
+            SnapshotError::S3Config { .. } => OrchError::Internal(error.to_string()),
             other => OrchError::Internal(format!("snapshot storage: {other}")),
         }
     }
@@ -53,6 +55,11 @@ impl Orchestrator {
     /// The artefact store chosen at start (local directory or S3 bucket).
     pub(super) fn snapshot_store(&self) -> &dyn SnapshotStore {
         self.snapshots.as_ref()
+    }
+
+    /// Whether snapshot storage can be used now, for `GET /healthz`.
+    pub async fn snapshot_storage_health(&self) -> snapshot::StorageHealth {
+        self.snapshots.health().await
     }
 
     /// Scratch space for one snapshot or restore, inside the VM's directory.
@@ -69,6 +76,8 @@ impl Orchestrator {
     pub(super) async fn snapshot_locked(self: &Arc<Self>, id: &str) -> Result<Snapshot, OrchError> {
         let mut vm = self.get_vm(id).await?;
         let snapshotting = self.check(&vm, VmAction::Snapshot)?;
+        // Before the guest is paused: an unreachable bucket is a 503 and the VM runs on.
+        self.snapshot_store().ensure_available().await?;
         let handle = self
             .handle(id)
             .ok_or_else(|| OrchError::Internal(format!("VM {id} has no VMM process")))?;
@@ -232,6 +241,7 @@ impl Orchestrator {
                 ),
             });
         }
+        self.snapshot_store().ensure_available().await?;
         self.transition(&mut vm, restoring, None)?;
         let work = self.work_dir(id, &snapshot.id);
         let restored = self.load(&vm, &snapshot, &work).await;
