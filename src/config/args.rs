@@ -25,6 +25,7 @@ mod defaults {
     pub const IDLE_TIMEOUT: &str = "45m";
     pub const S3_REGION: &str = "us-east-1";
     pub const SNAPSHOT_KEEP: &str = "5";
+    pub const SNAPSHOT_SWEEP_MIN_AGE: &str = "1h";
 }
 
 #[derive(Debug, Clone, Args)]
@@ -114,6 +115,10 @@ pub struct ServeArgs {
     /// Snapshots kept per VM; older ones are deleted.
     #[arg(long, env = "HATCH_SNAPSHOT_KEEP", default_value = defaults::SNAPSHOT_KEEP)]
     pub snapshot_keep: String,
+    /// Hidden, for tests: how old an artefact no snapshot owns must be before
+    /// the start-up sweep removes it.
+    #[arg(long, env = "HATCH_SNAPSHOT_SWEEP_MIN_AGE", default_value = defaults::SNAPSHOT_SWEEP_MIN_AGE, hide = true)]
+    pub snapshot_sweep_min_age: String,
 }
 
 /// Parses only the environment (no command line).
@@ -163,6 +168,7 @@ impl ServeArgs {
             s3_secret_key: None,
             s3_prefix: None,
             snapshot_keep: SNAPSHOT_KEEP.into(),
+            snapshot_sweep_min_age: SNAPSHOT_SWEEP_MIN_AGE.into(),
         }
     }
 }

@@ -90,6 +90,11 @@ pub struct Config {
     pub s3: Option<S3Config>,
     /// Snapshots kept per VM (older ones are deleted).
     pub snapshot_retention: u32,
+    /// Artefacts no snapshot record owns are swept at start-up once this old
+    /// (an hour; a hidden setting, for tests): another daemon on the same
+    /// prefix, or this one just before a crash, may be uploading a snapshot
+    /// it has not recorded yet.
+    pub snapshot_sweep_min_age: Duration,
 }
 
 /// Upper bound for HATCH_DEFAULT_VCPU, the same as the API's limit.
@@ -150,6 +155,8 @@ impl Config {
             s3: s3(args)?,
             snapshot_retention: number(&args.snapshot_keep, 1, 10_000)
                 .map_err(ConfigError::on("HATCH_SNAPSHOT_KEEP"))?,
+            snapshot_sweep_min_age: duration(&args.snapshot_sweep_min_age)
+                .map_err(ConfigError::on("HATCH_SNAPSHOT_SWEEP_MIN_AGE"))?,
             data_dir,
         })
     }

@@ -151,7 +151,7 @@ impl Orchestrator {
         let known: HashSet<(String, String)> = self.store.all_snapshot_ids()?.into_iter().collect();
         // Only this host's own objects (its prefix in a shared bucket), and
         // only old ones: a young object may be an upload not yet recorded.
-        match store.sweep_orphans(&known, crate::snapshot::ORPHAN_MIN_AGE).await {
+        match store.sweep_orphans(&known, self.config.snapshot_sweep_min_age).await {
             Ok(0) => {}
             Ok(removed) => tracing::warn!(removed, "removed snapshot artefacts no snapshot record owns"),
             Err(error) => tracing::warn!(%error, "skipped sweeping snapshot artefacts no record owns"),

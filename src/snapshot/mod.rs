@@ -23,18 +23,12 @@ mod unpack;
 
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 pub use host_id::{host_id, host_id_path, read_host_id};
 pub use pack::pack;
 pub use s3::{S3Store, PART_SIZE as S3_PART_SIZE};
 pub use store::{is_orphan, validate_key, LocalStore, SnapshotStore, StorageHealth};
 pub use unpack::unpack;
-
-/// Artefacts no snapshot record references are swept at start-up only once
-/// they are this old: another daemon on the same prefix (or this one, just
-/// before a crash) may be uploading a snapshot it has not yet recorded.
-pub const ORPHAN_MIN_AGE: Duration = Duration::from_secs(60 * 60);
 
 /// What was recorded about one packed artefact.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
