@@ -67,7 +67,7 @@ pub enum SnapshotError {
         bucket: String,
         key: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("download of {key:?} ended after {received} of {expected} bytes")]
     Truncated { key: String, expected: u64, received: u64 },
@@ -76,7 +76,7 @@ pub enum SnapshotError {
         bucket: String,
         endpoint: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error(
         "S3 bucket {bucket:?} at {endpoint} is not reachable, so snapshot storage is unavailable \
@@ -87,7 +87,7 @@ pub enum SnapshotError {
         bucket: String,
         endpoint: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }
 

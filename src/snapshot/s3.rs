@@ -84,7 +84,7 @@ impl S3Store {
             client(config, retry, options).map_err(|source| SnapshotError::S3Config {
                 bucket: config.bucket.clone(),
                 endpoint: endpoint.clone(),
-                source,
+                source: Box::new(source),
             })
         };
         let client = build(
@@ -141,7 +141,7 @@ impl S3Store {
         let answer = answer.map_err(|source| SnapshotError::S3Unreachable {
             bucket: self.bucket.clone(),
             endpoint: self.endpoint.clone(),
-            source,
+            source: Box::new(source),
         });
         self.remember(Some(Probe {
             at: Instant::now(),
@@ -174,7 +174,7 @@ impl S3Store {
                 op,
                 bucket: self.bucket.clone(),
                 key: key.to_string(),
-                source,
+                source: Box::new(source),
             },
         }
     }
