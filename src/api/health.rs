@@ -1,4 +1,7 @@
-//! `GET /healthz`: liveness plus counts, without authentication.
+//! `GET /healthz`: liveness plus counts and snapshot storage, without
+//! authentication. It answers 200 while the daemon runs; `status` is
+//! `degraded` when snapshot storage cannot be used (e.g. an unreachable S3
+//! bucket: snapshots and restores answer 503 until it answers).
 
 use std::collections::BTreeMap;
 
@@ -9,13 +12,16 @@ use serde::Serialize;
 use super::error::ApiResult;
 use super::AppState;
 use crate::model::VmState;
+use crate::snapshot::StorageHealth;
 
 #[derive(Debug, Serialize)]
 pub struct Health {
+    /// `ok`, or `degraded` when a part (snapshot storage) does not work.
     pub status: &'static str,
     pub version: &'static str,
     pub vms: VmCounts,
     pub images: usize,
+    pub snapshot_storage: StorageHealth,
 }
 
 #[derive(Debug, Serialize)]
@@ -31,13 +37,15 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
     for vm in &vms {
         *by_state.entry(vm.state.as_str()).or_default() += 1;
     }
+    let snapshot_storage = state.orch.snapshot_storage_health().await;
     Ok(Json(Health {
-        status: "ok",
+        status: if snapshot_storage.ok { "ok" } else { "degraded" },
         version: env!("CARGO_PKG_VERSION"),
         vms: VmCounts {
             total: vms.len(),
             by_state,
         },
         images: state.store.list_images()?.len(),
+        snapshot_storage,
     }))
 }

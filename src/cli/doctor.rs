@@ -11,13 +11,15 @@ use super::output;
 use super::{CliError, ClientArgs};
 use crate::config::Config;
 use crate::image::tools::{self, Tool};
+use crate::snapshot::SnapshotError;
 use crate::sys::cmd::find_on_path;
 use crate::vmm::select::{doctor_checks, DoctorCheck, HypervisorSettings};
 
 /// The name `crate::vmm::select` gives the check that states the choice.
 const CHOICE_CHECK: &str = "hypervisor";
-/// The check of where snapshot artefacts go (a bucket that does not answer
-/// stops the daemon from starting).
+/// The check of where snapshot artefacts go. A bucket that does not answer
+/// fails the check but not `doctor`: the daemon starts anyway and refuses
+/// snapshots and restores until it answers. Invalid S3 settings fail both.
 const STORAGE_CHECK: &str = "snapshot storage";
 /// How long `doctor` waits for the S3 bucket to answer.
 const STORAGE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -47,6 +49,9 @@ struct Report {
     checks: Vec<DoctorCheck>,
     /// What `hatch serve` would run VMs with, and why (or why nothing).
     hypervisor: DoctorCheck,
+    /// False when the snapshot storage settings would stop `hatch serve`.
+    #[serde(skip)]
+    storage_startable: bool,
 }
 
 fn check(name: &str, ok: bool, detail: String) -> DoctorCheck {
@@ -91,18 +96,29 @@ fn settings() -> (HypervisorSettings, DoctorCheck) {
     }
 }
 
-/// Where snapshots would be stored; an S3 bucket is asked to answer.
-async fn storage_check() -> Option<DoctorCheck> {
+/// Where snapshots would be stored; an S3 bucket is asked to answer. The
+/// flag says whether the daemon could start with it.
+async fn storage_check() -> Option<(DoctorCheck, bool)> {
     // An invalid configuration is already reported by the configuration check.
     let config = Config::from_env().ok()?;
-    let result = match tokio::time::timeout(STORAGE_TIMEOUT, crate::snapshot::open_store(&config)).await {
-        Ok(Ok(store)) => Ok(store.describe()),
-        Ok(Err(error)) => Err(error.to_string()),
-        Err(_) => Err(format!("no answer within {}s", STORAGE_TIMEOUT.as_secs())),
+    let result = match tokio::time::timeout(STORAGE_TIMEOUT, crate::snapshot::check_store(&config)).await {
+        Ok(result) => result,
+        Err(_) => {
+            let message = format!("no answer within {}s", STORAGE_TIMEOUT.as_secs());
+            return Some((check(STORAGE_CHECK, false, message), true));
+        }
     };
     Some(match result {
-        Ok(store) => check(STORAGE_CHECK, true, store),
-        Err(error) => check(STORAGE_CHECK, false, error),
+        Ok(store) => (check(STORAGE_CHECK, true, store), true),
+        Err(error @ SnapshotError::S3Unreachable { .. }) => (
+            check(
+                STORAGE_CHECK,
+                false,
+                format!("{error}; hatch serve starts, but snapshots and restores answer 503 until it answers"),
+            ),
+            true,
+        ),
+        Err(error) => (check(STORAGE_CHECK, false, error.to_string()), false),
     })
 }
 
@@ -139,9 +155,15 @@ async fn gather(args: &ClientArgs) -> Report {
     checks.insert(0, config_check);
     checks.extend(RUNTIME_TOOLS.into_iter().map(runtime_tool));
     checks.extend(BUILD_TOOLS.into_iter().map(build_tool));
-    checks.extend(storage_check().await);
+    let storage = storage_check().await;
+    let storage_startable = storage.as_ref().is_none_or(|(_, startable)| *startable);
+    checks.extend(storage.map(|(check, _)| check));
     checks.push(daemon_check(args).await);
-    Report { checks, hypervisor }
+    Report {
+        checks,
+        hypervisor,
+        storage_startable,
+    }
 }
 
 fn print(report: &Report) {
@@ -163,10 +185,7 @@ fn print(report: &Report) {
 pub async fn run(args: &ClientArgs) -> Result<(), CliError> {
     let report = gather(args).await;
     output::show(args.json, &report, print);
-    let config_ok = report
-        .checks
-        .iter()
-        .all(|c| !(c.name == "configuration" || c.name == STORAGE_CHECK) || c.ok);
+    let config_ok = report.storage_startable && report.checks.iter().all(|c| c.name != "configuration" || c.ok);
     if !report.hypervisor.ok || !config_ok {
         return Err(CliError::Local(
             "the daemon could not start on this host as configured".into(),

@@ -27,6 +27,7 @@ mod defaults {
     pub const SNAPSHOT_KEEP: &str = "5";
     pub const RECONCILE_INTERVAL: &str = "15s";
     pub const SHUTDOWN_TIMEOUT: &str = "60s";
+    pub const SNAPSHOT_SWEEP_MIN_AGE: &str = "1h";
 }
 
 #[derive(Debug, Clone, Args)]
@@ -109,6 +110,10 @@ pub struct ServeArgs {
     /// S3 secret key (never printed) [default: unset].
     #[arg(long, env = "HATCH_S3_SECRET_KEY", hide_env_values = true)]
     pub s3_secret_key: Option<String>,
+    /// Key prefix of this host's artefacts in the bucket, so hosts can share it
+    /// [default: the host id kept in $HATCH_DATA_DIR/host-id].
+    #[arg(long, env = "HATCH_S3_PREFIX")]
+    pub s3_prefix: Option<String>,
     /// Snapshots kept per VM; older ones are deleted.
     #[arg(long, env = "HATCH_SNAPSHOT_KEEP", default_value = defaults::SNAPSHOT_KEEP)]
     pub snapshot_keep: String,
@@ -118,6 +123,10 @@ pub struct ServeArgs {
     /// How long a stop signal waits for operations in flight (VMs keep running).
     #[arg(long, env = "HATCH_SHUTDOWN_TIMEOUT", default_value = defaults::SHUTDOWN_TIMEOUT)]
     pub shutdown_timeout: String,
+    /// Hidden, for tests: how old an artefact no snapshot owns must be before
+    /// the start-up sweep removes it.
+    #[arg(long, env = "HATCH_SNAPSHOT_SWEEP_MIN_AGE", default_value = defaults::SNAPSHOT_SWEEP_MIN_AGE, hide = true)]
+    pub snapshot_sweep_min_age: String,
 }
 
 /// Parses only the environment (no command line).
@@ -165,9 +174,11 @@ impl ServeArgs {
             s3_region: S3_REGION.into(),
             s3_access_key: None,
             s3_secret_key: None,
+            s3_prefix: None,
             snapshot_keep: SNAPSHOT_KEEP.into(),
             reconcile_interval: RECONCILE_INTERVAL.into(),
             shutdown_timeout: SHUTDOWN_TIMEOUT.into(),
+            snapshot_sweep_min_age: SNAPSHOT_SWEEP_MIN_AGE.into(),
         }
     }
 }

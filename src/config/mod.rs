@@ -63,6 +63,9 @@ pub struct S3Config {
     pub region: String,
     pub access_key: Option<String>,
     pub secret_key: Option<Secret>,
+    /// Key prefix of this host's artefacts (no trailing `/`); `None`: the
+    /// host id kept in the data directory (see `crate::snapshot::host_id`).
+    pub prefix: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +94,11 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// How long shutdown waits for operations in flight.
     pub shutdown_timeout: Duration,
+    /// Artefacts no snapshot record owns are swept at start-up once this old
+    /// (an hour; a hidden setting, for tests): another daemon on the same
+    /// prefix, or this one just before a crash, may be uploading a snapshot
+    /// it has not recorded yet.
+    pub snapshot_sweep_min_age: Duration,
 }
 
 /// Upper bound for HATCH_DEFAULT_VCPU, the same as the API's limit.
@@ -154,6 +162,8 @@ impl Config {
             reconcile_interval: duration(&args.reconcile_interval)
                 .map_err(ConfigError::on("HATCH_RECONCILE_INTERVAL"))?,
             shutdown_timeout: duration(&args.shutdown_timeout).map_err(ConfigError::on("HATCH_SHUTDOWN_TIMEOUT"))?,
+            snapshot_sweep_min_age: duration(&args.snapshot_sweep_min_age)
+                .map_err(ConfigError::on("HATCH_SNAPSHOT_SWEEP_MIN_AGE"))?,
             data_dir,
         })
     }
@@ -211,6 +221,7 @@ fn s3(args: &ServeArgs) -> Result<Option<S3Config>, ConfigError> {
             ("HATCH_S3_ENDPOINT", &args.s3_endpoint),
             ("HATCH_S3_ACCESS_KEY", &args.s3_access_key),
             ("HATCH_S3_SECRET_KEY", &args.s3_secret_key),
+            ("HATCH_S3_PREFIX", &args.s3_prefix),
         ];
         if let Some((variable, _)) = stray.iter().find(|(_, value)| non_empty(value).is_some()) {
             return Err(ConfigError::new(variable, "is set but HATCH_S3_BUCKET is not"));
@@ -239,11 +250,47 @@ fn s3(args: &ServeArgs) -> Result<Option<S3Config>, ConfigError> {
             "HATCH_S3_ACCESS_KEY and HATCH_S3_SECRET_KEY must be set together",
         ));
     }
+    let prefix = non_empty(&args.s3_prefix)
+        .map(values::key_prefix)
+        .transpose()
+        .map_err(ConfigError::on("HATCH_S3_PREFIX"))?;
     Ok(Some(S3Config {
         endpoint,
         bucket: bucket.to_string(),
         region: args.s3_region.trim().to_string(),
         access_key,
         secret_key,
+        prefix,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_s3(prefix: Option<&str>) -> Result<Config, ConfigError> {
+        let mut args = ServeArgs::defaults();
+        args.data_dir = "/var/lib/hatch-test".into();
+        args.s3_bucket = Some("snaps".into());
+        args.s3_prefix = prefix.map(str::to_string);
+        Config::from_args(&args)
+    }
+
+    #[test]
+    fn the_s3_prefix_is_validated_and_defaults_to_the_host_id() {
+        assert_eq!(with_s3(None).unwrap().s3.unwrap().prefix, None);
+        assert_eq!(with_s3(Some(" ")).unwrap().s3.unwrap().prefix, None);
+        assert_eq!(
+            with_s3(Some("fleet/host-7/")).unwrap().s3.unwrap().prefix.as_deref(),
+            Some("fleet/host-7")
+        );
+        let error = with_s3(Some("../other-host")).unwrap_err();
+        assert_eq!(error.variable, "HATCH_S3_PREFIX", "{error}");
+
+        let mut args = ServeArgs::defaults();
+        args.s3_prefix = Some("host-a".into());
+        let error = Config::from_args(&args).unwrap_err();
+        assert_eq!(error.variable, "HATCH_S3_PREFIX", "{error}");
+        assert!(error.message.contains("HATCH_S3_BUCKET"), "{error}");
+    }
 }

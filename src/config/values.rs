@@ -107,3 +107,41 @@ pub fn absolute_path(text: &str) -> Result<PathBuf, String> {
 pub fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
 }
+
+/// Longest HATCH_S3_PREFIX: leaves room in the key for `<vm>/<snapshot>/<artefact>`.
+const MAX_KEY_PREFIX_LEN: usize = 128;
+
+/// An object key prefix (HATCH_S3_PREFIX): one or more segments as in a
+/// snapshot object key (`team-a/host-1`); one trailing `/` is dropped.
+pub fn key_prefix(text: &str) -> Result<String, String> {
+    let prefix = text.strip_suffix('/').unwrap_or(text);
+    if prefix.len() > MAX_KEY_PREFIX_LEN {
+        return Err(format!("{text:?}: at most {MAX_KEY_PREFIX_LEN} characters"));
+    }
+    match crate::snapshot::validate_key(prefix) {
+        Ok(()) => Ok(prefix.to_string()),
+        Err(crate::snapshot::SnapshotError::InvalidKey { reason, .. }) => {
+            Err(format!("{text:?} is not a safe key prefix: {reason}"))
+        }
+        Err(other) => Err(format!("{text:?} is not a safe key prefix: {other}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_prefixes_are_safe_object_key_segments() {
+        assert_eq!(key_prefix("host-a").unwrap(), "host-a");
+        assert_eq!(key_prefix("team_1/host.a/").unwrap(), "team_1/host.a");
+        for bad in [
+            "/", "/abs", "a//b", "a//", "..", "a/../b", ".hidden", "sp ace", "a\\b", "a?b", "%2e",
+        ] {
+            let error = key_prefix(bad).expect_err(bad);
+            assert!(error.contains("safe key prefix"), "{bad:?}: {error}");
+        }
+        assert!(key_prefix(&"a".repeat(129)).is_err());
+        assert!(key_prefix(&"a".repeat(128)).is_ok());
+    }
+}

@@ -339,20 +339,12 @@ impl Orchestrator {
         let store = self.snapshot_store();
         store.sweep_partials().await?;
         let known: HashSet<(String, String)> = self.store.all_snapshot_ids()?.into_iter().collect();
-        for key in store.list("").await? {
-            // Only keys shaped like Hatch's own (`<vm>/snap-…/<artefact>`):
-            // a bucket may hold other things, which are not ours to remove.
-            let parts: Vec<&str> = key.split('/').collect();
-            let [vm_id, snapshot_id, _artefact] = parts[..] else {
-                continue;
-            };
-            if !snapshot_id.starts_with("snap-") {
-                continue;
-            }
-            if !known.contains(&(vm_id.to_string(), snapshot_id.to_string())) {
-                tracing::warn!(%key, "removing snapshot artefacts no snapshot record owns");
-                store.delete(&format!("{vm_id}/{snapshot_id}/")).await?;
-            }
+        // Only this host's own objects (its prefix in a shared bucket), and
+        // only old ones: a young object may be an upload not yet recorded.
+        match store.sweep_orphans(&known, self.config.snapshot_sweep_min_age).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::warn!(removed, "removed snapshot artefacts no snapshot record owns"),
+            Err(error) => tracing::warn!(%error, "skipped sweeping snapshot artefacts no record owns"),
         }
         Ok(())
     }

@@ -43,10 +43,12 @@ impl From<SnapshotError> for OrchError {
             SnapshotError::NoSpace { .. } => OrchError::Exhausted {
                 message: error.to_string(),
             },
+            // The bucket does not answer (for now): 503, naming the HATCH_S3_* variables.
+            SnapshotError::S3Unreachable { .. } => OrchError::Exhausted {
+                message: error.to_string(),
+            },
             // The configured bucket cannot be used: say so plainly (it names the HATCH_S3_* variables).
-            SnapshotError::S3Unreachable { .. } | SnapshotError::S3Config { .. } => {
-                OrchError::Internal(error.to_string())
-            }
+            SnapshotError::S3Config { .. } => OrchError::Internal(error.to_string()),
             other => OrchError::Internal(format!("snapshot storage: {other}")),
         }
     }
@@ -56,6 +58,11 @@ impl Orchestrator {
     /// The artefact store chosen at start (local directory or S3 bucket).
     pub(super) fn snapshot_store(&self) -> &dyn SnapshotStore {
         self.snapshots.as_ref()
+    }
+
+    /// Whether snapshot storage can be used now, for `GET /healthz`.
+    pub async fn snapshot_storage_health(&self) -> snapshot::StorageHealth {
+        self.snapshots.health().await
     }
 
     /// Scratch space for one snapshot or restore, inside the VM's directory.
@@ -71,6 +78,10 @@ impl Orchestrator {
         mut accepted: Accepted,
     ) -> Result<Snapshot, OrchError> {
         let mut vm = self.get_vm(id).await?;
+        if matches!(transitions::decide(vm.state, Event::Snapshot), Decision::Enter(_)) {
+            // Before the guest is paused: an unreachable bucket is a 503 and the VM runs on.
+            self.snapshot_store().ensure_available().await?;
+        }
         if self.apply(&mut vm, Event::Snapshot, None)? == Applied::Already {
             accepted.send(&vm);
             return self.suspended_with(&vm);
@@ -273,6 +284,7 @@ impl Orchestrator {
                 ),
             });
         }
+        self.snapshot_store().ensure_available().await?;
         self.apply(&mut vm, event, None)?;
         accepted.send(&vm);
         let work = self.work_dir(id, &snapshot.id);

@@ -10,10 +10,12 @@
 //! the store is caught before anything is decompressed.
 //!
 //! Stores: [`LocalStore`] (a directory under the data dir, the default)
-//! and [`S3Store`] (an S3-compatible bucket, when HATCH_S3_BUCKET is set),
+//! and [`S3Store`] (an S3-compatible bucket, when HATCH_S3_BUCKET is set,
+//! with this host's objects under HATCH_S3_PREFIX or its [`host_id`]),
 //! behind the one [`SnapshotStore`] trait; [`open_store`] picks by config.
 
 mod format;
+mod host_id;
 mod pack;
 mod s3;
 mod store;
@@ -22,9 +24,10 @@ mod unpack;
 use std::io;
 use std::sync::Arc;
 
+pub use host_id::{host_id, host_id_path, read_host_id};
 pub use pack::pack;
 pub use s3::{S3Store, PART_SIZE as S3_PART_SIZE};
-pub use store::{validate_key, LocalStore, SnapshotStore};
+pub use store::{is_orphan, validate_key, LocalStore, SnapshotStore, StorageHealth};
 pub use unpack::unpack;
 
 /// What was recorded about one packed artefact.
@@ -64,7 +67,7 @@ pub enum SnapshotError {
         bucket: String,
         key: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error("download of {key:?} ended after {received} of {expected} bytes")]
     Truncated { key: String, expected: u64, received: u64 },
@@ -73,31 +76,72 @@ pub enum SnapshotError {
         bucket: String,
         endpoint: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
     #[error(
-        "S3 bucket {bucket:?} at {endpoint} is not reachable (check HATCH_S3_ENDPOINT, HATCH_S3_BUCKET, \
-         HATCH_S3_REGION, HATCH_S3_ACCESS_KEY and HATCH_S3_SECRET_KEY): {source}"
+        "S3 bucket {bucket:?} at {endpoint} is not reachable, so snapshot storage is unavailable \
+         (check HATCH_S3_ENDPOINT, HATCH_S3_BUCKET, HATCH_S3_REGION, HATCH_S3_ACCESS_KEY and \
+         HATCH_S3_SECRET_KEY): {source}"
     )]
     S3Unreachable {
         bucket: String,
         endpoint: String,
         #[source]
-        source: object_store::Error,
+        source: Box<object_store::Error>,
     },
 }
 
 /// The store the configuration asks for: the S3 bucket when HATCH_S3_BUCKET
-/// is set (checked to be reachable), else `<data dir>/snapshots`.
+/// is set, else `<data dir>/snapshots`. A bucket that does not answer does
+/// not stop the daemon: it is logged, and snapshots and restores are
+/// refused (503) until it answers. Invalid S3 settings, or a host id that
+/// cannot be made, are errors.
 pub async fn open_store(config: &crate::config::Config) -> Result<Arc<dyn SnapshotStore>, SnapshotError> {
     match &config.s3 {
         Some(s3) => {
-            let store = S3Store::new(s3)?;
-            store.check_reachable().await?;
+            let prefix = match &s3.prefix {
+                Some(prefix) => prefix.clone(),
+                None => {
+                    let data_dir = config.data_dir.clone();
+                    blocking(move || host_id(&data_dir)).await?
+                }
+            };
+            let store = S3Store::new(s3, &prefix)?;
+            if let Err(error) = store.check_reachable().await {
+                tracing::warn!(
+                    %error,
+                    "starting without snapshot storage: snapshots and restores answer 503 until the bucket answers"
+                );
+            }
             Ok(Arc::new(store))
         }
         None => Ok(Arc::new(LocalStore::under_data_dir(&config.data_dir))),
     }
+}
+
+/// For `hatch doctor`: where snapshots would go and whether that works
+/// now, without making anything (no host id is written).
+pub async fn check_store(config: &crate::config::Config) -> Result<String, SnapshotError> {
+    let Some(s3) = &config.s3 else {
+        return Ok(LocalStore::under_data_dir(&config.data_dir).describe());
+    };
+    let prefix = match &s3.prefix {
+        Some(prefix) => Some(prefix.clone()),
+        None => {
+            let data_dir = config.data_dir.clone();
+            blocking(move || read_host_id(&data_dir)).await?
+        }
+    };
+    // Any valid prefix proves the bucket answers; the host id is made at the first start.
+    let store = S3Store::new(s3, prefix.as_deref().unwrap_or("host-id-not-yet-made"))?;
+    store.check_reachable().await?;
+    Ok(match prefix {
+        Some(_) => store.describe(),
+        None => format!(
+            "S3 bucket {} answers; this host's objects will go under the host id made at its first start",
+            store.bucket()
+        ),
+    })
 }
 
 impl SnapshotError {

@@ -4,10 +4,17 @@
 //! Keys look like object-store keys (`vm-abc/snap-1/disk.zst`): segments of
 //! `[A-Za-z0-9._-]`, none starting with `.`, joined by `/`. `list` and
 //! `delete` take a plain string prefix, as S3 does.
+//!
+//! Orphans (artefacts no snapshot record references) are swept at start-up
+//! by one rule for every store, [`is_orphan`]: only keys shaped like
+//! Hatch's (`<vm>/snap-…/<artefact>`), and only objects older than a
+//! minimum age, so an upload that has not yet been recorded is never taken.
 
+use std::collections::HashSet;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 
@@ -34,8 +41,63 @@ pub trait SnapshotStore: Send + Sync {
     async fn sweep_partials(&self) -> Result<usize, SnapshotError> {
         Ok(0)
     }
+    /// Deletes the objects that no snapshot in `referenced` (`(vm id,
+    /// snapshot id)` pairs) owns and that are older than `min_age` (see
+    /// [`is_orphan`]); returns how many. An S3 store looks only under its
+    /// own prefix, so other hosts' objects in a shared bucket are never
+    /// touched.
+    async fn sweep_orphans(
+        &self,
+        referenced: &HashSet<(String, String)>,
+        min_age: Duration,
+    ) -> Result<usize, SnapshotError>;
+    /// Whether snapshots and restores can use the store now (an S3 bucket
+    /// is asked; a recent answer that it works is reused).
+    async fn ensure_available(&self) -> Result<(), SnapshotError> {
+        Ok(())
+    }
+    /// The store's state for `GET /healthz` (an answer a few seconds old
+    /// may be reused, so polling does not flood the bucket).
+    async fn health(&self) -> StorageHealth {
+        StorageHealth {
+            kind: self.kind(),
+            ok: true,
+            detail: self.describe(),
+        }
+    }
+    /// `local` or `s3`.
+    fn kind(&self) -> &'static str;
     /// Where the artefacts live, for logs and `hatch doctor`.
     fn describe(&self) -> String;
+}
+
+/// How the snapshot store is doing, as `GET /healthz` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StorageHealth {
+    /// `local` or `s3`.
+    pub kind: &'static str,
+    pub ok: bool,
+    /// Where artefacts go, or why they cannot go there now.
+    pub detail: String,
+}
+
+/// Whether the object `key` (relative to the store's root or prefix), of
+/// age `age`, is an artefact to sweep: shaped like Hatch's own
+/// (`<vm>/snap-…/<artefact>`), owned by no snapshot in `referenced`, and
+/// older than `min_age`. Anything else is kept.
+pub fn is_orphan(key: &str, age: Duration, referenced: &HashSet<(String, String)>, min_age: Duration) -> bool {
+    let parts: Vec<&str> = key.split('/').collect();
+    let [vm_id, snapshot_id, _artefact] = parts[..] else {
+        return false;
+    };
+    snapshot_id.starts_with("snap-")
+        && age >= min_age
+        && !referenced.contains(&(vm_id.to_string(), snapshot_id.to_string()))
+}
+
+/// How long ago `modified` was (zero for a time in the future).
+pub(super) fn age_of(modified: SystemTime) -> Duration {
+    SystemTime::now().duration_since(modified).unwrap_or_default()
 }
 
 /// Checks an object key (see the module docs for the rules).
@@ -200,6 +262,34 @@ impl SnapshotStore for LocalStore {
         .await
     }
 
+    async fn sweep_orphans(
+        &self,
+        referenced: &HashSet<(String, String)>,
+        min_age: Duration,
+    ) -> Result<usize, SnapshotError> {
+        let (root, referenced) = (self.root.clone(), referenced.clone());
+        blocking(move || {
+            let mut removed = 0;
+            for (key, path) in walk(&root)?.objects {
+                let modified = fs::metadata(&path)
+                    .and_then(|meta| meta.modified())
+                    .map_err(|e| SnapshotError::io(format!("reading the age of {}", path.display()), e))?;
+                if is_orphan(&key, age_of(modified), &referenced, min_age) {
+                    tracing::warn!(%key, "removing a snapshot artefact no snapshot record owns");
+                    fs::remove_file(&path).map_err(|e| SnapshotError::io(format!("removing {}", path.display()), e))?;
+                    prune_empty_dirs(&root, &path);
+                    removed += 1;
+                }
+            }
+            Ok(removed)
+        })
+        .await
+    }
+
+    fn kind(&self) -> &'static str {
+        "local"
+    }
+
     fn describe(&self) -> String {
         format!("local directory {}", self.root.display())
     }
@@ -287,5 +377,51 @@ mod tests {
             assert!(validate_key(bad).is_err(), "{bad:?}");
         }
         assert!(validate_key(&"a".repeat(513)).is_err());
+    }
+
+    #[test]
+    fn only_old_unreferenced_artefacts_shaped_like_hatchs_are_orphans() {
+        let hour = Duration::from_secs(3600);
+        let old = hour + Duration::from_secs(1);
+        let young = Duration::from_secs(59 * 60);
+        let referenced: HashSet<(String, String)> = [("vm-a".to_string(), "snap-1".to_string())].into();
+        assert!(is_orphan("vm-a/snap-2/disk.zst", old, &referenced, hour));
+        assert!(is_orphan("vm-b/snap-1/state.zst", old, &referenced, hour));
+        assert!(
+            !is_orphan("vm-b/snap-1/state.zst", young, &referenced, hour),
+            "too young"
+        );
+        assert!(!is_orphan("vm-a/snap-1/disk.zst", old, &referenced, hour), "referenced");
+        for foreign in ["vm-a/other/disk.zst", "vm-a/snap-2", "x/vm-a/snap-2/disk.zst", "readme"] {
+            assert!(!is_orphan(foreign, old, &referenced, hour), "{foreign}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_local_sweep_keeps_young_and_referenced_artefacts() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::new(dir.path().join("snapshots"));
+        let source = dir.path().join("source");
+        fs::write(&source, b"artefact").unwrap();
+        for key in ["vm-a/snap-1/state.zst", "vm-a/snap-2/state.zst", "vm-a/notes/x"] {
+            store.put(key, &source).await.unwrap();
+        }
+        let referenced: HashSet<(String, String)> = [("vm-a".to_string(), "snap-1".to_string())].into();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            store.sweep_orphans(&referenced, hour).await.unwrap(),
+            0,
+            "all too young"
+        );
+        assert_eq!(store.sweep_orphans(&referenced, Duration::ZERO).await.unwrap(), 1);
+        assert_eq!(
+            store.list("").await.unwrap(),
+            ["vm-a/notes/x", "vm-a/snap-1/state.zst"],
+            "only the unreferenced artefact went"
+        );
+        assert!(
+            !store.root().join("vm-a/snap-2").exists(),
+            "its empty directory went too"
+        );
     }
 }

@@ -78,15 +78,20 @@ pub fn all() -> Map<String, Value> {
         "Health",
         object(
             json!({
-                "status": { "type": "string" },
+                "status": { "type": "string", "enum": ["ok", "degraded"] },
                 "version": { "type": "string" },
                 "vms": object(json!({
                     "total": { "type": "integer" },
                     "by_state": { "type": "object", "additionalProperties": { "type": "integer" } }
                 }), &["total", "by_state"]),
-                "images": { "type": "integer" }
+                "images": { "type": "integer" },
+                "snapshot_storage": object(json!({
+                    "kind": { "type": "string", "enum": ["local", "s3"] },
+                    "ok": { "type": "boolean" },
+                    "detail": { "type": "string" }
+                }), &["kind", "ok", "detail"])
             }),
-            &["status", "version", "vms", "images"],
+            &["status", "version", "vms", "images", "snapshot_storage"],
         ),
     );
     add(

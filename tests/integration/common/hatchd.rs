@@ -148,6 +148,16 @@ impl TestDaemon {
         self.spawn();
     }
 
+    /// Like [`TestDaemon::restart`], with these variables added or changed
+    /// (for this start and later ones).
+    pub fn restart_with(&mut self, env: &[(&str, &str)]) {
+        for (key, value) in env {
+            self.env.retain(|(k, _)| k != key);
+            self.env.push((key.to_string(), value.to_string()));
+        }
+        self.restart();
+    }
+
     /// An authenticated API call; returns status and JSON body (Null if none).
     pub fn api(&self, method: &str, path: &str, body: Option<&Value>) -> (u16, Value) {
         let key = self.admin_key();

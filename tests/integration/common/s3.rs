@@ -21,6 +21,8 @@ pub const SECRET_KEY: &str = "hatch-test-secret";
 
 pub struct TestS3 {
     netns: String,
+    /// Address the server listens on inside [`TestS3::netns`].
+    listen: &'static str,
     child: Option<Child>,
     log_dir: tempfile::TempDir,
     /// Set when this server made its own namespace (dropped after the server).
@@ -40,6 +42,17 @@ impl TestS3 {
     /// A server inside the existing namespace `netns` (e.g. the one a test
     /// daemon runs in), with the bucket [`BUCKET`] created.
     pub fn start_in(netns: &str) -> Self {
+        TestS3::start(netns, "127.0.0.1")
+    }
+
+    /// Like [`TestS3::start_in`], but listening on every address of the
+    /// namespace, so other namespaces linked to it (a topology's client)
+    /// reach it too (see [`TestS3::env_at`]).
+    pub fn start_shared_in(netns: &str) -> Self {
+        TestS3::start(netns, "0.0.0.0")
+    }
+
+    fn start(netns: &str, listen: &'static str) -> Self {
         let log_dir = tempfile::Builder::new().prefix("hatch-s3-").tempdir().expect("log dir");
         let log = std::fs::File::create(log_dir.path().join("moto.log")).expect("moto log");
         let child = Command::new("ip")
@@ -51,7 +64,7 @@ impl TestS3 {
                 "-m",
                 "moto.server",
                 "-H",
-                "127.0.0.1",
+                listen,
                 "-p",
                 &PORT.to_string(),
             ])
@@ -62,6 +75,7 @@ impl TestS3 {
             .expect("start moto's S3 server (python3 -m moto.server; see scripts/install-deps)");
         let mut server = TestS3 {
             netns: netns.to_string(),
+            listen,
             child: Some(child),
             log_dir,
             own_ns: None,
@@ -91,7 +105,7 @@ impl TestS3 {
 
     /// The endpoint as seen from inside the namespace.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{PORT}")
+        TestS3::loopback_endpoint()
     }
 
     fn url(&self, path: &str) -> String {
@@ -100,8 +114,24 @@ impl TestS3 {
 
     /// The HATCH_S3_* settings pointing at this server's bucket.
     pub fn env(&self) -> Vec<(&'static str, String)> {
+        TestS3::env_for(self.endpoint())
+    }
+
+    /// The settings for a client that reaches the server at `addr` (a
+    /// server from [`TestS3::start_shared_in`]).
+    pub fn env_at(&self, addr: &str) -> Vec<(&'static str, String)> {
+        assert_eq!(
+            self.listen, "0.0.0.0",
+            "only a shared server answers on other addresses"
+        );
+        TestS3::env_for(format!("http://{addr}:{PORT}"))
+    }
+
+    /// The settings for a server on this namespace's loopback, whether or
+    /// not one runs there yet.
+    pub fn env_for(endpoint: String) -> Vec<(&'static str, String)> {
         vec![
-            ("HATCH_S3_ENDPOINT", self.endpoint()),
+            ("HATCH_S3_ENDPOINT", endpoint),
             ("HATCH_S3_BUCKET", BUCKET.to_string()),
             ("HATCH_S3_REGION", REGION.to_string()),
             ("HATCH_S3_ACCESS_KEY", ACCESS_KEY.to_string()),
@@ -131,6 +161,24 @@ impl TestS3 {
             .skip(1)
             .filter_map(|rest| rest.split_once("</Key>").map(|(key, _)| key.to_string()))
             .collect()
+    }
+
+    /// The endpoint a [`TestS3::start_in`] server in any namespace has.
+    pub fn loopback_endpoint() -> String {
+        format!("http://127.0.0.1:{PORT}")
+    }
+
+    /// Stores `bytes` as the object `key`, past the code under test.
+    pub fn put_object(&self, key: &str, bytes: &[u8]) {
+        let file = self.log_dir.path().join("upload");
+        std::fs::write(&file, bytes).expect("write upload");
+        self.curl_ok(&[
+            "-X",
+            "PUT",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &self.url(&format!("/{BUCKET}/{key}")),
+        ]);
     }
 
     /// The bytes of an object, fetched by the server directly.
