@@ -261,3 +261,48 @@ impl Network {
         Ok(changed)
     }
 }
+
+#[async_trait::async_trait]
+impl super::HostNetwork for Network {
+    fn config(&self) -> &NetConfig {
+        Network::config(self)
+    }
+
+    fn allocate(&self, vm_id: &str, req: &NetRequest, taken: &Taken) -> Result<NetworkIdentity, NetError> {
+        Network::allocate(self, vm_id, req, taken)
+    }
+
+    async fn ensure_host(&self) -> Result<(), NetError> {
+        Network::ensure_host(self).await
+    }
+
+    async fn reconcile(&self, desired: &[(String, NetworkIdentity)]) -> Result<ReconcileReport, NetError> {
+        Network::reconcile(self, desired).await
+    }
+
+    async fn attach_vm(
+        &self,
+        vm_id: &str,
+        id: &NetworkIdentity,
+        desired_all: &[(String, NetworkIdentity)],
+    ) -> Result<(), NetError> {
+        Network::attach_vm(self, vm_id, id, desired_all).await
+    }
+
+    async fn detach_vm(
+        &self,
+        vm_id: &str,
+        id: &NetworkIdentity,
+        desired_all: &[(String, NetworkIdentity)],
+    ) -> Result<(), NetError> {
+        Network::detach_vm(self, vm_id, id, desired_all).await
+    }
+
+    async fn shutdown(&self) {
+        Network::shutdown(self).await
+    }
+
+    async fn established_ssh_sessions(&self, id: &NetworkIdentity) -> Result<usize, NetError> {
+        Network::established_ssh_sessions(self, id).await
+    }
+}

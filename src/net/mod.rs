@@ -8,6 +8,7 @@
 //! it is given, and is idempotent.
 
 mod alloc;
+mod backend;
 mod bridge;
 pub mod cidr;
 mod conntrack;
@@ -27,6 +28,7 @@ use std::path::PathBuf;
 
 use crate::model::NetworkIdentity;
 
+pub use backend::HostNetwork;
 pub use host::{Network, ReconcileReport};
 
 /// Network settings (HATCH_BRIDGE_*, HATCH_SSH_*), validated at start-up.
