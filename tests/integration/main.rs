@@ -28,6 +28,7 @@ mod image_register;
 mod net_bad_input;
 mod net_concurrent;
 mod net_dhcp;
+mod net_drift;
 mod net_outbound;
 mod net_reconcile;
 mod net_ssh;
