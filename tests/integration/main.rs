@@ -32,6 +32,7 @@ mod net_drift;
 mod net_outbound;
 mod net_reconcile;
 mod net_ssh;
+mod orch_failures;
 mod proxy_http;
 mod proxy_retry;
 mod proxy_stream;
