@@ -413,6 +413,20 @@ fn a_failed_delete_leaves_no_running_vm_without_a_vmm() {
     });
 }
 
+/// Known gap, for the state-machine rewrite: create records the network
+/// attachment's undo only once `attach_vm` succeeded, so an attach that
+/// fails halfway (the real one can: TAP made, DHCP failing) leaves host
+/// state for a VM that does not exist until the next reconcile.
+#[test]
+#[ignore = "create leaves a half-done network attachment when attach_vm fails partway (orch state-machine rewrite)"]
+fn a_create_whose_attach_fails_partway_holds_nothing() {
+    in_netns(|| async {
+        let rig = rig().await;
+        let created = with_fault(&rig, Step::AttachPartly, "create", rig.orch.create_vm(networked())).await;
+        assert!(!created);
+    });
+}
+
 #[test]
 fn a_vmm_that_exits_on_its_own_is_recorded_and_released() {
     in_netns(|| async {

@@ -40,6 +40,10 @@ pub enum Step {
     EnsureHost,
     Reconcile,
     Attach,
+    /// Attaching fails after the VM's host state is in place, as the real
+    /// `Network::attach_vm` can (TAP made, then dnsmasq fails). Not in
+    /// [`Step::ALL`]: see `orch_failures` for why.
+    AttachPartly,
     Detach,
     // Snapshot storage.
     Put,
@@ -469,7 +473,7 @@ impl HostNetwork for FakeNetwork {
     ) -> Result<(), NetError> {
         self.injected(Step::Attach)?;
         lock(&self.attached).insert(vm_id.to_string(), id.clone());
-        Ok(())
+        self.injected(Step::AttachPartly)
     }
 
     async fn detach_vm(
