@@ -151,7 +151,7 @@ fn reconcile_repairs_taps_and_the_bridge() {
             mentions(repairs, &["fcbridge", "192.168.241.1/24", "restored"]),
             "{repairs:?}"
         );
-        assert_eq!(report.taps_created, [first.clone()]);
+        assert_eq!(report.taps_created, [first.as_str()]);
         assert_eq!(report.taps_removed, ["fctap-orphan"]);
 
         for tap in [&first, &second] {

@@ -510,29 +510,29 @@ impl FakeSnapshotStore {
     pub fn root(&self) -> &Path {
         self.inner.root()
     }
+}
 
-    fn injected(&self, step: Step) -> Result<(), SnapshotError> {
-        self.faults.check(step).map_err(|message| SnapshotError::Io {
-            context: message,
-            source: std::io::Error::other("injected"),
-        })
+fn store_error(message: String) -> SnapshotError {
+    SnapshotError::Io {
+        context: message,
+        source: std::io::Error::other("injected"),
     }
 }
 
 #[async_trait]
 impl SnapshotStore for FakeSnapshotStore {
     async fn put(&self, key: &str, local_path: &Path) -> Result<(), SnapshotError> {
-        self.injected(Step::Put)?;
+        self.faults.check(Step::Put).map_err(store_error)?;
         self.inner.put(key, local_path).await
     }
 
     async fn get(&self, key: &str, local_path: &Path) -> Result<(), SnapshotError> {
-        self.injected(Step::Get)?;
+        self.faults.check(Step::Get).map_err(store_error)?;
         self.inner.get(key, local_path).await
     }
 
     async fn delete(&self, prefix: &str) -> Result<usize, SnapshotError> {
-        self.injected(Step::Delete)?;
+        self.faults.check(Step::Delete).map_err(store_error)?;
         self.inner.delete(prefix).await
     }
 
