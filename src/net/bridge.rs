@@ -62,10 +62,57 @@ pub async fn remove_previous(cfg: &NetConfig, previous: &str) -> Result<(), NetE
 /// IP forwarding for outbound NAT and forwards; route_localnet on the
 /// bridge so `ssh -p PORT root@127.0.0.1` on the host can be DNATed to a
 /// guest (the packet leaves through the bridge with a loopback source until
-/// MASQUERADE rewrites it).
-pub fn enable_forwarding(cfg: &NetConfig) -> Result<(), NetError> {
-    link::set_sysctl("net/ipv4/ip_forward", "1")?;
-    link::set_sysctl(&format!("net/ipv4/conf/{}/route_localnet", cfg.bridge_name), "1")?;
-    link::disable_ipv6(&cfg.bridge_name)?;
-    Ok(())
+/// MASQUERADE rewrites it). Returns the switches that were set otherwise.
+pub fn enable_forwarding(cfg: &NetConfig) -> Result<Vec<String>, NetError> {
+    let mut changed = Vec::new();
+    let route_localnet = format!("net/ipv4/conf/{}/route_localnet", cfg.bridge_name);
+    for path in ["net/ipv4/ip_forward", route_localnet.as_str()] {
+        if link::set_sysctl(path, "1")? {
+            changed.push(path.replace('/', "."));
+        }
+    }
+    if link::disable_ipv6(&cfg.bridge_name)? {
+        changed.push(format!("net.ipv6.conf.{}.disable_ipv6", cfg.bridge_name));
+    }
+    Ok(changed)
+}
+
+/// What is wrong with the bridge, in words (empty when it is as
+/// [`ensure`] leaves it), from the links as `ip -j addr show` lists them.
+pub fn drift(cfg: &NetConfig, links: &[link::LinkState]) -> Vec<String> {
+    let name = cfg.bridge_name.as_str();
+    let Some(bridge) = links.iter().find(|l| l.ifname == name) else {
+        return vec![format!("bridge {name} missing, recreated")];
+    };
+    let mut found = Vec::new();
+    let wanted = (cfg.gateway, cfg.prefix_len);
+    let present = bridge.ipv4();
+    if !present.contains(&wanted) {
+        found.push(format!(
+            "bridge {name} had lost its address {}/{}, restored",
+            cfg.gateway, cfg.prefix_len
+        ));
+    }
+    let others: Vec<String> = present
+        .iter()
+        .filter(|entry| **entry != wanted)
+        .map(|(addr, len)| format!("{addr}/{len}"))
+        .collect();
+    if !others.is_empty() {
+        found.push(format!(
+            "bridge {name} had other addresses ({}), removed",
+            others.join(", ")
+        ));
+    }
+    if !bridge.is_up() {
+        found.push(format!("bridge {name} was down, brought up"));
+    }
+    let mac = bridge_mac(cfg);
+    if !bridge.address.as_deref().is_some_and(|a| a.eq_ignore_ascii_case(&mac)) {
+        found.push(format!(
+            "bridge {name} had MAC {}, set back to {mac}",
+            bridge.address.as_deref().unwrap_or("none")
+        ));
+    }
+    found
 }

@@ -8,11 +8,11 @@ use tokio::sync::Mutex;
 
 use super::dnsmasq::{Dnsmasq, Paths, Reservation};
 use super::ipam::Pool;
-use super::{alloc, bridge, conntrack, dnsmasq::conf, firewall, names, ports, tap};
+use super::{alloc, bridge, conntrack, dnsmasq::conf, firewall, link, names, ports, tap};
 use super::{NetConfig, NetError, NetRequest, Taken};
 use crate::model::NetworkIdentity;
 
-/// What [`Network::reconcile`] changed on the host.
+/// What [`Network::reconcile`] found and changed on the host.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct ReconcileReport {
     pub taps_created: Vec<String>,
@@ -25,6 +25,23 @@ pub struct ReconcileReport {
     /// VMs whose stored identity is unusable (vm id, reason); they get no
     /// host state.
     pub skipped: Vec<(String, String)>,
+    /// Everything found different from what it should be and put right,
+    /// in words ("TAP fctap-vm-a missing, recreated on fcbridge",
+    /// "dnsmasq was not running, restarted"), in the order repaired.
+    pub repairs: Vec<String>,
+}
+
+impl ReconcileReport {
+    /// Nothing on the host had to change. (`skipped` VMs are a database
+    /// matter and do not count.)
+    pub fn is_clean(&self) -> bool {
+        self.repairs.is_empty()
+            && self.taps_created.is_empty()
+            && self.taps_removed.is_empty()
+            && self.rules_added.is_empty()
+            && self.rules_removed.is_empty()
+            && !self.reservations_changed
+    }
 }
 
 /// The VMs whose host state Network maintains, by VM id.
@@ -136,27 +153,98 @@ impl Network {
                 Err(err) => report.skipped.push((vm_id.clone(), err.to_string())),
             }
         }
+        // One `ip` call shows the bridge and every TAP.
+        let links = link::states().await?;
+        let bridge_drift = bridge::drift(&self.cfg, &links);
+        if !bridge_drift.is_empty() {
+            bridge::ensure(&self.cfg).await?;
+            report.repairs.extend(bridge_drift.iter().cloned());
+        }
+        for switch in bridge::enable_forwarding(&self.cfg)? {
+            report.repairs.push(format!("sysctl {switch} was off, turned on"));
+        }
         let wanted_taps: Vec<&str> = valid.iter().map(|(_, id)| id.tap_name.as_str()).collect();
-        for stale in tap::list_hatch_taps()
-            .await?
-            .into_iter()
-            .filter(|t| !wanted_taps.contains(&t.as_str()))
+        for stale in links
+            .iter()
+            .map(|l| l.ifname.as_str())
+            .filter(|name| names::is_hatch_tap(name) && !wanted_taps.contains(name))
         {
-            if tap::delete(&stale).await? {
-                report.taps_removed.push(stale);
+            if tap::delete(stale).await? {
+                report.taps_removed.push(stale.to_string());
+                report.repairs.push(format!("TAP {stale} belongs to no VM, removed"));
             }
         }
         for name in wanted_taps {
+            let Some(problem) = tap::drift(name, &self.cfg.bridge_name, &links) else {
+                continue;
+            };
             if tap::ensure(name, &self.cfg.bridge_name).await? {
                 report.taps_created.push(name.to_string());
             }
+            report.repairs.push(problem);
         }
-        report.reservations_changed = self.apply_reservations(&reservations).await?;
+        // dnsmasq binds to the bridge: a new bridge needs a new dnsmasq.
+        let bridge_recreated = !links.iter().any(|l| l.ifname == self.cfg.bridge_name);
+        self.repair_dhcp(&reservations, bridge_recreated, &mut report).await?;
         let changes = firewall::reconcile(&self.cfg, &valid).await?;
         *host = Some(valid.into_iter().collect());
         report.rules_added = changes.added;
         report.rules_removed = changes.removed;
+        report.repairs.extend(changes.repairs);
         Ok(report)
+    }
+
+    /// dnsmasq.conf must be exactly what Hatch writes for `reservations`
+    /// and dnsmasq must run; dnsmasq is restarted only when one was not so.
+    async fn repair_dhcp(
+        &self,
+        reservations: &[Reservation],
+        force_restart: bool,
+        report: &mut ReconcileReport,
+    ) -> Result<(), NetError> {
+        let path = &self.dhcp.paths().conf;
+        let text = conf::render(&self.cfg, self.dhcp.paths(), reservations)?;
+        let on_disk = std::fs::read_to_string(path).ok();
+        // Exits the supervisor already repaired are news all the same.
+        let exits = self.dhcp.take_unexpected_exits();
+        if on_disk.as_deref() != Some(text.as_str()) {
+            let mut wanted = reservations.to_vec();
+            wanted.sort();
+            wanted.dedup();
+            let mut found = conf::read_reservations(path);
+            found.sort();
+            found.dedup();
+            let what = match on_disk {
+                None => "dnsmasq.conf missing".to_string(),
+                Some(_) if found != wanted => {
+                    let added = wanted.iter().filter(|r| !found.contains(r)).count();
+                    let removed = found.iter().filter(|r| !wanted.contains(r)).count();
+                    format!("dnsmasq.conf out of date ({added} reservations to add, {removed} to remove)")
+                }
+                Some(_) => "dnsmasq.conf differed from what Hatch writes".to_string(),
+            };
+            conf::write_if_changed(path, &text)?;
+            self.dhcp.restart().await?;
+            // An exit the supervisor saw meanwhile is this same repair.
+            self.dhcp.take_unexpected_exits();
+            report.reservations_changed = true;
+            report.repairs.push(format!("{what}, rewritten; dnsmasq restarted"));
+        } else if !self.dhcp.is_running() {
+            self.dhcp.restart().await?;
+            // An exit the supervisor saw meanwhile is this same repair.
+            self.dhcp.take_unexpected_exits();
+            report.repairs.push("dnsmasq was not running, restarted".into());
+        } else if force_restart {
+            self.dhcp.restart().await?;
+            // An exit the supervisor saw meanwhile is this same repair.
+            self.dhcp.take_unexpected_exits();
+            report.repairs.push("dnsmasq restarted for the recreated bridge".into());
+        } else if exits > 0 {
+            report.repairs.push(format!(
+                "dnsmasq had exited {exits} time(s) since the last check; its supervisor restarted it"
+            ));
+        }
+        Ok(())
     }
 
     /// Host state for one new VM. Returns once the reservation is served,
@@ -259,5 +347,50 @@ impl Network {
             self.dhcp.ensure_running().await?;
         }
         Ok(changed)
+    }
+}
+
+#[async_trait::async_trait]
+impl super::HostNetwork for Network {
+    fn config(&self) -> &NetConfig {
+        Network::config(self)
+    }
+
+    fn allocate(&self, vm_id: &str, req: &NetRequest, taken: &Taken) -> Result<NetworkIdentity, NetError> {
+        Network::allocate(self, vm_id, req, taken)
+    }
+
+    async fn ensure_host(&self) -> Result<(), NetError> {
+        Network::ensure_host(self).await
+    }
+
+    async fn reconcile(&self, desired: &[(String, NetworkIdentity)]) -> Result<ReconcileReport, NetError> {
+        Network::reconcile(self, desired).await
+    }
+
+    async fn attach_vm(
+        &self,
+        vm_id: &str,
+        id: &NetworkIdentity,
+        desired_all: &[(String, NetworkIdentity)],
+    ) -> Result<(), NetError> {
+        Network::attach_vm(self, vm_id, id, desired_all).await
+    }
+
+    async fn detach_vm(
+        &self,
+        vm_id: &str,
+        id: &NetworkIdentity,
+        desired_all: &[(String, NetworkIdentity)],
+    ) -> Result<(), NetError> {
+        Network::detach_vm(self, vm_id, id, desired_all).await
+    }
+
+    async fn shutdown(&self) {
+        Network::shutdown(self).await
+    }
+
+    async fn established_ssh_sessions(&self, id: &NetworkIdentity) -> Result<usize, NetError> {
+        Network::established_ssh_sessions(self, id).await
     }
 }

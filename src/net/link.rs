@@ -20,7 +20,7 @@ struct AddrInfo {
     addr_info: Vec<AddrEntry>,
 }
 
-#[derive(Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 struct AddrEntry {
     family: String,
     local: String,
@@ -29,6 +29,46 @@ struct AddrEntry {
 
 fn parse_json<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, NetError> {
     serde_json::from_str(text).map_err(|e| NetError::Host(format!("cannot parse `ip -j {what}` output: {e}")))
+}
+
+/// One link as `ip -j addr show` prints it: enough to check a bridge or a
+/// TAP without a command per link.
+#[derive(Debug, Clone, Deserialize)]
+pub struct LinkState {
+    pub ifname: String,
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// The bridge this link is enslaved to, if any.
+    #[serde(default)]
+    pub master: Option<String>,
+    /// The MAC address.
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    addr_info: Vec<AddrEntry>,
+}
+
+impl LinkState {
+    /// Administratively up (`ip link set up`); a TAP without a VM on it has
+    /// no carrier, so the operational state is not what counts.
+    pub fn is_up(&self) -> bool {
+        self.flags.iter().any(|f| f == "UP")
+    }
+
+    /// IPv4 addresses with prefix length.
+    pub fn ipv4(&self) -> Vec<(Ipv4Addr, u8)> {
+        self.addr_info
+            .iter()
+            .filter(|entry| entry.family == "inet")
+            .filter_map(|entry| Some((entry.local.parse().ok()?, entry.prefixlen)))
+            .collect()
+    }
+}
+
+/// Every link with its flags, master and addresses, from one `ip` call.
+pub async fn states() -> Result<Vec<LinkState>, NetError> {
+    let out = cmd::stdout("ip", ["-j", "addr", "show"]).await?;
+    parse_json("addr show", &out)
 }
 
 /// All links in the caller's network namespace.
@@ -94,29 +134,31 @@ pub async fn delete(name: &str) -> Result<bool, NetError> {
     }
 }
 
-/// Writes a sysctl of the caller's network namespace. Written from the
+/// Writes a sysctl of the caller's network namespace; returns whether it
+/// had another value. Written from the
 /// calling thread (not a blocking pool) because /proc/sys/net follows the
 /// writing thread's namespace.
-pub fn set_sysctl(path: &str, value: &str) -> Result<(), NetError> {
+pub fn set_sysctl(path: &str, value: &str) -> Result<bool, NetError> {
     let full = std::path::PathBuf::from("/proc/sys").join(path);
     let current = std::fs::read_to_string(&full).map_err(|source| NetError::Io {
         path: full.clone(),
         source,
     })?;
     if current.trim() == value {
-        return Ok(());
+        return Ok(false);
     }
-    std::fs::write(&full, value).map_err(|source| NetError::Io { path: full, source })
+    std::fs::write(&full, value).map_err(|source| NetError::Io { path: full, source })?;
+    Ok(true)
 }
 
 /// Turns IPv6 off on a Hatch interface: guests are IPv4-only, and an IPv6
 /// link-local address on the host side would be a way for guests to reach
 /// host services around the IPv4 INPUT rules. A kernel without IPv6 has
-/// nothing to turn off.
-pub fn disable_ipv6(dev: &str) -> Result<(), NetError> {
+/// nothing to turn off. Returns whether IPv6 was on.
+pub fn disable_ipv6(dev: &str) -> Result<bool, NetError> {
     let path = format!("net/ipv6/conf/{dev}/disable_ipv6");
     if !std::path::Path::new("/proc/sys").join(&path).exists() {
-        return Ok(());
+        return Ok(false);
     }
     set_sysctl(&path, "1")
 }

@@ -5,9 +5,16 @@
 //!
 //! The database is the source of truth: [`Network::reconcile`] derives the
 //! host state (TAPs, reservations, forwards) from the list of networked VMs
-//! it is given, and is idempotent.
+//! it is given, and is idempotent. It also repairs drift (a flushed chain, a
+//! deleted jump or TAP, the bridge's address gone, dnsmasq dead or its
+//! configuration edited) and says what it repaired in [`ReconcileReport`];
+//! on a clean host it only reads, so it can run every few seconds.
+//!
+//! Orchestration sees all this through the [`HostNetwork`] trait, which
+//! [`Network`] implements (tests drive orchestration with a fake).
 
 mod alloc;
+mod backend;
 mod bridge;
 pub mod cidr;
 mod conntrack;
@@ -27,6 +34,7 @@ use std::path::PathBuf;
 
 use crate::model::NetworkIdentity;
 
+pub use backend::HostNetwork;
 pub use host::{Network, ReconcileReport};
 
 /// Network settings (HATCH_BRIDGE_*, HATCH_SSH_*), validated at start-up.

@@ -2,7 +2,7 @@
 
 use crate::sys::cmd;
 
-use super::{link, names, NetError};
+use super::{link, NetError};
 
 /// Creates the TAP if no link of that name exists (an existing one is
 /// reused, whatever created it), enslaves it to the bridge and brings it up.
@@ -18,16 +18,21 @@ pub async fn ensure(tap: &str, bridge: &str) -> Result<bool, NetError> {
     Ok(created)
 }
 
-pub async fn delete(tap: &str) -> Result<bool, NetError> {
-    link::delete(tap).await
+/// What is wrong with a wanted TAP, in words, from the links as
+/// `ip -j addr show` lists them; `None` when it is as [`ensure`] leaves it.
+pub fn drift(tap: &str, bridge: &str, links: &[link::LinkState]) -> Option<String> {
+    let Some(found) = links.iter().find(|l| l.ifname == tap) else {
+        return Some(format!("TAP {tap} missing, recreated on {bridge}"));
+    };
+    if found.master.as_deref() != Some(bridge) {
+        return Some(format!(
+            "TAP {tap} was not attached to {bridge} (master: {}), reattached",
+            found.master.as_deref().unwrap_or("none")
+        ));
+    }
+    (!found.is_up()).then(|| format!("TAP {tap} was down, brought up"))
 }
 
-/// Links whose names say Hatch made them (`fctap-*`).
-pub async fn list_hatch_taps() -> Result<Vec<String>, NetError> {
-    Ok(link::list()
-        .await?
-        .into_iter()
-        .map(|l| l.ifname)
-        .filter(|name| names::is_hatch_tap(name))
-        .collect())
+pub async fn delete(tap: &str) -> Result<bool, NetError> {
+    link::delete(tap).await
 }

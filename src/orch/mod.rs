@@ -38,7 +38,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::model::{Vm, VmState};
-use crate::net::Network;
+use crate::net::{HostNetwork, Network};
 use crate::snapshot::SnapshotStore;
 use crate::store::Store;
 use crate::vmm::{Hypervisor, VmHandle};
@@ -68,7 +68,7 @@ pub struct Orchestrator {
     store: Store,
     config: Arc<Config>,
     hypervisor: Arc<dyn Hypervisor>,
-    network: Arc<Network>,
+    network: Arc<dyn HostNetwork>,
     /// Where snapshot artefacts live (local directory or S3 bucket), chosen
     /// once at start from the configuration.
     snapshots: Arc<dyn SnapshotStore>,
@@ -104,6 +104,19 @@ impl Orchestrator {
         let snapshots = crate::snapshot::open_store(&config).await?;
         tracing::info!(store = %snapshots.describe(), "snapshot storage");
         let network = Arc::new(Network::new(config.net.clone()));
+        Self::start_with(config, store, hypervisor, network, snapshots).await
+    }
+
+    /// Like [`start`](Self::start), with the hypervisor, host network and
+    /// snapshot storage given (fakes in tests): reconciles the host with
+    /// the database through them.
+    pub async fn start_with(
+        config: Arc<Config>,
+        store: Store,
+        hypervisor: Arc<dyn Hypervisor>,
+        network: Arc<dyn HostNetwork>,
+        snapshots: Arc<dyn SnapshotStore>,
+    ) -> Result<Arc<Self>, OrchError> {
         let orch = Arc::new(Self {
             store,
             config,

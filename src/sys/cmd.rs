@@ -60,6 +60,41 @@ where
     }
 }
 
+/// Like [`run`], with `input` written to the program's standard input.
+pub async fn run_with_input<I, S>(program: &str, args: I, input: &[u8]) -> Result<Output, CmdError>
+where
+    I: IntoIterator<Item = S> + Clone,
+    S: AsRef<OsStr>,
+{
+    use tokio::io::AsyncWriteExt;
+    let spawn_error = |source| CmdError::Spawn {
+        program: program.to_string(),
+        source,
+    };
+    let mut child = Command::new(program)
+        .args(args.clone())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(spawn_error)?;
+    if let Some(mut stdin) = child.stdin.take() {
+        // A program that exits early closes the pipe; its status tells why.
+        let _ = stdin.write_all(input).await;
+    }
+    let output = child.wait_with_output().await.map_err(spawn_error)?;
+    if output.status.success() {
+        Ok(output)
+    } else {
+        Err(CmdError::Failed {
+            command: describe(program, args),
+            status: output.status.to_string(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        })
+    }
+}
+
 /// Like [`run`] but returns stdout as a string.
 pub async fn stdout<I, S>(program: &str, args: I) -> Result<String, CmdError>
 where

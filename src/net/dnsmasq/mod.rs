@@ -31,6 +31,8 @@ pub struct Dnsmasq {
     supervisor: Mutex<Option<Supervisor>>,
     /// pid of the running child, 0 when none.
     pid: Arc<AtomicU32>,
+    /// Times dnsmasq exited without being asked to, since last taken.
+    exits: Arc<AtomicU32>,
 }
 
 impl Dnsmasq {
@@ -39,6 +41,7 @@ impl Dnsmasq {
             paths,
             supervisor: Mutex::new(None),
             pid: Arc::new(AtomicU32::new(0)),
+            exits: Arc::new(AtomicU32::new(0)),
         }
     }
 
@@ -49,6 +52,17 @@ impl Dnsmasq {
     /// The running dnsmasq's pid, if one runs.
     pub fn pid(&self) -> Option<u32> {
         Some(self.pid.load(Ordering::SeqCst)).filter(|pid| *pid != 0)
+    }
+
+    /// Whether a dnsmasq of ours is alive right now.
+    pub fn is_running(&self) -> bool {
+        self.pid().is_some_and(crate::sys::process::is_alive)
+    }
+
+    /// How often dnsmasq exited on its own (and so was restarted by the
+    /// supervisor) since the last call.
+    pub fn take_unexpected_exits(&self) -> u32 {
+        self.exits.swap(0, Ordering::SeqCst)
     }
 
     /// Starts dnsmasq and its supervisor unless they already run. Returns
@@ -68,6 +82,7 @@ impl Dnsmasq {
             child,
             receiver,
             self.pid.clone(),
+            self.exits.clone(),
         ));
         *supervisor = Some(Supervisor { requests, task });
         Ok(())

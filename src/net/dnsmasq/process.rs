@@ -121,7 +121,13 @@ async fn next_event(child: &mut Option<Child>, backoff: Duration) -> Event {
 }
 
 /// Keeps dnsmasq running until asked to stop.
-pub(super) async fn supervise(paths: Paths, first: Child, mut requests: mpsc::Receiver<Request>, pid: Arc<AtomicU32>) {
+pub(super) async fn supervise(
+    paths: Paths,
+    first: Child,
+    mut requests: mpsc::Receiver<Request>,
+    pid: Arc<AtomicU32>,
+    exits: Arc<AtomicU32>,
+) {
     let mut child = Some(first);
     let mut started_at = tokio::time::Instant::now();
     let mut backoff = MIN_BACKOFF;
@@ -160,6 +166,7 @@ pub(super) async fn supervise(paths: Paths, first: Child, mut requests: mpsc::Re
                     Event::Exited(status) => {
                         tracing::warn!(%status, log = %proc::tail(&paths.log, 500).trim(), "dnsmasq exited; restarting");
                         child = None;
+                        exits.fetch_add(1, Ordering::SeqCst);
                         backoff = if started_at.elapsed() >= HEALTHY_AFTER { MIN_BACKOFF } else { (backoff * 2).min(MAX_BACKOFF) };
                     }
                     Event::RetryDue => match start(&paths).await {

@@ -56,7 +56,7 @@ pub fn split_saved_line(line: &str) -> Vec<String> {
     words
 }
 
-fn parse_listed(chain: &str, line: &str) -> Option<Listed> {
+pub(super) fn parse_listed(chain: &str, line: &str) -> Option<Listed> {
     let words = split_saved_line(line);
     if words.len() < 2 || words[0] != "-A" || words[1] != chain {
         return None;
@@ -132,6 +132,8 @@ async fn delete(table: &str, chain: &str, listed: &Listed) -> Result<(), NetErro
 pub struct Changes {
     pub added: Vec<String>,
     pub removed: Vec<String>,
+    /// What drifted, in words (filled by [`reconcile`](super::reconcile)).
+    pub repairs: Vec<String>,
 }
 
 /// Makes `chain` hold exactly the `desired` rules among the rules that are

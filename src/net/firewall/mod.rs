@@ -31,6 +31,7 @@
 //! Connections the host makes itself are forwarded whatever their source:
 //! the host can reach guest addresses directly anyway.
 
+mod drift;
 pub mod iptables;
 pub mod rules;
 
@@ -72,13 +73,26 @@ pub async fn ensure_host(cfg: &NetConfig) -> Result<Changes, NetError> {
 }
 
 /// Everything: host rules plus exactly the forwards of `vms`. Any other
-/// rule in Hatch's chains, and any other jump into them, is removed.
+/// rule in Hatch's chains, and any other jump into them, is removed; a
+/// missing chain, rule or jump is put back. Reads each table once and
+/// writes a table (atomically, see [`drift`]) only when it drifted.
 pub async fn reconcile(cfg: &NetConfig, vms: &[(String, NetworkIdentity)]) -> Result<Changes, NetError> {
     let mut desired = rules::host_rules(cfg);
     for (vm_id, id) in vms {
         desired.extend(rules::vm_rules(cfg, vm_id, id));
     }
-    sync(all_chains(), &desired, &|_| true).await
+    let mut changes = Changes::default();
+    for table in [rules::NAT, rules::FILTER] {
+        let plan = drift::plan(table, &drift::read(table).await?, &desired);
+        if plan.is_empty() {
+            continue;
+        }
+        drift::apply(table, &plan).await?;
+        changes.added.extend(plan.added);
+        changes.removed.extend(plan.removed);
+        changes.repairs.extend(plan.repairs);
+    }
+    Ok(changes)
 }
 
 /// One VM's forwards: present when `id` is given, absent otherwise.

@@ -3,6 +3,7 @@
 pub mod cloudinit;
 pub mod daemon;
 pub mod e2e;
+pub mod fakes;
 pub mod hatchd;
 pub mod images;
 pub mod net;
