@@ -29,16 +29,22 @@ pub async fn create(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AsyncQuery>,
 ) -> ApiResult<Response> {
-    run(&state, &headers, query.respond_async, Operation::Snapshot(id.clone()), || async {
-        let before = state.orch.get_vm(&id).await?.state;
-        let snapshot = state.orch.snapshot_vm(&id).await?;
-        let status = if before == VmState::Snapshotted {
-            StatusCode::OK
-        } else {
-            StatusCode::CREATED
-        };
-        Ok((status, Json(snapshot)).into_response())
-    })
+    run(
+        &state,
+        &headers,
+        query.respond_async,
+        Operation::Snapshot(id.clone()),
+        || async {
+            let before = state.orch.get_vm(&id).await?.state;
+            let snapshot = state.orch.snapshot_vm(&id).await?;
+            let status = if before == VmState::Snapshotted {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok((status, Json(snapshot)).into_response())
+        },
+    )
     .await
 }
 

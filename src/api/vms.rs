@@ -91,17 +91,18 @@ fn wants_async(headers: &HeaderMap, query: Option<bool>) -> bool {
 /// 202: the operation is recorded and goes on in the server; the body is
 /// the VM in its transitional state (poll it, or `GET /vms/{id}?wait=`).
 fn accepted(vm: Vm) -> Response {
-    (
-        StatusCode::ACCEPTED,
-        [(PREFERENCE_APPLIED, "respond-async")],
-        Json(vm),
-    )
-        .into_response()
+    (StatusCode::ACCEPTED, [(PREFERENCE_APPLIED, "respond-async")], Json(vm)).into_response()
 }
 
 /// Runs `operation` in the server: answers 202 at once when the client
 /// asked for it, else waits for `finish` (the synchronous form).
-pub(super) async fn run<F, Fut>(state: &AppState, headers: &HeaderMap, query: Option<bool>, operation: Operation, finish: F) -> ApiResult<Response>
+pub(super) async fn run<F, Fut>(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<bool>,
+    operation: Operation,
+    finish: F,
+) -> ApiResult<Response>
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ApiResult<Response>>,
@@ -167,7 +168,10 @@ pub async fn create(
     validate_create(&req)?;
     if wants_async(&headers, query.respond_async) {
         if wait.is_some() {
-            return Err(ApiError::invalid("wait", "wait=ready cannot be combined with an asynchronous answer"));
+            return Err(ApiError::invalid(
+                "wait",
+                "wait=ready cannot be combined with an asynchronous answer",
+            ));
         }
         let vm = state.orch.submit(Operation::Create(req)).await.map_err(create_error)?;
         return Ok(accepted(vm));
@@ -199,9 +203,13 @@ pub async fn stop(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AsyncQuery>,
 ) -> ApiResult<Response> {
-    run(&state, &headers, query.respond_async, Operation::Stop(id.clone()), || async {
-        Ok(Json(state.orch.stop_vm(&id).await?).into_response())
-    })
+    run(
+        &state,
+        &headers,
+        query.respond_async,
+        Operation::Stop(id.clone()),
+        || async { Ok(Json(state.orch.stop_vm(&id).await?).into_response()) },
+    )
     .await
 }
 
@@ -211,9 +219,13 @@ pub async fn start(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AsyncQuery>,
 ) -> ApiResult<Response> {
-    run(&state, &headers, query.respond_async, Operation::Start(id.clone()), || async {
-        Ok(Json(state.orch.start_vm(&id).await?).into_response())
-    })
+    run(
+        &state,
+        &headers,
+        query.respond_async,
+        Operation::Start(id.clone()),
+        || async { Ok(Json(state.orch.start_vm(&id).await?).into_response()) },
+    )
     .await
 }
 
@@ -223,10 +235,16 @@ pub async fn delete(
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AsyncQuery>,
 ) -> ApiResult<Response> {
-    run(&state, &headers, query.respond_async, Operation::Delete(id.clone()), || async {
-        state.orch.delete_vm(&id).await?;
-        Ok(StatusCode::NO_CONTENT.into_response())
-    })
+    run(
+        &state,
+        &headers,
+        query.respond_async,
+        Operation::Delete(id.clone()),
+        || async {
+            state.orch.delete_vm(&id).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        },
+    )
     .await
 }
 

@@ -72,7 +72,9 @@ impl Orchestrator {
                 tracing::warn!(vm = %vm_id, %error, "create failed; releasing everything it held");
                 ledger.rollback().await;
                 vm.pid = None;
-                if let Err(record_error) = self.apply(&mut vm, Event::BootFailed, Some(format!("create failed: {error}"))) {
+                if let Err(record_error) =
+                    self.apply(&mut vm, Event::BootFailed, Some(format!("create failed: {error}")))
+                {
                     tracing::error!(vm = %vm_id, %record_error, "removing the record of a failed create failed");
                 }
                 self.locks.forget(&vm_id);
@@ -215,10 +217,7 @@ impl Orchestrator {
                     .map(|o| o.desired_network().unwrap_or_default())
                     .unwrap_or_default();
                 let desired: Vec<_> = desired.into_iter().filter(|(vm, _)| vm != &id).collect();
-                network
-                    .detach_vm(&id, &held, &desired)
-                    .await
-                    .map_err(|e| e.to_string())
+                network.detach_vm(&id, &held, &desired).await.map_err(|e| e.to_string())
             });
             let desired = self.desired_network()?;
             self.network.attach_vm(vm_id, identity, &desired).await?;

@@ -1,6 +1,6 @@
 use crate::cloudinit::SeedError;
-use crate::model::VmState;
 use crate::image::ImageError;
+use crate::model::VmState;
 use crate::net::NetError;
 use crate::store::StoreError;
 use crate::vmm::VmmError;

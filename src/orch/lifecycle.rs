@@ -159,10 +159,9 @@ impl Orchestrator {
 
     /// The image a VM runs, which must still be registered.
     pub(super) fn image_of(&self, vm: &Vm) -> Result<Image, OrchError> {
-        self.store.get_image(&vm.image_id)?.ok_or_else(|| OrchError::Internal(format!(
-            "image {} of VM {} no longer exists",
-            vm.image_id, vm.id
-        )))
+        self.store
+            .get_image(&vm.image_id)?
+            .ok_or_else(|| OrchError::Internal(format!("image {} of VM {} no longer exists", vm.image_id, vm.id)))
     }
 
     /// Deleting is recorded first (`deleting`), then everything the VM held

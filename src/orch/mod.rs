@@ -59,8 +59,8 @@ pub use idle::OrchIdleTarget;
 pub use layout::VmLayout;
 pub use observe::{VmChange, VmObserver};
 pub use operations::Operation;
-pub use routes::CreateRoute;
 pub use proxy::OrchRouteResolver;
+pub use routes::CreateRoute;
 pub use snapshot::UnpackedSnapshot;
 
 /// The VM manager the API talks to.
@@ -252,7 +252,10 @@ impl Orchestrator {
                 vm.state = to;
                 vm.state_reason = reason;
                 vm.updated_at = crate::model::now();
-                if !self.store.update_vm_with_transition(vm, Some(from), vm.state_reason.as_deref())? {
+                if !self
+                    .store
+                    .update_vm_with_transition(vm, Some(from), vm.state_reason.as_deref())?
+                {
                     return Err(OrchError::vm_not_found(&vm.id));
                 }
                 tracing::info!(vm = %vm.id, from = from.as_str(), to = to.as_str(), event = event.as_str(), reason = ?vm.state_reason, "state change");

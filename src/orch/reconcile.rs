@@ -158,7 +158,11 @@ impl Orchestrator {
             }
             VmState::Starting => {
                 self.watch_process(&vm, handle);
-                self.apply(&mut vm, Event::Booted, Some("started (finished after a daemon restart)".into()))?;
+                self.apply(
+                    &mut vm,
+                    Event::Booted,
+                    Some("started (finished after a daemon restart)".into()),
+                )?;
             }
             _ => self.watch_process(&vm, handle),
         }
@@ -172,11 +176,19 @@ impl Orchestrator {
         vm.ready_at = None;
         match vm.state {
             VmState::Starting => {
-                self.apply(&mut vm, Event::Halted, Some("start interrupted by a daemon restart".into()))?;
+                self.apply(
+                    &mut vm,
+                    Event::Halted,
+                    Some("start interrupted by a daemon restart".into()),
+                )?;
                 Ok(())
             }
             VmState::Restoring => {
-                self.apply(&mut vm, Event::BootFailed, Some("restore interrupted by a daemon restart".into()))?;
+                self.apply(
+                    &mut vm,
+                    Event::BootFailed,
+                    Some("restore interrupted by a daemon restart".into()),
+                )?;
                 Ok(())
             }
             // The VMM is only stopped once the snapshot is complete.
@@ -214,7 +226,9 @@ impl Orchestrator {
         let delay = {
             let mut crashes = self.crashes.lock().unwrap_or_else(|e| e.into_inner());
             let now = Instant::now();
-            let entry = crashes.entry(vm_id.to_string()).or_insert(CrashCount { count: 0, last: now });
+            let entry = crashes
+                .entry(vm_id.to_string())
+                .or_insert(CrashCount { count: 0, last: now });
             if now.duration_since(entry.last) > STABLE_RUN {
                 entry.count = 0;
             }
@@ -368,32 +382,25 @@ impl Orchestrator {
         }
     }
 
-    /// What the network reconcile changed, as events: on the VM a TAP or
-    /// reservation belongs to, host-wide otherwise.
+    /// What the network reconcile repaired, as events: on the VM whose TAP
+    /// it was, host-wide otherwise.
     fn record_network_repairs(&self, vms: &[Vm], report: &ReconcileReport) {
-        let owner = |tap: &str| {
-            vms.iter()
-                .find(|vm| vm.network.as_ref().is_some_and(|n| n.tap_name == tap))
-        };
-        for tap in &report.taps_created {
-            let detail = format!("TAP {tap} was missing; recreated on the bridge");
-            match owner(tap) {
-                Some(vm) => self.record_vm_repair(vm, &detail),
-                None => self.record_host_repair(&detail),
+        for repair in &report.repairs {
+            let owner = vms.iter().find(|vm| {
+                vm.network
+                    .as_ref()
+                    .is_some_and(|n| repair.contains(&format!("TAP {} ", n.tap_name)))
+            });
+            match owner {
+                // A VMM keeps the file of the TAP it opened: a recreated
+                // TAP carries no traffic for it until it is started anew.
+                Some(vm) if vm.state == VmState::Running && repair.contains("missing") => self.record_vm_repair(
+                    vm,
+                    &format!("{repair}; the running VMM still holds the deleted device, so the guest's network returns after a stop and start, or a snapshot and restore"),
+                ),
+                Some(vm) => self.record_vm_repair(vm, repair),
+                None => self.record_host_repair(repair),
             }
-        }
-        for tap in &report.taps_removed {
-            self.record_host_repair(&format!("removed TAP {tap}, which belonged to no VM"));
-        }
-        if !report.rules_added.is_empty() || !report.rules_removed.is_empty() {
-            self.record_host_repair(&format!(
-                "firewall: {} rules restored, {} stray rules removed",
-                report.rules_added.len(),
-                report.rules_removed.len()
-            ));
-        }
-        if report.reservations_changed {
-            self.record_host_repair("DHCP reservations rewritten and dnsmasq restarted");
         }
         for (vm_id, reason) in &report.skipped {
             tracing::warn!(vm = %vm_id, %reason, "VM's network identity is unusable; it gets no host network state");

@@ -89,7 +89,11 @@ impl Orchestrator {
         accepted.send(&vm);
         let Some(handle) = self.handle(id) else {
             vm.pid = None;
-            self.apply(&mut vm, Event::VmmCrashed, Some("the VM had no VMM process to snapshot".into()))?;
+            self.apply(
+                &mut vm,
+                Event::VmmCrashed,
+                Some("the VM had no VMM process to snapshot".into()),
+            )?;
             return Err(OrchError::Internal(format!("VM {id} has no VMM process")));
         };
         let mut record = Snapshot {

@@ -104,12 +104,7 @@ impl Event {
     pub fn is_request(self) -> bool {
         matches!(
             self,
-            Event::Start
-                | Event::Stop
-                | Event::Snapshot
-                | Event::Restore
-                | Event::RestoreNamed
-                | Event::Delete
+            Event::Start | Event::Stop | Event::Snapshot | Event::Restore | Event::RestoreNamed | Event::Delete
         )
     }
 }
@@ -252,7 +247,9 @@ mod tests {
             let exits = Event::ALL
                 .into_iter()
                 .filter(|e| !e.is_request())
-                .filter(|e| matches!(decide(state, *e), Enter(next) if !next.is_transitional()) || decide(state, *e) == Remove)
+                .filter(|e| {
+                    matches!(decide(state, *e), Enter(next) if !next.is_transitional()) || decide(state, *e) == Remove
+                })
                 .count();
             assert!(exits > 0, "{state:?} has no outcome that settles it");
         }

@@ -78,7 +78,14 @@ pub(super) fn insert_event(
 ) -> Result<(), StoreError> {
     conn.execute(
         "INSERT INTO vm_events (vm_id, kind, from_state, to_state, reason, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![vm_id, kind.as_str(), from.map(VmState::as_str), to.as_str(), reason, ts(&now())],
+        params![
+            vm_id,
+            kind.as_str(),
+            from.map(VmState::as_str),
+            to.as_str(),
+            reason,
+            ts(&now())
+        ],
     )?;
     Ok(())
 }

@@ -373,7 +373,11 @@ async fn vm_events_list_state_changes_in_order() {
     let mut vm = sample_vm("img-x", 3);
     vm.state = Creating;
     api.store.insert_vm(&vm, None).unwrap();
-    record_states(&api.store, &mut vm, &[(Running, None), (Stopped, Some("guest shut down"))]);
+    record_states(
+        &api.store,
+        &mut vm,
+        &[(Running, None), (Stopped, Some("guest shut down"))],
+    );
     let (_, events) = api.call("GET", &format!("/vms/{}/events", vm.id), None).await;
     let steps: Vec<(Value, Value)> = events
         .as_array()

@@ -31,7 +31,10 @@ fn wait_settled(daemon: &TestDaemon, timeout: Duration) -> BTreeMap<String, Valu
     let deadline = Instant::now() + timeout;
     loop {
         let all = vms(daemon);
-        if all.iter().all(|vm| SETTLED.contains(&vm["state"].as_str().unwrap_or(""))) {
+        if all
+            .iter()
+            .all(|vm| SETTLED.contains(&vm["state"].as_str().unwrap_or("")))
+        {
             return all
                 .into_iter()
                 .map(|vm| (vm["id"].as_str().unwrap().to_string(), vm))
@@ -133,7 +136,11 @@ async fn clients_that_give_up_never_leave_a_vm_between_states() {
         daemon.api_cut_short("DELETE", &format!("/vms/{target}"), None, give_up());
         let deadline = Instant::now() + Duration::from_secs(60);
         while daemon.api("GET", &format!("/vms/{target}"), None).0 != 404 {
-            assert!(Instant::now() < deadline, "VM {target} was never deleted\n{}", daemon.log());
+            assert!(
+                Instant::now() < deadline,
+                "VM {target} was never deleted\n{}",
+                daemon.log()
+            );
             std::thread::sleep(Duration::from_millis(200));
         }
         topo.assert_nothing_left(&daemon, &seen[&target]);
@@ -144,7 +151,11 @@ async fn clients_that_give_up_never_leave_a_vm_between_states() {
 }
 
 /// What the kill-9 test asks of the daemon in one round.
-fn random_operation(rng: &mut impl Rng, vms: &BTreeMap<String, Value>, body: &Value) -> (String, String, Option<Value>) {
+fn random_operation(
+    rng: &mut impl Rng,
+    vms: &BTreeMap<String, Value>,
+    body: &Value,
+) -> (String, String, Option<Value>) {
     let create = || ("POST".to_string(), "/vms".to_string(), Some(body.clone()));
     if vms.is_empty() || (vms.len() < 2 && rng.gen_bool(0.5)) {
         return create();
@@ -182,7 +193,10 @@ async fn kill_9_at_random_moments_recovers_every_vm_and_leaks_nothing() {
         settled = wait_settled(&daemon, Duration::from_secs(30));
         eprintln!(
             "round {round}: {method} {path} cut at {give_up:?}; now {:?}",
-            settled.values().map(|v| (v["id"].clone(), v["state"].clone())).collect::<Vec<_>>()
+            settled
+                .values()
+                .map(|v| (v["id"].clone(), v["state"].clone()))
+                .collect::<Vec<_>>()
         );
         remember(&mut seen, &settled);
         assert_running_answer_ssh(&topo, &key, &settled);
@@ -203,7 +217,11 @@ async fn sigterm_waits_for_an_operation_in_flight_and_async_requests_answer_202(
 
     // Asynchronous create: 202 with the VM as recorded, then it runs.
     let (status, created) = daemon.api("POST", "/vms?async=true", Some(&create_body(&image_id, &key)));
-    assert_eq!((status, created["state"].as_str()), (202, Some("creating")), "{created}");
+    assert_eq!(
+        (status, created["state"].as_str()),
+        (202, Some("creating")),
+        "{created}"
+    );
     let id = created["id"].as_str().unwrap().to_string();
     let vm = daemon.wait_for_vm(&id, "ready", Duration::from_secs(180), |v| !v["ready_at"].is_null());
     let vm = VmView::from(&vm);
@@ -211,8 +229,15 @@ async fn sigterm_waits_for_an_operation_in_flight_and_async_requests_answer_202(
 
     // A snapshot in flight when SIGTERM arrives finishes before the daemon exits.
     let (status, snapshotting) = daemon.api("POST", &format!("/vms/{id}/snapshot?async=true"), None);
-    assert_eq!((status, snapshotting["state"].as_str()), (202, Some("snapshotting")), "{snapshotting}");
-    assert!(daemon.terminate(Duration::from_secs(90)), "the daemon did not exit after SIGTERM");
+    assert_eq!(
+        (status, snapshotting["state"].as_str()),
+        (202, Some("snapshotting")),
+        "{snapshotting}"
+    );
+    assert!(
+        daemon.terminate(Duration::from_secs(90)),
+        "the daemon did not exit after SIGTERM"
+    );
     daemon.start_again();
     let (_, vm_after) = daemon.api("GET", &format!("/vms/{id}"), None);
     assert_eq!(vm_after["state"], "snapshotted", "{vm_after}\n{}", daemon.log());
@@ -226,23 +251,31 @@ async fn sigterm_waits_for_an_operation_in_flight_and_async_requests_answer_202(
     // The snapshot a snapshotted VM would restore from cannot be deleted.
     let snapshot_id = vm_after["snapshot_id"].as_str().expect("snapshot_id").to_string();
     let (status, refused) = daemon.api("DELETE", &format!("/snapshots/{snapshot_id}"), None);
-    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("invalid_state")), "{refused}");
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{refused}"
+    );
 
     // Prefer: respond-async works on restore too; then the VM runs and answers.
-    let (status, restoring) = daemon.api_with_headers(
-        "POST",
-        &format!("/vms/{id}/restore"),
-        None,
-        &["Prefer: respond-async"],
+    let (status, restoring) =
+        daemon.api_with_headers("POST", &format!("/vms/{id}/restore"), None, &["Prefer: respond-async"]);
+    assert_eq!(
+        (status, restoring["state"].as_str()),
+        (202, Some("restoring")),
+        "{restoring}"
     );
-    assert_eq!((status, restoring["state"].as_str()), (202, Some("restoring")), "{restoring}");
     daemon.wait_for_vm(&id, "running", Duration::from_secs(120), |v| v["state"] == "running");
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "hostname").trim(), id);
     // Once running, the snapshot is an ordinary one and may go.
     assert_eq!(daemon.api("DELETE", &format!("/snapshots/{snapshot_id}"), None).0, 204);
 
     let (status, deleting) = daemon.api("DELETE", &format!("/vms/{id}?async=true"), None);
-    assert_eq!((status, deleting["state"].as_str()), (202, Some("deleting")), "{deleting}");
+    assert_eq!(
+        (status, deleting["state"].as_str()),
+        (202, Some("deleting")),
+        "{deleting}"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     while daemon.api("GET", &format!("/vms/{id}"), None).0 != 404 {
         assert!(Instant::now() < deadline, "never deleted");
@@ -286,7 +319,9 @@ async fn drift_is_repaired_or_reported_within_the_reconcile_interval() {
             .any(|l| l.starts_with("-A HATCH-PREROUTING") && l.contains(&format!("--dport {} ", vm.ssh_port)))
     });
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "hostname").trim(), vm.id);
-    wait_until("a host event for the firewall", &daemon, || host_events(&daemon).contains("firewall"));
+    wait_until("a host event for the firewall", &daemon, || {
+        host_events(&daemon).contains("chain HATCH-PREROUTING")
+    });
 
     // A dead dnsmasq is started again.
     let dnsmasq_pid = || -> Option<u32> {
@@ -294,13 +329,18 @@ async fn drift_is_repaired_or_reported_within_the_reconcile_interval() {
         text.lines().next().and_then(|l| l.trim().parse().ok())
     };
     let before = dnsmasq_pid().expect("dnsmasq runs");
-    let _ = std::process::Command::new("kill").args(["-9", &before.to_string()]).status();
-    wait_until("dnsmasq restarted", &daemon, || dnsmasq_pid().is_some_and(|pid| pid != before));
+    let _ = std::process::Command::new("kill")
+        .args(["-9", &before.to_string()])
+        .status();
+    wait_until("dnsmasq restarted", &daemon, || {
+        dnsmasq_pid().is_some_and(|pid| pid != before)
+    });
 
     // A deleted TAP is recreated on the bridge and recorded on its VM.
     topo.on_host("ip", &["link", "del", &vm.tap_name]);
     wait_until("the TAP recreated", &daemon, || {
-        topo.on_host("ip", &["-o", "link", "show", &vm.tap_name]).contains("master")
+        topo.on_host("ip", &["-o", "link", "show", &vm.tap_name])
+            .contains("master")
     });
     wait_until("a repair event on the VM", &daemon, || {
         vm_events(&daemon, &vm.id).contains(&format!("TAP {}", vm.tap_name))
@@ -313,12 +353,18 @@ async fn drift_is_repaired_or_reported_within_the_reconcile_interval() {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL).expect("kill");
     }
     let crashed = daemon.wait_for_vm(&vm.id, "error", Duration::from_secs(30), |v| v["state"] == "error");
-    assert!(crashed["state_reason"].as_str().unwrap_or("").contains("signal 9"), "{crashed}");
+    assert!(
+        crashed["state_reason"].as_str().unwrap_or("").contains("signal 9"),
+        "{crashed}"
+    );
     let restarted = daemon.wait_for_vm(&resilient.id, "running again", Duration::from_secs(60), |v| {
         v["state"] == "running" && !v["ready_at"].is_null()
     });
     assert!(restarted["pid"].as_u64().is_some(), "{restarted}");
-    assert_eq!(topo.ssh(&key, "root", resilient.ssh_port, "hostname").trim(), resilient.id);
+    assert_eq!(
+        topo.ssh(&key, "root", resilient.ssh_port, "hostname").trim(),
+        resilient.id
+    );
     assert!(vm_events(&daemon, &resilient.id).contains("\"to_state\":\"error\""));
 
     for victim in [&vm, &resilient] {

@@ -68,11 +68,8 @@ async fn restore_keeps_ram_files_and_network_identity() {
         uptime_after >= uptime_before,
         "the guest rebooted: uptime {uptime_after} < {uptime_before}"
     );
-    assert_eq!(
-        topo.ssh(&key, "root", vm.ssh_port, "ip -4 -o addr show eth0")
-            .contains(&format!("{}/", vm.guest_ip)),
-        true
-    );
+    let address = topo.ssh(&key, "root", vm.ssh_port, "ip -4 -o addr show eth0");
+    assert!(address.contains(&format!("{}/", vm.guest_ip)), "{address}");
 
     // A second snapshot with other contents; restoring the first brings "one" back.
     topo.ssh(&key, "root", vm.ssh_port, "echo two > /root/marker");

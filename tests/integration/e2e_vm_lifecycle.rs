@@ -47,8 +47,15 @@ async fn create_ssh_stop_start_delete_leaves_nothing_behind() {
     assert_eq!((status, again["state"].as_str()), (200, Some("stopped")), "{again}");
     // A refused transition has its own code, naming the state.
     let (status, refused) = daemon.api("POST", &format!("/vms/{}/snapshot", vm.id), None);
-    assert_eq!((status, refused["error"]["code"].as_str()), (409, Some("invalid_state")), "{refused}");
-    assert!(refused["error"]["message"].as_str().unwrap().contains("stopped"), "{refused}");
+    assert_eq!(
+        (status, refused["error"]["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{refused}"
+    );
+    assert!(
+        refused["error"]["message"].as_str().unwrap().contains("stopped"),
+        "{refused}"
+    );
     let (status, started) = daemon.api("POST", &format!("/vms/{}/start", vm.id), None);
     assert_eq!(status, 200, "{started}");
     let started = daemon.wait_for_vm(&vm.id, "ready", Duration::from_secs(180), |v| !v["ready_at"].is_null());
@@ -57,7 +64,10 @@ async fn create_ssh_stop_start_delete_leaves_nothing_behind() {
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "hostname").trim(), vm.id);
     let (status, again) = daemon.api("POST", &format!("/vms/{}/start", vm.id), None);
     assert_eq!((status, again["state"].as_str()), (200, Some("running")), "{again}");
-    assert_eq!(again["pid"], started["pid"], "starting a running VM must not launch another VMM");
+    assert_eq!(
+        again["pid"], started["pid"],
+        "starting a running VM must not launch another VMM"
+    );
 
     // Delete releases everything.
     let (status, _) = daemon.api("DELETE", &format!("/vms/{}", vm.id), None);

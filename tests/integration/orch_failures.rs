@@ -111,26 +111,8 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
     out
 }
 
-/// Exceptions to [`assert_settled`] for what today's orchestrator does
-/// after some failures (each one a known gap, named where it is used).
-#[derive(Debug, Clone, Copy, Default)]
-struct Allow {
-    /// Artefacts of snapshots whose record is gone. Today, when removing
-    /// artefacts fails (`Step::Delete`), the record goes and the files stay
-    /// until start-up reconciliation sweeps them.
-    stray_artefacts: bool,
-    /// A VM shown `running` without a VMM. Today a delete whose network
-    /// detach fails has already stopped the VMM and leaves the row as it
-    /// was; see `a_failed_delete_leaves_no_running_vm_without_a_vmm`.
-    running_without_vmm: bool,
-}
-
 /// The invariants that hold after any operation, failed or not.
 async fn assert_settled(rig: &Rig, context: &str) -> Vec<Vm> {
-    assert_settled_but(rig, context, Allow::default()).await
-}
-
-async fn assert_settled_but(rig: &Rig, context: &str, allow: Allow) -> Vec<Vm> {
     let vms = rig.orch.list_vms().await.unwrap();
     let ids: BTreeSet<String> = vms.iter().map(|vm| vm.id.clone()).collect();
     for vm in &vms {
@@ -165,10 +147,7 @@ async fn assert_settled_but(rig: &Rig, context: &str, allow: Allow) -> Vec<Vm> {
         );
         assert!(!process.paused, "{context}: {process:?} left paused");
     }
-    for vm in vms
-        .iter()
-        .filter(|vm| vm.state == VmState::Running && !allow.running_without_vmm)
-    {
+    for vm in vms.iter().filter(|vm| vm.state == VmState::Running) {
         assert!(
             live.iter().any(|p| p.vm_id == vm.id),
             "{context}: VM {} shows running without a VMM ({:?})",
@@ -196,15 +175,7 @@ async fn assert_settled_but(rig: &Rig, context: &str, allow: Allow) -> Vec<Vm> {
         }
     }
     let stored: BTreeSet<String> = files_under(rig.snapshots.root()).into_iter().collect();
-    if allow.stray_artefacts {
-        let lost: Vec<&String> = wanted_keys.difference(&stored).collect();
-        assert!(
-            lost.is_empty(),
-            "{context}: artefacts of complete snapshots missing: {lost:?}"
-        );
-    } else {
-        assert_eq!(stored, wanted_keys, "{context}: snapshot artefacts");
-    }
+    assert_eq!(stored, wanted_keys, "{context}: snapshot artefacts");
 
     // Data dir: the database, and directories of existing VMs only.
     let top = names_in(&rig.data_dir);
@@ -228,20 +199,10 @@ async fn assert_settled_but(rig: &Rig, context: &str, allow: Allow) -> Vec<Vm> {
     vms
 }
 
-/// Runs `op` with `step` failing on its next call, then checks the
-/// invariants. Returns whether `op` succeeded.
+/// Runs `op` with `step` failing on its next call; then, as the daemon does
+/// right after a failed operation, one reconcile pass (with the fault
+/// gone), and checks the invariants. Returns whether `op` succeeded.
 async fn with_fault<T, F>(rig: &Rig, step: Step, what: &str, op: F) -> bool
-where
-    F: std::future::Future<Output = Result<T, hatch::orch::OrchError>>,
-{
-    let allow = Allow {
-        stray_artefacts: step == Step::Delete,
-        ..Allow::default()
-    };
-    with_fault_allowing(rig, step, what, allow, op).await
-}
-
-async fn with_fault_allowing<T, F>(rig: &Rig, step: Step, what: &str, allow: Allow, op: F) -> bool
 where
     F: std::future::Future<Output = Result<T, hatch::orch::OrchError>>,
 {
@@ -250,7 +211,12 @@ where
     rig.faults.clear();
     // Let watchers of exited processes record what they saw.
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert_settled_but(rig, &format!("{what} with {step:?} failing"), allow).await;
+    let context = format!("{what} with {step:?} failing");
+    rig.orch
+        .reconcile_now()
+        .await
+        .unwrap_or_else(|e| panic!("{context}: reconcile: {e}"));
+    assert_settled(rig, &context).await;
     result.is_ok()
 }
 
@@ -379,16 +345,13 @@ fn delete_with_failures_settles_and_a_retry_removes_everything() {
         for start in [VmState::Running, VmState::Stopped, VmState::Snapshotted] {
             for step in Step::ALL {
                 let id = vm_in(&rig, networked(), start).await;
-                let allow = Allow {
-                    stray_artefacts: step == Step::Delete,
-                    running_without_vmm: step == Step::Detach,
-                };
-                let deleted = with_fault_allowing(&rig, step, "delete", allow, rig.orch.delete_vm(&id)).await;
-                if !deleted {
-                    rig.orch.delete_vm(&id).await.unwrap();
-                    assert_settled(&rig, "delete retried").await;
-                }
-                assert!(rig.orch.get_vm(&id).await.is_err(), "{id} still there");
+                // A delete that fails part-way stays `deleting` (recorded
+                // before any host effect) and the reconciler finishes it.
+                with_fault(&rig, step, "delete", rig.orch.delete_vm(&id)).await;
+                assert!(
+                    rig.orch.get_vm(&id).await.is_err(),
+                    "{id} still there after {step:?} failed"
+                );
             }
         }
         assert!(rig.orch.list_vms().await.unwrap().is_empty());
@@ -398,27 +361,30 @@ fn delete_with_failures_settles_and_a_retry_removes_everything() {
     });
 }
 
-/// Known gap, for the state-machine rewrite: `delete_vm` stops the VMM
-/// before detaching the network, and when detaching fails it returns with
-/// the row still `running` (no VMM behind it) instead of a settled state
-/// that says so (e.g. `error` with the reason, or a `deleting` state).
+/// A delete whose network detach fails is recorded `deleting`, never left
+/// `running` without a VMM, and the reconciler finishes it.
 #[test]
-#[ignore = "delete_vm leaves a VM `running` without a VMM when detaching fails (orch state-machine rewrite)"]
 fn a_failed_delete_leaves_no_running_vm_without_a_vmm() {
     in_netns(|| async {
         let rig = rig().await;
         let id = vm_in(&rig, networked(), VmState::Running).await;
-        let deleted = with_fault(&rig, Step::Detach, "delete", rig.orch.delete_vm(&id)).await;
-        assert!(!deleted);
+        rig.faults.fail_next(Step::Detach);
+        assert!(rig.orch.delete_vm(&id).await.is_err());
+        rig.faults.clear();
+        assert_eq!(state_of(&rig, &id).await, VmState::Deleting);
+        assert!(rig.hypervisor.live().is_empty(), "the VMM must be gone");
+        rig.orch.reconcile_now().await.unwrap();
+        assert!(
+            rig.orch.get_vm(&id).await.is_err(),
+            "the reconciler must finish the delete"
+        );
+        assert_settled(&rig, "after the reconciler").await;
     });
 }
 
-/// Known gap, for the state-machine rewrite: create records the network
-/// attachment's undo only once `attach_vm` succeeded, so an attach that
-/// fails halfway (the real one can: TAP made, DHCP failing) leaves host
-/// state for a VM that does not exist until the next reconcile.
+/// Create records the undo of the network attachment before attaching, so
+/// an attach that fails halfway (TAP made, DHCP failing) is undone too.
 #[test]
-#[ignore = "create leaves a half-done network attachment when attach_vm fails partway (orch state-machine rewrite)"]
 fn a_create_whose_attach_fails_partway_holds_nothing() {
     in_netns(|| async {
         let rig = rig().await;

@@ -63,7 +63,10 @@ fn operation(path: &str, op: &Op) -> Value {
     if op.accepts_async {
         responses.insert(
             "202".into(),
-            response("accepted: the VM in its transitional state; the operation goes on in the server", Some("Vm")),
+            response(
+                "accepted: the VM in its transitional state; the operation goes on in the server",
+                Some("Vm"),
+            ),
         );
     }
     let auth_errors: &[u16] = if op.public { &[] } else { &[401] };

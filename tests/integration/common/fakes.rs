@@ -544,6 +544,18 @@ impl SnapshotStore for FakeSnapshotStore {
         self.inner.sweep_partials().await
     }
 
+    async fn sweep_orphans(
+        &self,
+        referenced: &std::collections::HashSet<(String, String)>,
+        min_age: std::time::Duration,
+    ) -> Result<usize, SnapshotError> {
+        self.inner.sweep_orphans(referenced, min_age).await
+    }
+
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
     fn describe(&self) -> String {
         format!("fake over {}", self.inner.describe())
     }

@@ -122,7 +122,9 @@ impl TestDaemon {
     /// Sends SIGTERM and waits (up to `timeout`) for the daemon to exit;
     /// whether it exited in time.
     pub fn terminate(&mut self, timeout: Duration) -> bool {
-        let Some(mut child) = self.child.take() else { return true };
+        let Some(mut child) = self.child.take() else {
+            return true;
+        };
         let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
