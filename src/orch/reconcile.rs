@@ -325,8 +325,12 @@ impl Orchestrator {
     async fn remove_unfinished_snapshots(&self, vms: &[Vm]) -> Result<(), OrchError> {
         for snapshot in self.store.list_incomplete_snapshots()? {
             tracing::warn!(snapshot = %snapshot.id, "removing a snapshot a crash left incomplete or half-deleted");
-            self.discard_snapshot(&snapshot).await?;
-            self.record_host_repair(&format!("removed unfinished snapshot {}", snapshot.id));
+            // Storage that does not answer (a bucket outage) must not stop
+            // the rest of the pass; the marked record is tried again.
+            match self.discard_snapshot(&snapshot).await {
+                Ok(()) => self.record_host_repair(&format!("removed unfinished snapshot {}", snapshot.id)),
+                Err(error) => tracing::warn!(snapshot = %snapshot.id, %error, "removing it failed; trying again later"),
+            }
         }
         for vm in vms {
             let Ok(entries) = std::fs::read_dir(self.layout(&vm.id).dir()) else {
