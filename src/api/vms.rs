@@ -253,23 +253,30 @@ pub async fn delete(
 pub struct LogsQuery {
     /// How much of the end of the console to return (default 64 KiB, at most 1 MiB).
     pub bytes: Option<String>,
+    /// `true`: keep the answer open and stream what the guest prints next.
+    pub follow: Option<bool>,
 }
 
-const DEFAULT_LOG_BYTES: usize = 64 * 1024;
-const MAX_LOG_BYTES: usize = 1024 * 1024;
+const DEFAULT_LOG_BYTES: u64 = 64 * 1024;
+const MAX_LOG_BYTES: u64 = 1024 * 1024;
 
 pub async fn logs(
     State(state): State<AppState>,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<LogsQuery>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     let bytes = match &query.bytes {
         None => DEFAULT_LOG_BYTES,
         Some(text) => crate::config::values::number(text, 1, MAX_LOG_BYTES)
             .map_err(|e| ApiError::field(ErrorKind::InvalidField, "bytes", format!("bytes: {e}")))?,
     };
+    let content_type = [(CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if query.follow == Some(true) {
+        let stream = state.orch.follow_logs(&id, bytes).await?;
+        return Ok((content_type, axum::body::Body::from_stream(stream)).into_response());
+    }
     let text = state.orch.logs(&id, bytes).await?;
-    Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text))
+    Ok((content_type, text).into_response())
 }
 
 /// The VM's recorded state changes and repairs, oldest first.

@@ -86,6 +86,7 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let served = serve(&config, app).await;
     background.idle_monitor.abort();
     background.reconciler.abort();
+    background.console_keeper.abort();
     background.proxy.shutdown(PROXY_SHUTDOWN_GRACE).await;
     // Operations in flight finish (up to HATCH_SHUTDOWN_TIMEOUT); VMs keep
     // running and the next start adopts them.
@@ -98,11 +99,13 @@ struct Background {
     proxy: ProxyHandle,
     idle_monitor: tokio::task::JoinHandle<()>,
     reconciler: tokio::task::JoinHandle<()>,
+    console_keeper: tokio::task::JoinHandle<()>,
 }
 
 /// The subdomain proxy on HATCH_PROXY_ADDR (waking snapshotted VMs), the
-/// idle monitor that snapshots routed VMs nobody uses, and the reconciler
-/// that repairs drift every HATCH_RECONCILE_INTERVAL.
+/// idle monitor that snapshots routed VMs nobody uses, the reconciler that
+/// repairs drift every HATCH_RECONCILE_INTERVAL, and the keeper of the
+/// console logs' HATCH_CONSOLE_LOG_MAX_BYTES.
 async fn start_proxy_and_idle_monitor(config: &Config, orch: &Arc<Orchestrator>) -> Result<Background, ServeError> {
     let addr = config.proxy_addr;
     let bind_error = |source| ServeError::Bind {
@@ -131,10 +134,12 @@ async fn start_proxy_and_idle_monitor(config: &Config, orch: &Arc<Orchestrator>)
     ));
     let idle_monitor = spawn_idle_monitor(config.idle_check_interval, target);
     let reconciler = orch.spawn_reconciler(config.reconcile_interval);
+    let console_keeper = orch.spawn_console_keeper(config.console_log_max_bytes);
     Ok(Background {
         proxy,
         idle_monitor,
         reconciler,
+        console_keeper,
     })
 }
 

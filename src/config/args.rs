@@ -27,6 +27,7 @@ mod defaults {
     pub const SNAPSHOT_KEEP: &str = "5";
     pub const RECONCILE_INTERVAL: &str = "15s";
     pub const SHUTDOWN_TIMEOUT: &str = "60s";
+    pub const CONSOLE_LOG_MAX_BYTES: &str = "8M";
     pub const SNAPSHOT_SWEEP_MIN_AGE: &str = "1h";
 }
 
@@ -123,6 +124,9 @@ pub struct ServeArgs {
     /// How long a stop signal waits for operations in flight (VMs keep running).
     #[arg(long, env = "HATCH_SHUTDOWN_TIMEOUT", default_value = defaults::SHUTDOWN_TIMEOUT)]
     pub shutdown_timeout: String,
+    /// Most bytes of a VM's serial console kept on disk (the newest); 8M, 512K or bytes.
+    #[arg(long, env = "HATCH_CONSOLE_LOG_MAX_BYTES", default_value = defaults::CONSOLE_LOG_MAX_BYTES)]
+    pub console_log_max_bytes: String,
     /// Hidden, for tests: how old an artefact no snapshot owns must be before
     /// the start-up sweep removes it.
     #[arg(long, env = "HATCH_SNAPSHOT_SWEEP_MIN_AGE", default_value = defaults::SNAPSHOT_SWEEP_MIN_AGE, hide = true)]
@@ -178,6 +182,7 @@ impl ServeArgs {
             snapshot_keep: SNAPSHOT_KEEP.into(),
             reconcile_interval: RECONCILE_INTERVAL.into(),
             shutdown_timeout: SHUTDOWN_TIMEOUT.into(),
+            console_log_max_bytes: CONSOLE_LOG_MAX_BYTES.into(),
             snapshot_sweep_min_age: SNAPSHOT_SWEEP_MIN_AGE.into(),
         }
     }

@@ -94,6 +94,8 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// How long shutdown waits for operations in flight.
     pub shutdown_timeout: Duration,
+    /// Most bytes of a VM's serial console kept on disk.
+    pub console_log_max_bytes: u64,
     /// Artefacts no snapshot record owns are swept at start-up once this old
     /// (an hour; a hidden setting, for tests): another daemon on the same
     /// prefix, or this one just before a crash, may be uploading a snapshot
@@ -104,6 +106,10 @@ pub struct Config {
 /// Upper bound for HATCH_DEFAULT_VCPU, the same as the API's limit.
 pub const MAX_VCPU_COUNT: u32 = 32;
 pub const MIN_MEM_MIB: u32 = 128;
+/// Bounds of HATCH_CONSOLE_LOG_MAX_BYTES: room for a boot's output, and
+/// no more than a guest should be able to make the host keep.
+const MIN_CONSOLE_LOG_BYTES: u64 = 64 * 1024;
+const MAX_CONSOLE_LOG_BYTES: u64 = 1024 * 1024 * 1024;
 
 impl Config {
     /// From the process environment only (no flags), as the CLI's offline
@@ -162,6 +168,8 @@ impl Config {
             reconcile_interval: duration(&args.reconcile_interval)
                 .map_err(ConfigError::on("HATCH_RECONCILE_INTERVAL"))?,
             shutdown_timeout: duration(&args.shutdown_timeout).map_err(ConfigError::on("HATCH_SHUTDOWN_TIMEOUT"))?,
+            console_log_max_bytes: values::byte_size(&args.console_log_max_bytes, MIN_CONSOLE_LOG_BYTES, MAX_CONSOLE_LOG_BYTES)
+                .map_err(ConfigError::on("HATCH_CONSOLE_LOG_MAX_BYTES"))?,
             snapshot_sweep_min_age: duration(&args.snapshot_sweep_min_age)
                 .map_err(ConfigError::on("HATCH_SNAPSHOT_SWEEP_MIN_AGE"))?,
             data_dir,

@@ -103,6 +103,28 @@ pub fn absolute_path(text: &str) -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// A size in bytes: a number, or one with a binary suffix `K`, `M` or `G`
+/// (`512K`, `8M`; `KiB`/`MiB`/`GiB` too), between `min` and `max`.
+pub fn byte_size(text: &str, min: u64, max: u64) -> Result<u64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let bad = || format!("{text:?}: expected a size such as 8M, 512K or a number of bytes");
+    let value: u64 = number.parse().map_err(|_| bad())?;
+    let factor: u64 = match unit.trim() {
+        "" => 1,
+        "K" | "KiB" | "k" => 1 << 10,
+        "M" | "MiB" => 1 << 20,
+        "G" | "GiB" => 1 << 30,
+        _ => return Err(bad()),
+    };
+    let bytes = value.checked_mul(factor).ok_or_else(bad)?;
+    if bytes < min || bytes > max {
+        return Err(format!("{text:?}: must be between {min} and {max} bytes"));
+    }
+    Ok(bytes)
+}
+
 /// Empty values mean "unset" (so `HATCH_X=` can clear a setting).
 pub fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())
@@ -143,5 +165,23 @@ mod tests {
         }
         assert!(key_prefix(&"a".repeat(129)).is_err());
         assert!(key_prefix(&"a".repeat(128)).is_ok());
+    }
+}
+
+#[cfg(test)]
+mod byte_size_tests {
+    use super::byte_size;
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_bounds() {
+        assert_eq!(byte_size("8M", 1, u64::MAX), Ok(8 << 20));
+        assert_eq!(byte_size("512K", 1, u64::MAX), Ok(512 << 10));
+        assert_eq!(byte_size("1GiB", 1, u64::MAX), Ok(1 << 30));
+        assert_eq!(byte_size("4096", 1, u64::MAX), Ok(4096));
+        assert!(byte_size("8X", 1, u64::MAX).is_err());
+        assert!(byte_size("", 1, u64::MAX).is_err());
+        assert!(byte_size("10", 64, 100).is_ok());
+        assert!(byte_size("1K", 64, 100).is_err());
+        assert!(byte_size("99999999999999999999G", 1, u64::MAX).is_err());
     }
 }

@@ -16,6 +16,7 @@
 //! Long-running tasks (one supervisor per VMM process, one readiness probe
 //! per boot, the reconciler) act through the same locks.
 
+mod console;
 mod create;
 mod error;
 mod idle;
@@ -194,13 +195,6 @@ impl Orchestrator {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
-    }
-
-    /// The tail of the VM's serial console.
-    pub async fn logs(&self, id: &str, max_bytes: usize) -> Result<String, OrchError> {
-        self.get_vm(id).await?;
-        let layout = self.layout(id);
-        Ok(crate::sys::process::tail(&layout.serial_log(), max_bytes))
     }
 
     fn layout(&self, vm_id: &str) -> VmLayout {

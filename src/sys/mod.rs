@@ -3,4 +3,5 @@
 
 pub mod atomic_file;
 pub mod cmd;
+pub mod console_log;
 pub mod process;

@@ -66,11 +66,9 @@ pub async fn terminate(pid: u32, grace: Duration) {
     }
 }
 
-/// The last `max_bytes` of a log file, lossily decoded (for exit reports).
+/// The last `max_bytes` of a log file, lossily decoded (for exit reports);
+/// reads only those bytes.
 pub fn tail(path: &Path, max_bytes: usize) -> String {
-    let Ok(bytes) = std::fs::read(path) else {
-        return String::new();
-    };
-    let start = bytes.len().saturating_sub(max_bytes);
-    String::from_utf8_lossy(&bytes[start..]).into_owned()
+    let bytes = super::console_log::read_tail(path, max_bytes as u64).unwrap_or_default();
+    String::from_utf8_lossy(&bytes).into_owned()
 }

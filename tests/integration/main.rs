@@ -16,6 +16,7 @@ mod cloudinit_keys;
 mod cloudinit_seed;
 mod e2e_bad_input;
 mod e2e_cloudinit;
+mod e2e_console;
 mod e2e_durable;
 mod e2e_proxy;
 mod e2e_snapshot;

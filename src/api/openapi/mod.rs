@@ -126,7 +126,10 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
         ("timeout", "string", "How long wait=ready waits (seconds, or 90s/5m); default 120"),
     ];
     const LOGS_QUERY: &[(&str, &str, &str)] =
-        &[("bytes", "integer", "How many bytes of the console's end (default 65536, at most 1048576)")];
+        &[
+            ("bytes", "integer", "How many bytes of the console's end (default 65536, at most 1048576)"),
+            ("follow", "boolean", "true: keep the answer open and stream what the guest prints next"),
+        ];
     vec![
         ("get", "/healthz", Op { public: true, ..op("Liveness and counts", "health", (200, "healthy", Some("Health")), &[]) }),
         ("get", "/openapi.json", op("This document", "health", (200, "OpenAPI document", None), &[])),
