@@ -22,13 +22,14 @@ pub enum ErrorKind {
     TooLarge,
     UnsupportedMediaType,
     Unavailable,
+    InsufficientCapacity,
     Timeout,
     SnapshotCorrupt,
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 13] = [
+    pub const ALL: [ErrorKind; 14] = [
         ErrorKind::InvalidField,
         ErrorKind::InvalidJson,
         ErrorKind::Unauthorized,
@@ -39,6 +40,7 @@ impl ErrorKind {
         ErrorKind::TooLarge,
         ErrorKind::UnsupportedMediaType,
         ErrorKind::Unavailable,
+        ErrorKind::InsufficientCapacity,
         ErrorKind::Timeout,
         ErrorKind::SnapshotCorrupt,
         ErrorKind::Internal,
@@ -54,6 +56,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::InsufficientCapacity => StatusCode::INSUFFICIENT_STORAGE,
             ErrorKind::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ErrorKind::SnapshotCorrupt => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -72,6 +75,7 @@ impl ErrorKind {
             ErrorKind::TooLarge => "too_large",
             ErrorKind::UnsupportedMediaType => "unsupported_media_type",
             ErrorKind::Unavailable => "unavailable",
+            ErrorKind::InsufficientCapacity => "insufficient_capacity",
             ErrorKind::Timeout => "timeout",
             ErrorKind::SnapshotCorrupt => "snapshot_corrupt",
             ErrorKind::Internal => "internal",
@@ -165,6 +169,7 @@ impl From<OrchError> for ApiError {
             },
             OrchError::InvalidState { .. } => ApiError::new(ErrorKind::InvalidState, message),
             OrchError::Unavailable { message } => ApiError::new(ErrorKind::Unavailable, message),
+            OrchError::Insufficient { field, message } => ApiError::field(ErrorKind::InsufficientCapacity, field, message),
             OrchError::TooLarge { field, message } => ApiError::field(ErrorKind::TooLarge, field, message),
             OrchError::Exhausted { message } => ApiError::new(ErrorKind::Unavailable, message),
             OrchError::Timeout { message } => ApiError::new(ErrorKind::Timeout, message),

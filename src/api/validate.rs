@@ -6,12 +6,13 @@ use crate::config::{MAX_VCPU_COUNT, MIN_MEM_MIB};
 use crate::model::{UserData, USER_DATA_BASE64_FIELD, USER_DATA_FIELD};
 
 pub fn vcpu_count(value: u32) -> Result<u32, ApiError> {
-    // A VM cannot have more vCPUs than the host has CPUs (the hypervisors refuse it).
-    let max = MAX_VCPU_COUNT.min(crate::vmm::host::cpu_count());
+    // vCPUs may be overcommitted (they are host threads); the bound is the
+    // hypervisors' own.
+    let max = MAX_VCPU_COUNT;
     if !(1..=max).contains(&value) {
         return Err(ApiError::invalid(
             "vcpu_count",
-            format!("vcpu_count must be between 1 and {max} (this host's CPUs), got {value}"),
+            format!("vcpu_count must be between 1 and {max}, got {value}"),
         ));
     }
     Ok(value)

@@ -28,6 +28,7 @@ mod defaults {
     pub const RECONCILE_INTERVAL: &str = "15s";
     pub const SHUTDOWN_TIMEOUT: &str = "60s";
     pub const CONSOLE_LOG_MAX_BYTES: &str = "8M";
+    pub const MEM_OVERCOMMIT: &str = "1.0";
     pub const SNAPSHOT_SWEEP_MIN_AGE: &str = "1h";
 }
 
@@ -127,6 +128,9 @@ pub struct ServeArgs {
     /// Most bytes of a VM's serial console kept on disk (the newest); 8M, 512K or bytes.
     #[arg(long, env = "HATCH_CONSOLE_LOG_MAX_BYTES", default_value = defaults::CONSOLE_LOG_MAX_BYTES)]
     pub console_log_max_bytes: String,
+    /// Guest memory VMs may hold, as a multiple of the host's memory (1.0: no overcommit).
+    #[arg(long, env = "HATCH_MEM_OVERCOMMIT", default_value = defaults::MEM_OVERCOMMIT)]
+    pub mem_overcommit: String,
     /// Hidden, for tests: how old an artefact no snapshot owns must be before
     /// the start-up sweep removes it.
     #[arg(long, env = "HATCH_SNAPSHOT_SWEEP_MIN_AGE", default_value = defaults::SNAPSHOT_SWEEP_MIN_AGE, hide = true)]
@@ -183,6 +187,7 @@ impl ServeArgs {
             reconcile_interval: RECONCILE_INTERVAL.into(),
             shutdown_timeout: SHUTDOWN_TIMEOUT.into(),
             console_log_max_bytes: CONSOLE_LOG_MAX_BYTES.into(),
+            mem_overcommit: MEM_OVERCOMMIT.into(),
             snapshot_sweep_min_age: SNAPSHOT_SWEEP_MIN_AGE.into(),
         }
     }

@@ -96,6 +96,9 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Most bytes of a VM's serial console kept on disk.
     pub console_log_max_bytes: u64,
+    /// Guest memory VMs may hold, in percent of the host's memory
+    /// (HATCH_MEM_OVERCOMMIT 1.5 is 150).
+    pub mem_overcommit_percent: u32,
     /// Artefacts no snapshot record owns are swept at start-up once this old
     /// (an hour; a hidden setting, for tests): another daemon on the same
     /// prefix, or this one just before a crash, may be uploading a snapshot
@@ -170,6 +173,9 @@ impl Config {
             shutdown_timeout: duration(&args.shutdown_timeout).map_err(ConfigError::on("HATCH_SHUTDOWN_TIMEOUT"))?,
             console_log_max_bytes: values::byte_size(&args.console_log_max_bytes, MIN_CONSOLE_LOG_BYTES, MAX_CONSOLE_LOG_BYTES)
                 .map_err(ConfigError::on("HATCH_CONSOLE_LOG_MAX_BYTES"))?,
+            mem_overcommit_percent: values::ratio(&args.mem_overcommit, 0.1, 100.0)
+                .map(|ratio| (ratio * 100.0).round() as u32)
+                .map_err(ConfigError::on("HATCH_MEM_OVERCOMMIT"))?,
             snapshot_sweep_min_age: duration(&args.snapshot_sweep_min_age)
                 .map_err(ConfigError::on("HATCH_SNAPSHOT_SWEEP_MIN_AGE"))?,
             data_dir,

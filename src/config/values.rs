@@ -125,6 +125,18 @@ pub fn byte_size(text: &str, min: u64, max: u64) -> Result<u64, String> {
     Ok(bytes)
 }
 
+/// A finite decimal such as `1.0` or `1.5`, between `min` and `max`.
+pub fn ratio(text: &str, min: f64, max: f64) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a number such as 1.0 or 1.5"))?;
+    if !value.is_finite() || value < min || value > max {
+        return Err(format!("{text:?}: must be between {min} and {max}"));
+    }
+    Ok(value)
+}
+
 /// Empty values mean "unset" (so `HATCH_X=` can clear a setting).
 pub fn non_empty(value: &Option<String>) -> Option<&str> {
     value.as_deref().map(str::trim).filter(|v| !v.is_empty())

@@ -230,6 +230,8 @@ impl Orchestrator {
     /// section; the row is what holds the resources from then on.
     async fn record_new_vm(&self, vm_id: &str, plan: &Plan) -> Result<Vm, OrchError> {
         let _allocating = self.allocation.lock().await;
+        self.admit_memory(vm_id, plan.mem_mib)?;
+        self.admit_disk(&plan.image)?;
         let network = if plan.enable_network {
             let vms = self.store.list_vms()?;
             let taken = Taken::from_identities(vms.iter().filter_map(|vm| vm.network.as_ref()));

@@ -30,6 +30,10 @@ pub enum OrchError {
     /// 413
     #[error("{field}: {message}")]
     TooLarge { field: &'static str, message: String },
+    /// 507 `insufficient_capacity`: the host cannot hold the VM (memory
+    /// past HATCH_MEM_OVERCOMMIT, or disk); `field` is what asked for it.
+    #[error("{message}")]
+    Insufficient { field: &'static str, message: String },
     /// 503: a host resource is exhausted (ports, addresses).
     #[error("{message}")]
     Exhausted { message: String },

@@ -8,7 +8,7 @@ use crate::model::{Image, UserData, Vm};
 use crate::vmm::{DiskSpec, KernelFiles, NicSpec, VmHandle, VmLaunch, DEFAULT_STOP_GRACE};
 
 use super::operations::Accepted;
-use super::transitions::Event;
+use super::transitions::{self, Decision, Event};
 use super::{Applied, OrchError, Orchestrator};
 
 /// Deleting does not wait long for a polite shutdown.
@@ -116,7 +116,15 @@ impl Orchestrator {
     pub(super) async fn start_op(self: &Arc<Self>, id: &str, mut accepted: Accepted) -> Result<Vm, OrchError> {
         let _guard = self.locks.lock(id).await;
         let mut vm = self.get_vm(id).await?;
-        if self.apply(&mut vm, Event::Start, None)? == Applied::Already {
+        let applied = {
+            // Admitted and recorded as one step: the memory counts from here.
+            let _allocating = self.allocation.lock().await;
+            if matches!(transitions::decide(vm.state, Event::Start), Decision::Enter(_)) {
+                self.admit_memory(id, vm.mem_mib)?;
+            }
+            self.apply(&mut vm, Event::Start, None)?
+        };
+        if applied == Applied::Already {
             accepted.send(&vm);
             return Ok(vm);
         }

@@ -16,6 +16,7 @@
 //! Long-running tasks (one supervisor per VMM process, one readiness probe
 //! per boot, the reconciler) act through the same locks.
 
+mod admission;
 mod console;
 mod create;
 mod error;

@@ -289,7 +289,11 @@ impl Orchestrator {
             });
         }
         self.snapshot_store().ensure_available().await?;
-        self.apply(&mut vm, event, None)?;
+        {
+            let _allocating = self.allocation.lock().await;
+            self.admit_memory(id, vm.mem_mib)?;
+            self.apply(&mut vm, event, None)?;
+        }
         accepted.send(&vm);
         let work = self.work_dir(id, &snapshot.id);
         let restored = self.load(&vm, &snapshot, &work).await;

@@ -14,6 +14,7 @@ mod cli_image_build;
 mod cli_serve;
 mod cloudinit_keys;
 mod cloudinit_seed;
+mod e2e_admission;
 mod e2e_bad_input;
 mod e2e_cloudinit;
 mod e2e_console;
