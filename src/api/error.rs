@@ -169,7 +169,9 @@ impl From<OrchError> for ApiError {
             },
             OrchError::InvalidState { .. } => ApiError::new(ErrorKind::InvalidState, message),
             OrchError::Unavailable { message } => ApiError::new(ErrorKind::Unavailable, message),
-            OrchError::Insufficient { field, message } => ApiError::field(ErrorKind::InsufficientCapacity, field, message),
+            OrchError::Insufficient { field, message } => {
+                ApiError::field(ErrorKind::InsufficientCapacity, field, message)
+            }
             OrchError::TooLarge { field, message } => ApiError::field(ErrorKind::TooLarge, field, message),
             OrchError::Exhausted { message } => ApiError::new(ErrorKind::Unavailable, message),
             OrchError::Timeout { message } => ApiError::new(ErrorKind::Timeout, message),

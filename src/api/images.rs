@@ -8,7 +8,7 @@ use axum::Json;
 use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::ApiJson;
 use super::AppState;
-use crate::image::{register_image, ImageError, RegisterRequest};
+use crate::image::{register_image, ImageError, ImportDirs, RegisterRequest};
 use crate::model::Image;
 
 /// The body of `POST /images` is the image module's own request type.
@@ -18,15 +18,15 @@ pub async fn register(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RegisterImage>,
 ) -> ApiResult<(StatusCode, Json<Image>)> {
-    let image = image_from_files(req)?;
+    let image = image_from_files(req, &state.config.import_dirs())?;
     state.store.insert_image(&image)?;
     Ok((StatusCode::CREATED, Json(image)))
 }
 
 /// Validates a registration (the image module's rules, the same as the
 /// CLI's) and describes the files as an `Image`.
-pub fn image_from_files(req: RegisterImage) -> Result<Image, ApiError> {
-    register_image(&req).map_err(|error| match error {
+pub fn image_from_files(req: RegisterImage, import: &ImportDirs) -> Result<Image, ApiError> {
+    register_image(&req, import).map_err(|error| match error {
         ImageError::Invalid { field, message } => ApiError::invalid(field, message),
         other => ApiError::internal(other.to_string()),
     })

@@ -81,7 +81,8 @@ pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliErro
             {
                 // Without a daemon, the same checks run here and the image goes straight into the database.
                 Err(CliError::Unreachable { .. }) => {
-                    let image = register_image(&request).map_err(local)?;
+                    let config = crate::config::Config::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
+                    let image = register_image(&request, &config.import_dirs()).map_err(local)?;
                     local_store()?.insert_image(&image).map_err(local)?;
                     image
                 }

@@ -131,6 +131,10 @@ pub struct ServeArgs {
     /// Guest memory VMs may hold, as a multiple of the host's memory (1.0: no overcommit).
     #[arg(long, env = "HATCH_MEM_OVERCOMMIT", default_value = defaults::MEM_OVERCOMMIT)]
     pub mem_overcommit: String,
+    /// Directories image files may be registered from, `:`-separated
+    /// [default: $HATCH_DATA_DIR/images:$HATCH_DATA_DIR/import].
+    #[arg(long, env = "HATCH_IMAGE_IMPORT_DIRS")]
+    pub image_import_dirs: Option<String>,
     /// Hidden, for tests: how old an artefact no snapshot owns must be before
     /// the start-up sweep removes it.
     #[arg(long, env = "HATCH_SNAPSHOT_SWEEP_MIN_AGE", default_value = defaults::SNAPSHOT_SWEEP_MIN_AGE, hide = true)]
@@ -188,6 +192,7 @@ impl ServeArgs {
             shutdown_timeout: SHUTDOWN_TIMEOUT.into(),
             console_log_max_bytes: CONSOLE_LOG_MAX_BYTES.into(),
             mem_overcommit: MEM_OVERCOMMIT.into(),
+            image_import_dirs: None,
             snapshot_sweep_min_age: SNAPSHOT_SWEEP_MIN_AGE.into(),
         }
     }

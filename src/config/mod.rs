@@ -96,6 +96,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// Most bytes of a VM's serial console kept on disk.
     pub console_log_max_bytes: u64,
+    /// Where image files may be registered from (see `image::ImportDirs`).
+    pub image_import_dirs: Vec<PathBuf>,
     /// Guest memory VMs may hold, in percent of the host's memory
     /// (HATCH_MEM_OVERCOMMIT 1.5 is 150).
     pub mem_overcommit_percent: u32,
@@ -171,8 +173,20 @@ impl Config {
             reconcile_interval: duration(&args.reconcile_interval)
                 .map_err(ConfigError::on("HATCH_RECONCILE_INTERVAL"))?,
             shutdown_timeout: duration(&args.shutdown_timeout).map_err(ConfigError::on("HATCH_SHUTDOWN_TIMEOUT"))?,
-            console_log_max_bytes: values::byte_size(&args.console_log_max_bytes, MIN_CONSOLE_LOG_BYTES, MAX_CONSOLE_LOG_BYTES)
-                .map_err(ConfigError::on("HATCH_CONSOLE_LOG_MAX_BYTES"))?,
+            console_log_max_bytes: values::byte_size(
+                &args.console_log_max_bytes,
+                MIN_CONSOLE_LOG_BYTES,
+                MAX_CONSOLE_LOG_BYTES,
+            )
+            .map_err(ConfigError::on("HATCH_CONSOLE_LOG_MAX_BYTES"))?,
+            image_import_dirs: match non_empty(&args.image_import_dirs) {
+                Some(list) => list
+                    .split(':')
+                    .map(absolute_path)
+                    .collect::<Result<_, _>>()
+                    .map_err(ConfigError::on("HATCH_IMAGE_IMPORT_DIRS"))?,
+                None => crate::image::ImportDirs::default_dirs(&data_dir),
+            },
             mem_overcommit_percent: values::ratio(&args.mem_overcommit, 0.1, 100.0)
                 .map(|ratio| (ratio * 100.0).round() as u32)
                 .map_err(ConfigError::on("HATCH_MEM_OVERCOMMIT"))?,
@@ -180,6 +194,11 @@ impl Config {
                 .map_err(ConfigError::on("HATCH_SNAPSHOT_SWEEP_MIN_AGE"))?,
             data_dir,
         })
+    }
+
+    /// The rule for where image files may come from.
+    pub fn import_dirs(&self) -> crate::image::ImportDirs {
+        crate::image::ImportDirs::new(&self.image_import_dirs, &self.data_dir)
     }
 
     /// `$HATCH_DATA_DIR/hatch.db`

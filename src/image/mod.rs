@@ -14,6 +14,7 @@ mod apt;
 pub mod apt_sources;
 mod bootargs;
 mod cache;
+mod confine;
 mod cpio;
 mod debian;
 mod disk;
@@ -34,6 +35,7 @@ mod vmlinux;
 
 pub use apt::{parse_show, PackageInfo};
 pub use bootargs::{validate_boot_args, MAX_BOOT_ARGS_LEN};
+pub use confine::ImportDirs;
 pub use cpio::CpioWriter;
 pub use disk::prepare_vm_disk;
 pub use error::ImageError;

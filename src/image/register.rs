@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::bootargs::validate_boot_args;
 use super::fsutil::{check_readable_file, file_len};
 use super::kernel::{detect_kernel_format, initrd_start_of, is_newc_cpio, read_head, InitrdStart};
-use super::ImageError;
+use super::{ImageError, ImportDirs};
 use crate::model::{Image, ImageProfile, KernelFormat};
 
 /// Files to register as an image. Paths must be absolute: they are used
@@ -106,9 +106,29 @@ pub fn validate_initrd(field: &'static str, path: &Path) -> Result<(), ImageErro
 
 /// Validates the files and builds the [`Image`] to store; nothing is
 /// copied: the image refers to the files where they are.
-pub fn register_image(req: &RegisterRequest) -> Result<Image, ImageError> {
+pub fn register_image(req: &RegisterRequest, import: &ImportDirs) -> Result<Image, ImageError> {
     validate_image_name(&req.name)?;
     check_absolute("kernel_path", &req.kernel_path)?;
+    // Every file is taken where it really is, and only from the import
+    // directories (the paths stored are the resolved ones).
+    let req = &RegisterRequest {
+        kernel_path: import.check("kernel_path", &req.kernel_path)?,
+        initrd_path: match &req.initrd_path {
+            Some(path) => {
+                check_absolute("initrd_path", path)?;
+                Some(import.check("initrd_path", path)?)
+            }
+            None => None,
+        },
+        rootfs_path: match &req.rootfs_path {
+            Some(path) => {
+                check_absolute("rootfs_path", path)?;
+                Some(import.check("rootfs_path", path)?)
+            }
+            None => None,
+        },
+        ..req.clone()
+    };
     check_readable_file("kernel_path", &req.kernel_path)?;
     let format = detect_kernel_format(&req.kernel_path).map_err(|e| match e {
         ImageError::Kernel { message, .. } => ImageError::Invalid {

@@ -76,42 +76,46 @@ impl Orchestrator {
         let path = self.layout(id).serial_log();
         let offset = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
         let state = (Arc::downgrade(self), id.to_string(), path, offset, Some(first));
-        Ok(futures_util::stream::unfold(state, |(orch, id, path, mut offset, first)| async move {
-            if let Some(first) = first {
-                return Some((Ok(first), (orch, id, path, offset, None)));
-            }
-            loop {
-                tokio::time::sleep(FOLLOW_PERIOD).await;
-                let alive = match orch.upgrade() {
-                    Some(orch) => orch.store.get_vm(&id).ok().flatten().is_some(),
-                    None => false,
-                };
-                if !alive {
-                    return None;
+        Ok(futures_util::stream::unfold(
+            state,
+            |(orch, id, path, mut offset, first)| async move {
+                if let Some(first) = first {
+                    return Some((Ok(first), (orch, id, path, offset, None)));
                 }
-                let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
-                if len < offset {
-                    // Trimmed to its cap meanwhile: go on from its new end.
-                    offset = len;
-                    continue;
-                }
-                if len == offset {
-                    continue;
-                }
-                let read_path = path.clone();
-                let chunk = tokio::task::spawn_blocking(move || console_log::read_from(&read_path, offset, FOLLOW_CHUNK))
-                    .await
-                    .map_err(std::io::Error::other)
-                    .and_then(|r| r);
-                match chunk {
-                    Ok(bytes) => {
-                        offset += bytes.len() as u64;
-                        return Some((Ok(Bytes::from(bytes)), (orch, id, path, offset, None)));
+                loop {
+                    tokio::time::sleep(FOLLOW_PERIOD).await;
+                    let alive = match orch.upgrade() {
+                        Some(orch) => orch.store.get_vm(&id).ok().flatten().is_some(),
+                        None => false,
+                    };
+                    if !alive {
+                        return None;
                     }
-                    Err(error) => return Some((Err(error), (orch, id, path, offset, None))),
+                    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+                    if len < offset {
+                        // Trimmed to its cap meanwhile: go on from its new end.
+                        offset = len;
+                        continue;
+                    }
+                    if len == offset {
+                        continue;
+                    }
+                    let read_path = path.clone();
+                    let chunk =
+                        tokio::task::spawn_blocking(move || console_log::read_from(&read_path, offset, FOLLOW_CHUNK))
+                            .await
+                            .map_err(std::io::Error::other)
+                            .and_then(|r| r);
+                    match chunk {
+                        Ok(bytes) => {
+                            offset += bytes.len() as u64;
+                            return Some((Ok(Bytes::from(bytes)), (orch, id, path, offset, None)));
+                        }
+                        Err(error) => return Some((Err(error), (orch, id, path, offset, None))),
+                    }
                 }
-            }
-        }))
+            },
+        ))
     }
 
     /// VMs whose VMM process this daemon watches.

@@ -96,6 +96,7 @@ impl Orchestrator {
                 .as_deref()
                 .or(template.as_ref().map(|t| t.image_id.as_str())),
         )?;
+        self.check_image_files(&image)?;
         let vcpu_count = req
             .vcpu_count
             .or(template.as_ref().map(|t| t.vcpu_count))

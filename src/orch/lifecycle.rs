@@ -141,7 +141,7 @@ impl Orchestrator {
     }
 
     async fn restart_from_disk(self: &Arc<Self>, vm: Vm) -> Result<Vm, OrchError> {
-        let image = self.image_of(&vm)?;
+        let image = self.launchable_image(&vm)?;
         let layout = self.layout(&vm.id);
         std::fs::create_dir_all(layout.dir())
             .map_err(|e| OrchError::Internal(format!("creating {}: {e}", layout.dir().display())))?;
@@ -163,6 +163,34 @@ impl Orchestrator {
             self.network.attach_vm(&vm.id, identity, &desired).await?;
         }
         self.boot(vm, &image).await
+    }
+
+    /// The image a VM boots from, checked again before every launch: its
+    /// files must still be regular files in the import directories (one
+    /// could have been swapped for a link to Hatch's own state).
+    pub(super) fn launchable_image(&self, vm: &Vm) -> Result<Image, OrchError> {
+        let image = self.image_of(vm)?;
+        self.check_image_files(&image)?;
+        Ok(image)
+    }
+
+    pub(super) fn check_image_files(&self, image: &Image) -> Result<(), OrchError> {
+        let import = self.config.import_dirs();
+        let files = [
+            ("kernel_path", &image.kernel_path),
+            ("kernel_path", &image.bzimage_path),
+            ("initrd_path", &image.initrd_path),
+            ("rootfs_path", &image.rootfs_path),
+        ];
+        for (field, path) in files {
+            if let Some(path) = path {
+                import.check(field, path).map_err(|error| OrchError::Conflict {
+                    field: Some("image_id"),
+                    message: format!("image {} cannot be used: {error}", image.id),
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// The image a VM runs, which must still be registered.

@@ -319,7 +319,7 @@ impl Orchestrator {
     /// Fetches and verifies every artefact before touching the VM's disk,
     /// then boots a fresh VMM from the saved state.
     async fn load(self: &Arc<Self>, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<Arc<dyn VmHandle>, OrchError> {
-        let image = self.image_of(vm)?;
+        let image = self.launchable_image(vm)?;
         let unpacked = self.unpack_snapshot(snapshot, work).await?;
         if let Some(disk) = &unpacked.disk {
             let target = self.layout(&vm.id).disk();

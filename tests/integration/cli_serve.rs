@@ -197,7 +197,10 @@ fn client_commands_against_a_tcp_daemon() {
     let data = data.to_str().unwrap();
     let mut daemon = Daemon::start(&[("HATCH_DATA_DIR", data), ("HATCH_HTTP_ADDR", "127.0.0.1:0")]);
     let env = admin_env(data, &format!("http://{}", daemon.listening));
-    let (elf, _, initrd) = fake_boot_files(dir.path());
+    // Image files are registered from the default import directory.
+    let import = dir.path().join("data/import");
+    std::fs::create_dir_all(&import).unwrap();
+    let (elf, _, initrd) = fake_boot_files(&import);
 
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(data).unwrap().permissions().mode() & 0o777;

@@ -22,7 +22,10 @@ fn assert_refused_for_memory(status: u16, body: &Value) {
         "{body}"
     );
     assert!(
-        body["error"]["message"].as_str().unwrap_or("").contains("HATCH_MEM_OVERCOMMIT"),
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("HATCH_MEM_OVERCOMMIT"),
         "{body}"
     );
 }
@@ -65,11 +68,23 @@ async fn memory_past_the_overcommit_limit_is_refused_on_create_and_restore() {
     let (status, body) = daemon.api("POST", &format!("/vms/{}/restore", held.id), None);
     assert_refused_for_memory(status, &body);
     let (_, still) = daemon.api("GET", &format!("/vms/{}", held.id), None);
-    assert_eq!(still["state"], "snapshotted", "a refused restore must leave the snapshot as it was");
+    assert_eq!(
+        still["state"], "snapshotted",
+        "a refused restore must leave the snapshot as it was"
+    );
 
-    assert_eq!(daemon.api("DELETE", &format!("/vms/{}", other["id"].as_str().unwrap()), None).0, 204);
+    assert_eq!(
+        daemon
+            .api("DELETE", &format!("/vms/{}", other["id"].as_str().unwrap()), None)
+            .0,
+        204
+    );
     let (status, restored) = daemon.api("POST", &format!("/vms/{}/restore", held.id), None);
-    assert_eq!((status, restored["state"].as_str()), (200, Some("running")), "{restored}");
+    assert_eq!(
+        (status, restored["state"].as_str()),
+        (200, Some("running")),
+        "{restored}"
+    );
     assert_eq!(topo.ssh(&key, "root", held.ssh_port, "hostname").trim(), held.id);
 
     assert_eq!(daemon.api("DELETE", &format!("/vms/{}", held.id), None).0, 204);
@@ -87,9 +102,19 @@ async fn the_guides_example_of_4_vcpus_and_8_gib_is_accepted_on_a_small_host() {
         assert_refused_for_memory(status, &vm);
         return;
     }
-    assert_eq!((status, vm["state"].as_str()), (201, Some("running")), "{vm}\n{}", daemon.log());
+    assert_eq!(
+        (status, vm["state"].as_str()),
+        (201, Some("running")),
+        "{vm}\n{}",
+        daemon.log()
+    );
     assert_eq!(vm["vcpu_count"], 4);
-    assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm["id"].as_str().unwrap()), None).0, 204);
+    assert_eq!(
+        daemon
+            .api("DELETE", &format!("/vms/{}", vm["id"].as_str().unwrap()), None)
+            .0,
+        204
+    );
 }
 
 #[tokio::test]
@@ -109,7 +134,11 @@ async fn a_disk_larger_than_the_free_space_is_refused_before_anything_is_made() 
         .await;
     assert_eq!(status, 201, "{image}");
     let (status, body) = api
-        .call("POST", "/vms", Some(json!({ "image_id": image["id"], "enable_network": false })))
+        .call(
+            "POST",
+            "/vms",
+            Some(json!({ "image_id": image["id"], "enable_network": false })),
+        )
         .await;
     assert_eq!(
         (status, body["error"]["code"].as_str(), body["error"]["field"].as_str()),

@@ -41,7 +41,10 @@ async fn a_flooding_guest_leaves_at_most_the_cap_and_logs_stay_small_and_followa
     let flood_took = started.elapsed();
     std::thread::sleep(Duration::from_secs(1));
     let on_disk = std::fs::metadata(&log).expect("serial.log").len();
-    assert!(on_disk <= CAP, "{on_disk} bytes on disk, cap {CAP} (flood took {flood_took:?})");
+    assert!(
+        on_disk <= CAP,
+        "{on_disk} bytes on disk, cap {CAP} (flood took {flood_took:?})"
+    );
     let kept = std::fs::read(&log).unwrap();
     assert!(
         String::from_utf8_lossy(&kept).contains("end-of-flood-marker"),

@@ -6,8 +6,15 @@ use crate::common;
 use std::path::{Path, PathBuf};
 
 use common::images::minimal_image;
-use hatch::image::{register_image, validate_boot_args, ImageError, RegisterRequest};
+use hatch::image::{validate_boot_args, ImageError, ImportDirs, RegisterRequest};
 use hatch::model::ImageProfile;
+
+/// Files from anywhere but a data directory of Hatch's: these tests are
+/// about the files' formats (confinement has its own tests).
+fn register_image(req: &RegisterRequest) -> Result<hatch::model::Image, ImageError> {
+    let data_dir = tempfile::tempdir().unwrap();
+    hatch::image::register_image(req, &ImportDirs::new(&[PathBuf::from("/")], data_dir.path()))
+}
 
 fn request(kernel: &Path) -> RegisterRequest {
     RegisterRequest {

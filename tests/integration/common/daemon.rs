@@ -131,7 +131,11 @@ impl Drop for TestApi {
 impl TestApi {
     pub async fn start() -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = Arc::new(Config::with_data_dir(dir.path()).expect("config"));
+        let mut config = Config::with_data_dir(dir.path()).expect("config");
+        // Tests register files they make in this directory and images from
+        // the shared test image cache.
+        config.image_import_dirs = vec![dir.path().to_path_buf(), super::images::shared_dir()];
+        let config = Arc::new(config);
         let store = hatch::cli::serve::open_state(&config).expect("open state");
         let admin_key = std::fs::read_to_string(config.admin_key_path())
             .expect("admin.key")

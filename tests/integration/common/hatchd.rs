@@ -77,6 +77,8 @@ impl TestDaemon {
             .env("HATCH_DATA_DIR", self.data_path())
             .env("HATCH_HTTP_ADDR", format!("unix:{}", self.socket.display()))
             .env("HATCH_HYPERVISOR", "qemu")
+            // The shared test images are registered from where they were built.
+            .env("HATCH_IMAGE_IMPORT_DIRS", super::images::shared_dir())
             .env("RUST_LOG", "hatch=debug,info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
