@@ -192,7 +192,8 @@ mod byte_size_tests {
         assert_eq!(byte_size("4096", 1, u64::MAX), Ok(4096));
         assert!(byte_size("8X", 1, u64::MAX).is_err());
         assert!(byte_size("", 1, u64::MAX).is_err());
-        assert!(byte_size("10", 64, 100).is_ok());
+        assert!(byte_size("80", 64, 100).is_ok());
+        assert!(byte_size("10", 64, 100).is_err());
         assert!(byte_size("1K", 64, 100).is_err());
         assert!(byte_size("99999999999999999999G", 1, u64::MAX).is_err());
     }
