@@ -128,6 +128,16 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve(_)) {
         init_tracing();
+    } else {
+        // A client command piped into `head` ends quietly when the reader
+        // goes away, as Unix tools do (Rust ignores SIGPIPE, so printing
+        // would panic). The daemon keeps ignoring it: a client closing its
+        // socket must never kill the daemon.
+        // SAFETY: setting a signal's disposition to its default before any
+        // thread is started.
+        let _ = unsafe {
+            nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
+        };
     }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

@@ -147,3 +147,27 @@ fn register_without_a_daemon_checks_the_files_and_stores_the_image() {
         Value::Array(vec![image])
     );
 }
+
+#[test]
+fn a_listing_piped_into_a_reader_that_goes_away_ends_quietly() {
+    let root = tempfile::tempdir().unwrap();
+    let env = offline_env(root.path());
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    // As `hatch image list --json | head -c 0`: the reader is gone before
+    // anything is printed.
+    let mut child = hatch_command_in(None, &["image", "list", "--json"], &vars)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run hatch");
+    drop(child.stdout.take());
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    use std::os::unix::process::ExitStatusExt;
+    assert!(
+        output.status.success() || output.status.signal() == Some(13),
+        "{:?}: {stderr}",
+        output.status
+    );
+}
