@@ -43,8 +43,9 @@ impl Orchestrator {
     /// them), then the full pass, including the snapshot store's sweep.
     pub(super) async fn reconcile_at_start(self: &Arc<Self>) -> Result<(), OrchError> {
         self.network.ensure_host().await?;
-        self.reconcile_pass().await?;
+        let stranded = self.reconcile_pass().await?;
         self.sweep_snapshot_store().await;
+        self.reattach_later(stranded);
         Ok(())
     }
 
@@ -74,10 +75,14 @@ impl Orchestrator {
     /// One pass now, excluding every operation while it runs.
     pub async fn reconcile_now(self: &Arc<Self>) -> Result<(), OrchError> {
         let _host = self.host_ops.write().await;
-        self.reconcile_pass().await
+        let stranded = self.reconcile_pass().await?;
+        self.reattach_later(stranded);
+        Ok(())
     }
 
-    async fn reconcile_pass(self: &Arc<Self>) -> Result<(), OrchError> {
+    /// One pass; returns the running VMs whose TAP had to be recreated (see
+    /// [`Self::reattach_later`]).
+    async fn reconcile_pass(self: &Arc<Self>) -> Result<Vec<String>, OrchError> {
         for vm in self.store.list_vms()? {
             let _guard = self.locks.lock(&vm.id).await;
             // Read again under the lock: the supervisor may have moved it.
@@ -92,8 +97,41 @@ impl Orchestrator {
         self.remove_stray_dirs(&vms).await;
         self.remove_unfinished_snapshots(&vms).await?;
         let report = self.network.reconcile(&self.desired_network()?).await?;
-        self.record_network_repairs(&vms, &report);
-        Ok(())
+        Ok(self.record_network_repairs(&vms, &report))
+    }
+
+    /// A VMM keeps the file of the TAP it opened: once that TAP was deleted,
+    /// a recreated one carries no traffic for it. The guest is moved to a
+    /// fresh VMM on the new TAP by a snapshot and restore (its RAM and
+    /// processes are kept), as an operation of its own once this pass is
+    /// over.
+    fn reattach_later(self: &Arc<Self>, vm_ids: Vec<String>) {
+        for vm_id in vm_ids {
+            let orch = self.clone();
+            tokio::spawn(async move {
+                let id = vm_id.clone();
+                let moved = orch
+                    .run_operation(move |orch| async move {
+                        let _guard = orch.locks.lock(&id).await;
+                        if orch.get_vm(&id).await?.state != VmState::Running {
+                            return Ok(false);
+                        }
+                        let snapshot = orch.snapshot_locked(&id, Default::default()).await?;
+                        orch.restore_locked(&id, Some(&snapshot.id), Default::default()).await?;
+                        Ok(true)
+                    })
+                    .await;
+                match moved {
+                    Ok(true) => {
+                        if let Ok(vm) = orch.get_vm(&vm_id).await {
+                            orch.record_vm_repair(&vm, "network re-attached: the guest moved to a fresh VMM on the new TAP (snapshot and restore; RAM kept)");
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(error) => tracing::warn!(vm = %vm_id, %error, "re-attaching the network failed"),
+                }
+            });
+        }
     }
 
     async fn reconcile_vm(self: &Arc<Self>, mut vm: Vm) -> Result<(), OrchError> {
@@ -388,7 +426,8 @@ impl Orchestrator {
 
     /// What the network reconcile repaired, as events: on the VM whose TAP
     /// it was, host-wide otherwise.
-    fn record_network_repairs(&self, vms: &[Vm], report: &ReconcileReport) {
+    fn record_network_repairs(&self, vms: &[Vm], report: &ReconcileReport) -> Vec<String> {
+        let mut stranded = Vec::new();
         for repair in &report.repairs {
             let owner = vms.iter().find(|vm| {
                 vm.network
@@ -398,10 +437,10 @@ impl Orchestrator {
             match owner {
                 // A VMM keeps the file of the TAP it opened: a recreated
                 // TAP carries no traffic for it until it is started anew.
-                Some(vm) if vm.state == VmState::Running && repair.contains("missing") => self.record_vm_repair(
-                    vm,
-                    &format!("{repair}; the running VMM still holds the deleted device, so the guest's network returns after a stop and start, or a snapshot and restore"),
-                ),
+                Some(vm) if vm.state == VmState::Running && repair.contains("missing") => {
+                    self.record_vm_repair(vm, repair);
+                    stranded.push(vm.id.clone());
+                }
                 Some(vm) => self.record_vm_repair(vm, repair),
                 None => self.record_host_repair(repair),
             }
@@ -409,6 +448,7 @@ impl Orchestrator {
         for (vm_id, reason) in &report.skipped {
             tracing::warn!(vm = %vm_id, %reason, "VM's network identity is unusable; it gets no host network state");
         }
+        stranded
     }
 
     fn record_vm_repair(&self, vm: &Vm, detail: &str) {

@@ -354,6 +354,12 @@ async fn drift_is_repaired_or_reported_within_the_reconcile_interval() {
     wait_until("a repair event on the VM", &daemon, || {
         vm_events(&daemon, &vm.id).contains(&format!("TAP {}", vm.tap_name))
     });
+    // The VMM held the deleted device: the guest is moved to a fresh VMM
+    // on the new TAP (snapshot and restore), and its network works again.
+    wait_until("the network re-attached", &daemon, || {
+        vm_events(&daemon, &vm.id).contains("network re-attached")
+    });
+    assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "hostname").trim(), vm.id);
 
     // A killed VMM: `error` with the reason; under on-failure it runs again.
     for victim in [&vm, &resilient] {
