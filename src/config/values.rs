@@ -49,7 +49,7 @@ pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text:?}: {hint}"))
 }
 
-/// `90s`, `5m`, `1h`, `250ms`; a bare number means seconds. Zero is refused.
+/// `90s`, `5m`, `1h`, `30d`, `250ms`; a bare number means seconds. Zero is refused.
 pub fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -61,6 +61,7 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
+        "d" => 86_400_000,
         _ => return Err(bad()),
     };
     let millis = value.checked_mul(millis_per_unit).ok_or_else(bad)?;
@@ -68,6 +69,24 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?}: must be longer than zero"));
     }
     Ok(Duration::from_millis(millis))
+}
+
+/// HATCH_PROXY_HSTS: `off`/`false` (no header), `true`/`on` (one year), or a
+/// max-age as a duration (`30d`, `3600`); `0` sends max-age=0, which tells
+/// browsers to forget an earlier policy.
+pub fn hsts(text: &str) -> Result<Option<Duration>, String> {
+    const ONE_YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "off" | "false" | "no" => Ok(None),
+        "on" | "true" | "yes" => Ok(Some(ONE_YEAR)),
+        "0" => Ok(Some(Duration::ZERO)),
+        other => match duration(other) {
+            Ok(max_age) if max_age.subsec_millis() == 0 => Ok(Some(max_age)),
+            _ => Err(format!(
+                "{text:?}: expected off, true, or a max-age such as 365d or 31536000 (whole seconds)"
+            )),
+        },
+    }
 }
 
 pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(text: &str, min: T, max: T) -> Result<T, String> {
@@ -130,6 +149,20 @@ pub fn key_prefix(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hsts_is_off_true_or_a_max_age() {
+        assert_eq!(hsts("off").unwrap(), None);
+        assert_eq!(hsts("false").unwrap(), None);
+        assert_eq!(hsts("").unwrap(), None);
+        assert_eq!(hsts("true").unwrap(), Some(Duration::from_secs(31_536_000)));
+        assert_eq!(hsts("30d").unwrap(), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(hsts("3600").unwrap(), Some(Duration::from_secs(3600)));
+        assert_eq!(hsts("0").unwrap(), Some(Duration::ZERO));
+        for bad in ["maybe", "-1", "10ms", "1y"] {
+            assert!(hsts(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn key_prefixes_are_safe_object_key_segments() {
