@@ -37,6 +37,7 @@ mod orch_failures;
 mod proxy_http;
 mod proxy_retry;
 mod proxy_stream;
+mod proxy_tls;
 mod proxy_wake;
 mod proxy_websocket;
 mod snapshot_artefacts;
