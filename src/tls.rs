@@ -78,7 +78,10 @@ pub fn server_config(files: &TlsFiles, vars: TlsVariables) -> Result<Arc<ServerC
     let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
         ConfigError::new(
             vars.key,
-            format!("{} holds no usable PEM private key: {e}", files.key.display()),
+            format!(
+                "{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {e}",
+                files.key.display()
+            ),
         )
     })?;
     let provider = provider();
@@ -97,6 +100,12 @@ pub fn server_config(files: &TlsFiles, vars: TlsVariables) -> Result<Arc<ServerC
                     vars.cert,
                     files.cert.display()
                 ),
+            ))
+        }
+        Err(rustls::Error::InvalidCertificate(e)) => {
+            return Err(ConfigError::new(
+                vars.cert,
+                format!("{}: not a valid X.509 certificate ({e:?})", files.cert.display()),
             ))
         }
         Err(e) => {

@@ -113,7 +113,13 @@ impl Client {
                 if *tls {
                     send(self.tls_handshake(host, *port, stream).await?, request).await?
                 } else {
-                    send(stream, request).await?
+                    send(stream, request).await.map_err(|error| match error {
+                        // A TLS server answers plain HTTP with a TLS alert.
+                        CliError::Http(message) if message.contains("invalid HTTP version") => CliError::Http(format!(
+                            "{message}: the daemon at {host}:{port} may be serving HTTPS; use an https:// HATCH_URL"
+                        )),
+                        other => other,
+                    })?
                 }
             }
             Endpoint::Unix(path) => {

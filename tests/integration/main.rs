@@ -12,6 +12,7 @@ mod cli_config;
 mod cli_doctor;
 mod cli_image_build;
 mod cli_serve;
+mod cli_tls;
 mod cloudinit_keys;
 mod cloudinit_seed;
 mod e2e_bad_input;
