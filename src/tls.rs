@@ -54,15 +54,18 @@ fn provider() -> Arc<CryptoProvider> {
 
 /// Reads every certificate in a PEM file; at least one.
 fn read_certificates(variable: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let pem = std::fs::read(path)
-        .map_err(|e| ConfigError::new(variable, format!("cannot read {}: {e}", path.display())))?;
+    let pem =
+        std::fs::read(path).map_err(|e| ConfigError::new(variable, format!("cannot read {}: {e}", path.display())))?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| ConfigError::new(variable, format!("{}: not a valid PEM file: {e}", path.display())))?;
     if certs.is_empty() {
         return Err(ConfigError::new(
             variable,
-            format!("{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)", path.display()),
+            format!(
+                "{} holds no PEM certificate (-----BEGIN CERTIFICATE-----)",
+                path.display()
+            ),
         ));
     }
     Ok(certs)
@@ -205,12 +208,9 @@ pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<ClientConfig>, String
         Some(path) => {
             let certs = read_certificates("HATCH_CA_CERT", path).map_err(|e| e.to_string())?;
             for cert in certs {
-                roots.add(cert).map_err(|e| {
-                    format!(
-                        "HATCH_CA_CERT: {}: not a usable CA certificate: {e}",
-                        path.display()
-                    )
-                })?;
+                roots
+                    .add(cert)
+                    .map_err(|e| format!("HATCH_CA_CERT: {}: not a usable CA certificate: {e}", path.display()))?;
             }
         }
         None => {

@@ -18,7 +18,11 @@ use super::CliError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
     /// `tls`: an `https://` URL.
-    Tcp { host: String, port: u16, tls: bool },
+    Tcp {
+        host: String,
+        port: u16,
+        tls: bool,
+    },
     Unix(PathBuf),
 }
 

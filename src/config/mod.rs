@@ -347,7 +347,10 @@ mod tests {
         assert_eq!(Config::from_args(&args).unwrap_err().variable, "HATCH_PROXY_HSTS");
         args.proxy_tls_cert = Some("/c.pem".into());
         args.proxy_tls_key = Some("/k.pem".into());
-        assert_eq!(Config::from_args(&args).unwrap().proxy_hsts, Some(Duration::from_secs(31_536_000)));
+        assert_eq!(
+            Config::from_args(&args).unwrap().proxy_hsts,
+            Some(Duration::from_secs(31_536_000))
+        );
         args.proxy_hsts = "sometimes".into();
         assert_eq!(Config::from_args(&args).unwrap_err().variable, "HATCH_PROXY_HSTS");
     }

@@ -152,14 +152,15 @@ fn https_api_and_proxy_with_a_test_ca() {
 
     // Plain HTTP to the TLS port gets no HTTP answer.
     let output = daemon.curl(&["-w", "%{http_code}", &format!("http://127.0.0.1:{port}/healthz")]);
-    assert!(!output.status.success(), "plain HTTP was answered: {}", text(&output.stdout));
+    assert!(
+        !output.status.success(),
+        "plain HTTP was answered: {}",
+        text(&output.stdout)
+    );
 
     // The CLI over https:// with HATCH_CA_CERT (an IP address SAN here).
     let url = format!("https://127.0.0.1:{port}");
-    let output = daemon.hatch(
-        &["vm", "list", "--json"],
-        &[("HATCH_URL", &url), ("HATCH_CA_CERT", ca)],
-    );
+    let output = daemon.hatch(&["vm", "list", "--json"], &[("HATCH_URL", &url), ("HATCH_CA_CERT", ca)]);
     assert!(output.status.success(), "hatch vm list: {}", text(&output.stderr));
     let listed: Value = serde_json::from_slice(&output.stdout).expect("JSON");
     assert!(listed.is_array(), "{listed}");
@@ -187,7 +188,11 @@ fn https_api_and_proxy_with_a_test_ca() {
         &[("HATCH_URL", &url), ("HATCH_CA_CERT", "/nonexistent/ca.pem")],
     );
     assert!(!output.status.success());
-    assert!(text(&output.stderr).contains("HATCH_CA_CERT"), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stderr).contains("HATCH_CA_CERT"),
+        "{}",
+        text(&output.stderr)
+    );
     // http:// against the TLS port fails instead of hanging.
     let output = daemon.hatch(&["vm", "list"], &[("HATCH_URL", &format!("http://127.0.0.1:{port}"))]);
     assert!(!output.status.success());
@@ -235,7 +240,9 @@ fn a_plain_http_api_on_a_non_loopback_address_warns() {
         .unwrap_or_else(|| panic!("no warning: {stderr}"));
     assert!(warning.contains("HATCH_TLS_CERT"), "{warning}");
     assert!(
-        stderr.lines().any(|line| line.contains("WARN") && line.contains("without TLS")),
+        stderr
+            .lines()
+            .any(|line| line.contains("WARN") && line.contains("without TLS")),
         "the log has it too: {stderr}"
     );
     drop(daemon);
@@ -278,13 +285,28 @@ fn bad_tls_settings_refuse_startup_naming_the_variable() {
             "HATCH_TLS_KEY",
             vec![("HATCH_TLS_CERT", cert), ("HATCH_TLS_KEY", "/nonexistent/key.pem")],
         ),
-        ("HATCH_TLS_CERT", vec![("HATCH_TLS_CERT", garbage), ("HATCH_TLS_KEY", key)]),
-        ("HATCH_TLS_CERT", vec![("HATCH_TLS_CERT", bad_base64), ("HATCH_TLS_KEY", key)]),
-        ("HATCH_TLS_CERT", vec![("HATCH_TLS_CERT", not_a_cert), ("HATCH_TLS_KEY", key)]),
-        ("HATCH_TLS_KEY", vec![("HATCH_TLS_CERT", cert), ("HATCH_TLS_KEY", garbage)]),
+        (
+            "HATCH_TLS_CERT",
+            vec![("HATCH_TLS_CERT", garbage), ("HATCH_TLS_KEY", key)],
+        ),
+        (
+            "HATCH_TLS_CERT",
+            vec![("HATCH_TLS_CERT", bad_base64), ("HATCH_TLS_KEY", key)],
+        ),
+        (
+            "HATCH_TLS_CERT",
+            vec![("HATCH_TLS_CERT", not_a_cert), ("HATCH_TLS_KEY", key)],
+        ),
+        (
+            "HATCH_TLS_KEY",
+            vec![("HATCH_TLS_CERT", cert), ("HATCH_TLS_KEY", garbage)],
+        ),
         // The certificate in the key's place.
         ("HATCH_TLS_KEY", vec![("HATCH_TLS_CERT", cert), ("HATCH_TLS_KEY", cert)]),
-        ("HATCH_TLS_KEY", vec![("HATCH_TLS_CERT", cert), ("HATCH_TLS_KEY", other_key)]),
+        (
+            "HATCH_TLS_KEY",
+            vec![("HATCH_TLS_CERT", cert), ("HATCH_TLS_KEY", other_key)],
+        ),
         (
             "HATCH_TLS_CERT",
             vec![
@@ -301,7 +323,10 @@ fn bad_tls_settings_refuse_startup_naming_the_variable() {
         ),
         (
             "HATCH_PROXY_TLS_KEY",
-            vec![("HATCH_PROXY_TLS_CERT", cert), ("HATCH_PROXY_TLS_KEY", "/nonexistent/key.pem")],
+            vec![
+                ("HATCH_PROXY_TLS_CERT", cert),
+                ("HATCH_PROXY_TLS_KEY", "/nonexistent/key.pem"),
+            ],
         ),
         ("HATCH_PROXY_HSTS", vec![("HATCH_PROXY_HSTS", "true")]),
         (
@@ -321,7 +346,13 @@ fn bad_tls_settings_refuse_startup_naming_the_variable() {
             .expect("run hatch");
         let stderr = text(&output.stderr);
         assert!(!output.status.success(), "{vars:?} was accepted: {stderr}");
-        assert!(stderr.contains(&format!("{variable}:")), "{vars:?} should name {variable}: {stderr}");
-        assert!(!data_dir.exists(), "{vars:?}: nothing created before the settings are valid");
+        assert!(
+            stderr.contains(&format!("{variable}:")),
+            "{vars:?} should name {variable}: {stderr}"
+        );
+        assert!(
+            !data_dir.exists(),
+            "{vars:?}: nothing created before the settings are valid"
+        );
     }
 }

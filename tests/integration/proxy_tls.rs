@@ -45,7 +45,9 @@ async fn tls_connect(
         .expect("TLS handshake with the proxy")
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>>;
+type Sender = hyper::client::conn::http1::SendRequest<
+    http_body_util::combinators::BoxBody<bytes::Bytes, std::convert::Infallible>,
+>;
 
 async fn https_client(pki: &TestPki, proxy: &ProxyHandle, subdomain: &str) -> Sender {
     let stream = tls_connect(pki, proxy, subdomain).await;
