@@ -49,7 +49,7 @@ pub fn socket_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("{text:?}: {hint}"))
 }
 
-/// `90s`, `5m`, `1h`, `30d`, `250ms`; a bare number means seconds. Zero is refused.
+/// `90s`, `5m`, `1h`, `250ms`; a bare number means seconds. Zero is refused.
 pub fn duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
@@ -61,7 +61,6 @@ pub fn duration(text: &str) -> Result<Duration, String> {
         "" | "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
-        "d" => 86_400_000,
         _ => return Err(bad()),
     };
     let millis = value.checked_mul(millis_per_unit).ok_or_else(bad)?;
@@ -80,11 +79,15 @@ pub fn hsts(text: &str) -> Result<Option<Duration>, String> {
         "" | "off" | "false" | "no" => Ok(None),
         "on" | "true" | "yes" => Ok(Some(ONE_YEAR)),
         "0" => Ok(Some(Duration::ZERO)),
-        other => match duration(other) {
-            Ok(max_age) if max_age.subsec_millis() == 0 => Ok(Some(max_age)),
-            _ => Err(format!(
-                "{text:?}: expected off, true, or a max-age such as 365d or 31536000 (whole seconds)"
-            )),
+        // HSTS max-ages are long: days too (only here).
+        other => match other.strip_suffix('d').map(|days| number(days, 1u64, 36_500)) {
+            Some(Ok(days)) => Ok(Some(Duration::from_secs(days * 86_400))),
+            _ => match duration(other) {
+                Ok(max_age) if max_age.subsec_millis() == 0 => Ok(Some(max_age)),
+                _ => Err(format!(
+                    "{text:?}: expected off, true, or a max-age such as 365d or 31536000 (whole seconds)"
+                )),
+            },
         },
     }
 }
@@ -159,7 +162,8 @@ mod tests {
         assert_eq!(hsts("30d").unwrap(), Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(hsts("3600").unwrap(), Some(Duration::from_secs(3600)));
         assert_eq!(hsts("0").unwrap(), Some(Duration::ZERO));
-        for bad in ["maybe", "-1", "10ms", "1y"] {
+        assert_eq!(hsts("12h").unwrap(), Some(Duration::from_secs(12 * 3600)));
+        for bad in ["maybe", "-1", "10ms", "1y", "d", "0d", "99999d"] {
             assert!(hsts(bad).is_err(), "{bad}");
         }
     }
