@@ -156,6 +156,7 @@ impl TlsListener {
                         continue;
                     }
                 };
+                let _ = stream.set_nodelay(true);
                 let (acceptor, sender) = (acceptor.clone(), sender.clone());
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {

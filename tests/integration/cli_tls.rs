@@ -182,6 +182,20 @@ fn https_api_and_proxy_with_a_test_ca() {
         let stderr = text(&output.stderr);
         assert!(stderr.contains("HATCH_CA_CERT"), "{vars:?}: {stderr}");
     }
+    // An address the certificate does not list is refused, saying so.
+    let output = daemon.hatch(
+        &["vm", "list"],
+        &[
+            ("HATCH_URL", &format!("https://127.0.0.2:{port}")),
+            ("HATCH_CA_CERT", ca),
+        ],
+    );
+    assert!(!output.status.success(), "a certificate for another name was accepted");
+    assert!(
+        text(&output.stderr).contains("not valid for the host"),
+        "{}",
+        text(&output.stderr)
+    );
     // A CA file that does not exist is named.
     let output = daemon.hatch(
         &["vm", "list"],
