@@ -18,4 +18,5 @@ pub mod proxy;
 pub mod snapshot;
 pub mod store;
 pub mod sys;
+pub mod tls;
 pub mod vmm;

@@ -1,7 +1,9 @@
 //! The CLI's HTTP client: hyper 1, HTTP/1.1, one connection per request,
-//! over TCP (`HATCH_URL=http://host:port`) or a Unix socket (`unix:/path`).
+//! over TCP (`HATCH_URL=http://host:port`), TLS (`https://host:port`,
+//! trusting HATCH_CA_CERT or the system's CAs) or a Unix socket (`unix:/path`).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -15,28 +17,38 @@ use super::CliError;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
-    Tcp { host: String, port: u16 },
+    /// `tls`: an `https://` URL.
+    Tcp {
+        host: String,
+        port: u16,
+        tls: bool,
+    },
     Unix(PathBuf),
 }
 
 impl Endpoint {
-    /// `http://host[:port]` or `unix:/path/to.sock`.
+    /// `http://host[:port]`, `https://host[:port]` or `unix:/path/to.sock`.
     pub fn parse(url: &str) -> Result<Endpoint, CliError> {
         let bad = || {
             CliError::Usage(format!(
-                "HATCH_URL {url:?}: expected http://host:port or unix:/path/to.sock"
+                "HATCH_URL {url:?}: expected http://host:port, https://host:port or unix:/path/to.sock"
             ))
         };
         if let Some(path) = url.strip_prefix("unix:") {
             return Ok(Endpoint::Unix(PathBuf::from(path.trim_start_matches("//"))));
         }
-        let rest = url.strip_prefix("http://").ok_or_else(bad)?;
+        let (rest, tls) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+            (Some(rest), _) => (rest, false),
+            (None, Some(rest)) => (rest, true),
+            (None, None) => return Err(bad()),
+        };
+        let default_port = if tls { 443 } else { 80 };
         let authority = rest.split('/').next().unwrap_or_default();
         let (host, port) = match authority.rsplit_once(':') {
             Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
                 (host, port.parse::<u16>().map_err(|_| bad())?)
             }
-            _ => (authority, 80),
+            _ => (authority, default_port),
         };
         if host.is_empty() {
             return Err(bad());
@@ -44,6 +56,7 @@ impl Endpoint {
         Ok(Endpoint::Tcp {
             host: host.trim_matches(|c| c == '[' || c == ']').to_string(),
             port,
+            tls,
         })
     }
 
@@ -59,6 +72,9 @@ impl Endpoint {
 pub struct Client {
     pub endpoint: Endpoint,
     pub api_key: Option<String>,
+    /// CA certificates (PEM) trusted for `https://`, instead of the
+    /// system's (HATCH_CA_CERT).
+    pub ca_cert: Option<PathBuf>,
 }
 
 pub struct Reply {
@@ -75,7 +91,8 @@ impl Client {
     /// Sends any body with its content type.
     pub async fn send(&self, method: Method, path: &str, body: Option<(&str, Bytes)>) -> Result<Reply, CliError> {
         let host = match &self.endpoint {
-            Endpoint::Tcp { host, port } => format!("{host}:{port}"),
+            Endpoint::Tcp { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
+            Endpoint::Tcp { host, port, .. } => format!("{host}:{port}"),
             Endpoint::Unix(_) => "localhost".to_string(),
         };
         let mut builder = Request::builder().method(method).uri(path).header(HOST, host);
@@ -93,11 +110,21 @@ impl Client {
             .body(Full::new(payload))
             .map_err(|e| CliError::Usage(format!("bad request: {e}")))?;
         let response = match &self.endpoint {
-            Endpoint::Tcp { host, port } => {
+            Endpoint::Tcp { host, port, tls } => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
                     .map_err(|e| self.unreachable(e))?;
-                send(stream, request).await?
+                if *tls {
+                    send(self.tls_handshake(host, *port, stream).await?, request).await?
+                } else {
+                    send(stream, request).await.map_err(|error| match error {
+                        // A TLS server answers plain HTTP with a TLS alert.
+                        CliError::Http(message) if message.contains("invalid HTTP version") => CliError::Http(format!(
+                            "{message}: the daemon at {host}:{port} may be serving HTTPS; use an https:// HATCH_URL"
+                        )),
+                        other => other,
+                    })?
+                }
             }
             Endpoint::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
@@ -116,9 +143,25 @@ impl Client {
         Ok(Reply { status, body })
     }
 
+    /// TLS over `stream`, verifying the daemon's certificate for `host`.
+    async fn tls_handshake(
+        &self,
+        host: &str,
+        port: u16,
+        stream: tokio::net::TcpStream,
+    ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, CliError> {
+        let config = crate::tls::client_config(self.ca_cert.as_deref()).map_err(CliError::Tls)?;
+        let name = rustls::pki_types::ServerName::try_from(host.to_string())
+            .map_err(|e| CliError::Usage(format!("HATCH_URL: {host:?} is not a valid TLS server name: {e}")))?;
+        tokio_rustls::TlsConnector::from(Arc::clone(&config))
+            .connect(name, stream)
+            .await
+            .map_err(|e| CliError::Tls(crate::tls::explain_client_error(&format!("{host}:{port}"), &e)))
+    }
+
     fn unreachable(&self, source: std::io::Error) -> CliError {
         let at = match &self.endpoint {
-            Endpoint::Tcp { host, port } => format!("{host}:{port}"),
+            Endpoint::Tcp { host, port, .. } => format!("{host}:{port}"),
             Endpoint::Unix(path) => format!("unix:{}", path.display()),
         };
         CliError::Unreachable { at, source }

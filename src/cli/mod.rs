@@ -12,6 +12,7 @@ mod snapshots;
 mod templates;
 mod vms;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -33,9 +34,13 @@ pub struct Cli {
 /// How the client commands reach the daemon.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ClientArgs {
-    /// Daemon URL: http://host:port or unix:/path/to.sock.
+    /// Daemon URL: http://host:port, https://host:port or unix:/path/to.sock.
     #[arg(long, global = true, env = "HATCH_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
+    /// CA certificates (PEM) to trust for an https:// URL, instead of the
+    /// system's [default: the system's CAs].
+    #[arg(long, global = true, env = "HATCH_CA_CERT")]
+    pub ca_cert: Option<PathBuf>,
     /// API key [default: the contents of $HATCH_DATA_DIR/admin.key when readable].
     #[arg(long, global = true, env = "HATCH_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -85,6 +90,8 @@ pub enum CliError {
     },
     #[error("HTTP error: {0}")]
     Http(String),
+    #[error("{0}")]
+    Tls(String),
     #[error("{message} ({status} {code})")]
     Api { status: u16, code: String, message: String },
     #[error(transparent)]
@@ -102,6 +109,7 @@ impl ClientArgs {
         Ok(Client {
             endpoint: Endpoint::parse(&self.url)?,
             api_key,
+            ca_cert: self.ca_cert.clone().filter(|path| !path.as_os_str().is_empty()),
         })
     }
 }

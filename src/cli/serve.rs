@@ -15,6 +15,7 @@ use crate::idle::spawn_idle_monitor;
 use crate::orch::{OrchError, OrchIdleTarget, OrchRouteResolver, Orchestrator};
 use crate::proxy::{spawn_proxy, ProxyConfig, ProxyHandle};
 use crate::store::{Store, StoreError};
+use crate::tls::{server_config, TlsListener, API_TLS, PROXY_TLS};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -73,17 +74,34 @@ pub fn open_state(config: &Config) -> Result<Store, ServeError> {
     Ok(store)
 }
 
+/// The TLS settings read from their files, before anything else starts.
+struct Certificates {
+    api: Option<Arc<rustls::ServerConfig>>,
+    proxy: Option<Arc<rustls::ServerConfig>>,
+}
+
+fn load_certificates(config: &Config) -> Result<Certificates, ConfigError> {
+    let load = |files: &Option<crate::tls::TlsFiles>, vars| files.as_ref().map(|f| server_config(f, vars)).transpose();
+    Ok(Certificates {
+        api: load(&config.tls, API_TLS)?,
+        proxy: load(&config.proxy_tls, PROXY_TLS)?,
+    })
+}
+
 pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let config = Arc::new(Config::from_args(args)?);
+    // Unreadable or invalid certificates refuse start-up before anything is
+    // created or touched.
+    let certificates = load_certificates(&config)?;
     let store = open_state(&config)?;
     let orch = start_orchestrator(config.clone(), store.clone()).await?;
-    let background = start_proxy_and_idle_monitor(&config, &orch).await?;
+    let background = start_proxy_and_idle_monitor(&config, &orch, certificates.proxy).await?;
     let app = api::router(AppState {
         store,
         orch: orch.clone(),
         config: config.clone(),
     });
-    let served = serve(&config, app).await;
+    let served = serve(&config, app, certificates.api).await;
     background.idle_monitor.abort();
     background.reconciler.abort();
     background.console_keeper.abort();
@@ -106,7 +124,11 @@ struct Background {
 /// idle monitor that snapshots routed VMs nobody uses, the reconciler that
 /// repairs drift every HATCH_RECONCILE_INTERVAL, and the keeper of the
 /// console logs' HATCH_CONSOLE_LOG_MAX_BYTES.
-async fn start_proxy_and_idle_monitor(config: &Config, orch: &Arc<Orchestrator>) -> Result<Background, ServeError> {
+async fn start_proxy_and_idle_monitor(
+    config: &Config,
+    orch: &Arc<Orchestrator>,
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> Result<Background, ServeError> {
     let addr = config.proxy_addr;
     let bind_error = |source| ServeError::Bind {
         addr: addr.to_string(),
@@ -114,14 +136,16 @@ async fn start_proxy_and_idle_monitor(config: &Config, orch: &Arc<Orchestrator>)
     };
     let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
     let resolver = Arc::new(OrchRouteResolver::new(orch.clone(), config.proxy_wake_timeout));
-    let proxy = spawn_proxy(listener, ProxyConfig::new(config.proxy_base_domain.clone()), resolver).map_err(|e| {
-        ServeError::Bind {
-            addr: addr.to_string(),
-            source: std::io::Error::other(e.to_string()),
-        }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let mut proxy_config = ProxyConfig::new(config.proxy_base_domain.clone());
+    proxy_config.tls = tls;
+    proxy_config.hsts = config.proxy_hsts;
+    let proxy = spawn_proxy(listener, proxy_config, resolver).map_err(|e| ServeError::Bind {
+        addr: addr.to_string(),
+        source: std::io::Error::other(e.to_string()),
     })?;
     eprintln!(
-        "hatch: reverse proxy on {} for *.{}",
+        "hatch: reverse proxy on {} ({scheme}) for *.{}",
         proxy.local_addr(),
         config.proxy_base_domain
     );
@@ -143,7 +167,7 @@ async fn start_proxy_and_idle_monitor(config: &Config, orch: &Arc<Orchestrator>)
     })
 }
 
-async fn serve(config: &Config, app: axum::Router) -> Result<(), ServeError> {
+async fn serve(config: &Config, app: axum::Router, tls: Option<Arc<rustls::ServerConfig>>) -> Result<(), ServeError> {
     match &config.http_addr {
         ListenAddr::Tcp(addr) => {
             let bind_error = |source| ServeError::Bind {
@@ -152,8 +176,18 @@ async fn serve(config: &Config, app: axum::Router) -> Result<(), ServeError> {
             };
             let listener = TcpListener::bind(addr).await.map_err(bind_error)?;
             let local = listener.local_addr().map_err(bind_error)?;
-            eprintln!("hatch: listening on {local}");
-            serve_until_signal(listener, app, config.shutdown_timeout).await
+            match tls {
+                Some(tls) => {
+                    eprintln!("hatch: HTTPS; listening on {local}");
+                    let listener = TlsListener::new(listener, tls).map_err(bind_error)?;
+                    serve_until_signal(listener, app, config.shutdown_timeout).await
+                }
+                None => {
+                    warn_if_exposed(local);
+                    eprintln!("hatch: listening on {local}");
+                    serve_until_signal(listener, app, config.shutdown_timeout).await
+                }
+            }
         }
         ListenAddr::Unix(path) => {
             let bind_error = |source| ServeError::Bind {
@@ -169,6 +203,19 @@ async fn serve(config: &Config, app: axum::Router) -> Result<(), ServeError> {
             served
         }
     }
+}
+
+/// API keys travel in every request: on a non-loopback address without TLS
+/// anyone on the path can read them.
+fn warn_if_exposed(local: std::net::SocketAddr) {
+    if local.ip().is_loopback() {
+        return;
+    }
+    eprintln!(
+        "hatch: warning: the API listens on {local} without TLS; API keys cross the network in clear text. \
+         Set HATCH_TLS_CERT and HATCH_TLS_KEY, or listen on 127.0.0.1 or a unix socket."
+    );
+    tracing::warn!(%local, "the API listens on a non-loopback address without TLS");
 }
 
 /// How long proxied requests in flight may finish after a stop signal.

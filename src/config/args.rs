@@ -20,6 +20,7 @@ mod defaults {
     pub const DEFAULT_MEM_MIB: &str = "256";
     pub const PROXY_ADDR: &str = "127.0.0.1:9090";
     pub const PROXY_BASE_DOMAIN: &str = "localhost";
+    pub const PROXY_HSTS: &str = "off";
     pub const PROXY_WAKE_TIMEOUT: &str = "60s";
     pub const IDLE_CHECK_INTERVAL: &str = "5m";
     pub const IDLE_TIMEOUT: &str = "45m";
@@ -40,6 +41,13 @@ pub struct ServeArgs {
     /// API listen address: host:port, or unix:/path/to.sock.
     #[arg(long, env = "HATCH_HTTP_ADDR", default_value = defaults::HTTP_ADDR)]
     pub http_addr: String,
+    /// PEM certificate chain (server certificate first) for HTTPS on the API;
+    /// set together with HATCH_TLS_KEY [default: unset, plain HTTP].
+    #[arg(long, env = "HATCH_TLS_CERT")]
+    pub tls_cert: Option<String>,
+    /// PEM private key of HATCH_TLS_CERT [default: unset].
+    #[arg(long, env = "HATCH_TLS_KEY")]
+    pub tls_key: Option<String>,
     /// Linux bridge that connects the VMs' TAP devices.
     #[arg(long, env = "HATCH_BRIDGE_NAME", default_value = defaults::BRIDGE_NAME)]
     pub bridge_name: String,
@@ -82,6 +90,19 @@ pub struct ServeArgs {
     /// Routes answer on <subdomain>.<this domain>.
     #[arg(long, env = "HATCH_PROXY_BASE_DOMAIN", default_value = defaults::PROXY_BASE_DOMAIN)]
     pub proxy_base_domain: String,
+    /// PEM certificate chain for HTTPS on the proxy, normally a wildcard
+    /// certificate for *.<base domain>; set together with HATCH_PROXY_TLS_KEY
+    /// [default: unset, plain HTTP].
+    #[arg(long, env = "HATCH_PROXY_TLS_CERT")]
+    pub proxy_tls_cert: Option<String>,
+    /// PEM private key of HATCH_PROXY_TLS_CERT [default: unset].
+    #[arg(long, env = "HATCH_PROXY_TLS_KEY")]
+    pub proxy_tls_key: Option<String>,
+    /// Strict-Transport-Security on the proxy's HTTPS answers: off, true (one
+    /// year) or a max-age (e.g. 30d, 3600; 0 tells browsers to forget it).
+    /// Needs HATCH_PROXY_TLS_CERT.
+    #[arg(long, env = "HATCH_PROXY_HSTS", default_value = defaults::PROXY_HSTS)]
+    pub proxy_hsts: String,
     /// How long a request waits for a sleeping VM to wake (90s, 5m, 1h).
     #[arg(long, env = "HATCH_PROXY_WAKE_TIMEOUT", default_value = defaults::PROXY_WAKE_TIMEOUT)]
     pub proxy_wake_timeout: String,
@@ -162,6 +183,8 @@ impl ServeArgs {
         ServeArgs {
             data_dir: DATA_DIR.into(),
             http_addr: HTTP_ADDR.into(),
+            tls_cert: None,
+            tls_key: None,
             bridge_name: BRIDGE_NAME.into(),
             bridge_cidr: BRIDGE_CIDR.into(),
             ssh_allowed_cidr: SSH_ALLOWED_CIDR.into(),
@@ -176,6 +199,9 @@ impl ServeArgs {
             default_mem_mib: DEFAULT_MEM_MIB.into(),
             proxy_addr: PROXY_ADDR.into(),
             proxy_base_domain: PROXY_BASE_DOMAIN.into(),
+            proxy_tls_cert: None,
+            proxy_tls_key: None,
+            proxy_hsts: PROXY_HSTS.into(),
             proxy_wake_timeout: PROXY_WAKE_TIMEOUT.into(),
             idle_check_interval: IDLE_CHECK_INTERVAL.into(),
             idle_timeout: IDLE_TIMEOUT.into(),

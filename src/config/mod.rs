@@ -14,6 +14,7 @@ pub use args::ServeArgs;
 pub use values::ListenAddr;
 
 use crate::net::NetConfig;
+use crate::tls::TlsFiles;
 use crate::vmm::select::{HypervisorPreference, HypervisorSettings, QemuAccel};
 use values::{absolute_path, dns_name, duration, non_empty, number, socket_addr};
 
@@ -72,6 +73,8 @@ pub struct S3Config {
 pub struct Config {
     pub data_dir: PathBuf,
     pub http_addr: ListenAddr,
+    /// HTTPS on the API (HATCH_TLS_CERT, HATCH_TLS_KEY); files are read at start-up.
+    pub tls: Option<TlsFiles>,
     pub net: NetConfig,
     pub hypervisor: HypervisorSettings,
     /// Image id or name used when a VM names neither image nor template;
@@ -81,6 +84,10 @@ pub struct Config {
     pub default_mem_mib: u32,
     pub proxy_addr: SocketAddr,
     pub proxy_base_domain: String,
+    /// HTTPS on the proxy (HATCH_PROXY_TLS_CERT, HATCH_PROXY_TLS_KEY).
+    pub proxy_tls: Option<TlsFiles>,
+    /// HSTS max-age the proxy sends over HTTPS (HATCH_PROXY_HSTS); `None`: no header.
+    pub proxy_hsts: Option<Duration>,
     pub proxy_wake_timeout: Duration,
     pub idle_check_interval: Duration,
     pub idle_timeout: Duration,
@@ -149,8 +156,27 @@ impl Config {
             Some(dir) => absolute_path(dir).map_err(ConfigError::on("HATCH_IMAGE_CACHE_DIR"))?,
             None => data_dir.join("cache"),
         };
+        let http_addr = values::listen_addr(&args.http_addr).map_err(ConfigError::on("HATCH_HTTP_ADDR"))?;
+        let tls = tls_files(&args.tls_cert, &args.tls_key, crate::tls::API_TLS)?;
+        if let (Some(_), ListenAddr::Unix(_)) = (&tls, &http_addr) {
+            return Err(ConfigError::new(
+                "HATCH_TLS_CERT",
+                "HTTPS needs a TCP HATCH_HTTP_ADDR (host:port); a unix socket is served as plain HTTP",
+            ));
+        }
+        let proxy_tls = tls_files(&args.proxy_tls_cert, &args.proxy_tls_key, crate::tls::PROXY_TLS)?;
+        let proxy_hsts = values::hsts(&args.proxy_hsts).map_err(ConfigError::on("HATCH_PROXY_HSTS"))?;
+        if proxy_hsts.is_some() && proxy_tls.is_none() {
+            return Err(ConfigError::new(
+                "HATCH_PROXY_HSTS",
+                "needs HATCH_PROXY_TLS_CERT and HATCH_PROXY_TLS_KEY (browsers ignore HSTS over plain HTTP)",
+            ));
+        }
         Ok(Config {
-            http_addr: values::listen_addr(&args.http_addr).map_err(ConfigError::on("HATCH_HTTP_ADDR"))?,
+            http_addr,
+            tls,
+            proxy_tls,
+            proxy_hsts,
             net,
             hypervisor: hypervisor(args)?,
             default_image: non_empty(&args.default_image).map(str::to_string),
@@ -209,6 +235,29 @@ impl Config {
     /// `$HATCH_DATA_DIR/admin.key`
     pub fn admin_key_path(&self) -> PathBuf {
         self.data_dir.join("admin.key")
+    }
+}
+
+/// A certificate and key pair: both set or neither.
+fn tls_files(
+    cert: &Option<String>,
+    key: &Option<String>,
+    vars: crate::tls::TlsVariables,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    match (non_empty(cert), non_empty(key)) {
+        (None, None) => Ok(None),
+        (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+            cert: PathBuf::from(cert),
+            key: PathBuf::from(key),
+        })),
+        (Some(_), None) => Err(ConfigError::new(
+            vars.key,
+            format!("is not set but {} is; set both or neither", vars.cert),
+        )),
+        (None, Some(_)) => Err(ConfigError::new(
+            vars.cert,
+            format!("is not set but {} is; set both or neither", vars.key),
+        )),
     }
 }
 
@@ -307,6 +356,36 @@ mod tests {
         args.s3_bucket = Some("snaps".into());
         args.s3_prefix = prefix.map(str::to_string);
         Config::from_args(&args)
+    }
+
+    #[test]
+    fn tls_files_come_in_pairs_and_hsts_needs_proxy_tls() {
+        let mut args = ServeArgs::defaults();
+        args.tls_cert = Some("/etc/hatch/cert.pem".into());
+        assert_eq!(Config::from_args(&args).unwrap_err().variable, "HATCH_TLS_KEY");
+        args.tls_cert = None;
+        args.tls_key = Some("/etc/hatch/key.pem".into());
+        assert_eq!(Config::from_args(&args).unwrap_err().variable, "HATCH_TLS_CERT");
+        args.tls_cert = Some("/etc/hatch/cert.pem".into());
+        let config = Config::from_args(&args).unwrap();
+        assert_eq!(config.tls.unwrap().key, PathBuf::from("/etc/hatch/key.pem"));
+        args.http_addr = "unix:/run/hatch.sock".into();
+        assert_eq!(Config::from_args(&args).unwrap_err().variable, "HATCH_TLS_CERT");
+
+        let mut args = ServeArgs::defaults();
+        args.proxy_tls_key = Some("/k.pem".into());
+        assert_eq!(Config::from_args(&args).unwrap_err().variable, "HATCH_PROXY_TLS_CERT");
+        let mut args = ServeArgs::defaults();
+        args.proxy_hsts = "true".into();
+        assert_eq!(Config::from_args(&args).unwrap_err().variable, "HATCH_PROXY_HSTS");
+        args.proxy_tls_cert = Some("/c.pem".into());
+        args.proxy_tls_key = Some("/k.pem".into());
+        assert_eq!(
+            Config::from_args(&args).unwrap().proxy_hsts,
+            Some(Duration::from_secs(31_536_000))
+        );
+        args.proxy_hsts = "sometimes".into();
+        assert_eq!(Config::from_args(&args).unwrap_err().variable, "HATCH_PROXY_HSTS");
     }
 
     #[test]

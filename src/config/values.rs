@@ -70,6 +70,28 @@ pub fn duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
+/// HATCH_PROXY_HSTS: `off`/`false` (no header), `true`/`on` (one year), or a
+/// max-age as a duration (`30d`, `3600`); `0` sends max-age=0, which tells
+/// browsers to forget an earlier policy.
+pub fn hsts(text: &str) -> Result<Option<Duration>, String> {
+    const ONE_YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+    match text.trim().to_ascii_lowercase().as_str() {
+        "" | "off" | "false" | "no" => Ok(None),
+        "on" | "true" | "yes" => Ok(Some(ONE_YEAR)),
+        "0" => Ok(Some(Duration::ZERO)),
+        // HSTS max-ages are long: days too (only here).
+        other => match other.strip_suffix('d').map(|days| number(days, 1u64, 36_500)) {
+            Some(Ok(days)) => Ok(Some(Duration::from_secs(days * 86_400))),
+            _ => match duration(other) {
+                Ok(max_age) if max_age.subsec_millis() == 0 => Ok(Some(max_age)),
+                _ => Err(format!(
+                    "{text:?}: expected off, true, or a max-age such as 365d or 31536000 (whole seconds)"
+                )),
+            },
+        },
+    }
+}
+
 pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(text: &str, min: T, max: T) -> Result<T, String> {
     let value: T = text
         .trim()
@@ -164,6 +186,21 @@ pub fn key_prefix(text: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hsts_is_off_true_or_a_max_age() {
+        assert_eq!(hsts("off").unwrap(), None);
+        assert_eq!(hsts("false").unwrap(), None);
+        assert_eq!(hsts("").unwrap(), None);
+        assert_eq!(hsts("true").unwrap(), Some(Duration::from_secs(31_536_000)));
+        assert_eq!(hsts("30d").unwrap(), Some(Duration::from_secs(30 * 86_400)));
+        assert_eq!(hsts("3600").unwrap(), Some(Duration::from_secs(3600)));
+        assert_eq!(hsts("0").unwrap(), Some(Duration::ZERO));
+        assert_eq!(hsts("12h").unwrap(), Some(Duration::from_secs(12 * 3600)));
+        for bad in ["maybe", "-1", "10ms", "1y", "d", "0d", "99999d"] {
+            assert!(hsts(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn key_prefixes_are_safe_object_key_segments() {

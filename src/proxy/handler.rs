@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, HOST};
+use hyper::header::{HeaderValue, HOST, STRICT_TRANSPORT_SECURITY};
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -35,7 +35,24 @@ pub(crate) async fn handle(
     client: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    Ok(route(&state, client, request).await)
+    let mut response = route(&state, client, request).await;
+    if let (Some(_), Some(max_age)) = (&state.config.tls, state.config.hsts) {
+        add_hsts(&mut response, max_age);
+    }
+    Ok(response)
+}
+
+/// Strict-Transport-Security on an answer over TLS, unless the guest's
+/// service sent its own (or the answer switches protocols).
+fn add_hsts(response: &mut Response<ProxyBody>, max_age: std::time::Duration) {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        return;
+    }
+    if let hyper::header::Entry::Vacant(entry) = response.headers_mut().entry(STRICT_TRANSPORT_SECURITY) {
+        if let Ok(value) = HeaderValue::from_str(&format!("max-age={}", max_age.as_secs())) {
+            entry.insert(value);
+        }
+    }
 }
 
 async fn route(state: &ProxyState, client: SocketAddr, request: Request<Incoming>) -> Response<ProxyBody> {
@@ -87,7 +104,7 @@ async fn forward(
     let forwarding = Forwarding {
         client_ip: client.ip(),
         host,
-        proto: "http",
+        proto: if config.tls.is_some() { "https" } else { "http" },
         trust_incoming: config.trust_forwarded_headers,
     };
     add_forwarding(request.headers_mut(), &forwarding);

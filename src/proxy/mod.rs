@@ -1,7 +1,7 @@
 //! The subdomain reverse proxy: `<subdomain>.<base_domain>` → a VM's port.
 //!
 //! ```text
-//! client ──HTTP/1.1──▶ server (accept, keep-alive, graceful shutdown)
+//! client ──HTTP/1.1 (or over TLS)──▶ server (accept, TLS, keep-alive, graceful shutdown)
 //!                       └▶ handler: host → subdomain → RouteResolver::resolve
 //!                            ├ NotFound → 404, Unavailable → 503 + Retry-After
 //!                            └ Target → headers rewritten → upstream pool ──▶ guest
@@ -63,7 +63,7 @@ pub enum ProxyError {
 }
 
 /// How the proxy behaves. [`ProxyConfig::new`] gives sensible defaults.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ProxyConfig {
     /// Routes answer on `<subdomain>.<base_domain>` (HATCH_PROXY_BASE_DOMAIN).
     pub base_domain: String,
@@ -80,6 +80,28 @@ pub struct ProxyConfig {
     /// Keep `X-Forwarded-Proto`/`-Host` from clients: only when a trusted
     /// TLS terminator is the only client of the proxy.
     pub trust_forwarded_headers: bool,
+    /// Terminate TLS with this configuration (HATCH_PROXY_TLS_CERT/KEY,
+    /// normally a wildcard certificate for the base domain); `None`: plain HTTP.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// `Strict-Transport-Security: max-age=…` on answers over TLS
+    /// (HATCH_PROXY_HSTS); never sent over plain HTTP.
+    pub hsts: Option<Duration>,
+}
+
+impl std::fmt::Debug for ProxyConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProxyConfig")
+            .field("base_domain", &self.base_domain)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("max_idle_per_target", &self.max_idle_per_target)
+            .field("upstream_idle_timeout", &self.upstream_idle_timeout)
+            .field("activity_tick", &self.activity_tick)
+            .field("trust_forwarded_headers", &self.trust_forwarded_headers)
+            .field("tls", &self.tls.is_some())
+            .field("hsts", &self.hsts)
+            .finish()
+    }
 }
 
 impl ProxyConfig {
@@ -92,6 +114,8 @@ impl ProxyConfig {
             upstream_idle_timeout: Duration::from_secs(30),
             activity_tick: Duration::from_secs(10),
             trust_forwarded_headers: false,
+            tls: None,
+            hsts: None,
         }
     }
 }

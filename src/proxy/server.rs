@@ -146,6 +146,30 @@ async fn accept_loop(listener: TcpListener, state: Arc<ProxyState>, stop: Cancel
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState>, stop: CancellationToken) {
     let _ = stream.set_nodelay(true);
+    let Some(tls) = state.config.tls.clone() else {
+        return serve_http(stream, peer, state, stop).await;
+    };
+    // The handshake counts against the time a client has to send its headers.
+    let handshake = tokio::time::timeout(
+        state.config.header_read_timeout,
+        tokio_rustls::TlsAcceptor::from(tls).accept(stream),
+    );
+    let stream = tokio::select! {
+        _ = stop.cancelled() => return,
+        done = handshake => match done {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+            Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+        },
+    };
+    serve_http(stream, peer, state, stop).await;
+}
+
+/// HTTP/1.1 with keep-alive and upgrades on one client connection (plain or TLS).
+async fn serve_http<S>(stream: S, peer: SocketAddr, state: Arc<ProxyState>, stop: CancellationToken)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let hard_stop = state.hard_stop.clone();
     let header_read_timeout = state.config.header_read_timeout;
     let service = service_fn(move |request| handle(Arc::clone(&state), peer, request));

@@ -8,21 +8,40 @@ fn hatch_url_forms() {
         Endpoint::parse("http://127.0.0.1:8080").unwrap(),
         Endpoint::Tcp {
             host: "127.0.0.1".into(),
-            port: 8080
+            port: 8080,
+            tls: false
         }
     );
     assert_eq!(
         Endpoint::parse("http://example.test").unwrap(),
         Endpoint::Tcp {
             host: "example.test".into(),
-            port: 80
+            port: 80,
+            tls: false
         }
     );
     assert_eq!(
         Endpoint::parse("http://[::1]:9000/").unwrap(),
         Endpoint::Tcp {
             host: "::1".into(),
-            port: 9000
+            port: 9000,
+            tls: false
+        }
+    );
+    assert_eq!(
+        Endpoint::parse("https://hatch.test:8443").unwrap(),
+        Endpoint::Tcp {
+            host: "hatch.test".into(),
+            port: 8443,
+            tls: true
+        }
+    );
+    assert_eq!(
+        Endpoint::parse("https://hatch.test/").unwrap(),
+        Endpoint::Tcp {
+            host: "hatch.test".into(),
+            port: 443,
+            tls: true
         }
     );
     assert_eq!(
@@ -31,7 +50,8 @@ fn hatch_url_forms() {
     );
     for bad in [
         "127.0.0.1:8080",
-        "https://x:1",
+        "https://x:port",
+        "https://",
         "http://:80",
         "http://h:port",
         "ftp://x",

@@ -109,6 +109,11 @@ fn every_invalid_value_names_its_variable() {
             a.s3_access_key = Some("id".into());
         }),
         ("HATCH_SNAPSHOT_KEEP", |a| a.snapshot_keep = "-1".into()),
+        ("HATCH_TLS_KEY", |a| a.tls_cert = Some("/etc/hatch/cert.pem".into())),
+        ("HATCH_PROXY_TLS_CERT", |a| {
+            a.proxy_tls_key = Some("/etc/hatch/key.pem".into())
+        }),
+        ("HATCH_PROXY_HSTS", |a| a.proxy_hsts = "forever".into()),
     ];
     for (variable, set) in cases {
         let mut args = ServeArgs::defaults();

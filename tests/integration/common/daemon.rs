@@ -182,6 +182,7 @@ impl TestApi {
     pub fn client(&self, key: Option<&str>) -> Client {
         Client {
             endpoint: Endpoint::Unix(self.socket.clone()),
+            ca_cert: None,
             api_key: key.map(str::to_string),
         }
     }

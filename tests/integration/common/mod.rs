@@ -11,4 +11,5 @@ pub mod netns;
 pub mod proxy;
 pub mod s3;
 pub mod snapshot;
+pub mod tls;
 pub mod vmm;
