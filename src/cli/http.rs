@@ -90,6 +90,25 @@ impl Client {
 
     /// Sends any body with its content type.
     pub async fn send(&self, method: Method, path: &str, body: Option<(&str, Bytes)>) -> Result<Reply, CliError> {
+        let response = self.open(method, path, body).await?;
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| CliError::Http(e.to_string()))?
+            .to_bytes();
+        Ok(Reply { status, body })
+    }
+
+    /// Sends a request and answers with the response as it starts, its
+    /// body still to be read (for answers that stream, such as followed logs).
+    pub async fn open(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Bytes)>,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, CliError> {
         let host = match &self.endpoint {
             Endpoint::Tcp { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
             Endpoint::Tcp { host, port, .. } => format!("{host}:{port}"),
@@ -133,14 +152,7 @@ impl Client {
                 send(stream, request).await?
             }
         };
-        let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| CliError::Http(e.to_string()))?
-            .to_bytes();
-        Ok(Reply { status, body })
+        Ok(response)
     }
 
     /// TLS over `stream`, verifying the daemon's certificate for `host`.

@@ -40,6 +40,9 @@ pub enum VmCommand {
         id: String,
         #[arg(long)]
         bytes: Option<usize>,
+        /// Keep printing what the guest prints next, until interrupted.
+        #[arg(short, long)]
+        follow: bool,
     },
 }
 
@@ -155,13 +158,50 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
             });
         }
         VmCommand::Ssh { id, ssh_args } => return ssh(&client, &id, &ssh_args).await,
-        VmCommand::Logs { id, bytes } => {
-            let query = bytes.map(|b| format!("?bytes={b}")).unwrap_or_default();
-            let reply = client
-                .request(Method::GET, &format!("/vms/{}/logs{query}", segment(&id)), None)
-                .await?
-                .success()?;
+        VmCommand::Logs { id, bytes, follow } => {
+            let mut query: Vec<String> = bytes.map(|b| format!("bytes={b}")).into_iter().collect();
+            if follow {
+                query.push("follow=true".into());
+            }
+            let query = if query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", query.join("&"))
+            };
+            let path = format!("/vms/{}/logs{query}", segment(&id));
+            if follow {
+                return follow_logs(&client, &path).await;
+            }
+            let reply = client.request(Method::GET, &path, None).await?.success()?;
             print!("{}", String::from_utf8_lossy(&reply.body));
+        }
+    }
+    Ok(())
+}
+
+/// Prints the console as the daemon streams it, until it ends.
+async fn follow_logs(client: &Client, path: &str) -> Result<(), CliError> {
+    use http_body_util::BodyExt;
+    use std::io::Write;
+    let mut response = client.open(Method::GET, path, None).await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| CliError::Http(e.to_string()))?
+            .to_bytes();
+        return crate::cli::http::Reply { status, body }.success().map(drop);
+    }
+    let mut stdout = std::io::stdout();
+    while let Some(frame) = response.body_mut().frame().await {
+        let frame = frame.map_err(|e| CliError::Http(e.to_string()))?;
+        if let Some(data) = frame.data_ref() {
+            stdout
+                .write_all(data)
+                .map_err(|e| CliError::Http(format!("writing: {e}")))?;
+            stdout.flush().map_err(|e| CliError::Http(format!("writing: {e}")))?;
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! A guest's serial console (QEMU TCG, `minimal` image): however much the
 //! guest prints (here sixteen times the cap), at most HATCH_CONSOLE_LOG_MAX_BYTES stay on disk (the
 //! newest output), `GET /vms/{id}/logs` returns a small tail quickly, and
-//! `?follow=true` streams what the guest prints next.
+//! `?follow=true` (`hatch vm logs -f`) streams what the guest prints next.
 
 use crate::common;
 
@@ -23,15 +23,14 @@ async fn a_flooding_guest_leaves_at_most_the_cap_and_logs_stay_small_and_followa
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
     let log = daemon.data_path().join("vms").join(&vm.id).join("serial.log");
 
-    // Follow the console from another client while the guest prints.
-    let mut follower = Command::new("curl")
-        .args(["-sS", "-N", "--max-time", "900", "--unix-socket"])
-        .arg(&daemon.socket)
-        .args(["-H", &format!("Authorization: Bearer {}", daemon.admin_key())])
-        .arg(format!("http://hatch/vms/{}/logs?follow=true&bytes=16", vm.id))
+    // Follow the console with `hatch vm logs -f` while the guest prints.
+    let mut follower = Command::new(env!("CARGO_BIN_EXE_hatch"))
+        .args(["vm", "logs", "-f", "--bytes", "16", &vm.id])
+        .env("HATCH_URL", format!("unix:{}", daemon.socket.display()))
+        .env("HATCH_API_KEY", daemon.admin_key())
         .stdout(Stdio::piped())
         .spawn()
-        .expect("curl");
+        .expect("hatch vm logs -f");
 
     // 8 MiB of console output, sixteen times the cap (an emulated UART
     // under TCG takes its time over every byte: 50 MiB would take minutes).
