@@ -67,6 +67,8 @@ pub enum Command {
     Route(Group<routes::RouteCommand>),
     /// Check the host's prerequisites and show which hypervisor would be used.
     Doctor(ClientArgs),
+    /// Print a shell completion script: `hatch completion bash > /etc/bash_completion.d/hatch`.
+    Completion { shell: clap_complete::Shell },
 }
 
 /// A command group with the connection options every client command takes.
@@ -182,5 +184,10 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Snapshot(group) => snapshots::run(group.command, &group.client).await,
         Command::Route(group) => routes::run(group.command, &group.client).await,
         Command::Doctor(args) => doctor::run(&args).await,
+        Command::Completion { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "hatch", &mut std::io::stdout());
+            Ok(())
+        }
     }
 }

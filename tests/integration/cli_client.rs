@@ -74,3 +74,38 @@ fn ids_from_the_command_line_stay_one_path_segment() {
     assert_eq!(segment("../keys?x=1"), "..%2Fkeys%3Fx%3D1");
     assert_eq!(segment("a b"), "a%20b");
 }
+
+#[test]
+fn bash_completes_subcommands_from_the_generated_script() {
+    let script = std::process::Command::new(env!("CARGO_BIN_EXE_hatch"))
+        .args(["completion", "bash"])
+        .output()
+        .expect("hatch completion bash");
+    assert!(script.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hatch.bash");
+    std::fs::write(&path, &script.stdout).unwrap();
+    let completed = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            // bash calls a completion function with (command, word, previous word).
+            "source {}; COMP_WORDS=(hatch vm \"\"); COMP_CWORD=2; _hatch hatch \"\" vm; echo \"${{COMPREPLY[@]}}\"",
+            path.display()
+        ))
+        .output()
+        .expect("bash");
+    let words = String::from_utf8_lossy(&completed.stdout);
+    for expected in ["create", "logs", "delete"] {
+        assert!(
+            words.split_whitespace().any(|w| w == expected),
+            "{expected} not in {words:?}"
+        );
+    }
+    for shell in ["zsh", "fish"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_hatch"))
+            .args(["completion", shell])
+            .output()
+            .unwrap();
+        assert!(out.status.success() && !out.stdout.is_empty(), "{shell}");
+    }
+}
