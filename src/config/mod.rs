@@ -197,7 +197,30 @@ fn hypervisor(args: &ServeArgs) -> Result<HypervisorSettings, ConfigError> {
         qemu_accel,
         firecracker_bin: non_empty(&args.firecracker_bin).map(PathBuf::from),
         qemu_bin: non_empty(&args.qemu_bin).map(PathBuf::from),
+        vmm_user: vmm_user(args)?,
     })
+}
+
+/// `HATCH_VMM_USER`: a user name as `useradd` accepts it.
+fn vmm_user(args: &ServeArgs) -> Result<Option<String>, ConfigError> {
+    let Some(name) = non_empty(&args.vmm_user) else {
+        return Ok(None);
+    };
+    let valid = name.len() <= 32
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        return Err(ConfigError::new(
+            "HATCH_VMM_USER",
+            format!("{name:?}: expected a user name ([a-z_][a-z0-9_-]*, at most 32 characters)"),
+        ));
+    }
+    if name == "root" {
+        return Err(ConfigError::new("HATCH_VMM_USER", "VMMs must not run as root"));
+    }
+    Ok(Some(name.to_string()))
 }
 
 fn debian_mirror(args: &ServeArgs) -> Result<Option<String>, ConfigError> {

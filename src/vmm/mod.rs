@@ -18,6 +18,8 @@ pub mod qemu;
 pub mod select;
 pub mod supervisor;
 pub mod validate;
+pub mod privilege;
+pub mod cgroup;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

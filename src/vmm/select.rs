@@ -11,6 +11,7 @@ use self::decide::{decide, Choice};
 use self::probe::HostProbe;
 use super::firecracker::FirecrackerHypervisor;
 use super::qemu::QemuHypervisor;
+use super::privilege::{VmmUser, DEFAULT_VMM_USER};
 use super::{Hypervisor, VmmError};
 
 /// `HATCH_HYPERVISOR=auto|firecracker|qemu`.
@@ -62,6 +63,8 @@ pub struct HypervisorSettings {
     pub firecracker_bin: Option<PathBuf>,
     /// `HATCH_QEMU_BIN`; otherwise `qemu-system-x86_64` on PATH.
     pub qemu_bin: Option<PathBuf>,
+    /// `HATCH_VMM_USER`; `None`: [`DEFAULT_VMM_USER`].
+    pub vmm_user: Option<String>,
 }
 
 /// One line of `hatch doctor`.
@@ -99,6 +102,7 @@ impl HypervisorSettings {
             qemu_accel,
             firecracker_bin: var("HATCH_FIRECRACKER_BIN").map(PathBuf::from),
             qemu_bin: var("HATCH_QEMU_BIN").map(PathBuf::from),
+            vmm_user: var("HATCH_VMM_USER").map(|v| v.trim().to_string()),
         })
     }
 }
@@ -111,9 +115,26 @@ pub fn choose(settings: &HypervisorSettings) -> Result<(Arc<dyn Hypervisor>, Vec
     let choice = decide(settings, &probe);
     checks.push(choice.check());
     let choice = choice.result?;
+    let user_name = settings.vmm_user.as_deref().unwrap_or(DEFAULT_VMM_USER);
+    let (user, detail) = VmmUser::for_daemon(user_name);
+    checks.push(DoctorCheck {
+        name: "VMM user".into(),
+        ok: user.is_ok(),
+        detail,
+    });
+    let (limits_ok, limits_detail) = super::cgroup::doctor_detail();
+    checks.push(DoctorCheck {
+        name: "VMM cgroup limits".into(),
+        ok: limits_ok,
+        detail: limits_detail,
+    });
+    let user = user.map_err(|reason| VmmError::HypervisorUnavailable {
+        hypervisor: "qemu",
+        reason: format!("HATCH_VMM_USER: {reason}"),
+    });
     let backend: Arc<dyn Hypervisor> = match choice {
         Choice::Firecracker { binary } => Arc::new(FirecrackerHypervisor::new(binary)),
-        Choice::Qemu { binary, accel } => Arc::new(QemuHypervisor::new(binary, accel)),
+        Choice::Qemu { binary, accel } => Arc::new(QemuHypervisor::new(binary, accel).run_as(user?)),
     };
     Ok((backend, checks))
 }

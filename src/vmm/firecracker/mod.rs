@@ -81,6 +81,9 @@ impl FirecrackerHypervisor {
             run_dir: &spec.run_dir,
             stdout: spec.serial_log_path(),
             netns: self.netns.as_deref(),
+            user: None,
+            pass_fds: &[],
+            cgroup: super::cgroup::for_launch(spec)?,
         })
         .await?;
         let api = FirecrackerApi::new(socket);
