@@ -198,6 +198,8 @@ fn hypervisor(args: &ServeArgs) -> Result<HypervisorSettings, ConfigError> {
         firecracker_bin: non_empty(&args.firecracker_bin).map(PathBuf::from),
         qemu_bin: non_empty(&args.qemu_bin).map(PathBuf::from),
         vmm_user: vmm_user(args)?,
+        jailer_bin: non_empty(&args.jailer_bin).map(PathBuf::from),
+        jail_base: Some(PathBuf::from(&args.data_dir).join("jail")),
     })
 }
 

@@ -75,7 +75,11 @@ fn detect() -> Support {
             "the cgroup v2 hierarchy at {} does not offer the {} controller(s) (it offers: {})",
             mount.display(),
             missing.join(", "),
-            if available.trim().is_empty() { "none" } else { available.trim() }
+            if available.trim().is_empty() {
+                "none"
+            } else {
+                available.trim()
+            }
         ));
     }
     let slice = mount.join(HATCH_SLICE);

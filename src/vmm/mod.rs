@@ -11,15 +11,15 @@
 //! - `host`, `select`: host facts (KVM kind, TSC) and the backend choice with
 //!   its `hatch doctor` checks.
 
+pub mod cgroup;
 pub mod firecracker;
 pub mod host;
 pub mod kernel;
+pub mod privilege;
 pub mod qemu;
 pub mod select;
 pub mod supervisor;
 pub mod validate;
-pub mod privilege;
-pub mod cgroup;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use self::decide::{decide, Choice};
 use self::probe::HostProbe;
 use super::firecracker::FirecrackerHypervisor;
-use super::qemu::QemuHypervisor;
 use super::privilege::{VmmUser, DEFAULT_VMM_USER};
+use super::qemu::QemuHypervisor;
 use super::{Hypervisor, VmmError};
 
 /// `HATCH_HYPERVISOR=auto|firecracker|qemu`.
@@ -65,6 +65,11 @@ pub struct HypervisorSettings {
     pub qemu_bin: Option<PathBuf>,
     /// `HATCH_VMM_USER`; `None`: [`DEFAULT_VMM_USER`].
     pub vmm_user: Option<String>,
+    /// `HATCH_JAILER_BIN`; otherwise `jailer` next to Firecracker or on PATH.
+    pub jailer_bin: Option<PathBuf>,
+    /// Where jailed Firecrackers get their chroots (`<data dir>/jail`, on
+    /// the file system of the VM disks, which are hard-linked into them).
+    pub jail_base: Option<PathBuf>,
 }
 
 /// One line of `hatch doctor`.
@@ -103,8 +108,64 @@ impl HypervisorSettings {
             firecracker_bin: var("HATCH_FIRECRACKER_BIN").map(PathBuf::from),
             qemu_bin: var("HATCH_QEMU_BIN").map(PathBuf::from),
             vmm_user: var("HATCH_VMM_USER").map(|v| v.trim().to_string()),
+            jailer_bin: var("HATCH_JAILER_BIN").map(PathBuf::from),
+            jail_base: None,
         })
     }
+}
+
+/// The jailer Firecracker runs under, with a `hatch doctor` line: found via
+/// `HATCH_JAILER_BIN`, next to the Firecracker binary, or on PATH, and used
+/// when the daemon is root (the jailer needs root to build the jail).
+fn jailer_for(
+    settings: &HypervisorSettings,
+    firecracker: &std::path::Path,
+    user: Option<VmmUser>,
+    checks: &mut Vec<DoctorCheck>,
+) -> Option<super::firecracker::jail::Jailer> {
+    let binary = settings
+        .jailer_bin
+        .clone()
+        .or_else(|| {
+            firecracker
+                .parent()
+                .map(|dir| dir.join("jailer"))
+                .filter(|p| p.is_file())
+        })
+        .or_else(|| crate::sys::cmd::find_on_path("jailer"));
+    let (jailer, detail) = match (binary.filter(|b| b.is_file()), user, &settings.jail_base) {
+        (Some(binary), Some(user), Some(base)) => {
+            let detail = format!(
+                "Firecracker runs under {} in chroots under {} as {}",
+                binary.display(),
+                base.display(),
+                user.name
+            );
+            (
+                Some(super::firecracker::jail::Jailer {
+                    binary,
+                    chroot_base: base.clone(),
+                    user,
+                }),
+                detail,
+            )
+        }
+        (None, _, _) => (
+            None,
+            "no jailer binary (HATCH_JAILER_BIN): Firecracker runs unjailed".to_string(),
+        ),
+        (Some(_), None, _) => (None, "the daemon is not root: Firecracker runs unjailed".to_string()),
+        (Some(_), Some(_), None) => (
+            None,
+            "no data directory for jails: Firecracker runs unjailed".to_string(),
+        ),
+    };
+    checks.push(DoctorCheck {
+        name: "Firecracker jailer".into(),
+        ok: jailer.is_some(),
+        detail,
+    });
+    jailer
 }
 
 /// Picks the backend for these settings on this host, with the checks that
@@ -133,7 +194,10 @@ pub fn choose(settings: &HypervisorSettings) -> Result<(Arc<dyn Hypervisor>, Vec
         reason: format!("HATCH_VMM_USER: {reason}"),
     });
     let backend: Arc<dyn Hypervisor> = match choice {
-        Choice::Firecracker { binary } => Arc::new(FirecrackerHypervisor::new(binary)),
+        Choice::Firecracker { binary } => {
+            let jailer = jailer_for(settings, &binary, user.as_ref().ok().cloned().flatten(), &mut checks);
+            Arc::new(FirecrackerHypervisor::new(binary).jailed(jailer))
+        }
         Choice::Qemu { binary, accel } => Arc::new(QemuHypervisor::new(binary, accel).run_as(user?)),
     };
     Ok((backend, checks))

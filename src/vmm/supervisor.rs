@@ -80,7 +80,12 @@ impl VmmProcess {
         let cgroup_procs = match &spec.cgroup {
             Some(dir) => {
                 let path = dir.join("cgroup.procs");
-                Some(std::fs::OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?)
+                Some(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_err(&path))?,
+                )
             }
             None => None,
         };
@@ -90,7 +95,10 @@ impl VmmProcess {
             (
                 nix::unistd::Uid::from_raw(u.uid),
                 nix::unistd::Gid::from_raw(u.gid),
-                u.groups.iter().map(|g| nix::unistd::Gid::from_raw(*g)).collect::<Vec<_>>(),
+                u.groups
+                    .iter()
+                    .map(|g| nix::unistd::Gid::from_raw(*g))
+                    .collect::<Vec<_>>(),
             )
         });
         let mut command = crate::sys::cmd::command(spec.program);

@@ -52,9 +52,15 @@ fn assert_confined(pid: u32, vm: &serde_json::Value) {
         .map(|v| v.parse().unwrap())
         .collect();
     assert!(uid.iter().all(|u| *u != 0), "QEMU runs with uids {uid:?}");
-    let user = nix::unistd::User::from_name("hatch-vmm").unwrap().expect("hatch-vmm was created");
+    let user = nix::unistd::User::from_name("hatch-vmm")
+        .unwrap()
+        .expect("hatch-vmm was created");
     assert_eq!(uid[0], user.uid.as_raw());
-    assert_eq!(status_field(pid, "Seccomp"), "2", "QEMU runs without its seccomp filter");
+    assert_eq!(
+        status_field(pid, "Seccomp"),
+        "2",
+        "QEMU runs without its seccomp filter"
+    );
     let env = environ(pid);
     assert!(
         env.iter().all(|v| !v.starts_with("HATCH_") && !v.starts_with("AWS_")),
@@ -71,7 +77,10 @@ fn assert_confined(pid: u32, vm: &serde_json::Value) {
         .map(|p| p.display().to_string())
         .collect();
     let id = vm["id"].as_str().unwrap();
-    assert!(fds.iter().any(|f| f.contains(id) && f.ends_with("serial.log")), "{fds:?}");
+    assert!(
+        fds.iter().any(|f| f.contains(id) && f.ends_with("serial.log")),
+        "{fds:?}"
+    );
     // Limits: shown on the VM, and on its cgroup when the host allows them.
     let mem = vm["mem_mib"].as_u64().unwrap();
     let limits = &vm["limits"];
@@ -117,7 +126,9 @@ async fn vmm_and_dnsmasq_run_unprivileged_jailed_and_without_the_daemons_environ
         uid.split_whitespace().all(|u| u == nobody.uid.as_raw().to_string()),
         "dnsmasq runs with uids {uid}"
     );
-    assert!(environ(dnsmasq[0]).iter().all(|v| !v.starts_with("HATCH_") && !v.starts_with("AWS_")));
+    assert!(environ(dnsmasq[0])
+        .iter()
+        .all(|v| !v.starts_with("HATCH_") && !v.starts_with("AWS_")));
 
     // Snapshot and restore as the VMM user: the state goes through a descriptor.
     topo.ssh(&key, "root", vm.ssh_port, "echo kept > /tmp/marker");

@@ -274,3 +274,65 @@ async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
     let report = restored.stop(Duration::from_secs(20)).await;
     assert_eq!(report.code, Some(0), "{report:?}");
 }
+
+/// Under the real jailer: Firecracker runs chrooted (its root holds only what
+/// the jail put there), as the VMM user, in a new PID namespace, without the
+/// daemon's environment, and still boots, prints and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespace() {
+    let test = "jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespace";
+    let Some(binary) = firecracker_bin_or_skip(test) else {
+        return;
+    };
+    let Some(jailer) = jailer_bin_or_skip(test) else {
+        return;
+    };
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    let spec = guest_launch(dir.path(), "vm-fc-jailed", &counter_guest(COUNTER_DELAY));
+    let user = hatch::vmm::privilege::VmmUser::ensure("hatch-vmm").expect("VMM user");
+    let jail_base = dir.path().join("jail");
+    let backend = backend(binary).jailed(Some(hatch::vmm::firecracker::jail::Jailer {
+        binary: jailer,
+        chroot_base: jail_base.clone(),
+        user: user.clone(),
+    }));
+    let vm = backend.launch(&spec).await.expect("jailed launch");
+    let pid = vm.pid();
+
+    let seen = wait_for_count_above(&spec.run_dir, 0, 2).await;
+    assert!(!seen.is_empty(), "the jailed guest runs");
+
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(field("Uid").iter().all(|u| *u == user.uid.to_string()), "{status}");
+    assert!(field("Gid").iter().all(|g| *g == user.gid.to_string()), "{status}");
+    assert_eq!(field("NSpid").len(), 2, "a new PID namespace: {status}");
+    let root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .expect("its root")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(root.contains(&"firecracker".to_string()), "{root:?}");
+    assert!(root.contains(&"vmlinux".to_string()), "{root:?}");
+    assert!(
+        !root.contains(&"etc".to_string()) && !root.contains(&"home".to_string()),
+        "not chrooted: {root:?}"
+    );
+    let jail_root = jail_base.join("firecracker").join("vm-fc-jailed").join("root");
+    assert!(jail_root.join("firecracker").is_file());
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains("HATCH_") && !environ.contains("AWS_"), "{environ}");
+
+    vm.stop(Duration::from_secs(2)).await;
+    assert!(!hatch::sys::process::is_alive(pid), "stopped");
+}

@@ -1,6 +1,6 @@
 //! A running Firecracker process and the API operations on it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,11 +16,23 @@ pub const MEMORY_FILE: &str = "memory";
 pub struct FirecrackerVm {
     process: VmmProcess,
     api: FirecrackerApi,
+    /// The jail's root when jailed: snapshots are written inside it (all the
+    /// jailed process can reach) and then moved to the snapshot directory.
+    jail_root: Option<PathBuf>,
 }
 
 impl FirecrackerVm {
     pub fn new(process: VmmProcess, api: FirecrackerApi) -> Self {
-        FirecrackerVm { process, api }
+        FirecrackerVm {
+            process,
+            api,
+            jail_root: None,
+        }
+    }
+
+    pub fn jailed(mut self, root: Option<PathBuf>) -> Self {
+        self.jail_root = root;
+        self
     }
 
     fn ensure_running(&self) -> Result<(), VmmError> {
@@ -80,12 +92,21 @@ impl VmHandle for FirecrackerVm {
             state: dir.join(STATE_FILE),
             memory: Some(dir.join(MEMORY_FILE)),
         };
+        let (state, memory) = match &self.jail_root {
+            Some(_) => (Path::new("/").join(STATE_FILE), Path::new("/").join(MEMORY_FILE)),
+            None => (files.state.clone(), dir.join(MEMORY_FILE)),
+        };
         let request = SnapshotCreate {
             snapshot_type: SnapshotType::Full,
-            snapshot_path: files.state.clone(),
-            mem_file_path: dir.join(MEMORY_FILE),
+            snapshot_path: state,
+            mem_file_path: memory,
         };
         self.api.put_snapshot("/snapshot/create", &request).await?;
+        if let Some(root) = &self.jail_root {
+            for name in [STATE_FILE, MEMORY_FILE] {
+                move_file(&root.join(name), &dir.join(name))?;
+            }
+        }
         Ok(files)
     }
 
@@ -96,4 +117,17 @@ impl VmHandle for FirecrackerVm {
     async fn wait_exit(&self) -> ExitReport {
         self.process.wait_exit().await
     }
+}
+
+/// Renames, or copies and removes across file systems.
+fn move_file(from: &Path, to: &Path) -> Result<(), VmmError> {
+    let io = |source| VmmError::Io {
+        path: to.to_path_buf(),
+        source,
+    };
+    if std::fs::rename(from, to).is_ok() {
+        return Ok(());
+    }
+    std::fs::copy(from, to).map_err(io)?;
+    std::fs::remove_file(from).map_err(io)
 }

@@ -134,7 +134,9 @@ impl QemuFds {
 pub fn open_tap(name: &str, netns: Option<&Path>) -> Result<OwnedFd, VmmError> {
     let bytes = name.as_bytes();
     if bytes.is_empty() || bytes.len() >= 16 {
-        return Err(VmmError::InvalidLaunch(format!("TAP name {name:?} is not a valid interface name")));
+        return Err(VmmError::InvalidLaunch(format!(
+            "TAP name {name:?} is not a valid interface name"
+        )));
     }
     let mut req = IfReq {
         name: [0; 16],

@@ -138,12 +138,8 @@ impl QemuVm {
                 path: state.to_path_buf(),
                 source,
             })?;
-        self.call_with_fd(
-            "getfd",
-            json!({ "fdname": MIGRATION_FD_NAME }),
-            file.as_raw_fd(),
-        )
-        .await?;
+        self.call_with_fd("getfd", json!({ "fdname": MIGRATION_FD_NAME }), file.as_raw_fd())
+            .await?;
         drop(file);
         self.call("migrate", Some(json!({ "uri": format!("fd:{MIGRATION_FD_NAME}") })))
             .await?;

@@ -20,8 +20,8 @@ use self::fds::QemuFds;
 use self::handle::QemuVm;
 use self::qmp::Qmp;
 use super::kernel::{inspect_kernel, KernelInfo};
-use super::supervisor::{prepare_run_dir, SpawnSpec, VmmProcess, PID_FILE};
 use super::privilege::VmmUser;
+use super::supervisor::{prepare_run_dir, SpawnSpec, VmmProcess, PID_FILE};
 use super::{validate, Hypervisor, HypervisorKind, SnapshotFiles, VmHandle, VmLaunch, VmmError};
 use crate::model::KernelFormat;
 

@@ -68,7 +68,10 @@ impl Qmp {
         line.push('\n');
         let mut sent = 0;
         if let Some(fd) = fd {
-            sent = self.send_with_fd(line.as_bytes(), fd).await.map_err(|e| control(command, e))?;
+            sent = self
+                .send_with_fd(line.as_bytes(), fd)
+                .await
+                .map_err(|e| control(command, e))?;
         }
         self.writer
             .write_all(&line.as_bytes()[sent..])

@@ -146,7 +146,29 @@ pub fn firecracker_bin_or_skip(test: &str) -> Option<PathBuf> {
     };
     if found.is_none() {
         let why = "no firecracker binary (set HATCH_FIRECRACKER_BIN or put firecracker on PATH)";
-        assert!(std::env::var_os("CI").is_none(), "{test}: {why}; CI must run the Firecracker tests");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: {why}; CI must run the Firecracker tests"
+        );
+        eprintln!("SKIPPED {test}: {why}");
+    }
+    found
+}
+
+/// The Firecracker jailer from HATCH_JAILER_BIN (scripts/test points it at
+/// ../shared/bin/jailer) or PATH; like [`firecracker_bin_or_skip`], a
+/// missing binary fails the test under CI and skips it visibly elsewhere.
+pub fn jailer_bin_or_skip(test: &str) -> Option<PathBuf> {
+    let found = match std::env::var_os("HATCH_JAILER_BIN") {
+        Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
+        None => hatch::sys::cmd::find_on_path("jailer"),
+    };
+    if found.is_none() {
+        let why = "no jailer binary (set HATCH_JAILER_BIN or put jailer on PATH)";
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: {why}; CI must run the Firecracker tests"
+        );
         eprintln!("SKIPPED {test}: {why}");
     }
     found
