@@ -289,14 +289,19 @@ async fn jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespa
     };
     let dir = run_dir();
     let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    // A jailed Firecracker's command line names only its VM id.
+    let _jailed_cleanup = KillLeftovers(PathBuf::from("vm-fc-jailed"));
     let spec = guest_launch(dir.path(), "vm-fc-jailed", &counter_guest(COUNTER_DELAY));
     let user = hatch::vmm::privilege::VmmUser::ensure("hatch-vmm").expect("VMM user");
     let jail_base = dir.path().join("jail");
-    let backend = backend(binary).jailed(Some(hatch::vmm::firecracker::jail::Jailer {
-        binary: jailer,
-        chroot_base: jail_base.clone(),
-        user: user.clone(),
-    }));
+    let jailed = || {
+        backend(binary.clone()).jailed(Some(hatch::vmm::firecracker::jail::Jailer {
+            binary: jailer.clone(),
+            chroot_base: jail_base.clone(),
+            user: user.clone(),
+        }))
+    };
+    let backend = jailed();
     let vm = backend.launch(&spec).await.expect("jailed launch");
     let pid = vm.pid();
 
@@ -333,6 +338,26 @@ async fn jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespa
     let environ = String::from_utf8_lossy(&environ);
     assert!(!environ.contains("HATCH_") && !environ.contains("AWS_"), "{environ}");
 
-    vm.stop(Duration::from_secs(2)).await;
+    // Snapshot (written inside the jail, then moved out) and restore into a
+    // new jail: the counter goes on from where it stopped.
+    let files = vm
+        .save_snapshot(&dir.path().join("snapshot"))
+        .await
+        .expect("jailed snapshot");
+    assert!(files.state.is_file() && files.memory.as_ref().is_some_and(|m| m.is_file()));
+    vm.stop(Duration::ZERO).await;
     assert!(!hatch::sys::process::is_alive(pid), "stopped");
+    let (before, len) = complete_counters(&spec.run_dir);
+    let last = *before.last().expect("counted");
+    let restored = backend.restore(&spec, &files).await.expect("jailed restore");
+    let after = wait_for_count_above(&spec.run_dir, len, last).await;
+    assert!(!after.contains(&1), "not a fresh boot: {after:?}");
+    let restored_pid = restored.pid();
+    assert!(std::path::Path::new(&format!("/proc/{restored_pid}/root/firecracker")).is_file());
+
+    // A restarted daemon adopts the jailed VMM and can stop it.
+    drop(restored);
+    let adopted = jailed().adopt(&spec, restored_pid).await.expect("adopt jailed");
+    adopted.stop(Duration::from_secs(5)).await;
+    assert!(!hatch::sys::process::is_alive(restored_pid), "stopped after adoption");
 }
