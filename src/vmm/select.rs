@@ -207,8 +207,53 @@ pub fn choose(settings: &HypervisorSettings) -> Result<(Arc<dyn Hypervisor>, Vec
 pub fn doctor_checks(settings: &HypervisorSettings) -> Vec<DoctorCheck> {
     let probe = HostProbe::detect(settings);
     let mut checks = probe.checks();
+    checks.extend(isolation_checks(settings));
     checks.push(decide(settings, &probe).check());
     checks
+}
+
+/// How VMMs are confined on this host, for `hatch doctor` (looks only:
+/// creating the user is left to `hatch serve`).
+fn isolation_checks(settings: &HypervisorSettings) -> Vec<DoctorCheck> {
+    let name = settings.vmm_user.as_deref().unwrap_or(DEFAULT_VMM_USER);
+    let (ok, detail) = if !nix::unistd::geteuid().is_root() {
+        (true, "not run as root: a root daemon runs VMMs as ".to_string() + name)
+    } else {
+        match VmmUser::lookup(name) {
+            Ok(Some(user)) => (
+                true,
+                format!("VMMs run as {} (uid {}) under QEMU's seccomp sandbox", user.name, user.uid),
+            ),
+            Ok(None) => (true, format!("user {name} does not exist yet; `hatch serve` creates it")),
+            Err(e) => (false, format!("HATCH_VMM_USER: {e}")),
+        }
+    };
+    let (limits_ok, limits_detail) = super::cgroup::doctor_detail();
+    let jailer = settings
+        .jailer_bin
+        .clone()
+        .or_else(|| crate::sys::cmd::find_on_path("jailer"))
+        .filter(|p| p.is_file());
+    vec![
+        DoctorCheck {
+            name: "VMM user".into(),
+            ok,
+            detail,
+        },
+        DoctorCheck {
+            name: "VMM cgroup limits".into(),
+            ok: limits_ok,
+            detail: limits_detail,
+        },
+        DoctorCheck {
+            name: "Firecracker jailer".into(),
+            ok: jailer.is_some(),
+            detail: match jailer {
+                Some(path) => format!("{} (Firecracker runs jailed)", path.display()),
+                None => "no jailer (HATCH_JAILER_BIN or PATH): Firecracker would run unjailed".into(),
+            },
+        },
+    ]
 }
 
 #[cfg(test)]
