@@ -222,9 +222,15 @@ fn isolation_checks(settings: &HypervisorSettings) -> Vec<DoctorCheck> {
         match VmmUser::lookup(name) {
             Ok(Some(user)) => (
                 true,
-                format!("VMMs run as {} (uid {}) under QEMU's seccomp sandbox", user.name, user.uid),
+                format!(
+                    "VMMs run as {} (uid {}) under QEMU's seccomp sandbox",
+                    user.name, user.uid
+                ),
             ),
-            Ok(None) => (true, format!("user {name} does not exist yet; `hatch serve` creates it")),
+            Ok(None) => (
+                true,
+                format!("user {name} does not exist yet; `hatch serve` creates it"),
+            ),
             Err(e) => (false, format!("HATCH_VMM_USER: {e}")),
         }
     };

@@ -360,4 +360,8 @@ async fn jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespa
     let adopted = jailed().adopt(&spec, restored_pid).await.expect("adopt jailed");
     adopted.stop(Duration::from_secs(5)).await;
     assert!(!hatch::sys::process::is_alive(restored_pid), "stopped after adoption");
+    assert!(
+        !jail_root.exists(),
+        "the jail (and its hard links to the VM's files) is removed"
+    );
 }

@@ -35,6 +35,23 @@ impl FirecrackerVm {
         self
     }
 
+    /// Removes the jail once its process is gone: its hard links would keep
+    /// a deleted VM's disks on disk. Only the jail this process ran in (its
+    /// pid file names it), never a newer one made for a restore.
+    fn remove_jail(&self) {
+        let Some(root) = &self.jail_root else {
+            return;
+        };
+        let pid = std::fs::read_to_string(root.join("firecracker.pid"))
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok());
+        if pid == Some(self.process.pid()) && !crate::sys::process::is_alive(self.process.pid()) {
+            if let Some(jail) = root.parent() {
+                let _ = std::fs::remove_dir_all(jail);
+            }
+        }
+    }
+
     fn ensure_running(&self) -> Result<(), VmmError> {
         match self.process.exited() {
             Some(report) => Err(VmmError::Control(format!(
@@ -111,11 +128,15 @@ impl VmHandle for FirecrackerVm {
     }
 
     async fn stop(&self, grace: Duration) -> ExitReport {
-        self.process.stop_with(|| self.ask_to_shut_down(), grace).await
+        let report = self.process.stop_with(|| self.ask_to_shut_down(), grace).await;
+        self.remove_jail();
+        report
     }
 
     async fn wait_exit(&self) -> ExitReport {
-        self.process.wait_exit().await
+        let report = self.process.wait_exit().await;
+        self.remove_jail();
+        report
     }
 }
 
