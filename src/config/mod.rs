@@ -302,6 +302,30 @@ mod tests {
     }
 
     #[test]
+    fn the_vmm_user_is_validated_and_never_root() {
+        let with_user = |user: Option<&str>| {
+            let mut args = ServeArgs::defaults();
+            args.data_dir = "/var/lib/hatch-test".into();
+            args.vmm_user = user.map(str::to_string);
+            Config::from_args(&args)
+        };
+        let config = with_user(None).unwrap();
+        assert_eq!(config.hypervisor.vmm_user, None);
+        assert_eq!(
+            config.hypervisor.jail_base.as_deref(),
+            Some(std::path::Path::new("/var/lib/hatch-test/jail"))
+        );
+        assert_eq!(
+            with_user(Some("vmm-runner")).unwrap().hypervisor.vmm_user.as_deref(),
+            Some("vmm-runner")
+        );
+        for bad in ["root", "Bad User", "9lives", "a/b"] {
+            let error = with_user(Some(bad)).unwrap_err();
+            assert_eq!(error.variable, "HATCH_VMM_USER", "{bad}: {error}");
+        }
+    }
+
+    #[test]
     fn the_s3_prefix_is_validated_and_defaults_to_the_host_id() {
         assert_eq!(with_s3(None).unwrap().s3.unwrap().prefix, None);
         assert_eq!(with_s3(Some(" ")).unwrap().s3.unwrap().prefix, None);
