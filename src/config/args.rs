@@ -75,6 +75,12 @@ pub struct ServeArgs {
     /// QEMU binary [default: `qemu-system-x86_64` on PATH].
     #[arg(long, env = "HATCH_QEMU_BIN")]
     pub qemu_bin: Option<String>,
+    /// Unprivileged user VMMs run as (created at start when missing) [default: hatch-vmm].
+    #[arg(long, env = "HATCH_VMM_USER")]
+    pub vmm_user: Option<String>,
+    /// Firecracker's jailer [default: `jailer` next to Firecracker or on PATH; none: Firecracker runs unjailed].
+    #[arg(long, env = "HATCH_JAILER_BIN")]
+    pub jailer_bin: Option<String>,
     /// Image (id or name) for VMs that name no image or template [default: the newest image].
     #[arg(long, env = "HATCH_DEFAULT_IMAGE")]
     pub default_image: Option<String>,
@@ -194,6 +200,8 @@ impl ServeArgs {
             qemu_accel: QEMU_ACCEL.into(),
             firecracker_bin: None,
             qemu_bin: None,
+            vmm_user: None,
+            jailer_bin: None,
             default_image: None,
             default_vcpu: DEFAULT_VCPU.into(),
             default_mem_mib: DEFAULT_MEM_MIB.into(),

@@ -279,7 +279,32 @@ fn hypervisor(args: &ServeArgs) -> Result<HypervisorSettings, ConfigError> {
         qemu_accel,
         firecracker_bin: non_empty(&args.firecracker_bin).map(PathBuf::from),
         qemu_bin: non_empty(&args.qemu_bin).map(PathBuf::from),
+        vmm_user: vmm_user(args)?,
+        jailer_bin: non_empty(&args.jailer_bin).map(PathBuf::from),
+        jail_base: Some(PathBuf::from(&args.data_dir).join("jail")),
     })
+}
+
+/// `HATCH_VMM_USER`: a user name as `useradd` accepts it.
+fn vmm_user(args: &ServeArgs) -> Result<Option<String>, ConfigError> {
+    let Some(name) = non_empty(&args.vmm_user) else {
+        return Ok(None);
+    };
+    let valid = name.len() <= 32
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+    if !valid {
+        return Err(ConfigError::new(
+            "HATCH_VMM_USER",
+            format!("{name:?}: expected a user name ([a-z_][a-z0-9_-]*, at most 32 characters)"),
+        ));
+    }
+    if name == "root" {
+        return Err(ConfigError::new("HATCH_VMM_USER", "VMMs must not run as root"));
+    }
+    Ok(Some(name.to_string()))
 }
 
 fn debian_mirror(args: &ServeArgs) -> Result<Option<String>, ConfigError> {
@@ -386,6 +411,30 @@ mod tests {
         );
         args.proxy_hsts = "sometimes".into();
         assert_eq!(Config::from_args(&args).unwrap_err().variable, "HATCH_PROXY_HSTS");
+    }
+
+    #[test]
+    fn the_vmm_user_is_validated_and_never_root() {
+        let with_user = |user: Option<&str>| {
+            let mut args = ServeArgs::defaults();
+            args.data_dir = "/var/lib/hatch-test".into();
+            args.vmm_user = user.map(str::to_string);
+            Config::from_args(&args)
+        };
+        let config = with_user(None).unwrap();
+        assert_eq!(config.hypervisor.vmm_user, None);
+        assert_eq!(
+            config.hypervisor.jail_base.as_deref(),
+            Some(std::path::Path::new("/var/lib/hatch-test/jail"))
+        );
+        assert_eq!(
+            with_user(Some("vmm-runner")).unwrap().hypervisor.vmm_user.as_deref(),
+            Some("vmm-runner")
+        );
+        for bad in ["root", "Bad User", "9lives", "a/b"] {
+            let error = with_user(Some(bad)).unwrap_err();
+            assert_eq!(error.variable, "HATCH_VMM_USER", "{bad}: {error}");
+        }
     }
 
     #[test]

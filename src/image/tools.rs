@@ -86,7 +86,7 @@ where
     S: AsRef<OsStr>,
 {
     let args: Vec<std::ffi::OsString> = args.into_iter().map(|a| a.as_ref().to_os_string()).collect();
-    let mut command = tokio::process::Command::new(program);
+    let mut command = crate::sys::cmd::command(program);
     command
         .args(&args)
         .stdin(std::process::Stdio::null())

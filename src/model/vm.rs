@@ -111,6 +111,35 @@ pub struct NetworkIdentity {
     pub ssh_port: u16,
 }
 
+/// Memory a VMM may use beyond the guest's RAM (device emulation, QEMU's TCG
+/// translation cache, I/O buffers), in MiB.
+pub const VMM_MEMORY_OVERHEAD_MIB: u64 = 256;
+/// The period of `cpu.max` (the cgroup default): 100 ms.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// The cgroup v2 limits the VM's VMM runs under (computed from its size;
+/// applied when the host's cgroup v2 hierarchy allows it, see `hatch doctor`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmmLimits {
+    /// `memory.max`: guest memory plus [`VMM_MEMORY_OVERHEAD_MIB`].
+    pub memory_max_bytes: u64,
+    /// `cpu.max`: `vcpu_count` whole CPUs per period, as the file holds it.
+    pub cpu_max: String,
+    /// `pids.max`: QEMU's vCPU, I/O worker and helper threads.
+    pub pids_max: u64,
+}
+
+impl VmmLimits {
+    pub fn for_vm(vcpu_count: u32, mem_mib: u32) -> VmmLimits {
+        VmmLimits {
+            memory_max_bytes: (u64::from(mem_mib) + VMM_MEMORY_OVERHEAD_MIB) << 20,
+            cpu_max: format!("{} {CPU_PERIOD_US}", u64::from(vcpu_count) * CPU_PERIOD_US),
+            // QEMU's block layer alone may run 64 worker threads.
+            pids_max: 128 + 2 * u64::from(vcpu_count),
+        }
+    }
+}
+
 /// A VM as users see it. Network fields are absent when networking is off.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Vm {
@@ -119,6 +148,8 @@ pub struct Vm {
     pub image_id: String,
     pub vcpu_count: u32,
     pub mem_mib: u32,
+    /// The cgroup limits of its VMM (computed from `vcpu_count` and `mem_mib`).
+    pub limits: VmmLimits,
     pub enable_network: bool,
     #[serde(flatten, skip_serializing_if = "Option::is_none")]
     pub network: Option<NetworkIdentity>,

@@ -247,6 +247,7 @@ impl Orchestrator {
             image_id: plan.image.id.clone(),
             vcpu_count: plan.vcpu_count,
             mem_mib: plan.mem_mib,
+            limits: model::VmmLimits::for_vm(plan.vcpu_count, plan.mem_mib),
             enable_network: plan.enable_network,
             network,
             user_data: plan.user_data.clone(),

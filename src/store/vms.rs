@@ -12,7 +12,7 @@ use super::codec::{
     user_data_column, user_data_param,
 };
 use super::{Store, StoreError};
-use crate::model::{NetworkIdentity, RestartPolicy, Vm, VmState};
+use crate::model::{NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits};
 
 const COLUMNS: &str = "id, state, image_id, vcpu_count, mem_mib, enable_network, guest_ip, guest_mac, tap_name, \
                        ssh_port, user_data, ssh_authorized_keys, hypervisor, pid, state_reason, ready_at, \
@@ -51,6 +51,7 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
         image_id: row.get(2)?,
         vcpu_count: row.get(3)?,
         mem_mib: row.get(4)?,
+        limits: VmmLimits::for_vm(row.get(3)?, row.get(4)?),
         enable_network: row.get(5)?,
         network: network_from_row(row)?,
         user_data: user_data_column("vms", row, 10)?,

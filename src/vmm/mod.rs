@@ -11,9 +11,11 @@
 //! - `host`, `select`: host facts (KVM kind, TSC) and the backend choice with
 //!   its `hatch doctor` checks.
 
+pub mod cgroup;
 pub mod firecracker;
 pub mod host;
 pub mod kernel;
+pub mod privilege;
 pub mod qemu;
 pub mod select;
 pub mod supervisor;

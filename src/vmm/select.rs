@@ -10,6 +10,7 @@ use std::sync::Arc;
 use self::decide::{decide, Choice};
 use self::probe::HostProbe;
 use super::firecracker::FirecrackerHypervisor;
+use super::privilege::{VmmUser, DEFAULT_VMM_USER};
 use super::qemu::QemuHypervisor;
 use super::{Hypervisor, VmmError};
 
@@ -62,6 +63,13 @@ pub struct HypervisorSettings {
     pub firecracker_bin: Option<PathBuf>,
     /// `HATCH_QEMU_BIN`; otherwise `qemu-system-x86_64` on PATH.
     pub qemu_bin: Option<PathBuf>,
+    /// `HATCH_VMM_USER`; `None`: [`DEFAULT_VMM_USER`].
+    pub vmm_user: Option<String>,
+    /// `HATCH_JAILER_BIN`; otherwise `jailer` next to Firecracker or on PATH.
+    pub jailer_bin: Option<PathBuf>,
+    /// Where jailed Firecrackers get their chroots (`<data dir>/jail`, on
+    /// the file system of the VM disks, which are hard-linked into them).
+    pub jail_base: Option<PathBuf>,
 }
 
 /// One line of `hatch doctor`.
@@ -99,8 +107,65 @@ impl HypervisorSettings {
             qemu_accel,
             firecracker_bin: var("HATCH_FIRECRACKER_BIN").map(PathBuf::from),
             qemu_bin: var("HATCH_QEMU_BIN").map(PathBuf::from),
+            vmm_user: var("HATCH_VMM_USER").map(|v| v.trim().to_string()),
+            jailer_bin: var("HATCH_JAILER_BIN").map(PathBuf::from),
+            jail_base: None,
         })
     }
+}
+
+/// The jailer Firecracker runs under, with a `hatch doctor` line: found via
+/// `HATCH_JAILER_BIN`, next to the Firecracker binary, or on PATH, and used
+/// when the daemon is root (the jailer needs root to build the jail).
+fn jailer_for(
+    settings: &HypervisorSettings,
+    firecracker: &std::path::Path,
+    user: Option<VmmUser>,
+    checks: &mut Vec<DoctorCheck>,
+) -> Option<super::firecracker::jail::Jailer> {
+    let binary = settings
+        .jailer_bin
+        .clone()
+        .or_else(|| {
+            firecracker
+                .parent()
+                .map(|dir| dir.join("jailer"))
+                .filter(|p| p.is_file())
+        })
+        .or_else(|| crate::sys::cmd::find_on_path("jailer"));
+    let (jailer, detail) = match (binary.filter(|b| b.is_file()), user, &settings.jail_base) {
+        (Some(binary), Some(user), Some(base)) => {
+            let detail = format!(
+                "Firecracker runs under {} in chroots under {} as {}",
+                binary.display(),
+                base.display(),
+                user.name
+            );
+            (
+                Some(super::firecracker::jail::Jailer {
+                    binary,
+                    chroot_base: base.clone(),
+                    user,
+                }),
+                detail,
+            )
+        }
+        (None, _, _) => (
+            None,
+            "no jailer binary (HATCH_JAILER_BIN): Firecracker runs unjailed".to_string(),
+        ),
+        (Some(_), None, _) => (None, "the daemon is not root: Firecracker runs unjailed".to_string()),
+        (Some(_), Some(_), None) => (
+            None,
+            "no data directory for jails: Firecracker runs unjailed".to_string(),
+        ),
+    };
+    checks.push(DoctorCheck {
+        name: "Firecracker jailer".into(),
+        ok: jailer.is_some(),
+        detail,
+    });
+    jailer
 }
 
 /// Picks the backend for these settings on this host, with the checks that
@@ -111,9 +176,29 @@ pub fn choose(settings: &HypervisorSettings) -> Result<(Arc<dyn Hypervisor>, Vec
     let choice = decide(settings, &probe);
     checks.push(choice.check());
     let choice = choice.result?;
+    let user_name = settings.vmm_user.as_deref().unwrap_or(DEFAULT_VMM_USER);
+    let (user, detail) = VmmUser::for_daemon(user_name);
+    checks.push(DoctorCheck {
+        name: "VMM user".into(),
+        ok: user.is_ok(),
+        detail,
+    });
+    let (limits_ok, limits_detail) = super::cgroup::doctor_detail();
+    checks.push(DoctorCheck {
+        name: "VMM cgroup limits".into(),
+        ok: limits_ok,
+        detail: limits_detail,
+    });
+    let user = user.map_err(|reason| VmmError::HypervisorUnavailable {
+        hypervisor: "qemu",
+        reason: format!("HATCH_VMM_USER: {reason}"),
+    });
     let backend: Arc<dyn Hypervisor> = match choice {
-        Choice::Firecracker { binary } => Arc::new(FirecrackerHypervisor::new(binary)),
-        Choice::Qemu { binary, accel } => Arc::new(QemuHypervisor::new(binary, accel)),
+        Choice::Firecracker { binary } => {
+            let jailer = jailer_for(settings, &binary, user.as_ref().ok().cloned().flatten(), &mut checks);
+            Arc::new(FirecrackerHypervisor::new(binary).jailed(jailer))
+        }
+        Choice::Qemu { binary, accel } => Arc::new(QemuHypervisor::new(binary, accel).run_as(user?)),
     };
     Ok((backend, checks))
 }
@@ -122,8 +207,59 @@ pub fn choose(settings: &HypervisorSettings) -> Result<(Arc<dyn Hypervisor>, Vec
 pub fn doctor_checks(settings: &HypervisorSettings) -> Vec<DoctorCheck> {
     let probe = HostProbe::detect(settings);
     let mut checks = probe.checks();
+    checks.extend(isolation_checks(settings));
     checks.push(decide(settings, &probe).check());
     checks
+}
+
+/// How VMMs are confined on this host, for `hatch doctor` (looks only:
+/// creating the user is left to `hatch serve`).
+fn isolation_checks(settings: &HypervisorSettings) -> Vec<DoctorCheck> {
+    let name = settings.vmm_user.as_deref().unwrap_or(DEFAULT_VMM_USER);
+    let (ok, detail) = if !nix::unistd::geteuid().is_root() {
+        (true, "not run as root: a root daemon runs VMMs as ".to_string() + name)
+    } else {
+        match VmmUser::lookup(name) {
+            Ok(Some(user)) => (
+                true,
+                format!(
+                    "VMMs run as {} (uid {}) under QEMU's seccomp sandbox",
+                    user.name, user.uid
+                ),
+            ),
+            Ok(None) => (
+                true,
+                format!("user {name} does not exist yet; `hatch serve` creates it"),
+            ),
+            Err(e) => (false, format!("HATCH_VMM_USER: {e}")),
+        }
+    };
+    let (limits_ok, limits_detail) = super::cgroup::doctor_detail();
+    let jailer = settings
+        .jailer_bin
+        .clone()
+        .or_else(|| crate::sys::cmd::find_on_path("jailer"))
+        .filter(|p| p.is_file());
+    vec![
+        DoctorCheck {
+            name: "VMM user".into(),
+            ok,
+            detail,
+        },
+        DoctorCheck {
+            name: "VMM cgroup limits".into(),
+            ok: limits_ok,
+            detail: limits_detail,
+        },
+        DoctorCheck {
+            name: "Firecracker jailer".into(),
+            ok: jailer.is_some(),
+            detail: match jailer {
+                Some(path) => format!("{} (Firecracker runs jailed)", path.display()),
+                None => "no jailer (HATCH_JAILER_BIN or PATH): Firecracker would run unjailed".into(),
+            },
+        },
+    ]
 }
 
 #[cfg(test)]

@@ -8,7 +8,7 @@
 
 use std::ffi::OsString;
 use std::future::Future;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -17,6 +17,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
+use super::privilege::VmmUser;
 use super::{serial_tail, ExitReport, VmmError};
 use crate::sys::process;
 
@@ -43,12 +44,21 @@ pub struct SpawnSpec<'a> {
     /// A network namespace (a file such as /run/netns/NAME) to run the VMM
     /// in, so that it finds TAP devices created there; None: our own.
     pub netns: Option<&'a Path>,
+    /// The unprivileged user to switch to before exec; None: the daemon's own.
+    pub user: Option<&'a VmmUser>,
+    /// Open descriptors the VMM inherits under their own numbers (all others
+    /// are close-on-exec). The caller keeps them open until spawn returns.
+    pub pass_fds: &'a [RawFd],
+    /// The cgroup v2 directory the process joins before exec.
+    pub cgroup: Option<PathBuf>,
 }
 
 /// A supervised VMM process (our child, or adopted from an earlier daemon).
 pub struct VmmProcess {
     pid: u32,
     run_dir: PathBuf,
+    /// The VMM's cgroup, removed once it exits.
+    cgroup: Option<PathBuf>,
     exit: watch::Receiver<Option<ExitReport>>,
 }
 
@@ -67,28 +77,67 @@ impl VmmProcess {
             None => None,
         };
         let netns_fd = netns.as_ref().map(|file| file.as_raw_fd());
-        let mut command = tokio::process::Command::new(spec.program);
+        let cgroup_procs = match &spec.cgroup {
+            Some(dir) => {
+                let path = dir.join("cgroup.procs");
+                Some(
+                    std::fs::OpenOptions::new()
+                        .write(true)
+                        .open(&path)
+                        .map_err(io_err(&path))?,
+                )
+            }
+            None => None,
+        };
+        let cgroup_fd = cgroup_procs.as_ref().map(|file| file.as_raw_fd());
+        let pass_fds = spec.pass_fds.to_vec();
+        let user = spec.user.map(|u| {
+            (
+                nix::unistd::Uid::from_raw(u.uid),
+                nix::unistd::Gid::from_raw(u.gid),
+                u.groups
+                    .iter()
+                    .map(|g| nix::unistd::Gid::from_raw(*g))
+                    .collect::<Vec<_>>(),
+            )
+        });
+        let mut command = crate::sys::cmd::command(spec.program);
         command
             .args(&spec.args)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr);
-        // SAFETY: setsid and setns are async-signal-safe system calls and touch
-        // no memory of ours; the namespace file stays open until spawn returns.
+        // SAFETY: only async-signal-safe system calls (setsid, setns, write,
+        // fcntl, setgroups, setgid, setuid) on data prepared before the fork;
+        // the files stay open until spawn returns.
         // A new session keeps the VMM alive (and out of our terminal's signals)
         // when the daemon exits; it is adopted again on restart.
         unsafe {
             command.pre_exec(move || {
+                use nix::fcntl::{fcntl, FcntlArg, FdFlag};
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
                 if let Some(fd) = netns_fd {
                     let fd = std::os::fd::BorrowedFd::borrow_raw(fd);
                     nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)?;
+                }
+                if let Some(fd) = cgroup_fd {
+                    // Writing 0 moves the writing process itself.
+                    nix::unistd::write(std::os::fd::BorrowedFd::borrow_raw(fd), b"0").map_err(std::io::Error::from)?;
+                }
+                for fd in &pass_fds {
+                    fcntl(*fd, FcntlArg::F_SETFD(FdFlag::empty())).map_err(std::io::Error::from)?;
+                }
+                if let Some((uid, gid, groups)) = &user {
+                    nix::unistd::setgroups(groups).map_err(std::io::Error::from)?;
+                    nix::unistd::setgid(*gid).map_err(std::io::Error::from)?;
+                    nix::unistd::setuid(*uid).map_err(std::io::Error::from)?;
                 }
                 Ok(())
             });
         }
         let spawned = command.spawn().map_err(VmmError::Spawn);
         drop(netns);
+        drop(cgroup_procs);
         let mut child = spawned?;
         let Some(pid) = child.id() else {
             // Already exited and reaped by tokio; nothing is left to clean up.
@@ -101,6 +150,8 @@ impl VmmProcess {
         let (tx, rx) = watch::channel(None);
         let run_dir = spec.run_dir.to_path_buf();
         let reaper_dir = run_dir.clone();
+        let cgroup = spec.cgroup.clone();
+        let reaper_cgroup = cgroup.clone();
         tokio::spawn(async move {
             let (code, signal) = match child.wait().await {
                 Ok(status) => (status.code(), status.signal()),
@@ -109,9 +160,14 @@ impl VmmProcess {
                     (None, None)
                 }
             };
-            publish_exit(&tx, pid, &reaper_dir, code, signal);
+            publish_exit(&tx, pid, &reaper_dir, reaper_cgroup.as_deref(), code, signal);
         });
-        let process = VmmProcess { pid, run_dir, exit: rx };
+        let process = VmmProcess {
+            pid,
+            run_dir,
+            cgroup,
+            exit: rx,
+        };
         let pid_path = process.run_dir.join(PID_FILE);
         if let Err(source) = std::fs::write(&pid_path, format!("{pid}\n")) {
             process.kill_and_reap().await;
@@ -128,16 +184,19 @@ impl VmmProcess {
         }
         let (tx, rx) = watch::channel(None);
         let reaper_dir = run_dir.to_path_buf();
+        let cgroup = super::cgroup::of_process(pid);
+        let reaper_cgroup = cgroup.clone();
         // Not our child: we cannot wait() for it, so poll until it is gone.
         tokio::spawn(async move {
             while process::is_alive(pid) {
                 tokio::time::sleep(ADOPTED_POLL).await;
             }
-            publish_exit(&tx, pid, &reaper_dir, None, None);
+            publish_exit(&tx, pid, &reaper_dir, reaper_cgroup.as_deref(), None, None);
         });
         Ok(VmmProcess {
             pid,
             run_dir: run_dir.to_path_buf(),
+            cgroup,
             exit: rx,
         })
     }
@@ -148,6 +207,11 @@ impl VmmProcess {
 
     pub fn run_dir(&self) -> &Path {
         &self.run_dir
+    }
+
+    /// The cgroup v2 directory holding the VMM, when limits apply.
+    pub fn cgroup(&self) -> Option<&Path> {
+        self.cgroup.as_deref()
     }
 
     /// The exit report, if the process has already exited.
@@ -315,6 +379,7 @@ fn publish_exit(
     tx: &watch::Sender<Option<ExitReport>>,
     pid: u32,
     run_dir: &Path,
+    cgroup: Option<&Path>,
     code: Option<i32>,
     signal: Option<i32>,
 ) {
@@ -325,6 +390,9 @@ fn publish_exit(
     };
     tracing::info!(pid, ?code, ?signal, "VMM process exited");
     remove_pid_file_if_ours(run_dir, pid);
+    if let Some(dir) = cgroup {
+        super::cgroup::remove(dir);
+    }
     tx.send_replace(Some(report));
 }
 

@@ -274,3 +274,94 @@ async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
     let report = restored.stop(Duration::from_secs(20)).await;
     assert_eq!(report.code, Some(0), "{report:?}");
 }
+
+/// Under the real jailer: Firecracker runs chrooted (its root holds only what
+/// the jail put there), as the VMM user, in a new PID namespace, without the
+/// daemon's environment, and still boots, prints and stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespace() {
+    let test = "jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespace";
+    let Some(binary) = firecracker_bin_or_skip(test) else {
+        return;
+    };
+    let Some(jailer) = jailer_bin_or_skip(test) else {
+        return;
+    };
+    let dir = run_dir();
+    let _cleanup = KillLeftovers(dir.path().to_path_buf());
+    // A jailed Firecracker's command line names only its VM id.
+    let _jailed_cleanup = KillLeftovers(PathBuf::from("vm-fc-jailed"));
+    let spec = guest_launch(dir.path(), "vm-fc-jailed", &counter_guest(COUNTER_DELAY));
+    let user = hatch::vmm::privilege::VmmUser::ensure("hatch-vmm").expect("VMM user");
+    let jail_base = dir.path().join("jail");
+    let jailed = || {
+        backend(binary.clone()).jailed(Some(hatch::vmm::firecracker::jail::Jailer {
+            binary: jailer.clone(),
+            chroot_base: jail_base.clone(),
+            user: user.clone(),
+        }))
+    };
+    let backend = jailed();
+    let vm = backend.launch(&spec).await.expect("jailed launch");
+    let pid = vm.pid();
+
+    let seen = wait_for_count_above(&spec.run_dir, 0, 2).await;
+    assert!(!seen.is_empty(), "the jailed guest runs");
+
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert!(field("Uid").iter().all(|u| *u == user.uid.to_string()), "{status}");
+    assert!(field("Gid").iter().all(|g| *g == user.gid.to_string()), "{status}");
+    assert_eq!(field("NSpid").len(), 2, "a new PID namespace: {status}");
+    let root: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/root"))
+        .expect("its root")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(root.contains(&"firecracker".to_string()), "{root:?}");
+    assert!(root.contains(&"vmlinux".to_string()), "{root:?}");
+    assert!(
+        !root.contains(&"etc".to_string()) && !root.contains(&"home".to_string()),
+        "not chrooted: {root:?}"
+    );
+    let jail_root = jail_base.join("firecracker").join("vm-fc-jailed").join("root");
+    assert!(jail_root.join("firecracker").is_file());
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+    let environ = String::from_utf8_lossy(&environ);
+    assert!(!environ.contains("HATCH_") && !environ.contains("AWS_"), "{environ}");
+
+    // Snapshot (written inside the jail, then moved out) and restore into a
+    // new jail: the counter goes on from where it stopped.
+    let files = vm
+        .save_snapshot(&dir.path().join("snapshot"))
+        .await
+        .expect("jailed snapshot");
+    assert!(files.state.is_file() && files.memory.as_ref().is_some_and(|m| m.is_file()));
+    vm.stop(Duration::ZERO).await;
+    assert!(!hatch::sys::process::is_alive(pid), "stopped");
+    let (before, len) = complete_counters(&spec.run_dir);
+    let last = *before.last().expect("counted");
+    let restored = backend.restore(&spec, &files).await.expect("jailed restore");
+    let after = wait_for_count_above(&spec.run_dir, len, last).await;
+    assert!(!after.contains(&1), "not a fresh boot: {after:?}");
+    let restored_pid = restored.pid();
+    assert!(std::path::Path::new(&format!("/proc/{restored_pid}/root/firecracker")).is_file());
+
+    // A restarted daemon adopts the jailed VMM and can stop it.
+    drop(restored);
+    let adopted = jailed().adopt(&spec, restored_pid).await.expect("adopt jailed");
+    adopted.stop(Duration::from_secs(5)).await;
+    assert!(!hatch::sys::process::is_alive(restored_pid), "stopped after adoption");
+    assert!(
+        !jail_root.exists(),
+        "the jail (and its hard links to the VM's files) is removed"
+    );
+}

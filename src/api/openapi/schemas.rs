@@ -189,6 +189,17 @@ pub fn all() -> Map<String, Value> {
                 "image_id": { "type": "string" },
                 "vcpu_count": { "type": "integer" },
                 "mem_mib": { "type": "integer" },
+                "limits": {
+                    "type": "object",
+                    "description": "cgroup v2 limits of the VM's VMM, computed from its size; applied when the host's cgroup v2 hierarchy allows (see `hatch doctor`)",
+                    "properties": {
+                        "memory_max_bytes": { "type": "integer", "description": "memory.max: guest memory plus 256 MiB VMM overhead" },
+                        "cpu_max": { "type": "string", "description": "cpu.max: quota and period in microseconds, vcpu_count whole CPUs", "example": "200000 100000" },
+                        "pids_max": { "type": "integer", "description": "pids.max" }
+                    },
+                    "required": ["memory_max_bytes", "cpu_max", "pids_max"],
+                    "additionalProperties": false
+                },
                 "enable_network": { "type": "boolean" },
                 "guest_ip": { "type": "string", "description": "Absent when networking is off" },
                 "guest_mac": { "type": "string" },
@@ -215,6 +226,7 @@ pub fn all() -> Map<String, Value> {
                 "image_id",
                 "vcpu_count",
                 "mem_mib",
+                "limits",
                 "enable_network",
                 "hypervisor",
                 "created_at",

@@ -78,6 +78,20 @@ impl Paths {
     }
 }
 
+/// dnsmasq drops root after binding its sockets and opening its lease and
+/// pid files (it keeps only the capabilities DHCP needs). Debian's
+/// dnsmasq-base creates no `dnsmasq` user, so `nobody` it is; not the VMM
+/// user, so a compromised VMM cannot signal or inspect dnsmasq.
+pub const DNSMASQ_USER: &str = "nobody";
+
+/// `nogroup` where it exists (Debian), else `nobody`.
+fn dnsmasq_group() -> &'static str {
+    match nix::unistd::Group::from_name("nogroup") {
+        Ok(Some(_)) => "nogroup",
+        _ => "nobody",
+    }
+}
+
 /// A path as a config value: UTF-8 without control characters (a newline
 /// would start a new directive).
 fn path_value(path: &Path) -> Result<&str, NetError> {
@@ -114,8 +128,8 @@ pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> R
          dhcp-option=option:dns-server,{gateway}\n\
          dhcp-leasefile={leases}\n\
          pid-file={pid}\n\
-         user=root\n\
-         group=root\n\
+         user={user}\n\
+         group={group}\n\
          log-facility=-\n\
          # One reservation per networked VM: dhcp-host=<mac>,<ip>,<vm id>\n",
         bridge = cfg.bridge_name,
@@ -124,6 +138,8 @@ pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> R
         gateway = cfg.gateway,
         leases = path_value(&paths.leases)?,
         pid = path_value(&paths.pid)?,
+        user = DNSMASQ_USER,
+        group = dnsmasq_group(),
     );
     for reservation in &sorted {
         text.push_str(&reservation.line());

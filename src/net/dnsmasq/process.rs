@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 use tokio::sync::mpsc;
 
 use super::conf::{self, Paths};
@@ -51,7 +51,7 @@ pub(super) async fn start(paths: &Paths) -> Result<Child, String> {
         .append(true)
         .open(&paths.log)
         .map_err(|e| format!("cannot open {}: {e}", paths.log.display()))?;
-    let mut child = Command::new("dnsmasq")
+    let mut child = crate::sys::cmd::command("dnsmasq")
         .arg("--keep-in-foreground")
         .arg(conf_marker(paths))
         .stdin(Stdio::null())

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod api_client;
 mod handle;
+pub mod jail;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use async_trait::async_trait;
 
 use self::api::*;
 use self::handle::FirecrackerVm;
+use self::jail::{Jailer, JAILED_API_SOCKET};
 use super::kernel::inspect_kernel;
 use super::supervisor::{prepare_run_dir, SpawnSpec, VmmProcess, PID_FILE};
 use super::{validate, Hypervisor, HypervisorKind, SnapshotFiles, VmHandle, VmLaunch, VmmError};
@@ -35,11 +37,76 @@ const BASE_BOOT_ARGS: &str = "console=ttyS0 reboot=k panic=1";
 pub struct FirecrackerHypervisor {
     binary: PathBuf,
     netns: Option<PathBuf>,
+    jailer: Option<Jailer>,
+}
+
+/// Where a launch's files are, as the Firecracker process sees them.
+struct Placed {
+    spec: VmLaunch,
+    kernel: Option<PathBuf>,
+    snapshot: Option<SnapshotFiles>,
+    /// The jail's root on the host, when jailed.
+    root: Option<PathBuf>,
 }
 
 impl FirecrackerHypervisor {
     pub fn new(binary: PathBuf) -> Self {
-        FirecrackerHypervisor { binary, netns: None }
+        FirecrackerHypervisor {
+            binary,
+            netns: None,
+            jailer: None,
+        }
+    }
+
+    /// Runs every Firecracker under its jailer (see [`jail`]).
+    pub fn jailed(mut self, jailer: Option<Jailer>) -> Self {
+        self.jailer = jailer;
+        self
+    }
+
+    /// Puts the launch's files into the jail (a no-op when not jailed).
+    fn place(
+        &self,
+        spec: &VmLaunch,
+        kernel: Option<&Path>,
+        snapshot: Option<&SnapshotFiles>,
+    ) -> Result<Placed, VmmError> {
+        let Some(jailer) = &self.jailer else {
+            return Ok(Placed {
+                spec: spec.clone(),
+                kernel: kernel.map(Path::to_path_buf),
+                snapshot: snapshot.cloned(),
+                root: None,
+            });
+        };
+        let root = jailer.prepare(&spec.vm_id, &self.binary)?;
+        let mut placed = spec.clone();
+        let kernel = kernel.map(|k| jailer.place(&root, k, "vmlinux", false)).transpose()?;
+        placed.initrd = spec
+            .initrd
+            .as_deref()
+            .map(|i| jailer.place(&root, i, "initrd", false))
+            .transpose()?;
+        for disk in &mut placed.disks {
+            disk.path = jailer.place(&root, &disk.path, &format!("disk-{}", disk.id), !disk.read_only)?;
+        }
+        let snapshot = match snapshot {
+            Some(files) => Some(SnapshotFiles {
+                state: jailer.place(&root, &files.state, "restore.vmstate", false)?,
+                memory: files
+                    .memory
+                    .as_deref()
+                    .map(|m| jailer.place(&root, m, "restore.memory", false))
+                    .transpose()?,
+            }),
+            None => None,
+        };
+        Ok(Placed {
+            spec: placed,
+            kernel,
+            snapshot,
+            root: Some(root),
+        })
     }
 
     /// Runs every VMM of this backend in a network namespace (name or path),
@@ -51,6 +118,70 @@ impl FirecrackerHypervisor {
 
     pub fn binary(&self) -> &Path {
         &self.binary
+    }
+
+    /// Starts a jailed Firecracker: runs the jailer, which leaves
+    /// Firecracker running in a new PID namespace, then supervises that.
+    async fn spawn_jailed(
+        &self,
+        jailer: &Jailer,
+        spec: &VmLaunch,
+        root: &Path,
+    ) -> Result<(VmmProcess, FirecrackerApi), VmmError> {
+        if self.netns.is_none() {
+            validate::check_tap_exists(spec)?;
+        }
+        prepare_run_dir(&spec.run_dir, &jailed_marker(spec), &[PID_FILE])?;
+        tracing::info!(vm = %spec.vm_id, jail = %root.display(), user = %jailer.user.name, "starting Firecracker under its jailer");
+        let launcher = VmmProcess::spawn(SpawnSpec {
+            program: &jailer.binary,
+            args: jailer.args(spec, &self.binary),
+            run_dir: &spec.run_dir,
+            stdout: spec.serial_log_path(),
+            netns: self.netns.as_deref(),
+            user: None,
+            pass_fds: &[],
+            cgroup: None,
+        })
+        .await?;
+        let report = launcher
+            .wait_exit_timeout(API_READY_TIMEOUT)
+            .await
+            .ok_or_else(|| VmmError::Timeout {
+                what: "the jailer to start Firecracker".into(),
+            })?;
+        if report.code != Some(0) {
+            return Err(with_firecracker_log(launcher.early_exit_error(report), root));
+        }
+        let pid_file = root.join("firecracker.pid");
+        let pid: u32 = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| VmmError::Control(format!("the jailer left no pid in {}", pid_file.display())))?;
+        let process = VmmProcess::adopt(pid, &spec.run_dir, &jailed_marker(spec))?;
+        let pid_path = spec.run_dir.join(PID_FILE);
+        if let Err(source) = std::fs::write(&pid_path, format!("{pid}\n")) {
+            process.kill_and_reap().await;
+            return Err(VmmError::Io { path: pid_path, source });
+        }
+        let api = FirecrackerApi::new(root.join(JAILED_API_SOCKET.trim_start_matches('/')));
+        let probe = api.clone();
+        process
+            .startup(process.wait_until("Firecracker's API socket", API_READY_TIMEOUT, || {
+                let probe = probe.clone();
+                async move { probe.instance_info().await.ok() }
+            }))
+            .await
+            .map_err(|e| with_firecracker_log(e, root))?;
+        Ok((process, api))
+    }
+
+    /// Starts Firecracker (jailed when configured) for the placed launch.
+    async fn start(&self, placed: &Placed) -> Result<(VmmProcess, FirecrackerApi), VmmError> {
+        match (&self.jailer, &placed.root) {
+            (Some(jailer), Some(root)) => self.spawn_jailed(jailer, &placed.spec, root).await,
+            _ => self.spawn(&placed.spec).await,
+        }
     }
 
     /// Starts a Firecracker process for `spec` and waits for its API.
@@ -81,6 +212,9 @@ impl FirecrackerHypervisor {
             run_dir: &spec.run_dir,
             stdout: spec.serial_log_path(),
             netns: self.netns.as_deref(),
+            user: None,
+            pass_fds: &[],
+            cgroup: super::cgroup::for_launch(spec)?,
         })
         .await?;
         let api = FirecrackerApi::new(socket);
@@ -96,16 +230,23 @@ impl FirecrackerHypervisor {
     }
 }
 
+/// A jailed Firecracker's command line is `/firecracker --id <vm id> ...`
+/// (no host path appears in it).
+fn jailed_marker(spec: &VmLaunch) -> String {
+    spec.vm_id.clone()
+}
+
 /// Text identifying a VM's Firecracker in its command line: its API socket path.
 fn marker(socket: &Path) -> String {
     socket.display().to_string()
 }
 
-/// Firecracker reports start-up problems in its own log: add them to the error.
-fn with_firecracker_log(error: VmmError, run_dir: &Path) -> VmmError {
+/// Firecracker reports start-up problems in its own log (in `dir`, the run
+/// directory or the jail's root): add them to the error.
+fn with_firecracker_log(error: VmmError, dir: &Path) -> VmmError {
     match error {
         VmmError::EarlyExit { code, serial_tail } => {
-            let log = crate::sys::process::tail(&run_dir.join(FIRECRACKER_LOG), 1024);
+            let log = crate::sys::process::tail(&dir.join(FIRECRACKER_LOG), 1024);
             VmmError::EarlyExit {
                 code,
                 serial_tail: format!("{}\n{serial_tail}", log.trim()).trim().to_string(),
@@ -199,9 +340,11 @@ impl Hypervisor for FirecrackerHypervisor {
 
     async fn launch(&self, spec: &VmLaunch) -> Result<Box<dyn VmHandle>, VmmError> {
         let kernel = check_spec(spec)?;
-        let (process, api) = self.spawn(spec).await?;
-        process.startup(configure_and_start(&api, spec, kernel)).await?;
-        Ok(Box::new(FirecrackerVm::new(process, api)))
+        let placed = self.place(spec, Some(&kernel), None)?;
+        let (process, api) = self.start(&placed).await?;
+        let kernel = placed.kernel.clone().unwrap_or(kernel);
+        process.startup(configure_and_start(&api, &placed.spec, kernel)).await?;
+        Ok(Box::new(FirecrackerVm::new(process, api).jailed(placed.root)))
     }
 
     async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError> {
@@ -217,9 +360,17 @@ impl Hypervisor for FirecrackerHypervisor {
                 source,
             })?;
         }
-        let (process, api) = self.spawn(spec).await?;
+        let placed = self.place(spec, None, Some(snapshot))?;
+        let (state, memory) = match &placed.snapshot {
+            Some(SnapshotFiles {
+                state,
+                memory: Some(memory),
+            }) => (state.clone(), memory.clone()),
+            _ => (snapshot.state.clone(), memory),
+        };
+        let (process, api) = self.start(&placed).await?;
         let load = SnapshotLoad {
-            snapshot_path: snapshot.state.clone(),
+            snapshot_path: state,
             mem_backend: MemBackend {
                 backend_type: MemBackendType::File,
                 backend_path: memory,
@@ -235,10 +386,17 @@ impl Hypervisor for FirecrackerHypervisor {
                 .collect(),
         };
         process.startup(api.put_snapshot("/snapshot/load", &load)).await?;
-        Ok(Box::new(FirecrackerVm::new(process, api)))
+        Ok(Box::new(FirecrackerVm::new(process, api).jailed(placed.root)))
     }
 
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError> {
+        if let Some(jailer) = &self.jailer {
+            let root = jailer.root(&spec.vm_id, &self.binary);
+            let process = VmmProcess::adopt(pid, &spec.run_dir, &jailed_marker(spec))?;
+            let api = FirecrackerApi::new(root.join(JAILED_API_SOCKET.trim_start_matches('/')));
+            api.instance_info().await?;
+            return Ok(Box::new(FirecrackerVm::new(process, api).jailed(Some(root))));
+        }
         let socket = spec.run_dir.join(API_SOCKET);
         let process = VmmProcess::adopt(pid, &spec.run_dir, &marker(&socket))?;
         let api = FirecrackerApi::new(socket);

@@ -5,6 +5,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
+use super::fds::FdNumbers;
 use crate::vmm::{VmLaunch, VmmError};
 
 /// The accelerator QEMU runs with.
@@ -53,11 +54,23 @@ fn opt_path(path: &Path) -> Result<String, VmmError> {
     Ok(text(path)?.replace(',', ",,"))
 }
 
-/// Builds the argv (without the program name). `incoming` is the saved state
-/// to load, for a restore; `exec:` URIs go through a shell, so the caller
-/// must have checked that path with `validate::check_shell_safe_path`.
-pub fn build(spec: &VmLaunch, kernel: &Path, accel: Accel, incoming: Option<&Path>) -> Result<Vec<OsString>, VmmError> {
-    let run_dir = &spec.run_dir;
+/// QEMU's seccomp sandbox: no obsolete system calls, no set*id (the process
+/// already runs as the VMM user), no fork/exec (nothing in Hatch's use of
+/// QEMU needs a child: migration goes to a passed descriptor, not `exec:`),
+/// no scheduler/affinity changes.
+pub const SANDBOX: &str = "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny";
+
+/// `-add-fd` for one passed descriptor: its fdset is numbered like the fd,
+/// and `opaque` names the file it stands for (for people reading `ps`; the
+/// serial log's also identifies the VM's QEMU when adopting it).
+fn add_fd(fd: i32, what: &Path) -> Result<[String; 2], VmmError> {
+    Ok(["-add-fd".into(), format!("fd={fd},set={fd},opaque={}", opt_path(what)?)])
+}
+
+/// Builds the argv (without the program name). Every file is a descriptor
+/// the daemon opened (`fds`, see `vmm::privilege`); `fds.incoming` is the
+/// saved state to load, for a restore.
+pub fn build(spec: &VmLaunch, accel: Accel, fds: &FdNumbers) -> Result<Vec<OsString>, VmmError> {
     let mut args: Vec<String> = vec![
         "-name".into(),
         spec.vm_id.clone(),
@@ -78,54 +91,63 @@ pub fn build(spec: &VmLaunch, kernel: &Path, accel: Accel, incoming: Option<&Pat
         "-nographic".into(),
         // A guest reboot ends the process, which the supervisor reports.
         "-no-reboot".into(),
+        "-sandbox".into(),
+        SANDBOX.into(),
+        // Opened by QEMU as the VMM user through its own descriptor:
+        // the image directories need not be reachable by it.
         "-kernel".into(),
-        text(kernel)?.to_string(),
+        format!("/proc/self/fd/{}", fds.kernel),
         "-append".into(),
         kernel_cmdline(accel, &spec.boot_args),
     ];
-    if let Some(initrd) = &spec.initrd {
-        args.extend(["-initrd".into(), text(initrd)?.to_string()]);
+    if let (Some(_), Some(fd)) = (&spec.initrd, fds.initrd) {
+        args.extend(["-initrd".into(), format!("/proc/self/fd/{fd}")]);
     }
+    args.extend(add_fd(fds.serial_log, &spec.serial_log_path())?);
     args.extend([
         // The serial console is a pty (an interactive console: QMP
         // `query-chardev` names it) that also logs everything to serial.log.
         // Not a socket chardev: with no client connected QEMU retries every
         // byte, which slowed a TCG boot by about a third.
         "-chardev".into(),
-        format!(
-            "pty,id=serial0,logfile={},logappend=on",
-            opt_path(&spec.serial_log_path())?
-        ),
+        format!("pty,id=serial0,logfile=/dev/fdset/{},logappend=on", fds.serial_log),
         "-serial".into(),
         "chardev:serial0".into(),
-        "-qmp".into(),
-        format!("unix:{},server=on,wait=off", opt_path(&run_dir.join(QMP_SOCKET))?),
+        // QMP on a socket the daemon bound and listens on (run_dir/qmp.sock).
+        "-chardev".into(),
+        format!("socket,id=qmp,fd={},server=on,wait=off", fds.qmp),
+        "-mon".into(),
+        "chardev=qmp,mode=control".into(),
     ]);
-    for disk in &spec.disks {
+    if fds.disks.len() != spec.disks.len() {
+        return Err(VmmError::InvalidLaunch("one descriptor per disk is needed".into()));
+    }
+    for (disk, fd) in spec.disks.iter().zip(&fds.disks) {
         // QEMU ids must start with a letter; disk ids are validated to [A-Za-z0-9_-].
         let id = format!("disk-{}", disk.id);
+        args.extend(add_fd(*fd, &disk.path)?);
         args.extend([
             "-drive".into(),
             format!(
-                "id={id},file={},format=raw,if=none,readonly={}",
-                opt_path(&disk.path)?,
+                "id={id},file=/dev/fdset/{fd},format=raw,if=none,readonly={}",
                 if disk.read_only { "on" } else { "off" }
             ),
             "-device".into(),
             format!("virtio-blk-device,drive={id}"),
         ]);
     }
-    if let Some(nic) = &spec.nic {
-        // Never vhost=on: these hosts have no vhost-net.
+    if let (Some(nic), Some(fd)) = (&spec.nic, fds.tap) {
+        // Never vhost=on: these hosts have no vhost-net. The TAP is a
+        // descriptor the daemon attached (QEMU as the VMM user may not).
         args.extend([
             "-netdev".into(),
-            format!("tap,id=net0,ifname={},script=no,downscript=no", nic.tap_name),
+            format!("tap,id=net0,fd={fd}"),
             "-device".into(),
             format!("virtio-net-device,netdev=net0,mac={}", nic.mac),
         ]);
     }
-    if let Some(state) = incoming {
-        args.extend(["-incoming".into(), format!("exec:cat {}", text(state)?)]);
+    if let Some(fd) = fds.incoming {
+        args.extend(["-incoming".into(), format!("fd:{fd}")]);
     }
     Ok(args.into_iter().map(OsString::from).collect())
 }
@@ -167,6 +189,18 @@ mod tests {
         }
     }
 
+    fn fds(incoming: Option<i32>) -> FdNumbers {
+        FdNumbers {
+            qmp: 3,
+            serial_log: 4,
+            kernel: 5,
+            initrd: Some(6),
+            tap: Some(7),
+            disks: vec![8, 9],
+            incoming,
+        }
+    }
+
     fn strings(args: Vec<OsString>) -> Vec<String> {
         args.into_iter().map(|a| a.into_string().expect("utf8")).collect()
     }
@@ -176,40 +210,35 @@ mod tests {
         let args = strings(
             build(
                 &spec(),
-                Path::new("/img/vmlinux"),
                 Accel::Tcg {
                     tsc_khz: Some(2_100_000),
                 },
-                None,
+                &fds(None),
             )
             .expect("args"),
         );
         let joined = args.join(" ");
         assert!(joined.contains("-M microvm,accel=tcg,acpi=on -cpu max -smp 2 -m 256M"));
         assert!(args.contains(&"console=ttyS0 reboot=k panic=1 tsc_early_khz=2100000 quiet".to_string()));
-        assert!(joined.contains("id=disk-rootfs,file=/vms/a,,b/root.img,format=raw,if=none,readonly=off"));
-        assert!(joined.contains("id=disk-seed,file=/vms/seed.img,format=raw,if=none,readonly=on"));
-        assert!(joined.contains("tap,id=net0,ifname=htap0,script=no,downscript=no"));
+        assert!(joined.contains("-add-fd fd=8,set=8,opaque=/vms/a,,b/root.img"));
+        assert!(joined.contains("id=disk-rootfs,file=/dev/fdset/8,format=raw,if=none,readonly=off"));
+        assert!(joined.contains("id=disk-seed,file=/dev/fdset/9,format=raw,if=none,readonly=on"));
+        assert!(joined.contains("tap,id=net0,fd=7"));
         assert!(!joined.contains("vhost"));
-        assert!(joined.contains("-qmp unix:/run/hatch/vm-abc/qmp.sock,server=on,wait=off"));
+        assert!(joined.contains("-chardev socket,id=qmp,fd=3,server=on,wait=off -mon chardev=qmp,mode=control"));
+        assert!(joined.contains("-kernel /proc/self/fd/5"));
+        assert!(joined.contains("-initrd /proc/self/fd/6"));
+        assert!(joined.contains("opaque=/run/hatch/vm-abc/serial.log"));
+        assert!(joined.contains(&format!("-sandbox {SANDBOX}")));
         assert!(!joined.contains("-incoming"));
     }
 
     #[test]
     fn restore_is_launch_plus_incoming() {
-        let launch = build(&spec(), Path::new("/img/vmlinux"), Accel::Kvm, None).expect("args");
-        let restore = build(
-            &spec(),
-            Path::new("/img/vmlinux"),
-            Accel::Kvm,
-            Some(Path::new("/snap/vmstate")),
-        )
-        .expect("args");
+        let launch = build(&spec(), Accel::Kvm, &fds(None)).expect("args");
+        let restore = build(&spec(), Accel::Kvm, &fds(Some(10))).expect("args");
         assert_eq!(&restore[..launch.len()], &launch[..]);
-        assert_eq!(
-            strings(restore[launch.len()..].to_vec()),
-            vec!["-incoming", "exec:cat /snap/vmstate"]
-        );
+        assert_eq!(strings(restore[launch.len()..].to_vec()), vec!["-incoming", "fd:10"]);
         assert!(strings(launch).contains(&"host".to_string()));
     }
 

@@ -6,6 +6,7 @@
 //! `-incoming`, waits for the state to load, then continues.
 
 pub mod args;
+pub mod fds;
 mod handle;
 pub mod qmp;
 
@@ -15,9 +16,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use self::args::{Accel, QMP_SOCKET};
+use self::fds::QemuFds;
 use self::handle::QemuVm;
 use self::qmp::Qmp;
 use super::kernel::{inspect_kernel, KernelInfo};
+use super::privilege::VmmUser;
 use super::supervisor::{prepare_run_dir, SpawnSpec, VmmProcess, PID_FILE};
 use super::{validate, Hypervisor, HypervisorKind, SnapshotFiles, VmHandle, VmLaunch, VmmError};
 use crate::model::KernelFormat;
@@ -31,6 +34,8 @@ pub struct QemuHypervisor {
     binary: PathBuf,
     accel: Accel,
     netns: Option<PathBuf>,
+    /// The unprivileged user QEMU runs as; None: the daemon's own user.
+    user: Option<VmmUser>,
 }
 
 impl QemuHypervisor {
@@ -39,7 +44,14 @@ impl QemuHypervisor {
             binary,
             accel,
             netns: None,
+            user: None,
         }
+    }
+
+    /// Runs every QEMU as `user` (see `vmm::privilege`).
+    pub fn run_as(mut self, user: Option<VmmUser>) -> Self {
+        self.user = user;
+        self
     }
 
     /// Runs every VMM of this backend in a network namespace (name or path),
@@ -66,17 +78,25 @@ impl QemuHypervisor {
         }
         let kernel = pick_kernel(spec)?;
         let qmp_path = spec.run_dir.join(QMP_SOCKET);
-        prepare_run_dir(&spec.run_dir, &marker(&qmp_path), &[QMP_SOCKET, PID_FILE])?;
-        let argv = args::build(spec, &kernel, self.accel, incoming)?;
-        tracing::info!(vm = %spec.vm_id, accel = self.accel.name(), kernel = %kernel.display(), "starting QEMU");
+        prepare_run_dir(&spec.run_dir, &marker(spec), &[QMP_SOCKET, PID_FILE])?;
+        restrict_run_dir(&spec.run_dir)?;
+        let fds = QemuFds::open(spec, &kernel, &qmp_path, self.netns.as_deref(), incoming)?;
+        let argv = args::build(spec, self.accel, &fds.numbers())?;
+        tracing::info!(vm = %spec.vm_id, accel = self.accel.name(), kernel = %kernel.display(), user = ?self.user.as_ref().map(|u| &u.name), "starting QEMU");
+        let pass_fds = fds.all();
         let process = VmmProcess::spawn(SpawnSpec {
             program: &self.binary,
             args: argv,
             run_dir: &spec.run_dir,
             stdout: spec.run_dir.join(super::supervisor::VMM_LOG),
             netns: self.netns.as_deref(),
+            user: self.user.as_ref(),
+            pass_fds: &pass_fds,
+            cgroup: super::cgroup::for_launch(spec)?,
         })
         .await?;
+        // QEMU holds its copies now.
+        drop(fds);
         let qmp = process
             .startup(process.wait_until("QEMU's QMP socket", QMP_READY_TIMEOUT, || {
                 let path = qmp_path.clone();
@@ -87,9 +107,21 @@ impl QemuHypervisor {
     }
 }
 
-/// The text identifying a VM's QEMU in its command line: its QMP socket path.
-fn marker(qmp_path: &Path) -> String {
-    qmp_path.display().to_string()
+/// The text identifying a VM's QEMU in its command line: its serial log
+/// path (the `opaque` of its `-add-fd`; earlier versions named it in
+/// `logfile=`, so their QEMUs are adopted too).
+fn marker(spec: &VmLaunch) -> String {
+    spec.serial_log_path().display().to_string()
+}
+
+/// The run directory is root's alone (0700): QEMU, running as the VMM user,
+/// gets descriptors for what it needs and must not reach other VMs' files.
+fn restrict_run_dir(run_dir: &Path) -> Result<(), VmmError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(run_dir, std::fs::Permissions::from_mode(0o700)).map_err(|source| VmmError::Io {
+        path: run_dir.to_path_buf(),
+        source,
+    })
 }
 
 /// QEMU boots an ELF vmlinux only through its PVH entry note; otherwise the bzImage.
@@ -127,8 +159,6 @@ impl Hypervisor for QemuHypervisor {
     }
 
     async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError> {
-        // The state path goes through a shell (`exec:cat FILE`): keep it plain.
-        validate::check_shell_safe_path(&snapshot.state)?;
         std::fs::metadata(&snapshot.state).map_err(|source| VmmError::Io {
             path: snapshot.state.clone(),
             source,
@@ -141,7 +171,7 @@ impl Hypervisor for QemuHypervisor {
 
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError> {
         let qmp_path = spec.run_dir.join(QMP_SOCKET);
-        let process = VmmProcess::adopt(pid, &spec.run_dir, &marker(&qmp_path))?;
+        let process = VmmProcess::adopt(pid, &spec.run_dir, &marker(spec))?;
         // The previous daemon's QMP connection closed with it; QEMU accepts a new one.
         let qmp = Qmp::connect(&qmp_path).await?;
         Ok(Box::new(QemuVm::new(process, qmp_path, Some(qmp))))

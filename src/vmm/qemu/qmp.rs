@@ -1,6 +1,7 @@
 //! A minimal QMP (QEMU Machine Protocol) client: JSON lines over a unix
 //! socket, one command at a time; asynchronous events are skipped.
 
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -48,19 +49,63 @@ impl Qmp {
 
     /// Runs `command` and returns its `return` value.
     pub async fn execute(&mut self, command: &str, arguments: Option<Value>) -> Result<Value, VmmError> {
+        self.execute_with_fd(command, arguments, None).await
+    }
+
+    /// Like [`Qmp::execute`], passing `fd` along with the command (SCM_RIGHTS),
+    /// as `getfd` needs.
+    pub async fn execute_with_fd(
+        &mut self,
+        command: &str,
+        arguments: Option<Value>,
+        fd: Option<RawFd>,
+    ) -> Result<Value, VmmError> {
         let mut request = json!({ "execute": command });
         if let Some(arguments) = arguments {
             request["arguments"] = arguments;
         }
         let mut line = request.to_string();
         line.push('\n');
+        let mut sent = 0;
+        if let Some(fd) = fd {
+            sent = self
+                .send_with_fd(line.as_bytes(), fd)
+                .await
+                .map_err(|e| control(command, e))?;
+        }
         self.writer
-            .write_all(line.as_bytes())
+            .write_all(&line.as_bytes()[sent..])
             .await
             .map_err(|e| control(command, e))?;
         tokio::time::timeout(REPLY_TIMEOUT, self.read_reply(command))
             .await
             .map_err(|_| control(command, "no reply"))?
+    }
+
+    /// Sends (a first part of) `bytes` with `fd` attached; returns how many bytes went.
+    async fn send_with_fd(&mut self, bytes: &[u8], fd: RawFd) -> std::io::Result<usize> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let stream: &UnixStream = self.writer.as_ref();
+        loop {
+            stream.writable().await?;
+            let result = stream.try_io(tokio::io::Interest::WRITABLE, || {
+                let fds = [fd];
+                let cmsg = [ControlMessage::ScmRights(&fds)];
+                sendmsg::<()>(
+                    stream.as_raw_fd(),
+                    &[std::io::IoSlice::new(bytes)],
+                    &cmsg,
+                    MsgFlags::empty(),
+                    None,
+                )
+                .map_err(std::io::Error::from)
+            });
+            match result {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     async fn read_reply(&mut self, command: &str) -> Result<Value, VmmError> {

@@ -3,7 +3,7 @@
 //! TSC frequency.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use super::{DoctorCheck, HypervisorSettings};
@@ -61,7 +61,7 @@ impl BinaryProbe {
 
 /// The first line `<binary> --version` prints, waited for at most a few seconds.
 fn version_of(binary: &Path) -> Option<String> {
-    let mut child = Command::new(binary)
+    let mut child = crate::sys::cmd::std_command(binary)
         .arg("--version")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

@@ -47,6 +47,7 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
         image_id: image_id.to_string(),
         vcpu_count: 1,
         mem_mib: 256,
+        limits: hatch::model::VmmLimits::for_vm(1, 256),
         enable_network: true,
         network: Some(NetworkIdentity {
             guest_ip: Ipv4Addr::new(192, 168, 241, 10 + n),

@@ -140,12 +140,22 @@ impl Drop for KillLeftovers {
 /// the test fails under CI (`CI` set: it must never pass by skipping) and
 /// elsewhere is skipped with a visible message.
 pub fn firecracker_bin_or_skip(test: &str) -> Option<PathBuf> {
-    let found = match std::env::var_os("HATCH_FIRECRACKER_BIN") {
+    reference_binary_or_skip(test, "HATCH_FIRECRACKER_BIN", "firecracker")
+}
+
+/// The Firecracker jailer from HATCH_JAILER_BIN (scripts/test points it at
+/// ../shared/bin/jailer) or PATH, as [`firecracker_bin_or_skip`].
+pub fn jailer_bin_or_skip(test: &str) -> Option<PathBuf> {
+    reference_binary_or_skip(test, "HATCH_JAILER_BIN", "jailer")
+}
+
+fn reference_binary_or_skip(test: &str, variable: &str, program: &str) -> Option<PathBuf> {
+    let found = match std::env::var_os(variable) {
         Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
-        None => hatch::sys::cmd::find_on_path("firecracker"),
+        None => hatch::sys::cmd::find_on_path(program),
     };
     if found.is_none() {
-        let why = "no firecracker binary (set HATCH_FIRECRACKER_BIN or put firecracker on PATH)";
+        let why = format!("no {program} binary (set {variable} or put {program} on PATH)");
         assert!(
             std::env::var_os("CI").is_none(),
             "{test}: {why}; CI must run the Firecracker tests"
