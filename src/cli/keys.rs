@@ -29,7 +29,7 @@ pub async fn run(command: KeyCommand, args: &ClientArgs) -> Result<(), CliError>
     match command {
         KeyCommand::Create { name, local: true } => {
             crate::api::validate::name(&name).map_err(|e| CliError::Usage(e.message))?;
-            let (info, key) = local_store()?.create_api_key(&name).map_err(local)?;
+            let (info, key) = local_store()?.create_api_key(&name, crate::model::Role::Admin, Default::default()).map_err(local)?;
             let mut created = serde_json::to_value(&info).map_err(local)?;
             created["key"] = json!(key);
             print_new_key(args.json, &created);

@@ -28,6 +28,8 @@ mod defaults {
     pub const RECONCILE_INTERVAL: &str = "15s";
     pub const SHUTDOWN_TIMEOUT: &str = "60s";
     pub const SNAPSHOT_SWEEP_MIN_AGE: &str = "1h";
+    pub const RATE_LIMIT: &str = "50/s";
+    pub const RATE_BURST: &str = "200";
 }
 
 #[derive(Debug, Clone, Args)]
@@ -123,6 +125,12 @@ pub struct ServeArgs {
     /// How long a stop signal waits for operations in flight (VMs keep running).
     #[arg(long, env = "HATCH_SHUTDOWN_TIMEOUT", default_value = defaults::SHUTDOWN_TIMEOUT)]
     pub shutdown_timeout: String,
+    /// Mutating API requests allowed per key: N/s, N/m or N/h, or "off".
+    #[arg(long, env = "HATCH_RATE_LIMIT", default_value = defaults::RATE_LIMIT)]
+    pub rate_limit: String,
+    /// How many mutating requests a key may make at once before the rate applies.
+    #[arg(long, env = "HATCH_RATE_BURST", default_value = defaults::RATE_BURST)]
+    pub rate_burst: String,
     /// Hidden, for tests: how old an artefact no snapshot owns must be before
     /// the start-up sweep removes it.
     #[arg(long, env = "HATCH_SNAPSHOT_SWEEP_MIN_AGE", default_value = defaults::SNAPSHOT_SWEEP_MIN_AGE, hide = true)]
@@ -179,6 +187,8 @@ impl ServeArgs {
             reconcile_interval: RECONCILE_INTERVAL.into(),
             shutdown_timeout: SHUTDOWN_TIMEOUT.into(),
             snapshot_sweep_min_age: SNAPSHOT_SWEEP_MIN_AGE.into(),
+            rate_limit: RATE_LIMIT.into(),
+            rate_burst: RATE_BURST.into(),
         }
     }
 }

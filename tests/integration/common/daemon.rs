@@ -35,6 +35,7 @@ pub fn sample_template(image_id: &str) -> Template {
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake x@y".into(),
         ],
         created_at: now(),
+        owner_key_id: None,
     }
 }
 
@@ -66,6 +67,7 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
         idle_status: None,
         restart_policy: hatch::model::RestartPolicy::Never,
         snapshot_id: None,
+        owner_key_id: None,
     }
 }
 
@@ -146,11 +148,7 @@ impl TestApi {
                 let orch = hatch::cli::serve::start_orchestrator(config.clone(), store.clone())
                     .await
                     .expect("orchestrator");
-                let app = router(AppState {
-                    store,
-                    orch: orch.clone(),
-                    config,
-                });
+                let app = router(AppState::new(store, orch.clone(), config));
                 let listener = tokio::net::UnixListener::bind(&socket).expect("bind the API socket");
                 let server = tokio::spawn(async move {
                     axum::serve(listener, app).await.expect("serve");
