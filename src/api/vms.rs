@@ -285,12 +285,12 @@ pub async fn logs(
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<LogsQuery>,
 ) -> ApiResult<impl IntoResponse> {
-    owner::vm(&state, &caller, &id)?;
     let bytes = match &query.bytes {
         None => DEFAULT_LOG_BYTES,
         Some(text) => crate::config::values::number(text, 1, MAX_LOG_BYTES)
             .map_err(|e| ApiError::field(ErrorKind::InvalidField, "bytes", format!("bytes: {e}")))?,
     };
+    owner::vm(&state, &caller, &id)?;
     let text = state.orch.logs(&id, bytes).await?;
     Ok(([(CONTENT_TYPE, "text/plain; charset=utf-8")], text))
 }
