@@ -35,6 +35,8 @@ pub enum VmCommand {
     },
     /// The VM's state changes, oldest first.
     Events { id: String },
+    /// Give a VM, with its snapshots and routes, to another key (admin).
+    Owner { id: String, key_id: String },
     /// Print the end of the VM's serial console.
     Logs {
         id: String,
@@ -133,6 +135,18 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
             if !args.json {
                 println!("deleted {id}");
             }
+        }
+        VmCommand::Owner { id, key_id } => {
+            let vm: Value = client
+                .call(
+                    Method::POST,
+                    &format!("/vms/{}/owner", segment(&id)),
+                    Some(&serde_json::json!({ "key_id": key_id })),
+                )
+                .await?;
+            output::show(args.json, &vm, |vm| {
+                println!("{} now belongs to {}", vm["id"].as_str().unwrap_or("-"), vm["owner_key_id"].as_str().unwrap_or("-"));
+            });
         }
         VmCommand::Events { id } => {
             let events: Vec<Value> = client
