@@ -63,6 +63,7 @@ pub struct Client {
 
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -107,13 +108,14 @@ impl Client {
             }
         };
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| CliError::Http(e.to_string()))?
             .to_bytes();
-        Ok(Reply { status, body })
+        Ok(Reply { status, headers, body })
     }
 
     fn unreachable(&self, source: std::io::Error) -> CliError {

@@ -167,6 +167,7 @@ fn an_invalid_variable_stops_startup_naming_it() {
         ("HATCH_SSH_PORT_MIN", "abc"),
         ("HATCH_BRIDGE_CIDR", "10.0.0.0/8"),
         ("HATCH_IDLE_TIMEOUT", "soon"),
+        ("HATCH_RATE_LIMIT", "twenty"),
     ] {
         let output = hatch_command_in(
             Some(&netns),

@@ -6,6 +6,7 @@ mod api_auth;
 mod api_netns;
 mod api_openapi;
 mod api_resources;
+mod api_tenancy;
 mod api_user_data;
 mod cli_client;
 mod cli_config;

@@ -132,8 +132,15 @@ impl Drop for TestApi {
 
 impl TestApi {
     pub async fn start() -> TestApi {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with the defaults' configuration changed by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
-        let config = Arc::new(Config::with_data_dir(dir.path()).expect("config"));
+        let mut config = Config::with_data_dir(dir.path()).expect("config");
+        adjust(&mut config);
+        let config = Arc::new(config);
         let store = hatch::cli::serve::open_state(&config).expect("open state");
         let admin_key = std::fs::read_to_string(config.admin_key_path())
             .expect("admin.key")
@@ -185,6 +192,17 @@ impl TestApi {
         let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
         let reply = self
             .client(Some(&self.admin_key))
+            .request(method, path, body.as_ref())
+            .await
+            .expect("request");
+        (reply.status.as_u16(), json_or_null(&reply.body))
+    }
+
+    /// A request with `key`; returns the status and the JSON body (Null when empty).
+    pub async fn call_as(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        let reply = self
+            .client(Some(key))
             .request(method, path, body.as_ref())
             .await
             .expect("request");
