@@ -20,6 +20,7 @@ mod e2e_cloudinit;
 mod e2e_durable;
 mod e2e_proxy;
 mod e2e_snapshot;
+mod e2e_tenancy;
 mod e2e_vm_lifecycle;
 mod image_build;
 mod image_debian_boot;
