@@ -8,7 +8,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::auth::Caller;
-use super::error::ApiResult;
+use super::error::{ApiError, ApiResult};
 use super::json::{parse_json, ApiQuery};
 use super::vms::{run, AsyncQuery};
 use super::{owner, AppState};
@@ -66,7 +66,13 @@ pub async fn restore(
     };
     owner::vm(&state, &caller, &id)?;
     if let Some(snapshot_id) = &request.snapshot_id {
-        owner::snapshot(&state, &caller, snapshot_id)?;
+        // Another owner's snapshot is answered like a missing one.
+        if owner::snapshot(&state, &caller, snapshot_id).is_err() {
+            return Err(ApiError::invalid(
+                "snapshot_id",
+                format!("VM {id} has no snapshot {snapshot_id}"),
+            ));
+        }
     }
     let operation = Operation::Restore {
         vm_id: id.clone(),

@@ -141,18 +141,22 @@ async fn a_member_sees_and_changes_only_what_it_owns() {
         ("GET", format!("/templates/{template_id}"), None),
         ("DELETE", format!("/templates/{template_id}"), None),
         ("GET", format!("/templates/{admins_template}"), None),
-        // Restoring his own VM from Alice's snapshot.
-        (
-            "POST",
-            format!("/vms/{}/restore", bobs_vm.id),
-            Some(json!({ "snapshot_id": snapshot.id })),
-        ),
     ];
     for (method, path, body) in cases {
         let (status, reply) = api.call_as(&bob.key, method, &path, body).await;
         assert_eq!(status, 404, "{method} {path}: {reply}");
         assert_eq!(error_parts(&reply).0, "not_found", "{method} {path}");
     }
+    // Restoring his own VM from Alice's snapshot: as if it did not exist.
+    let (status, reply) = api
+        .call_as(
+            &bob.key,
+            "POST",
+            &format!("/vms/{}/restore", bobs_vm.id),
+            Some(json!({ "snapshot_id": snapshot.id })),
+        )
+        .await;
+    assert_eq!((status, error_parts(&reply)), (400, ("invalid_field".into(), Some("snapshot_id".into()))));
     // Nor can he create a VM from Alice's template.
     let (status, reply) = api
         .call_as(&bob.key, "POST", "/vms", Some(json!({ "template_id": template_id })))
