@@ -113,9 +113,7 @@ fn rate_limited(wait: std::time::Duration) -> Response {
         format!("too many requests from this key; retry in {seconds} s (HATCH_RATE_LIMIT)"),
     )
     .into_response();
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 

@@ -51,9 +51,8 @@ pub struct KeyUsage {
 pub fn parse_role(value: Option<&Value>) -> ApiResult<Role> {
     match value {
         None | Some(Value::Null) => Ok(Role::Member),
-        Some(Value::String(text)) => Role::parse(text).ok_or_else(|| {
-            ApiError::invalid("role", format!("role must be \"admin\" or \"member\", got {text:?}"))
-        }),
+        Some(Value::String(text)) => Role::parse(text)
+            .ok_or_else(|| ApiError::invalid("role", format!("role must be \"admin\" or \"member\", got {text:?}"))),
         Some(other) => Err(ApiError::invalid(
             "role",
             format!("role must be \"admin\" or \"member\", got {other}"),
@@ -134,7 +133,10 @@ pub async fn update(
     if !state.store.set_api_key_quotas(&id, &quotas)? {
         return Err(ApiError::not_found("key", &id));
     }
-    let key = state.store.get_api_key(&id)?.ok_or_else(|| ApiError::not_found("key", &id))?;
+    let key = state
+        .store
+        .get_api_key(&id)?
+        .ok_or_else(|| ApiError::not_found("key", &id))?;
     Ok(Json(key))
 }
 

@@ -77,7 +77,10 @@ mod tests {
             assert!(limiter.take_at("k", start).is_ok());
         }
         let wait = limiter.take_at("k", start).unwrap_err();
-        assert!(wait > Duration::from_millis(400) && wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(
+            wait > Duration::from_millis(400) && wait <= Duration::from_millis(500),
+            "{wait:?}"
+        );
         assert!(limiter.take_at("other", start).is_ok(), "keys have their own buckets");
         assert!(limiter.take_at("k", start + Duration::from_millis(500)).is_ok());
         assert!(limiter.take_at("k", start + Duration::from_millis(500)).is_err());

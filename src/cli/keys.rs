@@ -144,7 +144,12 @@ pub async fn run(command: KeyCommand, args: &ClientArgs) -> Result<(), CliError>
         KeyCommand::Me => {
             let me: Value = client.call(Method::GET, "/keys/me", None).await?;
             output::show(args.json, &me, |k| {
-                println!("{} ({}, {})", k["id"].as_str().unwrap_or("-"), k["name"].as_str().unwrap_or("-"), k["role"].as_str().unwrap_or("-"));
+                println!(
+                    "{} ({}, {})",
+                    k["id"].as_str().unwrap_or("-"),
+                    k["name"].as_str().unwrap_or("-"),
+                    k["role"].as_str().unwrap_or("-")
+                );
                 let rows: Vec<Vec<String>> = [
                     ("max_vms", "vms"),
                     ("max_vcpus", "vcpus"),
@@ -157,7 +162,9 @@ pub async fn run(command: KeyCommand, args: &ClientArgs) -> Result<(), CliError>
                     vec![
                         quota.to_string(),
                         k["usage"][used].to_string(),
-                        k["quotas"][quota].as_u64().map_or("unlimited".into(), |l| l.to_string()),
+                        k["quotas"][quota]
+                            .as_u64()
+                            .map_or("unlimited".into(), |l| l.to_string()),
                     ]
                 })
                 .collect();
@@ -238,7 +245,13 @@ pub async fn audit(args: &AuditArgs) -> Result<(), CliError> {
             .iter()
             .map(|e| {
                 let text = |f: &str| e[f].as_str().unwrap_or("-").to_string();
-                vec![text("at"), text("key_id"), text("method"), text("path"), e["status"].to_string()]
+                vec![
+                    text("at"),
+                    text("key_id"),
+                    text("method"),
+                    text("path"),
+                    e["status"].to_string(),
+                ]
             })
             .collect();
         output::table(&["AT", "KEY", "METHOD", "PATH", "STATUS"], &rows);

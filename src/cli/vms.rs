@@ -145,7 +145,11 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
                 )
                 .await?;
             output::show(args.json, &vm, |vm| {
-                println!("{} now belongs to {}", vm["id"].as_str().unwrap_or("-"), vm["owner_key_id"].as_str().unwrap_or("-"));
+                println!(
+                    "{} now belongs to {}",
+                    vm["id"].as_str().unwrap_or("-"),
+                    vm["owner_key_id"].as_str().unwrap_or("-")
+                );
             });
         }
         VmCommand::Events { id } => {

@@ -69,12 +69,7 @@ fn new_plaintext() -> String {
 
 impl Store {
     /// Creates a key; returns its listing and the plaintext (shown once).
-    pub fn create_api_key(
-        &self,
-        name: &str,
-        role: Role,
-        quotas: Quotas,
-    ) -> Result<(ApiKeyInfo, String), StoreError> {
+    pub fn create_api_key(&self, name: &str, role: Role, quotas: Quotas) -> Result<(ApiKeyInfo, String), StoreError> {
         let plaintext = new_plaintext();
         let info = ApiKeyInfo {
             id: random_id("key", 10),

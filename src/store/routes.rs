@@ -37,18 +37,18 @@ impl Store {
             check_quota(quotas, &usage, QuotaKind::Routes, 1).map_err(StoreError::Quota)?;
         }
         tx.execute(
-                &format!("INSERT INTO routes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
-                params![
-                    route.id,
-                    route.vm_id,
-                    route.subdomain,
-                    route.target_port,
-                    route.auto_wake,
-                    ts(&route.created_at),
-                    route.owner_key_id,
-                ],
-            )
-            .map_err(|e| map_unique(e, &["id", "subdomain"]))?;
+            &format!("INSERT INTO routes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+            params![
+                route.id,
+                route.vm_id,
+                route.subdomain,
+                route.target_port,
+                route.auto_wake,
+                ts(&route.created_at),
+                route.owner_key_id,
+            ],
+        )
+        .map_err(|e| map_unique(e, &["id", "subdomain"]))?;
         tx.commit()?;
         Ok(())
     }

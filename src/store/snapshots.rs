@@ -117,5 +117,4 @@ impl Store {
     pub fn delete_snapshot(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.lock().execute("DELETE FROM snapshots WHERE id = ?1", [id])? > 0)
     }
-
 }

@@ -8,7 +8,8 @@ use super::codec::{
 use super::{Store, StoreError};
 use crate::model::Template;
 
-const COLUMNS: &str = "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at, owner_key_id";
+const COLUMNS: &str =
+    "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at, owner_key_id";
 
 fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
     let keys: String = row.get(6)?;

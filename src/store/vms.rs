@@ -196,8 +196,14 @@ impl Store {
         if changed == 0 {
             return Ok(false);
         }
-        tx.execute("UPDATE snapshots SET owner_key_id = ?2 WHERE vm_id = ?1", params![vm_id, owner])?;
-        tx.execute("UPDATE routes SET owner_key_id = ?2 WHERE vm_id = ?1", params![vm_id, owner])?;
+        tx.execute(
+            "UPDATE snapshots SET owner_key_id = ?2 WHERE vm_id = ?1",
+            params![vm_id, owner],
+        )?;
+        tx.execute(
+            "UPDATE routes SET owner_key_id = ?2 WHERE vm_id = ?1",
+            params![vm_id, owner],
+        )?;
         tx.commit()?;
         Ok(true)
     }

@@ -156,12 +156,18 @@ async fn a_member_sees_and_changes_only_what_it_owns() {
             Some(json!({ "snapshot_id": snapshot.id })),
         )
         .await;
-    assert_eq!((status, error_parts(&reply)), (400, ("invalid_field".into(), Some("snapshot_id".into()))));
+    assert_eq!(
+        (status, error_parts(&reply)),
+        (400, ("invalid_field".into(), Some("snapshot_id".into())))
+    );
     // Nor can he create a VM from Alice's template.
     let (status, reply) = api
         .call_as(&bob.key, "POST", "/vms", Some(json!({ "template_id": template_id })))
         .await;
-    assert_eq!((status, error_parts(&reply)), (400, ("invalid_field".into(), Some("template_id".into()))));
+    assert_eq!(
+        (status, error_parts(&reply)),
+        (400, ("invalid_field".into(), Some("template_id".into())))
+    );
 
     // His lists hold only his own.
     let (_, vms) = api.call_as(&bob.key, "GET", "/vms", None).await;
@@ -177,7 +183,9 @@ async fn a_member_sees_and_changes_only_what_it_owns() {
     assert_eq!(ids(&vms), vec![vm.id.clone()]);
     let (status, shown) = api.call_as(&alice.key, "GET", &format!("/vms/{v}"), None).await;
     assert_eq!((status, shown["state"].as_str()), (200, Some("stopped")));
-    let (_, snapshots) = api.call_as(&alice.key, "GET", &format!("/vms/{v}/snapshots"), None).await;
+    let (_, snapshots) = api
+        .call_as(&alice.key, "GET", &format!("/vms/{v}/snapshots"), None)
+        .await;
     assert_eq!(ids(&snapshots), vec![snapshot.id.clone()]);
     let (_, routes) = api.call_as(&alice.key, "GET", &format!("/vms/{v}/routes"), None).await;
     assert_eq!(ids(&routes), vec![route.id.clone()]);
@@ -236,7 +244,11 @@ async fn a_member_cannot_call_admin_endpoints() {
         ("DELETE", format!("/images/{image_id}"), None),
         ("GET", "/host/events".into(), None),
         ("GET", "/audit".into(), None),
-        ("POST", format!("/vms/{}/owner", vm.id), Some(json!({ "key_id": bob.id }))),
+        (
+            "POST",
+            format!("/vms/{}/owner", vm.id),
+            Some(json!({ "key_id": bob.id })),
+        ),
     ];
     for (method, path, body) in cases {
         let (status, reply) = api.call_as(&bob.key, method, &path, body).await;
@@ -251,13 +263,20 @@ async fn a_member_cannot_call_admin_endpoints() {
     // What every key may do.
     let (status, me) = api.call_as(&bob.key, "GET", "/keys/me", None).await;
     assert_eq!(status, 200, "{me}");
-    assert_eq!((me["id"].as_str(), me["role"].as_str()), (Some(bob.id.as_str()), Some("member")));
+    assert_eq!(
+        (me["id"].as_str(), me["role"].as_str()),
+        (Some(bob.id.as_str()), Some("member"))
+    );
     assert_eq!(me["usage"]["vms"], 1);
     assert!(me.get("key").is_none());
     let (status, _) = api.call_as(&bob.key, "GET", "/openapi.json", None).await;
     assert_eq!(status, 200);
     let (status, me) = api.call("GET", "/keys/me", None).await;
-    assert_eq!((status, me["role"].as_str()), (200, Some("admin")), "the first key is admin");
+    assert_eq!(
+        (status, me["role"].as_str()),
+        (200, Some("admin")),
+        "the first key is admin"
+    );
 }
 
 #[tokio::test]
@@ -268,15 +287,25 @@ async fn key_roles_and_quotas_are_validated() {
         (json!({ "name": "k", "role": 1 }), "role"),
         (json!({ "name": "k", "quotas": { "max_vms": -1 } }), "quotas.max_vms"),
         (json!({ "name": "k", "quotas": { "max_vms": 1.5 } }), "quotas.max_vms"),
-        (json!({ "name": "k", "quotas": { "max_vcpus": 1_000_000_000_000u64 } }), "quotas.max_vcpus"),
-        (json!({ "name": "k", "quotas": { "max_mem_mib": "lots" } }), "quotas.max_mem_mib"),
+        (
+            json!({ "name": "k", "quotas": { "max_vcpus": 1_000_000_000_000u64 } }),
+            "quotas.max_vcpus",
+        ),
+        (
+            json!({ "name": "k", "quotas": { "max_mem_mib": "lots" } }),
+            "quotas.max_mem_mib",
+        ),
         (json!({ "name": "k", "quotas": { "max_disks": 1 } }), "quotas.max_disks"),
         (json!({ "name": "k", "quotas": 5 }), "quotas"),
     ];
     for (body, field) in cases {
         let (status, reply) = api.call("POST", "/keys", Some(body.clone())).await;
         assert_eq!(status, 400, "{body}: {reply}");
-        assert_eq!(error_parts(&reply), ("invalid_field".into(), Some(field.into())), "{body}");
+        assert_eq!(
+            error_parts(&reply),
+            ("invalid_field".into(), Some(field.into())),
+            "{body}"
+        );
     }
     let (_, keys) = api.call("GET", "/keys", None).await;
     assert_eq!(keys.as_array().unwrap().len(), 1, "nothing created: {keys}");
@@ -286,7 +315,12 @@ async fn key_roles_and_quotas_are_validated() {
     let (status, plain) = api.call("POST", "/keys", Some(json!({ "name": "plain" }))).await;
     assert_eq!((status, plain["role"].as_str()), (201, Some("member")));
     let (_, keys) = api.call("GET", "/keys", None).await;
-    let listed = keys.as_array().unwrap().iter().find(|k| k["id"] == key.id.as_str()).unwrap();
+    let listed = keys
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == key.id.as_str())
+        .unwrap();
     assert_eq!(
         listed["quotas"],
         json!({ "max_vms": 2, "max_vcpus": null, "max_mem_mib": null, "max_snapshots": null, "max_routes": 0 })
@@ -297,12 +331,21 @@ async fn key_roles_and_quotas_are_validated() {
     let (status, reply) = api
         .call("PATCH", &path, Some(json!({ "quotas": { "max_snapshots": -3 } })))
         .await;
-    assert_eq!((status, error_parts(&reply).1), (400, Some("quotas.max_snapshots".into())));
+    assert_eq!(
+        (status, error_parts(&reply).1),
+        (400, Some("quotas.max_snapshots".into()))
+    );
     let (status, updated) = api
         .call("PATCH", &path, Some(json!({ "quotas": { "max_vcpus": 8 } })))
         .await;
     assert_eq!(status, 200, "{updated}");
-    assert_eq!((updated["quotas"]["max_vcpus"].as_u64(), updated["quotas"]["max_vms"].as_u64()), (Some(8), None));
+    assert_eq!(
+        (
+            updated["quotas"]["max_vcpus"].as_u64(),
+            updated["quotas"]["max_vms"].as_u64()
+        ),
+        (Some(8), None)
+    );
     let (status, _) = api.call("PATCH", "/keys/key-nope", Some(json!({ "quotas": {} }))).await;
     assert_eq!(status, 404);
 }
@@ -314,7 +357,11 @@ fn host_view(api: &TestApi) -> (String, Vec<String>, Vec<String>) {
         .output()
         .expect("ip link");
     let dirs = std::fs::read_dir(api.dir.path().join("vms"))
-        .map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     let vms = api.store.list_vms().unwrap().into_iter().map(|vm| vm.id).collect();
     (String::from_utf8_lossy(&links.stdout).into_owned(), dirs, vms)
@@ -322,7 +369,11 @@ fn host_view(api: &TestApi) -> (String, Vec<String>, Vec<String>) {
 
 fn assert_quota(status: u16, reply: &Value, quota: &str, numbers: &str) {
     assert_eq!(status, 403, "{reply}");
-    assert_eq!(error_parts(reply), ("quota_exceeded".into(), Some(quota.into())), "{reply}");
+    assert_eq!(
+        error_parts(reply),
+        ("quota_exceeded".into(), Some(quota.into())),
+        "{reply}"
+    );
     let message = reply["error"]["message"].as_str().unwrap();
     assert!(message.contains(numbers), "{quota}: {message:?} should say {numbers:?}");
 }
@@ -353,7 +404,12 @@ async fn each_quota_refuses_the_create_that_would_exceed_it() {
     let (status, reply) = create(json!({ "vcpu_count": 2 })).await;
     assert_quota(status, &reply, "max_vcpus", "limit 2, in use 1, this request needs 2");
     let (status, reply) = create(json!({ "mem_mib": 1024 })).await;
-    assert_quota(status, &reply, "max_mem_mib", "limit 1024, in use 256, this request needs 1024");
+    assert_quota(
+        status,
+        &reply,
+        "max_mem_mib",
+        "limit 1024, in use 256, this request needs 1024",
+    );
     let (status, reply) = api
         .call_as(&key.key, "POST", &format!("/vms/{}/snapshot", vm.id), None)
         .await;
@@ -395,7 +451,11 @@ async fn each_quota_refuses_the_create_that_would_exceed_it() {
     let (_, keys) = api.call("GET", "/keys", None).await;
     let admin_id = keys[0]["id"].as_str().unwrap().to_string();
     let (status, moved) = api
-        .call("POST", &format!("/vms/{}/owner", other.id), Some(json!({ "key_id": admin_id })))
+        .call(
+            "POST",
+            &format!("/vms/{}/owner", other.id),
+            Some(json!({ "key_id": admin_id })),
+        )
         .await;
     assert_eq!((status, moved["owner_key_id"].as_str()), (200, Some(admin_id.as_str())));
 }
@@ -420,7 +480,11 @@ async fn revoking_a_key_keeps_its_vms_and_an_admin_can_reassign_them() {
     let owner_path = format!("/vms/{}/owner", vm.id);
     for key_id in [alice.id.as_str(), "key-nope"] {
         let (status, reply) = api.call("POST", &owner_path, Some(json!({ "key_id": key_id }))).await;
-        assert_eq!((status, error_parts(&reply).1), (400, Some("key_id".into())), "{key_id}");
+        assert_eq!(
+            (status, error_parts(&reply).1),
+            (400, Some("key_id".into())),
+            "{key_id}"
+        );
     }
     let (status, _) = api
         .call("POST", "/vms/vm-nope/owner", Some(json!({ "key_id": bob.id })))
@@ -436,7 +500,9 @@ async fn revoking_a_key_keeps_its_vms_and_an_admin_can_reassign_them() {
         .call_as(&bob.key, "GET", &format!("/vms/{}/snapshots", vm.id), None)
         .await;
     assert_eq!(ids(&snapshots), vec![snapshot.id.clone()]);
-    let (status, _) = api.call_as(&bob.key, "DELETE", &format!("/routes/{}", route.id), None).await;
+    let (status, _) = api
+        .call_as(&bob.key, "DELETE", &format!("/routes/{}", route.id), None)
+        .await;
     assert_eq!(status, 204);
 
     // The last active admin key cannot be revoked; with a second one it can.
@@ -457,13 +523,21 @@ async fn mutating_requests_are_audited_newest_first() {
     let image_id = image(&api);
     let bob = member(&api, "bob").await;
     let (status, _) = api
-        .call_as(&bob.key, "POST", "/templates", Some(json!({ "name": "t", "image_id": image_id })))
+        .call_as(
+            &bob.key,
+            "POST",
+            "/templates",
+            Some(json!({ "name": "t", "image_id": image_id })),
+        )
         .await;
     assert_eq!(status, 201);
     api.call_as(&bob.key, "GET", "/vms", None).await;
     api.call_as(&bob.key, "DELETE", "/templates/tpl-nope", None).await;
-    api.call_as(&bob.key, "POST", "/keys", Some(json!({ "name": "x" }))).await;
-    let (status, _) = api.call_as("hatch_not_a_key", "POST", "/keys", Some(json!({ "name": "y" }))).await;
+    api.call_as(&bob.key, "POST", "/keys", Some(json!({ "name": "x" })))
+        .await;
+    let (status, _) = api
+        .call_as("hatch_not_a_key", "POST", "/keys", Some(json!({ "name": "y" })))
+        .await;
     assert_eq!(status, 401);
 
     let (status, entries) = api.call("GET", "/audit", None).await;
@@ -492,7 +566,10 @@ async fn mutating_requests_are_audited_newest_first() {
         ]
     );
     assert_eq!(seen.len(), 4, "{seen:?}");
-    assert_eq!((seen[3].1.as_str(), seen[3].2.as_str(), seen[3].3), ("POST", "/keys", 201));
+    assert_eq!(
+        (seen[3].1.as_str(), seen[3].2.as_str(), seen[3].3),
+        ("POST", "/keys", 201)
+    );
     assert!(entries[0]["at"].is_string());
 
     let (_, one) = api.call("GET", "/audit?limit=1", None).await;
@@ -515,7 +592,9 @@ async fn a_burst_beyond_the_rate_limit_gets_429_with_retry_after() {
     let bob = member(&api, "bob").await;
     let template = json!({ "name": "t", "image_id": image_id });
     for i in 0..5 {
-        let (status, reply) = api.call_as(&bob.key, "POST", "/templates", Some(template.clone())).await;
+        let (status, reply) = api
+            .call_as(&bob.key, "POST", "/templates", Some(template.clone()))
+            .await;
         assert_eq!(status, 201, "request {i} is within the burst: {reply}");
     }
     let reply = api
@@ -528,7 +607,11 @@ async fn a_burst_beyond_the_rate_limit_gets_429_with_retry_after() {
     assert_eq!(error_parts(&body), ("rate_limited".into(), None));
     let retry_after: u64 = reply.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry_after), "Retry-After {retry_after}");
-    assert_eq!(api.store.list_templates().unwrap().len(), 5, "the refused request created nothing");
+    assert_eq!(
+        api.store.list_templates().unwrap().len(),
+        5,
+        "the refused request created nothing"
+    );
 
     // Reads are not limited, nor are other keys.
     for _ in 0..20 {

@@ -32,7 +32,11 @@ fn host_state(topo: &Topology, daemon: &TestDaemon) -> (Vec<String>, Vec<String>
         .collect();
     links.sort();
     let mut dirs: Vec<String> = std::fs::read_dir(daemon.data_path().join("vms"))
-        .map(|entries| entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect())
+        .map(|entries| {
+            entries
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     dirs.sort();
     let (_, vms) = daemon.api("GET", "/vms", None);
@@ -45,7 +49,8 @@ async fn a_member_runs_its_own_vm_end_to_end_within_its_quotas() {
     let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
     let (alice_id, alice) = member(&daemon, "alice", json!({ "max_vms": 1, "max_routes": 1 }));
     let (_, bob) = member(&daemon, "bob", json!({}));
-    let as_alice = |method: &str, path: &str, body: Option<&Value>| daemon.request_with_key(method, path, body, Some(&alice));
+    let as_alice =
+        |method: &str, path: &str, body: Option<&Value>| daemon.request_with_key(method, path, body, Some(&alice));
     let ssh_key = TestKey::generate();
 
     // Alice creates a VM; it is hers and answers SSH.
@@ -89,7 +94,14 @@ async fn a_member_runs_its_own_vm_end_to_end_within_its_quotas() {
     assert_eq!(route["owner_key_id"], alice_id.as_str());
     let page = topo.on_host(
         "curl",
-        &["-sS", "--max-time", "60", "-H", "Host: alices.localhost", "http://127.0.0.1:9090/"],
+        &[
+            "-sS",
+            "--max-time",
+            "60",
+            "-H",
+            "Host: alices.localhost",
+            "http://127.0.0.1:9090/",
+        ],
     );
     assert_eq!(page.trim(), format!("hello from {}", vm.id));
     let (status, refused) = as_alice(
@@ -97,20 +109,32 @@ async fn a_member_runs_its_own_vm_end_to_end_within_its_quotas() {
         &format!("/vms/{}/routes", vm.id),
         Some(&json!({ "subdomain": "more", "target_port": 8080 })),
     );
-    assert_eq!((status, refused["error"]["field"].as_str()), (403, Some("max_routes")), "{refused}");
+    assert_eq!(
+        (status, refused["error"]["field"].as_str()),
+        (403, Some("max_routes")),
+        "{refused}"
+    );
 
     // Snapshot and restore: her file survives.
     let (status, snapshot) = as_alice("POST", &format!("/vms/{}/snapshot", vm.id), None);
     assert_eq!(status, 201, "{snapshot}\n{}", daemon.log());
     assert_eq!(snapshot["owner_key_id"], alice_id.as_str());
     let (status, restored) = as_alice("POST", &format!("/vms/{}/restore", vm.id), None);
-    assert_eq!((status, restored["state"].as_str()), (200, Some("running")), "{restored}");
+    assert_eq!(
+        (status, restored["state"].as_str()),
+        (200, Some("running")),
+        "{restored}"
+    );
     let marker = topo.ssh(&ssh_key, "root", vm.ssh_port, "cat /root/marker");
     assert_eq!(marker.trim(), "mine");
 
     // Her usage, then delete: nothing left on the host.
     let (_, me) = as_alice("GET", "/keys/me", None);
-    assert_eq!((me["usage"]["vms"].as_u64(), me["usage"]["routes"].as_u64()), (Some(1), Some(1)), "{me}");
+    assert_eq!(
+        (me["usage"]["vms"].as_u64(), me["usage"]["routes"].as_u64()),
+        (Some(1), Some(1)),
+        "{me}"
+    );
     let (status, _) = as_alice("DELETE", &format!("/vms/{}", vm.id), None);
     assert_eq!(status, 204);
     topo.assert_nothing_left(&daemon, &vm);
@@ -122,7 +146,12 @@ async fn a_member_runs_its_own_vm_end_to_end_within_its_quotas() {
         .unwrap()
         .iter()
         .filter(|e| e["key_id"] == alice_id.as_str())
-        .map(|e| (format!("{} {}", e["method"].as_str().unwrap(), e["path"].as_str().unwrap()), e["status"].as_u64().unwrap()))
+        .map(|e| {
+            (
+                format!("{} {}", e["method"].as_str().unwrap(), e["path"].as_str().unwrap()),
+                e["status"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(hers.first(), Some(&(format!("DELETE /vms/{}", vm.id), 204)), "{hers:?}");
     assert!(hers.contains(&("POST /vms".to_string(), 403)), "{hers:?}");

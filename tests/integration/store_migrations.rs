@@ -107,7 +107,12 @@ fn existing_keys_stay_admins_and_existing_objects_go_to_the_oldest_admin_key() {
         let mut conn = Connection::open(&path).unwrap();
         assert_eq!(migrate(&mut conn, Some(5)).unwrap(), 5);
         for (id, hash, created, revoked) in [
-            ("key-revoked", 1, "2025-01-01T00:00:00.000000000Z", Some("2025-02-01T00:00:00.000000000Z")),
+            (
+                "key-revoked",
+                1,
+                "2025-01-01T00:00:00.000000000Z",
+                Some("2025-02-01T00:00:00.000000000Z"),
+            ),
             ("key-first", 2, "2025-03-01T00:00:00.000000000Z", None),
             ("key-second", 3, "2025-04-01T00:00:00.000000000Z", None),
         ] {

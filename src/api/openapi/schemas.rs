@@ -355,7 +355,10 @@ pub fn all() -> Map<String, Value> {
     );
     add(
         "ApiKey",
-        object(key_properties.clone(), &["id", "name", "prefix", "role", "quotas", "created_at"]),
+        object(
+            key_properties.clone(),
+            &["id", "name", "prefix", "role", "quotas", "created_at"],
+        ),
     );
     let mut with_usage = key_properties.clone();
     with_usage["usage"] = object(
@@ -370,7 +373,10 @@ pub fn all() -> Map<String, Value> {
     );
     add(
         "KeyUsage",
-        object(with_usage, &["id", "name", "prefix", "role", "quotas", "created_at", "usage"]),
+        object(
+            with_usage,
+            &["id", "name", "prefix", "role", "quotas", "created_at", "usage"],
+        ),
     );
     add(
         "UpdateKey",
@@ -378,7 +384,10 @@ pub fn all() -> Map<String, Value> {
     );
     add(
         "ReassignVm",
-        object(json!({ "key_id": { "type": "string", "description": "An active key" } }), &["key_id"]),
+        object(
+            json!({ "key_id": { "type": "string", "description": "An active key" } }),
+            &["key_id"],
+        ),
     );
     add(
         "AuditEntry",
@@ -398,7 +407,10 @@ pub fn all() -> Map<String, Value> {
     new_key["key"] = json!({ "type": "string", "description": "The key itself; shown only in this response" });
     add(
         "NewApiKey",
-        object(new_key, &["id", "name", "prefix", "role", "quotas", "created_at", "key"]),
+        object(
+            new_key,
+            &["id", "name", "prefix", "role", "quotas", "created_at", "key"],
+        ),
     );
     add(
         "CreateKey",
