@@ -36,6 +36,7 @@ mod net_outbound;
 mod net_reconcile;
 mod net_ssh;
 mod orch_failures;
+mod orch_quotas;
 mod proxy_http;
 mod proxy_retry;
 mod proxy_stream;
