@@ -13,19 +13,19 @@ use crate::model::{QuotaKind, Quotas, Role};
 #[derive(Debug, Default, clap::Args)]
 pub struct QuotaArgs {
     /// VMs the key may own.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_vms: Option<u64>,
     /// Sum of vCPUs over its VMs.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_vcpus: Option<u64>,
     /// Sum of memory (MiB) over its VMs.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_mem_mib: Option<u64>,
     /// Snapshots of its VMs.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_snapshots: Option<u64>,
     /// Routes to its VMs.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub max_routes: Option<u64>,
 }
 

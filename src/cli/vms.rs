@@ -113,10 +113,14 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
                             vm.mem_mib.to_string(),
                             opt(&net.map(|n| n.guest_ip)),
                             opt(&net.map(|n| n.ssh_port)),
+                            opt(&vm.owner_key_id),
                         ]
                     })
                     .collect();
-                output::table(&["ID", "STATE", "IMAGE", "VCPU", "MEM_MIB", "IP", "SSH_PORT"], &rows);
+                output::table(
+                    &["ID", "STATE", "IMAGE", "VCPU", "MEM_MIB", "IP", "SSH_PORT", "OWNER"],
+                    &rows,
+                );
             });
         }
         VmCommand::Show { id } => {
