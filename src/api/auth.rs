@@ -1,17 +1,25 @@
-//! Bearer-key authentication, and the admin key made on first start.
+//! Bearer-key authentication, roles, rate limits and the audit log; and the
+//! admin key made on first start.
+//!
+//! [`require_key`] wraps every protected route: it finds the key, takes a
+//! rate-limit token for mutating requests, puts the [`Caller`] into the
+//! request for handlers, and records mutating requests in the audit log.
+//! [`require_admin`] additionally wraps admin-only routes (403 `forbidden`).
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use axum::extract::{Request, State};
-use axum::http::header::AUTHORIZATION;
-use axum::http::HeaderMap;
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::header::{AUTHORIZATION, RETRY_AFTER};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorKind};
 use super::AppState;
+use crate::model::{Quotas, Role};
 use crate::store::{ApiKeyInfo, Store, StoreError};
 
 /// The key a request presents, if any (`Authorization: Bearer <key>`).
@@ -37,10 +45,83 @@ pub fn authenticate(store: &Store, headers: &HeaderMap) -> Option<ApiKeyInfo> {
     }
 }
 
+/// The key that made a request, as handlers see it.
+#[derive(Debug, Clone)]
+pub struct Caller(pub ApiKeyInfo);
+
+impl Caller {
+    pub fn id(&self) -> &str {
+        &self.0.id
+    }
+
+    pub fn is_admin(&self) -> bool {
+        self.0.role == Role::Admin
+    }
+
+    /// Whether this key may see an object owned by `owner` (admins see
+    /// everything; members only what they own).
+    pub fn can_see(&self, owner: Option<&str>) -> bool {
+        self.is_admin() || owner == Some(self.id())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
+        parts
+            .extensions
+            .get::<Caller>()
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)
+    }
+}
+
+/// Requests that change something: rate-limited and audited.
+pub fn is_mutating(method: &Method) -> bool {
+    !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
+}
+
 /// Middleware for every protected route.
-pub async fn require_key(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    match authenticate(&state.store, request.headers()) {
-        Some(_) => next.run(request).await,
+pub async fn require_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(key) = authenticate(&state.store, request.headers()) else {
+        return ApiError::unauthorized().into_response();
+    };
+    let mutating = is_mutating(request.method());
+    let (method, path) = (request.method().to_string(), request.uri().path().to_string());
+    let response = match mutating.then(|| state.limiter.take(&key.id)) {
+        Some(Err(wait)) => rate_limited(wait),
+        _ => {
+            request.extensions_mut().insert(Caller(key.clone()));
+            next.run(request).await
+        }
+    };
+    if mutating {
+        let status = response.status().as_u16();
+        if let Err(err) = state.store.record_audit(Some(&key.id), &method, &path, status) {
+            tracing::error!(%err, %method, %path, "recording the audit entry failed");
+        }
+    }
+    response
+}
+
+/// 429 `rate_limited` with `Retry-After` in whole seconds (at least 1).
+fn rate_limited(wait: std::time::Duration) -> Response {
+    let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+    let mut response = ApiError::new(
+        ErrorKind::RateLimited,
+        format!("too many requests from this key; retry in {seconds} s (HATCH_RATE_LIMIT)"),
+    )
+    .into_response();
+    response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+    response
+}
+
+/// Middleware for admin-only routes, inside [`require_key`].
+pub async fn require_admin(request: Request, next: Next) -> Response {
+    match request.extensions().get::<Caller>() {
+        Some(caller) if caller.is_admin() => next.run(request).await,
+        Some(_) => ApiError::forbidden().into_response(),
         None => ApiError::unauthorized().into_response(),
     }
 }
@@ -69,7 +150,7 @@ pub fn ensure_admin_key(store: &Store, path: &Path) -> Result<Option<PathBuf>, A
     };
     // If the file cannot be written the key is revoked again, so a failure
     // never leaves an active key that nobody holds.
-    let (info, plaintext) = store.create_api_key("admin")?;
+    let (info, plaintext) = store.create_api_key("admin", Role::Admin, Quotas::default())?;
     let written = (|| {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;

@@ -6,6 +6,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
 
+use crate::model::QuotaExceeded;
 use crate::orch::OrchError;
 use crate::store::StoreError;
 
@@ -15,6 +16,9 @@ pub enum ErrorKind {
     InvalidField,
     InvalidJson,
     Unauthorized,
+    Forbidden,
+    QuotaExceeded,
+    RateLimited,
     NotFound,
     MethodNotAllowed,
     Conflict,
@@ -29,10 +33,13 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 14] = [
+    pub const ALL: [ErrorKind; 17] = [
         ErrorKind::InvalidField,
         ErrorKind::InvalidJson,
         ErrorKind::Unauthorized,
+        ErrorKind::Forbidden,
+        ErrorKind::QuotaExceeded,
+        ErrorKind::RateLimited,
         ErrorKind::NotFound,
         ErrorKind::MethodNotAllowed,
         ErrorKind::Conflict,
@@ -50,6 +57,8 @@ impl ErrorKind {
         match self {
             ErrorKind::InvalidField | ErrorKind::InvalidJson => StatusCode::BAD_REQUEST,
             ErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden | ErrorKind::QuotaExceeded => StatusCode::FORBIDDEN,
+            ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::Conflict | ErrorKind::InvalidState => StatusCode::CONFLICT,
@@ -68,6 +77,9 @@ impl ErrorKind {
             ErrorKind::InvalidField => "invalid_field",
             ErrorKind::InvalidJson => "invalid_json",
             ErrorKind::Unauthorized => "unauthorized",
+            ErrorKind::Forbidden => "forbidden",
+            ErrorKind::QuotaExceeded => "quota_exceeded",
+            ErrorKind::RateLimited => "rate_limited",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::Conflict => "conflict",
@@ -124,6 +136,16 @@ impl ApiError {
         )
     }
 
+    /// A member key asked for something only an admin may do.
+    pub fn forbidden() -> Self {
+        Self::new(ErrorKind::Forbidden, "this needs an admin key")
+    }
+
+    /// A create refused by a quota; `field` names the quota.
+    pub fn quota(exceeded: QuotaExceeded) -> Self {
+        Self::field(ErrorKind::QuotaExceeded, exceeded.kind.name(), exceeded.to_string())
+    }
+
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Internal, message)
     }
@@ -147,6 +169,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { field } => {
                 ApiError::field(ErrorKind::Conflict, field, format!("{field} is already in use"))
             }
+            StoreError::Quota(exceeded) => ApiError::quota(exceeded),
             StoreError::Corrupt { .. }
             | StoreError::TooNew { .. }
             | StoreError::Io { .. }
@@ -176,6 +199,7 @@ impl From<OrchError> for ApiError {
             OrchError::Exhausted { message } => ApiError::new(ErrorKind::Unavailable, message),
             OrchError::Timeout { message } => ApiError::new(ErrorKind::Timeout, message),
             OrchError::Corrupt { message } => ApiError::new(ErrorKind::SnapshotCorrupt, message),
+            OrchError::QuotaExceeded(exceeded) => ApiError::quota(exceeded),
             OrchError::Internal(message) => ApiError::internal(message),
         }
     }

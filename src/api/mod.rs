@@ -5,6 +5,7 @@
 //! [`routes`] is the one list of endpoints: the router is built from it and
 //! the OpenAPI contract test checks the document against it.
 
+mod audit;
 pub mod auth;
 pub mod error;
 mod health;
@@ -12,6 +13,8 @@ pub mod images;
 pub mod json;
 mod keys;
 pub mod openapi;
+mod owner;
+pub mod ratelimit;
 pub mod routes;
 mod snapshots;
 mod templates;
@@ -39,13 +42,31 @@ pub struct AppState {
     pub store: Store,
     pub orch: Arc<Orchestrator>,
     pub config: Arc<Config>,
+    /// Per-key buckets for mutating requests (`HATCH_RATE_LIMIT`).
+    pub limiter: Arc<ratelimit::RateLimiter>,
 }
 
-/// Whether an endpoint needs an API key.
+impl AppState {
+    pub fn new(store: Store, orch: Arc<Orchestrator>, config: Arc<Config>) -> Self {
+        let limiter = Arc::new(ratelimit::RateLimiter::new(config.rate_limit));
+        AppState {
+            store,
+            orch,
+            config,
+            limiter,
+        }
+    }
+}
+
+/// Who may call an endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Access {
+    /// Anyone, without a key.
     Public,
+    /// Any active key; members see only what they own.
     Key,
+    /// Admin keys only; a member key gets 403 `forbidden`.
+    Admin,
 }
 
 /// One endpoint: method, path (axum syntax, `{id}`), access, handler.
@@ -68,15 +89,15 @@ fn route(method: Method, path: &'static str, access: Access, handler: MethodRout
 /// Every endpoint of the API.
 pub fn routes() -> Vec<Route> {
     use routing::{delete, get, post};
-    use Access::{Key, Public};
+    use Access::{Admin, Key, Public};
     use Method as M;
     vec![
         route(M::GET, "/healthz", Public, get(health::healthz)),
         route(M::GET, "/openapi.json", Key, get(openapi::serve)),
-        route(M::POST, "/images", Key, post(images::register)),
+        route(M::POST, "/images", Admin, post(images::register)),
         route(M::GET, "/images", Key, get(images::list)),
         route(M::GET, "/images/{id}", Key, get(images::show)),
-        route(M::DELETE, "/images/{id}", Key, delete(images::delete)),
+        route(M::DELETE, "/images/{id}", Admin, delete(images::delete)),
         route(M::POST, "/templates", Key, post(templates::create)),
         route(M::GET, "/templates", Key, get(templates::list)),
         route(M::GET, "/templates/{id}", Key, get(templates::show)),
@@ -89,7 +110,8 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/vms/{id}/start", Key, post(vms::start)),
         route(M::GET, "/vms/{id}/logs", Key, get(vms::logs)),
         route(M::GET, "/vms/{id}/events", Key, get(vms::events)),
-        route(M::GET, "/host/events", Key, get(vms::host_events)),
+        route(M::GET, "/host/events", Admin, get(vms::host_events)),
+        route(M::POST, "/vms/{id}/owner", Admin, post(owner::reassign)),
         route(M::POST, "/vms/{id}/snapshot", Key, post(snapshots::create)),
         route(M::POST, "/vms/{id}/restore", Key, post(snapshots::restore)),
         route(M::GET, "/vms/{id}/snapshots", Key, get(snapshots::list)),
@@ -97,9 +119,12 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/vms/{id}/routes", Key, post(routes::create)),
         route(M::GET, "/vms/{id}/routes", Key, get(routes::list)),
         route(M::DELETE, "/routes/{id}", Key, delete(routes::delete)),
-        route(M::POST, "/keys", Key, post(keys::create)),
-        route(M::GET, "/keys", Key, get(keys::list)),
-        route(M::DELETE, "/keys/{id}", Key, delete(keys::revoke)),
+        route(M::POST, "/keys", Admin, post(keys::create)),
+        route(M::GET, "/keys", Admin, get(keys::list)),
+        route(M::GET, "/keys/me", Key, get(keys::me)),
+        route(M::PATCH, "/keys/{id}", Admin, routing::patch(keys::update)),
+        route(M::DELETE, "/keys/{id}", Admin, delete(keys::revoke)),
+        route(M::GET, "/audit", Admin, get(audit::list)),
     ]
 }
 
@@ -112,13 +137,18 @@ pub fn router(state: AppState) -> Router {
     let mut public: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
     let mut protected: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
     for r in routes() {
-        let group = match r.access {
-            Access::Public => &mut public,
-            Access::Key => &mut protected,
+        let (group, handler) = match r.access {
+            Access::Public => (&mut public, r.handler),
+            Access::Key => (&mut protected, r.handler),
+            // Inside `require_key` (below), which puts the caller in the request.
+            Access::Admin => (
+                &mut protected,
+                r.handler.route_layer(axum::middleware::from_fn(auth::require_admin)),
+            ),
         };
         let merged = match group.remove(r.path) {
-            Some(existing) => existing.merge(r.handler),
-            None => r.handler,
+            Some(existing) => existing.merge(handler),
+            None => handler,
         };
         group.insert(r.path, merged);
     }

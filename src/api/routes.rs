@@ -6,9 +6,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
 use super::json::ApiJson;
-use super::AppState;
+use super::{owner, AppState};
 use crate::model::Route;
 use crate::orch;
 
@@ -57,9 +58,11 @@ pub fn validate_subdomain(raw: &str) -> Result<String, ApiError> {
 
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     Path(vm_id): Path<String>,
     ApiJson(req): ApiJson<CreateRoute>,
 ) -> ApiResult<(StatusCode, Json<Route>)> {
+    owner::vm(&state, &caller, &vm_id)?;
     let target_port = u16::try_from(req.target_port)
         .ok()
         .filter(|port| *port > 0)
@@ -77,11 +80,17 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(route)))
 }
 
-pub async fn list(State(state): State<AppState>, Path(vm_id): Path<String>) -> ApiResult<Json<Vec<Route>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(vm_id): Path<String>,
+) -> ApiResult<Json<Vec<Route>>> {
+    owner::vm(&state, &caller, &vm_id)?;
     Ok(Json(state.orch.list_routes(&vm_id).await?))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    owner::route(&state, &caller, &id)?;
     state.orch.delete_route(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -7,10 +7,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
-use super::error::ApiResult;
+use super::auth::Caller;
+use super::error::{ApiError, ApiResult};
 use super::json::{parse_json, ApiQuery};
 use super::vms::{run, AsyncQuery};
-use super::AppState;
+use super::{owner, AppState};
 use crate::model::{Snapshot, VmState};
 use crate::orch::Operation;
 
@@ -25,10 +26,12 @@ pub struct RestoreRequest {
 /// snapshot it was suspended with.
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AsyncQuery>,
 ) -> ApiResult<Response> {
+    owner::vm(&state, &caller, &id)?;
     run(
         &state,
         &headers,
@@ -50,6 +53,7 @@ pub async fn create(
 
 pub async fn restore(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AsyncQuery>,
@@ -60,6 +64,16 @@ pub async fn restore(
     } else {
         parse_json(&body)?
     };
+    owner::vm(&state, &caller, &id)?;
+    if let Some(snapshot_id) = &request.snapshot_id {
+        // Another owner's snapshot is answered like a missing one.
+        if owner::snapshot(&state, &caller, snapshot_id).is_err() {
+            return Err(ApiError::invalid(
+                "snapshot_id",
+                format!("VM {id} has no snapshot {snapshot_id}"),
+            ));
+        }
+    }
     let operation = Operation::Restore {
         vm_id: id.clone(),
         snapshot_id: request.snapshot_id.clone(),
@@ -71,11 +85,17 @@ pub async fn restore(
     .await
 }
 
-pub async fn list(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vec<Snapshot>>> {
+pub async fn list(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<Snapshot>>> {
+    owner::vm(&state, &caller, &id)?;
     Ok(Json(state.orch.list_snapshots(&id).await?))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    owner::snapshot(&state, &caller, &id)?;
     state.orch.delete_snapshot(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,9 +5,10 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::ApiJson;
-use super::{validate, AppState};
+use super::{owner, validate, AppState};
 use crate::model::{now, random_id, Template};
 
 #[derive(Debug, Deserialize)]
@@ -27,6 +28,7 @@ pub struct CreateTemplate {
 
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     ApiJson(req): ApiJson<CreateTemplate>,
 ) -> ApiResult<(StatusCode, Json<Template>)> {
     validate::name(&req.name)?;
@@ -50,24 +52,25 @@ pub async fn create(
         user_data,
         ssh_authorized_keys: req.ssh_authorized_keys,
         created_at: now(),
+        owner_key_id: Some(caller.id().to_string()),
     };
     state.store.insert_template(&template)?;
     Ok((StatusCode::CREATED, Json(template)))
 }
 
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Template>>> {
-    Ok(Json(state.store.list_templates()?))
+/// Admins see every template; members their own.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Template>>> {
+    let mut templates = state.store.list_templates()?;
+    templates.retain(|t| caller.can_see(t.owner_key_id.as_deref()));
+    Ok(Json(templates))
 }
 
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Template>> {
-    state
-        .store
-        .get_template(&id)?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found("template", &id))
+pub async fn show(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Template>> {
+    Ok(Json(owner::template(&state, &caller, &id)?))
 }
 
-pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
+pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    owner::template(&state, &caller, &id)?;
     if state.store.delete_template(&id)? {
         Ok(StatusCode::NO_CONTENT)
     } else {

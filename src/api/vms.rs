@@ -9,9 +9,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
+use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::{ApiJson, ApiQuery};
-use super::{validate, AppState};
+use super::{owner, validate, AppState};
 use crate::model::Vm;
 use crate::orch::{CreateVm, Operation, OrchError};
 use crate::store::{HostEvent, VmEvent};
@@ -160,12 +161,20 @@ fn create_error(err: OrchError) -> ApiError {
 
 pub async fn create(
     State(state): State<AppState>,
+    caller: Caller,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<CreateQuery>,
-    ApiJson(req): ApiJson<CreateVmRequest>,
+    ApiJson(mut req): ApiJson<CreateVmRequest>,
 ) -> ApiResult<Response> {
     let wait = query.wait_for()?;
     validate_create(&req)?;
+    if let Some(template_id) = &req.template_id {
+        // Another owner's template does not exist for this key.
+        if owner::template(&state, &caller, template_id).is_err() {
+            return Err(ApiError::invalid("template_id", format!("no template {template_id}")));
+        }
+    }
+    req.owner = Some(caller.id().to_string());
     if wants_async(&headers, query.respond_async) {
         if wait.is_some() {
             return Err(ApiError::invalid(
@@ -189,20 +198,28 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(vm)).into_response())
 }
 
-pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Vm>>> {
-    Ok(Json(state.orch.list_vms().await?))
+/// Admins see every VM; members their own.
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Vm>>> {
+    let vms = if caller.is_admin() {
+        state.orch.list_vms().await?
+    } else {
+        state.store.list_vms_of(caller.id())?
+    };
+    Ok(Json(vms))
 }
 
-pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
-    Ok(Json(state.orch.get_vm(&id).await?))
+pub async fn show(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
+    Ok(Json(owner::vm(&state, &caller, &id)?))
 }
 
 pub async fn stop(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AsyncQuery>,
 ) -> ApiResult<Response> {
+    owner::vm(&state, &caller, &id)?;
     run(
         &state,
         &headers,
@@ -215,10 +232,12 @@ pub async fn stop(
 
 pub async fn start(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AsyncQuery>,
 ) -> ApiResult<Response> {
+    owner::vm(&state, &caller, &id)?;
     run(
         &state,
         &headers,
@@ -231,10 +250,12 @@ pub async fn start(
 
 pub async fn delete(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
     ApiQuery(query): ApiQuery<AsyncQuery>,
 ) -> ApiResult<Response> {
+    owner::vm(&state, &caller, &id)?;
     run(
         &state,
         &headers,
@@ -262,6 +283,7 @@ const MAX_LOG_BYTES: u64 = 1024 * 1024;
 
 pub async fn logs(
     State(state): State<AppState>,
+    caller: Caller,
     Path(id): Path<String>,
     ApiQuery(query): ApiQuery<LogsQuery>,
 ) -> ApiResult<Response> {
@@ -270,6 +292,7 @@ pub async fn logs(
         Some(text) => crate::config::values::number(text, 1, MAX_LOG_BYTES)
             .map_err(|e| ApiError::field(ErrorKind::InvalidField, "bytes", format!("bytes: {e}")))?,
     };
+    owner::vm(&state, &caller, &id)?;
     let content_type = [(CONTENT_TYPE, "text/plain; charset=utf-8")];
     if query.follow == Some(true) {
         let stream = state.orch.follow_logs(&id, bytes).await?;
@@ -280,10 +303,12 @@ pub async fn logs(
 }
 
 /// The VM's recorded state changes and repairs, oldest first.
-pub async fn events(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Vec<VmEvent>>> {
-    if state.store.get_vm(&id)?.is_none() {
-        return Err(ApiError::not_found("vm", &id));
-    }
+pub async fn events(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<VmEvent>>> {
+    owner::vm(&state, &caller, &id)?;
     Ok(Json(state.store.list_transitions(&id)?))
 }
 

@@ -79,6 +79,7 @@ pub struct Client {
 
 pub struct Reply {
     pub status: StatusCode,
+    pub headers: hyper::HeaderMap,
     pub body: Bytes,
 }
 
@@ -92,13 +93,14 @@ impl Client {
     pub async fn send(&self, method: Method, path: &str, body: Option<(&str, Bytes)>) -> Result<Reply, CliError> {
         let response = self.open(method, path, body).await?;
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| CliError::Http(e.to_string()))?
             .to_bytes();
-        Ok(Reply { status, body })
+        Ok(Reply { status, headers, body })
     }
 
     /// Sends a request and answers with the response as it starts, its

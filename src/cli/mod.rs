@@ -65,6 +65,8 @@ pub enum Command {
     Snapshot(Group<snapshots::SnapshotCommand>),
     /// Reverse-proxy routes to VM ports.
     Route(Group<routes::RouteCommand>),
+    /// Mutating API requests, newest first (admin keys only).
+    Audit(keys::AuditArgs),
     /// Check the host's prerequisites and show which hypervisor would be used.
     Doctor(ClientArgs),
     /// Print a shell completion script: `hatch completion bash > /etc/bash_completion.d/hatch`.
@@ -183,6 +185,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Key(group) => keys::run(group.command, &group.client).await,
         Command::Snapshot(group) => snapshots::run(group.command, &group.client).await,
         Command::Route(group) => routes::run(group.command, &group.client).await,
+        Command::Audit(args) => keys::audit(&args).await,
         Command::Doctor(args) => doctor::run(&args).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;

@@ -96,11 +96,7 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let store = open_state(&config)?;
     let orch = start_orchestrator(config.clone(), store.clone()).await?;
     let background = start_proxy_and_idle_monitor(&config, &orch, certificates.proxy).await?;
-    let app = api::router(AppState {
-        store,
-        orch: orch.clone(),
-        config: config.clone(),
-    });
+    let app = api::router(AppState::new(store, orch.clone(), config.clone()));
     let served = serve(&config, app, certificates.api).await;
     background.idle_monitor.abort();
     background.reconciler.abort();

@@ -35,6 +35,8 @@ pub enum VmCommand {
     },
     /// The VM's state changes, oldest first.
     Events { id: String },
+    /// Give a VM, with its snapshots and routes, to another key (admin).
+    Owner { id: String, key_id: String },
     /// Print the end of the VM's serial console.
     Logs {
         id: String,
@@ -114,10 +116,14 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
                             vm.mem_mib.to_string(),
                             opt(&net.map(|n| n.guest_ip)),
                             opt(&net.map(|n| n.ssh_port)),
+                            opt(&vm.owner_key_id),
                         ]
                     })
                     .collect();
-                output::table(&["ID", "STATE", "IMAGE", "VCPU", "MEM_MIB", "IP", "SSH_PORT"], &rows);
+                output::table(
+                    &["ID", "STATE", "IMAGE", "VCPU", "MEM_MIB", "IP", "SSH_PORT", "OWNER"],
+                    &rows,
+                );
             });
         }
         VmCommand::Show { id } => {
@@ -136,6 +142,22 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
             if !args.json {
                 println!("deleted {id}");
             }
+        }
+        VmCommand::Owner { id, key_id } => {
+            let vm: Value = client
+                .call(
+                    Method::POST,
+                    &format!("/vms/{}/owner", segment(&id)),
+                    Some(&serde_json::json!({ "key_id": key_id })),
+                )
+                .await?;
+            output::show(args.json, &vm, |vm| {
+                println!(
+                    "{} now belongs to {}",
+                    vm["id"].as_str().unwrap_or("-"),
+                    vm["owner_key_id"].as_str().unwrap_or("-")
+                );
+            });
         }
         VmCommand::Events { id } => {
             let events: Vec<Value> = client
@@ -186,13 +208,14 @@ async fn follow_logs(client: &Client, path: &str) -> Result<(), CliError> {
     let mut response = client.open(Method::GET, path, None).await?;
     if !response.status().is_success() {
         let status = response.status();
+        let headers = response.headers().clone();
         let body = response
             .into_body()
             .collect()
             .await
             .map_err(|e| CliError::Http(e.to_string()))?
             .to_bytes();
-        return crate::cli::http::Reply { status, body }.success().map(drop);
+        return crate::cli::http::Reply { status, headers, body }.success().map(drop);
     }
     let mut stdout = std::io::stdout();
     while let Some(frame) = response.body_mut().frame().await {

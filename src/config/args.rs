@@ -31,6 +31,8 @@ mod defaults {
     pub const CONSOLE_LOG_MAX_BYTES: &str = "8M";
     pub const MEM_OVERCOMMIT: &str = "1.0";
     pub const SNAPSHOT_SWEEP_MIN_AGE: &str = "1h";
+    pub const RATE_LIMIT: &str = "50/s";
+    pub const RATE_BURST: &str = "200";
 }
 
 #[derive(Debug, Clone, Args)]
@@ -162,6 +164,12 @@ pub struct ServeArgs {
     /// [default: $HATCH_DATA_DIR/images:$HATCH_DATA_DIR/import].
     #[arg(long, env = "HATCH_IMAGE_IMPORT_DIRS")]
     pub image_import_dirs: Option<String>,
+    /// Mutating API requests allowed per key: N/s, N/m or N/h, or "off".
+    #[arg(long, env = "HATCH_RATE_LIMIT", default_value = defaults::RATE_LIMIT)]
+    pub rate_limit: String,
+    /// How many mutating requests a key may make at once before the rate applies.
+    #[arg(long, env = "HATCH_RATE_BURST", default_value = defaults::RATE_BURST)]
+    pub rate_burst: String,
     /// Hidden, for tests: how old an artefact no snapshot owns must be before
     /// the start-up sweep removes it.
     #[arg(long, env = "HATCH_SNAPSHOT_SWEEP_MIN_AGE", default_value = defaults::SNAPSHOT_SWEEP_MIN_AGE, hide = true)]
@@ -228,6 +236,8 @@ impl ServeArgs {
             mem_overcommit: MEM_OVERCOMMIT.into(),
             image_import_dirs: None,
             snapshot_sweep_min_age: SNAPSHOT_SWEEP_MIN_AGE.into(),
+            rate_limit: RATE_LIMIT.into(),
+            rate_burst: RATE_BURST.into(),
         }
     }
 }

@@ -113,6 +113,45 @@ pub struct Config {
     /// prefix, or this one just before a crash, may be uploading a snapshot
     /// it has not recorded yet.
     pub snapshot_sweep_min_age: Duration,
+    /// Per-key limit on mutating API requests; `None`: off.
+    pub rate_limit: Option<RateLimit>,
+}
+
+/// A token bucket: `burst` requests at once, refilled at `per_second`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RateLimit {
+    pub per_second: f64,
+    pub burst: u32,
+}
+
+// Rates are finite and positive, so equality is total.
+impl Eq for RateLimit {}
+
+/// `HATCH_RATE_LIMIT` (`20/s`, `600/m`, `3600/h` or `off`) and `HATCH_RATE_BURST`.
+fn rate_limit(args: &ServeArgs) -> Result<Option<RateLimit>, ConfigError> {
+    let text = args.rate_limit.trim();
+    if text.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    let invalid = |why: &str| {
+        ConfigError::new(
+            "HATCH_RATE_LIMIT",
+            format!("{text:?}: {why} (expected e.g. 20/s, 600/m, 3600/h, or off)"),
+        )
+    };
+    let (count, unit) = text.split_once('/').ok_or_else(|| invalid("no unit"))?;
+    let count: u32 = number(count, 1, 1_000_000).map_err(|e| invalid(&e))?;
+    let seconds = match unit.trim() {
+        "s" | "sec" | "second" => 1.0,
+        "m" | "min" | "minute" => 60.0,
+        "h" | "hour" => 3600.0,
+        other => return Err(invalid(&format!("unknown unit {other:?}"))),
+    };
+    let burst = number(&args.rate_burst, 1, 1_000_000).map_err(ConfigError::on("HATCH_RATE_BURST"))?;
+    Ok(Some(RateLimit {
+        per_second: f64::from(count) / seconds,
+        burst,
+    }))
 }
 
 /// Upper bound for HATCH_DEFAULT_VCPU, the same as the API's limit.
@@ -218,6 +257,7 @@ impl Config {
                 .map_err(ConfigError::on("HATCH_MEM_OVERCOMMIT"))?,
             snapshot_sweep_min_age: duration(&args.snapshot_sweep_min_age)
                 .map_err(ConfigError::on("HATCH_SNAPSHOT_SWEEP_MIN_AGE"))?,
+            rate_limit: rate_limit(args)?,
             data_dir,
         })
     }

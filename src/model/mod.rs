@@ -4,6 +4,7 @@
 //! responses and persisted (field for field) by the store.
 
 mod image;
+mod key;
 mod route;
 mod snapshot;
 mod template;
@@ -11,6 +12,7 @@ mod user_data;
 mod vm;
 
 pub use image::{Image, ImageProfile, KernelFormat};
+pub use key::{check_quota, QuotaExceeded, QuotaKind, Quotas, Role, Usage};
 pub use route::Route;
 pub use snapshot::Snapshot;
 pub use template::Template;

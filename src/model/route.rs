@@ -12,4 +12,7 @@ pub struct Route {
     /// Restore a snapshotted VM when a request arrives for it.
     pub auto_wake: bool,
     pub created_at: Timestamp,
+    /// The API key that owns this route (the VM's owner) (null: admin-owned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_key_id: Option<String>,
 }

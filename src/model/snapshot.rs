@@ -15,6 +15,9 @@ pub struct Snapshot {
     pub artefacts: Vec<ArtefactInfo>,
     /// Sum of the compressed artefacts' sizes.
     pub total_bytes: u64,
+    /// The API key that owns this snapshot (the VM's owner) (null: admin-owned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_key_id: Option<String>,
     #[serde(skip)]
     pub complete: bool,
 }

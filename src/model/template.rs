@@ -16,4 +16,7 @@ pub struct Template {
     pub user_data: Option<UserData>,
     pub ssh_authorized_keys: Vec<String>,
     pub created_at: Timestamp,
+    /// The API key that owns this object (null: admin-owned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_key_id: Option<String>,
 }

@@ -184,4 +184,7 @@ pub struct Vm {
     /// (and wake) loads unless another is named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// The API key that owns this object (null: admin-owned).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_key_id: Option<String>,
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use crate::cloudinit::{self, SeedInput};
 use crate::image;
-use crate::model::{self, Image, RestartPolicy, UserData, Vm};
+use crate::model::{self, check_quota, Image, QuotaKind, RestartPolicy, UserData, Vm};
 use crate::net::{NetRequest, Taken};
 
 use super::ledger::Ledger;
@@ -31,6 +31,11 @@ pub struct CreateVm {
     pub ssh_authorized_keys: Option<Vec<String>>,
     /// `never` (default) or `on-failure`: start the VM again when its VMM dies.
     pub restart_policy: Option<String>,
+    /// The API key that creates the VM and will own it (set by the API from
+    /// the request's key, never from the body); its quotas are checked
+    /// when the VM is recorded. `None`: admin-owned, no quotas.
+    #[serde(skip)]
+    pub owner: Option<String>,
 }
 
 /// A request with template and defaults applied. Sizes were validated where
@@ -44,6 +49,7 @@ struct Plan {
     user_data: Option<UserData>,
     ssh_authorized_keys: Vec<String>,
     restart_policy: RestartPolicy,
+    owner: Option<String>,
 }
 
 impl Orchestrator {
@@ -154,6 +160,7 @@ impl Orchestrator {
             user_data,
             ssh_authorized_keys,
             restart_policy,
+            owner: req.owner,
         })
     }
 
@@ -229,10 +236,23 @@ impl Orchestrator {
 
     /// Chooses network resources and inserts the VM row in one critical
     /// section; the row is what holds the resources from then on.
+    /// The owner's quotas are checked here too, under the same lock: every
+    /// VM row is inserted under it, so two creates cannot both pass.
     async fn record_new_vm(&self, vm_id: &str, plan: &Plan) -> Result<Vm, OrchError> {
         let _allocating = self.allocation.lock().await;
         self.admit_memory(vm_id, plan.mem_mib)?;
         self.admit_disk(&plan.image)?;
+        if let Some(owner) = &plan.owner {
+            let quotas = self.store.quotas_of(Some(owner))?;
+            let usage = self.store.usage_of(owner)?;
+            for (kind, requested) in [
+                (QuotaKind::Vms, 1),
+                (QuotaKind::Vcpus, u64::from(plan.vcpu_count)),
+                (QuotaKind::MemMib, u64::from(plan.mem_mib)),
+            ] {
+                check_quota(&quotas, &usage, kind, requested).map_err(OrchError::QuotaExceeded)?;
+            }
+        }
         let network = if plan.enable_network {
             let vms = self.store.list_vms()?;
             let taken = Taken::from_identities(vms.iter().filter_map(|vm| vm.network.as_ref()));
@@ -262,6 +282,7 @@ impl Orchestrator {
             idle_status: None,
             restart_policy: plan.restart_policy,
             snapshot_id: None,
+            owner_key_id: plan.owner.clone(),
         };
         // The record (in `creating`) is the intent: from here on, a crash is
         // rolled back by the reconciler; a failure by the ledger and then

@@ -43,6 +43,9 @@ pub enum OrchError {
     /// 422: a stored snapshot failed its integrity check.
     #[error("{message}")]
     Corrupt { message: String },
+    /// 403 `quota_exceeded`: the owner's quota does not allow this create.
+    #[error("{0}")]
+    QuotaExceeded(crate::model::QuotaExceeded),
     /// 500: a host operation failed.
     #[error("{0}")]
     Internal(String),
@@ -88,6 +91,7 @@ impl From<StoreError> for OrchError {
                 field: Some(field),
                 message: format!("{field} is already in use"),
             },
+            StoreError::Quota(exceeded) => OrchError::QuotaExceeded(exceeded),
             other => OrchError::Internal(format!("store: {other}")),
         }
     }

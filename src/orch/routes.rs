@@ -49,8 +49,10 @@ impl Orchestrator {
                 target_port: req.target_port,
                 auto_wake: req.auto_wake,
                 created_at: now(),
+                owner_key_id: vm.owner_key_id.clone(),
             };
-            orch.store.insert_route(&route)?;
+            let quotas = orch.store.quotas_of(vm.owner_key_id.as_deref())?;
+            orch.store.insert_route_within(&route, &quotas)?;
             orch.observers.notify(&VmChange::RoutesChanged { vm_id: &vm_id });
             Ok(route)
         })

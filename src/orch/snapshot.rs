@@ -78,24 +78,6 @@ impl Orchestrator {
         mut accepted: Accepted,
     ) -> Result<Snapshot, OrchError> {
         let mut vm = self.get_vm(id).await?;
-        if matches!(transitions::decide(vm.state, Event::Snapshot), Decision::Enter(_)) {
-            // Before the guest is paused: an unreachable bucket is a 503 and the VM runs on.
-            self.snapshot_store().ensure_available().await?;
-        }
-        if self.apply(&mut vm, Event::Snapshot, None)? == Applied::Already {
-            accepted.send(&vm);
-            return self.suspended_with(&vm);
-        }
-        accepted.send(&vm);
-        let Some(handle) = self.handle(id) else {
-            vm.pid = None;
-            self.apply(
-                &mut vm,
-                Event::VmmCrashed,
-                Some("the VM had no VMM process to snapshot".into()),
-            )?;
-            return Err(OrchError::Internal(format!("VM {id} has no VMM process")));
-        };
         let mut record = Snapshot {
             id: model::random_id("snap", 10),
             vm_id: id.to_string(),
@@ -104,6 +86,37 @@ impl Orchestrator {
             artefacts: Vec::new(),
             total_bytes: 0,
             complete: false,
+            owner_key_id: vm.owner_key_id.clone(),
+        };
+        if matches!(transitions::decide(vm.state, Event::Snapshot), Decision::Enter(_)) {
+            // Before the guest is paused: an unreachable bucket is a 503 and the VM runs on.
+            self.snapshot_store().ensure_available().await?;
+            // The record (not yet complete) holds the owner's quota from
+            // here on; a refusal leaves the VM running and nothing written.
+            let quotas = self.store.quotas_of(vm.owner_key_id.as_deref())?;
+            self.store.reserve_snapshot(&record, &quotas)?;
+        }
+        let applied = match self.apply(&mut vm, Event::Snapshot, None) {
+            Ok(applied) => applied,
+            Err(error) => {
+                let _ = self.store.delete_snapshot(&record.id);
+                return Err(error);
+            }
+        };
+        if applied == Applied::Already {
+            accepted.send(&vm);
+            return self.suspended_with(&vm);
+        }
+        accepted.send(&vm);
+        let Some(handle) = self.handle(id) else {
+            let _ = self.store.delete_snapshot(&record.id);
+            vm.pid = None;
+            self.apply(
+                &mut vm,
+                Event::VmmCrashed,
+                Some("the VM had no VMM process to snapshot".into()),
+            )?;
+            return Err(OrchError::Internal(format!("VM {id} has no VMM process")));
         };
         let work = self.work_dir(id, &record.id);
         let saved = self.save(&handle, &mut record, &work).await;

@@ -134,6 +134,43 @@ pub const MIGRATIONS: &[&str] = &[
         at      TEXT NOT NULL
     );
     "#,
+    // 6: tenancy. Keys get a role and quotas (NULL: unlimited); keys that
+    // existed before were all full administrators and stay admins. VMs,
+    // snapshots, routes and templates record their owning key: existing
+    // rows go to the oldest active admin key (NULL, admin-owned, when
+    // there is none). Every mutating request is recorded in `audit_log`.
+    r#"
+    ALTER TABLE api_keys ADD COLUMN role TEXT NOT NULL DEFAULT 'admin';
+    ALTER TABLE api_keys ADD COLUMN max_vms INTEGER;
+    ALTER TABLE api_keys ADD COLUMN max_vcpus INTEGER;
+    ALTER TABLE api_keys ADD COLUMN max_mem_mib INTEGER;
+    ALTER TABLE api_keys ADD COLUMN max_snapshots INTEGER;
+    ALTER TABLE api_keys ADD COLUMN max_routes INTEGER;
+    ALTER TABLE vms ADD COLUMN owner_key_id TEXT;
+    ALTER TABLE snapshots ADD COLUMN owner_key_id TEXT;
+    ALTER TABLE routes ADD COLUMN owner_key_id TEXT;
+    ALTER TABLE templates ADD COLUMN owner_key_id TEXT;
+    CREATE TEMP TABLE first_admin AS
+        SELECT id FROM api_keys WHERE revoked_at IS NULL AND role = 'admin'
+        ORDER BY created_at, rowid LIMIT 1;
+    UPDATE vms SET owner_key_id = (SELECT id FROM first_admin);
+    UPDATE snapshots SET owner_key_id = (SELECT id FROM first_admin);
+    UPDATE routes SET owner_key_id = (SELECT id FROM first_admin);
+    UPDATE templates SET owner_key_id = (SELECT id FROM first_admin);
+    DROP TABLE first_admin;
+    CREATE INDEX vms_owner ON vms(owner_key_id);
+    CREATE INDEX snapshots_owner ON snapshots(owner_key_id);
+    CREATE INDEX routes_owner ON routes(owner_key_id);
+    CREATE INDEX templates_owner ON templates(owner_key_id);
+    CREATE TABLE audit_log (
+        id      INTEGER PRIMARY KEY AUTOINCREMENT,
+        at      TEXT NOT NULL,
+        key_id  TEXT,
+        method  TEXT NOT NULL,
+        path    TEXT NOT NULL,
+        status  INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The version a fully migrated database is at.

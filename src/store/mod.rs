@@ -4,6 +4,7 @@
 //! daemon's queries are short. WAL mode lets the CLI read the same file
 //! (`hatch image list` without a daemon) while the daemon writes.
 
+mod audit;
 mod codec;
 mod events;
 mod images;
@@ -21,6 +22,7 @@ use std::time::Duration;
 
 use rusqlite::Connection;
 
+pub use audit::{AuditEntry, AUDIT_KEPT};
 pub use events::{EventKind, HostEvent, VmEvent};
 pub use keys::ApiKeyInfo;
 
@@ -32,6 +34,9 @@ pub enum StoreError {
     /// A UNIQUE or PRIMARY KEY constraint rejected the row; `field` names the column.
     #[error("{field} is already in use")]
     Conflict { field: &'static str },
+    /// The insert would take its owner past a quota; nothing was written.
+    #[error("{0}")]
+    Quota(crate::model::QuotaExceeded),
     /// A stored value could not be decoded (written by a newer or broken version).
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },

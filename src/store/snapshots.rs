@@ -6,10 +6,10 @@ use rusqlite::{params, Row};
 
 use super::codec::{corrupt, parse_ts, query_all, ts};
 use super::{Store, StoreError};
-use crate::model::Snapshot;
+use crate::model::{check_quota, QuotaKind, Quotas, Snapshot};
 use crate::snapshot::ArtefactInfo;
 
-const COLUMNS: &str = "id, vm_id, created_at, hypervisor, files, total_bytes, complete";
+const COLUMNS: &str = "id, vm_id, created_at, hypervisor, files, total_bytes, complete, owner_key_id";
 
 fn from_row(row: &Row<'_>) -> Result<Snapshot, StoreError> {
     let created_at: String = row.get(2)?;
@@ -24,6 +24,7 @@ fn from_row(row: &Row<'_>) -> Result<Snapshot, StoreError> {
         artefacts,
         total_bytes: row.get(5)?,
         complete: row.get(6)?,
+        owner_key_id: row.get(7)?,
     })
 }
 
@@ -31,27 +32,48 @@ fn json<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_string(value).unwrap_or_else(|_| "[]".into())
 }
 
+/// Inserts or updates a snapshot row; the owner is set only on insert.
+fn upsert(conn: &rusqlite::Connection, snapshot: &Snapshot) -> Result<(), StoreError> {
+    let sizes: Vec<u64> = snapshot.artefacts.iter().map(|a| a.compressed_bytes).collect();
+    let sums: Vec<&str> = snapshot.artefacts.iter().map(|a| a.sha256.as_str()).collect();
+    conn.execute(
+        "INSERT INTO snapshots (id, vm_id, created_at, hypervisor, files, sizes, sha256s, total_bytes, complete, owner_key_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+         ON CONFLICT(id) DO UPDATE SET files = ?5, sizes = ?6, sha256s = ?7, total_bytes = ?8, complete = ?9",
+        params![
+            snapshot.id,
+            snapshot.vm_id,
+            ts(&snapshot.created_at),
+            snapshot.hypervisor,
+            json(&snapshot.artefacts),
+            json(&sizes),
+            json(&sums),
+            snapshot.total_bytes,
+            snapshot.complete,
+            snapshot.owner_key_id,
+        ],
+    )?;
+    Ok(())
+}
+
 impl Store {
     /// Records a snapshot (complete or not) with its artefacts so far.
     pub fn upsert_snapshot(&self, snapshot: &Snapshot) -> Result<(), StoreError> {
-        let sizes: Vec<u64> = snapshot.artefacts.iter().map(|a| a.compressed_bytes).collect();
-        let sums: Vec<&str> = snapshot.artefacts.iter().map(|a| a.sha256.as_str()).collect();
-        self.lock().execute(
-            "INSERT INTO snapshots (id, vm_id, created_at, hypervisor, files, sizes, sha256s, total_bytes, complete)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
-             ON CONFLICT(id) DO UPDATE SET files = ?5, sizes = ?6, sha256s = ?7, total_bytes = ?8, complete = ?9",
-            params![
-                snapshot.id,
-                snapshot.vm_id,
-                ts(&snapshot.created_at),
-                snapshot.hypervisor,
-                json(&snapshot.artefacts),
-                json(&sizes),
-                json(&sums),
-                snapshot.total_bytes,
-                snapshot.complete,
-            ],
-        )?;
+        upsert(&self.lock(), snapshot)
+    }
+
+    /// Records a new snapshot (not yet complete) if its owner's
+    /// `max_snapshots` allows one more, in one step under the store's lock,
+    /// so two concurrent snapshots cannot both pass the quota.
+    pub fn reserve_snapshot(&self, snapshot: &Snapshot, quotas: &Quotas) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if let Some(owner) = &snapshot.owner_key_id {
+            let usage = super::keys::usage(&tx, owner)?;
+            check_quota(quotas, &usage, QuotaKind::Snapshots, 1).map_err(StoreError::Quota)?;
+        }
+        upsert(&tx, snapshot)?;
+        tx.commit()?;
         Ok(())
     }
 

@@ -8,7 +8,8 @@ use super::codec::{
 use super::{Store, StoreError};
 use crate::model::Template;
 
-const COLUMNS: &str = "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at";
+const COLUMNS: &str =
+    "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at, owner_key_id";
 
 fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
     let keys: String = row.get(6)?;
@@ -22,6 +23,7 @@ fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
         user_data: user_data_column("templates", row, 5)?,
         ssh_authorized_keys: parse_string_list("templates", &keys)?,
         created_at: parse_ts("templates", &created_at)?,
+        owner_key_id: row.get(8)?,
     })
 }
 
@@ -29,7 +31,7 @@ impl Store {
     pub fn insert_template(&self, template: &Template) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                &format!("INSERT INTO templates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+                &format!("INSERT INTO templates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
                 params![
                     template.id,
                     template.name,
@@ -39,6 +41,7 @@ impl Store {
                     user_data_param(&template.user_data),
                     string_list(&template.ssh_authorized_keys),
                     ts(&template.created_at),
+                    template.owner_key_id,
                 ],
             )
             .map_err(|e| map_unique(e, &["id"]))?;

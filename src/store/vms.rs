@@ -16,7 +16,12 @@ use crate::model::{NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits};
 
 const COLUMNS: &str = "id, state, image_id, vcpu_count, mem_mib, enable_network, guest_ip, guest_mac, tap_name, \
                        ssh_port, user_data, ssh_authorized_keys, hypervisor, pid, state_reason, ready_at, \
-                       created_at, updated_at, last_activity_at, idle_status, restart_policy, snapshot_id";
+                       created_at, updated_at, last_activity_at, idle_status, restart_policy, snapshot_id, owner_key_id";
+
+/// How many of COLUMNS are rewritten by updates: all but `owner_key_id`,
+/// which only [`Store::set_vm_owner`] changes (so an operation holding an
+/// older copy of the VM never undoes a reassignment).
+const UPDATED_COLUMNS: usize = 22;
 
 /// Columns whose constraint violations callers can act on.
 const UNIQUE_FIELDS: &[&str] = &["id", "guest_ip", "guest_mac", "tap_name", "ssh_port"];
@@ -69,6 +74,7 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
             RestartPolicy::parse(&policy).ok_or_else(|| corrupt("vms", format!("restart_policy {policy:?}")))?
         },
         snapshot_id: row.get(21)?,
+        owner_key_id: row.get(22)?,
     })
 }
 
@@ -98,6 +104,7 @@ fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
         Box::new(vm.idle_status.clone()),
         Box::new(vm.restart_policy.as_str()),
         Box::new(vm.snapshot_id.clone()),
+        Box::new(vm.owner_key_id.clone()),
     ]
 }
 
@@ -106,11 +113,13 @@ fn update_row(conn: &Connection, vm: &Vm) -> Result<bool, StoreError> {
         .split(',')
         .map(str::trim)
         .enumerate()
+        .take(UPDATED_COLUMNS)
         .skip(1)
         .map(|(i, column)| format!("{column} = ?{}", i + 1))
         .collect();
     let sql = format!("UPDATE vms SET {} WHERE id = ?1", assignments.join(", "));
-    let values = to_params(vm);
+    let mut values = to_params(vm);
+    values.truncate(UPDATED_COLUMNS);
     let changed = conn
         .execute(&sql, rusqlite::params_from_iter(values.iter()))
         .map_err(|e| map_unique(e, UNIQUE_FIELDS))?;
@@ -121,7 +130,7 @@ impl Store {
     /// Inserts a new VM together with the event of its first state; a taken
     /// id or network value is `Conflict` naming the field.
     pub fn insert_vm(&self, vm: &Vm, reason: Option<&str>) -> Result<(), StoreError> {
-        let placeholders: Vec<String> = (1..=22).map(|i| format!("?{i}")).collect();
+        let placeholders: Vec<String> = (1..=23).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO vms ({COLUMNS}) VALUES ({})", placeholders.join(", "));
         let values = to_params(vm);
         let mut conn = self.lock();
@@ -177,5 +186,32 @@ impl Store {
         let deleted = tx.execute("DELETE FROM vms WHERE id = ?1", params![id])? > 0;
         tx.commit()?;
         Ok(deleted)
+    }
+
+    /// Gives a VM, its snapshots and its routes to another key, in one
+    /// transaction. False when there is no such VM.
+    pub fn set_vm_owner(&self, vm_id: &str, owner: Option<&str>) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let changed = tx.execute("UPDATE vms SET owner_key_id = ?2 WHERE id = ?1", params![vm_id, owner])?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        tx.execute(
+            "UPDATE snapshots SET owner_key_id = ?2 WHERE vm_id = ?1",
+            params![vm_id, owner],
+        )?;
+        tx.execute(
+            "UPDATE routes SET owner_key_id = ?2 WHERE vm_id = ?1",
+            params![vm_id, owner],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// VMs owned by `owner`, oldest first.
+    pub fn list_vms_of(&self, owner: &str) -> Result<Vec<Vm>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM vms WHERE owner_key_id = ?1 ORDER BY created_at, rowid");
+        query_all(&self.lock(), &sql, &[&owner], from_row)
     }
 }

@@ -57,6 +57,15 @@ fn values_parse() {
         !format!("{config:?}").contains("very-secret-value"),
         "secrets never printed"
     );
+    let default_limit = config.rate_limit.expect("rate-limited by default");
+    assert_eq!((default_limit.per_second, default_limit.burst), (50.0, 200));
+
+    args.rate_limit = "600/m".into();
+    args.rate_burst = "7".into();
+    let limit = Config::from_args(&args).unwrap().rate_limit.unwrap();
+    assert_eq!((limit.per_second, limit.burst), (10.0, 7));
+    args.rate_limit = "off".into();
+    assert_eq!(Config::from_args(&args).unwrap().rate_limit, None);
 }
 
 #[test]
@@ -114,6 +123,13 @@ fn every_invalid_value_names_its_variable() {
             a.proxy_tls_key = Some("/etc/hatch/key.pem".into())
         }),
         ("HATCH_PROXY_HSTS", |a| a.proxy_hsts = "forever".into()),
+        ("HATCH_RATE_LIMIT", |a| a.rate_limit = "fast".into()),
+        ("HATCH_RATE_LIMIT", |a| a.rate_limit = "0/s".into()),
+        ("HATCH_RATE_LIMIT", |a| a.rate_limit = "-5/s".into()),
+        ("HATCH_RATE_LIMIT", |a| a.rate_limit = "10/fortnight".into()),
+        ("HATCH_RATE_LIMIT", |a| a.rate_limit = "99999999/s".into()),
+        ("HATCH_RATE_BURST", |a| a.rate_burst = "0".into()),
+        ("HATCH_RATE_BURST", |a| a.rate_burst = "lots".into()),
     ];
     for (variable, set) in cases {
         let mut args = ServeArgs::defaults();

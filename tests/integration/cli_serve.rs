@@ -132,6 +132,8 @@ const VARIABLES: &[&str] = &[
     "HATCH_S3_ACCESS_KEY",
     "HATCH_S3_SECRET_KEY",
     "HATCH_SNAPSHOT_KEEP",
+    "HATCH_RATE_LIMIT",
+    "HATCH_RATE_BURST",
 ];
 
 #[test]
@@ -172,6 +174,7 @@ fn an_invalid_variable_stops_startup_naming_it() {
         ("HATCH_SSH_PORT_MIN", "abc"),
         ("HATCH_BRIDGE_CIDR", "10.0.0.0/8"),
         ("HATCH_IDLE_TIMEOUT", "soon"),
+        ("HATCH_RATE_LIMIT", "twenty"),
     ] {
         let output = hatch_command_in(
             Some(&netns),
@@ -314,6 +317,93 @@ fn a_local_key_regains_access_without_the_admin_key() {
     assert_eq!(
         stdout_json(&daemon.run(&["template", "list", "--json"], &with_key)),
         serde_json::json!([])
+    );
+    assert!(daemon.terminate().success());
+}
+
+#[test]
+fn member_keys_quotas_and_the_audit_log_from_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let mut daemon = Daemon::start(&[("HATCH_DATA_DIR", data), ("HATCH_HTTP_ADDR", "127.0.0.1:0")]);
+    let env = admin_env(data, &format!("http://{}", daemon.listening));
+
+    let created = stdout_json(&daemon.run(
+        &[
+            "key",
+            "create",
+            "ci",
+            "--role",
+            "member",
+            "--max-vms",
+            "2",
+            "--max-mem-mib",
+            "1024",
+            "--json",
+        ],
+        &env,
+    ));
+    assert_eq!(created["role"], "member");
+    assert_eq!(created["quotas"]["max_vms"], 2);
+    assert_eq!(created["quotas"]["max_routes"], serde_json::Value::Null);
+    let mut as_member = env.clone();
+    as_member.push(("HATCH_API_KEY", created["key"].as_str().unwrap().to_string()));
+
+    let me = stdout_json(&daemon.run(&["key", "me", "--json"], &as_member));
+    assert_eq!(
+        (me["role"].as_str(), me["usage"]["vms"].as_u64()),
+        (Some("member"), Some(0))
+    );
+    let table = String::from_utf8(daemon.run(&["key", "me"], &as_member).stdout).unwrap();
+    assert!(table.contains("max_vms") && table.contains("unlimited"), "{table}");
+
+    // A member cannot manage keys or read the audit log.
+    for args in [&["key", "list"][..], &["key", "create", "x"], &["audit"]] {
+        let refused = daemon.run(args, &as_member);
+        assert!(!refused.status.success(), "{args:?}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("403 forbidden"),
+            "{args:?}"
+        );
+    }
+    // Bad roles and quotas never reach the daemon's database.
+    let bad = daemon.run(&["key", "create", "x", "--role", "root"], &env);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("role"));
+    let bad = daemon.run(&["key", "create", "x", "--max-vms", "-1"], &env);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--max-vms"));
+
+    // Quotas are replaced; the audit log shows it all, newest first.
+    let id = created["id"].as_str().unwrap();
+    let updated = stdout_json(&daemon.run(&["key", "quotas", id, "--max-vms", "5", "--json"], &env));
+    assert_eq!(
+        (
+            updated["quotas"]["max_vms"].as_u64(),
+            updated["quotas"]["max_mem_mib"].as_u64()
+        ),
+        (Some(5), None)
+    );
+    let audit = stdout_json(&daemon.run(&["audit", "--limit", "3", "--json"], &env));
+    let seen: Vec<(&str, &str, u64)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["method"].as_str().unwrap(),
+                e["path"].as_str().unwrap(),
+                e["status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            ("PATCH", format!("/keys/{id}").as_str(), 200),
+            ("POST", "/keys", 400),
+            ("POST", "/keys", 403),
+        ]
     );
     assert!(daemon.terminate().success());
 }

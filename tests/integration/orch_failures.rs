@@ -15,7 +15,6 @@ use crate::common;
 use common::daemon::sample_image;
 use common::fakes::{FakeHypervisor, FakeNetwork, FakeSnapshotStore, Faults, Step};
 use common::netns::TestNetns;
-use hatch::config::Config;
 use hatch::model::{Vm, VmState};
 use hatch::orch::{CreateVm, Orchestrator};
 use hatch::snapshot::LocalStore;
@@ -35,7 +34,7 @@ struct Rig {
 async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().to_path_buf();
-    let config = Arc::new(Config::with_data_dir(&data_dir).unwrap());
+    let config = Arc::new(common::daemon::test_config(&data_dir));
     let store = Store::open(&Store::path_in(&data_dir)).unwrap();
     store.insert_image(&sample_image("fake")).unwrap();
     let faults = Faults::new();
@@ -424,7 +423,7 @@ fn a_vmm_that_exits_on_its_own_is_recorded_and_released() {
 fn start_up_with_failing_host_steps_is_an_error_and_holds_nothing() {
     in_netns(|| async {
         let dir = tempfile::tempdir().unwrap();
-        let config = Arc::new(Config::with_data_dir(dir.path()).unwrap());
+        let config = Arc::new(common::daemon::test_config(dir.path()));
         let store = Store::open(&Store::path_in(dir.path())).unwrap();
         for step in [Step::EnsureHost, Step::Reconcile] {
             let faults = Faults::new();

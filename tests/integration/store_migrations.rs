@@ -98,3 +98,51 @@ fn a_failing_migration_leaves_the_previous_version() {
         .unwrap();
     assert_eq!(snapshots, 0, "the failed migration's other statements were rolled back");
 }
+
+#[test]
+fn existing_keys_stay_admins_and_existing_objects_go_to_the_oldest_admin_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = Store::path_in(dir.path());
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        assert_eq!(migrate(&mut conn, Some(5)).unwrap(), 5);
+        for (id, hash, created, revoked) in [
+            (
+                "key-revoked",
+                1,
+                "2025-01-01T00:00:00.000000000Z",
+                Some("2025-02-01T00:00:00.000000000Z"),
+            ),
+            ("key-first", 2, "2025-03-01T00:00:00.000000000Z", None),
+            ("key-second", 3, "2025-04-01T00:00:00.000000000Z", None),
+        ] {
+            conn.execute(
+                "INSERT INTO api_keys (id, name, key_hash, prefix, created_at, revoked_at) VALUES (?1, 'k', ?2, 'hatch_', ?3, ?4)",
+                rusqlite::params![id, vec![hash as u8; 32], created, revoked],
+            )
+            .unwrap();
+        }
+        conn.execute_batch(
+            "INSERT INTO vms (id, state, image_id, vcpu_count, mem_mib, enable_network, ssh_authorized_keys, \
+             hypervisor, created_at, updated_at) VALUES ('vm-old', 'stopped', 'img', 1, 256, 0, '[]', 'qemu', \
+             '2026-01-01T00:00:00.000000Z', '2026-01-01T00:00:00.000000Z');
+             INSERT INTO templates (id, name, image_id, vcpu_count, mem_mib, ssh_authorized_keys, created_at) \
+             VALUES ('tpl-old', 't', 'img', 1, 256, '[]', '2026-01-01T00:00:00.000000Z');
+             INSERT INTO snapshots (id, vm_id, created_at, hypervisor, files, sizes, sha256s, complete) \
+             VALUES ('snap-old', 'vm-old', '2026-01-01T00:00:00.000000Z', 'qemu', '[]', '[]', '[]', 1);
+             INSERT INTO routes (id, vm_id, subdomain, target_port, auto_wake, created_at) \
+             VALUES ('rt-old', 'vm-old', 'old', 80, 1, '2026-01-01T00:00:00.000000Z');",
+        )
+        .unwrap();
+    }
+    let store = Store::open(&path).unwrap();
+    let keys = store.list_api_keys().unwrap();
+    assert!(keys.iter().all(|k| k.role == hatch::model::Role::Admin), "{keys:?}");
+    assert!(keys.iter().all(|k| k.quotas == hatch::model::Quotas::default()));
+    let first = Some("key-first".to_string());
+    assert_eq!(store.get_vm("vm-old").unwrap().unwrap().owner_key_id, first);
+    assert_eq!(store.get_template("tpl-old").unwrap().unwrap().owner_key_id, first);
+    assert_eq!(store.get_snapshot("snap-old").unwrap().unwrap().owner_key_id, first);
+    assert_eq!(store.get_route("rt-old").unwrap().unwrap().owner_key_id, first);
+    assert!(store.list_audit(10).unwrap().is_empty());
+}

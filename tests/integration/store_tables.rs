@@ -173,8 +173,12 @@ fn transitions_are_recorded_in_order_and_removed_with_the_vm() {
 fn api_keys_verify_revoke_and_count() {
     let (_dir, store) = temp_store();
     assert_eq!(store.count_active_api_keys().unwrap(), 0);
-    let (info, plaintext) = store.create_api_key("ci").unwrap();
-    let (_other, other_plain) = store.create_api_key("laptop").unwrap();
+    let (info, plaintext) = store
+        .create_api_key("ci", hatch::model::Role::Member, Default::default())
+        .unwrap();
+    let (_other, other_plain) = store
+        .create_api_key("laptop", hatch::model::Role::Member, Default::default())
+        .unwrap();
     assert_ne!(plaintext, other_plain);
     assert!(plaintext.starts_with(&info.prefix));
     assert!(plaintext.len() > 40, "keys carry enough randomness");

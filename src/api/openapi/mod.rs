@@ -34,6 +34,8 @@ struct Op {
     summary: &'static str,
     tag: &'static str,
     public: bool,
+    /// Admin keys only: a member key gets 403 `forbidden`.
+    admin: bool,
     body: Option<&'static str>,
     query: &'static [(&'static str, &'static str, &'static str)],
     ok: (u16, &'static str, Option<&'static str>),
@@ -43,7 +45,7 @@ struct Op {
     errors: &'static [u16],
 }
 
-fn operation(path: &str, op: &Op) -> Value {
+fn operation(method: &str, path: &str, op: &Op) -> Value {
     let mut parameters: Vec<Value> = Vec::new();
     if path.contains("{id}") {
         parameters.push(json!({ "name": "id", "in": "path", "required": true, "schema": { "type": "string" } }));
@@ -69,11 +71,33 @@ fn operation(path: &str, op: &Op) -> Value {
             ),
         );
     }
-    let auth_errors: &[u16] = if op.public { &[] } else { &[401] };
-    for code in op.errors.iter().chain(auth_errors).chain(&[500]) {
-        responses.insert(code.to_string(), response("error", Some("Error")));
+    let auth_errors: &[u16] = match (op.public, op.admin) {
+        (true, _) => &[],
+        (false, false) => &[401],
+        (false, true) => &[401, 403],
+    };
+    // Mutating requests count against the key's rate limit (HATCH_RATE_LIMIT).
+    let limited: &[u16] = if !op.public && method != "get" { &[429] } else { &[] };
+    for code in op.errors.iter().chain(auth_errors).chain(limited).chain(&[500]) {
+        let description = match code {
+            403 if op.admin => "forbidden: this needs an admin key (or quota_exceeded on creates)",
+            403 => "quota_exceeded: the create would take the owning key past a quota (field names it; the message gives the limit and the use)",
+            429 => "rate_limited: too many mutating requests from this key; Retry-After gives the seconds to wait",
+            404 if !op.public => "not_found (also for another key's objects: a member key sees only its own)",
+            _ => "error",
+        };
+        let mut error = response(description, Some("Error"));
+        if *code == 429 {
+            error["headers"] = json!({ "Retry-After": { "description": "Seconds until a request is allowed again", "schema": { "type": "integer" } } });
+        }
+        responses.insert(code.to_string(), error);
     }
-    let mut value = json!({ "summary": op.summary, "tags": [op.tag], "responses": responses });
+    let summary = if op.admin {
+        format!("{} (admin keys only)", op.summary)
+    } else {
+        op.summary.to_string()
+    };
+    let mut value = json!({ "summary": summary, "tags": [op.tag], "responses": responses });
     if !parameters.is_empty() {
         value["parameters"] = Value::Array(parameters);
     }
@@ -96,11 +120,25 @@ fn op(
         summary,
         tag,
         public: false,
+        admin: false,
         body: None,
         query: &[],
         ok,
         accepts_async: false,
         errors,
+    }
+}
+
+/// An operation only admin keys may call.
+fn admin_op(
+    summary: &'static str,
+    tag: &'static str,
+    ok: (u16, &'static str, Option<&'static str>),
+    errors: &'static [u16],
+) -> Op {
+    Op {
+        admin: true,
+        ..op(summary, tag, ok, errors)
     }
 }
 
@@ -135,24 +173,24 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
         ("get", "/openapi.json", op("This document", "health", (200, "OpenAPI document", None), &[])),
         ("post", "/images", Op {
             body: Some("RegisterImage"),
-            ..op("Register existing kernel/initrd/rootfs files", "images", (201, "registered", Some("Image")), BAD)
+            ..admin_op("Register existing kernel/initrd/rootfs files", "images", (201, "registered", Some("Image")), BAD)
         }),
         ("get", "/images", op("List images, newest first", "images", (200, "images", Some("[Image]")), &[])),
         ("get", "/images/{id}", op("Show an image (by id or name)", "images", (200, "the image", Some("Image")), &[404])),
-        ("delete", "/images/{id}", op("Delete an image no VM or template uses", "images", (204, "deleted", None), &[404, 409])),
+        ("delete", "/images/{id}", admin_op("Delete an image no VM or template uses", "images", (204, "deleted", None), &[404, 409])),
         ("post", "/templates", Op {
             body: Some("CreateTemplate"),
             ..op("Create a template", "templates", (201, "created", Some("Template")), &[400, 404, 413, 415])
         }),
-        ("get", "/templates", op("List templates", "templates", (200, "templates", Some("[Template]")), &[])),
+        ("get", "/templates", op("List templates (a member key: its own)", "templates", (200, "templates", Some("[Template]")), &[])),
         ("get", "/templates/{id}", op("Show a template", "templates", (200, "the template", Some("Template")), &[404])),
         ("delete", "/templates/{id}", op("Delete a template", "templates", (204, "deleted", None), &[404])),
         ("post", "/vms", Op {
             body: Some("CreateVm"),
             query: VM_QUERY,
-            ..vm_op("Create and boot a VM", "vms", (201, "created", Some("Vm")), &[400, 404, 409, 413, 415, 503, 504])
+            ..vm_op("Create and boot a VM, owned by the calling key (its quotas max_vms, max_vcpus and max_mem_mib are checked)", "vms", (201, "created", Some("Vm")), &[400, 403, 404, 409, 413, 415, 503, 504])
         }),
-        ("get", "/vms", op("List VMs, oldest first", "vms", (200, "VMs", Some("[Vm]")), &[])),
+        ("get", "/vms", op("List VMs, oldest first (a member key: its own)", "vms", (200, "VMs", Some("[Vm]")), &[])),
         ("get", "/vms/{id}", op("Show a VM", "vms", (200, "the VM", Some("Vm")), &[404])),
         ("delete", "/vms/{id}", vm_op("Delete a VM and release everything it held (state deleting until done)", "vms", (204, "deleted", None), &[404, 409])),
         ("post", "/vms/{id}/stop", vm_op("Stop a VM (keeps its network identity); a stopped VM is answered as it is", "vms", (200, "stopped", Some("Vm")), &[404, 409])),
@@ -162,8 +200,12 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             ..op("Serial console tail", "vms", (200, "console text", Some("text")), &[400, 404])
         }),
         ("get", "/vms/{id}/events", op("The VM's state changes and repairs, oldest first", "vms", (200, "events", Some("[VmEvent]")), &[404])),
-        ("get", "/host/events", op("Host-wide repairs by the reconciler (newest 1000, oldest first)", "health", (200, "events", Some("[HostEvent]")), &[])),
-        ("post", "/vms/{id}/snapshot", vm_op("Save a running VM (memory, state, disk) and stop its VMM; it keeps its network identity. A snapshotted VM answers 200 with the snapshot it was suspended with", "snapshots", (201, "snapshot taken", Some("Snapshot")), &[404, 409, 503])),
+        ("get", "/host/events", admin_op("Host-wide repairs by the reconciler (newest 1000, oldest first)", "health", (200, "events", Some("[HostEvent]")), &[])),
+        ("post", "/vms/{id}/snapshot", vm_op("Save a running VM (memory, state, disk) and stop its VMM; it keeps its network identity. A snapshotted VM answers 200 with the snapshot it was suspended with", "snapshots", (201, "snapshot taken", Some("Snapshot")), &[403, 404, 409, 503])),
+        ("post", "/vms/{id}/owner", Op {
+            body: Some("ReassignVm"),
+            ..admin_op("Give a VM, with its snapshots and routes, to another active key (e.g. after its key was revoked)", "vms", (200, "reassigned", Some("Vm")), &[400, 404, 413, 415])
+        }),
         ("post", "/vms/{id}/restore", Op {
             body: Some("RestoreVm"),
             ..vm_op("Restore a snapshotted VM (the snapshot it was suspended with unless snapshot_id is given); a running VM is answered as it is", "snapshots", (200, "running again", Some("Vm")), &[400, 404, 409, 422, 503])
@@ -172,16 +214,25 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
         ("delete", "/snapshots/{id}", op("Delete a snapshot (409 invalid_state for the one a snapshotted VM would restore from)", "snapshots", (204, "deleted", None), &[404, 409])),
         ("post", "/vms/{id}/routes", Op {
             body: Some("CreateRoute"),
-            ..op("Expose a VM port on <subdomain>.<HATCH_PROXY_BASE_DOMAIN> through the proxy", "routes", (201, "created", Some("Route")), &[400, 404, 409, 413, 415])
+            ..op("Expose a VM port on <subdomain>.<HATCH_PROXY_BASE_DOMAIN> through the proxy", "routes", (201, "created", Some("Route")), &[400, 403, 404, 409, 413, 415])
         }),
         ("get", "/vms/{id}/routes", op("A VM's routes", "routes", (200, "routes", Some("[Route]")), &[404])),
         ("delete", "/routes/{id}", op("Delete a route", "routes", (204, "deleted", None), &[404])),
         ("post", "/keys", Op {
             body: Some("CreateKey"),
-            ..op("Create an API key (shown once)", "keys", (201, "created", Some("NewApiKey")), BAD)
+            ..admin_op("Create an API key (shown once) with a role (default member) and quotas", "keys", (201, "created", Some("NewApiKey")), BAD)
         }),
-        ("get", "/keys", op("List API keys", "keys", (200, "keys", Some("[ApiKey]")), &[])),
-        ("delete", "/keys/{id}", op("Revoke an API key", "keys", (204, "revoked", None), &[404])),
+        ("get", "/keys", admin_op("List API keys", "keys", (200, "keys", Some("[ApiKey]")), &[])),
+        ("get", "/keys/me", op("The calling key: its role, quotas and what its objects use now", "keys", (200, "the key", Some("KeyUsage")), &[])),
+        ("patch", "/keys/{id}", Op {
+            body: Some("UpdateKey"),
+            ..admin_op("Replace a key's quotas", "keys", (200, "updated", Some("ApiKey")), &[400, 404, 413, 415])
+        }),
+        ("delete", "/keys/{id}", admin_op("Revoke an API key (its VMs stay; the last active admin key cannot be revoked: 409)", "keys", (204, "revoked", None), &[404, 409])),
+        ("get", "/audit", Op {
+            query: &[("limit", "integer", "How many entries (default 100, at most 10000)")],
+            ..admin_op("Mutating requests, newest first: time, key, method, path, status", "keys", (200, "entries", Some("[AuditEntry]")), &[400])
+        }),
     ]
 }
 
@@ -189,14 +240,14 @@ pub fn document() -> Value {
     let mut paths = Map::new();
     for (method, path, op) in operations() {
         let item = paths.entry(path.to_string()).or_insert_with(|| json!({}));
-        item[method] = operation(path, &op);
+        item[method] = operation(method, path, &op);
     }
     json!({
         "openapi": "3.1.0",
         "info": {
             "title": "Hatch",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "A control plane that turns a Linux host into a small cloud of microVMs."
+            "description": "A control plane that turns a Linux host into a small cloud of microVMs.\n\nKeys are `admin` or `member`. Admins manage keys, images and the host and see every object (with its `owner_key_id`). Members create and manage their own VMs, snapshots, routes and templates and may use any image; another key's object answers 404, an admin-only endpoint 403 `forbidden`. Creates are checked against the owning key's quotas (403 `quota_exceeded`); mutating requests against a per-key rate limit (429 `rate_limited` with Retry-After)."
         },
         "security": [{ "bearer": [] }],
         "paths": paths,

@@ -6,6 +6,10 @@ use crate::api::error::ErrorKind;
 use crate::model::VmState;
 
 /// An object schema; `required` lists the properties always present.
+fn schema_ref(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
 fn object(properties: Value, required: &[&str]) -> Value {
     json!({ "type": "object", "additionalProperties": false, "properties": properties, "required": required })
 }
@@ -151,7 +155,8 @@ pub fn all() -> Map<String, Value> {
                 "user_data": user_data_out(true),
                 "user_data_base64": user_data_base64_out(),
                 "ssh_authorized_keys": string_list(),
-                "created_at": timestamp()
+                "created_at": timestamp(),
+                "owner_key_id": { "type": "string", "description": "The API key that owns this object (absent: admin-owned)" }
             }),
             &[
                 "id",
@@ -217,7 +222,8 @@ pub fn all() -> Map<String, Value> {
                 "last_activity_at": timestamp(),
                 "idle_status": { "type": "string" },
                 "restart_policy": { "type": "string", "enum": ["never", "on-failure"] },
-                "snapshot_id": { "type": "string", "description": "While snapshotted: the snapshot restore and wake load" }
+                "snapshot_id": { "type": "string", "description": "While snapshotted: the snapshot restore and wake load" },
+                "owner_key_id": { "type": "string", "description": "The API key that owns the VM (absent: admin-owned)" }
             }),
             &[
                 "id",
@@ -297,7 +303,8 @@ pub fn all() -> Map<String, Value> {
                     "compressed_bytes": { "type": "integer", "description": "Size as stored (zstd)" },
                     "sha256": { "type": "string", "description": "SHA-256 of the stored artefact, checked before restore" }
                 }), &["name", "size_bytes", "compressed_bytes", "sha256"]) },
-                "total_bytes": { "type": "integer" }
+                "total_bytes": { "type": "integer" },
+                "owner_key_id": { "type": "string", "description": "The API key that owns this snapshot (the VM's owner) (absent: admin-owned)" }
             }),
             &["id", "vm_id", "created_at", "hypervisor", "artefacts", "total_bytes"],
         ),
@@ -311,7 +318,8 @@ pub fn all() -> Map<String, Value> {
                 "subdomain": { "type": "string" },
                 "target_port": { "type": "integer", "minimum": 1, "maximum": 65535 },
                 "auto_wake": { "type": "boolean" },
-                "created_at": timestamp()
+                "created_at": timestamp(),
+                "owner_key_id": { "type": "string", "description": "The API key that owns this route (the VM's owner) (absent: admin-owned)" }
             }),
             &["id", "vm_id", "subdomain", "target_port", "auto_wake", "created_at"],
         ),
@@ -338,23 +346,92 @@ pub fn all() -> Map<String, Value> {
         "id": { "type": "string" },
         "name": { "type": "string" },
         "prefix": { "type": "string", "description": "The key's first characters, for telling keys apart" },
+        "role": { "type": "string", "enum": ["admin", "member"] },
+        "quotas": schema_ref("Quotas"),
         "created_at": timestamp(),
         "revoked_at": timestamp()
     });
+    let quota = |what: &str| json!({ "type": ["integer", "null"], "minimum": 0, "description": format!("{what}; null: unlimited") });
+    add(
+        "Quotas",
+        object(
+            json!({
+                "max_vms": quota("VMs the key may own (any state), at most 100000"),
+                "max_vcpus": quota("Sum of vcpu_count over its VMs, at most 1000000"),
+                "max_mem_mib": quota("Sum of mem_mib over its VMs, at most 1073741824"),
+                "max_snapshots": quota("Snapshots of its VMs, at most 100000"),
+                "max_routes": quota("Routes to its VMs, at most 100000")
+            }),
+            &[],
+        ),
+    );
     add(
         "ApiKey",
-        object(key_properties.clone(), &["id", "name", "prefix", "created_at"]),
+        object(
+            key_properties.clone(),
+            &["id", "name", "prefix", "role", "quotas", "created_at"],
+        ),
+    );
+    let mut with_usage = key_properties.clone();
+    with_usage["usage"] = object(
+        json!({
+            "vms": { "type": "integer" },
+            "vcpus": { "type": "integer" },
+            "mem_mib": { "type": "integer" },
+            "snapshots": { "type": "integer" },
+            "routes": { "type": "integer" }
+        }),
+        &["vms", "vcpus", "mem_mib", "snapshots", "routes"],
+    );
+    add(
+        "KeyUsage",
+        object(
+            with_usage,
+            &["id", "name", "prefix", "role", "quotas", "created_at", "usage"],
+        ),
+    );
+    add(
+        "UpdateKey",
+        object(json!({ "quotas": schema_ref("Quotas") }), &["quotas"]),
+    );
+    add(
+        "ReassignVm",
+        object(
+            json!({ "key_id": { "type": "string", "description": "An active key" } }),
+            &["key_id"],
+        ),
+    );
+    add(
+        "AuditEntry",
+        object(
+            json!({
+                "id": { "type": "integer" },
+                "at": timestamp(),
+                "key_id": { "type": ["string", "null"] },
+                "method": { "type": "string" },
+                "path": { "type": "string", "description": "The path only (never the query or body)" },
+                "status": { "type": "integer" }
+            }),
+            &["id", "at", "key_id", "method", "path", "status"],
+        ),
     );
     let mut new_key = key_properties;
     new_key["key"] = json!({ "type": "string", "description": "The key itself; shown only in this response" });
     add(
         "NewApiKey",
-        object(new_key, &["id", "name", "prefix", "created_at", "key"]),
+        object(
+            new_key,
+            &["id", "name", "prefix", "role", "quotas", "created_at", "key"],
+        ),
     );
     add(
         "CreateKey",
         object(
-            json!({ "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" } }),
+            json!({
+                "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" },
+                "role": { "type": "string", "enum": ["admin", "member"], "description": "Default member" },
+                "quotas": schema_ref("Quotas")
+            }),
             &["name"],
         ),
     );

@@ -135,6 +135,7 @@ async fn measure(
         target_port: SERVICE_PORT,
         auto_wake: true,
         created_at: now(),
+        owner_key_id: None,
     };
     store
         .insert_route(&route)

@@ -7,14 +7,35 @@ use std::path::PathBuf;
 
 use hatch::model::{now, random_id, Image, ImageProfile, NetworkIdentity, Template, Vm, VmState};
 
+/// Where [`sample_image`]'s (tiny, unbootable) files live.
+pub fn sample_image_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hatch-sample-image");
+    std::fs::create_dir_all(&dir).expect("sample image dir");
+    for file in ["vmlinux", "initrd"] {
+        if !dir.join(file).exists() {
+            std::fs::write(dir.join(file), file.as_bytes()).expect("sample image file");
+        }
+    }
+    dir
+}
+
+/// The defaults for `data_dir`, with image files allowed from
+/// [`sample_image_dir`] and the shared test images.
+pub fn test_config(data_dir: &std::path::Path) -> Config {
+    let mut config = Config::with_data_dir(data_dir).expect("config");
+    config.image_import_dirs = vec![data_dir.to_path_buf(), sample_image_dir(), super::images::shared_dir()];
+    config
+}
+
 pub fn sample_image(name: &str) -> Image {
+    let dir = sample_image_dir();
     Image {
         id: random_id("img", 10),
         name: name.to_string(),
         profile: ImageProfile::Registered,
-        kernel_path: Some(PathBuf::from("/tmp/vmlinux")),
+        kernel_path: Some(dir.join("vmlinux")),
         bzimage_path: None,
-        initrd_path: Some(PathBuf::from("/tmp/initrd")),
+        initrd_path: Some(dir.join("initrd")),
         rootfs_path: None,
         login_user: "root".into(),
         boot_args: String::new(),
@@ -35,6 +56,7 @@ pub fn sample_template(image_id: &str) -> Template {
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake x@y".into(),
         ],
         created_at: now(),
+        owner_key_id: None,
     }
 }
 
@@ -67,6 +89,7 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
         idle_status: None,
         restart_policy: hatch::model::RestartPolicy::Never,
         snapshot_id: None,
+        owner_key_id: None,
     }
 }
 
@@ -131,11 +154,16 @@ impl Drop for TestApi {
 
 impl TestApi {
     pub async fn start() -> TestApi {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Like [`start`](Self::start), with the defaults' configuration changed by `adjust`.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> TestApi {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut config = Config::with_data_dir(dir.path()).expect("config");
-        // Tests register files they make in this directory and images from
-        // the shared test image cache.
-        config.image_import_dirs = vec![dir.path().to_path_buf(), super::images::shared_dir()];
+        // Tests register files they make in this directory, the sample
+        // image's and the shared test images.
+        let mut config = test_config(dir.path());
+        adjust(&mut config);
         let config = Arc::new(config);
         let store = hatch::cli::serve::open_state(&config).expect("open state");
         let admin_key = std::fs::read_to_string(config.admin_key_path())
@@ -151,11 +179,7 @@ impl TestApi {
                 let orch = hatch::cli::serve::start_orchestrator(config.clone(), store.clone())
                     .await
                     .expect("orchestrator");
-                let app = router(AppState {
-                    store,
-                    orch: orch.clone(),
-                    config,
-                });
+                let app = router(AppState::new(store, orch.clone(), config));
                 let listener = tokio::net::UnixListener::bind(&socket).expect("bind the API socket");
                 let server = tokio::spawn(async move {
                     axum::serve(listener, app).await.expect("serve");
@@ -193,6 +217,17 @@ impl TestApi {
         let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
         let reply = self
             .client(Some(&self.admin_key))
+            .request(method, path, body.as_ref())
+            .await
+            .expect("request");
+        (reply.status.as_u16(), json_or_null(&reply.body))
+    }
+
+    /// A request with `key`; returns the status and the JSON body (Null when empty).
+    pub async fn call_as(&self, key: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let method = hyper::Method::from_bytes(method.as_bytes()).unwrap();
+        let reply = self
+            .client(Some(key))
             .request(method, path, body.as_ref())
             .await
             .expect("request");
