@@ -134,6 +134,15 @@ pub const MIGRATIONS: &[&str] = &[
         at      TEXT NOT NULL
     );
     "#,
+    // 6: reserved for the tenancy migration (another branch); this
+    // placeholder is replaced by it when the branches merge.
+    "-- 6: reserved (tenancy)\n",
+    // 7: a networked VM's egress policy (`internet`, `none` or a JSON list
+    // of CIDRs) and a template's (NULL: not set).
+    r#"
+    ALTER TABLE vms ADD COLUMN egress TEXT NOT NULL DEFAULT 'internet';
+    ALTER TABLE templates ADD COLUMN egress TEXT;
+    "#,
 ];
 
 /// The version a fully migrated database is at.

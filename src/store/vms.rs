@@ -16,7 +16,7 @@ use crate::model::{NetworkIdentity, RestartPolicy, Vm, VmState};
 
 const COLUMNS: &str = "id, state, image_id, vcpu_count, mem_mib, enable_network, guest_ip, guest_mac, tap_name, \
                        ssh_port, user_data, ssh_authorized_keys, hypervisor, pid, state_reason, ready_at, \
-                       created_at, updated_at, last_activity_at, idle_status, restart_policy, snapshot_id";
+                       created_at, updated_at, last_activity_at, idle_status, restart_policy, snapshot_id, egress";
 
 /// Columns whose constraint violations callers can act on.
 const UNIQUE_FIELDS: &[&str] = &["id", "guest_ip", "guest_mac", "tap_name", "ssh_port"];
@@ -26,6 +26,8 @@ fn network_from_row(row: &Row<'_>) -> Result<Option<NetworkIdentity>, StoreError
     let mac: Option<String> = row.get(7)?;
     let tap: Option<String> = row.get(8)?;
     let port: Option<u16> = row.get(9)?;
+    let egress: String = row.get(22)?;
+    let egress = crate::model::Egress::from_column(&egress).map_err(|e| corrupt("vms", format!("egress {egress:?}: {e}")))?;
     match (ip, mac, tap, port) {
         (Some(ip), Some(guest_mac), Some(tap_name), Some(ssh_port)) => Ok(Some(NetworkIdentity {
             guest_ip: ip
@@ -34,6 +36,7 @@ fn network_from_row(row: &Row<'_>) -> Result<Option<NetworkIdentity>, StoreError
             guest_mac,
             tap_name,
             ssh_port,
+            egress,
         })),
         (None, None, None, None) => Ok(None),
         _ => Err(corrupt("vms", "network identity is partially set")),
@@ -97,6 +100,7 @@ fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
         Box::new(vm.idle_status.clone()),
         Box::new(vm.restart_policy.as_str()),
         Box::new(vm.snapshot_id.clone()),
+        Box::new(net.map(|n| n.egress.to_column()).unwrap_or_else(|| "internet".into())),
     ]
 }
 
@@ -120,7 +124,7 @@ impl Store {
     /// Inserts a new VM together with the event of its first state; a taken
     /// id or network value is `Conflict` naming the field.
     pub fn insert_vm(&self, vm: &Vm, reason: Option<&str>) -> Result<(), StoreError> {
-        let placeholders: Vec<String> = (1..=22).map(|i| format!("?{i}")).collect();
+        let placeholders: Vec<String> = (1..=23).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO vms ({COLUMNS}) VALUES ({})", placeholders.join(", "));
         let values = to_params(vm);
         let mut conn = self.lock();
