@@ -17,6 +17,7 @@ mod cloudinit_seed;
 mod e2e_bad_input;
 mod e2e_cloudinit;
 mod e2e_durable;
+mod e2e_isolation;
 mod e2e_proxy;
 mod e2e_snapshot;
 mod e2e_vm_lifecycle;
