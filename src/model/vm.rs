@@ -141,10 +141,7 @@ impl Egress {
                 .ok_or_else(|| format!("must be \"internet\", \"none\" or a list of CIDRs, got {word:?}")),
             Value::Array(items) => {
                 if items.len() > MAX_EGRESS_CIDRS {
-                    return Err(format!(
-                        "{} networks given; at most {MAX_EGRESS_CIDRS}",
-                        items.len()
-                    ));
+                    return Err(format!("{} networks given; at most {MAX_EGRESS_CIDRS}", items.len()));
                 }
                 let mut cidrs: Vec<String> = Vec::new();
                 for item in items {

@@ -27,7 +27,8 @@ fn network_from_row(row: &Row<'_>) -> Result<Option<NetworkIdentity>, StoreError
     let tap: Option<String> = row.get(8)?;
     let port: Option<u16> = row.get(9)?;
     let egress: String = row.get(22)?;
-    let egress = crate::model::Egress::from_column(&egress).map_err(|e| corrupt("vms", format!("egress {egress:?}: {e}")))?;
+    let egress =
+        crate::model::Egress::from_column(&egress).map_err(|e| corrupt("vms", format!("egress {egress:?}: {e}")))?;
     match (ip, mac, tap, port) {
         (Some(ip), Some(guest_mac), Some(tap_name), Some(ssh_port)) => Ok(Some(NetworkIdentity {
             guest_ip: ip

@@ -26,27 +26,41 @@ const METADATA_ADDR: &str = "169.254.169.254";
 
 /// Runs `command` in a guest; never retries on the command's own failure.
 fn guest(topo: &Topology, key: &TestKey, vm: &VmView, command: &str) -> String {
-    topo.ssh(key, "root", vm.ssh_port, &format!("{command}; true"))
+    topo.ssh(key, "root", vm.ssh_port, &format!("{command}\ntrue"))
 }
 
 /// Whether the guest gets `tag` back from a TCP server at `addr:port`.
 fn tcp_reaches(topo: &Topology, key: &TestKey, vm: &VmView, addr: &str, port: u16, tag: &str) -> bool {
-    guest(topo, key, vm, &format!("echo | nc -w 3 {addr} {port} 2>&1")).contains(tag)
+    // busybox nc exits at the end of its input: keep it open for the answer.
+    let out = guest(topo, key, vm, &format!("sleep 2 | nc -w 3 {addr} {port} 2>&1"));
+    eprintln!("[{}] nc {addr} {port}: {out:?}", vm.id);
+    out.contains(tag)
 }
 
 fn pings(topo: &Topology, key: &TestKey, vm: &VmView, addr: &str) -> bool {
-    guest(topo, key, vm, &format!("ping -c 1 -W 2 {addr} >/dev/null 2>&1 && echo PING-OK")).contains("PING-OK")
+    guest(
+        topo,
+        key,
+        vm,
+        &format!("ping -c 1 -W 2 {addr} >/dev/null 2>&1 && echo PING-OK"),
+    )
+    .contains("PING-OK")
 }
 
-/// A TCP server answering `tag`, on every address of `ns`.
+/// A TCP server answering `tag`, on every address of `ns`, once it listens.
 fn serve(ns: &TestNetns, port: u16, tag: &str) -> std::process::Child {
-    ns.spawn(
+    let child = ns.spawn(
         "socat",
         &[
             &format!("TCP-LISTEN:{port},fork,reuseaddr"),
             &format!("SYSTEM:echo {tag}"),
         ],
-    )
+    );
+    wait_for("the test server listening", Duration::from_secs(10), || {
+        ns.exec_ok("ss", &["-Hltn", &format!("sport = :{port}")])
+            .contains(&port.to_string())
+    });
+    child
 }
 
 /// Packets counted by the rule whose comment is `name` in `ns`'s INPUT.
@@ -78,6 +92,7 @@ async fn guests_are_isolated_from_each_other_the_host_and_what_their_egress_forb
     let inet = TestNetns::new();
     topo.host().add_client(&inet, 9);
     topo.host().ip(&["route", "add", "default", "via", INET_ADDR]);
+    inet.ip(&["link", "set", "dev", "lo", "up"]);
     for addr in [ALLOWED_ADDR, METADATA_ADDR] {
         inet.ip(&["addr", "add", &format!("{addr}/32"), "dev", "lo"]);
     }
@@ -87,8 +102,21 @@ async fn guests_are_isolated_from_each_other_the_host_and_what_their_egress_forb
         inet.exec_ok(
             "iptables",
             &[
-                "-w", "-A", "INPUT", "-p", "icmp", "-m", "length", "--length", size, "-m", "comment", "--comment",
-                name, "-j", "ACCEPT",
+                "-w",
+                "-A",
+                "INPUT",
+                "-p",
+                "icmp",
+                "-m",
+                "length",
+                "--length",
+                size,
+                "-m",
+                "comment",
+                "--comment",
+                name,
+                "-j",
+                "ACCEPT",
             ],
         );
     }
@@ -97,7 +125,13 @@ async fn guests_are_isolated_from_each_other_the_host_and_what_their_egress_forb
 
     // Bad `egress` values: 400 naming the field, nothing created.
     let many: Vec<String> = (0..65).map(|i| format!("10.{i}.0.0/16")).collect();
-    for bad in [json!("everything"), json!(["10.0.0.0/33"]), json!(["10.0.0.1/8"]), json!(many), json!(7)] {
+    for bad in [
+        json!("everything"),
+        json!(["10.0.0.0/33"]),
+        json!(["10.0.0.1/8"]),
+        json!(many),
+        json!(7),
+    ] {
         let body = json!({"image_id": image_id, "egress": bad});
         let (status, error) = daemon.api("POST", "/vms", Some(&body));
         assert_eq!(status, 400, "{bad}: {error}");
@@ -115,9 +149,17 @@ async fn guests_are_isolated_from_each_other_the_host_and_what_their_egress_forb
     assert_eq!(shown(&c), json!("none"));
 
     // --- HATCH_VM_TO_VM=deny (default): nothing between guests.
-    guest(&topo, &key, &b, "setsid nc -ll -p 7777 -e echo B-OK </dev/null >/dev/null 2>&1 &");
+    guest(
+        &topo,
+        &key,
+        &b,
+        "setsid nc -ll -p 7777 -e echo B-OK </dev/null >/dev/null 2>&1 &",
+    );
     assert!(!pings(&topo, &key, &a, &b.guest_ip), "A pinged B");
-    assert!(!tcp_reaches(&topo, &key, &a, &b.guest_ip, 7777, "B-OK"), "A reached B over TCP");
+    assert!(
+        !tcp_reaches(&topo, &key, &a, &b.guest_ip, 7777, "B-OK"),
+        "A reached B over TCP"
+    );
     // Not through B's SSH forward on the gateway either.
     assert!(
         !tcp_reaches(&topo, &key, &a, GATEWAY, b.ssh_port, "SSH"),
@@ -125,16 +167,31 @@ async fn guests_are_isolated_from_each_other_the_host_and_what_their_egress_forb
     );
 
     // --- Egress: the deny list, `internet`, an allow list, `none`.
-    assert!(tcp_reaches(&topo, &key, &a, INET_ADDR, 8080, "INET-OK"), "A has no internet");
+    assert!(
+        tcp_reaches(&topo, &key, &a, INET_ADDR, 8080, "INET-OK"),
+        "A has no internet"
+    );
     assert!(tcp_reaches(&topo, &key, &a, ALLOWED_ADDR, 8080, "INET-OK"));
     assert!(
         !tcp_reaches(&topo, &key, &a, METADATA_ADDR, 8080, "INET-OK"),
         "A reached the metadata address"
     );
-    assert!(tcp_reaches(&topo, &key, &b, ALLOWED_ADDR, 8080, "INET-OK"), "B's allow list");
-    assert!(!tcp_reaches(&topo, &key, &b, INET_ADDR, 8080, "INET-OK"), "B left its allow list");
-    assert!(!tcp_reaches(&topo, &key, &c, INET_ADDR, 8080, "INET-OK"), "C has egress none");
-    assert!(!tcp_reaches(&topo, &key, &c, ALLOWED_ADDR, 8080, "INET-OK"), "C has egress none");
+    assert!(
+        tcp_reaches(&topo, &key, &b, ALLOWED_ADDR, 8080, "INET-OK"),
+        "B's allow list"
+    );
+    assert!(
+        !tcp_reaches(&topo, &key, &b, INET_ADDR, 8080, "INET-OK"),
+        "B left its allow list"
+    );
+    assert!(
+        !tcp_reaches(&topo, &key, &c, INET_ADDR, 8080, "INET-OK"),
+        "C has egress none"
+    );
+    assert!(
+        !tcp_reaches(&topo, &key, &c, ALLOWED_ADDR, 8080, "INET-OK"),
+        "C has egress none"
+    );
     assert!(!pings(&topo, &key, &c, INET_ADDR), "C pinged out with egress none");
     // `none` still has DNS on the gateway (an answer, not a timeout) and DHCP.
     let dns = guest(&topo, &key, &c, &format!("nslookup hatchtest {GATEWAY} 2>&1"));
@@ -175,21 +232,34 @@ async fn guests_are_isolated_from_each_other_the_host_and_what_their_egress_forb
             ),
         );
     }
-    assert_eq!(counted(&inet, "forged-source"), 0, "a forged source reached the internet");
+    assert_eq!(
+        counted(&inet, "forged-source"),
+        0,
+        "a forged source reached the internet"
+    );
 
     // --- HATCH_VM_TO_VM=allow: guests reach each other, still unspoofed.
     daemon.restart_with(&[("HATCH_VM_TO_VM", "allow")]);
     wait_for("guest-to-guest traffic allowed", Duration::from_secs(60), || {
         pings(&topo, &key, &a, &b.guest_ip)
     });
-    assert!(tcp_reaches(&topo, &key, &a, &b.guest_ip, 7777, "B-OK"), "A cannot reach B over TCP");
+    assert!(
+        tcp_reaches(&topo, &key, &a, &b.guest_ip, 7777, "B-OK"),
+        "A cannot reach B over TCP"
+    );
 
     // A claims B's address with gratuitous ARP: the host keeps B's MAC.
+    // (SSH to B first, so the host holds a neighbour entry the claim
+    // would overwrite.)
+    assert_eq!(topo.ssh(&key, "root", b.ssh_port, "hostname").trim(), b.id);
     guest(
         &topo,
         &key,
         &a,
-        &format!("ip addr add {}/24 dev eth0; arping -U -c 3 -I eth0 -s {0} {0}; ip addr del {0}/24 dev eth0", b.guest_ip),
+        &format!(
+            "ip addr add {}/24 dev eth0; arping -U -c 3 -I eth0 -s {0} {0}; ip addr del {0}/24 dev eth0",
+            b.guest_ip
+        ),
     );
     let neigh = topo.on_host("ip", &["neigh", "show", &b.guest_ip]);
     assert!(
@@ -223,11 +293,13 @@ async fn guests_are_isolated_from_each_other_the_host_and_what_their_egress_forb
     let chain = format!("vm-{}", a.id.trim_start_matches("vm-"));
     topo.on_host("nft", &["flush", "chain", "bridge", "hatch", &chain]);
     wait_for("the bridge table repaired", Duration::from_secs(20), || {
-        topo.on_host("nft", &["list", "chain", "bridge", "hatch", &chain]).contains("ether saddr")
+        topo.on_host("nft", &["list", "chain", "bridge", "hatch", &chain])
+            .contains("ether saddr")
     });
     topo.on_host("nft", &["delete", "table", "bridge", "hatch"]);
     wait_for("the bridge table recreated", Duration::from_secs(20), || {
-        topo.on_host("nft", &["list", "chain", "bridge", "hatch", &chain]).contains("ether saddr")
+        topo.on_host("nft", &["list", "chain", "bridge", "hatch", &chain])
+            .contains("ether saddr")
     });
     assert!(pings(&topo, &key, &a, &b.guest_ip), "A and B after the repairs");
     let (_, events) = daemon.api("GET", "/host/events", None);

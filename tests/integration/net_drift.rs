@@ -89,7 +89,7 @@ fn reconcile_restores_flushed_and_deleted_chains_and_jumps() {
         let report = network.reconcile(&desired).await.unwrap();
         let repairs = &report.repairs;
         assert!(
-            mentions(repairs, &["HATCH-FORWARD", "7 rules missing", "restored"]),
+            mentions(repairs, &["HATCH-FORWARD", "8 rules missing", "restored"]),
             "{repairs:?}"
         );
         assert!(mentions(repairs, &["HATCH-INPUT missing", "recreated"]), "{repairs:?}");

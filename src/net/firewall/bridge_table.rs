@@ -242,7 +242,10 @@ fn drift(listed: Option<&BTreeMap<String, Listed>>, wanted: &[Chain]) -> Vec<Str
             None => present.hook.is_none(),
         };
         if !base_ok {
-            found.push(format!("nftables chain {} had another hook or policy, restored", chain.name));
+            found.push(format!(
+                "nftables chain {} had another hook or policy, restored",
+                chain.name
+            ));
         }
         let comments: Vec<Option<&str>> = present.comments.iter().map(|c| c.as_deref()).collect();
         let wanted_comments: Vec<Option<&str>> = chain.rules.iter().map(|r| Some(r.comment.as_str())).collect();
@@ -301,8 +304,15 @@ mod tests {
     use super::*;
 
     fn cfg() -> NetConfig {
-        crate::net::settings::config_from_values("fcbridge", "192.168.241.1/24", "0.0.0.0/0", "2200", "2299", "/d".into())
-            .unwrap()
+        crate::net::settings::config_from_values(
+            "fcbridge",
+            "192.168.241.1/24",
+            "0.0.0.0/0",
+            "2200",
+            "2299",
+            "/d".into(),
+        )
+        .unwrap()
     }
 
     fn vm() -> (String, NetworkIdentity) {

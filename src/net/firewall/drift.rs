@@ -310,7 +310,7 @@ mod tests {
         assert_eq!(
             plan.repairs,
             [
-                "chain HATCH-FORWARD: 7 rules missing, restored",
+                "chain HATCH-FORWARD: 8 rules missing, restored",
                 "chain INPUT: 1 jump into Hatch's chains missing, restored"
             ]
         );

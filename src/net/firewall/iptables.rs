@@ -2,7 +2,6 @@
 //! [`drift`](super::drift) as one `iptables-restore` batch). Works with the
 //! nf_tables backend (`iptables-nft`) and the legacy one.
 
-
 /// A rule as `iptables -S` prints it.
 #[derive(Debug, Clone)]
 pub struct Listed {

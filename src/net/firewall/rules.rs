@@ -150,6 +150,25 @@ pub fn host_rules(cfg: &NetConfig) -> Vec<Rule> {
             "SSH forwards to guests",
             &["-o", br, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"],
         ),
+        // Guests answer connections made to them (SSH forwards) whatever
+        // their egress: only the reply direction of an accepted connection.
+        Rule::new(
+            FILTER,
+            FORWARD_CHAIN,
+            "guests' replies",
+            &[
+                "-i",
+                br,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED",
+                "--ctdir",
+                "REPLY",
+                "-j",
+                "ACCEPT",
+            ],
+        ),
     ]);
     for cidr in &cfg.egress_deny {
         let cidr = cidr.to_string();
@@ -157,7 +176,16 @@ pub fn host_rules(cfg: &NetConfig) -> Vec<Rule> {
             FILTER,
             FORWARD_CHAIN,
             &format!("HATCH_EGRESS_DENY_CIDRS {cidr}"),
-            &["-i", br, "-d", &cidr, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"],
+            &[
+                "-i",
+                br,
+                "-d",
+                &cidr,
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "icmp-admin-prohibited",
+            ],
         ));
     }
     rules.extend([

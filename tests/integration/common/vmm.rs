@@ -146,7 +146,10 @@ pub fn firecracker_bin_or_skip(test: &str) -> Option<PathBuf> {
     };
     if found.is_none() {
         let why = "no firecracker binary (set HATCH_FIRECRACKER_BIN or put firecracker on PATH)";
-        assert!(std::env::var_os("CI").is_none(), "{test}: {why}; CI must run the Firecracker tests");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: {why}; CI must run the Firecracker tests"
+        );
         eprintln!("SKIPPED {test}: {why}");
     }
     found
