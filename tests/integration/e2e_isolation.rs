@@ -5,7 +5,7 @@
 //! anything their `egress` and HATCH_EGRESS_DENY_CIDRS do not allow.
 //!
 //! One daemon and three guests serve every assertion: A (`internet`), B
-//! (an allow list) and C (`none`); the daemon is restarted with
+//! (an allow list) and C (`none`, from a template); the daemon is restarted with
 //! HATCH_VM_TO_VM=allow half-way, the guests keep running.
 
 use crate::common;
@@ -47,20 +47,30 @@ fn pings(topo: &Topology, key: &TestKey, vm: &VmView, addr: &str) -> bool {
     .contains("PING-OK")
 }
 
+/// A test server process, stopped when dropped.
+struct Server(std::process::Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A TCP server answering `tag`, on every address of `ns`, once it listens.
-fn serve(ns: &TestNetns, port: u16, tag: &str) -> std::process::Child {
-    let child = ns.spawn(
+fn serve(ns: &TestNetns, port: u16, tag: &str) -> Server {
+    let server = Server(ns.spawn(
         "socat",
         &[
             &format!("TCP-LISTEN:{port},fork,reuseaddr"),
             &format!("SYSTEM:echo {tag}"),
         ],
-    );
+    ));
     wait_for("the test server listening", Duration::from_secs(10), || {
         ns.exec_ok("ss", &["-Hltn", &format!("sport = :{port}")])
             .contains(&port.to_string())
     });
-    child
+    server
 }
 
 /// Packets counted by the rule whose comment is `name` in `ns`'s INPUT.
@@ -142,7 +152,20 @@ async fn guests_are_isolated_from_each_other_the_host_and_what_their_egress_forb
 
     let a = create_ready_vm(&daemon, &image_id, &key, json!({}));
     let b = create_ready_vm(&daemon, &image_id, &key, json!({"egress": ["198.51.100.0/24"]}));
-    let c = create_ready_vm(&daemon, &image_id, &key, json!({"egress": "none"}));
+    // C takes `none` from its template.
+    let (status, template) = daemon.api(
+        "POST",
+        "/templates",
+        Some(&json!({"name": "offline", "image_id": image_id, "egress": "none", "ssh_authorized_keys": [key.public]})),
+    );
+    assert_eq!(status, 201, "{template}");
+    let (status, c) = daemon.api(
+        "POST",
+        "/vms?wait=ready&timeout=180",
+        Some(&json!({"template_id": template["id"]})),
+    );
+    assert_eq!(status, 201, "{c}");
+    let c = VmView::from(&c);
     let shown = |vm: &VmView| -> Value { daemon.api("GET", &format!("/vms/{}", vm.id), None).1["egress"].clone() };
     assert_eq!(shown(&a), json!("internet"));
     assert_eq!(shown(&b), json!(["198.51.100.0/24"]));
