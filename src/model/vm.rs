@@ -257,3 +257,33 @@ pub struct Vm {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
 }
+
+#[cfg(test)]
+mod egress_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn egress_parses_normalises_and_round_trips() {
+        assert_eq!(Egress::from_json(&json!("internet")), Ok(Egress::Internet));
+        assert_eq!(Egress::from_json(&json!("none")), Ok(Egress::None));
+        let list = Egress::from_json(&json!(["10.0.0.0/8", "10.0.0.0/8", "203.0.113.7/32"])).unwrap();
+        assert_eq!(list, Egress::Allow(vec!["10.0.0.0/8".into(), "203.0.113.7/32".into()]));
+        for egress in [Egress::Internet, Egress::None, list] {
+            assert_eq!(Egress::from_column(&egress.to_column()), Ok(egress.clone()));
+            let text = serde_json::to_string(&egress).unwrap();
+            assert_eq!(serde_json::from_str::<Egress>(&text).unwrap(), egress);
+        }
+        let many: Vec<String> = (0..=MAX_EGRESS_CIDRS).map(|i| format!("10.{i}.0.0/16")).collect();
+        for bad in [
+            json!("all"),
+            json!(["10.0.0.1/8"]),
+            json!(["x"]),
+            json!([null]),
+            json!(many),
+            json!({}),
+        ] {
+            assert!(Egress::from_json(&bad).is_err(), "{bad}");
+        }
+    }
+}
