@@ -24,6 +24,8 @@ pub struct CreateTemplate {
     pub user_data_base64: Option<String>,
     #[serde(default)]
     pub ssh_authorized_keys: Vec<String>,
+    /// `internet`, `none` or a list of CIDRs (see `POST /vms`).
+    pub egress: Option<serde_json::Value>,
 }
 
 pub async fn create(
@@ -36,6 +38,7 @@ pub async fn create(
     let mem_mib = validate::mem_mib(req.mem_mib.unwrap_or(state.config.default_mem_mib))?;
     let user_data = validate::user_data(&req.user_data, &req.user_data_base64)?;
     validate::ssh_authorized_keys(&req.ssh_authorized_keys)?;
+    let egress = req.egress.as_ref().map(validate::egress).transpose()?;
     let image = state.store.find_image(&req.image_id)?.ok_or_else(|| {
         ApiError::field(
             ErrorKind::NotFound,
@@ -51,6 +54,7 @@ pub async fn create(
         mem_mib,
         user_data,
         ssh_authorized_keys: req.ssh_authorized_keys,
+        egress,
         created_at: now(),
         owner_key_id: Some(caller.id().to_string()),
     };

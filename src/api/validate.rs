@@ -96,3 +96,8 @@ pub fn ssh_authorized_keys(keys: &[String]) -> Result<(), ApiError> {
     }
     Ok(())
 }
+
+/// `egress`: `"internet"`, `"none"` or a list of at most 64 CIDRs.
+pub fn egress(value: &serde_json::Value) -> Result<crate::model::Egress, ApiError> {
+    crate::model::Egress::from_json(value).map_err(|message| ApiError::invalid("egress", format!("egress {message}")))
+}

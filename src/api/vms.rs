@@ -45,9 +45,16 @@ pub fn validate_create(req: &CreateVm) -> Result<(), ApiError> {
             ));
         }
     }
+    if let Some(egress) = &req.egress {
+        validate::egress(egress)?;
+    }
     if req.enable_network == Some(false) {
-        for (field, value) in [("guest_ip", &req.guest_ip), ("guest_mac", &req.guest_mac)] {
-            if value.is_some() {
+        for (field, value) in [
+            ("guest_ip", req.guest_ip.is_some()),
+            ("guest_mac", req.guest_mac.is_some()),
+            ("egress", req.egress.is_some()),
+        ] {
+            if value {
                 return Err(ApiError::invalid(field, format!("{field} needs enable_network")));
             }
         }

@@ -12,6 +12,8 @@ mod defaults {
     pub const BRIDGE_NAME: &str = "fcbridge";
     pub const BRIDGE_CIDR: &str = "192.168.241.1/24";
     pub const SSH_ALLOWED_CIDR: &str = "0.0.0.0/0";
+    pub const VM_TO_VM: &str = "deny";
+    pub const EGRESS_DENY_CIDRS: &str = "169.254.0.0/16";
     pub const SSH_PORT_MIN: &str = "2200";
     pub const SSH_PORT_MAX: &str = "2299";
     pub const HYPERVISOR: &str = "auto";
@@ -59,6 +61,12 @@ pub struct ServeArgs {
     /// Source network allowed to reach guests through the SSH port forwards.
     #[arg(long, env = "HATCH_SSH_ALLOWED_CIDR", default_value = defaults::SSH_ALLOWED_CIDR)]
     pub ssh_allowed_cidr: String,
+    /// Whether guests may exchange traffic with each other: deny or allow.
+    #[arg(long, env = "HATCH_VM_TO_VM", default_value = defaults::VM_TO_VM)]
+    pub vm_to_vm: String,
+    /// Comma-separated networks no guest may reach (empty: none).
+    #[arg(long, env = "HATCH_EGRESS_DENY_CIDRS", default_value = defaults::EGRESS_DENY_CIDRS)]
+    pub egress_deny_cidrs: String,
     /// First host port used for SSH forwards.
     #[arg(long, env = "HATCH_SSH_PORT_MIN", default_value = defaults::SSH_PORT_MIN)]
     pub ssh_port_min: String,
@@ -202,6 +210,8 @@ impl ServeArgs {
             bridge_name: BRIDGE_NAME.into(),
             bridge_cidr: BRIDGE_CIDR.into(),
             ssh_allowed_cidr: SSH_ALLOWED_CIDR.into(),
+            vm_to_vm: VM_TO_VM.into(),
+            egress_deny_cidrs: EGRESS_DENY_CIDRS.into(),
             ssh_port_min: SSH_PORT_MIN.into(),
             ssh_port_max: SSH_PORT_MAX.into(),
             hypervisor: HYPERVISOR.into(),

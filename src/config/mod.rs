@@ -187,6 +187,7 @@ impl Config {
             &args.ssh_port_max,
             data_dir.join("dhcp"),
         )
+        .and_then(|net| crate::net::settings::with_isolation(net, &args.vm_to_vm, &args.egress_deny_cidrs))
         .map_err(|error| match error {
             crate::net::NetError::Invalid { field, message } => ConfigError::new(field, message),
             other => ConfigError::new("HATCH_BRIDGE_CIDR", other.to_string()),

@@ -19,7 +19,9 @@ pub use template::Template;
 pub use user_data::{
     user_data_fields, user_data_fields_with_null, UserData, UserDataError, USER_DATA_BASE64_FIELD, USER_DATA_FIELD,
 };
-pub use vm::{NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits, VMM_MEMORY_OVERHEAD_MIB};
+pub use vm::{
+    Egress, NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits, MAX_EGRESS_CIDRS, VMM_MEMORY_OVERHEAD_MIB,
+};
 
 /// RFC 3339 timestamp in UTC, as stored and as shown in JSON.
 pub type Timestamp = chrono::DateTime<chrono::Utc>;

@@ -15,6 +15,9 @@ pub struct Template {
     #[serde(flatten, with = "super::user_data_fields_with_null")]
     pub user_data: Option<UserData>,
     pub ssh_authorized_keys: Vec<String>,
+    /// Egress policy for VMs made from it (`internet` when not set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub egress: Option<super::Egress>,
     pub created_at: Timestamp,
     /// The API key that owns this object (null: admin-owned).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -109,6 +109,109 @@ pub struct NetworkIdentity {
     pub guest_mac: String,
     pub tap_name: String,
     pub ssh_port: u16,
+    /// Where the guest may send traffic beyond the host (its firewall
+    /// policy travels with its identity to the host network).
+    #[serde(default)]
+    pub egress: Egress,
+}
+
+/// Most networks one `egress` list may name.
+pub const MAX_EGRESS_CIDRS: usize = 64;
+
+/// A guest's egress policy, on top of the host-wide HATCH_EGRESS_DENY_CIDRS.
+/// In JSON: `"internet"`, `"none"` or a list of `a.b.c.d/len` networks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Egress {
+    /// Everywhere except the host-wide deny list.
+    #[default]
+    Internet,
+    /// Nothing beyond DHCP and DNS on the gateway.
+    None,
+    /// Only these networks (normalised `a.b.c.d/len`, no host bits).
+    Allow(Vec<String>),
+}
+
+impl Egress {
+    /// Parses the JSON form; the error says what is wrong (for a 400
+    /// naming `egress`).
+    pub fn from_json(value: &serde_json::Value) -> Result<Egress, String> {
+        use serde_json::Value;
+        match value {
+            Value::String(word) => Egress::from_word(word)
+                .ok_or_else(|| format!("must be \"internet\", \"none\" or a list of CIDRs, got {word:?}")),
+            Value::Array(items) => {
+                if items.len() > MAX_EGRESS_CIDRS {
+                    return Err(format!("{} networks given; at most {MAX_EGRESS_CIDRS}", items.len()));
+                }
+                let mut cidrs: Vec<String> = Vec::new();
+                for item in items {
+                    let Some(text) = item.as_str() else {
+                        return Err(format!("{item} is not a CIDR string"));
+                    };
+                    let cidr = crate::net::cidr::Ipv4Cidr::parse(text)?;
+                    if cidr.addr != cidr.network() {
+                        return Err(format!(
+                            "{text} has host bits set; did you mean {}?",
+                            cidr.network_cidr()
+                        ));
+                    }
+                    let text = cidr.to_string();
+                    if !cidrs.contains(&text) {
+                        cidrs.push(text);
+                    }
+                }
+                Ok(Egress::Allow(cidrs))
+            }
+            other => Err(format!(
+                "must be \"internet\", \"none\" or a list of CIDRs, got {other}"
+            )),
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Egress> {
+        match word {
+            "internet" => Some(Egress::Internet),
+            "none" => Some(Egress::None),
+            _ => None,
+        }
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            Egress::Internet => "internet".into(),
+            Egress::None => "none".into(),
+            Egress::Allow(cidrs) => cidrs.clone().into(),
+        }
+    }
+
+    /// The database form: the word, or the list as JSON.
+    pub fn to_column(&self) -> String {
+        match self {
+            Egress::Allow(_) => self.to_json().to_string(),
+            _ => self.to_json().as_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    pub fn from_column(text: &str) -> Result<Egress, String> {
+        if let Some(egress) = Egress::from_word(text) {
+            return Ok(egress);
+        }
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        Egress::from_json(&value)
+    }
+}
+
+impl Serialize for Egress {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.to_json().serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Egress {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = serde_json::Value::deserialize(deserializer)?;
+        Egress::from_json(&value).map_err(serde::de::Error::custom)
+    }
 }
 
 /// Memory a VMM may use beyond the guest's RAM (device emulation, QEMU's TCG
@@ -187,4 +290,34 @@ pub struct Vm {
     /// The API key that owns this object (null: admin-owned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_key_id: Option<String>,
+}
+
+#[cfg(test)]
+mod egress_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn egress_parses_normalises_and_round_trips() {
+        assert_eq!(Egress::from_json(&json!("internet")), Ok(Egress::Internet));
+        assert_eq!(Egress::from_json(&json!("none")), Ok(Egress::None));
+        let list = Egress::from_json(&json!(["10.0.0.0/8", "10.0.0.0/8", "203.0.113.7/32"])).unwrap();
+        assert_eq!(list, Egress::Allow(vec!["10.0.0.0/8".into(), "203.0.113.7/32".into()]));
+        for egress in [Egress::Internet, Egress::None, list] {
+            assert_eq!(Egress::from_column(&egress.to_column()), Ok(egress.clone()));
+            let text = serde_json::to_string(&egress).unwrap();
+            assert_eq!(serde_json::from_str::<Egress>(&text).unwrap(), egress);
+        }
+        let many: Vec<String> = (0..=MAX_EGRESS_CIDRS).map(|i| format!("10.{i}.0.0/16")).collect();
+        for bad in [
+            json!("all"),
+            json!(["10.0.0.1/8"]),
+            json!(["x"]),
+            json!([null]),
+            json!(many),
+            json!({}),
+        ] {
+            assert!(Egress::from_json(&bad).is_err(), "{bad}");
+        }
+    }
 }

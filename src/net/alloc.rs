@@ -84,6 +84,7 @@ pub fn allocate(
         guest_mac,
         tap_name,
         ssh_port,
+        egress: req.egress.clone(),
     })
 }
 
@@ -101,6 +102,7 @@ mod tests {
         NetRequest {
             guest_ip: ip.map(String::from),
             guest_mac: mac.map(String::from),
+            ..Default::default()
         }
     }
 

@@ -60,9 +60,17 @@ pub async fn remove_previous(cfg: &NetConfig, previous: &str) -> Result<(), NetE
 }
 
 /// IP forwarding for outbound NAT and forwards; route_localnet on the
-/// bridge so `ssh -p PORT root@127.0.0.1` on the host can be DNATed to a
-/// guest (the packet leaves through the bridge with a loopback source until
-/// MASQUERADE rewrites it). Returns the switches that were set otherwise.
+/// bridge, which the host's own SSH forwards need and nothing else:
+/// `ssh -p PORT root@127.0.0.1` on the host is DNATed to the guest in nat
+/// OUTPUT (HATCH-OUTPUT), so its packets are routed out through the bridge
+/// with source 127.0.0.1 (refused without route_localnet on the outgoing
+/// device) until POSTROUTING's "-s 127/8 -o BR -> MASQUERADE" rewrites it,
+/// and the guest's replies come back in through the bridge to be un-NATed
+/// to 127.0.0.1 (a martian destination without it). What it would also
+/// allow, guests sending to 127.0.0.0/8 on the host, is closed twice: the
+/// bridge table drops frames from a TAP to 127.0.0.0/8, and HATCH-INPUT
+/// accepts from guests only replies, DHCP and DNS to the gateway.
+/// Returns the switches that were set otherwise.
 pub fn enable_forwarding(cfg: &NetConfig) -> Result<Vec<String>, NetError> {
     let mut changed = Vec::new();
     let route_localnet = format!("net/ipv4/conf/{}/route_localnet", cfg.bridge_name);

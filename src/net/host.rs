@@ -264,7 +264,8 @@ impl Network {
         let reservations = self.reservations(attached);
         tap::ensure(&id.tap_name, &self.cfg.bridge_name).await?;
         self.apply_reservations(&reservations).await?;
-        firewall::sync_vm(&self.cfg, vm_id, Some(id)).await?;
+        let all: Vec<(String, NetworkIdentity)> = attached.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        firewall::reconcile(&self.cfg, &all).await?;
         Ok(())
     }
 
@@ -286,11 +287,8 @@ impl Network {
             Ok(())
         };
         let dhcp_result = self.apply_reservations(&reservations).await.map(|_| ());
-        let rules_result = if names::check_vm_id(vm_id).is_ok() {
-            firewall::sync_vm(&self.cfg, vm_id, None).await.map(|_| ())
-        } else {
-            Ok(())
-        };
+        let all: Vec<(String, NetworkIdentity)> = attached.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let rules_result = firewall::reconcile(&self.cfg, &all).await.map(|_| ());
         tap_result.and(dhcp_result).and(rules_result)
     }
 

@@ -50,6 +50,12 @@ pub struct NetConfig {
     pub ssh_port_max: u16,
     /// `$HATCH_DATA_DIR/dhcp`: dnsmasq.conf, leases, pid.
     pub dhcp_dir: PathBuf,
+    /// HATCH_VM_TO_VM=allow: guests may exchange traffic with each other
+    /// (default deny: every guest only talks to the gateway and beyond).
+    pub vm_to_vm_allowed: bool,
+    /// HATCH_EGRESS_DENY_CIDRS: networks no guest may reach, whatever its
+    /// own `egress` (default the link-local range, home of cloud metadata).
+    pub egress_deny: Vec<cidr::Ipv4Cidr>,
 }
 
 /// What the caller asked for at create time (both optional).
@@ -57,6 +63,8 @@ pub struct NetConfig {
 pub struct NetRequest {
     pub guest_ip: Option<String>,
     pub guest_mac: Option<String>,
+    /// Validated at the API edge; kept with the identity.
+    pub egress: crate::model::Egress,
 }
 
 /// Resources already held by other VMs (from the database).

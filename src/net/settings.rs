@@ -12,6 +12,8 @@ pub const DEFAULT_BRIDGE_CIDR: &str = "192.168.241.1/24";
 pub const DEFAULT_SSH_ALLOWED_CIDR: &str = "0.0.0.0/0";
 pub const DEFAULT_SSH_PORT_MIN: &str = "2200";
 pub const DEFAULT_SSH_PORT_MAX: &str = "2299";
+pub const DEFAULT_VM_TO_VM: &str = "deny";
+pub const DEFAULT_EGRESS_DENY_CIDRS: &str = "169.254.0.0/16";
 
 fn invalid(field: &'static str, message: String) -> NetError {
     NetError::Invalid { field, message }
@@ -87,20 +89,67 @@ pub fn config_from_values(
         ssh_port_min: min,
         ssh_port_max: max,
         dhcp_dir,
+        vm_to_vm_allowed: false,
+        egress_deny: parse_deny_cidrs(DEFAULT_EGRESS_DENY_CIDRS)?,
     })
+}
+
+/// HATCH_VM_TO_VM (`deny` or `allow`) and HATCH_EGRESS_DENY_CIDRS (comma
+/// separated networks, may be empty) on top of [`config_from_values`].
+pub fn with_isolation(mut cfg: NetConfig, vm_to_vm: &str, egress_deny: &str) -> Result<NetConfig, NetError> {
+    cfg.vm_to_vm_allowed = match vm_to_vm {
+        "deny" => false,
+        "allow" => true,
+        other => {
+            return Err(invalid(
+                "HATCH_VM_TO_VM",
+                format!("must be \"deny\" or \"allow\", got {other:?}"),
+            ))
+        }
+    };
+    cfg.egress_deny = parse_deny_cidrs(egress_deny)?;
+    Ok(cfg)
+}
+
+fn parse_deny_cidrs(text: &str) -> Result<Vec<Ipv4Cidr>, NetError> {
+    let mut out: Vec<Ipv4Cidr> = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+        let cidr = Ipv4Cidr::parse(item).map_err(|m| invalid("HATCH_EGRESS_DENY_CIDRS", m))?;
+        if cidr.addr != cidr.network() {
+            return Err(invalid(
+                "HATCH_EGRESS_DENY_CIDRS",
+                format!("{cidr} has host bits set; did you mean {}?", cidr.network_cidr()),
+            ));
+        }
+        if !out.contains(&cidr) {
+            out.push(cidr);
+        }
+    }
+    if out.len() > 64 {
+        return Err(invalid(
+            "HATCH_EGRESS_DENY_CIDRS",
+            format!("{} networks given; at most 64", out.len()),
+        ));
+    }
+    Ok(out)
 }
 
 /// Reads the variables through `lookup` (normally `std::env::var`), using
 /// the guide's defaults for unset ones.
 pub fn config_from_lookup(lookup: impl Fn(&str) -> Option<String>, dhcp_dir: PathBuf) -> Result<NetConfig, NetError> {
     let get = |name: &str, default: &str| lookup(name).unwrap_or_else(|| default.to_string());
-    config_from_values(
+    let cfg = config_from_values(
         &get("HATCH_BRIDGE_NAME", DEFAULT_BRIDGE_NAME),
         &get("HATCH_BRIDGE_CIDR", DEFAULT_BRIDGE_CIDR),
         &get("HATCH_SSH_ALLOWED_CIDR", DEFAULT_SSH_ALLOWED_CIDR),
         &get("HATCH_SSH_PORT_MIN", DEFAULT_SSH_PORT_MIN),
         &get("HATCH_SSH_PORT_MAX", DEFAULT_SSH_PORT_MAX),
         dhcp_dir,
+    )?;
+    with_isolation(
+        cfg,
+        &get("HATCH_VM_TO_VM", DEFAULT_VM_TO_VM),
+        &get("HATCH_EGRESS_DENY_CIDRS", DEFAULT_EGRESS_DENY_CIDRS),
     )
 }
 

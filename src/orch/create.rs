@@ -36,6 +36,8 @@ pub struct CreateVm {
     /// when the VM is recorded. `None`: admin-owned, no quotas.
     #[serde(skip)]
     pub owner: Option<String>,
+    /// `internet` (default), `none` or a list of CIDRs the guest may reach.
+    pub egress: Option<serde_json::Value>,
 }
 
 /// A request with template and defaults applied. Sizes were validated where
@@ -116,6 +118,7 @@ impl Orchestrator {
             for (field, given) in [
                 ("guest_ip", req.guest_ip.is_some()),
                 ("guest_mac", req.guest_mac.is_some()),
+                ("egress", req.egress.is_some()),
             ] {
                 if given {
                     return Err(OrchError::InvalidField {
@@ -148,6 +151,13 @@ impl Orchestrator {
                 message: format!("must be \"never\" or \"on-failure\", got {text:?}"),
             })?,
         };
+        let egress = match &req.egress {
+            Some(value) => model::Egress::from_json(value).map_err(|message| OrchError::InvalidField {
+                field: "egress",
+                message: format!("egress {message}"),
+            })?,
+            None => template.as_ref().and_then(|t| t.egress.clone()).unwrap_or_default(),
+        };
         Ok(Plan {
             image,
             vcpu_count,
@@ -156,6 +166,7 @@ impl Orchestrator {
             net_request: NetRequest {
                 guest_ip: req.guest_ip,
                 guest_mac: req.guest_mac,
+                egress,
             },
             user_data,
             ssh_authorized_keys,

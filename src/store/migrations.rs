@@ -171,6 +171,12 @@ pub const MIGRATIONS: &[&str] = &[
         status  INTEGER NOT NULL
     );
     "#,
+    // 7: a networked VM's egress policy (`internet`, `none` or a JSON list
+    // of CIDRs) and a template's (NULL: not set).
+    r#"
+    ALTER TABLE vms ADD COLUMN egress TEXT NOT NULL DEFAULT 'internet';
+    ALTER TABLE templates ADD COLUMN egress TEXT;
+    "#,
 ];
 
 /// The version a fully migrated database is at.

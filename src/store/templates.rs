@@ -3,13 +3,13 @@
 use rusqlite::{params, Row};
 
 use super::codec::{
-    map_unique, parse_string_list, parse_ts, query_all, string_list, ts, user_data_column, user_data_param,
+    corrupt, map_unique, parse_string_list, parse_ts, query_all, string_list, ts, user_data_column, user_data_param,
 };
 use super::{Store, StoreError};
 use crate::model::Template;
 
 const COLUMNS: &str =
-    "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at, owner_key_id";
+    "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at, owner_key_id, egress";
 
 fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
     let keys: String = row.get(6)?;
@@ -24,6 +24,13 @@ fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
         ssh_authorized_keys: parse_string_list("templates", &keys)?,
         created_at: parse_ts("templates", &created_at)?,
         owner_key_id: row.get(8)?,
+        egress: match row.get::<_, Option<String>>(9)? {
+            Some(text) => Some(
+                crate::model::Egress::from_column(&text)
+                    .map_err(|e| corrupt("templates", format!("egress {text:?}: {e}")))?,
+            ),
+            None => None,
+        },
     })
 }
 
@@ -31,7 +38,7 @@ impl Store {
     pub fn insert_template(&self, template: &Template) -> Result<(), StoreError> {
         self.lock()
             .execute(
-                &format!("INSERT INTO templates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"),
+                &format!("INSERT INTO templates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
                 params![
                     template.id,
                     template.name,
@@ -42,6 +49,7 @@ impl Store {
                     string_list(&template.ssh_authorized_keys),
                     ts(&template.created_at),
                     template.owner_key_id,
+                    template.egress.as_ref().map(|e| e.to_column()),
                 ],
             )
             .map_err(|e| map_unique(e, &["id"]))?;

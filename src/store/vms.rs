@@ -16,12 +16,13 @@ use crate::model::{NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits};
 
 const COLUMNS: &str = "id, state, image_id, vcpu_count, mem_mib, enable_network, guest_ip, guest_mac, tap_name, \
                        ssh_port, user_data, ssh_authorized_keys, hypervisor, pid, state_reason, ready_at, \
-                       created_at, updated_at, last_activity_at, idle_status, restart_policy, snapshot_id, owner_key_id";
+                       created_at, updated_at, last_activity_at, idle_status, restart_policy, snapshot_id, egress, \
+                       owner_key_id";
 
 /// How many of COLUMNS are rewritten by updates: all but `owner_key_id`,
 /// which only [`Store::set_vm_owner`] changes (so an operation holding an
 /// older copy of the VM never undoes a reassignment).
-const UPDATED_COLUMNS: usize = 22;
+const UPDATED_COLUMNS: usize = 23;
 
 /// Columns whose constraint violations callers can act on.
 const UNIQUE_FIELDS: &[&str] = &["id", "guest_ip", "guest_mac", "tap_name", "ssh_port"];
@@ -31,6 +32,9 @@ fn network_from_row(row: &Row<'_>) -> Result<Option<NetworkIdentity>, StoreError
     let mac: Option<String> = row.get(7)?;
     let tap: Option<String> = row.get(8)?;
     let port: Option<u16> = row.get(9)?;
+    let egress: String = row.get(22)?;
+    let egress =
+        crate::model::Egress::from_column(&egress).map_err(|e| corrupt("vms", format!("egress {egress:?}: {e}")))?;
     match (ip, mac, tap, port) {
         (Some(ip), Some(guest_mac), Some(tap_name), Some(ssh_port)) => Ok(Some(NetworkIdentity {
             guest_ip: ip
@@ -39,6 +43,7 @@ fn network_from_row(row: &Row<'_>) -> Result<Option<NetworkIdentity>, StoreError
             guest_mac,
             tap_name,
             ssh_port,
+            egress,
         })),
         (None, None, None, None) => Ok(None),
         _ => Err(corrupt("vms", "network identity is partially set")),
@@ -74,7 +79,7 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
             RestartPolicy::parse(&policy).ok_or_else(|| corrupt("vms", format!("restart_policy {policy:?}")))?
         },
         snapshot_id: row.get(21)?,
-        owner_key_id: row.get(22)?,
+        owner_key_id: row.get(23)?,
     })
 }
 
@@ -104,6 +109,7 @@ fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
         Box::new(vm.idle_status.clone()),
         Box::new(vm.restart_policy.as_str()),
         Box::new(vm.snapshot_id.clone()),
+        Box::new(net.map(|n| n.egress.to_column()).unwrap_or_else(|| "internet".into())),
         Box::new(vm.owner_key_id.clone()),
     ]
 }
@@ -130,7 +136,7 @@ impl Store {
     /// Inserts a new VM together with the event of its first state; a taken
     /// id or network value is `Conflict` naming the field.
     pub fn insert_vm(&self, vm: &Vm, reason: Option<&str>) -> Result<(), StoreError> {
-        let placeholders: Vec<String> = (1..=23).map(|i| format!("?{i}")).collect();
+        let placeholders: Vec<String> = (1..=24).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO vms ({COLUMNS}) VALUES ({})", placeholders.join(", "));
         let values = to_params(vm);
         let mut conn = self.lock();

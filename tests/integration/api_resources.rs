@@ -138,7 +138,7 @@ async fn templates_crud_and_image_reference() {
         .call(
             "POST",
             "/templates",
-            Some(json!({ "name": "small", "image_id": "base", "mem_mib": 512, "user_data": "#cloud-config\n", "ssh_authorized_keys": [key] })),
+            Some(json!({ "name": "small", "image_id": "base", "mem_mib": 512, "user_data": "#cloud-config\n", "ssh_authorized_keys": [key], "egress": ["10.20.0.0/16"] })),
         )
         .await;
     assert_eq!(status, 201, "{template}");
@@ -149,6 +149,7 @@ async fn templates_crud_and_image_reference() {
         "vcpu default"
     );
     assert_eq!(template["ssh_authorized_keys"], json!([key]));
+    assert_eq!(template["egress"], json!(["10.20.0.0/16"]));
     let id = template["id"].as_str().unwrap();
 
     let (status, shown) = api.call("GET", &format!("/templates/{id}"), None).await;
@@ -249,6 +250,18 @@ async fn template_validation_names_the_field_and_creates_nothing() {
             "vcpu_count",
         ),
         (json!({ "image_id": "base" }), 400, "invalid_field", "name"),
+        (
+            json!({ "name": "t", "image_id": "base", "egress": "all" }),
+            400,
+            "invalid_field",
+            "egress",
+        ),
+        (
+            json!({ "name": "t", "image_id": "base", "egress": ["10.0.0.0/8", "bad"] }),
+            400,
+            "invalid_field",
+            "egress",
+        ),
     ];
     for (body, status, code, field) in cases {
         let (got, reply) = api.call("POST", "/templates", Some(body.clone())).await;
@@ -350,6 +363,43 @@ async fn vm_requests_are_validated_before_anything_is_created() {
         ),
         ("/vms?timeout=5", json!({}), 400, "invalid_field", "timeout"),
         ("/vms?colour=red", json!({}), 400, "invalid_field", "colour"),
+        ("/vms", json!({ "egress": "anywhere" }), 400, "invalid_field", "egress"),
+        (
+            "/vms",
+            json!({ "egress": ["10.0.0.0/33"] }),
+            400,
+            "invalid_field",
+            "egress",
+        ),
+        (
+            "/vms",
+            json!({ "egress": ["10.0.0.0"] }),
+            400,
+            "invalid_field",
+            "egress",
+        ),
+        (
+            "/vms",
+            json!({ "egress": ["10.1.0.0/8"] }),
+            400,
+            "invalid_field",
+            "egress",
+        ),
+        ("/vms", json!({ "egress": [1] }), 400, "invalid_field", "egress"),
+        (
+            "/vms",
+            json!({ "egress": (0..65).map(|i| format!("10.{i}.0.0/16")).collect::<Vec<_>>() }),
+            400,
+            "invalid_field",
+            "egress",
+        ),
+        (
+            "/vms",
+            json!({ "enable_network": false, "egress": "none" }),
+            400,
+            "invalid_field",
+            "egress",
+        ),
     ];
     for (path, body, status, code, field) in cases {
         let (got, reply) = api.call("POST", path, Some(body.clone())).await;

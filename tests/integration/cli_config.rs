@@ -94,6 +94,13 @@ fn every_invalid_value_names_its_variable() {
         }),
         // Host bits in the allowed network are a mistake worth naming.
         ("HATCH_SSH_ALLOWED_CIDR", |a| a.ssh_allowed_cidr = "10.1.2.3/8".into()),
+        ("HATCH_VM_TO_VM", |a| a.vm_to_vm = "sometimes".into()),
+        ("HATCH_EGRESS_DENY_CIDRS", |a| {
+            a.egress_deny_cidrs = "169.254.0.0/16,metadata".into()
+        }),
+        ("HATCH_EGRESS_DENY_CIDRS", |a| {
+            a.egress_deny_cidrs = "169.254.169.254/16".into()
+        }),
         ("HATCH_HYPERVISOR", |a| a.hypervisor = "vmware".into()),
         ("HATCH_QEMU_ACCEL", |a| a.qemu_accel = "hvf".into()),
         ("HATCH_DEFAULT_VCPU", |a| a.default_vcpu = "0".into()),

@@ -109,6 +109,8 @@ const VARIABLES: &[&str] = &[
     "HATCH_SSH_ALLOWED_CIDR",
     "HATCH_SSH_PORT_MIN",
     "HATCH_SSH_PORT_MAX",
+    "HATCH_VM_TO_VM",
+    "HATCH_EGRESS_DENY_CIDRS",
     "HATCH_HYPERVISOR",
     "HATCH_QEMU_ACCEL",
     "HATCH_FIRECRACKER_BIN",
@@ -155,6 +157,8 @@ fn serve_help_lists_every_variable_with_its_default_and_hides_secrets() {
         ("HATCH_BRIDGE_CIDR", "192.168.241.1/24"),
         ("HATCH_SSH_PORT_MIN", "2200"),
         ("HATCH_SSH_PORT_MAX", "2299"),
+        ("HATCH_VM_TO_VM", "deny"),
+        ("HATCH_EGRESS_DENY_CIDRS", "169.254.0.0/16"),
     ] {
         let line = help.lines().find(|l| l.contains(&format!("[env: {variable}"))).unwrap();
         assert!(line.contains(&format!("[default: {default}]")), "{line}");

@@ -93,6 +93,7 @@ fn bad_guest_ip_and_mac_are_refused_without_side_effects() {
                 &NetRequest {
                     guest_ip: Some("192.168.241.60".into()),
                     guest_mac: Some("02:fc:00:00:00:60".into()),
+                    ..Default::default()
                 },
                 &Taken::default(),
             )
@@ -105,10 +106,12 @@ fn bad_guest_ip_and_mac_are_refused_without_side_effects() {
         let ip = |text: &str| NetRequest {
             guest_ip: Some(text.into()),
             guest_mac: None,
+            ..Default::default()
         };
         let mac = |text: &str| NetRequest {
             guest_ip: None,
             guest_mac: Some(text.into()),
+            ..Default::default()
         };
         let cases = [
             (ip("10.0.0.5"), "guest_ip"),

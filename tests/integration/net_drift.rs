@@ -89,7 +89,7 @@ fn reconcile_restores_flushed_and_deleted_chains_and_jumps() {
         let report = network.reconcile(&desired).await.unwrap();
         let repairs = &report.repairs;
         assert!(
-            mentions(repairs, &["HATCH-FORWARD", "4 rules missing", "restored"]),
+            mentions(repairs, &["HATCH-FORWARD", "8 rules missing", "restored"]),
             "{repairs:?}"
         );
         assert!(mentions(repairs, &["HATCH-INPUT missing", "recreated"]), "{repairs:?}");
@@ -118,6 +118,39 @@ fn reconcile_restores_flushed_and_deleted_chains_and_jumps() {
         assert!(again.is_clean(), "{again:?}");
         assert_eq!(again, Default::default());
         assert_eq!(host.iptables_rules("nat").lines().count(), nat.len());
+
+        // The bridge table: a flushed VM chain, a planted chain, then the
+        // whole table deleted; each comes back exactly as it was.
+        let bridge_table = || host.exec_ok("nft", &["list", "table", "bridge", "hatch"]);
+        let table = bridge_table();
+        let chain = format!("vm-{}", desired[0].0.trim_start_matches("vm-"));
+        assert!(table.contains(&format!("jump {chain}")), "{table}");
+        host.exec_ok("nft", &["flush", "chain", "bridge", "hatch", &chain]);
+        host.exec_ok("nft", &["add", "chain", "bridge", "hatch", "planted"]);
+        let report = network.reconcile(&desired).await.unwrap();
+        assert!(
+            mentions(
+                &report.repairs,
+                &[&format!("nftables chain {chain}"), "missing", "restored"]
+            ),
+            "{:?}",
+            report.repairs
+        );
+        assert!(
+            mentions(&report.repairs, &["nftables chain planted", "removed"]),
+            "{:?}",
+            report.repairs
+        );
+        assert_eq!(bridge_table(), table);
+        host.exec_ok("nft", &["delete", "table", "bridge", "hatch"]);
+        let report = network.reconcile(&desired).await.unwrap();
+        assert!(
+            mentions(&report.repairs, &["nftables table bridge hatch missing"]),
+            "{:?}",
+            report.repairs
+        );
+        assert_eq!(bridge_table(), table);
+        assert!(network.reconcile(&desired).await.unwrap().is_clean());
         network.shutdown().await;
     });
 }

@@ -155,6 +155,13 @@ pub fn all() -> Map<String, Value> {
                 "user_data": user_data_out(true),
                 "user_data_base64": user_data_base64_out(),
                 "ssh_authorized_keys": string_list(),
+                "egress": {
+                    "description": "internet (default: all but HATCH_EGRESS_DENY_CIDRS), none (only DHCP and DNS on the gateway) or at most 64 CIDRs the guest may reach",
+                    "oneOf": [
+                        { "type": "string", "enum": ["internet", "none"] },
+                        { "type": "array", "maxItems": 64, "items": { "type": "string", "example": "10.20.0.0/16" } }
+                    ]
+                },
                 "created_at": timestamp(),
                 "owner_key_id": { "type": "string", "description": "The API key that owns this object (absent: admin-owned)" }
             }),
@@ -180,7 +187,14 @@ pub fn all() -> Map<String, Value> {
                 "mem_mib": { "type": "integer", "minimum": 128, "description": "At most the host's memory" },
                 "user_data": user_data_in(),
                 "user_data_base64": user_data_base64_in(),
-                "ssh_authorized_keys": string_list()
+                "ssh_authorized_keys": string_list(),
+                "egress": {
+                    "description": "internet (default: all but HATCH_EGRESS_DENY_CIDRS), none (only DHCP and DNS on the gateway) or at most 64 CIDRs the guest may reach",
+                    "oneOf": [
+                        { "type": "string", "enum": ["internet", "none"] },
+                        { "type": "array", "maxItems": 64, "items": { "type": "string", "example": "10.20.0.0/16" } }
+                    ]
+                }
             }),
             &["name", "image_id"],
         ),
@@ -210,6 +224,13 @@ pub fn all() -> Map<String, Value> {
                 "guest_mac": { "type": "string" },
                 "tap_name": { "type": "string" },
                 "ssh_port": { "type": "integer" },
+                "egress": {
+                    "description": "internet (default: all but HATCH_EGRESS_DENY_CIDRS), none (only DHCP and DNS on the gateway) or at most 64 CIDRs the guest may reach",
+                    "oneOf": [
+                        { "type": "string", "enum": ["internet", "none"] },
+                        { "type": "array", "maxItems": 64, "items": { "type": "string", "example": "10.20.0.0/16" } }
+                    ]
+                },
                 "user_data": user_data_out(false),
                 "user_data_base64": user_data_base64_out(),
                 "ssh_authorized_keys": string_list(),
@@ -259,6 +280,13 @@ pub fn all() -> Map<String, Value> {
                     "enum": ["never", "on-failure"],
                     "default": "never",
                     "description": "on-failure: start the VM again when its VMM dies unasked"
+                },
+                "egress": {
+                    "description": "internet (default: all but HATCH_EGRESS_DENY_CIDRS), none (only DHCP and DNS on the gateway) or at most 64 CIDRs the guest may reach",
+                    "oneOf": [
+                        { "type": "string", "enum": ["internet", "none"] },
+                        { "type": "array", "maxItems": 64, "items": { "type": "string", "example": "10.20.0.0/16" } }
+                    ]
                 }
             }),
             &[],

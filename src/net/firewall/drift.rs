@@ -117,7 +117,12 @@ fn label(listed: &Listed) -> String {
 /// is Hatch's; in a built-in chain only jumps to a `HATCH-` chain are, and
 /// nothing else there is read or touched. A rule is recognised by its
 /// comment, which fingerprints its arguments.
-pub fn plan(table: &str, dump: &Dump, desired: &[Rule]) -> Plan {
+///
+/// `keep` names rules (by comment) that are neither wanted nor to be
+/// removed: another caller's scope (start-up's host rules leave the
+/// per-VM rules to the first reconcile). They stay, and are put back as
+/// they were listed when their chain is rebuilt.
+pub fn plan(table: &str, dump: &Dump, desired: &[Rule], keep: &dyn Fn(&str) -> bool) -> Plan {
     let mut plan = Plan::default();
     let wanted_in = |chain: &str| -> Vec<&Rule> {
         desired
@@ -134,7 +139,11 @@ pub fn plan(table: &str, dump: &Dump, desired: &[Rule]) -> Plan {
                 plural(wanted.len(), "rule", "rules")
             ));
         } else {
-            let present = dump.rules(chain);
+            let (kept, present): (Vec<&Listed>, Vec<&Listed>) = dump.rules(chain).iter().partition(|l| {
+                l.comment
+                    .as_deref()
+                    .is_some_and(|c| keep(c) && !wanted.iter().any(|r| r.comment == c))
+            });
             let mut unmatched: Vec<Option<&str>> = present.iter().map(|l| l.comment.as_deref()).collect();
             let mut missing = 0;
             for rule in &wanted {
@@ -151,7 +160,7 @@ pub fn plan(table: &str, dump: &Dump, desired: &[Rule]) -> Plan {
             let extra: Vec<String> = present
                 .iter()
                 .filter(|l| !wanted.iter().any(|r| Some(r.comment.as_str()) == l.comment.as_deref()))
-                .map(label)
+                .map(|l| label(l))
                 .collect();
             let duplicates = unmatched.len() - extra.len();
             let in_order = present
@@ -178,6 +187,9 @@ pub fn plan(table: &str, dump: &Dump, desired: &[Rule]) -> Plan {
                 .push(format!("chain {chain}: {}, restored", found.join(", ")));
             plan.removed.extend(extra);
             plan.lines.push(format!("-F {chain}"));
+            for listed in kept {
+                plan.lines.push(line("-A", chain, &listed.spec));
+            }
         }
         for rule in &wanted {
             plan.lines.push(line("-A", chain, &rule.spec()));
@@ -195,10 +207,11 @@ pub fn plan(table: &str, dump: &Dump, desired: &[Rule]) -> Plan {
         let mut kept = HashSet::new();
         let mut stale = 0;
         for listed in ours {
-            let keep = listed
-                .comment
-                .as_deref()
-                .is_some_and(|c| wanted.iter().any(|r| r.comment == c) && kept.insert(c.to_string()));
+            let comment = listed.comment.as_deref();
+            if comment.is_some_and(|c| keep(c) && !wanted.iter().any(|r| r.comment == c)) {
+                continue;
+            }
+            let keep = comment.is_some_and(|c| wanted.iter().any(|r| r.comment == c) && kept.insert(c.to_string()));
             if !keep {
                 stale += 1;
                 plan.lines.push(line("-D", chain, &listed.spec));
@@ -280,7 +293,7 @@ mod tests {
     fn a_table_as_wanted_needs_nothing() {
         let desired = host_rules(&cfg());
         for table in [NAT, FILTER] {
-            let plan = plan(table, &Dump::parse(&dump_of(table, &desired)), &desired);
+            let plan = plan(table, &Dump::parse(&dump_of(table, &desired)), &desired, &|_| false);
             assert!(plan.is_empty() && plan.repairs.is_empty(), "{table}: {plan:?}");
         }
     }
@@ -293,17 +306,17 @@ mod tests {
             .filter(|r| r.chain != FORWARD_CHAIN && r.chain != "INPUT")
             .cloned()
             .collect();
-        let plan = plan(FILTER, &Dump::parse(&dump_of(FILTER, &kept)), &desired);
+        let plan = plan(FILTER, &Dump::parse(&dump_of(FILTER, &kept)), &desired, &|_| false);
         assert_eq!(
             plan.repairs,
             [
-                "chain HATCH-FORWARD: 4 rules missing, restored",
+                "chain HATCH-FORWARD: 8 rules missing, restored",
                 "chain INPUT: 1 jump into Hatch's chains missing, restored"
             ]
         );
         let script = plan.script(FILTER);
         assert!(
-            script.starts_with("*filter\n-F HATCH-FORWARD\n-A HATCH-FORWARD -o fcbridge "),
+            script.starts_with("*filter\n-F HATCH-FORWARD\n-A HATCH-FORWARD -i fcbridge -o fcbridge "),
             "{script}"
         );
         assert!(script
@@ -322,7 +335,7 @@ mod tests {
             .map(|l| format!("{l}\n"))
             .collect();
         text.push_str("-A HATCH-FORWARD -p tcp -j ACCEPT\n");
-        let plan = plan(FILTER, &Dump::parse(&text), &desired);
+        let plan = plan(FILTER, &Dump::parse(&text), &desired, &|_| false);
         assert_eq!(
             plan.repairs,
             [

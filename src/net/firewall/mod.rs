@@ -11,10 +11,21 @@
 //! nat POSTROUTING                                  -> HATCH-POSTROUTING
 //! nat HATCH-POSTROUTING -s NET ! -o BR -> MASQUERADE; -s 127/8 -o BR -> MASQUERADE
 //! filter FORWARD                                   -> HATCH-FORWARD
-//! filter HATCH-FORWARD  replies and DNATed to BR: ACCEPT; from BR: ACCEPT; other to BR: DROP
+//! filter HATCH-FORWARD  [deny] BR to BR: DROP; replies and DNATed to BR: ACCEPT;
+//!                       from BR to HATCH_EGRESS_DENY_CIDRS: REJECT; from BR -> HATCH-EGRESS;
+//!                       from BR (forged source): DROP; other to BR: DROP
+//! filter HATCH-EGRESS   per VM, on its address: its egress ACCEPTs, then REJECT
 //! filter INPUT     -i BR                           -> HATCH-INPUT
-//! filter HATCH-INPUT    replies, DHCP, DNS, ICMP: ACCEPT; anything else: REJECT
+//! filter HATCH-INPUT    replies; DHCP; DNS to the gateway: ACCEPT; anything else: REJECT
+//! bridge hatch     (nftables, see [`bridge_table`]) per-TAP anti-spoofing, no
+//!                  DHCP servers in guests, [deny] no frames between TAPs
 //! ```
+//!
+//! Every change is one atomic batch: `iptables-restore --noflush` per table
+//! and one `nft -f` transaction for the bridge table (see [`drift`]).
+//! What the iptables rules trust about a packet's source address is
+//! established by the bridge table: a guest's frames carry its own MAC and
+//! IPv4 address or are dropped before IP sees them.
 //!
 //! Why one jump per VM in PREROUTING: the guide's troubleshooting step is
 //! `iptables -t nat -L PREROUTING -n -v | grep 2200`, which lists only the
@@ -31,6 +42,7 @@
 //! Connections the host makes itself are forwarded whatever their source:
 //! the host can reach guest addresses directly anyway.
 
+mod bridge_table;
 mod drift;
 pub mod iptables;
 pub mod rules;
@@ -39,51 +51,16 @@ use crate::model::NetworkIdentity;
 
 use super::{NetConfig, NetError};
 pub use iptables::Changes;
-use rules::{Rule, BUILTIN_CHAINS, NAT, OUTPUT_CHAIN, OWN_CHAINS, PREROUTING_CHAIN};
 
-/// Every chain Hatch manages, own chains first (a jump needs its target).
-fn all_chains() -> impl Iterator<Item = (&'static str, &'static str)> {
-    OWN_CHAINS.into_iter().chain(BUILTIN_CHAINS)
+fn is_vm_rule(comment: &str) -> bool {
+    comment.starts_with("hatch vm=")
 }
 
-async fn sync(
-    chains: impl Iterator<Item = (&'static str, &'static str)>,
-    desired: &[Rule],
-    in_scope: &(dyn Fn(Option<&str>) -> bool + Sync),
-) -> Result<Changes, NetError> {
-    let mut changes = Changes::default();
-    for (table, chain) in chains {
-        let here: Vec<&Rule> = desired
-            .iter()
-            .filter(|r| r.table == table && r.chain == chain)
-            .collect();
-        iptables::sync_chain(table, chain, &here, in_scope, &mut changes).await?;
-    }
-    Ok(changes)
-}
-
-fn is_vm_rule(comment: Option<&str>) -> bool {
-    comment.is_some_and(|c| c.starts_with("hatch vm="))
-}
-
-/// Host-wide rules only (chains, jumps, NAT, forwarding policy); per-VM
-/// forwards are left as they are.
-pub async fn ensure_host(cfg: &NetConfig) -> Result<Changes, NetError> {
-    sync(all_chains(), &rules::host_rules(cfg), &|comment| !is_vm_rule(comment)).await
-}
-
-/// Everything: host rules plus exactly the forwards of `vms`. Any other
-/// rule in Hatch's chains, and any other jump into them, is removed; a
-/// missing chain, rule or jump is put back. Reads each table once and
-/// writes a table (atomically, see [`drift`]) only when it drifted.
-pub async fn reconcile(cfg: &NetConfig, vms: &[(String, NetworkIdentity)]) -> Result<Changes, NetError> {
-    let mut desired = rules::host_rules(cfg);
-    for (vm_id, id) in vms {
-        desired.extend(rules::vm_rules(cfg, vm_id, id));
-    }
+/// Plans and applies both iptables tables, atomically per table.
+async fn apply(desired: &[rules::Rule], keep: &(dyn Fn(&str) -> bool + Sync)) -> Result<Changes, NetError> {
     let mut changes = Changes::default();
     for table in [rules::NAT, rules::FILTER] {
-        let plan = drift::plan(table, &drift::read(table).await?, &desired);
+        let plan = drift::plan(table, &drift::read(table).await?, desired, keep);
         if plan.is_empty() {
             continue;
         }
@@ -95,14 +72,34 @@ pub async fn reconcile(cfg: &NetConfig, vms: &[(String, NetworkIdentity)]) -> Re
     Ok(changes)
 }
 
-/// One VM's forwards: present when `id` is given, absent otherwise.
-pub async fn sync_vm(cfg: &NetConfig, vm_id: &str, id: Option<&NetworkIdentity>) -> Result<Changes, NetError> {
-    let desired = id.map(|id| rules::vm_rules(cfg, vm_id, id)).unwrap_or_default();
-    let prefix = rules::vm_prefix(vm_id);
-    // Only the chains that hold per-VM rules: attach/detach stay cheap.
-    let chains = [(NAT, PREROUTING_CHAIN), (NAT, OUTPUT_CHAIN), (NAT, "PREROUTING")].into_iter();
-    sync(chains, &desired, &|comment| {
-        comment.is_some_and(|c| c.starts_with(&prefix))
-    })
-    .await
+/// Host-wide rules only (chains, jumps, NAT, forwarding policy, the
+/// bridge table when missing); per-VM rules are left as they are for the
+/// first reconcile.
+pub async fn ensure_host(cfg: &NetConfig) -> Result<Changes, NetError> {
+    bridge_table::ensure_exists(cfg).await?;
+    apply(&rules::host_rules(cfg), &is_vm_rule).await
+}
+
+/// Everything: host rules plus exactly the rules of `vms`. Any other rule
+/// in Hatch's chains, any other jump into them and any other chain of the
+/// bridge table is removed; whatever is missing is put back. Reads each
+/// table once and writes one (atomically) only when it drifted, so this
+/// is cheap enough to run every few seconds.
+pub async fn reconcile(cfg: &NetConfig, vms: &[(String, NetworkIdentity)]) -> Result<Changes, NetError> {
+    // One canonical order whoever calls (reconcile, attach, detach), so
+    // ordered chains never look out of order between callers.
+    let mut vms: Vec<&(String, NetworkIdentity)> = vms.iter().collect();
+    vms.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut desired = rules::host_rules(cfg);
+    for (vm_id, id) in &vms {
+        desired.extend(rules::vm_rules(cfg, vm_id, id));
+    }
+    // The bridge table first: it is what makes source addresses trustworthy.
+    let mut changes = Changes::default();
+    changes.repairs.extend(bridge_table::reconcile(cfg, &vms).await?);
+    let ipt = apply(&desired, &|_| false).await?;
+    changes.added.extend(ipt.added);
+    changes.removed.extend(ipt.removed);
+    changes.repairs.extend(ipt.repairs);
+    Ok(changes)
 }

@@ -5,7 +5,7 @@
 
 use sha2::{Digest, Sha256};
 
-use crate::model::NetworkIdentity;
+use crate::model::{Egress, NetworkIdentity};
 use crate::net::cidr::Ipv4Cidr;
 use crate::net::NetConfig;
 
@@ -16,11 +16,13 @@ pub const OUTPUT_CHAIN: &str = "HATCH-OUTPUT";
 pub const POSTROUTING_CHAIN: &str = "HATCH-POSTROUTING";
 pub const FORWARD_CHAIN: &str = "HATCH-FORWARD";
 pub const INPUT_CHAIN: &str = "HATCH-INPUT";
+pub const EGRESS_CHAIN: &str = "HATCH-EGRESS";
 /// Hatch's own chains (table, chain). Every rule in them is Hatch's.
-pub const OWN_CHAINS: [(&str, &str); 5] = [
+pub const OWN_CHAINS: [(&str, &str); 6] = [
     (NAT, PREROUTING_CHAIN),
     (NAT, OUTPUT_CHAIN),
     (NAT, POSTROUTING_CHAIN),
+    (FILTER, EGRESS_CHAIN),
     (FILTER, FORWARD_CHAIN),
     (FILTER, INPUT_CHAIN),
 ];
@@ -82,7 +84,7 @@ pub fn vm_prefix(vm_id: &str) -> String {
 pub fn host_rules(cfg: &NetConfig) -> Vec<Rule> {
     let br = cfg.bridge_name.as_str();
     let net = Ipv4Cidr::new(cfg.gateway, cfg.prefix_len).network_cidr().to_string();
-    vec![
+    let mut rules = vec![
         // One jump for connections the host makes itself; per-VM jumps in
         // PREROUTING come from `vm_rules` so `iptables -t nat -L PREROUTING
         // -n -v | grep <port>` shows each forward.
@@ -113,6 +115,20 @@ pub fn host_rules(cfg: &NetConfig) -> Vec<Rule> {
             &["-s", "127.0.0.0/8", "-o", br, "-j", "MASQUERADE"],
         ),
         Rule::new(FILTER, "FORWARD", "guest traffic", &["-j", FORWARD_CHAIN]),
+    ];
+    let gateway = cfg.gateway.to_string();
+    if !cfg.vm_to_vm_allowed {
+        // Guests routing to each other through the gateway (or through an
+        // SSH forward's port on the gateway) are refused here; on the
+        // bridge itself the nftables bridge table refuses them.
+        rules.push(Rule::new(
+            FILTER,
+            FORWARD_CHAIN,
+            "no traffic between guests (HATCH_VM_TO_VM=deny)",
+            &["-i", br, "-o", br, "-j", "DROP"],
+        ));
+    }
+    rules.extend([
         Rule::new(
             FILTER,
             FORWARD_CHAIN,
@@ -134,7 +150,59 @@ pub fn host_rules(cfg: &NetConfig) -> Vec<Rule> {
             "SSH forwards to guests",
             &["-o", br, "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"],
         ),
-        Rule::new(FILTER, FORWARD_CHAIN, "guests outbound", &["-i", br, "-j", "ACCEPT"]),
+        // Guests answer connections made to them (SSH forwards) whatever
+        // their egress: only the reply direction of an accepted connection.
+        Rule::new(
+            FILTER,
+            FORWARD_CHAIN,
+            "guests' replies",
+            &[
+                "-i",
+                br,
+                "-m",
+                "conntrack",
+                "--ctstate",
+                "ESTABLISHED",
+                "--ctdir",
+                "REPLY",
+                "-j",
+                "ACCEPT",
+            ],
+        ),
+    ]);
+    for cidr in &cfg.egress_deny {
+        let cidr = cidr.to_string();
+        rules.push(Rule::new(
+            FILTER,
+            FORWARD_CHAIN,
+            &format!("HATCH_EGRESS_DENY_CIDRS {cidr}"),
+            &[
+                "-i",
+                br,
+                "-d",
+                &cidr,
+                "-j",
+                "REJECT",
+                "--reject-with",
+                "icmp-admin-prohibited",
+            ],
+        ));
+    }
+    rules.extend([
+        Rule::new(
+            FILTER,
+            FORWARD_CHAIN,
+            "guests outbound, by each VM's egress",
+            &["-i", br, "-j", EGRESS_CHAIN],
+        ),
+        // HATCH-EGRESS accepts or rejects every VM's own address; what
+        // comes back from it has a source no VM holds (forged).
+        Rule::new(
+            FILTER,
+            FORWARD_CHAIN,
+            "no forged sources from the bridge",
+            &["-i", br, "-j", "DROP"],
+        ),
         // Other hosts reach guests only through the forwards.
         Rule::new(
             FILTER,
@@ -152,31 +220,38 @@ pub fn host_rules(cfg: &NetConfig) -> Vec<Rule> {
         Rule::new(
             FILTER,
             INPUT_CHAIN,
-            "DHCP",
-            &["-p", "udp", "--dport", "67", "-j", "ACCEPT"],
+            "DHCP broadcast",
+            &["-d", "255.255.255.255", "-p", "udp", "--dport", "67", "-j", "ACCEPT"],
+        ),
+        Rule::new(
+            FILTER,
+            INPUT_CHAIN,
+            "DHCP to the gateway",
+            &["-d", &gateway, "-p", "udp", "--dport", "67", "-j", "ACCEPT"],
         ),
         Rule::new(
             FILTER,
             INPUT_CHAIN,
             "DNS over UDP",
-            &["-p", "udp", "--dport", "53", "-j", "ACCEPT"],
+            &["-d", &gateway, "-p", "udp", "--dport", "53", "-j", "ACCEPT"],
         ),
         Rule::new(
             FILTER,
             INPUT_CHAIN,
             "DNS over TCP",
-            &["-p", "tcp", "--dport", "53", "-j", "ACCEPT"],
+            &["-d", &gateway, "-p", "tcp", "--dport", "53", "-j", "ACCEPT"],
         ),
-        Rule::new(FILTER, INPUT_CHAIN, "ping", &["-p", "icmp", "-j", "ACCEPT"]),
         // Guests must not reach host services (API, databases...) on the
-        // gateway or any other host address.
+        // gateway, any other host address or 127.0.0.0/8 (which
+        // route_localnet on the bridge would otherwise route, see bridge.rs).
         Rule::new(
             FILTER,
             INPUT_CHAIN,
             "no other host services for guests",
-            &["-j", "REJECT"],
+            &["-j", "REJECT", "--reject-with", "icmp-admin-prohibited"],
         ),
-    ]
+    ]);
+    rules
 }
 
 /// The SSH forward of one VM: a visible per-port jump in PREROUTING, the
@@ -199,7 +274,7 @@ pub fn vm_rules(cfg: &NetConfig, vm_id: &str, id: &NetworkIdentity) -> Vec<Rule>
         "--to-destination",
         &target,
     ];
-    vec![
+    let mut rules = vec![
         Rule::new(
             NAT,
             "PREROUTING",
@@ -218,13 +293,52 @@ pub fn vm_rules(cfg: &NetConfig, vm_id: &str, id: &NetworkIdentity) -> Vec<Rule>
             &what("from this host"),
             &[&dport[..], &dnat].concat(),
         ),
-    ]
+    ];
+    rules.extend(egress_rules(vm_id, id));
+    rules
+}
+
+/// One VM's egress in HATCH-EGRESS, matched on its address (the bridge
+/// table guarantees a VM's packets carry its own): accept what its policy
+/// allows, reject the rest, so nothing of a known VM falls through.
+fn egress_rules(vm_id: &str, id: &NetworkIdentity) -> Vec<Rule> {
+    let ip = id.guest_ip.to_string();
+    let mut rules = Vec::new();
+    let reject = |what: &str| {
+        Rule::new(
+            FILTER,
+            EGRESS_CHAIN,
+            &format!("vm={vm_id} egress {what} from {ip}"),
+            &["-s", &ip, "-j", "REJECT", "--reject-with", "icmp-admin-prohibited"],
+        )
+    };
+    match &id.egress {
+        Egress::Internet => rules.push(Rule::new(
+            FILTER,
+            EGRESS_CHAIN,
+            &format!("vm={vm_id} egress internet from {ip}"),
+            &["-s", &ip, "-j", "ACCEPT"],
+        )),
+        Egress::None => rules.push(reject("none")),
+        Egress::Allow(cidrs) => {
+            for cidr in cidrs {
+                rules.push(Rule::new(
+                    FILTER,
+                    EGRESS_CHAIN,
+                    &format!("vm={vm_id} egress to {cidr} from {ip}"),
+                    &["-s", &ip, "-d", cidr, "-j", "ACCEPT"],
+                ));
+            }
+            rules.push(reject("elsewhere refused"));
+        }
+    }
+    rules
 }
 
 /// Whether rule order matters in this chain (ACCEPT/DROP sequences). In
 /// the others, rules are independent and only the set matters.
 pub fn ordered(chain: &str) -> bool {
-    matches!(chain, POSTROUTING_CHAIN | FORWARD_CHAIN | INPUT_CHAIN)
+    matches!(chain, POSTROUTING_CHAIN | FORWARD_CHAIN | INPUT_CHAIN | EGRESS_CHAIN)
 }
 
 #[cfg(test)]
@@ -242,6 +356,7 @@ mod tests {
             guest_mac: "02:fc:00:00:00:01".into(),
             tap_name: "fctap-vm-abc12".into(),
             ssh_port: 2200,
+            egress: Default::default(),
         }
     }
 

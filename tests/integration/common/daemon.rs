@@ -55,6 +55,7 @@ pub fn sample_template(image_id: &str) -> Template {
         ssh_authorized_keys: vec![
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake x@y".into(),
         ],
+        egress: None,
         created_at: now(),
         owner_key_id: None,
     }
@@ -76,6 +77,7 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
             guest_mac: format!("02:fc:00:00:00:{n:02x}"),
             tap_name: format!("fctap-{}", &id[..8]),
             ssh_port: 2200 + n as u16,
+            egress: Default::default(),
         }),
         user_data: None,
         ssh_authorized_keys: vec![],

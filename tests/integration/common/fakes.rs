@@ -440,6 +440,7 @@ impl HostNetwork for FakeNetwork {
             guest_mac,
             tap_name,
             ssh_port,
+            egress: req.egress.clone(),
         })
     }
 
