@@ -189,7 +189,11 @@ pub async fn create(
                 "wait=ready cannot be combined with an asynchronous answer",
             ));
         }
-        let vm = state.orch.submit(Operation::Create(req)).await.map_err(create_error)?;
+        let vm = state
+            .orch
+            .submit(Operation::Create(Box::new(req)))
+            .await
+            .map_err(create_error)?;
         return Ok(accepted(vm));
     }
     let vm = state.orch.create_vm(req).await.map_err(create_error)?;

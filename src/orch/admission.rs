@@ -80,7 +80,7 @@ impl Orchestrator {
 /// (all of it when that cannot be read).
 fn free_bytes(dir: &Path) -> u64 {
     match nix::sys::statvfs::statvfs(dir) {
-        Ok(stat) => (stat.blocks_available() as u64).saturating_mul(stat.fragment_size() as u64),
+        Ok(stat) => stat.blocks_available().saturating_mul(stat.fragment_size()),
         Err(_) => u64::MAX,
     }
 }

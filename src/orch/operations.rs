@@ -59,7 +59,7 @@ impl Accepted {
 /// An operation a client may ask for without waiting for it to finish.
 #[derive(Debug, Clone)]
 pub enum Operation {
-    Create(CreateVm),
+    Create(Box<CreateVm>),
     Start(String),
     Stop(String),
     Snapshot(String),
@@ -118,7 +118,7 @@ impl Orchestrator {
         let accepted_by = Accepted(Some(sender));
         let task = match operation {
             Operation::Create(request) => {
-                self.spawn_operation(move |orch| async move { orch.create_op(request, accepted_by).await.map(drop) })?
+                self.spawn_operation(move |orch| async move { orch.create_op(*request, accepted_by).await.map(drop) })?
             }
             Operation::Start(id) => {
                 self.spawn_operation(move |orch| async move { orch.start_op(&id, accepted_by).await.map(drop) })?

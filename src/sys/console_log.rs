@@ -116,7 +116,7 @@ mod tests {
         assert_eq!(trim(&path, 300_000, 50_000).unwrap(), 0, "under the cap: untouched");
         let cut = trim(&path, 100_000, 50_000).unwrap();
         let len = std::fs::metadata(&path).unwrap().len();
-        assert!(len <= 100_000 && len >= 50_000, "{len} bytes after cutting {cut}");
+        assert!((50_000..=100_000).contains(&len), "{len} bytes after cutting {cut}");
         let kept = std::fs::read(&path).unwrap();
         assert_eq!(kept[..], data[data.len() - kept.len()..], "the newest bytes, in order");
         writer.write_all(b"after").unwrap();
