@@ -92,6 +92,8 @@ pub struct Orchestrator {
     reconcile_now: tokio::sync::Notify,
     /// Consecutive unasked VMM deaths per VM, for restart back-off.
     crashes: Mutex<HashMap<String, reconcile::CrashCount>>,
+    /// How many bytes have been cut from each console log's head.
+    console_cuts: console::Cuts,
 }
 
 impl Orchestrator {
@@ -133,6 +135,7 @@ impl Orchestrator {
             host_ops: tokio::sync::RwLock::new(()),
             reconcile_now: tokio::sync::Notify::new(),
             crashes: Mutex::new(HashMap::new()),
+            console_cuts: console::Cuts::default(),
         });
         orch.reconcile_at_start().await?;
         Ok(orch)

@@ -122,10 +122,16 @@ pub fn build(spec: &VmLaunch, accel: Accel, fds: &FdNumbers) -> Result<Vec<OsStr
     if fds.disks.len() != spec.disks.len() {
         return Err(VmmError::InvalidLaunch("one descriptor per disk is needed".into()));
     }
-    for (disk, fd) in spec.disks.iter().zip(&fds.disks) {
+    for (index, (disk, fd)) in spec.disks.iter().zip(&fds.disks).enumerate() {
         // QEMU ids must start with a letter; disk ids are validated to [A-Za-z0-9_-].
         let id = format!("disk-{}", disk.id);
         args.extend(add_fd(*fd, &disk.path)?);
+        if let Some(Some(reader)) = fds.disk_readers.get(index) {
+            args.extend([
+                "-add-fd".into(),
+                format!("fd={reader},set={fd},opaque={}", opt_path(&disk.path)?),
+            ]);
+        }
         args.extend([
             "-drive".into(),
             format!(
@@ -197,6 +203,7 @@ mod tests {
             initrd: Some(6),
             tap: Some(7),
             disks: vec![8, 9],
+            disk_readers: vec![Some(10), None],
             incoming,
         }
     }
@@ -221,6 +228,9 @@ mod tests {
         assert!(joined.contains("-M microvm,accel=tcg,acpi=on -cpu max -smp 2 -m 256M"));
         assert!(args.contains(&"console=ttyS0 reboot=k panic=1 tsc_early_khz=2100000 quiet".to_string()));
         assert!(joined.contains("-add-fd fd=8,set=8,opaque=/vms/a,,b/root.img"));
+        // The writable disk's set also holds a read-only descriptor.
+        assert!(joined.contains("-add-fd fd=10,set=8,opaque=/vms/a,,b/root.img"));
+        assert_eq!(joined.matches("set=9,").count(), 1, "a read-only disk needs one descriptor");
         assert!(joined.contains("id=disk-rootfs,file=/dev/fdset/8,format=raw,if=none,readonly=off"));
         assert!(joined.contains("id=disk-seed,file=/dev/fdset/9,format=raw,if=none,readonly=on"));
         assert!(joined.contains("tap,id=net0,fd=7"));

@@ -34,6 +34,10 @@ pub struct QemuFds {
     pub tap: Option<OwnedFd>,
     /// Per disk, in launch order.
     pub disks: Vec<OwnedFd>,
+    /// Per writable disk, a second, read-only descriptor in the same
+    /// fdset: QEMU's raw driver reopens an image read-only (for its image
+    /// locking) and takes from the fdset only a descriptor of that mode.
+    pub disk_readers: Vec<Option<OwnedFd>>,
     /// The saved state to load, for a restore.
     pub incoming: Option<OwnedFd>,
 }
@@ -47,6 +51,7 @@ pub struct FdNumbers {
     pub initrd: Option<RawFd>,
     pub tap: Option<RawFd>,
     pub disks: Vec<RawFd>,
+    pub disk_readers: Vec<Option<RawFd>>,
     pub incoming: Option<RawFd>,
 }
 
@@ -59,6 +64,11 @@ impl QemuFds {
             initrd: self.initrd.as_ref().map(AsRawFd::as_raw_fd),
             tap: self.tap.as_ref().map(AsRawFd::as_raw_fd),
             disks: self.disks.iter().map(AsRawFd::as_raw_fd).collect(),
+            disk_readers: self
+                .disk_readers
+                .iter()
+                .map(|fd| fd.as_ref().map(AsRawFd::as_raw_fd))
+                .collect(),
             incoming: self.incoming.as_ref().map(AsRawFd::as_raw_fd),
         }
     }
@@ -70,6 +80,7 @@ impl QemuFds {
         all.extend(n.initrd);
         all.extend(n.tap);
         all.extend(n.disks);
+        all.extend(n.disk_readers.into_iter().flatten());
         all.extend(n.incoming);
         all
     }
@@ -111,6 +122,14 @@ impl QemuFds {
                     .map_err(io(&disk.path))
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let disk_readers = spec
+            .disks
+            .iter()
+            .map(|disk| match disk.read_only {
+                true => Ok(None),
+                false => read(&disk.path).map(Some),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let tap = match &spec.nic {
             Some(nic) => Some(open_tap(&nic.tap_name, netns)?),
             None => None,
@@ -123,6 +142,7 @@ impl QemuFds {
             initrd,
             tap,
             disks,
+            disk_readers,
             incoming,
         })
     }
