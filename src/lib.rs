@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cloudinit;
 pub mod config;
 pub mod idle;
+pub mod metrics;
 pub mod image;
 pub mod model;
 pub mod net;

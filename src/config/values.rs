@@ -92,6 +92,15 @@ pub fn hsts(text: &str) -> Result<Option<Duration>, String> {
     }
 }
 
+/// `true`/`false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
+pub fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("{text:?}: expected true or false")),
+    }
+}
+
 pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(text: &str, min: T, max: T) -> Result<T, String> {
     let value: T = text
         .trim()
