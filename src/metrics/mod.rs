@@ -18,7 +18,6 @@
 
 mod usage;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use prometheus_client::encoding::{prometheus_text, EncodeLabelSet};
@@ -120,7 +119,9 @@ fn operation_histogram() -> Histogram {
 
 /// HTTP requests: milliseconds to the length of a waited-for operation.
 fn request_histogram() -> Histogram {
-    Histogram::new([0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0])
+    Histogram::new([
+        0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0,
+    ])
 }
 
 /// What an idle check decided (see `src/idle/`).
@@ -250,13 +251,17 @@ impl Metrics {
             route: route.to_string(),
             status,
         };
-        self.proxy_requests.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.proxy_requests
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
     }
 
     /// The counter of response bytes for one route, to add to as a body streams.
     pub fn proxy_bytes(&self, route: &str) -> Counter {
         self.proxy_bytes
-            .get_or_create(&RouteLabel { route: route.to_string() })
+            .get_or_create(&RouteLabel {
+                route: route.to_string(),
+            })
             .clone()
     }
 
@@ -365,9 +370,6 @@ impl Sample {
     }
 }
 
-/// Shared handle, as the API and the proxy hold it.
-pub type SharedMetrics = Arc<Metrics>;
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -392,9 +394,7 @@ mod tests {
         assert!(text.contains("hatch_vms{state=\"deleting\"} 0\n"), "{text}");
         assert!(text.contains("hatch_vm_cpu_seconds_total{vm=\"vm-1\"} 1.5\n"), "{text}");
         assert!(text.contains("hatch_snapshots_stored_bytes 7\n"), "{text}");
-        assert!(text.contains(
-            "hatch_vm_operation_duration_seconds_count{operation=\"create\",outcome=\"ok\"} 1\n"
-        ));
+        assert!(text.contains("hatch_vm_operation_duration_seconds_count{operation=\"create\",outcome=\"ok\"} 1\n"));
         let text = metrics.render(&Sample::default());
         assert!(!text.contains("vm-1"), "{text}");
     }

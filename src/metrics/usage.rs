@@ -116,7 +116,8 @@ mod tests {
         let stat = "1234 (qemu (x) sys) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 50 0 0 20 0 3 0 999";
         assert_eq!(cpu_ticks(stat), Some(300));
         assert_eq!(vm_rss_bytes("Name:\tqemu\nVmRSS:\t  2048 kB\n"), Some(2 * 1024 * 1024));
-        let dev = "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n\
+        let dev =
+            "Inter-|   Receive |  Transmit\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n\
                    htap0: 1500 10 0 0 0 0 0 0 3000 20 0 0 0 0 0 0\n    lo: 1 1 0 0 0 0 0 0 1 1 0 0 0 0 0 0\n";
         assert_eq!(tap_bytes(dev, "htap0"), Some((1500, 3000)));
         assert_eq!(tap_bytes(dev, "htap1"), None);

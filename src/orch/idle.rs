@@ -56,7 +56,9 @@ impl OrchIdleTarget {
         let recorded = self.write_decision(vm, &decision);
         match decision {
             IdleDecision::Keep { reason } => {
-                self.orch.metrics.count_idle_decision(IdleDecisionKind::KeptAfterRecheck);
+                self.orch
+                    .metrics
+                    .count_idle_decision(IdleDecisionKind::KeptAfterRecheck);
                 if let Err(error) = recorded {
                     tracing::warn!(vm = %vm_id, %error, "recording the idle decision failed");
                 }

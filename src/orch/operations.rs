@@ -118,15 +118,21 @@ impl Orchestrator {
         let (sender, accepted) = oneshot::channel();
         let accepted_by = Accepted(Some(sender));
         let task = match operation {
-            Operation::Create(request) => {
-                self.spawn_operation(move |orch| async move { orch.timed(OperationKind::Create, orch.create_op(*request, accepted_by)).await.map(drop) })?
-            }
-            Operation::Start(id) => {
-                self.spawn_operation(move |orch| async move { orch.timed(OperationKind::Start, orch.start_op(&id, accepted_by)).await.map(drop) })?
-            }
-            Operation::Stop(id) => {
-                self.spawn_operation(move |orch| async move { orch.timed(OperationKind::Stop, orch.stop_op(&id, accepted_by)).await.map(drop) })?
-            }
+            Operation::Create(request) => self.spawn_operation(move |orch| async move {
+                orch.timed(OperationKind::Create, orch.create_op(*request, accepted_by))
+                    .await
+                    .map(drop)
+            })?,
+            Operation::Start(id) => self.spawn_operation(move |orch| async move {
+                orch.timed(OperationKind::Start, orch.start_op(&id, accepted_by))
+                    .await
+                    .map(drop)
+            })?,
+            Operation::Stop(id) => self.spawn_operation(move |orch| async move {
+                orch.timed(OperationKind::Stop, orch.stop_op(&id, accepted_by))
+                    .await
+                    .map(drop)
+            })?,
             Operation::Snapshot(id) => self.spawn_operation(move |orch| async move {
                 orch.timed(OperationKind::Snapshot, async {
                     let _guard = orch.locks.lock(&id).await;
@@ -143,9 +149,10 @@ impl Orchestrator {
                 .await
                 .map(drop)
             })?,
-            Operation::Delete(id) => {
-                self.spawn_operation(move |orch| async move { orch.timed(OperationKind::Delete, orch.delete_op(&id, accepted_by)).await })?
-            }
+            Operation::Delete(id) => self.spawn_operation(move |orch| async move {
+                orch.timed(OperationKind::Delete, orch.delete_op(&id, accepted_by))
+                    .await
+            })?,
         };
         match accepted.await {
             Ok(vm) => Ok(vm),
@@ -160,26 +167,38 @@ impl Orchestrator {
     }
 
     pub async fn create_vm(self: &Arc<Self>, req: CreateVm) -> Result<Vm, OrchError> {
-        self.run_operation(move |orch| async move { orch.timed(OperationKind::Create, orch.create_op(req, Accepted::default())).await })
-            .await
+        self.run_operation(move |orch| async move {
+            orch.timed(OperationKind::Create, orch.create_op(req, Accepted::default()))
+                .await
+        })
+        .await
     }
 
     pub async fn start_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
         let id = id.to_string();
-        self.run_operation(move |orch| async move { orch.timed(OperationKind::Start, orch.start_op(&id, Accepted::default())).await })
-            .await
+        self.run_operation(move |orch| async move {
+            orch.timed(OperationKind::Start, orch.start_op(&id, Accepted::default()))
+                .await
+        })
+        .await
     }
 
     pub async fn stop_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
         let id = id.to_string();
-        self.run_operation(move |orch| async move { orch.timed(OperationKind::Stop, orch.stop_op(&id, Accepted::default())).await })
-            .await
+        self.run_operation(move |orch| async move {
+            orch.timed(OperationKind::Stop, orch.stop_op(&id, Accepted::default()))
+                .await
+        })
+        .await
     }
 
     pub async fn delete_vm(self: &Arc<Self>, id: &str) -> Result<(), OrchError> {
         let id = id.to_string();
-        self.run_operation(move |orch| async move { orch.timed(OperationKind::Delete, orch.delete_op(&id, Accepted::default())).await })
-            .await
+        self.run_operation(move |orch| async move {
+            orch.timed(OperationKind::Delete, orch.delete_op(&id, Accepted::default()))
+                .await
+        })
+        .await
     }
 
     /// Takes a snapshot of a running VM; on a VM already `snapshotted`,
@@ -227,7 +246,11 @@ impl Orchestrator {
 
     /// Runs one operation's work and records how long it took and whether
     /// it failed (`hatch_vm_operation_duration_seconds`).
-    pub(super) async fn timed<T>(&self, kind: OperationKind, work: impl Future<Output = Result<T, OrchError>>) -> Result<T, OrchError> {
+    pub(super) async fn timed<T>(
+        &self,
+        kind: OperationKind,
+        work: impl Future<Output = Result<T, OrchError>>,
+    ) -> Result<T, OrchError> {
         let started = std::time::Instant::now();
         let result = work.await;
         self.metrics.observe_operation(kind, result.is_ok(), started.elapsed());

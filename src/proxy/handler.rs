@@ -72,11 +72,17 @@ async fn route(
     request: Request<Incoming>,
 ) -> (Response<ProxyBody>, Option<String>) {
     let Some(host) = request_host(&request) else {
-        return (json_error(StatusCode::BAD_REQUEST, "the request has no Host header"), None);
+        return (
+            json_error(StatusCode::BAD_REQUEST, "the request has no Host header"),
+            None,
+        );
     };
     let host_text = String::from_utf8_lossy(host.as_bytes()).into_owned();
     let Some(subdomain) = subdomain_of(&host_text, &state.config.base_domain) else {
-        return (json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}")), None);
+        return (
+            json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}")),
+            None,
+        );
     };
     match state.resolver.resolve(&subdomain).await {
         Resolution::Target { vm_id, addr } => {
@@ -90,7 +96,10 @@ async fn route(
         Resolution::Unavailable { retry_after, message } => (unavailable(&message, retry_after), Some(subdomain)),
         Resolution::Error { message } => {
             tracing::warn!(%subdomain, %message, "route lookup failed");
-            (json_error(StatusCode::INTERNAL_SERVER_ERROR, "route lookup failed"), None)
+            (
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "route lookup failed"),
+                None,
+            )
         }
     }
 }

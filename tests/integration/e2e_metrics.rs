@@ -10,6 +10,10 @@ use std::process::{Command, Stdio};
 
 use common::e2e::{create_ready_vm, Topology};
 use common::hatchd::{TestDaemon, TestKey};
+use common::proxy::{Client, FakeResolver, Upstream, BASE_DOMAIN};
+use hatch::metrics::{Metrics, Sample};
+use hatch::proxy::{spawn_proxy, ProxyConfig};
+use hyper::StatusCode;
 use serde_json::{json, Value};
 
 /// Debian's python3, where apt installs the parser (not a pyenv on PATH).
@@ -63,12 +67,7 @@ impl Samples {
             .stderr(Stdio::piped())
             .spawn()
             .expect("python3 (scripts/install-deps installs python3-prometheus-client)");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
         let output = child.wait_with_output().unwrap();
         assert!(
             output.status.success(),
@@ -116,6 +115,24 @@ fn scrape_ok(daemon: &TestDaemon) -> Samples {
     Samples::parse(&scraped.body)
 }
 
+/// Scrapes until `done` holds for the samples (30 s at most).
+fn wait_for_sample(daemon: &TestDaemon, what: &str, done: impl Fn(&Samples) -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let samples = scrape_ok(daemon);
+        if done(&samples) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} never showed in {:#?}\n{}",
+            samples.0,
+            daemon.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+}
+
 const STATES: &[&str] = &[
     "creating",
     "starting",
@@ -141,7 +158,8 @@ fn operations(samples: &Samples, operation: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_follow_a_vm_through_create_snapshot_restore_and_delete() {
     let image = common::images::minimal_image().await;
-    let (_topo, mut daemon, image_id) = Topology::with_daemon(&image, &[]);
+    let fast = [("HATCH_RECONCILE_INTERVAL", "1s"), ("HATCH_IDLE_CHECK_INTERVAL", "1s")];
+    let (topo, mut daemon, image_id) = Topology::with_daemon(&image, &fast);
     let key = TestKey::generate();
 
     // Admin keys only by default.
@@ -174,19 +192,45 @@ async fn metrics_follow_a_vm_through_create_snapshot_restore_and_delete() {
         "hatch_vm_network_bytes_total",
         &[("vm", vm.id.as_str()), ("direction", "tx")],
     );
-    assert!(sent_by_guest > 0.0 && sent_to_guest > 0.0, "{sent_by_guest} {sent_to_guest}");
+    assert!(
+        sent_by_guest > 0.0 && sent_to_guest > 0.0,
+        "{sent_by_guest} {sent_to_guest}"
+    );
     // Latency by route template, not by the path with its id.
     assert!(
-        running
-            .value(
-                "hatch_api_request_duration_seconds_count",
-                &[("method", "GET"), ("route", "/vms/{id}"), ("status", "200")]
-            )
-            >= 1.0
+        running.value(
+            "hatch_api_request_duration_seconds_count",
+            &[("method", "GET"), ("route", "/vms/{id}"), ("status", "200")]
+        ) >= 1.0
     );
     assert!(!running.any_label("route", &format!("/vms/{}", vm.id)));
-    assert!(running.value("hatch_api_request_duration_seconds_count", &[("method", "POST"), ("route", "/vms"), ("status", "201")]) >= 1.0);
+    assert!(
+        running.value(
+            "hatch_api_request_duration_seconds_count",
+            &[("method", "POST"), ("route", "/vms"), ("status", "201")]
+        ) >= 1.0
+    );
     assert_eq!(running.value("hatch_snapshots_stored_bytes", &[]), 0.0);
+
+    // A routed VM is looked at by the idle monitor (and kept: it is young).
+    let (status, route) = daemon.api(
+        "POST",
+        &format!("/vms/{}/routes", vm.id),
+        Some(&json!({"target_port": 80})),
+    );
+    assert_eq!(status, 201, "{route}");
+    wait_for_sample(&daemon, "an idle decision", |s| {
+        s.get("hatch_idle_decisions_total", &[("decision", "keep")])
+            .unwrap_or(0.0)
+            >= 1.0
+    });
+    // Drift the reconciler repairs is counted.
+    topo.on_host("iptables", &["-t", "nat", "-F", "HATCH-PREROUTING"]);
+    wait_for_sample(&daemon, "a host repair", |s| {
+        s.get("hatch_reconcile_repairs_total", &[("scope", "host")])
+            .unwrap_or(0.0)
+            >= 1.0
+    });
 
     let (status, snapshot) = daemon.api("POST", &format!("/vms/{}/snapshot", vm.id), None);
     assert_eq!(status, 201, "{snapshot}");
@@ -214,9 +258,12 @@ async fn metrics_follow_a_vm_through_create_snapshot_restore_and_delete() {
         assert_eq!(gone.value("hatch_vms", &[("state", state)]), 0.0, "{state}");
     }
     assert!(!gone.any_label("vm", &vm.id), "series of a deleted VM are left");
-    assert!(gone
-        .value("hatch_api_request_duration_seconds_count", &[("method", "DELETE"), ("route", "/vms/{id}"), ("status", "204")])
-        >= 1.0);
+    assert!(
+        gone.value(
+            "hatch_api_request_duration_seconds_count",
+            &[("method", "DELETE"), ("route", "/vms/{id}"), ("status", "204")]
+        ) >= 1.0
+    );
 
     // A scraper on a trusted network: no key needed.
     daemon.restart_with(&[("HATCH_METRICS_PUBLIC", "true")]);
@@ -224,4 +271,47 @@ async fn metrics_follow_a_vm_through_create_snapshot_restore_and_delete() {
     assert_eq!(public.status, 200, "{}", public.body);
     let samples = Samples::parse(&public.body);
     assert_eq!(samples.value("hatch_vms", &[("state", "running")]), 0.0);
+}
+
+#[tokio::test]
+async fn proxy_requests_bytes_and_latency_are_counted_by_route() {
+    let app = Upstream::start("app").await;
+    let resolver = FakeResolver::running("app", app.addr);
+    let metrics = std::sync::Arc::new(Metrics::new());
+    let mut config = ProxyConfig::new(BASE_DOMAIN);
+    config.metrics = Some(metrics.clone());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy = spawn_proxy(listener, config, resolver).expect("start proxy");
+    let mut client = Client::connect(proxy.local_addr()).await;
+
+    for _ in 0..2 {
+        let (status, _, body) = client.get("app", "/hello").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "hello from app"));
+    }
+    let (status, _, _) = client.get("no-such-route-1", "/").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _, _) = client.get("no-such-route-2", "/").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    let samples = Samples::parse(&metrics.render(&Sample::default()));
+    let app_ok = [("route", "app"), ("status", "200")];
+    assert_eq!(
+        samples.value("hatch_proxy_request_duration_seconds_count", &app_ok),
+        2.0
+    );
+    assert!(samples.value("hatch_proxy_request_duration_seconds_sum", &app_ok) > 0.0);
+    assert_eq!(
+        samples.value("hatch_proxy_response_bytes_total", &[("route", "app")]),
+        2.0 * "hello from app".len() as f64
+    );
+    // Hosts that are no route's share one label, whatever clients send.
+    assert_eq!(
+        samples.value(
+            "hatch_proxy_request_duration_seconds_count",
+            &[("route", "unmatched"), ("status", "404")]
+        ),
+        2.0
+    );
+    assert!(!samples.any_label("route", "no-such-route-1"));
+    proxy.shutdown(std::time::Duration::from_secs(5)).await;
 }
