@@ -169,6 +169,13 @@ async fn metrics_follow_a_vm_through_create_snapshot_restore_and_delete() {
     assert_eq!(status, 201, "{member}");
     let as_member = scrape(&daemon, member["key"].as_str());
     assert_eq!(as_member.status, 403, "{}", as_member.body);
+    // There are no filters; an unknown one is named, not ignored.
+    let (status, refused) = daemon.api("GET", "/metrics?vm=vm-1", None);
+    assert_eq!(
+        (status, refused["error"]["field"].as_str()),
+        (400, Some("vm")),
+        "{refused}"
+    );
 
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
     let (status, _) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
