@@ -212,6 +212,19 @@ mod tests {
     }
 
     #[test]
+    fn booleans_are_true_or_false() {
+        for yes in ["true", "TRUE", " yes", "on", "1"] {
+            assert_eq!(boolean(yes), Ok(true), "{yes}");
+        }
+        for no in ["false", "no", "off", "0"] {
+            assert_eq!(boolean(no), Ok(false), "{no}");
+        }
+        for bad in ["", "maybe", "2"] {
+            assert!(boolean(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn key_prefixes_are_safe_object_key_segments() {
         assert_eq!(key_prefix("host-a").unwrap(), "host-a");
         assert_eq!(key_prefix("team_1/host.a/").unwrap(), "team_1/host.a");
