@@ -11,6 +11,7 @@ pub mod cloudinit;
 pub mod config;
 pub mod idle;
 pub mod image;
+pub mod metrics;
 pub mod model;
 pub mod net;
 pub mod orch;

@@ -12,6 +12,7 @@ mod health;
 pub mod images;
 pub mod json;
 mod keys;
+mod metrics;
 pub mod openapi;
 mod owner;
 pub mod ratelimit;
@@ -125,6 +126,8 @@ pub fn routes() -> Vec<Route> {
         route(M::PATCH, "/keys/{id}", Admin, routing::patch(keys::update)),
         route(M::DELETE, "/keys/{id}", Admin, delete(keys::revoke)),
         route(M::GET, "/audit", Admin, get(audit::list)),
+        // Public instead when HATCH_METRICS_PUBLIC=true (see `access_of`).
+        route(M::GET, "/metrics", Admin, get(metrics::serve)),
     ]
 }
 
@@ -133,11 +136,21 @@ pub fn route_table() -> Vec<(Method, &'static str, Access)> {
     routes().into_iter().map(|r| (r.method, r.path, r.access)).collect()
 }
 
+/// Who may call `route` with this configuration: the documented access,
+/// except `GET /metrics` without a key when HATCH_METRICS_PUBLIC=true.
+fn access_of(route: &Route, config: &Config) -> Access {
+    if route.path == "/metrics" && config.metrics_public {
+        Access::Public
+    } else {
+        route.access
+    }
+}
+
 pub fn router(state: AppState) -> Router {
     let mut public: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
     let mut protected: BTreeMap<&'static str, MethodRouter<AppState>> = BTreeMap::new();
     for r in routes() {
-        let (group, handler) = match r.access {
+        let (group, handler) = match access_of(&r, &state.config) {
             Access::Public => (&mut public, r.handler),
             Access::Key => (&mut protected, r.handler),
             // Inside `require_key` (below), which puts the caller in the request.
@@ -164,7 +177,7 @@ pub fn router(state: AppState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(axum::middleware::from_fn(log_request))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), log_request))
         .with_state(state)
 }
 
@@ -184,12 +197,35 @@ async fn method_not_allowed(State(state): State<AppState>, headers: HeaderMap) -
 }
 
 /// One log line per request: method, path (never the query or headers, which
-/// may carry secrets), status and duration.
-async fn log_request(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+/// may carry secrets), status and duration; and its latency in
+/// `hatch_api_request_duration_seconds` by route template (`/vms/{id}`,
+/// `unmatched` for unknown paths) so that ids do not become series.
+async fn log_request(
+    State(state): State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |matched| matched.as_str().to_string());
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    tracing::info!(%method, %path, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    tracing::info!(%method, %path, status, elapsed_ms = elapsed.as_millis() as u64, "request");
+    // Methods outside the standard ones are one label, whatever a client sends.
+    let method_label = match method {
+        Method::GET | Method::POST | Method::PUT | Method::PATCH | Method::DELETE | Method::HEAD | Method::OPTIONS => {
+            method.as_str()
+        }
+        _ => "OTHER",
+    };
+    state
+        .orch
+        .metrics()
+        .observe_api_request(method_label, &route, status, elapsed);
     response
 }

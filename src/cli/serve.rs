@@ -136,6 +136,8 @@ async fn start_proxy_and_idle_monitor(
     let mut proxy_config = ProxyConfig::new(config.proxy_base_domain.clone());
     proxy_config.tls = tls;
     proxy_config.hsts = config.proxy_hsts;
+    // The daemon's one registry, owned by orchestration (GET /metrics).
+    proxy_config.metrics = Some(orch.metrics());
     let proxy = spawn_proxy(listener, proxy_config, resolver).map_err(|e| ServeError::Bind {
         addr: addr.to_string(),
         source: std::io::Error::other(e.to_string()),

@@ -35,6 +35,7 @@ mod defaults {
     pub const SNAPSHOT_SWEEP_MIN_AGE: &str = "1h";
     pub const RATE_LIMIT: &str = "50/s";
     pub const RATE_BURST: &str = "200";
+    pub const METRICS_PUBLIC: &str = "false";
 }
 
 #[derive(Debug, Clone, Args)]
@@ -178,6 +179,10 @@ pub struct ServeArgs {
     /// How many mutating requests a key may make at once before the rate applies.
     #[arg(long, env = "HATCH_RATE_BURST", default_value = defaults::RATE_BURST)]
     pub rate_burst: String,
+    /// `true`: GET /metrics answers without a key (for a scraper on a
+    /// trusted network); `false`: admin keys only.
+    #[arg(long, env = "HATCH_METRICS_PUBLIC", default_value = defaults::METRICS_PUBLIC)]
+    pub metrics_public: String,
     /// Hidden, for tests: how old an artefact no snapshot owns must be before
     /// the start-up sweep removes it.
     #[arg(long, env = "HATCH_SNAPSHOT_SWEEP_MIN_AGE", default_value = defaults::SNAPSHOT_SWEEP_MIN_AGE, hide = true)]
@@ -248,6 +253,7 @@ impl ServeArgs {
             snapshot_sweep_min_age: SNAPSHOT_SWEEP_MIN_AGE.into(),
             rate_limit: RATE_LIMIT.into(),
             rate_burst: RATE_BURST.into(),
+            metrics_public: METRICS_PUBLIC.into(),
         }
     }
 }

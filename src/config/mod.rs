@@ -115,6 +115,8 @@ pub struct Config {
     pub snapshot_sweep_min_age: Duration,
     /// Per-key limit on mutating API requests; `None`: off.
     pub rate_limit: Option<RateLimit>,
+    /// `GET /metrics` answers without a key (HATCH_METRICS_PUBLIC).
+    pub metrics_public: bool,
 }
 
 /// A token bucket: `burst` requests at once, refilled at `per_second`.
@@ -259,6 +261,7 @@ impl Config {
             snapshot_sweep_min_age: duration(&args.snapshot_sweep_min_age)
                 .map_err(ConfigError::on("HATCH_SNAPSHOT_SWEEP_MIN_AGE"))?,
             rate_limit: rate_limit(args)?,
+            metrics_public: values::boolean(&args.metrics_public).map_err(ConfigError::on("HATCH_METRICS_PUBLIC"))?,
             data_dir,
         })
     }

@@ -92,6 +92,15 @@ pub fn hsts(text: &str) -> Result<Option<Duration>, String> {
     }
 }
 
+/// `true`/`false` (also `yes`/`no`, `on`/`off`, `1`/`0`).
+pub fn boolean(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Ok(true),
+        "false" | "no" | "off" | "0" => Ok(false),
+        _ => Err(format!("{text:?}: expected true or false")),
+    }
+}
+
 pub fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display>(text: &str, min: T, max: T) -> Result<T, String> {
     let value: T = text
         .trim()
@@ -199,6 +208,19 @@ mod tests {
         assert_eq!(hsts("12h").unwrap(), Some(Duration::from_secs(12 * 3600)));
         for bad in ["maybe", "-1", "10ms", "1y", "d", "0d", "99999d"] {
             assert!(hsts(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn booleans_are_true_or_false() {
+        for yes in ["true", "TRUE", " yes", "on", "1"] {
+            assert_eq!(boolean(yes), Ok(true), "{yes}");
+        }
+        for no in ["false", "no", "off", "0"] {
+            assert_eq!(boolean(no), Ok(false), "{no}");
+        }
+        for bad in ["", "maybe", "2"] {
+            assert!(boolean(bad).is_err(), "{bad}");
         }
     }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::idle::{decide, IdleDecision, IdleError, IdleInputs, IdleTarget, SuspendOutcome};
+use crate::metrics::{IdleDecisionKind, OperationKind};
 use crate::model::{Vm, VmState};
 use crate::proxy::ActiveConnections;
 use crate::store::StoreError;
@@ -55,6 +56,9 @@ impl OrchIdleTarget {
         let recorded = self.write_decision(vm, &decision);
         match decision {
             IdleDecision::Keep { reason } => {
+                self.orch
+                    .metrics
+                    .count_idle_decision(IdleDecisionKind::KeptAfterRecheck);
                 if let Err(error) = recorded {
                     tracing::warn!(vm = %vm_id, %error, "recording the idle decision failed");
                 }
@@ -65,7 +69,9 @@ impl OrchIdleTarget {
                 // `snapshotted` with an older decision beside it.
                 recorded.map_err(|e| failed(e.to_string()))?;
                 tracing::info!(vm = %vm_id, %reason, "suspending an idle VM");
-                if let Err(error) = self.orch.snapshot_locked(vm_id, Default::default()).await {
+                let snapshot = self.orch.snapshot_locked(vm_id, Default::default());
+                if let Err(error) = self.orch.timed(OperationKind::Snapshot, snapshot).await {
+                    self.orch.metrics.count_idle_decision(IdleDecisionKind::SuspendFailed);
                     // A failed snapshot resumes the VM: say so on it rather
                     // than leave "suspended" beside a running VM.
                     let kept = IdleDecision::Keep {
@@ -78,6 +84,7 @@ impl OrchIdleTarget {
                     }
                     return Err(failed(error.to_string()));
                 }
+                self.orch.metrics.count_idle_decision(IdleDecisionKind::Suspend);
                 Ok(SuspendOutcome::Suspended)
             }
         }
@@ -173,6 +180,7 @@ impl IdleTarget for OrchIdleTarget {
         let target = self.clone();
         let (vm_id, decision) = (vm_id.to_string(), decision.clone());
         tracing::info!(vm = %vm_id, status = %status_text(&decision), "idle check");
+        self.orch.metrics.count_idle_decision(IdleDecisionKind::Keep);
         tokio::spawn(async move {
             let _guard = target.orch.locks.lock(&vm_id).await;
             let Ok(Some(vm)) = target.orch.store.get_vm(&vm_id) else {

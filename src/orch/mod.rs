@@ -39,6 +39,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::config::Config;
+use crate::metrics::{Metrics, Sample, VmUsage};
 use crate::model::{Vm, VmState};
 use crate::net::{HostNetwork, Network};
 use crate::snapshot::SnapshotStore;
@@ -94,6 +95,8 @@ pub struct Orchestrator {
     crashes: Mutex<HashMap<String, reconcile::CrashCount>>,
     /// How many bytes have been cut from each console log's head.
     console_cuts: console::Cuts,
+    /// The daemon's metrics (`GET /metrics`), recorded here and by the API and proxy.
+    metrics: Arc<Metrics>,
 }
 
 impl Orchestrator {
@@ -136,6 +139,7 @@ impl Orchestrator {
             reconcile_now: tokio::sync::Notify::new(),
             crashes: Mutex::new(HashMap::new()),
             console_cuts: console::Cuts::default(),
+            metrics: Arc::new(Metrics::new()),
         });
         orch.reconcile_at_start().await?;
         Ok(orch)
@@ -147,6 +151,52 @@ impl Orchestrator {
     pub async fn shutdown(&self, timeout: Duration) {
         self.operations.drain(timeout).await;
         self.network.shutdown().await;
+    }
+
+    /// The daemon's one metrics registry.
+    pub fn metrics(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
+    /// What `GET /metrics` reads at scrape time: VMs by state, each live
+    /// VM's usage (from the VMM processes this daemon supervises) and the
+    /// bytes snapshots hold.
+    pub async fn metrics_sample(&self) -> Result<Sample, OrchError> {
+        let live: Vec<(String, u32)> = self
+            .handles
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(id, handle)| (id.clone(), handle.pid()))
+            .collect();
+        let store = self.store.clone();
+        let sample = tokio::task::spawn_blocking(move || -> Result<Sample, OrchError> {
+            let vms = store.list_vms()?;
+            let mut vms_by_state: Vec<(VmState, i64)> = Vec::new();
+            for vm in &vms {
+                match vms_by_state.iter_mut().find(|(s, _)| *s == vm.state) {
+                    Some((_, n)) => *n += 1,
+                    None => vms_by_state.push((vm.state, 1)),
+                }
+            }
+            let net_dev = crate::metrics::read_net_dev();
+            let usage: Vec<VmUsage> = live
+                .iter()
+                .filter_map(|(id, pid)| {
+                    let vm = vms.iter().find(|vm| &vm.id == id)?;
+                    let tap = vm.network.as_ref().map(|n| n.tap_name.as_str());
+                    Some(crate::metrics::read_usage(id, *pid, tap, &net_dev))
+                })
+                .collect();
+            Ok(Sample {
+                vms_by_state,
+                vms: usage,
+                snapshot_bytes: store.snapshot_bytes_stored()?,
+            })
+        })
+        .await
+        .map_err(|e| OrchError::Internal(format!("reading metrics failed: {e}")))??;
+        Ok(sample)
     }
 
     pub fn hypervisor_kind(&self) -> crate::vmm::HypervisorKind {

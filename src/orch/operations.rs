@@ -15,6 +15,7 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio_util::task::TaskTracker;
 
+use crate::metrics::OperationKind;
 use crate::model::{Snapshot, Vm};
 
 use super::{CreateVm, OrchError, Orchestrator};
@@ -117,28 +118,41 @@ impl Orchestrator {
         let (sender, accepted) = oneshot::channel();
         let accepted_by = Accepted(Some(sender));
         let task = match operation {
-            Operation::Create(request) => {
-                self.spawn_operation(move |orch| async move { orch.create_op(*request, accepted_by).await.map(drop) })?
-            }
-            Operation::Start(id) => {
-                self.spawn_operation(move |orch| async move { orch.start_op(&id, accepted_by).await.map(drop) })?
-            }
-            Operation::Stop(id) => {
-                self.spawn_operation(move |orch| async move { orch.stop_op(&id, accepted_by).await.map(drop) })?
-            }
-            Operation::Snapshot(id) => self.spawn_operation(move |orch| async move {
-                let _guard = orch.locks.lock(&id).await;
-                orch.snapshot_locked(&id, accepted_by).await.map(drop)
-            })?,
-            Operation::Restore { vm_id, snapshot_id } => self.spawn_operation(move |orch| async move {
-                let _guard = orch.locks.lock(&vm_id).await;
-                orch.restore_locked(&vm_id, snapshot_id.as_deref(), accepted_by)
+            Operation::Create(request) => self.spawn_operation(move |orch| async move {
+                orch.timed(OperationKind::Create, orch.create_op(*request, accepted_by))
                     .await
                     .map(drop)
             })?,
-            Operation::Delete(id) => {
-                self.spawn_operation(move |orch| async move { orch.delete_op(&id, accepted_by).await })?
-            }
+            Operation::Start(id) => self.spawn_operation(move |orch| async move {
+                orch.timed(OperationKind::Start, orch.start_op(&id, accepted_by))
+                    .await
+                    .map(drop)
+            })?,
+            Operation::Stop(id) => self.spawn_operation(move |orch| async move {
+                orch.timed(OperationKind::Stop, orch.stop_op(&id, accepted_by))
+                    .await
+                    .map(drop)
+            })?,
+            Operation::Snapshot(id) => self.spawn_operation(move |orch| async move {
+                orch.timed(OperationKind::Snapshot, async {
+                    let _guard = orch.locks.lock(&id).await;
+                    orch.snapshot_locked(&id, accepted_by).await
+                })
+                .await
+                .map(drop)
+            })?,
+            Operation::Restore { vm_id, snapshot_id } => self.spawn_operation(move |orch| async move {
+                orch.timed(OperationKind::Restore, async {
+                    let _guard = orch.locks.lock(&vm_id).await;
+                    orch.restore_locked(&vm_id, snapshot_id.as_deref(), accepted_by).await
+                })
+                .await
+                .map(drop)
+            })?,
+            Operation::Delete(id) => self.spawn_operation(move |orch| async move {
+                orch.timed(OperationKind::Delete, orch.delete_op(&id, accepted_by))
+                    .await
+            })?,
         };
         match accepted.await {
             Ok(vm) => Ok(vm),
@@ -153,26 +167,38 @@ impl Orchestrator {
     }
 
     pub async fn create_vm(self: &Arc<Self>, req: CreateVm) -> Result<Vm, OrchError> {
-        self.run_operation(move |orch| async move { orch.create_op(req, Accepted::default()).await })
-            .await
+        self.run_operation(move |orch| async move {
+            orch.timed(OperationKind::Create, orch.create_op(req, Accepted::default()))
+                .await
+        })
+        .await
     }
 
     pub async fn start_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
         let id = id.to_string();
-        self.run_operation(move |orch| async move { orch.start_op(&id, Accepted::default()).await })
-            .await
+        self.run_operation(move |orch| async move {
+            orch.timed(OperationKind::Start, orch.start_op(&id, Accepted::default()))
+                .await
+        })
+        .await
     }
 
     pub async fn stop_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
         let id = id.to_string();
-        self.run_operation(move |orch| async move { orch.stop_op(&id, Accepted::default()).await })
-            .await
+        self.run_operation(move |orch| async move {
+            orch.timed(OperationKind::Stop, orch.stop_op(&id, Accepted::default()))
+                .await
+        })
+        .await
     }
 
     pub async fn delete_vm(self: &Arc<Self>, id: &str) -> Result<(), OrchError> {
         let id = id.to_string();
-        self.run_operation(move |orch| async move { orch.delete_op(&id, Accepted::default()).await })
-            .await
+        self.run_operation(move |orch| async move {
+            orch.timed(OperationKind::Delete, orch.delete_op(&id, Accepted::default()))
+                .await
+        })
+        .await
     }
 
     /// Takes a snapshot of a running VM; on a VM already `snapshotted`,
@@ -180,19 +206,34 @@ impl Orchestrator {
     pub async fn snapshot_vm(self: &Arc<Self>, id: &str) -> Result<Snapshot, OrchError> {
         let id = id.to_string();
         self.run_operation(move |orch| async move {
-            let _guard = orch.locks.lock(&id).await;
-            orch.snapshot_locked(&id, Accepted::default()).await
+            orch.timed(OperationKind::Snapshot, async {
+                let _guard = orch.locks.lock(&id).await;
+                orch.snapshot_locked(&id, Accepted::default()).await
+            })
+            .await
         })
         .await
     }
 
     /// Restores the given snapshot, or the one the VM was suspended with.
     pub async fn restore_vm(self: &Arc<Self>, id: &str, snapshot_id: Option<&str>) -> Result<Vm, OrchError> {
+        self.restore_as(OperationKind::Restore, id, snapshot_id).await
+    }
+
+    async fn restore_as(
+        self: &Arc<Self>,
+        kind: OperationKind,
+        id: &str,
+        snapshot_id: Option<&str>,
+    ) -> Result<Vm, OrchError> {
         let (id, snapshot_id) = (id.to_string(), snapshot_id.map(str::to_string));
         self.run_operation(move |orch| async move {
-            let _guard = orch.locks.lock(&id).await;
-            orch.restore_locked(&id, snapshot_id.as_deref(), Accepted::default())
-                .await
+            orch.timed(kind, async {
+                let _guard = orch.locks.lock(&id).await;
+                orch.restore_locked(&id, snapshot_id.as_deref(), Accepted::default())
+                    .await
+            })
+            .await
         })
         .await
     }
@@ -200,7 +241,20 @@ impl Orchestrator {
     /// Brings a VM back to `running` for a request through the proxy:
     /// restores a snapshotted VM, accepts one that already runs.
     pub async fn wake_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
-        self.restore_vm(id, None).await
+        self.restore_as(OperationKind::Wake, id, None).await
+    }
+
+    /// Runs one operation's work and records how long it took and whether
+    /// it failed (`hatch_vm_operation_duration_seconds`).
+    pub(super) async fn timed<T>(
+        &self,
+        kind: OperationKind,
+        work: impl Future<Output = Result<T, OrchError>>,
+    ) -> Result<T, OrchError> {
+        let started = std::time::Instant::now();
+        let result = work.await;
+        self.metrics.observe_operation(kind, result.is_ok(), started.elapsed());
+        result
     }
 }
 

@@ -453,6 +453,7 @@ impl Orchestrator {
 
     fn record_vm_repair(&self, vm: &Vm, detail: &str) {
         tracing::warn!(vm = %vm.id, %detail, "repaired");
+        self.metrics.count_repair(crate::metrics::RepairScope::Vm);
         if let Err(error) = self.store.record_vm_repair(&vm.id, vm.state, detail) {
             tracing::error!(%error, "recording a repair failed");
         }
@@ -460,6 +461,7 @@ impl Orchestrator {
 
     fn record_host_repair(&self, detail: &str) {
         tracing::warn!(%detail, "repaired");
+        self.metrics.count_repair(crate::metrics::RepairScope::Host);
         if let Err(error) = self.store.record_host_event(EventKind::Repair, detail) {
             tracing::error!(%error, "recording a repair failed");
         }

@@ -12,6 +12,8 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
+use prometheus_client::metrics::counter::Counter;
+
 use super::activity::ActivityGuard;
 
 /// What every proxy response carries.
@@ -22,13 +24,16 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 pub(crate) struct TrackedBody {
     inner: Incoming,
     guard: Option<ActivityGuard>,
+    /// Counts the bytes passed back (`hatch_proxy_response_bytes_total`).
+    bytes: Option<Counter>,
 }
 
 impl TrackedBody {
-    pub(crate) fn new(inner: Incoming, guard: ActivityGuard) -> Self {
+    pub(crate) fn new(inner: Incoming, guard: ActivityGuard, bytes: Option<Counter>) -> Self {
         Self {
             inner,
             guard: Some(guard),
+            bytes,
         }
     }
 }
@@ -39,6 +44,11 @@ impl Body for TrackedBody {
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let (Poll::Ready(Some(Ok(frame))), Some(bytes)) = (&polled, &self.bytes) {
+            if let Some(data) = frame.data_ref() {
+                bytes.inc_by(data.len() as u64);
+            }
+        }
         match &polled {
             // The last data frame of a sized body may be the end: hyper
             // then drops the body without polling again.
@@ -63,8 +73,8 @@ impl Body for TrackedBody {
     }
 }
 
-pub(crate) fn tracked(inner: Incoming, guard: ActivityGuard) -> ProxyBody {
-    TrackedBody::new(inner, guard).boxed()
+pub(crate) fn tracked(inner: Incoming, guard: ActivityGuard, bytes: Option<Counter>) -> ProxyBody {
+    TrackedBody::new(inner, guard, bytes).boxed()
 }
 
 pub(crate) fn empty() -> ProxyBody {

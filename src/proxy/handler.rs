@@ -35,7 +35,12 @@ pub(crate) async fn handle(
     client: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let mut response = route(&state, client, request).await;
+    let started = std::time::Instant::now();
+    let (mut response, label) = route(&state, client, request).await;
+    if let Some(metrics) = &state.config.metrics {
+        let route = label.as_deref().unwrap_or(UNMATCHED);
+        metrics.observe_proxy_request(route, response.status().as_u16(), started.elapsed());
+    }
     if let (Some(_), Some(max_age)) = (&state.config.tls, state.config.hsts) {
         add_hsts(&mut response, max_age);
     }
@@ -55,21 +60,46 @@ fn add_hsts(response: &mut Response<ProxyBody>, max_age: std::time::Duration) {
     }
 }
 
-async fn route(state: &ProxyState, client: SocketAddr, request: Request<Incoming>) -> Response<ProxyBody> {
+/// The metrics label of requests for hosts that are no route's: any name a
+/// client sends must not become a series of its own.
+const UNMATCHED: &str = "unmatched";
+
+/// The response, and the subdomain of the route it was for (the metrics
+/// label; `None` when the host is no route's).
+async fn route(
+    state: &ProxyState,
+    client: SocketAddr,
+    request: Request<Incoming>,
+) -> (Response<ProxyBody>, Option<String>) {
     let Some(host) = request_host(&request) else {
-        return json_error(StatusCode::BAD_REQUEST, "the request has no Host header");
+        return (
+            json_error(StatusCode::BAD_REQUEST, "the request has no Host header"),
+            None,
+        );
     };
     let host_text = String::from_utf8_lossy(host.as_bytes()).into_owned();
     let Some(subdomain) = subdomain_of(&host_text, &state.config.base_domain) else {
-        return json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}"));
+        return (
+            json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}")),
+            None,
+        );
     };
     match state.resolver.resolve(&subdomain).await {
-        Resolution::Target { vm_id, addr } => forward(state, client, request, &host, &vm_id, addr).await,
-        Resolution::NotFound => json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}")),
-        Resolution::Unavailable { retry_after, message } => unavailable(&message, retry_after),
+        Resolution::Target { vm_id, addr } => {
+            let response = forward(state, client, request, &host, &vm_id, addr, &subdomain).await;
+            (response, Some(subdomain))
+        }
+        Resolution::NotFound => (
+            json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}")),
+            None,
+        ),
+        Resolution::Unavailable { retry_after, message } => (unavailable(&message, retry_after), Some(subdomain)),
         Resolution::Error { message } => {
             tracing::warn!(%subdomain, %message, "route lookup failed");
-            json_error(StatusCode::INTERNAL_SERVER_ERROR, "route lookup failed")
+            (
+                json_error(StatusCode::INTERNAL_SERVER_ERROR, "route lookup failed"),
+                None,
+            )
         }
     }
 }
@@ -90,6 +120,7 @@ async fn forward(
     host: &HeaderValue,
     vm_id: &str,
     addr: SocketAddr,
+    subdomain: &str,
 ) -> Response<ProxyBody> {
     let config = &state.config;
     let guard = ActivityGuard::begin(
@@ -140,7 +171,8 @@ async fn forward(
         return response.map(|_| empty());
     }
     strip_hop_by_hop(response.headers_mut(), false);
-    response.map(|body| tracked(body, guard))
+    let bytes = config.metrics.as_ref().map(|m| m.proxy_bytes(subdomain));
+    response.map(|body| tracked(body, guard, bytes))
 }
 
 /// Path and query only: the guest sees an ordinary origin-form request.

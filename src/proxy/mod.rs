@@ -86,6 +86,9 @@ pub struct ProxyConfig {
     /// `Strict-Transport-Security: max-age=…` on answers over TLS
     /// (HATCH_PROXY_HSTS); never sent over plain HTTP.
     pub hsts: Option<Duration>,
+    /// Where requests, latency and bytes are counted by route (the
+    /// daemon's `GET /metrics`); `None`: not counted.
+    pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -116,6 +119,7 @@ impl ProxyConfig {
             trust_forwarded_headers: false,
             tls: None,
             hsts: None,
+            metrics: None,
         }
     }
 }

@@ -91,6 +91,17 @@ impl Store {
         query_all(&self.lock(), &sql, &[&vm_id], from_row)
     }
 
+    /// Bytes held by all complete snapshots (the sum of their `total_bytes`).
+    pub fn snapshot_bytes_stored(&self) -> Result<u64, StoreError> {
+        let sums = query_all(
+            &self.lock(),
+            "SELECT COALESCE(SUM(total_bytes), 0) FROM snapshots WHERE complete = 1",
+            &[],
+            |row| Ok(row.get::<_, i64>(0)?),
+        )?;
+        Ok(sums.first().copied().unwrap_or(0).max(0) as u64)
+    }
+
     /// Snapshots a crash left half-written.
     pub fn list_incomplete_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE complete = 0");

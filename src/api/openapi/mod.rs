@@ -233,6 +233,10 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             query: &[("limit", "integer", "How many entries (default 100, at most 10000)")],
             ..admin_op("Mutating requests, newest first: time, key, method, path, status", "keys", (200, "entries", Some("[AuditEntry]")), &[400])
         }),
+        ("get", "/metrics", admin_op(
+            "Prometheus metrics, text format 0.0.4 (Content-Type text/plain; version=0.0.4): VMs by state, per-VM CPU, memory and network bytes, operation, API and proxy latency histograms, idle decisions, snapshot bytes, reconcile repairs. Every VM's series: admin keys only, or no key at all when the daemon runs with HATCH_METRICS_PUBLIC=true",
+            "health", (200, "the metrics", Some("text")), &[400],
+        )),
     ]
 }
 

@@ -222,7 +222,7 @@ impl TestApi {
             .request(method, path, body.as_ref())
             .await
             .expect("request");
-        (reply.status.as_u16(), json_or_null(&reply.body))
+        (reply.status.as_u16(), reply_value(reply.status.as_u16(), &reply.body))
     }
 
     /// A request with `key`; returns the status and the JSON body (Null when empty).
@@ -233,7 +233,7 @@ impl TestApi {
             .request(method, path, body.as_ref())
             .await
             .expect("request");
-        (reply.status.as_u16(), json_or_null(&reply.body))
+        (reply.status.as_u16(), reply_value(reply.status.as_u16(), &reply.body))
     }
 
     /// A request with a raw body and content type, with the admin key.
@@ -244,7 +244,17 @@ impl TestApi {
             .send(method, path, Some((content_type, body.into())))
             .await
             .expect("request");
-        (reply.status.as_u16(), json_or_null(&reply.body))
+        (reply.status.as_u16(), reply_value(reply.status.as_u16(), &reply.body))
+    }
+}
+
+/// A successful answer may be text (`GET /metrics`, console logs): a
+/// string then; errors must be JSON.
+fn reply_value(status: u16, body: &[u8]) -> Value {
+    match serde_json::from_slice(body) {
+        Ok(value) => value,
+        Err(_) if status < 400 && !body.is_empty() => Value::String(String::from_utf8_lossy(body).into_owned()),
+        Err(_) => json_or_null(body),
     }
 }
 
