@@ -20,6 +20,7 @@ pub mod routes;
 mod snapshots;
 mod templates;
 pub mod validate;
+mod vm_operation;
 pub mod vms;
 
 use std::collections::BTreeMap;

@@ -2,15 +2,15 @@
 //! `GET /vms/{id}/snapshots`, `DELETE /snapshots/{id}`.
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult};
-use super::json::{parse_json, ApiQuery};
-use super::vms::{run, AsyncQuery};
+use super::json::parse_json;
+use super::vm_operation::VmOperation;
 use super::{owner, AppState};
 use crate::model::{Snapshot, VmState};
 use crate::orch::Operation;
@@ -24,61 +24,41 @@ pub struct RestoreRequest {
 
 /// 201 with the new snapshot; on a VM already `snapshotted`, 200 with the
 /// snapshot it was suspended with.
-pub async fn create(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    ApiQuery(query): ApiQuery<AsyncQuery>,
-) -> ApiResult<Response> {
-    owner::vm(&state, &caller, &id)?;
-    run(
-        &state,
-        &headers,
-        query.respond_async,
-        Operation::Snapshot(id.clone()),
-        || async {
-            let before = state.orch.get_vm(&id).await?.state;
-            let snapshot = state.orch.snapshot_vm(&id).await?;
-            let status = if before == VmState::Snapshotted {
-                StatusCode::OK
-            } else {
-                StatusCode::CREATED
-            };
-            Ok((status, Json(snapshot)).into_response())
-        },
-    )
+pub async fn create(op: VmOperation) -> ApiResult<Response> {
+    let operation = Operation::Snapshot(op.vm_id.clone());
+    op.run(operation, |state, id| async move {
+        let before = state.orch.get_vm(&id).await?.state;
+        let snapshot = state.orch.snapshot_vm(&id).await?;
+        let status = if before == VmState::Snapshotted {
+            StatusCode::OK
+        } else {
+            StatusCode::CREATED
+        };
+        Ok((status, Json(snapshot)).into_response())
+    })
     .await
 }
 
-pub async fn restore(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    ApiQuery(query): ApiQuery<AsyncQuery>,
-    body: axum::body::Bytes,
-) -> ApiResult<Response> {
+pub async fn restore(op: VmOperation, body: axum::body::Bytes) -> ApiResult<Response> {
     let request: RestoreRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RestoreRequest::default()
     } else {
         parse_json(&body)?
     };
-    owner::vm(&state, &caller, &id)?;
     if let Some(snapshot_id) = &request.snapshot_id {
         // Another owner's snapshot is answered like a missing one.
-        if owner::snapshot(&state, &caller, snapshot_id).is_err() {
+        if owner::snapshot(&op.state, &op.caller, snapshot_id).is_err() {
             return Err(ApiError::invalid(
                 "snapshot_id",
-                format!("VM {id} has no snapshot {snapshot_id}"),
+                format!("VM {} has no snapshot {snapshot_id}", op.vm_id),
             ));
         }
     }
     let operation = Operation::Restore {
-        vm_id: id.clone(),
+        vm_id: op.vm_id.clone(),
         snapshot_id: request.snapshot_id.clone(),
     };
-    run(&state, &headers, query.respond_async, operation, || async {
+    op.run(operation, |state, id| async move {
         let vm = state.orch.restore_vm(&id, request.snapshot_id.as_deref()).await?;
         Ok(Json(vm).into_response())
     })

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::http::header::CONTENT_TYPE;
-use axum::http::{HeaderMap, HeaderName, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Deserialize;
@@ -12,13 +12,11 @@ use serde::Deserialize;
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::{ApiJson, ApiQuery};
+use super::vm_operation::{accepted, wants_async, VmOperation};
 use super::{owner, validate, AppState};
 use crate::model::Vm;
 use crate::orch::{CreateVm, Operation, OrchError};
 use crate::store::{HostEvent, VmEvent};
-
-const PREFER: HeaderName = HeaderName::from_static("prefer");
-const PREFERENCE_APPLIED: HeaderName = HeaderName::from_static("preference-applied");
 
 /// The body of `POST /vms` is orchestration's own request type.
 pub type CreateVmRequest = CreateVm;
@@ -72,53 +70,6 @@ pub struct CreateQuery {
     /// `true`: answer 202 once the VM is recorded (`creating`).
     #[serde(rename = "async")]
     pub respond_async: Option<bool>,
-}
-
-/// `?async=true` on the operations that change a VM.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AsyncQuery {
-    #[serde(rename = "async")]
-    pub respond_async: Option<bool>,
-}
-
-/// Whether the client asked not to wait for the operation to finish:
-/// `?async=true` or `Prefer: respond-async` (RFC 7240).
-fn wants_async(headers: &HeaderMap, query: Option<bool>) -> bool {
-    query.unwrap_or_else(|| {
-        headers.get_all(PREFER).iter().any(|value| {
-            value
-                .to_str()
-                .unwrap_or("")
-                .split(',')
-                .any(|preference| preference.trim().eq_ignore_ascii_case("respond-async"))
-        })
-    })
-}
-
-/// 202: the operation is recorded and goes on in the server; the body is
-/// the VM in its transitional state (poll it, or `GET /vms/{id}?wait=`).
-fn accepted(vm: Vm) -> Response {
-    (StatusCode::ACCEPTED, [(PREFERENCE_APPLIED, "respond-async")], Json(vm)).into_response()
-}
-
-/// Runs `operation` in the server: answers 202 at once when the client
-/// asked for it, else waits for `finish` (the synchronous form).
-pub(super) async fn run<F, Fut>(
-    state: &AppState,
-    headers: &HeaderMap,
-    query: Option<bool>,
-    operation: Operation,
-    finish: F,
-) -> ApiResult<Response>
-where
-    F: FnOnce() -> Fut,
-    Fut: std::future::Future<Output = ApiResult<Response>>,
-{
-    if wants_async(headers, query) {
-        return Ok(accepted(state.orch.submit(operation).await?));
-    }
-    finish().await
 }
 
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(120);
@@ -223,60 +174,28 @@ pub async fn show(State(state): State<AppState>, caller: Caller, Path(id): Path<
     Ok(Json(owner::vm(&state, &caller, &id)?))
 }
 
-pub async fn stop(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    ApiQuery(query): ApiQuery<AsyncQuery>,
-) -> ApiResult<Response> {
-    owner::vm(&state, &caller, &id)?;
-    run(
-        &state,
-        &headers,
-        query.respond_async,
-        Operation::Stop(id.clone()),
-        || async { Ok(Json(state.orch.stop_vm(&id).await?).into_response()) },
-    )
+pub async fn stop(op: VmOperation) -> ApiResult<Response> {
+    let operation = Operation::Stop(op.vm_id.clone());
+    op.run(operation, |state, id| async move {
+        Ok(Json(state.orch.stop_vm(&id).await?).into_response())
+    })
     .await
 }
 
-pub async fn start(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    ApiQuery(query): ApiQuery<AsyncQuery>,
-) -> ApiResult<Response> {
-    owner::vm(&state, &caller, &id)?;
-    run(
-        &state,
-        &headers,
-        query.respond_async,
-        Operation::Start(id.clone()),
-        || async { Ok(Json(state.orch.start_vm(&id).await?).into_response()) },
-    )
+pub async fn start(op: VmOperation) -> ApiResult<Response> {
+    let operation = Operation::Start(op.vm_id.clone());
+    op.run(operation, |state, id| async move {
+        Ok(Json(state.orch.start_vm(&id).await?).into_response())
+    })
     .await
 }
 
-pub async fn delete(
-    State(state): State<AppState>,
-    caller: Caller,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    ApiQuery(query): ApiQuery<AsyncQuery>,
-) -> ApiResult<Response> {
-    owner::vm(&state, &caller, &id)?;
-    run(
-        &state,
-        &headers,
-        query.respond_async,
-        Operation::Delete(id.clone()),
-        || async {
-            state.orch.delete_vm(&id).await?;
-            Ok(StatusCode::NO_CONTENT.into_response())
-        },
-    )
+pub async fn delete(op: VmOperation) -> ApiResult<Response> {
+    let operation = Operation::Delete(op.vm_id.clone());
+    op.run(operation, |state, id| async move {
+        state.orch.delete_vm(&id).await?;
+        Ok(StatusCode::NO_CONTENT.into_response())
+    })
     .await
 }
 

@@ -117,22 +117,25 @@ impl Orchestrator {
             printed,
         };
         let state = (follower, Some(Bytes::from(first)));
-        Ok(futures_util::stream::unfold(state, |(mut follower, first)| async move {
-            if let Some(first) = first {
-                return Some((Ok(first), (follower, None)));
-            }
-            loop {
-                tokio::time::sleep(FOLLOW_PERIOD).await;
-                if !follower.vm_exists() {
-                    return None;
+        Ok(futures_util::stream::unfold(
+            state,
+            |(mut follower, first)| async move {
+                if let Some(first) = first {
+                    return Some((Ok(first), (follower, None)));
                 }
-                match follower.read_next().await {
-                    Ok(bytes) if bytes.is_empty() => continue,
-                    Ok(bytes) => return Some((Ok(Bytes::from(bytes)), (follower, None))),
-                    Err(error) => return Some((Err(error), (follower, None))),
+                loop {
+                    tokio::time::sleep(FOLLOW_PERIOD).await;
+                    if !follower.vm_exists() {
+                        return None;
+                    }
+                    match follower.read_next().await {
+                        Ok(bytes) if bytes.is_empty() => continue,
+                        Ok(bytes) => return Some((Ok(Bytes::from(bytes)), (follower, None))),
+                        Err(error) => return Some((Err(error), (follower, None))),
+                    }
                 }
-            }
-        }))
+            },
+        ))
     }
 
     /// VMs whose VMM process this daemon watches.

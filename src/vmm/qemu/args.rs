@@ -230,7 +230,11 @@ mod tests {
         assert!(joined.contains("-add-fd fd=8,set=8,opaque=/vms/a,,b/root.img"));
         // The writable disk's set also holds a read-only descriptor.
         assert!(joined.contains("-add-fd fd=10,set=8,opaque=/vms/a,,b/root.img"));
-        assert_eq!(joined.matches("set=9,").count(), 1, "a read-only disk needs one descriptor");
+        assert_eq!(
+            joined.matches("set=9,").count(),
+            1,
+            "a read-only disk needs one descriptor"
+        );
         assert!(joined.contains("id=disk-rootfs,file=/dev/fdset/8,format=raw,if=none,readonly=off"));
         assert!(joined.contains("id=disk-seed,file=/dev/fdset/9,format=raw,if=none,readonly=on"));
         assert!(joined.contains("tap,id=net0,fd=7"));
