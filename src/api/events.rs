@@ -42,11 +42,12 @@ pub struct EventsQuery {
 }
 
 fn cursor(field: &str, text: &str) -> ApiResult<i64> {
-    text.trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| ApiError::invalid(field, format!("{field}: expected an event id (a whole number ≥ 0), got {text:?}")))
+    text.trim().parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+        ApiError::invalid(
+            field,
+            format!("{field}: expected an event id (a whole number ≥ 0), got {text:?}"),
+        )
+    })
 }
 
 pub async fn stream(
@@ -58,7 +59,12 @@ pub async fn stream(
     let follow = match query.follow.as_deref() {
         None | Some("true") => true,
         Some("false") => false,
-        Some(other) => return Err(ApiError::invalid("follow", format!("follow: expected true or false, got {other:?}"))),
+        Some(other) => {
+            return Err(ApiError::invalid(
+                "follow",
+                format!("follow: expected true or false, got {other:?}"),
+            ))
+        }
     };
     let since = query.since.as_deref().map(|s| cursor("since", s)).transpose()?;
     let last = match headers.get("last-event-id") {

@@ -100,17 +100,19 @@ fn event_line(block: &str, json: bool) -> Option<String> {
         ),
         _ => text("to_state").unwrap_or_else(|| "-".into()),
     };
-    Some(format!(
-        "{} {} {} {} {} {}",
-        event["id"],
-        text("at").unwrap_or_default(),
-        text("vm_id").unwrap_or_else(|| "host".into()),
-        text("kind").unwrap_or_default(),
-        states,
-        text("reason").unwrap_or_default()
+    Some(
+        format!(
+            "{} {} {} {} {} {}",
+            event["id"],
+            text("at").unwrap_or_default(),
+            text("vm_id").unwrap_or_else(|| "host".into()),
+            text("kind").unwrap_or_default(),
+            states,
+            text("reason").unwrap_or_default()
+        )
+        .trim_end()
+        .to_string(),
     )
-    .trim_end()
-    .to_string())
 }
 
 #[cfg(test)]

@@ -135,28 +135,30 @@ impl Orchestrator {
         let (sender, accepted) = oneshot::channel();
         let accepted_by = Accepted(Some(sender));
         let task = match operation {
-            Operation::Create(request) => {
-                self.spawn_operation(None, move |orch| async move { orch.create_op(*request, accepted_by).await.map(drop) })?
-            }
-            Operation::Start(id) => {
-                self.spawn_operation(Some(id.clone()), move |orch| async move { orch.start_op(&id, accepted_by).await.map(drop) })?
-            }
-            Operation::Stop(id) => {
-                self.spawn_operation(Some(id.clone()), move |orch| async move { orch.stop_op(&id, accepted_by).await.map(drop) })?
-            }
+            Operation::Create(request) => self.spawn_operation(None, move |orch| async move {
+                orch.create_op(*request, accepted_by).await.map(drop)
+            })?,
+            Operation::Start(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
+                orch.start_op(&id, accepted_by).await.map(drop)
+            })?,
+            Operation::Stop(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
+                orch.stop_op(&id, accepted_by).await.map(drop)
+            })?,
             Operation::Snapshot(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
                 let _guard = orch.locks.lock(&id).await;
                 orch.snapshot_locked(&id, accepted_by).await.map(drop)
             })?,
-            Operation::Restore { vm_id, snapshot_id } => self.spawn_operation(Some(vm_id.clone()), move |orch| async move {
-                let _guard = orch.locks.lock(&vm_id).await;
-                orch.restore_locked(&vm_id, snapshot_id.as_deref(), accepted_by)
-                    .await
-                    .map(drop)
-            })?,
-            Operation::Delete(id) => {
-                self.spawn_operation(Some(id.clone()), move |orch| async move { orch.delete_op(&id, accepted_by).await })?
+            Operation::Restore { vm_id, snapshot_id } => {
+                self.spawn_operation(Some(vm_id.clone()), move |orch| async move {
+                    let _guard = orch.locks.lock(&vm_id).await;
+                    orch.restore_locked(&vm_id, snapshot_id.as_deref(), accepted_by)
+                        .await
+                        .map(drop)
+                })?
             }
+            Operation::Delete(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
+                orch.delete_op(&id, accepted_by).await
+            })?,
         };
         match accepted.await {
             Ok(vm) => Ok(vm),
@@ -177,20 +179,26 @@ impl Orchestrator {
 
     pub async fn start_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
         let id = id.to_string();
-        self.run_vm_operation(Some(id.clone()), move |orch| async move { orch.start_op(&id, Accepted::default()).await })
-            .await
+        self.run_vm_operation(Some(id.clone()), move |orch| async move {
+            orch.start_op(&id, Accepted::default()).await
+        })
+        .await
     }
 
     pub async fn stop_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
         let id = id.to_string();
-        self.run_vm_operation(Some(id.clone()), move |orch| async move { orch.stop_op(&id, Accepted::default()).await })
-            .await
+        self.run_vm_operation(Some(id.clone()), move |orch| async move {
+            orch.stop_op(&id, Accepted::default()).await
+        })
+        .await
     }
 
     pub async fn delete_vm(self: &Arc<Self>, id: &str) -> Result<(), OrchError> {
         let id = id.to_string();
-        self.run_vm_operation(Some(id.clone()), move |orch| async move { orch.delete_op(&id, Accepted::default()).await })
-            .await
+        self.run_vm_operation(Some(id.clone()), move |orch| async move {
+            orch.delete_op(&id, Accepted::default()).await
+        })
+        .await
     }
 
     /// Takes a snapshot of a running VM; on a VM already `snapshotted`,
@@ -233,7 +241,10 @@ impl Orchestrator {
             return;
         };
         let detail = error.to_string();
-        if let Err(store_error) = self.store.record_vm_event(vm_id, EventKind::Error, vm.state, Some(&detail)) {
+        if let Err(store_error) = self
+            .store
+            .record_vm_event(vm_id, EventKind::Error, vm.state, Some(&detail))
+        {
             tracing::warn!(vm = %vm_id, %store_error, "recording the failed operation failed");
         }
     }

@@ -96,10 +96,12 @@ impl Orchestrator {
         match self.store.update_vm(&vm) {
             Ok(_) => {
                 tracing::info!(vm = %vm_id, "guest accepts SSH");
-                if let Err(error) = self
-                    .store
-                    .record_vm_event(vm_id, crate::store::EventKind::Ready, vm.state, Some("guest accepts SSH"))
-                {
+                if let Err(error) = self.store.record_vm_event(
+                    vm_id,
+                    crate::store::EventKind::Ready,
+                    vm.state,
+                    Some("guest accepts SSH"),
+                ) {
                     tracing::error!(vm = %vm_id, %error, "recording the readiness event failed");
                 }
             }

@@ -153,9 +153,11 @@ async fn followers_see_a_vms_life_live_in_order_and_resume_after_their_cursor() 
     let id = vm["id"].as_str().unwrap().to_string();
 
     // `hatch events -f` printed the boot as it happened, before anything else was asked.
-    cli.wait_for("the VM's ready line from hatch events -f", Duration::from_secs(10), |text| {
-        text.lines().any(|l| l.contains(&id) && l.contains(" ready "))
-    });
+    cli.wait_for(
+        "the VM's ready line from hatch events -f",
+        Duration::from_secs(10),
+        |text| text.lines().any(|l| l.contains(&id) && l.contains(" ready ")),
+    );
     assert!(
         cli.text()
             .lines()
@@ -174,16 +176,28 @@ async fn followers_see_a_vms_life_live_in_order_and_resume_after_their_cursor() 
         ("/events?colour=red", "colour"),
     ] {
         let (status, body) = daemon.api("GET", path, None);
-        assert_eq!((status, body["error"]["field"].as_str()), (400, Some(field)), "{path}: {body}");
+        assert_eq!(
+            (status, body["error"]["field"].as_str()),
+            (400, Some(field)),
+            "{path}: {body}"
+        );
     }
     let (status, body) = daemon.api_with_headers("GET", "/events", None, &["Last-Event-ID: x"]);
-    assert_eq!((status, body["error"]["field"].as_str()), (400, Some("Last-Event-ID")), "{body}");
+    assert_eq!(
+        (status, body["error"]["field"].as_str()),
+        (400, Some("Last-Event-ID")),
+        "{body}"
+    );
 
     // Snapshot, restore, delete.
     let (status, snap) = daemon.api("POST", &format!("/vms/{id}/snapshot"), None);
     assert_eq!(status, 201, "{snap}");
     let (status, restored) = daemon.api("POST", &format!("/vms/{id}/restore"), None);
-    assert_eq!((status, restored["state"].as_str()), (200, Some("running")), "{restored}");
+    assert_eq!(
+        (status, restored["state"].as_str()),
+        (200, Some("running")),
+        "{restored}"
+    );
     assert_eq!(daemon.api("DELETE", &format!("/vms/{id}"), None).0, 204);
 
     all.wait_for("the VM's deletion", Duration::from_secs(10), |text| {
@@ -223,14 +237,26 @@ async fn followers_see_a_vms_life_live_in_order_and_resume_after_their_cursor() 
         .find(|(_, e, d)| e == "state" && d["to_state"] == "snapshotted")
         .unwrap()
         .0;
-    let after: Vec<i64> = ids.iter().copied().filter(|i| *i > cursor && *i <= deleted_at).collect();
+    let after: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|i| *i > cursor && *i <= deleted_at)
+        .collect();
     let header = format!("Last-Event-ID: {cursor}");
     let (status, resumed) = read_all(&daemon, &admin, "/events?follow=false", &[&header]);
     assert_eq!(status, 200, "{resumed}");
-    let resumed: Vec<i64> = messages(&resumed).iter().map(|m| m.0).filter(|i| *i <= deleted_at).collect();
+    let resumed: Vec<i64> = messages(&resumed)
+        .iter()
+        .map(|m| m.0)
+        .filter(|i| *i <= deleted_at)
+        .collect();
     assert_eq!(resumed, after);
     let (_, since) = read_all(&daemon, &admin, &format!("/events?follow=false&since={cursor}"), &[]);
-    let since: Vec<i64> = messages(&since).iter().map(|m| m.0).filter(|i| *i <= deleted_at).collect();
+    let since: Vec<i64> = messages(&since)
+        .iter()
+        .map(|m| m.0)
+        .filter(|i| *i <= deleted_at)
+        .collect();
     assert_eq!(since, after);
 
     // The owner saw its VM's whole life (and no host-wide events); the
@@ -239,7 +265,10 @@ async fn followers_see_a_vms_life_live_in_order_and_resume_after_their_cursor() 
         messages(text).iter().any(|(_, _, d)| is_deletion(d, &id))
     });
     let owner_seen = messages(&owners.text());
-    assert!(owner_seen.iter().all(|(_, _, d)| d["vm_id"] == id.as_str()), "{owner_seen:#?}");
+    assert!(
+        owner_seen.iter().all(|(_, _, d)| d["vm_id"] == id.as_str()),
+        "{owner_seen:#?}"
+    );
     assert_eq!(owner_seen.len(), mine.len());
     std::thread::sleep(Duration::from_secs(1));
     assert!(

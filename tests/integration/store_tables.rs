@@ -176,7 +176,10 @@ fn transitions_are_recorded_in_order_and_outlive_the_vm() {
     assert_eq!(log.len(), 5);
     assert!(log.windows(2).all(|w| w[0].id < w[1].id));
     let last = log.last().unwrap();
-    assert_eq!((last.kind, last.from_state, last.to_state), (hatch::store::EventKind::State, Some(VmState::Error), None));
+    assert_eq!(
+        (last.kind, last.from_state, last.to_state),
+        (hatch::store::EventKind::State, Some(VmState::Error), None)
+    );
 }
 
 #[test]
