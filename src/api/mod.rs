@@ -8,6 +8,7 @@
 mod audit;
 pub mod auth;
 pub mod error;
+mod events;
 mod health;
 pub mod images;
 pub mod json;
@@ -113,6 +114,7 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/vms/{id}/logs", Key, get(vms::logs)),
         route(M::GET, "/vms/{id}/events", Key, get(vms::events)),
         route(M::GET, "/host/events", Admin, get(vms::host_events)),
+        route(M::GET, "/events", Key, get(events::stream)),
         route(M::POST, "/vms/{id}/owner", Admin, post(owner::reassign)),
         route(M::POST, "/vms/{id}/snapshot", Key, post(snapshots::create)),
         route(M::POST, "/vms/{id}/restore", Key, post(snapshots::restore)),

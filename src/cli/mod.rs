@@ -2,6 +2,7 @@
 //! command is a client of its API (`HATCH_URL`, `HATCH_API_KEY`).
 
 mod doctor;
+mod events;
 pub mod http;
 mod images;
 mod keys;
@@ -67,6 +68,9 @@ pub enum Command {
     Route(Group<routes::RouteCommand>),
     /// Mutating API requests, newest first (admin keys only).
     Audit(keys::AuditArgs),
+    /// Events (state changes, readiness, repairs, idle decisions, errors),
+    /// one line each; `-f` follows them live.
+    Events(events::EventsArgs),
     /// Check the host's prerequisites and show which hypervisor would be used.
     Doctor(ClientArgs),
     /// Print a shell completion script: `hatch completion bash > /etc/bash_completion.d/hatch`.
@@ -186,6 +190,7 @@ pub async fn run(command: Command) -> Result<(), CliError> {
         Command::Snapshot(group) => snapshots::run(group.command, &group.client).await,
         Command::Route(group) => routes::run(group.command, &group.client).await,
         Command::Audit(args) => keys::audit(&args).await,
+        Command::Events(args) => events::run(&args).await,
         Command::Doctor(args) => doctor::run(&args).await,
         Command::Completion { shell } => {
             use clap::CommandFactory;

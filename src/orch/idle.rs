@@ -33,10 +33,20 @@ impl OrchIdleTarget {
 
     /// Stores `decision` and the latest proxied activity on `vm`; the
     /// caller holds the VM's lock.
+    /// Records the decision on the VM, and as its `idle` event when the
+    /// status text changed (not on every tick that decides the same).
     fn write_decision(&self, mut vm: Vm, decision: &IdleDecision) -> Result<(), StoreError> {
-        vm.idle_status = Some(status_text(decision));
+        let status = status_text(decision);
+        let changed = vm.idle_status.as_deref() != Some(status.as_str());
+        vm.idle_status = Some(status.clone());
         vm.last_activity_at = self.activity.last_activity(&vm.id).max(vm.last_activity_at);
-        self.orch.store.update_vm(&vm).map(drop)
+        self.orch.store.update_vm(&vm)?;
+        if changed {
+            self.orch
+                .store
+                .record_vm_event(&vm.id, crate::store::EventKind::Idle, vm.state, Some(&status))?;
+        }
+        Ok(())
     }
 
     /// Re-decides under the VM's lock and suspends if the VM is still idle.
@@ -118,7 +128,11 @@ impl OrchIdleTarget {
                     .rev()
                     // A failed snapshot resumes the same guest: not a start,
                     // so its idle time goes on counting.
-                    .find(|e| e.to_state == VmState::Running && e.from_state != Some(VmState::Snapshotting))
+                    .find(|e| {
+                        e.kind == crate::store::EventKind::State
+                            && e.to_state == VmState::Running
+                            && e.from_state != Some(VmState::Snapshotting)
+                    })
                     .map(|e| e.at)
             })
             .unwrap_or(vm.created_at);

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::metrics::OperationKind;
 use crate::model::{Snapshot, Vm};
+use crate::store::EventKind;
 
 use super::{CreateVm, OrchError, Orchestrator};
 
@@ -77,13 +78,27 @@ impl Orchestrator {
         Fut: Future<Output = Result<T, OrchError>> + Send + 'static,
         T: Send + 'static,
     {
-        let task = self.spawn_operation(work)?;
+        self.run_vm_operation(None, work).await
+    }
+
+    /// [`Self::run_operation`] on the VM `vm_id`: a failure is recorded as
+    /// the VM's `error` event.
+    async fn run_vm_operation<T, F, Fut>(self: &Arc<Self>, vm_id: Option<String>, work: F) -> Result<T, OrchError>
+    where
+        F: FnOnce(Arc<Self>) -> Fut,
+        Fut: Future<Output = Result<T, OrchError>> + Send + 'static,
+        T: Send + 'static,
+    {
+        let task = self.spawn_operation(vm_id, work)?;
         task.await
             .unwrap_or_else(|error| Err(OrchError::Internal(format!("operation task failed: {error}"))))
     }
 
+    /// Spawns `work`; when it fails on the VM `vm_id` (not a refusal of the
+    /// request), the failure is recorded as an `error` event of the VM.
     fn spawn_operation<T, F, Fut>(
         self: &Arc<Self>,
+        vm_id: Option<String>,
         work: F,
     ) -> Result<tokio::task::JoinHandle<Result<T, OrchError>>, OrchError>
     where
@@ -106,6 +121,9 @@ impl Orchestrator {
             if result.as_ref().is_err_and(|e| e.is_host_failure()) {
                 orch.reconcile_now.notify_one();
             }
+            if let (Some(vm_id), Err(error)) = (&vm_id, &result) {
+                orch.record_failure(vm_id, error);
+            }
             result
         }))
     }
@@ -118,22 +136,22 @@ impl Orchestrator {
         let (sender, accepted) = oneshot::channel();
         let accepted_by = Accepted(Some(sender));
         let task = match operation {
-            Operation::Create(request) => self.spawn_operation(move |orch| async move {
+            Operation::Create(request) => self.spawn_operation(None, move |orch| async move {
                 orch.timed(OperationKind::Create, orch.create_op(*request, accepted_by))
                     .await
                     .map(drop)
             })?,
-            Operation::Start(id) => self.spawn_operation(move |orch| async move {
+            Operation::Start(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
                 orch.timed(OperationKind::Start, orch.start_op(&id, accepted_by))
                     .await
                     .map(drop)
             })?,
-            Operation::Stop(id) => self.spawn_operation(move |orch| async move {
+            Operation::Stop(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
                 orch.timed(OperationKind::Stop, orch.stop_op(&id, accepted_by))
                     .await
                     .map(drop)
             })?,
-            Operation::Snapshot(id) => self.spawn_operation(move |orch| async move {
+            Operation::Snapshot(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
                 orch.timed(OperationKind::Snapshot, async {
                     let _guard = orch.locks.lock(&id).await;
                     orch.snapshot_locked(&id, accepted_by).await
@@ -141,7 +159,7 @@ impl Orchestrator {
                 .await
                 .map(drop)
             })?,
-            Operation::Restore { vm_id, snapshot_id } => self.spawn_operation(move |orch| async move {
+            Operation::Restore { vm_id, snapshot_id } => self.spawn_operation(Some(vm_id.clone()), move |orch| async move {
                 orch.timed(OperationKind::Restore, async {
                     let _guard = orch.locks.lock(&vm_id).await;
                     orch.restore_locked(&vm_id, snapshot_id.as_deref(), accepted_by).await
@@ -149,7 +167,7 @@ impl Orchestrator {
                 .await
                 .map(drop)
             })?,
-            Operation::Delete(id) => self.spawn_operation(move |orch| async move {
+            Operation::Delete(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
                 orch.timed(OperationKind::Delete, orch.delete_op(&id, accepted_by))
                     .await
             })?,
@@ -176,7 +194,7 @@ impl Orchestrator {
 
     pub async fn start_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
         let id = id.to_string();
-        self.run_operation(move |orch| async move {
+        self.run_vm_operation(Some(id.clone()), move |orch| async move {
             orch.timed(OperationKind::Start, orch.start_op(&id, Accepted::default()))
                 .await
         })
@@ -185,7 +203,7 @@ impl Orchestrator {
 
     pub async fn stop_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
         let id = id.to_string();
-        self.run_operation(move |orch| async move {
+        self.run_vm_operation(Some(id.clone()), move |orch| async move {
             orch.timed(OperationKind::Stop, orch.stop_op(&id, Accepted::default()))
                 .await
         })
@@ -194,7 +212,7 @@ impl Orchestrator {
 
     pub async fn delete_vm(self: &Arc<Self>, id: &str) -> Result<(), OrchError> {
         let id = id.to_string();
-        self.run_operation(move |orch| async move {
+        self.run_vm_operation(Some(id.clone()), move |orch| async move {
             orch.timed(OperationKind::Delete, orch.delete_op(&id, Accepted::default()))
                 .await
         })
@@ -205,7 +223,7 @@ impl Orchestrator {
     /// answers with the snapshot it was suspended with.
     pub async fn snapshot_vm(self: &Arc<Self>, id: &str) -> Result<Snapshot, OrchError> {
         let id = id.to_string();
-        self.run_operation(move |orch| async move {
+        self.run_vm_operation(Some(id.clone()), move |orch| async move {
             orch.timed(OperationKind::Snapshot, async {
                 let _guard = orch.locks.lock(&id).await;
                 orch.snapshot_locked(&id, Accepted::default()).await
@@ -227,7 +245,7 @@ impl Orchestrator {
         snapshot_id: Option<&str>,
     ) -> Result<Vm, OrchError> {
         let (id, snapshot_id) = (id.to_string(), snapshot_id.map(str::to_string));
-        self.run_operation(move |orch| async move {
+        self.run_vm_operation(Some(id.clone()), move |orch| async move {
             orch.timed(kind, async {
                 let _guard = orch.locks.lock(&id).await;
                 orch.restore_locked(&id, snapshot_id.as_deref(), Accepted::default())
@@ -258,7 +276,41 @@ impl Orchestrator {
     }
 }
 
+impl Orchestrator {
+    /// Records a failed operation on the VM as its `error` event (not a
+    /// refusal of the request: those are answered, not recorded).
+    fn record_failure(&self, vm_id: &str, error: &OrchError) {
+        if error.is_refusal() {
+            return;
+        }
+        let Ok(Some(vm)) = self.store.get_vm(vm_id) else {
+            return;
+        };
+        let detail = error.to_string();
+        if let Err(store_error) = self
+            .store
+            .record_vm_event(vm_id, EventKind::Error, vm.state, Some(&detail))
+        {
+            tracing::warn!(vm = %vm_id, %store_error, "recording the failed operation failed");
+        }
+    }
+}
+
 impl OrchError {
+    /// Whether the error refuses the request itself (bad input, a state or
+    /// quota that does not allow it) rather than reporting a failure.
+    fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            OrchError::NotFound { .. }
+                | OrchError::InvalidField { .. }
+                | OrchError::Conflict { .. }
+                | OrchError::InvalidState { .. }
+                | OrchError::TooLarge { .. }
+                | OrchError::QuotaExceeded(_)
+        )
+    }
+
     /// Whether the failure may have left host state to repair (as opposed
     /// to a refusal of the request itself).
     fn is_host_failure(&self) -> bool {

@@ -94,7 +94,17 @@ impl Orchestrator {
         vm.ready_at = Some(crate::model::now());
         vm.updated_at = crate::model::now();
         match self.store.update_vm(&vm) {
-            Ok(_) => tracing::info!(vm = %vm_id, "guest accepts SSH"),
+            Ok(_) => {
+                tracing::info!(vm = %vm_id, "guest accepts SSH");
+                if let Err(error) = self.store.record_vm_event(
+                    vm_id,
+                    crate::store::EventKind::Ready,
+                    vm.state,
+                    Some("guest accepts SSH"),
+                ) {
+                    tracing::error!(vm = %vm_id, %error, "recording the readiness event failed");
+                }
+            }
             Err(error) => tracing::error!(vm = %vm_id, %error, "recording readiness failed"),
         }
     }

@@ -177,6 +177,36 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE vms ADD COLUMN egress TEXT NOT NULL DEFAULT 'internet';
     ALTER TABLE templates ADD COLUMN egress TEXT;
     "#,
+    // 8: one event log with one cursor. VM events and host-wide events
+    // (`vm_id` NULL) share the table and its id, which is the cursor of
+    // `GET /events`; each row records the VM's owner when it was written,
+    // so a member still sees the events of its VM once the VM is deleted
+    // (events now outlive their VM). Host rows are interleaved with the VM
+    // rows by time.
+    r#"
+    CREATE TABLE events (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        vm_id        TEXT,
+        owner_key_id TEXT,
+        kind         TEXT NOT NULL,
+        from_state   TEXT,
+        to_state     TEXT,
+        reason       TEXT,
+        at           TEXT NOT NULL
+    );
+    INSERT INTO events (vm_id, owner_key_id, kind, from_state, to_state, reason, at)
+        SELECT e.vm_id, v.owner_key_id, e.kind, e.from_state, e.to_state, e.reason, e.at
+        FROM (
+            SELECT vm_id, kind, from_state, to_state, reason, at, 0 AS source, id FROM vm_events
+            UNION ALL
+            SELECT NULL, kind, NULL, NULL, detail, at, 1, id FROM host_events
+        ) e LEFT JOIN vms v ON v.id = e.vm_id
+        ORDER BY e.at, e.source, e.id;
+    DROP TABLE vm_events;
+    DROP TABLE host_events;
+    CREATE INDEX events_vm ON events(vm_id, id);
+    CREATE INDEX events_owner ON events(owner_key_id, id);
+    "#,
 ];
 
 /// The version a fully migrated database is at.

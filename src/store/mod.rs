@@ -23,7 +23,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 
 pub use audit::{AuditEntry, AUDIT_KEPT};
-pub use events::{EventKind, HostEvent, VmEvent};
+pub use events::{EventFilter, EventKind, HostEvent, LogEvent, VmEvent};
 pub use keys::ApiKeyInfo;
 
 /// How long a writer waits for another process's lock before failing.

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use rusqlite::{params, Connection, Row};
+use rusqlite::{params, Connection, OptionalExtension, Row};
 
 use super::events::{insert_event, EventKind};
 
@@ -143,7 +143,7 @@ impl Store {
         let tx = conn.transaction()?;
         tx.execute(&sql, rusqlite::params_from_iter(values.iter()))
             .map_err(|e| map_unique(e, UNIQUE_FIELDS))?;
-        insert_event(&tx, &vm.id, EventKind::State, None, vm.state, reason)?;
+        insert_event(&tx, &vm.id, EventKind::State, None, Some(vm.state), reason)?;
         tx.commit()?;
         Ok(())
     }
@@ -179,16 +179,22 @@ impl Store {
         if !update_row(&tx, vm)? {
             return Ok(false);
         }
-        insert_event(&tx, &vm.id, EventKind::State, from, vm.state, reason)?;
+        insert_event(&tx, &vm.id, EventKind::State, from, Some(vm.state), reason)?;
         tx.commit()?;
         Ok(true)
     }
 
-    /// Deletes the VM and its state-change history.
+    /// Deletes the VM, recording its deletion (a state event from the
+    /// state it was in to none); its events stay in the log.
     pub fn delete_vm(&self, id: &str) -> Result<bool, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute("DELETE FROM vm_events WHERE vm_id = ?1", [id])?;
+        let state: Option<String> = tx
+            .query_row("SELECT state FROM vms WHERE id = ?1", [id], |row| row.get(0))
+            .optional()?;
+        if let Some(state) = state.as_deref().and_then(VmState::parse) {
+            insert_event(&tx, id, EventKind::State, Some(state), None, Some("deleted"))?;
+        }
         let deleted = tx.execute("DELETE FROM vms WHERE id = ?1", params![id])? > 0;
         tx.commit()?;
         Ok(deleted)
@@ -209,6 +215,12 @@ impl Store {
         )?;
         tx.execute(
             "UPDATE routes SET owner_key_id = ?2 WHERE vm_id = ?1",
+            params![vm_id, owner],
+        )?;
+        // The VM's history goes with it: the new owner sees it, the old
+        // one no longer does.
+        tx.execute(
+            "UPDATE events SET owner_key_id = ?2 WHERE vm_id = ?1",
             params![vm_id, owner],
         )?;
         tx.commit()?;

@@ -54,7 +54,7 @@ fn restores(daemon: &TestDaemon, vm: &VmView) -> usize {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|e| e["to_state"] == "restoring")
+        .filter(|e| e["kind"] == "state" && e["to_state"] == "restoring")
         .count()
 }
 

@@ -22,6 +22,7 @@ mod e2e_bad_input;
 mod e2e_cloudinit;
 mod e2e_console;
 mod e2e_durable;
+mod e2e_events;
 mod e2e_isolation;
 mod e2e_metrics;
 mod e2e_network_isolation;

@@ -139,7 +139,7 @@ fn vm_network_identity_is_unique_per_field() {
 }
 
 #[test]
-fn transitions_are_recorded_in_order_and_removed_with_the_vm() {
+fn transitions_are_recorded_in_order_and_outlive_the_vm() {
     let (_dir, store) = temp_store();
     let mut vm = sample_vm("img-x", 1);
     vm.state = VmState::Starting;
@@ -166,7 +166,20 @@ fn transitions_are_recorded_in_order_and_removed_with_the_vm() {
     assert_eq!(events[3].kind, hatch::store::EventKind::Repair);
     assert_eq!(store.get_vm(&vm.id).unwrap().unwrap().state, VmState::Error);
     store.delete_vm(&vm.id).unwrap();
-    assert!(store.list_transitions(&vm.id).unwrap().is_empty());
+    // The events outlive the VM; its deletion is the last one.
+    assert_eq!(store.list_transitions(&vm.id).unwrap().len(), 4);
+    let filter = hatch::store::EventFilter {
+        vm_id: Some(vm.id.clone()),
+        owner_key_id: None,
+    };
+    let log = store.events_after(0, &filter, 100).unwrap();
+    assert_eq!(log.len(), 5);
+    assert!(log.windows(2).all(|w| w[0].id < w[1].id));
+    let last = log.last().unwrap();
+    assert_eq!(
+        (last.kind, last.from_state, last.to_state),
+        (hatch::store::EventKind::State, Some(VmState::Error), None)
+    );
 }
 
 #[test]

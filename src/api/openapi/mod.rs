@@ -22,6 +22,13 @@ fn response(description: &str, body: Option<&str>) -> Value {
         Some("text") => {
             json!({ "description": description, "content": { "text/plain": { "schema": { "type": "string" } } } })
         }
+        Some("sse") => json!({
+            "description": description,
+            "content": { "text/event-stream": {
+                "schema": { "type": "string", "description": "Server-Sent Events: each message has id: (the event's cursor), event: (its kind) and data: (the event as JSON, an Event); a comment every 15 s keeps the stream open" },
+                "x-data-schema": schema("Event")
+            } }
+        }),
         Some(list) if list.starts_with('[') => {
             let items = schema(list.trim_matches(|c| c == '[' || c == ']'));
             json!({ "description": description, "content": json_content(json!({ "type": "array", "items": items })) })
@@ -52,6 +59,12 @@ fn operation(method: &str, path: &str, op: &Op) -> Value {
     }
     for (name, kind, description) in op.query {
         parameters.push(json!({ "name": name, "in": "query", "required": false, "description": description, "schema": { "type": kind } }));
+    }
+    if op.ok.2 == Some("sse") {
+        parameters.push(json!({
+            "name": "Last-Event-ID", "in": "header", "required": false, "schema": { "type": "integer", "minimum": 0 },
+            "description": "Resume after this event id (sent by EventSource on reconnect; wins over since)"
+        }));
     }
     if op.accepts_async {
         parameters.push(json!({
@@ -168,6 +181,11 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             ("bytes", "integer", "How many bytes of the console's end (default 65536, at most 1048576)"),
             ("follow", "boolean", "true: keep the answer open and stream what the guest prints next"),
         ];
+    const EVENTS_QUERY: &[(&str, &str, &str)] = &[
+        ("vm", "string", "Only this VM's events (404 for a VM the key may not see); the stream ends after its deletion"),
+        ("since", "integer", "Send the events after this id (0: from the first), then follow"),
+        ("follow", "boolean", "false: end once the recorded events are sent (default true: then follow live)"),
+    ];
     vec![
         ("get", "/healthz", Op { public: true, ..op("Liveness and counts", "health", (200, "healthy", Some("Health")), &[]) }),
         ("get", "/openapi.json", op("This document", "health", (200, "OpenAPI document", None), &[])),
@@ -199,7 +217,11 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
             query: LOGS_QUERY,
             ..op("Serial console tail", "vms", (200, "console text", Some("text")), &[400, 404])
         }),
-        ("get", "/vms/{id}/events", op("The VM's state changes and repairs, oldest first", "vms", (200, "events", Some("[VmEvent]")), &[404])),
+        ("get", "/vms/{id}/events", op("The VM's events (state changes, readiness, repairs, idle decisions, failed operations), oldest first", "vms", (200, "events", Some("[VmEvent]")), &[404])),
+        ("get", "/events", Op {
+            query: EVENTS_QUERY,
+            ..op("Live events as Server-Sent Events: everything recorded after the cursor, then what happens (an admin key: every VM and host-wide events; a member key: its own VMs)", "events", (200, "event stream", Some("sse")), &[400, 404])
+        }),
         ("get", "/host/events", admin_op("Host-wide repairs by the reconciler (newest 1000, oldest first)", "health", (200, "events", Some("[HostEvent]")), &[])),
         ("post", "/vms/{id}/snapshot", vm_op("Save a running VM (memory, state, disk) and stop its VMM; it keeps its network identity. A snapshotted VM answers 200 with the snapshot it was suspended with", "snapshots", (201, "snapshot taken", Some("Snapshot")), &[403, 404, 409, 503])),
         ("post", "/vms/{id}/owner", Op {

@@ -297,7 +297,7 @@ pub fn all() -> Map<String, Value> {
         object(
             json!({
                 "vm_id": { "type": "string" },
-                "kind": { "type": "string", "enum": ["state", "repair"], "description": "repair: the reconciler fixed drifted host state; the state is unchanged" },
+                "kind": { "type": "string", "enum": ["state", "ready", "repair", "idle", "error"], "description": "state: a state change; ready: the guest accepts SSH; repair: the reconciler fixed drifted host state; idle: the idle monitor's decision changed; error: an operation failed (reason says why). Only state changes the state" },
                 "from_state": { "type": ["string", "null"], "enum": states_or_null },
                 "to_state": { "type": "string", "enum": states },
                 "reason": nullable("string"),
@@ -307,10 +307,25 @@ pub fn all() -> Map<String, Value> {
         ),
     );
     add(
+        "Event",
+        object(
+            json!({
+                "id": { "type": "integer", "description": "The cursor: later events have larger ids" },
+                "vm_id": { "type": ["string", "null"], "description": "null: a host-wide event" },
+                "kind": { "type": "string", "enum": ["state", "ready", "repair", "idle", "error"] },
+                "from_state": { "type": ["string", "null"], "enum": states_or_null },
+                "to_state": { "type": ["string", "null"], "enum": states_or_null, "description": "null for host-wide events and for the VM's deletion (a state event)" },
+                "reason": nullable("string"),
+                "at": timestamp()
+            }),
+            &["id", "vm_id", "kind", "from_state", "to_state", "reason", "at"],
+        ),
+    );
+    add(
         "HostEvent",
         object(
             json!({
-                "kind": { "type": "string", "enum": ["state", "repair"] },
+                "kind": { "type": "string", "enum": ["repair"] },
                 "detail": { "type": "string" },
                 "at": timestamp()
             }),

@@ -1,0 +1,130 @@
+//! `hatch events [-f] [--vm ID] [--since N] [--json]`: the event log, one
+//! line per event; `-f` goes on printing events as they happen.
+
+use std::io::Write;
+
+use http_body_util::BodyExt;
+use hyper::Method;
+use serde_json::Value;
+
+use super::http::{segment, Reply};
+use super::CliError;
+use super::ClientArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct EventsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Keep printing events as they happen.
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Only this VM's events.
+    #[arg(long)]
+    pub vm: Option<String>,
+    /// Only events after this id (the first column).
+    #[arg(long)]
+    pub since: Option<u64>,
+}
+
+pub async fn run(args: &EventsArgs) -> Result<(), CliError> {
+    let client = args.client.client()?;
+    let mut path = format!("/events?follow={}", args.follow);
+    if let Some(vm) = &args.vm {
+        path.push_str(&format!("&vm={}", segment(vm)));
+    }
+    if let Some(since) = args.since {
+        path.push_str(&format!("&since={since}"));
+    }
+    let mut response = client.open(Method::GET, &path, None).await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| CliError::Http(e.to_string()))?
+            .to_bytes();
+        return Reply { status, headers, body }.success().map(drop);
+    }
+    let mut pending: Vec<u8> = Vec::new();
+    let mut stdout = std::io::stdout();
+    while let Some(frame) = response.body_mut().frame().await {
+        let frame = frame.map_err(|e| CliError::Http(e.to_string()))?;
+        let Some(data) = frame.data_ref() else { continue };
+        pending.extend_from_slice(data);
+        while let Some(end) = find_blank_line(&pending) {
+            let block: Vec<u8> = pending.drain(..end).collect();
+            let Some(line) = event_line(&String::from_utf8_lossy(&block), args.client.json) else {
+                continue;
+            };
+            let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
+            match written {
+                Ok(()) => {}
+                // The reader (`head`) has had enough.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
+                Err(e) => return Err(CliError::Http(format!("writing: {e}"))),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The end (past the blank line) of the first complete SSE message.
+fn find_blank_line(bytes: &[u8]) -> Option<usize> {
+    bytes.windows(2).position(|w| w == b"\n\n").map(|i| i + 2)
+}
+
+/// One message as a line: its JSON, or `id at vm kind from→to reason`.
+/// Comments (keep-alives) print nothing.
+fn event_line(block: &str, json: bool) -> Option<String> {
+    let data: Vec<&str> = block
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    if data.is_empty() {
+        return None;
+    }
+    let data = data.join("\n");
+    if json {
+        return Some(data);
+    }
+    let event: Value = serde_json::from_str(&data).ok()?;
+    let text = |f: &str| event[f].as_str().map(str::to_string);
+    let states = match event["kind"].as_str() {
+        Some("state") => format!(
+            "{}→{}",
+            text("from_state").unwrap_or_else(|| "-".into()),
+            text("to_state").unwrap_or_else(|| "deleted".into())
+        ),
+        _ => text("to_state").unwrap_or_else(|| "-".into()),
+    };
+    Some(
+        format!(
+            "{} {} {} {} {} {}",
+            event["id"],
+            text("at").unwrap_or_default(),
+            text("vm_id").unwrap_or_else(|| "host".into()),
+            text("kind").unwrap_or_default(),
+            states,
+            text("reason").unwrap_or_default()
+        )
+        .trim_end()
+        .to_string(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_becomes_one_line() {
+        let block = "id: 7\nevent: state\ndata: {\"id\":7,\"vm_id\":\"vm-1\",\"kind\":\"state\",\"from_state\":\"creating\",\"to_state\":\"running\",\"reason\":null,\"at\":\"T\"}\n\n";
+        assert_eq!(event_line(block, false).unwrap(), "7 T vm-1 state creating→running");
+        assert!(event_line(block, true).unwrap().starts_with("{\"id\":7"));
+        assert_eq!(event_line(":\n\n", false), None);
+        assert_eq!(find_blank_line(b"id: 1\ndata: x\n\nid: 2"), Some(15));
+    }
+}
