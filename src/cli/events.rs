@@ -4,10 +4,9 @@
 use std::io::Write;
 
 use http_body_util::BodyExt;
-use hyper::Method;
 use serde_json::Value;
 
-use super::http::{segment, Reply};
+use super::http::segment;
 use super::CliError;
 use super::ClientArgs;
 
@@ -35,18 +34,7 @@ pub async fn run(args: &EventsArgs) -> Result<(), CliError> {
     if let Some(since) = args.since {
         path.push_str(&format!("&since={since}"));
     }
-    let mut response = client.open(Method::GET, &path, None).await?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| CliError::Http(e.to_string()))?
-            .to_bytes();
-        return Reply { status, headers, body }.success().map(drop);
-    }
+    let mut response = client.open_stream(&path).await?;
     let mut pending: Vec<u8> = Vec::new();
     let mut stdout = std::io::stdout();
     while let Some(frame) = response.body_mut().frame().await {

@@ -91,16 +91,22 @@ impl Client {
 
     /// Sends any body with its content type.
     pub async fn send(&self, method: Method, path: &str, body: Option<(&str, Bytes)>) -> Result<Reply, CliError> {
-        let response = self.open(method, path, body).await?;
+        Reply::read(self.open(method, path, body).await?).await
+    }
+
+    /// A `GET` whose successful answer streams (followed logs, events):
+    /// the response with its body still to read; an error answer is read
+    /// whole and returned as the API's error.
+    pub async fn open_stream(&self, path: &str) -> Result<hyper::Response<hyper::body::Incoming>, CliError> {
+        let response = self.open(Method::GET, path, None).await?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
         let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| CliError::Http(e.to_string()))?
-            .to_bytes();
-        Ok(Reply { status, headers, body })
+        match Reply::read(response).await?.success() {
+            Err(error) => Err(error),
+            Ok(_) => Err(CliError::Http(format!("unexpected answer {status}"))),
+        }
     }
 
     /// Sends a request and answers with the response as it starts, its
@@ -195,6 +201,19 @@ impl Client {
 }
 
 impl Reply {
+    /// Reads a whole answer.
+    async fn read(response: hyper::Response<hyper::body::Incoming>) -> Result<Reply, CliError> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| CliError::Http(e.to_string()))?
+            .to_bytes();
+        Ok(Reply { status, headers, body })
+    }
+
     /// The reply when 2xx, else the API's error.
     pub fn success(self) -> Result<Reply, CliError> {
         if self.status.is_success() {

@@ -205,18 +205,7 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
 async fn follow_logs(client: &Client, path: &str) -> Result<(), CliError> {
     use http_body_util::BodyExt;
     use std::io::Write;
-    let mut response = client.open(Method::GET, path, None).await?;
-    if !response.status().is_success() {
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| CliError::Http(e.to_string()))?
-            .to_bytes();
-        return crate::cli::http::Reply { status, headers, body }.success().map(drop);
-    }
+    let mut response = client.open_stream(path).await?;
     let mut stdout = std::io::stdout();
     while let Some(frame) = response.body_mut().frame().await {
         let frame = frame.map_err(|e| CliError::Http(e.to_string()))?;

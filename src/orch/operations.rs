@@ -159,14 +159,16 @@ impl Orchestrator {
                 .await
                 .map(drop)
             })?,
-            Operation::Restore { vm_id, snapshot_id } => self.spawn_operation(Some(vm_id.clone()), move |orch| async move {
-                orch.timed(OperationKind::Restore, async {
-                    let _guard = orch.locks.lock(&vm_id).await;
-                    orch.restore_locked(&vm_id, snapshot_id.as_deref(), accepted_by).await
-                })
-                .await
-                .map(drop)
-            })?,
+            Operation::Restore { vm_id, snapshot_id } => {
+                self.spawn_operation(Some(vm_id.clone()), move |orch| async move {
+                    orch.timed(OperationKind::Restore, async {
+                        let _guard = orch.locks.lock(&vm_id).await;
+                        orch.restore_locked(&vm_id, snapshot_id.as_deref(), accepted_by).await
+                    })
+                    .await
+                    .map(drop)
+                })?
+            }
             Operation::Delete(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
                 orch.timed(OperationKind::Delete, orch.delete_op(&id, accepted_by))
                     .await
