@@ -153,6 +153,14 @@ pub fn config_from_lookup(lookup: impl Fn(&str) -> Option<String>, dhcp_dir: Pat
     )
 }
 
+/// The guide's defaults with a placeholder DHCP directory, for unit tests
+/// of what is derived from a configuration.
+#[cfg(test)]
+pub(crate) fn guide_defaults_for_tests() -> NetConfig {
+    config_from_values("fcbridge", "192.168.241.1/24", "0.0.0.0/0", "2200", "2299", "/d".into())
+        .expect("the guide's defaults are valid")
+}
+
 fn parse_port(field: &'static str, text: &str) -> Result<u16, NetError> {
     let port = if !text.is_empty() && text.len() <= 5 && text.bytes().all(|b| b.is_ascii_digit()) {
         text.parse::<u32>().ok()

@@ -98,6 +98,15 @@ where
             program: program.to_string(),
             source,
         })?;
+    succeeded(program, args, output)
+}
+
+/// `output` when the program exited zero, else an error carrying stderr.
+fn succeeded<I, S>(program: &str, args: I, output: Output) -> Result<Output, CmdError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
     if output.status.success() {
         Ok(output)
     } else {
@@ -133,15 +142,7 @@ where
         let _ = stdin.write_all(input).await;
     }
     let output = child.wait_with_output().await.map_err(spawn_error)?;
-    if output.status.success() {
-        Ok(output)
-    } else {
-        Err(CmdError::Failed {
-            command: describe(program, args),
-            status: output.status.to_string(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        })
-    }
+    succeeded(program, args, output)
 }
 
 /// Like [`run`] but returns stdout as a string.

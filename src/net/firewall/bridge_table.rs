@@ -304,15 +304,7 @@ mod tests {
     use super::*;
 
     fn cfg() -> NetConfig {
-        crate::net::settings::config_from_values(
-            "fcbridge",
-            "192.168.241.1/24",
-            "0.0.0.0/0",
-            "2200",
-            "2299",
-            "/d".into(),
-        )
-        .unwrap()
+        crate::net::settings::guide_defaults_for_tests()
     }
 
     fn vm() -> (String, NetworkIdentity) {

@@ -260,15 +260,7 @@ mod tests {
     use crate::net::firewall::rules::{host_rules, FILTER, FORWARD_CHAIN, NAT};
 
     fn cfg() -> crate::net::NetConfig {
-        crate::net::settings::config_from_values(
-            "fcbridge",
-            "192.168.241.1/24",
-            "0.0.0.0/0",
-            "2200",
-            "2299",
-            "/d".into(),
-        )
-        .unwrap()
+        crate::net::settings::guide_defaults_for_tests()
     }
 
     /// `iptables -S` of a table holding exactly `rules` (and a foreign one).
