@@ -69,6 +69,55 @@ pub enum Operation {
     Delete(String),
 }
 
+impl Operation {
+    /// The VM it changes (none yet for a create).
+    fn vm_id(&self) -> Option<String> {
+        match self {
+            Operation::Create(_) => None,
+            Operation::Start(id) | Operation::Stop(id) | Operation::Snapshot(id) | Operation::Delete(id) => {
+                Some(id.clone())
+            }
+            Operation::Restore { vm_id, .. } => Some(vm_id.clone()),
+        }
+    }
+
+    fn kind(&self) -> OperationKind {
+        match self {
+            Operation::Create(_) => OperationKind::Create,
+            Operation::Start(_) => OperationKind::Start,
+            Operation::Stop(_) => OperationKind::Stop,
+            Operation::Snapshot(_) => OperationKind::Snapshot,
+            Operation::Restore { .. } => OperationKind::Restore,
+            Operation::Delete(_) => OperationKind::Delete,
+        }
+    }
+}
+
+/// What a finished operation answers with.
+enum Outcome {
+    Vm(Box<Vm>),
+    Snapshot(Snapshot),
+    Deleted,
+}
+
+impl Outcome {
+    fn into_vm(self) -> Result<Vm, OrchError> {
+        match self {
+            Outcome::Vm(vm) => Ok(*vm),
+            other => Err(other.unexpected()),
+        }
+    }
+
+    fn unexpected(&self) -> OrchError {
+        let what = match self {
+            Outcome::Vm(_) => "a VM",
+            Outcome::Snapshot(_) => "a snapshot",
+            Outcome::Deleted => "a deletion",
+        };
+        OrchError::Internal(format!("the operation answered with {what} instead"))
+    }
+}
+
 impl Orchestrator {
     /// Runs `work` as an operation of the orchestrator's own and waits for
     /// it. Dropping the returned future does not stop the work.
@@ -135,45 +184,10 @@ impl Orchestrator {
     pub async fn submit(self: &Arc<Self>, operation: Operation) -> Result<Vm, OrchError> {
         let (sender, accepted) = oneshot::channel();
         let accepted_by = Accepted(Some(sender));
-        let task = match operation {
-            Operation::Create(request) => self.spawn_operation(None, move |orch| async move {
-                orch.timed(OperationKind::Create, orch.create_op(*request, accepted_by))
-                    .await
-                    .map(drop)
-            })?,
-            Operation::Start(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
-                orch.timed(OperationKind::Start, orch.start_op(&id, accepted_by))
-                    .await
-                    .map(drop)
-            })?,
-            Operation::Stop(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
-                orch.timed(OperationKind::Stop, orch.stop_op(&id, accepted_by))
-                    .await
-                    .map(drop)
-            })?,
-            Operation::Snapshot(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
-                orch.timed(OperationKind::Snapshot, async {
-                    let _guard = orch.locks.lock(&id).await;
-                    orch.snapshot_locked(&id, accepted_by).await
-                })
-                .await
-                .map(drop)
-            })?,
-            Operation::Restore { vm_id, snapshot_id } => {
-                self.spawn_operation(Some(vm_id.clone()), move |orch| async move {
-                    orch.timed(OperationKind::Restore, async {
-                        let _guard = orch.locks.lock(&vm_id).await;
-                        orch.restore_locked(&vm_id, snapshot_id.as_deref(), accepted_by).await
-                    })
-                    .await
-                    .map(drop)
-                })?
-            }
-            Operation::Delete(id) => self.spawn_operation(Some(id.clone()), move |orch| async move {
-                orch.timed(OperationKind::Delete, orch.delete_op(&id, accepted_by))
-                    .await
-            })?,
-        };
+        let kind = operation.kind();
+        let task = self.spawn_operation(operation.vm_id(), move |orch| async move {
+            orch.perform(operation, kind, accepted_by).await.map(drop)
+        })?;
         match accepted.await {
             Ok(vm) => Ok(vm),
             // Ended before accepting: the error (or, if it somehow ended
@@ -187,81 +201,92 @@ impl Orchestrator {
     }
 
     pub async fn create_vm(self: &Arc<Self>, req: CreateVm) -> Result<Vm, OrchError> {
-        self.run_operation(move |orch| async move {
-            orch.timed(OperationKind::Create, orch.create_op(req, Accepted::default()))
-                .await
-        })
-        .await
+        self.run(Operation::Create(Box::new(req))).await?.into_vm()
     }
 
     pub async fn start_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
-        let id = id.to_string();
-        self.run_vm_operation(Some(id.clone()), move |orch| async move {
-            orch.timed(OperationKind::Start, orch.start_op(&id, Accepted::default()))
-                .await
-        })
-        .await
+        self.run(Operation::Start(id.to_string())).await?.into_vm()
     }
 
     pub async fn stop_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
-        let id = id.to_string();
-        self.run_vm_operation(Some(id.clone()), move |orch| async move {
-            orch.timed(OperationKind::Stop, orch.stop_op(&id, Accepted::default()))
-                .await
-        })
-        .await
+        self.run(Operation::Stop(id.to_string())).await?.into_vm()
     }
 
     pub async fn delete_vm(self: &Arc<Self>, id: &str) -> Result<(), OrchError> {
-        let id = id.to_string();
-        self.run_vm_operation(Some(id.clone()), move |orch| async move {
-            orch.timed(OperationKind::Delete, orch.delete_op(&id, Accepted::default()))
-                .await
-        })
-        .await
+        self.run(Operation::Delete(id.to_string())).await.map(drop)
     }
 
     /// Takes a snapshot of a running VM; on a VM already `snapshotted`,
     /// answers with the snapshot it was suspended with.
     pub async fn snapshot_vm(self: &Arc<Self>, id: &str) -> Result<Snapshot, OrchError> {
-        let id = id.to_string();
-        self.run_vm_operation(Some(id.clone()), move |orch| async move {
-            orch.timed(OperationKind::Snapshot, async {
-                let _guard = orch.locks.lock(&id).await;
-                orch.snapshot_locked(&id, Accepted::default()).await
-            })
-            .await
-        })
-        .await
+        match self.run(Operation::Snapshot(id.to_string())).await? {
+            Outcome::Snapshot(snapshot) => Ok(snapshot),
+            other => Err(other.unexpected()),
+        }
     }
 
     /// Restores the given snapshot, or the one the VM was suspended with.
     pub async fn restore_vm(self: &Arc<Self>, id: &str, snapshot_id: Option<&str>) -> Result<Vm, OrchError> {
-        self.restore_as(OperationKind::Restore, id, snapshot_id).await
-    }
-
-    async fn restore_as(
-        self: &Arc<Self>,
-        kind: OperationKind,
-        id: &str,
-        snapshot_id: Option<&str>,
-    ) -> Result<Vm, OrchError> {
-        let (id, snapshot_id) = (id.to_string(), snapshot_id.map(str::to_string));
-        self.run_vm_operation(Some(id.clone()), move |orch| async move {
-            orch.timed(kind, async {
-                let _guard = orch.locks.lock(&id).await;
-                orch.restore_locked(&id, snapshot_id.as_deref(), Accepted::default())
-                    .await
-            })
-            .await
-        })
-        .await
+        let operation = Operation::Restore {
+            vm_id: id.to_string(),
+            snapshot_id: snapshot_id.map(str::to_string),
+        };
+        self.run(operation).await?.into_vm()
     }
 
     /// Brings a VM back to `running` for a request through the proxy:
     /// restores a snapshotted VM, accepts one that already runs.
     pub async fn wake_vm(self: &Arc<Self>, id: &str) -> Result<Vm, OrchError> {
-        self.restore_as(OperationKind::Wake, id, None).await
+        let operation = Operation::Restore {
+            vm_id: id.to_string(),
+            snapshot_id: None,
+        };
+        self.run_as(operation, OperationKind::Wake).await?.into_vm()
+    }
+
+    /// Runs `operation` and waits for it to finish.
+    async fn run(self: &Arc<Self>, operation: Operation) -> Result<Outcome, OrchError> {
+        let kind = operation.kind();
+        self.run_as(operation, kind).await
+    }
+
+    async fn run_as(self: &Arc<Self>, operation: Operation, kind: OperationKind) -> Result<Outcome, OrchError> {
+        self.run_vm_operation(operation.vm_id(), move |orch| async move {
+            orch.perform(operation, kind, Accepted::default()).await
+        })
+        .await
+    }
+
+    /// The work of one operation, timed as `kind`; `accepted` hears when
+    /// its intent is recorded.
+    async fn perform(
+        self: Arc<Self>,
+        operation: Operation,
+        kind: OperationKind,
+        accepted: Accepted,
+    ) -> Result<Outcome, OrchError> {
+        self.timed(kind, async {
+            match operation {
+                Operation::Create(request) => self
+                    .create_op(*request, accepted)
+                    .await
+                    .map(|vm| Outcome::Vm(Box::new(vm))),
+                Operation::Start(id) => self.start_op(&id, accepted).await.map(|vm| Outcome::Vm(Box::new(vm))),
+                Operation::Stop(id) => self.stop_op(&id, accepted).await.map(|vm| Outcome::Vm(Box::new(vm))),
+                Operation::Snapshot(id) => {
+                    let _guard = self.locks.lock(&id).await;
+                    self.snapshot_locked(&id, accepted).await.map(Outcome::Snapshot)
+                }
+                Operation::Restore { vm_id, snapshot_id } => {
+                    let _guard = self.locks.lock(&vm_id).await;
+                    self.restore_locked(&vm_id, snapshot_id.as_deref(), accepted)
+                        .await
+                        .map(|vm| Outcome::Vm(Box::new(vm)))
+                }
+                Operation::Delete(id) => self.delete_op(&id, accepted).await.map(|()| Outcome::Deleted),
+            }
+        })
+        .await
     }
 
     /// Runs one operation's work and records how long it took and whether
@@ -309,6 +334,7 @@ impl OrchError {
                 | OrchError::Conflict { .. }
                 | OrchError::InvalidState { .. }
                 | OrchError::TooLarge { .. }
+                | OrchError::Insufficient { .. }
                 | OrchError::QuotaExceeded(_)
         )
     }
