@@ -20,6 +20,7 @@ mod admission;
 mod console;
 mod create;
 mod error;
+mod expiry;
 mod idle;
 mod layout;
 mod ledger;

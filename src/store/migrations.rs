@@ -207,6 +207,17 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_vm ON events(vm_id, id);
     CREATE INDEX events_owner ON events(owner_key_id, id);
     "#,
+    // 9: lifetimes. A VM's (and a template's) `ttl_seconds`,
+    // `idle_timeout_seconds` and `on_idle` (`snapshot`, `stop`, `none`);
+    // NULL: not set, which keeps the behaviour VMs had before.
+    r#"
+    ALTER TABLE vms ADD COLUMN ttl_seconds INTEGER;
+    ALTER TABLE vms ADD COLUMN idle_timeout_seconds INTEGER;
+    ALTER TABLE vms ADD COLUMN on_idle TEXT;
+    ALTER TABLE templates ADD COLUMN ttl_seconds INTEGER;
+    ALTER TABLE templates ADD COLUMN idle_timeout_seconds INTEGER;
+    ALTER TABLE templates ADD COLUMN on_idle TEXT;
+    "#,
 ];
 
 /// The version a fully migrated database is at.
