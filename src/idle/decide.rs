@@ -26,7 +26,8 @@ pub struct IdleInputs {
     pub now: Timestamp,
     /// HATCH_IDLE_TIMEOUT: the timeout of VMs that set none.
     pub idle_timeout: Duration,
-    /// When the VM was created, or last started or restored.
+    /// When the VM was created, or last started or restored, or later
+    /// when its guest first accepted connections (or got its first route).
     pub created_or_started_at: Timestamp,
 }
 

@@ -158,6 +158,9 @@ impl OrchIdleTarget {
                     .map(|e| e.at)
             })
             .unwrap_or(vm.created_at);
+        // Nobody could use the guest before it accepted connections: a
+        // slow boot does not eat into its idle time.
+        let started_at = vm.ready_at.map_or(started_at, |ready| ready.max(started_at));
         // Idle time counts from when the VM became reachable through the
         // proxy, not from a boot that happened before it had any route.
         let started_at = routes

@@ -24,6 +24,7 @@ mod e2e_console;
 mod e2e_durable;
 mod e2e_events;
 mod e2e_isolation;
+mod e2e_lifetimes;
 mod e2e_metrics;
 mod e2e_network_isolation;
 mod e2e_proxy;

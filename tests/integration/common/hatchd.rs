@@ -259,6 +259,27 @@ impl TestDaemon {
         serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("hatch {args:?} printed no JSON: {e}"))
     }
 
+    /// Every recorded event of the VM `vm_id`, oldest first, read with
+    /// `hatch events --json` (which also shows a deleted VM's).
+    pub fn events_of(&self, vm_id: &str) -> Vec<Value> {
+        let output = Command::new(env!("CARGO_BIN_EXE_hatch"))
+            .args(["events", "--since", "0", "--json"])
+            .env("HATCH_URL", format!("unix:{}", self.socket.display()))
+            .env("HATCH_API_KEY", self.admin_key())
+            .output()
+            .expect("hatch events");
+        assert!(
+            output.status.success(),
+            "hatch events: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).expect("one JSON event per line"))
+            .filter(|event| event["vm_id"] == vm_id)
+            .collect()
+    }
+
     /// Polls `GET /vms/{id}` until `done` holds for it.
     pub fn wait_for_vm(&self, id: &str, what: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + timeout;
