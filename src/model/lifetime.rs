@@ -77,8 +77,10 @@ impl<'de> Deserialize<'de> for LifetimeSeconds {
 }
 
 /// What the idle monitor does with a VM that has been idle for its timeout.
+/// Read through a string so that any other JSON value is an error naming
+/// the field (serde_json reports a non-string enum as malformed JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", try_from = "String")]
 pub enum OnIdle {
     /// Snapshot it (`snapshotted`; a route with `auto_wake` wakes it).
     Snapshot,
@@ -101,6 +103,14 @@ impl OnIdle {
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|value| value.as_str() == text)
+    }
+}
+
+impl TryFrom<String> for OnIdle {
+    type Error = String;
+
+    fn try_from(text: String) -> Result<Self, String> {
+        OnIdle::parse(&text).ok_or_else(|| format!("must be \"snapshot\", \"stop\" or \"none\", got {text:?}"))
     }
 }
 
