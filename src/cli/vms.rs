@@ -380,7 +380,10 @@ fn print_vm(vm: &Vm) {
         ("created_at", vm.created_at.to_string()),
         ("expires_at", opt(&vm.expires_at)),
         ("on_idle", opt(&vm.lifetime.on_idle.map(|a| a.as_str()))),
-        ("idle_timeout_seconds", opt(&vm.lifetime.idle_timeout_seconds.map(|s| s.get()))),
+        (
+            "idle_timeout_seconds",
+            opt(&vm.lifetime.idle_timeout_seconds.map(|s| s.get())),
+        ),
         ("idle_status", opt(&vm.idle_status)),
     ]);
 }

@@ -43,7 +43,10 @@ pub enum IdleAction {
 pub enum IdlePolicy {
     /// Never idled; why not.
     Never(&'static str),
-    Idle { action: IdleAction, timeout: Duration },
+    Idle {
+        action: IdleAction,
+        timeout: Duration,
+    },
 }
 
 /// The rule, written down once:
@@ -181,10 +184,7 @@ pub fn decide_expiry(inputs: &ExpiryInputs) -> ExpiryDecision {
     }
     if inputs.state.is_transitional() && inputs.state != VmState::Deleting {
         return ExpiryDecision::Wait {
-            reason: format!(
-                "expired, but {}; deleted once that is done",
-                inputs.state.as_str()
-            ),
+            reason: format!("expired, but {}; deleted once that is done", inputs.state.as_str()),
         };
     }
     ExpiryDecision::Delete {

@@ -232,7 +232,12 @@ fn policy_defaults_keep_the_old_behaviour_and_settings_apply_without_routes() {
         (None, own, false, idle(IdleAction::Snapshot, Duration::from_secs(30))),
         (None, own, true, idle(IdleAction::Snapshot, Duration::from_secs(30))),
         (Some(OnIdle::Stop), None, false, idle(IdleAction::Stop, TIMEOUT)),
-        (Some(OnIdle::Stop), own, true, idle(IdleAction::Stop, Duration::from_secs(30))),
+        (
+            Some(OnIdle::Stop),
+            own,
+            true,
+            idle(IdleAction::Stop, Duration::from_secs(30)),
+        ),
         (Some(OnIdle::Snapshot), None, false, idle(IdleAction::Snapshot, TIMEOUT)),
         // "none" wins over routes and any timeout.
         (Some(OnIdle::None), None, true, IdlePolicy::Never("on_idle is none")),
@@ -272,7 +277,10 @@ fn a_vm_without_routes_is_stopped_by_its_own_timeout_and_kept_by_ssh() {
         last_activity: Some(at(15)),
         ..stop
     };
-    assert_eq!(decide(&recently).reason(), "no proxied traffic or SSH session for 10s of 20s");
+    assert_eq!(
+        decide(&recently).reason(),
+        "no proxied traffic or SSH session for 10s of 20s"
+    );
     let never = IdleInputs {
         on_idle: Some(OnIdle::None),
         ..running(100_000)
@@ -290,7 +298,10 @@ fn expiry_deletes_settled_vms_once_their_ttl_has_passed() {
     };
     for state in VmState::ALL {
         let decision = decide_expiry(&inputs(state, 59));
-        assert!(matches!(decision, ExpiryDecision::Wait { .. }), "{state:?}: {decision:?}");
+        assert!(
+            matches!(decision, ExpiryDecision::Wait { .. }),
+            "{state:?}: {decision:?}"
+        );
         let decision = decide_expiry(&inputs(state, 60));
         let settled = !state.is_transitional() || state == VmState::Deleting;
         assert_eq!(

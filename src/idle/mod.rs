@@ -24,6 +24,5 @@ pub use decide::{
     decide, decide_expiry, idle_policy, ExpiryDecision, ExpiryInputs, IdleAction, IdleDecision, IdleInputs, IdlePolicy,
 };
 pub use monitor::{
-    run_expiry_pass, run_idle_pass, spawn_idle_monitor, ExpiryOutcome, IdleError, IdleTarget, PassEntry,
-    SuspendOutcome,
+    run_expiry_pass, run_idle_pass, spawn_idle_monitor, ExpiryOutcome, IdleError, IdleTarget, PassEntry, SuspendOutcome,
 };

@@ -31,7 +31,9 @@ pub enum ExpiryOutcome {
     Deleted,
     /// Decided again under the lock: not now (an operation is under way),
     /// or the VM is already gone.
-    NotNow { reason: String },
+    NotNow {
+        reason: String,
+    },
 }
 
 /// What suspending found once it held the VM's lock.

@@ -233,7 +233,10 @@ async fn an_expiry_pass_deletes_only_vms_past_their_ttl_that_are_settled() {
     ];
     let outcomes = run_expiry_pass(&target).await;
     assert_eq!(*target.expired.lock().unwrap(), ["vm-idle", "vm-gone-stopped"]);
-    assert!(outcomes.iter().all(|(_, o)| *o == Ok(ExpiryOutcome::Deleted)), "{outcomes:?}");
+    assert!(
+        outcomes.iter().all(|(_, o)| *o == Ok(ExpiryOutcome::Deleted)),
+        "{outcomes:?}"
+    );
     // The idle pass that follows no longer sees the deleted VM.
     let entries = run_idle_pass(&target, &mut SuspendBackoff::new(Duration::from_secs(1))).await;
     assert!(entries.iter().all(|e| e.vm_id != "vm-idle"), "{entries:?}");
@@ -245,7 +248,11 @@ async fn ttls_are_looked_at_right_at_start_idleness_only_after_an_interval() {
     *target.expiring.lock().unwrap() = vec![("vm-ssh".into(), expiring(VmState::Running, -1))];
     let handle = spawn_idle_monitor(Duration::from_secs(300), target.clone());
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(*target.expired.lock().unwrap(), ["vm-ssh"], "expired while the daemon was down");
+    assert_eq!(
+        *target.expired.lock().unwrap(),
+        ["vm-ssh"],
+        "expired while the daemon was down"
+    );
     assert!(target.recorded.lock().unwrap().is_empty(), "no idle pass yet");
     handle.abort();
 }

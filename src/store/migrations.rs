@@ -214,6 +214,7 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE vms ADD COLUMN ttl_seconds INTEGER;
     ALTER TABLE vms ADD COLUMN idle_timeout_seconds INTEGER;
     ALTER TABLE vms ADD COLUMN on_idle TEXT;
+    -- A template's are the defaults of VMs made from it.
     ALTER TABLE templates ADD COLUMN ttl_seconds INTEGER;
     ALTER TABLE templates ADD COLUMN idle_timeout_seconds INTEGER;
     ALTER TABLE templates ADD COLUMN on_idle TEXT;

@@ -9,7 +9,8 @@ use super::codec::{
 use super::{Store, StoreError};
 use crate::model::Template;
 
-const COLUMNS: &str = "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at, owner_key_id, \
+const COLUMNS: &str =
+    "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at, owner_key_id, \
                        egress, ttl_seconds, idle_timeout_seconds, on_idle";
 
 fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {

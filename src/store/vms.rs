@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::events::{insert_event, EventKind};
 
 use super::codec::{
-    corrupt, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts, query_all, string_list, ts,
-    lifetime_columns, lifetime_params, user_data_column, user_data_param,
+    corrupt, lifetime_columns, lifetime_params, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts,
+    query_all, string_list, ts, user_data_column, user_data_param,
 };
 use super::{Store, StoreError};
 use crate::model::{NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits};

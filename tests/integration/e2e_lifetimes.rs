@@ -92,7 +92,10 @@ async fn vms_past_their_ttl_are_deleted_running_or_snapshotted_and_across_a_rest
     // The snapshotted VM expires while the daemon is down (kill -9: VMs
     // keep running); it goes once the daemon is back.
     let (_, now) = daemon.api("GET", &format!("/vms/{sleeper_id}"), None);
-    assert_eq!(now["state"], "snapshotted", "expired before the restart could be tried: {now}");
+    assert_eq!(
+        now["state"], "snapshotted",
+        "expired before the restart could be tried: {now}"
+    );
     let expires_at = timestamp(&now["expires_at"]);
     daemon.kill9();
     let wait = (expires_at - chrono::Utc::now()).to_std().unwrap_or_default();
@@ -129,7 +132,10 @@ async fn vms_without_routes_are_stopped_or_snapshotted_by_their_own_idle_timeout
     let stopper = create_ready_vm(&daemon, &image_id, &key, stop);
     let session = topo.hold_ssh_session(&key, stopper.ssh_port);
     let (_, shown) = daemon.api("GET", &format!("/vms/{}", stopper.id), None);
-    assert_eq!((shown["on_idle"].as_str(), shown["idle_timeout_seconds"].as_u64()), (Some("stop"), Some(20)));
+    assert_eq!(
+        (shown["on_idle"].as_str(), shown["idle_timeout_seconds"].as_u64()),
+        (Some("stop"), Some(20))
+    );
 
     // `sleeper` sets only a timeout: snapshotted when idle, routes or not.
     let sleeper = create_ready_vm(&daemon, &image_id, &key, idle);
@@ -148,7 +154,9 @@ async fn vms_without_routes_are_stopped_or_snapshotted_by_their_own_idle_timeout
         v["state"] == "snapshotted"
     });
     assert!(
-        slept["idle_status"].as_str().is_some_and(|s| s.starts_with("suspended")),
+        slept["idle_status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("suspended")),
         "{slept}"
     );
     let kept = daemon.wait_for_vm(&stopper.id, "kept by its SSH session", Duration::from_secs(60), |v| {
@@ -162,7 +170,9 @@ async fn vms_without_routes_are_stopped_or_snapshotted_by_their_own_idle_timeout
         v["state"] == "stopped"
     });
     assert!(
-        stopped["idle_status"].as_str().is_some_and(|s| s.starts_with("stopped")),
+        stopped["idle_status"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("stopped")),
         "{stopped}"
     );
     let reasons: Vec<Value> = daemon
@@ -172,7 +182,9 @@ async fn vms_without_routes_are_stopped_or_snapshotted_by_their_own_idle_timeout
         .map(|e| e["reason"].clone())
         .collect();
     assert!(
-        reasons.iter().any(|r| r.as_str().is_some_and(|r| r.starts_with("idle: "))),
+        reasons
+            .iter()
+            .any(|r| r.as_str().is_some_and(|r| r.starts_with("idle: "))),
         "{reasons:?}"
     );
 
@@ -181,7 +193,11 @@ async fn vms_without_routes_are_stopped_or_snapshotted_by_their_own_idle_timeout
     assert_eq!((status, started["state"].as_str()), (200, Some("running")), "{started}");
     assert_eq!(topo.ssh(&key, "root", stopper.ssh_port, "hostname").trim(), stopper.id);
     let (status, restored) = daemon.api("POST", &format!("/vms/{}/restore", sleeper.id), None);
-    assert_eq!((status, restored["state"].as_str()), (200, Some("running")), "{restored}");
+    assert_eq!(
+        (status, restored["state"].as_str()),
+        (200, Some("running")),
+        "{restored}"
+    );
     state.assert_survived(&topo, &key, sleeper.ssh_port);
 
     // Meanwhile the VM that said "none" was never idled.
@@ -248,14 +264,21 @@ async fn bad_lifetimes_are_refused_naming_the_field_and_create_nothing() {
         Some(&json!({"name": "short", "image_id": image_id, "ttl_seconds": 600, "on_idle": "stop"})),
     );
     assert_eq!(status, 201, "{template}");
-    assert_eq!((template["ttl_seconds"].as_u64(), template["on_idle"].as_str()), (Some(600), Some("stop")));
+    assert_eq!(
+        (template["ttl_seconds"].as_u64(), template["on_idle"].as_str()),
+        (Some(600), Some("stop"))
+    );
     let (status, vm) = daemon.api(
         "POST",
         "/vms?async=true",
         Some(&json!({"template_id": template["id"], "enable_network": false, "on_idle": "none"})),
     );
     assert_eq!(status, 202, "{vm}");
-    assert_eq!((vm["ttl_seconds"].as_u64(), vm["on_idle"].as_str()), (Some(600), Some("none")), "{vm}");
+    assert_eq!(
+        (vm["ttl_seconds"].as_u64(), vm["on_idle"].as_str()),
+        (Some(600), Some("none")),
+        "{vm}"
+    );
     assert!(vm["expires_at"].is_string(), "{vm}");
     let id = vm["id"].as_str().unwrap();
     daemon.wait_for_vm(id, "running", Duration::from_secs(120), |v| v["state"] == "running");

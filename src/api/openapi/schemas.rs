@@ -66,7 +66,8 @@ fn with_lifetime(mut properties: Value) -> Value {
             "description": format!("{what}; whole seconds, at most {MAX_LIFETIME_SECONDS} (365 days). Absent: not set")
         })
     };
-    properties["ttl_seconds"] = seconds("The VM is deleted (like DELETE, whatever its state) this long after it was created");
+    properties["ttl_seconds"] =
+        seconds("The VM is deleted (like DELETE, whatever its state) this long after it was created");
     properties["idle_timeout_seconds"] = seconds(
         "How long without a proxied request or an established SSH session through its port before on_idle applies \
          (default HATCH_IDLE_TIMEOUT). Setting it idles the VM even without routes",
