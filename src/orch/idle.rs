@@ -100,10 +100,13 @@ impl OrchIdleTarget {
                 if let Err(error) = done {
                     self.orch.metrics.count_idle_decision(IdleDecisionKind::SuspendFailed);
                     // A failed snapshot resumes the VM: say so on it rather
-                    // than leave "suspended" beside a running VM.
-                    let kept = IdleDecision::Keep {
-                        reason: format!("suspending failed ({error}); the VM keeps running"),
+                    // than leave "suspended" beside a running VM. A failed
+                    // stop leaves whatever state the stop recorded.
+                    let reason = match action {
+                        IdleAction::Snapshot => format!("suspending failed ({error}); the VM keeps running"),
+                        IdleAction::Stop => format!("stopping failed ({error})"),
                     };
+                    let kept = IdleDecision::Keep { reason };
                     if let Ok(Some(vm)) = self.orch.store.get_vm(vm_id) {
                         if let Err(store_error) = self.write_decision(vm, &kept) {
                             tracing::warn!(vm = %vm_id, %store_error, "recording the idle decision failed");
