@@ -123,6 +123,12 @@ fn print_template(t: &Template) {
             format!("{} bytes", t.user_data.as_ref().map_or(0, |data| data.len())),
         ),
         ("ssh keys", t.ssh_authorized_keys.len().to_string()),
+        ("ttl_seconds", output::opt(&t.lifetime.ttl_seconds.map(|s| s.get()))),
+        (
+            "idle_timeout_seconds",
+            output::opt(&t.lifetime.idle_timeout_seconds.map(|s| s.get())),
+        ),
+        ("on_idle", output::opt(&t.lifetime.on_idle.map(|a| a.as_str()))),
         ("created_at", t.created_at.to_string()),
     ]);
 }
