@@ -9,7 +9,7 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Child, Command, Output};
 use std::time::Duration;
 
 use common::e2e::Topology;
@@ -27,21 +27,32 @@ fn sdk_dir(language: &str) -> PathBuf {
 /// A daemon with the minimal image registered, its API relayed from TCP
 /// `API_ADDR` to its socket by socat (the test daemon listens on a socket
 /// so the test reaches it from any namespace), and an SSH key for guests.
+/// Fields drop in order: the relay and the daemon before the namespaces.
 struct Setup {
-    topo: Topology,
+    relay: Child,
     daemon: TestDaemon,
     image_id: String,
     key: TestKey,
+    topo: Topology,
+}
+
+impl Drop for Setup {
+    fn drop(&mut self) {
+        let _ = self.relay.kill();
+        let _ = self.relay.wait();
+    }
 }
 
 impl Setup {
     async fn start() -> Setup {
         let image = common::images::minimal_image().await;
         let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
-        let listen = format!("TCP-LISTEN:{},bind=127.0.0.1,reuseaddr,fork", API_ADDR.rsplit(':').next().unwrap());
+        let listen = format!(
+            "TCP-LISTEN:{},bind=127.0.0.1,reuseaddr,fork",
+            API_ADDR.rsplit(':').next().unwrap()
+        );
         let target = format!("UNIX-CONNECT:{}", daemon.socket.display());
-        // Killed with the namespace.
-        let _relay = topo.host().spawn("socat", &[&listen, &target]);
+        let relay = topo.host().spawn("socat", &[&listen, &target]);
         let url = format!("http://{API_ADDR}/healthz");
         wait_for(Duration::from_secs(10), || {
             let output = topo.host().exec("curl", &["-sf", "-o", "/dev/null", &url]);
@@ -49,10 +60,11 @@ impl Setup {
         })
         .expect("the API relay never answered");
         Setup {
-            topo,
+            relay,
             daemon,
             image_id,
             key: TestKey::generate(),
+            topo,
         }
     }
 
@@ -100,7 +112,12 @@ async fn python_sdk_drives_a_real_guest() {
         &["-m", "unittest", "discover", "-v", "-s", "tests", "-t", "."],
         &[("PYTHONPATH", "src"), ("PYTHONDONTWRITEBYTECODE", "1")],
     );
-    assert_passed("python3 -m unittest", &output, |text| text.contains("(skipped="), &setup.daemon);
+    assert_passed(
+        "python3 -m unittest",
+        &output,
+        |text| text.contains("(skipped="),
+        &setup.daemon,
+    );
     assert!(setup.daemon.vmm_pids().is_empty(), "the SDK test left a VM running");
 }
 
