@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use common::e2e::Topology;
 use common::hatchd::{TestDaemon, TestKey};
-use common::netns::wait_for;
+use common::netns::{run_ok, wait_for};
 
 /// Where the SDKs reach the API inside the host namespace (its own loopback,
 /// free there: the daemon serves the API on a unix socket).
@@ -121,26 +121,15 @@ async fn python_sdk_drives_a_real_guest() {
     assert!(setup.daemon.vmm_pids().is_empty(), "the SDK test left a VM running");
 }
 
-/// Installs the TypeScript SDK's pinned dev dependencies (in the test's own
-/// namespace: the registry is reached from the host's) and compiles it.
+/// Installs the TypeScript SDK's pinned dev dependencies (from the test
+/// process's own network namespace, where the registry is reachable; the
+/// test namespaces reach nothing outside) and compiles it with its tests.
 fn build_typescript(dir: &Path) {
-    let npm = |args: &[&str]| {
-        let output = Command::new("npm")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("npm (scripts/install-deps installs Node.js)");
-        assert!(
-            output.status.success(),
-            "npm {args:?}: {}{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    if !dir.join("node_modules/.bin/tsc").exists() {
-        npm(&["ci", "--no-audit", "--no-fund"]);
+    let dir = dir.to_str().expect("a UTF-8 path");
+    if !Path::new(dir).join("node_modules/.bin/tsc").exists() {
+        run_ok("npm", &["--prefix", dir, "ci", "--no-audit", "--no-fund"]);
     }
-    npm(&["run", "build:test"]);
+    run_ok("npm", &["--prefix", dir, "run", "build:test"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
