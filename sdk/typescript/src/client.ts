@@ -1,5 +1,8 @@
 /** The client: one method per operation of `/openapi.json`, plus waiting helpers. */
 
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
 import { ApiError, HatchError, NotFound, UnexpectedState, WaitTimeout, errorFromResponse } from "./errors.js";
 import { lines, parse, Parser } from "./sse.js";
 import type {
@@ -75,7 +78,7 @@ export type OperationName = keyof typeof OPERATIONS;
 export interface ClientOptions {
   /** Default `HATCH_URL`, else `http://127.0.0.1:8080` (http:// or https://). */
   url?: string;
-  /** Default `HATCH_API_KEY`. */
+  /** Default `HATCH_API_KEY`, else `$HATCH_DATA_DIR/admin.key` when readable (as on the daemon's host). */
   apiKey?: string;
   /** Milliseconds a plain request may take (default 60 000); operations get more. */
   timeoutMs?: number;
@@ -116,6 +119,14 @@ function queryString(query: Query | undefined): string {
   return text ? `?${text}` : "";
 }
 
+function adminKeyFromDataDir(): string | undefined {
+  try {
+    return readFileSync(join(process.env.HATCH_DATA_DIR || "/var/lib/hatch", "admin.key"), "utf8").trim() || undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 function asyncQuery(options: AsyncOption | undefined): Query {
   return options?.async ? { async: true } : {};
 }
@@ -133,7 +144,7 @@ export class Client {
       throw new HatchError(`unsupported URL ${JSON.stringify(url)}: expected http:// or https:// (Node's fetch has no unix sockets)`);
     }
     this.url = url.replace(/\/+$/, "");
-    this.apiKey = options.apiKey ?? process.env.HATCH_API_KEY;
+    this.apiKey = (options.apiKey ?? (process.env.HATCH_API_KEY || adminKeyFromDataDir()))?.trim() || undefined;
     this.timeoutMs = options.timeoutMs ?? 60_000;
     this.fetchImpl = options.fetch ?? fetch;
   }

@@ -41,6 +41,15 @@ def covered_operations() -> Dict[Tuple[str, str], str]:
     return covered
 
 
+def _admin_key_from_data_dir() -> Optional[str]:
+    path = os.path.join(os.environ.get("HATCH_DATA_DIR") or "/var/lib/hatch", "admin.key")
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read().strip() or None
+    except OSError:
+        return None
+
+
 def _async_query(asynchronous: bool) -> Dict[str, Any]:
     return {"async": True} if asynchronous else {}
 
@@ -50,16 +59,19 @@ class Client:
 
     ``url`` defaults to ``HATCH_URL`` (else ``http://127.0.0.1:8080``; also
     ``https://host:port`` and ``unix:/path/to.sock``), ``api_key`` to
-    ``HATCH_API_KEY`` and ``ca_cert`` (a private CA for HTTPS) to
+    ``HATCH_API_KEY`` (else ``$HATCH_DATA_DIR/admin.key`` when readable, as
+    on the daemon's host) and ``ca_cert`` (a private CA for HTTPS) to
     ``HATCH_CA_CERT``, as for the ``hatch`` CLI. ``timeout`` bounds each
     request (seconds); requests that wait for an operation get more.
     """
 
     def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None, *,
                  timeout: float = 60.0, ca_cert: Optional[str] = None) -> None:
+        if api_key is None:
+            api_key = os.environ.get("HATCH_API_KEY") or _admin_key_from_data_dir()
         self._http = Transport(
             url or os.environ.get("HATCH_URL") or DEFAULT_URL,
-            api_key if api_key is not None else os.environ.get("HATCH_API_KEY"),
+            api_key.strip() if api_key else None,
             timeout,
             ca_cert or os.environ.get("HATCH_CA_CERT"),
         )
