@@ -99,8 +99,16 @@ class GuestTest(unittest.TestCase):
         self.assertEqual(ssh(key, vm["guest_ip"], "cat /root/marker /root/after-boot").split(),
                          [marker, "in-memory"])
 
+        # A wait that cannot end in time says so, with the VM as last seen.
+        with self.assertRaises(hatchvm.WaitTimeout) as caught:
+            hatch.wait_state(vm["id"], "stopped", timeout=1)
+        self.assertEqual(caught.exception.last["state"], "running")
+
         deleting = hatch.delete_vm(vm["id"], asynchronous=True)
         self.assertEqual(deleting["state"], "deleting")
+        # Waiting for a VM that is being deleted to be ready ends when it is gone.
+        with self.assertRaises(hatchvm.UnexpectedState):
+            hatch.wait_ready(vm["id"], timeout=120)
         hatch.wait_deleted(vm["id"], timeout=120)
         with self.assertRaises(hatchvm.NotFound):
             hatch.get_vm(vm["id"])

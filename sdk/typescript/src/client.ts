@@ -458,7 +458,11 @@ export class Client {
       return false;
     };
     try {
-      for await (const event of this.events({ vm: id, since: 0, follow: false, signal: deadline })) cursor = event.id;
+      try {
+        for await (const event of this.events({ vm: id, since: 0, follow: false, signal: deadline })) cursor = event.id;
+      } catch (err) {
+        if (!(err instanceof NotFound)) throw err; // already gone: the look below tells
+      }
       vm = await this.getOrNull(id);
       while (!check()) {
         try {

@@ -94,8 +94,17 @@ describe("a real guest", { skip }, () => {
     assert.equal(restored.guest_ip, vm.guest_ip);
     assert.deepEqual((await ssh(vm.guest_ip!, "cat /root/marker /root/after-boot")).split(/\s+/).filter(Boolean), [marker, "in-memory"]);
 
+    // A wait that cannot end in time says so, with the VM as last seen.
+    await assert.rejects(client.waitState(vm.id, "stopped", { timeoutMs: 1000 }), (err: unknown) => {
+      assert.ok(err instanceof hatch.WaitTimeout, String(err));
+      assert.equal((err.last as hatch.Vm).state, "running");
+      return true;
+    });
+
     const deleting = await client.deleteVm(vm.id, { async: true });
     assert.equal(deleting.state, "deleting");
+    // Waiting for a VM that is being deleted to be ready ends when it is gone.
+    await assert.rejects(client.waitReady(vm.id, { timeoutMs: 120_000 }), hatch.UnexpectedState);
     await client.waitDeleted(vm.id, { timeoutMs: 120_000 });
     await assert.rejects(client.getVm(vm.id), hatch.NotFound);
   });

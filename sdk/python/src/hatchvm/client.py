@@ -352,8 +352,11 @@ class Client:
         between the two looks is never missed."""
         deadline = time.monotonic() + timeout
         cursor = 0
-        for event in self.events(vm=vm_id, since=0, follow=False, timeout=timeout):
-            cursor = event["id"]
+        try:
+            for event in self.events(vm=vm_id, since=0, follow=False, timeout=timeout):
+                cursor = event["id"]
+        except NotFound:
+            pass  # already gone: the look below tells
         vm = self._get_or_none(vm_id)
         while True:
             self._check(vm_id, vm, done, what, wanted)
