@@ -137,7 +137,7 @@ async fn typescript_sdk_drives_a_real_guest() {
     let dir = sdk_dir("typescript");
     build_typescript(&dir);
     let setup = Setup::start().await;
-    let output = setup.run_tests(&dir, "node", &["--test", "dist-test/test/"], &[]);
+    let output = setup.run_tests(&dir, "node", &["--test", "dist-test/tests/"], &[]);
     assert_passed("node --test", &output, |text| text.contains("# SKIP"), &setup.daemon);
     assert!(setup.daemon.vmm_pids().is_empty(), "the SDK test left a VM running");
 }

@@ -9,6 +9,7 @@ import time
 import unittest
 
 import hatchvm
+import hatchvm.types
 
 LIVE = bool(os.environ.get("HATCH_TEST_IMAGE"))
 SKIP_REASON = "needs a daemon: run by `cargo test --test integration sdk_clients`"
@@ -42,6 +43,14 @@ class ContractTest(unittest.TestCase):
         self.assertEqual(covered - documented, set(), "SDK methods for operations the daemon does not have")
         codes = set(spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
         self.assertEqual(codes, set(hatchvm.errors.ERRORS_BY_CODE), "error codes without an exception class")
+
+    def test_every_schema_of_the_daemons_openapi_has_a_typed_dict_with_its_fields(self):
+        renamed = {"Error": "ErrorBody"}
+        for name, schema in self.hatch.openapi()["components"]["schemas"].items():
+            with self.subTest(schema=name):
+                typed = getattr(hatchvm.types, renamed.get(name, name))
+                self.assertEqual(typed.__required_keys__, set(schema.get("required", [])))
+                self.assertEqual(typed.__optional_keys__, set(schema["properties"]) - set(schema.get("required", [])))
 
     def test_bad_input_raises_the_mapped_exception_naming_the_field(self):
         before = len(self.hatch.list_vms())

@@ -19,10 +19,13 @@ import type {
   KeyUsage,
   NewApiKey,
   Quotas,
+  ReassignVm,
   RegisterImage,
+  RestoreVm,
   Route,
   Snapshot,
   Template,
+  UpdateKey,
   Vm,
   VmEvent,
   VmState,
@@ -281,7 +284,8 @@ export class Client {
 
   /** Gives the VM, with its snapshots and routes, to another key (admin keys only). */
   reassignVm(id: string, keyId: string): Promise<Vm> {
-    return this.call("reassignVm", { id, body: { key_id: keyId } });
+    const body: ReassignVm = { key_id: keyId };
+    return this.call("reassignVm", { id, body });
   }
 
   /** The end of the VM's serial console. */
@@ -347,7 +351,7 @@ export class Client {
 
   /** Runs a snapshotted VM again (from the snapshot it was suspended with unless `snapshotId` is given). */
   restoreVm(id: string, options: AsyncOption & { snapshotId?: string } = {}): Promise<Vm> {
-    const body = options.snapshotId ? { snapshot_id: options.snapshotId } : {};
+    const body: RestoreVm = options.snapshotId ? { snapshot_id: options.snapshotId } : {};
     return this.call("restoreVm", { id, body, query: asyncQuery(options), timeoutMs: OPERATION_MS });
   }
 
@@ -391,7 +395,8 @@ export class Client {
 
   /** Replaces the key's quotas. */
   updateKey(id: string, quotas: Quotas): Promise<ApiKey> {
-    return this.call("updateKey", { id, body: { quotas } });
+    const body: UpdateKey = { quotas };
+    return this.call("updateKey", { id, body });
   }
 
   async revokeKey(id: string): Promise<void> {

@@ -231,3 +231,22 @@ export interface Health {
   images: number;
   snapshot_storage: { kind: "local" | "s3"; ok: boolean; detail: string };
 }
+
+export interface RestoreVm {
+  /** Default: the snapshot the VM was suspended with. */
+  snapshot_id?: string;
+}
+
+export interface ReassignVm {
+  /** An active key. */
+  key_id: string;
+}
+
+export interface UpdateKey {
+  quotas: Quotas;
+}
+
+/** The schema `Error`: what every error answer carries (see the classes in errors). */
+export interface ApiErrorBody {
+  error: { code: string; message: string; field: string | null };
+}

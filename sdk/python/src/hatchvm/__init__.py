@@ -10,9 +10,10 @@ from .errors import (ApiError, Conflict, Forbidden, HatchError, InsufficientCapa
                      InvalidState, MethodNotAllowed, NotFound, QuotaExceeded, RateLimited,
                      SnapshotCorrupt, Timeout, TooLarge, Unauthorized, UnexpectedState, Unavailable,
                      UnsupportedMediaType, ValidationError, WaitTimeout)
-from .types import (ApiKey, AuditEntry, CreateRoute, CreateTemplate, CreateVm, Event, Health,
-                    HostEvent, Image, KeyUsage, NewApiKey, Quotas, RegisterImage, Route, Snapshot,
-                    Template, Vm, VmEvent, VmState)
+from .types import (ApiKey, AuditEntry, CreateKey, CreateRoute, CreateTemplate, CreateVm,
+                    ErrorBody, Event, Health, HostEvent, Image, KeyUsage, NewApiKey, Quotas,
+                    ReassignVm, RegisterImage, RestoreVm, Route, Snapshot, Template, UpdateKey, Vm,
+                    VmEvent, VmState)
 
 __version__ = "0.1.0"
 
@@ -22,7 +23,8 @@ __all__ = [
     "InvalidState", "MethodNotAllowed", "NotFound", "QuotaExceeded", "RateLimited",
     "SnapshotCorrupt", "Timeout", "TooLarge", "Unauthorized", "UnexpectedState", "Unavailable",
     "UnsupportedMediaType", "ValidationError", "WaitTimeout",
-    "ApiKey", "AuditEntry", "CreateRoute", "CreateTemplate", "CreateVm", "Event", "Health",
-    "HostEvent", "Image", "KeyUsage", "NewApiKey", "Quotas", "RegisterImage", "Route", "Snapshot",
-    "Template", "Vm", "VmEvent", "VmState",
+    "ApiKey", "AuditEntry", "CreateKey", "CreateRoute", "CreateTemplate", "CreateVm", "ErrorBody",
+    "Event", "Health", "HostEvent", "Image", "KeyUsage", "NewApiKey", "Quotas", "ReassignVm",
+    "RegisterImage", "RestoreVm", "Route", "Snapshot", "Template", "UpdateKey", "Vm", "VmEvent",
+    "VmState",
 ]

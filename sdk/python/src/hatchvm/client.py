@@ -11,9 +11,9 @@ from typing import (Any, Callable, Dict, Iterator, List, Literal, Optional, Set,
 from . import sse
 from .errors import ApiError, HatchError, NotFound, UnexpectedState, WaitTimeout
 from .transport import Transport, expand, query_string
-from .types import (ApiKey, AuditEntry, CreateRoute, CreateTemplate, CreateVm, Event, Health,
-                    HostEvent, Image, KeyUsage, NewApiKey, Quotas, RegisterImage, Route, Snapshot,
-                    Template, Vm, VmEvent, VmState)
+from .types import (ApiKey, AuditEntry, CreateKey, CreateRoute, CreateTemplate, CreateVm, Event,
+                    Health, HostEvent, Image, KeyUsage, NewApiKey, Quotas, ReassignVm, RegisterImage,
+                    RestoreVm, Route, Snapshot, Template, UpdateKey, Vm, VmEvent, VmState)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 
@@ -205,7 +205,8 @@ class Client:
     @endpoint("POST", "/vms/{id}/owner")
     def reassign_vm(self, vm_id: str, key_id: str) -> Vm:
         """Gives the VM (with its snapshots and routes) to another key (admin keys only)."""
-        return cast(Vm, self._call("POST", "/vms/{id}/owner", {"id": vm_id}, body={"key_id": key_id}))
+        body: ReassignVm = {"key_id": key_id}
+        return cast(Vm, self._call("POST", "/vms/{id}/owner", {"id": vm_id}, body=body))
 
     @endpoint("GET", "/vms/{id}/logs")
     def logs(self, vm_id: str, *, tail_bytes: Optional[int] = None) -> str:
@@ -258,7 +259,7 @@ class Client:
                    asynchronous: bool = False) -> Vm:
         """Runs a snapshotted VM again (from the snapshot it was suspended
         with unless ``snapshot_id`` is given)."""
-        body = {"snapshot_id": snapshot_id} if snapshot_id else {}
+        body: RestoreVm = {"snapshot_id": snapshot_id} if snapshot_id else {}
         return cast(Vm, self._call("POST", "/vms/{id}/restore", {"id": vm_id}, body=body,
                                    query=_async_query(asynchronous),
                                    timeout=self._operation_timeout()))
@@ -291,7 +292,7 @@ class Client:
     def create_key(self, name: str, *, role: Optional[Literal["admin", "member"]] = None,
                    quotas: Optional[Quotas] = None) -> NewApiKey:
         """A new key (its secret, ``key``, is shown only in this answer)."""
-        body: Dict[str, Any] = {"name": name}
+        body: CreateKey = {"name": name}
         if role is not None:
             body["role"] = role
         if quotas is not None:
@@ -310,7 +311,8 @@ class Client:
     @endpoint("PATCH", "/keys/{id}")
     def update_key(self, key_id: str, quotas: Quotas) -> ApiKey:
         """Replaces the key's quotas."""
-        return cast(ApiKey, self._call("PATCH", "/keys/{id}", {"id": key_id}, body={"quotas": quotas}))
+        body: UpdateKey = {"quotas": quotas}
+        return cast(ApiKey, self._call("PATCH", "/keys/{id}", {"id": key_id}, body=body))
 
     @endpoint("DELETE", "/keys/{id}")
     def revoke_key(self, key_id: str) -> None:

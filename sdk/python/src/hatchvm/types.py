@@ -70,6 +70,14 @@ class CreateVm(TypedDict, total=False):
     egress: Egress
 
 
+class RestoreVm(TypedDict, total=False):
+    snapshot_id: str
+
+
+class ReassignVm(TypedDict):
+    key_id: str
+
+
 class Image(TypedDict):
     id: str
     name: str
@@ -221,6 +229,19 @@ class NewApiKey(ApiKey):
     key: str
 
 
+class _CreateKeyRequired(TypedDict):
+    name: str
+
+
+class CreateKey(_CreateKeyRequired, total=False):
+    role: Literal["admin", "member"]
+    quotas: Quotas
+
+
+class UpdateKey(TypedDict):
+    quotas: Quotas
+
+
 class Usage(TypedDict):
     vms: int
     vcpus: int
@@ -259,3 +280,15 @@ class Health(TypedDict):
     vms: HealthVms
     images: int
     snapshot_storage: SnapshotStorage
+
+
+class ErrorDetail(TypedDict):
+    code: str
+    message: str
+    field: Optional[str]
+
+
+class ErrorBody(TypedDict):
+    """The schema ``Error``: what every error answer carries (see :mod:`hatchvm.errors`)."""
+
+    error: ErrorDetail

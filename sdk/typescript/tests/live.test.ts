@@ -9,6 +9,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { describe, test } from "node:test";
 
 import * as hatch from "../src/index.js";
+import { SHAPES } from "./shapes.js";
 
 const env = process.env;
 const skip = env.HATCH_TEST_IMAGE ? false : "needs a daemon: run by `cargo test --test integration sdk_clients`";
@@ -40,6 +41,17 @@ describe("the API contract", { skip }, () => {
     assert.deepEqual([...covered].filter((op) => !documented.has(op)), [], "SDK methods for operations the daemon does not have");
     const codes = spec.components.schemas.Error.properties.error.properties.code.enum;
     assert.deepEqual([...codes].sort(), Object.keys(hatch.ERRORS_BY_CODE).sort());
+  });
+
+  test("every schema of the daemon's /openapi.json has an interface with its fields", async () => {
+    const spec = (await client.openapi()) as {
+      components: { schemas: Record<string, { properties: Record<string, unknown>; required?: string[] }> };
+    };
+    for (const [name, schema] of Object.entries(spec.components.schemas)) {
+      const required = new Set(schema.required ?? []);
+      const documented = Object.fromEntries(Object.keys(schema.properties).map((key) => [key, required.has(key) ? "required" : "optional"]));
+      assert.deepEqual(SHAPES[name], documented, `schema ${name}`);
+    }
   });
 
   test("bad input throws the mapped exception naming the field, and leaves nothing", async () => {
