@@ -51,6 +51,7 @@ mod proxy_stream;
 mod proxy_tls;
 mod proxy_wake;
 mod proxy_websocket;
+mod sdk_clients;
 mod snapshot_artefacts;
 mod snapshot_s3;
 mod snapshot_store;
