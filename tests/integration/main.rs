@@ -21,6 +21,7 @@ mod e2e_admission;
 mod e2e_bad_input;
 mod e2e_cloudinit;
 mod e2e_console;
+mod e2e_dashboard;
 mod e2e_durable;
 mod e2e_events;
 mod e2e_isolation;
