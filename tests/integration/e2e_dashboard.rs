@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use common::browser::{chromium_or_skip, Browser, Png};
 use common::e2e::Topology;
-use common::hatchd::TestKey;
+use common::hatchd::{TestDaemon, TestKey};
 use serde_json::{json, Value};
 
 /// Where the page is served inside the Hatch host's namespace (the test
@@ -49,6 +49,19 @@ fn wait_page_state(browser: &Browser, state: &str) {
     });
 }
 
+/// The daemon's log without its colour codes.
+fn plain_log(daemon: &TestDaemon) -> String {
+    let log = daemon.log();
+    let mut plain = String::with_capacity(log.len());
+    let mut rest = log.as_str();
+    while let Some(start) = rest.find('\x1b') {
+        plain.push_str(&rest[..start]);
+        rest = rest[start..].split_once('m').map_or("", |(_, after)| after);
+    }
+    plain.push_str(rest);
+    plain
+}
+
 fn shown_error(browser: &Browser) -> String {
     browser.wait("an error", Duration::from_secs(30), |b| {
         let text = b.text_of("#error-text");
@@ -64,7 +77,7 @@ async fn dashboard_drives_a_vm_through_its_life_in_a_real_browser() {
         return;
     };
     let image = common::images::minimal_image().await;
-    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
+    let (topo, mut daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
     let _forward = topo.host().spawn(
         "socat",
@@ -93,6 +106,20 @@ async fn dashboard_drives_a_vm_through_its_life_in_a_real_browser() {
 
     let browser = Browser::start(topo.host_ns(), &chromium, &chromedriver, (1280, 900));
     browser.goto(&format!("{base}/ui"));
+
+    // The page's own SSE parser, on chunks split mid-line and mid-CRLF.
+    let parsed = browser.execute_async(
+        "const done = arguments[arguments.length - 1]; \
+         import('/ui/sse.js').then(({ SseParser }) => { \
+           const got = []; const parser = new SseParser((m) => got.push(m)); \
+           for (const piece of [': keep-alive\\r', '\\n', 'id: 7\\r', '\\nevent: state\\ndata: {\"a\":', '1}\\ndata: x\\n', '\\r\\n', 'data:no-space\\n\\n']) parser.push(piece); \
+           done(got); }).catch((e) => done(String(e)));",
+        json!([]),
+    );
+    assert_eq!(
+        parsed,
+        json!([{ "id": "7", "event": "state", "data": "{\"a\":1}\nx" }, { "id": null, "event": "message", "data": "no-space" }])
+    );
 
     // A wrong key: refused in the API's words.
     browser.type_into("#login-key", "not-a-key");
@@ -201,6 +228,25 @@ async fn dashboard_drives_a_vm_through_its_life_in_a_real_browser() {
         assert!(events.contains(change), "events lack {change}:\n{events}");
     }
     topo.ssh(&key, "root", port, "true");
+
+    // The daemon is killed and started again: the page reconnects by itself
+    // (after its last event) and goes on following, console included.
+    let before = plain_log(&daemon).len();
+    daemon.restart();
+    browser.wait("the event stream opened again", Duration::from_secs(60), |_| {
+        plain_log(&daemon)[before..]
+            .contains("path=/events status=200")
+            .then_some(())
+    });
+    // Resumed with Last-Event-ID: no need to read the whole list again.
+    assert!(
+        !plain_log(&daemon)[before..].contains("path=/vms status="),
+        "the page read GET /vms again instead of resuming its stream"
+    );
+    topo.ssh(&key, "root", port, "echo after-the-restart > /dev/console");
+    browser.wait("the console after the restart", SLOW, |b| {
+        b.text_of("#vm-console").contains("after-the-restart").then_some(())
+    });
 
     // Back to the list: it renders (a real screenshot, not a blank one).
     browser.click("header h1 a");

@@ -141,6 +141,16 @@ impl Browser {
         self.command("POST", "/execute/sync", Some(json!({ "script": script, "args": args })))
     }
 
+    /// Runs `script` asynchronously: it ends by calling the last of
+    /// `arguments` with the result.
+    pub fn execute_async(&self, script: &str, args: Value) -> Value {
+        self.command(
+            "POST",
+            "/execute/async",
+            Some(json!({ "script": script, "args": args })),
+        )
+    }
+
     /// The first element matching `css`, waiting up to `timeout` for it.
     pub fn find(&self, css: &str, timeout: Duration) -> String {
         let path = format!("/session/{}/element", self.session);

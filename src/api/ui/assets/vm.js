@@ -60,6 +60,34 @@ function metricsRows(found) {
   return rows.map(([name, value]) => el('tr', {}, el('th', {}, name), el('td', {}, value)));
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Follows the console into `screen`, keeping the newest text; reads the
+ * tail again after a broken connection (a daemon restart, say) and stops
+ * when the VM is gone or `signal` aborts.
+ */
+async function followConsole(url, screen, signal, report) {
+  let reported = false;
+  while (!signal.aborted) {
+    let kept = null;
+    try {
+      await streamText(url, (text) => {
+        // Each connection starts with the tail again: it replaces what was shown.
+        kept = ((kept ?? '') + text).slice(-CONSOLE_KEEP);
+        const atEnd = screen.scrollTop + screen.clientHeight >= screen.scrollHeight - 8;
+        screen.textContent = kept;
+        if (atEnd) screen.scrollTop = screen.scrollHeight;
+      }, signal);
+    } catch (error) {
+      if (error.status === 404 || error.status === 401) return;
+      if (!reported) report(error);
+      reported = true;
+    }
+    await sleep(2000);
+  }
+}
+
 /** Shows VM `id`; returns a function that stops its streams and timers. */
 export function showVm(id, { store, report, admin }) {
   const path = `/vms/${encodeURIComponent(id)}`;
@@ -98,14 +126,7 @@ export function showVm(id, { store, report, admin }) {
 
   const controller = new AbortController();
   stops.push(() => controller.abort());
-  const screen = byId('vm-console');
-  let kept = '';
-  streamText(`${path}/logs?follow=true&bytes=65536`, (text) => {
-    kept = (kept + text).slice(-CONSOLE_KEEP);
-    const follow = screen.scrollTop + screen.clientHeight >= screen.scrollHeight - 8;
-    screen.textContent = kept;
-    if (follow) screen.scrollTop = screen.scrollHeight;
-  }, controller.signal).catch(report);
+  followConsole(`${path}/logs?follow=true&bytes=65536`, byId('vm-console'), controller.signal, report);
 
   const metrics = byId('vm-metrics');
   if (admin) {
