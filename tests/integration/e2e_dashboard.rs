@@ -10,7 +10,7 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::browser::{chromium_or_skip, Browser, Png};
+use common::browser::{chromium_or_skip, Browser, Png, TcpToUnix};
 use common::e2e::Topology;
 use common::hatchd::{TestDaemon, TestKey};
 use serde_json::{json, Value};
@@ -79,13 +79,7 @@ async fn dashboard_drives_a_vm_through_its_life_in_a_real_browser() {
     let image = common::images::minimal_image().await;
     let (topo, mut daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
-    let _forward = topo.host().spawn(
-        "socat",
-        &[
-            &format!("TCP-LISTEN:{PAGE_PORT},bind=127.0.0.1,fork,reuseaddr"),
-            &format!("UNIX-CONNECT:{}", daemon.socket.display()),
-        ],
-    );
+    let _forward = TcpToUnix::start(topo.host(), PAGE_PORT, &daemon.socket);
     let base = format!("http://127.0.0.1:{PAGE_PORT}");
 
     // The page's files need no key and come with their security headers.

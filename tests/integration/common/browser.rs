@@ -34,6 +34,36 @@ pub fn chromium_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
     found
 }
 
+/// `127.0.0.1:port` inside a namespace forwarded to a unix socket (the
+/// test daemon's API), so a browser there can load the page; stopped when
+/// dropped.
+pub struct TcpToUnix(Child);
+
+impl TcpToUnix {
+    pub fn start(ns: &super::netns::TestNetns, port: u16, socket: &std::path::Path) -> TcpToUnix {
+        let forward = TcpToUnix(ns.spawn(
+            "socat",
+            &[
+                &format!("TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr"),
+                &format!("UNIX-CONNECT:{}", socket.display()),
+            ],
+        ));
+        let listening = super::netns::wait_for(Duration::from_secs(10), || {
+            let sockets = ns.exec_ok("ss", &["-Hltn", &format!("sport = :{port}")]);
+            sockets.contains(&format!(":{port}")).then_some(())
+        });
+        assert!(listening.is_some(), "socat is not listening on {port} in {}", ns.name());
+        forward
+    }
+}
+
+impl Drop for TcpToUnix {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub struct Browser {
     netns: String,
     session: String,

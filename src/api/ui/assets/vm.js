@@ -81,8 +81,9 @@ async function followConsole(url, screen, signal, report) {
       }, signal);
     } catch (error) {
       if (error.status === 404 || error.status === 401) return;
-      if (!reported) report(error);
-      reported = true;
+      // A dropped connection is shown by the live indicator; refusals are shown once.
+      if (error.status >= 400 && !reported) report(error);
+      reported = reported || error.status >= 400;
     }
     await sleep(2000);
   }
