@@ -3,6 +3,7 @@
 mod common;
 
 mod api_auth;
+mod api_dashboard;
 mod api_image_confinement;
 mod api_netns;
 mod api_openapi;

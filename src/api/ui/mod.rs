@@ -28,65 +28,33 @@ struct Asset {
     body: &'static [u8],
 }
 
-const INDEX: Asset = Asset {
-    name: "index.html",
-    content_type: "text/html; charset=utf-8",
-    body: include_bytes!("assets/index.html"),
-};
+const HTML: &str = "text/html; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
 
-const ASSETS: &[Asset] = &[
-    INDEX,
-    Asset {
-        name: "style.css",
-        content_type: "text/css; charset=utf-8",
-        body: include_bytes!("assets/style.css"),
-    },
-    Asset {
-        name: "api.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/api.js"),
-    },
-    Asset {
-        name: "sse.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/sse.js"),
-    },
-    Asset {
-        name: "dom.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/dom.js"),
-    },
-    Asset {
-        name: "store.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/store.js"),
-    },
-    Asset {
-        name: "actions.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/actions.js"),
-    },
-    Asset {
-        name: "list.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/list.js"),
-    },
-    Asset {
-        name: "create.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/create.js"),
-    },
-    Asset {
-        name: "vm.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/vm.js"),
-    },
-    Asset {
-        name: "app.js",
-        content_type: "text/javascript; charset=utf-8",
-        body: include_bytes!("assets/app.js"),
-    },
+/// `name => content type`: each file of `assets/`, compiled in.
+macro_rules! assets {
+    ($($name:literal => $content_type:expr),* $(,)?) => {
+        &[$(Asset { name: $name, content_type: $content_type, body: include_bytes!(concat!("assets/", $name)) }),*]
+    };
+}
+
+const ASSETS: &[Asset] = assets![
+    "index.html" => HTML,
+    "style.css" => CSS,
+    "api.js" => JS,
+    "sse.js" => JS,
+    "dom.js" => JS,
+    "store.js" => JS,
+    "actions.js" => JS,
+    "list.js" => JS,
+    "create.js" => JS,
+    "vm.js" => JS,
+    "app.js" => JS,
 ];
+
+/// The page itself (`index.html`, the first file).
+const INDEX: &Asset = &ASSETS[0];
 
 /// `/ui`, `/ui/` (the page) and `/ui/<file>`, all without a key.
 pub fn router() -> Router<AppState> {
@@ -97,7 +65,7 @@ pub fn router() -> Router<AppState> {
 }
 
 async fn index() -> Response {
-    serve(&INDEX, StatusCode::OK)
+    serve(INDEX, StatusCode::OK)
 }
 
 async fn asset(Path(file): Path<String>) -> Response {
@@ -143,7 +111,7 @@ mod tests {
     #[test]
     fn every_file_the_page_loads_is_served() {
         let served = |name: &str| ASSETS.iter().any(|a| a.name == name);
-        for name in text(&INDEX)
+        for name in text(INDEX)
             .split("\"/ui/")
             .skip(1)
             .filter_map(|rest| rest.split('"').next())
@@ -160,7 +128,7 @@ mod tests {
             }
         }
         // No inline script or style: the Content-Security-Policy refuses them.
-        let page = text(&INDEX);
+        let page = text(INDEX);
         assert!(
             !page.contains("<script>") && !page.contains(" style="),
             "inline code in index.html"

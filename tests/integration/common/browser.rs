@@ -14,6 +14,8 @@ use serde_json::{json, Value};
 const CHROMIUM: &str = "chromium";
 const CHROMEDRIVER: &str = "chromedriver";
 const DRIVER_PORT: u16 = 9515;
+/// A page load or a screenshot can take a while on a loaded host.
+const CURL: &[&str] = &["curl", "-sS", "--max-time", "120"];
 
 /// The web element reference key of the W3C protocol.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
@@ -128,17 +130,10 @@ impl Browser {
     /// One protocol request; `Err` with the driver's message on an error answer.
     fn raw(&self, method: &str, path: &str, body: Option<&Value>) -> Result<Value, String> {
         let mut command = Command::new("ip");
-        command.args([
-            "netns",
-            "exec",
-            &self.netns,
-            "curl",
-            "-sS",
-            "--max-time",
-            "120",
-            "-X",
-            method,
-        ]);
+        command
+            .args(["netns", "exec", &self.netns])
+            .args(CURL)
+            .args(["-X", method]);
         if let Some(body) = body {
             command.args([
                 "-H",
