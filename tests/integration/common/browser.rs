@@ -193,7 +193,7 @@ impl Browser {
     /// redrew it between finding and clicking (a live list does).
     pub fn click(&self, css: &str) {
         for _ in 0..10 {
-            let element = self.find(css, Duration::from_secs(10));
+            let element = self.find(css, Duration::from_secs(30));
             let path = format!("/session/{}/element/{element}/click", self.session);
             match self.raw("POST", &path, Some(&json!({}))) {
                 Ok(_) => return,
@@ -206,7 +206,7 @@ impl Browser {
 
     /// Clears the field `css` and types `text` into it.
     pub fn type_into(&self, css: &str, text: &str) {
-        let element = self.find(css, Duration::from_secs(10));
+        let element = self.find(css, Duration::from_secs(30));
         self.command("POST", &format!("/element/{element}/clear"), Some(json!({})));
         if !text.is_empty() {
             self.command(
