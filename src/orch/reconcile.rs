@@ -152,6 +152,14 @@ impl Orchestrator {
         let Some(pid) = live_pid else {
             return self.record_lost_process(vm).await;
         };
+        if vm.state == VmState::Snapshotting {
+            if let Some(snapshot_id) = self.snapshot_finished_since(&vm)? {
+                // Cut short between recording the snapshot and stopping the
+                // VMM: the snapshot asked for is whole, so honour it.
+                process::terminate(pid, ADOPT_GRACE).await;
+                return self.record_saved(vm, snapshot_id);
+            }
+        }
         if vm.state == VmState::Restoring {
             // A half-loaded VMM is not trusted: the snapshot is still there.
             process::terminate(pid, ADOPT_GRACE).await;
@@ -231,12 +239,7 @@ impl Orchestrator {
             }
             // The VMM is only stopped once the snapshot is complete.
             VmState::Snapshotting => match self.snapshot_finished_since(&vm)? {
-                Some(snapshot_id) => {
-                    vm.snapshot_id = Some(snapshot_id.clone());
-                    let reason = format!("snapshot {snapshot_id} (completed as the daemon went down)");
-                    self.apply(&mut vm, Event::Saved, Some(reason))?;
-                    Ok(())
-                }
+                Some(snapshot_id) => self.record_saved(vm, snapshot_id),
                 None => {
                     let reason = "the VMM ended during a snapshot that did not complete".to_string();
                     self.record_crash(vm, reason).await
@@ -247,6 +250,18 @@ impl Orchestrator {
                 self.record_crash(vm, reason).await
             }
         }
+    }
+
+    /// A snapshot that completed as the daemon went down: the VM is
+    /// suspended with it.
+    fn record_saved(&self, mut vm: Vm, snapshot_id: String) -> Result<(), OrchError> {
+        self.set_handle(&vm.id, None);
+        vm.pid = None;
+        vm.ready_at = None;
+        vm.snapshot_id = Some(snapshot_id.clone());
+        let reason = format!("snapshot {snapshot_id} (completed as the daemon went down)");
+        self.apply(&mut vm, Event::Saved, Some(reason))?;
+        Ok(())
     }
 
     /// Marks the VM `error`, and starts it again if its policy says so.

@@ -108,6 +108,11 @@ impl Orchestrator {
             return self.suspended_with(&vm);
         }
         accepted.send(&vm);
+        // The record was reserved a moment before the VM entered
+        // `snapshotting`; dated to that entry, a crash after it completed is
+        // recognised as this snapshot's (see `snapshot_finished_since`),
+        // rather than leaving a stopped VMM that looks like a crash.
+        record.created_at = vm.updated_at;
         let Some(handle) = self.handle(id) else {
             let _ = self.store.delete_snapshot(&record.id);
             vm.pid = None;

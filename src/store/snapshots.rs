@@ -39,7 +39,7 @@ fn upsert(conn: &rusqlite::Connection, snapshot: &Snapshot) -> Result<(), StoreE
     conn.execute(
         "INSERT INTO snapshots (id, vm_id, created_at, hypervisor, files, sizes, sha256s, total_bytes, complete, owner_key_id)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT(id) DO UPDATE SET files = ?5, sizes = ?6, sha256s = ?7, total_bytes = ?8, complete = ?9",
+         ON CONFLICT(id) DO UPDATE SET created_at = ?3, files = ?5, sizes = ?6, sha256s = ?7, total_bytes = ?8, complete = ?9",
         params![
             snapshot.id,
             snapshot.vm_id,
