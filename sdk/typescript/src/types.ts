@@ -16,6 +16,8 @@ export type EventKind = "state" | "ready" | "repair" | "idle" | "error";
 export type Egress = "internet" | "none" | string[];
 export type Hypervisor = "qemu" | "firecracker";
 export type RestartPolicy = "never" | "on-failure";
+/** What happens to a VM once idle: snapshot, stop, or none (never idled). */
+export type OnIdle = "snapshot" | "stop" | "none";
 export type Role = "admin" | "member";
 
 export interface VmLimits {
@@ -54,6 +56,13 @@ export interface Vm {
   idle_status?: string;
   /** While snapshotted: the snapshot restore and wake load. */
   snapshot_id?: string;
+  /** Deleted this long after creation (1 to 31536000 seconds). */
+  ttl_seconds?: number;
+  /** Idle this long before on_idle applies (default HATCH_IDLE_TIMEOUT). */
+  idle_timeout_seconds?: number;
+  on_idle?: OnIdle;
+  /** created_at + ttl_seconds: when the VM is deleted. */
+  expires_at?: string;
   owner_key_id?: string;
 }
 
@@ -72,6 +81,11 @@ export interface CreateVm {
   ssh_authorized_keys?: string[];
   restart_policy?: RestartPolicy;
   egress?: Egress;
+  /** Deleted this long after creation (1 to 31536000 seconds). */
+  ttl_seconds?: number;
+  /** Idle this long before on_idle applies (default HATCH_IDLE_TIMEOUT). */
+  idle_timeout_seconds?: number;
+  on_idle?: OnIdle;
 }
 
 export interface Image {
@@ -107,6 +121,11 @@ export interface Template {
   user_data_base64?: string;
   ssh_authorized_keys: string[];
   egress?: Egress;
+  /** Deleted this long after creation (1 to 31536000 seconds). */
+  ttl_seconds?: number;
+  /** Idle this long before on_idle applies (default HATCH_IDLE_TIMEOUT). */
+  idle_timeout_seconds?: number;
+  on_idle?: OnIdle;
   created_at: string;
   owner_key_id?: string;
 }
@@ -120,6 +139,11 @@ export interface CreateTemplate {
   user_data_base64?: string;
   ssh_authorized_keys?: string[];
   egress?: Egress;
+  /** Deleted this long after creation (1 to 31536000 seconds). */
+  ttl_seconds?: number;
+  /** Idle this long before on_idle applies (default HATCH_IDLE_TIMEOUT). */
+  idle_timeout_seconds?: number;
+  on_idle?: OnIdle;
 }
 
 export interface SnapshotArtefact {

@@ -14,6 +14,8 @@ const R = "required" as const;
 const O = "optional" as const;
 
 const quotas: Shape<t.Quotas> = { max_vms: O, max_vcpus: O, max_mem_mib: O, max_snapshots: O, max_routes: O };
+/** ttl_seconds, idle_timeout_seconds and on_idle: on VMs, templates and their create requests. */
+const lifetime = { ttl_seconds: O, idle_timeout_seconds: O, on_idle: O } as const;
 const apiKey: Shape<t.ApiKey> = { id: R, name: R, prefix: R, role: R, quotas: R, created_at: R, revoked_at: O };
 
 /** By the schema's name in `components.schemas`. */
@@ -29,23 +31,23 @@ export const SHAPES: Record<string, Record<string, "required" | "optional">> = {
   } satisfies Shape<t.RegisterImage>,
   Template: {
     id: R, name: R, image_id: R, vcpu_count: R, mem_mib: R, user_data: R, user_data_base64: O,
-    ssh_authorized_keys: R, egress: O, created_at: R, owner_key_id: O,
+    ssh_authorized_keys: R, egress: O, ...lifetime, created_at: R, owner_key_id: O,
   } satisfies Shape<t.Template>,
   CreateTemplate: {
     name: R, image_id: R, vcpu_count: O, mem_mib: O, user_data: O, user_data_base64: O,
-    ssh_authorized_keys: O, egress: O,
+    ssh_authorized_keys: O, egress: O, ...lifetime,
   } satisfies Shape<t.CreateTemplate>,
   Vm: {
     id: R, state: R, restart_policy: R, image_id: R, vcpu_count: R, mem_mib: R, limits: R,
     enable_network: R, hypervisor: R, created_at: R, updated_at: R, guest_ip: O, guest_mac: O,
     tap_name: O, ssh_port: O, egress: O, user_data: O, user_data_base64: O, ssh_authorized_keys: O,
     pid: O, state_reason: O, ready_at: O, last_activity_at: O, idle_status: O, snapshot_id: O,
-    owner_key_id: O,
+    ...lifetime, expires_at: O, owner_key_id: O,
   } satisfies Shape<t.Vm>,
   CreateVm: {
     image_id: O, template_id: O, vcpu_count: O, mem_mib: O, enable_network: O, guest_ip: O,
     guest_mac: O, user_data: O, user_data_base64: O, ssh_authorized_keys: O, restart_policy: O,
-    egress: O,
+    egress: O, ...lifetime,
   } satisfies Shape<t.CreateVm>,
   VmEvent: { vm_id: R, kind: R, from_state: R, to_state: R, reason: R, at: R } satisfies Shape<t.VmEvent>,
   Event: { id: R, vm_id: R, kind: R, from_state: R, to_state: R, reason: R, at: R } satisfies Shape<t.Event>,

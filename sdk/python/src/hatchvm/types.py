@@ -15,6 +15,8 @@ VmState = Literal[
 ]
 EventKind = Literal["state", "ready", "repair", "idle", "error"]
 Egress = Union[Literal["internet", "none"], List[str]]
+#: What happens to a VM once idle (see ``idle_timeout_seconds``).
+OnIdle = Literal["snapshot", "stop", "none"]
 
 
 class VmLimits(TypedDict):
@@ -52,6 +54,10 @@ class Vm(_VmRequired, total=False):
     last_activity_at: str
     idle_status: str
     snapshot_id: str
+    ttl_seconds: int
+    idle_timeout_seconds: int
+    on_idle: OnIdle
+    expires_at: str
     owner_key_id: str
 
 
@@ -68,6 +74,9 @@ class CreateVm(TypedDict, total=False):
     ssh_authorized_keys: List[str]
     restart_policy: Literal["never", "on-failure"]
     egress: Egress
+    ttl_seconds: int
+    idle_timeout_seconds: int
+    on_idle: OnIdle
 
 
 class RestoreVm(TypedDict, total=False):
@@ -118,6 +127,9 @@ class _TemplateRequired(TypedDict):
 class Template(_TemplateRequired, total=False):
     user_data_base64: str
     egress: Egress
+    ttl_seconds: int
+    idle_timeout_seconds: int
+    on_idle: OnIdle
     owner_key_id: str
 
 
@@ -133,6 +145,9 @@ class CreateTemplate(_CreateTemplateRequired, total=False):
     user_data_base64: str
     ssh_authorized_keys: List[str]
     egress: Egress
+    ttl_seconds: int
+    idle_timeout_seconds: int
+    on_idle: OnIdle
 
 
 class SnapshotArtefact(TypedDict):
