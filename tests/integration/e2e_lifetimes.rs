@@ -76,7 +76,8 @@ async fn vms_past_their_ttl_are_deleted_running_or_snapshotted_and_across_a_rest
     let keeper = create_vm(&daemon, &image_id, &key, json!({}));
     assert!(keeper.get("expires_at").is_none(), "{keeper}");
 
-    let short = create_vm(&daemon, &image_id, &key, json!({"ttl_seconds": 5}));
+    // Through the CLI: `--ttl 5s` is ttl_seconds 5.
+    let short = daemon.cli_json(&["vm", "create", "--image", &image_id, "--no-ssh-key", "--ttl", "5s"]);
     let short_id = short["id"].as_str().unwrap().to_string();
     assert_eq!(short["ttl_seconds"], 5, "{short}");
     assert_eq!(
