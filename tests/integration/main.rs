@@ -23,6 +23,7 @@ mod e2e_cloudinit;
 mod e2e_console;
 mod e2e_durable;
 mod e2e_events;
+mod e2e_guide;
 mod e2e_isolation;
 mod e2e_metrics;
 mod e2e_network_isolation;
