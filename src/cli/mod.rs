@@ -7,6 +7,7 @@ pub mod http;
 mod images;
 mod keys;
 mod output;
+mod progress;
 mod routes;
 pub mod serve;
 mod snapshots;

@@ -13,6 +13,7 @@ mod cli_client;
 mod cli_config;
 mod cli_doctor;
 mod cli_image_build;
+mod cli_progress;
 mod cli_serve;
 mod cli_tls;
 mod cloudinit_keys;
