@@ -34,28 +34,52 @@ pub async fn run(args: &EventsArgs) -> Result<(), CliError> {
     if let Some(since) = args.since {
         path.push_str(&format!("&since={since}"));
     }
-    let mut response = client.open_stream(&path).await?;
-    let mut pending: Vec<u8> = Vec::new();
+    let response = client.open_stream(&path).await?;
     let mut stdout = std::io::stdout();
+    each_message(response, |block| {
+        let Some(line) = event_line(block, args.client.json) else {
+            return Ok(true);
+        };
+        match writeln!(stdout, "{line}").and_then(|()| stdout.flush()) {
+            Ok(()) => Ok(true),
+            // The reader (`head`) has had enough.
+            Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(false),
+            Err(e) => Err(CliError::Http(format!("writing: {e}"))),
+        }
+    })
+    .await
+}
+
+/// Calls `each` with every server-sent message of `response` (its text up
+/// to the blank line) as it arrives, until the stream ends or `each`
+/// answers `false`.
+pub async fn each_message(
+    mut response: hyper::Response<hyper::body::Incoming>,
+    mut each: impl FnMut(&str) -> Result<bool, CliError>,
+) -> Result<(), CliError> {
+    let mut pending: Vec<u8> = Vec::new();
     while let Some(frame) = response.body_mut().frame().await {
         let frame = frame.map_err(|e| CliError::Http(e.to_string()))?;
         let Some(data) = frame.data_ref() else { continue };
         pending.extend_from_slice(data);
         while let Some(end) = find_blank_line(&pending) {
             let block: Vec<u8> = pending.drain(..end).collect();
-            let Some(line) = event_line(&String::from_utf8_lossy(&block), args.client.json) else {
-                continue;
-            };
-            let written = writeln!(stdout, "{line}").and_then(|()| stdout.flush());
-            match written {
-                Ok(()) => {}
-                // The reader (`head`) has had enough.
-                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok(()),
-                Err(e) => return Err(CliError::Http(format!("writing: {e}"))),
+            if !each(&String::from_utf8_lossy(&block))? {
+                return Ok(());
             }
         }
     }
     Ok(())
+}
+
+/// The JSON of one message's `data:` lines; None for comments (keep-alives).
+pub fn message_data(block: &str) -> Option<String> {
+    let data: Vec<&str> = block
+        .lines()
+        .filter_map(|line| line.strip_prefix("data:"))
+        .map(|d| d.strip_prefix(' ').unwrap_or(d))
+        .collect();
+    (!data.is_empty()).then(|| data.join("\n"))
 }
 
 /// The end (past the blank line) of the first complete SSE message.
@@ -66,28 +90,13 @@ fn find_blank_line(bytes: &[u8]) -> Option<usize> {
 /// One message as a line: its JSON, or `id at vm kind from→to reason`.
 /// Comments (keep-alives) print nothing.
 fn event_line(block: &str, json: bool) -> Option<String> {
-    let data: Vec<&str> = block
-        .lines()
-        .filter_map(|line| line.strip_prefix("data:"))
-        .map(|d| d.strip_prefix(' ').unwrap_or(d))
-        .collect();
-    if data.is_empty() {
-        return None;
-    }
-    let data = data.join("\n");
+    let data = message_data(block)?;
     if json {
         return Some(data);
     }
     let event: Value = serde_json::from_str(&data).ok()?;
     let text = |f: &str| event[f].as_str().map(str::to_string);
-    let states = match event["kind"].as_str() {
-        Some("state") => format!(
-            "{}→{}",
-            text("from_state").unwrap_or_else(|| "-".into()),
-            text("to_state").unwrap_or_else(|| "deleted".into())
-        ),
-        _ => text("to_state").unwrap_or_else(|| "-".into()),
-    };
+    let states = states(&event);
     Some(
         format!(
             "{} {} {} {} {} {}",
@@ -103,6 +112,33 @@ fn event_line(block: &str, json: bool) -> Option<String> {
     )
 }
 
+/// `from→to` for a state change, else the state the event left the VM in.
+fn states(event: &Value) -> String {
+    let text = |f: &str| event[f].as_str().map(str::to_string);
+    match event["kind"].as_str() {
+        Some("state") => format!(
+            "{}→{}",
+            text("from_state").unwrap_or_else(|| "-".into()),
+            text("to_state").unwrap_or_else(|| "deleted".into())
+        ),
+        _ => text("to_state").unwrap_or_else(|| "-".into()),
+    }
+}
+
+/// A message as the phase it reports, for a spinner: `running→snapshotting`,
+/// or the kind and reason of other events.
+pub fn phase(block: &str) -> Option<String> {
+    let event: Value = serde_json::from_str(&message_data(block)?).ok()?;
+    match event["kind"].as_str()? {
+        "state" => Some(states(&event)),
+        kind => Some(
+            format!("{kind} {}", event["reason"].as_str().unwrap_or_default())
+                .trim_end()
+                .to_string(),
+        ),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +150,7 @@ mod tests {
         assert!(event_line(block, true).unwrap().starts_with("{\"id\":7"));
         assert_eq!(event_line(":\n\n", false), None);
         assert_eq!(find_blank_line(b"id: 1\ndata: x\n\nid: 2"), Some(15));
+        assert_eq!(phase(block).unwrap(), "creating→running");
+        assert_eq!(phase(":\n\n"), None);
     }
 }

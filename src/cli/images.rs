@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::http::segment;
 use super::output::{self, opt};
+use super::progress::Progress;
 use super::{local, local_store, CliError, ClientArgs};
 use crate::image::{register_image, BuildEnv, BuildRequest, ProgressEvent, RegisterRequest};
 use crate::model::{Image, ImageProfile};
@@ -162,7 +163,7 @@ fn register_body(request: &RegisterRequest) -> serde_json::Value {
 
 /// Builds an image and registers it in the local store (no daemon needed:
 /// the daemon reads new images from the same database). Progress goes to
-/// stderr as it happens, so stdout stays the image alone.
+/// stderr as it happens (a bar on a terminal), so stdout stays the image alone.
 async fn build_image(profile: ImageProfile, name: Option<String>) -> Result<Image, CliError> {
     let config = crate::config::Config::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
     let store = super::serve::open_store(&config)?;
@@ -172,8 +173,10 @@ async fn build_image(profile: ImageProfile, name: Option<String>) -> Result<Imag
         debian_mirror: config.debian_mirror.clone(),
     };
     let request = BuildRequest { profile, name };
-    let print = |event: ProgressEvent| eprintln!("hatch: {event}");
+    let progress = Progress::on_stderr("hatch: ");
+    let print = |event: ProgressEvent| progress.image_event(&event);
     let image = crate::image::build_image(&request, &env, &print).await.map_err(local)?;
+    drop(progress);
     if let Err(error) = store.insert_image(&image) {
         // Not registered, so nothing would ever delete the files.
         let _ = std::fs::remove_dir_all(env.images_dir.join(&image.id));

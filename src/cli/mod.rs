@@ -8,6 +8,7 @@ mod images;
 mod keys;
 mod lifetime;
 mod output;
+mod progress;
 mod routes;
 pub mod serve;
 mod snapshots;

@@ -1,11 +1,15 @@
 //! `hatch snapshot create|restore|list|delete`.
 
+use std::future::Future;
+
 use clap::Subcommand;
 use hyper::Method;
 use serde_json::json;
 
-use super::http::segment;
+use super::events::{each_message, phase};
+use super::http::{segment, Client};
 use super::output;
+use super::progress::Progress;
 use super::{CliError, ClientArgs};
 use crate::model::{Snapshot, Vm};
 
@@ -34,21 +38,17 @@ pub async fn run(command: SnapshotCommand, args: &ClientArgs) -> Result<(), CliE
     let client = args.client()?;
     match command {
         SnapshotCommand::Create { vm_id } => {
-            eprintln!("snapshotting {vm_id}…");
-            let snapshot: Snapshot = client
-                .call(Method::POST, &format!("/vms/{}/snapshot", segment(&vm_id)), None)
-                .await?;
+            let path = format!("/vms/{}/snapshot", segment(&vm_id));
+            let call = client.call(Method::POST, &path, None);
+            let snapshot: Snapshot =
+                with_phases(&client, &vm_id, &format!("snapshotting {vm_id}…"), true, call).await?;
             output::show(args.json, &snapshot, |s| println!("{} {} bytes", s.id, s.total_bytes));
         }
         SnapshotCommand::Restore { vm_id, snapshot } => {
             let body = snapshot.map(|id| json!({ "snapshot_id": id }));
-            let vm: Vm = client
-                .call(
-                    Method::POST,
-                    &format!("/vms/{}/restore", segment(&vm_id)),
-                    body.as_ref(),
-                )
-                .await?;
+            let path = format!("/vms/{}/restore", segment(&vm_id));
+            let call = client.call(Method::POST, &path, body.as_ref());
+            let vm: Vm = with_phases(&client, &vm_id, &format!("restoring {vm_id}…"), false, call).await?;
             output::show(args.json, &vm, |vm| println!("{} {}", vm.id, vm.state.as_str()));
         }
         SnapshotCommand::List { vm_id } => {
@@ -81,4 +81,43 @@ pub async fn run(command: SnapshotCommand, args: &ClientArgs) -> Result<(), CliE
         }
     }
     Ok(())
+}
+
+/// Runs `call` (a snapshot or restore, answered when it is done). On a
+/// terminal a spinner shows `what` and each phase the daemon reports for
+/// the VM on `/events` as it happens; otherwise `what` is printed as one
+/// line when `line` is set, and nothing else.
+async fn with_phases<T>(
+    client: &Client,
+    vm_id: &str,
+    what: &str,
+    line: bool,
+    call: impl Future<Output = Result<T, CliError>>,
+) -> Result<T, CliError> {
+    let progress = Progress::on_stderr("");
+    if !progress.is_terminal() {
+        if line {
+            progress.step(what);
+        }
+        return call.await;
+    }
+    progress.step(what);
+    let phases = async {
+        let path = format!("/events?follow=true&vm={}", segment(vm_id));
+        if let Ok(stream) = client.open_stream(&path).await {
+            let _ = each_message(stream, |block| {
+                if let Some(phase) = phase(block) {
+                    progress.step(&format!("{}: {phase}", what.trim_end_matches('…')));
+                }
+                Ok(true)
+            })
+            .await;
+        }
+        // Without events the spinner goes on with `what` alone.
+        std::future::pending::<()>().await
+    };
+    tokio::select! {
+        result = call => result,
+        _ = phases => unreachable!("the phases never end"),
+    }
 }

@@ -11,6 +11,7 @@ use serde_json::{json, Map, Value};
 use super::http::{segment, Client};
 use super::lifetime::LifetimeArgs;
 use super::output::{self, opt};
+use super::progress::Progress;
 use super::{CliError, ClientArgs};
 use crate::model::{Image, UserData, Vm, VmState, USER_DATA_BASE64_FIELD, USER_DATA_FIELD};
 
@@ -318,18 +319,20 @@ fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
     Ok(Value::Object(body))
 }
 
-/// Polls the VM, printing each state change, until the guest is ready.
+/// Polls the VM, showing each state change (a spinner on a terminal),
+/// until the guest is ready.
 async fn wait_ready(client: &Client, mut vm: Vm, timeout: Duration, quiet: bool) -> Result<Vm, CliError> {
     let deadline = tokio::time::Instant::now() + timeout;
     let mut last: Option<VmState> = None;
+    let progress = (!quiet).then(|| Progress::on_stderr(""));
     loop {
-        if last != Some(vm.state) && !quiet {
-            eprintln!("{}: {}", vm.id, vm.state.as_str());
+        if let Some(progress) = progress.as_ref().filter(|_| last != Some(vm.state)) {
+            progress.step(&format!("{}: {}", vm.id, vm.state.as_str()));
         }
         last = Some(vm.state);
         if vm.ready_at.is_some() {
-            if !quiet {
-                eprintln!("{}: ready (SSH accepts connections)", vm.id);
+            if let Some(progress) = &progress {
+                progress.note(&format!("{}: ready (SSH accepts connections)", vm.id));
             }
             return Ok(vm);
         }

@@ -283,14 +283,16 @@ impl Apt {
             "download".into(),
             format!("{}={}", package.name, package.version),
         ]);
-        tools::run(APT_GET, &args, Some(staging.path())).await.map_err(|e| {
-            match ImageError::command(e, staging.path()) {
+        let fetch = tools::run(APT_GET, &args, Some(staging.path()));
+        // apt-get download fills staging/partial/, then moves the .deb up.
+        super::byte_progress::watch_dir(staging.path(), package.size, progress, fetch)
+            .await
+            .map_err(|e| match ImageError::command(e, staging.path()) {
                 ImageError::Command(e) => {
                     ImageError::Mirror(format!("downloading {}: {}", package.name, apt_messages(&e)))
                 }
                 other => other,
-            }
-        })?;
+            })?;
         staging.commit(&dir)?;
         find_deb(&dir).ok_or_else(|| ImageError::Mirror(format!("apt-get download left no .deb for {}", package.name)))
     }

@@ -1,6 +1,7 @@
 //! The `debian` profile: Debian bookworm (systemd, openssh-server,
 //! cloud-init with NoCloud) as a labelled ext4 image, the cloud kernel as
 //! bzImage and ELF vmlinux, and an initrd that finds the root by label.
+use super::byte_progress::watch_dir;
 use super::cache::{get_or_build, install_from_cache};
 use super::fsutil::{create_dir_all, StagingDir};
 use super::initramfs::InitMode;
@@ -43,7 +44,9 @@ pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Resu
             packages: count,
             bytes,
         });
-        rootfs::bootstrap(&tree, apt.sources()).await?;
+        // mmdebstrap downloads into the tree's apt archive directory.
+        let archives = tree.join("var/cache/apt/archives");
+        watch_dir(&archives, bytes, progress, rootfs::bootstrap(&tree, apt.sources())).await?;
         progress(ProgressEvent::Step(
             "configuring the root filesystem for cloud-init".into(),
         ));

@@ -13,6 +13,7 @@ use crate::model::{Image, ImageProfile};
 mod apt;
 pub mod apt_sources;
 mod bootargs;
+mod byte_progress;
 mod cache;
 mod confine;
 mod cpio;
@@ -112,6 +113,10 @@ pub enum ProgressEvent {
     /// Many packages fetched at once (e.g. by mmdebstrap); `packages` and
     /// `bytes` are estimated from the dependency closure.
     BulkDownload { what: String, packages: usize, bytes: u64 },
+    /// How far the download announced last has come: bytes on disk so far
+    /// (`total` as announced). Several a second; a progress bar's ticks,
+    /// not a line to print.
+    Bytes { done: u64, total: u64 },
     /// Artefacts built earlier from identical inputs are reused.
     CacheHit { key: String },
     /// Something worked around (e.g. stale package lists used offline).
@@ -138,12 +143,21 @@ impl std::fmt::Display for ProgressEvent {
                     *bytes as f64 / 1e6
                 )
             }
+            ProgressEvent::Bytes { done, total } => write!(f, "{done} of {total} bytes"),
             ProgressEvent::CacheHit { key } => write!(f, "reusing cached build {key}"),
             ProgressEvent::Warning(message) => write!(f, "warning: {message}"),
             ProgressEvent::Finished { image_id, size_bytes } => {
                 write!(f, "image {image_id} ready ({:.1} MB)", *size_bytes as f64 / 1e6)
             }
         }
+    }
+}
+
+impl ProgressEvent {
+    /// A tick of a progress bar ([`ProgressEvent::Bytes`]): line-based
+    /// output leaves it out.
+    pub fn is_tick(&self) -> bool {
+        matches!(self, ProgressEvent::Bytes { .. })
     }
 }
 

@@ -10,25 +10,30 @@ use super::tools::{self, CP, MKFS_EXT4, MMDEBSTRAP};
 use super::ImageError;
 
 /// Packages on top of minbase (see docs/images.md for why each is there).
-pub const ROOTFS_PACKAGES: [&str; 11] = [
+pub const ROOTFS_PACKAGES: [&str; 13] = [
     "systemd-sysv",
     "udev",
     "kmod",
     "openssh-server",
     "cloud-init",
-    "ifupdown",
-    "isc-dhcp-client",
+    // DHCP is systemd-networkd's (in systemd); it hands the DNS servers it
+    // learns to systemd-resolved, which the networking guide configures.
+    "systemd-resolved",
     "iproute2",
     "netbase",
     "ca-certificates",
     "sudo",
+    // The networking guide's troubleshooting runs these inside the VM.
+    "iputils-ping",
+    "curl",
+    "bind9-dnsutils",
 ];
 
 /// Size of the (sparse) ext4 image; the tree itself is about 470 MB.
 pub const ROOTFS_SIZE: &str = "2048M";
 
 /// Files written into the tree after mmdebstrap: (path, mode, contents).
-pub const ROOTFS_FILES: [(&str, u32, &str); 7] = [
+pub const ROOTFS_FILES: [(&str, u32, &str); 6] = [
     (
         "/etc/fstab",
         0o644,
@@ -36,19 +41,18 @@ pub const ROOTFS_FILES: [(&str, u32, &str); 7] = [
     ),
     // cloud-init fails on minbase without a locale setting.
     ("/etc/default/locale", 0o644, "LANG=C.UTF-8\n"),
-    // cloud-init writes its ENI config into interfaces.d; it must be sourced.
-    (
-        "/etc/network/interfaces",
-        0o644,
-        "source /etc/network/interfaces.d/*\n\nauto lo\niface lo inet loopback\n",
-    ),
     (
         "/etc/cloud/cloud.cfg.d/90_hatch.cfg",
         0o644,
         "# Written by Hatch: seeds come from a CIDATA disk (NoCloud).\n\
          datasource_list: [NoCloud, None]\n\
          # RSA/ECDSA key generation is slow under software emulation.\n\
-         ssh_genkeytypes: [ed25519]\n",
+         ssh_genkeytypes: [ed25519]\n\
+         # The guide logs in with `ssh root@<host> -p <port>`: root gets the\n\
+         # same keys as the default user `debian`.\n\
+         disable_root: false\n\
+         # Without ifupdown, cloud-init writes systemd-networkd files.\n\
+         system_info:\n  network:\n    renderers: [networkd]\n    activators: [networkd]\n",
     ),
     ("/etc/hostname", 0o644, "debian\n"),
     (
@@ -61,7 +65,7 @@ pub const ROOTFS_FILES: [(&str, u32, &str); 7] = [
 ];
 
 /// Symlinks written into the tree: (path, target).
-pub const ROOTFS_LINKS: [(&str, &str); 3] = [
+pub const ROOTFS_LINKS: [(&str, &str); 8] = [
     // e2scrub_reap takes ~20 s under TCG and is useless in a VM.
     ("/etc/systemd/system/e2scrub_reap.service", "/dev/null"),
     // Without dbus/logind this starts gettys on tty1-6, which a VM with
@@ -71,6 +75,26 @@ pub const ROOTFS_LINKS: [(&str, &str); 3] = [
         "/etc/systemd/system/getty.target.wants/serial-getty@ttyS0.service",
         "/lib/systemd/system/serial-getty@.service",
     ),
+    // `systemctl enable systemd-networkd` (its [Install] section).
+    (
+        "/etc/systemd/system/multi-user.target.wants/systemd-networkd.service",
+        "/lib/systemd/system/systemd-networkd.service",
+    ),
+    (
+        "/etc/systemd/system/dbus-org.freedesktop.network1.service",
+        "/lib/systemd/system/systemd-networkd.service",
+    ),
+    (
+        "/etc/systemd/system/sockets.target.wants/systemd-networkd.socket",
+        "/lib/systemd/system/systemd-networkd.socket",
+    ),
+    (
+        "/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service",
+        "/lib/systemd/system/systemd-networkd-wait-online.service",
+    ),
+    // Programs ask systemd-resolved's stub, which forwards to the DNS
+    // servers DHCP gave (or those set in /etc/systemd/resolved.conf.d).
+    ("/etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf"),
 ];
 
 /// Text that identifies the rootfs recipe, for the build cache key.
@@ -136,7 +160,6 @@ pub async fn customise(tree: &Path, kernel_root: &Path, kernel_version: &str) ->
             std::fs::remove_file(entry.path()).map_err(|e| ImageError::io("removing", &entry.path(), e))?;
         }
     }
-    let _ = std::fs::remove_file(in_tree(tree, "/etc/resolv.conf"));
     // The whole module tree: udev loads virtio_net, vfat, nls... on demand.
     let modules = in_tree(tree, "/lib/modules");
     create_dir_all(&modules)?;

@@ -8,7 +8,7 @@ use crate::common;
 use std::path::Path;
 use std::process::Output;
 
-use common::daemon::hatch_command_in;
+use common::daemon::{hatch_command_in, on_terminal};
 use serde_json::Value;
 
 /// HATCH_DATA_DIR, the shared cache, the host's mirror override if any, and
@@ -66,6 +66,12 @@ async fn a_built_minimal_image_is_registered_and_listed() {
         progress.contains(&format!("image {} ready", image["id"].as_str().unwrap())),
         "{progress}"
     );
+    // Piped, progress is plain lines: no bar, no escape codes, no redraws.
+    assert!(
+        !progress.contains('\x1b') && !progress.contains('\r'),
+        "escape codes in piped output: {progress:?}"
+    );
+    assert!(progress.lines().all(|l| l.starts_with("hatch: ")), "{progress}");
 
     let id = image["id"].as_str().unwrap();
     assert!(id.starts_with("img-"), "{image}");
@@ -101,6 +107,31 @@ async fn a_built_minimal_image_is_registered_and_listed() {
     );
     let shown = json_of(&hatch(&["image", "show", "tiny", "--json"], &env));
     assert_eq!(shown, image);
+}
+
+/// On a terminal (a pty made by `script`), the same build draws its steps
+/// as a spinner line redrawn in place instead of printing lines.
+#[tokio::test]
+async fn on_a_terminal_the_build_shows_a_spinner() {
+    common::images::minimal_image().await;
+    let root = tempfile::tempdir().unwrap();
+    let env = offline_env(root.path());
+    let vars: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let hatch = hatch_command_in(
+        None,
+        &["image", "build", "--profile", "minimal", "--name", "tty"],
+        &vars,
+    );
+    let output = on_terminal(&hatch).output().expect("run script");
+    let terminal = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{terminal}");
+    // The first step is drawn with a spinner and the time it has taken…
+    assert!(terminal.contains("resolving package versions"), "{terminal:?}");
+    // …on one line cleared and redrawn (ANSI erase-line), not printed as a line.
+    assert!(terminal.contains("\x1b[2K"), "{terminal:?}");
+    assert!(!terminal.contains("hatch: resolving package versions"), "{terminal:?}");
+    // Lines that stay are still printed.
+    assert!(terminal.contains("hatch: reusing cached build"), "{terminal:?}");
 }
 
 #[test]

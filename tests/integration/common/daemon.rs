@@ -343,3 +343,27 @@ pub fn hatch_command_in(netns: Option<&TestNetns>, args: &[&str], vars: &[(&str,
     command.envs(vars.iter().copied());
     command
 }
+
+/// `command` (program, arguments, environment) run on a pseudo-terminal
+/// made by `script` (util-linux): `-q` no banner, `-e` the command's exit
+/// status, `/dev/null` no typescript file. What the terminal showed, stdout
+/// and stderr together, is `script`'s stdout. Arguments are joined with
+/// spaces into `script`'s command line: test paths and words only.
+pub fn on_terminal(command: &std::process::Command) -> std::process::Command {
+    let line = std::iter::once(command.get_program())
+        .chain(command.get_args())
+        .map(|word| word.to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = std::process::Command::new("script");
+    script
+        .args(["-qec", &line, "/dev/null"])
+        .stdin(std::process::Stdio::null());
+    for (name, value) in command.get_envs() {
+        match value {
+            Some(value) => script.env(name, value),
+            None => script.env_remove(name),
+        };
+    }
+    script
+}

@@ -55,6 +55,9 @@ async fn build(profile: ImageProfile) -> Image {
     let request = BuildRequest { profile, name: None };
     let started = Instant::now();
     let print = |event: hatch::image::ProgressEvent| {
+        if event.is_tick() {
+            return;
+        }
         eprintln!(
             "[image {} +{:.1}s] {event}",
             profile.as_str(),

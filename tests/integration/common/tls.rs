@@ -64,6 +64,12 @@ fn make_ca(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
 
 impl TestPki {
     pub fn generate() -> TestPki {
+        Self::for_names(SERVER_NAMES)
+    }
+
+    /// Like [`generate`](Self::generate), the server certificate valid for
+    /// `names` (`DNS:...`, `IP:...`).
+    pub fn for_names(names: &[&str]) -> TestPki {
         let dir = tempfile::tempdir().expect("pki dir");
         let d = dir.path();
         let (ca, ca_key) = make_ca(d, "ca");
@@ -91,7 +97,7 @@ impl TestPki {
             &extensions,
             format!(
                 "subjectAltName={}\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-                SERVER_NAMES.join(",")
+                names.join(",")
             ),
         )
         .expect("extensions file");
