@@ -207,6 +207,15 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_vm ON events(vm_id, id);
     CREATE INDEX events_owner ON events(owner_key_id, id);
     "#,
+    // 9: a snapshot is restorable as soon as its local hot copy exists
+    // (`durable` 0) and durable once its artefacts are checksummed in their
+    // final store; `hot_sha256s` holds the hot files' SHA-256s (a JSON map),
+    // checked before the hot copy is loaded. Existing snapshots were
+    // written durable.
+    r#"
+    ALTER TABLE snapshots ADD COLUMN durable INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE snapshots ADD COLUMN hot_sha256s TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 /// The version a fully migrated database is at.
