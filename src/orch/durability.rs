@@ -100,6 +100,17 @@ impl Passes {
 }
 
 impl Orchestrator {
+    /// Waits until no snapshot is being stored in the background (each
+    /// pass finished or failed).
+    pub async fn wait_for_snapshot_storage(&self) {
+        loop {
+            let Some(id) = self.durability.lock().keys().next().cloned() else {
+                return;
+            };
+            self.durability.wait(&id, false).await;
+        }
+    }
+
     /// Where a VM's hot copies live.
     fn hot_root(&self, vm_id: &str) -> PathBuf {
         self.config.data_dir.join("hot").join(vm_id)
@@ -170,11 +181,18 @@ impl Orchestrator {
         if !self.store.update_complete_snapshot(&record)? {
             return Ok(false);
         }
-        let work = self.layout(&record.vm_id).dir().join(format!("work-{}", record.id));
+        // Scratch inside the hot copy: the reconciler's sweep of scratch
+        // directories runs while passes do, and leaves hot copies alone.
+        let work = hot.join("packing");
         let stored = self.store_artefacts(&mut record, &files, &work, ticket).await;
         let _ = tokio::fs::remove_dir_all(&work).await;
-        if !stored? {
-            return Ok(false);
+        if !matches!(stored, Ok(true)) {
+            // Nothing half-stored stays behind; the next pass starts over.
+            let prefix = format!("{}/{}/", record.vm_id, record.id);
+            if let Err(error) = self.snapshot_store().delete(&prefix).await {
+                tracing::warn!(snapshot = %record.id, %error, "removing partly stored artefacts failed");
+            }
+            return stored.map(|_| false);
         }
         record.durable = true;
         Ok(self.store.update_complete_snapshot(&record)?)

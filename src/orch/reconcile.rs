@@ -118,6 +118,9 @@ impl Orchestrator {
                             return Ok(false);
                         }
                         let snapshot = orch.snapshot_locked(&id, Default::default()).await?;
+                        // A snapshot only for the move: not worth storing
+                        // (restoring an unstored one removes it after).
+                        orch.durability.wait(&snapshot.id, true).await;
                         orch.restore_locked(&id, Some(&snapshot.id), Default::default()).await?;
                         Ok(true)
                     })

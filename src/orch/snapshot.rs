@@ -301,13 +301,6 @@ impl Orchestrator {
                 ),
             });
         }
-        // A pass still storing this snapshot reads the VM's disk: let it
-        // finish, then read what it recorded.
-        self.durability.wait(&snapshot.id, false).await;
-        let snapshot = self.store.get_snapshot(&snapshot.id)?.ok_or_else(|| OrchError::NotFound {
-            kind: "snapshot",
-            id: snapshot.id.clone(),
-        })?;
         if !self.has_hot_copy(&vm, &snapshot) {
             self.snapshot_store().ensure_available().await?;
         }
@@ -318,10 +311,10 @@ impl Orchestrator {
         }
         accepted.send(&vm);
         let work = self.work_dir(id, &snapshot.id);
-        let restored = self.load(&vm, &snapshot, &work).await;
+        let restored = self.load_when_stored(&vm, &snapshot, &work).await;
         let _ = tokio::fs::remove_dir_all(&work).await;
         match restored {
-            Ok(handle) => {
+            Ok((handle, snapshot)) => {
                 // Running again, the VM's disk moves on from every hot copy;
                 // a snapshot never stored can no longer be.
                 self.remove_hot_copies(id, None).await;
@@ -342,6 +335,23 @@ impl Orchestrator {
                 Err(error)
             }
         }
+    }
+
+    /// A pass still storing this snapshot reads the VM's disk: lets it
+    /// finish, then loads the snapshot as it recorded it.
+    async fn load_when_stored(
+        self: &Arc<Self>,
+        vm: &Vm,
+        snapshot: &Snapshot,
+        work: &Path,
+    ) -> Result<(Arc<dyn VmHandle>, Snapshot), OrchError> {
+        self.durability.wait(&snapshot.id, false).await;
+        let snapshot = self.store.get_snapshot(&snapshot.id)?.ok_or_else(|| OrchError::NotFound {
+            kind: "snapshot",
+            id: snapshot.id.clone(),
+        })?;
+        let handle = self.load(vm, &snapshot, work).await?;
+        Ok((handle, snapshot))
     }
 
     /// Boots a fresh VMM from the saved state: the hot copy when it is

@@ -22,23 +22,6 @@ fn restore(daemon: &TestDaemon, vm: &VmView, snapshot_id: Option<&str>) -> (u16,
     daemon.api("POST", &format!("/vms/{}/restore", vm.id), body.as_ref())
 }
 
-/// Waits until the background pass has stored `snapshot_id`; returns it.
-fn wait_durable(daemon: &TestDaemon, vm: &VmView, snapshot_id: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(300);
-    loop {
-        let (_, list) = daemon.api("GET", &format!("/vms/{}/snapshots", vm.id), None);
-        let found = list
-            .as_array()
-            .and_then(|all| all.iter().find(|s| s["id"] == snapshot_id).cloned())
-            .unwrap_or_else(|| panic!("snapshot {snapshot_id} is not listed: {list}"));
-        if found["durable"] == true {
-            return found;
-        }
-        assert!(std::time::Instant::now() < deadline, "never stored: {found}\n{}", daemon.log());
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 /// The local (hot) copy of a snapshot of `vm`.
 fn hot_copy(daemon: &TestDaemon, vm: &VmView, snapshot_id: &str) -> std::path::PathBuf {
     daemon.data_path().join("hot").join(&vm.id).join(snapshot_id)
@@ -69,7 +52,7 @@ async fn restore_keeps_ram_files_and_network_identity() {
     let first_id = first["id"].as_str().unwrap().to_string();
     // Answered once the hypervisor's save is on disk; stored in the background.
     assert_eq!(first["durable"], false, "{first}");
-    let stored = wait_durable(&daemon, &vm, &first_id);
+    let stored = daemon.wait_snapshot_durable(&vm.id, &first_id);
     assert!(
         stored["artefacts"]
             .as_array()
@@ -126,7 +109,7 @@ async fn restore_keeps_ram_files_and_network_identity() {
     topo.ssh(&key, "root", vm.ssh_port, "echo three > /root/marker");
     let third = snapshot(&daemon, &vm);
     let third_id = third["id"].as_str().unwrap();
-    wait_durable(&daemon, &vm, third_id);
+    daemon.wait_snapshot_durable(&vm.id, third_id);
     flip_middle_byte(&hot_copy(&daemon, &vm, third_id).join("state"));
     let (status, restored) = restore(&daemon, &vm, None);
     assert_eq!(status, 200, "{restored}\n{}", daemon.log());
@@ -141,7 +124,7 @@ async fn restore_keeps_ram_files_and_network_identity() {
     // refuses with a clear error, and the VM stays snapshotted.
     let fourth = snapshot(&daemon, &vm);
     let fourth_id = fourth["id"].as_str().unwrap();
-    wait_durable(&daemon, &vm, fourth_id);
+    daemon.wait_snapshot_durable(&vm.id, fourth_id);
     flip_middle_byte(&hot_copy(&daemon, &vm, fourth_id).join("state"));
     let state = daemon
         .data_path()

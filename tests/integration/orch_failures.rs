@@ -112,6 +112,7 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
 
 /// The invariants that hold after any operation, failed or not.
 async fn assert_settled(rig: &Rig, context: &str) -> Vec<Vm> {
+    rig.orch.wait_for_snapshot_storage().await;
     let vms = rig.orch.list_vms().await.unwrap();
     let ids: BTreeSet<String> = vms.iter().map(|vm| vm.id.clone()).collect();
     for vm in &vms {
@@ -178,7 +179,7 @@ async fn assert_settled(rig: &Rig, context: &str) -> Vec<Vm> {
 
     // Data dir: the database, and directories of existing VMs only.
     let top = names_in(&rig.data_dir);
-    let allowed = ["hatch.db", "hatch.db-wal", "hatch.db-shm", "vms", "snapshots"];
+    let allowed = ["hatch.db", "hatch.db-wal", "hatch.db-shm", "vms", "snapshots", "hot"];
     assert!(
         top.iter().all(|name| allowed.contains(&name.as_str())),
         "{context}: unexpected files in the data dir: {top:?}"
@@ -194,6 +195,16 @@ async fn assert_settled(rig: &Rig, context: &str) -> Vec<Vm> {
             !inside.iter().any(|name| name.starts_with("work-")),
             "{context}: scratch left in {dir}: {inside:?}"
         );
+    }
+    // Local snapshot copies: only the one a snapshotted VM was suspended with.
+    for vm_dir in names_in(&rig.data_dir.join("hot")) {
+        let owner = vms.iter().find(|vm| vm.id == vm_dir);
+        for copy in names_in(&rig.data_dir.join("hot").join(&vm_dir)) {
+            assert!(
+                owner.is_some_and(|vm| vm.state == VmState::Snapshotted && vm.snapshot_id.as_deref() == Some(copy.as_str())),
+                "{context}: local copy {vm_dir}/{copy} belongs to no snapshotted VM ({owner:?})"
+            );
+        }
     }
     vms
 }
