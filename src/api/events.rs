@@ -1,8 +1,9 @@
 //! `GET /events`: the event log as Server-Sent Events. Each message is
 //! one event: `id:` its cursor, `event:` its kind, `data:` the event as
-//! JSON. A reader resumes after a cursor (`Last-Event-ID`, or `?since=`),
-//! gets everything recorded after it, then follows live (the log is polled,
-//! so a follower survives daemon restarts by reconnecting with its cursor).
+//! JSON. A reader resumes after a cursor (`Last-Event-ID`, or `?since=`;
+//! `?since=now` is the newest event), gets everything recorded after it,
+//! then follows live (the log is polled, so a follower survives daemon
+//! restarts by reconnecting with its cursor).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -35,7 +36,9 @@ const BATCH: u32 = 500;
 pub struct EventsQuery {
     /// Only this VM's events.
     pub vm: Option<String>,
-    /// Start after this cursor (an event id; 0: from the beginning).
+    /// Start after this cursor (an event id; 0: from the beginning; `now`:
+    /// after the newest event recorded, for a reader that reads the
+    /// present state itself and wants only what happens next).
     pub since: Option<String>,
     /// `false`: end once the recorded events are sent (default `true`).
     pub follow: Option<String>,
@@ -66,7 +69,10 @@ pub async fn stream(
             ))
         }
     };
-    let since = query.since.as_deref().map(|s| cursor("since", s)).transpose()?;
+    let since = match query.since.as_deref() {
+        Some("now") => Some(state.store.last_event_id()?),
+        other => other.map(|s| cursor("since", s)).transpose()?,
+    };
     let last = match headers.get("last-event-id") {
         None => None,
         Some(value) => {

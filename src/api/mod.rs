@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod routes;
 mod snapshots;
 mod templates;
+mod ui;
 pub mod validate;
 mod vm_operation;
 pub mod vms;
@@ -177,6 +178,8 @@ pub fn router(state: AppState) -> Router {
         build(protected).route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::require_key));
     build(public)
         .merge(protected)
+        // The dashboard's files: not API endpoints, and served without a key.
+        .merge(ui::router())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

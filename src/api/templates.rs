@@ -9,7 +9,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::ApiJson;
 use super::{owner, validate, AppState};
-use crate::model::{now, random_id, Template};
+use crate::model::{now, random_id, Lifetime, LifetimeSeconds, OnIdle, Template};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,6 +26,10 @@ pub struct CreateTemplate {
     pub ssh_authorized_keys: Vec<String>,
     /// `internet`, `none` or a list of CIDRs (see `POST /vms`).
     pub egress: Option<serde_json::Value>,
+    /// Lifetime settings for VMs made from it (see `POST /vms`).
+    pub ttl_seconds: Option<LifetimeSeconds>,
+    pub idle_timeout_seconds: Option<LifetimeSeconds>,
+    pub on_idle: Option<OnIdle>,
 }
 
 pub async fn create(
@@ -39,6 +43,14 @@ pub async fn create(
     let user_data = validate::user_data(&req.user_data, &req.user_data_base64)?;
     validate::ssh_authorized_keys(&req.ssh_authorized_keys)?;
     let egress = req.egress.as_ref().map(validate::egress).transpose()?;
+    let lifetime = Lifetime {
+        ttl_seconds: req.ttl_seconds,
+        idle_timeout_seconds: req.idle_timeout_seconds,
+        on_idle: req.on_idle,
+    };
+    lifetime
+        .check()
+        .map_err(|(field, message)| ApiError::invalid(field, message))?;
     let image = state.store.find_image(&req.image_id)?.ok_or_else(|| {
         ApiError::field(
             ErrorKind::NotFound,
@@ -55,6 +67,7 @@ pub async fn create(
         user_data,
         ssh_authorized_keys: req.ssh_authorized_keys,
         egress,
+        lifetime,
         created_at: now(),
         owner_key_id: Some(caller.id().to_string()),
     };

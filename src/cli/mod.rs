@@ -6,6 +6,7 @@ mod events;
 pub mod http;
 mod images;
 mod keys;
+mod lifetime;
 mod output;
 mod routes;
 pub mod serve;

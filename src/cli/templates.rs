@@ -7,6 +7,7 @@ use hyper::Method;
 use serde_json::json;
 
 use super::http::segment;
+use super::lifetime::LifetimeArgs;
 use super::output;
 use super::vms::{read_ssh_keys, user_data_field};
 use super::{CliError, ClientArgs};
@@ -33,6 +34,8 @@ pub enum TemplateCommand {
         /// Public key file(s) to authorise in VMs made from this template.
         #[arg(long = "ssh-key")]
         ssh_keys: Vec<PathBuf>,
+        #[command(flatten)]
+        lifetime: LifetimeArgs,
     },
     /// List templates.
     List,
@@ -52,6 +55,7 @@ pub async fn run(command: TemplateCommand, args: &ClientArgs) -> Result<(), CliE
             mem,
             user_data,
             ssh_keys,
+            lifetime,
         } => {
             let mut body = json!({ "name": name, "image_id": image, "ssh_authorized_keys": read_ssh_keys(&ssh_keys)? });
             if let Some(vcpu) = vcpu {
@@ -63,6 +67,9 @@ pub async fn run(command: TemplateCommand, args: &ClientArgs) -> Result<(), CliE
             if let Some(path) = user_data {
                 let (field, value) = user_data_field(&path)?;
                 body[field] = value;
+            }
+            if let Some(body) = body.as_object_mut() {
+                lifetime.add_to(body);
             }
             let template: Template = client.call(Method::POST, "/templates", Some(&body)).await?;
             output::show(args.json, &template, print_template);
@@ -116,6 +123,12 @@ fn print_template(t: &Template) {
             format!("{} bytes", t.user_data.as_ref().map_or(0, |data| data.len())),
         ),
         ("ssh keys", t.ssh_authorized_keys.len().to_string()),
+        ("ttl_seconds", output::opt(&t.lifetime.ttl_seconds.map(|s| s.get()))),
+        (
+            "idle_timeout_seconds",
+            output::opt(&t.lifetime.idle_timeout_seconds.map(|s| s.get())),
+        ),
+        ("on_idle", output::opt(&t.lifetime.on_idle.map(|a| a.as_str()))),
         ("created_at", t.created_at.to_string()),
     ]);
 }

@@ -9,6 +9,7 @@ use hyper::Method;
 use serde_json::{json, Map, Value};
 
 use super::http::{segment, Client};
+use super::lifetime::LifetimeArgs;
 use super::output::{self, opt};
 use super::{CliError, ClientArgs};
 use crate::model::{Image, UserData, Vm, VmState, USER_DATA_BASE64_FIELD, USER_DATA_FIELD};
@@ -83,6 +84,8 @@ pub struct CreateArgs {
     /// How long --wait waits, in seconds.
     #[arg(long, default_value_t = 120)]
     timeout: u64,
+    #[command(flatten)]
+    lifetime: LifetimeArgs,
 }
 
 pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> {
@@ -311,6 +314,7 @@ fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
     if !keys.is_empty() {
         set("ssh_authorized_keys", json!(keys));
     }
+    args.lifetime.add_to(&mut body);
     Ok(Value::Object(body))
 }
 
@@ -374,6 +378,13 @@ fn print_vm(vm: &Vm) {
         ("ssh_port", opt(&net.map(|n| n.ssh_port))),
         ("ready_at", opt(&vm.ready_at)),
         ("created_at", vm.created_at.to_string()),
+        ("expires_at", opt(&vm.expires_at)),
+        ("on_idle", opt(&vm.lifetime.on_idle.map(|a| a.as_str()))),
+        (
+            "idle_timeout_seconds",
+            opt(&vm.lifetime.idle_timeout_seconds.map(|s| s.get())),
+        ),
+        ("idle_status", opt(&vm.idle_status)),
     ]);
 }
 

@@ -1,9 +1,11 @@
-//! The loop that applies [`decide`] to every candidate VM periodically.
+//! The loop that applies [`decide_expiry`] to every VM with a TTL and
+//! [`decide`] to every candidate VM periodically.
 //!
 //! The monitor only proposes: a suspension goes through
-//! [`IdleTarget::suspend_if_still_idle`], which orchestration implements by
-//! taking the VM's lock and deciding again with fresh inputs, so a request
-//! or SSH login that arrives meanwhile wins.
+//! [`IdleTarget::suspend_if_still_idle`] and a deletion through
+//! [`IdleTarget::expire_if_due`], which orchestration implements by taking
+//! the VM's lock and deciding again with fresh inputs, so a request or SSH
+//! login that arrives meanwhile wins.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,12 +15,25 @@ use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
 use super::backoff::SuspendBackoff;
-use super::decide::{decide, IdleDecision, IdleInputs};
+use super::decide::{decide, decide_expiry, ExpiryDecision, ExpiryInputs, IdleDecision, IdleInputs};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdleError {
     #[error("suspending {vm_id} failed: {message}")]
     SuspendFailed { vm_id: String, message: String },
+    #[error("deleting {vm_id} at the end of its TTL failed: {message}")]
+    ExpireFailed { vm_id: String, message: String },
+}
+
+/// What deleting an expired VM found once it held the VM's lock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpiryOutcome {
+    Deleted,
+    /// Decided again under the lock: not now (an operation is under way),
+    /// or the VM is already gone.
+    NotNow {
+        reason: String,
+    },
 }
 
 /// What suspending found once it held the VM's lock.
@@ -46,6 +61,36 @@ pub trait IdleTarget: Send + Sync + 'static {
     /// Makes a decision to keep the VM visible on it (`last_activity_at`,
     /// reason); a suspension's is recorded by `suspend_if_still_idle`.
     fn record_decision(&self, vm_id: &str, decision: &IdleDecision);
+    /// Every VM with a TTL, whatever its state.
+    async fn expiry_candidates(&self) -> Vec<(String, ExpiryInputs)>;
+    /// Decides again under the VM's lock and deletes it (as `DELETE` does,
+    /// the reason on its events) if its TTL has passed.
+    async fn expire_if_due(&self, vm_id: &str) -> Result<ExpiryOutcome, IdleError>;
+}
+
+/// Deletes every VM past its TTL, one after another; a VM that cannot be
+/// deleted now is looked at again on the next pass.
+pub async fn run_expiry_pass(target: &dyn IdleTarget) -> Vec<(String, Result<ExpiryOutcome, IdleError>)> {
+    let mut outcomes = Vec::new();
+    for (vm_id, inputs) in target.expiry_candidates().await {
+        match decide_expiry(&inputs) {
+            ExpiryDecision::Wait { reason } => {
+                tracing::debug!(%vm_id, %reason, "TTL not acted on");
+            }
+            ExpiryDecision::Delete { reason } => {
+                let outcome = target.expire_if_due(&vm_id).await;
+                match &outcome {
+                    Ok(ExpiryOutcome::Deleted) => tracing::info!(%vm_id, %reason, "expired VM deleted"),
+                    Ok(ExpiryOutcome::NotNow { reason }) => {
+                        tracing::info!(%vm_id, %reason, "expired VM not deleted now")
+                    }
+                    Err(error) => tracing::warn!(%vm_id, %error, "expired VM could not be deleted"),
+                }
+                outcomes.push((vm_id, outcome));
+            }
+        }
+    }
+    outcomes
 }
 
 /// What one pass did for one VM.
@@ -105,8 +150,10 @@ pub async fn run_idle_pass(target: &dyn IdleTarget, backoff: &mut SuspendBackoff
     entries
 }
 
-/// Runs [`run_idle_pass`] every `interval` (HATCH_IDLE_CHECK_INTERVAL),
-/// the first time one interval after start. Abort the handle to stop it.
+/// Runs [`run_expiry_pass`] and then [`run_idle_pass`] every `interval`
+/// (HATCH_IDLE_CHECK_INTERVAL), the first time one interval after start;
+/// TTLs are also looked at right at start, so VMs that expired while the
+/// daemon was down go at once. Abort the handle to stop it.
 pub fn spawn_idle_monitor(interval: Duration, target: Arc<dyn IdleTarget>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let period = interval.max(Duration::from_millis(10));
@@ -114,8 +161,10 @@ pub fn spawn_idle_monitor(interval: Duration, target: Arc<dyn IdleTarget>) -> Jo
         // A pass that took long (snapshots) is not followed by a burst.
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut backoff = SuspendBackoff::new(period);
+        run_expiry_pass(target.as_ref()).await;
         loop {
             ticker.tick().await;
+            run_expiry_pass(target.as_ref()).await;
             run_idle_pass(target.as_ref(), &mut backoff).await;
         }
     })

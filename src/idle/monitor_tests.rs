@@ -9,7 +9,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use super::{
-    run_idle_pass, spawn_idle_monitor, IdleDecision, IdleError, IdleInputs, IdleTarget, SuspendBackoff, SuspendOutcome,
+    run_expiry_pass, run_idle_pass, spawn_idle_monitor, ExpiryInputs, ExpiryOutcome, IdleAction, IdleDecision,
+    IdleError, IdleInputs, IdleTarget, SuspendBackoff, SuspendOutcome,
 };
 use crate::model::{now, VmState};
 
@@ -20,6 +21,9 @@ struct FakeIdleTarget {
     busy_on_recheck: Vec<String>,
     failing: Vec<String>,
     recorded: Mutex<Vec<(String, IdleDecision)>>,
+    /// VMs with a TTL, and those the monitor asked to delete.
+    expiring: Mutex<Vec<(String, ExpiryInputs)>>,
+    expired: Mutex<Vec<String>>,
 }
 
 impl FakeIdleTarget {
@@ -50,6 +54,7 @@ impl IdleTarget for FakeIdleTarget {
         self.record_decision(
             vm_id,
             &IdleDecision::Suspend {
+                action: IdleAction::Snapshot,
                 reason: "idle on re-check".into(),
             },
         );
@@ -68,6 +73,16 @@ impl IdleTarget for FakeIdleTarget {
     fn record_decision(&self, vm_id: &str, decision: &IdleDecision) {
         self.recorded.lock().unwrap().push((vm_id.into(), decision.clone()));
     }
+
+    async fn expiry_candidates(&self) -> Vec<(String, ExpiryInputs)> {
+        self.expiring.lock().unwrap().clone()
+    }
+
+    async fn expire_if_due(&self, vm_id: &str) -> Result<ExpiryOutcome, IdleError> {
+        self.expired.lock().unwrap().push(vm_id.to_string());
+        self.vms.lock().unwrap().remove(vm_id);
+        Ok(ExpiryOutcome::Deleted)
+    }
 }
 
 fn vm(idle_for: Duration, ssh: usize, streams: usize) -> IdleInputs {
@@ -75,6 +90,8 @@ fn vm(idle_for: Duration, ssh: usize, streams: usize) -> IdleInputs {
     IdleInputs {
         state: VmState::Running,
         has_routes: true,
+        on_idle: None,
+        vm_idle_timeout: None,
         last_activity: Some(now - chrono::Duration::from_std(idle_for).unwrap()),
         active_streams: streams,
         established_ssh: ssh,
@@ -99,6 +116,8 @@ fn target(busy_on_recheck: &[&str], failing: &[&str]) -> FakeIdleTarget {
         busy_on_recheck: busy_on_recheck.iter().map(|s| s.to_string()).collect(),
         failing: failing.iter().map(|s| s.to_string()).collect(),
         recorded: Mutex::default(),
+        expiring: Mutex::default(),
+        expired: Mutex::default(),
     }
 }
 
@@ -190,5 +209,50 @@ async fn the_monitor_runs_passes_on_its_interval() {
     let after_one = target.recorded.lock().unwrap().len();
     tokio::time::sleep(Duration::from_secs(300)).await;
     assert!(target.recorded.lock().unwrap().len() > after_one, "a second pass ran");
+    handle.abort();
+}
+
+fn expiring(state: VmState, expires_in_seconds: i64) -> ExpiryInputs {
+    let now = now();
+    ExpiryInputs {
+        state,
+        ttl_seconds: 60,
+        expires_at: now + chrono::Duration::seconds(expires_in_seconds),
+        now,
+    }
+}
+
+#[tokio::test]
+async fn an_expiry_pass_deletes_only_vms_past_their_ttl_that_are_settled() {
+    let target = target(&[], &[]);
+    *target.expiring.lock().unwrap() = vec![
+        ("vm-idle".into(), expiring(VmState::Running, -1)),
+        ("vm-recent".into(), expiring(VmState::Running, 30)),
+        ("vm-ws".into(), expiring(VmState::Snapshotting, -1)),
+        ("vm-gone-stopped".into(), expiring(VmState::Stopped, -100)),
+    ];
+    let outcomes = run_expiry_pass(&target).await;
+    assert_eq!(*target.expired.lock().unwrap(), ["vm-idle", "vm-gone-stopped"]);
+    assert!(
+        outcomes.iter().all(|(_, o)| *o == Ok(ExpiryOutcome::Deleted)),
+        "{outcomes:?}"
+    );
+    // The idle pass that follows no longer sees the deleted VM.
+    let entries = run_idle_pass(&target, &mut SuspendBackoff::new(Duration::from_secs(1))).await;
+    assert!(entries.iter().all(|e| e.vm_id != "vm-idle"), "{entries:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn ttls_are_looked_at_right_at_start_idleness_only_after_an_interval() {
+    let target = Arc::new(target(&[], &[]));
+    *target.expiring.lock().unwrap() = vec![("vm-ssh".into(), expiring(VmState::Running, -1))];
+    let handle = spawn_idle_monitor(Duration::from_secs(300), target.clone());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        *target.expired.lock().unwrap(),
+        ["vm-ssh"],
+        "expired while the daemon was down"
+    );
+    assert!(target.recorded.lock().unwrap().is_empty(), "no idle pass yet");
     handle.abort();
 }

@@ -5,6 +5,7 @@
 
 mod image;
 mod key;
+mod lifetime;
 mod route;
 mod snapshot;
 mod template;
@@ -13,6 +14,7 @@ mod vm;
 
 pub use image::{Image, ImageProfile, KernelFormat};
 pub use key::{check_quota, QuotaExceeded, QuotaKind, Quotas, Role, Usage};
+pub use lifetime::{Lifetime, LifetimeSeconds, OnIdle, MAX_LIFETIME_SECONDS};
 pub use route::Route;
 pub use snapshot::Snapshot;
 pub use template::Template;

@@ -18,6 +18,10 @@ pub struct Template {
     /// Egress policy for VMs made from it (`internet` when not set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub egress: Option<super::Egress>,
+    /// `ttl_seconds`, `idle_timeout_seconds` and `on_idle` for VMs made
+    /// from it (a VM's own settings win field by field).
+    #[serde(flatten)]
+    pub lifetime: super::Lifetime,
     pub created_at: Timestamp,
     /// The API key that owns this object (null: admin-owned).
     #[serde(default, skip_serializing_if = "Option::is_none")]

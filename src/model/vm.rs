@@ -287,6 +287,12 @@ pub struct Vm {
     /// (and wake) loads unless another is named.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub snapshot_id: Option<String>,
+    /// `ttl_seconds`, `idle_timeout_seconds` and `on_idle`, as given.
+    #[serde(flatten)]
+    pub lifetime: super::Lifetime,
+    /// `created_at` + `ttl_seconds`: when the VM is deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<Timestamp>,
     /// The API key that owns this object (null: admin-owned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_key_id: Option<String>,

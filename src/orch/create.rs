@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use crate::cloudinit::{self, SeedInput};
 use crate::image;
-use crate::model::{self, check_quota, Image, QuotaKind, RestartPolicy, UserData, Vm};
+use crate::model::{
+    self, check_quota, Image, Lifetime, LifetimeSeconds, OnIdle, QuotaKind, RestartPolicy, UserData, Vm,
+};
 use crate::net::{NetRequest, Taken};
 
 use super::ledger::Ledger;
@@ -38,6 +40,23 @@ pub struct CreateVm {
     pub owner: Option<String>,
     /// `internet` (default), `none` or a list of CIDRs the guest may reach.
     pub egress: Option<serde_json::Value>,
+    /// Delete the VM this long after it was created.
+    pub ttl_seconds: Option<LifetimeSeconds>,
+    /// Idle this long before `on_idle` applies (default HATCH_IDLE_TIMEOUT).
+    pub idle_timeout_seconds: Option<LifetimeSeconds>,
+    /// `snapshot`, `stop` or `none` (never idle).
+    pub on_idle: Option<OnIdle>,
+}
+
+impl CreateVm {
+    /// The lifetime settings the request itself gives.
+    fn lifetime(&self) -> Lifetime {
+        Lifetime {
+            ttl_seconds: self.ttl_seconds,
+            idle_timeout_seconds: self.idle_timeout_seconds,
+            on_idle: self.on_idle,
+        }
+    }
 }
 
 /// A request with template and defaults applied. Sizes were validated where
@@ -51,6 +70,7 @@ struct Plan {
     user_data: Option<UserData>,
     ssh_authorized_keys: Vec<String>,
     restart_policy: RestartPolicy,
+    lifetime: Lifetime,
     owner: Option<String>,
 }
 
@@ -92,6 +112,10 @@ impl Orchestrator {
     }
 
     fn plan(&self, req: CreateVm) -> Result<Plan, OrchError> {
+        let requested = req.lifetime();
+        requested
+            .check()
+            .map_err(|(field, message)| OrchError::InvalidField { field, message })?;
         let template = match &req.template_id {
             Some(id) => Some(self.store.get_template(id)?.ok_or_else(|| OrchError::InvalidField {
                 field: "template_id",
@@ -158,6 +182,7 @@ impl Orchestrator {
             })?,
             None => template.as_ref().and_then(|t| t.egress.clone()).unwrap_or_default(),
         };
+        let lifetime = requested.or(template.as_ref().map(|t| t.lifetime).unwrap_or_default());
         Ok(Plan {
             image,
             vcpu_count,
@@ -171,6 +196,7 @@ impl Orchestrator {
             user_data,
             ssh_authorized_keys,
             restart_policy,
+            lifetime,
             owner: req.owner,
         })
     }
@@ -293,6 +319,8 @@ impl Orchestrator {
             idle_status: None,
             restart_policy: plan.restart_policy,
             snapshot_id: None,
+            lifetime: plan.lifetime,
+            expires_at: plan.lifetime.expires_at(now),
             owner_key_id: plan.owner.clone(),
         };
         // The record (in `creating`) is the intent: from here on, a crash is

@@ -1,13 +1,17 @@
 //! The idle monitor's view of VMs: inputs from the store, the proxy's
-//! activity and conntrack; suspension re-decides under the VM's lock so
-//! that traffic or an SSH login arriving meanwhile wins.
+//! activity and conntrack; suspension (a snapshot or a stop, as the VM's
+//! `on_idle` says) re-decides under the VM's lock so that traffic or an
+//! SSH login arriving meanwhile wins. TTL expiry is in `expiry.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::idle::{decide, IdleDecision, IdleError, IdleInputs, IdleTarget, SuspendOutcome};
+use crate::idle::{
+    decide, ExpiryInputs, ExpiryOutcome, IdleAction, IdleDecision, IdleError, IdleInputs, IdlePolicy, IdleTarget,
+    SuspendOutcome,
+};
 use crate::metrics::{IdleDecisionKind, OperationKind};
 use crate::model::{Vm, VmState};
 use crate::proxy::ActiveConnections;
@@ -74,19 +78,35 @@ impl OrchIdleTarget {
                 }
                 Ok(SuspendOutcome::KeptAfterRecheck { reason })
             }
-            IdleDecision::Suspend { reason } => {
-                // Recorded before the snapshot so the VM never reads
-                // `snapshotted` with an older decision beside it.
+            IdleDecision::Suspend { action, reason } => {
+                // Recorded before the snapshot (or stop) so the VM never
+                // reads `snapshotted` with an older decision beside it.
                 recorded.map_err(|e| failed(e.to_string()))?;
-                tracing::info!(vm = %vm_id, %reason, "suspending an idle VM");
-                let snapshot = self.orch.snapshot_locked(vm_id, Default::default());
-                if let Err(error) = self.orch.timed(OperationKind::Snapshot, snapshot).await {
+                tracing::info!(vm = %vm_id, %reason, ?action, "suspending an idle VM");
+                let done = match action {
+                    IdleAction::Snapshot => {
+                        let snapshot = self.orch.snapshot_locked(vm_id, Default::default());
+                        self.orch.timed(OperationKind::Snapshot, snapshot).await.map(drop)
+                    }
+                    IdleAction::Stop => {
+                        let vm = self.orch.store.get_vm(vm_id).map_err(|e| failed(e.to_string()))?;
+                        let vm = vm.ok_or_else(|| failed("the VM is gone".into()))?;
+                        let stop = self
+                            .orch
+                            .stop_locked(vm, Some(format!("idle: {reason}")), Default::default());
+                        self.orch.timed(OperationKind::Stop, stop).await.map(drop)
+                    }
+                };
+                if let Err(error) = done {
                     self.orch.metrics.count_idle_decision(IdleDecisionKind::SuspendFailed);
                     // A failed snapshot resumes the VM: say so on it rather
-                    // than leave "suspended" beside a running VM.
-                    let kept = IdleDecision::Keep {
-                        reason: format!("suspending failed ({error}); the VM keeps running"),
+                    // than leave "suspended" beside a running VM. A failed
+                    // stop leaves whatever state the stop recorded.
+                    let reason = match action {
+                        IdleAction::Snapshot => format!("suspending failed ({error}); the VM keeps running"),
+                        IdleAction::Stop => format!("stopping failed ({error})"),
                     };
+                    let kept = IdleDecision::Keep { reason };
                     if let Ok(Some(vm)) = self.orch.store.get_vm(vm_id) {
                         if let Err(store_error) = self.write_decision(vm, &kept) {
                             tracing::warn!(vm = %vm_id, %store_error, "recording the idle decision failed");
@@ -104,7 +124,6 @@ impl OrchIdleTarget {
         let store = &self.orch.store;
         let routes = store.list_routes(&vm.id).unwrap_or_default();
         let has_routes = !routes.is_empty();
-        let last_activity = self.activity.last_activity(&vm.id).max(vm.last_activity_at);
         // When conntrack cannot be read, assume someone is logged in: never
         // suspend a VM that might be in use.
         let established_ssh = match &vm.network {
@@ -119,6 +138,12 @@ impl OrchIdleTarget {
                 }),
             None => 0,
         };
+        // A session seen is activity: idle time counts from when it was
+        // last seen open, not from the last proxied request.
+        if established_ssh > 0 {
+            self.activity.touch(&vm.id);
+        }
+        let last_activity = self.activity.last_activity(&vm.id).max(vm.last_activity_at);
         let started_at = store
             .list_transitions(&vm.id)
             .ok()
@@ -136,6 +161,9 @@ impl OrchIdleTarget {
                     .map(|e| e.at)
             })
             .unwrap_or(vm.created_at);
+        // Nobody could use the guest before it accepted connections: a
+        // slow boot does not eat into its idle time.
+        let started_at = vm.ready_at.map_or(started_at, |ready| ready.max(started_at));
         // Idle time counts from when the VM became reachable through the
         // proxy, not from a boot that happened before it had any route.
         let started_at = routes
@@ -146,6 +174,8 @@ impl OrchIdleTarget {
         IdleInputs {
             state: vm.state,
             has_routes,
+            on_idle: vm.lifetime.on_idle,
+            vm_idle_timeout: vm.lifetime.idle_timeout_seconds.map(|s| s.duration()),
             last_activity,
             active_streams: self.activity.active_count(&vm.id),
             established_ssh,
@@ -158,6 +188,7 @@ impl OrchIdleTarget {
 
 #[async_trait]
 impl IdleTarget for OrchIdleTarget {
+    /// Running VMs their policy idles (by default, those with routes).
     async fn candidates(&self) -> Vec<String> {
         let store = &self.orch.store;
         store
@@ -165,7 +196,16 @@ impl IdleTarget for OrchIdleTarget {
             .unwrap_or_default()
             .into_iter()
             .filter(|vm| vm.state == VmState::Running)
-            .filter(|vm| store.list_routes(&vm.id).is_ok_and(|routes| !routes.is_empty()))
+            .filter(|vm| {
+                let has_routes = store.list_routes(&vm.id).is_ok_and(|routes| !routes.is_empty());
+                let policy = crate::idle::idle_policy(
+                    vm.lifetime.on_idle,
+                    vm.lifetime.idle_timeout_seconds.map(|s| s.duration()),
+                    has_routes,
+                    self.idle_timeout,
+                );
+                matches!(policy, IdlePolicy::Idle { .. })
+            })
             .map(|vm| vm.id)
             .collect()
     }
@@ -190,6 +230,23 @@ impl IdleTarget for OrchIdleTarget {
             })
     }
 
+    async fn expiry_candidates(&self) -> Vec<(String, ExpiryInputs)> {
+        self.orch.expiry_candidates().unwrap_or_else(|error| {
+            tracing::warn!(%error, "listing VMs with a TTL failed");
+            Vec::new()
+        })
+    }
+
+    async fn expire_if_due(&self, vm_id: &str) -> Result<ExpiryOutcome, IdleError> {
+        self.orch
+            .expire_if_due(vm_id)
+            .await
+            .map_err(|error| IdleError::ExpireFailed {
+                vm_id: vm_id.to_string(),
+                message: error.to_string(),
+            })
+    }
+
     fn record_decision(&self, vm_id: &str, decision: &IdleDecision) {
         let target = self.clone();
         let (vm_id, decision) = (vm_id.to_string(), decision.clone());
@@ -209,7 +266,14 @@ impl IdleTarget for OrchIdleTarget {
 
 fn status_text(decision: &IdleDecision) -> String {
     match decision {
-        IdleDecision::Suspend { reason } => format!("suspended: {reason}"),
+        IdleDecision::Suspend {
+            action: IdleAction::Snapshot,
+            reason,
+        } => format!("suspended: {reason}"),
+        IdleDecision::Suspend {
+            action: IdleAction::Stop,
+            reason,
+        } => format!("stopped: {reason}"),
         IdleDecision::Keep { reason } => format!("kept: {reason}"),
     }
 }

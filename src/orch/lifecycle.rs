@@ -85,15 +85,27 @@ impl Orchestrator {
         Ok(())
     }
 
-    pub(super) async fn stop_op(self: &Arc<Self>, id: &str, mut accepted: Accepted) -> Result<Vm, OrchError> {
+    pub(super) async fn stop_op(self: &Arc<Self>, id: &str, accepted: Accepted) -> Result<Vm, OrchError> {
         let _guard = self.locks.lock(id).await;
-        let mut vm = self.get_vm(id).await?;
-        if self.apply(&mut vm, Event::Stop, None)? == Applied::Already {
+        let vm = self.get_vm(id).await?;
+        self.stop_locked(vm, None, accepted).await
+    }
+
+    /// Stops `vm`, whose lock the caller holds; `reason` (none: a user's
+    /// request) goes on its `stopping` and `stopped` events.
+    pub(super) async fn stop_locked(
+        &self,
+        mut vm: Vm,
+        reason: Option<String>,
+        mut accepted: Accepted,
+    ) -> Result<Vm, OrchError> {
+        if self.apply(&mut vm, Event::Stop, reason.clone())? == Applied::Already {
             accepted.send(&vm);
             return Ok(vm);
         }
         accepted.send(&vm);
-        self.halt(&mut vm, "stopped by request").await?;
+        let reason = reason.unwrap_or_else(|| "stopped by request".into());
+        self.halt(&mut vm, &reason).await?;
         Ok(vm)
     }
 
@@ -203,12 +215,23 @@ impl Orchestrator {
     /// Deleting is recorded first (`deleting`), then everything the VM held
     /// is released; a teardown cut short (an error, a crash) is finished by
     /// the reconciler or by deleting again.
-    pub(super) async fn delete_op(self: &Arc<Self>, id: &str, mut accepted: Accepted) -> Result<(), OrchError> {
+    pub(super) async fn delete_op(self: &Arc<Self>, id: &str, accepted: Accepted) -> Result<(), OrchError> {
         let _guard = self.locks.lock(id).await;
         let mut vm = self.get_vm(id).await?;
-        self.apply(&mut vm, Event::Delete, Some("deleted by request".into()))?;
-        accepted.send(&vm);
-        self.tear_down(&mut vm).await
+        self.delete_locked(&mut vm, "deleted by request".into(), accepted).await
+    }
+
+    /// Deletes `vm`, whose lock the caller holds; `reason` goes on its
+    /// `deleting` event.
+    pub(super) async fn delete_locked(
+        &self,
+        vm: &mut Vm,
+        reason: String,
+        mut accepted: Accepted,
+    ) -> Result<(), OrchError> {
+        self.apply(vm, Event::Delete, Some(reason))?;
+        accepted.send(vm);
+        self.tear_down(vm).await
     }
 
     /// Releases everything a `deleting` VM holds, then its record. Every

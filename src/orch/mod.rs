@@ -21,6 +21,7 @@ mod console;
 mod create;
 mod durability;
 mod error;
+mod expiry;
 mod idle;
 mod layout;
 mod ledger;

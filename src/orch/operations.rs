@@ -132,7 +132,11 @@ impl Orchestrator {
 
     /// [`Self::run_operation`] on the VM `vm_id`: a failure is recorded as
     /// the VM's `error` event.
-    async fn run_vm_operation<T, F, Fut>(self: &Arc<Self>, vm_id: Option<String>, work: F) -> Result<T, OrchError>
+    pub(super) async fn run_vm_operation<T, F, Fut>(
+        self: &Arc<Self>,
+        vm_id: Option<String>,
+        work: F,
+    ) -> Result<T, OrchError>
     where
         F: FnOnce(Arc<Self>) -> Fut,
         Fut: Future<Output = Result<T, OrchError>> + Send + 'static,

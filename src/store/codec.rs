@@ -4,7 +4,7 @@ use chrono::SecondsFormat;
 use rusqlite::ErrorCode;
 
 use super::StoreError;
-use crate::model::{Timestamp, UserData};
+use crate::model::{Lifetime, LifetimeSeconds, OnIdle, Timestamp, UserData};
 
 /// Fixed-width RFC 3339 (nanoseconds, `Z`: lossless), so text order is time order.
 pub fn ts(value: &Timestamp) -> String {
@@ -89,4 +89,31 @@ pub fn query_all<T>(
         out.push(decode(row)?);
     }
     Ok(out)
+}
+
+/// The `ttl_seconds`, `idle_timeout_seconds` and `on_idle` columns, in
+/// that order (NULL: not set).
+pub fn lifetime_params(lifetime: &Lifetime) -> [Box<dyn rusqlite::ToSql>; 3] {
+    [
+        Box::new(lifetime.ttl_seconds.map(LifetimeSeconds::get)),
+        Box::new(lifetime.idle_timeout_seconds.map(LifetimeSeconds::get)),
+        Box::new(lifetime.on_idle.map(OnIdle::as_str)),
+    ]
+}
+
+/// Reads the three lifetime columns starting at `first`.
+pub fn lifetime_columns(table: &'static str, row: &rusqlite::Row<'_>, first: usize) -> Result<Lifetime, StoreError> {
+    let seconds = |index: usize, name: &str| -> Result<Option<LifetimeSeconds>, StoreError> {
+        row.get::<_, Option<u32>>(index)?
+            .map(|value| LifetimeSeconds::new(value.into()).map_err(|e| corrupt(table, format!("{name}: {e}"))))
+            .transpose()
+    };
+    let on_idle: Option<String> = row.get(first + 2)?;
+    Ok(Lifetime {
+        ttl_seconds: seconds(first, "ttl_seconds")?,
+        idle_timeout_seconds: seconds(first + 1, "idle_timeout_seconds")?,
+        on_idle: on_idle
+            .map(|text| OnIdle::parse(&text).ok_or_else(|| corrupt(table, format!("on_idle {text:?}"))))
+            .transpose()?,
+    })
 }

@@ -207,7 +207,19 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX events_vm ON events(vm_id, id);
     CREATE INDEX events_owner ON events(owner_key_id, id);
     "#,
-    // 9: a snapshot is restorable as soon as its local hot copy exists
+    // 9: lifetimes. A VM's (and a template's) `ttl_seconds`,
+    // `idle_timeout_seconds` and `on_idle` (`snapshot`, `stop`, `none`);
+    // NULL: not set, which keeps the behaviour VMs had before.
+    r#"
+    ALTER TABLE vms ADD COLUMN ttl_seconds INTEGER;
+    ALTER TABLE vms ADD COLUMN idle_timeout_seconds INTEGER;
+    ALTER TABLE vms ADD COLUMN on_idle TEXT;
+    -- A template's are the defaults of VMs made from it.
+    ALTER TABLE templates ADD COLUMN ttl_seconds INTEGER;
+    ALTER TABLE templates ADD COLUMN idle_timeout_seconds INTEGER;
+    ALTER TABLE templates ADD COLUMN on_idle TEXT;
+    "#,
+    // 10: a snapshot is restorable as soon as its local hot copy exists
     // (`durable` 0) and durable once its artefacts are checksummed in their
     // final store; `hot_sha256s` holds the hot files' SHA-256s (a JSON map),
     // checked before the hot copy is loaded. Existing snapshots were

@@ -1,15 +1,17 @@
 //! The `templates` table.
 
-use rusqlite::{params, Row};
+use rusqlite::Row;
 
 use super::codec::{
-    corrupt, map_unique, parse_string_list, parse_ts, query_all, string_list, ts, user_data_column, user_data_param,
+    corrupt, lifetime_columns, lifetime_params, map_unique, parse_string_list, parse_ts, query_all, string_list, ts,
+    user_data_column, user_data_param,
 };
 use super::{Store, StoreError};
 use crate::model::Template;
 
 const COLUMNS: &str =
-    "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at, owner_key_id, egress";
+    "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at, owner_key_id, \
+                       egress, ttl_seconds, idle_timeout_seconds, on_idle";
 
 fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
     let keys: String = row.get(6)?;
@@ -31,26 +33,30 @@ fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
             ),
             None => None,
         },
+        lifetime: lifetime_columns("templates", row, 10)?,
     })
 }
 
 impl Store {
     pub fn insert_template(&self, template: &Template) -> Result<(), StoreError> {
+        let mut values: Vec<Box<dyn rusqlite::ToSql>> = vec![
+            Box::new(template.id.clone()),
+            Box::new(template.name.clone()),
+            Box::new(template.image_id.clone()),
+            Box::new(template.vcpu_count),
+            Box::new(template.mem_mib),
+            Box::new(user_data_param(&template.user_data)),
+            Box::new(string_list(&template.ssh_authorized_keys)),
+            Box::new(ts(&template.created_at)),
+            Box::new(template.owner_key_id.clone()),
+            Box::new(template.egress.as_ref().map(|e| e.to_column())),
+        ];
+        values.extend(lifetime_params(&template.lifetime));
+        let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
         self.lock()
             .execute(
-                &format!("INSERT INTO templates ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)"),
-                params![
-                    template.id,
-                    template.name,
-                    template.image_id,
-                    template.vcpu_count,
-                    template.mem_mib,
-                    user_data_param(&template.user_data),
-                    string_list(&template.ssh_authorized_keys),
-                    ts(&template.created_at),
-                    template.owner_key_id,
-                    template.egress.as_ref().map(|e| e.to_column()),
-                ],
+                &format!("INSERT INTO templates ({COLUMNS}) VALUES ({})", placeholders.join(", ")),
+                rusqlite::params_from_iter(values.iter()),
             )
             .map_err(|e| map_unique(e, &["id"]))?;
         Ok(())

@@ -8,8 +8,8 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 use super::events::{insert_event, EventKind};
 
 use super::codec::{
-    corrupt, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts, query_all, string_list, ts,
-    user_data_column, user_data_param,
+    corrupt, lifetime_columns, lifetime_params, map_unique, opt_ts, parse_opt_ts, parse_string_list, parse_ts,
+    query_all, string_list, ts, user_data_column, user_data_param,
 };
 use super::{Store, StoreError};
 use crate::model::{NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits};
@@ -17,12 +17,12 @@ use crate::model::{NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits};
 const COLUMNS: &str = "id, state, image_id, vcpu_count, mem_mib, enable_network, guest_ip, guest_mac, tap_name, \
                        ssh_port, user_data, ssh_authorized_keys, hypervisor, pid, state_reason, ready_at, \
                        created_at, updated_at, last_activity_at, idle_status, restart_policy, snapshot_id, egress, \
-                       owner_key_id";
+                       ttl_seconds, idle_timeout_seconds, on_idle, owner_key_id";
 
 /// How many of COLUMNS are rewritten by updates: all but `owner_key_id`,
 /// which only [`Store::set_vm_owner`] changes (so an operation holding an
 /// older copy of the VM never undoes a reassignment).
-const UPDATED_COLUMNS: usize = 23;
+const UPDATED_COLUMNS: usize = 26;
 
 /// Columns whose constraint violations callers can act on.
 const UNIQUE_FIELDS: &[&str] = &["id", "guest_ip", "guest_mac", "tap_name", "ssh_port"];
@@ -55,6 +55,8 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
     let keys: String = row.get(11)?;
     let created_at: String = row.get(16)?;
     let updated_at: String = row.get(17)?;
+    let created_at = parse_ts("vms", &created_at)?;
+    let lifetime = lifetime_columns("vms", row, 23)?;
     Ok(Vm {
         id: row.get(0)?,
         state: VmState::parse(&state).ok_or_else(|| corrupt("vms", format!("state {state:?}")))?,
@@ -70,7 +72,7 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
         pid: row.get(13)?,
         state_reason: row.get(14)?,
         ready_at: parse_opt_ts("vms", row.get(15)?)?,
-        created_at: parse_ts("vms", &created_at)?,
+        created_at,
         updated_at: parse_ts("vms", &updated_at)?,
         last_activity_at: parse_opt_ts("vms", row.get(18)?)?,
         idle_status: row.get(19)?,
@@ -79,14 +81,16 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
             RestartPolicy::parse(&policy).ok_or_else(|| corrupt("vms", format!("restart_policy {policy:?}")))?
         },
         snapshot_id: row.get(21)?,
-        owner_key_id: row.get(23)?,
+        expires_at: lifetime.expires_at(created_at),
+        lifetime,
+        owner_key_id: row.get(26)?,
     })
 }
 
 /// Parameters in COLUMNS order.
 fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
     let net = vm.network.as_ref();
-    vec![
+    let mut params: Vec<Box<dyn rusqlite::ToSql>> = vec![
         Box::new(vm.id.clone()),
         Box::new(vm.state.as_str()),
         Box::new(vm.image_id.clone()),
@@ -110,8 +114,10 @@ fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
         Box::new(vm.restart_policy.as_str()),
         Box::new(vm.snapshot_id.clone()),
         Box::new(net.map(|n| n.egress.to_column()).unwrap_or_else(|| "internet".into())),
-        Box::new(vm.owner_key_id.clone()),
-    ]
+    ];
+    params.extend(lifetime_params(&vm.lifetime));
+    params.push(Box::new(vm.owner_key_id.clone()));
+    params
 }
 
 fn update_row(conn: &Connection, vm: &Vm) -> Result<bool, StoreError> {
@@ -136,7 +142,8 @@ impl Store {
     /// Inserts a new VM together with the event of its first state; a taken
     /// id or network value is `Conflict` naming the field.
     pub fn insert_vm(&self, vm: &Vm, reason: Option<&str>) -> Result<(), StoreError> {
-        let placeholders: Vec<String> = (1..=24).map(|i| format!("?{i}")).collect();
+        let count = COLUMNS.split(',').count();
+        let placeholders: Vec<String> = (1..=count).map(|i| format!("?{i}")).collect();
         let sql = format!("INSERT INTO vms ({COLUMNS}) VALUES ({})", placeholders.join(", "));
         let values = to_params(vm);
         let mut conn = self.lock();

@@ -210,6 +210,12 @@ async fn responses_match_their_schemas() {
     vm.state_reason = Some("booted".into());
     vm.ready_at = Some(hatch::model::now());
     vm.user_data = Some(hatch::model::UserData::from(&[0x1f, 0x8b, 0x08][..]));
+    vm.lifetime = hatch::model::Lifetime {
+        ttl_seconds: Some(hatch::model::LifetimeSeconds::new(60).unwrap()),
+        idle_timeout_seconds: Some(hatch::model::LifetimeSeconds::new(30).unwrap()),
+        on_idle: Some(hatch::model::OnIdle::Stop),
+    };
+    vm.expires_at = vm.lifetime.expires_at(vm.created_at);
     let binary = serde_json::to_value(&vm).unwrap();
     valid(&binary, vm_schema, "networked VM with binary user data");
     assert_eq!(binary["user_data_base64"], "H4sI");

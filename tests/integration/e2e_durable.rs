@@ -60,41 +60,6 @@ fn create_body(image_id: &str, key: &TestKey) -> Value {
     json!({"image_id": image_id, "ssh_authorized_keys": [key.public]})
 }
 
-/// Everything a deleted VM held is gone, and nothing of Hatch's is left.
-fn assert_host_clean(topo: &Topology, daemon: &TestDaemon, seen: &BTreeMap<String, VmView>) {
-    for vm in seen.values() {
-        topo.assert_nothing_left(daemon, vm);
-    }
-    let links = topo.on_host("ip", &["-o", "link", "show"]);
-    assert!(!links.contains("fctap-"), "a TAP is left:\n{links}");
-    assert!(daemon.vmm_pids().is_empty(), "a VMM process is left");
-    let vm_dirs: Vec<_> = std::fs::read_dir(daemon.data_path().join("vms"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .map(|e| e.file_name())
-        .collect();
-    assert!(vm_dirs.is_empty(), "VM directories are left: {vm_dirs:?}");
-    let mut artefacts = Vec::new();
-    for entry in walkdir(&daemon.data_path().join("snapshots")) {
-        artefacts.push(entry);
-    }
-    assert!(artefacts.is_empty(), "snapshot artefacts are left: {artefacts:?}");
-}
-
-fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            files.extend(walkdir(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
-}
-
 fn remember(seen: &mut BTreeMap<String, VmView>, vms: &BTreeMap<String, Value>) {
     for (id, vm) in vms {
         seen.entry(id.clone()).or_insert_with(|| VmView::from(vm));
@@ -148,7 +113,7 @@ async fn clients_that_give_up_never_leave_a_vm_between_states() {
     }
     assert_eq!(daemon.api("DELETE", &format!("/vms/{}", first.id), None).0, 204);
     seen.insert(first.id.clone(), first);
-    assert_host_clean(&topo, &daemon, &seen);
+    topo.assert_host_clean(&daemon, seen.values());
 }
 
 /// What the kill-9 test asks of the daemon in one round.
@@ -219,7 +184,7 @@ async fn kill_9_at_random_moments_recovers_every_vm_and_leaks_nothing() {
         assert_eq!(status, 204, "{body}");
     }
     assert!(vms(&daemon).is_empty());
-    assert_host_clean(&topo, &daemon, &seen);
+    topo.assert_host_clean(&daemon, seen.values());
     assert_eq!(s3.keys(""), Vec::<String>::new(), "objects left in the bucket");
 }
 
@@ -297,7 +262,7 @@ async fn sigterm_waits_for_an_operation_in_flight_and_async_requests_answer_202(
     }
     let mut seen = BTreeMap::new();
     seen.insert(id, vm);
-    assert_host_clean(&topo, &daemon, &seen);
+    topo.assert_host_clean(&daemon, seen.values());
 }
 
 fn host_events(daemon: &TestDaemon) -> String {

@@ -258,6 +258,10 @@ async fn followers_see_a_vms_life_live_in_order_and_resume_after_their_cursor() 
         .filter(|i| *i <= deleted_at)
         .collect();
     assert_eq!(since, after);
+    // `since=now`: nothing of what is recorded, only what comes next.
+    let (status, from_now) = read_all(&daemon, &admin, "/events?follow=false&since=now", &[]);
+    assert_eq!(status, 200, "{from_now}");
+    assert!(messages(&from_now).iter().all(|m| m.0 > deleted_at), "{from_now}");
 
     // The owner saw its VM's whole life (and no host-wide events); the
     // other member saw nothing of it.

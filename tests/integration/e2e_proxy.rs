@@ -6,7 +6,6 @@
 
 use crate::common;
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::e2e::{create_ready_vm, Topology, VmView};
@@ -71,21 +70,7 @@ async fn idle_vms_sleep_ssh_keeps_them_awake_and_requests_wake_them_once() {
     let shell = web_vm(&daemon, &topo, &image_id, &key);
 
     // An SSH session held open through the forwarded port keeps `shell` awake.
-    let mut session: Child = Command::new("ip")
-        .args(["netns", "exec", topo.client_ns(), "ssh"])
-        .args(key.ssh_args("root", topo.host_addr(), shell.ssh_port))
-        .arg("echo connected; sleep 600")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("ssh session");
-    let mut first_line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(session.stdout.as_mut().unwrap()),
-        &mut first_line,
-    )
-    .unwrap();
-    assert_eq!(first_line.trim(), "connected");
+    let session = topo.hold_ssh_session(&key, shell.ssh_port);
     add_route(&daemon, &web, "web");
     add_route(&daemon, &shell, "shell");
     let listed = daemon.cli_json(&["route", "list", &web.id]);
@@ -153,8 +138,7 @@ async fn idle_vms_sleep_ssh_keeps_them_awake_and_requests_wake_them_once() {
         "exactly one restore for 20 requests"
     );
 
-    let _ = session.kill();
-    let _ = session.wait();
+    drop(session);
     for vm in [&web, &shell] {
         assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0, 204);
         topo.assert_nothing_left(&daemon, vm);

@@ -3,6 +3,7 @@
 mod common;
 
 mod api_auth;
+mod api_dashboard;
 mod api_image_confinement;
 mod api_netns;
 mod api_openapi;
@@ -21,9 +22,11 @@ mod e2e_admission;
 mod e2e_bad_input;
 mod e2e_cloudinit;
 mod e2e_console;
+mod e2e_dashboard;
 mod e2e_durable;
 mod e2e_events;
 mod e2e_isolation;
+mod e2e_lifetimes;
 mod e2e_metrics;
 mod e2e_network_isolation;
 mod e2e_proxy;
@@ -51,6 +54,7 @@ mod proxy_stream;
 mod proxy_tls;
 mod proxy_wake;
 mod proxy_websocket;
+mod sdk_clients;
 mod snapshot_artefacts;
 mod snapshot_s3;
 mod snapshot_store;

@@ -52,6 +52,8 @@ fn every_older_version_upgrades_and_keeps_rows() {
         assert_eq!(kept.state, hatch::model::VmState::Stopped);
         // Version 3's idle columns exist and start empty for old rows.
         assert_eq!((kept.last_activity_at, kept.idle_status), (None, None));
+        // Version 9's lifetime settings are unset for old rows: behaviour as before.
+        assert_eq!((kept.lifetime, kept.expires_at), (Default::default(), None));
         let conn = Connection::open(&path).unwrap();
         let routes: i64 = conn
             .query_row(

@@ -47,7 +47,8 @@ fn images_in_use_by_templates_and_vms() {
     store.insert_image(&image).unwrap();
     assert!(!store.images_in_use(&image.id).unwrap());
 
-    let template = sample_template(&image.id);
+    let mut template = sample_template(&image.id);
+    template.lifetime = lifetime();
     store.insert_template(&template).unwrap();
     assert!(store.images_in_use(&image.id).unwrap());
     assert_eq!(store.get_template(&template.id).unwrap(), Some(template.clone()));
@@ -61,6 +62,15 @@ fn images_in_use_by_templates_and_vms() {
     assert!(store.images_in_use(&image.id).unwrap());
 }
 
+/// Every lifetime setting given.
+fn lifetime() -> hatch::model::Lifetime {
+    hatch::model::Lifetime {
+        ttl_seconds: Some(hatch::model::LifetimeSeconds::new(3600).unwrap()),
+        idle_timeout_seconds: Some(hatch::model::LifetimeSeconds::new(600).unwrap()),
+        on_idle: Some(hatch::model::OnIdle::Stop),
+    }
+}
+
 #[test]
 fn vms_round_trip_update_and_delete() {
     let (_dir, store) = temp_store();
@@ -71,6 +81,8 @@ fn vms_round_trip_update_and_delete() {
     second.user_data = Some("#!/bin/sh\necho hi\n".into());
     second.ssh_authorized_keys = vec!["ssh-ed25519 AAAA k".into()];
     second.created_at = first.created_at + chrono::Duration::seconds(1);
+    second.lifetime = lifetime();
+    second.expires_at = second.lifetime.expires_at(second.created_at);
     store.insert_vm(&first, None).unwrap();
     store.insert_vm(&second, None).unwrap();
 

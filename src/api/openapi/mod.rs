@@ -183,7 +183,7 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
         ];
     const EVENTS_QUERY: &[(&str, &str, &str)] = &[
         ("vm", "string", "Only this VM's events (404 for a VM the key may not see); the stream ends after its deletion"),
-        ("since", "integer", "Send the events after this id (0: from the first), then follow"),
+        ("since", "string", "Send the events after this id (0: from the first; now: after the newest one recorded), then follow"),
         ("follow", "boolean", "false: end once the recorded events are sent (default true: then follow live)"),
     ];
     vec![

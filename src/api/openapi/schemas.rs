@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::api::error::ErrorKind;
-use crate::model::VmState;
+use crate::model::{OnIdle, VmState, MAX_LIFETIME_SECONDS};
 
 /// An object schema; `required` lists the properties always present.
 fn schema_ref(name: &str) -> Value {
@@ -53,6 +53,33 @@ fn user_data_base64_in() -> Value {
         "description": "cloud-init user data of any bytes (e.g. gzip-compressed) in standard base64 with padding; \
             whitespace is ignored; at most 64 KiB once decoded; not with user_data"
     })
+}
+
+/// `properties` with `ttl_seconds`, `idle_timeout_seconds` and `on_idle`
+/// added (VMs, templates and their create requests share them).
+fn with_lifetime(mut properties: Value) -> Value {
+    let seconds = |what: &str| {
+        json!({
+            "type": "integer",
+            "minimum": 1,
+            "maximum": MAX_LIFETIME_SECONDS,
+            "description": format!("{what}; whole seconds, at most {MAX_LIFETIME_SECONDS} (365 days). Absent: not set")
+        })
+    };
+    properties["ttl_seconds"] =
+        seconds("The VM is deleted (like DELETE, whatever its state) this long after it was created");
+    properties["idle_timeout_seconds"] = seconds(
+        "How long without a proxied request or an established SSH session through its port before on_idle applies \
+         (default HATCH_IDLE_TIMEOUT). Setting it idles the VM even without routes",
+    );
+    properties["on_idle"] = json!({
+        "type": "string",
+        "enum": OnIdle::ALL.map(OnIdle::as_str),
+        "description": "What happens to a running VM once idle: snapshot (snapshotted; auto_wake routes wake it), \
+            stop (stopped; start boots it again) or none (never idled). Absent: snapshot, but only while the VM has \
+            a route, unless idle_timeout_seconds is set"
+    });
+    properties
 }
 
 pub fn all() -> Map<String, Value> {
@@ -146,7 +173,7 @@ pub fn all() -> Map<String, Value> {
     add(
         "Template",
         object(
-            json!({
+            with_lifetime(json!({
                 "id": { "type": "string" },
                 "name": { "type": "string" },
                 "image_id": { "type": "string" },
@@ -164,7 +191,7 @@ pub fn all() -> Map<String, Value> {
                 },
                 "created_at": timestamp(),
                 "owner_key_id": { "type": "string", "description": "The API key that owns this object (absent: admin-owned)" }
-            }),
+            })),
             &[
                 "id",
                 "name",
@@ -180,7 +207,7 @@ pub fn all() -> Map<String, Value> {
     add(
         "CreateTemplate",
         object(
-            json!({
+            with_lifetime(json!({
                 "name": { "type": "string", "pattern": "^[A-Za-z0-9._-]{1,64}$" },
                 "image_id": { "type": "string", "description": "Image id or name" },
                 "vcpu_count": { "type": "integer", "minimum": 1, "maximum": 32 },
@@ -195,14 +222,14 @@ pub fn all() -> Map<String, Value> {
                         { "type": "array", "maxItems": 64, "items": { "type": "string", "example": "10.20.0.0/16" } }
                     ]
                 }
-            }),
+            })),
             &["name", "image_id"],
         ),
     );
     add(
         "Vm",
         object(
-            json!({
+            with_lifetime(json!({
                 "id": { "type": "string", "example": "vm-xyz789" },
                 "state": { "type": "string", "enum": states },
                 "image_id": { "type": "string" },
@@ -240,12 +267,13 @@ pub fn all() -> Map<String, Value> {
                 "ready_at": timestamp(),
                 "created_at": timestamp(),
                 "updated_at": timestamp(),
-                "last_activity_at": timestamp(),
-                "idle_status": { "type": "string" },
+                "last_activity_at": { "type": "string", "format": "date-time", "description": "The last proxied request, or the last idle check that saw an SSH session open" },
+                "idle_status": { "type": "string", "description": "The idle monitor's last decision: kept: …, suspended: … (snapshotted) or stopped: …" },
                 "restart_policy": { "type": "string", "enum": ["never", "on-failure"] },
                 "snapshot_id": { "type": "string", "description": "While snapshotted: the snapshot restore and wake load" },
+                "expires_at": { "type": "string", "format": "date-time", "description": "created_at + ttl_seconds: when the VM is deleted (absent without a TTL)" },
                 "owner_key_id": { "type": "string", "description": "The API key that owns the VM (absent: admin-owned)" }
-            }),
+            })),
             &[
                 "id",
                 "state",
@@ -264,7 +292,7 @@ pub fn all() -> Map<String, Value> {
     add(
         "CreateVm",
         object(
-            json!({
+            with_lifetime(json!({
                 "image_id": { "type": "string", "description": "Default: the template's image, HATCH_DEFAULT_IMAGE, or the newest image" },
                 "template_id": { "type": "string" },
                 "vcpu_count": { "type": "integer", "minimum": 1, "maximum": 32 },
@@ -288,7 +316,7 @@ pub fn all() -> Map<String, Value> {
                         { "type": "array", "maxItems": 64, "items": { "type": "string", "example": "10.20.0.0/16" } }
                     ]
                 }
-            }),
+            })),
             &[],
         ),
     );

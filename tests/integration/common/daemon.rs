@@ -56,6 +56,7 @@ pub fn sample_template(image_id: &str) -> Template {
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFakeFakeFakeFakeFakeFakeFakeFakeFakeFakeFake x@y".into(),
         ],
         egress: None,
+        lifetime: Default::default(),
         created_at: now(),
         owner_key_id: None,
     }
@@ -91,6 +92,8 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
         idle_status: None,
         restart_policy: hatch::model::RestartPolicy::Never,
         snapshot_id: None,
+        lifetime: Default::default(),
+        expires_at: None,
         owner_key_id: None,
     }
 }

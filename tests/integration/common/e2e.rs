@@ -100,6 +100,27 @@ impl Topology {
             .success()
     }
 
+    /// An SSH session from the client host through the forwarded `port`,
+    /// held open (established, as conntrack sees it) until dropped.
+    pub fn hold_ssh_session(&self, key: &TestKey, port: u16) -> SshSession {
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", self.client_ns(), "ssh"])
+            .args(key.ssh_args("root", self.host_addr(), port))
+            .arg("echo connected; sleep 600")
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("ssh session");
+        let mut first_line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.as_mut().unwrap()),
+            &mut first_line,
+        )
+        .unwrap();
+        assert_eq!(first_line.trim(), "connected");
+        SshSession(child)
+    }
+
     /// Runs a program inside the Hatch host's namespace and returns stdout.
     pub fn on_host(&self, program: &str, args: &[&str]) -> String {
         let output = Command::new("ip")
@@ -121,6 +142,26 @@ impl Topology {
         self.on_host("iptables", &["-t", "nat", "-L", "PREROUTING", "-n", "-v"])
             .lines()
             .any(|line| line.contains(&port.to_string()))
+    }
+
+    /// Everything the deleted VMs `seen` held is gone, and nothing of
+    /// Hatch's is left: no TAP, VMM, VM directory or snapshot artefact.
+    pub fn assert_host_clean<'a>(&self, daemon: &TestDaemon, seen: impl IntoIterator<Item = &'a VmView>) {
+        for vm in seen {
+            self.assert_nothing_left(daemon, vm);
+        }
+        let links = self.on_host("ip", &["-o", "link", "show"]);
+        assert!(!links.contains("fctap-"), "a TAP is left:\n{links}");
+        assert!(daemon.vmm_pids().is_empty(), "a VMM process is left");
+        let vm_dirs: Vec<_> = std::fs::read_dir(daemon.data_path().join("vms"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(vm_dirs.is_empty(), "VM directories are left: {vm_dirs:?}");
+        let artefacts = files_under(&daemon.data_path().join("snapshots"));
+        assert!(artefacts.is_empty(), "snapshot artefacts are left: {artefacts:?}");
     }
 
     /// After delete: no process, TAP, rule, reservation or directory of the VM.
@@ -155,6 +196,30 @@ impl Topology {
             );
         }
     }
+}
+
+/// An open SSH session (see [`Topology::hold_ssh_session`]); closed when dropped.
+pub struct SshSession(std::process::Child);
+
+impl Drop for SshSession {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Every file below `dir` (none if it does not exist).
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            files.extend(files_under(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
 }
 
 /// `POST /vms?wait=ready` for `image_id` with `key` authorised and the

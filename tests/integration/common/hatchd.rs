@@ -242,8 +242,8 @@ impl TestDaemon {
         (status, json)
     }
 
-    /// Runs the `hatch` CLI against this daemon (`--json` output parsed).
-    pub fn cli_json(&self, args: &[&str]) -> Value {
+    /// Runs the `hatch` CLI against this daemon with `--json`; its stdout.
+    fn cli_stdout(&self, args: &[&str]) -> Vec<u8> {
         let output = Command::new(env!("CARGO_BIN_EXE_hatch"))
             .args(args)
             .arg("--json")
@@ -256,7 +256,22 @@ impl TestDaemon {
             "hatch {args:?}: {}",
             String::from_utf8_lossy(&output.stderr)
         );
-        serde_json::from_slice(&output.stdout).unwrap_or_else(|e| panic!("hatch {args:?} printed no JSON: {e}"))
+        output.stdout
+    }
+
+    /// Runs the `hatch` CLI against this daemon (`--json` output parsed).
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        serde_json::from_slice(&self.cli_stdout(args)).unwrap_or_else(|e| panic!("hatch {args:?} printed no JSON: {e}"))
+    }
+
+    /// Every recorded event of the VM `vm_id`, oldest first, read with
+    /// `hatch events --json` (which also shows a deleted VM's).
+    pub fn events_of(&self, vm_id: &str) -> Vec<Value> {
+        String::from_utf8_lossy(&self.cli_stdout(&["events", "--since", "0"]))
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).expect("one JSON event per line"))
+            .filter(|event| event["vm_id"] == vm_id)
+            .collect()
     }
 
     /// Polls `GET /vms/{id}` until `done` holds for it.

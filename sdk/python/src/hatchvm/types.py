@@ -1,0 +1,309 @@
+"""Typed shapes of the API's JSON bodies (the schemas of ``/openapi.json``).
+
+They are ``TypedDict`` s: answers stay the plain ``dict`` s the daemon sent
+(fields a newer daemon adds are kept), while type checkers know each field.
+Keys that may be absent are in the ``total=False`` half of each pair.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, List, Literal, Optional, TypedDict, Union
+
+VmState = Literal[
+    "creating", "starting", "running", "stopping", "stopped",
+    "snapshotting", "snapshotted", "restoring", "error", "deleting",
+]
+EventKind = Literal["state", "ready", "repair", "idle", "error"]
+Egress = Union[Literal["internet", "none"], List[str]]
+#: What happens to a VM once idle (see ``idle_timeout_seconds``).
+OnIdle = Literal["snapshot", "stop", "none"]
+
+
+class VmLimits(TypedDict):
+    memory_max_bytes: int
+    cpu_max: str
+    pids_max: int
+
+
+class _VmRequired(TypedDict):
+    id: str
+    state: VmState
+    restart_policy: Literal["never", "on-failure"]
+    image_id: str
+    vcpu_count: int
+    mem_mib: int
+    limits: VmLimits
+    enable_network: bool
+    hypervisor: Literal["qemu", "firecracker"]
+    created_at: str
+    updated_at: str
+
+
+class Vm(_VmRequired, total=False):
+    guest_ip: str
+    guest_mac: str
+    tap_name: str
+    ssh_port: int
+    egress: Egress
+    user_data: str
+    user_data_base64: str
+    ssh_authorized_keys: List[str]
+    pid: int
+    state_reason: str
+    ready_at: str
+    last_activity_at: str
+    idle_status: str
+    snapshot_id: str
+    ttl_seconds: int
+    idle_timeout_seconds: int
+    on_idle: OnIdle
+    expires_at: str
+    owner_key_id: str
+
+
+class CreateVm(TypedDict, total=False):
+    image_id: str
+    template_id: str
+    vcpu_count: int
+    mem_mib: int
+    enable_network: bool
+    guest_ip: str
+    guest_mac: str
+    user_data: str
+    user_data_base64: str
+    ssh_authorized_keys: List[str]
+    restart_policy: Literal["never", "on-failure"]
+    egress: Egress
+    ttl_seconds: int
+    idle_timeout_seconds: int
+    on_idle: OnIdle
+
+
+class RestoreVm(TypedDict, total=False):
+    snapshot_id: str
+
+
+class ReassignVm(TypedDict):
+    key_id: str
+
+
+class Image(TypedDict):
+    id: str
+    name: str
+    profile: Literal["debian", "minimal", "registered"]
+    kernel_path: Optional[str]
+    bzimage_path: Optional[str]
+    initrd_path: Optional[str]
+    rootfs_path: Optional[str]
+    login_user: str
+    boot_args: str
+    size_bytes: int
+    created_at: str
+
+
+class _RegisterImageRequired(TypedDict):
+    name: str
+    kernel_path: str
+
+
+class RegisterImage(_RegisterImageRequired, total=False):
+    initrd_path: str
+    rootfs_path: str
+    login_user: str
+    boot_args: str
+
+
+class _TemplateRequired(TypedDict):
+    id: str
+    name: str
+    image_id: str
+    vcpu_count: int
+    mem_mib: int
+    user_data: Optional[str]
+    ssh_authorized_keys: List[str]
+    created_at: str
+
+
+class Template(_TemplateRequired, total=False):
+    user_data_base64: str
+    egress: Egress
+    ttl_seconds: int
+    idle_timeout_seconds: int
+    on_idle: OnIdle
+    owner_key_id: str
+
+
+class _CreateTemplateRequired(TypedDict):
+    name: str
+    image_id: str
+
+
+class CreateTemplate(_CreateTemplateRequired, total=False):
+    vcpu_count: int
+    mem_mib: int
+    user_data: str
+    user_data_base64: str
+    ssh_authorized_keys: List[str]
+    egress: Egress
+    ttl_seconds: int
+    idle_timeout_seconds: int
+    on_idle: OnIdle
+
+
+class SnapshotArtefact(TypedDict):
+    name: str
+    size_bytes: int
+    compressed_bytes: int
+    sha256: str
+
+
+class _SnapshotRequired(TypedDict):
+    id: str
+    vm_id: str
+    created_at: str
+    hypervisor: Literal["qemu", "firecracker"]
+    artefacts: List[SnapshotArtefact]
+    total_bytes: int
+
+
+class Snapshot(_SnapshotRequired, total=False):
+    owner_key_id: str
+
+
+class _RouteRequired(TypedDict):
+    id: str
+    vm_id: str
+    subdomain: str
+    target_port: int
+    auto_wake: bool
+    created_at: str
+
+
+class Route(_RouteRequired, total=False):
+    owner_key_id: str
+
+
+class _CreateRouteRequired(TypedDict):
+    target_port: int
+
+
+class CreateRoute(_CreateRouteRequired, total=False):
+    subdomain: str
+    auto_wake: bool
+
+
+class VmEvent(TypedDict):
+    vm_id: str
+    kind: EventKind
+    from_state: Optional[VmState]
+    to_state: VmState
+    reason: Optional[str]
+    at: str
+
+
+class Event(TypedDict):
+    """One message of ``GET /events``; ``vm_id`` is None for host-wide events."""
+
+    id: int
+    vm_id: Optional[str]
+    kind: EventKind
+    from_state: Optional[VmState]
+    to_state: Optional[VmState]
+    reason: Optional[str]
+    at: str
+
+
+class HostEvent(TypedDict):
+    kind: Literal["repair"]
+    detail: str
+    at: str
+
+
+class Quotas(TypedDict, total=False):
+    max_vms: Optional[int]
+    max_vcpus: Optional[int]
+    max_mem_mib: Optional[int]
+    max_snapshots: Optional[int]
+    max_routes: Optional[int]
+
+
+class _ApiKeyRequired(TypedDict):
+    id: str
+    name: str
+    prefix: str
+    role: Literal["admin", "member"]
+    quotas: Quotas
+    created_at: str
+
+
+class ApiKey(_ApiKeyRequired, total=False):
+    revoked_at: str
+
+
+class NewApiKey(ApiKey):
+    key: str
+
+
+class _CreateKeyRequired(TypedDict):
+    name: str
+
+
+class CreateKey(_CreateKeyRequired, total=False):
+    role: Literal["admin", "member"]
+    quotas: Quotas
+
+
+class UpdateKey(TypedDict):
+    quotas: Quotas
+
+
+class Usage(TypedDict):
+    vms: int
+    vcpus: int
+    mem_mib: int
+    snapshots: int
+    routes: int
+
+
+class KeyUsage(ApiKey):
+    usage: Usage
+
+
+class AuditEntry(TypedDict):
+    id: int
+    at: str
+    key_id: Optional[str]
+    method: str
+    path: str
+    status: int
+
+
+class HealthVms(TypedDict):
+    total: int
+    by_state: Dict[str, int]
+
+
+class SnapshotStorage(TypedDict):
+    kind: Literal["local", "s3"]
+    ok: bool
+    detail: str
+
+
+class Health(TypedDict):
+    status: Literal["ok", "degraded"]
+    version: str
+    vms: HealthVms
+    images: int
+    snapshot_storage: SnapshotStorage
+
+
+class ErrorDetail(TypedDict):
+    code: str
+    message: str
+    field: Optional[str]
+
+
+class ErrorBody(TypedDict):
+    """The schema ``Error``: what every error answer carries (see :mod:`hatchvm.errors`)."""
+
+    error: ErrorDetail

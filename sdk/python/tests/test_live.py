@@ -1,0 +1,127 @@
+"""Against a real daemon and a real guest. Run by the Rust integration test
+``sdk_clients`` (inside the Hatch host's network namespace), which sets:
+HATCH_URL, HATCH_API_KEY, HATCH_TEST_IMAGE (an image id), HATCH_TEST_SSH_PUBLIC_KEY,
+HATCH_TEST_SSH_PRIVATE_KEY (a file) and HATCH_TEST_UNIX_URL (the daemon's socket)."""
+
+import os
+import subprocess
+import time
+import unittest
+
+import hatchvm
+import hatchvm.types
+
+LIVE = bool(os.environ.get("HATCH_TEST_IMAGE"))
+SKIP_REASON = "needs a daemon: run by `cargo test --test integration sdk_clients`"
+
+
+def ssh(private_key: str, address: str, command: str) -> str:
+    """``command`` in the guest over SSH, retried while sshd settles (after a restore)."""
+    args = ["ssh", "-i", private_key, "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR",
+            f"root@{address}", command]
+    deadline = time.monotonic() + 60
+    while True:
+        result = subprocess.run(args, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+        if result.returncode == 0:
+            return result.stdout
+        if time.monotonic() > deadline:
+            raise AssertionError(f"ssh {address} {command!r} failed: {result.stderr}")
+        time.sleep(1)
+
+
+@unittest.skipUnless(LIVE, SKIP_REASON)
+class ContractTest(unittest.TestCase):
+    def setUp(self):
+        self.hatch = hatchvm.Client()
+
+    def test_every_operation_of_the_daemons_openapi_has_a_method(self):
+        spec = self.hatch.openapi()
+        documented = {(method.upper(), path) for path, item in spec["paths"].items() for method in item}
+        covered = set(hatchvm.covered_operations())
+        self.assertEqual(documented - covered, set(), "operations without an SDK method")
+        self.assertEqual(covered - documented, set(), "SDK methods for operations the daemon does not have")
+        codes = set(spec["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["code"]["enum"])
+        self.assertEqual(codes, set(hatchvm.errors.ERRORS_BY_CODE), "error codes without an exception class")
+
+    def test_every_schema_of_the_daemons_openapi_has_a_typed_dict_with_its_fields(self):
+        renamed = {"Error": "ErrorBody"}
+        for name, schema in self.hatch.openapi()["components"]["schemas"].items():
+            with self.subTest(schema=name):
+                typed = getattr(hatchvm.types, renamed.get(name, name))
+                self.assertEqual(typed.__required_keys__, set(schema.get("required", [])))
+                self.assertEqual(typed.__optional_keys__, set(schema["properties"]) - set(schema.get("required", [])))
+
+    def test_bad_input_raises_the_mapped_exception_naming_the_field(self):
+        before = len(self.hatch.list_vms())
+        with self.assertRaises(hatchvm.ValidationError) as caught:
+            self.hatch.create_vm(image_id=os.environ["HATCH_TEST_IMAGE"], vcpu_count=0)
+        self.assertEqual((caught.exception.status, caught.exception.field), (400, "vcpu_count"))
+        self.assertEqual(len(self.hatch.list_vms()), before, "a refused create left a VM behind")
+        with self.assertRaises(hatchvm.NotFound):
+            self.hatch.get_vm("vm-doesnotexist")
+        with self.assertRaises(hatchvm.Unauthorized):
+            hatchvm.Client(api_key="hatch_wrong").list_vms()
+
+    def test_the_unix_socket_serves_the_same_api(self):
+        health = hatchvm.Client(os.environ["HATCH_TEST_UNIX_URL"]).health()
+        self.assertEqual(health["version"], self.hatch.health()["version"])
+
+
+@unittest.skipUnless(LIVE, SKIP_REASON)
+class GuestTest(unittest.TestCase):
+    def test_create_with_user_data_wait_snapshot_restore_delete(self):
+        hatch = hatchvm.Client()
+        marker = f"sdk-python-{os.getpid()}"
+        user_data = f"#!/bin/sh\necho {marker} > /root/marker\necho {marker} > /dev/console\n"
+        vm = hatch.create_vm(image_id=os.environ["HATCH_TEST_IMAGE"], user_data=user_data,
+                             ssh_authorized_keys=[os.environ["HATCH_TEST_SSH_PUBLIC_KEY"]],
+                             asynchronous=True)
+        self.assertEqual(vm["state"], "creating")
+        vm = hatch.wait_ready(vm["id"], timeout=240)
+        self.assertEqual(vm["state"], "running")
+        self.assertTrue(vm["ready_at"])
+        kinds = [event["kind"] for event in hatch.events(vm=vm["id"], since=0, follow=False)]
+        self.assertIn("ready", kinds)
+
+        # The user data ran: its line is on the console and its file in the guest.
+        deadline = time.monotonic() + 60
+        while marker not in hatch.logs(vm["id"]):
+            self.assertLess(time.monotonic(), deadline, "the user data's line never reached the console")
+            time.sleep(0.5)
+        key = os.environ["HATCH_TEST_SSH_PRIVATE_KEY"]
+        self.assertEqual(ssh(key, vm["guest_ip"], "cat /root/marker").strip(), marker)
+        ssh(key, vm["guest_ip"], "echo in-memory > /root/after-boot")
+
+        snapshot = hatch.snapshot_vm(vm["id"])
+        self.assertEqual(snapshot["vm_id"], vm["id"])
+        self.assertEqual(hatch.get_vm(vm["id"])["state"], "snapshotted")
+        self.assertIn(snapshot["id"], [s["id"] for s in hatch.list_snapshots(vm["id"])])
+        # The snapshot the VM would restore from cannot go.
+        with self.assertRaises(hatchvm.InvalidState):
+            hatch.delete_snapshot(snapshot["id"])
+
+        restoring = hatch.restore_vm(vm["id"], asynchronous=True)
+        self.assertIn(restoring["state"], ("restoring", "running"))
+        restored = hatch.wait_state(vm["id"], "running", timeout=240)
+        self.assertEqual(restored["guest_ip"], vm["guest_ip"])
+        self.assertEqual(ssh(key, vm["guest_ip"], "cat /root/marker /root/after-boot").split(),
+                         [marker, "in-memory"])
+
+        # A wait that cannot end in time says so, with the VM as last seen.
+        with self.assertRaises(hatchvm.WaitTimeout) as caught:
+            hatch.wait_state(vm["id"], "stopped", timeout=1)
+        self.assertEqual(caught.exception.last["state"], "running")
+
+        deleting = hatch.delete_vm(vm["id"], asynchronous=True)
+        self.assertEqual(deleting["state"], "deleting")
+        # Waiting for a VM that is being deleted to be ready ends when it is gone.
+        with self.assertRaises(hatchvm.UnexpectedState):
+            hatch.wait_ready(vm["id"], timeout=120)
+        hatch.wait_deleted(vm["id"], timeout=120)
+        with self.assertRaises(hatchvm.NotFound):
+            hatch.get_vm(vm["id"])
+
+
+if __name__ == "__main__":
+    unittest.main()
