@@ -74,6 +74,30 @@ impl Orchestrator {
         }
         Ok(())
     }
+
+    /// Refuses a snapshot, before the guest is paused, when its local copy
+    /// might not fit: the saved state is at most the guest's memory plus
+    /// its devices' state.
+    pub(super) fn admit_hot_copy(&self, vm: &crate::model::Vm) -> Result<(), OrchError> {
+        const DEVICE_STATE_MARGIN: u64 = 16 << 20;
+        let dir = self.config.data_dir.join("hot");
+        std::fs::create_dir_all(&dir).map_err(|e| OrchError::Internal(format!("creating {}: {e}", dir.display())))?;
+        let needed = (u64::from(vm.mem_mib) << 20) + DEVICE_STATE_MARGIN;
+        let free = free_bytes(&dir);
+        if needed > free {
+            return Err(OrchError::Exhausted {
+                message: format!(
+                    "not enough disk space for the snapshot: saving the VM's {} MiB of memory needs up to {} MiB \
+                     and {} has {} MiB free",
+                    vm.mem_mib,
+                    needed >> 20,
+                    dir.display(),
+                    free >> 20
+                ),
+            });
+        }
+        Ok(())
+    }
 }
 
 /// Space an unprivileged writer could still use on the filesystem of `dir`

@@ -19,6 +19,7 @@
 mod admission;
 mod console;
 mod create;
+mod durability;
 mod error;
 mod expiry;
 mod idle;
@@ -98,6 +99,8 @@ pub struct Orchestrator {
     console_cuts: console::Cuts,
     /// The daemon's metrics (`GET /metrics`), recorded here and by the API and proxy.
     metrics: Arc<Metrics>,
+    /// Snapshots being made durable in the background.
+    durability: Arc<durability::Passes>,
 }
 
 impl Orchestrator {
@@ -141,6 +144,7 @@ impl Orchestrator {
             crashes: Mutex::new(HashMap::new()),
             console_cuts: console::Cuts::default(),
             metrics: Arc::new(Metrics::new()),
+            durability: Arc::default(),
         });
         orch.reconcile_at_start().await?;
         Ok(orch)

@@ -96,6 +96,7 @@ impl Orchestrator {
         self.kill_stray_vmms(&vms).await;
         self.remove_stray_dirs(&vms).await;
         self.remove_unfinished_snapshots(&vms).await?;
+        self.reconcile_durability(&vms).await?;
         let report = self.network.reconcile(&self.desired_network()?).await?;
         Ok(self.record_network_repairs(&vms, &report))
     }
@@ -117,6 +118,9 @@ impl Orchestrator {
                             return Ok(false);
                         }
                         let snapshot = orch.snapshot_locked(&id, Default::default()).await?;
+                        // A snapshot only for the move: not worth storing
+                        // (restoring an unstored one removes it after).
+                        orch.durability.wait(&snapshot.id, true).await;
                         orch.restore_locked(&id, Some(&snapshot.id), Default::default()).await?;
                         Ok(true)
                     })
@@ -466,7 +470,7 @@ impl Orchestrator {
         stranded
     }
 
-    fn record_vm_repair(&self, vm: &Vm, detail: &str) {
+    pub(super) fn record_vm_repair(&self, vm: &Vm, detail: &str) {
         tracing::warn!(vm = %vm.id, %detail, "repaired");
         self.metrics.count_repair(crate::metrics::RepairScope::Vm);
         if let Err(error) = self.store.record_vm_repair(&vm.id, vm.state, detail) {
@@ -474,7 +478,7 @@ impl Orchestrator {
         }
     }
 
-    fn record_host_repair(&self, detail: &str) {
+    pub(super) fn record_host_repair(&self, detail: &str) {
         tracing::warn!(%detail, "repaired");
         self.metrics.count_repair(crate::metrics::RepairScope::Host);
         if let Err(error) = self.store.record_host_event(EventKind::Repair, detail) {

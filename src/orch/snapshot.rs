@@ -30,9 +30,9 @@ pub struct UnpackedSnapshot {
     pub disk: Option<PathBuf>,
 }
 
-const STATE: &str = "state.zst";
-const MEMORY: &str = "memory.zst";
-const DISK: &str = "disk.zst";
+pub(super) const STATE: &str = "state.zst";
+pub(super) const MEMORY: &str = "memory.zst";
+pub(super) const DISK: &str = "disk.zst";
 
 impl From<SnapshotError> for OrchError {
     fn from(error: SnapshotError) -> Self {
@@ -86,6 +86,8 @@ impl Orchestrator {
             artefacts: Vec::new(),
             total_bytes: 0,
             complete: false,
+            durable: false,
+            hot_sha256s: Default::default(),
             owner_key_id: vm.owner_key_id.clone(),
         };
         if matches!(transitions::decide(vm.state, Event::Snapshot), Decision::Enter(_)) {
@@ -95,6 +97,10 @@ impl Orchestrator {
             // here on; a refusal leaves the VM running and nothing written.
             let quotas = self.store.quotas_of(vm.owner_key_id.as_deref())?;
             self.store.reserve_snapshot(&record, &quotas)?;
+            if let Err(error) = self.admit_hot_copy(&vm) {
+                let _ = self.store.delete_snapshot(&record.id);
+                return Err(error);
+            }
         }
         let applied = match self.apply(&mut vm, Event::Snapshot, None) {
             Ok(applied) => applied,
@@ -123,11 +129,11 @@ impl Orchestrator {
             )?;
             return Err(OrchError::Internal(format!("VM {id} has no VMM process")));
         };
-        let work = self.work_dir(id, &record.id);
-        let saved = self.save(&handle, &mut record, &work).await;
-        let _ = tokio::fs::remove_dir_all(&work).await;
+        let hot = self.hot_dir(id, &record.id);
+        let saved = self.save_hot(&handle, &record, &hot).await;
         if let Err(error) = saved {
             tracing::warn!(vm = %id, %error, "snapshot failed; resuming the VM");
+            let _ = tokio::fs::remove_dir_all(&hot).await;
             if let Err(discard_error) = self.discard_snapshot(&record).await {
                 tracing::warn!(snapshot = %record.id, %discard_error, "the reconciler will remove it");
             }
@@ -145,13 +151,17 @@ impl Orchestrator {
             }
             return Err(error);
         }
-        // Memory and disk are saved: the VMM is no longer needed.
+        // The hot copy is whole: the snapshot can be restored from here on,
+        // and the VMM is no longer needed.
+        record.complete = true;
+        self.store.upsert_snapshot(&record)?;
         self.set_handle(id, None);
         handle.stop(Duration::ZERO).await;
         vm.pid = None;
         vm.ready_at = None;
         vm.snapshot_id = Some(record.id.clone());
         self.apply(&mut vm, Event::Saved, Some(format!("snapshot {}", record.id)))?;
+        self.make_durable_later(record.clone());
         self.apply_retention(&vm).await;
         Ok(record)
     }
@@ -165,30 +175,13 @@ impl Orchestrator {
         found.ok_or_else(|| OrchError::Internal(format!("VM {} is snapshotted but its snapshot is missing", vm.id)))
     }
 
-    async fn save(&self, handle: &Arc<dyn VmHandle>, record: &mut Snapshot, work: &Path) -> Result<(), OrchError> {
+    /// Pauses the guest and has the hypervisor save it into `hot`: the
+    /// only part of a snapshot the guest waits for.
+    async fn save_hot(&self, handle: &Arc<dyn VmHandle>, record: &Snapshot, hot: &Path) -> Result<(), OrchError> {
         self.store.upsert_snapshot(record)?;
         handle.pause().await?;
-        let files = handle.save_snapshot(work).await?;
-        let disk = self.layout(&record.vm_id).disk();
-        let mut sources = vec![(STATE, files.state.clone())];
-        if let Some(memory) = &files.memory {
-            sources.push((MEMORY, memory.clone()));
-        }
-        if disk.exists() {
-            sources.push((DISK, disk));
-        }
-        let store = self.snapshot_store();
-        for (name, source) in sources {
-            let packed = work.join(name);
-            let info = snapshot::pack(&source, &packed).await?;
-            store.put(&artefact_key(record, name), &packed).await?;
-            let _ = tokio::fs::remove_file(&packed).await;
-            record.total_bytes += info.compressed_bytes;
-            record.artefacts.push(info);
-            self.store.upsert_snapshot(record)?;
-        }
-        record.complete = true;
-        self.store.upsert_snapshot(record)?;
+        let saved = handle.save_snapshot(hot).await?;
+        Self::name_hot_files(hot, &saved)?;
         Ok(())
     }
 
@@ -198,6 +191,8 @@ impl Orchestrator {
     /// there is never a record whose artefacts are gone.
     pub(super) async fn discard_snapshot(&self, record: &Snapshot) -> Result<(), OrchError> {
         self.store.mark_snapshot_deleting(&record.id)?;
+        self.durability.wait(&record.id, true).await;
+        let _ = tokio::fs::remove_dir_all(self.hot_dir(&record.vm_id, &record.id)).await;
         self.snapshot_store()
             .delete(&format!("{}/{}/", record.vm_id, record.id))
             .await?;
@@ -306,7 +301,9 @@ impl Orchestrator {
                 ),
             });
         }
-        self.snapshot_store().ensure_available().await?;
+        if !self.has_hot_copy(&vm, &snapshot) {
+            self.snapshot_store().ensure_available().await?;
+        }
         {
             let _allocating = self.allocation.lock().await;
             self.admit_memory(id, vm.mem_mib)?;
@@ -314,10 +311,16 @@ impl Orchestrator {
         }
         accepted.send(&vm);
         let work = self.work_dir(id, &snapshot.id);
-        let restored = self.load(&vm, &snapshot, &work).await;
+        let restored = self.load_when_stored(&vm, &snapshot, &work).await;
         let _ = tokio::fs::remove_dir_all(&work).await;
         match restored {
-            Ok(handle) => {
+            Ok((handle, snapshot)) => {
+                // Running again, the VM's disk moves on from every hot copy;
+                // a snapshot never stored can no longer be.
+                self.remove_hot_copies(id, None).await;
+                if !snapshot.durable {
+                    self.discard_snapshot(&snapshot).await?;
+                }
                 self.record_booted(&mut vm, handle, Some(format!("restored from {}", snapshot.id)))
                     .await?;
                 Ok(vm)
@@ -334,24 +337,56 @@ impl Orchestrator {
         }
     }
 
-    /// Fetches and verifies every artefact before touching the VM's disk,
-    /// then boots a fresh VMM from the saved state.
+    /// A pass still storing this snapshot reads the VM's disk: lets it
+    /// finish, then loads the snapshot as it recorded it.
+    async fn load_when_stored(
+        self: &Arc<Self>,
+        vm: &Vm,
+        snapshot: &Snapshot,
+        work: &Path,
+    ) -> Result<(Arc<dyn VmHandle>, Snapshot), OrchError> {
+        self.durability.wait(&snapshot.id, false).await;
+        let snapshot = self.store.get_snapshot(&snapshot.id)?.ok_or_else(|| OrchError::NotFound {
+            kind: "snapshot",
+            id: snapshot.id.clone(),
+        })?;
+        let handle = self.load(vm, &snapshot, work).await?;
+        Ok((handle, snapshot))
+    }
+
+    /// Boots a fresh VMM from the saved state: the hot copy when it is
+    /// valid and intact (the VM's disk is then the one saved), else the
+    /// stored artefacts, each verified before the VM's disk is touched.
     async fn load(self: &Arc<Self>, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<Arc<dyn VmHandle>, OrchError> {
         let image = self.launchable_image(vm)?;
-        let unpacked = self.unpack_snapshot(snapshot, work).await?;
-        if let Some(disk) = &unpacked.disk {
-            let target = self.layout(&vm.id).disk();
-            tokio::fs::rename(disk, &target)
-                .await
-                .map_err(|e| OrchError::Internal(format!("replacing {}: {e}", target.display())))?;
-        }
+        let files = match self.usable_hot_copy(vm, snapshot).await {
+            Some(files) => files,
+            None if !snapshot.durable => {
+                return Err(OrchError::Corrupt {
+                    message: format!(
+                        "snapshot {} has no usable local copy and was never stored (see the reconciler's events)",
+                        snapshot.id
+                    ),
+                })
+            }
+            None => {
+                let unpacked = self.unpack_snapshot(snapshot, work).await?;
+                if let Some(disk) = &unpacked.disk {
+                    let target = self.layout(&vm.id).disk();
+                    tokio::fs::rename(disk, &target)
+                        .await
+                        .map_err(|e| OrchError::Internal(format!("replacing {}: {e}", target.display())))?;
+                }
+                unpacked.files
+            }
+        };
         if let Some(identity) = &vm.network {
             let desired = self.desired_network()?;
             self.network.attach_vm(&vm.id, identity, &desired).await?;
         }
         let handle = self
             .hypervisor
-            .restore(&self.launch_spec(vm, &image), &unpacked.files)
+            .restore(&self.launch_spec(vm, &image), &files)
             .await?;
         Ok(Arc::from(handle))
     }
@@ -400,10 +435,11 @@ impl Orchestrator {
             self.discard_snapshot(snapshot).await?;
         }
         self.snapshot_store().delete(&format!("{vm_id}/")).await?;
+        self.remove_hot_copies(vm_id, None).await;
         Ok(())
     }
 }
 
-fn artefact_key(snapshot: &Snapshot, name: &str) -> String {
+pub(super) fn artefact_key(snapshot: &Snapshot, name: &str) -> String {
     format!("{}/{}/{}", snapshot.vm_id, snapshot.id, name)
 }

@@ -14,6 +14,7 @@
 //! with this host's objects under HATCH_S3_PREFIX or its [`host_id`]),
 //! behind the one [`SnapshotStore`] trait; [`open_store`] picks by config.
 
+mod digest;
 mod format;
 mod host_id;
 mod pack;
@@ -25,6 +26,7 @@ use std::io;
 use std::sync::Arc;
 
 pub use host_id::{host_id, host_id_path, read_host_id};
+pub use digest::file_sha256;
 pub use pack::pack;
 pub use s3::{S3Store, PART_SIZE as S3_PART_SIZE};
 pub use store::{is_orphan, validate_key, LocalStore, SnapshotStore, StorageHealth};

@@ -6,7 +6,6 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
 
 use super::format::{nonzero_runs, read_extent, read_header};
 use super::{blocking, ArtefactInfo, SnapshotError};
@@ -90,16 +89,7 @@ fn verify(src: &Path, expected: &ArtefactInfo) -> Result<(), SnapshotError> {
             expected.compressed_bytes
         )));
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buf).map_err(read_err)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    let actual = hex::encode(hasher.finalize());
+    let actual = super::digest::sha256_hex(&mut file).map_err(read_err)?;
     if !actual.eq_ignore_ascii_case(&expected.sha256) {
         return Err(corrupt(format!(
             "SHA-256 is {actual}, the record says {}",

@@ -219,6 +219,15 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE templates ADD COLUMN idle_timeout_seconds INTEGER;
     ALTER TABLE templates ADD COLUMN on_idle TEXT;
     "#,
+    // 10: a snapshot is restorable as soon as its local hot copy exists
+    // (`durable` 0) and durable once its artefacts are checksummed in their
+    // final store; `hot_sha256s` holds the hot files' SHA-256s (a JSON map),
+    // checked before the hot copy is loaded. Existing snapshots were
+    // written durable.
+    r#"
+    ALTER TABLE snapshots ADD COLUMN durable INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE snapshots ADD COLUMN hot_sha256s TEXT NOT NULL DEFAULT '{}';
+    "#,
 ];
 
 /// The version a fully migrated database is at.

@@ -9,7 +9,7 @@ use super::{Store, StoreError};
 use crate::model::{check_quota, QuotaKind, Quotas, Snapshot};
 use crate::snapshot::ArtefactInfo;
 
-const COLUMNS: &str = "id, vm_id, created_at, hypervisor, files, total_bytes, complete, owner_key_id";
+const COLUMNS: &str = "id, vm_id, created_at, hypervisor, files, total_bytes, complete, owner_key_id, durable, hot_sha256s";
 
 fn from_row(row: &Row<'_>) -> Result<Snapshot, StoreError> {
     let created_at: String = row.get(2)?;
@@ -25,6 +25,9 @@ fn from_row(row: &Row<'_>) -> Result<Snapshot, StoreError> {
         total_bytes: row.get(5)?,
         complete: row.get(6)?,
         owner_key_id: row.get(7)?,
+        durable: row.get(8)?,
+        hot_sha256s: serde_json::from_str(&row.get::<_, String>(9)?)
+            .map_err(|e| corrupt("snapshots", format!("hot_sha256s: {e}")))?,
     })
 }
 
@@ -37,9 +40,9 @@ fn upsert(conn: &rusqlite::Connection, snapshot: &Snapshot) -> Result<(), StoreE
     let sizes: Vec<u64> = snapshot.artefacts.iter().map(|a| a.compressed_bytes).collect();
     let sums: Vec<&str> = snapshot.artefacts.iter().map(|a| a.sha256.as_str()).collect();
     conn.execute(
-        "INSERT INTO snapshots (id, vm_id, created_at, hypervisor, files, sizes, sha256s, total_bytes, complete, owner_key_id)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
-         ON CONFLICT(id) DO UPDATE SET created_at = ?3, files = ?5, sizes = ?6, sha256s = ?7, total_bytes = ?8, complete = ?9",
+        "INSERT INTO snapshots (id, vm_id, created_at, hypervisor, files, sizes, sha256s, total_bytes, complete, owner_key_id, durable, hot_sha256s)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+         ON CONFLICT(id) DO UPDATE SET created_at = ?3, files = ?5, sizes = ?6, sha256s = ?7, total_bytes = ?8, complete = ?9, durable = ?11, hot_sha256s = ?12",
         params![
             snapshot.id,
             snapshot.vm_id,
@@ -51,6 +54,8 @@ fn upsert(conn: &rusqlite::Connection, snapshot: &Snapshot) -> Result<(), StoreE
             snapshot.total_bytes,
             snapshot.complete,
             snapshot.owner_key_id,
+            snapshot.durable,
+            json(&snapshot.hot_sha256s),
         ],
     )?;
     Ok(())
@@ -123,6 +128,33 @@ impl Store {
             .lock()
             .execute("UPDATE snapshots SET complete = 0 WHERE id = ?1", [id])?
             > 0)
+    }
+
+    /// Records what the background pass made of a complete snapshot (hot
+    /// checksums, artefacts, durability); false when the snapshot is no
+    /// longer complete (being deleted), which is then left alone.
+    pub fn update_complete_snapshot(&self, snapshot: &Snapshot) -> Result<bool, StoreError> {
+        let sizes: Vec<u64> = snapshot.artefacts.iter().map(|a| a.compressed_bytes).collect();
+        let sums: Vec<&str> = snapshot.artefacts.iter().map(|a| a.sha256.as_str()).collect();
+        Ok(self.lock().execute(
+            "UPDATE snapshots SET files = ?2, sizes = ?3, sha256s = ?4, total_bytes = ?5, durable = ?6, hot_sha256s = ?7
+             WHERE id = ?1 AND complete = 1",
+            params![
+                snapshot.id,
+                json(&snapshot.artefacts),
+                json(&sizes),
+                json(&sums),
+                snapshot.total_bytes,
+                snapshot.durable,
+                json(&snapshot.hot_sha256s),
+            ],
+        )? > 0)
+    }
+
+    /// Complete snapshots whose artefacts are not yet stored.
+    pub fn list_local_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE complete = 1 AND durable = 0");
+        query_all(&self.lock(), &sql, &[], from_row)
     }
 
     pub fn delete_snapshot(&self, id: &str) -> Result<bool, StoreError> {

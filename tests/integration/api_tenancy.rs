@@ -65,6 +65,8 @@ fn owned_snapshot(api: &TestApi, vm: &Vm) -> Snapshot {
         artefacts: vec![],
         total_bytes: 0,
         complete: true,
+        durable: true,
+        hot_sha256s: Default::default(),
         owner_key_id: vm.owner_key_id.clone(),
     };
     api.store.upsert_snapshot(&snapshot).unwrap();

@@ -241,6 +241,8 @@ async fn metrics_follow_a_vm_through_create_snapshot_restore_and_delete() {
 
     let (status, snapshot) = daemon.api("POST", &format!("/vms/{}/snapshot", vm.id), None);
     assert_eq!(status, 201, "{snapshot}");
+    // Stored bytes count once the background pass has stored it.
+    let snapshot = daemon.wait_snapshot_durable(&vm.id, snapshot["id"].as_str().unwrap());
     let suspended = scrape_ok(&daemon);
     assert_eq!(suspended.value("hatch_vms", &[("state", "snapshotted")]), 1.0);
     assert_eq!(operations(&suspended, "snapshot"), 1.0);

@@ -22,6 +22,18 @@ fn restore(daemon: &TestDaemon, vm: &VmView, snapshot_id: Option<&str>) -> (u16,
     daemon.api("POST", &format!("/vms/{}/restore", vm.id), body.as_ref())
 }
 
+/// The local (hot) copy of a snapshot of `vm`.
+fn hot_copy(daemon: &TestDaemon, vm: &VmView, snapshot_id: &str) -> std::path::PathBuf {
+    daemon.data_path().join("hot").join(&vm.id).join(snapshot_id)
+}
+
+fn flip_middle_byte(path: &std::path::Path) {
+    let mut bytes = std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0xff;
+    std::fs::write(path, bytes).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn restore_keeps_ram_files_and_network_identity() {
     let image = common::images::minimal_image().await;
@@ -38,11 +50,14 @@ async fn restore_keeps_ram_files_and_network_identity() {
 
     let first = snapshot(&daemon, &vm);
     let first_id = first["id"].as_str().unwrap().to_string();
+    // Answered once the hypervisor's save is on disk; stored in the background.
+    assert_eq!(first["durable"], false, "{first}");
+    let stored = daemon.wait_snapshot_durable(&vm.id, &first_id);
     assert!(
-        first["artefacts"]
+        stored["artefacts"]
             .as_array()
-            .is_some_and(|a| a.iter().all(|x| x["sha256"].as_str().is_some_and(|s| s.len() == 64))),
-        "{first}"
+            .is_some_and(|a| !a.is_empty() && a.iter().all(|x| x["sha256"].as_str().is_some_and(|s| s.len() == 64))),
+        "{stored}"
     );
     let (_, snapped) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
     assert_eq!(snapped["state"], "snapshotted");
@@ -90,20 +105,35 @@ async fn restore_keeps_ram_files_and_network_identity() {
     assert_eq!(status, 200);
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "one");
 
-    // A corrupt artefact: restore refuses with a clear error, the VM stays snapshotted.
+    // A damaged local copy is noticed and the stored artefacts are loaded instead.
+    topo.ssh(&key, "root", vm.ssh_port, "echo three > /root/marker");
     let third = snapshot(&daemon, &vm);
     let third_id = third["id"].as_str().unwrap();
+    daemon.wait_snapshot_durable(&vm.id, third_id);
+    flip_middle_byte(&hot_copy(&daemon, &vm, third_id).join("state"));
+    let (status, restored) = restore(&daemon, &vm, None);
+    assert_eq!(status, 200, "{restored}\n{}", daemon.log());
+    assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "three");
+    let events = daemon.api("GET", &format!("/vms/{}/events", vm.id), None).1;
+    assert!(
+        events.to_string().contains(&format!("local copy of snapshot {third_id} failed its checksum")),
+        "{events:#}"
+    );
+
+    // A corrupt stored artefact, with no local copy to fall back on: restore
+    // refuses with a clear error, and the VM stays snapshotted.
+    let fourth = snapshot(&daemon, &vm);
+    let fourth_id = fourth["id"].as_str().unwrap();
+    daemon.wait_snapshot_durable(&vm.id, fourth_id);
+    flip_middle_byte(&hot_copy(&daemon, &vm, fourth_id).join("state"));
     let state = daemon
         .data_path()
         .join("snapshots")
         .join(&vm.id)
-        .join(third_id)
+        .join(fourth_id)
         .join("state.zst");
-    let mut bytes = std::fs::read(&state).expect("state artefact");
-    let middle = bytes.len() / 2;
-    bytes[middle] ^= 0xff;
-    std::fs::write(&state, bytes).unwrap();
-    let (status, error) = restore(&daemon, &vm, Some(third_id));
+    flip_middle_byte(&state);
+    let (status, error) = restore(&daemon, &vm, None);
     assert_eq!(status, 422, "{error}");
     assert_eq!(error["error"]["code"], "snapshot_corrupt");
     assert!(
@@ -116,9 +146,13 @@ async fn restore_keeps_ram_files_and_network_identity() {
     let (status, _) = restore(&daemon, &vm, Some(&first_id));
     assert_eq!(status, 200, "an intact snapshot still restores");
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "one");
+    assert!(
+        !daemon.data_path().join("hot").join(&vm.id).exists(),
+        "a running VM keeps no local snapshot copy"
+    );
 
     // Deleting a snapshot, then the VM, leaves no artefact behind.
-    assert_eq!(daemon.api("DELETE", &format!("/snapshots/{third_id}"), None).0, 204);
+    assert_eq!(daemon.api("DELETE", &format!("/snapshots/{fourth_id}"), None).0, 204);
     assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0, 204);
     assert!(
         !daemon.data_path().join("snapshots").join(&vm.id).exists(),
@@ -142,11 +176,17 @@ async fn a_full_disk_fails_the_snapshot_cleanly_and_idle_suspends_once_space_ret
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
     let guest = GuestState::leave(&topo, &key, vm.ssh_port, "full-disk");
 
-    // The artefact store on a 1 MiB filesystem, for the daemon only.
+    // The artefact store and the snapshots' local copies on 1 MiB
+    // filesystems, for the daemon only.
     let store = daemon.data_path().join("snapshots");
-    std::fs::create_dir_all(&store).unwrap();
+    let hot = daemon.data_path().join("hot");
+    for dir in [&store, &hot] {
+        std::fs::create_dir_all(dir).unwrap();
+        let dir = dir.to_str().unwrap();
+        daemon.in_mount_namespace(&["mount", "-t", "tmpfs", "-o", "size=1m", "hatch-test-full", dir]);
+    }
     let store = store.to_str().unwrap().to_string();
-    daemon.in_mount_namespace(&["mount", "-t", "tmpfs", "-o", "size=1m", "hatch-test-full", &store]);
+    let hot = hot.to_str().unwrap().to_string();
 
     let (status, error) = daemon.api("POST", &format!("/vms/{}/snapshot", vm.id), None);
     assert_eq!(status, 503, "{error}\n{}", daemon.log());
@@ -160,7 +200,7 @@ async fn a_full_disk_fails_the_snapshot_cleanly_and_idle_suspends_once_space_ret
     guest.assert_survived(&topo, &key, vm.ssh_port);
     let (_, snapshots) = daemon.api("GET", &format!("/vms/{}/snapshots", vm.id), None);
     assert_eq!(snapshots, json!([]));
-    let leftovers = daemon.in_mount_namespace(&["find", &store, "-type", "f"]);
+    let leftovers = daemon.in_mount_namespace(&["find", &store, &hot, "-type", "f"]);
     assert_eq!(leftovers, "", "half-written artefacts kept");
     let vm_dir = daemon.data_path().join("vms").join(&vm.id);
     let scratch: Vec<_> = std::fs::read_dir(&vm_dir)
@@ -186,8 +226,10 @@ async fn a_full_disk_fails_the_snapshot_cleanly_and_idle_suspends_once_space_ret
     });
     assert!(kept["idle_status"].as_str().unwrap().contains("space"), "{kept}");
 
-    // Space again: the next idle check suspends it, and it restores whole.
-    daemon.in_mount_namespace(&["umount", &store]);
+    // Space for the local copy again (the store still full): the next idle
+    // check suspends it; the snapshot cannot be stored yet, so it stays
+    // local, and the VM restores whole from it.
+    daemon.in_mount_namespace(&["umount", &hot]);
     let suspended = daemon.wait_for_vm(
         &vm.id,
         "snapshotted by the idle monitor",
@@ -200,8 +242,14 @@ async fn a_full_disk_fails_the_snapshot_cleanly_and_idle_suspends_once_space_ret
             .is_some_and(|s| s.starts_with("suspended")),
         "{suspended}"
     );
+    let (_, snapshots) = daemon.api("GET", &format!("/vms/{}/snapshots", vm.id), None);
+    assert_eq!(snapshots[0]["durable"], false, "{snapshots}");
     assert_eq!(restore(&daemon, &vm, None).0, 200, "{}", daemon.log());
     guest.assert_survived(&topo, &key, vm.ssh_port);
+    // Running again, its disk moved on: a snapshot never stored is gone.
+    let (_, snapshots) = daemon.api("GET", &format!("/vms/{}/snapshots", vm.id), None);
+    assert_eq!(snapshots, json!([]));
+    daemon.in_mount_namespace(&["umount", &store]);
     assert_eq!(daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0, 204);
     topo.assert_nothing_left(&daemon, &vm);
 }
@@ -225,10 +273,11 @@ async fn a_daemon_killed_mid_snapshot_recovers_to_a_consistent_vm() {
             .args(["-H", &format!("Authorization: Bearer {admin}"), &path])
             .output()
     });
+    // The guest waits only for the hypervisor's save, so the kill lands
+    // in it or in the background pass that stores the snapshot after.
     daemon.wait_for_vm(&vm.id, "snapshotting", Duration::from_secs(30), |v| {
-        v["state"] == "snapshotting"
+        v["state"] == "snapshotting" || v["state"] == "snapshotted"
     });
-    std::thread::sleep(Duration::from_millis(300));
     daemon.restart();
     let _ = request.join();
 

@@ -112,6 +112,7 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
 
 /// The invariants that hold after any operation, failed or not.
 async fn assert_settled(rig: &Rig, context: &str) -> Vec<Vm> {
+    rig.orch.wait_for_snapshot_storage().await;
     let vms = rig.orch.list_vms().await.unwrap();
     let ids: BTreeSet<String> = vms.iter().map(|vm| vm.id.clone()).collect();
     for vm in &vms {
@@ -178,7 +179,7 @@ async fn assert_settled(rig: &Rig, context: &str) -> Vec<Vm> {
 
     // Data dir: the database, and directories of existing VMs only.
     let top = names_in(&rig.data_dir);
-    let allowed = ["hatch.db", "hatch.db-wal", "hatch.db-shm", "vms", "snapshots"];
+    let allowed = ["hatch.db", "hatch.db-wal", "hatch.db-shm", "vms", "snapshots", "hot"];
     assert!(
         top.iter().all(|name| allowed.contains(&name.as_str())),
         "{context}: unexpected files in the data dir: {top:?}"
@@ -194,6 +195,16 @@ async fn assert_settled(rig: &Rig, context: &str) -> Vec<Vm> {
             !inside.iter().any(|name| name.starts_with("work-")),
             "{context}: scratch left in {dir}: {inside:?}"
         );
+    }
+    // Local snapshot copies: only the one a snapshotted VM was suspended with.
+    for vm_dir in names_in(&rig.data_dir.join("hot")) {
+        let owner = vms.iter().find(|vm| vm.id == vm_dir);
+        for copy in names_in(&rig.data_dir.join("hot").join(&vm_dir)) {
+            assert!(
+                owner.is_some_and(|vm| vm.state == VmState::Snapshotted && vm.snapshot_id.as_deref() == Some(copy.as_str())),
+                "{context}: local copy {vm_dir}/{copy} belongs to no snapshotted VM ({owner:?})"
+            );
+        }
     }
     vms
 }
@@ -324,16 +335,33 @@ fn snapshot_and_restore_with_failures_settle() {
             assert_eq!(rig.hypervisor.live().len(), 1);
         }
         let failed = rig.faults.failed();
-        for step in [
-            Step::Pause,
-            Step::SaveSnapshot,
-            Step::Put,
-            Step::Get,
-            Step::Restore,
-            Step::Attach,
-        ] {
+        for step in [Step::Pause, Step::SaveSnapshot, Step::Restore, Step::Attach] {
             assert!(failed.contains(&step), "{step:?} never failed: {failed:?}");
         }
+
+        // Storing runs after the snapshot, in the background: when it fails
+        // the snapshot stays local (still restorable), and the reconciler
+        // stores it later.
+        rig.faults.fail_next(Step::Put);
+        let first = rig.orch.snapshot_vm(&id).await.unwrap();
+        rig.orch.wait_for_snapshot_storage().await;
+        rig.faults.clear();
+        assert!(rig.faults.failed().contains(&Step::Put));
+        let listed = rig.store.list_snapshots(&id).unwrap();
+        assert!(!listed[0].durable, "stored despite the failure: {listed:?}");
+        rig.orch.reconcile_now().await.unwrap();
+        assert_settled(&rig, "after a failed store").await;
+        assert!(rig.store.list_snapshots(&id).unwrap()[0].durable);
+
+        // An older snapshot is loaded from the store: a failing Get leaves
+        // the VM snapshotted, to try again.
+        rig.orch.restore_vm(&id, None).await.unwrap();
+        rig.orch.snapshot_vm(&id).await.unwrap();
+        let restored = with_fault(&rig, Step::Get, "restore", rig.orch.restore_vm(&id, Some(&first.id))).await;
+        assert!(!restored);
+        assert_eq!(state_of(&rig, &id).await, VmState::Snapshotted);
+        rig.orch.restore_vm(&id, Some(&first.id)).await.unwrap();
+        assert_eq!(state_of(&rig, &id).await, VmState::Running);
     });
 }
 

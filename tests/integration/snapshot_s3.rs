@@ -317,9 +317,10 @@ async fn a_vm_snapshotted_to_s3_restores_with_ram_files_and_port() {
     let snapshot = api_ok(&daemon, "POST", &format!("/vms/{}/snapshot", vm.id), None, 201);
     let snapshot_id = snapshot["id"].as_str().expect("snapshot id").to_string();
     let prefix = host_prefix(&daemon);
+    let stored = artefact_keys(&daemon, &prefix, &vm.id, &snapshot);
     assert_eq!(
         s3.keys(&format!("{prefix}/{}/", vm.id)),
-        artefact_keys(&prefix, &vm.id, &snapshot),
+        stored,
         "the artefacts are in the bucket, under the host id"
     );
     // Each object is what the snapshot record says (size of the stored artefact).
@@ -363,9 +364,10 @@ fn host_prefix(daemon: &TestDaemon) -> String {
     id.trim().to_string()
 }
 
-/// The bucket keys of a snapshot's artefacts (from the API's answer), sorted.
-fn artefact_keys(prefix: &str, vm_id: &str, snapshot: &Value) -> Vec<String> {
+/// The bucket keys of a snapshot's artefacts, sorted, once it is stored.
+fn artefact_keys(daemon: &TestDaemon, prefix: &str, vm_id: &str, snapshot: &Value) -> Vec<String> {
     let snapshot_id = snapshot["id"].as_str().expect("snapshot id");
+    let snapshot = daemon.wait_snapshot_durable(vm_id, snapshot_id);
     let mut keys: Vec<String> = snapshot["artefacts"]
         .as_array()
         .expect("artefacts")
@@ -403,7 +405,7 @@ async fn two_daemons_share_a_bucket_and_sweep_only_their_own_old_orphans() {
         let image_id = topo.register_image(daemon, &image);
         let vm = create_ready_vm(daemon, &image_id, &key, json!({}));
         let snapshot = api_ok(daemon, "POST", &format!("/vms/{}/snapshot", vm.id), None, 201);
-        snapshots.push(artefact_keys(&host_prefix(daemon), &vm.id, &snapshot));
+        snapshots.push(artefact_keys(daemon, &host_prefix(daemon), &vm.id, &snapshot));
     }
     let (prefix_a, prefix_b) = (host_prefix(&daemon_a), host_prefix(&daemon_b));
     assert_ne!(prefix_a, prefix_b, "each data directory has its own host id");
@@ -501,11 +503,8 @@ async fn a_daemon_starts_before_its_bucket_and_snapshots_once_it_answers() {
     let s3 = TestS3::start_in(topo.host_ns());
     let snapshot = api_ok(&daemon, "POST", &format!("/vms/{}/snapshot", vm.id), None, 201);
     let prefix = host_prefix(&daemon);
-    assert_eq!(
-        s3.keys(""),
-        artefact_keys(&prefix, &vm.id, &snapshot),
-        "no restart needed"
-    );
+    let stored = artefact_keys(&daemon, &prefix, &vm.id, &snapshot);
+    assert_eq!(s3.keys(""), stored, "no restart needed");
     let health = api_ok(&daemon, "GET", "/healthz", None, 200);
     assert_eq!(health["status"], "ok", "{health}");
     assert_eq!(health["snapshot_storage"]["ok"], true, "{health}");

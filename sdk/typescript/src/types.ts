@@ -160,6 +160,8 @@ export interface Snapshot {
   hypervisor: Hypervisor;
   artefacts: SnapshotArtefact[];
   total_bytes: number;
+  /** False until the artefacts are compressed, checksummed and stored (restorable at once, from the daemon's local copy). */
+  durable: boolean;
   owner_key_id?: string;
 }
 

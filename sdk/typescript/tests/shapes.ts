@@ -53,7 +53,7 @@ export const SHAPES: Record<string, Record<string, "required" | "optional">> = {
   Event: { id: R, vm_id: R, kind: R, from_state: R, to_state: R, reason: R, at: R } satisfies Shape<t.Event>,
   HostEvent: { kind: R, detail: R, at: R } satisfies Shape<t.HostEvent>,
   Snapshot: {
-    id: R, vm_id: R, created_at: R, hypervisor: R, artefacts: R, total_bytes: R, owner_key_id: O,
+    id: R, vm_id: R, created_at: R, hypervisor: R, artefacts: R, total_bytes: R, durable: R, owner_key_id: O,
   } satisfies Shape<t.Snapshot>,
   Route: {
     id: R, vm_id: R, subdomain: R, target_port: R, auto_wake: R, created_at: R, owner_key_id: O,

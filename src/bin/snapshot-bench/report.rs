@@ -42,7 +42,7 @@ struct Row {
 
 const ROWS: &[Row] = &[
     Row {
-        label: "snapshot (pause+save[+pack])",
+        label: "snapshot: guest paused and saved",
         unit: "ms",
         value: |s| millis(s.snapshot),
     },
@@ -130,7 +130,7 @@ pub fn wake_table(samples: &[WakeSample]) -> String {
 /// One line per round, printed as the benchmark goes.
 pub fn round_line(round: usize, method: &str, s: &Sample) -> String {
     format!(
-        "round {round} {method:>5}: snapshot {:.0} ms, running after {:.0} ms, heartbeat after {:.0} ms, state {:.1} MiB, stored {:.1} MiB",
+        "round {round} {method:>12}: snapshot {:.0} ms, running after {:.0} ms, heartbeat after {:.0} ms, state {:.1} MiB, stored {:.1} MiB",
         millis(s.snapshot),
         millis(s.resumed),
         millis(s.heartbeat),

@@ -289,6 +289,24 @@ impl TestDaemon {
         }
     }
 
+    /// Waits until the background pass has stored snapshot `snapshot_id`
+    /// of VM `vm_id` (`durable`); returns the snapshot as listed then.
+    pub fn wait_snapshot_durable(&self, vm_id: &str, snapshot_id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        loop {
+            let (_, list) = self.api("GET", &format!("/vms/{vm_id}/snapshots"), None);
+            let found = list
+                .as_array()
+                .and_then(|all| all.iter().find(|s| s["id"] == snapshot_id).cloned())
+                .unwrap_or_else(|| panic!("snapshot {snapshot_id} is not listed: {list}\n{}", self.log()));
+            if found["durable"] == true {
+                return found;
+            }
+            assert!(Instant::now() < deadline, "never stored: {found}\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Pids of VMM processes running out of this daemon's data directory.
     pub fn vmm_pids(&self) -> Vec<u32> {
         let marker = format!("{}/vms/", self.data_path().display());

@@ -164,6 +164,9 @@ class _SnapshotRequired(TypedDict):
     hypervisor: Literal["qemu", "firecracker"]
     artefacts: List[SnapshotArtefact]
     total_bytes: int
+    #: False until the artefacts are compressed, checksummed and stored
+    #: (restorable at once, from the daemon's local copy).
+    durable: bool
 
 
 class Snapshot(_SnapshotRequired, total=False):
