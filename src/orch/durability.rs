@@ -73,7 +73,13 @@ impl Passes {
         }
         let stop = Arc::new(AtomicBool::new(false));
         let (sender, done) = watch::channel(false);
-        running.insert(snapshot_id.to_string(), Pass { stop: stop.clone(), done });
+        running.insert(
+            snapshot_id.to_string(),
+            Pass {
+                stop: stop.clone(),
+                done,
+            },
+        );
         Some(PassTicket {
             snapshot_id: snapshot_id.to_string(),
             stop,

@@ -346,10 +346,13 @@ impl Orchestrator {
         work: &Path,
     ) -> Result<(Arc<dyn VmHandle>, Snapshot), OrchError> {
         self.durability.wait(&snapshot.id, false).await;
-        let snapshot = self.store.get_snapshot(&snapshot.id)?.ok_or_else(|| OrchError::NotFound {
-            kind: "snapshot",
-            id: snapshot.id.clone(),
-        })?;
+        let snapshot = self
+            .store
+            .get_snapshot(&snapshot.id)?
+            .ok_or_else(|| OrchError::NotFound {
+                kind: "snapshot",
+                id: snapshot.id.clone(),
+            })?;
         let handle = self.load(vm, &snapshot, work).await?;
         Ok((handle, snapshot))
     }
@@ -384,10 +387,7 @@ impl Orchestrator {
             let desired = self.desired_network()?;
             self.network.attach_vm(&vm.id, identity, &desired).await?;
         }
-        let handle = self
-            .hypervisor
-            .restore(&self.launch_spec(vm, &image), &files)
-            .await?;
+        let handle = self.hypervisor.restore(&self.launch_spec(vm, &image), &files).await?;
         Ok(Arc::from(handle))
     }
 

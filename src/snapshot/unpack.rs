@@ -6,7 +6,6 @@ use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-
 use super::format::{nonzero_runs, read_extent, read_header};
 use super::{blocking, ArtefactInfo, SnapshotError};
 use crate::sys::atomic_file::AtomicFile;

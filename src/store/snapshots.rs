@@ -9,7 +9,8 @@ use super::{Store, StoreError};
 use crate::model::{check_quota, QuotaKind, Quotas, Snapshot};
 use crate::snapshot::ArtefactInfo;
 
-const COLUMNS: &str = "id, vm_id, created_at, hypervisor, files, total_bytes, complete, owner_key_id, durable, hot_sha256s";
+const COLUMNS: &str =
+    "id, vm_id, created_at, hypervisor, files, total_bytes, complete, owner_key_id, durable, hot_sha256s";
 
 fn from_row(row: &Row<'_>) -> Result<Snapshot, StoreError> {
     let created_at: String = row.get(2)?;

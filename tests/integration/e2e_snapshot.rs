@@ -116,7 +116,9 @@ async fn restore_keeps_ram_files_and_network_identity() {
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "three");
     let events = daemon.api("GET", &format!("/vms/{}/events", vm.id), None).1;
     assert!(
-        events.to_string().contains(&format!("local copy of snapshot {third_id} failed its checksum")),
+        events
+            .to_string()
+            .contains(&format!("local copy of snapshot {third_id} failed its checksum")),
         "{events:#}"
     );
 

@@ -201,7 +201,9 @@ async fn assert_settled(rig: &Rig, context: &str) -> Vec<Vm> {
         let owner = vms.iter().find(|vm| vm.id == vm_dir);
         for copy in names_in(&rig.data_dir.join("hot").join(&vm_dir)) {
             assert!(
-                owner.is_some_and(|vm| vm.state == VmState::Snapshotted && vm.snapshot_id.as_deref() == Some(copy.as_str())),
+                owner.is_some_and(
+                    |vm| vm.state == VmState::Snapshotted && vm.snapshot_id.as_deref() == Some(copy.as_str())
+                ),
                 "{context}: local copy {vm_dir}/{copy} belongs to no snapshotted VM ({owner:?})"
             );
         }

@@ -378,7 +378,15 @@ pub fn all() -> Map<String, Value> {
                 "durable": { "type": "boolean", "description": "Whether the artefacts are compressed, checksummed and in their final store (local directory or S3). A snapshot is restorable at once, from its local copy; it is stored in the background, and `artefacts` is empty until then" },
                 "owner_key_id": { "type": "string", "description": "The API key that owns this snapshot (the VM's owner) (absent: admin-owned)" }
             }),
-            &["id", "vm_id", "created_at", "hypervisor", "artefacts", "total_bytes", "durable"],
+            &[
+                "id",
+                "vm_id",
+                "created_at",
+                "hypervisor",
+                "artefacts",
+                "total_bytes",
+                "durable",
+            ],
         ),
     );
     add(
