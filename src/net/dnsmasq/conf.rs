@@ -1,13 +1,23 @@
-//! dnsmasq.conf: rendering (every value validated before it is written),
+//! dnsmasq's files: rendering (every value validated before it is written),
 //! reading back the reservations, atomic replacement, and lease pruning.
+//!
+//! dnsmasq.conf holds only settings, which dnsmasq reads once at start. The
+//! reservations live in two files dnsmasq rereads on SIGHUP, so a create or
+//! delete never restarts it (other guests keep DHCP and DNS throughout):
+//! `hosts.dhcp` (`dhcp-hostsfile`: `<mac>,<ip>,<vm id>` per VM) and
+//! `hosts.dns` (`addn-hosts`: `<ip> <vm id>`, so a VM's name resolves from
+//! its creation, not only once it has a lease). dnsmasq.conf still lists
+//! each reservation as a comment, so the guide's
+//! `grep <mac> /var/lib/hatch/dhcp/dnsmasq.conf` finds it.
 
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::net::cidr::Ipv4Cidr;
 use crate::net::{mac, names, NetConfig, NetError};
 
-/// One `dhcp-host=<mac>,<ip>,<vm id>` line. Only constructible through
+/// One VM's reservation (`<mac>,<ip>,<vm id>`). Only constructible through
 /// [`Reservation::new`], so nothing unvalidated reaches the file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Reservation {
@@ -41,12 +51,15 @@ impl Reservation {
         self.ip
     }
 
-    fn line(&self) -> String {
-        format!("dhcp-host={},{},{}", self.mac, self.ip, self.vm_id)
+    /// The line in `hosts.dhcp`.
+    fn host_line(&self) -> String {
+        format!("{},{},{}", self.mac, self.ip, self.vm_id)
     }
 
+    /// A `hosts.dhcp` line, or a `dhcp-host=` line of a dnsmasq.conf
+    /// written by an older Hatch (which kept reservations there).
     fn parse_line(line: &str) -> Option<Self> {
-        let value = line.strip_prefix("dhcp-host=")?;
+        let value = line.strip_prefix("dhcp-host=").unwrap_or(line);
         let mut parts = value.split(',');
         let (mac, ip, vm_id) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -61,6 +74,10 @@ impl Reservation {
 pub struct Paths {
     pub dir: PathBuf,
     pub conf: PathBuf,
+    /// `dhcp-hostsfile`: the reservations.
+    pub hosts: PathBuf,
+    /// `addn-hosts`: the VMs' names for DNS.
+    pub names: PathBuf,
     pub leases: PathBuf,
     pub pid: PathBuf,
     pub log: PathBuf,
@@ -71,6 +88,8 @@ impl Paths {
         Paths {
             dir: dir.to_path_buf(),
             conf: dir.join("dnsmasq.conf"),
+            hosts: dir.join("hosts.dhcp"),
+            names: dir.join("hosts.dns"),
             leases: dir.join("dnsmasq.leases"),
             pid: dir.join("dnsmasq.pid"),
             log: dir.join("dnsmasq.log"),
@@ -103,9 +122,17 @@ fn path_value(path: &Path) -> Result<&str, NetError> {
         })
 }
 
-/// The whole file. Reservations are sorted so the text only changes when
+/// What Hatch writes for one set of reservations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    pub conf: String,
+    pub hosts: String,
+    pub names: String,
+}
+
+/// All three files. Reservations are sorted so the text only changes when
 /// the set does.
-pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> Result<String, NetError> {
+pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> Result<Files, NetError> {
     names::check_ifname(&cfg.bridge_name).map_err(|message| NetError::Invalid {
         field: "HATCH_BRIDGE_NAME",
         message,
@@ -114,7 +141,7 @@ pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> R
     let mut sorted = reservations.to_vec();
     sorted.sort();
     sorted.dedup();
-    let mut text = format!(
+    let mut conf = format!(
         "# Written by Hatch; rewritten whenever networked VMs change. Do not edit.\n\
          interface={bridge}\n\
          bind-dynamic\n\
@@ -127,32 +154,61 @@ pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> R
          dhcp-option=option:router,{gateway}\n\
          dhcp-option=option:dns-server,{gateway}\n\
          dhcp-leasefile={leases}\n\
+         dhcp-hostsfile={hosts}\n\
+         addn-hosts={names}\n\
          pid-file={pid}\n\
          user={user}\n\
          group={group}\n\
          log-facility=-\n\
-         # One reservation per networked VM: dhcp-host=<mac>,<ip>,<vm id>\n",
+         # One reservation per networked VM, served from {hosts} (reread on SIGHUP):\n",
         bridge = cfg.bridge_name,
         network = net.network(),
         netmask = net.netmask(),
         gateway = cfg.gateway,
         leases = path_value(&paths.leases)?,
+        hosts = path_value(&paths.hosts)?,
+        names = path_value(&paths.names)?,
         pid = path_value(&paths.pid)?,
         user = DNSMASQ_USER,
         group = dnsmasq_group(),
     );
+    let mut hosts = String::new();
+    let mut names = String::new();
     for reservation in &sorted {
-        text.push_str(&reservation.line());
-        text.push('\n');
+        conf.push_str(&format!("# dhcp-host={}\n", reservation.host_line()));
+        hosts.push_str(&reservation.host_line());
+        hosts.push('\n');
+        names.push_str(&format!("{} {}\n", reservation.ip, reservation.vm_id));
     }
-    Ok(text)
+    Ok(Files { conf, hosts, names })
 }
 
-/// The reservations currently in the file (invalid lines are ignored).
-pub fn read_reservations(conf: &Path) -> Vec<Reservation> {
-    std::fs::read_to_string(conf)
-        .map(|text| text.lines().filter_map(Reservation::parse_line).collect())
-        .unwrap_or_default()
+/// The settings of a dnsmasq.conf: what dnsmasq reads from it (comments
+/// left out). Only a change here needs a restart.
+pub fn settings(conf: &str) -> Vec<&str> {
+    conf.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
+/// The reservations currently on disk (invalid lines are ignored): the
+/// hosts file, or the dnsmasq.conf of an older Hatch when there is none.
+pub fn read_reservations(paths: &Paths) -> Vec<Reservation> {
+    let parse = |text: String| text.lines().filter_map(Reservation::parse_line).collect();
+    match std::fs::read_to_string(&paths.hosts) {
+        Ok(text) => parse(text),
+        Err(_) => std::fs::read_to_string(&paths.conf)
+            .map(|text| {
+                settings(&text)
+                    .into_iter()
+                    .filter(|l| l.starts_with("dhcp-host="))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })
+            .map(parse)
+            .unwrap_or_default(),
+    }
 }
 
 /// The bridge the file was written for (`interface=`), if any.
@@ -161,6 +217,28 @@ pub fn read_interface(conf: &Path) -> Option<String> {
     text.lines()
         .find_map(|line| line.strip_prefix("interface="))
         .map(str::to_string)
+}
+
+/// What [`write_files`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// dnsmasq.conf's settings (not only its comments): needs a restart.
+    pub settings: bool,
+    /// The hosts files: needs a reload (SIGHUP).
+    pub hosts: bool,
+}
+
+/// Writes whichever of the three files differ from `files`.
+pub fn write_files(paths: &Paths, files: &Files) -> Result<Written, NetError> {
+    let old_conf = std::fs::read_to_string(&paths.conf).ok();
+    let settings_changed = old_conf.as_deref().map(settings) != Some(settings(&files.conf));
+    write_if_changed(&paths.conf, &files.conf)?;
+    let hosts = write_if_changed(&paths.hosts, &files.hosts)?;
+    let names = write_if_changed(&paths.names, &files.names)?;
+    Ok(Written {
+        settings: settings_changed,
+        hosts: hosts || names,
+    })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NetError + '_ {
@@ -183,6 +261,8 @@ pub fn write_if_changed(path: &Path, text: &str) -> Result<bool, NetError> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
     ));
     std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    // dnsmasq rereads its hosts files after dropping root.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
     Ok(true)
 }
@@ -225,22 +305,60 @@ mod tests {
     fn renders_range_router_dns_and_reservations() {
         let paths = Paths::new(Path::new("/var/lib/hatch/dhcp"));
         let r = Reservation::new("02:FC:00:00:00:01", "10.20.3.4".parse().unwrap(), "vm-abc123").unwrap();
-        let text = render(&cfg(), &paths, &[r.clone(), r]).unwrap();
+        let files = render(&cfg(), &paths, &[r.clone(), r]).unwrap();
+        let text = &files.conf;
         assert!(text.contains("\ninterface=fcbridge\n"));
         assert!(text.contains("\ndhcp-range=10.20.0.0,static,255.255.0.0,12h\n"));
         assert!(text.contains("\ndhcp-option=option:router,10.20.0.1\n"));
         assert!(text.contains("\ndhcp-option=option:dns-server,10.20.0.1\n"));
         assert!(text.contains("\ndhcp-leasefile=/var/lib/hatch/dhcp/dnsmasq.leases\n"));
+        assert!(text.contains("\ndhcp-hostsfile=/var/lib/hatch/dhcp/hosts.dhcp\n"));
+        assert!(text.contains("\naddn-hosts=/var/lib/hatch/dhcp/hosts.dns\n"));
+        // Listed for the guide's grep, as a comment dnsmasq ignores.
         assert_eq!(
-            text.matches("dhcp-host=02:fc:00:00:00:01,10.20.3.4,vm-abc123\n")
+            text.matches("\n# dhcp-host=02:fc:00:00:00:01,10.20.3.4,vm-abc123\n")
                 .count(),
             1
         );
-        assert_eq!(read_reservations_from(&text).len(), 1);
+        assert!(!settings(text).iter().any(|l| l.contains("02:fc")));
+        assert_eq!(files.hosts, "02:fc:00:00:00:01,10.20.3.4,vm-abc123\n");
+        assert_eq!(files.names, "10.20.3.4 vm-abc123\n");
+        let read: Vec<Reservation> = files.hosts.lines().filter_map(Reservation::parse_line).collect();
+        assert_eq!(read.len(), 1);
     }
 
-    fn read_reservations_from(text: &str) -> Vec<Reservation> {
-        text.lines().filter_map(Reservation::parse_line).collect()
+    #[test]
+    fn only_settings_changes_need_a_restart_and_old_confs_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::new(dir.path());
+        let a = Reservation::new("02:fc:00:00:00:01", "10.20.3.4".parse().unwrap(), "vm-a").unwrap();
+        let b = Reservation::new("02:fc:00:00:00:02", "10.20.3.5".parse().unwrap(), "vm-b").unwrap();
+        // A dnsmasq.conf of an older Hatch, reservations inline.
+        std::fs::write(
+            &paths.conf,
+            "interface=fcbridge\ndhcp-host=02:fc:00:00:00:01,10.20.3.4,vm-a\n",
+        )
+        .unwrap();
+        assert_eq!(read_reservations(&paths), [a.clone()]);
+        let first = write_files(&paths, &render(&cfg(), &paths, &[a.clone()]).unwrap()).unwrap();
+        assert_eq!(
+            first,
+            Written {
+                settings: true,
+                hosts: true
+            }
+        );
+        let second = write_files(&paths, &render(&cfg(), &paths, &[a.clone(), b.clone()]).unwrap()).unwrap();
+        assert_eq!(
+            second,
+            Written {
+                settings: false,
+                hosts: true
+            }
+        );
+        assert_eq!(read_reservations(&paths), [a.clone(), b.clone()]);
+        let again = write_files(&paths, &render(&cfg(), &paths, &[b, a]).unwrap()).unwrap();
+        assert_eq!(again, Written::default());
     }
 
     #[test]

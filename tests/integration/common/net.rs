@@ -31,8 +31,23 @@ pub fn dnsmasq_conf(cfg: &NetConfig) -> String {
     std::fs::read_to_string(cfg.dhcp_dir.join("dnsmasq.conf")).unwrap_or_default()
 }
 
+/// The reservation as dnsmasq.conf lists it (a comment, for the guide's grep).
 pub fn reservation_line(vm_id: &str, id: &NetworkIdentity) -> String {
-    format!("dhcp-host={},{},{}", id.guest_mac, id.guest_ip, vm_id)
+    format!("# dhcp-host={},{},{}", id.guest_mac, id.guest_ip, vm_id)
+}
+
+/// The reservations dnsmasq serves (its `dhcp-hostsfile`), one per line.
+pub fn dhcp_hosts(cfg: &NetConfig) -> Vec<String> {
+    std::fs::read_to_string(cfg.dhcp_dir.join("hosts.dhcp"))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// A reservation as `hosts.dhcp` holds it.
+pub fn hosts_line(vm_id: &str, id: &NetworkIdentity) -> String {
+    format!("{},{},{}", id.guest_mac, id.guest_ip, vm_id)
 }
 
 /// What a real DHCP client (busybox udhcpc) in `guest` got on eth0.
