@@ -299,6 +299,7 @@ impl Orchestrator {
         // rolled back by the reconciler; a failure by the ledger and then
         // `BootFailed`, which removes the record.
         self.store.insert_vm(&vm, Some("created"))?;
+        self.vm_updated(vm_id);
         Ok(vm)
     }
 }

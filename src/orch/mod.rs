@@ -33,6 +33,7 @@ mod routes;
 mod snapshot;
 mod supervise;
 pub mod transitions;
+mod view;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -97,6 +98,8 @@ pub struct Orchestrator {
     console_cuts: console::Cuts,
     /// The daemon's metrics (`GET /metrics`), recorded here and by the API and proxy.
     metrics: Arc<Metrics>,
+    /// Every VM and route in memory, for reads that must not wait on SQLite.
+    view: Arc<view::View>,
 }
 
 impl Orchestrator {
@@ -124,6 +127,10 @@ impl Orchestrator {
         network: Arc<dyn HostNetwork>,
         snapshots: Arc<dyn SnapshotStore>,
     ) -> Result<Arc<Self>, OrchError> {
+        let view = Arc::new(view::View::load(store.clone())?);
+        let observers = observe::Observers::default();
+        // First, so every other observer already sees the change in the view.
+        observers.add(view.clone());
         let orch = Arc::new(Self {
             store,
             config,
@@ -133,13 +140,14 @@ impl Orchestrator {
             locks: locks::VmLocks::default(),
             handles: Mutex::new(HashMap::new()),
             allocation: tokio::sync::Mutex::new(()),
-            observers: observe::Observers::default(),
+            observers,
             operations: operations::Operations::default(),
             host_ops: tokio::sync::RwLock::new(()),
             reconcile_now: tokio::sync::Notify::new(),
             crashes: Mutex::new(HashMap::new()),
             console_cuts: console::Cuts::default(),
             metrics: Arc::new(Metrics::new()),
+            view,
         });
         orch.reconcile_at_start().await?;
         Ok(orch)
@@ -207,16 +215,25 @@ impl Orchestrator {
         self.store.get_vm(id)?.ok_or_else(|| OrchError::vm_not_found(id))
     }
 
+    /// Every VM, oldest first, from memory.
     pub async fn list_vms(&self) -> Result<Vec<Vm>, OrchError> {
-        Ok(self.store.list_vms()?)
+        Ok(self.view.vms())
+    }
+
+    /// The VMs of one API key, oldest first, from memory.
+    pub fn list_vms_of(&self, owner: &str) -> Vec<Vm> {
+        self.view.vms_of(owner)
     }
 
     /// Waits until the VM's `ready_at` is set (guest accepted TCP on port 22).
-    /// A VM without networking is ready once it runs.
+    /// A VM without networking is ready once it runs. Wakes on each change
+    /// of a VM (the readiness probe's among them), never on a timer.
     pub async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<Vm, OrchError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.view.subscribe();
         loop {
-            let vm = self.get_vm(id).await?;
+            changes.borrow_and_update();
+            let vm = self.view.vm(id).ok_or_else(|| OrchError::vm_not_found(id))?;
             let ready = if vm.enable_network {
                 vm.ready_at.is_some()
             } else {
@@ -238,7 +255,8 @@ impl Orchestrator {
                     ),
                 });
             }
-            if tokio::time::Instant::now() >= deadline {
+            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
                 return Err(OrchError::Timeout {
                     message: format!(
                         "VM {id} did not accept SSH connections within {}s (state {}); see GET /vms/{id}/logs",
@@ -247,7 +265,6 @@ impl Orchestrator {
                     ),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

@@ -12,8 +12,12 @@ use crate::vmm::{ExitReport, VmHandle};
 use super::transitions::Event;
 use super::Orchestrator;
 
-const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The guest is seen ready within this much of its SSH server starting.
+const PROBE_INTERVAL: Duration = Duration::from_millis(25);
+/// A guest on the bridge answers a SYN in well under this once its network
+/// is up; before that (no ARP answer yet) an attempt would otherwise hang
+/// for seconds and delay the next one.
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 
 impl Orchestrator {
     /// Registers a live VMM process and starts its supervisor (and, for a
@@ -104,6 +108,8 @@ impl Orchestrator {
                 ) {
                     tracing::error!(vm = %vm_id, %error, "recording the readiness event failed");
                 }
+                // Wakes `wait=ready`.
+                self.vm_updated(vm_id);
             }
             Err(error) => tracing::error!(vm = %vm_id, %error, "recording readiness failed"),
         }

@@ -69,6 +69,12 @@ impl Store {
         query_all(&self.lock(), &sql, &[&vm_id], from_row)
     }
 
+    /// Every route, oldest first.
+    pub fn list_all_routes(&self) -> Result<Vec<Route>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM routes ORDER BY created_at, rowid");
+        query_all(&self.lock(), &sql, &[], from_row)
+    }
+
     pub fn delete_route(&self, id: &str) -> Result<bool, StoreError> {
         Ok(self.lock().execute("DELETE FROM routes WHERE id = ?1", [id])? > 0)
     }

@@ -105,6 +105,7 @@ async fn rejected_creates_leave_nothing_behind() {
         rules_before.lines().filter(|l| l.contains("DNAT")).count(),
         rules_after.lines().filter(|l| l.contains("DNAT")).count()
     );
-    let hosts = std::fs::read_to_string(daemon.data_path().join("dhcp/hosts.dhcp")).unwrap_or_default();
+    let paths = hatch::net::dnsmasq::Paths::new(&daemon.data_path().join("dhcp"));
+    let hosts = std::fs::read_to_string(paths.hosts).unwrap_or_default();
     assert!(hosts.trim().is_empty(), "{hosts}");
 }

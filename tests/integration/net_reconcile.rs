@@ -95,7 +95,7 @@ fn reconcile_removes_planted_stale_objects_and_leaves_foreign_rules() {
                 "192.168.241.77:22",
             ],
         );
-        let hosts_path = cfg.dhcp_dir.join("hosts.dhcp");
+        let hosts_path = common::net::hosts_file(&cfg);
         let mut hosts = std::fs::read_to_string(&hosts_path).unwrap();
         hosts.push_str("02:fc:de:ad:be:ef,192.168.241.99,vm-stale9\n");
         std::fs::write(&hosts_path, hosts).unwrap();

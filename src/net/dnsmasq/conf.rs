@@ -69,11 +69,21 @@ impl Reservation {
     }
 }
 
-/// Where dnsmasq's files live inside `$HATCH_DATA_DIR/dhcp`.
+/// Where the files dnsmasq rereads live. dnsmasq reads them as
+/// [`DNSMASQ_USER`] (at start too), who cannot enter a data directory
+/// that is root's alone, and the data directory is not opened up for it:
+/// so they go here, one directory per DHCP directory, open only to
+/// dnsmasq's group.
+pub const REREAD_ROOT: &str = "/run/hatch-dnsmasq";
+
+/// Where dnsmasq's files live: `$HATCH_DATA_DIR/dhcp`, and the hosts files
+/// under [`REREAD_ROOT`].
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub dir: PathBuf,
     pub conf: PathBuf,
+    /// The directory of `hosts` and `names`.
+    pub reread: PathBuf,
     /// `dhcp-hostsfile`: the reservations.
     pub hosts: PathBuf,
     /// `addn-hosts`: the VMs' names for DNS.
@@ -84,12 +94,22 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// The hosts files go to a directory under [`REREAD_ROOT`] named for
+    /// `dir`, so daemons with different data directories never share one.
     pub fn new(dir: &Path) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+        let name = hex::encode(&digest[..8]);
+        Self::with_reread_dir(dir, &Path::new(REREAD_ROOT).join(name))
+    }
+
+    pub fn with_reread_dir(dir: &Path, reread: &Path) -> Self {
         Paths {
             dir: dir.to_path_buf(),
             conf: dir.join("dnsmasq.conf"),
-            hosts: dir.join("hosts.dhcp"),
-            names: dir.join("hosts.dns"),
+            reread: reread.to_path_buf(),
+            hosts: reread.join("hosts.dhcp"),
+            names: reread.join("hosts.dns"),
             leases: dir.join("dnsmasq.leases"),
             pid: dir.join("dnsmasq.pid"),
             log: dir.join("dnsmasq.log"),
@@ -193,22 +213,20 @@ pub fn settings(conf: &str) -> Vec<&str> {
 }
 
 /// The reservations currently on disk (invalid lines are ignored): the
-/// hosts file, or the dnsmasq.conf of an older Hatch when there is none.
+/// hosts file, else the list in dnsmasq.conf (after a reboot emptied
+/// [`REREAD_ROOT`], or as an older Hatch wrote it, inline).
 pub fn read_reservations(paths: &Paths) -> Vec<Reservation> {
-    let parse = |text: String| text.lines().filter_map(Reservation::parse_line).collect();
-    match std::fs::read_to_string(&paths.hosts) {
-        Ok(text) => parse(text),
-        Err(_) => std::fs::read_to_string(&paths.conf)
-            .map(|text| {
-                settings(&text)
-                    .into_iter()
-                    .filter(|l| l.starts_with("dhcp-host="))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            })
-            .map(parse)
-            .unwrap_or_default(),
+    if let Ok(text) = std::fs::read_to_string(&paths.hosts) {
+        return text.lines().filter_map(Reservation::parse_line).collect();
     }
+    std::fs::read_to_string(&paths.conf)
+        .map(|text| {
+            text.lines()
+                .filter(|line| line.trim_start_matches("# ").starts_with("dhcp-host="))
+                .filter_map(|line| Reservation::parse_line(line.trim_start_matches("# ")))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// The bridge the file was written for (`interface=`), if any.
@@ -228,8 +246,20 @@ pub struct Written {
     pub hosts: bool,
 }
 
+/// The hosts files' directory: root's, open to dnsmasq's group only.
+fn prepare_reread_dir(dir: &Path) -> Result<(), NetError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).map_err(io(dir))?;
+    let group = nix::unistd::Group::from_name(dnsmasq_group())
+        .ok()
+        .flatten()
+        .map(|g| g.gid);
+    nix::unistd::chown(dir, None, group).map_err(|e| io(dir)(e.into()))
+}
+
 /// Writes whichever of the three files differ from `files`.
 pub fn write_files(paths: &Paths, files: &Files) -> Result<Written, NetError> {
+    prepare_reread_dir(&paths.reread)?;
     let old_conf = std::fs::read_to_string(&paths.conf).ok();
     let settings_changed = old_conf.as_deref().map(settings) != Some(settings(&files.conf));
     write_if_changed(&paths.conf, &files.conf)?;
@@ -303,7 +333,7 @@ mod tests {
 
     #[test]
     fn renders_range_router_dns_and_reservations() {
-        let paths = Paths::new(Path::new("/var/lib/hatch/dhcp"));
+        let paths = Paths::with_reread_dir(Path::new("/var/lib/hatch/dhcp"), Path::new("/run/x"));
         let r = Reservation::new("02:FC:00:00:00:01", "10.20.3.4".parse().unwrap(), "vm-abc123").unwrap();
         let files = render(&cfg(), &paths, &[r.clone(), r]).unwrap();
         let text = &files.conf;
@@ -312,8 +342,8 @@ mod tests {
         assert!(text.contains("\ndhcp-option=option:router,10.20.0.1\n"));
         assert!(text.contains("\ndhcp-option=option:dns-server,10.20.0.1\n"));
         assert!(text.contains("\ndhcp-leasefile=/var/lib/hatch/dhcp/dnsmasq.leases\n"));
-        assert!(text.contains("\ndhcp-hostsfile=/var/lib/hatch/dhcp/hosts.dhcp\n"));
-        assert!(text.contains("\naddn-hosts=/var/lib/hatch/dhcp/hosts.dns\n"));
+        assert!(text.contains("\ndhcp-hostsfile=/run/x/hosts.dhcp\n"));
+        assert!(text.contains("\naddn-hosts=/run/x/hosts.dns\n"));
         // Listed for the guide's grep, as a comment dnsmasq ignores.
         assert_eq!(
             text.matches("\n# dhcp-host=02:fc:00:00:00:01,10.20.3.4,vm-abc123\n")
@@ -330,7 +360,7 @@ mod tests {
     #[test]
     fn only_settings_changes_need_a_restart_and_old_confs_are_read() {
         let dir = tempfile::tempdir().unwrap();
-        let paths = Paths::new(dir.path());
+        let paths = Paths::with_reread_dir(dir.path(), &dir.path().join("reread"));
         let a = Reservation::new("02:fc:00:00:00:01", "10.20.3.4".parse().unwrap(), "vm-a").unwrap();
         let b = Reservation::new("02:fc:00:00:00:02", "10.20.3.5".parse().unwrap(), "vm-b").unwrap();
         // A dnsmasq.conf of an older Hatch, reservations inline.
@@ -357,8 +387,11 @@ mod tests {
             }
         );
         assert_eq!(read_reservations(&paths), [a.clone(), b.clone()]);
-        let again = write_files(&paths, &render(&cfg(), &paths, &[b, a]).unwrap()).unwrap();
+        let again = write_files(&paths, &render(&cfg(), &paths, &[b.clone(), a.clone()]).unwrap()).unwrap();
         assert_eq!(again, Written::default());
+        // The hosts files gone (a reboot empties /run): dnsmasq.conf lists them.
+        std::fs::remove_dir_all(&paths.reread).unwrap();
+        assert_eq!(read_reservations(&paths), [a, b]);
     }
 
     #[test]
@@ -367,7 +400,7 @@ mod tests {
         assert!(Reservation::new("02:fc:00:00:00:01\ndhcp-range=x", ip, "vm-a").is_err());
         assert!(Reservation::new("02:fc:00:00:00:01", ip, "vm-a\nserver=1.2.3.4").is_err());
         assert!(Reservation::new("02:fc:00:00:00:01", ip, "vm,a").is_err());
-        let bad_dir = Paths::new(Path::new("/tmp/x\nuser=nobody"));
+        let bad_dir = Paths::with_reread_dir(Path::new("/tmp/x\nuser=nobody"), Path::new("/run/x"));
         assert!(render(&cfg(), &bad_dir, &[]).is_err());
     }
 

@@ -145,5 +145,7 @@ impl Dnsmasq {
             let _ = done.await;
         }
         let _ = supervisor.task.await;
+        // Written again, complete, by the next start.
+        let _ = std::fs::remove_dir_all(&self.paths.reread);
     }
 }

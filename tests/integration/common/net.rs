@@ -38,11 +38,16 @@ pub fn reservation_line(vm_id: &str, id: &NetworkIdentity) -> String {
 
 /// The reservations dnsmasq serves (its `dhcp-hostsfile`), one per line.
 pub fn dhcp_hosts(cfg: &NetConfig) -> Vec<String> {
-    std::fs::read_to_string(cfg.dhcp_dir.join("hosts.dhcp"))
+    std::fs::read_to_string(hosts_file(cfg))
         .unwrap_or_default()
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// dnsmasq's `dhcp-hostsfile` for the daemon whose DHCP directory `cfg` names.
+pub fn hosts_file(cfg: &NetConfig) -> std::path::PathBuf {
+    hatch::net::dnsmasq::Paths::new(&cfg.dhcp_dir).hosts
 }
 
 /// A reservation as `hosts.dhcp` holds it.
