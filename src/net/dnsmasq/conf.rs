@@ -369,8 +369,8 @@ mod tests {
             "interface=fcbridge\ndhcp-host=02:fc:00:00:00:01,10.20.3.4,vm-a\n",
         )
         .unwrap();
-        assert_eq!(read_reservations(&paths), [a.clone()]);
-        let first = write_files(&paths, &render(&cfg(), &paths, &[a.clone()]).unwrap()).unwrap();
+        assert_eq!(read_reservations(&paths), std::slice::from_ref(&a));
+        let first = write_files(&paths, &render(&cfg(), &paths, std::slice::from_ref(&a)).unwrap()).unwrap();
         assert_eq!(
             first,
             Written {

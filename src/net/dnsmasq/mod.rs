@@ -149,3 +149,15 @@ impl Dnsmasq {
         let _ = std::fs::remove_dir_all(&self.paths.reread);
     }
 }
+
+impl Drop for Dnsmasq {
+    /// Dropped without [`stop`](Self::stop) (its runtime ended): dnsmasq
+    /// dies with its supervisor (`kill_on_drop`), and its hosts files go
+    /// too, as `stop` would have removed them.
+    fn drop(&mut self) {
+        let started = self.supervisor.get_mut().take().is_some();
+        if started {
+            let _ = std::fs::remove_dir_all(&self.paths.reread);
+        }
+    }
+}
