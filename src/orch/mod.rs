@@ -211,8 +211,13 @@ impl Orchestrator {
         self.hypervisor.kind()
     }
 
+    /// The VM as stored, read off the async workers.
     pub async fn get_vm(&self, id: &str) -> Result<Vm, OrchError> {
-        self.store.get_vm(id)?.ok_or_else(|| OrchError::vm_not_found(id))
+        let (store, key) = (self.store.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || store.get_vm(&key))
+            .await
+            .map_err(|e| OrchError::Internal(format!("reading VM {id}: {e}")))??
+            .ok_or_else(|| OrchError::vm_not_found(id))
     }
 
     /// Every VM, oldest first, from memory.

@@ -97,17 +97,12 @@ impl Orchestrator {
         };
         vm.ready_at = Some(crate::model::now());
         vm.updated_at = crate::model::now();
-        match self.store.update_vm(&vm) {
+        match self
+            .store
+            .update_vm_with_event(&vm, crate::store::EventKind::Ready, Some("guest accepts SSH"))
+        {
             Ok(_) => {
                 tracing::info!(vm = %vm_id, "guest accepts SSH");
-                if let Err(error) = self.store.record_vm_event(
-                    vm_id,
-                    crate::store::EventKind::Ready,
-                    vm.state,
-                    Some("guest accepts SSH"),
-                ) {
-                    tracing::error!(vm = %vm_id, %error, "recording the readiness event failed");
-                }
                 // Wakes `wait=ready`.
                 self.vm_updated(vm_id);
             }

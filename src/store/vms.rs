@@ -186,6 +186,20 @@ impl Store {
         Ok(true)
     }
 
+    /// Rewrites the row and records an event of `kind` (in the VM's state)
+    /// in one transaction. Returns false (and records nothing) when no VM
+    /// has this id.
+    pub fn update_vm_with_event(&self, vm: &Vm, kind: EventKind, detail: Option<&str>) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if !update_row(&tx, vm)? {
+            return Ok(false);
+        }
+        insert_event(&tx, &vm.id, kind, Some(vm.state), Some(vm.state), detail)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Deletes the VM, recording its deletion (a state event from the
     /// state it was in to none); its events stay in the log.
     pub fn delete_vm(&self, id: &str) -> Result<bool, StoreError> {
