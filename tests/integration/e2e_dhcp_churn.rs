@@ -14,6 +14,8 @@ use common::hatchd::{TestDaemon, TestKey};
 use serde_json::json;
 
 const CREATED: usize = 3;
+/// The default HATCH_BRIDGE_CIDR's gateway, the guests' DNS server.
+const GATEWAY: &str = "192.168.241.1";
 
 /// A DHCP exchange from inside the guest, on top of the udhcpc its init
 /// keeps running: a one-shot client whose hook only prints the lease.
@@ -29,7 +31,7 @@ fn dnsmasq_pid(daemon: &TestDaemon) -> String {
 
 /// Renews the steady guest's lease and resolves its name and `others`
 /// through the gateway, from inside the guest.
-fn check_steady(topo: &Topology, key: &TestKey, steady: &VmView, gateway: &str) {
+fn check_steady(topo: &Topology, key: &TestKey, steady: &VmView) {
     let lease = topo.ssh(key, "root", steady.ssh_port, RENEW);
     assert!(
         lease.lines().any(|l| l.trim() == format!("LEASE {}", steady.guest_ip)),
@@ -39,9 +41,28 @@ fn check_steady(topo: &Topology, key: &TestKey, steady: &VmView, gateway: &str) 
         key,
         "root",
         steady.ssh_port,
-        &format!("nslookup {} {gateway}", steady.id),
+        &format!("nslookup {} {GATEWAY}", steady.id),
     );
     assert!(answer.contains(&steady.guest_ip), "DNS: {answer}");
+}
+
+/// Runs `work` while [`check_steady`] runs again and again (at least once)
+/// beside it; returns what `work` returned.
+fn while_checking<T: Send>(topo: &Topology, key: &TestKey, steady: &VmView, work: impl FnOnce() -> T + Send) -> T {
+    let busy = AtomicBool::new(true);
+    std::thread::scope(|scope| {
+        let checker = scope.spawn(|| {
+            let mut checks = 0;
+            while busy.load(Ordering::SeqCst) || checks == 0 {
+                check_steady(topo, key, steady);
+                checks += 1;
+            }
+        });
+        let result = work();
+        busy.store(false, Ordering::SeqCst);
+        checker.join().unwrap();
+        result
+    })
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -50,29 +71,18 @@ async fn concurrent_creates_get_their_own_addresses_while_a_running_guest_keeps_
     let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
     let steady = create_ready_vm(&daemon, &image_id, &key, json!({}));
-    // The default HATCH_BRIDGE_CIDR's gateway, the guests' DNS server.
-    let gateway = "192.168.241.1".to_string();
-    check_steady(&topo, &key, &steady, &gateway);
+    check_steady(&topo, &key, &steady);
     let dnsmasq = dnsmasq_pid(&daemon);
     assert!(!dnsmasq.is_empty(), "dnsmasq runs");
 
     // Creates at once while the steady guest renews and resolves.
-    let busy = AtomicBool::new(true);
-    let created: Vec<VmView> = std::thread::scope(|scope| {
-        let creates: Vec<_> = (0..CREATED)
-            .map(|_| scope.spawn(|| create_ready_vm(&daemon, &image_id, &key, json!({}))))
-            .collect();
-        let checker = scope.spawn(|| {
-            let mut checks = 0;
-            while busy.load(Ordering::SeqCst) || checks == 0 {
-                check_steady(&topo, &key, &steady, &gateway);
-                checks += 1;
-            }
-        });
-        let created = creates.into_iter().map(|c| c.join().unwrap()).collect();
-        busy.store(false, Ordering::SeqCst);
-        checker.join().unwrap();
-        created
+    let created: Vec<VmView> = while_checking(&topo, &key, &steady, || {
+        std::thread::scope(|scope| {
+            let creates: Vec<_> = (0..CREATED)
+                .map(|_| scope.spawn(|| create_ready_vm(&daemon, &image_id, &key, json!({}))))
+                .collect();
+            creates.into_iter().map(|c| c.join().unwrap()).collect()
+        })
     });
     let mut addresses: HashSet<String> = created.iter().map(|vm| vm.guest_ip.clone()).collect();
     assert_eq!(addresses.len(), CREATED, "{created:?}");
@@ -86,34 +96,25 @@ async fn concurrent_creates_get_their_own_addresses_while_a_running_guest_keeps_
             vm.guest_ip
         );
         // Each new VM's name resolves for the others through the gateway.
-        let answer = topo.ssh(&key, "root", steady.ssh_port, &format!("nslookup {} {gateway}", vm.id));
+        let answer = topo.ssh(&key, "root", steady.ssh_port, &format!("nslookup {} {GATEWAY}", vm.id));
         assert!(answer.contains(&vm.guest_ip), "{answer}");
     }
 
     // Deletes at once, while the steady guest renews and resolves.
-    let busy = AtomicBool::new(true);
-    std::thread::scope(|scope| {
-        let deletes: Vec<_> = created
-            .iter()
-            .map(|vm| scope.spawn(|| daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0))
-            .collect();
-        let checker = scope.spawn(|| {
-            let mut checks = 0;
-            while busy.load(Ordering::SeqCst) || checks == 0 {
-                check_steady(&topo, &key, &steady, &gateway);
-                checks += 1;
-            }
-        });
-        for delete in deletes {
-            assert_eq!(delete.join().unwrap(), 204);
-        }
-        busy.store(false, Ordering::SeqCst);
-        checker.join().unwrap();
+    let statuses: Vec<u16> = while_checking(&topo, &key, &steady, || {
+        std::thread::scope(|scope| {
+            let deletes: Vec<_> = created
+                .iter()
+                .map(|vm| scope.spawn(|| daemon.api("DELETE", &format!("/vms/{}", vm.id), None).0))
+                .collect();
+            deletes.into_iter().map(|d| d.join().unwrap()).collect()
+        })
     });
+    assert_eq!(statuses, vec![204; CREATED]);
     for vm in &created {
         topo.assert_nothing_left(&daemon, vm);
     }
-    check_steady(&topo, &key, &steady, &gateway);
+    check_steady(&topo, &key, &steady);
     assert_eq!(dnsmasq_pid(&daemon), dnsmasq, "dnsmasq was restarted");
 
     // A freed address goes to the next VM that asks for it.

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use common::net::{config, dhcp_lease};
-use common::netns::TestNetns;
+use common::netns::{NsRuntime, TestNetns};
 use hatch::model::NetworkIdentity;
 use hatch::net::{NetRequest, Network, Taken};
 
@@ -24,6 +24,16 @@ fn request_ip(ip: std::net::Ipv4Addr) -> NetRequest {
 fn resolve(guest: &TestNetns, name: &str) -> String {
     let out = guest.exec("busybox", &["nslookup", name, "192.168.241.1"]);
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn attach(runtime: &NsRuntime, network: &Arc<Network>, vm_id: &str, id: &NetworkIdentity) {
+    let (network, vm_id, id) = (network.clone(), vm_id.to_string(), id.clone());
+    runtime.run(async move { network.attach_vm(&vm_id, &id, &[]).await.unwrap() });
+}
+
+fn detach(runtime: &NsRuntime, network: &Arc<Network>, vm_id: &str, id: &NetworkIdentity) {
+    let (network, vm_id, id) = (network.clone(), vm_id.to_string(), id.clone());
+    runtime.run(async move { network.detach_vm(&vm_id, &id, &[]).await.unwrap() });
 }
 
 #[test]
@@ -45,10 +55,7 @@ fn a_running_guest_keeps_dhcp_and_dns_while_other_vms_are_created_and_deleted() 
         }
     });
     host.plug_guest(&guest, &steady.tap_name, &steady.guest_mac);
-    runtime.run({
-        let (network, steady) = (network.clone(), steady.clone());
-        async move { network.attach_vm("vm-steady1", &steady, &[]).await.unwrap() }
-    });
+    attach(&runtime, &network, "vm-steady1", &steady);
     let lease = dhcp_lease(&guest, scratch.path()).expect("the steady guest got no lease");
     assert_eq!(lease.ip, steady.guest_ip.to_string());
     guest.ip(&["addr", "add", &format!("{}/24", steady.guest_ip), "dev", "eth0"]);
@@ -89,16 +96,10 @@ fn a_running_guest_keeps_dhcp_and_dns_while_other_vms_are_created_and_deleted() 
     let named = network
         .allocate("vm-named1", &NetRequest::default(), &Taken::from_identities([&steady]))
         .unwrap();
-    runtime.run({
-        let (network, named) = (network.clone(), named.clone());
-        async move { network.attach_vm("vm-named1", &named, &[]).await.unwrap() }
-    });
+    attach(&runtime, &network, "vm-named1", &named);
     let answer = resolve(&guest, "vm-named1");
     assert!(answer.contains(&named.guest_ip.to_string()), "{answer}");
-    runtime.run({
-        let (network, named) = (network.clone(), named.clone());
-        async move { network.detach_vm("vm-named1", &named, &[]).await.unwrap() }
-    });
+    detach(&runtime, &network, "vm-named1", &named);
     let answer = resolve(&guest, "vm-named1");
     assert!(!answer.contains(&named.guest_ip.to_string()), "{answer}");
 
@@ -109,16 +110,10 @@ fn a_running_guest_keeps_dhcp_and_dns_while_other_vms_are_created_and_deleted() 
         .allocate("vm-first1", &NetRequest::default(), &Taken::from_identities([&steady]))
         .unwrap();
     host.plug_guest(&first_guest, &first.tap_name, &first.guest_mac);
-    runtime.run({
-        let (network, first) = (network.clone(), first.clone());
-        async move { network.attach_vm("vm-first1", &first, &[]).await.unwrap() }
-    });
+    attach(&runtime, &network, "vm-first1", &first);
     let leased = dhcp_lease(&first_guest, scratch.path()).expect("the first guest got no lease");
     assert_eq!(leased.ip, first.guest_ip.to_string());
-    runtime.run({
-        let (network, first) = (network.clone(), first.clone());
-        async move { network.detach_vm("vm-first1", &first, &[]).await.unwrap() }
-    });
+    detach(&runtime, &network, "vm-first1", &first);
     let next_guest = TestNetns::new();
     let next = network
         .allocate(
@@ -129,10 +124,7 @@ fn a_running_guest_keeps_dhcp_and_dns_while_other_vms_are_created_and_deleted() 
         .unwrap();
     assert_ne!(next.guest_mac, first.guest_mac);
     host.plug_guest(&next_guest, &next.tap_name, &next.guest_mac);
-    runtime.run({
-        let (network, next) = (network.clone(), next.clone());
-        async move { network.attach_vm("vm-next01", &next, &[]).await.unwrap() }
-    });
+    attach(&runtime, &network, "vm-next01", &next);
     let leased = dhcp_lease(&next_guest, scratch.path()).expect("the next guest got no lease");
     assert_eq!(leased.ip, first.guest_ip.to_string());
     assert_eq!(network.dnsmasq_pid(), Some(dnsmasq), "dnsmasq was restarted");
