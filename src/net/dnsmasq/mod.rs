@@ -137,14 +137,13 @@ impl Dnsmasq {
 
     /// Stops the supervisor and dnsmasq.
     pub async fn stop(&self) {
-        let Some(supervisor) = self.supervisor.lock().await.take() else {
-            return;
-        };
-        let (reply, done) = oneshot::channel();
-        if supervisor.requests.send(Request::Stop(reply)).await.is_ok() {
-            let _ = done.await;
+        if let Some(supervisor) = self.supervisor.lock().await.take() {
+            let (reply, done) = oneshot::channel();
+            if supervisor.requests.send(Request::Stop(reply)).await.is_ok() {
+                let _ = done.await;
+            }
+            let _ = supervisor.task.await;
         }
-        let _ = supervisor.task.await;
         // Written again, complete, by the next start.
         let _ = std::fs::remove_dir_all(&self.paths.reread);
     }
@@ -155,9 +154,6 @@ impl Drop for Dnsmasq {
     /// dies with its supervisor (`kill_on_drop`), and its hosts files go
     /// too, as `stop` would have removed them.
     fn drop(&mut self) {
-        let started = self.supervisor.get_mut().take().is_some();
-        if started {
-            let _ = std::fs::remove_dir_all(&self.paths.reread);
-        }
+        let _ = std::fs::remove_dir_all(&self.paths.reread);
     }
 }
