@@ -165,7 +165,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Js
     let vms = if caller.is_admin() {
         state.orch.list_vms().await?
     } else {
-        state.store.list_vms_of(caller.id())?
+        state.orch.list_vms_of(caller.id())
     };
     Ok(Json(vms))
 }

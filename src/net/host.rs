@@ -20,7 +20,8 @@ pub struct ReconcileReport {
     /// Comments of the iptables rules added and removed.
     pub rules_added: Vec<String>,
     pub rules_removed: Vec<String>,
-    /// Whether dnsmasq.conf was rewritten (and dnsmasq restarted).
+    /// Whether dnsmasq's files were rewritten (and dnsmasq reloaded or
+    /// restarted).
     pub reservations_changed: bool,
     /// VMs whose stored identity is unusable (vm id, reason); they get no
     /// host state.
@@ -103,7 +104,7 @@ impl Network {
             Some(attached) => self.reservations(attached),
             None => {
                 let pool = Pool::new(self.cfg.gateway, self.cfg.prefix_len);
-                conf::read_reservations(&self.dhcp.paths().conf)
+                conf::read_reservations(self.dhcp.paths())
                     .into_iter()
                     .filter(|r| pool.check_guest_ip(r.ip()).is_ok())
                     .collect()
@@ -194,56 +195,60 @@ impl Network {
         Ok(report)
     }
 
-    /// dnsmasq.conf must be exactly what Hatch writes for `reservations`
-    /// and dnsmasq must run; dnsmasq is restarted only when one was not so.
+    /// dnsmasq's files must be exactly what Hatch writes for
+    /// `reservations` and dnsmasq must run; dnsmasq is restarted only when
+    /// its settings were not so, reloaded when its reservations were not.
     async fn repair_dhcp(
         &self,
         reservations: &[Reservation],
         force_restart: bool,
         report: &mut ReconcileReport,
     ) -> Result<(), NetError> {
-        let path = &self.dhcp.paths().conf;
-        let text = conf::render(&self.cfg, self.dhcp.paths(), reservations)?;
-        let on_disk = std::fs::read_to_string(path).ok();
+        let paths = self.dhcp.paths();
+        let files = conf::render(&self.cfg, paths, reservations)?;
+        let on_disk = std::fs::read_to_string(&paths.conf).ok();
+        let mut wanted = reservations.to_vec();
+        wanted.sort();
+        wanted.dedup();
+        let mut found = conf::read_reservations(paths);
+        found.sort();
+        found.dedup();
+        let hosts_drift = std::fs::read_to_string(&paths.hosts).ok().as_deref() != Some(files.hosts.as_str())
+            || std::fs::read_to_string(&paths.names).ok().as_deref() != Some(files.names.as_str());
         // Exits the supervisor already repaired are news all the same.
         let exits = self.dhcp.take_unexpected_exits();
-        if on_disk.as_deref() != Some(text.as_str()) {
-            let mut wanted = reservations.to_vec();
-            wanted.sort();
-            wanted.dedup();
-            let mut found = conf::read_reservations(path);
-            found.sort();
-            found.dedup();
+        let settings_drift = on_disk.as_deref().map(conf::settings) != Some(conf::settings(&files.conf));
+        if settings_drift || hosts_drift {
             let what = match on_disk {
                 None => "dnsmasq.conf missing".to_string(),
+                Some(_) if settings_drift => "dnsmasq.conf differed from what Hatch writes".to_string(),
                 Some(_) if found != wanted => {
                     let added = wanted.iter().filter(|r| !found.contains(r)).count();
                     let removed = found.iter().filter(|r| !wanted.contains(r)).count();
-                    format!("dnsmasq.conf out of date ({added} reservations to add, {removed} to remove)")
+                    format!("reservations out of date ({added} to add, {removed} to remove)")
                 }
-                Some(_) => "dnsmasq.conf differed from what Hatch writes".to_string(),
+                Some(_) => "hosts.dhcp or hosts.dns differed from what Hatch writes".to_string(),
             };
-            conf::write_if_changed(path, &text)?;
-            self.dhcp.restart().await?;
-            // An exit the supervisor saw meanwhile is this same repair.
-            self.dhcp.take_unexpected_exits();
+            let how = self.serve(&files, &found).await?;
             report.reservations_changed = true;
-            report.repairs.push(format!("{what}, rewritten; dnsmasq restarted"));
+            report.repairs.push(format!("{what}, rewritten; dnsmasq {how}"));
         } else if !self.dhcp.is_running() {
             self.dhcp.restart().await?;
-            // An exit the supervisor saw meanwhile is this same repair.
-            self.dhcp.take_unexpected_exits();
             report.repairs.push("dnsmasq was not running, restarted".into());
         } else if force_restart {
             self.dhcp.restart().await?;
-            // An exit the supervisor saw meanwhile is this same repair.
-            self.dhcp.take_unexpected_exits();
             report.repairs.push("dnsmasq restarted for the recreated bridge".into());
         } else if exits > 0 {
             report.repairs.push(format!(
                 "dnsmasq had exited {exits} time(s) since the last check; its supervisor restarted it"
             ));
         }
+        // Comments only (the reservations listed for the guide's grep).
+        if on_disk.as_deref().is_some_and(|text| text != files.conf) {
+            conf::write_if_changed(&paths.conf, &files.conf)?;
+        }
+        // An exit the supervisor saw meanwhile is this same repair.
+        self.dhcp.take_unexpected_exits();
         Ok(())
     }
 
@@ -286,7 +291,7 @@ impl Network {
         } else {
             Ok(())
         };
-        let dhcp_result = self.apply_reservations(&reservations).await.map(|_| ());
+        let dhcp_result = self.apply_reservations(&reservations).await;
         let all: Vec<(String, NetworkIdentity)> = attached.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let rules_result = firewall::reconcile(&self.cfg, &all).await.map(|_| ());
         tap_result.and(dhcp_result).and(rules_result)
@@ -334,17 +339,36 @@ impl Network {
             .collect()
     }
 
-    /// Rewrites dnsmasq.conf if the reservations changed and makes dnsmasq
-    /// serve them (restart: it never rereads dnsmasq.conf on SIGHUP).
-    async fn apply_reservations(&self, reservations: &[Reservation]) -> Result<bool, NetError> {
-        let text = conf::render(&self.cfg, self.dhcp.paths(), reservations)?;
-        let changed = conf::write_if_changed(&self.dhcp.paths().conf, &text)?;
-        if changed {
+    /// Writes dnsmasq's files for `reservations` and makes dnsmasq serve
+    /// them: a reload when only reservations changed, a restart when its
+    /// settings did (it never rereads dnsmasq.conf).
+    async fn apply_reservations(&self, reservations: &[Reservation]) -> Result<(), NetError> {
+        let files = conf::render(&self.cfg, self.dhcp.paths(), reservations)?;
+        let before = conf::read_reservations(self.dhcp.paths());
+        self.serve(&files, &before).await.map(drop)
+    }
+
+    /// Writes `files` and has dnsmasq serve them; `before` are the
+    /// reservations it served until now, whose leases end if they are gone.
+    /// Says what happened to dnsmasq.
+    async fn serve(&self, files: &conf::Files, before: &[Reservation]) -> Result<&'static str, NetError> {
+        let paths = self.dhcp.paths();
+        let written = conf::write_files(paths, files)?;
+        if written.settings {
+            // A fresh dnsmasq prunes the lease file as it starts.
             self.dhcp.restart().await?;
-        } else {
-            self.dhcp.ensure_running().await?;
+            return Ok("restarted");
         }
-        Ok(changed)
+        if !written.hosts {
+            self.dhcp.ensure_running().await?;
+            return Ok("left running");
+        }
+        self.dhcp.reload().await?;
+        let now = conf::read_reservations(paths);
+        for gone in before.iter().filter(|r| !now.contains(r)) {
+            self.dhcp.release(&self.cfg, gone);
+        }
+        Ok("reloaded")
     }
 }
 

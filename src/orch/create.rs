@@ -240,33 +240,49 @@ impl Orchestrator {
             tokio::fs::remove_dir_all(&dir).await.map_err(|e| e.to_string())
         });
 
-        if plan.image.rootfs_path.is_some() {
-            image::prepare_vm_disk(&plan.image, &layout.disk()).await?;
-        }
         let seed = SeedInput {
             instance_id: vm_id.to_string(),
             user_data: plan.user_data.clone().map(UserData::into_bytes),
             public_keys: plan.ssh_authorized_keys.clone(),
             nic_mac: vm.network.as_ref().map(|n| n.guest_mac.clone()),
         };
-        cloudinit::write_seed(&seed, &layout.seed()).await?;
-
-        if let Some(identity) = &vm.network {
-            // Recorded first: a half-done attachment (TAP made, dnsmasq
-            // failed) is undone too; detaching is idempotent.
-            let (network, id, held) = (self.network.clone(), vm_id.to_string(), identity.clone());
-            let orch = Arc::downgrade(self);
-            ledger.record("network attachment", async move {
-                let desired = orch
-                    .upgrade()
-                    .map(|o| o.desired_network().unwrap_or_default())
-                    .unwrap_or_default();
-                let desired: Vec<_> = desired.into_iter().filter(|(vm, _)| vm != &id).collect();
-                network.detach_vm(&id, &held, &desired).await.map_err(|e| e.to_string())
-            });
-            let desired = self.desired_network()?;
-            self.network.attach_vm(vm_id, identity, &desired).await?;
-        }
+        let network = match &vm.network {
+            Some(identity) => {
+                // Recorded first: a half-done attachment (TAP made, dnsmasq
+                // failed) is undone too; detaching is idempotent.
+                let (network, id, held) = (self.network.clone(), vm_id.to_string(), identity.clone());
+                let orch = Arc::downgrade(self);
+                ledger.record("network attachment", async move {
+                    let desired = orch
+                        .upgrade()
+                        .map(|o| o.desired_network().unwrap_or_default())
+                        .unwrap_or_default();
+                    let desired: Vec<_> = desired.into_iter().filter(|(vm, _)| vm != &id).collect();
+                    network.detach_vm(&id, &held, &desired).await.map_err(|e| e.to_string())
+                });
+                Some((identity, self.desired_network()?))
+            }
+            None => None,
+        };
+        // The disk, the seed and the network do not depend on each other:
+        // they are made at once. Each runs to its end (none is cancelled
+        // halfway by another's failure), then the first error is returned
+        // and the ledger undoes all three.
+        let disk = async {
+            if plan.image.rootfs_path.is_some() {
+                image::prepare_vm_disk(&plan.image, &layout.disk()).await?;
+            }
+            Ok::<(), OrchError>(())
+        };
+        let seed = async { Ok::<(), OrchError>(cloudinit::write_seed(&seed, &layout.seed()).await?) };
+        let attach = async {
+            if let Some((identity, desired)) = &network {
+                self.network.attach_vm(vm_id, identity, desired).await?;
+            }
+            Ok::<(), OrchError>(())
+        };
+        let (disk, seed, attach) = tokio::join!(disk, seed, attach);
+        disk.and(seed).and(attach)?;
 
         self.boot(vm.clone(), &plan.image).await
     }
@@ -327,6 +343,7 @@ impl Orchestrator {
         // rolled back by the reconciler; a failure by the ledger and then
         // `BootFailed`, which removes the record.
         self.store.insert_vm(&vm, Some("created"))?;
+        self.vm_updated(vm_id);
         Ok(vm)
     }
 }

@@ -45,6 +45,7 @@ impl OrchIdleTarget {
         vm.idle_status = Some(status.clone());
         vm.last_activity_at = self.activity.last_activity(&vm.id).max(vm.last_activity_at);
         self.orch.store.update_vm(&vm)?;
+        self.orch.vm_updated(&vm.id);
         if changed {
             self.orch
                 .store

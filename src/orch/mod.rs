@@ -35,6 +35,7 @@ mod routes;
 mod snapshot;
 mod supervise;
 pub mod transitions;
+mod view;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -101,6 +102,8 @@ pub struct Orchestrator {
     metrics: Arc<Metrics>,
     /// Snapshots being made durable in the background.
     durability: Arc<durability::Passes>,
+    /// Every VM and route in memory, for reads that must not wait on SQLite.
+    view: Arc<view::View>,
 }
 
 impl Orchestrator {
@@ -128,6 +131,10 @@ impl Orchestrator {
         network: Arc<dyn HostNetwork>,
         snapshots: Arc<dyn SnapshotStore>,
     ) -> Result<Arc<Self>, OrchError> {
+        let view = Arc::new(view::View::load(store.clone())?);
+        let observers = observe::Observers::default();
+        // First, so every other observer already sees the change in the view.
+        observers.add(view.clone());
         let orch = Arc::new(Self {
             store,
             config,
@@ -137,7 +144,7 @@ impl Orchestrator {
             locks: locks::VmLocks::default(),
             handles: Mutex::new(HashMap::new()),
             allocation: tokio::sync::Mutex::new(()),
-            observers: observe::Observers::default(),
+            observers,
             operations: operations::Operations::default(),
             host_ops: tokio::sync::RwLock::new(()),
             reconcile_now: tokio::sync::Notify::new(),
@@ -145,6 +152,7 @@ impl Orchestrator {
             console_cuts: console::Cuts::default(),
             metrics: Arc::new(Metrics::new()),
             durability: Arc::default(),
+            view,
         });
         orch.reconcile_at_start().await?;
         Ok(orch)
@@ -208,20 +216,34 @@ impl Orchestrator {
         self.hypervisor.kind()
     }
 
+    /// The VM as stored, read off the async workers.
     pub async fn get_vm(&self, id: &str) -> Result<Vm, OrchError> {
-        self.store.get_vm(id)?.ok_or_else(|| OrchError::vm_not_found(id))
+        let (store, key) = (self.store.clone(), id.to_string());
+        tokio::task::spawn_blocking(move || store.get_vm(&key))
+            .await
+            .map_err(|e| OrchError::Internal(format!("reading VM {id}: {e}")))??
+            .ok_or_else(|| OrchError::vm_not_found(id))
     }
 
+    /// Every VM, oldest first, from memory.
     pub async fn list_vms(&self) -> Result<Vec<Vm>, OrchError> {
-        Ok(self.store.list_vms()?)
+        Ok(self.view.vms())
+    }
+
+    /// The VMs of one API key, oldest first, from memory.
+    pub fn list_vms_of(&self, owner: &str) -> Vec<Vm> {
+        self.view.vms_of(owner)
     }
 
     /// Waits until the VM's `ready_at` is set (guest accepted TCP on port 22).
-    /// A VM without networking is ready once it runs.
+    /// A VM without networking is ready once it runs. Wakes on each change
+    /// of a VM (the readiness probe's among them), never on a timer.
     pub async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<Vm, OrchError> {
         let deadline = tokio::time::Instant::now() + timeout;
+        let mut changes = self.view.subscribe();
         loop {
-            let vm = self.get_vm(id).await?;
+            changes.borrow_and_update();
+            let vm = self.view.vm(id).ok_or_else(|| OrchError::vm_not_found(id))?;
             let ready = if vm.enable_network {
                 vm.ready_at.is_some()
             } else {
@@ -243,7 +265,8 @@ impl Orchestrator {
                     ),
                 });
             }
-            if tokio::time::Instant::now() >= deadline {
+            let changed = tokio::time::timeout_at(deadline, changes.changed()).await;
+            if !matches!(changed, Ok(Ok(()))) {
                 return Err(OrchError::Timeout {
                     message: format!(
                         "VM {id} did not accept SSH connections within {}s (state {}); see GET /vms/{id}/logs",
@@ -252,7 +275,6 @@ impl Orchestrator {
                     ),
                 });
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
 

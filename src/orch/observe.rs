@@ -21,14 +21,18 @@ pub enum VmChange<'a> {
     Deleted { vm_id: &'a str },
     /// A route to the VM was added or removed.
     RoutesChanged { vm_id: &'a str },
+    /// The VM was recorded, or something other than its state changed
+    /// (readiness, idle status, owner).
+    Updated { vm_id: &'a str },
 }
 
 impl VmChange<'_> {
     pub fn vm_id(&self) -> &str {
         match self {
-            VmChange::StateChanged { vm_id, .. } | VmChange::Deleted { vm_id } | VmChange::RoutesChanged { vm_id } => {
-                vm_id
-            }
+            VmChange::StateChanged { vm_id, .. }
+            | VmChange::Deleted { vm_id }
+            | VmChange::RoutesChanged { vm_id }
+            | VmChange::Updated { vm_id } => vm_id,
         }
     }
 
@@ -39,7 +43,7 @@ impl VmChange<'_> {
         match self {
             VmChange::StateChanged { to, .. } => Some(*to == VmState::Running),
             VmChange::Deleted { .. } => Some(false),
-            VmChange::RoutesChanged { .. } => None,
+            VmChange::RoutesChanged { .. } | VmChange::Updated { .. } => None,
         }
     }
 }
@@ -54,7 +58,7 @@ pub trait VmObserver: Send + Sync {
 pub(super) struct Observers(RwLock<Vec<Arc<dyn VmObserver>>>);
 
 impl Observers {
-    fn add(&self, observer: Arc<dyn VmObserver>) {
+    pub(super) fn add(&self, observer: Arc<dyn VmObserver>) {
         self.0.write().unwrap_or_else(|e| e.into_inner()).push(observer);
     }
 
@@ -69,6 +73,19 @@ impl Orchestrator {
     /// Registers `observer` for every later state change and deletion.
     pub fn add_observer(&self, observer: Arc<dyn VmObserver>) {
         self.observers.add(observer);
+    }
+
+    /// For a VM (or its routes) written to the store by something other
+    /// than the orchestrator (a tool, a test): tells every observer, the
+    /// in-memory view among them, to read it again.
+    pub fn vm_written_elsewhere(&self, vm_id: &str) {
+        self.vm_updated(vm_id);
+    }
+
+    /// Tells the observers that `vm_id`'s row changed other than by
+    /// [`apply`](Self::apply) (which tells them itself).
+    pub(super) fn vm_updated(&self, vm_id: &str) {
+        self.observers.notify(&VmChange::Updated { vm_id });
     }
 }
 

@@ -33,24 +33,13 @@ impl OrchRouteResolver {
 #[async_trait]
 impl RouteResolver for OrchRouteResolver {
     async fn resolve(&self, subdomain: &str) -> Resolution {
-        let store = &self.orch.store;
-        let route = match store.route_by_subdomain(subdomain) {
-            Ok(Some(route)) => route,
-            Ok(None) => return Resolution::NotFound,
-            Err(error) => {
-                return Resolution::Error {
-                    message: error.to_string(),
-                }
-            }
+        // From memory: a request never waits for SQLite.
+        let view = &self.orch.view;
+        let Some(route) = view.route(subdomain) else {
+            return Resolution::NotFound;
         };
-        let vm = match store.get_vm(&route.vm_id) {
-            Ok(Some(vm)) => vm,
-            Ok(None) => return Resolution::NotFound,
-            Err(error) => {
-                return Resolution::Error {
-                    message: error.to_string(),
-                }
-            }
+        let Some(vm) = view.vm(&route.vm_id) else {
+            return Resolution::NotFound;
         };
         let Some(network) = &vm.network else {
             return Resolution::Unavailable {

@@ -78,6 +78,16 @@ impl Orchestrator {
         Err(OrchError::Internal("could not generate a free subdomain".into()))
     }
 
+    /// Gives a VM, its snapshots and routes to another key (see
+    /// `Store::set_vm_owner`). False when there is no such VM.
+    pub fn set_vm_owner(&self, vm_id: &str, owner: Option<&str>) -> Result<bool, OrchError> {
+        let changed = self.store.set_vm_owner(vm_id, owner)?;
+        if changed {
+            self.vm_updated(vm_id);
+        }
+        Ok(changed)
+    }
+
     pub async fn list_routes(&self, vm_id: &str) -> Result<Vec<Route>, OrchError> {
         self.get_vm(vm_id).await?;
         Ok(self.store.list_routes(vm_id)?)

@@ -12,8 +12,12 @@ use crate::vmm::{ExitReport, VmHandle};
 use super::transitions::Event;
 use super::Orchestrator;
 
-const PROBE_INTERVAL: Duration = Duration::from_millis(250);
-const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// The guest is seen ready within this much of its SSH server starting.
+const PROBE_INTERVAL: Duration = Duration::from_millis(25);
+/// A guest on the bridge answers a SYN in well under this once its network
+/// is up; before that (no ARP answer yet) an attempt would otherwise hang
+/// for seconds and delay the next one.
+const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 
 impl Orchestrator {
     /// Registers a live VMM process and starts its supervisor (and, for a
@@ -93,17 +97,14 @@ impl Orchestrator {
         };
         vm.ready_at = Some(crate::model::now());
         vm.updated_at = crate::model::now();
-        match self.store.update_vm(&vm) {
+        match self
+            .store
+            .update_vm_with_event(&vm, crate::store::EventKind::Ready, Some("guest accepts SSH"))
+        {
             Ok(_) => {
                 tracing::info!(vm = %vm_id, "guest accepts SSH");
-                if let Err(error) = self.store.record_vm_event(
-                    vm_id,
-                    crate::store::EventKind::Ready,
-                    vm.state,
-                    Some("guest accepts SSH"),
-                ) {
-                    tracing::error!(vm = %vm_id, %error, "recording the readiness event failed");
-                }
+                // Wakes `wait=ready`.
+                self.vm_updated(vm_id);
             }
             Err(error) => tracing::error!(vm = %vm_id, %error, "recording readiness failed"),
         }

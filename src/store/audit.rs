@@ -55,7 +55,7 @@ impl Store {
     /// The newest `limit` entries, newest first.
     pub fn list_audit(&self, limit: u32) -> Result<Vec<AuditEntry>, StoreError> {
         query_all(
-            &self.lock(),
+            &self.read(),
             "SELECT id, at, key_id, method, path, status FROM audit_log ORDER BY id DESC LIMIT ?1",
             &[&limit],
             from_row,

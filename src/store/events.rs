@@ -136,18 +136,18 @@ pub(super) fn insert_event(
     to: Option<VmState>,
     reason: Option<&str>,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "INSERT INTO events (vm_id, owner_key_id, kind, from_state, to_state, reason, at) \
          VALUES (?1, (SELECT owner_key_id FROM vms WHERE id = ?1), ?2, ?3, ?4, ?5, ?6)",
-        params![
-            vm_id,
-            kind.as_str(),
-            from.map(VmState::as_str),
-            to.map(VmState::as_str),
-            reason,
-            ts(&now())
-        ],
-    )?;
+    )?
+    .execute(params![
+        vm_id,
+        kind.as_str(),
+        from.map(VmState::as_str),
+        to.map(VmState::as_str),
+        reason,
+        ts(&now())
+    ])?;
     Ok(())
 }
 
@@ -189,7 +189,7 @@ impl Store {
     /// The newest `limit` host-wide events, oldest first.
     pub fn list_host_events(&self, limit: u32) -> Result<Vec<HostEvent>, StoreError> {
         let mut events = query_all(
-            &self.lock(),
+            &self.read(),
             "SELECT kind, reason, at FROM events WHERE vm_id IS NULL ORDER BY id DESC LIMIT ?1",
             &[&limit],
             |row| {
@@ -210,7 +210,7 @@ impl Store {
     /// The VM's state changes and other events in the order they happened.
     pub fn list_transitions(&self, vm_id: &str) -> Result<Vec<VmEvent>, StoreError> {
         query_all(
-            &self.lock(),
+            &self.read(),
             "SELECT vm_id, from_state, to_state, reason, at, kind FROM events \
              WHERE vm_id = ?1 AND to_state IS NOT NULL ORDER BY id",
             &[&vm_id],
@@ -222,7 +222,7 @@ impl Store {
     /// through, oldest first.
     pub fn events_after(&self, after: i64, filter: &EventFilter, limit: u32) -> Result<Vec<LogEvent>, StoreError> {
         query_all(
-            &self.lock(),
+            &self.read(),
             "SELECT id, vm_id, kind, from_state, to_state, reason, at FROM events \
              WHERE id > ?1 AND (?2 IS NULL OR vm_id = ?2) \
              AND (?3 IS NULL OR (vm_id IS NOT NULL AND owner_key_id = ?3)) \

@@ -103,7 +103,7 @@ impl Store {
 
     fn query_images(&self, tail: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<Image>, StoreError> {
         query_all(
-            &self.lock(),
+            &self.read(),
             &format!("SELECT {COLUMNS} FROM images {tail}"),
             args,
             from_row,

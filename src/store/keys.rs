@@ -132,7 +132,7 @@ impl Store {
     /// All keys, revoked ones included, oldest first.
     pub fn list_api_keys(&self) -> Result<Vec<ApiKeyInfo>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys ORDER BY created_at, rowid");
-        query_all(&self.lock(), &sql, &[], from_row)
+        query_all(&self.read(), &sql, &[], from_row)
     }
 
     /// Revokes an active key; false when there is no such active key.
@@ -156,7 +156,7 @@ impl Store {
     /// A key by id (revoked ones too).
     pub fn get_api_key(&self, id: &str) -> Result<Option<ApiKeyInfo>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1");
-        Ok(query_all(&self.lock(), &sql, &[&id], from_row)?.pop())
+        Ok(query_all(&self.read(), &sql, &[&id], from_row)?.pop())
     }
 
     /// Replaces a key's quotas; false when there is no such key.

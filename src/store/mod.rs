@@ -1,8 +1,13 @@
 //! Embedded SQLite state with versioned migrations. The source of truth.
 //!
-//! One connection behind a mutex: SQLite serialises writers anyway, and the
-//! daemon's queries are short. WAL mode lets the CLI read the same file
-//! (`hatch image list` without a daemon) while the daemon writes.
+//! Two connections, each behind a mutex: one for every write (SQLite
+//! serialises writers anyway, and the daemon's statements are short) and
+//! one for reads, so a read never queues behind a write transaction. WAL
+//! mode lets readers (that connection, and the CLI's `hatch image list`
+//! without a daemon) run while the daemon writes; `synchronous=NORMAL`, safe
+//! under WAL (a power cut may lose the last commits, never corrupt), makes a
+//! commit a write to the log instead of an fsync. Statements are prepared
+//! once per connection and cached.
 
 mod audit;
 mod codec;
@@ -28,6 +33,8 @@ pub use keys::ApiKeyInfo;
 
 /// How long a writer waits for another process's lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// Prepared statements kept per connection (the daemon uses a few dozen).
+const STATEMENT_CACHE: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -63,6 +70,8 @@ pub enum StoreError {
 #[derive(Clone)]
 pub struct Store {
     conn: Arc<Mutex<Connection>>,
+    /// For reads: a connection of its own on a file, `conn` in memory.
+    reader: Arc<Mutex<Connection>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -91,7 +100,18 @@ impl Store {
         let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
         // WAL keeps readers (the CLI) from blocking the daemon's writes.
         conn.pragma_update(None, "journal_mode", "WAL").map_err(open_error)?;
-        Self::setup(conn)
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(open_error)?;
+        let mut store = Self::setup(conn)?;
+        // Opened after migrating, so it sees the schema as it now is.
+        let reader = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(open_error)?;
+        reader.busy_timeout(BUSY_TIMEOUT)?;
+        reader.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        store.reader = Arc::new(Mutex::new(reader));
+        Ok(store)
     }
 
     /// A private database that lives as long as this handle (for tests and tools).
@@ -107,9 +127,12 @@ impl Store {
     fn setup(mut conn: Connection) -> Result<Store, StoreError> {
         conn.busy_timeout(BUSY_TIMEOUT)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrations::migrate(&mut conn, None)?;
+        let conn = Arc::new(Mutex::new(conn));
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            reader: conn.clone(),
+            conn,
         })
     }
 
@@ -118,9 +141,16 @@ impl Store {
         migrations::current_version(&self.lock())
     }
 
+    /// The connection for writes (and reads that must be in a write's
+    /// transaction).
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The connection for reads outside any transaction.
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

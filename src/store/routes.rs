@@ -55,18 +55,24 @@ impl Store {
 
     pub fn get_route(&self, id: &str) -> Result<Option<Route>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM routes WHERE id = ?1");
-        Ok(query_all(&self.lock(), &sql, &[&id], from_row)?.pop())
+        Ok(query_all(&self.read(), &sql, &[&id], from_row)?.pop())
     }
 
     pub fn route_by_subdomain(&self, subdomain: &str) -> Result<Option<Route>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM routes WHERE subdomain = ?1");
-        Ok(query_all(&self.lock(), &sql, &[&subdomain], from_row)?.pop())
+        Ok(query_all(&self.read(), &sql, &[&subdomain], from_row)?.pop())
     }
 
     /// A VM's routes, oldest first.
     pub fn list_routes(&self, vm_id: &str) -> Result<Vec<Route>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM routes WHERE vm_id = ?1 ORDER BY created_at, rowid");
-        query_all(&self.lock(), &sql, &[&vm_id], from_row)
+        query_all(&self.read(), &sql, &[&vm_id], from_row)
+    }
+
+    /// Every route, oldest first.
+    pub fn list_all_routes(&self) -> Result<Vec<Route>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM routes ORDER BY created_at, rowid");
+        query_all(&self.read(), &sql, &[], from_row)
     }
 
     pub fn delete_route(&self, id: &str) -> Result<bool, StoreError> {

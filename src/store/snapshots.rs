@@ -86,7 +86,7 @@ impl Store {
     /// A complete snapshot by id.
     pub fn get_snapshot(&self, id: &str) -> Result<Option<Snapshot>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE id = ?1 AND complete = 1");
-        Ok(query_all(&self.lock(), &sql, &[&id], from_row)?.pop())
+        Ok(query_all(&self.read(), &sql, &[&id], from_row)?.pop())
     }
 
     /// A VM's complete snapshots, newest first.
@@ -94,13 +94,13 @@ impl Store {
         let sql = format!(
             "SELECT {COLUMNS} FROM snapshots WHERE vm_id = ?1 AND complete = 1 ORDER BY created_at DESC, rowid DESC"
         );
-        query_all(&self.lock(), &sql, &[&vm_id], from_row)
+        query_all(&self.read(), &sql, &[&vm_id], from_row)
     }
 
     /// Bytes held by all complete snapshots (the sum of their `total_bytes`).
     pub fn snapshot_bytes_stored(&self) -> Result<u64, StoreError> {
         let sums = query_all(
-            &self.lock(),
+            &self.read(),
             "SELECT COALESCE(SUM(total_bytes), 0) FROM snapshots WHERE complete = 1",
             &[],
             |row| Ok(row.get::<_, i64>(0)?),
@@ -111,12 +111,12 @@ impl Store {
     /// Snapshots a crash left half-written.
     pub fn list_incomplete_snapshots(&self) -> Result<Vec<Snapshot>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM snapshots WHERE complete = 0");
-        query_all(&self.lock(), &sql, &[], from_row)
+        query_all(&self.read(), &sql, &[], from_row)
     }
 
     /// Every snapshot id (complete or not), for finding stray artefacts.
     pub fn all_snapshot_ids(&self) -> Result<Vec<(String, String)>, StoreError> {
-        query_all(&self.lock(), "SELECT vm_id, id FROM snapshots", &[], |row| {
+        query_all(&self.read(), "SELECT vm_id, id FROM snapshots", &[], |row| {
             Ok((row.get(0)?, row.get(1)?))
         })
     }

@@ -64,13 +64,13 @@ impl Store {
 
     pub fn get_template(&self, id: &str) -> Result<Option<Template>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM templates WHERE id = ?1");
-        Ok(query_all(&self.lock(), &sql, &[&id], from_row)?.pop())
+        Ok(query_all(&self.read(), &sql, &[&id], from_row)?.pop())
     }
 
     /// All templates, oldest first.
     pub fn list_templates(&self) -> Result<Vec<Template>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM templates ORDER BY created_at, rowid");
-        query_all(&self.lock(), &sql, &[], from_row)
+        query_all(&self.read(), &sql, &[], from_row)
     }
 
     pub fn delete_template(&self, id: &str) -> Result<bool, StoreError> {

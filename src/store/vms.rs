@@ -133,7 +133,8 @@ fn update_row(conn: &Connection, vm: &Vm) -> Result<bool, StoreError> {
     let mut values = to_params(vm);
     values.truncate(UPDATED_COLUMNS);
     let changed = conn
-        .execute(&sql, rusqlite::params_from_iter(values.iter()))
+        .prepare_cached(&sql)?
+        .execute(rusqlite::params_from_iter(values.iter()))
         .map_err(|e| map_unique(e, UNIQUE_FIELDS))?;
     Ok(changed > 0)
 }
@@ -148,7 +149,8 @@ impl Store {
         let values = to_params(vm);
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        tx.execute(&sql, rusqlite::params_from_iter(values.iter()))
+        tx.prepare_cached(&sql)?
+            .execute(rusqlite::params_from_iter(values.iter()))
             .map_err(|e| map_unique(e, UNIQUE_FIELDS))?;
         insert_event(&tx, &vm.id, EventKind::State, None, Some(vm.state), reason)?;
         tx.commit()?;
@@ -157,13 +159,13 @@ impl Store {
 
     pub fn get_vm(&self, id: &str) -> Result<Option<Vm>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM vms WHERE id = ?1");
-        Ok(query_all(&self.lock(), &sql, &[&id], from_row)?.pop())
+        Ok(query_all(&self.read(), &sql, &[&id], from_row)?.pop())
     }
 
     /// All VMs, oldest first.
     pub fn list_vms(&self) -> Result<Vec<Vm>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM vms ORDER BY created_at, rowid");
-        query_all(&self.lock(), &sql, &[], from_row)
+        query_all(&self.read(), &sql, &[], from_row)
     }
 
     /// Rewrites the whole row (every column from `vm`; nothing set implicitly).
@@ -187,6 +189,20 @@ impl Store {
             return Ok(false);
         }
         insert_event(&tx, &vm.id, EventKind::State, from, Some(vm.state), reason)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Rewrites the row and records an event of `kind` (in the VM's state)
+    /// in one transaction. Returns false (and records nothing) when no VM
+    /// has this id.
+    pub fn update_vm_with_event(&self, vm: &Vm, kind: EventKind, detail: Option<&str>) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        if !update_row(&tx, vm)? {
+            return Ok(false);
+        }
+        insert_event(&tx, &vm.id, kind, Some(vm.state), Some(vm.state), detail)?;
         tx.commit()?;
         Ok(true)
     }
@@ -237,6 +253,6 @@ impl Store {
     /// VMs owned by `owner`, oldest first.
     pub fn list_vms_of(&self, owner: &str) -> Result<Vec<Vm>, StoreError> {
         let sql = format!("SELECT {COLUMNS} FROM vms WHERE owner_key_id = ?1 ORDER BY created_at, rowid");
-        query_all(&self.lock(), &sql, &[&owner], from_row)
+        query_all(&self.read(), &sql, &[&owner], from_row)
     }
 }

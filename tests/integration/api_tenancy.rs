@@ -53,6 +53,7 @@ fn owned_vm(api: &TestApi, image_id: &str, owner: &str, n: u8, state: VmState) -
     vm.pid = None;
     vm.owner_key_id = Some(owner.to_string());
     api.store.insert_vm(&vm, None).unwrap();
+    api.written(&vm.id);
     vm
 }
 
@@ -84,6 +85,7 @@ fn owned_route(api: &TestApi, vm: &Vm) -> Route {
         owner_key_id: vm.owner_key_id.clone(),
     };
     api.store.insert_route(&route).unwrap();
+    api.written(&vm.id);
     route
 }
 

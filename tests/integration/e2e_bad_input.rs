@@ -105,6 +105,7 @@ async fn rejected_creates_leave_nothing_behind() {
         rules_before.lines().filter(|l| l.contains("DNAT")).count(),
         rules_after.lines().filter(|l| l.contains("DNAT")).count()
     );
-    let conf = std::fs::read_to_string(daemon.data_path().join("dhcp/dnsmasq.conf")).unwrap_or_default();
-    assert!(!conf.lines().any(|line| line.starts_with("dhcp-host=")), "{conf}");
+    let paths = hatch::net::dnsmasq::Paths::new(&daemon.data_path().join("dhcp"));
+    let hosts = std::fs::read_to_string(paths.hosts).unwrap_or_default();
+    assert!(hosts.trim().is_empty(), "{hosts}");
 }

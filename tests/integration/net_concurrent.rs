@@ -6,7 +6,7 @@ use crate::common;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use common::net::{config, dnsmasq_conf, reservation_line};
+use common::net::{config, dhcp_hosts, dnsmasq_conf, hosts_line, reservation_line};
 use common::netns::TestNetns;
 use hatch::model::NetworkIdentity;
 use hatch::net::{NetRequest, Network, Taken};
@@ -86,12 +86,13 @@ fn thirty_concurrent_creates_get_unique_identities_and_host_state() {
                 conf.contains(&format!("{}\n", reservation_line(vm_id, id))),
                 "{vm_id} missing:\n{conf}"
             );
+            assert!(dhcp_hosts(&cfg).contains(&hosts_line(vm_id, id)), "{vm_id} not served");
             assert!(
                 nat.contains(&format!("--to-destination {}:22", id.guest_ip)),
                 "{vm_id} missing:\n{nat}"
             );
         }
-        assert_eq!(conf.lines().filter(|l| l.starts_with("dhcp-host=")).count(), VMS);
+        assert_eq!(dhcp_hosts(&cfg).len(), VMS);
         // The fast paths left exactly what a full reconcile wants.
         let report = network.reconcile(&created).await.unwrap();
         assert_eq!(report, Default::default(), "{report:?}");
@@ -102,7 +103,8 @@ fn thirty_concurrent_creates_get_unique_identities_and_host_state() {
             network.detach_vm(&vm_id, &id, &remaining).await.unwrap();
         }
         assert!(host.links().iter().all(|l| !l.starts_with("fctap-")));
-        assert!(!dnsmasq_conf(&cfg).lines().any(|l| l.starts_with("dhcp-host=")));
+        assert!(dhcp_hosts(&cfg).is_empty());
+        assert!(!dnsmasq_conf(&cfg).contains("dhcp-host="));
         assert!(!host.iptables_rules("nat").contains("vm=vm-batch"));
         network.shutdown().await;
     });
@@ -135,12 +137,7 @@ fn racing_create_and_delete_with_stale_snapshots_keep_each_others_state() {
             .attach_vm("vm-raceb1", &b, &[("vm-raceb1".into(), b.clone())])
             .await
             .unwrap();
-        let reservations = |cfg| {
-            dnsmasq_conf(cfg)
-                .lines()
-                .filter(|l| l.starts_with("dhcp-host="))
-                .count()
-        };
+        let reservations = |cfg| dhcp_hosts(cfg).len();
         assert_eq!(reservations(&cfg), 2, "{}", dnsmasq_conf(&cfg));
         // A delete of A, then a create of C whose snapshot still lists A.
         network
@@ -153,11 +150,11 @@ fn racing_create_and_delete_with_stale_snapshots_keep_each_others_state() {
             ("vm-racec1".into(), c.clone()),
         ];
         network.attach_vm("vm-racec1", &c, &stale).await.unwrap();
-        let conf = dnsmasq_conf(&cfg);
-        assert!(!conf.contains(&reservation_line("vm-racea1", &a)), "{conf}");
+        let served = dhcp_hosts(&cfg);
+        assert!(!served.contains(&hosts_line("vm-racea1", &a)), "{served:?}");
         assert!(
-            conf.contains(&reservation_line("vm-raceb1", &b)) && conf.contains(&reservation_line("vm-racec1", &c)),
-            "{conf}"
+            served.contains(&hosts_line("vm-raceb1", &b)) && served.contains(&hosts_line("vm-racec1", &c)),
+            "{served:?}"
         );
         network.shutdown().await;
     });

@@ -3,7 +3,7 @@
 
 use crate::common;
 
-use common::net::{config, dnsmasq_conf, reservation_line};
+use common::net::{config, dhcp_hosts, dnsmasq_conf, hosts_line, reservation_line};
 use common::netns::{run_ok, TestNetns};
 use hatch::model::NetworkIdentity;
 use hatch::net::{NetRequest, Network, Taken};
@@ -95,10 +95,10 @@ fn reconcile_removes_planted_stale_objects_and_leaves_foreign_rules() {
                 "192.168.241.77:22",
             ],
         );
-        let conf_path = cfg.dhcp_dir.join("dnsmasq.conf");
-        let mut conf = dnsmasq_conf(&cfg);
-        conf.push_str("dhcp-host=02:fc:de:ad:be:ef,192.168.241.99,vm-stale9\n");
-        std::fs::write(&conf_path, conf).unwrap();
+        let hosts_path = common::net::hosts_file(&cfg);
+        let mut hosts = std::fs::read_to_string(&hosts_path).unwrap();
+        hosts.push_str("02:fc:de:ad:be:ef,192.168.241.99,vm-stale9\n");
+        std::fs::write(&hosts_path, hosts).unwrap();
         let dnsmasq_before = network.dnsmasq_pid().unwrap();
 
         let report = network.reconcile(&live).await.unwrap();
@@ -117,11 +117,20 @@ fn reconcile_removes_planted_stale_objects_and_leaves_foreign_rules() {
         assert!(links.contains(&live_id.tap_name));
         assert_eq!(host.master_of(&live_id.tap_name).as_deref(), Some("fcbridge"));
 
+        assert_eq!(dhcp_hosts(&cfg), [hosts_line("vm-live01", &live_id)]);
         let conf = dnsmasq_conf(&cfg);
-        let reservations: Vec<&str> = conf.lines().filter(|l| l.starts_with("dhcp-host=")).collect();
-        assert_eq!(reservations, [reservation_line("vm-live01", &live_id)]);
-        // dnsmasq was restarted to forget the stale reservations.
-        assert_ne!(network.dnsmasq_pid(), Some(dnsmasq_before));
+        let listed: Vec<&str> = conf.lines().filter(|l| l.contains("dhcp-host=")).collect();
+        assert_eq!(listed, [reservation_line("vm-live01", &live_id)]);
+        // dnsmasq reread its hosts file to forget the stale reservations;
+        // it was not restarted.
+        assert!(
+            report
+                .repairs
+                .iter()
+                .any(|r| r.contains("reservations out of date") && r.contains("reloaded")),
+            "{report:?}"
+        );
+        assert_eq!(network.dnsmasq_pid(), Some(dnsmasq_before));
         assert!(network.dnsmasq_pid().is_some_and(hatch::sys::process::is_alive));
 
         let nat = host.iptables_rules("nat");

@@ -1,7 +1,8 @@
 //! Orchestration with a failure injected at every step in turn (fake
 //! hypervisor, network and snapshot storage; see `common::fakes`): after
 //! each create, start, stop, snapshot, restore and delete, failed or not,
-//! nothing is held that no VM owns and every VM rests in a settled state.
+//! nothing is held that no VM owns, every VM rests in a settled state, and
+//! the orchestrator's in-memory view of the VMs matches the database.
 //!
 //! The orchestrator runs inside a namespace of its own: its readiness
 //! probe connects to the fake guest addresses, which must reach nothing.
@@ -114,6 +115,13 @@ fn files_under(dir: &std::path::Path) -> Vec<String> {
 async fn assert_settled(rig: &Rig, context: &str) -> Vec<Vm> {
     rig.orch.wait_for_snapshot_storage().await;
     let vms = rig.orch.list_vms().await.unwrap();
+    // What `GET /vms` answers (the orchestrator's in-memory view) is what
+    // the database holds, whatever failed on the way.
+    assert_eq!(
+        vms,
+        rig.store.list_vms().unwrap(),
+        "{context}: the view differs from the database"
+    );
     let ids: BTreeSet<String> = vms.iter().map(|vm| vm.id.clone()).collect();
     for vm in &vms {
         assert!(

@@ -24,8 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use hatch::config::{Config, ServeArgs};
-use hatch::model::{now, random_id, Image, Route, Vm, VmState};
-use hatch::orch::{CreateVm, OrchRouteResolver, Orchestrator};
+use hatch::model::{Image, Vm, VmState};
+use hatch::orch::{CreateRoute, CreateVm, OrchRouteResolver, Orchestrator};
 use hatch::proxy::{spawn_proxy, wait_port_open, ProxyConfig, ProxyHandle};
 use hatch::store::Store;
 use hatch::vmm::Hypervisor;
@@ -128,18 +128,17 @@ async fn measure(
     rounds: usize,
 ) -> Result<Vec<WakeSample>, BenchError> {
     let vm = orch.wait_ready(&vm.id, BOOT_TIMEOUT).await.map_err(hatch_error)?;
-    let route = Route {
-        id: random_id("rt", 10),
-        vm_id: vm.id.clone(),
-        subdomain: "app".into(),
-        target_port: SERVICE_PORT,
-        auto_wake: true,
-        created_at: now(),
-        owner_key_id: None,
-    };
-    store
-        .insert_route(&route)
-        .map_err(|e| BenchError::Hatch(e.to_string()))?;
+    orch.create_route(
+        &vm.id,
+        CreateRoute {
+            subdomain: Some("app".into()),
+            target_port: SERVICE_PORT,
+            auto_wake: true,
+        },
+        |id| Some(id.to_string()),
+    )
+    .await
+    .map_err(hatch_error)?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
         .map_err(|source| BenchError::Io {

@@ -1,13 +1,23 @@
-//! dnsmasq.conf: rendering (every value validated before it is written),
+//! dnsmasq's files: rendering (every value validated before it is written),
 //! reading back the reservations, atomic replacement, and lease pruning.
+//!
+//! dnsmasq.conf holds only settings, which dnsmasq reads once at start. The
+//! reservations live in two files dnsmasq rereads on SIGHUP, so a create or
+//! delete never restarts it (other guests keep DHCP and DNS throughout):
+//! `hosts.dhcp` (`dhcp-hostsfile`: `<mac>,<ip>,<vm id>` per VM) and
+//! `hosts.dns` (`addn-hosts`: `<ip> <vm id>`, so a VM's name resolves from
+//! its creation, not only once it has a lease). dnsmasq.conf still lists
+//! each reservation as a comment, so the guide's
+//! `grep <mac> /var/lib/hatch/dhcp/dnsmasq.conf` finds it.
 
 use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::net::cidr::Ipv4Cidr;
 use crate::net::{mac, names, NetConfig, NetError};
 
-/// One `dhcp-host=<mac>,<ip>,<vm id>` line. Only constructible through
+/// One VM's reservation (`<mac>,<ip>,<vm id>`). Only constructible through
 /// [`Reservation::new`], so nothing unvalidated reaches the file.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Reservation {
@@ -41,12 +51,15 @@ impl Reservation {
         self.ip
     }
 
-    fn line(&self) -> String {
-        format!("dhcp-host={},{},{}", self.mac, self.ip, self.vm_id)
+    /// The line in `hosts.dhcp`.
+    fn host_line(&self) -> String {
+        format!("{},{},{}", self.mac, self.ip, self.vm_id)
     }
 
+    /// A `hosts.dhcp` line, or a `dhcp-host=` line of a dnsmasq.conf
+    /// written by an older Hatch (which kept reservations there).
     fn parse_line(line: &str) -> Option<Self> {
-        let value = line.strip_prefix("dhcp-host=")?;
+        let value = line.strip_prefix("dhcp-host=").unwrap_or(line);
         let mut parts = value.split(',');
         let (mac, ip, vm_id) = (parts.next()?, parts.next()?, parts.next()?);
         if parts.next().is_some() {
@@ -56,21 +69,47 @@ impl Reservation {
     }
 }
 
-/// Where dnsmasq's files live inside `$HATCH_DATA_DIR/dhcp`.
+/// Where the files dnsmasq rereads live. dnsmasq reads them as
+/// [`DNSMASQ_USER`] (at start too), who cannot enter a data directory
+/// that is root's alone, and the data directory is not opened up for it:
+/// so they go here, one directory per DHCP directory, open only to
+/// dnsmasq's group.
+pub const REREAD_ROOT: &str = "/run/hatch-dnsmasq";
+
+/// Where dnsmasq's files live: `$HATCH_DATA_DIR/dhcp`, and the hosts files
+/// under [`REREAD_ROOT`].
 #[derive(Debug, Clone)]
 pub struct Paths {
     pub dir: PathBuf,
     pub conf: PathBuf,
+    /// The directory of `hosts` and `names`.
+    pub reread: PathBuf,
+    /// `dhcp-hostsfile`: the reservations.
+    pub hosts: PathBuf,
+    /// `addn-hosts`: the VMs' names for DNS.
+    pub names: PathBuf,
     pub leases: PathBuf,
     pub pid: PathBuf,
     pub log: PathBuf,
 }
 
 impl Paths {
+    /// The hosts files go to a directory under [`REREAD_ROOT`] named for
+    /// `dir`, so daemons with different data directories never share one.
     pub fn new(dir: &Path) -> Self {
+        use sha2::Digest;
+        let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+        let name = hex::encode(&digest[..8]);
+        Self::with_reread_dir(dir, &Path::new(REREAD_ROOT).join(name))
+    }
+
+    pub fn with_reread_dir(dir: &Path, reread: &Path) -> Self {
         Paths {
             dir: dir.to_path_buf(),
             conf: dir.join("dnsmasq.conf"),
+            reread: reread.to_path_buf(),
+            hosts: reread.join("hosts.dhcp"),
+            names: reread.join("hosts.dns"),
             leases: dir.join("dnsmasq.leases"),
             pid: dir.join("dnsmasq.pid"),
             log: dir.join("dnsmasq.log"),
@@ -103,9 +142,17 @@ fn path_value(path: &Path) -> Result<&str, NetError> {
         })
 }
 
-/// The whole file. Reservations are sorted so the text only changes when
+/// What Hatch writes for one set of reservations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Files {
+    pub conf: String,
+    pub hosts: String,
+    pub names: String,
+}
+
+/// All three files. Reservations are sorted so the text only changes when
 /// the set does.
-pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> Result<String, NetError> {
+pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> Result<Files, NetError> {
     names::check_ifname(&cfg.bridge_name).map_err(|message| NetError::Invalid {
         field: "HATCH_BRIDGE_NAME",
         message,
@@ -114,7 +161,7 @@ pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> R
     let mut sorted = reservations.to_vec();
     sorted.sort();
     sorted.dedup();
-    let mut text = format!(
+    let mut conf = format!(
         "# Written by Hatch; rewritten whenever networked VMs change. Do not edit.\n\
          interface={bridge}\n\
          bind-dynamic\n\
@@ -127,31 +174,58 @@ pub fn render(cfg: &NetConfig, paths: &Paths, reservations: &[Reservation]) -> R
          dhcp-option=option:router,{gateway}\n\
          dhcp-option=option:dns-server,{gateway}\n\
          dhcp-leasefile={leases}\n\
+         dhcp-hostsfile={hosts}\n\
+         addn-hosts={names}\n\
          pid-file={pid}\n\
          user={user}\n\
          group={group}\n\
          log-facility=-\n\
-         # One reservation per networked VM: dhcp-host=<mac>,<ip>,<vm id>\n",
+         # One reservation per networked VM, served from {hosts} (reread on SIGHUP):\n",
         bridge = cfg.bridge_name,
         network = net.network(),
         netmask = net.netmask(),
         gateway = cfg.gateway,
         leases = path_value(&paths.leases)?,
+        hosts = path_value(&paths.hosts)?,
+        names = path_value(&paths.names)?,
         pid = path_value(&paths.pid)?,
         user = DNSMASQ_USER,
         group = dnsmasq_group(),
     );
+    let mut hosts = String::new();
+    let mut names = String::new();
     for reservation in &sorted {
-        text.push_str(&reservation.line());
-        text.push('\n');
+        conf.push_str(&format!("# dhcp-host={}\n", reservation.host_line()));
+        hosts.push_str(&reservation.host_line());
+        hosts.push('\n');
+        names.push_str(&format!("{} {}\n", reservation.ip, reservation.vm_id));
     }
-    Ok(text)
+    Ok(Files { conf, hosts, names })
 }
 
-/// The reservations currently in the file (invalid lines are ignored).
-pub fn read_reservations(conf: &Path) -> Vec<Reservation> {
-    std::fs::read_to_string(conf)
-        .map(|text| text.lines().filter_map(Reservation::parse_line).collect())
+/// The settings of a dnsmasq.conf: what dnsmasq reads from it (comments
+/// left out). Only a change here needs a restart.
+pub fn settings(conf: &str) -> Vec<&str> {
+    conf.lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .collect()
+}
+
+/// The reservations currently on disk (invalid lines are ignored): the
+/// hosts file, else the list in dnsmasq.conf (after a reboot emptied
+/// [`REREAD_ROOT`], or as an older Hatch wrote it, inline).
+pub fn read_reservations(paths: &Paths) -> Vec<Reservation> {
+    if let Ok(text) = std::fs::read_to_string(&paths.hosts) {
+        return text.lines().filter_map(Reservation::parse_line).collect();
+    }
+    std::fs::read_to_string(&paths.conf)
+        .map(|text| {
+            text.lines()
+                .filter(|line| line.trim_start_matches("# ").starts_with("dhcp-host="))
+                .filter_map(|line| Reservation::parse_line(line.trim_start_matches("# ")))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -161,6 +235,40 @@ pub fn read_interface(conf: &Path) -> Option<String> {
     text.lines()
         .find_map(|line| line.strip_prefix("interface="))
         .map(str::to_string)
+}
+
+/// What [`write_files`] changed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// dnsmasq.conf's settings (not only its comments): needs a restart.
+    pub settings: bool,
+    /// The hosts files: needs a reload (SIGHUP).
+    pub hosts: bool,
+}
+
+/// The hosts files' directory: root's, open to dnsmasq's group only.
+fn prepare_reread_dir(dir: &Path) -> Result<(), NetError> {
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750)).map_err(io(dir))?;
+    let group = nix::unistd::Group::from_name(dnsmasq_group())
+        .ok()
+        .flatten()
+        .map(|g| g.gid);
+    nix::unistd::chown(dir, None, group).map_err(|e| io(dir)(e.into()))
+}
+
+/// Writes whichever of the three files differ from `files`.
+pub fn write_files(paths: &Paths, files: &Files) -> Result<Written, NetError> {
+    prepare_reread_dir(&paths.reread)?;
+    let old_conf = std::fs::read_to_string(&paths.conf).ok();
+    let settings_changed = old_conf.as_deref().map(settings) != Some(settings(&files.conf));
+    write_if_changed(&paths.conf, &files.conf)?;
+    let hosts = write_if_changed(&paths.hosts, &files.hosts)?;
+    let names = write_if_changed(&paths.names, &files.names)?;
+    Ok(Written {
+        settings: settings_changed,
+        hosts: hosts || names,
+    })
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> NetError + '_ {
@@ -183,6 +291,8 @@ pub fn write_if_changed(path: &Path, text: &str) -> Result<bool, NetError> {
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file")
     ));
     std::fs::write(&tmp, text).map_err(io(&tmp))?;
+    // dnsmasq rereads its hosts files after dropping root.
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(io(&tmp))?;
     std::fs::rename(&tmp, path).map_err(io(path))?;
     Ok(true)
 }
@@ -223,24 +333,65 @@ mod tests {
 
     #[test]
     fn renders_range_router_dns_and_reservations() {
-        let paths = Paths::new(Path::new("/var/lib/hatch/dhcp"));
+        let paths = Paths::with_reread_dir(Path::new("/var/lib/hatch/dhcp"), Path::new("/run/x"));
         let r = Reservation::new("02:FC:00:00:00:01", "10.20.3.4".parse().unwrap(), "vm-abc123").unwrap();
-        let text = render(&cfg(), &paths, &[r.clone(), r]).unwrap();
+        let files = render(&cfg(), &paths, &[r.clone(), r]).unwrap();
+        let text = &files.conf;
         assert!(text.contains("\ninterface=fcbridge\n"));
         assert!(text.contains("\ndhcp-range=10.20.0.0,static,255.255.0.0,12h\n"));
         assert!(text.contains("\ndhcp-option=option:router,10.20.0.1\n"));
         assert!(text.contains("\ndhcp-option=option:dns-server,10.20.0.1\n"));
         assert!(text.contains("\ndhcp-leasefile=/var/lib/hatch/dhcp/dnsmasq.leases\n"));
+        assert!(text.contains("\ndhcp-hostsfile=/run/x/hosts.dhcp\n"));
+        assert!(text.contains("\naddn-hosts=/run/x/hosts.dns\n"));
+        // Listed for the guide's grep, as a comment dnsmasq ignores.
         assert_eq!(
-            text.matches("dhcp-host=02:fc:00:00:00:01,10.20.3.4,vm-abc123\n")
+            text.matches("\n# dhcp-host=02:fc:00:00:00:01,10.20.3.4,vm-abc123\n")
                 .count(),
             1
         );
-        assert_eq!(read_reservations_from(&text).len(), 1);
+        assert!(!settings(text).iter().any(|l| l.contains("02:fc")));
+        assert_eq!(files.hosts, "02:fc:00:00:00:01,10.20.3.4,vm-abc123\n");
+        assert_eq!(files.names, "10.20.3.4 vm-abc123\n");
+        let read: Vec<Reservation> = files.hosts.lines().filter_map(Reservation::parse_line).collect();
+        assert_eq!(read.len(), 1);
     }
 
-    fn read_reservations_from(text: &str) -> Vec<Reservation> {
-        text.lines().filter_map(Reservation::parse_line).collect()
+    #[test]
+    fn only_settings_changes_need_a_restart_and_old_confs_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let paths = Paths::with_reread_dir(dir.path(), &dir.path().join("reread"));
+        let a = Reservation::new("02:fc:00:00:00:01", "10.20.3.4".parse().unwrap(), "vm-a").unwrap();
+        let b = Reservation::new("02:fc:00:00:00:02", "10.20.3.5".parse().unwrap(), "vm-b").unwrap();
+        // A dnsmasq.conf of an older Hatch, reservations inline.
+        std::fs::write(
+            &paths.conf,
+            "interface=fcbridge\ndhcp-host=02:fc:00:00:00:01,10.20.3.4,vm-a\n",
+        )
+        .unwrap();
+        assert_eq!(read_reservations(&paths), std::slice::from_ref(&a));
+        let first = write_files(&paths, &render(&cfg(), &paths, std::slice::from_ref(&a)).unwrap()).unwrap();
+        assert_eq!(
+            first,
+            Written {
+                settings: true,
+                hosts: true
+            }
+        );
+        let second = write_files(&paths, &render(&cfg(), &paths, &[a.clone(), b.clone()]).unwrap()).unwrap();
+        assert_eq!(
+            second,
+            Written {
+                settings: false,
+                hosts: true
+            }
+        );
+        assert_eq!(read_reservations(&paths), [a.clone(), b.clone()]);
+        let again = write_files(&paths, &render(&cfg(), &paths, &[b.clone(), a.clone()]).unwrap()).unwrap();
+        assert_eq!(again, Written::default());
+        // The hosts files gone (a reboot empties /run): dnsmasq.conf lists them.
+        std::fs::remove_dir_all(&paths.reread).unwrap();
+        assert_eq!(read_reservations(&paths), [a, b]);
     }
 
     #[test]
@@ -249,7 +400,7 @@ mod tests {
         assert!(Reservation::new("02:fc:00:00:00:01\ndhcp-range=x", ip, "vm-a").is_err());
         assert!(Reservation::new("02:fc:00:00:00:01", ip, "vm-a\nserver=1.2.3.4").is_err());
         assert!(Reservation::new("02:fc:00:00:00:01", ip, "vm,a").is_err());
-        let bad_dir = Paths::new(Path::new("/tmp/x\nuser=nobody"));
+        let bad_dir = Paths::with_reread_dir(Path::new("/tmp/x\nuser=nobody"), Path::new("/run/x"));
         assert!(render(&cfg(), &bad_dir, &[]).is_err());
     }
 

@@ -1,11 +1,15 @@
 //! The DHCP/DNS server for the bridge: one dnsmasq child, kept running by a
 //! supervisor task owned by [`Dnsmasq`] (restarted with back-off if it
-//! dies), restarted on demand when its configuration changes (dnsmasq
-//! rereads hosts files on SIGHUP but never dnsmasq.conf itself, where the
-//! reservations live).
+//! dies). Reservations change by SIGHUP: dnsmasq rereads its hosts files
+//! (see [`conf`]) without dropping a query or a lease, so other guests keep
+//! DHCP and DNS while VMs come and go; a deleted VM's lease is released
+//! ([`release`]) so its address can go to the next VM at once. dnsmasq is
+//! restarted only when dnsmasq.conf's settings change (it never rereads
+//! that file) or a reload did not take.
 
 pub mod conf;
 mod process;
+mod release;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -13,11 +17,12 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, Mutex};
 use tokio::task::JoinHandle;
 
-use super::NetError;
+use super::{NetConfig, NetError};
 pub use conf::{Paths, Reservation};
 
 enum Request {
     Restart(oneshot::Sender<Result<(), String>>),
+    Reload(oneshot::Sender<Result<(), String>>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -91,12 +96,32 @@ impl Dnsmasq {
     /// Restarts dnsmasq so it reads a changed dnsmasq.conf; returns once the
     /// new one is serving.
     pub async fn restart(&self) -> Result<(), NetError> {
+        self.ask(Request::Restart).await
+    }
+
+    /// Makes dnsmasq reread its hosts files (SIGHUP; a restart if that does
+    /// not take); returns once it serves what they say.
+    pub async fn reload(&self) -> Result<(), NetError> {
+        self.ask(Request::Reload).await
+    }
+
+    /// Releases the lease a removed reservation may still hold (dnsmasq
+    /// keeps leases across a reload), so its address can go to a new VM.
+    pub fn release(&self, cfg: &NetConfig, reservation: &Reservation) {
+        if let Err(error) = release::send(cfg, reservation) {
+            tracing::warn!(%error, ip = %reservation.ip(), "releasing a removed VM's DHCP lease failed");
+        }
+    }
+
+    /// Sends a request to the supervisor and waits for its answer; with no
+    /// supervisor, starts one (which serves everything on disk).
+    async fn ask(&self, request: fn(oneshot::Sender<Result<(), String>>) -> Request) -> Result<(), NetError> {
         let sent = {
             let supervisor = self.supervisor.lock().await;
             match supervisor.as_ref().filter(|s| !s.task.is_finished()) {
                 Some(s) => {
                     let (reply, answer) = oneshot::channel();
-                    s.requests.send(Request::Restart(reply)).await.ok().map(|_| answer)
+                    s.requests.send(request(reply)).await.ok().map(|_| answer)
                 }
                 None => None,
             }
@@ -112,13 +137,23 @@ impl Dnsmasq {
 
     /// Stops the supervisor and dnsmasq.
     pub async fn stop(&self) {
-        let Some(supervisor) = self.supervisor.lock().await.take() else {
-            return;
-        };
-        let (reply, done) = oneshot::channel();
-        if supervisor.requests.send(Request::Stop(reply)).await.is_ok() {
-            let _ = done.await;
+        if let Some(supervisor) = self.supervisor.lock().await.take() {
+            let (reply, done) = oneshot::channel();
+            if supervisor.requests.send(Request::Stop(reply)).await.is_ok() {
+                let _ = done.await;
+            }
+            let _ = supervisor.task.await;
         }
-        let _ = supervisor.task.await;
+        // Written again, complete, by the next start.
+        let _ = std::fs::remove_dir_all(&self.paths.reread);
+    }
+}
+
+impl Drop for Dnsmasq {
+    /// Dropped without [`stop`](Self::stop) (its runtime ended): dnsmasq
+    /// dies with its supervisor (`kill_on_drop`), and its hosts files go
+    /// too, as `stop` would have removed them.
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.paths.reread);
     }
 }

@@ -14,6 +14,10 @@ use super::Request;
 use crate::sys::process as proc;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// dnsmasq rereads two small files on SIGHUP in well under a millisecond;
+/// longer means it is stuck, and a restart is the cure.
+const RELOAD_TIMEOUT: Duration = Duration::from_secs(3);
+const LOG_POLL: Duration = Duration::from_millis(2);
 const STOP_GRACE: Duration = Duration::from_secs(3);
 const MIN_BACKOFF: Duration = Duration::from_millis(200);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
@@ -43,9 +47,10 @@ pub(super) async fn stop_orphan(paths: &Paths) {
 /// which it does after reading the configuration and binding its sockets.
 pub(super) async fn start(paths: &Paths) -> Result<Child, String> {
     // Leases of deleted VMs would block their addresses for new VMs.
-    conf::prune_leases(&paths.leases, &conf::read_reservations(&paths.conf)).map_err(|e| e.to_string())?;
+    conf::prune_leases(&paths.leases, &conf::read_reservations(paths)).map_err(|e| e.to_string())?;
     let _ = std::fs::remove_file(&paths.pid);
     rotate_log(paths);
+    let log_start = log_len(paths);
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -73,7 +78,14 @@ pub(super) async fn start(paths: &Paths) -> Result<Child, String> {
             .ok()
             .and_then(|t| t.trim().parse::<u32>().ok());
         if written == Some(pid) {
-            return Ok(child);
+            // The hosts file is read after the pid file is written.
+            return match hosts_read(paths, log_start, deadline).await {
+                Ok(()) => Ok(child),
+                Err(e) => {
+                    stop(child).await;
+                    Err(e)
+                }
+            };
         }
         if tokio::time::Instant::now() >= deadline {
             stop(child).await;
@@ -81,6 +93,63 @@ pub(super) async fn start(paths: &Paths) -> Result<Child, String> {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+fn log_len(paths: &Paths) -> u64 {
+    std::fs::metadata(&paths.log).map(|m| m.len()).unwrap_or(0)
+}
+
+/// Waits until dnsmasq's log, after byte `from`, says it read the hosts
+/// file (`read <path>`), or says it could not (`cannot read <path>: why`).
+async fn hosts_read(paths: &Paths, from: u64, deadline: tokio::time::Instant) -> Result<(), String> {
+    let hosts = paths.hosts.display().to_string();
+    let (done, failed) = (format!(": read {hosts}"), format!("cannot read {hosts}"));
+    loop {
+        let tail = read_log_from(&paths.log, from);
+        for line in tail.lines() {
+            if line.contains(&failed) {
+                return Err(line.to_string());
+            }
+            if line.ends_with(&done) {
+                return Ok(());
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!("dnsmasq did not read {hosts} within its deadline"));
+        }
+        tokio::time::sleep(LOG_POLL).await;
+    }
+}
+
+/// The log after byte `from` (all of it when it is shorter: rotated).
+fn read_log_from(path: &std::path::Path, from: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::new();
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(if len >= from { from } else { 0 }));
+    let mut bytes = Vec::new();
+    let _ = file.read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Makes the running dnsmasq reread its hosts files (SIGHUP) and waits
+/// until it has: from then on it serves the new reservations.
+async fn reload(paths: &Paths, child: &Child) -> Result<(), String> {
+    let pid = child.id().ok_or("dnsmasq has exited")?;
+    let from = log_len(paths);
+    proc::signal(pid, Signal::SIGHUP);
+    hosts_read(paths, from, tokio::time::Instant::now() + RELOAD_TIMEOUT).await
+}
+
+/// Stops `child` if one runs and starts a new dnsmasq in its place.
+async fn restart(paths: &Paths, child: &mut Option<Child>) -> Result<(), String> {
+    if let Some(running) = child.take() {
+        stop(running).await;
+    }
+    *child = Some(start(paths).await?);
+    Ok(())
 }
 
 /// Keeps one previous log (`dnsmasq.log.1`) once the log passes 1 MiB, so
@@ -137,11 +206,28 @@ pub(super) async fn supervise(
         tokio::select! {
             request = requests.recv() => match request {
                 Some(Request::Restart(reply)) => {
-                    if let Some(running) = child.take() {
-                        stop(running).await;
-                    }
-                    let result = start(&paths).await.map(|started| child = Some(started));
+                    let result = restart(&paths, &mut child).await;
                     started_at = tokio::time::Instant::now();
+                    publish(&child);
+                    let _ = reply.send(result);
+                }
+                Some(Request::Reload(reply)) => {
+                    let reloaded = match child.as_ref() {
+                        Some(running) => reload(&paths, running).await,
+                        None => Err("dnsmasq is not running".into()),
+                    };
+                    let result = match reloaded {
+                        Ok(()) => Ok(()),
+                        Err(why) => {
+                            // An unreadable hosts file leaves dnsmasq with no
+                            // reservations at all; started afresh (as root)
+                            // it reads them.
+                            tracing::warn!(%why, "dnsmasq did not reread its hosts files; restarting it");
+                            let result = restart(&paths, &mut child).await;
+                            started_at = tokio::time::Instant::now();
+                            result
+                        }
+                    };
                     publish(&child);
                     let _ = reply.send(result);
                 }

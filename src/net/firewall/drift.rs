@@ -249,8 +249,9 @@ pub async fn read(table: &str) -> Result<Dump, NetError> {
     Ok(Dump::parse(&out))
 }
 
-pub async fn apply(table: &str, plan: &Plan) -> Result<(), NetError> {
-    cmd::run_with_input("iptables-restore", ["-w", "--noflush"], plan.script(table).as_bytes()).await?;
+/// Applies `script` (the [`Plan::script`]s of one or more tables).
+pub async fn restore(script: &str) -> Result<(), NetError> {
+    cmd::run_with_input("iptables-restore", ["-w", "--noflush"], script.as_bytes()).await?;
     Ok(())
 }
 

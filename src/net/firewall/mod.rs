@@ -21,8 +21,9 @@
 //!                  DHCP servers in guests, [deny] no frames between TAPs
 //! ```
 //!
-//! Every change is one atomic batch: `iptables-restore --noflush` per table
-//! and one `nft -f` transaction for the bridge table (see [`drift`]).
+//! Every operation's change is one batch: one `iptables-restore --noflush`
+//! run for both tables (each table one transaction) and one `nft -f`
+//! transaction for the bridge table (see [`drift`]).
 //! What the iptables rules trust about a packet's source address is
 //! established by the bridge table: a guest's frames carry its own MAC and
 //! IPv4 address or are dropped before IP sees them.
@@ -56,18 +57,23 @@ fn is_vm_rule(comment: &str) -> bool {
     comment.starts_with("hatch vm=")
 }
 
-/// Plans and applies both iptables tables, atomically per table.
+/// Plans both iptables tables and applies whatever drifted with one
+/// `iptables-restore` run (each table's part is one transaction).
 async fn apply(desired: &[rules::Rule], keep: &(dyn Fn(&str) -> bool + Sync)) -> Result<Changes, NetError> {
     let mut changes = Changes::default();
+    let mut script = String::new();
     for table in [rules::NAT, rules::FILTER] {
         let plan = drift::plan(table, &drift::read(table).await?, desired, keep);
         if plan.is_empty() {
             continue;
         }
-        drift::apply(table, &plan).await?;
+        script.push_str(&plan.script(table));
         changes.added.extend(plan.added);
         changes.removed.extend(plan.removed);
         changes.repairs.extend(plan.repairs);
+    }
+    if !script.is_empty() {
+        drift::restore(&script).await?;
     }
     Ok(changes)
 }

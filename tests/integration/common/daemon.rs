@@ -125,6 +125,16 @@ use super::netns::{NsRuntime, TestNetns};
 /// runtime inside a network namespace of their own, so the host's namespace
 /// is never touched; the API is served on a Unix socket, which the test
 /// reaches from any namespace.
+impl TestApi {
+    /// After a test wrote a VM or route straight to the store, as
+    /// orchestration would: the orchestrator's view reads it.
+    pub fn written(&self, vm_id: &str) {
+        if let Some(orch) = &self.orch {
+            orch.vm_written_elsewhere(vm_id);
+        }
+    }
+}
+
 pub struct TestApi {
     pub dir: tempfile::TempDir,
     pub store: Store,

@@ -334,6 +334,8 @@ impl Drop for TestDaemon {
         for pid in self.vmm_pids() {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).status();
         }
+        // A killed daemon leaves dnsmasq's hosts files outside its data directory.
+        let _ = std::fs::remove_dir_all(hatch::net::dnsmasq::Paths::new(&self.data_path().join("dhcp")).reread);
         if std::thread::panicking() {
             eprintln!("--- hatch serve log ---\n{}", self.log());
         }

@@ -31,8 +31,28 @@ pub fn dnsmasq_conf(cfg: &NetConfig) -> String {
     std::fs::read_to_string(cfg.dhcp_dir.join("dnsmasq.conf")).unwrap_or_default()
 }
 
+/// The reservation as dnsmasq.conf lists it (a comment, for the guide's grep).
 pub fn reservation_line(vm_id: &str, id: &NetworkIdentity) -> String {
-    format!("dhcp-host={},{},{}", id.guest_mac, id.guest_ip, vm_id)
+    format!("# dhcp-host={},{},{}", id.guest_mac, id.guest_ip, vm_id)
+}
+
+/// The reservations dnsmasq serves (its `dhcp-hostsfile`), one per line.
+pub fn dhcp_hosts(cfg: &NetConfig) -> Vec<String> {
+    std::fs::read_to_string(hosts_file(cfg))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// dnsmasq's `dhcp-hostsfile` for the daemon whose DHCP directory `cfg` names.
+pub fn hosts_file(cfg: &NetConfig) -> std::path::PathBuf {
+    hatch::net::dnsmasq::Paths::new(&cfg.dhcp_dir).hosts
+}
+
+/// A reservation as `hosts.dhcp` holds it.
+pub fn hosts_line(vm_id: &str, id: &NetworkIdentity) -> String {
+    format!("{},{},{}", id.guest_mac, id.guest_ip, vm_id)
 }
 
 /// What a real DHCP client (busybox udhcpc) in `guest` got on eth0.
