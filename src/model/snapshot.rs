@@ -23,9 +23,9 @@ pub struct Snapshot {
     /// Whether the artefacts are stored and checksummed (false: only the
     /// local hot copy exists so far).
     pub durable: bool,
-    /// SHA-256 of each hot-copy file by name, once computed.
+    /// XXH3-128 of each hot-copy file by name, once computed.
     #[serde(skip)]
-    pub hot_sha256s: std::collections::BTreeMap<String, String>,
+    pub hot_checksums: std::collections::BTreeMap<String, String>,
     /// The API key that owns this snapshot (the VM's owner) (null: admin-owned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_key_id: Option<String>,

@@ -177,11 +177,11 @@ impl Orchestrator {
         let hot = self.hot_dir(&record.vm_id, &record.id);
         let files = Self::hot_files(&hot);
         let mut hot_sums = BTreeMap::new();
-        hot_sums.insert(HOT_STATE.to_string(), snapshot::file_sha256(&files.state).await?);
+        hot_sums.insert(HOT_STATE.to_string(), snapshot::file_checksum(&files.state).await?);
         if let Some(memory) = &files.memory {
-            hot_sums.insert(HOT_MEMORY.to_string(), snapshot::file_sha256(memory).await?);
+            hot_sums.insert(HOT_MEMORY.to_string(), snapshot::file_checksum(memory).await?);
         }
-        record.hot_sha256s = hot_sums;
+        record.hot_checksums = hot_sums;
         record.artefacts.clear();
         record.total_bytes = 0;
         if !self.store.update_complete_snapshot(&record)? {
@@ -248,10 +248,10 @@ impl Orchestrator {
         let hot = self.hot_dir(&vm.id, &snapshot.id);
         let files = Self::hot_files(&hot);
         for (name, path) in [(HOT_STATE, Some(&files.state)), (HOT_MEMORY, files.memory.as_ref())] {
-            let (Some(path), Some(expected)) = (path, snapshot.hot_sha256s.get(name)) else {
+            let (Some(path), Some(expected)) = (path, snapshot.hot_checksums.get(name)) else {
                 continue;
             };
-            match snapshot::file_sha256(path).await {
+            match snapshot::file_checksum(path).await {
                 Ok(actual) if actual == *expected => {}
                 outcome => {
                     let found = outcome.map_err(|e| e.to_string());
@@ -271,7 +271,7 @@ impl Orchestrator {
     /// Whether `vm` may load the hot copy of `snapshot` (before checksums).
     pub(super) fn has_hot_copy(&self, vm: &Vm, snapshot: &Snapshot) -> bool {
         vm.snapshot_id.as_deref() == Some(snapshot.id.as_str())
-            && !snapshot.hot_sha256s.is_empty()
+            && !snapshot.hot_checksums.is_empty()
             && self.hot_dir(&vm.id, &snapshot.id).join(HOT_STATE).is_file()
     }
 

@@ -87,7 +87,7 @@ impl Orchestrator {
             total_bytes: 0,
             complete: false,
             durable: false,
-            hot_sha256s: Default::default(),
+            hot_checksums: Default::default(),
             owner_key_id: vm.owner_key_id.clone(),
         };
         if matches!(transitions::decide(vm.state, Event::Snapshot), Decision::Enter(_)) {

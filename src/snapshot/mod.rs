@@ -25,7 +25,7 @@ mod unpack;
 use std::io;
 use std::sync::Arc;
 
-pub use digest::file_sha256;
+pub use digest::file_checksum;
 pub use host_id::{host_id, host_id_path, read_host_id};
 pub use pack::pack;
 pub use s3::{S3Store, PART_SIZE as S3_PART_SIZE};

@@ -221,12 +221,12 @@ pub const MIGRATIONS: &[&str] = &[
     "#,
     // 10: a snapshot is restorable as soon as its local hot copy exists
     // (`durable` 0) and durable once its artefacts are checksummed in their
-    // final store; `hot_sha256s` holds the hot files' SHA-256s (a JSON map),
+    // final store; `hot_checksums` holds the hot files' XXH3-128 checksums (a JSON map),
     // checked before the hot copy is loaded. Existing snapshots were
     // written durable.
     r#"
     ALTER TABLE snapshots ADD COLUMN durable INTEGER NOT NULL DEFAULT 1;
-    ALTER TABLE snapshots ADD COLUMN hot_sha256s TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE snapshots ADD COLUMN hot_checksums TEXT NOT NULL DEFAULT '{}';
     "#,
 ];
 

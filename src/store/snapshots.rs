@@ -10,7 +10,7 @@ use crate::model::{check_quota, QuotaKind, Quotas, Snapshot};
 use crate::snapshot::ArtefactInfo;
 
 const COLUMNS: &str =
-    "id, vm_id, created_at, hypervisor, files, total_bytes, complete, owner_key_id, durable, hot_sha256s";
+    "id, vm_id, created_at, hypervisor, files, total_bytes, complete, owner_key_id, durable, hot_checksums";
 
 fn from_row(row: &Row<'_>) -> Result<Snapshot, StoreError> {
     let created_at: String = row.get(2)?;
@@ -27,8 +27,8 @@ fn from_row(row: &Row<'_>) -> Result<Snapshot, StoreError> {
         complete: row.get(6)?,
         owner_key_id: row.get(7)?,
         durable: row.get(8)?,
-        hot_sha256s: serde_json::from_str(&row.get::<_, String>(9)?)
-            .map_err(|e| corrupt("snapshots", format!("hot_sha256s: {e}")))?,
+        hot_checksums: serde_json::from_str(&row.get::<_, String>(9)?)
+            .map_err(|e| corrupt("snapshots", format!("hot_checksums: {e}")))?,
     })
 }
 
@@ -41,9 +41,9 @@ fn upsert(conn: &rusqlite::Connection, snapshot: &Snapshot) -> Result<(), StoreE
     let sizes: Vec<u64> = snapshot.artefacts.iter().map(|a| a.compressed_bytes).collect();
     let sums: Vec<&str> = snapshot.artefacts.iter().map(|a| a.sha256.as_str()).collect();
     conn.execute(
-        "INSERT INTO snapshots (id, vm_id, created_at, hypervisor, files, sizes, sha256s, total_bytes, complete, owner_key_id, durable, hot_sha256s)
+        "INSERT INTO snapshots (id, vm_id, created_at, hypervisor, files, sizes, sha256s, total_bytes, complete, owner_key_id, durable, hot_checksums)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
-         ON CONFLICT(id) DO UPDATE SET created_at = ?3, files = ?5, sizes = ?6, sha256s = ?7, total_bytes = ?8, complete = ?9, durable = ?11, hot_sha256s = ?12",
+         ON CONFLICT(id) DO UPDATE SET created_at = ?3, files = ?5, sizes = ?6, sha256s = ?7, total_bytes = ?8, complete = ?9, durable = ?11, hot_checksums = ?12",
         params![
             snapshot.id,
             snapshot.vm_id,
@@ -56,7 +56,7 @@ fn upsert(conn: &rusqlite::Connection, snapshot: &Snapshot) -> Result<(), StoreE
             snapshot.complete,
             snapshot.owner_key_id,
             snapshot.durable,
-            json(&snapshot.hot_sha256s),
+            json(&snapshot.hot_checksums),
         ],
     )?;
     Ok(())
@@ -138,7 +138,7 @@ impl Store {
         let sizes: Vec<u64> = snapshot.artefacts.iter().map(|a| a.compressed_bytes).collect();
         let sums: Vec<&str> = snapshot.artefacts.iter().map(|a| a.sha256.as_str()).collect();
         Ok(self.lock().execute(
-            "UPDATE snapshots SET files = ?2, sizes = ?3, sha256s = ?4, total_bytes = ?5, durable = ?6, hot_sha256s = ?7
+            "UPDATE snapshots SET files = ?2, sizes = ?3, sha256s = ?4, total_bytes = ?5, durable = ?6, hot_checksums = ?7
              WHERE id = ?1 AND complete = 1",
             params![
                 snapshot.id,
@@ -147,7 +147,7 @@ impl Store {
                 json(&sums),
                 snapshot.total_bytes,
                 snapshot.durable,
-                json(&snapshot.hot_sha256s),
+                json(&snapshot.hot_checksums),
             ],
         )? > 0)
     }

@@ -67,7 +67,7 @@ fn owned_snapshot(api: &TestApi, vm: &Vm) -> Snapshot {
         total_bytes: 0,
         complete: true,
         durable: true,
-        hot_sha256s: Default::default(),
+        hot_checksums: Default::default(),
         owner_key_id: vm.owner_key_id.clone(),
     };
     api.store.upsert_snapshot(&snapshot).unwrap();

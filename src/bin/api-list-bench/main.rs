@@ -134,7 +134,7 @@ fn churn_once(store: &Store, orch: &Orchestrator, image_id: &str) -> Result<(), 
         total_bytes: 1 << 20,
         complete: true,
         durable: true,
-        hot_sha256s: Default::default(),
+        hot_checksums: Default::default(),
         owner_key_id: None,
     };
     store.upsert_snapshot(&snapshot)?;

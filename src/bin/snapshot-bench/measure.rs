@@ -20,9 +20,10 @@ use crate::BenchError;
 pub enum Method {
     /// QEMU's own save (`migrate` to a file) and load (`-incoming`).
     Raw,
-    /// Hatch from its hot copy: the same save; the stream's SHA-256 and
-    /// the packed artefact are made after the guest is stopped (Hatch's
-    /// background pass, not timed); the SHA-256 is checked before loading.
+    /// Hatch from its hot copy: the same save; the stream's checksum
+    /// (XXH3-128) and the packed artefact are made after the guest is
+    /// stopped (Hatch's background pass, not timed); the checksum is
+    /// checked before loading.
     Hatch,
     /// Hatch from the stored artefact: the same save, then (timed, as
     /// restore needs it) verification and unpacking of the artefact.
@@ -95,13 +96,13 @@ impl Bench {
 
         // Hatch's background pass, untimed: checksum and pack.
         let state_bytes = file_len(&files.state)?;
-        let (stored_bytes, hot_sha256, artefact) = match method {
+        let (stored_bytes, hot_checksum, artefact) = match method {
             Method::Raw => (state_bytes, None, None),
             Method::Hatch | Method::HatchStored => {
-                let sha256 = hatch::snapshot::file_sha256(&files.state).await?;
+                let checksum = hatch::snapshot::file_checksum(&files.state).await?;
                 let path = snapshot_dir.join("vmstate.zst");
                 let info = hatch::snapshot::pack(&files.state, &path).await?;
-                (info.compressed_bytes, Some(sha256), Some((info, path)))
+                (info.compressed_bytes, Some(checksum), Some((info, path)))
             }
         };
         let load_from = match (method, &artefact) {
@@ -118,8 +119,8 @@ impl Bench {
         match (method, &artefact) {
             (Method::HatchStored, Some((info, path))) => hatch::snapshot::unpack(path, info, &load_from).await?,
             (Method::Hatch, _) => {
-                let actual = hatch::snapshot::file_sha256(&load_from).await?;
-                if Some(&actual) != hot_sha256.as_ref() {
+                let actual = hatch::snapshot::file_checksum(&load_from).await?;
+                if Some(&actual) != hot_checksum.as_ref() {
                     return Err(BenchError::Hatch(format!("the hot copy changed: {actual}")));
                 }
             }
