@@ -18,7 +18,9 @@ const MIGRATION_MAX_BANDWIDTH: u64 = 16 << 30;
 /// The name the snapshot stream's descriptor is registered under (QMP `getfd`).
 const MIGRATION_FD_NAME: &str = "hatch-vmstate";
 const SAVE_TIMEOUT: Duration = Duration::from_secs(600);
-const POLL: Duration = Duration::from_millis(20);
+/// How often a save in progress is asked about: the guest waits for the
+/// save, so a coarse poll would add up to its period to every snapshot.
+const POLL: Duration = Duration::from_millis(5);
 /// How long a failed QMP call waits to see whether QEMU is exiting.
 const EXIT_SETTLE: Duration = Duration::from_secs(2);
 
