@@ -106,6 +106,9 @@ impl Drop for Daemon {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+        // A killed daemon leaves dnsmasq's hosts files outside its data directory.
+        let dhcp = self.data_dir.path().join("data").join("dhcp");
+        let _ = std::fs::remove_dir_all(hatch::net::dnsmasq::Paths::new(&dhcp).reread);
     }
 }
 
