@@ -165,15 +165,7 @@ impl FirecrackerHypervisor {
             return Err(VmmError::Io { path: pid_path, source });
         }
         let api = FirecrackerApi::new(root.join(JAILED_API_SOCKET.trim_start_matches('/')));
-        let probe = api.clone();
-        process
-            .startup(process.wait_until("Firecracker's API socket", API_READY_TIMEOUT, || {
-                let probe = probe.clone();
-                async move { probe.instance_info().await.ok() }
-            }))
-            .await
-            .map_err(|e| with_firecracker_log(e, root))?;
-        Ok((process, api))
+        wait_for_api(process, api, root).await
     }
 
     /// Starts Firecracker (jailed when configured) for the placed launch.
@@ -217,16 +209,7 @@ impl FirecrackerHypervisor {
             cgroup: super::cgroup::for_launch(spec)?,
         })
         .await?;
-        let api = FirecrackerApi::new(socket);
-        let probe = api.clone();
-        process
-            .startup(process.wait_until("Firecracker's API socket", API_READY_TIMEOUT, || {
-                let probe = probe.clone();
-                async move { probe.instance_info().await.ok() }
-            }))
-            .await
-            .map_err(|e| with_firecracker_log(e, &spec.run_dir))?;
-        Ok((process, api))
+        wait_for_api(process, FirecrackerApi::new(socket), &spec.run_dir).await
     }
 }
 
@@ -243,6 +226,24 @@ fn marker(socket: &Path) -> String {
 
 /// Firecracker reports start-up problems in its own log (in `dir`, the run
 /// directory or the jail's root): add them to the error.
+/// Waits until a just-started Firecracker answers on its API socket; on
+/// failure the error carries the tail of its log (in `log_dir`).
+async fn wait_for_api(
+    process: VmmProcess,
+    api: FirecrackerApi,
+    log_dir: &Path,
+) -> Result<(VmmProcess, FirecrackerApi), VmmError> {
+    let probe = api.clone();
+    process
+        .startup(process.wait_until("Firecracker's API socket", API_READY_TIMEOUT, || {
+            let probe = probe.clone();
+            async move { probe.instance_info().await.ok() }
+        }))
+        .await
+        .map_err(|e| with_firecracker_log(e, log_dir))?;
+    Ok((process, api))
+}
+
 fn with_firecracker_log(error: VmmError, dir: &Path) -> VmmError {
     match error {
         VmmError::EarlyExit { code, serial_tail } => {
