@@ -176,12 +176,26 @@ impl Orchestrator {
     async fn make_durable(&self, mut record: Snapshot, ticket: &PassTicket) -> Result<bool, OrchError> {
         let hot = self.hot_dir(&record.vm_id, &record.id);
         let files = Self::hot_files(&hot);
-        let mut hot_sums = BTreeMap::new();
-        hot_sums.insert(HOT_STATE.to_string(), snapshot::file_checksum(&files.state).await?);
-        if let Some(memory) = &files.memory {
-            hot_sums.insert(HOT_MEMORY.to_string(), snapshot::file_checksum(memory).await?);
+        if record.hot_checksums.is_empty() {
+            // The first pass, right after the save: the files are as written.
+            let mut hot_sums = BTreeMap::new();
+            hot_sums.insert(HOT_STATE.to_string(), snapshot::file_checksum(&files.state).await?);
+            if let Some(memory) = &files.memory {
+                hot_sums.insert(HOT_MEMORY.to_string(), snapshot::file_checksum(memory).await?);
+            }
+            record.hot_checksums = hot_sums;
+        } else if let Some((name, found)) = damaged_hot_file(&files, &record.hot_checksums).await {
+            // A later pass must not store a copy damaged since under a fresh
+            // SHA-256: without its hot copy the reconciler removes the
+            // snapshot, which was never stored.
+            let _ = tokio::fs::remove_dir_all(&hot).await;
+            return Err(OrchError::Corrupt {
+                message: format!(
+                    "the local copy of snapshot {} failed its checksum ({name}: {found})",
+                    record.id
+                ),
+            });
         }
-        record.hot_checksums = hot_sums;
         record.artefacts.clear();
         record.total_bytes = 0;
         if !self.store.update_complete_snapshot(&record)? {
@@ -247,25 +261,19 @@ impl Orchestrator {
         }
         let hot = self.hot_dir(&vm.id, &snapshot.id);
         let files = Self::hot_files(&hot);
-        for (name, path) in [(HOT_STATE, Some(&files.state)), (HOT_MEMORY, files.memory.as_ref())] {
-            let (Some(path), Some(expected)) = (path, snapshot.hot_checksums.get(name)) else {
-                continue;
-            };
-            match snapshot::file_checksum(path).await {
-                Ok(actual) if actual == *expected => {}
-                outcome => {
-                    let found = outcome.map_err(|e| e.to_string());
-                    tracing::warn!(vm = %vm.id, snapshot = %snapshot.id, file = name, ?found, "the hot copy is damaged; loading the stored artefacts");
-                    self.record_vm_repair(vm, &format!(
-                        "the local copy of snapshot {} failed its checksum ({name}); restored from the stored artefacts",
-                        snapshot.id
-                    ));
-                    let _ = tokio::fs::remove_dir_all(&hot).await;
-                    return None;
-                }
-            }
-        }
-        Some(files)
+        let Some((name, found)) = damaged_hot_file(&files, &snapshot.hot_checksums).await else {
+            return Some(files);
+        };
+        tracing::warn!(vm = %vm.id, snapshot = %snapshot.id, file = name, %found, "the hot copy is damaged; loading the stored artefacts");
+        self.record_vm_repair(
+            vm,
+            &format!(
+                "the local copy of snapshot {} failed its checksum ({name}); restored from the stored artefacts",
+                snapshot.id
+            ),
+        );
+        let _ = tokio::fs::remove_dir_all(&hot).await;
+        None
     }
 
     /// Whether `vm` may load the hot copy of `snapshot` (before checksums).
@@ -321,4 +329,20 @@ impl Orchestrator {
         }
         Ok(())
     }
+}
+
+/// The first hot file whose checksum is not the one recorded in `sums`
+/// (or that cannot be read), with what was found instead.
+async fn damaged_hot_file(files: &SnapshotFiles, sums: &BTreeMap<String, String>) -> Option<(&'static str, String)> {
+    for (name, path) in [(HOT_STATE, Some(&files.state)), (HOT_MEMORY, files.memory.as_ref())] {
+        let (Some(path), Some(expected)) = (path, sums.get(name)) else {
+            continue;
+        };
+        match snapshot::file_checksum(path).await {
+            Ok(actual) if actual == *expected => {}
+            Ok(actual) => return Some((name, actual)),
+            Err(error) => return Some((name, error.to_string())),
+        }
+    }
+    None
 }
