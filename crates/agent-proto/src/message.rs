@@ -1,0 +1,208 @@
+//! The JSON bodies of Hello, Request, Resize and Response frames.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// The agent's greeting, sent first on every new connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// [`crate::PROTOCOL_VERSION`] of the agent.
+    pub protocol: u32,
+    /// The agent's own version (its crate version).
+    pub version: String,
+    /// The guest's hostname, as the agent sees it.
+    pub hostname: String,
+    /// `/proc/sys/kernel/random/boot_id`: changes when the guest reboots,
+    /// stays across snapshot and restore.
+    pub boot_id: String,
+    /// The guest's clock when it said hello, nanoseconds since the epoch.
+    pub guest_time_unix_ns: i128,
+}
+
+/// What the host asks; opens a channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Request {
+    Exec(ExecRequest),
+    /// Writes a file from the Data frames that follow, up to Eof, into a
+    /// temporary file beside it, then renames it over the path (atomic).
+    WriteFile(WriteFileRequest),
+    /// Answers [`Reply::FileInfo`] (or an error) first, then Data frames
+    /// with the content and Eof, then [`Reply::Done`].
+    ReadFile {
+        path: String,
+    },
+    DeleteFile {
+        path: String,
+    },
+    ListDir {
+        path: String,
+    },
+    /// Sets the guest's real-time clock.
+    SetClock {
+        unix_ns: i128,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ExecRequest {
+    /// argv; `cmd[0]` is looked up in PATH when it has no slash.
+    pub cmd: Vec<String>,
+    /// Added to the agent's clean base environment (PATH, HOME, USER, SHELL, TERM).
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (absolute); the user's home when absent.
+    #[serde(default)]
+    pub cwd: Option<String>,
+    /// User name or numeric uid; root when absent.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Whether Data frames with stdin follow; without, stdin is /dev/null.
+    #[serde(default)]
+    pub stdin: bool,
+    /// Run on a pseudo-terminal of this size; all output then arrives as Stdout.
+    #[serde(default)]
+    pub tty: Option<WindowSize>,
+    /// Kill the whole process group after this long.
+    #[serde(default)]
+    pub timeout_ms: Option<u64>,
+    /// Bytes of stdout and of stderr forwarded at most (each); the rest is
+    /// read and dropped, and the reply says it was truncated.
+    #[serde(default)]
+    pub output_limit: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowSize {
+    pub rows: u16,
+    pub cols: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WriteFileRequest {
+    pub path: String,
+    /// Permission bits; 0644 when absent.
+    #[serde(default)]
+    pub mode: Option<u32>,
+    #[serde(default)]
+    pub uid: Option<u32>,
+    #[serde(default)]
+    pub gid: Option<u32>,
+}
+
+/// The agent's final answer on a channel (and, for ReadFile, its first).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Reply {
+    Exited(ExecExit),
+    FileInfo(FileInfo),
+    Listing {
+        entries: Vec<DirEntry>,
+    },
+    ClockSet {
+        previous_unix_ns: i128,
+        now_unix_ns: i128,
+    },
+    /// Success with nothing more to say (a write, a delete, the end of a read).
+    Done {
+        bytes: u64,
+    },
+    Error(AgentError),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecExit {
+    /// The exit code, when the process exited rather than being killed.
+    pub exit_code: Option<i32>,
+    /// The signal that ended it, when it was killed.
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub duration_ms: u64,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileInfo {
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DirEntry {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: EntryKind,
+    pub size: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    /// Seconds since the epoch.
+    pub modified: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+    Other,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The path (or the command) does not exist.
+    NotFound,
+    /// The request is malformed or names something unusable (a relative
+    /// path, an unknown user, a directory where a file is expected).
+    Invalid,
+    PermissionDenied,
+    /// The command could not be started.
+    SpawnFailed,
+    Io,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_tagged_by_op() {
+        let request = Request::ReadFile {
+            path: "/etc/hostname".into(),
+        };
+        let json = serde_json::to_value(&request).unwrap();
+        assert_eq!(json, serde_json::json!({"op": "read_file", "path": "/etc/hostname"}));
+        let exec: Request = serde_json::from_value(serde_json::json!({"op": "exec", "cmd": ["true"]})).unwrap();
+        assert_eq!(
+            exec,
+            Request::Exec(ExecRequest {
+                cmd: vec!["true".into()],
+                ..Default::default()
+            })
+        );
+    }
+
+    #[test]
+    fn replies_are_tagged_by_result() {
+        let reply = Reply::Error(AgentError {
+            code: ErrorCode::NotFound,
+            message: "no such file".into(),
+        });
+        let json = serde_json::to_value(&reply).unwrap();
+        assert_eq!(json["result"], "error");
+        assert_eq!(json["code"], "not_found");
+        assert_eq!(serde_json::from_value::<Reply>(json).unwrap(), reply);
+    }
+}
