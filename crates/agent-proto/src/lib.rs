@@ -12,14 +12,20 @@
 //! both ways (stdin, stdout, stderr, file bytes), each direction ending with
 //! [`Kind::Eof`]. Many channels run at once over the one stream.
 //!
+//! Every conversation starts with a sync (see [`sync`]): the host sends its
+//! preamble, the agent answers with [`SYNC`] and a Hello frame, and only then
+//! does the host open channels.
+//!
 //! Both ends are written in Rust from this crate, so the JSON bodies are the
 //! serde forms of the types below; nothing else speaks it.
 
 pub mod frame;
 pub mod message;
+pub mod sync;
 
 pub use frame::{Frame, FrameError, Kind, HEADER_LEN, MAX_PAYLOAD};
 pub use message::*;
+pub use sync::{host_preamble, skip_to_sync, SyncScanner, SYNC};
 
 /// The vsock port the agent connects to on the host (CID 2). Firecracker
 /// forwards it to `<uds_path>_1024` on the host.
