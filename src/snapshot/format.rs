@@ -10,6 +10,8 @@
 
 use std::io::{self, Read, Write};
 
+use crate::sys::sparse::is_zero;
+
 pub(crate) const MAGIC: &[u8; 8] = b"HATCHSPR";
 pub(crate) const VERSION: u32 = 1;
 const END_OFFSET: u64 = u64::MAX;
@@ -83,11 +85,6 @@ fn read_array<const N: usize>(input: &mut impl Read) -> io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
     input.read_exact(&mut bytes)?;
     Ok(bytes)
-}
-
-fn is_zero(block: &[u8]) -> bool {
-    // A fold (not `all`) so the compiler can vectorise it.
-    block.iter().fold(0u8, |acc, b| acc | b) == 0
 }
 
 /// The runs of non-zero `BLOCK`-sized blocks in `buf`, as (start, end)
