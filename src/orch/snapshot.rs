@@ -40,6 +40,11 @@ impl From<SnapshotError> for OrchError {
             SnapshotError::Corrupt { .. } => OrchError::Corrupt {
                 message: error.to_string(),
             },
+            // The image a disk diff needs is gone or changed: 409, naming it.
+            SnapshotError::BaseChanged { .. } => OrchError::Conflict {
+                field: Some("image_id"),
+                message: error.to_string(),
+            },
             SnapshotError::NoSpace { .. } => OrchError::Exhausted {
                 message: error.to_string(),
             },

@@ -58,6 +58,7 @@ fn pack_blocking(src: &Path, dest: &Path) -> Result<ArtefactInfo, SnapshotError>
         size_bytes: size,
         compressed_bytes,
         sha256,
+        base: None,
     })
 }
 
