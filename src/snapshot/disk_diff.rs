@@ -64,11 +64,10 @@ pub async fn pack_disk_diff(disk: &Path, base: &Path, image_id: &str, dest: &Pat
     blocking(move || pack_blocking(&disk, &base, &image_id, &dest)).await
 }
 
-/// Checks that `base` (None: the image or its root filesystem is gone)
-/// is still the file `expected` describes.
-pub async fn check_disk_base(base: Option<&Path>, expected: &DiskBase) -> Result<(), SnapshotError> {
-    let (base, expected) = (base.map(Path::to_owned), expected.clone());
-    blocking(move || check_base(base.as_deref(), &expected).map(|_| ())).await
+/// Checks that `base` is still the file `expected` describes.
+pub async fn check_disk_base(base: &Path, expected: &DiskBase) -> Result<(), SnapshotError> {
+    let (base, expected) = (base.to_owned(), expected.clone());
+    blocking(move || check_base(&base, &expected).map(|_| ())).await
 }
 
 /// Verifies the artefact `src` against `expected`, checks its base, then
@@ -145,7 +144,7 @@ fn unpack_blocking(src: &Path, expected: &ArtefactInfo, base_path: &Path, dest: 
         .as_ref()
         .ok_or_else(|| corrupt("the record names no base image".into()))?;
     verify(src, expected)?;
-    let stamp = check_base(Some(base_path), recorded)?;
+    let stamp = check_base(base_path, recorded)?;
     let mut stream = open_stream(src, &expected.name)?;
     let header = read_diff_header(&mut stream).map_err(|e| corrupt(e.to_string()))?;
     if header.size != expected.size_bytes
@@ -205,10 +204,7 @@ fn base_changed(base: &DiskBase, reason: String) -> SnapshotError {
 }
 
 /// The base's stamp when it matches `expected`, else why not.
-fn check_base(path: Option<&Path>, expected: &DiskBase) -> Result<Stamp, SnapshotError> {
-    let Some(path) = path else {
-        return Err(base_changed(expected, "was deleted".into()));
-    };
+fn check_base(path: &Path, expected: &DiskBase) -> Result<Stamp, SnapshotError> {
     if !path.exists() {
         return Err(base_changed(
             expected,
