@@ -34,6 +34,7 @@ mod e2e_metrics;
 mod e2e_network_isolation;
 mod e2e_proxy;
 mod e2e_snapshot;
+mod e2e_snapshot_disk;
 mod e2e_tenancy;
 mod e2e_vm_lifecycle;
 mod image_build;
