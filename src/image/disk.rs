@@ -28,7 +28,8 @@ pub async fn prepare_vm_disk(image: &Image, dest: &Path) -> Result<CloneMethod, 
     tokio::task::spawn_blocking(move || {
         let dest = target;
         let tmp = sibling_tmp(&dest);
-        let method = clone_file(&source, &tmp).map_err(|e| ImageError::io("copying the root filesystem to", &tmp, e))?;
+        let method =
+            clone_file(&source, &tmp).map_err(|e| ImageError::io("copying the root filesystem to", &tmp, e))?;
         let placed = make_writable(&tmp)
             .and_then(|_| std::fs::rename(&tmp, &dest).map_err(|e| ImageError::io("renaming to", &dest, e)));
         if placed.is_err() {

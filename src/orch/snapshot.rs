@@ -416,7 +416,8 @@ impl Orchestrator {
             let packed = work.join(&info.name);
             store.get(&artefact_key(snapshot, &info.name), &packed).await?;
             let plain = work.join(info.name.trim_end_matches(".zst"));
-            self.unpack_artefact(&packed, info, disk_base.as_deref(), &plain).await?;
+            self.unpack_artefact(&packed, info, disk_base.as_deref(), &plain)
+                .await?;
             let _ = tokio::fs::remove_file(&packed).await;
             unpacked.push((info.name.as_str(), plain));
         }

@@ -35,7 +35,10 @@ impl Orchestrator {
         Ok(match base {
             Some((rootfs, image_id)) => {
                 let packed = work.join(DISK_DIFF);
-                (snapshot::pack_disk_diff(disk, &rootfs, &image_id, &packed).await?, packed)
+                (
+                    snapshot::pack_disk_diff(disk, &rootfs, &image_id, &packed).await?,
+                    packed,
+                )
             }
             None => {
                 let packed = work.join(super::snapshot::DISK);

@@ -59,7 +59,12 @@ pub struct DiskBase {
 
 /// Packs the blocks of `disk` that differ from `base` (the root filesystem
 /// of image `image_id`) into the artefact `dest`, written atomically.
-pub async fn pack_disk_diff(disk: &Path, base: &Path, image_id: &str, dest: &Path) -> Result<ArtefactInfo, SnapshotError> {
+pub async fn pack_disk_diff(
+    disk: &Path,
+    base: &Path,
+    image_id: &str,
+    dest: &Path,
+) -> Result<ArtefactInfo, SnapshotError> {
     let (disk, base, image_id, dest) = (disk.to_owned(), base.to_owned(), image_id.to_owned(), dest.to_owned());
     blocking(move || pack_blocking(&disk, &base, &image_id, &dest)).await
 }
@@ -83,7 +88,12 @@ pub async fn unpack_disk_diff(
     blocking(move || unpack_blocking(&src, &expected, &base, &dest)).await
 }
 
-fn pack_blocking(disk_path: &Path, base_path: &Path, image_id: &str, dest: &Path) -> Result<ArtefactInfo, SnapshotError> {
+fn pack_blocking(
+    disk_path: &Path,
+    base_path: &Path,
+    image_id: &str,
+    dest: &Path,
+) -> Result<ArtefactInfo, SnapshotError> {
     let (base_size, base_digest) = base_digest(base_path)
         .map_err(|e| SnapshotError::io(format!("reading the base {}", base_path.display()), e))?;
     let packing_err =

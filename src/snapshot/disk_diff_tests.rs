@@ -23,16 +23,22 @@ fn write_at(path: &Path, offset: u64, data: &[u8]) {
         .unwrap();
 }
 
+/// A temporary directory with an image `rootfs` and its clone `disk`.
+fn image_and_clone() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let (base, disk) = (dir.path().join("rootfs"), dir.path().join("disk"));
+    image(&base);
+    clone_file(&base, &disk).unwrap();
+    (dir, base, disk)
+}
+
 fn base_of(info: &ArtefactInfo) -> &DiskBase {
     info.base.as_ref().expect("a diff records its base")
 }
 
 #[tokio::test]
 async fn a_disk_comes_back_byte_identical_from_base_and_differing_blocks() {
-    let dir = tempfile::tempdir().unwrap();
-    let (base, disk) = (dir.path().join("rootfs"), dir.path().join("disk"));
-    image(&base);
-    clone_file(&base, &disk).unwrap();
+    let (dir, base, disk) = image_and_clone();
     // The guest writes a file (two blocks), overwrites a base block with
     // zeros (comes back as zeros), writes into a hole, and grows the disk
     // by an unaligned amount with data in the tail.
@@ -55,7 +61,10 @@ async fn a_disk_comes_back_byte_identical_from_base_and_differing_blocks() {
 
     let restored = dir.path().join("restored");
     unpack_disk_diff(&packed, &info, &base, &restored).await.unwrap();
-    assert!(std::fs::read(&restored).unwrap() == std::fs::read(&disk).unwrap(), "restored disk differs");
+    assert!(
+        std::fs::read(&restored).unwrap() == std::fs::read(&disk).unwrap(),
+        "restored disk differs"
+    );
     let blocks = |p: &Path| std::fs::metadata(p).unwrap().blocks();
     assert!(
         blocks(&restored) <= blocks(&disk) + 128,
@@ -67,11 +76,10 @@ async fn a_disk_comes_back_byte_identical_from_base_and_differing_blocks() {
 
 #[tokio::test]
 async fn an_unchanged_disk_stores_nothing_but_a_header() {
-    let dir = tempfile::tempdir().unwrap();
-    let (base, disk) = (dir.path().join("rootfs"), dir.path().join("disk"));
-    image(&base);
-    clone_file(&base, &disk).unwrap();
-    let info = pack_disk_diff(&disk, &base, "img-1", &dir.path().join("d.zst")).await.unwrap();
+    let (dir, base, disk) = image_and_clone();
+    let info = pack_disk_diff(&disk, &base, "img-1", &dir.path().join("d.zst"))
+        .await
+        .unwrap();
     assert!(info.compressed_bytes < 200, "{info:?}");
 }
 
@@ -89,10 +97,7 @@ fn the_digest_depends_on_content_not_on_holes() {
 
 #[tokio::test]
 async fn a_changed_or_missing_base_is_refused_naming_the_image() {
-    let dir = tempfile::tempdir().unwrap();
-    let (base, disk) = (dir.path().join("rootfs"), dir.path().join("disk"));
-    image(&base);
-    clone_file(&base, &disk).unwrap();
+    let (dir, base, disk) = image_and_clone();
     write_at(&disk, 0, b"changed");
     let packed = dir.path().join("disk-diff.zst");
     let info = pack_disk_diff(&disk, &base, "img-7", &packed).await.unwrap();
@@ -106,7 +111,10 @@ async fn a_changed_or_missing_base_is_refused_naming_the_image() {
     ] {
         assert!(matches!(error, SnapshotError::BaseChanged { .. }), "{error}");
         let message = error.to_string();
-        assert!(message.contains("image img-7") && message.contains("has changed"), "{message}");
+        assert!(
+            message.contains("image img-7") && message.contains("has changed"),
+            "{message}"
+        );
     }
     assert!(!restored.exists());
 
@@ -117,10 +125,7 @@ async fn a_changed_or_missing_base_is_refused_naming_the_image() {
 
 #[tokio::test]
 async fn a_damaged_diff_is_corrupt_and_writes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (base, disk) = (dir.path().join("rootfs"), dir.path().join("disk"));
-    image(&base);
-    clone_file(&base, &disk).unwrap();
+    let (dir, base, disk) = image_and_clone();
     write_at(&disk, 3 * MIB, b"data");
     let packed = dir.path().join("disk-diff.zst");
     let info = pack_disk_diff(&disk, &base, "img-1", &packed).await.unwrap();

@@ -81,7 +81,8 @@ fn copy_in_kernel(src: &File, dest: &File, start: u64, end: u64) -> Result<(), E
     let mut off_out = start as i64;
     while (off_in as u64) < end {
         let len = (end - off_in as u64).min(1 << 30) as usize;
-        let copied = nix::fcntl::copy_file_range(src.as_fd(), Some(&mut off_in), dest.as_fd(), Some(&mut off_out), len)?;
+        let copied =
+            nix::fcntl::copy_file_range(src.as_fd(), Some(&mut off_in), dest.as_fd(), Some(&mut off_out), len)?;
         if copied == 0 {
             // The source shrank under us: what is left reads as a hole.
             break;
@@ -123,6 +124,14 @@ mod tests {
         file
     }
 
+    /// A temporary directory holding the sparse source `image`.
+    fn source_in_tempdir() -> (tempfile::TempDir, std::path::PathBuf, File) {
+        let dir = tempfile::tempdir().unwrap();
+        let src = dir.path().join("image");
+        let file = sparse_source(&src);
+        (dir, src, file)
+    }
+
     fn contents(path: &Path) -> Vec<u8> {
         std::fs::read(path).unwrap()
     }
@@ -133,22 +142,34 @@ mod tests {
         assert_eq!(a.len(), b.len());
         // Holes stay holes: the copy allocates about what the source does
         // (a reflink may allocate nothing of its own), never the 64 MiB.
-        assert!(b.blocks() <= a.blocks() + 64, "source {} blocks, copy {}", a.blocks(), b.blocks());
-        assert!(b.blocks() * 512 < 8 * MIB, "the holes were filled: {} blocks", b.blocks());
+        assert!(
+            b.blocks() <= a.blocks() + 64,
+            "source {} blocks, copy {}",
+            a.blocks(),
+            b.blocks()
+        );
+        assert!(
+            b.blocks() * 512 < 8 * MIB,
+            "the holes were filled: {} blocks",
+            b.blocks()
+        );
     }
 
     #[test]
     fn a_sparse_file_clones_byte_identical_with_its_holes() {
         // On this file system, whatever it is (the test prints which path ran).
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("image");
-        sparse_source(&src);
+        let (dir, src, _) = source_in_tempdir();
         let dest = dir.path().join("disk");
         let method = clone_file(&src, &dest).unwrap();
         eprintln!("clone on {}: {}", dir.path().display(), method.as_str());
         assert_same_sparse_copy(&src, &dest);
         // The copy is independent of its source.
-        File::options().write(true).open(&dest).unwrap().write_all_at(b"x", 0).unwrap();
+        File::options()
+            .write(true)
+            .open(&dest)
+            .unwrap()
+            .write_all_at(b"x", 0)
+            .unwrap();
         assert_eq!(contents(&src)[0], 0);
     }
 
@@ -157,9 +178,7 @@ mod tests {
         // A reflink is never possible into a file on another file system
         // (or on ext4/tmpfs at all): /dev/shm is tmpfs.
         let shm = tempfile::tempdir_in("/dev/shm").unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("image");
-        let source = sparse_source(&src);
+        let (_dir, src, source) = source_in_tempdir();
         let dest = shm.path().join("disk");
         let target = File::create_new(&dest).unwrap();
         assert_eq!(clone_into(&source, &target).unwrap(), CloneMethod::SparseCopy);
@@ -178,12 +197,13 @@ mod tests {
 
     #[test]
     fn an_existing_destination_is_refused_and_left_alone() {
-        let dir = tempfile::tempdir().unwrap();
-        let src = dir.path().join("image");
-        sparse_source(&src);
+        let (dir, src, _) = source_in_tempdir();
         let dest = dir.path().join("disk");
         std::fs::write(&dest, b"mine").unwrap();
-        assert_eq!(clone_file(&src, &dest).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(
+            clone_file(&src, &dest).unwrap_err().kind(),
+            io::ErrorKind::AlreadyExists
+        );
         assert_eq!(contents(&dest), b"mine");
     }
 }

@@ -70,7 +70,10 @@ mod tests {
         file.write_all_at(&[1u8; 4096], 1 << 20).unwrap();
         let regions = data_regions(&file, 4 << 20).unwrap();
         let covered: u64 = regions.iter().map(|(s, e)| e - s).sum();
-        assert!(regions.iter().any(|&(s, e)| s <= 1 << 20 && e >= (1 << 20) + 4096), "{regions:?}");
+        assert!(
+            regions.iter().any(|&(s, e)| s <= 1 << 20 && e >= (1 << 20) + 4096),
+            "{regions:?}"
+        );
         // tmpfs and ext4 both report holes; a filesystem that does not would cover it all.
         assert!(covered < 4 << 20 || regions == [(0, 4 << 20)], "{regions:?}");
     }

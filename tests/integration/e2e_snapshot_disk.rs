@@ -98,12 +98,20 @@ async fn a_stored_disk_snapshot_restores_byte_identical_and_needs_its_base_image
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
 
     // The guest's disk starts as the image.
-    let out = topo.ssh(&key, "root", vm.ssh_port, &format!("head -c {ROOTFS_DATA} /dev/vda | sha256sum"));
+    let out = topo.ssh(
+        &key,
+        "root",
+        vm.ssh_port,
+        &format!("head -c {ROOTFS_DATA} /dev/vda | sha256sum"),
+    );
     let image_head = {
         use sha2::Digest;
         hex::encode(sha2::Sha256::digest(&original))
     };
-    assert!(out.starts_with(&image_head), "the disk is not a copy of the image: {out}");
+    assert!(
+        out.starts_with(&image_head),
+        "the disk is not a copy of the image: {out}"
+    );
 
     guest_writes(&topo, &key, &vm, "snapshot one");
     let first_sum = vda_sha256(&topo, &key, &vm);
