@@ -2,6 +2,7 @@
 
 mod common;
 
+mod agent_link;
 mod api_auth;
 mod api_dashboard;
 mod api_image_confinement;
