@@ -1,6 +1,7 @@
 //! The `debian` profile: Debian bookworm (systemd, openssh-server,
-//! cloud-init with NoCloud) as a labelled ext4 image, the cloud kernel as
+//! cloud-init with NoCloud, hatch-agent) as a labelled ext4 image, the cloud kernel as
 //! bzImage and ELF vmlinux, and an initrd that finds the root by label.
+use super::agent::GuestAgent;
 use super::byte_progress::watch_dir;
 use super::cache::{get_or_build, install_from_cache};
 use super::fsutil::{create_dir_all, StagingDir};
@@ -16,7 +17,12 @@ use crate::model::{Image, ImageProfile};
 /// the network-config it writes) use eth0.
 pub const DEBIAN_BOOT_ARGS: &str = "net.ifnames=0";
 
-pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Result<Image, ImageError> {
+pub async fn build(
+    name: &str,
+    env: &BuildEnv,
+    agent: &GuestAgent,
+    progress: ProgressFn<'_>,
+) -> Result<Image, ImageError> {
     tools::require(&BASE_TOOLS)?;
     tools::require(&[MMDEBSTRAP, MKFS_EXT4])?;
     let (apt, (packages, rootfs_packages)) = with_fresh_lists(env, progress, async |apt| {
@@ -26,7 +32,7 @@ pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Resu
         ))
     })
     .await?;
-    let mut key = base_key("debian", &apt, &packages, InitMode::SwitchRoot);
+    let mut key = base_key("debian", &apt, &packages, InitMode::SwitchRoot, agent);
     for package in &rootfs_packages {
         key.add(&package.name, &package.version);
     }
@@ -35,7 +41,7 @@ pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Resu
     let (entry, _entry_lock) = get_or_build(&env.cache_dir, "debian", &key, progress, |out| async move {
         let work = StagingDir::beside(&env.cache_dir.join("work").join("debian"))?;
         let kernel =
-            build_kernel_and_initramfs(&apt, &packages, InitMode::SwitchRoot, work.path(), &out, progress).await?;
+            build_kernel_and_initramfs(&apt, &packages, InitMode::SwitchRoot, None, work.path(), &out, progress).await?;
         let tree = work.path().join("rootfs");
         create_dir_all(&tree)?;
         let (count, bytes) = apt.closure_download_size(&ROOTFS_PACKAGES).await?;
@@ -50,7 +56,7 @@ pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Resu
         progress(ProgressEvent::Step(
             "configuring the root filesystem for cloud-init".into(),
         ));
-        rootfs::customise(&tree, &kernel.root, &kernel.version).await?;
+        rootfs::customise(&tree, &kernel.root, &kernel.version, agent).await?;
         progress(ProgressEvent::Step(format!(
             "making the ext4 image ({})",
             rootfs::ROOTFS_SIZE

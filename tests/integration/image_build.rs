@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::Mutex;
 
-use common::images::{minimal_image, test_build_env};
+use common::images::{agent_bin, minimal_image, test_build_env};
 use hatch::image::{build_image, BuildEnv, BuildRequest, ImageError, ProgressEvent};
 use hatch::model::ImageProfile;
 
@@ -150,6 +150,7 @@ async fn unreachable_mirror_fails_clearly_and_leaves_nothing() {
     // Nothing listens on the discard port of the loopback address.
     let env = BuildEnv {
         debian_mirror: Some("http://127.0.0.1:9/debian".into()),
+        agent_bin: Some(agent_bin()),
         ..BuildEnv::new(dir.path())
     };
     let request = BuildRequest {
@@ -174,7 +175,10 @@ async fn unreachable_mirror_fails_clearly_and_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_requests_are_refused_before_any_work() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let env = BuildEnv::new(dir.path());
+    let env = BuildEnv {
+        agent_bin: Some(agent_bin()),
+        ..BuildEnv::new(dir.path())
+    };
     let cases = [
         (
             BuildRequest {

@@ -1,12 +1,14 @@
 //! Guest images for tests: `minimal_image()` / `debian_image()` build once
 //! into a directory shared by all test binaries (the build cache makes
-//! later calls cheap, and its file locks make parallel binaries safe), plus
-//! a small QEMU TCG runner to boot them and watch the serial console.
+//! later calls cheap, and its file locks make parallel binaries safe), with
+//! the static hatch-agent of `agent_bin()`, plus a small QEMU TCG runner to
+//! boot them and watch the serial console.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use hatch::image::{build_image, BuildEnv, BuildRequest};
@@ -22,11 +24,39 @@ pub fn shared_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hatch-images"))
 }
 
+/// The static hatch-agent images get: `$HATCH_AGENT_BIN` (scripts/test
+/// builds it and sets it), else built here once with the command
+/// scripts/test uses, so a lone `cargo test` works too.
+pub fn agent_bin() -> PathBuf {
+    static AGENT: OnceLock<PathBuf> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("HATCH_AGENT_BIN").filter(|p| !p.is_empty()) {
+                return PathBuf::from(path);
+            }
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let target_dir = workspace.join("target/agent");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(workspace)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .args(["build", "--quiet", "-p", "hatch-agent", "--release"])
+                .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
+                .arg(&target_dir)
+                .status()
+                .expect("run cargo to build hatch-agent");
+            assert!(status.success(), "building the static hatch-agent failed");
+            target_dir.join("x86_64-unknown-linux-gnu/release/hatch-agent")
+        })
+        .clone()
+}
+
 /// The build environment tests use (mirror override honoured).
 pub fn test_build_env() -> BuildEnv {
     let dir = shared_dir();
     let mut env = BuildEnv::new(&dir);
     env.debian_mirror = std::env::var("HATCH_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty());
+    env.agent_bin = Some(agent_bin());
     env
 }
 
