@@ -1,7 +1,6 @@
 //! The `debian` profile: Debian bookworm (systemd, openssh-server,
 //! cloud-init with NoCloud, hatch-agent) as a labelled ext4 image, the cloud kernel as
 //! bzImage and ELF vmlinux, and an initrd that finds the root by label.
-use super::agent::GuestAgent;
 use super::byte_progress::watch_dir;
 use super::cache::{get_or_build, install_from_cache};
 use super::fsutil::{create_dir_all, StagingDir};
@@ -10,19 +9,15 @@ use super::minimal::{base_key, build_kernel_and_initramfs, with_fresh_lists, BAS
 use super::parts::{resolve_base_packages, BZIMAGE, INITRAMFS, ROOTFS, VMLINUX};
 use super::rootfs::{self, ROOTFS_PACKAGES};
 use super::tools::{self, MKFS_EXT4, MMDEBSTRAP};
-use super::{image_from_dir, new_image_id, BuildEnv, ImageError, ProgressEvent, ProgressFn};
+use super::{image_from_dir, new_image_id, Build, ImageError, ProgressEvent};
 use crate::model::{Image, ImageProfile};
 
 /// Predictable interface names would rename eth0; Hatch's guests (and
 /// the network-config it writes) use eth0.
 pub const DEBIAN_BOOT_ARGS: &str = "net.ifnames=0";
 
-pub async fn build(
-    name: &str,
-    env: &BuildEnv,
-    agent: &GuestAgent,
-    progress: ProgressFn<'_>,
-) -> Result<Image, ImageError> {
+pub async fn build(build: Build<'_>) -> Result<Image, ImageError> {
+    let (env, agent, progress) = (build.env, build.agent, build.progress);
     tools::require(&BASE_TOOLS)?;
     tools::require(&[MMDEBSTRAP, MKFS_EXT4])?;
     let (apt, (packages, rootfs_packages)) = with_fresh_lists(env, progress, async |apt| {
@@ -69,7 +64,7 @@ pub async fn build(
     Ok(image_from_dir(
         &dir,
         id,
-        name,
+        build.name,
         ImageProfile::Debian,
         "debian",
         DEBIAN_BOOT_ARGS,

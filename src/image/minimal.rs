@@ -13,7 +13,7 @@ use super::parts::{
     INITRAMFS, VMLINUX,
 };
 use super::tools::{self, APT_CACHE, APT_GET, DEPMOD, DPKG_DEB};
-use super::{image_from_dir, new_image_id, BuildEnv, ImageError, ProgressEvent, ProgressFn, RECIPE_VERSION};
+use super::{image_from_dir, new_image_id, Build, BuildEnv, ImageError, ProgressEvent, ProgressFn, RECIPE_VERSION};
 use crate::model::{Image, ImageProfile};
 
 pub const BASE_TOOLS: [tools::Tool; 4] = [APT_GET, APT_CACHE, DPKG_DEB, DEPMOD];
@@ -81,12 +81,8 @@ pub async fn build_kernel_and_initramfs(
     Ok(kernel)
 }
 
-pub async fn build(
-    name: &str,
-    env: &BuildEnv,
-    agent: &GuestAgent,
-    progress: ProgressFn<'_>,
-) -> Result<Image, ImageError> {
+pub async fn build(build: Build<'_>) -> Result<Image, ImageError> {
+    let (env, agent, progress) = (build.env, build.agent, build.progress);
     tools::require(&BASE_TOOLS)?;
     let (apt, packages) = with_fresh_lists(env, progress, async |apt| resolve_base_packages(apt, true).await).await?;
     let key = base_key("minimal", &apt, &packages, InitMode::Minimal, agent);
@@ -98,5 +94,5 @@ pub async fn build(
     .await?;
     let id = new_image_id();
     let dir = install_from_cache(&entry, &env.images_dir, &id, &[VMLINUX, BZIMAGE, INITRAMFS])?;
-    Ok(image_from_dir(&dir, id, name, ImageProfile::Minimal, "root", ""))
+    Ok(image_from_dir(&dir, id, build.name, ImageProfile::Minimal, "root", ""))
 }

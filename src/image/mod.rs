@@ -171,6 +171,16 @@ impl ProgressEvent {
 /// How builders report progress.
 pub type ProgressFn<'a> = &'a (dyn Fn(ProgressEvent) + Send + Sync);
 
+/// One build as the profiles' builders get it: the image's name, where it
+/// goes, the agent it carries, and where progress is reported.
+#[derive(Clone, Copy)]
+struct Build<'a> {
+    name: &'a str,
+    env: &'a BuildEnv,
+    agent: &'a GuestAgent,
+    progress: ProgressFn<'a>,
+}
+
 /// A fresh image id such as `img-k3v9x2ab`.
 pub fn new_image_id() -> String {
     crate::model::random_id("img", 8)
@@ -203,9 +213,15 @@ pub async fn build_image(req: &BuildRequest, env: &BuildEnv, progress: ProgressF
         });
     }
     let agent = GuestAgent::locate(env.agent_bin.as_deref())?;
+    let build = Build {
+        name: &name,
+        env: &env,
+        agent: &agent,
+        progress,
+    };
     let image = match req.profile {
-        ImageProfile::Minimal => minimal::build(&name, &env, &agent, progress).await?,
-        ImageProfile::Debian => debian::build(&name, &env, &agent, progress).await?,
+        ImageProfile::Minimal => minimal::build(build).await?,
+        ImageProfile::Debian => debian::build(build).await?,
         ImageProfile::Registered => unreachable!("refused above"),
     };
     cache::prune_unused(&env.cache_dir.join("images"), cache::UNUSED_LIFETIME);

@@ -9,10 +9,9 @@ use crate::common;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Mutex;
 
 use common::daemon::hatch_command_in;
-use common::images::{agent_bin, debian_image, minimal_image, test_build_env};
+use common::images::{agent_bin, build_minimal_recording, debian_image, minimal_image, test_build_env};
 use hatch::image::{build_image, BuildEnv, BuildRequest, ImageError, ProgressEvent};
 use hatch::model::ImageProfile;
 use sha2::{Digest, Sha256};
@@ -166,14 +165,7 @@ async fn a_new_agent_binary_makes_a_new_image() {
         agent_bin: Some(changed),
         ..test_build_env()
     };
-    let events = Mutex::new(Vec::new());
-    let record = |event: ProgressEvent| events.lock().unwrap().push(event);
-    let request = BuildRequest {
-        profile: ImageProfile::Minimal,
-        name: Some("new-agent".into()),
-    };
-    let image = build_image(&request, &env, &record).await.expect("build");
-    let events = events.into_inner().unwrap();
+    let (image, events) = build_minimal_recording(&env, "new-agent").await;
     let initrd = image.initrd_path.clone().expect("initramfs");
     let entry = cache_entry_of(&env, &initrd);
     let installed = cpio_member(&initrd, "bin/hatch-agent");

@@ -8,9 +8,8 @@ use crate::common;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 
-use common::images::{agent_bin, minimal_image, test_build_env};
+use common::images::{agent_bin, build_minimal_recording, minimal_image, test_build_env};
 use hatch::image::{build_image, BuildEnv, BuildRequest, ImageError, ProgressEvent};
 use hatch::model::ImageProfile;
 
@@ -30,15 +29,8 @@ fn entries(dir: &Path) -> Vec<String> {
 async fn rebuilding_with_identical_inputs_reuses_the_cache() {
     let first = minimal_image().await;
     let env = test_build_env();
-    let events = Mutex::new(Vec::new());
-    let record = |event: ProgressEvent| events.lock().unwrap().push(event);
-    let request = BuildRequest {
-        profile: ImageProfile::Minimal,
-        name: Some("again".into()),
-    };
-    let second = build_image(&request, &env, &record).await.expect("rebuild");
+    let (second, events) = build_minimal_recording(&env, "again").await;
 
-    let events = events.into_inner().unwrap();
     assert!(
         events.iter().any(|e| matches!(e, ProgressEvent::CacheHit { .. })),
         "no cache hit: {events:?}"

@@ -99,6 +99,18 @@ async fn build(profile: ImageProfile) -> Image {
         .unwrap_or_else(|e| panic!("building the {} image failed: {e}", profile.as_str()))
 }
 
+/// A fresh `minimal` build named `name` in `env`, and the progress it reported.
+pub async fn build_minimal_recording(env: &BuildEnv, name: &str) -> (Image, Vec<hatch::image::ProgressEvent>) {
+    let events = std::sync::Mutex::new(Vec::new());
+    let record = |event: hatch::image::ProgressEvent| events.lock().unwrap().push(event);
+    let request = BuildRequest {
+        profile: ImageProfile::Minimal,
+        name: Some(name.into()),
+    };
+    let image = build_image(&request, env, &record).await.expect("build");
+    (image, events.into_inner().unwrap())
+}
+
 /// The `minimal` image (kernel + initramfs), built once per test binary.
 pub async fn minimal_image() -> Image {
     static IMAGE: OnceCell<Image> = OnceCell::const_new();
