@@ -102,7 +102,7 @@ async fn ssh_accepts_keys_from_meta_data_and_cloud_config() {
         path: seed,
         read_only: true,
     }];
-    let mut guest = TcgGuest::boot(kernel, initrd(&image), "", &disks, Some((netns.name(), 2222)));
+    let mut guest = TcgGuest::boot_with(kernel, initrd(&image), "", &disks, Some((netns.name(), 2222)), true);
     guest.wait_for("hatch-minimal: ready", BOOT_TIMEOUT).await;
 
     let hostname = meta_key.ssh_until_ok(&netns, "root", "127.0.0.1", 2222, "hostname", Duration::from_secs(60));
@@ -122,7 +122,9 @@ async fn ssh_accepts_keys_from_meta_data_and_cloud_config() {
         "root",
         "127.0.0.1",
         2222,
-        "cut -d' ' -f1 /proc/modules | sort; test -x /usr/sbin/hatch-agent && echo agent-installed",
+        // The agent's virtio-serial port is linked by name, as udev would.
+        "cut -d' ' -f1 /proc/modules | sort; test -x /usr/sbin/hatch-agent && echo agent-installed; \
+         test -c /dev/virtio-ports/org.hatch.agent.0 && echo agent-port",
         Duration::from_secs(30),
     );
     for wanted in [
@@ -131,6 +133,7 @@ async fn ssh_accepts_keys_from_meta_data_and_cloud_config() {
         "vmw_vsock_virtio_transport_common",
         "vmw_vsock_virtio_transport",
         "agent-installed",
+        "agent-port",
     ] {
         assert!(agent.lines().any(|l| l == wanted), "{wanted} missing: {agent}");
     }

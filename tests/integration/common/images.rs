@@ -155,6 +155,20 @@ impl TcgGuest {
         disks: &[Disk],
         ssh_forward: Option<(&str, u16)>,
     ) -> TcgGuest {
+        Self::boot_with(kernel, initrd, extra_args, disks, ssh_forward, false)
+    }
+
+    /// [`TcgGuest::boot`], with `agent_port` a virtio-serial port named
+    /// `org.hatch.agent.0` (as Hatch gives QEMU guests for hatch-agent)
+    /// whose host end is a socket nobody connects to.
+    pub fn boot_with(
+        kernel: &Path,
+        initrd: &Path,
+        extra_args: &str,
+        disks: &[Disk],
+        ssh_forward: Option<(&str, u16)>,
+        agent_port: bool,
+    ) -> TcgGuest {
         let dir = tempfile::tempdir().expect("tempdir");
         let serial_log = dir.path().join("serial.log");
         let qmp_socket = dir.path().join("qmp.sock");
@@ -201,6 +215,19 @@ impl TcgGuest {
                 ),
                 "-device".into(),
                 format!("virtio-blk-device,drive=disk{index}"),
+            ]);
+        }
+        if agent_port {
+            args.extend([
+                "-chardev".into(),
+                format!(
+                    "socket,id=agent,path={},server=on,wait=off",
+                    dir.path().join("agent.sock").display()
+                ),
+                "-device".into(),
+                "virtio-serial-device".into(),
+                "-device".into(),
+                "virtserialport,chardev=agent,name=org.hatch.agent.0".into(),
             ]);
         }
         let mut command = match ssh_forward {
