@@ -151,7 +151,10 @@ mod tests {
         let error = GuestAgent::check(&exe).expect_err("dynamic");
         let text = error.to_string();
         assert!(text.starts_with("HATCH_AGENT_BIN: "), "{text}");
-        assert!(text.contains("dynamically linked") && text.contains("statically"), "{text}");
+        assert!(
+            text.contains("dynamically linked") && text.contains("statically"),
+            "{text}"
+        );
         assert!(text.contains("crt-static"), "the message says how to build it: {text}");
     }
 
@@ -163,7 +166,10 @@ mod tests {
         let text = GuestAgent::check(&script).expect_err("script").to_string();
         assert!(text.contains("is not an ELF program"), "{text}");
         let missing = GuestAgent::check(&dir.path().join("absent")).expect_err("missing");
-        assert!(missing.to_string().starts_with("HATCH_AGENT_BIN: cannot read"), "{missing}");
+        assert!(
+            missing.to_string().starts_with("HATCH_AGENT_BIN: cannot read"),
+            "{missing}"
+        );
     }
 
     #[test]

@@ -36,7 +36,8 @@ pub async fn build(build: Build<'_>) -> Result<Image, ImageError> {
     let (entry, _entry_lock) = get_or_build(&env.cache_dir, "debian", &key, progress, |out| async move {
         let work = StagingDir::beside(&env.cache_dir.join("work").join("debian"))?;
         let kernel =
-            build_kernel_and_initramfs(&apt, &packages, InitMode::SwitchRoot, None, work.path(), &out, progress).await?;
+            build_kernel_and_initramfs(&apt, &packages, InitMode::SwitchRoot, None, work.path(), &out, progress)
+                .await?;
         let tree = work.path().join("rootfs");
         create_dir_all(&tree)?;
         let (count, bytes) = apt.closure_download_size(&ROOTFS_PACKAGES).await?;

@@ -88,7 +88,16 @@ pub async fn build(build: Build<'_>) -> Result<Image, ImageError> {
     let key = base_key("minimal", &apt, &packages, InitMode::Minimal, agent);
     let (entry, _entry_lock) = get_or_build(&env.cache_dir, "minimal", &key, progress, |out| async move {
         let work = StagingDir::beside(&env.cache_dir.join("work").join("minimal"))?;
-        build_kernel_and_initramfs(&apt, &packages, InitMode::Minimal, Some(agent), work.path(), &out, progress).await?;
+        build_kernel_and_initramfs(
+            &apt,
+            &packages,
+            InitMode::Minimal,
+            Some(agent),
+            work.path(),
+            &out,
+            progress,
+        )
+        .await?;
         Ok(())
     })
     .await?;

@@ -12,6 +12,7 @@ use std::process::Command;
 
 use common::daemon::hatch_command_in;
 use common::images::{agent_bin, build_minimal_recording, debian_image, minimal_image, test_build_env};
+use common::netns::run_ok;
 use hatch::image::{build_image, BuildEnv, BuildRequest, ImageError, ProgressEvent};
 use hatch::model::ImageProfile;
 use sha2::{Digest, Sha256};
@@ -30,7 +31,10 @@ fn cpio_names(archive: &Path) -> Vec<String> {
         .output()
         .expect("gzip | cpio");
     assert!(listing.status.success(), "{}", String::from_utf8_lossy(&listing.stderr));
-    String::from_utf8_lossy(&listing.stdout).lines().map(str::to_string).collect()
+    String::from_utf8_lossy(&listing.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// One member of a gzip'd cpio archive.
@@ -49,14 +53,7 @@ fn cpio_member(archive: &Path, name: &str) -> Vec<u8> {
 
 /// `debugfs -R <request>` on an ext4 image (read-only, nothing mounted).
 fn debugfs(image: &Path, request: &str) -> String {
-    let out = Command::new("debugfs")
-        .arg("-R")
-        .arg(request)
-        .arg(image)
-        .output()
-        .expect("debugfs (e2fsprogs)");
-    assert!(out.status.success(), "debugfs {request}: {}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    run_ok("debugfs", &["-R", request, image.to_str().expect("utf-8 path")])
 }
 
 fn agent_bytes() -> Vec<u8> {
@@ -197,7 +194,13 @@ async fn a_dynamic_or_missing_agent_is_refused_before_any_work() {
     let error = build_image(&request, &env, &|_| {}).await.expect_err("dynamic agent");
     eprintln!("error shown to the user: {error}");
     assert!(
-        matches!(error, ImageError::Invalid { field: "HATCH_AGENT_BIN", .. }),
+        matches!(
+            error,
+            ImageError::Invalid {
+                field: "HATCH_AGENT_BIN",
+                ..
+            }
+        ),
         "{error:?}"
     );
     let text = error.to_string();
@@ -211,11 +214,11 @@ async fn a_dynamic_or_missing_agent_is_refused_before_any_work() {
     let error = build_image(&request, &env, &|_| {}).await.expect_err("no agent");
     eprintln!("error shown to the user: {error}");
     let text = error.to_string();
+    assert!(text.starts_with("HATCH_AGENT_BIN: no hatch-agent binary"), "{text}");
     assert!(
-        text.starts_with("HATCH_AGENT_BIN: no hatch-agent binary"),
-        "{text}"
+        text.contains("cargo build -p hatch-agent"),
+        "says how to build it: {text}"
     );
-    assert!(text.contains("cargo build -p hatch-agent"), "says how to build it: {text}");
     assert_eq!(
         std::fs::read_dir(dir.path()).unwrap().count(),
         0,

@@ -90,7 +90,10 @@ async fn boots_from_labelled_root_and_accepts_ssh_as_debian() {
     let lines: Vec<&str> = agent.lines().collect();
     assert_eq!(lines.len(), 5, "{agent}");
     assert_eq!(lines[0], "enabled", "{agent}");
-    assert!(lines[1].parse::<u64>().is_ok_and(|t| t > 0), "hatch-agent never started: {agent}");
+    assert!(
+        lines[1].parse::<u64>().is_ok_and(|t| t > 0),
+        "hatch-agent never started: {agent}"
+    );
     assert_eq!(
         lines[2..],
         ["virtio_console", "vmw_vsock_virtio_transport", "agent-port"],
