@@ -130,9 +130,7 @@ pub fn io_error(what: &str, error: &io::Error) -> Reply {
     let code = match error.kind() {
         io::ErrorKind::NotFound => ErrorCode::NotFound,
         io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
-        io::ErrorKind::InvalidInput | io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory => {
-            ErrorCode::Invalid
-        }
+        io::ErrorKind::InvalidInput | io::ErrorKind::IsADirectory | io::ErrorKind::NotADirectory => ErrorCode::Invalid,
         _ => ErrorCode::Io,
     };
     self::error(code, format!("{what}: {error}"))

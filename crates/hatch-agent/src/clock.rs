@@ -115,7 +115,9 @@ mod tests {
             refuse: false,
         };
         for bad in [-1, MAX_UNIX_NS + 1] {
-            let Reply::Error(error) = set(&clock, bad) else { panic!("accepted {bad}") };
+            let Reply::Error(error) = set(&clock, bad) else {
+                panic!("accepted {bad}")
+            };
             assert_eq!(error.code, ErrorCode::Invalid);
         }
         assert_eq!(clock.now.get(), 5);
@@ -123,7 +125,9 @@ mod tests {
             now: Cell::new(5),
             refuse: true,
         };
-        let Reply::Error(error) = set(&refusing, 10) else { panic!("a refused set succeeded") };
+        let Reply::Error(error) = set(&refusing, 10) else {
+            panic!("a refused set succeeded")
+        };
         assert_eq!(error.code, ErrorCode::PermissionDenied);
     }
 }

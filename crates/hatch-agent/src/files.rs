@@ -9,9 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Receiver;
 
-use hatch_agent_proto::{
-    DirEntry, EntryKind, ErrorCode, FileInfo, Kind, Reply, WriteFileRequest, MAX_PAYLOAD,
-};
+use hatch_agent_proto::{DirEntry, EntryKind, ErrorCode, FileInfo, Kind, Reply, WriteFileRequest, MAX_PAYLOAD};
 
 use crate::channel::{cancelled, error, io_error, Channel, Input};
 
@@ -90,10 +88,18 @@ impl TempFile {
         // Short enough for NAME_MAX whatever the target's name is.
         let mut temp_name = b".".to_vec();
         temp_name.extend_from_slice(&name[..name.len().min(100)]);
-        let unique = format!(".hatch-{}-{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let unique = format!(
+            ".hatch-{}-{}.tmp",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         temp_name.extend_from_slice(unique.as_bytes());
         let path = dir.join(OsString::from_vec(temp_name));
-        let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)?;
         Ok(TempFile {
             path,
             file,
@@ -196,9 +202,10 @@ pub fn delete(path: &str) -> Reply {
     };
     match removed {
         Ok(bytes) => Reply::Done { bytes },
-        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => {
-            error(ErrorCode::Invalid, format!("{} is a directory that is not empty", path.display()))
-        }
+        Err(e) if e.kind() == io::ErrorKind::DirectoryNotEmpty => error(
+            ErrorCode::Invalid,
+            format!("{} is a directory that is not empty", path.display()),
+        ),
         Err(e) => io_error(&format!("deleting {}", path.display()), &e),
     }
 }
@@ -227,7 +234,10 @@ pub fn list(channel: &Channel, path: &str) -> Reply {
 fn read_entries(path: &Path) -> Result<Vec<DirEntry>, Reply> {
     let describe = |e: io::Error| io_error(&path.display().to_string(), &e);
     if !std::fs::metadata(path).map_err(describe)?.is_dir() {
-        return Err(error(ErrorCode::Invalid, format!("{} is not a directory", path.display())));
+        return Err(error(
+            ErrorCode::Invalid,
+            format!("{} is not a directory", path.display()),
+        ));
     }
     let mut entries = Vec::new();
     for entry in std::fs::read_dir(path).map_err(describe)? {

@@ -14,5 +14,7 @@ pub fn current() -> Hello {
 }
 
 fn read_trimmed(path: &str) -> String {
-    std::fs::read_to_string(path).map(|text| text.trim().to_string()).unwrap_or_default()
+    std::fs::read_to_string(path)
+        .map(|text| text.trim().to_string())
+        .unwrap_or_default()
 }

@@ -155,7 +155,8 @@ impl Session {
         let mut channels = lock(&self.channels);
         if let Some(open) = channels.remove(&id) {
             // The channel's one final reply becomes this error.
-            open.control.refuse(format!("a second request on channel {id}, which is still open"));
+            open.control
+                .refuse(format!("a second request on channel {id}, which is still open"));
             return;
         }
         let (input, receiver) = sync_channel(CHANNEL_QUEUE);
@@ -192,7 +193,10 @@ impl Session {
     /// called before its final reply so the host may reuse the id at once.
     pub fn close(&self, id: u32, control: &Arc<Control>) {
         let mut channels = lock(&self.channels);
-        if channels.get(&id).is_some_and(|entry| Arc::ptr_eq(&entry.control, control)) {
+        if channels
+            .get(&id)
+            .is_some_and(|entry| Arc::ptr_eq(&entry.control, control))
+        {
             channels.remove(&id);
         }
     }

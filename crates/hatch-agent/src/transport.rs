@@ -88,7 +88,12 @@ fn connect_vsock(cid: u32, port: u32) -> io::Result<File> {
         address.svm_cid = cid;
         address.svm_port = port;
         let length = std::mem::size_of::<libc::sockaddr_vm>() as libc::socklen_t;
-        if libc::connect(fd, &address as *const libc::sockaddr_vm as *const libc::sockaddr, length) < 0 {
+        if libc::connect(
+            fd,
+            &address as *const libc::sockaddr_vm as *const libc::sockaddr,
+            length,
+        ) < 0
+        {
             return Err(io::Error::last_os_error());
         }
         Ok(file)
@@ -104,7 +109,11 @@ struct Backoff {
 
 impl Backoff {
     fn new(first: Duration, max: Duration) -> Backoff {
-        Backoff { first, max, next: first }
+        Backoff {
+            first,
+            max,
+            next: first,
+        }
     }
 
     fn wait(&mut self) {
@@ -212,7 +221,10 @@ mod tests {
     #[test]
     fn the_serial_port_is_found_by_name_not_by_symlink() {
         let root = std::env::temp_dir().join(format!("hatch-agent-ports-{}", std::process::id()));
-        for (dir, name) in [("vport0p0", "org.qemu.guest_agent.0\n"), ("vport0p1", "org.hatch.agent.0\n")] {
+        for (dir, name) in [
+            ("vport0p0", "org.qemu.guest_agent.0\n"),
+            ("vport0p1", "org.hatch.agent.0\n"),
+        ] {
             std::fs::create_dir_all(root.join(dir)).unwrap();
             std::fs::write(root.join(dir).join("name"), name).unwrap();
         }

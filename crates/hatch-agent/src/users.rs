@@ -89,7 +89,10 @@ mod tests {
     #[test]
     fn users_are_found_by_name_or_uid_with_their_groups() {
         let dev = find_user(PASSWD, "dev").unwrap();
-        assert_eq!((dev.uid, dev.gid, dev.home.as_str(), dev.shell.as_str()), (1000, 1000, "/home/dev", "/bin/sh"));
+        assert_eq!(
+            (dev.uid, dev.gid, dev.home.as_str(), dev.shell.as_str()),
+            (1000, 1000, "/home/dev", "/bin/sh")
+        );
         assert_eq!(find_user(PASSWD, "65534").unwrap().name, "nobody");
         assert_eq!(find_user(PASSWD, "ghost"), None);
         assert_eq!(find_user(PASSWD, "4242"), None);

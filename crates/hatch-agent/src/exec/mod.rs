@@ -38,7 +38,14 @@ pub fn run(channel: &Channel, input: Receiver<Input>, request: ExecRequest) -> R
         .timeout_ms
         .and_then(|ms| started.at.checked_add(Duration::from_millis(ms)));
     let limit = request.output_limit.unwrap_or(u64::MAX);
-    let pumped = output::pump(channel, started.outputs, limit, started.exit_notice, deadline, &started.group);
+    let pumped = output::pump(
+        channel,
+        started.outputs,
+        limit,
+        started.exit_notice,
+        deadline,
+        &started.group,
+    );
     let (status, exited_at) = match started.waiter.join() {
         Ok(result) => result,
         Err(_) => return crate::channel::error(hatch_agent_proto::ErrorCode::Io, "the exec waiter failed"),

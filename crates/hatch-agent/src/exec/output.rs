@@ -66,12 +66,15 @@ pub fn pump(
         if exited_at.is_some() && sources.is_empty() {
             break;
         }
-        let mut fds: Vec<libc::pollfd> = sources.iter().map(|source| poll_fd(source.reader.as_raw_fd())).collect();
+        let mut fds: Vec<libc::pollfd> = sources
+            .iter()
+            .map(|source| poll_fd(source.reader.as_raw_fd()))
+            .collect();
         if let Some(notice) = &notice {
             fds.push(poll_fd(notice.as_raw_fd()));
         }
         let timeout = match exited_at {
-            None => deadline.map(|at| until(at)).unwrap_or(-1),
+            None => deadline.map(until).unwrap_or(-1),
             Some(at) => until((last_data.max(at) + QUIET).min(at + LINGER)),
         };
         // SAFETY: fds is a valid array of pollfd.
@@ -184,5 +187,7 @@ fn poll_fd(fd: i32) -> libc::pollfd {
 /// Milliseconds until `at` for poll, rounded up, at least 0.
 fn until(at: Instant) -> libc::c_int {
     let left = at.saturating_duration_since(Instant::now());
-    left.as_millis().saturating_add(u128::from(left.subsec_nanos() % 1_000_000 != 0)).min(i32::MAX as u128) as libc::c_int
+    left.as_millis()
+        .saturating_add(u128::from(!left.subsec_nanos().is_multiple_of(1_000_000)))
+        .min(i32::MAX as u128) as libc::c_int
 }

@@ -51,7 +51,10 @@ pub fn prepare(request: &ExecRequest) -> Result<Prepared, Reply> {
     if euid != 0 && account.uid != euid {
         return Err(error(
             ErrorCode::PermissionDenied,
-            format!("the agent does not run as root and cannot run commands as {}", account.name),
+            format!(
+                "the agent does not run as root and cannot run commands as {}",
+                account.name
+            ),
         ));
     }
     let mut env = base_env(&account, request.tty.is_some());
@@ -88,10 +91,17 @@ fn working_directory(cwd: Option<&str>, account: &Account) -> Result<PathBuf, Re
     let Some(cwd) = cwd else {
         // nobody's home is /nonexistent: then the root directory.
         let home = Path::new(&account.home);
-        return Ok(if home.is_absolute() && home.is_dir() { home.to_path_buf() } else { PathBuf::from("/") });
+        return Ok(if home.is_absolute() && home.is_dir() {
+            home.to_path_buf()
+        } else {
+            PathBuf::from("/")
+        });
     };
     if !cwd.starts_with('/') || cwd.contains('\0') {
-        return Err(error(ErrorCode::Invalid, format!("cwd {cwd:?} is not an absolute path")));
+        return Err(error(
+            ErrorCode::Invalid,
+            format!("cwd {cwd:?} is not an absolute path"),
+        ));
     }
     match std::fs::metadata(cwd) {
         Ok(meta) if meta.is_dir() => Ok(PathBuf::from(cwd)),
@@ -120,7 +130,10 @@ mod tests {
 
     #[test]
     fn programs_are_looked_up_in_path_only_without_a_slash() {
-        assert_eq!(resolve("sh", "relative:/nonexistent:/bin:/usr/bin"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(
+            resolve("sh", "relative:/nonexistent:/bin:/usr/bin"),
+            Some(PathBuf::from("/bin/sh"))
+        );
         assert_eq!(resolve("./run.sh", "/bin"), Some(PathBuf::from("./run.sh")));
         assert_eq!(resolve("no-such-program-anywhere", DEFAULT_PATH), None);
         // Not executable: a plain file.
@@ -134,22 +147,50 @@ mod tests {
             (request(&["ls", "a\0b"]), "cmd[1]"),
             (with_env("A=B", "x"), "env key"),
             (with_env("A", "x\0"), "NUL"),
-            (ExecRequest { timeout_ms: Some(0), ..request(&["true"]) }, "timeout_ms"),
-            (ExecRequest { user: Some("no-such-user-here".into()), ..request(&["true"]) }, "no user"),
-            (ExecRequest { cwd: Some("tmp".into()), ..request(&["true"]) }, "absolute"),
+            (
+                ExecRequest {
+                    timeout_ms: Some(0),
+                    ..request(&["true"])
+                },
+                "timeout_ms",
+            ),
+            (
+                ExecRequest {
+                    user: Some("no-such-user-here".into()),
+                    ..request(&["true"])
+                },
+                "no user",
+            ),
+            (
+                ExecRequest {
+                    cwd: Some("tmp".into()),
+                    ..request(&["true"])
+                },
+                "absolute",
+            ),
         ];
         for (bad, said) in cases {
-            let Err(Reply::Error(error)) = prepare(&bad) else { panic!("accepted {bad:?}") };
+            let Err(Reply::Error(error)) = prepare(&bad) else {
+                panic!("accepted {bad:?}")
+            };
             assert_eq!(error.code, ErrorCode::Invalid, "{bad:?}");
             assert!(error.message.contains(said), "{} should mention {said}", error.message);
         }
-        let missing = ExecRequest { cwd: Some("/no/such/dir".into()), ..request(&["true"]) };
-        let Err(Reply::Error(error)) = prepare(&missing) else { panic!("accepted a missing cwd") };
+        let missing = ExecRequest {
+            cwd: Some("/no/such/dir".into()),
+            ..request(&["true"])
+        };
+        let Err(Reply::Error(error)) = prepare(&missing) else {
+            panic!("accepted a missing cwd")
+        };
         assert_eq!(error.code, ErrorCode::NotFound);
     }
 
     fn request(cmd: &[&str]) -> ExecRequest {
-        ExecRequest { cmd: cmd.iter().map(|arg| arg.to_string()).collect(), ..Default::default() }
+        ExecRequest {
+            cmd: cmd.iter().map(|arg| arg.to_string()).collect(),
+            ..Default::default()
+        }
     }
 
     fn with_env(key: &str, value: &str) -> ExecRequest {

@@ -61,7 +61,8 @@ pub fn start(prepared: &Prepared, stdin: bool) -> Result<Started, Reply> {
         .envs(&prepared.env);
     let terminal = match prepared.tty {
         Some(size) => {
-            let (master, slave) = open_pty(size, prepared.account.uid).map_err(|e| io_error("opening a terminal", &e))?;
+            let (master, slave) =
+                open_pty(size, prepared.account.uid).map_err(|e| io_error("opening a terminal", &e))?;
             let clone = || slave.try_clone().map_err(|e| io_error("opening a terminal", &e));
             command.stdin(clone()?).stdout(clone()?).stderr(slave);
             Some(Arc::new(master))
@@ -78,7 +79,11 @@ pub fn start(prepared: &Prepared, stdin: bool) -> Result<Started, Reply> {
     let (notice_read, notice_write) = pipe().map_err(|e| io_error("creating a pipe", &e))?;
     let at = Instant::now();
     let mut child = command.spawn().map_err(|e| {
-        let code = if e.kind() == io::ErrorKind::NotFound { ErrorCode::NotFound } else { ErrorCode::SpawnFailed };
+        let code = if e.kind() == io::ErrorKind::NotFound {
+            ErrorCode::NotFound
+        } else {
+            ErrorCode::SpawnFailed
+        };
         error(code, format!("cannot start {}: {e}", prepared.argv[0]))
     })?;
     // The parent's copies of the terminal's slave side close with the
@@ -123,7 +128,13 @@ fn set_credentials(command: &mut Command, prepared: &Prepared) {
     let (uid, gid) = (prepared.account.uid, prepared.account.gid);
     let groups: Vec<libc::gid_t> = prepared.account.groups.clone();
     let cwd = prepared.cwd.clone();
-    let check = |result: libc::c_int| if result < 0 { Err(io::Error::last_os_error()) } else { Ok(()) };
+    let check = |result: libc::c_int| {
+        if result < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(())
+        }
+    };
     // SAFETY: the closure makes only async-signal-safe system calls on
     // data prepared before the fork.
     unsafe {
@@ -149,7 +160,12 @@ fn wait(mut child: Child, group: &ProcessGroup, notice: File) -> (io::Result<Exi
         // SAFETY: siginfo_t is plain data; waitid fills it.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
         let result = unsafe {
-            libc::waitid(libc::P_PID, child.id() as libc::id_t, &mut info, libc::WEXITED | libc::WNOWAIT)
+            libc::waitid(
+                libc::P_PID,
+                child.id() as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
         };
         if result == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
             break;
