@@ -39,6 +39,7 @@ fn main() {
             std::process::exit(2);
         }
     };
+    close_inherited_descriptors();
     // Files the agent creates get exact modes from fchmod; children start
     // with the usual umask whatever the agent's parent had.
     unsafe { libc::umask(0o022) };
@@ -66,4 +67,23 @@ fn parse_args(mut args: impl Iterator<Item = std::ffi::OsString>) -> Result<Opti
         }
     }
     Ok(transport)
+}
+
+/// Marks every descriptor above stderr that the agent's parent left open
+/// close-on-exec, so commands never inherit them (everything the agent
+/// opens itself is close-on-exec already).
+fn close_inherited_descriptors() {
+    let Ok(entries) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    let fds: Vec<i32> = entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse().ok())
+        .filter(|&fd| fd > 2)
+        .collect();
+    for fd in fds {
+        // SAFETY: flags on a descriptor number; one that closed meanwhile
+        // (the directory's own) just fails.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+    }
 }

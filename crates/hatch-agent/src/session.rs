@@ -15,15 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use hatch_agent_proto::{
-    AgentError, ErrorCode, Frame, FrameError, Kind, Reply, Request, WindowSize, CONTROL_CHANNEL, SYNC,
-};
+use hatch_agent_proto::{ErrorCode, Frame, FrameError, Kind, Reply, Request, WindowSize, CONTROL_CHANNEL, SYNC};
 
-use crate::channel::{Channel, Control, Input, Lost};
+use crate::channel::{error, Channel, Control, Input, Lost};
 
 /// Frames queued per channel before the reader waits for the channel's
 /// thread (backpressure onto the stream instead of unbounded memory).
 const CHANNEL_QUEUE: usize = 16;
+/// Channels open at once; beyond, requests are refused (a thread each).
+const MAX_CHANNELS: usize = 1024;
 
 pub struct Session {
     /// The generation frames may be written for; bumped when a
@@ -125,7 +125,8 @@ impl Session {
                     Err(error) => log!("{error}; ignored"),
                 },
                 Kind::Cancel => {
-                    if let Some(entry) = lock(&self.channels).remove(&frame.channel) {
+                    let entry = lock(&self.channels).remove(&frame.channel);
+                    if let Some(entry) = entry {
                         entry.control.cancel();
                     }
                 }
@@ -147,10 +148,7 @@ impl Session {
         }
         let request: Request = match frame.parse() {
             Ok(request) => request,
-            Err(error) => {
-                let _ = self.send(generation, &reply_frame(id, &invalid(error.to_string())));
-                return;
-            }
+            Err(error) => return self.answer(generation, id, invalid(error.to_string())),
         };
         let mut channels = lock(&self.channels);
         if let Some(open) = channels.remove(&id) {
@@ -158,6 +156,11 @@ impl Session {
             open.control
                 .refuse(format!("a second request on channel {id}, which is still open"));
             return;
+        }
+        if channels.len() >= MAX_CHANNELS {
+            drop(channels);
+            let reply = error(ErrorCode::Io, format!("{MAX_CHANNELS} channels are open already"));
+            return self.answer(generation, id, reply);
         }
         let (input, receiver) = sync_channel(CHANNEL_QUEUE);
         let control = Arc::new(Control::default());
@@ -169,15 +172,20 @@ impl Session {
             Ok(_) => {
                 channels.insert(id, Entry { input, control });
             }
-            Err(error) => {
+            Err(e) => {
                 drop(channels);
-                let reply = Reply::Error(AgentError {
-                    code: ErrorCode::Io,
-                    message: format!("the agent cannot start a thread: {error}"),
-                });
-                let _ = self.send(generation, &reply_frame(id, &reply));
+                self.answer(
+                    generation,
+                    id,
+                    error(ErrorCode::Io, format!("the agent cannot start a thread: {e}")),
+                );
             }
         }
+    }
+
+    /// A channel's only reply, sent by the reader itself.
+    fn answer(&self, generation: u64, id: u32, reply: Reply) {
+        let _ = self.send(generation, &reply_frame(id, &reply));
     }
 
     /// Hands `input` to its channel's thread, waiting while its queue is
@@ -207,8 +215,5 @@ pub fn reply_frame(channel: u32, reply: &Reply) -> Frame {
 }
 
 pub fn invalid(message: String) -> Reply {
-    Reply::Error(AgentError {
-        code: ErrorCode::Invalid,
-        message,
-    })
+    error(ErrorCode::Invalid, message)
 }

@@ -21,6 +21,26 @@ fn exit_codes_and_separate_stdout_and_stderr() {
 }
 
 #[test]
+fn commands_inherit_no_descriptors_of_the_agent() {
+    let (_host, mut conn) = Host::start();
+    // The three standard ones, and the directory ls itself reads (3).
+    let output = conn.run(&["ls", "/proc/self/fd"]);
+    assert_eq!(
+        output.stdout_text().split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"]
+    );
+    let tty = ExecRequest {
+        tty: Some(WindowSize { rows: 5, cols: 50 }),
+        ..exec(&["ls", "-1", "/proc/self/fd"])
+    };
+    let output = conn.exec(tty, None).unwrap();
+    assert_eq!(
+        output.stdout_text().split_whitespace().collect::<Vec<_>>(),
+        ["0", "1", "2", "3"]
+    );
+}
+
+#[test]
 fn binary_output_and_stdin_pass_unchanged() {
     let (_host, mut conn) = Host::start();
     let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
