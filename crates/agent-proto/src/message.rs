@@ -24,18 +24,25 @@ pub struct Hello {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
+    /// Output comes as Stdout and Stderr frames (no Eof), then the final
+    /// [`Reply::Exited`] once the output is drained.
     Exec(ExecRequest),
     /// Writes a file from the Data frames that follow, up to Eof, into a
     /// temporary file beside it, then renames it over the path (atomic).
     WriteFile(WriteFileRequest),
     /// Answers [`Reply::FileInfo`] (or an error) first, then Data frames
-    /// with the content and Eof, then [`Reply::Done`].
+    /// with the content and Eof, then [`Reply::Done`]. A read that fails or
+    /// is cancelled midway ends with an Error reply instead of Eof and Done.
     ReadFile {
         path: String,
     },
     DeleteFile {
         path: String,
     },
+    /// Answers [`Reply::Listing`]. Entries are sorted by name. A listing
+    /// too large for one frame is split: Data frames, each a JSON array of
+    /// [`DirEntry`], carry the leading entries, and the final Listing the
+    /// rest (a host concatenates them in order).
     ListDir {
         path: String,
     },
