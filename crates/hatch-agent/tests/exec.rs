@@ -41,6 +41,19 @@ fn commands_inherit_no_descriptors_of_the_agent() {
 }
 
 #[test]
+fn commands_start_with_default_signal_handling() {
+    let (_host, mut conn) = Host::start();
+    // The agent ignores SIGPIPE for itself; its commands must not inherit that.
+    let output = conn.run(&["grep", "-E", "^Sig(Ign|Blk)", "/proc/self/status"]);
+    assert_eq!(
+        output.stdout_text(),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+    let output = conn.run(&["sh", "-c", "yes | head -n 1; echo ${PIPESTATUS:-done}"]);
+    assert_eq!(output.stdout_text(), "y\ndone\n");
+}
+
+#[test]
 fn binary_output_and_stdin_pass_unchanged() {
     let (_host, mut conn) = Host::start();
     let bytes: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();

@@ -139,6 +139,7 @@ fn set_credentials(command: &mut Command, prepared: &Prepared) {
     // data prepared before the fork.
     unsafe {
         command.pre_exec(move || {
+            reset_signals();
             check(libc::setsid())?;
             if tty {
                 check(libc::ioctl(0, libc::TIOCSCTTY, 0))?;
@@ -150,6 +151,42 @@ fn set_credentials(command: &mut Command, prepared: &Prepared) {
             }
             check(libc::chdir(cwd.as_ptr()))
         });
+    }
+}
+
+/// Every signal back to its default action: ignored signals survive exec,
+/// and the agent's parent (an init, a test runner) may have ignored some.
+/// The raw system call, because libc refuses to touch the signals it
+/// reserves for itself (32 and 33), which a parent may have ignored too.
+/// Runs in the forked child: async-signal-safe.
+fn reset_signals() {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: libc::c_ulong,
+        flags: libc::c_ulong,
+        restorer: libc::c_ulong,
+        mask: u64,
+    }
+    let default = KernelSigaction {
+        handler: libc::SIG_DFL as libc::c_ulong,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    for signal in 1..=64 {
+        if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: a valid sigaction for the kernel's ABI (8-byte mask).
+        unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigaction,
+                signal,
+                &default as *const KernelSigaction,
+                std::ptr::null_mut::<KernelSigaction>(),
+                8usize,
+            )
+        };
     }
 }
 
