@@ -132,6 +132,9 @@ pub struct ExecExit {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInfo {
+    /// The size `stat` gave when the read started. The content sent may
+    /// differ (a file still growing; /proc files say 0): the final
+    /// [`Reply::Done`] counts the bytes actually sent.
     pub size: u64,
     pub mode: u32,
     pub uid: u32,

@@ -11,6 +11,10 @@ use hatch_agent_proto::{AgentError, ErrorCode, Frame, Kind, Reply, Request, Wind
 use crate::exec::ProcessGroup;
 use crate::session::{invalid, reply_frame, Session};
 
+/// Stack for the agent's threads: they keep their buffers on the heap, and
+/// a small guest may run hundreds of them.
+pub const STACK_SIZE: usize = 256 * 1024;
+
 /// What the reader hands a channel's thread, in stream order.
 pub enum Input {
     Data(Vec<u8>),

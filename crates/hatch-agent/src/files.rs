@@ -36,6 +36,9 @@ pub fn write(channel: &Channel, input: Receiver<Input>, request: &WriteFileReque
     if mode > 0o7777 {
         return error(ErrorCode::Invalid, format!("mode {mode:o} has bits beyond 7777"));
     }
+    if request.uid == Some(u32::MAX) || request.gid == Some(u32::MAX) {
+        return error(ErrorCode::Invalid, "uid and gid must be below 4294967295");
+    }
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return error(ErrorCode::Invalid, format!("{} names no file", path.display()));
     };

@@ -12,7 +12,7 @@ use std::fs::File;
 use std::io::{BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender};
+use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hatch_agent_proto::{ErrorCode, Frame, FrameError, Kind, Reply, Request, WindowSize, CONTROL_CHANNEL, SYNC};
@@ -41,7 +41,9 @@ struct Out {
 
 /// What the reader keeps of an open channel.
 struct Entry {
-    input: SyncSender<Input>,
+    /// None for requests that take no input: their frames are dropped, so
+    /// they can never hold the reader up.
+    input: Option<SyncSender<Input>>,
     control: Arc<Control>,
 }
 
@@ -111,6 +113,7 @@ impl Session {
 
     /// Reads and dispatches frames until the conversation ends; answers why.
     pub fn serve(self: &Arc<Self>, reader: &mut BufReader<File>, generation: u64) -> FrameError {
+        let stream = reader.get_ref().as_raw_fd();
         loop {
             let frame = match Frame::read_from(reader) {
                 Ok(frame) => frame,
@@ -118,12 +121,22 @@ impl Session {
             };
             match frame.kind {
                 Kind::Request => self.open(generation, frame),
-                Kind::Data => self.forward(frame.channel, Input::Data(frame.payload)),
-                Kind::Eof => self.forward(frame.channel, Input::Eof),
-                Kind::Resize => match frame.parse::<WindowSize>() {
-                    Ok(size) => self.forward(frame.channel, Input::Resize(size)),
-                    Err(error) => log!("{error}; ignored"),
-                },
+                Kind::Data | Kind::Eof | Kind::Resize => {
+                    let input = match frame.kind {
+                        Kind::Data => Input::Data(frame.payload),
+                        Kind::Eof => Input::Eof,
+                        _ => match frame.parse::<WindowSize>() {
+                            Ok(size) => Input::Resize(size),
+                            Err(error) => {
+                                log!("{error}; ignored");
+                                continue;
+                            }
+                        },
+                    };
+                    if let Err(hangup) = self.forward(frame.channel, input, stream) {
+                        return hangup;
+                    }
+                }
                 Kind::Cancel => {
                     let entry = lock(&self.channels).remove(&frame.channel);
                     if let Some(entry) = entry {
@@ -163,10 +176,12 @@ impl Session {
             return self.answer(generation, id, reply);
         }
         let (input, receiver) = sync_channel(CHANNEL_QUEUE);
+        let input = matches!(request, Request::Exec(_) | Request::WriteFile(_)).then_some(input);
         let control = Arc::new(Control::default());
         let channel = Channel::new(self.clone(), generation, id, control.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("channel-{id}"))
+            .stack_size(crate::channel::STACK_SIZE)
             .spawn(move || crate::channel::run(channel, receiver, request));
         match spawned {
             Ok(_) => {
@@ -189,11 +204,27 @@ impl Session {
     }
 
     /// Hands `input` to its channel's thread, waiting while its queue is
-    /// full; input for channels that are not open is dropped.
-    fn forward(&self, id: u32, input: Input) {
-        let sender = lock(&self.channels).get(&id).map(|entry| entry.input.clone());
-        if let Some(sender) = sender {
-            let _ = sender.send(input);
+    /// full; input for channels that are not open is dropped. While it
+    /// waits (a command that does not read its stdin holds the whole stream
+    /// up) it watches the stream: a host that hangs up ends the
+    /// conversation, which kills that command, instead of wedging the agent.
+    fn forward(&self, id: u32, input: Input, stream: i32) -> Result<(), FrameError> {
+        let Some(sender) = lock(&self.channels).get(&id).and_then(|entry| entry.input.clone()) else {
+            return Ok(());
+        };
+        let mut input = input;
+        // Short at first, so a consumer that keeps up is not slowed down.
+        let mut wait = 1;
+        loop {
+            match sender.try_send(input) {
+                Err(TrySendError::Full(back)) => input = back,
+                // Sent, or the channel is done with its input.
+                _ => return Ok(()),
+            }
+            if hung_up(stream, wait) {
+                return Err(FrameError::Closed);
+            }
+            wait = (wait * 2).min(MAX_QUEUE_WAIT_MS);
         }
     }
 
@@ -208,6 +239,22 @@ impl Session {
             channels.remove(&id);
         }
     }
+}
+
+/// The longest the reader waits on a full channel queue between looks at the stream.
+const MAX_QUEUE_WAIT_MS: libc::c_int = 50;
+
+/// Whether the host hung up (socket peer closed; no host behind a port),
+/// waiting up to `timeout_ms` for it.
+fn hung_up(stream: i32, timeout_ms: libc::c_int) -> bool {
+    let mut fd = libc::pollfd {
+        fd: stream,
+        events: libc::POLLRDHUP,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let ready = unsafe { libc::poll(&mut fd, 1, timeout_ms) };
+    ready > 0 && fd.revents & (libc::POLLRDHUP | libc::POLLHUP | libc::POLLERR) != 0
 }
 
 pub fn reply_frame(channel: u32, reply: &Reply) -> Frame {

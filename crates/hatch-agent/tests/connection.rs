@@ -3,6 +3,8 @@
 
 mod common;
 
+use std::io::Write;
+
 use common::{error_of, exec, gone_soon, Host};
 use hatch_agent_proto::{ErrorCode, Frame, Kind, Request, HEADER_LEN, MAX_PAYLOAD, PROTOCOL_VERSION};
 
@@ -109,4 +111,31 @@ fn a_second_preamble_on_the_same_stream_starts_a_new_conversation() {
     assert_eq!(conn.resync().protocol, PROTOCOL_VERSION);
     assert!(gone_soon(pid));
     assert_eq!(conn.run(&["echo", "new"]).stdout, b"new\n");
+}
+
+#[test]
+fn a_command_that_never_reads_its_stdin_does_not_wedge_the_agent() {
+    let (host, mut conn) = Host::start();
+    let mut request = exec(&["sh", "-c", "echo $$; exec sleep 300"]);
+    request.stdin = true;
+    let channel = conn.start_exec(request);
+    let pid: u32 = String::from_utf8_lossy(&conn.next(channel).payload)
+        .trim()
+        .parse()
+        .unwrap();
+    // Far more stdin than the pipe, the agent's queue and the socket hold:
+    // the writer blocks, and so does the agent's reader.
+    let mut writer = conn.stream.try_clone().unwrap();
+    let stuck = std::thread::spawn(move || {
+        let frame = Frame::new(channel, Kind::Data, vec![0; MAX_PAYLOAD]).to_bytes();
+        while writer.write_all(&frame).is_ok() {}
+    });
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    conn.stream.shutdown(std::net::Shutdown::Both).unwrap();
+    stuck.join().unwrap();
+    drop(conn);
+    // The hang-up is noticed: the agent comes back and the command is gone.
+    let mut conn = host.accept();
+    assert!(gone_soon(pid));
+    assert_eq!(conn.run(&["echo", "unstuck"]).stdout, b"unstuck\n");
 }

@@ -164,10 +164,13 @@ fn discard(sources: Vec<Source>) {
         if source.kind == Kind::Stdout && is_terminal(source.reader.as_raw_fd()) {
             continue;
         }
-        let _ = std::thread::Builder::new().name("exec-drain".into()).spawn(move || {
-            let mut buffer = [0u8; 8192];
-            while matches!(source.reader.read(&mut buffer), Ok(n) if n > 0) {}
-        });
+        let _ = std::thread::Builder::new()
+            .name("exec-drain".into())
+            .stack_size(crate::channel::STACK_SIZE)
+            .spawn(move || {
+                let mut buffer = [0u8; 8192];
+                while matches!(source.reader.read(&mut buffer), Ok(n) if n > 0) {}
+            });
     }
 }
 

@@ -105,6 +105,7 @@ pub fn start(prepared: &Prepared, stdin: bool) -> Result<Started, Reply> {
         let group = group.clone();
         std::thread::Builder::new()
             .name("exec-wait".into())
+            .stack_size(crate::channel::STACK_SIZE)
             .spawn(move || wait(child, &group, notice_write))
             .map_err(|e| io_error("starting a thread", &e))?
     };
