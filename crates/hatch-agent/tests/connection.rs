@@ -83,11 +83,7 @@ fn a_hostile_stream_leads_to_a_resync_and_the_agent_still_answers() {
 #[test]
 fn the_agent_reconnects_and_a_lost_conversation_kills_its_commands() {
     let (host, mut conn) = Host::start();
-    let channel = conn.start_exec(exec(&["sh", "-c", "echo $$; exec sleep 300"]));
-    let pid: u32 = String::from_utf8_lossy(&conn.next(channel).payload)
-        .trim()
-        .parse()
-        .unwrap();
+    let (_, pid) = conn.start_sleeper(false);
     drop(conn);
     let mut conn = host.accept();
     assert!(gone_soon(pid), "the command of the lost conversation survived");
@@ -102,11 +98,7 @@ fn the_agent_reconnects_and_a_lost_conversation_kills_its_commands() {
 #[test]
 fn a_second_preamble_on_the_same_stream_starts_a_new_conversation() {
     let (_host, mut conn) = Host::start();
-    let channel = conn.start_exec(exec(&["sh", "-c", "echo $$; exec sleep 300"]));
-    let pid: u32 = String::from_utf8_lossy(&conn.next(channel).payload)
-        .trim()
-        .parse()
-        .unwrap();
+    let (_, pid) = conn.start_sleeper(false);
     // Whatever the old channel wrote before the new sync is skipped.
     assert_eq!(conn.resync().protocol, PROTOCOL_VERSION);
     assert!(gone_soon(pid));
@@ -116,13 +108,7 @@ fn a_second_preamble_on_the_same_stream_starts_a_new_conversation() {
 #[test]
 fn a_command_that_never_reads_its_stdin_does_not_wedge_the_agent() {
     let (host, mut conn) = Host::start();
-    let mut request = exec(&["sh", "-c", "echo $$; exec sleep 300"]);
-    request.stdin = true;
-    let channel = conn.start_exec(request);
-    let pid: u32 = String::from_utf8_lossy(&conn.next(channel).payload)
-        .trim()
-        .parse()
-        .unwrap();
+    let (channel, pid) = conn.start_sleeper(true);
     // Far more stdin than the pipe, the agent's queue and the socket hold:
     // the writer blocks, and so does the agent's reader.
     let mut writer = conn.stream.try_clone().unwrap();

@@ -151,7 +151,7 @@ fn a_timeout_kills_the_whole_process_group() {
     let output = conn.exec(request, None).unwrap();
     assert!(output.exit.timed_out);
     assert_eq!((output.exit.exit_code, output.exit.signal), (None, Some(9)));
-    let grandchild: u32 = output.stdout_text().trim().parse().expect("the grandchild's pid");
+    let grandchild = output.printed_pid();
     assert!(
         gone_soon(grandchild),
         "the grandchild {grandchild} survived the timeout"
@@ -163,8 +163,8 @@ fn a_background_process_outlives_the_exec_that_started_it() {
     let (_host, mut conn) = Host::start();
     // The background sleep keeps the output pipes open: the exec still ends.
     let output = conn.run(&["sh", "-c", "sleep 300 & echo $!"]);
+    let server = output.printed_pid();
     assert_eq!(output.exit.exit_code, Some(0));
-    let server: u32 = output.stdout_text().trim().parse().unwrap();
     assert!(alive(server), "the background process was killed with its exec");
     // And it is not killed later by the agent (a new exec, a cancel of nothing).
     conn.run(&["true"]);
@@ -189,9 +189,7 @@ fn output_beyond_the_limit_is_dropped_and_flagged() {
 #[test]
 fn cancel_kills_a_running_command() {
     let (_host, mut conn) = Host::start();
-    let channel = conn.start_exec(exec(&["sh", "-c", "echo $$; exec sleep 300"]));
-    let first = conn.next(channel);
-    let pid: u32 = String::from_utf8_lossy(&first.payload).trim().parse().unwrap();
+    let (channel, pid) = conn.start_sleeper(false);
     conn.send(channel, Kind::Cancel, Vec::new());
     let output = conn.finish_exec(channel).unwrap();
     assert_eq!(output.exit.signal, Some(9));

@@ -86,6 +86,11 @@ impl Output {
     pub fn stdout_text(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+
+    /// The process id the command printed.
+    pub fn printed_pid(&self) -> u32 {
+        self.stdout_text().trim().parse().expect("a pid on stdout")
+    }
 }
 
 impl Conn {
@@ -199,6 +204,20 @@ impl Conn {
             self.send(channel, Kind::Eof, Vec::new());
         }
         self.finish_exec(channel)
+    }
+
+    /// Starts a shell that prints its pid and then sleeps for long;
+    /// answers the channel and the pid.
+    pub fn start_sleeper(&mut self, stdin: bool) -> (u32, u32) {
+        let channel = self.start_exec(ExecRequest {
+            stdin,
+            ..exec(&["sh", "-c", "echo $$; exec sleep 300"])
+        });
+        let pid = String::from_utf8_lossy(&self.next(channel).payload)
+            .trim()
+            .parse()
+            .expect("a pid");
+        (channel, pid)
     }
 
     /// Runs argv and answers its output; panics when the exec fails.
