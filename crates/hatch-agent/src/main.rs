@@ -33,7 +33,7 @@ when the guest has one, else vsock (host CID 2, port 1024).
 fn main() {
     let transport = match parse_args(std::env::args_os().skip(1)) {
         Ok(Some(transport)) => transport,
-        Ok(None) => Transport::detect(),
+        Ok(None) => Transport::Guest,
         Err(message) => {
             eprintln!("{message}\n{USAGE}");
             std::process::exit(2);

@@ -23,43 +23,70 @@ use hatch_agent_proto::{skip_to_sync, FrameError, HEADER_LEN, HOST_CID, MAX_PAYL
 
 use crate::session::Session;
 
+/// Where the agent looks for its host.
 pub enum Transport {
-    Serial(PathBuf),
-    Vsock { cid: u32, port: u32 },
+    /// In a guest: the virtio-serial port when there is one, else vsock.
+    /// Looked for again at every attempt: the port's module may be loaded
+    /// after the agent starts.
+    Guest,
+    /// `--connect-unix`.
     Unix(PathBuf),
 }
 
 impl fmt::Display for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Transport::Serial(path) => write!(f, "virtio-serial port {}", path.display()),
-            Transport::Vsock { cid, port } => write!(f, "vsock {cid}:{port}"),
+            Transport::Guest => write!(
+                f,
+                "the virtio-serial port {SERIAL_PORT_NAME}, else vsock {HOST_CID}:{VSOCK_PORT}"
+            ),
             Transport::Unix(path) => write!(f, "unix socket {}", path.display()),
         }
     }
 }
 
 impl Transport {
-    /// The virtio-serial port when the guest has one, else vsock.
-    pub fn detect() -> Transport {
-        match find_serial_port(Path::new("/sys/class/virtio-ports"), Path::new("/dev")) {
-            Some(path) => Transport::Serial(path),
-            None => Transport::Vsock {
-                cid: HOST_CID,
-                port: VSOCK_PORT,
+    fn endpoint(&self) -> Endpoint {
+        match self {
+            Transport::Guest => match find_serial_port(Path::new("/sys/class/virtio-ports"), Path::new("/dev")) {
+                Some(path) => Endpoint::Serial(path),
+                None => Endpoint::Vsock {
+                    cid: HOST_CID,
+                    port: VSOCK_PORT,
+                },
             },
+            Transport::Unix(path) => Endpoint::Unix(path.clone()),
         }
     }
+}
 
+/// One concrete stream to open.
+enum Endpoint {
+    Serial(PathBuf),
+    Vsock { cid: u32, port: u32 },
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Serial(path) => write!(f, "virtio-serial port {}", path.display()),
+            Endpoint::Vsock { cid, port } => write!(f, "vsock {cid}:{port}"),
+            Endpoint::Unix(path) => write!(f, "unix socket {}", path.display()),
+        }
+    }
+}
+
+impl Endpoint {
     fn is_serial(&self) -> bool {
-        matches!(self, Transport::Serial(_))
+        matches!(self, Endpoint::Serial(_))
     }
 
     fn open(&self) -> io::Result<File> {
         match self {
-            Transport::Serial(path) => std::fs::OpenOptions::new().read(true).write(true).open(path),
-            Transport::Vsock { cid, port } => connect_vsock(*cid, *port),
-            Transport::Unix(path) => Ok(File::from(OwnedFd::from(UnixStream::connect(path)?))),
+            Endpoint::Serial(path) => std::fs::OpenOptions::new().read(true).write(true).open(path),
+            Endpoint::Vsock { cid, port } => connect_vsock(*cid, *port),
+            Endpoint::Unix(path) => Ok(File::from(OwnedFd::from(UnixStream::connect(path)?))),
         }
     }
 }
@@ -132,18 +159,20 @@ pub fn run(transport: &Transport) -> ! {
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
     let mut last_error = None;
     loop {
-        match transport.open() {
+        let endpoint = transport.endpoint();
+        match endpoint.open() {
             Ok(stream) => {
                 last_error = None;
-                if serve_stream(transport, stream, &session) {
+                log!("opened {endpoint}");
+                if serve_stream(&endpoint, stream, &session) {
                     backoff.reset();
                 }
             }
             Err(error) => {
                 // Said once per kind of failure, not every 500 ms while no host listens.
-                let text = error.to_string();
+                let text = format!("cannot open {endpoint}: {error}");
                 if last_error.as_ref() != Some(&text) {
-                    log!("cannot open {transport}: {text}; retrying");
+                    log!("{text}; retrying");
                     last_error = Some(text);
                 }
             }
@@ -154,8 +183,8 @@ pub fn run(transport: &Transport) -> ! {
 
 /// Serves conversations on one open stream until it is unusable; answers
 /// whether any conversation started on it.
-fn serve_stream(transport: &Transport, stream: File, session: &Arc<Session>) -> bool {
-    let serial = transport.is_serial();
+fn serve_stream(endpoint: &Endpoint, stream: File, session: &Arc<Session>) -> bool {
+    let serial = endpoint.is_serial();
     let mut started = false;
     let mut idle = Backoff::new(Duration::from_millis(10), Duration::from_millis(100));
     let raw = stream.as_raw_fd();
@@ -170,7 +199,7 @@ fn serve_stream(transport: &Transport, stream: File, session: &Arc<Session>) -> 
             }
             Err(error) => {
                 if error.kind() != io::ErrorKind::UnexpectedEof {
-                    log!("{transport}: {error}");
+                    log!("{endpoint}: {error}");
                 }
                 break;
             }
@@ -183,7 +212,7 @@ fn serve_stream(transport: &Transport, stream: File, session: &Arc<Session>) -> 
             }
         };
         let Ok(generation) = session.begin(writer) else {
-            log!("{transport}: the greeting could not be written");
+            log!("{endpoint}: the greeting could not be written");
             if serial {
                 continue;
             }
@@ -197,7 +226,7 @@ fn serve_stream(transport: &Transport, stream: File, session: &Arc<Session>) -> 
             FrameError::Closed if serial => {}
             FrameError::Closed => break,
             FrameError::Io(error) => {
-                log!("{transport}: {error}");
+                log!("{endpoint}: {error}");
                 if !serial || error.kind() != io::ErrorKind::UnexpectedEof {
                     break;
                 }

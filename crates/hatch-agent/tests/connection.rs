@@ -125,3 +125,14 @@ fn a_command_that_never_reads_its_stdin_does_not_wedge_the_agent() {
     assert!(gone_soon(pid));
     assert_eq!(conn.run(&["echo", "unstuck"]).stdout, b"unstuck\n");
 }
+
+#[test]
+fn clock_requests_parse_and_times_out_of_range_are_refused() {
+    // Only a refused time: a test must never set the clock of the machine
+    // it runs on (the setting itself is tested against a fake clock).
+    let (_host, mut conn) = Host::start();
+    let reply = conn.request(&Request::SetClock { unix_ns: -1 });
+    let error = error_of(reply);
+    assert_eq!(error.code, ErrorCode::Invalid);
+    assert!(error.message.contains("unix_ns"), "{}", error.message);
+}
