@@ -109,17 +109,23 @@ impl Channel {
     }
 }
 
-/// A channel's thread: does the request, then sends its final reply.
+/// A channel's thread: does the request, then sends its final reply (an
+/// error one should the handler panic: the host is never left waiting).
 pub fn run(channel: Channel, input: Receiver<Input>, request: Request) {
-    let reply = match request {
-        Request::Exec(request) => crate::exec::run(&channel, input, request),
-        Request::WriteFile(request) => crate::files::write(&channel, input, &request),
-        Request::ReadFile { path } => crate::files::read(&channel, &path),
-        Request::DeleteFile { path } => crate::files::delete(&path),
-        Request::ListDir { path } => crate::files::list(&channel, &path),
-        Request::SetClock { unix_ns } => crate::clock::set(&crate::clock::SystemClock, unix_ns),
-    };
+    let handled = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle(&channel, input, request)));
+    let reply = handled.unwrap_or_else(|_| error(ErrorCode::Io, "the agent failed while handling this request"));
     channel.finish(reply);
+}
+
+fn handle(channel: &Channel, input: Receiver<Input>, request: Request) -> Reply {
+    match request {
+        Request::Exec(request) => crate::exec::run(channel, input, request),
+        Request::WriteFile(request) => crate::files::write(channel, input, &request),
+        Request::ReadFile { path } => crate::files::read(channel, &path),
+        Request::DeleteFile { path } => crate::files::delete(&path),
+        Request::ListDir { path } => crate::files::list(channel, &path),
+        Request::SetClock { unix_ns } => crate::clock::set(&crate::clock::SystemClock, unix_ns),
+    }
 }
 
 pub fn error(code: ErrorCode, message: impl Into<String>) -> Reply {
