@@ -159,6 +159,19 @@ fn a_timeout_kills_the_whole_process_group() {
 }
 
 #[test]
+fn a_timeout_stops_a_command_that_writes_without_pause() {
+    let (_host, mut conn) = Host::start();
+    let request = ExecRequest {
+        timeout_ms: Some(300),
+        output_limit: Some(1 << 20),
+        ..exec(&["cat", "/dev/zero"])
+    };
+    let output = conn.exec(request, None).unwrap();
+    assert!(output.exit.timed_out && output.exit.stdout_truncated);
+    assert_eq!(output.exit.signal, Some(9));
+}
+
+#[test]
 fn a_background_process_outlives_the_exec_that_started_it() {
     let (_host, mut conn) = Host::start();
     // The background sleep keeps the output pipes open: the exec still ends.

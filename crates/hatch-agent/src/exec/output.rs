@@ -86,14 +86,16 @@ pub fn pump(
             log!("poll failed: {}", io::Error::last_os_error());
             break;
         }
+        // Checked on every wake-up: a command that writes without pause
+        // never lets poll time out.
+        if exited_at.is_none() && deadline.is_some_and(|at| Instant::now() >= at) {
+            group.kill();
+            pumped.timed_out = true;
+            deadline = None;
+        }
         if ready == 0 {
             if exited_at.is_some() {
                 break;
-            }
-            if deadline.is_some_and(|at| Instant::now() >= at) {
-                group.kill();
-                pumped.timed_out = true;
-                deadline = None;
             }
             continue;
         }
