@@ -220,6 +220,16 @@ pub const VMM_MEMORY_OVERHEAD_MIB: u64 = 256;
 /// The period of `cpu.max` (the cgroup default): 100 ms.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
+/// The guest agent as the daemon sees it now (not stored: it is a fact of
+/// the running VM's connection).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Whether a conversation with the agent is up.
+    pub connected: bool,
+    /// The agent's version, while connected.
+    pub version: Option<String>,
+}
+
 /// The cgroup v2 limits the VM's VMM runs under (computed from its size;
 /// applied when the host's cgroup v2 hierarchy allows it, see `hatch doctor`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -296,6 +306,9 @@ pub struct Vm {
     /// The API key that owns this object (null: admin-owned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_key_id: Option<String>,
+    /// The guest agent's connection (filled from the live link, never stored).
+    #[serde(default)]
+    pub agent: AgentStatus,
 }
 
 #[cfg(test)]
