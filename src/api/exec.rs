@@ -180,7 +180,10 @@ pub async fn run(
         .map_err(|_| {
             ApiError::new(
                 ErrorKind::AgentUnavailable,
-                format!("the guest agent did not answer within {}s of the command's timeout", AGENT_ANSWER_GRACE.as_secs()),
+                format!(
+                    "the guest agent did not answer within {}s of the command's timeout",
+                    AGENT_ANSWER_GRACE.as_secs()
+                ),
             )
         })?
         .map_err(|e| agent_error(e, "cmd"))?;

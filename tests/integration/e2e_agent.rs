@@ -35,7 +35,13 @@ pub fn sh(daemon: &TestDaemon, id: &str, script: &str) -> String {
 }
 
 /// `curl` on the daemon's socket for the files API; answers status and body bytes.
-fn files_call(daemon: &TestDaemon, method: &str, id: &str, query: &str, upload: Option<&std::path::Path>) -> (u16, Vec<u8>, String) {
+fn files_call(
+    daemon: &TestDaemon,
+    method: &str,
+    id: &str,
+    query: &str,
+    upload: Option<&std::path::Path>,
+) -> (u16, Vec<u8>, String) {
     let headers = tempfile::NamedTempFile::new().unwrap();
     let mut curl = Command::new("curl");
     curl.args(["-sS", "--max-time", "600", "--unix-socket"])
@@ -55,7 +61,11 @@ fn files_call(daemon: &TestDaemon, method: &str, id: &str, query: &str, upload: 
     let split = body.iter().rposition(|b| *b == b'\n').expect("status line");
     let status: u16 = String::from_utf8_lossy(&body[split + 1..]).trim().parse().unwrap_or(0);
     body.truncate(split);
-    (status, body, std::fs::read_to_string(headers.path()).unwrap_or_default())
+    (
+        status,
+        body,
+        std::fs::read_to_string(headers.path()).unwrap_or_default(),
+    )
 }
 
 fn json_of(body: &[u8]) -> Value {
@@ -69,13 +79,27 @@ async fn exec_runs_commands_with_and_without_networking() {
     let key = TestKey::generate();
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
     let shown = wait_agent(&daemon, &vm.id);
-    assert!(shown["agent"]["version"].as_str().is_some_and(|v| !v.is_empty()), "{shown}");
+    assert!(
+        shown["agent"]["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{shown}"
+    );
     assert!(shown["ready_at"].is_string(), "{shown}");
 
     // Exit codes and the two streams, kept apart.
-    let (status, answer) = exec(&daemon, &vm.id, json!({"cmd": ["sh", "-c", "echo out; echo err >&2; exit 3"]}));
+    let (status, answer) = exec(
+        &daemon,
+        &vm.id,
+        json!({"cmd": ["sh", "-c", "echo out; echo err >&2; exit 3"]}),
+    );
     assert_eq!(status, 200, "{answer}");
-    assert_eq!((answer["exit_code"].clone(), answer["stdout"].clone(), answer["stderr"].clone()), (json!(3), json!("out\n"), json!("err\n")));
+    assert_eq!(
+        (
+            answer["exit_code"].clone(),
+            answer["stdout"].clone(),
+            answer["stderr"].clone()
+        ),
+        (json!(3), json!("out\n"), json!("err\n"))
+    );
     assert_eq!(answer["timed_out"], false);
     assert!(answer["duration_ms"].is_u64(), "{answer}");
 
@@ -104,10 +128,21 @@ async fn exec_runs_commands_with_and_without_networking() {
     assert_eq!(answer["timed_out"], true, "{answer}");
     assert!(answer["exit_code"].is_null(), "{answer}");
     let child = sh(&daemon, &vm.id, "cat /tmp/child").trim().to_string();
-    assert_eq!(sh(&daemon, &vm.id, &format!("kill -0 {child} 2>/dev/null && echo alive || echo gone")), "gone\n");
+    assert_eq!(
+        sh(
+            &daemon,
+            &vm.id,
+            &format!("kill -0 {child} 2>/dev/null && echo alive || echo gone")
+        ),
+        "gone\n"
+    );
 
     // Output past the cap is cut and flagged.
-    let (_, answer) = exec(&daemon, &vm.id, json!({"cmd": ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"]}));
+    let (_, answer) = exec(
+        &daemon,
+        &vm.id,
+        json!({"cmd": ["sh", "-c", "head -c 3000000 /dev/zero | tr '\\0' x"]}),
+    );
     assert_eq!(answer["truncated"], true, "{}", answer["stdout_truncated"]);
     assert_eq!(answer["stdout"].as_str().map(str::len), Some(1024 * 1024));
 
@@ -126,17 +161,32 @@ async fn exec_runs_commands_with_and_without_networking() {
     }
     let (status, answer) = exec(&daemon, &vm.id, json!({"cmd": ["touch", 7]}));
     assert_eq!(status, 400, "{answer}");
-    assert_eq!(sh(&daemon, &vm.id, "test -e /tmp/ran && echo ran || echo clean"), "clean\n");
+    assert_eq!(
+        sh(&daemon, &vm.id, "test -e /tmp/ran && echo ran || echo clean"),
+        "clean\n"
+    );
 
     // A VM without networking: ready through its agent alone.
-    let (status, offline) = daemon.api("POST", "/vms", Some(&json!({"image_id": image_id, "enable_network": false})));
+    let (status, offline) = daemon.api(
+        "POST",
+        "/vms",
+        Some(&json!({"image_id": image_id, "enable_network": false})),
+    );
     assert_eq!(status, 201, "{offline}");
     let offline_id = offline["id"].as_str().unwrap().to_string();
     let shown = wait_agent(&daemon, &offline_id);
     assert!(shown["ready_at"].is_string(), "{shown}");
     let events = daemon.events_of(&offline_id);
-    assert!(events.iter().any(|e| e["kind"] == "ready" && e["reason"] == "guest agent connected"), "{events:#?}");
-    assert_eq!(sh(&daemon, &offline_id, "ls /sys/class/net | grep -vc '^lo$' || true"), "0\n");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "ready" && e["reason"] == "guest agent connected"),
+        "{events:#?}"
+    );
+    assert_eq!(
+        sh(&daemon, &offline_id, "ls /sys/class/net | grep -vc '^lo$' || true"),
+        "0\n"
+    );
     assert_eq!(sh(&daemon, &offline_id, "echo works offline"), "works offline\n");
 }
 
@@ -144,7 +194,11 @@ async fn exec_runs_commands_with_and_without_networking() {
 async fn files_move_whole_with_modes_and_clear_errors() {
     let image = common::images::minimal_image().await;
     let (_topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
-    let (status, vm) = daemon.api("POST", "/vms", Some(&json!({"image_id": image_id, "enable_network": false})));
+    let (status, vm) = daemon.api(
+        "POST",
+        "/vms",
+        Some(&json!({"image_id": image_id, "enable_network": false})),
+    );
     assert_eq!(status, 201, "{vm}");
     let id = vm["id"].as_str().unwrap().to_string();
     wait_agent(&daemon, &id);
@@ -155,7 +209,13 @@ async fn files_move_whole_with_modes_and_clear_errors() {
     rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
     std::fs::write(local.path(), &bytes).unwrap();
     let sent = hex::encode(Sha256::digest(&bytes));
-    let (status, body, _) = files_call(&daemon, "PUT", &id, "path=/tmp/blob&mode=0640&uid=65534&gid=65534", Some(local.path()));
+    let (status, body, _) = files_call(
+        &daemon,
+        "PUT",
+        &id,
+        "path=/tmp/blob&mode=0640&uid=65534&gid=65534",
+        Some(local.path()),
+    );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
     assert_eq!(json_of(&body)["bytes"], bytes.len() as u64);
     let (status, body, headers) = files_call(&daemon, "GET", &id, "path=/tmp/blob", None);
@@ -166,20 +226,36 @@ async fn files_move_whole_with_modes_and_clear_errors() {
     assert!(headers.contains("x-file-uid: 65534"), "{headers}");
     // The guest sees the same bytes, owner and mode.
     assert_eq!(sh(&daemon, &id, "sha256sum /tmp/blob | cut -d' ' -f1").trim(), sent);
-    assert_eq!(sh(&daemon, &id, "stat -c '%a %u %g' /tmp/blob").trim(), "640 65534 65534");
+    assert_eq!(
+        sh(&daemon, &id, "stat -c '%a %u %g' /tmp/blob").trim(),
+        "640 65534 65534"
+    );
 
     // A listing shows it.
     let (status, body, _) = files_call(&daemon, "GET", &id, "path=/tmp&list=true", None);
     assert_eq!(status, 200);
     let listing = json_of(&body);
-    let entry = listing["entries"].as_array().unwrap().iter().find(|e| e["name"] == "blob").cloned();
+    let entry = listing["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "blob")
+        .cloned();
     let entry = entry.unwrap_or_else(|| panic!("no blob in {listing}"));
-    assert_eq!((entry["type"].clone(), entry["size"].clone()), (json!("file"), json!(bytes.len())));
+    assert_eq!(
+        (entry["type"].clone(), entry["size"].clone()),
+        (json!("file"), json!(bytes.len()))
+    );
 
     // Errors: missing file 404; relative path, NUL, '..' 400; delete then 404.
     let (status, body, _) = files_call(&daemon, "GET", &id, "path=/tmp/none", None);
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
-    for query in ["path=tmp/blob", "path=/tmp/a%00b", "path=/tmp/../etc/passwd", "path=/tmp/x&mode=999"] {
+    for query in [
+        "path=tmp/blob",
+        "path=/tmp/a%00b",
+        "path=/tmp/../etc/passwd",
+        "path=/tmp/x&mode=999",
+    ] {
         let (status, body, _) = files_call(&daemon, "GET", &id, query, None);
         let expected_field = if query.contains("mode") { "mode" } else { "path" };
         assert_eq!(status, 400, "{query}: {}", String::from_utf8_lossy(&body));
@@ -201,7 +277,9 @@ async fn after_restore_the_agent_answers_processes_live_and_the_clock_is_set() {
     let key = TestKey::generate();
     let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
     wait_agent(&daemon, &vm.id);
-    let sleeper = sh(&daemon, &vm.id, "sleep 100000 </dev/null >/dev/null 2>&1 & echo $!").trim().to_string();
+    let sleeper = sh(&daemon, &vm.id, "sleep 100000 </dev/null >/dev/null 2>&1 & echo $!")
+        .trim()
+        .to_string();
 
     let (status, snapshot) = daemon.api("POST", &format!("/vms/{}/snapshot", vm.id), None);
     assert!(matches!(status, 200 | 201), "{snapshot}");
@@ -211,14 +289,22 @@ async fn after_restore_the_agent_answers_processes_live_and_the_clock_is_set() {
     assert_eq!(status, 200, "{restored}");
     wait_agent(&daemon, &vm.id);
 
-    assert_eq!(sh(&daemon, &vm.id, &format!("kill -0 {sleeper} && echo alive")), "alive\n");
+    assert_eq!(
+        sh(&daemon, &vm.id, &format!("kill -0 {sleeper} && echo alive")),
+        "alive\n"
+    );
     let before = host_now();
     let guest: f64 = sh(&daemon, &vm.id, "date +%s").trim().parse().expect("guest time");
     let after = host_now();
-    assert!(guest >= before.floor() - 2.0 && guest <= after + 2.0, "guest clock {guest}, host {before}..{after}");
+    assert!(
+        guest >= before.floor() - 2.0 && guest <= after + 2.0,
+        "guest clock {guest}, host {before}..{after}"
+    );
     let events = daemon.events_of(&vm.id);
     assert!(
-        events.iter().any(|e| e["kind"] == "agent" && e["reason"].as_str().is_some_and(|r| r.contains("clock set"))),
+        events
+            .iter()
+            .any(|e| e["kind"] == "agent" && e["reason"].as_str().is_some_and(|r| r.contains("clock set"))),
         "{events:#?}"
     );
 
