@@ -100,6 +100,15 @@ impl VmLaunch {
     }
 }
 
+/// Where the daemon meets a VM's guest agent (see crates/agent-proto).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEndpoint {
+    /// The daemon listens on this Unix socket and the guest's connections arrive on it (Firecracker vsock: `<uds_path>_1024`).
+    Listen(PathBuf),
+    /// The VMM serves this Unix socket and the daemon connects to it (QEMU virtio-serial chardev).
+    Connect(PathBuf),
+}
+
 /// Files produced by saving a paused VM; restore needs all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotFiles {
@@ -174,6 +183,9 @@ pub trait Hypervisor: Send + Sync {
 
     /// Takes over a VMM process started earlier (possibly by a previous daemon).
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError>;
+
+    /// Where the daemon meets the guest agent of a VM launched from `spec`.
+    fn agent_endpoint(&self, spec: &VmLaunch) -> AgentEndpoint;
 }
 
 /// A running VMM process.

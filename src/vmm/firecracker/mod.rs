@@ -335,6 +335,10 @@ async fn configure_and_start(api: &FirecrackerApi, spec: &VmLaunch, kernel: Path
 
 #[async_trait]
 impl Hypervisor for FirecrackerHypervisor {
+    fn agent_endpoint(&self, spec: &VmLaunch) -> crate::vmm::AgentEndpoint {
+        crate::vmm::AgentEndpoint::Listen(spec.run_dir.join("vsock.sock_1024"))
+    }
+
     fn kind(&self) -> HypervisorKind {
         HypervisorKind::Firecracker
     }

@@ -149,6 +149,10 @@ fn pick_kernel(spec: &VmLaunch) -> Result<PathBuf, VmmError> {
 
 #[async_trait]
 impl Hypervisor for QemuHypervisor {
+    fn agent_endpoint(&self, spec: &VmLaunch) -> crate::vmm::AgentEndpoint {
+        crate::vmm::AgentEndpoint::Connect(spec.run_dir.join("agent.sock"))
+    }
+
     fn kind(&self) -> HypervisorKind {
         HypervisorKind::Qemu
     }

@@ -256,6 +256,11 @@ fn injected(step: Step, faults: &Faults) -> Result<(), VmmError> {
 
 #[async_trait]
 impl Hypervisor for FakeHypervisor {
+    fn agent_endpoint(&self, spec: &VmLaunch) -> hatch::vmm::AgentEndpoint {
+        // Nothing connects: the fake guest has no agent.
+        hatch::vmm::AgentEndpoint::Connect(spec.run_dir.join("agent.sock"))
+    }
+
     fn kind(&self) -> HypervisorKind {
         HypervisorKind::Firecracker
     }
