@@ -10,6 +10,10 @@
 //! - `validate`, `kernel`: checks of a launch before any process starts.
 //! - `host`, `select`: host facts (KVM kind, TSC) and the backend choice with
 //!   its `hatch doctor` checks.
+//!
+//! Every VM also gets a device for its guest agent (one byte stream, see
+//! `crates/agent-proto`); [`Hypervisor::agent_endpoint`] says where the
+//! daemon meets it on the host.
 
 pub mod cgroup;
 pub mod firecracker;
@@ -100,6 +104,23 @@ impl VmLaunch {
     }
 }
 
+/// Where the daemon meets a VM's guest agent (see crates/agent-proto).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentEndpoint {
+    /// The daemon listens on this Unix socket and the guest's connections arrive on it (Firecracker vsock: `<uds_path>_1024`).
+    Listen(PathBuf),
+    /// The VMM serves this Unix socket and the daemon connects to it (QEMU virtio-serial chardev).
+    Connect(PathBuf),
+}
+
+impl AgentEndpoint {
+    pub fn path(&self) -> &Path {
+        match self {
+            AgentEndpoint::Listen(path) | AgentEndpoint::Connect(path) => path,
+        }
+    }
+}
+
 /// Files produced by saving a paused VM; restore needs all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotFiles {
@@ -174,6 +195,20 @@ pub trait Hypervisor: Send + Sync {
 
     /// Takes over a VMM process started earlier (possibly by a previous daemon).
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError>;
+
+    /// Where the daemon meets the guest agent of the VM `spec` describes
+    /// (derived from the spec alone; the same for launch, restore and adopt).
+    fn agent_endpoint(&self, spec: &VmLaunch) -> AgentEndpoint;
+
+    /// Binds the listening socket of an [`AgentEndpoint::Listen`] endpoint
+    /// so that this backend's VMM (which may run as another user) can
+    /// connect to it, replacing a stale socket file. Call it after `launch`,
+    /// `restore` or `adopt`: a jailed VMM's launch recreates the directory
+    /// it lives in. `None` for an [`AgentEndpoint::Connect`] endpoint.
+    fn bind_agent_listener(&self, spec: &VmLaunch) -> Result<Option<std::os::unix::net::UnixListener>, VmmError>;
+
+    /// The agent transport's name for people (`vsock`, `virtio-serial`).
+    fn agent_transport(&self) -> &'static str;
 }
 
 /// A running VMM process.
