@@ -210,7 +210,8 @@ impl Hypervisor for QemuHypervisor {
 pub const AGENT_TRANSPORT: &str = "virtio-serial";
 
 /// Why QEMU VMs get a virtio-serial port and not vsock, for `hatch doctor`.
-pub const AGENT_TRANSPORT_WHY: &str = "QEMU 7.2's vhost-user-vsock is unmigratable (it would make snapshots impossible) and vhost-vsock needs /dev/vhost-vsock";
+pub const AGENT_TRANSPORT_WHY: &str =
+    "QEMU 7.2's vhost-user-vsock is unmigratable (no VM could be snapshotted) and vhost-vsock needs /dev/vhost-vsock";
 
 #[cfg(test)]
 mod tests {
