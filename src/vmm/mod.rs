@@ -102,6 +102,26 @@ impl VmLaunch {
     pub fn serial_log_path(&self) -> PathBuf {
         self.run_dir.join("serial.log")
     }
+
+    /// A launch with no kernel, disks or network, for unit tests of what
+    /// depends only on the VM's id and run directory.
+    #[cfg(test)]
+    pub fn bare(vm_id: &str, run_dir: &str) -> Self {
+        VmLaunch {
+            vm_id: vm_id.into(),
+            vcpu_count: 1,
+            mem_mib: 128,
+            kernel: KernelFiles {
+                elf: None,
+                bzimage: None,
+            },
+            initrd: None,
+            disks: Vec::new(),
+            nic: None,
+            boot_args: String::new(),
+            run_dir: run_dir.into(),
+        }
+    }
 }
 
 /// Where the daemon meets a VM's guest agent (see crates/agent-proto).

@@ -453,23 +453,9 @@ impl Hypervisor for FirecrackerHypervisor {
 mod tests {
     use super::*;
     use crate::vmm::privilege::VmmUser;
-    use crate::vmm::KernelFiles;
 
     fn spec() -> VmLaunch {
-        VmLaunch {
-            vm_id: "vm-a".into(),
-            vcpu_count: 1,
-            mem_mib: 128,
-            kernel: KernelFiles {
-                elf: None,
-                bzimage: None,
-            },
-            initrd: None,
-            disks: Vec::new(),
-            nic: None,
-            boot_args: String::new(),
-            run_dir: "/run/hatch/vms/vm-a".into(),
-        }
+        VmLaunch::bare("vm-a", "/run/hatch/vms/vm-a")
     }
 
     #[test]

@@ -216,24 +216,10 @@ pub const AGENT_TRANSPORT_WHY: &str =
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmm::KernelFiles;
 
     #[test]
     fn the_daemon_connects_to_the_agent_socket_in_the_run_dir() {
-        let spec = VmLaunch {
-            vm_id: "vm-a".into(),
-            vcpu_count: 1,
-            mem_mib: 128,
-            kernel: KernelFiles {
-                elf: None,
-                bzimage: None,
-            },
-            initrd: None,
-            disks: Vec::new(),
-            nic: None,
-            boot_args: String::new(),
-            run_dir: "/run/hatch/vms/vm-a".into(),
-        };
+        let spec = VmLaunch::bare("vm-a", "/run/hatch/vms/vm-a");
         let qemu = QemuHypervisor::new("/usr/bin/qemu-system-x86_64".into(), Accel::Kvm);
         assert_eq!(
             qemu.agent_endpoint(&spec),
