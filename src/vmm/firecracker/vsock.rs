@@ -15,7 +15,13 @@
 //! the same run directory (or a fresh jail) rebinds it there, so Hatch
 //! removes a stale `vsock.sock` first: Firecracker refuses to bind over an
 //! existing file. Firecracker resets the guest's vsock connections on
-//! restore; the agent connects again.
+//! restore; the agent connects again. (Before 1.16.1 a restore could leave
+//! the guest's vsock silent for good; `hatch doctor` flags such versions.)
+//!
+//! The restore names no `vsock_override`: Hatch restores a VM into its own
+//! run directory, so the saved path is right, and Firecracker 1.16.1 refuses
+//! an override for a snapshot without a vsock device (one taken before
+//! Hatch added it), which still restores, without an agent.
 
 use std::os::unix::fs::{chown, PermissionsExt};
 use std::os::unix::net::UnixListener;

@@ -19,7 +19,7 @@ pub fn agent_transport_checks(probe: &HostProbe) -> Vec<DoctorCheck> {
     };
     let mut checks = Vec::new();
     if probe.firecracker.path.is_some() {
-        checks.push(line(
+        let mut check = line(
             probe.firecracker.label,
             format!(
                 "{} (guest CID {}, port {}) through Firecracker's Unix-socket multiplexer: the daemon listens on \
@@ -30,12 +30,34 @@ pub fn agent_transport_checks(probe: &HostProbe) -> Vec<DoctorCheck> {
                 firecracker::vsock::VSOCK_SOCKET,
                 hatch_agent_proto::VSOCK_PORT,
             ),
-        ));
+        );
+        if let Some(old) = probe.firecracker.version.as_deref().filter(|v| restores_vsock_badly(v)) {
+            check.ok = false;
+            check.detail.push_str(&format!(
+                "; {old} can leave a restored guest's vsock silent (fixed in Firecracker 1.16.1): upgrade it"
+            ));
+        }
+        checks.push(check);
     }
     if probe.qemu.path.is_some() {
         checks.push(line(probe.qemu.label, qemu_detail(Path::new(VHOST_VSOCK).exists())));
     }
     checks
+}
+
+/// Firecracker before 1.16.1 did not kick the vsock TX queue on restore,
+/// so a guest that was sending when snapshotted could never reach the host
+/// again. `version` is `--version`'s first line (`Firecracker v1.16.1`);
+/// one that does not parse is given the benefit of the doubt.
+fn restores_vsock_badly(version: &str) -> bool {
+    let Some(number) = version.split_whitespace().find_map(|w| w.strip_prefix('v')) else {
+        return false;
+    };
+    let parts: Vec<u32> = number.split(['.', '-']).take(3).map_while(|p| p.parse().ok()).collect();
+    match parts[..] {
+        [major, minor, patch] => (major, minor, patch) < (1, 16, 1),
+        _ => false,
+    }
 }
 
 fn qemu_detail(vhost_vsock: bool) -> String {
@@ -56,6 +78,16 @@ fn qemu_detail(vhost_vsock: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn firecracker_before_1_16_1_is_flagged() {
+        assert!(restores_vsock_badly("Firecracker v1.16.0"));
+        assert!(restores_vsock_badly("Firecracker v1.9.2"));
+        assert!(!restores_vsock_badly("Firecracker v1.16.1"));
+        assert!(!restores_vsock_badly("Firecracker v1.17.0-dev"));
+        assert!(!restores_vsock_badly("Firecracker v2.0.0"));
+        assert!(!restores_vsock_badly("something else"));
+    }
 
     #[test]
     fn qemu_says_why_not_vsock() {
