@@ -20,6 +20,7 @@ mod cli_tls;
 mod cloudinit_keys;
 mod cloudinit_seed;
 mod e2e_admission;
+mod e2e_agent_port;
 mod e2e_bad_input;
 mod e2e_cloudinit;
 mod e2e_console;
