@@ -5,6 +5,7 @@
 //! host subsystems (`net`, `vmm`, `image`, `cloudinit`), with `store` as the
 //! source of truth.
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod cloudinit;

@@ -29,11 +29,13 @@ pub enum ErrorKind {
     InsufficientCapacity,
     Timeout,
     SnapshotCorrupt,
+    /// The guest agent is not connected (or its connection broke).
+    AgentUnavailable,
     Internal,
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 17] = [
+    pub const ALL: [ErrorKind; 18] = [
         ErrorKind::InvalidField,
         ErrorKind::InvalidJson,
         ErrorKind::Unauthorized,
@@ -50,6 +52,7 @@ impl ErrorKind {
         ErrorKind::InsufficientCapacity,
         ErrorKind::Timeout,
         ErrorKind::SnapshotCorrupt,
+        ErrorKind::AgentUnavailable,
         ErrorKind::Internal,
     ];
 
@@ -61,7 +64,7 @@ impl ErrorKind {
             ErrorKind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorKind::Conflict | ErrorKind::InvalidState => StatusCode::CONFLICT,
+            ErrorKind::Conflict | ErrorKind::InvalidState | ErrorKind::AgentUnavailable => StatusCode::CONFLICT,
             ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -90,6 +93,7 @@ impl ErrorKind {
             ErrorKind::InsufficientCapacity => "insufficient_capacity",
             ErrorKind::Timeout => "timeout",
             ErrorKind::SnapshotCorrupt => "snapshot_corrupt",
+            ErrorKind::AgentUnavailable => "agent_unavailable",
             ErrorKind::Internal => "internal",
         }
     }

@@ -5,10 +5,14 @@
 //! [`routes`] is the one list of endpoints: the router is built from it and
 //! the OpenAPI contract test checks the document against it.
 
+mod agent;
 mod audit;
 pub mod auth;
 pub mod error;
 mod events;
+pub mod exec;
+mod exec_stream;
+mod files;
 mod health;
 pub mod images;
 pub mod json;
@@ -114,6 +118,11 @@ pub fn routes() -> Vec<Route> {
         route(M::POST, "/vms/{id}/start", Key, post(vms::start)),
         route(M::GET, "/vms/{id}/logs", Key, get(vms::logs)),
         route(M::GET, "/vms/{id}/events", Key, get(vms::events)),
+        route(M::POST, "/vms/{id}/exec", Key, post(exec::run)),
+        route(M::GET, "/vms/{id}/exec", Key, get(exec_stream::upgrade)),
+        route(M::PUT, "/vms/{id}/files", Key, routing::put(files::put)),
+        route(M::GET, "/vms/{id}/files", Key, get(files::get)),
+        route(M::DELETE, "/vms/{id}/files", Key, delete(files::delete)),
         route(M::GET, "/host/events", Admin, get(vms::host_events)),
         route(M::GET, "/events", Key, get(events::stream)),
         route(M::POST, "/vms/{id}/owner", Admin, post(owner::reassign)),

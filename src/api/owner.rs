@@ -19,6 +19,7 @@ pub fn vm(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Vm> {
         .store
         .get_vm(id)?
         .filter(|vm| caller.can_see(vm.owner_key_id.as_deref()))
+        .map(|vm| state.orch.with_agent(vm))
         .ok_or_else(|| ApiError::not_found("VM", id))
 }
 

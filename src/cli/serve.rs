@@ -138,6 +138,7 @@ async fn start_proxy_and_idle_monitor(
     proxy_config.hsts = config.proxy_hsts;
     // The daemon's one registry, owned by orchestration (GET /metrics).
     proxy_config.metrics = Some(orch.metrics());
+    proxy_config.activity = Some(orch.activity());
     let proxy = spawn_proxy(listener, proxy_config, resolver).map_err(|e| ServeError::Bind {
         addr: addr.to_string(),
         source: std::io::Error::other(e.to_string()),

@@ -133,9 +133,15 @@ fn install_ssh(root: &Path, programs: &[PathBuf], deps: &RuntimeDeps) -> Result<
     for (soname, file) in &deps.libraries {
         copy_file(root, &format!("/lib/x86_64-linux-gnu/{soname}"), file)?;
     }
-    // dropbear looks root up through NSS (files only) and checks the shell.
-    write_file(root, "/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
-    write_file(root, "/etc/group", 0o644, b"root:x:0:\ntty:x:5:\n")?;
+    // dropbear looks root up through NSS (files only) and checks the shell;
+    // `nobody` is there to run commands without privileges (exec's `user`).
+    write_file(
+        root,
+        "/etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+    )?;
+    write_file(root, "/etc/group", 0o644, b"root:x:0:\ntty:x:5:\nnogroup:x:65534:\n")?;
     // `*`: no password can match, public keys still work.
     write_file(root, "/etc/shadow", 0o600, b"root:*:19000:0:99999:7:::\n")?;
     write_file(root, "/etc/shells", 0o644, b"/bin/sh\n/bin/ash\n")?;

@@ -22,7 +22,8 @@ pub use user_data::{
     user_data_fields, user_data_fields_with_null, UserData, UserDataError, USER_DATA_BASE64_FIELD, USER_DATA_FIELD,
 };
 pub use vm::{
-    Egress, NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits, MAX_EGRESS_CIDRS, VMM_MEMORY_OVERHEAD_MIB,
+    AgentStatus, Egress, NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits, MAX_EGRESS_CIDRS,
+    VMM_MEMORY_OVERHEAD_MIB,
 };
 
 /// RFC 3339 timestamp in UTC, as stored and as shown in JSON.

@@ -220,6 +220,16 @@ pub const VMM_MEMORY_OVERHEAD_MIB: u64 = 256;
 /// The period of `cpu.max` (the cgroup default): 100 ms.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
+/// The guest agent as the daemon sees it now (not stored: it is a fact of
+/// the running VM's connection).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    /// Whether a conversation with the agent is up.
+    pub connected: bool,
+    /// The agent's version, while connected.
+    pub version: Option<String>,
+}
+
 /// The cgroup v2 limits the VM's VMM runs under (computed from its size;
 /// applied when the host's cgroup v2 hierarchy allows it, see `hatch doctor`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -269,7 +279,8 @@ pub struct Vm {
     /// Why the VM is in its state (exit code, crash reason, error message).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_reason: Option<String>,
-    /// When a networked guest first accepted a TCP connection on port 22.
+    /// When the guest was first seen ready since its VMM started: its agent
+    /// said hello, or (networked guests) it accepted a TCP connection on port 22.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<Timestamp>,
     pub created_at: Timestamp,
@@ -296,6 +307,9 @@ pub struct Vm {
     /// The API key that owns this object (null: admin-owned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_key_id: Option<String>,
+    /// The guest agent's connection (filled from the live link, never stored).
+    #[serde(default)]
+    pub agent: AgentStatus,
 }
 
 #[cfg(test)]

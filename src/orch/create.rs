@@ -315,6 +315,7 @@ impl Orchestrator {
         };
         let now = model::now();
         let vm = Vm {
+            agent: Default::default(),
             id: vm_id.to_string(),
             state: transitions::INITIAL,
             image_id: plan.image.id.clone(),

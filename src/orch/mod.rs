@@ -17,6 +17,7 @@
 //! per boot, the reconciler) act through the same locks.
 
 mod admission;
+mod agent;
 mod console;
 mod create;
 mod durability;
@@ -104,6 +105,10 @@ pub struct Orchestrator {
     durability: Arc<durability::Passes>,
     /// Every VM and route in memory, for reads that must not wait on SQLite.
     view: Arc<view::View>,
+    /// The guest agent link of every VM whose VMM runs.
+    agents: crate::agent::Agents,
+    /// Traffic and agent calls per VM, as the idle monitor sees them.
+    activity: Arc<crate::proxy::ActiveConnections>,
 }
 
 impl Orchestrator {
@@ -153,6 +158,8 @@ impl Orchestrator {
             metrics: Arc::new(Metrics::new()),
             durability: Arc::default(),
             view,
+            agents: crate::agent::Agents::default(),
+            activity: crate::proxy::ActiveConnections::new(),
         });
         orch.reconcile_at_start().await?;
         Ok(orch)
@@ -164,6 +171,11 @@ impl Orchestrator {
     pub async fn shutdown(&self, timeout: Duration) {
         self.operations.drain(timeout).await;
         self.network.shutdown().await;
+    }
+
+    /// The daemon's one activity registry (proxied traffic, exec and file calls).
+    pub fn activity(&self) -> Arc<crate::proxy::ActiveConnections> {
+        self.activity.clone()
     }
 
     /// The daemon's one metrics registry.
@@ -222,17 +234,22 @@ impl Orchestrator {
         tokio::task::spawn_blocking(move || store.get_vm(&key))
             .await
             .map_err(|e| OrchError::Internal(format!("reading VM {id}: {e}")))??
+            .map(|vm| self.with_agent(vm))
             .ok_or_else(|| OrchError::vm_not_found(id))
     }
 
     /// Every VM, oldest first, from memory.
     pub async fn list_vms(&self) -> Result<Vec<Vm>, OrchError> {
-        Ok(self.view.vms())
+        Ok(self.view.vms().into_iter().map(|vm| self.with_agent(vm)).collect())
     }
 
     /// The VMs of one API key, oldest first, from memory.
     pub fn list_vms_of(&self, owner: &str) -> Vec<Vm> {
-        self.view.vms_of(owner)
+        self.view
+            .vms_of(owner)
+            .into_iter()
+            .map(|vm| self.with_agent(vm))
+            .collect()
     }
 
     /// Waits until the VM's `ready_at` is set (guest accepted TCP on port 22).
@@ -294,7 +311,10 @@ impl Orchestrator {
         let mut handles = self.handles.lock().unwrap_or_else(|e| e.into_inner());
         match handle {
             Some(handle) => handles.insert(vm_id.to_string(), handle),
-            None => handles.remove(vm_id),
+            None => {
+                self.agents.detach(vm_id);
+                handles.remove(vm_id)
+            }
         };
     }
 

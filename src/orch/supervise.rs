@@ -25,6 +25,7 @@ impl Orchestrator {
     pub(super) fn watch_process(self: &Arc<Self>, vm: &Vm, handle: Arc<dyn VmHandle>) {
         self.set_handle(&vm.id, Some(handle.clone()));
         let pid = handle.pid();
+        self.attach_agent(vm, pid);
         let orch = Arc::downgrade(self);
         let vm_id = vm.id.clone();
         tokio::spawn(async move {
@@ -78,7 +79,7 @@ impl Orchestrator {
                 let connected =
                     tokio::time::timeout(PROBE_CONNECT_TIMEOUT, tokio::net::TcpStream::connect(target)).await;
                 if matches!(connected, Ok(Ok(_))) {
-                    orch.mark_ready(&vm_id, pid).await;
+                    orch.mark_ready(&vm_id, pid, "guest accepts SSH").await;
                     return;
                 }
                 drop(orch);
@@ -87,7 +88,9 @@ impl Orchestrator {
         });
     }
 
-    async fn mark_ready(&self, vm_id: &str, pid: u32) {
+    /// Records the guest's first sign of readiness since its VMM started
+    /// (SSH accepting, or the agent's hello; the first one counts).
+    pub(super) async fn mark_ready(&self, vm_id: &str, pid: u32, how: &str) {
         let _guard = self.locks.lock(vm_id).await;
         if !self.is_current(vm_id, pid) {
             return;
@@ -95,14 +98,17 @@ impl Orchestrator {
         let Ok(Some(mut vm)) = self.store.get_vm(vm_id) else {
             return;
         };
+        if vm.ready_at.is_some() {
+            return;
+        }
         vm.ready_at = Some(crate::model::now());
         vm.updated_at = crate::model::now();
         match self
             .store
-            .update_vm_with_event(&vm, crate::store::EventKind::Ready, Some("guest accepts SSH"))
+            .update_vm_with_event(&vm, crate::store::EventKind::Ready, Some(how))
         {
             Ok(_) => {
-                tracing::info!(vm = %vm_id, "guest accepts SSH");
+                tracing::info!(vm = %vm_id, how, "guest ready");
                 // Wakes `wait=ready`.
                 self.vm_updated(vm_id);
             }

@@ -52,6 +52,16 @@ impl ActiveConnections {
         self.update(vm_id, |_| {});
     }
 
+    /// Counts work for the VM as open until the guard is dropped (an exec
+    /// or a file transfer through the guest agent).
+    pub fn hold(self: &Arc<Self>, vm_id: &str) -> HeldActivity {
+        self.open(vm_id);
+        HeldActivity {
+            vm_id: vm_id.to_string(),
+            registry: self.clone(),
+        }
+    }
+
     /// Drops what is known about a VM (after it is deleted). Open exchanges
     /// keep their guards; closing them later recreates a harmless entry.
     pub fn forget(&self, vm_id: &str) {
@@ -83,6 +93,18 @@ impl ActiveConnections {
         // A panic elsewhere while holding the lock leaves plain counters
         // behind; they are still usable.
         self.vms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// Work counted as activity while it lasts (see [`ActiveConnections::hold`]).
+pub struct HeldActivity {
+    vm_id: String,
+    registry: Arc<ActiveConnections>,
+}
+
+impl Drop for HeldActivity {
+    fn drop(&mut self) {
+        self.registry.close(&self.vm_id);
     }
 }
 

@@ -47,7 +47,7 @@ mod wake;
 
 use std::time::Duration;
 
-pub use activity::ActiveConnections;
+pub use activity::{ActiveConnections, HeldActivity};
 pub use body::ProxyBody;
 pub use host::subdomain_of;
 pub use ready::{wait_port_open, PortWaitError};
@@ -89,6 +89,9 @@ pub struct ProxyConfig {
     /// Where requests, latency and bytes are counted by route (the
     /// daemon's `GET /metrics`); `None`: not counted.
     pub metrics: Option<std::sync::Arc<crate::metrics::Metrics>>,
+    /// The activity registry to count proxied traffic in (the daemon's one,
+    /// which exec and file calls count in too); `None`: the proxy's own.
+    pub activity: Option<std::sync::Arc<ActiveConnections>>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -120,6 +123,7 @@ impl ProxyConfig {
             tls: None,
             hsts: None,
             metrics: None,
+            activity: None,
         }
     }
 }

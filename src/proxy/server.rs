@@ -60,11 +60,12 @@ pub fn spawn_proxy(
         max_idle_per_target: config.max_idle_per_target,
         idle_timeout: config.upstream_idle_timeout,
     });
+    let active = config.activity.clone().unwrap_or_else(ActiveConnections::new);
     let state = Arc::new(ProxyState {
         config,
         resolver,
         pool,
-        active: ActiveConnections::new(),
+        active,
         tunnels: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
     });

@@ -27,6 +27,8 @@ pub enum EventKind {
     Idle,
     /// An operation on the VM failed.
     Error,
+    /// The guest agent connected (and the guest clock was set from the host).
+    Agent,
 }
 
 impl EventKind {
@@ -37,6 +39,7 @@ impl EventKind {
             EventKind::Repair => "repair",
             EventKind::Idle => "idle",
             EventKind::Error => "error",
+            EventKind::Agent => "agent",
         }
     }
 
@@ -46,6 +49,7 @@ impl EventKind {
             "ready" => Ok(EventKind::Ready),
             "repair" => Ok(EventKind::Repair),
             "idle" => Ok(EventKind::Idle),
+            "agent" => Ok(EventKind::Agent),
             "error" => Ok(EventKind::Error),
             other => Err(corrupt("events", format!("kind {other:?}"))),
         }

@@ -58,6 +58,7 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
     let created_at = parse_ts("vms", &created_at)?;
     let lifetime = lifetime_columns("vms", row, 23)?;
     Ok(Vm {
+        agent: Default::default(),
         id: row.get(0)?,
         state: VmState::parse(&state).ok_or_else(|| corrupt("vms", format!("state {state:?}")))?,
         image_id: row.get(2)?,

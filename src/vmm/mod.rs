@@ -220,13 +220,6 @@ pub trait Hypervisor: Send + Sync {
     /// (derived from the spec alone; the same for launch, restore and adopt).
     fn agent_endpoint(&self, spec: &VmLaunch) -> AgentEndpoint;
 
-    /// Binds the listening socket of an [`AgentEndpoint::Listen`] endpoint
-    /// so that this backend's VMM (which may run as another user) can
-    /// connect to it, replacing a stale socket file. Call it after `launch`,
-    /// `restore` or `adopt`: a jailed VMM's launch recreates the directory
-    /// it lives in. `None` for an [`AgentEndpoint::Connect`] endpoint.
-    fn bind_agent_listener(&self, spec: &VmLaunch) -> Result<Option<std::os::unix::net::UnixListener>, VmmError>;
-
     /// The agent transport's name for people (`vsock`, `virtio-serial`).
     fn agent_transport(&self) -> &'static str;
 }

@@ -28,12 +28,19 @@ fn connect(daemon: &TestDaemon, vm: &VmView) -> BufReader<UnixStream> {
 /// A line written in the guest arrives on the host, and one written on the
 /// host is read in the guest.
 fn both_ways(topo: &Topology, key: &TestKey, vm: &VmView, host: &mut BufReader<UnixStream>, tag: &str) {
-    topo.ssh(key, "debian", vm.ssh_port, &format!("echo guest-{tag} | sudo tee {PORT} >/dev/null"));
+    topo.ssh(
+        key,
+        "debian",
+        vm.ssh_port,
+        &format!("echo guest-{tag} | sudo tee {PORT} >/dev/null"),
+    );
     let mut line = String::new();
     host.read_line(&mut line).expect("a line from the guest");
     assert_eq!(line, format!("guest-{tag}\n"));
 
-    host.get_mut().write_all(format!("host-{tag}\n").as_bytes()).expect("write");
+    host.get_mut()
+        .write_all(format!("host-{tag}\n").as_bytes())
+        .expect("write");
     let read = topo.ssh(key, "debian", vm.ssh_port, &format!("sudo timeout 30 head -n1 {PORT}"));
     assert_eq!(read.trim(), format!("host-{tag}"));
 }

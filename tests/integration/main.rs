@@ -2,6 +2,7 @@
 
 mod common;
 
+mod agent_link;
 mod api_auth;
 mod api_dashboard;
 mod api_image_confinement;
@@ -20,6 +21,7 @@ mod cli_tls;
 mod cloudinit_keys;
 mod cloudinit_seed;
 mod e2e_admission;
+mod e2e_agent;
 mod e2e_agent_port;
 mod e2e_bad_input;
 mod e2e_cloudinit;

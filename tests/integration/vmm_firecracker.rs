@@ -5,10 +5,12 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::netns::TestNetns;
 use common::vmm::*;
+use hatch::agent::link::AgentLink;
 use hatch::vmm::firecracker::api_client::UnixHttpClient;
 use hatch::vmm::firecracker::FirecrackerHypervisor;
 use hatch::vmm::privilege::VmmUser;
@@ -68,6 +70,20 @@ fn agent_listen_path(backend: &FirecrackerHypervisor, spec: &VmLaunch) -> PathBu
         AgentEndpoint::Listen(path) => path,
         other => panic!("Firecracker's agent connects to the daemon: {other:?}"),
     }
+}
+
+/// The daemon's side of the agent link, as orchestration starts it after a
+/// launch, restore or adoption, once it listens.
+async fn listen_for_agent(backend: &FirecrackerHypervisor, spec: &VmLaunch) -> AgentLink {
+    let path = agent_listen_path(backend, spec);
+    let link = AgentLink::start(spec.vm_id.clone(), backend.agent_endpoint(spec), Arc::new(|_| {}));
+    for _ in 0..400 {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return link;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the daemon never listened on {}", path.display());
 }
 
 /// Connects to `socket` with `user`'s file system identity, through a
@@ -141,10 +157,7 @@ async fn pause_resume_snapshot_and_restore_continue_the_counter() {
     assert!(spec.run_dir.join("vsock.sock").exists());
     let agent = agent_listen_path(&firecracker, &spec);
     assert_eq!(agent, spec.run_dir.join("vsock.sock_1024"));
-    let listener = firecracker
-        .bind_agent_listener(&spec)
-        .expect("bind")
-        .expect("a listener");
+    let link = listen_for_agent(&firecracker, &spec).await;
 
     vm.pause().await.expect("pause");
     let (paused_at, _) = complete_counters(&spec.run_dir);
@@ -173,8 +186,11 @@ async fn pause_resume_snapshot_and_restore_continue_the_counter() {
     let restored = firecracker.restore(&spec, &files).await.expect("restore");
     assert_ne!(restored.pid(), vm.pid());
     assert_eq!(vsock_config(&api_socket).await, vsock, "the device came back");
-    assert!(agent.exists(), "the daemon's listener stays across the restore");
-    drop(listener);
+    assert!(
+        std::os::unix::net::UnixStream::connect(&agent).is_ok(),
+        "the daemon's listener stays across the restore"
+    );
+    drop(link);
     let after = wait_for_count_above(&spec.run_dir, len, last).await;
     let first_new = *after.iter().find(|n| **n > last).expect("new count");
     assert!(
@@ -204,10 +220,10 @@ async fn crash_is_detected_and_adopted_vms_can_be_stopped() {
     let firecracker = backend(binary);
     let adopted = firecracker.adopt(&spec, pid).await.expect("adopt");
     // The previous daemon's listener file is still there; the new daemon
-    // binds over it.
-    drop(firecracker.bind_agent_listener(&spec).expect("first daemon's listener"));
-    let listener = firecracker.bind_agent_listener(&spec).expect("bind after adopting");
-    assert!(listener.expect("a listener").local_addr().is_ok());
+    // listens in its place.
+    drop(listen_for_agent(&firecracker, &spec).await);
+    assert!(agent_listen_path(&firecracker, &spec).exists(), "a stale socket file");
+    let _link = listen_for_agent(&firecracker, &spec).await;
     adopted.pause().await.expect("API works after adopting");
     adopted.resume().await.expect("resume");
     let waiter = adopted.wait_exit();
@@ -413,9 +429,8 @@ async fn jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespa
     assert!(jail_root.join("vsock.sock").exists(), "made by the jailed VMM");
     let agent = agent_listen_path(&backend, &spec);
     assert_eq!(agent, jail_root.join("vsock.sock_1024"));
-    let listener = backend.bind_agent_listener(&spec).expect("bind").expect("a listener");
+    let link = listen_for_agent(&backend, &spec).await;
     connect_as(&user, &agent).expect("the VMM user connects to the agent socket");
-    assert!(listener.accept().is_ok());
     let roots = jail_root.join("root-owned.sock");
     let _root_only = std::os::unix::net::UnixListener::bind(&roots).expect("bind");
     std::fs::set_permissions(&roots, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
@@ -442,8 +457,8 @@ async fn jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespa
         jail_root.join("vsock.sock").exists(),
         "the device came back in the new jail"
     );
-    drop(listener);
-    let _listener = backend.bind_agent_listener(&spec).expect("bind in the new jail");
+    drop(link);
+    let _link = listen_for_agent(&backend, &spec).await;
     let after = wait_for_count_above(&spec.run_dir, len, last).await;
     assert!(!after.contains(&1), "not a fresh boot: {after:?}");
     let restored_pid = restored.pid();

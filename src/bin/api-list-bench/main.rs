@@ -82,6 +82,7 @@ fn vm(image_id: &str, state: VmState, n: u8) -> Vm {
     let id = random_id("vm", 6);
     let now = hatch::model::now();
     Vm {
+        agent: Default::default(),
         network: (n < VMS).then(|| NetworkIdentity {
             guest_ip: std::net::Ipv4Addr::new(192, 168, 241, 10 + n),
             guest_mac: format!("02:fc:00:00:00:{n:02x}"),

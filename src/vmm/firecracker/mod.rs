@@ -435,15 +435,6 @@ impl Hypervisor for FirecrackerHypervisor {
         AgentEndpoint::Listen(vsock::listen_path(&self.host_vsock_uds(spec)))
     }
 
-    /// A jailed Firecracker runs as the VMM user, who gets the socket.
-    fn bind_agent_listener(&self, spec: &VmLaunch) -> Result<Option<std::os::unix::net::UnixListener>, VmmError> {
-        let AgentEndpoint::Listen(path) = self.agent_endpoint(spec) else {
-            return Ok(None);
-        };
-        let owner = self.jailer.as_ref().map(|jailer| &jailer.user);
-        vsock::bind_listener(&path, owner).map(Some)
-    }
-
     fn agent_transport(&self) -> &'static str {
         vsock::AGENT_TRANSPORT
     }

@@ -8,8 +8,10 @@
 //! connections, which Hatch does not use.
 //!
 //! A jailed Firecracker names `uds_path` inside its chroot (`/vsock.sock`),
-//! so its `_1024` socket is in the jail's root on the host, and the daemon
-//! (root) hands it to the VMM user, who must be able to connect to it.
+//! so its `_1024` socket is in the jail's root on the host. The daemon
+//! (root) binds it there after each launch or restore (a launch builds the
+//! jail afresh) and lets anyone connect (`agent::link`): the jailed VMM
+//! runs as the VMM user, and the directories above keep others out.
 //!
 //! Snapshots keep the device with the same `uds_path`, and a restore into
 //! the same run directory (or a fresh jail) rebinds it there, so Hatch
@@ -23,14 +25,9 @@
 //! an override for a snapshot without a vsock device (one taken before
 //! Hatch added it), which still restores, without an agent.
 
-use std::os::unix::fs::{chown, PermissionsExt};
-use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use hatch_agent_proto::VSOCK_PORT;
-
-use crate::vmm::privilege::VmmUser;
-use crate::vmm::VmmError;
 
 /// Firecracker's multiplexer socket (`uds_path`), in the run directory or
 /// the jail's root.
@@ -49,30 +46,9 @@ pub fn listen_path(host_uds: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Binds `path` for listening, replacing a stale socket file (a previous
-/// daemon's or a previous VMM's), and gives it to `owner` (the VMM user of a
-/// jailed Firecracker, which connects to it) with mode 0600.
-pub fn bind_listener(path: &Path, owner: Option<&VmmUser>) -> Result<UnixListener, VmmError> {
-    let io = |source| VmmError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    match std::fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(e)),
-        _ => {}
-    }
-    let listener = UnixListener::bind(path).map_err(io)?;
-    if let Some(user) = owner {
-        chown(path, Some(user.uid), Some(user.gid)).map_err(io)?;
-    }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    Ok(listener)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn the_agent_port_is_a_suffix_of_the_uds_path() {
@@ -80,19 +56,5 @@ mod tests {
             listen_path(Path::new("/run/hatch/vms/vm-a/vsock.sock")),
             PathBuf::from("/run/hatch/vms/vm-a/vsock.sock_1024")
         );
-    }
-
-    #[test]
-    fn binding_replaces_a_stale_socket_and_restricts_it() {
-        let dir = tempfile::tempdir().expect("dir");
-        let path = listen_path(&dir.path().join(VSOCK_SOCKET));
-        drop(bind_listener(&path, None).expect("first bind"));
-        // The first listener is gone but its file stays, as after a daemon restart.
-        assert!(path.exists());
-        let listener = bind_listener(&path, None).expect("rebind over the stale file");
-        let mode = std::fs::metadata(&path).expect("socket").mode();
-        assert_eq!(mode & 0o777, 0o600);
-        std::os::unix::net::UnixStream::connect(&path).expect("connect");
-        assert!(listener.accept().is_ok());
     }
 }

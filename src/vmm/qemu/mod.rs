@@ -197,10 +197,6 @@ impl Hypervisor for QemuHypervisor {
         AgentEndpoint::Connect(spec.run_dir.join(AGENT_SOCKET))
     }
 
-    fn bind_agent_listener(&self, _spec: &VmLaunch) -> Result<Option<std::os::unix::net::UnixListener>, VmmError> {
-        Ok(None)
-    }
-
     fn agent_transport(&self) -> &'static str {
         AGENT_TRANSPORT
     }
@@ -225,7 +221,6 @@ mod tests {
             qemu.agent_endpoint(&spec),
             AgentEndpoint::Connect("/run/hatch/vms/vm-a/agent.sock".into())
         );
-        assert!(qemu.bind_agent_listener(&spec).expect("nothing to bind").is_none());
         assert_eq!(qemu.agent_transport(), "virtio-serial");
     }
 }

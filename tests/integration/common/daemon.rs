@@ -66,6 +66,7 @@ pub fn sample_template(image_id: &str) -> Template {
 pub fn sample_vm(image_id: &str, n: u8) -> Vm {
     let id = random_id("vm", 6);
     Vm {
+        agent: Default::default(),
         id: id.clone(),
         state: VmState::Running,
         image_id: image_id.to_string(),

@@ -298,10 +298,6 @@ impl Hypervisor for FakeHypervisor {
         AgentEndpoint::Connect(spec.run_dir.join("agent.sock"))
     }
 
-    fn bind_agent_listener(&self, _spec: &VmLaunch) -> Result<Option<std::os::unix::net::UnixListener>, VmmError> {
-        Ok(None)
-    }
-
     fn agent_transport(&self) -> &'static str {
         "none (fake)"
     }

@@ -1,0 +1,162 @@
+//! Keeps one VM's agent conversation up for as long as its VMM runs.
+//!
+//! The guest side opens the stream, so the host only has to be there:
+//! - [`AgentEndpoint::Listen`] (Firecracker vsock): the daemon listens on
+//!   the socket Firecracker forwards the guest's connections to; each new
+//!   connection replaces the previous conversation (the guest reconnects
+//!   after a restore, or after its agent restarted).
+//! - [`AgentEndpoint::Connect`] (QEMU virtio-serial): QEMU serves the port's
+//!   socket; the daemon connects, and connects again whenever the stream
+//!   ends (a restart of the agent is invisible on a serial port; a new
+//!   QEMU process after a restore serves a new socket at the same path).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use super::conversation::Conversation;
+use crate::vmm::AgentEndpoint;
+
+/// Reconnection back-off bounds (QEMU's socket appears right after launch).
+const RETRY_FIRST: Duration = Duration::from_millis(20);
+const RETRY_MAX: Duration = Duration::from_millis(500);
+
+/// Told about each new conversation (to record readiness, set the clock).
+pub type OnHello = Arc<dyn Fn(Arc<Conversation>) + Send + Sync>;
+
+pub struct AgentLink {
+    current: watch::Receiver<Option<Arc<Conversation>>>,
+    task: JoinHandle<()>,
+}
+
+impl AgentLink {
+    pub fn start(vm_id: String, endpoint: AgentEndpoint, on_hello: OnHello) -> AgentLink {
+        let (publish, current) = watch::channel(None);
+        let task = match endpoint {
+            AgentEndpoint::Listen(path) => tokio::spawn(listen(vm_id, path, publish, on_hello)),
+            AgentEndpoint::Connect(path) => tokio::spawn(connect(vm_id, path, publish, on_hello)),
+        };
+        AgentLink { current, task }
+    }
+
+    /// The live conversation, if there is one.
+    pub fn current(&self) -> Option<Arc<Conversation>> {
+        self.current.borrow().clone().filter(|c| !c.is_closed())
+    }
+
+    /// Waits up to `wait` for a live conversation.
+    pub async fn wait(&self, wait: Duration) -> Option<Arc<Conversation>> {
+        let mut current = self.current.clone();
+        let found = tokio::time::timeout(wait, async {
+            loop {
+                if let Some(conversation) = current.borrow_and_update().clone().filter(|c| !c.is_closed()) {
+                    return Some(conversation);
+                }
+                if current.changed().await.is_err() {
+                    return None;
+                }
+            }
+        })
+        .await;
+        found.ok().flatten()
+    }
+}
+
+impl Drop for AgentLink {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs one conversation until it ends, published while it lasts.
+async fn converse<S>(vm_id: &str, stream: S, publish: &watch::Sender<Option<Arc<Conversation>>>, on_hello: &OnHello)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
+{
+    match Conversation::start(stream).await {
+        Ok(conversation) => {
+            tracing::info!(vm = %vm_id, version = %conversation.hello().version, "guest agent connected");
+            publish.send_replace(Some(conversation.clone()));
+            on_hello(conversation.clone());
+            conversation.closed().await;
+            tracing::info!(vm = %vm_id, "guest agent connection ended");
+            publish.send_if_modified(|current| {
+                let ours = current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conversation));
+                if ours {
+                    *current = None;
+                }
+                ours
+            });
+        }
+        Err(error) => tracing::debug!(vm = %vm_id, %error, "guest agent handshake failed"),
+    }
+}
+
+async fn connect(vm_id: String, path: PathBuf, publish: watch::Sender<Option<Arc<Conversation>>>, on_hello: OnHello) {
+    let mut delay = RETRY_FIRST;
+    loop {
+        match UnixStream::connect(&path).await {
+            Ok(stream) => {
+                delay = RETRY_FIRST;
+                converse(&vm_id, stream, &publish, &on_hello).await;
+            }
+            Err(error) => {
+                tracing::trace!(vm = %vm_id, path = %path.display(), %error, "agent socket not there yet");
+            }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(RETRY_MAX);
+    }
+}
+
+async fn listen(vm_id: String, path: PathBuf, publish: watch::Sender<Option<Arc<Conversation>>>, on_hello: OnHello) {
+    let listener = loop {
+        match bind(&path) {
+            Ok(listener) => break listener,
+            Err(error) => {
+                tracing::warn!(vm = %vm_id, path = %path.display(), %error, "cannot listen for the guest agent; retrying");
+                tokio::time::sleep(RETRY_MAX).await;
+            }
+        }
+    };
+    let publish = Arc::new(publish);
+    let mut conversation_task: Option<JoinHandle<()>> = None;
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                // The newest connection is the live one: the guest connects
+                // again only when its old stream is gone.
+                if let Some(previous) = conversation_task.take() {
+                    previous.abort();
+                }
+                let (vm_id, publish, on_hello) = (vm_id.clone(), publish.clone(), on_hello.clone());
+                conversation_task = Some(tokio::spawn(async move {
+                    converse(&vm_id, stream, &publish, &on_hello).await;
+                }));
+            }
+            Err(error) => {
+                tracing::warn!(vm = %vm_id, %error, "accepting a guest agent connection failed");
+                tokio::time::sleep(RETRY_FIRST).await;
+            }
+        }
+    }
+}
+
+/// Binds the socket afresh (a previous daemon's socket file is in the way)
+/// and lets the VMM's user connect to it: the directory around it is what
+/// keeps others out.
+fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(error),
+    }
+    let listener = UnixListener::bind(path)?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))?;
+    Ok(listener)
+}
