@@ -173,6 +173,21 @@ async fn a_listening_link_runs_exec_and_files_and_survives_agent_restarts() {
     assert!(!agents.status("vm-a").connected);
 }
 
+/// Copies bytes until either side ends.
+async fn pump(from: &mut (impl tokio::io::AsyncRead + Unpin), to: &mut (impl tokio::io::AsyncWrite + Unpin)) {
+    let mut buf = vec![0u8; 65536];
+    loop {
+        match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => {
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Stands in for QEMU's virtio-serial chardev: serves `socket` for the
 /// daemon and relays each daemon connection to the agent's stream.
 async fn serial_relay(socket: &Path, agent_side: &Path) {
@@ -187,32 +202,8 @@ async fn serial_relay(socket: &Path, agent_side: &Path) {
                 return;
             };
             let (mut daemon_read, mut daemon_write) = daemon.into_split();
-            let to_agent = async {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    match daemon_read.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if agent_write.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            };
-            let to_daemon = async {
-                let mut buf = vec![0u8; 65536];
-                loop {
-                    match agent_read.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => {
-                            if daemon_write.write_all(&buf[..n]).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                }
-            };
+            let to_agent = pump(&mut daemon_read, &mut agent_write);
+            let to_daemon = pump(&mut agent_read, &mut daemon_write);
             tokio::select! { _ = to_agent => {}, _ = to_daemon => {} }
         }
     });

@@ -39,6 +39,7 @@ mod e2e_proxy;
 mod e2e_snapshot;
 mod e2e_tenancy;
 mod e2e_vm_lifecycle;
+mod image_agent;
 mod image_build;
 mod image_debian_boot;
 mod image_kernel;
