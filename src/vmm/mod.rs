@@ -133,14 +133,6 @@ pub enum AgentEndpoint {
     Connect(PathBuf),
 }
 
-impl AgentEndpoint {
-    pub fn path(&self) -> &Path {
-        match self {
-            AgentEndpoint::Listen(path) | AgentEndpoint::Connect(path) => path,
-        }
-    }
-}
-
 /// Files produced by saving a paused VM; restore needs all of them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotFiles {
