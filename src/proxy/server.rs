@@ -60,7 +60,7 @@ pub fn spawn_proxy(
         max_idle_per_target: config.max_idle_per_target,
         idle_timeout: config.upstream_idle_timeout,
     });
-    let active = config.activity.clone().unwrap_or_else(ActiveConnections::new);
+    let active = config.activity.clone().unwrap_or_default();
     let state = Arc::new(ProxyState {
         config,
         resolver,

@@ -110,8 +110,11 @@ async fn exec_runs_commands_with_and_without_networking() {
     // stdin, env, cwd and user.
     let (_, answer) = exec(&daemon, &vm.id, json!({"cmd": ["cat"], "stdin": "hello agent"}));
     assert_eq!(answer["stdout"], "hello agent", "{answer}");
+    // NUL and control bytes are still UTF-8 text; 0xff is not.
     let (_, answer) = exec(&daemon, &vm.id, json!({"cmd": ["cat"], "stdin_base64": "AAEC"}));
-    assert_eq!(answer["stdout_base64"], "AAEC", "{answer}");
+    assert_eq!(answer["stdout"], "\u{0}\u{1}\u{2}", "{answer}");
+    let (_, answer) = exec(&daemon, &vm.id, json!({"cmd": ["cat"], "stdin_base64": "AP8B"}));
+    assert_eq!(answer["stdout_base64"], "AP8B", "{answer}");
     let (_, answer) = exec(
         &daemon,
         &vm.id,
