@@ -318,3 +318,24 @@ async fn after_restore_the_agent_answers_processes_live_and_the_clock_is_set() {
     let (_, shown) = daemon.api("GET", &format!("/vms/{}", vm.id), None);
     assert_eq!(shown["state"], "running");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exec_and_files_work_in_a_debian_guest() {
+    let image = common::images::debian_image().await;
+    let (_topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
+    let key = TestKey::generate();
+    let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
+    wait_agent(&daemon, &vm.id);
+    assert_eq!(sh(&daemon, &vm.id, "grep '^ID=' /etc/os-release"), "ID=debian\n");
+    let (status, answer) = exec(&daemon, &vm.id, json!({"cmd": ["id", "-un"], "user": "debian"}));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["stdout"], "debian\n", "{answer}");
+
+    let local = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(local.path(), b"#!/bin/sh\necho from a file\n").unwrap();
+    let (status, body, _) = files_call(&daemon, "PUT", &vm.id, "path=/home/debian/hello.sh&mode=0755&uid=1000&gid=1000", Some(local.path()));
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let (_, answer) = exec(&daemon, &vm.id, json!({"cmd": ["/home/debian/hello.sh"], "user": "debian"}));
+    assert_eq!(answer["stdout"], "from a file\n", "{answer}");
+    assert_eq!(sh(&daemon, &vm.id, "stat -c '%a %U' /home/debian/hello.sh"), "755 debian\n");
+}

@@ -22,7 +22,6 @@ mod cloudinit_keys;
 mod cloudinit_seed;
 mod e2e_admission;
 mod e2e_agent;
-mod e2e_agent_port;
 mod e2e_bad_input;
 mod e2e_cloudinit;
 mod e2e_console;
