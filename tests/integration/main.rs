@@ -13,6 +13,7 @@ mod api_user_data;
 mod cli_client;
 mod cli_config;
 mod cli_doctor;
+mod cli_exec;
 mod cli_image_build;
 mod cli_progress;
 mod cli_serve;
