@@ -8,7 +8,7 @@ use crate::common;
 
 use std::process::Output;
 
-use common::daemon::{hatch_command_in, sample_image, sample_vm, TestApi};
+use common::daemon::{hatch_command_in, on_terminal, sample_image, sample_vm, TestApi};
 
 struct Cli {
     api: TestApi,
@@ -27,13 +27,17 @@ impl Cli {
         Cli { api, vm_id: vm.id }
     }
 
-    fn hatch(&self, args: &[&str]) -> Output {
+    fn command(&self, args: &[&str]) -> std::process::Command {
         let url = format!("unix:{}", self.api.socket.display());
         let vars = [
             ("HATCH_URL", url.as_str()),
             ("HATCH_API_KEY", self.api.admin_key.as_str()),
         ];
-        hatch_command_in(None, args, &vars).output().expect("run hatch")
+        hatch_command_in(None, args, &vars)
+    }
+
+    fn hatch(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("run hatch")
     }
 }
 
@@ -77,6 +81,18 @@ async fn exec_and_files_say_the_agent_is_unavailable() {
     let (status, shown) = cli.api.call("GET", &format!("/vms/{vm}"), None).await;
     assert_eq!((status, shown["state"].as_str()), (200, Some("running")), "{shown}");
     assert_eq!(shown["agent"]["connected"], false, "{shown}");
+}
+
+/// On a terminal (`script`): the terminal is put in raw mode and restored,
+/// and the error reaches the user.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_terminal_exec_says_the_agent_is_unavailable() {
+    let cli = Cli::start().await;
+    let command = cli.command(&["vm", "exec", "-it", &cli.vm_id, "--", "sh"]);
+    let output = on_terminal(&command).output().expect("run script");
+    let shown = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("agent_unavailable"), "{shown}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
