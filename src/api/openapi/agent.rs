@@ -14,9 +14,13 @@ const AGENT_NOTE: &str = "The VM must be running (a snapshotted VM is woken firs
     waits up to 15 s for an agent that is still starting), 409 invalid_state for a VM that is not running. \
     The call counts as activity for idle management while it lasts.";
 
-/// (method, path, operation) of every agent endpoint.
-pub(super) fn operations() -> Vec<(&'static str, &'static str, Op)> {
-    const ERRORS: &[u16] = &[400, 403, 404, 409, 413, 415];
+/// `/vms/{id}/files?path=…`: every method takes the same query.
+fn file_op(
+    summary: &'static str,
+    ok: (u16, &'static str, Option<&'static str>),
+    errors: &'static [u16],
+    finish: fn(&mut Value),
+) -> Op {
     const FILE_QUERY: &[(&str, &str, &str)] = &[
         (
             "path",
@@ -32,76 +36,29 @@ pub(super) fn operations() -> Vec<(&'static str, &'static str, Op)> {
             "GET: true lists the directory (a FileListing) instead of reading a file",
         ),
     ];
+    Op {
+        query: FILE_QUERY,
+        finish: Some(finish),
+        ..op(summary, "guest", ok, errors)
+    }
+}
+
+/// (method, path, operation) of every agent endpoint.
+#[rustfmt::skip]
+pub(super) fn operations() -> Vec<(&'static str, &'static str, Op)> {
     vec![
-        (
-            "post",
-            "/vms/{id}/exec",
-            Op {
-                body: Some("ExecRequest"),
-                finish: Some(exec_post),
-                ..op(
-                    "Run a command in the guest through its agent and answer when it has ended",
-                    "guest",
-                    (200, "the command ended (whatever its exit code)", Some("ExecResult")),
-                    ERRORS,
-                )
-            },
-        ),
-        (
-            "get",
-            "/vms/{id}/exec",
-            Op {
-                finish: Some(exec_websocket),
-                ..op(
-                    "Run a command interactively over a WebSocket (stdin, stdout, stderr, optional TTY)",
-                    "guest",
-                    (101, "switched to the WebSocket protocol", None),
-                    &[400, 404],
-                )
-            },
-        ),
-        (
-            "put",
-            "/vms/{id}/files",
-            Op {
-                query: FILE_QUERY,
-                finish: Some(files_put),
-                ..op(
-                    "Write a file in the guest from the request body (streamed; written beside it and renamed over it)",
-                    "guest",
-                    (200, "written", Some("FileWritten")),
-                    ERRORS,
-                )
-            },
-        ),
-        (
-            "get",
-            "/vms/{id}/files",
-            Op {
-                query: FILE_QUERY,
-                finish: Some(files_get),
-                ..op(
-                    "Read a file in the guest (streamed), or list a directory with list=true",
-                    "guest",
-                    (200, "the file's bytes, or the listing", None),
-                    &[400, 403, 404, 409],
-                )
-            },
-        ),
-        (
-            "delete",
-            "/vms/{id}/files",
-            Op {
-                query: FILE_QUERY,
-                finish: Some(note_agent),
-                ..op(
-                    "Delete a file (or an empty directory) in the guest",
-                    "guest",
-                    (204, "deleted", None),
-                    &[400, 403, 404, 409],
-                )
-            },
-        ),
+        ("post", "/vms/{id}/exec", Op {
+            body: Some("ExecRequest"),
+            finish: Some(exec_post),
+            ..op("Run a command in the guest through its agent and answer when it has ended", "guest", (200, "the command ended (whatever its exit code)", Some("ExecResult")), &[400, 403, 404, 409, 413, 415])
+        }),
+        ("get", "/vms/{id}/exec", Op {
+            finish: Some(exec_websocket),
+            ..op("Run a command interactively over a WebSocket (stdin, stdout, stderr, optional TTY)", "guest", (101, "switched to the WebSocket protocol", None), &[400, 404])
+        }),
+        ("put", "/vms/{id}/files", file_op("Write a file in the guest from the request body (streamed; written beside it and renamed over it)", (200, "written", Some("FileWritten")), &[400, 403, 404, 409], files_put)),
+        ("get", "/vms/{id}/files", file_op("Read a file in the guest (streamed), or list a directory with list=true", (200, "the file's bytes, or the listing", None), &[400, 403, 404, 409], files_get)),
+        ("delete", "/vms/{id}/files", file_op("Delete a file (or an empty directory) in the guest", (204, "deleted", None), &[400, 403, 404, 409], note_agent)),
     ]
 }
 
@@ -110,6 +67,9 @@ fn note_agent(operation: &mut Value) {
     operation["responses"]["404"]["description"] =
         json!("not_found: no such VM (or another key's), or no such file in the guest");
     operation["responses"]["409"]["description"] = json!("agent_unavailable or invalid_state (see the description)");
+    if operation["responses"].get("403").is_some() {
+        operation["responses"]["403"]["description"] = json!("forbidden: the guest refused (permission denied)");
+    }
 }
 
 fn exec_post(operation: &mut Value) {
