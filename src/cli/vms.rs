@@ -393,6 +393,7 @@ fn print_vm(vm: &Vm) {
         ("tap_name", opt(&net.map(|n| n.tap_name.clone()))),
         ("ssh_port", opt(&net.map(|n| n.ssh_port))),
         ("ready_at", opt(&vm.ready_at)),
+        ("agent", agent_text(&vm.agent)),
         ("created_at", vm.created_at.to_string()),
         ("expires_at", opt(&vm.expires_at)),
         ("on_idle", opt(&vm.lifetime.on_idle.map(|a| a.as_str()))),
@@ -402,6 +403,15 @@ fn print_vm(vm: &Vm) {
         ),
         ("idle_status", opt(&vm.idle_status)),
     ]);
+}
+
+/// `connected (version)` or `not connected` (exec and cp need it).
+fn agent_text(agent: &crate::model::AgentStatus) -> String {
+    match (&agent.version, agent.connected) {
+        (Some(version), true) => format!("connected ({version})"),
+        (None, true) => "connected".into(),
+        (_, false) => "not connected".into(),
+    }
 }
 
 /// Replaces this process with `ssh -p <port> <user>@<host>`.

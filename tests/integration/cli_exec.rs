@@ -81,6 +81,13 @@ async fn exec_and_files_say_the_agent_is_unavailable() {
     let (status, shown) = cli.api.call("GET", &format!("/vms/{vm}"), None).await;
     assert_eq!((status, shown["state"].as_str()), (200, Some("running")), "{shown}");
     assert_eq!(shown["agent"]["connected"], false, "{shown}");
+    let show = cli.hatch(&["vm", "show", vm]);
+    let text = String::from_utf8_lossy(&show.stdout);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("agent") && l.ends_with("not connected")),
+        "{text}"
+    );
 }
 
 /// On a terminal (`script`): the terminal is put in raw mode and restored,
