@@ -165,40 +165,43 @@ async fn stream(client: &Client, path: &str, mut fields: Map<String, Value>, arg
     let mut stdin = if args.interactive { Some(read_stdin()) } else { None };
     let mut resized = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
         .map_err(|e| CliError::Local(format!("watching the terminal's size: {e}")))?;
+    // The daemon closes after its last message (an error, say) even while we
+    // still send: a failed send stops the sending, and what it said is read.
+    let mut send_failed: Option<CliError> = None;
+    let closed = |failed: Option<CliError>| {
+        failed.unwrap_or_else(|| CliError::Http("the daemon closed the stream before the command ended".into()))
+    };
     loop {
-        tokio::select! {
+        let outgoing = tokio::select! {
             message = socket.next() => {
-                let message = message
-                    .ok_or_else(|| CliError::Http("the daemon closed the stream before the command ended".into()))?
-                    .map_err(|e| CliError::Http(format!("WebSocket: {e}")))?;
                 match message {
-                    Message::Binary(bytes) => match bytes.split_first() {
+                    Some(Ok(Message::Binary(bytes))) => match bytes.split_first() {
                         Some((2, rest)) => write_all(&mut std::io::stderr(), rest)?,
                         Some((_, rest)) => write_all(&mut std::io::stdout(), rest)?,
                         None => {}
                     },
-                    Message::Text(text) => return last_message(&text),
-                    Message::Close(_) => {
-                        return Err(CliError::Http("the daemon closed the stream before the command ended".into()))
-                    }
-                    _ => {}
+                    Some(Ok(Message::Text(text))) => return last_message(&text),
+                    Some(Ok(Message::Close(_))) | None => return Err(closed(send_failed)),
+                    Some(Ok(_)) => {}
+                    Some(Err(e)) => return Err(send_failed.unwrap_or(CliError::Http(format!("WebSocket: {e}")))),
                 }
+                None
             }
-            chunk = next_chunk(&mut stdin) => match chunk {
-                Some(bytes) => send(&mut socket, Message::Binary(bytes.into())).await?,
+            chunk = next_chunk(&mut stdin), if send_failed.is_none() => match chunk {
+                Some(bytes) => Some(Message::Binary(bytes.into())),
                 None => {
                     stdin = None;
                     // A terminal's input ends with the command, not with EOF here.
-                    if !args.tty {
-                        send(&mut socket, Message::Text(json!({"type": "eof"}).to_string().into())).await?;
-                    }
+                    (!args.tty).then(|| Message::Text(json!({"type": "eof"}).to_string().into()))
                 }
             },
-            _ = resized.recv(), if args.tty => {
-                if let Some((rows, cols)) = terminal::window_size() {
-                    let resize = json!({"type": "resize", "rows": rows, "cols": cols});
-                    send(&mut socket, Message::Text(resize.to_string().into())).await?;
-                }
+            _ = resized.recv(), if args.tty && send_failed.is_none() => terminal::window_size()
+                .map(|(rows, cols)| Message::Text(json!({"type": "resize", "rows": rows, "cols": cols}).to_string().into())),
+        };
+        if let Some(message) = outgoing {
+            if let Err(error) = send(&mut socket, message).await {
+                send_failed = Some(error);
+                stdin = None;
             }
         }
     }

@@ -1,14 +1,13 @@
 //! `hatch vm exec|cp|ls|rm` against a real API without a guest agent: the
 //! usage errors, and the daemon's 409 agent_unavailable said plainly by
-//! every form (the plain and the WebSocket exec, the file commands). A
-//! running VM whose agent never connected: written to the store as ready
-//! long ago, so the daemon does not wait for its agent (see AGENT_WAIT).
+//! every form (the plain and the WebSocket exec, the file commands), on a
+//! running VM whose agent never connected (`TestApi::vm_without_agent`).
 
 use crate::common;
 
 use std::process::Output;
 
-use common::daemon::{hatch_command_in, on_terminal, sample_image, sample_vm, TestApi};
+use common::daemon::{hatch_command_in, on_terminal, TestApi};
 
 struct Cli {
     api: TestApi,
@@ -18,13 +17,8 @@ struct Cli {
 impl Cli {
     async fn start() -> Cli {
         let api = TestApi::start().await;
-        let image = sample_image("noagent");
-        api.store.insert_image(&image).unwrap();
-        let mut vm = sample_vm(&image.id, 1);
-        vm.ready_at = Some(hatch::model::now() - chrono::Duration::hours(1));
-        api.store.insert_vm(&vm, None).unwrap();
-        api.written(&vm.id);
-        Cli { api, vm_id: vm.id }
+        let vm_id = api.vm_without_agent(hatch::model::VmState::Running, 1);
+        Cli { api, vm_id }
     }
 
     fn command(&self, args: &[&str]) -> std::process::Command {

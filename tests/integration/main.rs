@@ -4,6 +4,7 @@ mod common;
 
 mod api_auth;
 mod api_dashboard;
+mod api_exec_files;
 mod api_image_confinement;
 mod api_netns;
 mod api_openapi;
