@@ -23,9 +23,10 @@ const TIMED_OUT: u8 = 124;
 
 #[derive(Debug, clap::Args)]
 pub struct ExecArgs {
+    /// The VM's id.
     id: String,
     /// Stream: send standard input to the command (until EOF) and its output
-    /// as it comes.
+    /// as it comes (without -i the command's stdin is empty).
     #[arg(short, long)]
     interactive: bool,
     /// Run the command on a terminal in the guest (standard input must be a

@@ -50,14 +50,24 @@ class ExecSession:
 
     def __init__(self, socket: WebSocket) -> None:
         self._socket = socket
+        self._send_error: Optional[OSError] = None
         self.exit: Optional[ExecExit] = None
+
+    def _send(self, opcode: int, payload: bytes) -> None:
+        # The daemon closes right after its last message (an error, say):
+        # a failed send is kept, and reading tells what the daemon said.
+        if self._send_error is None:
+            try:
+                self._socket.send(opcode, payload)
+            except OSError as err:
+                self._send_error = err
 
     def write(self, data: Union[bytes, str]) -> None:
         """Sends bytes to the command's standard input."""
-        self._socket.send(BINARY, data.encode("utf-8") if isinstance(data, str) else data)
+        self._send(BINARY, data.encode("utf-8") if isinstance(data, str) else data)
 
     def _control(self, message: Dict[str, Any]) -> None:
-        self._socket.send(TEXT, json.dumps(message).encode("utf-8"))
+        self._send(TEXT, json.dumps(message).encode("utf-8"))
 
     def close_stdin(self) -> None:
         self._control({"type": "eof"})
@@ -81,7 +91,7 @@ class ExecSession:
                 body = json.dumps({"error": message}).encode("utf-8")
                 raise error_from_response(_STATUS_OF_CODE.get(message.get("code"), 500), body)
             elif opcode == CLOSE:
-                raise HatchError("the daemon closed the exec stream before the command ended")
+                raise HatchError("the daemon closed the exec stream before the command ended") from self._send_error
 
     def wait(self) -> Tuple[bytes, bytes, ExecExit]:
         """Reads everything to the end: (stdout, stderr, exit)."""
