@@ -14,7 +14,10 @@ use hatch_agent_proto::{
     frame::parse_header, host_preamble, Frame, FrameError, Hello, Kind, Request, SyncScanner, CONTROL_CHANNEL,
     HEADER_LEN, PROTOCOL_VERSION,
 };
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::UnixStream;
 use tokio::sync::{mpsc, watch};
 
 use super::AgentError;
@@ -32,6 +35,10 @@ pub struct Conversation {
     next_channel: AtomicU32,
     closed: watch::Sender<bool>,
     is_closed: AtomicBool,
+    /// The socket (a duplicate descriptor), to shut it down on close: the
+    /// peer (QEMU's chardev serves one client at a time) must see the end
+    /// even while a reader or writer half is still held somewhere.
+    socket: OwnedFd,
 }
 
 impl Conversation {
@@ -39,10 +46,8 @@ impl Conversation {
     /// skips whatever precedes the agent's sync, and reads its Hello. Waits
     /// as long as it takes (a guest still booting answers when its agent
     /// starts); callers bound it when they need to.
-    pub async fn start<S>(stream: S) -> Result<Arc<Conversation>, AgentError>
-    where
-        S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-    {
+    pub async fn start(stream: UnixStream) -> Result<Arc<Conversation>, AgentError> {
+        let socket = stream.as_fd().try_clone_to_owned().map_err(lost)?;
         let (read, write) = tokio::io::split(stream);
         let mut writer: Writer = Box::new(write);
         let mut reader: Reader = BufReader::new(Box::new(read));
@@ -70,6 +75,7 @@ impl Conversation {
             next_channel: AtomicU32::new(1),
             closed: watch::channel(false).0,
             is_closed: AtomicBool::new(false),
+            socket,
         });
         tokio::spawn(read_loop(Arc::downgrade(&conversation), reader));
         Ok(conversation)
@@ -124,9 +130,12 @@ impl Conversation {
         self.channels.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Marks the conversation over: every open channel sees the loss.
-    fn close(&self) {
+    /// Ends the conversation: every open channel sees the loss (a request
+    /// under way answers `Lost`), and the agent sees the stream end when
+    /// the last holder lets go of it.
+    pub fn close(&self) {
         self.is_closed.store(true, Ordering::Release);
+        let _ = nix::sys::socket::shutdown(self.socket.as_raw_fd(), nix::sys::socket::Shutdown::Both);
         self.lock_channels().clear();
         self.closed.send_replace(true);
     }

@@ -106,11 +106,30 @@ pub async fn delete(conversation: &Arc<Conversation>, path: String) -> Result<()
     }
 }
 
+/// A directory's entries. A large listing arrives in pieces (Data frames,
+/// each a JSON array of entries) before the final reply with the rest.
 pub async fn list(conversation: &Arc<Conversation>, path: String) -> Result<Vec<DirEntry>, AgentError> {
     let mut channel = conversation.open(&Request::ListDir { path }).await?;
-    match final_reply(&mut channel).await? {
-        Reply::Listing { entries } => Ok(entries),
-        other => Err(unexpected(other, "a listing")),
+    let mut entries = Vec::new();
+    loop {
+        let frame = channel.recv().await?;
+        match frame.kind {
+            Kind::Data => {
+                let piece: Vec<DirEntry> = frame.parse().map_err(|e| AgentError::Protocol(e.to_string()))?;
+                entries.extend(piece);
+            }
+            Kind::Response => {
+                channel.finish();
+                return match parse(&frame)? {
+                    Reply::Listing { entries: rest } => {
+                        entries.extend(rest);
+                        Ok(entries)
+                    }
+                    other => Err(unexpected(other, "a listing")),
+                };
+            }
+            other => return Err(AgentError::Protocol(format!("unexpected {other:?} frame in a listing"))),
+        }
     }
 }
 

@@ -69,18 +69,28 @@ impl AgentLink {
 impl Drop for AgentLink {
     fn drop(&mut self) {
         self.task.abort();
+        // Requests still holding the conversation must not outlive the link
+        // (the VMM is gone, or a new one has a new link).
+        if let Some(conversation) = self.current.borrow().clone() {
+            conversation.close();
+        }
     }
 }
 
 /// Runs one conversation until it ends, published while it lasts.
-async fn converse<S>(vm_id: &str, stream: S, publish: &watch::Sender<Option<Arc<Conversation>>>, on_hello: &OnHello)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
+async fn converse(
+    vm_id: &str,
+    stream: UnixStream,
+    publish: &watch::Sender<Option<Arc<Conversation>>>,
+    on_hello: &OnHello,
+) {
     match Conversation::start(stream).await {
         Ok(conversation) => {
             tracing::info!(vm = %vm_id, version = %conversation.hello().version, "guest agent connected");
-            publish.send_replace(Some(conversation.clone()));
+            // The guest connects again only when its old stream is gone.
+            if let Some(previous) = publish.send_replace(Some(conversation.clone())) {
+                previous.close();
+            }
             on_hello(conversation.clone());
             conversation.closed().await;
             tracing::info!(vm = %vm_id, "guest agent connection ended");
@@ -124,19 +134,18 @@ async fn listen(vm_id: String, path: PathBuf, publish: watch::Sender<Option<Arc<
         }
     };
     let publish = Arc::new(publish);
-    let mut conversation_task: Option<JoinHandle<()>> = None;
+    // Aborted with this task (the link's), so no conversation outlives it.
+    let mut conversation_task: Option<tokio_util::task::AbortOnDropHandle<()>> = None;
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 // The newest connection is the live one: the guest connects
                 // again only when its old stream is gone.
-                if let Some(previous) = conversation_task.take() {
-                    previous.abort();
-                }
+                drop(conversation_task.take());
                 let (vm_id, publish, on_hello) = (vm_id.clone(), publish.clone(), on_hello.clone());
-                conversation_task = Some(tokio::spawn(async move {
+                conversation_task = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
                     converse(&vm_id, stream, &publish, &on_hello).await;
-                }));
+                })));
             }
             Err(error) => {
                 tracing::warn!(vm = %vm_id, %error, "accepting a guest agent connection failed");

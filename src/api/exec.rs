@@ -2,6 +2,7 @@
 //! answers when it has finished.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use axum::extract::{Path, State};
 use axum::Json;
@@ -10,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::agent::{agent_error, session, validate_guest_path};
 use super::auth::Caller;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::ApiJson;
 use super::AppState;
 use crate::agent::exec;
@@ -24,6 +25,8 @@ pub const DEFAULT_EXEC_TIMEOUT_S: f64 = 60.0;
 /// the answer says `truncated`.
 pub const MAX_EXEC_OUTPUT_BYTES: u64 = 1024 * 1024;
 const MAX_ENV_VARS: usize = 256;
+/// How long past a command's timeout the agent has to report it.
+const AGENT_ANSWER_GRACE: Duration = Duration::from_secs(15);
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -169,8 +172,20 @@ pub async fn run(
 ) -> ApiResult<Json<ExecAnswer>> {
     let (request, stdin) = validate(body)?;
     let session = session(&state, &caller, &id).await?;
-    let output = exec::run(&session.conversation, request, stdin)
+    // The agent kills the command at its timeout; an agent that never
+    // answers (broken or hostile) must not hold the request forever.
+    let deadline = Duration::from_millis(request.timeout_ms.unwrap_or(0)) + AGENT_ANSWER_GRACE;
+    let output = tokio::time::timeout(deadline, exec::run(&session.conversation, request, stdin))
         .await
+        .map_err(|_| {
+            ApiError::new(
+                ErrorKind::AgentUnavailable,
+                format!(
+                    "the guest agent did not answer within {}s of the command's timeout",
+                    AGENT_ANSWER_GRACE.as_secs()
+                ),
+            )
+        })?
         .map_err(|e| agent_error(e, "cmd"))?;
     let exit = output.exit;
     Ok(Json(ExecAnswer {

@@ -1,6 +1,7 @@
 //! `hatch doctor`: the hypervisor prerequisites and the backend the daemon
-//! would choose (and why), the host programs networking and image builds
-//! run, and whether the daemon answers. Fails only when a daemon could not
+//! would choose (and why), the guest agent's transport on each hypervisor
+//! found (and why), the host programs networking and image builds run, and
+//! whether the daemon answers. Fails only when a daemon could not
 //! start: an invalid configuration or no usable hypervisor.
 
 use hyper::Method;

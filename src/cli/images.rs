@@ -24,6 +24,10 @@ pub enum ImageCommand {
         /// Name [default: the profile].
         #[arg(long)]
         name: Option<String>,
+        /// Static hatch-agent binary to install into the image [default:
+        /// HATCH_AGENT_BIN, else hatch-agent beside the hatch executable].
+        #[arg(long)]
+        agent_bin: Option<PathBuf>,
     },
     /// Register existing kernel/initrd/rootfs files.
     Register {
@@ -53,10 +57,15 @@ pub enum ImageCommand {
 
 pub async fn run(command: ImageCommand, args: &ClientArgs) -> Result<(), CliError> {
     match command {
-        ImageCommand::Build { profile, name } => {
+        ImageCommand::Build {
+            profile,
+            name,
+            agent_bin,
+        } => {
             let profile =
                 ImageProfile::parse(&profile).ok_or_else(|| CliError::Usage(format!("unknown profile {profile}")))?;
-            let image = build_image(profile, name).await?;
+            let agent_bin = agent_bin.as_deref().map(absolute).transpose()?;
+            let image = build_image(profile, name, agent_bin).await?;
             output::show(args.json, &image, print_image);
         }
         ImageCommand::Register {
@@ -164,13 +173,18 @@ fn register_body(request: &RegisterRequest) -> serde_json::Value {
 /// Builds an image and registers it in the local store (no daemon needed:
 /// the daemon reads new images from the same database). Progress goes to
 /// stderr as it happens (a bar on a terminal), so stdout stays the image alone.
-async fn build_image(profile: ImageProfile, name: Option<String>) -> Result<Image, CliError> {
+async fn build_image(
+    profile: ImageProfile,
+    name: Option<String>,
+    agent_bin: Option<PathBuf>,
+) -> Result<Image, CliError> {
     let config = crate::config::Config::from_env().map_err(|e| CliError::Usage(e.to_string()))?;
     let store = super::serve::open_store(&config)?;
     let env = BuildEnv {
         images_dir: config.data_dir.join("images"),
         cache_dir: config.image_cache_dir.clone(),
         debian_mirror: config.debian_mirror.clone(),
+        agent_bin: agent_bin.or(config.agent_bin.clone()),
     };
     let request = BuildRequest { profile, name };
     let progress = Progress::on_stderr("hatch: ");

@@ -135,6 +135,10 @@ pub struct ServeArgs {
     /// Debian mirror URL for image builds [default: the host's apt sources].
     #[arg(long, env = "HATCH_DEBIAN_MIRROR")]
     pub debian_mirror: Option<String>,
+    /// Static hatch-agent binary that built images carry
+    /// [default: hatch-agent beside the hatch executable].
+    #[arg(long, env = "HATCH_AGENT_BIN")]
+    pub agent_bin: Option<String>,
     /// S3-compatible endpoint URL for snapshots [default: unset, AWS].
     #[arg(long, env = "HATCH_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -238,6 +242,7 @@ impl ServeArgs {
             idle_timeout: IDLE_TIMEOUT.into(),
             image_cache_dir: None,
             debian_mirror: None,
+            agent_bin: None,
             s3_endpoint: None,
             s3_bucket: None,
             s3_region: S3_REGION.into(),

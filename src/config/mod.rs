@@ -94,6 +94,9 @@ pub struct Config {
     pub image_cache_dir: PathBuf,
     /// `None`: the mirror from the host's apt configuration.
     pub debian_mirror: Option<String>,
+    /// The hatch-agent image builds install (HATCH_AGENT_BIN); `None`: the
+    /// one beside the running executable (see `image::GuestAgent`).
+    pub agent_bin: Option<PathBuf>,
     pub s3: Option<S3Config>,
     /// Snapshots kept per VM (older ones are deleted).
     pub snapshot_retention: u32,
@@ -235,6 +238,10 @@ impl Config {
             idle_timeout: duration(&args.idle_timeout).map_err(ConfigError::on("HATCH_IDLE_TIMEOUT"))?,
             image_cache_dir,
             debian_mirror: debian_mirror(args)?,
+            agent_bin: non_empty(&args.agent_bin)
+                .map(absolute_path)
+                .transpose()
+                .map_err(ConfigError::on("HATCH_AGENT_BIN"))?,
             s3: s3(args)?,
             snapshot_retention: number(&args.snapshot_keep, 1, 10_000)
                 .map_err(ConfigError::on("HATCH_SNAPSHOT_KEEP"))?,

@@ -1,5 +1,5 @@
 //! The `debian` profile: Debian bookworm (systemd, openssh-server,
-//! cloud-init with NoCloud) as a labelled ext4 image, the cloud kernel as
+//! cloud-init with NoCloud, hatch-agent) as a labelled ext4 image, the cloud kernel as
 //! bzImage and ELF vmlinux, and an initrd that finds the root by label.
 use super::byte_progress::watch_dir;
 use super::cache::{get_or_build, install_from_cache};
@@ -9,14 +9,15 @@ use super::minimal::{base_key, build_kernel_and_initramfs, with_fresh_lists, BAS
 use super::parts::{resolve_base_packages, BZIMAGE, INITRAMFS, ROOTFS, VMLINUX};
 use super::rootfs::{self, ROOTFS_PACKAGES};
 use super::tools::{self, MKFS_EXT4, MMDEBSTRAP};
-use super::{image_from_dir, new_image_id, BuildEnv, ImageError, ProgressEvent, ProgressFn};
+use super::{image_from_dir, new_image_id, Build, ImageError, ProgressEvent};
 use crate::model::{Image, ImageProfile};
 
 /// Predictable interface names would rename eth0; Hatch's guests (and
 /// the network-config it writes) use eth0.
 pub const DEBIAN_BOOT_ARGS: &str = "net.ifnames=0";
 
-pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Result<Image, ImageError> {
+pub async fn build(build: Build<'_>) -> Result<Image, ImageError> {
+    let (env, agent, progress) = (build.env, build.agent, build.progress);
     tools::require(&BASE_TOOLS)?;
     tools::require(&[MMDEBSTRAP, MKFS_EXT4])?;
     let (apt, (packages, rootfs_packages)) = with_fresh_lists(env, progress, async |apt| {
@@ -26,7 +27,7 @@ pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Resu
         ))
     })
     .await?;
-    let mut key = base_key("debian", &apt, &packages, InitMode::SwitchRoot);
+    let mut key = base_key("debian", &apt, &packages, InitMode::SwitchRoot, agent);
     for package in &rootfs_packages {
         key.add(&package.name, &package.version);
     }
@@ -35,7 +36,8 @@ pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Resu
     let (entry, _entry_lock) = get_or_build(&env.cache_dir, "debian", &key, progress, |out| async move {
         let work = StagingDir::beside(&env.cache_dir.join("work").join("debian"))?;
         let kernel =
-            build_kernel_and_initramfs(&apt, &packages, InitMode::SwitchRoot, work.path(), &out, progress).await?;
+            build_kernel_and_initramfs(&apt, &packages, InitMode::SwitchRoot, None, work.path(), &out, progress)
+                .await?;
         let tree = work.path().join("rootfs");
         create_dir_all(&tree)?;
         let (count, bytes) = apt.closure_download_size(&ROOTFS_PACKAGES).await?;
@@ -50,7 +52,7 @@ pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Resu
         progress(ProgressEvent::Step(
             "configuring the root filesystem for cloud-init".into(),
         ));
-        rootfs::customise(&tree, &kernel.root, &kernel.version).await?;
+        rootfs::customise(&tree, &kernel.root, &kernel.version, agent).await?;
         progress(ProgressEvent::Step(format!(
             "making the ext4 image ({})",
             rootfs::ROOTFS_SIZE
@@ -63,7 +65,7 @@ pub async fn build(name: &str, env: &BuildEnv, progress: ProgressFn<'_>) -> Resu
     Ok(image_from_dir(
         &dir,
         id,
-        name,
+        build.name,
         ImageProfile::Debian,
         "debian",
         DEBIAN_BOOT_ARGS,

@@ -1,9 +1,10 @@
 //! Assembling initramfs trees: busybox (static), optionally dropbear with
-//! the shared libraries it needs, selected kernel modules and Hatch's /init
-//! script, packed into a gzip'd cpio archive.
+//! the shared libraries it needs and hatch-agent, selected kernel modules
+//! and Hatch's /init script, packed into a gzip'd cpio archive.
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
+use super::agent::{MINIMAL_GUEST_PATH, TRANSPORT_MODULES};
 use super::cpio::write_initramfs;
 use super::fsutil::create_dir_all;
 use super::modules::stage_modules;
@@ -36,10 +37,11 @@ impl InitMode {
         }
     }
 
-    /// Modules /init loads (their dependencies come along).
-    pub fn modules(self) -> &'static [&'static str] {
+    /// Modules /init loads (their dependencies come along); the minimal
+    /// guest's include hatch-agent's transports.
+    pub fn modules(self) -> Vec<&'static str> {
         match self {
-            InitMode::Minimal => &[
+            InitMode::Minimal => [
                 "virtio_mmio",
                 "virtio_blk",
                 "virtio_net",
@@ -50,8 +52,11 @@ impl InitMode {
                 "nls_utf8",
                 "evdev",
                 "button",
-            ],
-            InitMode::SwitchRoot => &["virtio_mmio", "virtio_blk"],
+            ]
+            .into_iter()
+            .chain(TRANSPORT_MODULES)
+            .collect(),
+            InitMode::SwitchRoot => vec!["virtio_mmio", "virtio_blk"],
         }
     }
 }
@@ -66,6 +71,8 @@ pub struct InitramfsInputs<'a> {
     pub kernel_version: &'a str,
     /// dropbear and dropbearkey, and what they need (Minimal only).
     pub ssh: Option<(Vec<PathBuf>, RuntimeDeps)>,
+    /// The static hatch-agent program (Minimal only: /init starts it).
+    pub agent: Option<&'a [u8]>,
 }
 
 fn write_file(root: &Path, guest_path: &str, mode: u32, contents: &[u8]) -> Result<(), ImageError> {
@@ -133,9 +140,15 @@ fn install_ssh(root: &Path, programs: &[PathBuf], deps: &RuntimeDeps) -> Result<
     for (soname, file) in &deps.libraries {
         copy_file(root, &format!("/lib/x86_64-linux-gnu/{soname}"), file)?;
     }
-    // dropbear looks root up through NSS (files only) and checks the shell.
-    write_file(root, "/etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\n")?;
-    write_file(root, "/etc/group", 0o644, b"root:x:0:\ntty:x:5:\n")?;
+    // dropbear looks root up through NSS (files only) and checks the shell;
+    // `nobody` is there to run commands without privileges (exec's `user`).
+    write_file(
+        root,
+        "/etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/bin/sh\n",
+    )?;
+    write_file(root, "/etc/group", 0o644, b"root:x:0:\ntty:x:5:\nnogroup:x:65534:\n")?;
     // `*`: no password can match, public keys still work.
     write_file(root, "/etc/shadow", 0o600, b"root:*:19000:0:99999:7:::\n")?;
     write_file(root, "/etc/shells", 0o644, b"/bin/sh\n/bin/ash\n")?;
@@ -162,6 +175,9 @@ pub async fn build_initramfs(inputs: &InitramfsInputs<'_>, tree: &Path, out: &Pa
     if let Some((programs, deps)) = &inputs.ssh {
         install_ssh(tree, programs, deps)?;
     }
+    if let Some(agent) = inputs.agent {
+        write_file(tree, MINIMAL_GUEST_PATH, 0o755, agent)?;
+    }
     write_file(tree, "/init", 0o755, inputs.mode.script().as_bytes())?;
     write_file(tree, "/lib/hatch/common.sh", 0o644, COMMON_SH.as_bytes())?;
     write_file(tree, "/etc/udhcpc.script", 0o755, UDHCPC_SCRIPT.as_bytes())?;
@@ -178,7 +194,7 @@ pub async fn build_initramfs(inputs: &InitramfsInputs<'_>, tree: &Path, out: &Pa
         0o644,
         format!("{ROOT_LABEL}\n").as_bytes(),
     )?;
-    stage_modules(inputs.kernel_root, inputs.kernel_version, tree, inputs.mode.modules()).await?;
+    stage_modules(inputs.kernel_root, inputs.kernel_version, tree, &inputs.mode.modules()).await?;
     let tree = tree.to_path_buf();
     let out = out.to_path_buf();
     tokio::task::spawn_blocking(move || write_initramfs(&tree, &out))

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::model::{Image, ImageProfile};
 
+pub mod agent;
 mod apt;
 pub mod apt_sources;
 mod bootargs;
@@ -34,6 +35,7 @@ pub mod tools;
 mod unpack;
 mod vmlinux;
 
+pub use agent::GuestAgent;
 pub use apt::{parse_show, PackageInfo};
 pub use bootargs::{validate_boot_args, MAX_BOOT_ARGS_LEN};
 pub use confine::ImportDirs;
@@ -66,6 +68,9 @@ pub struct BuildEnv {
     pub cache_dir: PathBuf,
     /// `HATCH_DEBIAN_MIRROR`; `None` means the host's apt configuration.
     pub debian_mirror: Option<String>,
+    /// `HATCH_AGENT_BIN`: the static `hatch-agent` images carry; `None`
+    /// means the one beside the running executable (see [`GuestAgent`]).
+    pub agent_bin: Option<PathBuf>,
 }
 
 impl BuildEnv {
@@ -75,15 +80,17 @@ impl BuildEnv {
             images_dir: data_dir.join("images"),
             cache_dir: data_dir.join("cache"),
             debian_mirror: None,
+            agent_bin: None,
         }
     }
 
-    /// [`BuildEnv::new`] plus `HATCH_DEBIAN_MIRROR` and
-    /// `HATCH_IMAGE_CACHE_DIR` from the environment (empty = unset).
+    /// [`BuildEnv::new`] plus `HATCH_DEBIAN_MIRROR`, `HATCH_IMAGE_CACHE_DIR`
+    /// and `HATCH_AGENT_BIN` from the environment (empty = unset).
     pub fn from_env(data_dir: &Path) -> Self {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let mut env = BuildEnv::new(data_dir);
         env.debian_mirror = var("HATCH_DEBIAN_MIRROR");
+        env.agent_bin = var(agent::AGENT_BIN_VAR).map(PathBuf::from);
         if let Some(dir) = var("HATCH_IMAGE_CACHE_DIR") {
             env.cache_dir = PathBuf::from(dir);
         }
@@ -164,6 +171,16 @@ impl ProgressEvent {
 /// How builders report progress.
 pub type ProgressFn<'a> = &'a (dyn Fn(ProgressEvent) + Send + Sync);
 
+/// One build as the profiles' builders get it: the image's name, where it
+/// goes, the agent it carries, and where progress is reported.
+#[derive(Clone, Copy)]
+struct Build<'a> {
+    name: &'a str,
+    env: &'a BuildEnv,
+    agent: &'a GuestAgent,
+    progress: ProgressFn<'a>,
+}
+
 /// A fresh image id such as `img-k3v9x2ab`.
 pub fn new_image_id() -> String {
     crate::model::random_id("img", 8)
@@ -179,6 +196,7 @@ pub async fn build_image(req: &BuildRequest, env: &BuildEnv, progress: ProgressF
             .map_err(|e| ImageError::io("resolving", &env.images_dir, e))?,
         cache_dir: std::path::absolute(&env.cache_dir).map_err(|e| ImageError::io("resolving", &env.cache_dir, e))?,
         debian_mirror: env.debian_mirror.clone(),
+        agent_bin: env.agent_bin.clone(),
     };
     for dir in [
         env.images_dir.clone(),
@@ -188,15 +206,23 @@ pub async fn build_image(req: &BuildRequest, env: &BuildEnv, progress: ProgressF
     ] {
         fsutil::remove_stale_staging(&dir);
     }
+    if req.profile == ImageProfile::Registered {
+        return Err(ImageError::Invalid {
+            field: "profile",
+            message: "`registered` images are registered, not built; use debian or minimal".into(),
+        });
+    }
+    let agent = GuestAgent::locate(env.agent_bin.as_deref())?;
+    let build = Build {
+        name: &name,
+        env: &env,
+        agent: &agent,
+        progress,
+    };
     let image = match req.profile {
-        ImageProfile::Minimal => minimal::build(&name, &env, progress).await?,
-        ImageProfile::Debian => debian::build(&name, &env, progress).await?,
-        ImageProfile::Registered => {
-            return Err(ImageError::Invalid {
-                field: "profile",
-                message: "`registered` images are registered, not built; use debian or minimal".into(),
-            })
-        }
+        ImageProfile::Minimal => minimal::build(build).await?,
+        ImageProfile::Debian => debian::build(build).await?,
+        ImageProfile::Registered => unreachable!("refused above"),
     };
     cache::prune_unused(&env.cache_dir.join("images"), cache::UNUSED_LIFETIME);
     cache::prune_unused(&env.cache_dir.join("debs"), cache::UNUSED_LIFETIME);

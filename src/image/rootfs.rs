@@ -3,6 +3,7 @@
 //! turned into a labelled ext4 image with `mkfs.ext4 -d` (no mounting).
 use std::path::Path;
 
+use super::agent::{GuestAgent, DEBIAN_GUEST_PATH, MODULES_LOAD_CONF, SYSTEMD_UNIT};
 use super::apt_sources::{AptSource, SUITE};
 use super::fsutil::create_dir_all;
 use super::initramfs::ROOT_LABEL;
@@ -33,7 +34,7 @@ pub const ROOTFS_PACKAGES: [&str; 13] = [
 pub const ROOTFS_SIZE: &str = "2048M";
 
 /// Files written into the tree after mmdebstrap: (path, mode, contents).
-pub const ROOTFS_FILES: [(&str, u32, &str); 6] = [
+pub const ROOTFS_FILES: [(&str, u32, &str); 8] = [
     (
         "/etc/fstab",
         0o644,
@@ -62,10 +63,13 @@ pub const ROOTFS_FILES: [(&str, u32, &str); 6] = [
     ),
     // Empty: systemd gives every VM its own id at first boot.
     ("/etc/machine-id", 0o444, ""),
+    // hatch-agent (the binary is copied to DEBIAN_GUEST_PATH).
+    ("/etc/systemd/system/hatch-agent.service", 0o644, SYSTEMD_UNIT),
+    ("/etc/modules-load.d/hatch-agent.conf", 0o644, MODULES_LOAD_CONF),
 ];
 
 /// Symlinks written into the tree: (path, target).
-pub const ROOTFS_LINKS: [(&str, &str); 8] = [
+pub const ROOTFS_LINKS: [(&str, &str); 9] = [
     // e2scrub_reap takes ~20 s under TCG and is useless in a VM.
     ("/etc/systemd/system/e2scrub_reap.service", "/dev/null"),
     // Without dbus/logind this starts gettys on tty1-6, which a VM with
@@ -91,6 +95,11 @@ pub const ROOTFS_LINKS: [(&str, &str); 8] = [
     (
         "/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service",
         "/lib/systemd/system/systemd-networkd-wait-online.service",
+    ),
+    // `systemctl enable hatch-agent`.
+    (
+        "/etc/systemd/system/multi-user.target.wants/hatch-agent.service",
+        "/etc/systemd/system/hatch-agent.service",
     ),
     // Programs ask systemd-resolved's stub, which forwards to the DNS
     // servers DHCP gave (or those set in /etc/systemd/resolved.conf.d).
@@ -128,19 +137,31 @@ fn in_tree(tree: &Path, guest_path: &str) -> std::path::PathBuf {
     tree.join(guest_path.trim_start_matches('/'))
 }
 
-/// Applies Hatch's adjustments and installs the kernel's modules.
-pub async fn customise(tree: &Path, kernel_root: &Path, kernel_version: &str) -> Result<(), ImageError> {
+/// Writes `contents` at `guest_path` in `tree` with `mode`, replacing
+/// whatever is there.
+fn write_in_tree(tree: &Path, guest_path: &str, mode: u32, contents: &[u8]) -> Result<(), ImageError> {
     use std::os::unix::fs::PermissionsExt;
-    for (guest_path, mode, contents) in ROOTFS_FILES {
-        let path = in_tree(tree, guest_path);
-        if let Some(parent) = path.parent() {
-            create_dir_all(parent)?;
-        }
-        let _ = std::fs::remove_file(&path);
-        std::fs::write(&path, contents)
-            .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)))
-            .map_err(|e| ImageError::io("writing", &path, e))?;
+    let path = in_tree(tree, guest_path);
+    if let Some(parent) = path.parent() {
+        create_dir_all(parent)?;
     }
+    let _ = std::fs::remove_file(&path);
+    std::fs::write(&path, contents)
+        .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)))
+        .map_err(|e| ImageError::io("writing", &path, e))
+}
+
+/// Applies Hatch's adjustments and installs the kernel's modules and the agent.
+pub async fn customise(
+    tree: &Path,
+    kernel_root: &Path,
+    kernel_version: &str,
+    agent: &GuestAgent,
+) -> Result<(), ImageError> {
+    for (guest_path, mode, contents) in ROOTFS_FILES {
+        write_in_tree(tree, guest_path, mode, contents.as_bytes())?;
+    }
+    write_in_tree(tree, DEBIAN_GUEST_PATH, 0o755, &agent.bytes)?;
     for (guest_path, target) in ROOTFS_LINKS {
         let path = in_tree(tree, guest_path);
         if let Some(parent) = path.parent() {

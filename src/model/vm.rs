@@ -279,7 +279,8 @@ pub struct Vm {
     /// Why the VM is in its state (exit code, crash reason, error message).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_reason: Option<String>,
-    /// When a networked guest first accepted a TCP connection on port 22.
+    /// When the guest was first seen ready since its VMM started: its agent
+    /// said hello, or (networked guests) it accepted a TCP connection on port 22.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ready_at: Option<Timestamp>,
     pub created_at: Timestamp,

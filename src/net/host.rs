@@ -265,6 +265,12 @@ impl Network {
         let mut host = self.host.lock().await;
         self.check_identity(vm_id, id)?;
         let attached = host.get_or_insert_with(|| self.seed(desired_all));
+        // A restore finds its network as the snapshot left it (the TAP stays
+        // while a VM is snapshotted): nothing to redo on the wake path.
+        // Drift is the reconciler's to repair, as for a running VM.
+        if attached.get(vm_id) == Some(id) && tap::is_attached(&id.tap_name, &self.cfg.bridge_name) {
+            return Ok(());
+        }
         attached.insert(vm_id.to_string(), id.clone());
         let reservations = self.reservations(attached);
         tap::ensure(&id.tap_name, &self.cfg.bridge_name).await?;

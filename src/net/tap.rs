@@ -4,6 +4,20 @@ use crate::sys::cmd;
 
 use super::{link, NetError};
 
+/// Whether the TAP exists, is up and is a port of `bridge` (read from
+/// sysfs: no process to start on a restore's path).
+pub fn is_attached(tap: &str, bridge: &str) -> bool {
+    let dir = std::path::Path::new("/sys/class/net").join(tap);
+    let on_bridge = std::fs::read_link(dir.join("master"))
+        .ok()
+        .is_some_and(|master| master.file_name().is_some_and(|name| name == bridge));
+    let up = std::fs::read_to_string(dir.join("flags"))
+        .ok()
+        .and_then(|flags| u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).ok())
+        .is_some_and(|flags| flags & 0x1 != 0);
+    on_bridge && up
+}
+
 /// Creates the TAP if no link of that name exists (an existing one is
 /// reused, whatever created it), enslaves it to the bridge and brings it up.
 pub async fn ensure(tap: &str, bridge: &str) -> Result<bool, NetError> {

@@ -2,8 +2,9 @@
 //! the hypervisor's own save, into its "hot copy"
 //! (`$HATCH_DATA_DIR/hot/<vm>/<snapshot>/`), and the VM is `snapshotted` as
 //! soon as that save is whole. Then, in the background, the hot files are checksummed and every
-//! artefact (state, memory, the VM's disk) is compressed, checksummed and
-//! put in the snapshot store; only then is the snapshot `durable`.
+//! artefact (state, memory, the VM's disk as the blocks that differ from
+//! its image, see `snapshot_disk`) is compressed, checksummed and put in
+//! the snapshot store; only then is the snapshot `durable`.
 //!
 //! Restore loads the hot copy when it is still valid (the VM has not run
 //! since it was taken, so its disk is the one saved) and its checksums
@@ -240,10 +241,14 @@ impl Orchestrator {
             if ticket.stopped() {
                 return Ok(false);
             }
-            let packed = work.join(name);
-            let info = snapshot::pack(&source, &packed).await?;
+            let (info, packed) = if name == super::snapshot::DISK {
+                self.pack_disk(&record.vm_id, &source, work).await?
+            } else {
+                let packed = work.join(name);
+                (snapshot::pack(&source, &packed).await?, packed)
+            };
             self.snapshot_store()
-                .put(&super::snapshot::artefact_key(record, name), &packed)
+                .put(&super::snapshot::artefact_key(record, &info.name), &packed)
                 .await?;
             let _ = tokio::fs::remove_file(&packed).await;
             record.total_bytes += info.compressed_bytes;

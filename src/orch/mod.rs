@@ -34,6 +34,7 @@ mod proxy;
 mod reconcile;
 mod routes;
 mod snapshot;
+mod snapshot_disk;
 mod supervise;
 pub mod transitions;
 mod view;

@@ -40,6 +40,11 @@ impl From<SnapshotError> for OrchError {
             SnapshotError::Corrupt { .. } => OrchError::Corrupt {
                 message: error.to_string(),
             },
+            // The image a disk diff needs is gone or changed: 409, naming it.
+            SnapshotError::BaseChanged { .. } => OrchError::Conflict {
+                field: Some("image_id"),
+                message: error.to_string(),
+            },
             SnapshotError::NoSpace { .. } => OrchError::Exhausted {
                 message: error.to_string(),
             },
@@ -399,13 +404,20 @@ impl Orchestrator {
         tokio::fs::create_dir_all(work)
             .await
             .map_err(|e| OrchError::Internal(format!("creating {}: {e}", work.display())))?;
+        // A disk stored as a diff needs its base unchanged: checked before
+        // anything is fetched.
+        let disk_base = match snapshot.artefacts.iter().find_map(|a| a.base.as_ref()) {
+            Some(base) => Some(self.disk_base(base).await?),
+            None => None,
+        };
         let store = self.snapshot_store();
         let mut unpacked = Vec::new();
         for info in &snapshot.artefacts {
             let packed = work.join(&info.name);
             store.get(&artefact_key(snapshot, &info.name), &packed).await?;
             let plain = work.join(info.name.trim_end_matches(".zst"));
-            snapshot::unpack(&packed, info, &plain).await?;
+            self.unpack_artefact(&packed, info, disk_base.as_deref(), &plain)
+                .await?;
             let _ = tokio::fs::remove_file(&packed).await;
             unpacked.push((info.name.as_str(), plain));
         }
@@ -418,7 +430,7 @@ impl Orchestrator {
                 state,
                 memory: find(MEMORY),
             },
-            disk: find(DISK),
+            disk: find(DISK).or_else(|| find(super::snapshot_disk::DISK_DIFF)),
         })
     }
 

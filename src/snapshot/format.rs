@@ -7,8 +7,19 @@
 //! end:     offset = u64::MAX | length = 0
 //! ```
 //! Everything not covered by an extent reads as zeros.
+//!
+//! A disk diff (`disk-diff.zst`) is the same container with its own
+//! header, and everything not covered by an extent reads as the base's
+//! bytes (zeros past the base's end):
+//!
+//! ```text
+//! header:  b"HATCHDIF" | version: u32 LE (1) | logical size: u64 LE
+//!          | base size: u64 LE | base digest: 32 bytes (see `disk_diff`)
+//! ```
 
 use std::io::{self, Read, Write};
+
+use crate::sys::sparse::is_zero;
 
 pub(crate) const MAGIC: &[u8; 8] = b"HATCHSPR";
 pub(crate) const VERSION: u32 = 1;
@@ -20,6 +31,33 @@ pub(crate) fn write_header(out: &mut impl Write, logical_size: u64) -> io::Resul
     out.write_all(MAGIC)?;
     out.write_all(&VERSION.to_le_bytes())?;
     out.write_all(&logical_size.to_le_bytes())
+}
+
+pub(crate) const DIFF_MAGIC: &[u8; 8] = b"HATCHDIF";
+
+/// What a diff's header says of itself and of its base.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct DiffHeader {
+    pub size: u64,
+    pub base_size: u64,
+    pub base_digest: [u8; 32],
+}
+
+pub(crate) fn write_diff_header(out: &mut impl Write, header: &DiffHeader) -> io::Result<()> {
+    out.write_all(DIFF_MAGIC)?;
+    out.write_all(&VERSION.to_le_bytes())?;
+    out.write_all(&header.size.to_le_bytes())?;
+    out.write_all(&header.base_size.to_le_bytes())?;
+    out.write_all(&header.base_digest)
+}
+
+pub(crate) fn read_diff_header(input: &mut impl Read) -> Result<DiffHeader, FormatError> {
+    let size = read_magic_and_size(input, DIFF_MAGIC)?;
+    Ok(DiffHeader {
+        size,
+        base_size: u64::from_le_bytes(read_array(input)?),
+        base_digest: read_array(input)?,
+    })
 }
 
 pub(crate) fn write_extent(out: &mut impl Write, offset: u64, data: &[u8]) -> io::Result<()> {
@@ -36,7 +74,7 @@ pub(crate) fn write_end(out: &mut impl Write) -> io::Result<()> {
 /// The container is malformed (as opposed to the stream failing to read).
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum FormatError {
-    #[error("not a Hatch sparse container (bad magic)")]
+    #[error("not a Hatch sparse container or disk diff of the expected kind (bad magic)")]
     BadMagic,
     #[error("unsupported container version {0}")]
     Version(u32),
@@ -48,9 +86,12 @@ pub(crate) enum FormatError {
 
 /// Reads the header; returns the logical size.
 pub(crate) fn read_header(input: &mut impl Read) -> Result<u64, FormatError> {
-    let mut magic = [0u8; 8];
-    input.read_exact(&mut magic)?;
-    if &magic != MAGIC {
+    read_magic_and_size(input, MAGIC)
+}
+
+fn read_magic_and_size(input: &mut impl Read, expected: &[u8; 8]) -> Result<u64, FormatError> {
+    let magic: [u8; 8] = read_array(input)?;
+    if &magic != expected {
         return Err(FormatError::BadMagic);
     }
     let version = u32::from_le_bytes(read_array(input)?);
@@ -83,11 +124,6 @@ fn read_array<const N: usize>(input: &mut impl Read) -> io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
     input.read_exact(&mut bytes)?;
     Ok(bytes)
-}
-
-fn is_zero(block: &[u8]) -> bool {
-    // A fold (not `all`) so the compiler can vectorise it.
-    block.iter().fold(0u8, |acc, b| acc | b) == 0
 }
 
 /// The runs of non-zero `BLOCK`-sized blocks in `buf`, as (start, end)

@@ -9,12 +9,16 @@
 //! [`ArtefactInfo`] covers the artefact bytes as stored, so corruption in
 //! the store is caught before anything is decompressed.
 //!
+//! A VM's disk is stored as the blocks that differ from its image's root
+//! filesystem, see [`disk_diff`].
+//!
 //! Stores: [`LocalStore`] (a directory under the data dir, the default)
 //! and [`S3Store`] (an S3-compatible bucket, when HATCH_S3_BUCKET is set,
 //! with this host's objects under HATCH_S3_PREFIX or its [`host_id`]),
 //! behind the one [`SnapshotStore`] trait; [`open_store`] picks by config.
 
 mod digest;
+mod disk_diff;
 mod format;
 mod host_id;
 mod pack;
@@ -26,6 +30,7 @@ use std::io;
 use std::sync::Arc;
 
 pub use digest::file_checksum;
+pub use disk_diff::{check_disk_base, pack_disk_diff, unpack_disk_diff, DiskBase, BLOCK as DISK_DIFF_BLOCK};
 pub use host_id::{host_id, host_id_path, read_host_id};
 pub use pack::pack;
 pub use s3::{S3Store, PART_SIZE as S3_PART_SIZE};
@@ -43,12 +48,21 @@ pub struct ArtefactInfo {
     pub compressed_bytes: u64,
     /// SHA-256 of the artefact as stored, lower-case hex.
     pub sha256: String,
+    /// For a disk stored as its differences from an image's root
+    /// filesystem: that base, which a restore needs unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base: Option<DiskBase>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
     #[error("snapshot artefact {artefact} is corrupt: {reason}")]
     Corrupt { artefact: String, reason: String },
+    #[error(
+        "the snapshot's disk is stored as its differences from the root filesystem of image {image_id}, \
+         which {reason}; restoring it over another base would corrupt the disk"
+    )]
+    BaseChanged { image_id: String, reason: String },
     #[error("no space left on the device while {context}")]
     NoSpace { context: String },
     #[error("{context}: {source}")]

@@ -4,20 +4,18 @@
 
 use std::fs::File;
 use std::io::{self, BufWriter, Write};
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use nix::errno::Errno;
-use nix::unistd::{lseek, Whence};
 use sha2::{Digest, Sha256};
 
 use super::format::{nonzero_runs, write_end, write_extent, write_header};
 use super::{blocking, ArtefactInfo, SnapshotError};
 use crate::sys::atomic_file::AtomicFile;
+use crate::sys::sparse::for_each_data_region;
 
 /// zstd's default level: fast, and the data is mostly guest RAM and disk.
-const ZSTD_LEVEL: i32 = 3;
+pub(super) const ZSTD_LEVEL: i32 = 3;
 const READ_CHUNK: usize = 1 << 20;
 
 /// Compresses `src` into the artefact `dest` (written atomically) and
@@ -60,32 +58,8 @@ fn pack_blocking(src: &Path, dest: &Path) -> Result<ArtefactInfo, SnapshotError>
         size_bytes: size,
         compressed_bytes,
         sha256,
+        base: None,
     })
-}
-
-/// Calls `visit(start, end)` for each data region of `file`, skipping holes.
-/// Filesystems without SEEK_DATA report the whole file as one region.
-fn for_each_data_region(file: &File, size: u64, mut visit: impl FnMut(u64, u64) -> io::Result<()>) -> io::Result<()> {
-    let fd = file.as_raw_fd();
-    let mut pos = 0u64;
-    while pos < size {
-        let start = match lseek(fd, pos as i64, Whence::SeekData) {
-            Ok(start) => start as u64,
-            Err(Errno::ENXIO) => break, // only a hole from here to the end
-            Err(Errno::EINVAL) => pos,  // no hole support: all data
-            Err(e) => return Err(e.into()),
-        };
-        let end = match lseek(fd, start as i64, Whence::SeekHole) {
-            Ok(end) => (end as u64).min(size),
-            Err(Errno::EINVAL | Errno::ENXIO) => size,
-            Err(e) => return Err(e.into()),
-        };
-        if end > start {
-            visit(start, end)?;
-        }
-        pos = end.max(start + 1);
-    }
-    Ok(())
 }
 
 /// Reads `start..end` and writes its non-zero blocks as extents.
@@ -104,14 +78,14 @@ fn copy_region(file: &File, start: u64, end: u64, buf: &mut [u8], out: &mut impl
 }
 
 /// Passes bytes through while hashing and counting them.
-struct HashingWriter<W: Write> {
+pub(super) struct HashingWriter<W: Write> {
     inner: W,
     hasher: Sha256,
     bytes: u64,
 }
 
 impl<W: Write> HashingWriter<W> {
-    fn new(inner: W) -> Self {
+    pub(super) fn new(inner: W) -> Self {
         HashingWriter {
             inner,
             hasher: Sha256::new(),
@@ -120,7 +94,7 @@ impl<W: Write> HashingWriter<W> {
     }
 
     /// Flushes and returns (hex SHA-256, byte count).
-    fn finish(mut self) -> io::Result<(String, u64)> {
+    pub(super) fn finish(mut self) -> io::Result<(String, u64)> {
         self.inner.flush()?;
         Ok((hex::encode(self.hasher.finalize()), self.bytes))
     }

@@ -10,6 +10,10 @@
 //! - `validate`, `kernel`: checks of a launch before any process starts.
 //! - `host`, `select`: host facts (KVM kind, TSC) and the backend choice with
 //!   its `hatch doctor` checks.
+//!
+//! Every VM also gets a device for its guest agent (one byte stream, see
+//! `crates/agent-proto`); [`Hypervisor::agent_endpoint`] says where the
+//! daemon meets it on the host.
 
 pub mod cgroup;
 pub mod firecracker;
@@ -98,6 +102,26 @@ impl VmLaunch {
     pub fn serial_log_path(&self) -> PathBuf {
         self.run_dir.join("serial.log")
     }
+
+    /// A launch with no kernel, disks or network, for unit tests of what
+    /// depends only on the VM's id and run directory.
+    #[cfg(test)]
+    pub fn bare(vm_id: &str, run_dir: &str) -> Self {
+        VmLaunch {
+            vm_id: vm_id.into(),
+            vcpu_count: 1,
+            mem_mib: 128,
+            kernel: KernelFiles {
+                elf: None,
+                bzimage: None,
+            },
+            initrd: None,
+            disks: Vec::new(),
+            nic: None,
+            boot_args: String::new(),
+            run_dir: run_dir.into(),
+        }
+    }
 }
 
 /// Where the daemon meets a VM's guest agent (see crates/agent-proto).
@@ -184,8 +208,12 @@ pub trait Hypervisor: Send + Sync {
     /// Takes over a VMM process started earlier (possibly by a previous daemon).
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError>;
 
-    /// Where the daemon meets the guest agent of a VM launched from `spec`.
+    /// Where the daemon meets the guest agent of the VM `spec` describes
+    /// (derived from the spec alone; the same for launch, restore and adopt).
     fn agent_endpoint(&self, spec: &VmLaunch) -> AgentEndpoint;
+
+    /// The agent transport's name for people (`vsock`, `virtio-serial`).
+    fn agent_transport(&self) -> &'static str;
 }
 
 /// A running VMM process.

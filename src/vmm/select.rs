@@ -3,6 +3,7 @@
 
 mod decide;
 mod probe;
+mod transport;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -208,6 +209,7 @@ pub fn doctor_checks(settings: &HypervisorSettings) -> Vec<DoctorCheck> {
     let probe = HostProbe::detect(settings);
     let mut checks = probe.checks();
     checks.extend(isolation_checks(settings));
+    checks.extend(transport::agent_transport_checks(&probe));
     checks.push(decide(settings, &probe).check());
     checks
 }

@@ -113,6 +113,7 @@ fn every_invalid_value_names_its_variable() {
         ("HATCH_IDLE_TIMEOUT", |a| a.idle_timeout = "5d".into()),
         ("HATCH_IMAGE_CACHE_DIR", |a| a.image_cache_dir = Some("cache".into())),
         ("HATCH_DEBIAN_MIRROR", |a| a.debian_mirror = Some("ftp:/x y".into())),
+        ("HATCH_AGENT_BIN", |a| a.agent_bin = Some("target/hatch-agent".into())),
         ("HATCH_S3_ENDPOINT", |a| {
             a.s3_endpoint = Some("http://127.0.0.1:9000".into())
         }),

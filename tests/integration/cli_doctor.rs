@@ -64,8 +64,27 @@ fn doctor_names_the_hypervisor_and_why() {
         "{daemon}"
     );
 
+    let json = report(&doctor(&["--json"], &[("HATCH_URL", NO_DAEMON)]));
+    // Each hypervisor found says how the daemon reaches a guest's agent, and why.
+    let mut transports = 0;
+    if find(&json, "qemu binary")["ok"] == true {
+        let qemu = find(&json, "qemu agent transport")["detail"].as_str().unwrap();
+        assert!(qemu.starts_with("virtio-serial port org.hatch.agent.0"), "{qemu}");
+        assert!(qemu.contains("agent.sock") && qemu.contains("unmigratable"), "{qemu}");
+        transports += 1;
+    }
+    if find(&json, "firecracker binary")["ok"] == true {
+        let firecracker = find(&json, "firecracker agent transport")["detail"].as_str().unwrap();
+        assert!(
+            firecracker.starts_with("vsock (guest CID 3, port 1024)"),
+            "{firecracker}"
+        );
+        assert!(firecracker.contains("vsock.sock_1024"), "{firecracker}");
+        transports += 1;
+    }
+    assert!(transports > 0, "a hypervisor was chosen, so one was found: {json:#}");
+
     if Path::new("/sys/module/kvm_pvm").exists() {
-        let json = report(&doctor(&["--json"], &[("HATCH_URL", NO_DAEMON)]));
         let pvm = find(&json, "nested PVM KVM");
         assert!(
             pvm["detail"].as_str().unwrap().starts_with("kvm_pvm is loaded"),

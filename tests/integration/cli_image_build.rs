@@ -23,6 +23,7 @@ fn offline_env(root: &Path) -> Vec<(&'static str, String)> {
         ("HATCH_URL", format!("unix:{}", root.join("no-daemon.sock").display())),
         // Files the tests make to register live in `root`.
         ("HATCH_IMAGE_IMPORT_DIRS", root.display().to_string()),
+        ("HATCH_AGENT_BIN", common::images::agent_bin().display().to_string()),
     ];
     if let Some(mirror) = std::env::var("HATCH_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty()) {
         env.push(("HATCH_DEBIAN_MIRROR", mirror));

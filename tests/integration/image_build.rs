@@ -8,9 +8,8 @@ use crate::common;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
-use std::sync::Mutex;
 
-use common::images::{minimal_image, test_build_env};
+use common::images::{agent_bin, build_minimal_recording, minimal_image, test_build_env};
 use hatch::image::{build_image, BuildEnv, BuildRequest, ImageError, ProgressEvent};
 use hatch::model::ImageProfile;
 
@@ -30,15 +29,8 @@ fn entries(dir: &Path) -> Vec<String> {
 async fn rebuilding_with_identical_inputs_reuses_the_cache() {
     let first = minimal_image().await;
     let env = test_build_env();
-    let events = Mutex::new(Vec::new());
-    let record = |event: ProgressEvent| events.lock().unwrap().push(event);
-    let request = BuildRequest {
-        profile: ImageProfile::Minimal,
-        name: Some("again".into()),
-    };
-    let second = build_image(&request, &env, &record).await.expect("rebuild");
+    let (second, events) = build_minimal_recording(&env, "again").await;
 
-    let events = events.into_inner().unwrap();
     assert!(
         events.iter().any(|e| matches!(e, ProgressEvent::CacheHit { .. })),
         "no cache hit: {events:?}"
@@ -150,6 +142,7 @@ async fn unreachable_mirror_fails_clearly_and_leaves_nothing() {
     // Nothing listens on the discard port of the loopback address.
     let env = BuildEnv {
         debian_mirror: Some("http://127.0.0.1:9/debian".into()),
+        agent_bin: Some(agent_bin()),
         ..BuildEnv::new(dir.path())
     };
     let request = BuildRequest {
@@ -174,7 +167,10 @@ async fn unreachable_mirror_fails_clearly_and_leaves_nothing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn invalid_requests_are_refused_before_any_work() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let env = BuildEnv::new(dir.path());
+    let env = BuildEnv {
+        agent_bin: Some(agent_bin()),
+        ..BuildEnv::new(dir.path())
+    };
     let cases = [
         (
             BuildRequest {

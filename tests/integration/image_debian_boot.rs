@@ -1,7 +1,7 @@
 //! The `debian` image built by Hatch boots under QEMU (TCG) from its
 //! labelled ext4 root through its own initrd; cloud-init applies the NoCloud
 //! seed, so the `debian` user can log in over SSH with the seeded key and
-//! use sudo.
+//! use sudo; systemd starts hatch-agent with its transport modules loaded.
 
 use crate::common;
 
@@ -41,7 +41,14 @@ async fn boots_from_labelled_root_and_accepts_ssh_as_debian() {
     ];
     let kernel = image.kernel_path.as_deref().expect("ELF vmlinux");
     let initrd = image.initrd_path.as_deref().expect("initrd");
-    let mut guest = TcgGuest::boot(kernel, initrd, &image.boot_args, &disks, Some((netns.name(), 2223)));
+    let mut guest = TcgGuest::boot_with(
+        kernel,
+        initrd,
+        &image.boot_args,
+        &disks,
+        Some((netns.name(), 2223)),
+        true,
+    );
     guest
         .wait_for("root file system /dev/vd", Duration::from_secs(180))
         .await;
@@ -65,6 +72,33 @@ async fn boots_from_labelled_root_and_accepts_ssh_as_debian() {
         Duration::from_secs(30),
     );
     assert!(root.contains("rw"), "root is not mounted read-write: {root}");
+    // Enabled, started at least once (a stub agent exits and is restarted,
+    // a real one keeps running), its modules loaded by modules-load.d.
+    let agent = key.ssh_until_ok(
+        &netns,
+        "debian",
+        "127.0.0.1",
+        2223,
+        // Fails (and is retried) until the agent has started once.
+        "systemctl is-enabled hatch-agent; \
+         started=$(systemctl show -p ExecMainStartTimestampMonotonic --value hatch-agent); \
+         [ \"$started\" != 0 ] || exit 1; echo \"$started\"; \
+         cut -d' ' -f1 /proc/modules | grep -x -e virtio_console -e vmw_vsock_virtio_transport | sort; \
+         test -c /dev/virtio-ports/org.hatch.agent.0 && echo agent-port",
+        Duration::from_secs(30),
+    );
+    let lines: Vec<&str> = agent.lines().collect();
+    assert_eq!(lines.len(), 5, "{agent}");
+    assert_eq!(lines[0], "enabled", "{agent}");
+    assert!(
+        lines[1].parse::<u64>().is_ok_and(|t| t > 0),
+        "hatch-agent never started: {agent}"
+    );
+    assert_eq!(
+        lines[2..],
+        ["virtio_console", "vmw_vsock_virtio_transport", "agent-port"],
+        "{agent}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -1,5 +1,6 @@
 //! The `minimal` image built by Hatch boots under QEMU (TCG), applies a
-//! NoCloud seed, accepts SSH and shuts down on the ACPI power button.
+//! NoCloud seed, accepts SSH, runs hatch-agent with its transport modules
+//! loaded and shuts down on the ACPI power button.
 
 use crate::common;
 
@@ -23,6 +24,12 @@ async fn boots_to_ready_counts_heartbeats_and_powers_off_on_acpi_button() {
     guest.wait_for("hatch-minimal: ready", BOOT_TIMEOUT).await;
     guest.wait_for("hatch-heartbeat 3", Duration::from_secs(60)).await;
     assert!(guest.serial().contains("no CIDATA seed disk"), "{}", guest.tail());
+    // /init starts the agent (after the modules, before "ready").
+    assert!(
+        guest.serial().contains("hatch-init: hatch-agent started"),
+        "{}",
+        guest.tail()
+    );
 
     let reply = guest.qmp("system_powerdown");
     assert!(reply.contains("return"), "system_powerdown: {reply}");
@@ -95,7 +102,7 @@ async fn ssh_accepts_keys_from_meta_data_and_cloud_config() {
         path: seed,
         read_only: true,
     }];
-    let mut guest = TcgGuest::boot(kernel, initrd(&image), "", &disks, Some((netns.name(), 2222)));
+    let mut guest = TcgGuest::boot_with(kernel, initrd(&image), "", &disks, Some((netns.name(), 2222)), true);
     guest.wait_for("hatch-minimal: ready", BOOT_TIMEOUT).await;
 
     let hostname = meta_key.ssh_until_ok(&netns, "root", "127.0.0.1", 2222, "hostname", Duration::from_secs(60));
@@ -109,6 +116,27 @@ async fn ssh_accepts_keys_from_meta_data_and_cloud_config() {
         Duration::from_secs(30),
     );
     assert!(address.contains("inet 10.0.2.15/"), "eth0 has no DHCP lease: {address}");
+    // hatch-agent's transports are loaded and the agent is installed.
+    let agent = config_key.ssh_until_ok(
+        &netns,
+        "root",
+        "127.0.0.1",
+        2222,
+        // The agent's virtio-serial port is linked by name, as udev would.
+        "cut -d' ' -f1 /proc/modules | sort; test -x /usr/sbin/hatch-agent && echo agent-installed; \
+         test -c /dev/virtio-ports/org.hatch.agent.0 && echo agent-port",
+        Duration::from_secs(30),
+    );
+    for wanted in [
+        "virtio_console",
+        "vsock",
+        "vmw_vsock_virtio_transport_common",
+        "vmw_vsock_virtio_transport",
+        "agent-installed",
+        "agent-port",
+    ] {
+        assert!(agent.lines().any(|l| l == wanted), "{wanted} missing: {agent}");
+    }
 
     let out = stranger.ssh_once(&netns, "root", "127.0.0.1", 2222, "true");
     assert!(!out.status.success(), "a key that is in no seed was accepted");

@@ -2,6 +2,7 @@
 
 mod common;
 
+mod agent_link;
 mod api_auth;
 mod api_dashboard;
 mod api_exec_files;
@@ -22,6 +23,8 @@ mod cli_tls;
 mod cloudinit_keys;
 mod cloudinit_seed;
 mod e2e_admission;
+mod e2e_agent;
+mod e2e_agent_port;
 mod e2e_bad_input;
 mod e2e_cloudinit;
 mod e2e_console;
@@ -36,8 +39,10 @@ mod e2e_metrics;
 mod e2e_network_isolation;
 mod e2e_proxy;
 mod e2e_snapshot;
+mod e2e_snapshot_disk;
 mod e2e_tenancy;
 mod e2e_vm_lifecycle;
+mod image_agent;
 mod image_build;
 mod image_debian_boot;
 mod image_kernel;

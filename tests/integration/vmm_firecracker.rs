@@ -5,12 +5,17 @@
 use crate::common;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use common::netns::TestNetns;
 use common::vmm::*;
+use hatch::agent::link::AgentLink;
+use hatch::vmm::firecracker::api_client::UnixHttpClient;
 use hatch::vmm::firecracker::FirecrackerHypervisor;
-use hatch::vmm::{Hypervisor, KernelFiles, VmLaunch, VmmError};
+use hatch::vmm::privilege::VmmUser;
+use hatch::vmm::{AgentEndpoint, Hypervisor, KernelFiles, VmLaunch, VmmError};
+use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(30);
 /// i8042 polls between two counter lines: a few lines a second here.
@@ -46,6 +51,58 @@ fn complete_counters(run_dir: &Path) -> (Vec<u64>, usize) {
     let log = serial_log(run_dir);
     let complete = log.rfind('\n').map_or(0, |i| i + 1);
     (counters(&log[..complete], COUNTER_PREFIX), complete)
+}
+
+/// The vsock device in Firecracker's `GET /vm/config`.
+async fn vsock_config(api_socket: &Path) -> Value {
+    let response = UnixHttpClient::new(api_socket, WAIT)
+        .send(hyper::Method::GET, "/vm/config", None)
+        .await
+        .expect("GET /vm/config");
+    assert!(response.status.is_success(), "{}", response.body_text());
+    let config: Value = serde_json::from_slice(&response.body).expect("JSON");
+    config["vsock"].clone()
+}
+
+/// The socket the daemon listens on for the guest agent.
+fn agent_listen_path(backend: &FirecrackerHypervisor, spec: &VmLaunch) -> PathBuf {
+    match backend.agent_endpoint(spec) {
+        AgentEndpoint::Listen(path) => path,
+        other => panic!("Firecracker's agent connects to the daemon: {other:?}"),
+    }
+}
+
+/// The daemon's side of the agent link, as orchestration starts it after a
+/// launch, restore or adoption, once it listens.
+async fn listen_for_agent(backend: &FirecrackerHypervisor, spec: &VmLaunch) -> AgentLink {
+    let path = agent_listen_path(backend, spec);
+    let link = AgentLink::start(spec.vm_id.clone(), backend.agent_endpoint(spec), Arc::new(|_| {}));
+    for _ in 0..400 {
+        if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+            return link;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the daemon never listened on {}", path.display());
+}
+
+/// Connects to `socket` with `user`'s file system identity, through a
+/// descriptor of its directory (as the chrooted VMM reaches it), from a
+/// thread of its own so the rest of the test keeps root's identity.
+fn connect_as(user: &VmmUser, socket: &Path) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let dir = std::fs::File::open(socket.parent().expect("a directory"))?;
+    let via = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(socket.file_name().expect("a name"));
+    let (uid, gid) = (user.uid, user.gid);
+    std::thread::spawn(move || {
+        nix::unistd::setfsgid(gid.into());
+        nix::unistd::setfsuid(uid.into());
+        let connected = std::os::unix::net::UnixStream::connect(&via).map(drop);
+        drop(dir);
+        connected
+    })
+    .join()
+    .expect("connecting thread")
 }
 
 async fn wait_for_count_above(run_dir: &Path, from: usize, above: u64) -> Vec<u64> {
@@ -91,6 +148,17 @@ async fn pause_resume_snapshot_and_restore_continue_the_counter() {
     let vm = firecracker.launch(&spec).await.expect("launch");
     wait_for_count_above(&spec.run_dir, 0, 3).await;
 
+    // The guest has a vsock device for its agent (the tiny guest has no
+    // driver for it, let alone an agent): Firecracker serves uds_path and
+    // the daemon listens on uds_path_1024.
+    let api_socket = spec.run_dir.join("firecracker.sock");
+    let vsock = json!({"guest_cid": 3, "uds_path": spec.run_dir.join("vsock.sock")});
+    assert_eq!(vsock_config(&api_socket).await, vsock);
+    assert!(spec.run_dir.join("vsock.sock").exists());
+    let agent = agent_listen_path(&firecracker, &spec);
+    assert_eq!(agent, spec.run_dir.join("vsock.sock_1024"));
+    let link = listen_for_agent(&firecracker, &spec).await;
+
     vm.pause().await.expect("pause");
     let (paused_at, _) = complete_counters(&spec.run_dir);
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -112,8 +180,17 @@ async fn pause_resume_snapshot_and_restore_continue_the_counter() {
     let (before, len) = complete_counters(&spec.run_dir);
     let last = *before.last().expect("counted");
 
+    // The killed process left its vsock socket behind; the restore (which
+    // rebinds the same uds_path) is not stopped by it.
+    assert!(spec.run_dir.join("vsock.sock").exists());
     let restored = firecracker.restore(&spec, &files).await.expect("restore");
     assert_ne!(restored.pid(), vm.pid());
+    assert_eq!(vsock_config(&api_socket).await, vsock, "the device came back");
+    assert!(
+        std::os::unix::net::UnixStream::connect(&agent).is_ok(),
+        "the daemon's listener stays across the restore"
+    );
+    drop(link);
     let after = wait_for_count_above(&spec.run_dir, len, last).await;
     let first_new = *after.iter().find(|n| **n > last).expect("new count");
     assert!(
@@ -140,7 +217,13 @@ async fn crash_is_detected_and_adopted_vms_can_be_stopped() {
     let pid = vm.pid();
     drop(vm); // the daemon "dies"
 
-    let adopted = backend(binary).adopt(&spec, pid).await.expect("adopt");
+    let firecracker = backend(binary);
+    let adopted = firecracker.adopt(&spec, pid).await.expect("adopt");
+    // The previous daemon's listener file is still there; the new daemon
+    // listens in its place.
+    drop(listen_for_agent(&firecracker, &spec).await);
+    assert!(agent_listen_path(&firecracker, &spec).exists(), "a stale socket file");
+    let _link = listen_for_agent(&firecracker, &spec).await;
     adopted.pause().await.expect("API works after adopting");
     adopted.resume().await.expect("resume");
     let waiter = adopted.wait_exit();
@@ -334,6 +417,26 @@ async fn jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespa
     );
     let jail_root = jail_base.join("firecracker").join("vm-fc-jailed").join("root");
     assert!(jail_root.join("firecracker").is_file());
+
+    // The vsock device names its socket inside the chroot; the daemon
+    // listens next to it, on a socket the VMM user may connect to (and
+    // would not, were it root's).
+    let api_socket = jail_root.join("firecracker.sock");
+    assert_eq!(
+        vsock_config(&api_socket).await,
+        json!({"guest_cid": 3, "uds_path": "/vsock.sock"})
+    );
+    assert!(jail_root.join("vsock.sock").exists(), "made by the jailed VMM");
+    let agent = agent_listen_path(&backend, &spec);
+    assert_eq!(agent, jail_root.join("vsock.sock_1024"));
+    let link = listen_for_agent(&backend, &spec).await;
+    connect_as(&user, &agent).expect("the VMM user connects to the agent socket");
+    let roots = jail_root.join("root-owned.sock");
+    let _root_only = std::os::unix::net::UnixListener::bind(&roots).expect("bind");
+    std::fs::set_permissions(&roots, std::os::unix::fs::PermissionsExt::from_mode(0o600)).expect("chmod");
+    let refused = connect_as(&user, &roots).expect_err("root's own socket");
+    assert_eq!(refused.kind(), std::io::ErrorKind::PermissionDenied);
+    std::fs::remove_file(&roots).expect("remove");
     let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
     let environ = String::from_utf8_lossy(&environ);
     assert!(!environ.contains("HATCH_") && !environ.contains("AWS_"), "{environ}");
@@ -350,6 +453,12 @@ async fn jailed_firecracker_runs_chrooted_as_the_vmm_user_in_its_own_pid_namespa
     let (before, len) = complete_counters(&spec.run_dir);
     let last = *before.last().expect("counted");
     let restored = backend.restore(&spec, &files).await.expect("jailed restore");
+    assert!(
+        jail_root.join("vsock.sock").exists(),
+        "the device came back in the new jail"
+    );
+    drop(link);
+    let _link = listen_for_agent(&backend, &spec).await;
     let after = wait_for_count_above(&spec.run_dir, len, last).await;
     assert!(!after.contains(&1), "not a fresh boot: {after:?}");
     let restored_pid = restored.pid();

@@ -7,7 +7,8 @@ use std::time::Duration;
 use common::images::make_seed_disk;
 use common::netns::TestNetns;
 use common::vmm::*;
-use hatch::vmm::{DiskSpec, Hypervisor, NicSpec, DEFAULT_STOP_GRACE};
+use hatch::vmm::qemu::qmp::Qmp;
+use hatch::vmm::{AgentEndpoint, DiskSpec, Hypervisor, NicSpec, DEFAULT_STOP_GRACE};
 
 /// Generous: two shared cores running emulated guests.
 const BOOT_TIMEOUT: Duration = Duration::from_secs(180);
@@ -54,6 +55,12 @@ async fn saved_state_restores_into_a_new_process_with_ram_intact() {
     })
     .await;
 
+    // A host connected to the agent's port while saving does not stop the
+    // save; the restored QEMU serves the port again on a fresh socket.
+    let AgentEndpoint::Connect(agent) = qemu.agent_endpoint(&spec) else {
+        panic!("QEMU's agent endpoint is a socket it serves");
+    };
+    let connected = std::os::unix::net::UnixStream::connect(&agent).expect("agent socket");
     vm.pause().await.expect("pause");
     let snap_dir = dir.path().join("snapshot");
     let files = vm.save_snapshot(&snap_dir).await.expect("save");
@@ -63,6 +70,7 @@ async fn saved_state_restores_into_a_new_process_with_ram_intact() {
     );
     let report = vm.stop(Duration::ZERO).await;
     assert_eq!(report.signal, Some(9), "killed without a graceful shutdown");
+    drop(connected);
     let before = serial_log(dir.path());
     let last_beat = *counters(&before, HEARTBEAT).last().expect("heartbeats before saving");
 
@@ -80,6 +88,7 @@ async fn saved_state_restores_into_a_new_process_with_ram_intact() {
     );
     let new_output = &serial_log(dir.path())[before.len()..];
     assert!(!new_output.contains("Linux version"), "no kernel boot after restore");
+    std::os::unix::net::UnixStream::connect(&agent).expect("the restored VM serves the agent socket");
     let report = restored.stop(DEFAULT_STOP_GRACE * 6).await;
     assert_eq!(report.code, Some(0), "restored guest shut down cleanly: {report:?}");
 }
@@ -195,16 +204,34 @@ async fn a_new_backend_adopts_a_running_vm_and_stops_it() {
     let dir = run_dir();
     let _cleanup = KillLeftovers(dir.path().to_path_buf());
     let spec = minimal_launch("vm-qemu-adopt", dir.path(), "").await;
-    let vm = qemu_tcg().launch(&spec).await.expect("launch");
+    // As the daemon runs it: QEMU as the unprivileged VMM user, which gets
+    // the agent's listening socket as a descriptor; the daemon (root) connects.
+    let user = hatch::vmm::privilege::VmmUser::ensure("hatch-vmm").expect("VMM user");
+    let qemu_as_vmm_user = || qemu_tcg().run_as(Some(user.clone()));
+    let vm = qemu_as_vmm_user().launch(&spec).await.expect("launch");
     let pid = vm.pid();
     wait_for_marker(dir.path(), READY, BOOT_TIMEOUT).await;
     drop(vm); // the daemon "dies": its handle and QMP connection are gone
     assert!(hatch::sys::process::is_alive(pid), "the VMM outlives its handle");
 
+    // The agent socket outlives the daemon too, and QEMU takes the next
+    // daemon's connection on it (its chardev is no longer "disconnected").
+    let AgentEndpoint::Connect(agent) = qemu_tcg().agent_endpoint(&spec) else {
+        panic!("QEMU's agent endpoint is a socket it serves");
+    };
+    assert!(
+        agent_chardev(&spec.run_dir).await.starts_with("disconnected:"),
+        "no host is connected yet"
+    );
+    let connection = std::os::unix::net::UnixStream::connect(&agent).expect("connect to the agent socket");
+    let filename = wait_until_connected(&spec.run_dir).await;
+    assert!(filename.contains(&agent.display().to_string()), "{filename}");
+    drop(connection);
+
     // A wrong pid, or a process that is not this VM's QEMU, is refused.
     assert!(qemu_tcg().adopt(&spec, std::process::id()).await.is_err());
 
-    let adopted = qemu_tcg().adopt(&spec, pid).await.expect("adopt");
+    let adopted = qemu_as_vmm_user().adopt(&spec, pid).await.expect("adopt");
     assert_eq!(adopted.pid(), pid);
     adopted.pause().await.expect("QMP works after adopting");
     let report = adopted.stop(DEFAULT_STOP_GRACE * 6).await;
@@ -257,4 +284,32 @@ async fn guest_sees_its_read_only_disk_and_its_nic() {
     .await;
     let report = vm.stop(DEFAULT_STOP_GRACE * 6).await;
     assert_eq!(report.code, Some(0), "{report:?}");
+}
+
+/// The `filename` QEMU reports for the agent's chardev (over a QMP session
+/// of its own: QEMU serves one at a time).
+async fn agent_chardev(run_dir: &std::path::Path) -> String {
+    let mut qmp = Qmp::connect(&run_dir.join("qmp.sock")).await.expect("QMP");
+    let chardevs = qmp.execute("query-chardev", None).await.expect("query-chardev");
+    chardevs
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|c| c["label"] == "agent")
+        .unwrap_or_else(|| panic!("no agent chardev: {chardevs}"))["filename"]
+        .as_str()
+        .expect("filename")
+        .to_string()
+}
+
+/// Waits until QEMU has accepted a connection on the agent socket.
+async fn wait_until_connected(run_dir: &std::path::Path) -> String {
+    for _ in 0..100 {
+        let filename = agent_chardev(run_dir).await;
+        if !filename.starts_with("disconnected:") {
+            return filename;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("QEMU never accepted the connection to its agent socket");
 }

@@ -17,6 +17,7 @@ pub struct Hello {
     /// stays across snapshot and restore.
     pub boot_id: String,
     /// The guest's clock when it said hello, nanoseconds since the epoch.
+    #[serde(with = "unix_ns")]
     pub guest_time_unix_ns: i128,
 }
 
@@ -24,23 +25,31 @@ pub struct Hello {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case")]
 pub enum Request {
+    /// Output comes as Stdout and Stderr frames (no Eof), then the final
+    /// [`Reply::Exited`] once the output is drained.
     Exec(ExecRequest),
     /// Writes a file from the Data frames that follow, up to Eof, into a
     /// temporary file beside it, then renames it over the path (atomic).
     WriteFile(WriteFileRequest),
     /// Answers [`Reply::FileInfo`] (or an error) first, then Data frames
-    /// with the content and Eof, then [`Reply::Done`].
+    /// with the content and Eof, then [`Reply::Done`]. A read that fails or
+    /// is cancelled midway ends with an Error reply instead of Eof and Done.
     ReadFile {
         path: String,
     },
     DeleteFile {
         path: String,
     },
+    /// Answers [`Reply::Listing`]. Entries are sorted by name. A listing
+    /// too large for one frame is split: Data frames, each a JSON array of
+    /// [`DirEntry`], carry the leading entries, and the final Listing the
+    /// rest (a host concatenates them in order).
     ListDir {
         path: String,
     },
     /// Sets the guest's real-time clock.
     SetClock {
+        #[serde(with = "unix_ns")]
         unix_ns: i128,
     },
 }
@@ -101,7 +110,9 @@ pub enum Reply {
         entries: Vec<DirEntry>,
     },
     ClockSet {
+        #[serde(with = "unix_ns")]
         previous_unix_ns: i128,
+        #[serde(with = "unix_ns")]
         now_unix_ns: i128,
     },
     /// Success with nothing more to say (a write, a delete, the end of a read).
@@ -125,6 +136,9 @@ pub struct ExecExit {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileInfo {
+    /// The size `stat` gave when the read started. The content sent may
+    /// differ (a file still growing; /proc files say 0): the final
+    /// [`Reply::Done`] counts the bytes actually sent.
     pub size: u64,
     pub mode: u32,
     pub uid: u32,
@@ -173,6 +187,24 @@ pub enum ErrorCode {
     Io,
 }
 
+/// Nanosecond times travel as JSON integers within i64 (until 2262):
+/// serde cannot buffer an i128, and it must for the internally tagged
+/// Request and Reply, so an i128 there would never parse.
+mod unix_ns {
+    use serde::{de::Error as _, ser::Error as _, Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(value: &i128, serializer: S) -> Result<S::Ok, S::Error> {
+        let value = i64::try_from(*value).map_err(|_| S::Error::custom(format!("{value} ns is out of range")))?;
+        serializer.serialize_i64(value)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i128, D::Error> {
+        i64::deserialize(deserializer)
+            .map(i128::from)
+            .map_err(|e| D::Error::custom(format!("{e} (nanoseconds since 1970 within i64)")))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -192,6 +224,24 @@ mod tests {
                 ..Default::default()
             })
         );
+    }
+
+    #[test]
+    fn clock_times_parse_inside_tagged_requests_and_replies() {
+        let set = Request::SetClock {
+            unix_ns: 1_800_000_000_123_456_789,
+        };
+        let json = serde_json::to_string(&set).unwrap();
+        assert_eq!(json, r#"{"op":"set_clock","unix_ns":1800000000123456789}"#);
+        assert_eq!(serde_json::from_str::<Request>(&json).unwrap(), set);
+        let done = Reply::ClockSet {
+            previous_unix_ns: -5,
+            now_unix_ns: 1_800_000_000_000_000_000,
+        };
+        let json = serde_json::to_vec(&done).unwrap();
+        assert_eq!(serde_json::from_slice::<Reply>(&json).unwrap(), done);
+        let too_late = Request::SetClock { unix_ns: i128::MAX };
+        assert!(serde_json::to_vec(&too_late).is_err());
     }
 
     #[test]

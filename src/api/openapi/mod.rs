@@ -237,7 +237,7 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
         }),
         ("post", "/vms/{id}/restore", Op {
             body: Some("RestoreVm"),
-            ..vm_op("Restore a snapshotted VM (the snapshot it was suspended with unless snapshot_id is given); a running VM is answered as it is", "snapshots", (200, "running again", Some("Vm")), &[400, 404, 409, 422, 503])
+            ..vm_op("Restore a snapshotted VM (the snapshot it was suspended with unless snapshot_id is given); a running VM is answered as it is. A disk stored as its differences from the image needs that image's root filesystem unchanged: 409 `conflict` naming the image otherwise (the VM stays snapshotted)", "snapshots", (200, "running again", Some("Vm")), &[400, 404, 409, 422, 503])
         }),
         ("get", "/vms/{id}/snapshots", op("A VM's complete snapshots, newest first", "snapshots", (200, "snapshots", Some("[Snapshot]")), &[404])),
         ("delete", "/snapshots/{id}", op("Delete a snapshot (409 invalid_state for the one a snapshotted VM would restore from)", "snapshots", (204, "deleted", None), &[404, 409])),

@@ -374,7 +374,12 @@ pub fn all() -> Map<String, Value> {
                     "name": { "type": "string" },
                     "size_bytes": { "type": "integer", "description": "Logical size of the saved file" },
                     "compressed_bytes": { "type": "integer", "description": "Size as stored (zstd)" },
-                    "sha256": { "type": "string", "description": "SHA-256 of the stored artefact, checked before restore" }
+                    "sha256": { "type": "string", "description": "SHA-256 of the stored artefact, checked before restore" },
+                    "base": object(json!({
+                        "image_id": { "type": "string" },
+                        "size_bytes": { "type": "integer", "description": "Logical size of the image's root filesystem" },
+                        "sha256": { "type": "string", "description": "Digest of the root filesystem's content (size, then each non-zero 64 KiB block with its index)" }
+                    }), &["image_id", "size_bytes", "sha256"])
                 }), &["name", "size_bytes", "compressed_bytes", "sha256"]) },
                 "total_bytes": { "type": "integer" },
                 "durable": { "type": "boolean", "description": "Whether the artefacts are compressed, checksummed and in their final store (local directory or S3). A snapshot is restorable at once, from its local copy; it is stored in the background, and `artefacts` is empty until then" },

@@ -10,7 +10,12 @@
 //! through Hatch's proxy against QEMU's own load of the same state (see
 //! `wake.rs`); that mode needs root and runs inside a network namespace it
 //! creates and deletes.
+//!
+//! With `--disk ROOTFS` it measures a VM's disk instead: the clone a create
+//! makes, and the disk a snapshot stores and a restore rebuilds (see
+//! `disk.rs`); no guest runs.
 
+mod disk;
 mod guest;
 mod measure;
 mod netns;
@@ -51,6 +56,10 @@ struct Args {
     /// inside a network namespace it creates).
     #[arg(long)]
     wake: bool,
+    /// Measure a VM's disk made from this root filesystem image instead
+    /// (clone against `cp --sparse=always`; stored disk against a full copy).
+    #[arg(long, value_name = "ROOTFS")]
+    disk: Option<PathBuf>,
     /// Internal: the `--wake` rounds, already inside the namespace, for
     /// the image described in this JSON file.
     #[arg(long, hide = true)]
@@ -95,13 +104,14 @@ async fn main() -> std::process::ExitCode {
         .init();
     let args = Args::parse();
     let guests = Guests::default();
-    let outcome = match (&args.wake_image, args.wake) {
-        (None, true) => run_wake(&args).await,
-        (Some(image_file), _) => tokio::select! {
+    let outcome = match (&args.disk, &args.wake_image, args.wake) {
+        (Some(rootfs), _, _) => disk::run(rootfs, &args.work_dir, args.rounds).await,
+        (None, None, true) => run_wake(&args).await,
+        (None, Some(image_file), _) => tokio::select! {
             outcome = run_wake_rounds(&args, image_file, &guests) => outcome,
             _ = interrupted() => Err(BenchError::Interrupted),
         },
-        (None, false) => tokio::select! {
+        (None, None, false) => tokio::select! {
             outcome = run(&args, &guests) => outcome,
             _ = interrupted() => Err(BenchError::Interrupted),
         },

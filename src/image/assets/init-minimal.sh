@@ -1,8 +1,8 @@
 #!/bin/sh
 # /init of Hatch's `minimal` image: a tiny PID 1 that brings up the
 # network, applies a NoCloud seed (a small subset of cloud-init, see
-# docs/images.md), starts dropbear and then idles, answering shutdown
-# requests (Ctrl-Alt-Del, ACPI power button, halt/poweroff/reboot).
+# docs/images.md), starts dropbear and hatch-agent and then idles, answering
+# shutdown requests (Ctrl-Alt-Del, ACPI power button, halt/poweroff/reboot).
 . /lib/hatch/common.sh
 
 SEED_DIR=/var/lib/hatch/seed
@@ -10,6 +10,7 @@ SEED_DIR=/var/lib/hatch/seed
 # The seed's own copy stays byte for byte in $SEED_DIR.
 USER_DATA=/var/lib/hatch/user-data
 HOST_KEY=/etc/dropbear/dropbear_ed25519_host_key
+AGENT=/usr/sbin/hatch-agent
 
 # Items of the top-level YAML list `$1` in file `$2`. Understands the block
 # form (`key:` then `- item` lines) and a single scalar (`key: value`);
@@ -109,6 +110,34 @@ start_ssh() {
     dropbear -s -r "$HOST_KEY" -p 22 -P /run/dropbear.pid
 }
 
+# Without udev nobody makes /dev/virtio-ports/<name>: link each named
+# virtio-serial port there, as udev would. Ports appear when the host
+# announces them, so this runs before every start of the agent.
+link_virtio_ports() {
+    for port in /sys/class/virtio-ports/*; do
+        [ -f "$port/name" ] || continue
+        name=$(cat "$port/name")
+        [ -n "$name" ] || continue
+        mkdir -p /dev/virtio-ports
+        ln -sf "../${port##*/}" "/dev/virtio-ports/$name"
+    done
+}
+
+# The agent's hello is the VM's readiness, so it starts once SSH is up (a
+# VM with a network is SSH-able when ready). It is restarted when it dies.
+start_agent() {
+    [ -x "$AGENT" ] || { log "no $AGENT"; return 0; }
+    (
+        while :; do
+            link_virtio_ports
+            log "hatch-agent started"
+            "$AGENT" >/dev/console 2>&1 </dev/null
+            log "hatch-agent exited with status $?; restarting in 1 s"
+            sleep 1
+        done
+    ) &
+}
+
 run_user_data() {
     script="$USER_DATA"
     [ -f "$script" ] || return 0
@@ -148,6 +177,7 @@ hostname hatch-minimal
 read_seed
 start_network
 start_ssh
+start_agent
 watch_power_button
 run_user_data
 log "boot finished"

@@ -54,6 +54,14 @@ pub struct NetworkInterface {
     pub guest_mac: String,
 }
 
+/// `PUT /vsock`: the guest's vsock device, backed on the host by
+/// Firecracker's Unix-socket multiplexer at `uds_path`.
+#[derive(Debug, Serialize)]
+pub struct Vsock {
+    pub guest_cid: u32,
+    pub uds_path: PathBuf,
+}
+
 /// `PUT /actions`
 #[derive(Debug, Serialize)]
 pub struct Action {
@@ -226,6 +234,14 @@ mod tests {
                 "resume_vm": true,
                 "network_overrides": [{"iface_id": "eth0", "host_dev_name": "htap1"}]
             })
+        );
+        let vsock = Vsock {
+            guest_cid: 3,
+            uds_path: "/vsock.sock".into(),
+        };
+        assert_eq!(
+            serde_json::to_value(&vsock).expect("json"),
+            json!({"guest_cid": 3, "uds_path": "/vsock.sock"})
         );
         let action = Action {
             action_type: ActionType::SendCtrlAltDel,

@@ -3,11 +3,13 @@
 //! One process per VM with its API socket in the VM's run directory; the
 //! guest's serial console is Firecracker's stdout, which goes to serial.log.
 //! Snapshots are Full snapshots; a restore loads one into a fresh process.
+//! Every VM has a vsock device for its guest agent (see [`vsock`]).
 
 pub mod api;
 pub mod api_client;
 mod handle;
 pub mod jail;
+pub mod vsock;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -18,9 +20,10 @@ use async_trait::async_trait;
 use self::api::*;
 use self::handle::FirecrackerVm;
 use self::jail::{Jailer, JAILED_API_SOCKET};
+use self::vsock::{GUEST_CID, VSOCK_SOCKET};
 use super::kernel::inspect_kernel;
 use super::supervisor::{prepare_run_dir, SpawnSpec, VmmProcess, PID_FILE};
-use super::{validate, Hypervisor, HypervisorKind, SnapshotFiles, VmHandle, VmLaunch, VmmError};
+use super::{validate, AgentEndpoint, Hypervisor, HypervisorKind, SnapshotFiles, VmHandle, VmLaunch, VmmError};
 use crate::model::KernelFormat;
 
 pub const API_SOCKET: &str = "firecracker.sock";
@@ -47,6 +50,8 @@ struct Placed {
     snapshot: Option<SnapshotFiles>,
     /// The jail's root on the host, when jailed.
     root: Option<PathBuf>,
+    /// The vsock device's `uds_path`.
+    vsock_uds: PathBuf,
 }
 
 impl FirecrackerHypervisor {
@@ -77,6 +82,7 @@ impl FirecrackerHypervisor {
                 kernel: kernel.map(Path::to_path_buf),
                 snapshot: snapshot.cloned(),
                 root: None,
+                vsock_uds: spec.run_dir.join(VSOCK_SOCKET),
             });
         };
         let root = jailer.prepare(&spec.vm_id, &self.binary)?;
@@ -106,6 +112,7 @@ impl FirecrackerHypervisor {
             kernel,
             snapshot,
             root: Some(root),
+            vsock_uds: PathBuf::from("/").join(VSOCK_SOCKET),
         })
     }
 
@@ -118,6 +125,14 @@ impl FirecrackerHypervisor {
 
     pub fn binary(&self) -> &Path {
         &self.binary
+    }
+
+    /// The host path of the vsock device's `uds_path` for `spec`.
+    fn host_vsock_uds(&self, spec: &VmLaunch) -> PathBuf {
+        match &self.jailer {
+            Some(jailer) => jailer.root(&spec.vm_id, &self.binary).join(VSOCK_SOCKET),
+            None => spec.run_dir.join(VSOCK_SOCKET),
+        }
     }
 
     /// Starts a jailed Firecracker: runs the jailer, which leaves
@@ -185,7 +200,8 @@ impl FirecrackerHypervisor {
         prepare_run_dir(
             &spec.run_dir,
             &marker(&socket),
-            &[API_SOCKET, PID_FILE, FIRECRACKER_LOG],
+            // A stale vsock socket would make the device (or a restore) fail to bind.
+            &[API_SOCKET, PID_FILE, FIRECRACKER_LOG, VSOCK_SOCKET],
         )?;
         let args: Vec<OsString> = vec![
             "--api-sock".into(),
@@ -284,8 +300,10 @@ fn check_spec(spec: &VmLaunch) -> Result<PathBuf, VmmError> {
     }
 }
 
-/// Configures devices and boots: machine, boot source, drives, network, start.
-async fn configure_and_start(api: &FirecrackerApi, spec: &VmLaunch, kernel: PathBuf) -> Result<(), VmmError> {
+/// Configures devices and boots: machine, boot source, drives, network,
+/// the agent's vsock, start.
+async fn configure_and_start(api: &FirecrackerApi, placed: &Placed, kernel: PathBuf) -> Result<(), VmmError> {
+    let spec = &placed.spec;
     api.put(
         "/machine-config",
         &MachineConfig {
@@ -325,6 +343,14 @@ async fn configure_and_start(api: &FirecrackerApi, spec: &VmLaunch, kernel: Path
         api.put(&format!("/network-interfaces/{IFACE_ID}"), &iface).await?;
     }
     api.put(
+        "/vsock",
+        &Vsock {
+            guest_cid: GUEST_CID,
+            uds_path: placed.vsock_uds.clone(),
+        },
+    )
+    .await?;
+    api.put(
         "/actions",
         &Action {
             action_type: ActionType::InstanceStart,
@@ -335,10 +361,6 @@ async fn configure_and_start(api: &FirecrackerApi, spec: &VmLaunch, kernel: Path
 
 #[async_trait]
 impl Hypervisor for FirecrackerHypervisor {
-    fn agent_endpoint(&self, spec: &VmLaunch) -> crate::vmm::AgentEndpoint {
-        crate::vmm::AgentEndpoint::Listen(spec.run_dir.join("vsock.sock_1024"))
-    }
-
     fn kind(&self) -> HypervisorKind {
         HypervisorKind::Firecracker
     }
@@ -348,7 +370,7 @@ impl Hypervisor for FirecrackerHypervisor {
         let placed = self.place(spec, Some(&kernel), None)?;
         let (process, api) = self.start(&placed).await?;
         let kernel = placed.kernel.clone().unwrap_or(kernel);
-        process.startup(configure_and_start(&api, &placed.spec, kernel)).await?;
+        process.startup(configure_and_start(&api, &placed, kernel)).await?;
         Ok(Box::new(FirecrackerVm::new(process, api).jailed(placed.root)))
     }
 
@@ -407,5 +429,51 @@ impl Hypervisor for FirecrackerHypervisor {
         let api = FirecrackerApi::new(socket);
         api.instance_info().await?;
         Ok(Box::new(FirecrackerVm::new(process, api)))
+    }
+
+    fn agent_endpoint(&self, spec: &VmLaunch) -> AgentEndpoint {
+        AgentEndpoint::Listen(vsock::listen_path(&self.host_vsock_uds(spec)))
+    }
+
+    fn agent_transport(&self) -> &'static str {
+        vsock::AGENT_TRANSPORT
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmm::privilege::VmmUser;
+
+    fn spec() -> VmLaunch {
+        VmLaunch::bare("vm-a", "/run/hatch/vms/vm-a")
+    }
+
+    #[test]
+    fn the_agent_listens_next_to_the_vsock_socket() {
+        let plain = FirecrackerHypervisor::new("/opt/fc/firecracker".into());
+        assert_eq!(
+            plain.agent_endpoint(&spec()),
+            AgentEndpoint::Listen("/run/hatch/vms/vm-a/vsock.sock_1024".into())
+        );
+        assert_eq!(plain.agent_transport(), "vsock");
+    }
+
+    #[test]
+    fn a_jailed_agent_socket_is_in_the_jail() {
+        let jailed = FirecrackerHypervisor::new("/opt/fc/firecracker".into()).jailed(Some(Jailer {
+            binary: "/opt/fc/jailer".into(),
+            chroot_base: "/var/lib/hatch/jail".into(),
+            user: VmmUser {
+                name: "hatch-vmm".into(),
+                uid: 990,
+                gid: 990,
+                groups: Vec::new(),
+            },
+        }));
+        assert_eq!(
+            jailed.agent_endpoint(&spec()),
+            AgentEndpoint::Listen("/var/lib/hatch/jail/firecracker/vm-a/root/vsock.sock_1024".into())
+        );
     }
 }

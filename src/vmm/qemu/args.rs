@@ -29,6 +29,9 @@ impl Accel {
 
 /// The QMP socket's file name inside the VM's run directory.
 pub const QMP_SOCKET: &str = "qmp.sock";
+/// The guest agent's socket inside the VM's run directory: the chardev of
+/// its virtio-serial port, which QEMU serves and the daemon connects to.
+pub const AGENT_SOCKET: &str = "agent.sock";
 
 /// The kernel command line: console and platform arguments, then the image's.
 pub fn kernel_cmdline(accel: Accel, boot_args: &str) -> String {
@@ -118,6 +121,17 @@ pub fn build(spec: &VmLaunch, accel: Accel, fds: &FdNumbers) -> Result<Vec<OsStr
         format!("socket,id=qmp,fd={},server=on,wait=off", fds.qmp),
         "-mon".into(),
         "chardev=qmp,mode=control".into(),
+        // The guest agent's port (see `super::agent`): microvm has
+        // virtio-mmio, not PCI, hence the `-device` variant of the bus.
+        "-chardev".into(),
+        format!("socket,id=agent,fd={},server=on,wait=off", fds.agent),
+        "-device".into(),
+        "virtio-serial-device".into(),
+        "-device".into(),
+        format!(
+            "virtserialport,chardev=agent,name={}",
+            hatch_agent_proto::SERIAL_PORT_NAME
+        ),
     ]);
     if fds.disks.len() != spec.disks.len() {
         return Err(VmmError::InvalidLaunch("one descriptor per disk is needed".into()));
@@ -198,6 +212,7 @@ mod tests {
     fn fds(incoming: Option<i32>) -> FdNumbers {
         FdNumbers {
             qmp: 3,
+            agent: 11,
             serial_log: 4,
             kernel: 5,
             initrd: Some(6),
@@ -254,6 +269,15 @@ mod tests {
         assert_eq!(&restore[..launch.len()], &launch[..]);
         assert_eq!(strings(restore[launch.len()..].to_vec()), vec!["-incoming", "fd:10"]);
         assert!(strings(launch).contains(&"host".to_string()));
+    }
+
+    #[test]
+    fn every_vm_has_the_agent_port_on_a_passed_socket() {
+        let joined = strings(build(&spec(), Accel::Kvm, &fds(None)).expect("args")).join(" ");
+        assert!(joined.contains("-chardev socket,id=agent,fd=11,server=on,wait=off"));
+        assert!(joined.contains("-device virtio-serial-device"));
+        assert!(joined.contains("-device virtserialport,chardev=agent,name=org.hatch.agent.0"));
+        assert!(!joined.contains("virtio-serial-pci") && !joined.contains("vsock"));
     }
 
     #[test]

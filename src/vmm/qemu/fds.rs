@@ -28,6 +28,8 @@ nix::ioctl_write_ptr_bad!(tun_set_iff, 0x4004_54ca, IfReq);
 /// The descriptors of one QEMU launch and the numbers its argv names.
 pub struct QemuFds {
     pub qmp: OwnedFd,
+    /// The listening socket of the guest agent's port (`agent.sock`).
+    pub agent: OwnedFd,
     pub serial_log: OwnedFd,
     pub kernel: OwnedFd,
     pub initrd: Option<OwnedFd>,
@@ -42,10 +44,17 @@ pub struct QemuFds {
     pub incoming: Option<OwnedFd>,
 }
 
+/// The Unix sockets the daemon binds for one QEMU.
+pub struct SocketPaths {
+    pub qmp: PathBuf,
+    pub agent: PathBuf,
+}
+
 /// The numbers of [`QemuFds`] as QEMU's argv names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FdNumbers {
     pub qmp: RawFd,
+    pub agent: RawFd,
     pub serial_log: RawFd,
     pub kernel: RawFd,
     pub initrd: Option<RawFd>,
@@ -59,6 +68,7 @@ impl QemuFds {
     pub fn numbers(&self) -> FdNumbers {
         FdNumbers {
             qmp: self.qmp.as_raw_fd(),
+            agent: self.agent.as_raw_fd(),
             serial_log: self.serial_log.as_raw_fd(),
             kernel: self.kernel.as_raw_fd(),
             initrd: self.initrd.as_ref().map(AsRawFd::as_raw_fd),
@@ -76,7 +86,7 @@ impl QemuFds {
     /// Every descriptor, for `SpawnSpec::pass_fds`.
     pub fn all(&self) -> Vec<RawFd> {
         let n = self.numbers();
-        let mut all = vec![n.qmp, n.serial_log, n.kernel];
+        let mut all = vec![n.qmp, n.agent, n.serial_log, n.kernel];
         all.extend(n.initrd);
         all.extend(n.tap);
         all.extend(n.disks);
@@ -85,12 +95,13 @@ impl QemuFds {
         all
     }
 
-    /// Opens everything `spec` needs. The QMP socket is bound here (the
-    /// VMM user could not create it in the root-owned run directory).
+    /// Opens everything `spec` needs. The QMP and agent sockets are bound
+    /// here (the VMM user could not create them in the root-owned run
+    /// directory); `sockets` are their paths.
     pub fn open(
         spec: &VmLaunch,
         kernel: &Path,
-        qmp_path: &Path,
+        sockets: &SocketPaths,
         netns: Option<&Path>,
         incoming: Option<&Path>,
     ) -> Result<QemuFds, VmmError> {
@@ -99,7 +110,9 @@ impl QemuFds {
             move |source| VmmError::Io { path, source }
         };
         let read = |path: &Path| File::open(path).map(OwnedFd::from).map_err(io(path));
-        let qmp = UnixListener::bind(qmp_path).map(OwnedFd::from).map_err(io(qmp_path))?;
+        let listen = |path: &Path| UnixListener::bind(path).map(OwnedFd::from).map_err(io(path));
+        let qmp = listen(&sockets.qmp)?;
+        let agent = listen(&sockets.agent)?;
         let serial = spec.serial_log_path();
         let serial_log = OpenOptions::new()
             .create(true)
@@ -137,6 +150,7 @@ impl QemuFds {
         let incoming = incoming.map(read).transpose()?;
         Ok(QemuFds {
             qmp,
+            agent,
             serial_log,
             kernel,
             initrd,

@@ -4,6 +4,17 @@
 //! state uses migration to a file (QEMU 7.2 has no `file:` URI, so
 //! `exec:cat > FILE`); restoring starts the identical command line with
 //! `-incoming`, waits for the state to load, then continues.
+//!
+//! The guest agent's transport here is a virtio-serial port
+//! (`org.hatch.agent.0`), not vsock: QEMU's vsock devices are
+//! `vhost-vsock`, which needs the host's `/dev/vhost-vsock` (absent on these
+//! hosts and wherever the vhost_vsock module is not loaded), and, in QEMU 7.2,
+//! `vhost-user-vsock`, which is marked unmigratable and so would make every
+//! VM impossible to snapshot. A virtio-serial port migrates with the rest of
+//! the machine, works under TCG, and needs nothing from the host kernel. Its
+//! chardev is a Unix socket QEMU serves (`<run dir>/agent.sock`, bound by the
+//! daemon and passed as a descriptor like the QMP socket) and the daemon
+//! connects to; a restored QEMU gets the same port from the same argv.
 
 pub mod args;
 pub mod fds;
@@ -15,14 +26,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
-use self::args::{Accel, QMP_SOCKET};
-use self::fds::QemuFds;
+use self::args::{Accel, AGENT_SOCKET, QMP_SOCKET};
+use self::fds::{QemuFds, SocketPaths};
 use self::handle::QemuVm;
 use self::qmp::Qmp;
 use super::kernel::{inspect_kernel, KernelInfo};
 use super::privilege::VmmUser;
 use super::supervisor::{prepare_run_dir, SpawnSpec, VmmProcess, PID_FILE};
-use super::{validate, Hypervisor, HypervisorKind, SnapshotFiles, VmHandle, VmLaunch, VmmError};
+use super::{validate, AgentEndpoint, Hypervisor, HypervisorKind, SnapshotFiles, VmHandle, VmLaunch, VmmError};
 use crate::model::KernelFormat;
 
 /// How long QEMU may take to open its QMP socket.
@@ -78,9 +89,13 @@ impl QemuHypervisor {
         }
         let kernel = pick_kernel(spec)?;
         let qmp_path = spec.run_dir.join(QMP_SOCKET);
-        prepare_run_dir(&spec.run_dir, &marker(spec), &[QMP_SOCKET, PID_FILE])?;
+        prepare_run_dir(&spec.run_dir, &marker(spec), &[QMP_SOCKET, AGENT_SOCKET, PID_FILE])?;
         restrict_run_dir(&spec.run_dir)?;
-        let fds = QemuFds::open(spec, &kernel, &qmp_path, self.netns.as_deref(), incoming)?;
+        let sockets = SocketPaths {
+            qmp: qmp_path.clone(),
+            agent: spec.run_dir.join(AGENT_SOCKET),
+        };
+        let fds = QemuFds::open(spec, &kernel, &sockets, self.netns.as_deref(), incoming)?;
         let argv = args::build(spec, self.accel, &fds.numbers())?;
         tracing::info!(vm = %spec.vm_id, accel = self.accel.name(), kernel = %kernel.display(), user = ?self.user.as_ref().map(|u| &u.name), "starting QEMU");
         let pass_fds = fds.all();
@@ -149,10 +164,6 @@ fn pick_kernel(spec: &VmLaunch) -> Result<PathBuf, VmmError> {
 
 #[async_trait]
 impl Hypervisor for QemuHypervisor {
-    fn agent_endpoint(&self, spec: &VmLaunch) -> crate::vmm::AgentEndpoint {
-        crate::vmm::AgentEndpoint::Connect(spec.run_dir.join("agent.sock"))
-    }
-
     fn kind(&self) -> HypervisorKind {
         HypervisorKind::Qemu
     }
@@ -179,5 +190,37 @@ impl Hypervisor for QemuHypervisor {
         // The previous daemon's QMP connection closed with it; QEMU accepts a new one.
         let qmp = Qmp::connect(&qmp_path).await?;
         Ok(Box::new(QemuVm::new(process, qmp_path, Some(qmp))))
+    }
+
+    /// QEMU keeps serving the socket it was given, across daemon restarts.
+    fn agent_endpoint(&self, spec: &VmLaunch) -> AgentEndpoint {
+        AgentEndpoint::Connect(spec.run_dir.join(AGENT_SOCKET))
+    }
+
+    fn agent_transport(&self) -> &'static str {
+        AGENT_TRANSPORT
+    }
+}
+
+/// The agent transport's name (see the module comment for why not vsock).
+pub const AGENT_TRANSPORT: &str = "virtio-serial";
+
+/// Why QEMU VMs get a virtio-serial port and not vsock, for `hatch doctor`.
+pub const AGENT_TRANSPORT_WHY: &str =
+    "QEMU 7.2's vhost-user-vsock is unmigratable (no VM could be snapshotted) and vhost-vsock needs /dev/vhost-vsock";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_daemon_connects_to_the_agent_socket_in_the_run_dir() {
+        let spec = VmLaunch::bare("vm-a", "/run/hatch/vms/vm-a");
+        let qemu = QemuHypervisor::new("/usr/bin/qemu-system-x86_64".into(), Accel::Kvm);
+        assert_eq!(
+            qemu.agent_endpoint(&spec),
+            AgentEndpoint::Connect("/run/hatch/vms/vm-a/agent.sock".into())
+        );
+        assert_eq!(qemu.agent_transport(), "virtio-serial");
     }
 }

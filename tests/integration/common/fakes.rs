@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use hatch::model::NetworkIdentity;
 use hatch::net::{HostNetwork, NetConfig, NetError, NetRequest, ReconcileReport, Taken};
 use hatch::snapshot::{LocalStore, SnapshotError, SnapshotStore};
-use hatch::vmm::{ExitReport, Hypervisor, HypervisorKind, SnapshotFiles, VmHandle, VmLaunch, VmmError};
+use hatch::vmm::{AgentEndpoint, ExitReport, Hypervisor, HypervisorKind, SnapshotFiles, VmHandle, VmLaunch, VmmError};
 
 /// A named step a fake can fail at.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -256,11 +256,6 @@ fn injected(step: Step, faults: &Faults) -> Result<(), VmmError> {
 
 #[async_trait]
 impl Hypervisor for FakeHypervisor {
-    fn agent_endpoint(&self, spec: &VmLaunch) -> hatch::vmm::AgentEndpoint {
-        // Nothing connects: the fake guest has no agent.
-        hatch::vmm::AgentEndpoint::Connect(spec.run_dir.join("agent.sock"))
-    }
-
     fn kind(&self) -> HypervisorKind {
         HypervisorKind::Firecracker
     }
@@ -296,6 +291,15 @@ impl Hypervisor for FakeHypervisor {
             })),
             _ => Err(VmmError::NotAdoptable { pid }),
         }
+    }
+
+    /// Nothing serves it: a fake VM has no agent.
+    fn agent_endpoint(&self, spec: &VmLaunch) -> AgentEndpoint {
+        AgentEndpoint::Connect(spec.run_dir.join("agent.sock"))
+    }
+
+    fn agent_transport(&self) -> &'static str {
+        "none (fake)"
     }
 }
 

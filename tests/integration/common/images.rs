@@ -1,12 +1,14 @@
 //! Guest images for tests: `minimal_image()` / `debian_image()` build once
 //! into a directory shared by all test binaries (the build cache makes
-//! later calls cheap, and its file locks make parallel binaries safe), plus
-//! a small QEMU TCG runner to boot them and watch the serial console.
+//! later calls cheap, and its file locks make parallel binaries safe), with
+//! the static hatch-agent of `agent_bin()`, plus a small QEMU TCG runner to
+//! boot them and watch the serial console.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use hatch::image::{build_image, BuildEnv, BuildRequest};
@@ -22,11 +24,39 @@ pub fn shared_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("hatch-images"))
 }
 
+/// The static hatch-agent images get: `$HATCH_AGENT_BIN` (scripts/test
+/// builds it and sets it), else built here once with the command
+/// scripts/test uses, so a lone `cargo test` works too.
+pub fn agent_bin() -> PathBuf {
+    static AGENT: OnceLock<PathBuf> = OnceLock::new();
+    AGENT
+        .get_or_init(|| {
+            if let Some(path) = std::env::var_os("HATCH_AGENT_BIN").filter(|p| !p.is_empty()) {
+                return PathBuf::from(path);
+            }
+            let workspace = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let target_dir = workspace.join("target/agent");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .current_dir(workspace)
+                .env("RUSTFLAGS", "-C target-feature=+crt-static")
+                .args(["build", "--quiet", "-p", "hatch-agent", "--release"])
+                .args(["--target", "x86_64-unknown-linux-gnu", "--target-dir"])
+                .arg(&target_dir)
+                .status()
+                .expect("run cargo to build hatch-agent");
+            assert!(status.success(), "building the static hatch-agent failed");
+            target_dir.join("x86_64-unknown-linux-gnu/release/hatch-agent")
+        })
+        .clone()
+}
+
 /// The build environment tests use (mirror override honoured).
 pub fn test_build_env() -> BuildEnv {
     let dir = shared_dir();
     let mut env = BuildEnv::new(&dir);
     env.debian_mirror = std::env::var("HATCH_DEBIAN_MIRROR").ok().filter(|m| !m.is_empty());
+    env.agent_bin = Some(agent_bin());
     env
 }
 
@@ -67,6 +97,18 @@ async fn build(profile: ImageProfile) -> Image {
     build_image(&request, &env, &print)
         .await
         .unwrap_or_else(|e| panic!("building the {} image failed: {e}", profile.as_str()))
+}
+
+/// A fresh `minimal` build named `name` in `env`, and the progress it reported.
+pub async fn build_minimal_recording(env: &BuildEnv, name: &str) -> (Image, Vec<hatch::image::ProgressEvent>) {
+    let events = std::sync::Mutex::new(Vec::new());
+    let record = |event: hatch::image::ProgressEvent| events.lock().unwrap().push(event);
+    let request = BuildRequest {
+        profile: ImageProfile::Minimal,
+        name: Some(name.into()),
+    };
+    let image = build_image(&request, env, &record).await.expect("build");
+    (image, events.into_inner().unwrap())
 }
 
 /// The `minimal` image (kernel + initramfs), built once per test binary.
@@ -112,6 +154,20 @@ impl TcgGuest {
         extra_args: &str,
         disks: &[Disk],
         ssh_forward: Option<(&str, u16)>,
+    ) -> TcgGuest {
+        Self::boot_with(kernel, initrd, extra_args, disks, ssh_forward, false)
+    }
+
+    /// [`TcgGuest::boot`], with `agent_port` a virtio-serial port named
+    /// `org.hatch.agent.0` (as Hatch gives QEMU guests for hatch-agent)
+    /// whose host end is a socket nobody connects to.
+    pub fn boot_with(
+        kernel: &Path,
+        initrd: &Path,
+        extra_args: &str,
+        disks: &[Disk],
+        ssh_forward: Option<(&str, u16)>,
+        agent_port: bool,
     ) -> TcgGuest {
         let dir = tempfile::tempdir().expect("tempdir");
         let serial_log = dir.path().join("serial.log");
@@ -159,6 +215,19 @@ impl TcgGuest {
                 ),
                 "-device".into(),
                 format!("virtio-blk-device,drive=disk{index}"),
+            ]);
+        }
+        if agent_port {
+            args.extend([
+                "-chardev".into(),
+                format!(
+                    "socket,id=agent,path={},server=on,wait=off",
+                    dir.path().join("agent.sock").display()
+                ),
+                "-device".into(),
+                "virtio-serial-device".into(),
+                "-device".into(),
+                "virtserialport,chardev=agent,name=org.hatch.agent.0".into(),
             ]);
         }
         let mut command = match ssh_forward {
