@@ -26,6 +26,7 @@ mod e2e_admission;
 mod e2e_agent;
 mod e2e_agent_port;
 mod e2e_bad_input;
+mod e2e_cli_exec;
 mod e2e_cloudinit;
 mod e2e_console;
 mod e2e_dashboard;
