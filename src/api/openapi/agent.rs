@@ -79,7 +79,7 @@ fn exec_post(operation: &mut Value) {
          It is killed with its process group after timeout_s (default {DEFAULT_EXEC_TIMEOUT_S}, at most \
          {MAX_EXEC_TIMEOUT_S}): timed_out is true. Each of stdout and stderr keeps at most {MAX_EXEC_OUTPUT_BYTES} \
          bytes (then *_truncated). A command that cannot start (not found, bad cwd or user) is a 400 naming cmd, \
-         cwd or user."
+         cwd or user; an agent that has not answered 15 s after timeout_s is a 409 agent_unavailable."
     ));
 }
 
