@@ -13,6 +13,7 @@
 
 use std::collections::BTreeMap;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -58,10 +59,20 @@ pub async fn upgrade(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     // Unknown VMs answer 404 before the upgrade.
     owner::vm(&state, &caller, &id)?;
+    // A plain GET gets a JSON error like every other bad request.
+    let ws = ws.map_err(|rejection| {
+        ApiError::invalid(
+            "Upgrade",
+            format!(
+                "{}: GET /vms/{{id}}/exec is a WebSocket (or use POST /vms/{{id}}/exec)",
+                rejection.body_text()
+            ),
+        )
+    })?;
     Ok(ws.on_upgrade(move |socket| async move { serve(state, caller, id, socket).await }))
 }
 

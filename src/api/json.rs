@@ -106,6 +106,18 @@ fn backticked(message: &str) -> Option<&str> {
     Some(&message[start..start + len])
 }
 
+/// The parameter a query rejection is about: the path axum puts before a
+/// value's error (`...query string: list: provided string was not `true`
+/// or `false``), else the name serde quotes (`unknown field `x``).
+fn query_parameter(text: &str) -> Option<&str> {
+    let path = text
+        .split_once("query string: ")
+        .and_then(|(_, rest)| rest.split_once(": "))
+        .map(|(path, _)| path)
+        .filter(|path| !path.is_empty() && !path.contains(' '));
+    path.or_else(|| backticked(text))
+}
+
 /// serde_json appends " at line 1 column 20"; the field name says more.
 fn strip_position(message: &str) -> &str {
     message.rfind(" at line ").map_or(message, |i| &message[..i])
@@ -122,7 +134,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
             .map(|Query(value)| ApiQuery(value))
             .map_err(|rejection| {
                 let text = rejection.body_text();
-                match backticked(&text) {
+                match query_parameter(&text) {
                     Some(name) => ApiError::invalid(name, text.clone()),
                     None => ApiError::new(ErrorKind::InvalidField, text),
                 }

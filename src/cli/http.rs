@@ -6,12 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::CliError;
 
@@ -69,6 +71,20 @@ impl Endpoint {
     }
 }
 
+/// A stream to the daemon: TCP, TLS or a Unix socket.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// A request body: whole, or streamed from a file.
+pub type RequestBody = BoxBody<Bytes, std::io::Error>;
+
+pub type WebSocket = tokio_tungstenite::WebSocketStream<Box<dyn Io>>;
+
+/// A whole request body.
+pub fn full(bytes: Bytes) -> RequestBody {
+    Full::new(bytes).map_err(|never| match never {}).boxed()
+}
+
 pub struct Client {
     pub endpoint: Endpoint,
     pub api_key: Option<String>,
@@ -117,50 +133,108 @@ impl Client {
         path: &str,
         body: Option<(&str, Bytes)>,
     ) -> Result<hyper::Response<hyper::body::Incoming>, CliError> {
-        let host = match &self.endpoint {
-            Endpoint::Tcp { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
-            Endpoint::Tcp { host, port, .. } => format!("{host}:{port}"),
-            Endpoint::Unix(_) => "localhost".to_string(),
+        let (content_type, body) = match body {
+            Some((content_type, bytes)) => (Some(content_type), full(bytes)),
+            None => (None, full(Bytes::new())),
         };
-        let mut builder = Request::builder().method(method).uri(path).header(HOST, host);
+        self.open_body(method, path, content_type, body).await
+    }
+
+    /// [`Client::open`] with a body that may stream (a file being uploaded).
+    pub async fn open_body(
+        &self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        body: RequestBody,
+    ) -> Result<hyper::Response<hyper::body::Incoming>, CliError> {
+        let mut builder = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.authority());
         if let Some(key) = &self.api_key {
             builder = builder.header(AUTHORIZATION, format!("Bearer {key}"));
         }
-        let payload = match body {
-            Some((content_type, bytes)) => {
-                builder = builder.header(CONTENT_TYPE, content_type);
-                bytes
-            }
-            None => Bytes::new(),
-        };
+        if let Some(content_type) = content_type {
+            builder = builder.header(CONTENT_TYPE, content_type);
+        }
         let request = builder
-            .body(Full::new(payload))
+            .body(body)
             .map_err(|e| CliError::Usage(format!("bad request: {e}")))?;
-        let response = match &self.endpoint {
+        let stream = self.connect().await?;
+        send(stream, request)
+            .await
+            .map_err(|error| match (error, &self.endpoint) {
+                // A TLS server answers plain HTTP with a TLS alert.
+                (CliError::Http(message), Endpoint::Tcp { host, port, tls: false })
+                    if message.contains("invalid HTTP version") =>
+                {
+                    CliError::Http(format!(
+                        "{message}: the daemon at {host}:{port} may be serving HTTPS; use an https:// HATCH_URL"
+                    ))
+                }
+                (other, _) => other,
+            })
+    }
+
+    /// Opens a WebSocket on `path` (the same connection and key as a request);
+    /// a refused upgrade is the API's error.
+    pub async fn websocket(&self, path: &str) -> Result<WebSocket, CliError> {
+        let uri = format!("ws://{}{path}", self.authority())
+            .parse()
+            .map_err(|e| CliError::Usage(format!("bad request path {path:?}: {e}")))?;
+        let mut request = tokio_tungstenite::tungstenite::ClientRequestBuilder::new(uri);
+        if let Some(key) = &self.api_key {
+            request = request.with_header("Authorization", format!("Bearer {key}"));
+        }
+        let stream = self.connect().await?;
+        match tokio_tungstenite::client_async(request, stream).await {
+            Ok((socket, _)) => Ok(socket),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                let status = StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+                let body = Bytes::from(response.into_body().unwrap_or_default());
+                let reply = Reply {
+                    status,
+                    headers: hyper::HeaderMap::new(),
+                    body,
+                };
+                reply.success()?;
+                Err(CliError::Http(format!(
+                    "the daemon did not upgrade to a WebSocket ({status})"
+                )))
+            }
+            Err(error) => Err(CliError::Http(format!("WebSocket: {error}"))),
+        }
+    }
+
+    /// The Host header (and WebSocket URI authority) for the endpoint.
+    fn authority(&self) -> String {
+        match &self.endpoint {
+            Endpoint::Tcp { host, port, .. } if host.contains(':') => format!("[{host}]:{port}"),
+            Endpoint::Tcp { host, port, .. } => format!("{host}:{port}"),
+            Endpoint::Unix(_) => "localhost".to_string(),
+        }
+    }
+
+    /// A connected stream to the daemon (TLS done for `https://`).
+    async fn connect(&self) -> Result<Box<dyn Io>, CliError> {
+        Ok(match &self.endpoint {
             Endpoint::Tcp { host, port, tls } => {
                 let stream = tokio::net::TcpStream::connect((host.as_str(), *port))
                     .await
                     .map_err(|e| self.unreachable(e))?;
                 if *tls {
-                    send(self.tls_handshake(host, *port, stream).await?, request).await?
+                    Box::new(self.tls_handshake(host, *port, stream).await?)
                 } else {
-                    send(stream, request).await.map_err(|error| match error {
-                        // A TLS server answers plain HTTP with a TLS alert.
-                        CliError::Http(message) if message.contains("invalid HTTP version") => CliError::Http(format!(
-                            "{message}: the daemon at {host}:{port} may be serving HTTPS; use an https:// HATCH_URL"
-                        )),
-                        other => other,
-                    })?
+                    Box::new(stream)
                 }
             }
-            Endpoint::Unix(path) => {
-                let stream = tokio::net::UnixStream::connect(path)
+            Endpoint::Unix(path) => Box::new(
+                tokio::net::UnixStream::connect(path)
                     .await
-                    .map_err(|e| self.unreachable(e))?;
-                send(stream, request).await?
-            }
-        };
-        Ok(response)
+                    .map_err(|e| self.unreachable(e))?,
+            ),
+        })
     }
 
     /// TLS over `stream`, verifying the daemon's certificate for `host`.
@@ -202,7 +276,7 @@ impl Client {
 
 impl Reply {
     /// Reads a whole answer.
-    async fn read(response: hyper::Response<hyper::body::Incoming>) -> Result<Reply, CliError> {
+    pub async fn read(response: hyper::Response<hyper::body::Incoming>) -> Result<Reply, CliError> {
         let status = response.status();
         let headers = response.headers().clone();
         let body = response
@@ -234,10 +308,10 @@ impl Reply {
     }
 }
 
-async fn send<S>(stream: S, request: Request<Full<Bytes>>) -> Result<hyper::Response<hyper::body::Incoming>, CliError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
+async fn send(
+    stream: Box<dyn Io>,
+    request: Request<RequestBody>,
+) -> Result<hyper::Response<hyper::body::Incoming>, CliError> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| CliError::Http(e.to_string()))?;

@@ -3,6 +3,8 @@
 
 mod doctor;
 mod events;
+mod exec;
+mod files;
 pub mod http;
 mod images;
 mod keys;
@@ -13,6 +15,7 @@ mod routes;
 pub mod serve;
 mod snapshots;
 mod templates;
+mod terminal;
 mod vms;
 
 use std::path::PathBuf;
@@ -108,6 +111,10 @@ pub enum CliError {
     Serve(#[from] serve::ServeError),
     #[error("{0}")]
     Local(String),
+    /// Exit with this status, having said what there was to say (a
+    /// command run in the guest ended with it).
+    #[error("exit status {0}")]
+    Exit(u8),
 }
 
 impl ClientArgs {
@@ -166,6 +173,7 @@ pub fn main() -> ExitCode {
     };
     match runtime.block_on(run(cli.command)) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(CliError::Exit(code)) => ExitCode::from(code),
         Err(error) => {
             eprintln!("hatch: {error}");
             ExitCode::FAILURE

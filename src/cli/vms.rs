@@ -1,4 +1,5 @@
-//! `hatch vm create|list|show|stop|start|delete|ssh|logs`.
+//! `hatch vm create|list|show|stop|start|delete|ssh|logs`; `exec`, `cp`,
+//! `ls` and `rm` are in `exec.rs` and `files.rs`.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -39,6 +40,14 @@ pub enum VmCommand {
     Events { id: String },
     /// Give a VM, with its snapshots and routes, to another key (admin).
     Owner { id: String, key_id: String },
+    /// Run a command in the guest through its agent; exits with its status.
+    Exec(super::exec::ExecArgs),
+    /// Copy a file into the guest (LOCAL ID:/path) or out of it (ID:/path LOCAL).
+    Cp(super::files::CpArgs),
+    /// List a directory in the guest: ID:/dir.
+    Ls { target: String },
+    /// Delete a file in the guest: ID:/path.
+    Rm { target: String },
     /// Print the end of the VM's serial console.
     Logs {
         id: String,
@@ -184,6 +193,10 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
             });
         }
         VmCommand::Ssh { id, ssh_args } => return ssh(&client, &id, &ssh_args).await,
+        VmCommand::Exec(exec) => return super::exec::run(&client, &exec).await,
+        VmCommand::Cp(cp) => return super::files::cp(&client, &cp).await,
+        VmCommand::Ls { target } => return super::files::ls(&client, args, &target).await,
+        VmCommand::Rm { target } => return super::files::rm(&client, &target).await,
         VmCommand::Logs { id, bytes, follow } => {
             let mut query: Vec<String> = bytes.map(|b| format!("bytes={b}")).into_iter().collect();
             if follow {
@@ -380,6 +393,7 @@ fn print_vm(vm: &Vm) {
         ("tap_name", opt(&net.map(|n| n.tap_name.clone()))),
         ("ssh_port", opt(&net.map(|n| n.ssh_port))),
         ("ready_at", opt(&vm.ready_at)),
+        ("agent", agent_text(&vm.agent)),
         ("created_at", vm.created_at.to_string()),
         ("expires_at", opt(&vm.expires_at)),
         ("on_idle", opt(&vm.lifetime.on_idle.map(|a| a.as_str()))),
@@ -389,6 +403,15 @@ fn print_vm(vm: &Vm) {
         ),
         ("idle_status", opt(&vm.idle_status)),
     ]);
+}
+
+/// `connected (version)` or `not connected` (exec and cp need it).
+fn agent_text(agent: &crate::model::AgentStatus) -> String {
+    match (&agent.version, agent.connected) {
+        (Some(version), true) => format!("connected ({version})"),
+        (None, true) => "connected".into(),
+        (_, false) => "not connected".into(),
+    }
 }
 
 /// Replaces this process with `ssh -p <port> <user>@<host>`.

@@ -92,6 +92,7 @@ class GuestTest(unittest.TestCase):
         key = os.environ["HATCH_TEST_SSH_PRIVATE_KEY"]
         self.assertEqual(ssh(key, vm["guest_ip"], "cat /root/marker").strip(), marker)
         ssh(key, vm["guest_ip"], "echo in-memory > /root/after-boot")
+        self._agent_calls(hatch, vm["id"])
 
         snapshot = hatch.snapshot_vm(vm["id"])
         self.assertEqual(snapshot["vm_id"], vm["id"])
@@ -121,6 +122,27 @@ class GuestTest(unittest.TestCase):
         hatch.wait_deleted(vm["id"], timeout=120)
         with self.assertRaises(hatchvm.NotFound):
             hatch.get_vm(vm["id"])
+
+    def _agent_calls(self, hatch, vm_id):
+        """Exec and files through the guest agent (the minimal image has it:
+        its hello made the VM ready)."""
+        self.assertTrue(hatch.get_vm(vm_id)["agent"]["connected"])
+        result = hatch.exec(vm_id, ["sh", "-c", "cat; echo err >&2; exit 3"], stdin="in\n")
+        self.assertEqual((result["exit_code"], hatchvm.output_bytes(result), hatchvm.output_bytes(result, "stderr")),
+                         (3, b"in\n", b"err\n"))
+        with hatch.exec_stream(vm_id, ["cat"]) as session:
+            session.write(b"\x00\xffbinary")
+            session.close_stdin()
+            out, _, exit = session.wait()
+        self.assertEqual((out, exit["exit_code"]), (b"\x00\xffbinary", 0))
+        data = os.urandom(300_000)
+        self.assertEqual(hatch.upload_file(vm_id, "/tmp/sdk.bin", data, mode=0o600)["bytes"], len(data))
+        self.assertEqual(hatch.download_file(vm_id, "/tmp/sdk.bin"), data)
+        entry = next(e for e in hatch.list_files(vm_id, "/tmp")["entries"] if e["name"] == "sdk.bin")
+        self.assertEqual((entry["type"], entry["size"], entry["mode"] & 0o777), ("file", len(data), 0o600))
+        hatch.delete_file(vm_id, "/tmp/sdk.bin")
+        with self.assertRaises(hatchvm.NotFound):
+            hatch.download_file(vm_id, "/tmp/sdk.bin")
 
 
 if __name__ == "__main__":

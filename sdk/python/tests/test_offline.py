@@ -1,9 +1,11 @@
 """What needs no daemon: the SSE parser, the error mapping, URL building."""
 
+import socket
 import unittest
 
 import hatchvm
 from hatchvm import sse
+from hatchvm.websocket import BINARY, CLOSE, TEXT, WebSocket
 from hatchvm.errors import error_from_response
 from hatchvm.transport import expand, query_string
 
@@ -53,6 +55,23 @@ class UrlTest(unittest.TestCase):
     def test_unsupported_urls_are_refused(self):
         with self.assertRaises(hatchvm.HatchError):
             hatchvm.Client("ftp://example")
+
+
+class WebSocketTest(unittest.TestCase):
+    def test_frames_of_every_length_class_round_trip_masked(self):
+        left, right = socket.socketpair()
+        client, server = WebSocket(left), WebSocket(right)
+        try:
+            for size in (0, 125, 126, 65535, 65536):
+                payload = bytes(i % 251 for i in range(size))
+                client.send(BINARY, payload)
+                self.assertEqual(server.recv(), (BINARY, payload))
+            client.send(TEXT, b'{"type":"eof"}')
+            self.assertEqual(server.recv(), (TEXT, b'{"type":"eof"}'))
+            client.close()
+            self.assertEqual(server.recv()[0], CLOSE)
+        finally:
+            right.close()
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 
 import { ApiError, HatchError, NotFound, UnexpectedState, WaitTimeout, errorFromResponse } from "./errors.js";
+import { ExecSession } from "./guest.js";
 import { lines, parse, Parser } from "./sse.js";
+import { TEXT, WebSocketConnection } from "./websocket.js";
 import type {
   ApiKey,
   AuditEntry,
@@ -13,6 +15,11 @@ import type {
   CreateTemplate,
   CreateVm,
   Event,
+  ExecRequest,
+  ExecResult,
+  ExecStart,
+  FileListing,
+  FileWritten,
   Health,
   HostEvent,
   Image,
@@ -74,6 +81,12 @@ export const OPERATIONS = {
   updateKey: ["PATCH", "/keys/{id}"],
   revokeKey: ["DELETE", "/keys/{id}"],
   audit: ["GET", "/audit"],
+  exec: ["POST", "/vms/{id}/exec"],
+  execStream: ["GET", "/vms/{id}/exec"],
+  uploadFile: ["PUT", "/vms/{id}/files"],
+  downloadFile: ["GET", "/vms/{id}/files"],
+  listFiles: ["GET", "/vms/{id}/files"],
+  deleteFile: ["DELETE", "/vms/{id}/files"],
 } as const satisfies Record<string, readonly [string, string]>;
 
 export type OperationName = keyof typeof OPERATIONS;
@@ -101,9 +114,23 @@ export interface WaitOptions {
 
 type Query = Record<string, string | number | boolean | undefined>;
 
+/** A file's content for {@link Client.uploadFile}: bytes, text, or a stream sent as it is read. */
+export type FileContent = Uint8Array | string | ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+
+/** What a command runs with (both forms of exec). */
+export interface ExecOptions {
+  env?: Record<string, string>;
+  cwd?: string;
+  user?: string;
+  /** Seconds before the command and its process group are killed (default 60, at most 3600). */
+  timeoutS?: number;
+}
+
 interface RequestOptions {
   id?: string;
   body?: unknown;
+  /** Sent as application/octet-stream instead of a JSON body. */
+  raw?: FileContent;
   query?: Query;
   timeoutMs?: number;
   headers?: Record<string, string>;
@@ -120,6 +147,16 @@ function queryString(query: Query | undefined): string {
   }
   const text = params.toString();
   return text ? `?${text}` : "";
+}
+
+/** The request fields of {@link ExecOptions}, as the API spells them. */
+function execFields(options: ExecOptions): Omit<ExecRequest, "cmd"> {
+  const fields: Omit<ExecRequest, "cmd"> = {};
+  if (options.env !== undefined) fields.env = options.env;
+  if (options.cwd !== undefined) fields.cwd = options.cwd;
+  if (options.user !== undefined) fields.user = options.user;
+  if (options.timeoutS !== undefined) fields.timeout_s = options.timeoutS;
+  return fields;
 }
 
 function adminKeyFromDataDir(): string | undefined {
@@ -152,21 +189,31 @@ export class Client {
     this.fetchImpl = options.fetch ?? fetch;
   }
 
+  /** The path of `operation` for the object `id`. */
+  private path(operation: OperationName, id: string | undefined): string {
+    return OPERATIONS[operation][1].replace("{id}", encodeURIComponent(id ?? ""));
+  }
+
   /** Sends one request of `operation`; an error status throws the mapped exception. */
   private async send(operation: OperationName, options: RequestOptions = {}): Promise<Response> {
-    const [method, template] = OPERATIONS[operation];
-    const path = template.replace("{id}", encodeURIComponent(options.id ?? ""));
+    const method = OPERATIONS[operation][0];
+    const path = this.path(operation, options.id);
     const headers: Record<string, string> = { Accept: "application/json", ...options.headers };
     if (this.apiKey) headers.Authorization = `Bearer ${this.apiKey}`;
-    let body: string | undefined;
+    let body: RequestInit["body"];
     if (options.body !== undefined) {
       body = JSON.stringify(options.body);
       headers["Content-Type"] = "application/json";
+    } else if (options.raw !== undefined) {
+      body = options.raw as RequestInit["body"];
+      headers["Content-Type"] = "application/octet-stream";
     }
     const signal = options.signal ?? AbortSignal.timeout(options.timeoutMs ?? this.timeoutMs);
     let response: Response;
     try {
-      response = await this.fetchImpl(this.url + path + queryString(options.query), { method, headers, body, signal });
+      // duplex: a streamed body goes out as it is read (Node's fetch needs it said).
+      const init = { method, headers, body, signal, duplex: "half" } as RequestInit;
+      response = await this.fetchImpl(this.url + path + queryString(options.query), init);
     } catch (err) {
       throw new HatchError(`${method} ${this.url}${path}: ${(err as Error).message}`, { cause: err });
     }
@@ -405,6 +452,65 @@ export class Client {
 
   audit(options: { limit?: number } = {}): Promise<AuditEntry[]> {
     return this.call("audit", { query: { limit: options.limit } });
+  }
+
+  // --- commands and files in the guest (its agent) ------------------------------
+  // A snapshotted VM is woken by these calls; a VM whose image has no agent
+  // throws AgentUnavailable (409).
+
+  /**
+   * Runs `cmd` (an argv, no shell) in the guest and answers when it has
+   * ended: exit_code (null when a signal ended it), stdout and stderr (see
+   * `outputBytes`), timed_out, truncated.
+   */
+  exec(id: string, cmd: string[], options: ExecOptions & { stdin?: string | Uint8Array } = {}): Promise<ExecResult> {
+    const body: ExecRequest = { cmd, ...execFields(options) };
+    if (typeof options.stdin === "string") body.stdin = options.stdin;
+    else if (options.stdin !== undefined) body.stdin_base64 = Buffer.from(options.stdin).toString("base64");
+    const timeoutMs = Math.max(this.timeoutMs, ((options.timeoutS ?? 60) + 30) * 1000);
+    return this.call("exec", { id, body, timeoutMs });
+  }
+
+  /**
+   * Starts `cmd` over a WebSocket: write its stdin, read its output as it
+   * comes, resize its terminal (`tty`). No timeout unless `timeoutS` is given.
+   */
+  async execStream(id: string, cmd: string[], options: ExecOptions & { tty?: boolean; rows?: number; cols?: number } = {}): Promise<ExecSession> {
+    const start: ExecStart = { cmd, ...execFields(options) };
+    if (options.tty) start.tty = true;
+    if (options.rows !== undefined) start.rows = options.rows;
+    if (options.cols !== undefined) start.cols = options.cols;
+    const headers: Record<string, string> = this.apiKey ? { Authorization: `Bearer ${this.apiKey}` } : {};
+    const socket = await WebSocketConnection.open(this.url + this.path("execStream", id), headers);
+    socket.send(TEXT, Buffer.from(JSON.stringify(start), "utf8"));
+    return new ExecSession(socket);
+  }
+
+  /** Writes `content` to the absolute `path` in the guest (atomically); `mode` as 0o755 or "0755". */
+  uploadFile(id: string, path: string, content: FileContent, options: { mode?: number | string; uid?: number; gid?: number } = {}): Promise<FileWritten> {
+    const mode = typeof options.mode === "number" ? options.mode.toString(8).padStart(4, "0") : options.mode;
+    const query = { path, mode, uid: options.uid, gid: options.gid };
+    return this.call("uploadFile", { id, query, raw: content, timeoutMs: OPERATION_MS });
+  }
+
+  /** The guest file's bytes. */
+  async downloadFile(id: string, path: string): Promise<Buffer> {
+    const response = await this.send("downloadFile", { id, query: { path }, timeoutMs: OPERATION_MS });
+    return Buffer.from(await response.arrayBuffer());
+  }
+
+  /** The guest file as a stream (large files), with its mode, uid and gid from the headers. */
+  async openFile(id: string, path: string, options: { signal?: AbortSignal } = {}): Promise<Response> {
+    return this.send("downloadFile", { id, query: { path }, signal: options.signal });
+  }
+
+  /** A guest directory's entries (name, type, size, mode, uid, gid, modified). */
+  listFiles(id: string, path: string): Promise<FileListing> {
+    return this.call("listFiles", { id, query: { path, list: true } });
+  }
+
+  async deleteFile(id: string, path: string): Promise<void> {
+    await this.call("deleteFile", { id, query: { path } });
   }
 
   // --- waiting ----------------------------------------------------------------

@@ -45,6 +45,8 @@ export class MethodNotAllowed extends ApiError {}
 export class Conflict extends ApiError {}
 /** 409 `invalid_state`: the VM's state refuses the request. */
 export class InvalidState extends ApiError {}
+/** 409 `agent_unavailable`: the VM's guest agent is not connected (an image without hatch-agent, or a guest that has not started it). */
+export class AgentUnavailable extends ApiError {}
 /** 413. */
 export class TooLarge extends ApiError {}
 /** 415. */
@@ -94,6 +96,7 @@ export const ERRORS_BY_CODE: Readonly<Record<string, ApiErrorClass>> = {
   method_not_allowed: MethodNotAllowed,
   conflict: Conflict,
   invalid_state: InvalidState,
+  agent_unavailable: AgentUnavailable,
   too_large: TooLarge,
   unsupported_media_type: UnsupportedMediaType,
   unavailable: Unavailable,

@@ -11,5 +11,6 @@
 
 export * from "./client.js";
 export * from "./errors.js";
+export { ExecSession, outputBytes, type OutputStream } from "./guest.js";
 export type * from "./types.js";
 export { Parser as SseParser, type Message as SseMessage } from "./sse.js";

@@ -11,7 +11,7 @@ export type VmState =
   | "restoring"
   | "error"
   | "deleting";
-export type EventKind = "state" | "ready" | "repair" | "idle" | "error";
+export type EventKind = "state" | "ready" | "repair" | "idle" | "error" | "agent";
 /** internet (default), none (only DHCP and DNS on the gateway), or at most 64 CIDRs the guest may reach. */
 export type Egress = "internet" | "none" | string[];
 export type Hypervisor = "qemu" | "firecracker";
@@ -26,7 +26,15 @@ export interface VmLimits {
   pids_max: number;
 }
 
+/** The guest agent's connection: exec and file calls need it. */
+export interface AgentStatus {
+  connected: boolean;
+  /** hatch-agent's version, while connected. */
+  version: string | null;
+}
+
 export interface Vm {
+  agent: AgentStatus;
   id: string;
   state: VmState;
   restart_policy: RestartPolicy;
@@ -275,4 +283,77 @@ export interface UpdateKey {
 /** The schema `Error`: what every error answer carries (see the classes in errors). */
 export interface ApiErrorBody {
   error: { code: string; message: string; field: string | null };
+}
+
+// --- the guest agent: exec and files ------------------------------------------
+
+/** What exec runs: an argv (no shell) with its environment. */
+interface ExecCommand {
+  cmd: string[];
+  env?: Record<string, string>;
+  /** Absolute working directory (default /). */
+  cwd?: string;
+  /** User name or uid (default root). */
+  user?: string;
+  /** Seconds before the command and its process group are killed (default 60, at most 3600; streaming: none). */
+  timeout_s?: number;
+}
+
+/** `POST /vms/{id}/exec`: stdin as text, or any bytes as stdin_base64. */
+export interface ExecRequest extends ExecCommand {
+  stdin?: string;
+  stdin_base64?: string;
+}
+
+/** The first message of the WebSocket form of exec. */
+export interface ExecStart extends ExecCommand {
+  tty?: boolean;
+  rows?: number;
+  cols?: number;
+}
+
+/** Output is text when it is UTF-8, else in the `*_base64` field (see `outputBytes`). */
+export interface ExecResult {
+  /** null when a signal ended the command. */
+  exit_code: number | null;
+  signal?: number | null;
+  stdout?: string;
+  stdout_base64?: string;
+  stderr?: string;
+  stderr_base64?: string;
+  timed_out: boolean;
+  duration_ms: number;
+  truncated: boolean;
+  stdout_truncated: boolean;
+  stderr_truncated: boolean;
+}
+
+/** The WebSocket form's last message when the command ended. */
+export interface ExecExit {
+  type: "exit";
+  exit_code: number | null;
+  signal: number | null;
+  timed_out: boolean;
+  duration_ms: number;
+}
+
+export interface FileWritten {
+  path: string;
+  bytes: number;
+}
+
+export interface FileEntry {
+  name: string;
+  type: "file" | "dir" | "symlink" | "other";
+  size: number;
+  mode: number;
+  uid: number;
+  gid: number;
+  /** Seconds since the epoch. */
+  modified: number;
+}
+
+export interface FileListing {
+  path: string;
+  entries: FileEntry[];
 }

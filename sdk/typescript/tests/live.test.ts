@@ -5,6 +5,7 @@
 
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { setTimeout as sleep } from "node:timers/promises";
 import { describe, test } from "node:test";
 
@@ -67,6 +68,26 @@ describe("the API contract", { skip }, () => {
   });
 });
 
+/** Exec and files through the guest agent (the minimal image has it: its hello made the VM ready). */
+async function agentCalls(client: hatch.Client, id: string): Promise<void> {
+  assert.ok((await client.getVm(id)).agent.connected);
+  const result = await client.exec(id, ["sh", "-c", "cat; echo err >&2; exit 3"], { stdin: "in\n" });
+  assert.deepEqual([result.exit_code, hatch.outputBytes(result).toString(), hatch.outputBytes(result, "stderr").toString()], [3, "in\n", "err\n"]);
+  const session = await client.execStream(id, ["cat"]);
+  session.write(Buffer.from([0, 255, 98]));
+  session.closeStdin();
+  const { stdout, exit } = await session.wait();
+  session.close();
+  assert.deepEqual([[...stdout], exit.exit_code], [[0, 255, 98], 0]);
+  const data = randomBytes(300_000);
+  assert.equal((await client.uploadFile(id, "/tmp/sdk.bin", data, { mode: 0o600 })).bytes, data.length);
+  assert.ok((await client.downloadFile(id, "/tmp/sdk.bin")).equals(data));
+  const entry = (await client.listFiles(id, "/tmp")).entries.find((e) => e.name === "sdk.bin");
+  assert.deepEqual([entry?.type, entry?.size, (entry?.mode ?? 0) & 0o777], ["file", data.length, 0o600]);
+  await client.deleteFile(id, "/tmp/sdk.bin");
+  await assert.rejects(client.downloadFile(id, "/tmp/sdk.bin"), hatch.NotFound);
+}
+
 describe("a real guest", { skip }, () => {
   test("create with user data, wait ready, snapshot, restore, delete", async () => {
     const client = new hatch.Client();
@@ -92,6 +113,7 @@ describe("a real guest", { skip }, () => {
     }
     assert.equal((await ssh(vm.guest_ip!, "cat /root/marker")).trim(), marker);
     await ssh(vm.guest_ip!, "echo in-memory > /root/after-boot");
+    await agentCalls(client, vm.id);
 
     const snapshot = await client.snapshotVm(vm.id);
     assert.equal(snapshot.vm_id, vm.id);

@@ -16,6 +16,8 @@ const O = "optional" as const;
 const quotas: Shape<t.Quotas> = { max_vms: O, max_vcpus: O, max_mem_mib: O, max_snapshots: O, max_routes: O };
 /** ttl_seconds, idle_timeout_seconds and on_idle: on VMs, templates and their create requests. */
 const lifetime = { ttl_seconds: O, idle_timeout_seconds: O, on_idle: O } as const;
+/** cmd, env, cwd, user and timeout_s: both forms of exec. */
+const execCommand = { cmd: R, env: O, cwd: O, user: O, timeout_s: O } as const;
 const apiKey: Shape<t.ApiKey> = { id: R, name: R, prefix: R, role: R, quotas: R, created_at: R, revoked_at: O };
 
 /** By the schema's name in `components.schemas`. */
@@ -38,7 +40,7 @@ export const SHAPES: Record<string, Record<string, "required" | "optional">> = {
     ssh_authorized_keys: O, egress: O, ...lifetime,
   } satisfies Shape<t.CreateTemplate>,
   Vm: {
-    id: R, state: R, restart_policy: R, image_id: R, vcpu_count: R, mem_mib: R, limits: R,
+    agent: R, id: R, state: R, restart_policy: R, image_id: R, vcpu_count: R, mem_mib: R, limits: R,
     enable_network: R, hypervisor: R, created_at: R, updated_at: R, guest_ip: O, guest_mac: O,
     tap_name: O, ssh_port: O, egress: O, user_data: O, user_data_base64: O, ssh_authorized_keys: O,
     pid: O, state_reason: O, ready_at: O, last_activity_at: O, idle_status: O, snapshot_id: O,
@@ -67,5 +69,16 @@ export const SHAPES: Record<string, Record<string, "required" | "optional">> = {
   UpdateKey: { quotas: R } satisfies Shape<t.UpdateKey>,
   ReassignVm: { key_id: R } satisfies Shape<t.ReassignVm>,
   CreateKey: { name: R, role: O, quotas: O } satisfies Shape<t.CreateKey>,
+  AgentStatus: { connected: R, version: R } satisfies Shape<t.AgentStatus>,
+  ExecRequest: { ...execCommand, stdin: O, stdin_base64: O } satisfies Shape<t.ExecRequest>,
+  ExecStart: { ...execCommand, tty: O, rows: O, cols: O } satisfies Shape<t.ExecStart>,
+  ExecResult: {
+    exit_code: R, signal: O, stdout: O, stdout_base64: O, stderr: O, stderr_base64: O, timed_out: R,
+    duration_ms: R, truncated: R, stdout_truncated: R, stderr_truncated: R,
+  } satisfies Shape<t.ExecResult>,
+  ExecExit: { type: R, exit_code: R, signal: R, timed_out: R, duration_ms: R } satisfies Shape<t.ExecExit>,
+  FileWritten: { path: R, bytes: R } satisfies Shape<t.FileWritten>,
+  FileEntry: { name: R, type: R, size: R, mode: R, uid: R, gid: R, modified: R } satisfies Shape<t.FileEntry>,
+  FileListing: { path: R, entries: R } satisfies Shape<t.FileListing>,
   AuditEntry: { id: R, at: R, key_id: R, method: R, path: R, status: R } satisfies Shape<t.AuditEntry>,
 };

@@ -2,6 +2,7 @@
 //! hand (not derived from the route list) so that the contract test, which
 //! compares it with [`super::routes`], can catch either side drifting.
 
+mod agent;
 mod schemas;
 
 use axum::Json;
@@ -50,6 +51,8 @@ struct Op {
     /// (`?async=true` or `Prefer: respond-async`).
     accepts_async: bool,
     errors: &'static [u16],
+    /// Finishes what the fields above cannot say (non-JSON bodies, WebSocket).
+    finish: Option<fn(&mut Value)>,
 }
 
 fn operation(method: &str, path: &str, op: &Op) -> Value {
@@ -120,6 +123,9 @@ fn operation(method: &str, path: &str, op: &Op) -> Value {
     if op.public {
         value["security"] = json!([]);
     }
+    if let Some(finish) = op.finish {
+        finish(&mut value);
+    }
     value
 }
 
@@ -139,6 +145,7 @@ fn op(
         ok,
         accepts_async: false,
         errors,
+        finish: None,
     }
 }
 
@@ -173,7 +180,7 @@ fn vm_op(
 fn operations() -> Vec<(&'static str, &'static str, Op)> {
     const BAD: &[u16] = &[400, 413, 415];
     const VM_QUERY: &[(&str, &str, &str)] = &[
-        ("wait", "string", "`ready`: answer once the guest accepts SSH (ready_at is set)"),
+        ("wait", "string", "`ready`: answer once the guest is ready: its agent said hello, or (without an agent) it accepts SSH (ready_at is set)"),
         ("timeout", "string", "How long wait=ready waits (seconds, or 90s/5m); default 120"),
     ];
     const LOGS_QUERY: &[(&str, &str, &str)] =
@@ -264,7 +271,7 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
 
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for (method, path, op) in operations() {
+    for (method, path, op) in operations().into_iter().chain(agent::operations()) {
         let item = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         item[method] = operation(method, path, &op);
     }

@@ -69,7 +69,7 @@ fn with_lifetime(mut properties: Value) -> Value {
     properties["ttl_seconds"] =
         seconds("The VM is deleted (like DELETE, whatever its state) this long after it was created");
     properties["idle_timeout_seconds"] = seconds(
-        "How long without a proxied request or an established SSH session through its port before on_idle applies \
+        "How long without a proxied request, an exec or file call, or an established SSH session through its port before on_idle applies \
          (default HATCH_IDLE_TIMEOUT). Setting it idles the VM even without routes",
     );
     properties["on_idle"] = json!({
@@ -267,14 +267,16 @@ pub fn all() -> Map<String, Value> {
                 "ready_at": timestamp(),
                 "created_at": timestamp(),
                 "updated_at": timestamp(),
-                "last_activity_at": { "type": "string", "format": "date-time", "description": "The last proxied request, or the last idle check that saw an SSH session open" },
+                "last_activity_at": { "type": "string", "format": "date-time", "description": "The last proxied request, exec or file call, or the last idle check that saw an SSH session open" },
                 "idle_status": { "type": "string", "description": "The idle monitor's last decision: kept: …, suspended: … (snapshotted) or stopped: …" },
                 "restart_policy": { "type": "string", "enum": ["never", "on-failure"] },
                 "snapshot_id": { "type": "string", "description": "While snapshotted: the snapshot restore and wake load" },
                 "expires_at": { "type": "string", "format": "date-time", "description": "created_at + ttl_seconds: when the VM is deleted (absent without a TTL)" },
-                "owner_key_id": { "type": "string", "description": "The API key that owns the VM (absent: admin-owned)" }
+                "owner_key_id": { "type": "string", "description": "The API key that owns the VM (absent: admin-owned)" },
+                "agent": { "$ref": "#/components/schemas/AgentStatus", "description": "The guest agent's connection now (exec and files need it)" }
             })),
             &[
+                "agent",
                 "id",
                 "state",
                 "restart_policy",
@@ -325,7 +327,7 @@ pub fn all() -> Map<String, Value> {
         object(
             json!({
                 "vm_id": { "type": "string" },
-                "kind": { "type": "string", "enum": ["state", "ready", "repair", "idle", "error"], "description": "state: a state change; ready: the guest accepts SSH; repair: the reconciler fixed drifted host state; idle: the idle monitor's decision changed; error: an operation failed (reason says why). Only state changes the state" },
+                "kind": { "type": "string", "enum": ["state", "ready", "repair", "idle", "error", "agent"], "description": "state: a state change; ready: the guest is ready (its agent said hello, or it accepts SSH); agent: the guest agent connected and the guest clock was set from the host's (reason says by how much it was off); repair: the reconciler fixed drifted host state; idle: the idle monitor's decision changed; error: an operation failed (reason says why). Only state changes the state" },
                 "from_state": { "type": ["string", "null"], "enum": states_or_null },
                 "to_state": { "type": "string", "enum": states },
                 "reason": nullable("string"),
@@ -340,7 +342,7 @@ pub fn all() -> Map<String, Value> {
             json!({
                 "id": { "type": "integer", "description": "The cursor: later events have larger ids" },
                 "vm_id": { "type": ["string", "null"], "description": "null: a host-wide event" },
-                "kind": { "type": "string", "enum": ["state", "ready", "repair", "idle", "error"] },
+                "kind": { "type": "string", "enum": ["state", "ready", "repair", "idle", "error", "agent"] },
                 "from_state": { "type": ["string", "null"], "enum": states_or_null },
                 "to_state": { "type": ["string", "null"], "enum": states_or_null, "description": "null for host-wide events and for the VM's deletion (a state event)" },
                 "reason": nullable("string"),
@@ -520,5 +522,6 @@ pub fn all() -> Map<String, Value> {
             &["name"],
         ),
     );
+    super::agent::schemas(&mut add);
     schemas
 }

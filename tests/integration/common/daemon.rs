@@ -134,6 +134,21 @@ impl TestApi {
             orch.vm_written_elsewhere(vm_id);
         }
     }
+
+    /// A VM in `state` whose guest agent never connected (an image without
+    /// it), written as ready an hour ago so that requests do not wait for
+    /// the agent (AGENT_WAIT is shortened by the time since ready_at). `n`
+    /// tells apart the network identities of several in one test.
+    pub fn vm_without_agent(&self, state: VmState, n: u8) -> String {
+        let image = sample_image(&random_id("noagent", 4));
+        self.store.insert_image(&image).unwrap();
+        let mut vm = sample_vm(&image.id, n);
+        vm.state = state;
+        vm.ready_at = Some(now() - chrono::Duration::hours(1));
+        self.store.insert_vm(&vm, None).unwrap();
+        self.written(&vm.id);
+        vm.id
+    }
 }
 
 pub struct TestApi {

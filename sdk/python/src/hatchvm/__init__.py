@@ -6,11 +6,13 @@
 """
 
 from .client import Client, covered_operations, endpoint
-from .errors import (ApiError, Conflict, Forbidden, HatchError, InsufficientCapacity, Internal,
+from .guest import ExecSession, output_bytes
+from .errors import (AgentUnavailable, ApiError, Conflict, Forbidden, HatchError, InsufficientCapacity, Internal,
                      InvalidState, MethodNotAllowed, NotFound, QuotaExceeded, RateLimited,
                      SnapshotCorrupt, Timeout, TooLarge, Unauthorized, UnexpectedState, Unavailable,
                      UnsupportedMediaType, ValidationError, WaitTimeout)
-from .types import (ApiKey, AuditEntry, CreateKey, CreateRoute, CreateTemplate, CreateVm,
+from .types import (AgentStatus, ApiKey, ExecExit, ExecRequest, ExecResult, ExecStart, FileEntry,
+                    FileListing, FileWritten, AuditEntry, CreateKey, CreateRoute, CreateTemplate, CreateVm,
                     ErrorBody, Event, Health, HostEvent, Image, KeyUsage, NewApiKey, Quotas,
                     ReassignVm, RegisterImage, RestoreVm, Route, Snapshot, Template, UpdateKey, Vm,
                     VmEvent, VmState)
@@ -18,12 +20,13 @@ from .types import (ApiKey, AuditEntry, CreateKey, CreateRoute, CreateTemplate, 
 __version__ = "0.1.0"
 
 __all__ = [
-    "Client", "covered_operations", "endpoint",
-    "ApiError", "Conflict", "Forbidden", "HatchError", "InsufficientCapacity", "Internal",
+    "Client", "covered_operations", "endpoint", "ExecSession", "output_bytes",
+    "AgentUnavailable", "ApiError", "Conflict", "Forbidden", "HatchError", "InsufficientCapacity", "Internal",
     "InvalidState", "MethodNotAllowed", "NotFound", "QuotaExceeded", "RateLimited",
     "SnapshotCorrupt", "Timeout", "TooLarge", "Unauthorized", "UnexpectedState", "Unavailable",
     "UnsupportedMediaType", "ValidationError", "WaitTimeout",
-    "ApiKey", "AuditEntry", "CreateKey", "CreateRoute", "CreateTemplate", "CreateVm", "ErrorBody",
+    "AgentStatus", "ExecExit", "ExecRequest", "ExecResult", "ExecStart", "FileEntry", "FileListing",
+    "FileWritten", "ApiKey", "AuditEntry", "CreateKey", "CreateRoute", "CreateTemplate", "CreateVm", "ErrorBody",
     "Event", "Health", "HostEvent", "Image", "KeyUsage", "NewApiKey", "Quotas", "ReassignVm",
     "RegisterImage", "RestoreVm", "Route", "Snapshot", "Template", "UpdateKey", "Vm", "VmEvent",
     "VmState",

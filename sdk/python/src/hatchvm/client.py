@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import (Any, Callable, Dict, Iterator, List, Literal, Optional, Set, Tuple, TypeVar,
-                    Union, cast, overload)
+from typing import (Any, Callable, Dict, Iterator, List, Literal, Optional, Set, Tuple, Union, cast,
+                    overload)
 
 from . import sse
+from .guest import GuestMixin
+from .operations import endpoint
 from .errors import ApiError, HatchError, NotFound, UnexpectedState, WaitTimeout
 from .transport import Transport, expand, query_string
 from .types import (ApiKey, AuditEntry, CreateKey, CreateRoute, CreateTemplate, CreateVm, Event,
@@ -16,20 +18,6 @@ from .types import (ApiKey, AuditEntry, CreateKey, CreateRoute, CreateTemplate, 
                     RestoreVm, Route, Snapshot, Template, UpdateKey, Vm, VmEvent, VmState)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def endpoint(method: str, path: str) -> Callable[[F], F]:
-    """Marks the method that covers one operation of the API (``method`` and
-    ``path`` as ``/openapi.json`` writes them); see :func:`covered_operations`."""
-
-    def mark(func: F) -> F:
-        func.__hatch_operation__ = (method.upper(), path)  # type: ignore[attr-defined]
-        return func
-
-    return mark
-
 
 def covered_operations() -> Dict[Tuple[str, str], str]:
     """(method, path) → name of the :class:`Client` method that calls it."""
@@ -54,7 +42,7 @@ def _async_query(asynchronous: bool) -> Dict[str, Any]:
     return {"async": True} if asynchronous else {}
 
 
-class Client:
+class Client(GuestMixin):
     """A connection to one Hatch daemon.
 
     ``url`` defaults to ``HATCH_URL`` (else ``http://127.0.0.1:8080``; also
@@ -63,6 +51,7 @@ class Client:
     on the daemon's host) and ``ca_cert`` (a private CA for HTTPS) to
     ``HATCH_CA_CERT``, as for the ``hatch`` CLI. ``timeout`` bounds each
     request (seconds); requests that wait for an operation get more.
+    Commands and files in the guest: :class:`~hatchvm.guest.GuestMixin`.
     """
 
     def __init__(self, url: Optional[str] = None, api_key: Optional[str] = None, *,

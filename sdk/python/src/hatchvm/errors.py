@@ -61,6 +61,11 @@ class InvalidState(ApiError):
     """409 ``invalid_state``: the VM's state refuses the request."""
 
 
+class AgentUnavailable(ApiError):
+    """409 ``agent_unavailable``: the VM's guest agent is not connected (an
+    image without hatch-agent, or a guest that has not started it)."""
+
+
 class TooLarge(ApiError):
     """413."""
 
@@ -125,6 +130,7 @@ ERRORS_BY_CODE: Dict[str, Type[ApiError]] = {
     "method_not_allowed": MethodNotAllowed,
     "conflict": Conflict,
     "invalid_state": InvalidState,
+    "agent_unavailable": AgentUnavailable,
     "too_large": TooLarge,
     "unsupported_media_type": UnsupportedMediaType,
     "unavailable": Unavailable,

@@ -8,10 +8,14 @@ import http.client
 import json
 import socket
 import ssl
-from typing import Any, Dict, Iterator, Mapping, Optional, Tuple
+from typing import Any, BinaryIO, Dict, Iterable, Iterator, Mapping, Optional, Tuple, Union
 from urllib.parse import quote, urlencode, urlsplit
 
 from .errors import HatchError, error_from_response
+from .websocket import WebSocket
+
+#: A request body sent as it is (application/octet-stream), streamed when it is a file.
+RawBody = Union[bytes, BinaryIO, Iterable[bytes]]
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -76,16 +80,19 @@ class Transport:
 
     def open(self, method: str, path: str, body: Any = None,
              headers: Optional[Dict[str, str]] = None,
-             timeout: Optional[float] = None) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Sends the request; an error status raises the mapped exception.
-        The caller reads (and closes) the answer."""
+             timeout: Optional[float] = None,
+             raw: Optional[RawBody] = None) -> Tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
+        """Sends the request (a JSON ``body``, or ``raw`` bytes); an error
+        status raises the mapped exception. The caller reads (and closes) the answer."""
         all_headers = {"Accept": "application/json", "User-Agent": "hatchvm-python"}
-        if self.api_key:
-            all_headers["Authorization"] = f"Bearer {self.api_key}"
-        data = None
+        all_headers.update(self._auth())
+        data: Any = None
         if body is not None:
             data = json.dumps(body).encode("utf-8")
             all_headers["Content-Type"] = "application/json"
+        elif raw is not None:
+            data = raw  # a file or an iterable goes out chunked, as it is read
+            all_headers["Content-Type"] = "application/octet-stream"
         all_headers.update(headers or {})
         conn = self._connection(self.timeout if timeout is None else timeout)
         try:
@@ -102,11 +109,28 @@ class Transport:
             raise error_from_response(response.status, raw, response.getheader("Retry-After"))
         return conn, response
 
+    def _auth(self) -> Dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def websocket(self, path: str, timeout: Optional[float] = None) -> WebSocket:
+        """``GET path`` upgraded to a WebSocket, on a connection of its own;
+        ``timeout`` bounds each read (None: wait as long as the command runs)."""
+        conn = self._connection(timeout)
+        try:
+            conn.connect()
+        except OSError as err:
+            conn.close()
+            raise HatchError(f"GET {self.url}{path}: {err}") from err
+        assert conn.sock is not None
+        host = self._netloc or "localhost"
+        return WebSocket.connect(conn.sock, host, self._base + path, self._auth())
+
     def call(self, method: str, path: str, body: Any = None,
              headers: Optional[Dict[str, str]] = None,
-             timeout: Optional[float] = None) -> Tuple[int, Any]:
+             timeout: Optional[float] = None,
+             raw: Optional[RawBody] = None) -> Tuple[int, Any]:
         """One request answered with JSON (None for 204); returns (status, body)."""
-        conn, response = self.open(method, path, body, headers, timeout)
+        conn, response = self.open(method, path, body, headers, timeout, raw)
         try:
             raw = response.read()
         finally:

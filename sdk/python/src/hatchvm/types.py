@@ -13,7 +13,7 @@ VmState = Literal[
     "creating", "starting", "running", "stopping", "stopped",
     "snapshotting", "snapshotted", "restoring", "error", "deleting",
 ]
-EventKind = Literal["state", "ready", "repair", "idle", "error"]
+EventKind = Literal["state", "ready", "repair", "idle", "error", "agent"]
 Egress = Union[Literal["internet", "none"], List[str]]
 #: What happens to a VM once idle (see ``idle_timeout_seconds``).
 OnIdle = Literal["snapshot", "stop", "none"]
@@ -25,7 +25,14 @@ class VmLimits(TypedDict):
     pids_max: int
 
 
+class AgentStatus(TypedDict):
+    """The guest agent's connection: exec and file calls need it."""
+    connected: bool
+    version: Optional[str]
+
+
 class _VmRequired(TypedDict):
+    agent: AgentStatus
     id: str
     state: VmState
     restart_policy: Literal["never", "on-failure"]
@@ -310,3 +317,72 @@ class ErrorBody(TypedDict):
     """The schema ``Error``: what every error answer carries (see :mod:`hatchvm.errors`)."""
 
     error: ErrorDetail
+
+
+# --- the guest agent: exec and files ------------------------------------------
+
+class _ExecCommand(TypedDict):
+    cmd: List[str]
+
+
+class _ExecOptions(_ExecCommand, total=False):
+    env: Dict[str, str]
+    cwd: str
+    user: str
+    timeout_s: float
+
+
+class ExecRequest(_ExecOptions, total=False):
+    """``POST /vms/{id}/exec``: stdin as text, or any bytes as stdin_base64."""
+    stdin: str
+    stdin_base64: str
+
+
+class ExecStart(_ExecOptions, total=False):
+    """The first message of the WebSocket form of exec."""
+    tty: bool
+    rows: int
+    cols: int
+
+
+class _ExecResultRequired(TypedDict):
+    exit_code: Optional[int]
+    timed_out: bool
+    duration_ms: int
+    truncated: bool
+    stdout_truncated: bool
+    stderr_truncated: bool
+
+
+class ExecResult(_ExecResultRequired, total=False):
+    """Output is text when it is UTF-8, else in the ``*_base64`` field."""
+    signal: Optional[int]
+    stdout: str
+    stdout_base64: str
+    stderr: str
+    stderr_base64: str
+
+
+class ExecExit(TypedDict):
+    """The WebSocket form's last message when the command ended."""
+    type: Literal["exit"]
+    exit_code: Optional[int]
+    signal: Optional[int]
+    timed_out: bool
+    duration_ms: int
+
+
+class FileWritten(TypedDict):
+    path: str
+    bytes: int
+
+
+FileEntry = TypedDict("FileEntry", {
+    "name": str, "type": Literal["file", "dir", "symlink", "other"], "size": int, "mode": int,
+    "uid": int, "gid": int, "modified": int,
+})
+
+
+class FileListing(TypedDict):
+    path: str
+    entries: List[FileEntry]
