@@ -18,7 +18,10 @@ const KEYS: [&str; 10] = [
 ];
 
 fn bench_namespaces() -> Vec<String> {
-    let output = Command::new("ip").args(["netns", "list"]).output().expect("ip netns list");
+    let output = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
     String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| line.split_whitespace().next())
@@ -38,15 +41,25 @@ fn json_names_every_row_with_a_value_or_a_reason() {
         .expect("running hatch-bench");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "hatch-bench failed:\n{stderr}");
-    let json: serde_json::Value = serde_json::from_slice(&output.stdout)
-        .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}):\n{}", String::from_utf8_lossy(&output.stdout)));
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!(
+            "stdout is not one JSON object ({e}):\n{}",
+            String::from_utf8_lossy(&output.stdout)
+        )
+    });
 
     let p99 = &json["api_list_p99_ms"];
-    assert!(p99.as_f64().is_some_and(|ms| ms > 0.0), "api_list_p99_ms: {p99}\n{stderr}");
+    assert!(
+        p99.as_f64().is_some_and(|ms| ms > 0.0),
+        "api_list_p99_ms: {p99}\n{stderr}"
+    );
     let skipped = &json["skipped"];
     assert!(skipped.get("api_list_p99_ms").is_none(), "{skipped}");
     for key in KEYS.iter().filter(|k| **k != "api_list_p99_ms") {
-        assert!(json.get(key).is_some_and(|v| v.is_null()), "{key} should be null: {json}");
+        assert!(
+            json.get(key).is_some_and(|v| v.is_null()),
+            "{key} should be null: {json}"
+        );
         let reason = skipped[key].as_str().unwrap_or_default();
         assert!(reason.contains("--only"), "{key}'s reason: {reason:?}");
     }
@@ -56,6 +69,10 @@ fn json_names_every_row_with_a_value_or_a_reason() {
     // Its network namespace is gone, and so is everything in the work dir.
     let left: Vec<_> = bench_namespaces().into_iter().filter(|n| !before.contains(n)).collect();
     assert!(left.is_empty(), "namespaces left behind: {left:?}");
-    let files: Vec<_> = std::fs::read_dir(work.path()).expect("work dir").flatten().map(|e| e.path()).collect();
+    let files: Vec<_> = std::fs::read_dir(work.path())
+        .expect("work dir")
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     assert!(files.is_empty(), "left in the work dir: {files:?}");
 }

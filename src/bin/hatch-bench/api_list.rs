@@ -104,7 +104,6 @@ fn churn_once(store: &Store, orch: &Orchestrator, image_id: &str) -> Result<(), 
     Ok(())
 }
 
-
 /// An image record for VMs that are never booted.
 pub fn registered_image(dir: &std::path::Path) -> Image {
     Image {
@@ -165,10 +164,7 @@ async fn measure(ctx: &Ctx, hatchd: &Hatchd, image: &Image) -> Result<Vec<Compar
     let measured = rounds(ctx, hatchd).await;
     stop.store(true, Ordering::SeqCst);
     for writer in writers {
-        writer
-            .await
-            .map_err(BenchError::hatch)?
-            .map_err(BenchError::hatch)?;
+        writer.await.map_err(BenchError::hatch)?.map_err(BenchError::hatch)?;
     }
     let (elapsed, lines) = measured?;
     let listed = hatchd.store.list_vms().map_err(BenchError::hatch)?.len();
@@ -189,7 +185,12 @@ async fn rounds(ctx: &Ctx, hatchd: &Hatchd) -> Result<(Duration, Vec<Comparison>
         "- (target <= 2 ms)",
     );
     http.baseline = None;
-    let mut db = Comparison::new(None, "p99 of the database read + JSON (the path before the view)", "ms", "-");
+    let mut db = Comparison::new(
+        None,
+        "p99 of the database read + JSON (the path before the view)",
+        "ms",
+        "-",
+    );
     db.baseline = None;
     let started = Instant::now();
     for round in 1..=ctx.rounds {

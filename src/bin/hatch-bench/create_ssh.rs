@@ -62,7 +62,9 @@ async fn rounds(hatchd: &Hatchd, image: &Image, mem_mib: u32, ctx: &Ctx) -> Resu
     });
     for round in 1..=ctx.rounds {
         let started = Instant::now();
-        let (status, vm) = hatchd.request(Method::POST, "/vms?wait=ready&timeout=300", Some(&body)).await?;
+        let (status, vm) = hatchd
+            .request(Method::POST, "/vms?wait=ready&timeout=300", Some(&body))
+            .await?;
         let hatch = started.elapsed();
         if !status.is_success() {
             return Err(BenchError::Http(format!("POST /vms answered {status}: {vm}")));
@@ -112,9 +114,11 @@ async fn by_hand(hatchd: &Hatchd, vm_id: &str, image: &Image, ctx: &Ctx) -> Resu
     ready.map(|()| elapsed)
 }
 
-/// The accelerator Hatch would choose here.
+/// The accelerator Hatch would choose here: KVM only with a hardware KVM
+/// module (`/dev/kvm` alone may be the nested PVM module).
 fn accel() -> Accel {
-    if Path::new("/dev/kvm").exists() {
+    let host = hatch::vmm::host::HostFacts::probe();
+    if host.dev_kvm_usable && (host.kvm_intel || host.kvm_amd) {
         Accel::Kvm
     } else {
         Accel::Tcg {
@@ -136,8 +140,20 @@ fn launch(spec: &VmLaunch, disks: &[(String, std::path::PathBuf, bool)], serial:
     qemu.args(["-name", &spec.vm_id, "-M"])
         .arg(format!("microvm,accel={},acpi=on", accel.name()))
         .args(["-cpu", if matches!(accel, Accel::Kvm) { "host" } else { "max" }])
-        .args(["-smp", &spec.vcpu_count.to_string(), "-m", &format!("{}M", spec.mem_mib)])
-        .args(["-nodefaults", "-no-user-config", "-nographic", "-no-reboot", "-sandbox", SANDBOX])
+        .args([
+            "-smp",
+            &spec.vcpu_count.to_string(),
+            "-m",
+            &format!("{}M", spec.mem_mib),
+        ])
+        .args([
+            "-nodefaults",
+            "-no-user-config",
+            "-nographic",
+            "-no-reboot",
+            "-sandbox",
+            SANDBOX,
+        ])
         .arg("-kernel")
         .arg(kernel)
         .args(["-append", &kernel_cmdline(accel, &spec.boot_args)]);

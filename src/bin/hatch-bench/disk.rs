@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hatch::model::{Image, Snapshot};
-use hatch::orch::CreateVm;
 use hatch::vmm::{Hypervisor, SnapshotFiles, VmLaunch};
 
 use crate::copy::cp_sparse;
@@ -40,16 +39,7 @@ const MEM_MIB: u32 = 512;
 
 pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError> {
     let hatchd = Hatchd::start(ctx, &[image], |_| {}).await?;
-    let created = hatchd
-        .orch
-        .create_vm(CreateVm {
-            image_id: Some(image.id.clone()),
-            vcpu_count: Some(1),
-            mem_mib: Some(MEM_MIB),
-            enable_network: Some(true),
-            ..CreateVm::default()
-        })
-        .await;
+    let created = hatchd.create_vm(image, MEM_MIB, None).await;
     let result = match created {
         Ok(vm) => {
             let result = rounds(&hatchd, &vm.id, ctx).await;
@@ -57,7 +47,7 @@ pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError
             hatchd.delete_vm(&vm.id).await;
             result
         }
-        Err(error) => Err(BenchError::hatch(error)),
+        Err(error) => Err(error),
     };
     hatchd.shutdown().await;
     result
@@ -87,7 +77,7 @@ async fn rounds(hatchd: &Hatchd, vm_id: &str, ctx: &Ctx) -> Result<Vec<Compariso
         let started = Instant::now();
         let snapshot = hatchd.orch.snapshot_vm(vm_id).await.map_err(BenchError::hatch)?;
         let hatch_snapshot = started.elapsed();
-        crate::hatchd::wait_durable(&hatchd.orch, vm_id, &snapshot.id).await?;
+        let snapshot = crate::hatchd::wait_durable(&hatchd.orch, vm_id, &snapshot.id).await?;
 
         let (base_snapshot, base_restore) = baseline(hatchd, &hypervisor, vm_id, &snapshot, ctx).await?;
 
@@ -134,7 +124,11 @@ async fn baseline(
         .ok_or_else(|| BenchError::Hatch("the snapshot has no disk".into()))?;
     let vm = hatchd.orch.get_vm(vm_id).await.map_err(BenchError::hatch)?;
     let live_disk = work.path().join("disk.img");
-    let spec = own_disk(hatchd.orch.launch_spec_of(&vm).map_err(BenchError::hatch)?, work.path(), &live_disk);
+    let spec = own_disk(
+        hatchd.orch.launch_spec_of(&vm).map_err(BenchError::hatch)?,
+        work.path(),
+        &live_disk,
+    );
     tokio::fs::rename(&saved_disk, &live_disk)
         .await
         .map_err(BenchError::io("moving the unpacked disk"))?;

@@ -14,8 +14,8 @@ use tower::ServiceExt;
 
 use hatch::api::{router, AppState};
 use hatch::config::Config;
-use hatch::model::Image;
-use hatch::orch::Orchestrator;
+use hatch::model::{Image, Snapshot, Vm};
+use hatch::orch::{CreateVm, Orchestrator};
 use hatch::store::Store;
 use hatch::vmm::Hypervisor;
 
@@ -40,6 +40,21 @@ impl Hatchd {
     ) -> Result<Hatchd, BenchError> {
         let data = ctx.scratch("hatch-bench-data-")?;
         let mut config = Config::with_data_dir(data.path()).map_err(BenchError::hatch)?;
+        // The images stay in the build cache's directory (as the tests'
+        // do), so Hatch must be allowed to boot files from there.
+        for image in images {
+            let files = [
+                &image.kernel_path,
+                &image.bzimage_path,
+                &image.initrd_path,
+                &image.rootfs_path,
+            ];
+            for dir in files.into_iter().flatten().filter_map(|file| file.parent()) {
+                if !config.image_import_dirs.iter().any(|known| known == dir) {
+                    config.image_import_dirs.push(dir.to_path_buf());
+                }
+            }
+        }
         tune(&mut config);
         let config = Arc::new(config);
         let store = hatch::cli::serve::open_state(&config).map_err(BenchError::hatch)?;
@@ -76,7 +91,12 @@ impl Hatchd {
 
     /// One API request through the real router (authentication, handler,
     /// JSON) with the admin key; returns the status and the JSON body.
-    pub async fn request(&self, method: Method, uri: &str, body: Option<&Value>) -> Result<(StatusCode, Value), BenchError> {
+    pub async fn request(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, Value), BenchError> {
         let mut request = axum::http::Request::builder()
             .method(method)
             .uri(uri)
@@ -103,6 +123,20 @@ impl Hatchd {
         Ok((status, json))
     }
 
+    /// Creates a networked one-vCPU VM through orchestration (not timed:
+    /// rows that time creation go through the API).
+    pub async fn create_vm(&self, image: &Image, mem_mib: u32, user_data: Option<&str>) -> Result<Vm, BenchError> {
+        let request = CreateVm {
+            image_id: Some(image.id.clone()),
+            vcpu_count: Some(1),
+            mem_mib: Some(mem_mib),
+            enable_network: Some(true),
+            user_data: user_data.map(str::to_string),
+            ..CreateVm::default()
+        };
+        self.orch.create_vm(request).await.map_err(BenchError::hatch)
+    }
+
     /// Deletes `vm_id` (a row's own VM), saying so if that fails.
     pub async fn delete_vm(&self, vm_id: &str) {
         if let Err(error) = self.orch.delete_vm(vm_id).await {
@@ -122,13 +156,14 @@ const DURABLE_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// Waits (untimed) until Hatch's background pass has compressed and
 /// checksummed `snapshot_id` into its store, so that its CPU and disk
-/// work does not land in the next measurement of either column.
-pub async fn wait_durable(orch: &Orchestrator, vm_id: &str, snapshot_id: &str) -> Result<(), BenchError> {
+/// work does not land in the next measurement of either column. Returns
+/// the snapshot as stored (with its artefacts).
+pub async fn wait_durable(orch: &Orchestrator, vm_id: &str, snapshot_id: &str) -> Result<Snapshot, BenchError> {
     let deadline = tokio::time::Instant::now() + DURABLE_TIMEOUT;
     loop {
         let snapshots = orch.list_snapshots(vm_id).await.map_err(BenchError::hatch)?;
-        if snapshots.iter().any(|s| s.id == snapshot_id && s.durable) {
-            return Ok(());
+        if let Some(durable) = snapshots.into_iter().find(|s| s.id == snapshot_id && s.durable) {
+            return Ok(durable);
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(BenchError::Timeout {

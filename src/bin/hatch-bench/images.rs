@@ -46,7 +46,11 @@ async fn build(profile: ImageProfile, data_dir: &Path, dirs: &mut Vec<std::path:
     let started = Instant::now();
     let print = |event: ProgressEvent| {
         if !event.is_tick() {
-            eprintln!("[image {} +{:.1}s] {event}", profile.as_str(), started.elapsed().as_secs_f64());
+            eprintln!(
+                "[image {} +{:.1}s] {event}",
+                profile.as_str(),
+                started.elapsed().as_secs_f64()
+            );
         }
     };
     match build_image(&request, &env, &print).await {
@@ -55,7 +59,11 @@ async fn build(profile: ImageProfile, data_dir: &Path, dirs: &mut Vec<std::path:
             dirs.push(dir.join(&image.id));
             Ok(image)
         }
-        Err(error) => Err(format!("the {} image could not be built: {}", profile.as_str(), BenchError::from(error))),
+        Err(error) => Err(format!(
+            "the {} image could not be built: {}",
+            profile.as_str(),
+            BenchError::from(error)
+        )),
     }
 }
 

@@ -114,7 +114,7 @@ impl BenchError {
 
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "error".into()))
         .with_writer(std::io::stderr)
         .init();
     let args = Args::parse();
@@ -192,7 +192,9 @@ async fn outside(args: &Args) -> Result<ExitCode, BenchError> {
     if args.json {
         command.arg("--json");
     }
-    let mut child = command.spawn().map_err(BenchError::io("starting the measuring process"))?;
+    let mut child = command
+        .spawn()
+        .map_err(BenchError::io("starting the measuring process"))?;
     // Ctrl-C reaches the child too; it cleans up, and we wait for it.
     let status = tokio::select! {
         status = child.wait() => status,

@@ -13,11 +13,14 @@ pub struct Outcome {
 }
 
 fn cell(s: &Summary, unit: &str) -> String {
-    let digits = if s.median.abs() >= 100.0 { 0 } else if s.median.abs() >= 10.0 { 1 } else { 2 };
-    format!(
-        "{:.digits$} ({:.digits$}-{:.digits$}) {unit}",
-        s.median, s.min, s.max
-    )
+    let digits = if s.median.abs() >= 100.0 {
+        0
+    } else if s.median.abs() >= 10.0 {
+        1
+    } else {
+        2
+    };
+    format!("{:.digits$} ({:.digits$}-{:.digits$}) {unit}", s.median, s.min, s.max)
 }
 
 pub fn table(outcomes: &[Outcome], rounds: usize) -> String {
@@ -44,7 +47,12 @@ pub fn table(outcomes: &[Outcome], rounds: usize) -> String {
                     ));
                 }
             }
-            Err(skip) => skipped.push_str(&format!("- {} ({}): {}\n", outcome.row.name(), outcome.row.keys().join(", "), skip.reason())),
+            Err(skip) => skipped.push_str(&format!(
+                "- {} ({}): {}\n",
+                outcome.row.name(),
+                outcome.row.keys().join(", "),
+                skip.reason()
+            )),
         }
     }
     if !skipped.is_empty() {

@@ -74,7 +74,11 @@ impl Row {
             Row::CreateSshDebian => crate::create_ssh::run(ctx.image(&ctx.inputs.debian)?, 512, ctx).await,
             Row::Proxy => match crate::proxy::nginx::find() {
                 Some(nginx) => crate::proxy::run(&nginx, ctx).await,
-                None => return Err(Skip::Missing("nginx is not installed (scripts/install-deps installs nginx-light)".into())),
+                None => {
+                    return Err(Skip::Missing(
+                        "nginx is not installed (scripts/install-deps installs nginx-light)".into(),
+                    ))
+                }
             },
             Row::ApiList => crate::api_list::run(ctx).await,
             Row::Disk => crate::disk::run(ctx.image(&ctx.inputs.debian)?, ctx).await,
@@ -120,6 +124,9 @@ impl Ctx {
         tempfile::Builder::new()
             .prefix(prefix)
             .tempdir_in(&self.work_dir)
-            .map_err(BenchError::io(format!("creating a directory in {}", self.work_dir.display())))
+            .map_err(BenchError::io(format!(
+                "creating a directory in {}",
+                self.work_dir.display()
+            )))
     }
 }

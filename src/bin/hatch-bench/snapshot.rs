@@ -48,10 +48,21 @@ pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError
     let [raw, hot, stored] = samples;
     type Pick = fn(&Sample) -> f64;
     let lines: [(Option<&'static str>, &str, &[Sample], Pick); 4] = [
-        (Some("snapshot_ratio"), "snapshot: guest paused and saved", &hot, |s| millis(s.snapshot)),
-        (Some("restore_ratio"), "restore until running, from the hot copy", &hot, |s| millis(s.resumed)),
-        (None, "restore until running, from the stored artefact", &stored, |s| millis(s.resumed)),
-        (None, "restore until the next heartbeat, from the hot copy", &hot, |s| millis(s.heartbeat)),
+        (Some("snapshot_ratio"), "snapshot: guest paused and saved", &hot, |s| {
+            millis(s.snapshot)
+        }),
+        (
+            Some("restore_ratio"),
+            "restore until running, from the hot copy",
+            &hot,
+            |s| millis(s.resumed),
+        ),
+        (None, "restore until running, from the stored artefact", &stored, |s| {
+            millis(s.resumed)
+        }),
+        (None, "restore until the next heartbeat, from the hot copy", &hot, |s| {
+            millis(s.heartbeat)
+        }),
     ];
     Ok(lines
         .into_iter()
@@ -133,7 +144,10 @@ impl Bench {
         let dir = tempfile::Builder::new()
             .prefix("hatch-bench-snapshot-")
             .tempdir_in(&self.work_dir)
-            .map_err(BenchError::io(format!("creating a directory in {}", self.work_dir.display())))?;
+            .map_err(BenchError::io(format!(
+                "creating a directory in {}",
+                self.work_dir.display()
+            )))?;
         let result = self.measure(method, dir.path()).await;
         if result.is_err() {
             self.guests.stop_all().await;

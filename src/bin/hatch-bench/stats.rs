@@ -59,7 +59,12 @@ pub struct Comparison {
 }
 
 impl Comparison {
-    pub fn new(key: Option<&'static str>, label: impl Into<String>, unit: &'static str, baseline_name: &'static str) -> Self {
+    pub fn new(
+        key: Option<&'static str>,
+        label: impl Into<String>,
+        unit: &'static str,
+        baseline_name: &'static str,
+    ) -> Self {
         Comparison {
             key,
             label: label.into(),

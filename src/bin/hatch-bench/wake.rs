@@ -25,7 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use hatch::model::{Image, Vm, VmState};
-use hatch::orch::{CreateRoute, CreateVm, OrchRouteResolver, Orchestrator};
+use hatch::orch::{CreateRoute, OrchRouteResolver, Orchestrator};
 use hatch::proxy::{spawn_proxy, wait_port_open, ProxyConfig, ProxyHandle};
 use hatch::store::Store;
 use hatch::vmm::Hypervisor;
@@ -70,17 +70,7 @@ struct Setup {
 /// the VM and stops orchestration whatever happens.
 pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError> {
     let hatchd = Hatchd::start(ctx, &[image], |_| {}).await?;
-    let created = hatchd
-        .orch
-        .create_vm(CreateVm {
-            image_id: Some(image.id.clone()),
-            vcpu_count: Some(1),
-            mem_mib: Some(MEM_MIB),
-            enable_network: Some(true),
-            user_data: Some(USER_DATA.into()),
-            ..CreateVm::default()
-        })
-        .await;
+    let created = hatchd.create_vm(image, MEM_MIB, Some(USER_DATA)).await;
     let outcome = match (created, hatchd.hypervisor()) {
         (Ok(vm), Ok(hypervisor)) => {
             let vm_id = vm.id.clone();
@@ -89,7 +79,7 @@ pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError
             hatchd.delete_vm(&vm_id).await;
             outcome
         }
-        (Err(error), _) => Err(hatch_error(error)),
+        (Err(error), _) => Err(error),
         (_, Err(error)) => Err(error),
     };
     hatchd.shutdown().await;
@@ -170,7 +160,7 @@ impl Setup {
         for round in 1..=rounds {
             let snapshot = self.orch.snapshot_vm(&self.vm.id).await.map_err(hatch_error)?;
             // Hatch's background pass must not slow either column down.
-            crate::hatchd::wait_durable(&self.orch, &self.vm.id, &snapshot.id).await?;
+            let snapshot = crate::hatchd::wait_durable(&self.orch, &self.vm.id, &snapshot.id).await?;
             let (raw_running, raw_first_byte) = self.raw_restore(&snapshot, round).await?;
             let (status, hatch_first_byte) = self.get_through_proxy().await?;
             if status != 200 {
@@ -280,4 +270,3 @@ async fn first_byte(addr: SocketAddr, host: &str) -> Result<(u16, Duration), Ben
         .unwrap_or(0);
     Ok((status, elapsed))
 }
-

@@ -107,14 +107,22 @@ pub async fn run(nginx_binary: &Path, ctx: &Ctx) -> Result<Vec<Comparison>, Benc
     result
 }
 
-async fn measure(nginx_binary: &Path, ctx: &Ctx, hatchd: &Hatchd, image_id: &str) -> Result<Vec<Comparison>, BenchError> {
+async fn measure(
+    nginx_binary: &Path,
+    ctx: &Ctx,
+    hatchd: &Hatchd,
+    image_id: &str,
+) -> Result<Vec<Comparison>, BenchError> {
     let (upstream, _upstream_runtime) = on_own_runtime("upstream", 1, start_upstream)?;
     let upstream = upstream.map_err(BenchError::io("starting the upstream"))?;
     let mut vm = crate::api_list::vm(image_id, VmState::Running, 0);
     if let Some(network) = &mut vm.network {
         network.guest_ip = Ipv4Addr::LOCALHOST;
     }
-    hatchd.store.insert_vm(&vm, Some("created")).map_err(BenchError::hatch)?;
+    hatchd
+        .store
+        .insert_vm(&vm, Some("created"))
+        .map_err(BenchError::hatch)?;
     hatchd.orch.vm_written_elsewhere(&vm.id);
     hatchd
         .orch
@@ -131,12 +139,16 @@ async fn measure(nginx_binary: &Path, ctx: &Ctx, hatchd: &Hatchd, image_id: &str
         .map_err(BenchError::hatch)?;
     let resolver = Arc::new(OrchRouteResolver::new(hatchd.orch.clone(), Duration::from_secs(60)));
     let (proxy, _proxy_runtime) = on_own_runtime("hatch-proxy", 1, move || async move {
-        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(BenchError::io("binding the proxy"))?;
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .map_err(BenchError::io("binding the proxy"))?;
         spawn_proxy(listener, ProxyConfig::new(BASE_DOMAIN), resolver).map_err(BenchError::hatch)
     })?;
     let proxy = proxy?;
     hatchd.orch.add_observer(Arc::new(proxy.upstreams()));
-    let nginx = nginx::start(nginx_binary, upstream, 1).await.map_err(BenchError::Http)?;
+    let nginx = nginx::start(nginx_binary, upstream, 1)
+        .await
+        .map_err(BenchError::Http)?;
 
     let targets = [("hatch", proxy.local_addr()), ("nginx", nginx.addr)];
     for (name, addr) in targets {
@@ -145,7 +157,12 @@ async fn measure(nginx_binary: &Path, ctx: &Ctx, hatchd: &Hatchd, image_id: &str
             return Err(BenchError::Http(format!("{} errors warming up {name}", warm.errors)));
         }
     }
-    let mut rps = Comparison::new(Some("proxy_rps_ratio"), "proxy req/s (higher is better)", "req/s", "nginx");
+    let mut rps = Comparison::new(
+        Some("proxy_rps_ratio"),
+        "proxy req/s (higher is better)",
+        "req/s",
+        "nginx",
+    );
     let mut p99 = Comparison::new(Some("proxy_p99_ratio"), "proxy p99 latency", "ms", "nginx");
     for round in 1..=ctx.rounds {
         // Alternate which proxy goes first.
