@@ -51,7 +51,7 @@ impl Orchestrator {
     }
 
     /// How `vm`'s VMM is launched (TAP, MAC, disks, kernel): public for
-    /// tools that run the same guest outside orchestration (snapshot-bench).
+    /// tools that run the same guest outside orchestration (hatch-bench).
     pub fn launch_spec_of(&self, vm: &Vm) -> Result<VmLaunch, OrchError> {
         Ok(self.launch_spec(vm, &self.image_of(vm)?))
     }

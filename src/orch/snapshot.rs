@@ -399,7 +399,7 @@ impl Orchestrator {
     /// Fetches a snapshot's artefacts into `work` (which it creates),
     /// verifying and decompressing each: the VMM's files ready for
     /// `Hypervisor::restore`, and the saved disk if there is one. Public for
-    /// tools that load the same state outside orchestration (snapshot-bench).
+    /// tools that load the same state outside orchestration (hatch-bench).
     pub async fn unpack_snapshot(&self, snapshot: &Snapshot, work: &Path) -> Result<UnpackedSnapshot, OrchError> {
         tokio::fs::create_dir_all(work)
             .await

@@ -333,9 +333,22 @@ async fn exec_and_files_work_in_a_debian_guest() {
 
     let local = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(local.path(), b"#!/bin/sh\necho from a file\n").unwrap();
-    let (status, body, _) = files_call(&daemon, "PUT", &vm.id, "path=/home/debian/hello.sh&mode=0755&uid=1000&gid=1000", Some(local.path()));
+    let (status, body, _) = files_call(
+        &daemon,
+        "PUT",
+        &vm.id,
+        "path=/home/debian/hello.sh&mode=0755&uid=1000&gid=1000",
+        Some(local.path()),
+    );
     assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
-    let (_, answer) = exec(&daemon, &vm.id, json!({"cmd": ["/home/debian/hello.sh"], "user": "debian"}));
+    let (_, answer) = exec(
+        &daemon,
+        &vm.id,
+        json!({"cmd": ["/home/debian/hello.sh"], "user": "debian"}),
+    );
     assert_eq!(answer["stdout"], "from a file\n", "{answer}");
-    assert_eq!(sh(&daemon, &vm.id, "stat -c '%a %U' /home/debian/hello.sh"), "755 debian\n");
+    assert_eq!(
+        sh(&daemon, &vm.id, "stat -c '%a %U' /home/debian/hello.sh"),
+        "755 debian\n"
+    );
 }

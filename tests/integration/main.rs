@@ -12,6 +12,7 @@ mod api_openapi;
 mod api_resources;
 mod api_tenancy;
 mod api_user_data;
+mod bench_json;
 mod cli_client;
 mod cli_config;
 mod cli_doctor;

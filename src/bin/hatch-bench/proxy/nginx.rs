@@ -69,7 +69,7 @@ http {{
 }
 
 /// Starts nginx on a free loopback port in front of `upstream`.
-pub async fn start(binary: &PathBuf, upstream: SocketAddr, workers: usize) -> Result<Nginx, String> {
+pub async fn start(binary: &std::path::Path, upstream: SocketAddr, workers: usize) -> Result<Nginx, String> {
     let dir = tempfile::tempdir().map_err(|e| format!("temporary directory: {e}"))?;
     // Ask the kernel for a free port, then let nginx bind it.
     let probe = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| e.to_string())?;

@@ -1,4 +1,4 @@
-//! The network namespace the wake benchmark runs in: Hatch's bridge, TAPs,
+//! The network namespace the benchmark measures in: Hatch's bridge, TAPs,
 //! iptables rules and dnsmasq are all made inside it, and it is deleted
 //! (with every process still in it) when dropped, also on error or Ctrl-C.
 
@@ -56,7 +56,7 @@ impl Drop for BenchNetns {
             }
         }
         if let Err(error) = ip(&["netns", "del", &self.name]) {
-            eprintln!("snapshot-bench: {error}");
+            eprintln!("hatch-bench: {error}");
         }
     }
 }

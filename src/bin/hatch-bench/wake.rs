@@ -1,9 +1,8 @@
-//! `--wake`: wake-on-request through Hatch's reverse proxy next to QEMU's
+//! `wake`: wake-on-request through Hatch's reverse proxy next to QEMU's
 //! own load of the same saved state, in one run.
 //!
-//! Inside a network namespace it creates, the benchmark runs Hatch's
-//! orchestration (bridge, TAP, dnsmasq, iptables: all in the namespace) and
-//! its proxy, boots the `minimal` image with busybox httpd on port 8080 and
+//! Inside the benchmark's network namespace it runs Hatch's orchestration
+//! (bridge, TAP, dnsmasq, iptables: all in the namespace) and its proxy, boots the `minimal` image with busybox httpd on port 8080 and
 //! routes `app.bench.test` to it with auto_wake. Each round snapshots the VM
 //! through orchestration, then:
 //! - **raw qemu**: the snapshot's state, already unpacked (not timed), is
@@ -14,24 +13,30 @@
 //!   orchestration to restore it (fetch, verify, unpack, re-attach, load),
 //!   waits for the port and forwards. Timed until the first response byte;
 //!   "until running" is the restoring → running span of the VM's events.
+//!
+//! The baseline goes first in every round: it needs the VM's TAP, which
+//! the VM holds again once Hatch has woken it.
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use hatch::config::{Config, ServeArgs};
 use hatch::model::{Image, Vm, VmState};
-use hatch::orch::{CreateRoute, CreateVm, OrchRouteResolver, Orchestrator};
+use hatch::orch::{CreateRoute, OrchRouteResolver, Orchestrator};
 use hatch::proxy::{spawn_proxy, wait_port_open, ProxyConfig, ProxyHandle};
 use hatch::store::Store;
 use hatch::vmm::Hypervisor;
 
 use crate::guest::{Guests, BOOT_TIMEOUT};
+use crate::hatchd::Hatchd;
+use crate::rows::Ctx;
+use crate::stats::{millis, Comparison};
 use crate::BenchError;
+
+const MEM_MIB: u32 = 256;
 
 const BASE_DOMAIN: &str = "bench.test";
 const HOST: &str = "app.bench.test";
@@ -61,57 +66,36 @@ struct Setup {
     data_dir: std::path::PathBuf,
 }
 
-/// Runs the wake benchmark with Hatch's data in a fresh directory under
-/// `work_dir`; deletes the VM and stops orchestration whatever happens.
-pub async fn run(
-    image: &Image,
-    work_dir: &Path,
-    rounds: usize,
-    mem_mib: u32,
-    guests: &Guests,
-) -> Result<Vec<WakeSample>, BenchError> {
-    let data = tempfile::Builder::new()
-        .prefix("hatch-wake-bench-")
-        .tempdir_in(work_dir)
-        .map_err(|source| BenchError::Io {
-            context: format!("creating a directory in {}", work_dir.display()),
-            source,
-        })?;
-    let mut serve = ServeArgs::defaults();
-    serve.data_dir = data.path().display().to_string();
-    let config = Arc::new(Config::from_args(&serve).map_err(|e| BenchError::Hatch(e.to_string()))?);
-    let store = Store::open(&config.db_path()).map_err(|e| BenchError::Hatch(e.to_string()))?;
-    store
-        .insert_image(image)
-        .map_err(|e| BenchError::Hatch(e.to_string()))?;
-    let (hypervisor, _) = hatch::vmm::select::choose(&config.hypervisor)?;
-    let orch = Orchestrator::start(config.clone(), store.clone())
-        .await
-        .map_err(hatch_error)?;
-    let created = orch
-        .create_vm(CreateVm {
-            image_id: Some(image.id.clone()),
-            vcpu_count: Some(1),
-            mem_mib: Some(mem_mib),
-            enable_network: Some(true),
-            user_data: Some(USER_DATA.into()),
-            ..CreateVm::default()
-        })
-        .await;
-    let outcome = match created {
-        Ok(vm) => {
+/// Runs the wake rounds with Hatch's data in a fresh directory; deletes
+/// the VM and stops orchestration whatever happens.
+pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError> {
+    let hatchd = Hatchd::start(ctx, &[image], |_| {}).await?;
+    let created = hatchd.create_vm(image, MEM_MIB, Some(USER_DATA)).await;
+    let outcome = match (created, hatchd.hypervisor()) {
+        (Ok(vm), Ok(hypervisor)) => {
             let vm_id = vm.id.clone();
-            let outcome = measure(&orch, &store, hypervisor, vm, guests, data.path(), rounds).await;
-            guests.stop_all().await;
-            if let Err(error) = orch.delete_vm(&vm_id).await {
-                eprintln!("snapshot-bench: deleting {vm_id}: {error}");
-            }
+            let outcome = measure(&hatchd, hypervisor, vm, &ctx.guests, ctx.rounds).await;
+            ctx.guests.stop_all().await;
+            hatchd.delete_vm(&vm_id).await;
             outcome
         }
-        Err(error) => Err(hatch_error(error)),
+        (Err(error), _) => Err(error),
+        (_, Err(error)) => Err(error),
     };
-    orch.shutdown(std::time::Duration::from_secs(60)).await;
-    outcome
+    hatchd.shutdown().await;
+    let samples = outcome?;
+    let mut first_byte = Comparison::new(
+        Some("wake_first_byte_ratio"),
+        "wake: request to first response byte",
+        "ms",
+        "qemu load + direct request",
+    );
+    let mut running = Comparison::new(None, "wake: until the VM runs", "ms", "qemu load");
+    for sample in &samples {
+        first_byte.push(millis(sample.hatch_first_byte), millis(sample.raw_first_byte));
+        running.push(millis(sample.hatch_running), millis(sample.raw_running));
+    }
+    Ok(vec![first_byte, running])
 }
 
 fn hatch_error(error: hatch::orch::OrchError) -> BenchError {
@@ -119,14 +103,13 @@ fn hatch_error(error: hatch::orch::OrchError) -> BenchError {
 }
 
 async fn measure(
-    orch: &Arc<Orchestrator>,
-    store: &Store,
+    hatchd: &Hatchd,
     hypervisor: Arc<dyn Hypervisor>,
     vm: Vm,
     guests: &Guests,
-    data_dir: &Path,
     rounds: usize,
 ) -> Result<Vec<WakeSample>, BenchError> {
+    let (orch, store, data_dir) = (&hatchd.orch, &hatchd.store, hatchd.data_dir());
     let vm = orch.wait_ready(&vm.id, BOOT_TIMEOUT).await.map_err(hatch_error)?;
     orch.create_route(
         &vm.id,
@@ -141,10 +124,7 @@ async fn measure(
     .map_err(hatch_error)?;
     let listener = TcpListener::bind("127.0.0.1:0")
         .await
-        .map_err(|source| BenchError::Io {
-            context: "binding the proxy".into(),
-            source,
-        })?;
+        .map_err(BenchError::io("binding the proxy"))?;
     let resolver = Arc::new(OrchRouteResolver::new(orch.clone(), REQUEST_TIMEOUT));
     let proxy =
         spawn_proxy(listener, ProxyConfig::new(BASE_DOMAIN), resolver).map_err(|e| BenchError::Hatch(e.to_string()))?;
@@ -179,6 +159,8 @@ impl Setup {
         let mut samples = Vec::new();
         for round in 1..=rounds {
             let snapshot = self.orch.snapshot_vm(&self.vm.id).await.map_err(hatch_error)?;
+            // Hatch's background pass must not slow either column down.
+            let snapshot = crate::hatchd::wait_durable(&self.orch, &self.vm.id, &snapshot.id).await?;
             let (raw_running, raw_first_byte) = self.raw_restore(&snapshot, round).await?;
             let (status, hatch_first_byte) = self.get_through_proxy().await?;
             if status != 200 {
@@ -192,7 +174,7 @@ impl Setup {
             };
             eprintln!(
                 "round {round}: raw running after {:.0} ms, first byte after {:.0} ms; hatch running after {:.0} ms, first byte through the proxy after {:.0} ms",
-                ms(sample.raw_running), ms(sample.raw_first_byte), ms(sample.hatch_running), ms(sample.hatch_first_byte)
+                millis(sample.raw_running), millis(sample.raw_first_byte), millis(sample.hatch_running), millis(sample.hatch_first_byte)
             );
             samples.push(sample);
         }
@@ -287,8 +269,4 @@ async fn first_byte(addr: SocketAddr, host: &str) -> Result<(u16, Duration), Ben
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
     Ok((status, elapsed))
-}
-
-fn ms(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }

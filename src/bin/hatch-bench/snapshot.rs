@@ -1,10 +1,17 @@
-//! One measured round: boot a guest, save it, stop it, load it into a
-//! fresh QEMU and wait for it to beat again: with QEMU's own migration
-//! stream alone, the way Hatch does it from its local hot copy (the guest
-//! waits only for the save; the stream is checksummed and packed in the
-//! background, and checked before it is loaded), or the way Hatch does it
-//! from the stored artefact (verified and unpacked before loading, as when
-//! the hot copy is gone).
+//! `snapshot`: the time the guest is paused for a snapshot and restore
+//! until running, of a 256 MiB QEMU TCG guest (the `minimal` image, no NIC,
+//! no disk), Hatch's path next to QEMU's own save and load of the same
+//! guest. Through the library, not the daemon: no database writes or state
+//! changes are in the numbers (the `wake` row has them).
+//!
+//! Each round boots a fresh guest per method, waits for it to beat, saves
+//! it, stops it, loads the state into a fresh QEMU and waits for the next
+//! heartbeat: with QEMU's own migration stream alone (the baseline), the
+//! way Hatch does it from its local hot copy (the guest waits only for the
+//! save; the stream is checksummed and packed afterwards, untimed as in
+//! Hatch's background pass, and checked before it is loaded), or the way
+//! Hatch does it from the stored artefact (verified and unpacked before
+//! loading, as when the hot copy is gone). The order rotates every round.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -14,7 +21,72 @@ use hatch::vmm::qemu::QemuHypervisor;
 use hatch::vmm::{Hypervisor, SnapshotFiles, VmLaunch};
 
 use crate::guest::{self, Guest, Guests};
+use crate::rows::Ctx;
+use crate::stats::{millis, Comparison};
 use crate::BenchError;
+
+const MEM_MIB: u32 = 256;
+
+pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError> {
+    let bench = Bench {
+        hypervisor: guest::qemu_tcg()?,
+        image: image.clone(),
+        guests: ctx.guests.clone(),
+        work_dir: ctx.work_dir.clone(),
+        mem_mib: MEM_MIB,
+    };
+    const METHODS: [Method; 3] = [Method::Raw, Method::Hatch, Method::HatchStored];
+    let mut samples: [Vec<Sample>; 3] = Default::default();
+    for round in 1..=ctx.rounds {
+        for k in 0..METHODS.len() {
+            let index = (round + k) % METHODS.len();
+            let sample = bench.round(METHODS[index]).await?;
+            eprintln!("{}", round_line(round, METHODS[index].name(), &sample));
+            samples[index].push(sample);
+        }
+    }
+    let [raw, hot, stored] = samples;
+    type Pick = fn(&Sample) -> f64;
+    let lines: [(Option<&'static str>, &str, &[Sample], Pick); 4] = [
+        (Some("snapshot_ratio"), "snapshot: guest paused and saved", &hot, |s| {
+            millis(s.snapshot)
+        }),
+        (
+            Some("restore_ratio"),
+            "restore until running, from the hot copy",
+            &hot,
+            |s| millis(s.resumed),
+        ),
+        (None, "restore until running, from the stored artefact", &stored, |s| {
+            millis(s.resumed)
+        }),
+        (None, "restore until the next heartbeat, from the hot copy", &hot, |s| {
+            millis(s.heartbeat)
+        }),
+    ];
+    Ok(lines
+        .into_iter()
+        .map(|(key, label, hatch, pick)| {
+            let mut line = Comparison::new(key, label, "ms", "qemu save/load");
+            for (h, b) in hatch.iter().zip(&raw) {
+                line.push(pick(h), pick(b));
+            }
+            line
+        })
+        .collect())
+}
+
+fn round_line(round: usize, method: &str, s: &Sample) -> String {
+    let mib = |bytes: u64| bytes as f64 / (1024.0 * 1024.0);
+    format!(
+        "round {round} {method:>12}: snapshot {:.0} ms, running after {:.0} ms, heartbeat after {:.0} ms, state {:.1} MiB, stored {:.1} MiB",
+        millis(s.snapshot),
+        millis(s.resumed),
+        millis(s.heartbeat),
+        mib(s.state_bytes),
+        mib(s.stored_bytes),
+    )
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -70,12 +142,12 @@ impl Bench {
     /// QEMU is stopped before that directory goes away.
     pub async fn round(&self, method: Method) -> Result<Sample, BenchError> {
         let dir = tempfile::Builder::new()
-            .prefix("snapshot-bench-")
+            .prefix("hatch-bench-snapshot-")
             .tempdir_in(&self.work_dir)
-            .map_err(|source| BenchError::Io {
-                context: format!("creating a directory in {}", self.work_dir.display()),
-                source,
-            })?;
+            .map_err(BenchError::io(format!(
+                "creating a directory in {}",
+                self.work_dir.display()
+            )))?;
         let result = self.measure(method, dir.path()).await;
         if result.is_err() {
             self.guests.stop_all().await;

@@ -107,12 +107,3 @@ async fn exchange(sender: &mut SendRequest<Empty<Bytes>>, host: &str, path: &str
         Err(())
     }
 }
-
-/// The `q`-quantile (0..=1) of sorted samples, in milliseconds.
-pub fn quantile_ms(sorted: &[Duration], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let index = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[index.min(sorted.len() - 1)].as_secs_f64() * 1000.0
-}
