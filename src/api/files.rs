@@ -69,23 +69,62 @@ pub async fn put(
     ApiQuery(query): ApiQuery<FileQuery>,
     body: Body,
 ) -> ApiResult<Json<Written>> {
+    let mut body = Some(body);
+    let written = write_file(&state, &caller, &id, &query, &mut body).await;
+    if written.is_err() {
+        if let Some(unread) = body {
+            drain(unread).await;
+        }
+    }
+    written.map(Json)
+}
+
+/// Checks the request and streams the body into the guest; takes the body
+/// out of `body` only once the guest is ready for it.
+async fn write_file(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    query: &FileQuery,
+    body: &mut Option<Body>,
+) -> ApiResult<Written> {
     let path = query.path()?;
     let mode = query.mode.as_deref().map(parse_mode).transpose()?;
     if query.list.is_some() {
         return Err(ApiError::invalid("list", "applies to GET only"));
     }
-    let session = session(&state, &caller, &id).await?;
+    let session = session(state, caller, id).await?;
     let request = WriteFileRequest {
         path: path.clone(),
         mode,
         uid: query.uid,
         gid: query.gid,
     };
+    let body = body.take().unwrap_or_default();
     let bytes = files::write(&session.conversation, request, body.into_data_stream())
         .await
         .map_err(|e| agent_error(e, "path"))?;
-    Ok(Json(Written { path, bytes }))
+    Ok(Written { path, bytes })
 }
+
+/// Reads (and drops) some of an upload refused before it was read: an HTTP
+/// client still sending its body when the answer comes and the connection
+/// closes sees a write error instead of the answer.
+async fn drain(body: Body) {
+    let mut stream = body.into_data_stream();
+    let mut left = DRAIN_LIMIT_BYTES;
+    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
+    while let Ok(Some(Ok(chunk))) = tokio::time::timeout_at(deadline, stream.next()).await {
+        left = left.saturating_sub(chunk.len());
+        if left == 0 {
+            break;
+        }
+    }
+}
+
+/// How much of a refused upload is read before answering, at most.
+const DRAIN_LIMIT_BYTES: usize = 16 * 1024 * 1024;
+const DRAIN_TIME: std::time::Duration = std::time::Duration::from_secs(5);
 
 pub async fn get(
     State(state): State<AppState>,

@@ -148,12 +148,21 @@ fn local(error: impl std::fmt::Display) -> CliError {
     CliError::Local(error.to_string())
 }
 
+/// Commands that keep writing to the daemon (a streamed exec's stdin, a
+/// file upload) while the daemon may already have answered and closed the
+/// connection (an error): SIGPIPE stays ignored for them, so the write fails
+/// and they read and show the daemon's answer instead of dying silently.
+/// Their own output goes through `write_all`, which reports a closed pipe.
+fn writes_to_a_socket_the_daemon_may_close(command: &Command) -> bool {
+    matches!(command, Command::Vm(group) if matches!(group.command, vms::VmCommand::Exec(_) | vms::VmCommand::Cp(_)))
+}
+
 /// Entry point of the `hatch` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Serve(_)) {
         init_tracing();
-    } else {
+    } else if !writes_to_a_socket_the_daemon_may_close(&cli.command) {
         // A client command piped into `head` ends quietly when the reader
         // goes away, as Unix tools do (Rust ignores SIGPIPE, so printing
         // would panic). The daemon keeps ignoring it: a client closing its
