@@ -11,8 +11,8 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use hatch_agent_proto::{
-    frame::parse_header, host_preamble, Frame, FrameError, Hello, Kind, Request, SyncScanner, CONTROL_CHANNEL,
-    HEADER_LEN, PROTOCOL_VERSION,
+    frame::parse_header, host_preamble, Frame, Hello, Kind, Request, SyncScanner, CONTROL_CHANNEL, HEADER_LEN,
+    PROTOCOL_VERSION,
 };
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 
@@ -61,7 +61,7 @@ impl Conversation {
                 first.kind, first.channel
             )));
         }
-        let hello: Hello = first.parse().map_err(protocol)?;
+        let hello: Hello = first.parse()?;
         if hello.protocol != PROTOCOL_VERSION {
             return Err(AgentError::Protocol(format!(
                 "the agent speaks protocol {}, this daemon speaks {PROTOCOL_VERSION}; install a matching hatch-agent",
@@ -187,7 +187,7 @@ async fn skip_to_sync(reader: &mut Reader) -> Result<(), AgentError> {
 async fn read_frame(reader: &mut Reader) -> Result<Frame, AgentError> {
     let mut header = [0u8; HEADER_LEN];
     reader.read_exact(&mut header).await.map_err(lost)?;
-    let (len, channel, kind) = parse_header(&header).map_err(protocol)?;
+    let (len, channel, kind) = parse_header(&header)?;
     let mut payload = vec![0u8; len];
     reader.read_exact(&mut payload).await.map_err(lost)?;
     Ok(Frame { channel, kind, payload })
@@ -195,10 +195,6 @@ async fn read_frame(reader: &mut Reader) -> Result<Frame, AgentError> {
 
 fn lost(_: std::io::Error) -> AgentError {
     AgentError::Lost
-}
-
-fn protocol(error: FrameError) -> AgentError {
-    AgentError::Protocol(error.to_string())
 }
 
 /// One request's channel. Dropping it before the agent's final reply
@@ -243,7 +239,7 @@ impl Channel {
         match self.frames.try_recv() {
             Ok(frame) if frame.kind == Kind::Response => {
                 self.finished = true;
-                frame.parse().map(Some).map_err(protocol)
+                Ok(Some(frame.parse()?))
             }
             Ok(frame) => Err(AgentError::Protocol(format!("unexpected {:?} frame", frame.kind))),
             Err(mpsc::error::TryRecvError::Empty) => Ok(None),

@@ -37,10 +37,7 @@ pub async fn run(
             Kind::Stderr => append_capped(&mut stderr, &frame.payload, limit),
             Kind::Response => {
                 channel.finish();
-                return match frame
-                    .parse::<Reply>()
-                    .map_err(|e| AgentError::Protocol(e.to_string()))?
-                {
+                return match frame.parse::<Reply>()? {
                     Reply::Exited(exit) => Ok(ExecOutput { exit, stdout, stderr }),
                     other => Err(unexpected(other, "an exit")),
                 };

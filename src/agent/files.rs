@@ -8,7 +8,7 @@ use futures_util::{Stream, StreamExt};
 use hatch_agent_proto::{DirEntry, FileInfo, Kind, Reply, Request, WriteFileRequest};
 
 use super::conversation::{Channel, Conversation};
-use super::{final_reply, unexpected, AgentError};
+use super::{final_reply, next_reply, unexpected, AgentError};
 
 /// Streams `body` into the guest file `request.path`; answers the bytes written.
 pub async fn write<S, E>(
@@ -40,7 +40,7 @@ where
 /// Opens a guest file for reading: its size and mode, then its content.
 pub async fn read(conversation: &Arc<Conversation>, path: String) -> Result<(FileInfo, FileContent), AgentError> {
     let mut channel = conversation.open(&Request::ReadFile { path }).await?;
-    match first_reply(&mut channel).await? {
+    match next_reply(&mut channel).await? {
         Reply::FileInfo(info) => Ok((info, FileContent { channel, done: false })),
         other => {
             channel.finish();
@@ -69,7 +69,7 @@ impl FileContent {
                 Kind::Response => {
                     self.channel.finish();
                     self.done = true;
-                    return match parse(&frame)? {
+                    return match frame.parse()? {
                         Reply::Done { .. } => Ok(None),
                         other => Err(unexpected(other, "the end of the file")),
                     };
@@ -115,12 +115,12 @@ pub async fn list(conversation: &Arc<Conversation>, path: String) -> Result<Vec<
         let frame = channel.recv().await?;
         match frame.kind {
             Kind::Data => {
-                let piece: Vec<DirEntry> = frame.parse().map_err(|e| AgentError::Protocol(e.to_string()))?;
+                let piece: Vec<DirEntry> = frame.parse()?;
                 entries.extend(piece);
             }
             Kind::Response => {
                 channel.finish();
-                return match parse(&frame)? {
+                return match frame.parse()? {
                     Reply::Listing { entries: rest } => {
                         entries.extend(rest);
                         Ok(entries)
@@ -145,16 +145,4 @@ pub async fn set_clock(conversation: &Arc<Conversation>) -> Result<i128, AgentEr
         Reply::ClockSet { previous_unix_ns, .. } => Ok((unix_ns - previous_unix_ns) / 1_000_000),
         other => Err(unexpected(other, "the clock set")),
     }
-}
-
-async fn first_reply(channel: &mut Channel) -> Result<Reply, AgentError> {
-    let frame = channel.recv().await?;
-    if frame.kind != Kind::Response {
-        return Err(AgentError::Protocol(format!("expected a reply, got {:?}", frame.kind)));
-    }
-    parse(&frame)
-}
-
-fn parse(frame: &hatch_agent_proto::Frame) -> Result<Reply, AgentError> {
-    frame.parse().map_err(|e| AgentError::Protocol(e.to_string()))
 }

@@ -56,13 +56,25 @@ fn unexpected(reply: proto::Reply, wanted: &str) -> AgentError {
     }
 }
 
-/// Waits for the channel's Response frame, skipping nothing else: any other
-/// frame before it is a protocol error for requests without data.
-async fn final_reply(channel: &mut Channel) -> Result<proto::Reply, AgentError> {
+impl From<proto::FrameError> for AgentError {
+    fn from(error: proto::FrameError) -> Self {
+        AgentError::Protocol(error.to_string())
+    }
+}
+
+/// The channel's next frame, which must be a Response (any other frame
+/// before it is a protocol error for requests without data).
+async fn next_reply(channel: &mut Channel) -> Result<proto::Reply, AgentError> {
     let frame = channel.recv().await?;
     if frame.kind != proto::Kind::Response {
         return Err(AgentError::Protocol(format!("expected a reply, got {:?}", frame.kind)));
     }
+    Ok(frame.parse()?)
+}
+
+/// The channel's one and final reply.
+async fn final_reply(channel: &mut Channel) -> Result<proto::Reply, AgentError> {
+    let reply = next_reply(channel).await?;
     channel.finish();
-    frame.parse().map_err(|e| AgentError::Protocol(e.to_string()))
+    Ok(reply)
 }

@@ -149,7 +149,7 @@ async fn relay(socket: &mut WebSocket, mut channel: Channel) -> ApiResult<serde_
                     Kind::Stderr => STDERR,
                     Kind::Response => {
                         channel.finish();
-                        let reply: Reply = frame.parse().map_err(|e| ApiError::internal(e.to_string()))?;
+                        let reply: Reply = frame.parse().map_err(|e| lost(e.into()))?;
                         return match reply {
                             Reply::Exited(exit) => Ok(json!({
                                 "type": "exit",
