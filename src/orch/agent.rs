@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::agent::{files, AgentError, Conversation};
-use crate::model::{AgentStatus, Vm};
+use crate::model::Vm;
 use crate::store::EventKind;
 
 use super::Orchestrator;
@@ -50,6 +50,9 @@ impl Orchestrator {
             Err(error) => format!("setting the guest clock failed: {error}"),
         };
         let detail = format!("guest agent {} connected; {clock}", conversation.hello().version);
+        // The clock first, so a guest reported ready already has the host's
+        // time. mark_ready tells observers (and `wait=ready`) when it changes
+        // the VM; the agent's own status is read live from its link.
         self.mark_ready(vm_id, pid, "guest agent connected").await;
         let state = self.view.vm(vm_id).map(|vm| vm.state);
         if let Some(state) = state {
@@ -60,12 +63,6 @@ impl Orchestrator {
                 tracing::warn!(vm = %vm_id, %error, "recording the agent's hello failed");
             }
         }
-        self.vm_updated(vm_id);
-    }
-
-    /// The VM's agent status, as the API shows it.
-    pub fn agent_status(&self, vm_id: &str) -> AgentStatus {
-        self.agents.status(vm_id)
     }
 
     /// `vm` with its live agent status filled in.

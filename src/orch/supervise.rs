@@ -73,7 +73,8 @@ impl Orchestrator {
             let target = SocketAddr::from((guest_ip, 22));
             loop {
                 let Some(orch) = orch.upgrade() else { return };
-                if !orch.is_current(&vm_id, pid) {
+                // Gone, or already ready by its agent's hello: nothing to probe for.
+                if !orch.is_current(&vm_id, pid) || orch.view.vm(&vm_id).is_some_and(|vm| vm.ready_at.is_some()) {
                     return;
                 }
                 let connected =
