@@ -66,10 +66,7 @@ fn command(args: &[&str]) -> ExecRequest {
 
 #[tokio::test]
 async fn a_listening_link_runs_exec_and_files_and_survives_agent_restarts() {
-    let Some(bin) = common::vmm::agent_bin_or_skip("a_listening_link_runs_exec_and_files_and_survives_agent_restarts")
-    else {
-        return;
-    };
+    let bin = common::images::agent_bin();
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("vsock.sock_1024");
     let agents = Agents::default();
@@ -211,10 +208,7 @@ async fn serial_relay(socket: &Path, agent_side: &Path) {
 
 #[tokio::test]
 async fn a_connecting_link_resyncs_a_stream_that_outlived_its_connection() {
-    let Some(bin) = common::vmm::agent_bin_or_skip("a_connecting_link_resyncs_a_stream_that_outlived_its_connection")
-    else {
-        return;
-    };
+    let bin = common::images::agent_bin();
     let dir = tempfile::tempdir().unwrap();
     let (socket, agent_side) = (dir.path().join("agent.sock"), dir.path().join("port"));
     serial_relay(&socket, &agent_side).await;
@@ -287,13 +281,12 @@ async fn hostile_agents_cost_one_conversation_and_nothing_else() {
     assert!(agents.conversation("vm-h", Duration::from_millis(100)).await.is_none());
 
     // A real agent still gets through afterwards.
-    if let Some(bin) = common::vmm::agent_bin_or_skip("hostile_agents_cost_one_conversation_and_nothing_else") {
-        let _agent = AgentProcess::connect_to(&bin, &socket);
-        let conversation = agents
-            .conversation("vm-h", Duration::from_secs(20))
-            .await
-            .expect("a good agent");
-        let output = exec::run(&conversation, command(&["true"]), None).await.expect("exec");
-        assert_eq!(output.exit.exit_code, Some(0));
-    }
+    let bin = common::images::agent_bin();
+    let _agent = AgentProcess::connect_to(&bin, &socket);
+    let conversation = agents
+        .conversation("vm-h", Duration::from_secs(20))
+        .await
+        .expect("a good agent");
+    let output = exec::run(&conversation, command(&["true"]), None).await.expect("exec");
+    assert_eq!(output.exit.exit_code, Some(0));
 }

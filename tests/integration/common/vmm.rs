@@ -149,12 +149,6 @@ pub fn jailer_bin_or_skip(test: &str) -> Option<PathBuf> {
     reference_binary_or_skip(test, "HATCH_JAILER_BIN", "jailer")
 }
 
-/// The static guest agent from HATCH_AGENT_BIN (scripts/test builds it),
-/// as [`firecracker_bin_or_skip`].
-pub fn agent_bin_or_skip(test: &str) -> Option<PathBuf> {
-    reference_binary_or_skip(test, "HATCH_AGENT_BIN", "hatch-agent")
-}
-
 fn reference_binary_or_skip(test: &str, variable: &str, program: &str) -> Option<PathBuf> {
     let found = match std::env::var_os(variable) {
         Some(path) => Some(PathBuf::from(path)).filter(|p| p.is_file()),
