@@ -253,7 +253,8 @@ impl Orchestrator {
             .collect()
     }
 
-    /// Waits until the VM's `ready_at` is set (guest accepted TCP on port 22).
+    /// Waits until the VM's `ready_at` is set (its agent said hello, or the
+    /// guest accepted TCP on port 22).
     /// A VM without networking is ready once it runs. Wakes on each change
     /// of a VM (the readiness probe's among them), never on a timer.
     pub async fn wait_ready(&self, id: &str, timeout: Duration) -> Result<Vm, OrchError> {
@@ -287,7 +288,7 @@ impl Orchestrator {
             if !matches!(changed, Ok(Ok(()))) {
                 return Err(OrchError::Timeout {
                     message: format!(
-                        "VM {id} did not accept SSH connections within {}s (state {}); see GET /vms/{id}/logs",
+                        "VM {id} did not become ready (agent hello or SSH) within {}s (state {}); see GET /vms/{id}/logs",
                         timeout.as_secs(),
                         vm.state.as_str()
                     ),
