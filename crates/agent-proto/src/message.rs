@@ -52,6 +52,39 @@ pub enum Request {
         #[serde(with = "unix_ns")]
         unix_ns: i128,
     },
+    /// Gives a guest restored from another VM's snapshot (a fork, or a VM
+    /// taken from a warm pool) its own identity; answers [`Reply::Done`].
+    SetIdentity(Identity),
+}
+
+/// Who a guest is: everything a clone must not share with its parent.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Identity {
+    /// The new hostname (also written to /etc/hostname when it exists).
+    pub hostname: String,
+    /// The NIC's new identity; absent for a VM without networking.
+    #[serde(default)]
+    pub nic: Option<NicIdentity>,
+    /// Random bytes from the host, mixed into the guest's entropy pool
+    /// before its random generator is reseeded: clones of one snapshot
+    /// must not produce the same "random" numbers.
+    #[serde(default)]
+    pub entropy: Vec<u8>,
+}
+
+/// A NIC's new MAC and IPv4 configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NicIdentity {
+    /// The MAC the NIC had in the snapshot: finds the interface.
+    pub previous_mac: String,
+    /// The new MAC, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+    /// The new address with its prefix length, `10.0.0.5/24`; it replaces
+    /// every IPv4 address of the interface.
+    pub address: String,
+    /// The default route's gateway.
+    #[serde(default)]
+    pub gateway: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
