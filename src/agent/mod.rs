@@ -13,6 +13,7 @@
 pub mod conversation;
 pub mod exec;
 pub mod files;
+pub mod identity;
 pub mod link;
 pub mod registry;
 
