@@ -13,6 +13,8 @@ macro_rules! log {
 
 mod channel;
 mod clock;
+#[allow(dead_code)] // Called by identity (SetIdentity), which lands next.
+mod dhcp;
 mod exec;
 mod files;
 mod hello;
