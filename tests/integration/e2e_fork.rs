@@ -208,3 +208,74 @@ async fn a_snapshot_becomes_new_vms_and_bad_requests_make_nothing() {
     }
     topo.assert_host_clean(&daemon, everyone.iter());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_daemon_killed_mid_fork_or_a_failed_clone_leaves_the_parent_running_and_no_clone_behind() {
+    let image = common::images::minimal_image().await;
+    let (topo, mut daemon, image_id) = Topology::with_daemon(&image, &[]);
+    let key = TestKey::generate();
+    let parent = create_ready_vm(&daemon, &image_id, &key, json!({}));
+    wait_agent(&daemon, &parent.id);
+    sh(&daemon, &parent.id, "echo kept > /root/marker");
+    // Cut at different moments: saving the parent, restoring clones,
+    // waiting for their identity.
+    for after_ms in [150, 900, 2500] {
+        let (status, _) = daemon.api_cut_short(
+            "POST",
+            &format!("/vms/{}/fork", parent.id),
+            Some(&json!({"count": 2})),
+            std::time::Duration::from_millis(after_ms),
+        );
+        daemon.kill9();
+        daemon.start_again();
+        let shown = daemon.wait_for_vm(&parent.id, "running again", std::time::Duration::from_secs(120), |vm| {
+            vm["state"] == "running"
+        });
+        let (_, vms) = daemon.api("GET", "/vms", None);
+        let ids: Vec<&str> = vms.as_array().unwrap().iter().filter_map(|v| v["id"].as_str()).collect();
+        if status == 201 {
+            // The fork finished before the kill: its clones are whole VMs.
+            for id in ids.iter().filter(|id| **id != parent.id) {
+                let (status, answer) = daemon.api("DELETE", &format!("/vms/{id}"), None);
+                assert!(status == 204 || status == 200, "{answer}");
+            }
+            continue;
+        }
+        assert_eq!(ids, [parent.id.as_str()], "killed after {after_ms} ms: {vms}\n{}", daemon.log());
+        assert_eq!(daemon.vmm_pids().len(), 1, "killed after {after_ms} ms: a VMM of a clone is left");
+        let links = topo.on_host("ip", &["-o", "link", "show"]);
+        assert_eq!(links.matches("fctap-").count(), 1, "killed after {after_ms} ms:\n{links}");
+        let vm_dir = daemon.data_path().join("vms").join(&parent.id);
+        let dirs: Vec<String> = std::fs::read_dir(daemon.data_path().join("vms"))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(dirs, [parent.id.clone()]);
+        let staged: Vec<_> = std::fs::read_dir(&vm_dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("work-"))
+            .collect();
+        assert!(staged.is_empty(), "a fork's staged state is left: {staged:?}");
+        // The parent is whole and answers on its own address.
+        wait_agent(&daemon, &parent.id);
+        assert_eq!(sh(&daemon, &parent.id, "cat /root/marker"), "kept\n", "{shown}");
+        assert_eq!(topo.ssh(&key, "root", parent.ssh_port, "hostname").trim(), parent.id);
+    }
+
+    // A hostile parent: without `ip`, its clones cannot take their identity.
+    // The fork fails as a whole and leaves nothing of any clone.
+    sh(&daemon, &parent.id, "rm -f /sbin/ip /bin/ip /usr/sbin/ip /usr/bin/ip");
+    let (status, answer) = fork(&daemon, &parent.id, json!({"count": 2}));
+    assert_eq!((status, answer["error"]["code"].clone()), (409, json!("agent_unavailable")), "{answer}");
+    let (_, vms) = daemon.api("GET", "/vms", None);
+    assert_eq!(vms.as_array().map(Vec::len), Some(1), "{vms}");
+    assert_eq!(daemon.vmm_pids().len(), 1, "a clone's VMM is left");
+    let links = topo.on_host("ip", &["-o", "link", "show"]);
+    assert_eq!(links.matches("fctap-").count(), 1, "{links}");
+
+    let (status, answer) = daemon.api("DELETE", &format!("/vms/{}", parent.id), None);
+    assert!(status == 204 || status == 200, "{answer}");
+    topo.assert_host_clean(&daemon, [&parent]);
+}
