@@ -5,6 +5,7 @@ mod doctor;
 mod events;
 mod exec;
 mod files;
+mod fork;
 pub mod http;
 mod images;
 mod keys;

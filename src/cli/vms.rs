@@ -1,5 +1,5 @@
-//! `hatch vm create|list|show|stop|start|delete|ssh|logs`; `exec`, `cp`,
-//! `ls` and `rm` are in `exec.rs` and `files.rs`.
+//! `hatch vm create|list|show|stop|start|delete|ssh|logs`; `fork`, `exec`,
+//! `cp`, `ls` and `rm` are in `fork.rs`, `exec.rs` and `files.rs`.
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -18,8 +18,11 @@ use crate::model::{Image, UserData, Vm, VmState, USER_DATA_BASE64_FIELD, USER_DA
 
 #[derive(Debug, Subcommand)]
 pub enum VmCommand {
-    /// Create and boot a VM.
+    /// Create and boot a VM (or restore one from a snapshot: --snapshot).
     Create(CreateArgs),
+    /// New VMs from a VM as it is now (memory, running processes, disk), each
+    /// with its own id, IP, MAC, SSH port and hostname.
+    Fork(super::fork::ForkArgs),
     /// List VMs, oldest first.
     List,
     /// Show one VM.
@@ -88,6 +91,13 @@ pub struct CreateArgs {
     /// Do not add the default ~/.ssh keys.
     #[arg(long)]
     no_ssh_key: bool,
+    /// Restore the new VM from this snapshot (any the key may read): its
+    /// memory, processes and disk, with a fresh id, IP, MAC, SSH port and
+    /// hostname. The guest is the snapshot's, so the options that shape a
+    /// guest (--image, --template, --vcpu, --mem, --no-network, --ip, --mac,
+    /// --user-data, --ssh-key) are refused with it; no default ~/.ssh key is sent.
+    #[arg(long, value_name = "SNAPSHOT_ID")]
+    snapshot: Option<String>,
     /// Wait until the guest accepts SSH connections, printing state changes.
     #[arg(long)]
     wait: bool,
@@ -114,6 +124,7 @@ pub async fn run(command: VmCommand, args: &ClientArgs) -> Result<(), CliError> 
             };
             output::show(args.json, &vm, print_vm);
         }
+        VmCommand::Fork(fork) => return super::fork::run(&client, args, &fork).await,
         VmCommand::List => {
             let vms: Vec<Vm> = client.call(Method::GET, "/vms", None).await?;
             output::show(args.json, &vms, |vms| {
@@ -292,6 +303,9 @@ fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
     let mut set = |key: &str, value: Value| {
         body.insert(key.to_string(), value);
     };
+    if let Some(snapshot) = &args.snapshot {
+        set("snapshot_id", json!(snapshot));
+    }
     if let Some(image) = &args.image {
         set("image_id", json!(image));
     }
@@ -319,7 +333,9 @@ fn create_body(args: &CreateArgs) -> Result<Value, CliError> {
     }
     let key_files = if !args.ssh_keys.is_empty() {
         args.ssh_keys.clone()
-    } else if args.no_ssh_key {
+    } else if args.no_ssh_key || args.snapshot.is_some() {
+        // A restored guest keeps the snapshot's keys: adding the user's own
+        // would only be refused.
         Vec::new()
     } else {
         default_ssh_keys()
@@ -377,7 +393,7 @@ async fn wait_ready(client: &Client, mut vm: Vm, timeout: Duration, quiet: bool)
     }
 }
 
-fn print_vm(vm: &Vm) {
+pub(super) fn print_vm(vm: &Vm) {
     let net = vm.network.as_ref();
     output::fields(&[
         ("id", vm.id.clone()),
@@ -441,4 +457,37 @@ async fn ssh(client: &Client, id: &str, extra: &[String]) -> Result<(), CliError
         .args(extra);
     let error = command.exec();
     Err(CliError::Local(format!("cannot run ssh: {error}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command, Group};
+
+    fn body_of(args: &[&str]) -> Value {
+        let cli = Cli::try_parse_from(["hatch", "vm", "create"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Vm(Group {
+                command: VmCommand::Create(create),
+                ..
+            }) => create_body(&create).unwrap(),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn snapshot_becomes_snapshot_id_without_default_ssh_keys() {
+        assert_eq!(
+            body_of(&["--snapshot", "snap-1", "--ttl", "1h", "--on-idle", "stop"]),
+            json!({ "snapshot_id": "snap-1", "ttl_seconds": 3600, "on_idle": "stop" })
+        );
+        // What the daemon refuses with a snapshot is sent as given, for it
+        // to name the field.
+        assert_eq!(
+            body_of(&["--snapshot", "snap-1", "--image", "minimal", "--no-ssh-key"]),
+            json!({ "snapshot_id": "snap-1", "image_id": "minimal" })
+        );
+    }
 }

@@ -16,7 +16,8 @@ use sha2::{Digest, Sha256};
 
 use crate::common::agent::wait_agent;
 
-fn command(daemon: &TestDaemon, args: &[&str]) -> Command {
+/// `hatch args...` against `daemon` with its admin key.
+pub fn command(daemon: &TestDaemon, args: &[&str]) -> Command {
     let url = format!("unix:{}", daemon.socket.display());
     let key = daemon.admin_key();
     hatch_command_in(

@@ -17,6 +17,7 @@ mod cli_client;
 mod cli_config;
 mod cli_doctor;
 mod cli_exec;
+mod cli_fork;
 mod cli_image_build;
 mod cli_progress;
 mod cli_serve;

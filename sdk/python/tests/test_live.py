@@ -145,5 +145,78 @@ class GuestTest(unittest.TestCase):
             hatch.download_file(vm_id, "/tmp/sdk.bin")
 
 
+@unittest.skipUnless(LIVE, SKIP_REASON)
+class ForkTest(unittest.TestCase):
+    """``fork`` and ``create_vm(snapshot_id=...)``: new VMs with the parent's
+    memory and files and identities of their own."""
+
+    def setUp(self):
+        self.hatch = hatchvm.Client()
+        self.key = os.environ["HATCH_TEST_SSH_PRIVATE_KEY"]
+        self.made = []
+        self.addCleanup(self._delete_made)
+        self.parent = self._keep(self.hatch.create_vm(
+            image_id=os.environ["HATCH_TEST_IMAGE"], ssh_authorized_keys=[os.environ["HATCH_TEST_SSH_PUBLIC_KEY"]],
+            wait_ready=True, ready_timeout=240))
+        self._run(self.parent["id"], "echo from-parent > /tmp/marker")
+
+    def _keep(self, vm):
+        self.made.append(vm["id"])
+        return vm
+
+    def _delete_made(self):
+        for vm_id in self.made:
+            try:
+                self.hatch.delete_vm(vm_id)
+            except hatchvm.NotFound:
+                pass
+
+    def _run(self, vm_id, script):
+        result = self.hatch.exec(vm_id, ["sh", "-c", script])
+        self.assertEqual(result["exit_code"], 0, result)
+        return hatchvm.output_bytes(result).decode()
+
+    def _assert_distinct(self, vms):
+        for field in ("id", "guest_ip", "guest_mac", "tap_name", "ssh_port"):
+            self.assertEqual(len({vm[field] for vm in vms}), len(vms), f"{field} shared: {vms}")
+
+    def _assert_own_guest(self, vm):
+        """Running, named after itself, the parent's file, reachable at its own address."""
+        self.assertEqual(vm["state"], "running")
+        self.assertEqual(self._run(vm["id"], "hostname").strip(), vm["id"])
+        self.assertEqual(ssh(self.key, vm["guest_ip"], "cat /tmp/marker; hostname").split(),
+                         ["from-parent", vm["id"]])
+
+    def test_fork_gives_each_child_the_parents_files_and_its_own_identity(self):
+        before = {vm["id"] for vm in self.hatch.list_vms()}
+        for count in (0, 17):
+            with self.assertRaises(hatchvm.ValidationError) as caught:
+                self.hatch.fork(self.parent["id"], count)
+            self.assertEqual((caught.exception.status, caught.exception.field), (400, "count"))
+        self.assertEqual({vm["id"] for vm in self.hatch.list_vms()}, before, "a refused fork left a VM behind")
+
+        children = [self._keep(vm) for vm in self.hatch.fork(self.parent["id"], 2)]
+        self.assertEqual(len(children), 2)
+        self._assert_distinct([self.parent] + children)
+        for child in children:
+            self._assert_own_guest(child)
+        # A write in one child is its own.
+        self._run(children[0]["id"], "echo mine > /tmp/only-here")
+        self.assertEqual(self._run(children[1]["id"], "test -e /tmp/only-here && echo seen || echo absent"), "absent\n")
+        self.assertEqual(self._run(self.parent["id"], "test -e /tmp/only-here && echo seen || echo absent"), "absent\n")
+        self.assertEqual(self.hatch.get_vm(self.parent["id"])["state"], "running")
+
+    def test_create_from_a_snapshot_gives_a_new_vm_with_the_snapshots_guest(self):
+        snapshot = self.hatch.snapshot_vm(self.parent["id"])
+        with self.assertRaises(hatchvm.ValidationError) as caught:
+            self.hatch.create_vm(snapshot_id=snapshot["id"], mem_mib=256)
+        self.assertEqual(caught.exception.field, "mem_mib")
+        clone = self._keep(self.hatch.create_vm(snapshot_id=snapshot["id"], ttl_seconds=3600))
+        self.assertEqual(clone.get("ttl_seconds"), 3600)
+        self.assertEqual(self.hatch.get_vm(self.parent["id"])["state"], "snapshotted")
+        self._assert_distinct([self.parent, clone])
+        self._assert_own_guest(clone)
+
+
 if __name__ == "__main__":
     unittest.main()

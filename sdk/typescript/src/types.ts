@@ -94,6 +94,13 @@ export interface CreateVm {
   /** Idle this long before on_idle applies (default HATCH_IDLE_TIMEOUT). */
   idle_timeout_seconds?: number;
   on_idle?: OnIdle;
+  /**
+   * Restore the VM from this snapshot (any the key may read) with a fresh
+   * identity; the guest is the snapshot's, so image_id, template_id,
+   * vcpu_count, mem_mib, enable_network, user_data(_base64),
+   * ssh_authorized_keys, guest_ip and guest_mac are refused with it.
+   */
+  snapshot_id?: string;
 }
 
 export interface Image {
@@ -269,6 +276,16 @@ export interface Health {
 export interface RestoreVm {
   /** Default: the snapshot the VM was suspended with. */
   snapshot_id?: string;
+}
+
+export interface ForkVm {
+  /** How many VMs to make, 1 to 16 (default 1). */
+  count?: number;
+}
+
+/** The answer to a fork: the new VMs. */
+export interface ForkedVms {
+  vms: Vm[];
 }
 
 export interface ReassignVm {

@@ -143,3 +143,91 @@ describe("a real guest", { skip }, () => {
     await assert.rejects(client.getVm(vm.id), hatch.NotFound);
   });
 });
+
+describe("fork and create from a snapshot", { skip }, () => {
+  const client = new hatch.Client();
+
+  /** A ready VM with /tmp/marker written, and a list of VMs to delete when done. */
+  async function parentVm(made: string[]): Promise<hatch.Vm> {
+    const parent = await client.createVm(
+      { image_id: env.HATCH_TEST_IMAGE, ssh_authorized_keys: [env.HATCH_TEST_SSH_PUBLIC_KEY!] },
+      { waitReady: true, readyTimeoutSeconds: 240 },
+    );
+    made.push(parent.id);
+    await run(parent.id, "echo from-parent > /tmp/marker");
+    return parent;
+  }
+
+  async function deleteAll(made: string[]): Promise<void> {
+    for (const id of made) await client.deleteVm(id).catch((err) => assert.ok(err instanceof hatch.NotFound, String(err)));
+  }
+
+  async function run(id: string, script: string): Promise<string> {
+    const result = await client.exec(id, ["sh", "-c", script]);
+    assert.equal(result.exit_code, 0, JSON.stringify(result));
+    return hatch.outputBytes(result).toString();
+  }
+
+  function assertDistinct(vms: hatch.Vm[]): void {
+    for (const field of ["id", "guest_ip", "guest_mac", "tap_name", "ssh_port"] as const) {
+      assert.equal(new Set(vms.map((vm) => vm[field])).size, vms.length, `${field} shared: ${JSON.stringify(vms)}`);
+    }
+  }
+
+  /** Running, named after itself, the parent's file, reachable at its own address. */
+  async function assertOwnGuest(vm: hatch.Vm): Promise<void> {
+    assert.equal(vm.state, "running");
+    assert.equal((await run(vm.id, "hostname")).trim(), vm.id);
+    assert.deepEqual((await ssh(vm.guest_ip!, "cat /tmp/marker; hostname")).split(/\s+/).filter(Boolean), ["from-parent", vm.id]);
+  }
+
+  test("fork gives each child the parent's files and its own identity", async () => {
+    const made: string[] = [];
+    try {
+      const parent = await parentVm(made);
+      const before = (await client.listVms()).length;
+      for (const count of [0, 17]) {
+        await assert.rejects(client.fork(parent.id, count), (err: unknown) => {
+          assert.ok(err instanceof hatch.ValidationError, String(err));
+          assert.deepEqual([err.status, err.field], [400, "count"]);
+          return true;
+        });
+      }
+      assert.equal((await client.listVms()).length, before, "a refused fork left a VM behind");
+
+      const children = await client.fork(parent.id, 2);
+      made.push(...children.map((vm) => vm.id));
+      assert.equal(children.length, 2);
+      assertDistinct([parent, ...children]);
+      for (const child of children) await assertOwnGuest(child);
+      await run(children[0].id, "echo mine > /tmp/only-here");
+      for (const other of [children[1].id, parent.id]) {
+        assert.equal(await run(other, "test -e /tmp/only-here && echo seen || echo absent"), "absent\n");
+      }
+      assert.equal((await client.getVm(parent.id)).state, "running");
+    } finally {
+      await deleteAll(made);
+    }
+  });
+
+  test("create from a snapshot gives a new VM with the snapshot's guest", async () => {
+    const made: string[] = [];
+    try {
+      const parent = await parentVm(made);
+      const snapshot = await client.snapshotVm(parent.id);
+      await assert.rejects(client.createVm({ snapshot_id: snapshot.id, mem_mib: 256 }), (err: unknown) => {
+        assert.ok(err instanceof hatch.ValidationError, String(err));
+        assert.equal(err.field, "mem_mib");
+        return true;
+      });
+      const clone = await client.createVm({ snapshot_id: snapshot.id, ttl_seconds: 3600 });
+      made.push(clone.id);
+      assert.equal(clone.ttl_seconds, 3600);
+      assert.equal((await client.getVm(parent.id)).state, "snapshotted");
+      assertDistinct([parent, clone]);
+      await assertOwnGuest(clone);
+    } finally {
+      await deleteAll(made);
+    }
+  });
+});

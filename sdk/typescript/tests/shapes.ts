@@ -49,7 +49,7 @@ export const SHAPES: Record<string, Record<string, "required" | "optional">> = {
   CreateVm: {
     image_id: O, template_id: O, vcpu_count: O, mem_mib: O, enable_network: O, guest_ip: O,
     guest_mac: O, user_data: O, user_data_base64: O, ssh_authorized_keys: O, restart_policy: O,
-    egress: O, ...lifetime,
+    egress: O, ...lifetime, snapshot_id: O,
   } satisfies Shape<t.CreateVm>,
   VmEvent: { vm_id: R, kind: R, from_state: R, to_state: R, reason: R, at: R } satisfies Shape<t.VmEvent>,
   Event: { id: R, vm_id: R, kind: R, from_state: R, to_state: R, reason: R, at: R } satisfies Shape<t.Event>,
@@ -62,6 +62,8 @@ export const SHAPES: Record<string, Record<string, "required" | "optional">> = {
   } satisfies Shape<t.Route>,
   CreateRoute: { subdomain: O, target_port: R, auto_wake: O } satisfies Shape<t.CreateRoute>,
   RestoreVm: { snapshot_id: O } satisfies Shape<t.RestoreVm>,
+  ForkVm: { count: O } satisfies Shape<t.ForkVm>,
+  ForkedVms: { vms: R } satisfies Shape<t.ForkedVms>,
   Quotas: quotas,
   ApiKey: apiKey,
   KeyUsage: { ...apiKey, usage: R } satisfies Shape<t.KeyUsage>,

@@ -3,6 +3,7 @@
 //! compares it with [`super::routes`], can catch either side drifting.
 
 mod agent;
+mod fork;
 mod schemas;
 
 use axum::Json;
@@ -213,7 +214,7 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
         ("post", "/vms", Op {
             body: Some("CreateVm"),
             query: VM_QUERY,
-            ..vm_op("Create and boot a VM, owned by the calling key (its quotas max_vms, max_vcpus and max_mem_mib are checked)", "vms", (201, "created", Some("Vm")), &[400, 403, 404, 409, 413, 415, 503, 504])
+            ..vm_op("Create and boot a VM, or with snapshot_id restore one from a snapshot with a fresh identity; owned by the calling key (its quotas max_vms, max_vcpus and max_mem_mib are checked)", "vms", (201, "created", Some("Vm")), &[400, 403, 404, 409, 413, 415, 503, 504])
         }),
         ("get", "/vms", op("List VMs, oldest first (a member key: its own)", "vms", (200, "VMs", Some("[Vm]")), &[])),
         ("get", "/vms/{id}", op("Show a VM", "vms", (200, "the VM", Some("Vm")), &[404])),
@@ -271,7 +272,11 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
 
 pub fn document() -> Value {
     let mut paths = Map::new();
-    for (method, path, op) in operations().into_iter().chain(agent::operations()) {
+    for (method, path, op) in operations()
+        .into_iter()
+        .chain(fork::operations())
+        .chain(agent::operations())
+    {
         let item = paths.entry(path.to_string()).or_insert_with(|| json!({}));
         item[method] = operation(method, path, &op);
     }

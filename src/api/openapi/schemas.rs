@@ -295,6 +295,7 @@ pub fn all() -> Map<String, Value> {
         "CreateVm",
         object(
             with_lifetime(json!({
+                "snapshot_id": super::fork::snapshot_id_field(),
                 "image_id": { "type": "string", "description": "Default: the template's image, HATCH_DEFAULT_IMAGE, or the newest image" },
                 "template_id": { "type": "string" },
                 "vcpu_count": { "type": "integer", "minimum": 1, "maximum": 32 },
@@ -523,5 +524,6 @@ pub fn all() -> Map<String, Value> {
         ),
     );
     super::agent::schemas(&mut add);
+    super::fork::schemas(&mut add);
     schemas
 }

@@ -13,7 +13,7 @@ from .errors import (AgentUnavailable, ApiError, Conflict, Forbidden, HatchError
                      UnsupportedMediaType, ValidationError, WaitTimeout)
 from .types import (AgentStatus, ApiKey, ExecExit, ExecRequest, ExecResult, ExecStart, FileEntry,
                     FileListing, FileWritten, AuditEntry, CreateKey, CreateRoute, CreateTemplate, CreateVm,
-                    ErrorBody, Event, Health, HostEvent, Image, KeyUsage, NewApiKey, Quotas,
+                    ErrorBody, Event, ForkedVms, ForkVm, Health, HostEvent, Image, KeyUsage, NewApiKey, Quotas,
                     ReassignVm, RegisterImage, RestoreVm, Route, Snapshot, Template, UpdateKey, Vm,
                     VmEvent, VmState)
 
@@ -27,7 +27,7 @@ __all__ = [
     "UnsupportedMediaType", "ValidationError", "WaitTimeout",
     "AgentStatus", "ExecExit", "ExecRequest", "ExecResult", "ExecStart", "FileEntry", "FileListing",
     "FileWritten", "ApiKey", "AuditEntry", "CreateKey", "CreateRoute", "CreateTemplate", "CreateVm", "ErrorBody",
-    "Event", "Health", "HostEvent", "Image", "KeyUsage", "NewApiKey", "Quotas", "ReassignVm",
+    "Event", "ForkedVms", "ForkVm", "Health", "HostEvent", "Image", "KeyUsage", "NewApiKey", "Quotas", "ReassignVm",
     "RegisterImage", "RestoreVm", "Route", "Snapshot", "Template", "UpdateKey", "Vm", "VmEvent",
     "VmState",
 ]

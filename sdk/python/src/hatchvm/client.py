@@ -14,7 +14,7 @@ from .operations import endpoint
 from .errors import ApiError, HatchError, NotFound, UnexpectedState, WaitTimeout
 from .transport import Transport, expand, query_string
 from .types import (ApiKey, AuditEntry, CreateKey, CreateRoute, CreateTemplate, CreateVm, Event,
-                    Health, HostEvent, Image, KeyUsage, NewApiKey, Quotas, ReassignVm, RegisterImage,
+                    ForkedVms, ForkVm, Health, HostEvent, Image, KeyUsage, NewApiKey, Quotas, ReassignVm, RegisterImage,
                     RestoreVm, Route, Snapshot, Template, UpdateKey, Vm, VmEvent, VmState)
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -140,7 +140,8 @@ class Client(GuestMixin):
                   ready_timeout: Optional[float] = None, asynchronous: bool = False,
                   **fields: Any) -> Vm:
         """Creates and boots a VM (``spec`` and/or keyword fields: image_id,
-        user_data, ssh_authorized_keys, ...).
+        user_data, ssh_authorized_keys, ...); with ``snapshot_id``, restores
+        one from that snapshot with a fresh identity (see :meth:`fork`).
 
         By default the answer comes once the VM runs. ``wait_ready=True``
         answers once the guest accepts SSH (the daemon waits: ``wait=ready``,
@@ -156,6 +157,21 @@ class Client(GuestMixin):
                 query["timeout"] = f"{int(ready_timeout)}s"
         return cast(Vm, self._call("POST", "/vms", body=body, query=query,
                                    timeout=self._operation_timeout(ready_timeout)))
+
+    @endpoint("POST", "/vms/{id}/fork")
+    def fork(self, vm_id: str, count: int = 1) -> List[Vm]:
+        """``count`` (1 to 16) new VMs from the VM as it is now (a running VM
+        pauses while its memory is saved; a snapshotted one's snapshot is
+        used), answered once they are ready; all of them or none.
+
+        Each has its own id, IP, MAC, SSH port, hostname and cloud-init
+        instance-id; memory, processes and disk (and SSH host keys) are the
+        parent's. The image needs ``hatch-agent`` (else :class:`~hatchvm.errors.AgentUnavailable`).
+        """
+        body: ForkVm = {"count": count}
+        answer = cast(ForkedVms, self._call("POST", "/vms/{id}/fork", {"id": vm_id}, body=body,
+                                            timeout=self._operation_timeout()))
+        return answer["vms"]
 
     @endpoint("GET", "/vms")
     def list_vms(self) -> List[Vm]:

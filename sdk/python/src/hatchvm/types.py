@@ -84,10 +84,22 @@ class CreateVm(TypedDict, total=False):
     ttl_seconds: int
     idle_timeout_seconds: int
     on_idle: OnIdle
+    #: Restore the VM from this snapshot with a fresh identity; the guest is
+    #: the snapshot's (image_id ... guest_mac are refused with it).
+    snapshot_id: str
 
 
 class RestoreVm(TypedDict, total=False):
     snapshot_id: str
+
+
+class ForkVm(TypedDict, total=False):
+    #: How many VMs to make, 1 to 16 (default 1).
+    count: int
+
+
+class ForkedVms(TypedDict):
+    vms: List[Vm]
 
 
 class ReassignVm(TypedDict):
