@@ -13,7 +13,7 @@ use common::e2e::{create_ready_vm, GuestState, Topology};
 use common::hatchd::{TestDaemon, TestKey};
 use serde_json::{json, Value};
 
-use crate::e2e_agent::wait_agent;
+use crate::common::agent::wait_agent;
 use crate::e2e_cli_exec::command;
 
 fn hatch(daemon: &TestDaemon, args: &[&str]) -> Output {
