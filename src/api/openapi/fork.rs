@@ -4,9 +4,7 @@
 use serde_json::{json, Value};
 
 use super::{op, Op};
-
-/// The most VMs one fork makes (the handler refuses more: 400 `count`).
-const MAX_FORK_COUNT: u32 = 16;
+use crate::orch::MAX_FORK_COUNT;
 
 /// What a new VM shares with the VM it comes from and what is its own.
 const IDENTITY: &str = "Each new VM has its own id, IP, MAC, TAP, SSH port, hostname (its id) and cloud-init \
