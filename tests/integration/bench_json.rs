@@ -1,10 +1,10 @@
-//! `hatch-bench --json` answers every row of issue #13's table: a value for
+//! `hatch-bench --json` answers every row of issues #13's and #15's tables: a value for
 //! the rows it ran, `null` with a reason under `skipped` for the others.
 //! Runs the cheapest row once; no timing is asserted.
 
 use std::process::Command;
 
-const KEYS: [&str; 10] = [
+const KEYS: [&str; 11] = [
     "snapshot_ratio",
     "restore_ratio",
     "wake_first_byte_ratio",
@@ -15,6 +15,7 @@ const KEYS: [&str; 10] = [
     "api_list_p99_ms",
     "disk_snapshot_ratio",
     "disk_restore_ratio",
+    "fork_ready_ratio",
 ];
 
 fn bench_namespaces() -> Vec<String> {

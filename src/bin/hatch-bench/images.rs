@@ -31,7 +31,7 @@ pub async fn prepare(args: &Args, data_dir: &Path) -> Inputs {
         debian: Err("not needed by the selected rows".into()),
         image_dirs: Vec::new(),
     };
-    if needs(&[Row::Snapshot, Row::Wake, Row::CreateSshMinimal]) {
+    if needs(&[Row::Snapshot, Row::Wake, Row::CreateSshMinimal, Row::Fork]) {
         inputs.minimal = build(ImageProfile::Minimal, data_dir, &mut inputs.image_dirs).await;
     }
     if needs(&[Row::CreateSshDebian, Row::Disk]) {

@@ -12,6 +12,7 @@ mod api_list;
 mod copy;
 mod create_ssh;
 mod disk;
+mod fork;
 mod guest;
 mod hatchd;
 mod images;

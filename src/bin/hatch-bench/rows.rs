@@ -27,16 +27,19 @@ pub enum Row {
     ApiList,
     #[value(name = "disk")]
     Disk,
+    #[value(name = "fork")]
+    Fork,
 }
 
 impl Row {
     /// In the order they run (cheap rows first).
-    pub const ALL: [Row; 7] = [
+    pub const ALL: [Row; 8] = [
         Row::ApiList,
         Row::Proxy,
         Row::Snapshot,
         Row::Wake,
         Row::CreateSshMinimal,
+        Row::Fork,
         Row::CreateSshDebian,
         Row::Disk,
     ];
@@ -50,6 +53,7 @@ impl Row {
             Row::Proxy => "proxy",
             Row::ApiList => "api_list",
             Row::Disk => "disk",
+            Row::Fork => "fork",
         }
     }
 
@@ -63,6 +67,7 @@ impl Row {
             Row::Proxy => &["proxy_rps_ratio", "proxy_p99_ratio"],
             Row::ApiList => &["api_list_p99_ms"],
             Row::Disk => &["disk_snapshot_ratio", "disk_restore_ratio"],
+            Row::Fork => &["fork_ready_ratio"],
         }
     }
 
@@ -82,6 +87,7 @@ impl Row {
             },
             Row::ApiList => crate::api_list::run(ctx).await,
             Row::Disk => crate::disk::run(ctx.image(&ctx.inputs.debian)?, ctx).await,
+            Row::Fork => crate::fork::run(ctx.image(&ctx.inputs.minimal)?, ctx).await,
         };
         measured.map_err(|e| Skip::Failed(e.to_string()))
     }
