@@ -400,18 +400,28 @@ impl Orchestrator {
         running.pid = Some(handle.pid());
         // Watched while still `creating`: its agent's hello applies the
         // identity; a crash meanwhile rolls the clone back.
-        self.watch_process(&running, handle);
-        match tokio::time::timeout(IDENTITY_WAIT, taken).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(error))) => return Err(no_agent(&vm.id, &format!("it did not take its new identity: {error}"))),
-            Ok(Err(_)) | Err(_) => {
-                return Err(no_agent(
-                    &vm.id,
-                    &format!(
-                        "its guest agent did not connect within {} s of the restore",
-                        IDENTITY_WAIT.as_secs()
-                    ),
-                ))
+        self.watch_process(&running, handle.clone());
+        tokio::select! {
+            taken = tokio::time::timeout(IDENTITY_WAIT, taken) => match taken {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(error))) => {
+                    return Err(no_agent(&vm.id, &format!("it did not take its new identity: {error}")))
+                }
+                Ok(Err(_)) | Err(_) => {
+                    return Err(no_agent(
+                        &vm.id,
+                        &format!(
+                            "its guest agent did not connect within {} s of the restore",
+                            IDENTITY_WAIT.as_secs()
+                        ),
+                    ))
+                }
+            },
+            exit = handle.wait_exit() => {
+                return Err(OrchError::Internal(format!(
+                    "the clone's VMM ended before it took its identity (code {:?}, signal {:?}); its console ends with:\n{}",
+                    exit.code, exit.signal, exit.serial_tail
+                )))
             }
         }
         // The hello may have recorded readiness meanwhile: keep it.
