@@ -179,15 +179,17 @@ impl Orchestrator {
     ) -> Result<(SnapshotFiles, Option<PathBuf>), OrchError> {
         handle.pause().await?;
         let files = handle.save_snapshot(dir).await?;
-        let disk = match image.rootfs_path {
-            Some(_) => {
-                let disk = dir.join("disk");
-                clone_disk(&self.layout(&vm.id).disk(), &disk).await?;
-                Some(disk)
-            }
-            None => None,
-        };
-        Ok((files, disk))
+        Ok((files, self.clone_vm_disk(vm, image, dir).await?))
+    }
+
+    /// A copy of `vm`'s disk in `dir` (none for an image without one).
+    async fn clone_vm_disk(&self, vm: &Vm, image: &Image, dir: &Path) -> Result<Option<PathBuf>, OrchError> {
+        if image.rootfs_path.is_none() {
+            return Ok(None);
+        }
+        let disk = dir.join("disk");
+        clone_disk(&self.layout(&vm.id).disk(), &disk).await?;
+        Ok(Some(disk))
     }
 
     /// Stages a snapshot of `vm` (whose lock the caller holds): its hot
@@ -197,17 +199,7 @@ impl Orchestrator {
         if !self.store.vm_had_event(&vm.id, crate::store::EventKind::Agent)? {
             return Err(no_agent(&vm.id, "its guest agent never connected"));
         }
-        if snapshot.hypervisor != self.hypervisor.kind().as_str() {
-            return Err(OrchError::Conflict {
-                field: Some("snapshot_id"),
-                message: format!(
-                    "snapshot {} was made by {}, but this host runs {}",
-                    snapshot.id,
-                    snapshot.hypervisor,
-                    self.hypervisor.kind().as_str()
-                ),
-            });
-        }
+        self.check_loadable_here(snapshot)?;
         let image = self.launchable_image(&vm)?;
         let dir = self.fork_dir(&vm.id);
         let staged = self.copy_snapshot(&vm, &image, snapshot, &dir).await;
@@ -240,15 +232,7 @@ impl Orchestrator {
                 .await
                 .map_err(|e| OrchError::Internal(format!("creating {}: {e}", dir.display())))?;
             let files = link_snapshot_files(&hot, dir)?;
-            let disk = match image.rootfs_path {
-                Some(_) => {
-                    let disk = dir.join("disk");
-                    clone_disk(&self.layout(&vm.id).disk(), &disk).await?;
-                    Some(disk)
-                }
-                None => None,
-            };
-            return Ok((files, disk));
+            return Ok((files, self.clone_vm_disk(vm, image, dir).await?));
         }
         if !snapshot.durable {
             return Err(OrchError::Corrupt {

@@ -295,17 +295,7 @@ impl Orchestrator {
             }
             None => self.suspended_with(&vm)?,
         };
-        if snapshot.hypervisor != self.hypervisor.kind().as_str() {
-            return Err(OrchError::Conflict {
-                field: Some("snapshot_id"),
-                message: format!(
-                    "snapshot {} was made by {}, but this host runs {}",
-                    snapshot.id,
-                    snapshot.hypervisor,
-                    self.hypervisor.kind().as_str()
-                ),
-            });
-        }
+        self.check_loadable_here(&snapshot)?;
         if !self.has_hot_copy(&vm, &snapshot) {
             self.snapshot_store().ensure_available().await?;
         }
@@ -340,6 +330,22 @@ impl Orchestrator {
                 Err(error)
             }
         }
+    }
+
+    /// A snapshot loads only into the hypervisor that made it.
+    pub(super) fn check_loadable_here(&self, snapshot: &Snapshot) -> Result<(), OrchError> {
+        if snapshot.hypervisor == self.hypervisor.kind().as_str() {
+            return Ok(());
+        }
+        Err(OrchError::Conflict {
+            field: Some("snapshot_id"),
+            message: format!(
+                "snapshot {} was made by {}, but this host runs {}",
+                snapshot.id,
+                snapshot.hypervisor,
+                self.hypervisor.kind().as_str()
+            ),
+        })
     }
 
     /// A pass still storing this snapshot reads the VM's disk: lets it
