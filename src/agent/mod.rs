@@ -19,8 +19,8 @@ pub mod link;
 pub mod registry;
 
 pub use conversation::{Channel, Conversation};
-pub use identity::set_identity;
 pub use hatch_agent_proto as proto;
+pub use identity::set_identity;
 pub use registry::Agents;
 
 use hatch_agent_proto::ErrorCode;

@@ -1,6 +1,7 @@
 //! The daemon's `set_identity` against the real static `hatch-agent`, run
 //! in namespaces of its own (network, UTS, mount, pid) with a veth NIC
-//! carrying a snapshot's MAC and a private /etc: the request and its
+//! carrying a snapshot's MAC and a private /etc
+//! (`crates/hatch-agent/tests/clone-namespace.sh`): the request and its
 //! answer as both sides speak them, and a refused value as the typed error
 //! the daemon gets. The test machine's links, hostname and files are never
 //! touched; without root and unshare this test fails.
@@ -15,15 +16,13 @@ use hatch::agent::proto::{ErrorCode, Identity, NicIdentity};
 use hatch::agent::{set_identity, AgentError, Agents, Conversation};
 use hatch::vmm::AgentEndpoint;
 
-/// The clone as restored: its NIC has the parent's MAC. Paths are
-/// arguments, never part of the script.
-const RESTORED: &str = r#"set -eu
-mount -t sysfs sysfs /sys
-ip link add eth0 type veth peer name peer0
-ip link set dev eth0 address 52:54:00:0a:00:01
-mount --bind "$1" /etc
-exec "$2" --connect-unix "$3"
-"#;
+/// Starts the agent in namespaces of its own, set up as a restored clone
+/// whose NIC has the parent's MAC 52:54:00:00:00:01 (shared with the
+/// agent crate's own tests).
+const CLONE_NAMESPACE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/crates/hatch-agent/tests/clone-namespace.sh"
+);
 
 struct Namespaced(std::process::Child);
 
@@ -53,7 +52,7 @@ fn clone_identity(hostname: &str) -> Identity {
     Identity {
         hostname: hostname.into(),
         nic: Some(NicIdentity {
-            previous_mac: "52:54:00:0a:00:01".into(),
+            previous_mac: "52:54:00:00:00:01".into(),
             mac: "52:54:00:0a:00:02".into(),
             address: "10.20.0.7/24".into(),
             gateway: Some("10.20.0.1".into()),
@@ -80,12 +79,11 @@ async fn set_identity_gives_a_restored_guest_its_own_mac_address_and_name() {
     let agents = Agents::default();
     agents.attach("vm-clone", AgentEndpoint::Listen(socket.clone()), Arc::new(|_| {}));
     let guest = Namespaced(
-        Command::new("unshare")
-            .args(["--net", "--uts", "--mount", "--pid", "--mount-proc", "--kill-child", "--"])
-            .args(["sh", "-c", RESTORED, "sh"])
+        Command::new("sh")
+            .arg(CLONE_NAMESPACE)
             .args([&etc, &bin, &socket])
             .spawn()
-            .expect("unshare"),
+            .expect("the agent in its namespaces"),
     );
     let conversation = connect(&agents).await;
 
@@ -97,14 +95,23 @@ async fn set_identity_gives_a_restored_guest_its_own_mac_address_and_name() {
         }
         other => panic!("a bad hostname was not refused: {other:?}"),
     }
-    assert_eq!(guest.ip(&["link", "show", "dev", "eth0"])[0]["address"], "52:54:00:0a:00:01");
+    assert_eq!(
+        guest.ip(&["link", "show", "dev", "eth0"])[0]["address"],
+        "52:54:00:00:00:01"
+    );
 
     set_identity(&conversation, &clone_identity("clone-7"))
         .await
         .expect("the identity is set");
-    assert_eq!(guest.ip(&["link", "show", "dev", "eth0"])[0]["address"], "52:54:00:0a:00:02");
+    assert_eq!(
+        guest.ip(&["link", "show", "dev", "eth0"])[0]["address"],
+        "52:54:00:0a:00:02"
+    );
     let address = &guest.ip(&["-4", "addr", "show", "dev", "eth0"])[0]["addr_info"];
-    assert_eq!((&address[0]["local"], &address[0]["prefixlen"]), (&"10.20.0.7".into(), &24.into()));
+    assert_eq!(
+        (&address[0]["local"], &address[0]["prefixlen"]),
+        (&"10.20.0.7".into(), &24.into())
+    );
     assert_eq!(guest.ip(&["-4", "route", "show", "default"])[0]["gateway"], "10.20.0.1");
     assert_eq!(std::fs::read_to_string(etc.join("hostname")).unwrap(), "clone-7\n");
     agents.detach("vm-clone");

@@ -18,24 +18,8 @@ const PARENT_MAC: &str = "52:54:00:00:00:01";
 const NEW_MAC: &str = "52:54:00:00:00:02";
 const PARENT_HOSTS: &str = "127.0.0.1\tlocalhost\n127.0.1.1\tparent\n::1\tlocalhost ip6-localhost\n";
 
-/// Run in the new namespaces: the parent's network and name, then the
-/// agent. Paths come as arguments, never inside the script's text.
-const SETUP: &str = r#"set -eu
-etc=$1 agent=$2 socket=$3 ip_override=$4 ip_path=$5
-# A sysfs of the new network namespace: the agent finds the NIC there.
-mount -t sysfs sysfs /sys
-ip link add eth0 type veth peer name peer0
-ip link set dev eth0 address 52:54:00:00:00:01
-ip link set dev peer0 up
-ip link set dev eth0 up
-ip -4 addr add 10.9.9.9/16 dev eth0
-ip -4 addr add 192.168.50.2/24 dev eth0
-ip -4 route add default via 10.9.0.1 dev eth0
-hostname parent
-if [ -n "$ip_override" ]; then mount --bind "$ip_override" "$ip_path"; fi
-mount --bind "$etc" /etc
-exec "$agent" --connect-unix "$socket"
-"#;
+/// Starts the agent in namespaces of its own set up as a restored clone.
+const CLONE_NAMESPACE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/clone-namespace.sh");
 
 /// An agent in a namespace set up as a freshly restored clone.
 struct Clone {
@@ -58,7 +42,7 @@ struct State {
 }
 
 impl Clone {
-    /// `ip_override`: a binary bound over the `ip` the agent will find.
+    /// `ip_override`: a program bound over the `ip` the agent will find.
     fn start(ip_override: Option<&Path>) -> Clone {
         let etc = tempfile::tempdir().expect("tempdir");
         std::fs::write(etc.path().join("hostname"), "parent\n").unwrap();
@@ -67,26 +51,11 @@ impl Clone {
         if Path::new("/etc/ld.so.cache").exists() {
             std::fs::copy("/etc/ld.so.cache", etc.path().join("ld.so.cache")).unwrap();
         }
-        let override_path = ip_override.map(|p| p.to_str().unwrap().to_string()).unwrap_or_default();
         let etc_path = etc.path().to_owned();
         let (host, conn) = Host::start_with(|agent, socket| {
-            let mut command = Command::new("unshare");
-            command
-                .args([
-                    "--net",
-                    "--uts",
-                    "--mount",
-                    "--pid",
-                    "--mount-proc",
-                    "--kill-child",
-                    "--",
-                ])
-                .args(["sh", "-c", SETUP, "sh"])
-                .arg(&etc_path)
-                .arg(agent)
-                .arg(socket)
-                .arg(&override_path)
-                .arg(agent_ip());
+            let mut command = Command::new("sh");
+            command.arg(CLONE_NAMESPACE).arg(&etc_path).arg(agent).arg(socket);
+            command.args(ip_override);
             command
         });
         assert_eq!(conn.hello.hostname, "parent", "the namespace was not set up");

@@ -138,27 +138,51 @@ fn set_mac(ip: &dyn Ip, interface: &str, mac: Mac) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use std::cell::RefCell;
+    use std::cell::{Cell, RefCell};
     use std::net::Ipv4Addr;
 
     use super::super::values::Ipv4Cidr;
     use super::*;
 
-    /// Records the commands; refuses those that contain `refuse`.
-    #[derive(Default)]
+    /// Records the commands; refuses those that contain `refuse`, and with
+    /// `live_mac: false` a MAC change while the link is up (as drivers
+    /// without IFF_LIVE_ADDR_CHANGE do).
     struct FakeIp {
-        refuse: Vec<&'static str>,
+        refuse: Option<&'static str>,
+        live_mac: bool,
+        up: Cell<bool>,
         ran: RefCell<Vec<String>>,
+    }
+
+    impl FakeIp {
+        fn new(refuse: Option<&'static str>, live_mac: bool) -> FakeIp {
+            FakeIp {
+                refuse,
+                live_mac,
+                up: Cell::new(true),
+                ran: RefCell::default(),
+            }
+        }
+
+        fn ran(&self) -> Vec<String> {
+            self.ran.borrow().clone()
+        }
     }
 
     impl Ip for FakeIp {
         fn run(&self, args: &[&str]) -> Result<(), String> {
             let line = args.join(" ");
             self.ran.borrow_mut().push(line.clone());
-            match self.refuse.iter().find(|refused| line.contains(*refused)) {
-                Some(_) => Err(format!("ip {line}: refused")),
-                None => Ok(()),
+            let busy = line.contains(" address ") && self.up.get() && !self.live_mac;
+            if busy || self.refuse.is_some_and(|refused| line.contains(refused)) {
+                return Err(format!("ip {line}: refused"));
             }
+            match args.last() {
+                Some(&"up") => self.up.set(true),
+                Some(&"down") => self.up.set(false),
+                _ => {}
+            }
+            Ok(())
         }
     }
 
@@ -171,69 +195,50 @@ mod tests {
         }
     }
 
+    const SET_MAC: &str = "link set dev eth0 address 52:54:00:00:00:02";
+
     #[test]
     fn the_mac_then_the_address_then_the_route() {
-        let ip = FakeIp::default();
+        let ip = FakeIp::new(None, true);
         apply(&ip, "eth0", nic().previous_mac, &nic()).unwrap();
-        assert_eq!(
-            *ip.ran.borrow(),
-            [
-                "link set dev eth0 address 52:54:00:00:00:02",
-                "-4 addr flush dev eth0",
-                "-4 addr add 10.0.0.5/24 dev eth0",
-                "link set dev eth0 up",
-                "-4 route replace default via 10.0.0.1 dev eth0",
-            ]
-        );
-    }
-
-    #[test]
-    fn a_mac_already_set_and_no_gateway_leave_those_steps_out() {
-        let ip = FakeIp::default();
+        let expected = [
+            SET_MAC,
+            "-4 addr flush dev eth0",
+            "-4 addr add 10.0.0.5/24 dev eth0",
+            "link set dev eth0 up",
+            "-4 route replace default via 10.0.0.1 dev eth0",
+        ];
+        assert_eq!(ip.ran(), expected);
+        // A MAC already set and no gateway: those steps are left out.
+        let ip = FakeIp::new(None, true);
         let nic = Nic { gateway: None, ..nic() };
-        apply(&ip, "eth1", nic.mac, &nic).unwrap();
-        assert_eq!(
-            *ip.ran.borrow(),
-            [
-                "-4 addr flush dev eth1",
-                "-4 addr add 10.0.0.5/24 dev eth1",
-                "link set dev eth1 up"
-            ]
-        );
+        apply(&ip, "eth0", nic.mac, &nic).unwrap();
+        assert_eq!(ip.ran(), expected[1..4]);
     }
 
     #[test]
-    fn a_refused_live_change_is_made_with_the_link_down() {
-        let ip = FakeIp {
-            refuse: vec!["address"],
-            ..Default::default()
-        };
+    fn a_mac_the_driver_will_not_change_live_is_changed_with_the_link_down() {
+        let ip = FakeIp::new(None, false);
+        set_mac(&ip, "eth0", nic().mac).unwrap();
+        let expected = [SET_MAC, "link set dev eth0 down", SET_MAC, "link set dev eth0 up"];
+        assert_eq!(ip.ran(), expected);
+        // Refused even then: an error, and the link is up again.
+        let ip = FakeIp::new(Some("address"), false);
         let failure = set_mac(&ip, "eth0", nic().mac).unwrap_err();
         assert!(failure.contains("with the link down"), "{failure}");
-        assert_eq!(
-            *ip.ran.borrow(),
-            [
-                "link set dev eth0 address 52:54:00:00:00:02",
-                "link set dev eth0 down",
-                "link set dev eth0 address 52:54:00:00:00:02",
-                "link set dev eth0 up",
-            ],
-            "the link is brought up again after the failed change"
-        );
+        assert_eq!(ip.ran(), expected);
+        assert!(ip.up.get());
     }
 
     #[test]
     fn a_failing_step_stops_the_rest_and_is_an_io_error() {
-        let ip = FakeIp {
-            refuse: vec!["addr add"],
-            ..Default::default()
-        };
+        let ip = FakeIp::new(Some("addr add"), true);
         let Err(Reply::Error(failure)) = apply(&ip, "eth0", nic().mac, &nic()) else {
             panic!("a failed step succeeded")
         };
         assert_eq!(failure.code, ErrorCode::Io);
         assert!(failure.message.contains("addr add 10.0.0.5/24"), "{}", failure.message);
-        assert_eq!(ip.ran.borrow().len(), 2);
+        assert_eq!(ip.ran().len(), 2);
     }
 
     #[test]
