@@ -17,6 +17,7 @@ use std::fs::OpenOptions;
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::Mutex;
 
 use hatch_agent_proto::{Identity, Reply};
 
@@ -37,8 +38,13 @@ pub fn set(identity: &Identity) -> Reply {
     }
 }
 
+/// One request at a time: two interleaving their steps could leave a mix
+/// of both identities.
+static APPLYING: Mutex<()> = Mutex::new(());
+
 fn apply(identity: &Identity) -> Result<(), Reply> {
     let checked = Checked::parse(identity)?;
+    let _one_at_a_time = APPLYING.lock().unwrap_or_else(|e| e.into_inner());
     reseed(checked.entropy)?;
     if let Some(wanted) = &checked.nic {
         let ip = nic::SystemIp::find()?;
