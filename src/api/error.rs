@@ -202,6 +202,7 @@ impl From<OrchError> for ApiError {
             OrchError::TooLarge { field, message } => ApiError::field(ErrorKind::TooLarge, field, message),
             OrchError::Exhausted { message } => ApiError::new(ErrorKind::Unavailable, message),
             OrchError::Timeout { message } => ApiError::new(ErrorKind::Timeout, message),
+            OrchError::AgentUnavailable { message } => ApiError::new(ErrorKind::AgentUnavailable, message),
             OrchError::Corrupt { message } => ApiError::new(ErrorKind::SnapshotCorrupt, message),
             OrchError::QuotaExceeded(exceeded) => ApiError::quota(exceeded),
             OrchError::Internal(message) => ApiError::internal(message),

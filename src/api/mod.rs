@@ -13,6 +13,7 @@ mod events;
 pub mod exec;
 mod exec_stream;
 mod files;
+mod fork;
 mod health;
 pub mod images;
 pub mod json;
@@ -127,6 +128,7 @@ pub fn routes() -> Vec<Route> {
         route(M::GET, "/events", Key, get(events::stream)),
         route(M::POST, "/vms/{id}/owner", Admin, post(owner::reassign)),
         route(M::POST, "/vms/{id}/snapshot", Key, post(snapshots::create)),
+        route(M::POST, "/vms/{id}/fork", Key, post(fork::fork)),
         route(M::POST, "/vms/{id}/restore", Key, post(snapshots::restore)),
         route(M::GET, "/vms/{id}/snapshots", Key, get(snapshots::list)),
         route(M::DELETE, "/snapshots/{id}", Key, delete(snapshots::delete)),

@@ -132,6 +132,12 @@ pub async fn create(
             return Err(ApiError::invalid("template_id", format!("no template {template_id}")));
         }
     }
+    if let Some(snapshot_id) = &req.snapshot_id {
+        // Another owner's snapshot does not exist for this key.
+        if owner::snapshot(&state, &caller, snapshot_id).is_err() {
+            return Err(ApiError::invalid("snapshot_id", format!("no snapshot {snapshot_id}")));
+        }
+    }
     req.owner = Some(caller.id().to_string());
     if wants_async(&headers, query.respond_async) {
         if wait.is_some() {

@@ -49,7 +49,13 @@ impl Orchestrator {
             ),
             Err(error) => format!("setting the guest clock failed: {error}"),
         };
-        let detail = format!("guest agent {} connected; {clock}", conversation.hello().version);
+        let mut detail = format!("guest agent {} connected; {clock}", conversation.hello().version);
+        // A clone takes its own identity before anything calls it ready.
+        match self.apply_pending_identity(vm_id, &conversation).await {
+            Ok(Some(identity)) => detail = format!("{detail}; {identity}"),
+            Ok(None) => {}
+            Err(()) => return,
+        }
         // The clock first, so a guest reported ready already has the host's
         // time. mark_ready tells observers (and `wait=ready`) when it changes
         // the VM; the agent's own status is read live from its link.

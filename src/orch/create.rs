@@ -1,6 +1,7 @@
 //! `POST /vms`: validate, allocate, prepare files and network, boot — each
 //! step recorded in a ledger so that a failure anywhere undoes all of it.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use crate::cloudinit::{self, SeedInput};
@@ -10,6 +11,7 @@ use crate::model::{
 };
 use crate::net::{NetRequest, Taken};
 
+use super::fork::CloneSettings;
 use super::ledger::Ledger;
 use super::operations::Accepted;
 use super::transitions::{self, Event};
@@ -22,6 +24,9 @@ use super::{OrchError, Orchestrator};
 pub struct CreateVm {
     pub image_id: Option<String>,
     pub template_id: Option<String>,
+    /// Restore this snapshot into the new VM (with an identity of its own)
+    /// instead of booting an image.
+    pub snapshot_id: Option<String>,
     pub vcpu_count: Option<u32>,
     pub mem_mib: Option<u32>,
     pub enable_network: Option<bool>,
@@ -57,21 +62,80 @@ impl CreateVm {
             on_idle: self.on_idle,
         }
     }
+
+    /// What a create from a snapshot may choose; the guest itself (image,
+    /// sizes, user data, keys, network) is the snapshot's.
+    fn clone_settings(&self) -> Result<CloneSettings, OrchError> {
+        let guest_fields = [
+            ("image_id", self.image_id.is_some()),
+            ("template_id", self.template_id.is_some()),
+            ("vcpu_count", self.vcpu_count.is_some()),
+            ("mem_mib", self.mem_mib.is_some()),
+            ("enable_network", self.enable_network.is_some()),
+            ("guest_ip", self.guest_ip.is_some()),
+            ("guest_mac", self.guest_mac.is_some()),
+            ("user_data", self.user_data.is_some()),
+            ("user_data_base64", self.user_data_base64.is_some()),
+            ("ssh_authorized_keys", self.ssh_authorized_keys.is_some()),
+        ];
+        if let Some((field, _)) = guest_fields.iter().find(|(_, given)| *given) {
+            return Err(OrchError::InvalidField {
+                field,
+                message: "cannot be set with snapshot_id: the new VM is the snapshot's guest".into(),
+            });
+        }
+        let lifetime = self.lifetime();
+        lifetime
+            .check()
+            .map_err(|(field, message)| OrchError::InvalidField { field, message })?;
+        let given_lifetime =
+            lifetime.ttl_seconds.is_some() || lifetime.idle_timeout_seconds.is_some() || lifetime.on_idle.is_some();
+        Ok(CloneSettings {
+            owner: self.owner.clone(),
+            lifetime: given_lifetime.then_some(lifetime),
+            restart_policy: self.restart_policy.as_deref().map(parse_restart_policy).transpose()?,
+            egress: self.egress.as_ref().map(parse_egress).transpose()?,
+        })
+    }
 }
 
-/// A request with template and defaults applied. Sizes were validated where
-/// they entered (the API for requests and templates, config for defaults).
-struct Plan {
-    image: Image,
-    vcpu_count: u32,
-    mem_mib: u32,
-    enable_network: bool,
-    net_request: NetRequest,
-    user_data: Option<UserData>,
-    ssh_authorized_keys: Vec<String>,
-    restart_policy: RestartPolicy,
-    lifetime: Lifetime,
-    owner: Option<String>,
+fn parse_restart_policy(text: &str) -> Result<RestartPolicy, OrchError> {
+    RestartPolicy::parse(text).ok_or_else(|| OrchError::InvalidField {
+        field: "restart_policy",
+        message: format!("must be \"never\" or \"on-failure\", got {text:?}"),
+    })
+}
+
+fn parse_egress(value: &serde_json::Value) -> Result<model::Egress, OrchError> {
+    model::Egress::from_json(value).map_err(|message| OrchError::InvalidField {
+        field: "egress",
+        message: format!("egress {message}"),
+    })
+}
+
+/// A request with template and defaults applied (or, for a clone, its
+/// parent's settings). Sizes were validated where they entered (the API for
+/// requests and templates, config for defaults).
+pub(super) struct Plan {
+    pub(super) image: Image,
+    pub(super) vcpu_count: u32,
+    pub(super) mem_mib: u32,
+    pub(super) enable_network: bool,
+    pub(super) net_request: NetRequest,
+    pub(super) user_data: Option<UserData>,
+    pub(super) ssh_authorized_keys: Vec<String>,
+    pub(super) restart_policy: RestartPolicy,
+    pub(super) lifetime: Lifetime,
+    pub(super) owner: Option<String>,
+}
+
+/// Where a new VM's root disk comes from.
+pub(super) enum DiskOrigin<'a> {
+    /// A fresh copy of its image's root filesystem.
+    Image,
+    /// A copy of the disk saved with the state the VM is restored from
+    /// (none for an image without a root disk).
+    Saved(Option<&'a Path>),
 }
 
 impl Orchestrator {
@@ -79,6 +143,10 @@ impl Orchestrator {
     /// mid-create is rolled back by the reconciler; a failure here releases
     /// everything in reverse order and removes the record.
     pub(super) async fn create_op(self: &Arc<Self>, req: CreateVm, mut accepted: Accepted) -> Result<Vm, OrchError> {
+        if let Some(snapshot_id) = req.snapshot_id.clone() {
+            let settings = req.clone_settings()?;
+            return self.create_from_snapshot_op(&snapshot_id, settings, accepted).await;
+        }
         let plan = self.plan(req)?;
         let vm_id = self.new_vm_id()?;
         let _guard = self.locks.lock(&vm_id).await;
@@ -168,18 +236,14 @@ impl Orchestrator {
             .or(template.as_ref().map(|t| t.ssh_authorized_keys.clone()))
             .unwrap_or_default();
         let ssh_authorized_keys = cloudinit::validate_ssh_keys(&keys)?;
-        let restart_policy = match req.restart_policy.as_deref() {
-            None => RestartPolicy::default(),
-            Some(text) => RestartPolicy::parse(text).ok_or_else(|| OrchError::InvalidField {
-                field: "restart_policy",
-                message: format!("must be \"never\" or \"on-failure\", got {text:?}"),
-            })?,
-        };
+        let restart_policy = req
+            .restart_policy
+            .as_deref()
+            .map(parse_restart_policy)
+            .transpose()?
+            .unwrap_or_default();
         let egress = match &req.egress {
-            Some(value) => model::Egress::from_json(value).map_err(|message| OrchError::InvalidField {
-                field: "egress",
-                message: format!("egress {message}"),
-            })?,
+            Some(value) => parse_egress(value)?,
             None => template.as_ref().and_then(|t| t.egress.clone()).unwrap_or_default(),
         };
         let lifetime = requested.or(template.as_ref().map(|t| t.lifetime).unwrap_or_default());
@@ -220,7 +284,7 @@ impl Orchestrator {
         })
     }
 
-    fn new_vm_id(&self) -> Result<String, OrchError> {
+    pub(super) fn new_vm_id(&self) -> Result<String, OrchError> {
         for _ in 0..16 {
             let id = model::random_id("vm", 6);
             if self.store.get_vm(&id)?.is_none() {
@@ -231,6 +295,19 @@ impl Orchestrator {
     }
 
     async fn provision(self: &Arc<Self>, vm: &Vm, plan: &Plan, ledger: &mut Ledger) -> Result<Vm, OrchError> {
+        self.prepare_host(vm, plan, DiskOrigin::Image, ledger).await?;
+        self.boot(vm.clone(), &plan.image).await
+    }
+
+    /// Makes a recorded VM's directory, disk, seed and network attachment,
+    /// each recorded in `ledger` so that a failure undoes all of them.
+    pub(super) async fn prepare_host(
+        self: &Arc<Self>,
+        vm: &Vm,
+        plan: &Plan,
+        origin: DiskOrigin<'_>,
+        ledger: &mut Ledger,
+    ) -> Result<(), OrchError> {
         let vm_id = vm.id.as_str();
         let layout = self.layout(vm_id);
         std::fs::create_dir_all(layout.dir())
@@ -269,8 +346,12 @@ impl Orchestrator {
         // halfway by another's failure), then the first error is returned
         // and the ledger undoes all three.
         let disk = async {
-            if plan.image.rootfs_path.is_some() {
-                image::prepare_vm_disk(&plan.image, &layout.disk()).await?;
+            match origin {
+                DiskOrigin::Image if plan.image.rootfs_path.is_some() => {
+                    image::prepare_vm_disk(&plan.image, &layout.disk()).await?;
+                }
+                DiskOrigin::Saved(Some(saved)) => clone_disk(saved, &layout.disk()).await?,
+                DiskOrigin::Image | DiskOrigin::Saved(None) => {}
             }
             Ok::<(), OrchError>(())
         };
@@ -282,16 +363,14 @@ impl Orchestrator {
             Ok::<(), OrchError>(())
         };
         let (disk, seed, attach) = tokio::join!(disk, seed, attach);
-        disk.and(seed).and(attach)?;
-
-        self.boot(vm.clone(), &plan.image).await
+        disk.and(seed).and(attach)
     }
 
     /// Chooses network resources and inserts the VM row in one critical
     /// section; the row is what holds the resources from then on.
     /// The owner's quotas are checked here too, under the same lock: every
     /// VM row is inserted under it, so two creates cannot both pass.
-    async fn record_new_vm(&self, vm_id: &str, plan: &Plan) -> Result<Vm, OrchError> {
+    pub(super) async fn record_new_vm(&self, vm_id: &str, plan: &Plan) -> Result<Vm, OrchError> {
         let _allocating = self.allocation.lock().await;
         self.admit_memory(vm_id, plan.mem_mib)?;
         self.admit_disk(&plan.image)?;
@@ -347,4 +426,14 @@ impl Orchestrator {
         self.vm_updated(vm_id);
         Ok(vm)
     }
+}
+
+/// A reflink or sparse copy of `saved` as a new VM's disk.
+pub(super) async fn clone_disk(saved: &Path, disk: &Path) -> Result<(), OrchError> {
+    let (from, to) = (saved.to_path_buf(), disk.to_path_buf());
+    tokio::task::spawn_blocking(move || crate::sys::clone_file::clone_file(&from, &to))
+        .await
+        .map_err(|e| OrchError::Internal(format!("copying a disk: {e}")))?
+        .map_err(|e| OrchError::Internal(format!("copying {} to {}: {e}", saved.display(), disk.display())))?;
+    Ok(())
 }

@@ -43,6 +43,10 @@ pub enum OrchError {
     /// 422: a stored snapshot failed its integrity check.
     #[error("{message}")]
     Corrupt { message: String },
+    /// 409 `agent_unavailable`: the work needs the VM's guest agent, and
+    /// it has none (an image without hatch-agent) or it does not answer.
+    #[error("{message}")]
+    AgentUnavailable { message: String },
     /// 403 `quota_exceeded`: the owner's quota does not allow this create.
     #[error("{0}")]
     QuotaExceeded(crate::model::QuotaExceeded),

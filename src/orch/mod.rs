@@ -23,6 +23,8 @@ mod create;
 mod durability;
 mod error;
 mod expiry;
+mod fork;
+mod identity;
 mod idle;
 mod layout;
 mod ledger;
@@ -63,6 +65,7 @@ enum Applied {
 
 pub use create::CreateVm;
 pub use error::OrchError;
+pub use fork::{CloneSettings, MAX_FORK_COUNT};
 pub use idle::OrchIdleTarget;
 pub use layout::VmLayout;
 pub use observe::{VmChange, VmObserver};
@@ -110,6 +113,8 @@ pub struct Orchestrator {
     agents: crate::agent::Agents,
     /// Traffic and agent calls per VM, as the idle monitor sees them.
     activity: Arc<crate::proxy::ActiveConnections>,
+    /// New identities waiting for their clones' agents.
+    identities: identity::PendingIdentities,
 }
 
 impl Orchestrator {
@@ -161,6 +166,7 @@ impl Orchestrator {
             view,
             agents: crate::agent::Agents::default(),
             activity: crate::proxy::ActiveConnections::new(),
+            identities: Default::default(),
         });
         orch.reconcile_at_start().await?;
         Ok(orch)

@@ -172,7 +172,7 @@ impl Orchestrator {
     }
 
     /// The snapshot a `snapshotted` VM would restore from.
-    fn suspended_with(&self, vm: &Vm) -> Result<Snapshot, OrchError> {
+    pub(super) fn suspended_with(&self, vm: &Vm) -> Result<Snapshot, OrchError> {
         let found = match &vm.snapshot_id {
             Some(id) => self.store.get_snapshot(id)?,
             None => self.store.list_snapshots(&vm.id)?.into_iter().next(),

@@ -16,6 +16,7 @@
 //!             snapshotted ─► restoring ── RestoreFailed ─► snapshotted
 //!                  Restore
 //!
+//! running ── Fork ──► snapshotting ── Forked ──► running (state saved for clones)
 //! any settled state ── Delete ──► deleting ── TornDown ──► (removed)
 //! running ── GuestShutdown ──► stopped;  running ── VmmCrashed ──► error
 //! ```
@@ -40,6 +41,8 @@ pub enum Event {
     /// Restore a snapshot the caller named.
     RestoreNamed,
     Delete,
+    /// Save the running guest's state for new VMs, then resume it.
+    Fork,
     // Outcomes.
     /// A VMM runs the guest (after create, start or restore).
     Booted,
@@ -48,6 +51,9 @@ pub enum Event {
     BootFailed,
     /// A requested stop finished: no VMM process is left.
     Halted,
+    /// The state for a fork was saved (or saving it failed) and the guest
+    /// runs on.
+    Forked,
     /// A snapshot is complete and the VMM is gone.
     Saved,
     /// A snapshot failed and the guest was resumed.
@@ -63,16 +69,18 @@ pub enum Event {
 }
 
 impl Event {
-    pub const ALL: [Event; 15] = [
+    pub const ALL: [Event; 17] = [
         Event::Start,
         Event::Stop,
         Event::Snapshot,
         Event::Restore,
         Event::RestoreNamed,
         Event::Delete,
+        Event::Fork,
         Event::Booted,
         Event::BootFailed,
         Event::Halted,
+        Event::Forked,
         Event::Saved,
         Event::SaveFailed,
         Event::ResumeFailed,
@@ -88,9 +96,11 @@ impl Event {
             Event::Snapshot => "snapshot",
             Event::Restore | Event::RestoreNamed => "restore",
             Event::Delete => "delete",
+            Event::Fork => "fork",
             Event::Booted => "booted",
             Event::BootFailed => "boot_failed",
             Event::Halted => "halted",
+            Event::Forked => "forked",
             Event::Saved => "saved",
             Event::SaveFailed => "save_failed",
             Event::ResumeFailed => "resume_failed",
@@ -104,7 +114,13 @@ impl Event {
     pub fn is_request(self) -> bool {
         matches!(
             self,
-            Event::Start | Event::Stop | Event::Snapshot | Event::Restore | Event::RestoreNamed | Event::Delete
+            Event::Start
+                | Event::Stop
+                | Event::Snapshot
+                | Event::Restore
+                | Event::RestoreNamed
+                | Event::Delete
+                | Event::Fork
         )
     }
 }
@@ -136,7 +152,7 @@ pub fn decide(state: VmState, event: Event) -> Decision {
         (S::Running, E::Start) => Already,
         (S::Running | S::Error, E::Stop) => Enter(S::Stopping),
         (S::Stopped, E::Stop) => Already,
-        (S::Running, E::Snapshot) => Enter(S::Snapshotting),
+        (S::Running, E::Snapshot | E::Fork) => Enter(S::Snapshotting),
         (S::Snapshotted, E::Snapshot) => Already,
         (S::Snapshotted, E::Restore | E::RestoreNamed) => Enter(S::Restoring),
         (S::Running, E::Restore) => Already,
@@ -152,7 +168,7 @@ pub fn decide(state: VmState, event: Event) -> Decision {
         // A start cut short by a daemon crash, with no VMM left, is undone.
         (S::Starting, E::Halted) => Enter(S::Stopped),
         (S::Snapshotting, E::Saved) => Enter(S::Snapshotted),
-        (S::Snapshotting, E::SaveFailed) => Enter(S::Running),
+        (S::Snapshotting, E::SaveFailed | E::Forked) => Enter(S::Running),
         (S::Snapshotting, E::ResumeFailed) => Enter(S::Error),
         (S::Deleting, E::TornDown) => Remove,
         (S::Running, E::GuestShutdown) => Enter(S::Stopped),
@@ -181,6 +197,7 @@ mod tests {
             (S::Error, E::Stop, Enter(S::Stopping)),
             (S::Stopped, E::Stop, Already),
             (S::Running, E::Snapshot, Enter(S::Snapshotting)),
+            (S::Running, E::Fork, Enter(S::Snapshotting)),
             (S::Snapshotted, E::Snapshot, Already),
             (S::Snapshotted, E::Restore, Enter(S::Restoring)),
             (S::Snapshotted, E::RestoreNamed, Enter(S::Restoring)),
@@ -200,6 +217,7 @@ mod tests {
             (S::Starting, E::Halted, Enter(S::Stopped)),
             (S::Snapshotting, E::Saved, Enter(S::Snapshotted)),
             (S::Snapshotting, E::SaveFailed, Enter(S::Running)),
+            (S::Snapshotting, E::Forked, Enter(S::Running)),
             (S::Snapshotting, E::ResumeFailed, Enter(S::Error)),
             (S::Deleting, E::TornDown, Remove),
             (S::Running, E::GuestShutdown, Enter(S::Stopped)),

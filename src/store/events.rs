@@ -190,6 +190,16 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the VM ever recorded an event of `kind` (e.g. its guest
+    /// agent's hello).
+    pub fn vm_had_event(&self, vm_id: &str, kind: EventKind) -> Result<bool, StoreError> {
+        Ok(self.read().query_row(
+            "SELECT EXISTS(SELECT 1 FROM events WHERE vm_id = ?1 AND kind = ?2)",
+            params![vm_id, kind.as_str()],
+            |row| row.get(0),
+        )?)
+    }
+
     /// The newest `limit` host-wide events, oldest first.
     pub fn list_host_events(&self, limit: u32) -> Result<Vec<HostEvent>, StoreError> {
         let mut events = query_all(

@@ -1,4 +1,4 @@
-//! `/vms/{id}/exec` and `/vms/{id}/files` without a guest agent: bad input
+//! `/vms/{id}/exec`, `/vms/{id}/files` and `/vms/{id}/fork` without a guest agent: bad input
 //! answers 400 naming the field before the agent is asked, a VM whose
 //! agent never connected answers 409 agent_unavailable, one that is not
 //! running 409 invalid_state, an unknown VM 404, and a plain GET of the
@@ -80,6 +80,8 @@ async fn a_vm_without_an_agent_answers_agent_unavailable() {
             ("GET", format!("/vms/{vm}/files?path=/etc/hostname"), vec![]),
             ("GET", format!("/vms/{vm}/files?path=/etc&list=true"), vec![]),
             ("DELETE", format!("/vms/{vm}/files?path=/tmp/x"), vec![]),
+            // A fork's clones take their identity through the agent.
+            ("POST", format!("/vms/{vm}/fork"), br#"{"count": 2}"#.to_vec()),
         ]
     };
     for (vm, status, code) in [

@@ -14,7 +14,7 @@ use common::hatchd::{TestDaemon, TestKey};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
-use crate::e2e_agent::wait_agent;
+use crate::common::agent::wait_agent;
 
 fn command(daemon: &TestDaemon, args: &[&str]) -> Command {
     let url = format!("unix:{}", daemon.socket.display());

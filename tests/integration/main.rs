@@ -34,6 +34,7 @@ mod e2e_dashboard;
 mod e2e_dhcp_churn;
 mod e2e_durable;
 mod e2e_events;
+mod e2e_fork;
 mod e2e_guide;
 mod e2e_isolation;
 mod e2e_lifetimes;

@@ -108,6 +108,14 @@ pub struct SnapshotLoad {
     pub resume_vm: bool,
     /// TAP device names can differ from the ones at snapshot time.
     pub network_overrides: Vec<NetworkOverride>,
+    /// The vsock socket is this VM's own, not the one of the VM whose
+    /// snapshot it is (a clone's parent may still run and hold it).
+    pub vsock_override: VsockOverride,
+}
+
+#[derive(Debug, Serialize)]
+pub struct VsockOverride {
+    pub uds_path: PathBuf,
 }
 
 #[derive(Debug, Serialize)]
@@ -225,6 +233,9 @@ mod tests {
                 iface_id: IFACE_ID.into(),
                 host_dev_name: "htap1".into(),
             }],
+            vsock_override: VsockOverride {
+                uds_path: "/run/vm-b/vsock.sock".into(),
+            },
         };
         assert_eq!(
             serde_json::to_value(&load).expect("json"),
@@ -232,7 +243,8 @@ mod tests {
                 "snapshot_path": "/s/vmstate",
                 "mem_backend": {"backend_type": "File", "backend_path": "/s/memory"},
                 "resume_vm": true,
-                "network_overrides": [{"iface_id": "eth0", "host_dev_name": "htap1"}]
+                "network_overrides": [{"iface_id": "eth0", "host_dev_name": "htap1"}],
+                "vsock_override": {"uds_path": "/run/vm-b/vsock.sock"}
             })
         );
         let vsock = Vsock {

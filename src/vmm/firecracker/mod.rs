@@ -411,6 +411,9 @@ impl Hypervisor for FirecrackerHypervisor {
                     host_dev_name: nic.tap_name.clone(),
                 })
                 .collect(),
+            vsock_override: VsockOverride {
+                uds_path: placed.vsock_uds.clone(),
+            },
         };
         process.startup(api.put_snapshot("/snapshot/load", &load)).await?;
         Ok(Box::new(FirecrackerVm::new(process, api).jailed(placed.root)))

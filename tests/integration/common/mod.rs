@@ -1,5 +1,6 @@
 #![allow(dead_code)]
 
+pub mod agent;
 pub mod browser;
 pub mod cloudinit;
 pub mod daemon;

@@ -1,0 +1,26 @@
+//! Talking to a real guest's agent through the daemon's API.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+
+use super::hatchd::TestDaemon;
+
+/// Waits until the VM's agent is connected; answers the VM.
+pub fn wait_agent(daemon: &TestDaemon, id: &str) -> Value {
+    daemon.wait_for_vm(id, "its agent to connect", Duration::from_secs(240), |vm| {
+        vm["agent"]["connected"] == true
+    })
+}
+
+pub fn exec(daemon: &TestDaemon, id: &str, body: Value) -> (u16, Value) {
+    daemon.api("POST", &format!("/vms/{id}/exec"), Some(&body))
+}
+
+/// Runs `script` with `sh -c` and answers its stdout, asserting exit 0.
+pub fn sh(daemon: &TestDaemon, id: &str, script: &str) -> String {
+    let (status, answer) = exec(daemon, id, json!({"cmd": ["sh", "-c", script]}));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["exit_code"], 0, "{script}: {answer}");
+    answer["stdout"].as_str().unwrap_or_default().to_string()
+}

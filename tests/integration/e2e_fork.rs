@@ -1,0 +1,210 @@
+//! Fork and create-from-snapshot with real guests (QEMU TCG, the minimal
+//! image with hatch-agent): each clone has its parent's files and processes
+//! but its own id, IP, MAC, TAP, SSH port and hostname, answers on its own
+//! address, and diverges from its parent and siblings; the parent runs on
+//! unchanged. Bad requests name the field or the state and make nothing.
+
+use crate::common;
+
+use std::collections::HashSet;
+
+use common::agent::{sh, wait_agent};
+use common::e2e::{create_ready_vm, Topology, VmView};
+use common::hatchd::{TestDaemon, TestKey};
+use serde_json::{json, Value};
+
+/// The guest's own view of its identity: hostname, eth0's MAC, its IPv4
+/// addresses and its default gateway.
+fn identity_seen_inside(daemon: &TestDaemon, id: &str) -> (String, String, String) {
+    let hostname = sh(daemon, id, "hostname").trim().to_string();
+    let mac = sh(daemon, id, "cat /sys/class/net/eth0/address").trim().to_string();
+    let addresses = sh(daemon, id, "ip -4 -o addr show dev eth0 | awk '{print $4}'")
+        .trim()
+        .to_string();
+    (hostname, mac, addresses)
+}
+
+fn fork(daemon: &TestDaemon, id: &str, body: Value) -> (u16, Value) {
+    daemon.api("POST", &format!("/vms/{id}/fork"), Some(&body))
+}
+
+fn vm_count(daemon: &TestDaemon) -> usize {
+    let (_, vms) = daemon.api("GET", "/vms", None);
+    vms.as_array().map(Vec::len).unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forks_of_a_running_vm_keep_its_memory_and_take_their_own_identity() {
+    let image = common::images::minimal_image().await;
+    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
+    let key = TestKey::generate();
+    let parent = create_ready_vm(&daemon, &image_id, &key, json!({}));
+    wait_agent(&daemon, &parent.id);
+    // A file in the guest's RAM-backed root and a process only in memory.
+    let sleeper = sh(
+        &daemon,
+        &parent.id,
+        "echo from-parent > /root/marker; sleep 100000 </dev/null >/dev/null 2>&1 & echo $!",
+    )
+    .trim()
+    .to_string();
+
+    let (status, answer) = fork(&daemon, &parent.id, json!({"count": 2}));
+    assert_eq!(status, 201, "{answer}\n{}", daemon.log());
+    let clones: Vec<VmView> = answer["vms"].as_array().expect("vms").iter().map(VmView::from).collect();
+    assert_eq!(clones.len(), 2, "{answer}");
+    for vm in answer["vms"].as_array().unwrap() {
+        assert_eq!(vm["state"], "running", "{vm}");
+        assert!(vm["ready_at"].is_string(), "{vm}");
+        assert_eq!(vm["agent"]["connected"], true, "{vm}");
+    }
+
+    // Nothing of a clone's identity is shared with the parent or a sibling.
+    let everyone: Vec<&VmView> = std::iter::once(&parent).chain(clones.iter()).collect();
+    for field in [
+        |v: &VmView| v.id.clone(),
+        |v: &VmView| v.guest_ip.clone(),
+        |v: &VmView| v.guest_mac.clone(),
+        |v: &VmView| v.tap_name.clone(),
+        |v: &VmView| v.ssh_port.to_string(),
+    ] {
+        let distinct: HashSet<String> = everyone.iter().map(|v| field(v)).collect();
+        assert_eq!(distinct.len(), everyone.len(), "{everyone:#?}");
+    }
+
+    for clone in &clones {
+        // The guest took the identity the API shows.
+        let (hostname, mac, addresses) = identity_seen_inside(&daemon, &clone.id);
+        assert_eq!(hostname, clone.id);
+        assert_eq!(mac, clone.guest_mac);
+        assert_eq!(addresses, format!("{}/24", clone.guest_ip), "only its own address");
+        // The parent's memory came along: the file and the process.
+        assert_eq!(sh(&daemon, &clone.id, "cat /root/marker"), "from-parent\n");
+        assert_eq!(
+            sh(&daemon, &clone.id, &format!("tr '\\0' ' ' < /proc/{sleeper}/cmdline")).trim(),
+            "sleep 100000"
+        );
+        // It answers SSH on its own port, as its own host.
+        assert_eq!(topo.ssh(&key, "root", clone.ssh_port, "hostname").trim(), clone.id);
+        let events = daemon.events_of(&clone.id);
+        assert!(
+            events
+                .iter()
+                .any(|e| e["kind"] == "agent" && e["reason"].as_str().is_some_and(|r| r.contains("own identity"))),
+            "{events:#?}"
+        );
+    }
+
+    // They diverge: a write in one clone is seen nowhere else.
+    sh(&daemon, &clones[0].id, "echo changed > /root/marker");
+    assert_eq!(sh(&daemon, &clones[1].id, "cat /root/marker"), "from-parent\n");
+    assert_eq!(sh(&daemon, &parent.id, "cat /root/marker"), "from-parent\n");
+
+    // The parent runs on, as it was.
+    let (_, shown) = daemon.api("GET", &format!("/vms/{}", parent.id), None);
+    assert_eq!(shown["state"], "running", "{shown}");
+    let (hostname, mac, addresses) = identity_seen_inside(&daemon, &parent.id);
+    assert_eq!(hostname, parent.id);
+    assert_eq!(mac, parent.guest_mac);
+    assert_eq!(addresses, format!("{}/24", parent.guest_ip));
+    assert_eq!(topo.ssh(&key, "root", parent.ssh_port, "hostname").trim(), parent.id);
+
+    // Deleting them all leaves nothing behind, the fork's staged state included.
+    for vm in everyone.iter() {
+        let (status, answer) = daemon.api("DELETE", &format!("/vms/{}", vm.id), None);
+        assert!(status == 204 || status == 200, "{answer}");
+    }
+    topo.assert_host_clean(&daemon, everyone);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_snapshot_becomes_new_vms_and_bad_requests_make_nothing() {
+    let image = common::images::minimal_image().await;
+    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
+    let key = TestKey::generate();
+    let parent = create_ready_vm(&daemon, &image_id, &key, json!({}));
+    wait_agent(&daemon, &parent.id);
+    sh(&daemon, &parent.id, "echo saved > /root/marker");
+
+    // Bad requests: named field or state, and no VM more than before.
+    let before = vm_count(&daemon);
+    for (body, field) in [
+        (json!({"count": 0}), "count"),
+        (json!({"count": 17}), "count"),
+        (json!({"count": -1}), "count"),
+        (json!({"count": "two"}), "count"),
+        (json!({"count": 1, "colour": "red"}), "colour"),
+    ] {
+        let (status, answer) = fork(&daemon, &parent.id, body.clone());
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    }
+    assert_eq!(vm_count(&daemon), before);
+
+    let (status, snapshot) = daemon.api("POST", &format!("/vms/{}/snapshot", parent.id), None);
+    assert_eq!(status, 201, "{snapshot}");
+    let snapshot_id = snapshot["id"].as_str().unwrap().to_string();
+
+    for (body, field) in [
+        (json!({"snapshot_id": snapshot_id, "image_id": image_id}), "image_id"),
+        (json!({"snapshot_id": snapshot_id, "mem_mib": 256}), "mem_mib"),
+        (json!({"snapshot_id": snapshot_id, "user_data": "#!/bin/sh\n"}), "user_data"),
+        (json!({"snapshot_id": "snap-nothing"}), "snapshot_id"),
+    ] {
+        let (status, answer) = daemon.api("POST", "/vms", Some(&body));
+        assert_eq!(status, 400, "{body}: {answer}");
+        assert_eq!(answer["error"]["field"], field, "{body}: {answer}");
+    }
+    assert_eq!(vm_count(&daemon), before);
+
+    // A VM from the snapshot (the parent's hot copy), with a TTL of its own.
+    let (status, created) = daemon.api(
+        "POST",
+        "/vms?wait=ready&timeout=180",
+        Some(&json!({"snapshot_id": snapshot_id, "ttl_seconds": 3600})),
+    );
+    assert_eq!(status, 201, "{created}\n{}", daemon.log());
+    let from_snapshot = VmView::from(&created);
+    assert!(created["expires_at"].is_string(), "{created}");
+    assert_eq!(sh(&daemon, &from_snapshot.id, "cat /root/marker"), "saved\n");
+    let (hostname, mac, addresses) = identity_seen_inside(&daemon, &from_snapshot.id);
+    assert_eq!(
+        (hostname, mac, addresses),
+        (
+            from_snapshot.id.clone(),
+            from_snapshot.guest_mac.clone(),
+            format!("{}/24", from_snapshot.guest_ip)
+        )
+    );
+
+    // A fork of the snapshotted parent comes from the snapshot it sleeps in;
+    // the parent stays snapshotted.
+    let (status, answer) = fork(&daemon, &parent.id, json!({}));
+    assert_eq!(status, 201, "{answer}");
+    let forked = VmView::from(&answer["vms"][0]);
+    assert_eq!(sh(&daemon, &forked.id, "cat /root/marker"), "saved\n");
+    assert_eq!(topo.ssh(&key, "root", forked.ssh_port, "hostname").trim(), forked.id);
+    let (_, shown) = daemon.api("GET", &format!("/vms/{}", parent.id), None);
+    assert_eq!(shown["state"], "snapshotted", "{shown}");
+
+    // The parent wakes to its own identity, beside its clones.
+    let (status, restored) = daemon.api("POST", &format!("/vms/{}/restore", parent.id), None);
+    assert_eq!(status, 200, "{restored}");
+    wait_agent(&daemon, &parent.id);
+    assert_eq!(topo.ssh(&key, "root", parent.ssh_port, "hostname").trim(), parent.id);
+
+    // A stopped VM cannot be forked.
+    let (status, answer) = daemon.api("POST", &format!("/vms/{}/stop", forked.id), None);
+    assert_eq!(status, 200, "{answer}");
+    let before = vm_count(&daemon);
+    let (status, answer) = fork(&daemon, &forked.id, json!({"count": 1}));
+    assert_eq!((status, answer["error"]["code"].clone()), (409, json!("invalid_state")), "{answer}");
+    assert_eq!(vm_count(&daemon), before);
+
+    let everyone = [parent, from_snapshot, forked];
+    for vm in &everyone {
+        let (status, answer) = daemon.api("DELETE", &format!("/vms/{}", vm.id), None);
+        assert!(status == 204 || status == 200, "{answer}");
+    }
+    topo.assert_host_clean(&daemon, everyone.iter());
+}
