@@ -6,6 +6,7 @@
 //! - `link`: keeps one VM's conversation up while its VMM runs.
 //! - `registry`: every VM's link; what orchestration and the API ask.
 //! - `exec`, `files`: the requests, as the API needs them.
+//! - `identity`: a restored clone's own hostname, MAC, address and entropy.
 //!
 //! Nothing here knows about VM states or the database: orchestration
 //! attaches a VM when its VMM runs and detaches it when the VMM is gone.
@@ -19,6 +20,7 @@ pub mod registry;
 
 pub use conversation::{Channel, Conversation};
 pub use hatch_agent_proto as proto;
+pub use identity::set_identity;
 pub use registry::Agents;
 
 use hatch_agent_proto::ErrorCode;

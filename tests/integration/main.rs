@@ -2,6 +2,7 @@
 
 mod common;
 
+mod agent_identity;
 mod agent_link;
 mod api_auth;
 mod api_dashboard;

@@ -125,7 +125,7 @@ fn handle(channel: &Channel, input: Receiver<Input>, request: Request) -> Reply 
         Request::DeleteFile { path } => crate::files::delete(&path),
         Request::ListDir { path } => crate::files::list(channel, &path),
         Request::SetClock { unix_ns } => crate::clock::set(&crate::clock::SystemClock, unix_ns),
-        Request::SetIdentity(_) => error(ErrorCode::Invalid, "this agent cannot set an identity yet"),
+        Request::SetIdentity(identity) => crate::identity::set(&identity),
     }
 }
 

@@ -78,6 +78,18 @@ pub fn write(channel: &Channel, input: Receiver<Input>, request: &WriteFileReque
     }
 }
 
+/// Replaces an existing file's content atomically, keeping its mode and
+/// owner (what the identity does to /etc/hostname and /etc/hosts).
+pub fn replace(path: &Path, content: &[u8]) -> io::Result<()> {
+    let meta = std::fs::metadata(path)?;
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "names no file"));
+    };
+    let mut temp = TempFile::create(parent, name.as_bytes())?;
+    temp.file.write_all(content)?;
+    temp.commit(path, meta.mode() & 0o7777, Some(meta.uid()), Some(meta.gid()))
+}
+
 /// A temporary file that is removed unless committed.
 struct TempFile {
     path: PathBuf,

@@ -1,7 +1,7 @@
 //! hatch-agent: Hatch's agent inside a guest. It opens one stream to the
 //! host (a virtio-serial port or vsock; `--connect-unix` for tests and
 //! debugging), answers the host's sync with a Hello, and then serves exec,
-//! file and clock requests over the framed protocol of `hatch-agent-proto`.
+//! file, clock and identity requests over the framed protocol of `hatch-agent-proto`.
 //! It never exits on its own: a lost host is waited for or reconnected to.
 
 /// Diagnostics go to stderr (the guest's console or journal).
@@ -18,6 +18,7 @@ mod dhcp;
 mod exec;
 mod files;
 mod hello;
+mod identity;
 mod session;
 mod transport;
 mod users;

@@ -29,17 +29,51 @@ pub struct Host {
 impl Host {
     /// Starts an agent and accepts its first connection.
     pub fn start() -> (Host, Conn) {
+        Host::start_with(|agent, socket| {
+            let mut command = Command::new(agent);
+            command.arg("--connect-unix").arg(socket);
+            command
+        })
+    }
+
+    /// Starts the command `wrap` makes of the agent's path and the socket
+    /// (the agent inside namespaces, say) and accepts the agent's first
+    /// connection; panics if the command ends before the agent connects.
+    pub fn start_with(wrap: impl FnOnce(&Path, &Path) -> Command) -> (Host, Conn) {
         let dir = tempfile::tempdir().expect("tempdir");
         let socket = dir.path().join("agent.sock");
         let listener = UnixListener::bind(&socket).expect("bind");
-        let agent = Command::new(env!("CARGO_BIN_EXE_hatch-agent"))
-            .arg("--connect-unix")
-            .arg(&socket)
+        let agent = wrap(Path::new(env!("CARGO_BIN_EXE_hatch-agent")), &socket)
             .spawn()
             .expect("start the agent");
-        let host = Host { agent, listener, dir };
-        let conn = host.accept();
+        let mut host = Host { agent, listener, dir };
+        let conn = host.first_connection();
         (host, conn)
+    }
+
+    fn first_connection(&mut self) -> Conn {
+        self.listener.set_nonblocking(true).unwrap();
+        let deadline = std::time::Instant::now() + READ_TIMEOUT;
+        let stream = loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => panic!("accept: {e}"),
+            }
+            if let Some(status) = self.agent.try_wait().unwrap() {
+                panic!("the agent's command ended ({status}) before the agent connected; its stderr is above");
+            }
+            assert!(std::time::Instant::now() < deadline, "the agent never connected");
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        self.listener.set_nonblocking(false).unwrap();
+        stream.set_nonblocking(false).unwrap();
+        Conn::sync(stream)
+    }
+
+    /// The process id of what was started (the agent, or what wraps it).
+    pub fn pid(&self) -> u32 {
+        self.agent.id()
     }
 
     /// The agent's next connection, synced.
