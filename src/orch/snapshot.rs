@@ -356,16 +356,21 @@ impl Orchestrator {
         snapshot: &Snapshot,
         work: &Path,
     ) -> Result<(Arc<dyn VmHandle>, Snapshot), OrchError> {
+        let snapshot = self.settled_snapshot(snapshot).await?;
+        let handle = self.load(vm, &snapshot, work).await?;
+        Ok((handle, snapshot))
+    }
+
+    /// `snapshot` as recorded once a pass storing it has finished (it
+    /// reads the VM's disk and checksums the hot copy).
+    pub(super) async fn settled_snapshot(&self, snapshot: &Snapshot) -> Result<Snapshot, OrchError> {
         self.durability.wait(&snapshot.id, false).await;
-        let snapshot = self
-            .store
+        self.store
             .get_snapshot(&snapshot.id)?
             .ok_or_else(|| OrchError::NotFound {
                 kind: "snapshot",
                 id: snapshot.id.clone(),
-            })?;
-        let handle = self.load(vm, &snapshot, work).await?;
-        Ok((handle, snapshot))
+            })
     }
 
     /// Boots a fresh VMM from the saved state: the hot copy when it is

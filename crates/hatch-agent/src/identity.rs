@@ -6,7 +6,8 @@
 //! In order, stopping at the first failure: every value is checked (an
 //! Invalid reply changes nothing); the host's entropy is mixed into the
 //! pool and the CRNG reseeded; the NIC gets its MAC, address and default
-//! route; the hostname is set. Every step may be repeated: a request sent
+//! route; the hostname is set; the guest's DHCP clients start over as the
+//! new NIC (see [`crate::dhcp`]). Every step may be repeated: a request sent
 //! again (after a lost answer) ends in the same state.
 
 mod hostname;
@@ -46,12 +47,32 @@ fn apply(identity: &Identity) -> Result<(), Reply> {
     let checked = Checked::parse(identity)?;
     let _one_at_a_time = APPLYING.lock().unwrap_or_else(|e| e.into_inner());
     reseed(checked.entropy)?;
+    let previous_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    let mut renamed_interface = None;
     if let Some(wanted) = &checked.nic {
         let ip = nic::SystemIp::find()?;
         let (interface, current) = nic::find_interface(Path::new("/sys/class/net"), wanted)?;
         nic::apply(&ip, &interface, current, wanted)?;
+        renamed_interface = Some((interface, wanted));
     }
-    hostname::set(&checked.hostname, Path::new("/etc"))
+    hostname::set(&checked.hostname, Path::new("/etc"))?;
+    // Last, with the new names in place: the DHCP clients start over as the
+    // new NIC. The address is already set, so a failure here only matters
+    // at the next renewal, and is logged rather than answered.
+    if let Some((interface, wanted)) = renamed_interface {
+        let (previous_mac, mac) = (wanted.previous_mac.to_string(), wanted.mac.to_string());
+        let notes = crate::dhcp::start_over(&crate::dhcp::Renamed {
+            interface: &interface,
+            previous_mac: &previous_mac,
+            mac: &mac,
+            previous_hostname: previous_hostname.trim(),
+            hostname: checked.hostname.as_str(),
+        });
+        for note in notes {
+            log!("after the new identity: {note}");
+        }
+    }
+    Ok(())
 }
 
 /// Writing to /dev/urandom mixes the bytes into the input pool (without

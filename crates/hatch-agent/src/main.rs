@@ -13,7 +13,6 @@ macro_rules! log {
 
 mod channel;
 mod clock;
-#[allow(dead_code)] // Called by identity (SetIdentity), which lands next.
 mod dhcp;
 mod exec;
 mod files;

@@ -6,6 +6,7 @@
 #   eth0 (a veth) with the parent's MAC 52:54:00:00:00:01, up, addresses
 #   10.9.9.9/16 and 192.168.50.2/24, default route via 10.9.0.1;
 #   hostname "parent"; ETC (a directory of the test's) bound over /etc;
+#   an empty tmpfs on /run (no networkd or D-Bus of the machine's);
 #   /sys remounted so that /sys/class/net shows this namespace's links;
 #   with IP_BINARY, that program bound over the `ip` the agent will find.
 # The SetIdentity tests of crates/hatch-agent and tests/integration use it.
@@ -30,6 +31,9 @@ if [ -n "$ip_binary" ]; then
     done
     mount --bind "$ip_binary" "$ip_path"
 fi
+# A private /run: the agent would otherwise find the machine's networkd
+# (/run/systemd/netif, its D-Bus socket) and ask it to reconfigure "eth0".
+mount -t tmpfs tmpfs /run
 # Last: the programs above may need the machine's /etc (the loader's cache).
 mount --bind "$etc" /etc
 exec "$agent" --connect-unix "$socket"

@@ -92,10 +92,16 @@ async fn create(hatchd: &Hatchd, body: &Value) -> Result<String, BenchError> {
 
 async fn fork(hatchd: &Hatchd, parent: &str, count: u32) -> Result<Vec<String>, BenchError> {
     let (status, answer) = hatchd
-        .request(Method::POST, &format!("/vms/{parent}/fork"), Some(&json!({"count": count})))
+        .request(
+            Method::POST,
+            &format!("/vms/{parent}/fork"),
+            Some(&json!({"count": count})),
+        )
         .await?;
     if !status.is_success() {
-        return Err(BenchError::Http(format!("POST /vms/{parent}/fork answered {status}: {answer}")));
+        return Err(BenchError::Http(format!(
+            "POST /vms/{parent}/fork answered {status}: {answer}"
+        )));
     }
     Ok(answer["vms"]
         .as_array()
@@ -110,7 +116,9 @@ async fn pss_mib(hatchd: &Hatchd, vms: &[String]) -> Result<f64, BenchError> {
     let mut total_kib = 0u64;
     for id in vms {
         let vm = hatchd.orch.get_vm(id).await.map_err(BenchError::hatch)?;
-        let pid = vm.pid.ok_or_else(|| BenchError::Hatch(format!("VM {id} has no VMM process")))?;
+        let pid = vm
+            .pid
+            .ok_or_else(|| BenchError::Hatch(format!("VM {id} has no VMM process")))?;
         let path = format!("/proc/{pid}/smaps_rollup");
         let rollup = std::fs::read_to_string(&path).map_err(BenchError::io(format!("reading {path}")))?;
         total_kib += rollup
