@@ -287,36 +287,65 @@ impl Orchestrator {
         if let Some(first) = recorded.first() {
             accepted.send(first);
         }
-        let restored: Vec<Result<Vm, OrchError>> = futures_util::stream::iter(recorded)
-            .map(|vm| self.bring_up_clone(vm, staged, &plan))
+        let plan = &plan;
+        let restored: Vec<(Vm, Result<Ledger, OrchError>)> = futures_util::stream::iter(recorded)
+            .map(|vm| async move {
+                let outcome = self.bring_up_clone(&vm, staged, plan).await;
+                (vm, outcome)
+            })
             .buffered(RESTORES_AT_ONCE)
             .collect()
             .await;
-        // Each clone is recorded ready by its agent's hello once its
-        // identity is taken (the hello waited for the clone's lock).
-        let mut ready = Vec::new();
-        let mut first_error = None;
-        for outcome in restored {
-            let waited = match outcome {
-                Ok(vm) => self.wait_ready(&vm.id, IDENTITY_WAIT).await.map_err(|e| (Some(vm), e)),
-                Err(error) => Err((None, error)),
-            };
-            match waited {
-                Ok(vm) => ready.push(vm),
-                Err((made, error)) => {
-                    ready.extend(made);
-                    first_error = first_error.or(Some(error));
+        // Every clone stays `creating` until all have taken their identity:
+        // a failure, or a crash, until then leaves none of them.
+        if restored.iter().any(|(_, outcome)| outcome.is_err()) {
+            let mut first_error = None;
+            for (vm, outcome) in restored {
+                match outcome {
+                    Ok(ledger) => self.release_clone(vm, ledger, "another clone of the fork failed").await,
+                    Err(error) => first_error = first_error.or(Some(error)),
                 }
+            }
+            return Err(first_error.unwrap_or_else(|| OrchError::Internal("a clone failed".into())));
+        }
+        let mut running = Vec::new();
+        for (vm, outcome) in restored {
+            if let Ok(ledger) = outcome {
+                running.push(self.record_clone_running(vm, ledger, &staged.origin).await?);
             }
         }
-        match first_error {
-            None => Ok(ready.into_iter().map(|vm| self.with_agent(vm)).collect()),
-            Some(error) => {
-                for vm in ready {
-                    self.remove_clone(&vm.id).await;
-                }
-                Err(error)
-            }
+        // Ready once its agent's hello (which applied the identity) has
+        // been recorded.
+        let mut ready = Vec::new();
+        for vm in running {
+            ready.push(self.with_agent(self.wait_ready(&vm.id, IDENTITY_WAIT).await?));
+        }
+        Ok(ready)
+    }
+
+    /// A clone that took its identity becomes `running`.
+    async fn record_clone_running(&self, vm: Vm, ledger: Ledger, origin: &str) -> Result<Vm, OrchError> {
+        let _guard = self.locks.lock(&vm.id).await;
+        // The hello may have recorded readiness meanwhile: keep it.
+        let mut current = self
+            .store
+            .get_vm(&vm.id)?
+            .ok_or_else(|| OrchError::vm_not_found(&vm.id))?;
+        current.pid = self.handle(&vm.id).map(|handle| handle.pid());
+        self.apply(&mut current, Event::Booted, Some(origin.to_string()))?;
+        ledger.commit();
+        Ok(current)
+    }
+
+    /// Ends a clone still `creating`: its VMM, host state and record.
+    async fn release_clone(&self, mut vm: Vm, ledger: Ledger, why: &str) {
+        let _guard = self.locks.lock(&vm.id).await;
+        self.identities.forget(&vm.id);
+        self.set_handle(&vm.id, None);
+        ledger.rollback().await;
+        vm.pid = None;
+        if let Err(error) = self.apply(&mut vm, Event::BootFailed, Some(format!("clone failed: {why}"))) {
+            tracing::error!(vm = %vm.id, %error, "removing the record of a failed clone failed");
         }
     }
 
@@ -349,28 +378,19 @@ impl Orchestrator {
     }
 
     /// Makes one recorded clone's host state, restores the staged state
-    /// into it and waits until it has taken its identity; on failure
-    /// everything it held is released and its record removed.
-    async fn bring_up_clone(self: &Arc<Self>, vm: Vm, staged: &Staged, plan: &Plan) -> Result<Vm, OrchError> {
-        let _guard = self.locks.lock(&vm.id).await;
+    /// into it and waits until it has taken its identity; answers what
+    /// releases it all. On failure that is released at once.
+    async fn bring_up_clone(self: &Arc<Self>, vm: &Vm, staged: &Staged, plan: &Plan) -> Result<Ledger, OrchError> {
         let mut ledger = Ledger::new();
-        match self.restore_clone(&vm, staged, plan, &mut ledger).await {
-            Ok(vm) => {
-                ledger.commit();
-                Ok(vm)
-            }
+        let restored = {
+            let _guard = self.locks.lock(&vm.id).await;
+            self.restore_clone(vm, staged, plan, &mut ledger).await
+        };
+        match restored {
+            Ok(()) => Ok(ledger),
             Err(error) => {
                 tracing::warn!(vm = %vm.id, %error, "a clone failed; releasing everything it held");
-                self.identities.forget(&vm.id);
-                self.set_handle(&vm.id, None);
-                ledger.rollback().await;
-                let mut vm = vm;
-                vm.pid = None;
-                if let Err(record_error) =
-                    self.apply(&mut vm, Event::BootFailed, Some(format!("clone failed: {error}")))
-                {
-                    tracing::error!(vm = %vm.id, %record_error, "removing the record of a failed clone failed");
-                }
+                self.release_clone(vm.clone(), ledger, &error.to_string()).await;
                 Err(error)
             }
         }
@@ -382,7 +402,7 @@ impl Orchestrator {
         staged: &Staged,
         plan: &Plan,
         ledger: &mut Ledger,
-    ) -> Result<Vm, OrchError> {
+    ) -> Result<(), OrchError> {
         self.prepare_host(vm, plan, DiskOrigin::Saved(staged.disk.as_deref()), ledger)
             .await?;
         let spec = self.launch_spec(vm, &staged.image);
@@ -421,14 +441,7 @@ impl Orchestrator {
                 )))
             }
         }
-        // The hello may have recorded readiness meanwhile: keep it.
-        let mut current = self
-            .store
-            .get_vm(&vm.id)?
-            .ok_or_else(|| OrchError::vm_not_found(&vm.id))?;
-        current.pid = running.pid;
-        self.apply(&mut current, Event::Booted, Some(staged.origin.clone()))?;
-        Ok(current)
+        Ok(())
     }
 
     /// Removes a clone that was recorded but never restored (its row is
@@ -441,16 +454,6 @@ impl Orchestrator {
             Some("another clone of the fork failed".into()),
         ) {
             tracing::error!(vm = %vm.id, %error, "removing an unborn clone failed");
-        }
-    }
-
-    /// Deletes a clone that came up while another of its fork failed.
-    async fn remove_clone(&self, id: &str) {
-        let _guard = self.locks.lock(id).await;
-        let Ok(mut vm) = self.get_vm(id).await else { return };
-        let reason = "another clone of the fork failed".to_string();
-        if let Err(error) = self.delete_locked(&mut vm, reason, Accepted::default()).await {
-            tracing::warn!(vm = %id, %error, "removing a clone failed; the reconciler finishes it");
         }
     }
 
