@@ -81,7 +81,7 @@ impl CreateVm {
         if let Some((field, _)) = guest_fields.iter().find(|(_, given)| *given) {
             return Err(OrchError::InvalidField {
                 field,
-                message: "cannot be set with snapshot_id: the new VM is the snapshot's guest".into(),
+                message: format!("{field} cannot be set with snapshot_id: the new VM is the snapshot's guest"),
             });
         }
         let lifetime = self.lifetime();

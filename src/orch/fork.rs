@@ -70,7 +70,7 @@ impl Orchestrator {
         if !(1..=MAX_FORK_COUNT).contains(&count) {
             return Err(OrchError::InvalidField {
                 field: "count",
-                message: format!("must be 1 to {MAX_FORK_COUNT}, got {count}"),
+                message: format!("count must be 1 to {MAX_FORK_COUNT}, got {count}"),
             });
         }
         let id = id.to_string();
