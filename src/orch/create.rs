@@ -366,6 +366,29 @@ impl Orchestrator {
         disk.and(seed).and(attach)
     }
 
+    /// Whether `owner` (none: admin, no quotas) may hold `count` more VMs
+    /// of these sizes.
+    pub(super) fn check_vm_quotas(
+        &self,
+        owner: Option<&str>,
+        count: u32,
+        vcpu_count: u32,
+        mem_mib: u32,
+    ) -> Result<(), OrchError> {
+        let Some(owner) = owner else { return Ok(()) };
+        let quotas = self.store.quotas_of(Some(owner))?;
+        let usage = self.store.usage_of(owner)?;
+        let count = u64::from(count);
+        for (kind, requested) in [
+            (QuotaKind::Vms, count),
+            (QuotaKind::Vcpus, count * u64::from(vcpu_count)),
+            (QuotaKind::MemMib, count * u64::from(mem_mib)),
+        ] {
+            check_quota(&quotas, &usage, kind, requested).map_err(OrchError::QuotaExceeded)?;
+        }
+        Ok(())
+    }
+
     /// Chooses network resources and inserts the VM row in one critical
     /// section; the row is what holds the resources from then on.
     /// The owner's quotas are checked here too, under the same lock: every
@@ -374,17 +397,7 @@ impl Orchestrator {
         let _allocating = self.allocation.lock().await;
         self.admit_memory(vm_id, plan.mem_mib)?;
         self.admit_disk(&plan.image)?;
-        if let Some(owner) = &plan.owner {
-            let quotas = self.store.quotas_of(Some(owner))?;
-            let usage = self.store.usage_of(owner)?;
-            for (kind, requested) in [
-                (QuotaKind::Vms, 1),
-                (QuotaKind::Vcpus, u64::from(plan.vcpu_count)),
-                (QuotaKind::MemMib, u64::from(plan.mem_mib)),
-            ] {
-                check_quota(&quotas, &usage, kind, requested).map_err(OrchError::QuotaExceeded)?;
-            }
-        }
+        self.check_vm_quotas(plan.owner.as_deref(), 1, plan.vcpu_count, plan.mem_mib)?;
         let network = if plan.enable_network {
             let vms = self.store.list_vms()?;
             let taken = Taken::from_identities(vms.iter().filter_map(|vm| vm.network.as_ref()));

@@ -75,7 +75,7 @@ impl Orchestrator {
         }
         let id = id.to_string();
         self.run_vm_operation(Some(id.clone()), move |orch| async move {
-            let staged = orch.stage_vm(&id).await?;
+            let staged = orch.stage_vm(&id, count, settings.owner.as_deref()).await?;
             let made = orch.clone_staged(&staged, count, &settings, Accepted::default()).await;
             remove_staged(&staged.dir).await;
             made
@@ -110,9 +110,13 @@ impl Orchestrator {
             .ok_or_else(|| OrchError::Internal("the clone was not made".into()))
     }
 
-    async fn stage_vm(self: &Arc<Self>, id: &str) -> Result<Staged, OrchError> {
+    /// Stages the VM's state for `count` clones owned by `owner`, unless
+    /// the owner's quotas could not hold them (checked before the VM is
+    /// paused; again, authoritatively, as each clone is recorded).
+    async fn stage_vm(self: &Arc<Self>, id: &str, count: u32, owner: Option<&str>) -> Result<Staged, OrchError> {
         let _guard = self.locks.lock(id).await;
         let vm = self.get_vm(id).await?;
+        self.check_vm_quotas(owner, count, vm.vcpu_count, vm.mem_mib)?;
         match vm.state {
             VmState::Running => self.stage_running(vm).await,
             VmState::Snapshotted => {

@@ -108,9 +108,16 @@ async fn forks_of_a_running_vm_keep_its_memory_and_take_their_own_identity() {
     assert_eq!(sh(&daemon, &clones[1].id, "cat /root/marker"), "from-parent\n");
     assert_eq!(sh(&daemon, &parent.id, "cat /root/marker"), "from-parent\n");
 
-    // The parent runs on, as it was.
+    // The parent runs on, as it was, after a brief pause its events show.
     let (_, shown) = daemon.api("GET", &format!("/vms/{}", parent.id), None);
     assert_eq!(shown["state"], "running", "{shown}");
+    let events = daemon.events_of(&parent.id);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["to_state"] == "snapshotting" && e["reason"] == "saving its state for a fork"),
+        "{events:#?}"
+    );
     let (hostname, mac, addresses) = identity_seen_inside(&daemon, &parent.id);
     assert_eq!(hostname, parent.id);
     assert_eq!(mac, parent.guest_mac);
@@ -216,7 +223,33 @@ async fn a_snapshot_becomes_new_vms_and_bad_requests_make_nothing() {
     );
     assert_eq!(vm_count(&daemon), before);
 
-    let everyone = [parent, from_snapshot, forked];
+    // A fork a member's quota cannot hold is refused before its VM is even
+    // paused: nothing of the fork is left, the member's own VM runs on.
+    let (status, member) = daemon.api(
+        "POST",
+        "/keys",
+        Some(&json!({"name": "forker", "role": "member", "quotas": {"max_vms": 2}})),
+    );
+    assert_eq!(status, 201, "{member}");
+    let member_key = member["key"].as_str().expect("key").to_string();
+    let as_member = |method: &str, path: &str, body: Option<&Value>| {
+        daemon.request_with_key(method, path, body, Some(&member_key))
+    };
+    let (status, own) = as_member("POST", "/vms?wait=ready&timeout=180", Some(&json!({"image_id": image_id})));
+    assert_eq!(status, 201, "{own}");
+    let own = VmView::from(&own);
+    wait_agent(&daemon, &own.id);
+    let (status, answer) = as_member("POST", &format!("/vms/{}/fork", own.id), Some(&json!({"count": 2})));
+    assert_eq!((status, answer["error"]["code"].clone()), (403, json!("quota_exceeded")), "{answer}");
+    let (_, listed) = as_member("GET", "/vms", None);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    let events = daemon.events_of(&own.id);
+    assert!(!events.iter().any(|e| e["to_state"] == "snapshotting"), "{events:#?}");
+    // Nor may a member fork what it cannot see.
+    let (status, _) = as_member("POST", &format!("/vms/{}/fork", parent.id), Some(&json!({})));
+    assert_eq!(status, 404);
+
+    let everyone = [parent, from_snapshot, forked, own];
     for vm in &everyone {
         let (status, answer) = daemon.api("DELETE", &format!("/vms/{}", vm.id), None);
         assert!(status == 204 || status == 200, "{answer}");
