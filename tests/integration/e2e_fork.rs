@@ -232,15 +232,22 @@ async fn a_snapshot_becomes_new_vms_and_bad_requests_make_nothing() {
     );
     assert_eq!(status, 201, "{member}");
     let member_key = member["key"].as_str().expect("key").to_string();
-    let as_member = |method: &str, path: &str, body: Option<&Value>| {
-        daemon.request_with_key(method, path, body, Some(&member_key))
-    };
-    let (status, own) = as_member("POST", "/vms?wait=ready&timeout=180", Some(&json!({"image_id": image_id})));
+    let as_member =
+        |method: &str, path: &str, body: Option<&Value>| daemon.request_with_key(method, path, body, Some(&member_key));
+    let (status, own) = as_member(
+        "POST",
+        "/vms?wait=ready&timeout=180",
+        Some(&json!({"image_id": image_id})),
+    );
     assert_eq!(status, 201, "{own}");
     let own = VmView::from(&own);
     wait_agent(&daemon, &own.id);
     let (status, answer) = as_member("POST", &format!("/vms/{}/fork", own.id), Some(&json!({"count": 2})));
-    assert_eq!((status, answer["error"]["code"].clone()), (403, json!("quota_exceeded")), "{answer}");
+    assert_eq!(
+        (status, answer["error"]["code"].clone()),
+        (403, json!("quota_exceeded")),
+        "{answer}"
+    );
     let (_, listed) = as_member("GET", "/vms", None);
     assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
     let events = daemon.events_of(&own.id);

@@ -358,6 +358,69 @@ async fn drives_and_nic_are_attached_and_restore_overrides_the_tap() {
     assert_eq!(report.code, Some(0), "{report:?}");
 }
 
+/// A clone (a fork): the snapshot of a VM that runs on is restored into a
+/// second VM with its own run directory and TAP. The parent still holds its
+/// vsock socket, so the clone needs its own (`vsock_override`); both count on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clone_restores_beside_its_running_parent_with_its_own_tap_and_vsock() {
+    let Some(binary) = firecracker_bin_or_skip("a_clone_restores_beside_its_running_parent_with_its_own_tap_and_vsock")
+    else {
+        return;
+    };
+    let dir = run_dir();
+    let netns = TestNetns::new();
+    netns.add_tap("hfc-p0");
+    netns.add_tap("hfc-c0");
+    let _cleanup = KillLeftovers(dir.path().to_path_buf()); // dropped before the namespace
+    let mut parent = guest_launch(
+        &dir.path().join("parent"),
+        "vm-fc-parent",
+        &counter_guest(COUNTER_DELAY),
+    );
+    parent.nic = Some(hatch::vmm::NicSpec {
+        tap_name: "hfc-p0".into(),
+        mac: "02:00:00:00:fc:11".into(),
+    });
+    let firecracker = backend(binary).in_netns(netns.name());
+    let running = firecracker.launch(&parent).await.expect("launch the parent");
+    wait_for_count_above(&parent.run_dir, 0, 1).await;
+    let files = running
+        .save_snapshot(&dir.path().join("snapshot"))
+        .await
+        .expect("snapshot");
+    running.resume().await.expect("the parent runs on");
+    let (before, _) = complete_counters(&parent.run_dir);
+    let last = *before.last().expect("counted");
+
+    let mut clone = guest_launch(&dir.path().join("clone"), "vm-fc-clone", &counter_guest(COUNTER_DELAY));
+    clone.nic = Some(hatch::vmm::NicSpec {
+        tap_name: "hfc-c0".into(),
+        mac: "02:00:00:00:fc:12".into(),
+    });
+    let restored = firecracker
+        .restore(&clone, &files)
+        .await
+        .expect("a clone restores while its parent holds its vsock socket");
+    assert_eq!(taps_held_by(restored.pid()), vec!["hfc-c0".to_string()]);
+    assert_eq!(taps_held_by(running.pid()), vec!["hfc-p0".to_string()]);
+    assert!(
+        clone
+            .run_dir
+            .join(hatch::vmm::firecracker::vsock::VSOCK_SOCKET)
+            .exists(),
+        "the clone's vsock socket is its own"
+    );
+    let cloned = wait_for_count_above(&clone.run_dir, 0, last).await;
+    assert!(
+        !cloned.contains(&1),
+        "the clone continued the parent's count: {cloned:?}"
+    );
+    let (parent_len, _) = complete_counters(&parent.run_dir);
+    wait_for_count_above(&parent.run_dir, 0, *parent_len.last().unwrap_or(&0)).await;
+    restored.stop(Duration::ZERO).await;
+    running.stop(Duration::ZERO).await;
+}
+
 /// Under the real jailer: Firecracker runs chrooted (its root holds only what
 /// the jail put there), as the VMM user, in a new PID namespace, without the
 /// daemon's environment, and still boots, prints and stops.
