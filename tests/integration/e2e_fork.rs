@@ -324,7 +324,7 @@ async fn a_daemon_killed_mid_fork_or_a_failed_clone_leaves_the_parent_running_an
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(dirs, [parent.id.clone()]);
+        assert_eq!(dirs, std::slice::from_ref(&parent.id));
         let staged: Vec<_> = std::fs::read_dir(&vm_dir)
             .unwrap()
             .flatten()
