@@ -2,7 +2,9 @@
 //! image with hatch-agent): each clone has its parent's files and processes
 //! but its own id, IP, MAC, TAP, SSH port and hostname, answers on its own
 //! address, and diverges from its parent and siblings; the parent runs on
-//! unchanged. Bad requests name the field or the state and make nothing.
+//! unchanged. Bad requests name the field or the state and make nothing;
+//! concurrent forks never share an identity; a crash or a failed clone
+//! leaves no clone behind.
 
 use crate::common;
 
@@ -22,6 +24,20 @@ fn identity_seen_inside(daemon: &TestDaemon, id: &str) -> (String, String, Strin
         .trim()
         .to_string();
     (hostname, mac, addresses)
+}
+
+/// No two of `vms` share an id, IP, MAC, TAP or SSH port.
+fn assert_all_distinct(vms: &[&VmView]) {
+    for field in [
+        |v: &VmView| v.id.clone(),
+        |v: &VmView| v.guest_ip.clone(),
+        |v: &VmView| v.guest_mac.clone(),
+        |v: &VmView| v.tap_name.clone(),
+        |v: &VmView| v.ssh_port.to_string(),
+    ] {
+        let distinct: HashSet<String> = vms.iter().map(|v| field(v)).collect();
+        assert_eq!(distinct.len(), vms.len(), "{vms:#?}");
+    }
 }
 
 fn fork(daemon: &TestDaemon, id: &str, body: Value) -> (u16, Value) {
@@ -66,16 +82,7 @@ async fn forks_of_a_running_vm_keep_its_memory_and_take_their_own_identity() {
 
     // Nothing of a clone's identity is shared with the parent or a sibling.
     let everyone: Vec<&VmView> = std::iter::once(&parent).chain(clones.iter()).collect();
-    for field in [
-        |v: &VmView| v.id.clone(),
-        |v: &VmView| v.guest_ip.clone(),
-        |v: &VmView| v.guest_mac.clone(),
-        |v: &VmView| v.tap_name.clone(),
-        |v: &VmView| v.ssh_port.to_string(),
-    ] {
-        let distinct: HashSet<String> = everyone.iter().map(|v| field(v)).collect();
-        assert_eq!(distinct.len(), everyone.len(), "{everyone:#?}");
-    }
+    assert_all_distinct(&everyone);
 
     for clone in &clones {
         // The guest took the identity the API shows.
@@ -355,4 +362,56 @@ async fn a_daemon_killed_mid_fork_or_a_failed_clone_leaves_the_parent_running_an
     let (status, answer) = daemon.api("DELETE", &format!("/vms/{}", parent.id), None);
     assert!(status == 204 || status == 200, "{answer}");
     topo.assert_host_clean(&daemon, [&parent]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_forks_get_unique_identities() {
+    let image = common::images::minimal_image().await;
+    let (topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
+    let key = TestKey::generate();
+    let parents: Vec<VmView> = (0..2)
+        .map(|_| create_ready_vm(&daemon, &image_id, &key, json!({"mem_mib": 128})))
+        .collect();
+    for parent in &parents {
+        wait_agent(&daemon, &parent.id);
+    }
+    // Four forks of two clones at once, two from each parent.
+    let answers: Vec<(u16, Value)> = std::thread::scope(|scope| {
+        let forks: Vec<_> = (0..4)
+            .map(|i| {
+                let (daemon, parent) = (&daemon, &parents[i % 2]);
+                scope.spawn(move || fork(daemon, &parent.id, json!({"count": 2})))
+            })
+            .collect();
+        forks
+            .into_iter()
+            .map(|fork| fork.join().expect("fork thread"))
+            .collect()
+    });
+    let mut clones = Vec::new();
+    for (status, answer) in &answers {
+        assert_eq!(*status, 201, "{answer}\n{}", daemon.log());
+        clones.extend(answer["vms"].as_array().unwrap().iter().map(VmView::from));
+    }
+    assert_eq!(clones.len(), 8);
+    let everyone: Vec<&VmView> = parents.iter().chain(clones.iter()).collect();
+    assert_all_distinct(&everyone);
+    for clone in &clones {
+        let (hostname, mac, addresses) = identity_seen_inside(&daemon, &clone.id);
+        assert_eq!(
+            (hostname, mac, addresses),
+            (
+                clone.id.clone(),
+                clone.guest_mac.clone(),
+                format!("{}/24", clone.guest_ip)
+            )
+        );
+        // Reachable on its own address: the guest answers SSH through its port.
+        assert_eq!(topo.ssh(&key, "root", clone.ssh_port, "hostname").trim(), clone.id);
+    }
+    for vm in &everyone {
+        let (status, answer) = daemon.api("DELETE", &format!("/vms/{}", vm.id), None);
+        assert!(status == 204 || status == 200, "{answer}");
+    }
+    topo.assert_host_clean(&daemon, everyone);
 }
