@@ -59,6 +59,7 @@ pub fn sample_template(image_id: &str) -> Template {
         lifetime: Default::default(),
         created_at: now(),
         owner_key_id: None,
+        warm_pool_size: 0,
     }
 }
 
@@ -96,6 +97,7 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
         lifetime: Default::default(),
         expires_at: None,
         owner_key_id: None,
+        pool_template_id: None,
     }
 }
 
