@@ -375,8 +375,20 @@ impl Orchestrator {
             .collect();
         // Those whose snapshot is stored first: the others' restore waits for it.
         candidates.sort_by_key(|vm| !self.pool_vm_ready(vm));
-        for candidate in candidates {
-            let _guard = self.locks.lock(&candidate.id).await;
+        // Pool VMs another take holds are passed over first (that take
+        // keeps the lock through its restore); then waited for.
+        let tries = candidates
+            .iter()
+            .map(|vm| (vm, false))
+            .chain(candidates.iter().map(|vm| (vm, true)));
+        for (candidate, wait) in tries {
+            let _guard = match wait {
+                true => self.locks.lock(&candidate.id).await,
+                false => match self.locks.try_lock(&candidate.id) {
+                    Some(guard) => guard,
+                    None => continue,
+                },
+            };
             let Some(mut vm) = self.store.get_vm(&candidate.id)? else {
                 continue;
             };

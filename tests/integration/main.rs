@@ -39,6 +39,7 @@ mod e2e_isolation;
 mod e2e_lifetimes;
 mod e2e_metrics;
 mod e2e_network_isolation;
+mod e2e_pool;
 mod e2e_proxy;
 mod e2e_snapshot;
 mod e2e_snapshot_disk;
