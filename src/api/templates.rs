@@ -38,7 +38,7 @@ pub struct CreateTemplate {
 }
 
 /// A template as the API shows it: with how full its warm pool is.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct TemplateView {
     #[serde(flatten)]
     pub template: Template,

@@ -147,14 +147,19 @@ async fn a_warm_pool_gives_ready_vms_of_their_own_and_refills_within_quotas() {
     for vm in &pool {
         assert_eq!(vm["state"], "snapshotted", "{vm}");
         assert!(vm.get("owner_key_id").is_none(), "{vm}");
-        let (status, _) = daemon.request_with_key("GET", &format!("/vms/{}", vm["id"].as_str().unwrap()), None, as_member);
+        let (status, _) =
+            daemon.request_with_key("GET", &format!("/vms/{}", vm["id"].as_str().unwrap()), None, as_member);
         assert_eq!(status, 404);
     }
     let pool_ids: HashSet<String> = pool.iter().map(|vm| vm["id"].as_str().unwrap().to_string()).collect();
 
     // A take: ready, the member's, with its lifetime counted from now.
     let asked = Instant::now();
-    let (status, vm) = take(&daemon, &member_key, json!({"template_id": template_id, "ttl_seconds": 3600}));
+    let (status, vm) = take(
+        &daemon,
+        &member_key,
+        json!({"template_id": template_id, "ttl_seconds": 3600}),
+    );
     println!("take → ready in {:?}", asked.elapsed());
     assert_eq!(status, 201, "{vm}\n{}", daemon.log());
     assert!(pool_ids.contains(vm["id"].as_str().unwrap()), "not a pool VM: {vm}");
@@ -179,7 +184,7 @@ async fn a_warm_pool_gives_ready_vms_of_their_own_and_refills_within_quotas() {
         taken.guest_mac
     );
     assert_eq!(topo.ssh(&key, "root", taken.ssh_port, "hostname").trim(), taken.id);
-    assert_eq!(listed(&daemon, as_member), [taken.id.clone()]);
+    assert_eq!(listed(&daemon, as_member), [taken.id.as_str()]);
     // The pool's snapshot was the pool's: the member holds none.
     let (_, snapshots) = daemon.request_with_key("GET", &format!("/vms/{}/snapshots", taken.id), None, as_member);
     assert_eq!(snapshots, json!([]), "{snapshots}");
@@ -213,13 +218,22 @@ async fn a_warm_pool_gives_ready_vms_of_their_own_and_refills_within_quotas() {
         .map(|vm| vm["id"].as_str().unwrap().to_string())
         .collect();
     let (status, refused) = take(&daemon, &member_key, json!({"template_id": template_id}));
-    assert_eq!((status, refused["error"]["code"].clone()), (403, json!("quota_exceeded")), "{refused}");
+    assert_eq!(
+        (status, refused["error"]["code"].clone()),
+        (403, json!("quota_exceeded")),
+        "{refused}"
+    );
     let after = pool_vms(&daemon, &template_id);
     assert_eq!(
-        after.iter().map(|vm| vm["id"].as_str().unwrap().to_string()).collect::<HashSet<_>>(),
+        after
+            .iter()
+            .map(|vm| vm["id"].as_str().unwrap().to_string())
+            .collect::<HashSet<_>>(),
         before
     );
-    assert!(after.iter().all(|vm| vm.get("owner_key_id").is_none() && vm["state"] == "snapshotted"));
+    assert!(after
+        .iter()
+        .all(|vm| vm.get("owner_key_id").is_none() && vm["state"] == "snapshotted"));
     assert_eq!(listed(&daemon, as_member).len(), 3);
     let (taps, vmms, _) = host_counts(&topo, &daemon);
     assert_eq!((taps, vmms), (5, 3), "2 pool VMs (no process) and 3 running VMs");
@@ -241,7 +255,11 @@ async fn bad_pool_sizes_make_nothing_and_deleting_a_template_removes_its_pool() 
     let key = TestKey::generate();
 
     for size in [json!(-1), json!(9), json!("x"), json!(1.5)] {
-        let (status, answer) = daemon.api("POST", "/templates", Some(&template_body(&image_id, &key, size.clone())));
+        let (status, answer) = daemon.api(
+            "POST",
+            "/templates",
+            Some(&template_body(&image_id, &key, size.clone())),
+        );
         assert_eq!(status, 400, "{size}: {answer}");
         assert_eq!(answer["error"]["field"], "warm_pool_size", "{size}: {answer}");
     }
@@ -259,8 +277,15 @@ async fn bad_pool_sizes_make_nothing_and_deleting_a_template_removes_its_pool() 
     let pool: Vec<VmView> = pool_vms(&daemon, &template_id).iter().map(VmView::from).collect();
     assert_eq!(pool.len(), 2);
     let (taps, vmms, dirs) = host_counts(&topo, &daemon);
-    assert_eq!((taps, vmms, dirs), (2, 0, 2), "snapshotted pool VMs hold a TAP and a directory, no process");
-    let hot: Vec<_> = std::fs::read_dir(daemon.data_path().join("hot")).unwrap().flatten().collect();
+    assert_eq!(
+        (taps, vmms, dirs),
+        (2, 0, 2),
+        "snapshotted pool VMs hold a TAP and a directory, no process"
+    );
+    let hot: Vec<_> = std::fs::read_dir(daemon.data_path().join("hot"))
+        .unwrap()
+        .flatten()
+        .collect();
     assert_eq!(hot.len(), 2, "each pool VM waits in a hot copy: {hot:?}");
 
     let (status, answer) = daemon.api("DELETE", &format!("/templates/{template_id}"), None);
@@ -301,18 +326,32 @@ async fn a_daemon_killed_mid_refill_converges_to_its_pool_and_leaves_no_orphan()
     );
     assert_eq!(status, 201, "{vm}");
     let user_vm = VmView::from(&vm);
-    std::thread::sleep(Duration::from_millis(1500));
-    let (_, shown) = daemon.api("GET", &format!("/templates/{template_id}"), None);
-    println!("killed while the pool was {}", shown["warm_pool"]);
+    // Killed once the refill's VM runs but is not yet snapshotted.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !pool_vms(&daemon, &template_id)
+        .iter()
+        .any(|vm| vm["state"] == "running")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the refill never booted a VM\n{}",
+            daemon.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
     daemon.kill9();
     daemon.start_again();
 
     wait_pool_full(&daemon, None, &template_id);
     let pool = pool_vms(&daemon, &template_id);
     assert_eq!(pool.len(), 2, "{pool:#?}\n{}", daemon.log());
-    assert_eq!(listed(&daemon, None), [user_vm.id.clone()]);
+    assert_eq!(listed(&daemon, None), [user_vm.id.as_str()]);
     let (taps, vmms, dirs) = host_counts(&topo, &daemon);
-    assert_eq!((taps, vmms, dirs), (3, 1, 3), "2 pool VMs and the taken one, only it running");
+    assert_eq!(
+        (taps, vmms, dirs),
+        (3, 1, 3),
+        "2 pool VMs and the taken one, only it running"
+    );
     // DHCP holds reservations and leases of these three VMs only.
     let known: Vec<VmView> = pool.iter().map(VmView::from).chain([user_vm.clone()]).collect();
     let macs: HashSet<&str> = known.iter().map(|v| v.guest_mac.as_str()).collect();
@@ -339,7 +378,11 @@ async fn a_daemon_killed_mid_refill_converges_to_its_pool_and_leaves_no_orphan()
     assert_eq!(snapshots, json!([]));
     let pool_ids: HashSet<&str> = pool.iter().map(|vm| vm["id"].as_str().unwrap()).collect();
     for dir in ["snapshots", "hot"] {
-        for entry in std::fs::read_dir(daemon.data_path().join(dir)).into_iter().flatten().flatten() {
+        for entry in std::fs::read_dir(daemon.data_path().join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
             let name = entry.file_name().to_string_lossy().into_owned();
             assert!(pool_ids.contains(name.as_str()), "{dir}/{name} belongs to no pool VM");
         }

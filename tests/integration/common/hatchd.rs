@@ -267,7 +267,10 @@ impl TestDaemon {
     /// Every recorded event of the VM `vm_id`, oldest first, read with
     /// `hatch events --json` (which also shows a deleted VM's).
     pub fn events_of(&self, vm_id: &str) -> Vec<Value> {
-        self.all_events().into_iter().filter(|event| event["vm_id"] == vm_id).collect()
+        self.all_events()
+            .into_iter()
+            .filter(|event| event["vm_id"] == vm_id)
+            .collect()
     }
 
     /// Every recorded event, oldest first (`hatch events --json`).
