@@ -224,6 +224,9 @@ impl Orchestrator {
                 if filled.is_err() && matches!(self.store.get_template(&template.id), Ok(None)) {
                     return; // Deleted meanwhile: its pool is drained, not refilled.
                 }
+                if filled.is_err() && self.operations.is_closing() {
+                    return; // Refused by the shutdown; the next start refills.
+                }
                 let delay = self.pools.record(&template.id, filled.is_err());
                 if let Err(error) = filled {
                     let detail = format!(
