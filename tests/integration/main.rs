@@ -74,6 +74,7 @@ mod snapshot_s3;
 mod snapshot_store;
 mod store_concurrency;
 mod store_migrations;
+mod store_pool;
 mod store_tables;
 mod store_user_data;
 mod vmm_bench;
