@@ -5,15 +5,8 @@
 
 use crate::common;
 
-use common::daemon::{sample_image, sample_template, sample_vm};
+use common::daemon::{sample_image, sample_template, sample_vm, temp_store};
 use hatch::model::VmState;
-use hatch::store::Store;
-
-fn temp_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&Store::path_in(dir.path())).expect("open store");
-    (dir, store)
-}
 
 #[test]
 fn a_pool_vm_is_taken_once_and_becomes_the_takers() {
@@ -43,7 +36,7 @@ fn a_pool_vm_is_taken_once_and_becomes_the_takers() {
     );
 
     let mut taken = store.get_vm(&pooled.id).unwrap().unwrap();
-    taken.created_at = taken.created_at + chrono::Duration::seconds(60);
+    taken.created_at += chrono::Duration::seconds(60);
     assert!(
         !store.take_pool_vm(&taken, "tpl-other", "key-a").unwrap(),
         "another template's pool"

@@ -101,6 +101,13 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
     }
 }
 
+/// A store in a fresh temporary directory (kept while the guard lives).
+pub fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&Store::path_in(dir.path())).expect("open store");
+    (dir, store)
+}
+
 /// Moves `vm` through `steps` in the store, each with its event, as
 /// orchestration records them (for tests of the API's and store's views).
 pub fn record_states(store: &Store, vm: &mut Vm, steps: &[(VmState, Option<&str>)]) {
