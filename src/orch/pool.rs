@@ -6,8 +6,8 @@
 //! `pool_template_id`: never listed by `GET /vms`, counted by no one. The
 //! filler makes missing ones through the ordinary create path, waits until
 //! each is ready and snapshots it; pool VMs that failed (`error`,
-//! `stopped`), were left running by a restart, or whose template is gone
-//! are finished or removed. Taking one gives it to the caller (quotas
+//! `stopped`), lost their snapshot, were left running by a restart, or
+//! whose template is gone are finished or removed. Taking one gives it to the caller (quotas
 //! checked under the allocation lock, like a create) in one store update,
 //! then restores it; the filler is woken to refill.
 //!
@@ -198,6 +198,11 @@ impl Orchestrator {
             };
             match vm.state {
                 VmState::Error | VmState::Stopped => jobs.push(Job::Remove(vm, "it failed; it is replaced")),
+                // Its saved state was lost (a hot copy gone before it was
+                // stored): a take could not restore it.
+                VmState::Snapshotted if self.suspended_with(&vm).is_err() => {
+                    jobs.push(Job::Remove(vm, "its snapshot is gone; it is replaced"))
+                }
                 VmState::Running => {
                     *counted.entry(template.id.as_str()).or_default() += 1;
                     jobs.push(Job::Finish(vm));
