@@ -61,12 +61,7 @@ impl Orchestrator {
     /// `POST /vms/{id}/fork`: `count` new VMs from the VM's state now (a
     /// running VM is paused briefly) or from the snapshot it was suspended
     /// with. Answers them ready, or nothing was made.
-    pub async fn fork_vm(
-        self: &Arc<Self>,
-        id: &str,
-        count: u32,
-        settings: CloneSettings,
-    ) -> Result<Vec<Vm>, OrchError> {
+    pub async fn fork_vm(self: &Arc<Self>, id: &str, count: u32, settings: CloneSettings) -> Result<Vec<Vm>, OrchError> {
         if !(1..=MAX_FORK_COUNT).contains(&count) {
             return Err(OrchError::InvalidField {
                 field: "count",
@@ -153,11 +148,7 @@ impl Orchestrator {
         }
         match saved {
             Ok((files, disk)) => {
-                self.apply(
-                    &mut vm,
-                    Event::Forked,
-                    Some("state saved for a fork; the guest runs on".into()),
-                )?;
+                self.apply(&mut vm, Event::Forked, Some("state saved for a fork; the guest runs on".into()))?;
                 let origin = format!("forked from {}", vm.id);
                 Ok(Staged {
                     dir,
@@ -355,9 +346,7 @@ impl Orchestrator {
             user_data: parent.user_data.clone(),
             ssh_authorized_keys: parent.ssh_authorized_keys.clone(),
             restart_policy: settings.restart_policy.unwrap_or(parent.restart_policy),
-            lifetime: settings
-                .lifetime
-                .map_or(parent.lifetime, |chosen| chosen.or(parent.lifetime)),
+            lifetime: settings.lifetime.map_or(parent.lifetime, |chosen| chosen.or(parent.lifetime)),
             owner: settings.owner.clone(),
             pool_template_id: None,
         }
@@ -427,10 +416,7 @@ impl Orchestrator {
             }
         }
         // The hello may have recorded readiness meanwhile: keep it.
-        let mut current = self
-            .store
-            .get_vm(&vm.id)?
-            .ok_or_else(|| OrchError::vm_not_found(&vm.id))?;
+        let mut current = self.store.get_vm(&vm.id)?.ok_or_else(|| OrchError::vm_not_found(&vm.id))?;
         current.pid = running.pid;
         self.apply(&mut current, Event::Booted, Some(staged.origin.clone()))?;
         Ok(current)
@@ -440,11 +426,7 @@ impl Orchestrator {
     /// all it holds).
     async fn forget_unborn_clone(&self, mut vm: Vm) {
         let _guard = self.locks.lock(&vm.id).await;
-        if let Err(error) = self.apply(
-            &mut vm,
-            Event::BootFailed,
-            Some("another clone of the fork failed".into()),
-        ) {
+        if let Err(error) = self.apply(&mut vm, Event::BootFailed, Some("another clone of the fork failed".into())) {
             tracing::error!(vm = %vm.id, %error, "removing an unborn clone failed");
         }
     }

@@ -55,16 +55,12 @@ impl Orchestrator {
     /// and entropy of its own.
     pub(super) fn identity_for(&self, vm: &Vm, parent: &Vm) -> Identity {
         let net = self.network.config();
-        let nic = vm
-            .network
-            .as_ref()
-            .zip(parent.network.as_ref())
-            .map(|(own, from)| NicIdentity {
-                previous_mac: from.guest_mac.clone(),
-                mac: own.guest_mac.clone(),
-                address: format!("{}/{}", own.guest_ip, net.prefix_len),
-                gateway: Some(net.gateway.to_string()),
-            });
+        let nic = vm.network.as_ref().zip(parent.network.as_ref()).map(|(own, from)| NicIdentity {
+            previous_mac: from.guest_mac.clone(),
+            mac: own.guest_mac.clone(),
+            address: format!("{}/{}", own.guest_ip, net.prefix_len),
+            gateway: Some(net.gateway.to_string()),
+        });
         let mut entropy = vec![0u8; ENTROPY_BYTES];
         rand::thread_rng().fill_bytes(&mut entropy);
         Identity {

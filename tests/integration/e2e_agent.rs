@@ -10,8 +10,8 @@ use crate::common;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::agent::{exec, sh, wait_agent};
 use common::e2e::{create_ready_vm, Topology};
+use common::agent::{exec, sh, wait_agent};
 use common::hatchd::{TestDaemon, TestKey};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

@@ -51,12 +51,7 @@ async fn forks_of_a_running_vm_keep_its_memory_and_take_their_own_identity() {
 
     let (status, answer) = fork(&daemon, &parent.id, json!({"count": 2}));
     assert_eq!(status, 201, "{answer}\n{}", daemon.log());
-    let clones: Vec<VmView> = answer["vms"]
-        .as_array()
-        .expect("vms")
-        .iter()
-        .map(VmView::from)
-        .collect();
+    let clones: Vec<VmView> = answer["vms"].as_array().expect("vms").iter().map(VmView::from).collect();
     assert_eq!(clones.len(), 2, "{answer}");
     for vm in answer["vms"].as_array().unwrap() {
         assert_eq!(vm["state"], "running", "{vm}");
@@ -153,10 +148,7 @@ async fn a_snapshot_becomes_new_vms_and_bad_requests_make_nothing() {
     for (body, field) in [
         (json!({"snapshot_id": snapshot_id, "image_id": image_id}), "image_id"),
         (json!({"snapshot_id": snapshot_id, "mem_mib": 256}), "mem_mib"),
-        (
-            json!({"snapshot_id": snapshot_id, "user_data": "#!/bin/sh\n"}),
-            "user_data",
-        ),
+        (json!({"snapshot_id": snapshot_id, "user_data": "#!/bin/sh\n"}), "user_data"),
         (json!({"snapshot_id": "snap-nothing"}), "snapshot_id"),
     ] {
         let (status, answer) = daemon.api("POST", "/vms", Some(&body));
@@ -206,11 +198,7 @@ async fn a_snapshot_becomes_new_vms_and_bad_requests_make_nothing() {
     assert_eq!(status, 200, "{answer}");
     let before = vm_count(&daemon);
     let (status, answer) = fork(&daemon, &forked.id, json!({"count": 1}));
-    assert_eq!(
-        (status, answer["error"]["code"].clone()),
-        (409, json!("invalid_state")),
-        "{answer}"
-    );
+    assert_eq!((status, answer["error"]["code"].clone()), (409, json!("invalid_state")), "{answer}");
     assert_eq!(vm_count(&daemon), before);
 
     let everyone = [parent, from_snapshot, forked];
@@ -244,12 +232,7 @@ async fn a_daemon_killed_mid_fork_or_a_failed_clone_leaves_the_parent_running_an
             vm["state"] == "running"
         });
         let (_, vms) = daemon.api("GET", "/vms", None);
-        let ids: Vec<&str> = vms
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|v| v["id"].as_str())
-            .collect();
+        let ids: Vec<&str> = vms.as_array().unwrap().iter().filter_map(|v| v["id"].as_str()).collect();
         if status == 201 {
             // The fork finished before the kill: its clones are whole VMs.
             for id in ids.iter().filter(|id| **id != parent.id) {
@@ -258,23 +241,10 @@ async fn a_daemon_killed_mid_fork_or_a_failed_clone_leaves_the_parent_running_an
             }
             continue;
         }
-        assert_eq!(
-            ids,
-            [parent.id.as_str()],
-            "killed after {after_ms} ms: {vms}\n{}",
-            daemon.log()
-        );
-        assert_eq!(
-            daemon.vmm_pids().len(),
-            1,
-            "killed after {after_ms} ms: a VMM of a clone is left"
-        );
+        assert_eq!(ids, [parent.id.as_str()], "killed after {after_ms} ms: {vms}\n{}", daemon.log());
+        assert_eq!(daemon.vmm_pids().len(), 1, "killed after {after_ms} ms: a VMM of a clone is left");
         let links = topo.on_host("ip", &["-o", "link", "show"]);
-        assert_eq!(
-            links.matches("fctap-").count(),
-            1,
-            "killed after {after_ms} ms:\n{links}"
-        );
+        assert_eq!(links.matches("fctap-").count(), 1, "killed after {after_ms} ms:\n{links}");
         let vm_dir = daemon.data_path().join("vms").join(&parent.id);
         let dirs: Vec<String> = std::fs::read_dir(daemon.data_path().join("vms"))
             .unwrap()
@@ -298,11 +268,7 @@ async fn a_daemon_killed_mid_fork_or_a_failed_clone_leaves_the_parent_running_an
     // The fork fails as a whole and leaves nothing of any clone.
     sh(&daemon, &parent.id, "rm -f /sbin/ip /bin/ip /usr/sbin/ip /usr/bin/ip");
     let (status, answer) = fork(&daemon, &parent.id, json!({"count": 2}));
-    assert_eq!(
-        (status, answer["error"]["code"].clone()),
-        (409, json!("agent_unavailable")),
-        "{answer}"
-    );
+    assert_eq!((status, answer["error"]["code"].clone()), (409, json!("agent_unavailable")), "{answer}");
     let (_, vms) = daemon.api("GET", "/vms", None);
     assert_eq!(vms.as_array().map(Vec::len), Some(1), "{vms}");
     assert_eq!(daemon.vmm_pids().len(), 1, "a clone's VMM is left");

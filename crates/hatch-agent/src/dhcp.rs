@@ -138,7 +138,8 @@ fn client_pids(interface: &str) -> Vec<u32> {
         .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-            CLIENTS.contains(&comm.trim()) && command_line(*pid).is_some_and(|argv| serves_interface(&argv, interface))
+            CLIENTS.contains(&comm.trim())
+                && command_line(*pid).is_some_and(|argv| serves_interface(&argv, interface))
         })
         .collect()
 }
@@ -238,10 +239,7 @@ mod tests {
 
     #[test]
     fn clients_of_the_interface_are_recognised() {
-        assert!(serves_interface(
-            &args("udhcpc -i eth0 -s /etc/udhcpc.script -b"),
-            "eth0"
-        ));
+        assert!(serves_interface(&args("udhcpc -i eth0 -s /etc/udhcpc.script -b"), "eth0"));
         assert!(serves_interface(&args("udhcpc -ieth0"), "eth0"));
         assert!(serves_interface(&args("dhclient -4 -v eth0"), "eth0"));
         assert!(!serves_interface(&args("udhcpc -i eth1"), "eth0"));
@@ -251,11 +249,7 @@ mod tests {
     #[test]
     fn the_hostname_the_client_sends_becomes_the_new_one() {
         assert_eq!(
-            renamed_argv(
-                &args("udhcpc -i eth0 -x hostname:vm-parent -b"),
-                "vm-parent",
-                "vm-child"
-            ),
+            renamed_argv(&args("udhcpc -i eth0 -x hostname:vm-parent -b"), "vm-parent", "vm-child"),
             args("udhcpc -i eth0 -x hostname:vm-child -b")
         );
         assert_eq!(
