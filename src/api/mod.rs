@@ -24,7 +24,7 @@ mod owner;
 pub mod ratelimit;
 pub mod routes;
 mod snapshots;
-mod templates;
+pub mod templates;
 mod ui;
 pub mod validate;
 mod vm_operation;

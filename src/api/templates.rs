@@ -1,15 +1,17 @@
-//! Templates: saved VM defaults. `POST/GET /templates`, `GET/DELETE /templates/{id}`.
+//! Templates: saved VM defaults, and their warm pools.
+//! `POST/GET /templates`, `GET/DELETE /templates/{id}`.
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::ApiJson;
 use super::{owner, validate, AppState};
 use crate::model::{now, random_id, Lifetime, LifetimeSeconds, OnIdle, Template};
+use crate::orch::PoolStatus;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,14 +32,33 @@ pub struct CreateTemplate {
     pub ttl_seconds: Option<LifetimeSeconds>,
     pub idle_timeout_seconds: Option<LifetimeSeconds>,
     pub on_idle: Option<OnIdle>,
+    /// VMs kept booted and snapshotted for creates that take one (0 to
+    /// MAX_WARM_POOL; default 0).
+    pub warm_pool_size: Option<u32>,
+}
+
+/// A template as the API shows it: with how full its warm pool is.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct TemplateView {
+    #[serde(flatten)]
+    pub template: Template,
+    pub warm_pool: PoolStatus,
+}
+
+fn view(state: &AppState, template: Template) -> TemplateView {
+    TemplateView {
+        warm_pool: state.orch.pool_status(&template),
+        template,
+    }
 }
 
 pub async fn create(
     State(state): State<AppState>,
     caller: Caller,
     ApiJson(req): ApiJson<CreateTemplate>,
-) -> ApiResult<(StatusCode, Json<Template>)> {
+) -> ApiResult<(StatusCode, Json<TemplateView>)> {
     validate::name(&req.name)?;
+    let warm_pool_size = validate::warm_pool_size(req.warm_pool_size.unwrap_or(0))?;
     let vcpu_count = validate::vcpu_count(req.vcpu_count.unwrap_or(state.config.default_vcpu_count))?;
     let mem_mib = validate::mem_mib(req.mem_mib.unwrap_or(state.config.default_mem_mib))?;
     let user_data = validate::user_data(&req.user_data, &req.user_data_base64)?;
@@ -70,25 +91,34 @@ pub async fn create(
         lifetime,
         created_at: now(),
         owner_key_id: Some(caller.id().to_string()),
+        warm_pool_size,
     };
     state.store.insert_template(&template)?;
-    Ok((StatusCode::CREATED, Json(template)))
+    if warm_pool_size > 0 {
+        state.orch.wake_pool_filler();
+    }
+    Ok((StatusCode::CREATED, Json(view(&state, template))))
 }
 
 /// Admins see every template; members their own.
-pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<Template>>> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TemplateView>>> {
     let mut templates = state.store.list_templates()?;
     templates.retain(|t| caller.can_see(t.owner_key_id.as_deref()));
-    Ok(Json(templates))
+    Ok(Json(templates.into_iter().map(|t| view(&state, t)).collect()))
 }
 
-pub async fn show(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Template>> {
-    Ok(Json(owner::template(&state, &caller, &id)?))
+pub async fn show(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TemplateView>> {
+    Ok(Json(view(&state, owner::template(&state, &caller, &id)?)))
 }
 
+/// Deletes the template and its warm pool (its VMs and their snapshots).
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
     owner::template(&state, &caller, &id)?;
-    if state.store.delete_template(&id)? {
+    if state.orch.delete_template(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError::not_found("template", &id))

@@ -3,7 +3,18 @@
 use super::error::{ApiError, ErrorKind};
 use crate::cloudinit::{validate_ssh_public_key, SeedError, MAX_SSH_KEYS, MAX_USER_DATA_BYTES};
 use crate::config::{MAX_VCPU_COUNT, MIN_MEM_MIB};
-use crate::model::{UserData, USER_DATA_BASE64_FIELD, USER_DATA_FIELD};
+use crate::model::{UserData, MAX_WARM_POOL, USER_DATA_BASE64_FIELD, USER_DATA_FIELD};
+
+/// A template's warm pool: 0 (none) up to [`MAX_WARM_POOL`] VMs.
+pub fn warm_pool_size(value: u32) -> Result<u32, ApiError> {
+    if value > MAX_WARM_POOL {
+        return Err(ApiError::invalid(
+            "warm_pool_size",
+            format!("warm_pool_size must be between 0 and {MAX_WARM_POOL}, got {value}"),
+        ));
+    }
+    Ok(value)
+}
 
 pub fn vcpu_count(value: u32) -> Result<u32, ApiError> {
     // vCPUs may be overcommitted (they are host threads); the bound is the

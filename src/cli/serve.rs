@@ -100,6 +100,7 @@ pub async fn run(args: &ServeArgs) -> Result<(), ServeError> {
     let served = serve(&config, app, certificates.api).await;
     background.idle_monitor.abort();
     background.reconciler.abort();
+    background.pool_filler.abort();
     background.console_keeper.abort();
     background.proxy.shutdown(PROXY_SHUTDOWN_GRACE).await;
     // Operations in flight finish (up to HATCH_SHUTDOWN_TIMEOUT); VMs keep
@@ -113,13 +114,15 @@ struct Background {
     proxy: ProxyHandle,
     idle_monitor: tokio::task::JoinHandle<()>,
     reconciler: tokio::task::JoinHandle<()>,
+    pool_filler: tokio::task::JoinHandle<()>,
     console_keeper: tokio::task::JoinHandle<()>,
 }
 
 /// The subdomain proxy on HATCH_PROXY_ADDR (waking snapshotted VMs), the
 /// idle monitor that snapshots routed VMs nobody uses, the reconciler that
-/// repairs drift every HATCH_RECONCILE_INTERVAL, and the keeper of the
-/// console logs' HATCH_CONSOLE_LOG_MAX_BYTES.
+/// repairs drift every HATCH_RECONCILE_INTERVAL, the filler of the
+/// templates' warm pools, and the keeper of the console logs'
+/// HATCH_CONSOLE_LOG_MAX_BYTES.
 async fn start_proxy_and_idle_monitor(
     config: &Config,
     orch: &Arc<Orchestrator>,
@@ -158,10 +161,12 @@ async fn start_proxy_and_idle_monitor(
     let idle_monitor = spawn_idle_monitor(config.idle_check_interval, target);
     let reconciler = orch.spawn_reconciler(config.reconcile_interval);
     let console_keeper = orch.spawn_console_keeper(config.console_log_max_bytes);
+    let pool_filler = orch.spawn_pool_filler();
     Ok(Background {
         proxy,
         idle_monitor,
         reconciler,
+        pool_filler,
         console_keeper,
     })
 }

@@ -11,7 +11,7 @@ use super::lifetime::LifetimeArgs;
 use super::output;
 use super::vms::{read_ssh_keys, user_data_field};
 use super::{CliError, ClientArgs};
-use crate::model::Template;
+use crate::api::templates::TemplateView;
 
 #[derive(Debug, Subcommand)]
 pub enum TemplateCommand {
@@ -36,6 +36,9 @@ pub enum TemplateCommand {
         ssh_keys: Vec<PathBuf>,
         #[command(flatten)]
         lifetime: LifetimeArgs,
+        /// VMs kept booted and snapshotted for creates from it (0 to 8).
+        #[arg(long = "warm-pool")]
+        warm_pool: Option<u32>,
     },
     /// List templates.
     List,
@@ -56,6 +59,7 @@ pub async fn run(command: TemplateCommand, args: &ClientArgs) -> Result<(), CliE
             user_data,
             ssh_keys,
             lifetime,
+            warm_pool,
         } => {
             let mut body = json!({ "name": name, "image_id": image, "ssh_authorized_keys": read_ssh_keys(&ssh_keys)? });
             if let Some(vcpu) = vcpu {
@@ -64,6 +68,9 @@ pub async fn run(command: TemplateCommand, args: &ClientArgs) -> Result<(), CliE
             if let Some(mem) = mem {
                 body["mem_mib"] = json!(mem);
             }
+            if let Some(size) = warm_pool {
+                body["warm_pool_size"] = json!(size);
+            }
             if let Some(path) = user_data {
                 let (field, value) = user_data_field(&path)?;
                 body[field] = value;
@@ -71,29 +78,31 @@ pub async fn run(command: TemplateCommand, args: &ClientArgs) -> Result<(), CliE
             if let Some(body) = body.as_object_mut() {
                 lifetime.add_to(body);
             }
-            let template: Template = client.call(Method::POST, "/templates", Some(&body)).await?;
+            let template: TemplateView = client.call(Method::POST, "/templates", Some(&body)).await?;
             output::show(args.json, &template, print_template);
         }
         TemplateCommand::List => {
-            let templates: Vec<Template> = client.call(Method::GET, "/templates", None).await?;
+            let templates: Vec<TemplateView> = client.call(Method::GET, "/templates", None).await?;
             output::show(args.json, &templates, |templates| {
                 let rows: Vec<Vec<String>> = templates
                     .iter()
-                    .map(|t| {
+                    .map(|view| {
+                        let t = &view.template;
                         vec![
                             t.id.clone(),
                             t.name.clone(),
                             t.image_id.clone(),
                             t.vcpu_count.to_string(),
                             t.mem_mib.to_string(),
+                            format!("{}/{}", view.warm_pool.ready, view.warm_pool.size),
                         ]
                     })
                     .collect();
-                output::table(&["ID", "NAME", "IMAGE", "VCPU", "MEM_MIB"], &rows);
+                output::table(&["ID", "NAME", "IMAGE", "VCPU", "MEM_MIB", "WARM_POOL"], &rows);
             });
         }
         TemplateCommand::Show { id } => {
-            let template: Template = client
+            let template: TemplateView = client
                 .call(Method::GET, &format!("/templates/{}", segment(&id)), None)
                 .await?;
             output::show(args.json, &template, print_template);
@@ -111,7 +120,8 @@ pub async fn run(command: TemplateCommand, args: &ClientArgs) -> Result<(), CliE
     Ok(())
 }
 
-fn print_template(t: &Template) {
+fn print_template(view: &TemplateView) {
+    let (t, pool) = (&view.template, &view.warm_pool);
     output::fields(&[
         ("id", t.id.clone()),
         ("name", t.name.clone()),
@@ -129,6 +139,10 @@ fn print_template(t: &Template) {
             output::opt(&t.lifetime.idle_timeout_seconds.map(|s| s.get())),
         ),
         ("on_idle", output::opt(&t.lifetime.on_idle.map(|a| a.as_str()))),
+        (
+            "warm_pool",
+            format!("{} of {} ready, {} filling", pool.ready, pool.size, pool.filling),
+        ),
         ("created_at", t.created_at.to_string()),
     ]);
 }

@@ -17,7 +17,7 @@ pub use key::{check_quota, QuotaExceeded, QuotaKind, Quotas, Role, Usage};
 pub use lifetime::{Lifetime, LifetimeSeconds, OnIdle, MAX_LIFETIME_SECONDS};
 pub use route::Route;
 pub use snapshot::Snapshot;
-pub use template::Template;
+pub use template::{Template, MAX_WARM_POOL};
 pub use user_data::{
     user_data_fields, user_data_fields_with_null, UserData, UserDataError, USER_DATA_BASE64_FIELD, USER_DATA_FIELD,
 };

@@ -26,4 +26,11 @@ pub struct Template {
     /// The API key that owns this object (null: admin-owned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_key_id: Option<String>,
+    /// How many VMs of it are kept booted and snapshotted, for creates
+    /// that take one (0: no warm pool).
+    #[serde(default)]
+    pub warm_pool_size: u32,
 }
+
+/// Most VMs one template's warm pool may hold.
+pub const MAX_WARM_POOL: u32 = 8;

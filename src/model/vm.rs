@@ -307,6 +307,10 @@ pub struct Vm {
     /// The API key that owns this object (null: admin-owned).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner_key_id: Option<String>,
+    /// Set while the VM waits in the warm pool of this template (admin-owned,
+    /// never listed); cleared when a create takes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pool_template_id: Option<String>,
     /// The guest agent's connection (filled from the live link, never stored).
     #[serde(default)]
     pub agent: AgentStatus,

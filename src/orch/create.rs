@@ -43,6 +43,10 @@ pub struct CreateVm {
     /// when the VM is recorded. `None`: admin-owned, no quotas.
     #[serde(skip)]
     pub owner: Option<String>,
+    /// Set by the warm pool filler (never from the body): the VM is made
+    /// for this template's pool (admin-owned, no lifetime) until taken.
+    #[serde(skip)]
+    pub pool_template_id: Option<String>,
     /// `internet` (default), `none` or a list of CIDRs the guest may reach.
     pub egress: Option<serde_json::Value>,
     /// Delete the VM this long after it was created.
@@ -61,6 +65,39 @@ impl CreateVm {
             idle_timeout_seconds: self.idle_timeout_seconds,
             on_idle: self.on_idle,
         }
+    }
+
+    /// The template whose warm pool may answer this request: it names a
+    /// template and, besides, at most lifetime and restart settings (any
+    /// other choice needs a VM made for it).
+    pub(super) fn pool_template(&self) -> Option<&str> {
+        let chooses_guest = self.image_id.is_some()
+            || self.snapshot_id.is_some()
+            || self.vcpu_count.is_some()
+            || self.mem_mib.is_some()
+            || self.enable_network.is_some()
+            || self.guest_ip.is_some()
+            || self.guest_mac.is_some()
+            || self.user_data.is_some()
+            || self.user_data_base64.is_some()
+            || self.ssh_authorized_keys.is_some()
+            || self.egress.is_some()
+            || self.pool_template_id.is_some();
+        self.template_id.as_deref().filter(|_| !chooses_guest)
+    }
+
+    /// The lifetime the request gives, checked.
+    pub(super) fn checked_lifetime(&self) -> Result<Lifetime, OrchError> {
+        let lifetime = self.lifetime();
+        lifetime
+            .check()
+            .map_err(|(field, message)| OrchError::InvalidField { field, message })?;
+        Ok(lifetime)
+    }
+
+    /// The restart policy the request gives, checked.
+    pub(super) fn checked_restart_policy(&self) -> Result<Option<RestartPolicy>, OrchError> {
+        self.restart_policy.as_deref().map(parse_restart_policy).transpose()
     }
 
     /// What a create from a snapshot may choose; the guest itself (image,
@@ -84,16 +121,13 @@ impl CreateVm {
                 message: format!("{field} cannot be set with snapshot_id: the new VM is the snapshot's guest"),
             });
         }
-        let lifetime = self.lifetime();
-        lifetime
-            .check()
-            .map_err(|(field, message)| OrchError::InvalidField { field, message })?;
+        let lifetime = self.checked_lifetime()?;
         let given_lifetime =
             lifetime.ttl_seconds.is_some() || lifetime.idle_timeout_seconds.is_some() || lifetime.on_idle.is_some();
         Ok(CloneSettings {
             owner: self.owner.clone(),
             lifetime: given_lifetime.then_some(lifetime),
-            restart_policy: self.restart_policy.as_deref().map(parse_restart_policy).transpose()?,
+            restart_policy: self.checked_restart_policy()?,
             egress: self.egress.as_ref().map(parse_egress).transpose()?,
         })
     }
@@ -127,6 +161,8 @@ pub(super) struct Plan {
     pub(super) restart_policy: RestartPolicy,
     pub(super) lifetime: Lifetime,
     pub(super) owner: Option<String>,
+    /// The template whose warm pool the VM is made for.
+    pub(super) pool_template_id: Option<String>,
 }
 
 /// Where a new VM's root disk comes from.
@@ -146,6 +182,9 @@ impl Orchestrator {
         if let Some(snapshot_id) = req.snapshot_id.clone() {
             let settings = req.clone_settings()?;
             return self.create_from_snapshot_op(&snapshot_id, settings, accepted).await;
+        }
+        if let Some(vm) = self.take_from_pool(&req, &mut accepted).await? {
+            return Ok(vm);
         }
         let plan = self.plan(req)?;
         let vm_id = self.new_vm_id()?;
@@ -180,10 +219,7 @@ impl Orchestrator {
     }
 
     fn plan(&self, req: CreateVm) -> Result<Plan, OrchError> {
-        let requested = req.lifetime();
-        requested
-            .check()
-            .map_err(|(field, message)| OrchError::InvalidField { field, message })?;
+        let requested = req.checked_lifetime()?;
         let template = match &req.template_id {
             Some(id) => Some(self.store.get_template(id)?.ok_or_else(|| OrchError::InvalidField {
                 field: "template_id",
@@ -231,22 +267,22 @@ impl Orchestrator {
         if let Some(data) = &user_data {
             cloudinit::validate_user_data(data.as_bytes())?;
         }
+        let restart_policy = req.checked_restart_policy()?.unwrap_or_default();
         let keys = req
             .ssh_authorized_keys
             .or(template.as_ref().map(|t| t.ssh_authorized_keys.clone()))
             .unwrap_or_default();
         let ssh_authorized_keys = cloudinit::validate_ssh_keys(&keys)?;
-        let restart_policy = req
-            .restart_policy
-            .as_deref()
-            .map(parse_restart_policy)
-            .transpose()?
-            .unwrap_or_default();
         let egress = match &req.egress {
             Some(value) => parse_egress(value)?,
             None => template.as_ref().and_then(|t| t.egress.clone()).unwrap_or_default(),
         };
-        let lifetime = requested.or(template.as_ref().map(|t| t.lifetime).unwrap_or_default());
+        // A pool VM waits without a lifetime: the template's applies from
+        // when it is taken.
+        let lifetime = match req.pool_template_id {
+            Some(_) => Lifetime::default(),
+            None => requested.or(template.as_ref().map(|t| t.lifetime).unwrap_or_default()),
+        };
         Ok(Plan {
             image,
             vcpu_count,
@@ -262,6 +298,7 @@ impl Orchestrator {
             restart_policy,
             lifetime,
             owner: req.owner,
+            pool_template_id: req.pool_template_id,
         })
     }
 
@@ -431,6 +468,7 @@ impl Orchestrator {
             lifetime: plan.lifetime,
             expires_at: plan.lifetime.expires_at(now),
             owner_key_id: plan.owner.clone(),
+            pool_template_id: plan.pool_template_id.clone(),
         };
         // The record (in `creating`) is the intent: from here on, a crash is
         // rolled back by the reconciler; a failure by the ledger and then

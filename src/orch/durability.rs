@@ -89,6 +89,11 @@ impl Passes {
         })
     }
 
+    /// Whether a pass over `snapshot_id` runs now.
+    pub(super) fn is_running(&self, snapshot_id: &str) -> bool {
+        self.lock().contains_key(snapshot_id)
+    }
+
     /// Waits until no pass over `snapshot_id` runs; with `stop`, asks the
     /// running one to end after the artefact it is packing.
     pub(super) async fn wait(&self, snapshot_id: &str, stop: bool) {

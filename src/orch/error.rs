@@ -64,6 +64,33 @@ impl OrchError {
         }
     }
 
+    /// The same error, its message led by `context` (e.g. that a VM
+    /// exists although the request failed).
+    pub fn with_context(self, context: &str) -> Self {
+        let lead = |message: String| format!("{context}{message}");
+        match self {
+            OrchError::Conflict { field, message } => OrchError::Conflict {
+                field,
+                message: lead(message),
+            },
+            OrchError::InvalidState { state, message } => OrchError::InvalidState {
+                state,
+                message: lead(message),
+            },
+            OrchError::Unavailable { message } => OrchError::Unavailable { message: lead(message) },
+            OrchError::Insufficient { field, message } => OrchError::Insufficient {
+                field,
+                message: lead(message),
+            },
+            OrchError::Exhausted { message } => OrchError::Exhausted { message: lead(message) },
+            OrchError::Timeout { message } => OrchError::Timeout { message: lead(message) },
+            OrchError::Corrupt { message } => OrchError::Corrupt { message: lead(message) },
+            OrchError::AgentUnavailable { message } => OrchError::AgentUnavailable { message: lead(message) },
+            OrchError::Internal(message) => OrchError::Internal(lead(message)),
+            other => other,
+        }
+    }
+
     pub fn vm_not_found(id: &str) -> Self {
         OrchError::NotFound {
             kind: "VM",

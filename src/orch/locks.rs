@@ -20,6 +20,15 @@ impl VmLocks {
         lock.lock_owned().await
     }
 
+    /// The VM's lock if nobody holds it now.
+    pub fn try_lock(&self, vm_id: &str) -> Option<OwnedMutexGuard<()>> {
+        let lock = {
+            let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(vm_id.to_string()).or_default().clone()
+        };
+        lock.try_lock_owned().ok()
+    }
+
     /// Drops the lock entry of a deleted VM (waiters keep their Arc).
     pub fn forget(&self, vm_id: &str) {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());

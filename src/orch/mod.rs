@@ -32,6 +32,7 @@ mod lifecycle;
 mod locks;
 mod observe;
 mod operations;
+mod pool;
 mod proxy;
 mod reconcile;
 mod routes;
@@ -70,6 +71,7 @@ pub use idle::OrchIdleTarget;
 pub use layout::VmLayout;
 pub use observe::{VmChange, VmObserver};
 pub use operations::Operation;
+pub use pool::PoolStatus;
 pub use proxy::OrchRouteResolver;
 pub use routes::CreateRoute;
 pub use snapshot::UnpackedSnapshot;
@@ -115,6 +117,8 @@ pub struct Orchestrator {
     activity: Arc<crate::proxy::ActiveConnections>,
     /// New identities waiting for their clones' agents.
     identities: identity::PendingIdentities,
+    /// The warm pools' filler.
+    pools: pool::Pools,
 }
 
 impl Orchestrator {
@@ -167,6 +171,7 @@ impl Orchestrator {
             agents: crate::agent::Agents::default(),
             activity: crate::proxy::ActiveConnections::new(),
             identities: Default::default(),
+            pools: Default::default(),
         });
         orch.reconcile_at_start().await?;
         Ok(orch)
@@ -245,7 +250,7 @@ impl Orchestrator {
             .ok_or_else(|| OrchError::vm_not_found(id))
     }
 
-    /// Every VM, oldest first, from memory.
+    /// Every VM but warm pools', oldest first, from memory.
     pub async fn list_vms(&self) -> Result<Vec<Vm>, OrchError> {
         Ok(self.view.vms().into_iter().map(|vm| self.with_agent(vm)).collect())
     }

@@ -78,9 +78,14 @@ impl View {
         self.tables.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every VM, oldest first (as `Store::list_vms`).
+    /// Every VM but those waiting in a warm pool, oldest first.
     pub fn vms(&self) -> Vec<Vm> {
-        self.select(|_| true)
+        self.select(|vm| vm.pool_template_id.is_none())
+    }
+
+    /// The VMs waiting in the warm pool of `template_id`, oldest first.
+    pub fn pool_vms(&self, template_id: &str) -> Vec<Vm> {
+        self.select(|vm| vm.pool_template_id.as_deref() == Some(template_id))
     }
 
     /// The VMs of one API key, oldest first.

@@ -228,6 +228,14 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE snapshots ADD COLUMN durable INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE snapshots ADD COLUMN hot_checksums TEXT NOT NULL DEFAULT '{}';
     "#,
+    // 11: warm pools. A template keeps `warm_pool_size` VMs booted and
+    // snapshotted; such a pool VM names its template in
+    // `pool_template_id` (NULL for every other VM, and once taken).
+    r#"
+    ALTER TABLE templates ADD COLUMN warm_pool_size INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE vms ADD COLUMN pool_template_id TEXT;
+    CREATE INDEX vms_pool_template ON vms(pool_template_id);
+    "#,
 ];
 
 /// The version a fully migrated database is at.

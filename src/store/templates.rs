@@ -11,7 +11,7 @@ use crate::model::Template;
 
 const COLUMNS: &str =
     "id, name, image_id, vcpu_count, mem_mib, user_data, ssh_authorized_keys, created_at, owner_key_id, \
-                       egress, ttl_seconds, idle_timeout_seconds, on_idle";
+                       egress, ttl_seconds, idle_timeout_seconds, on_idle, warm_pool_size";
 
 fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
     let keys: String = row.get(6)?;
@@ -34,6 +34,7 @@ fn from_row(row: &Row<'_>) -> Result<Template, StoreError> {
             None => None,
         },
         lifetime: lifetime_columns("templates", row, 10)?,
+        warm_pool_size: row.get(13)?,
     })
 }
 
@@ -52,6 +53,7 @@ impl Store {
             Box::new(template.egress.as_ref().map(|e| e.to_column())),
         ];
         values.extend(lifetime_params(&template.lifetime));
+        values.push(Box::new(template.warm_pool_size));
         let placeholders: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
         self.lock()
             .execute(

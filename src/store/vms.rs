@@ -17,11 +17,12 @@ use crate::model::{NetworkIdentity, RestartPolicy, Vm, VmState, VmmLimits};
 const COLUMNS: &str = "id, state, image_id, vcpu_count, mem_mib, enable_network, guest_ip, guest_mac, tap_name, \
                        ssh_port, user_data, ssh_authorized_keys, hypervisor, pid, state_reason, ready_at, \
                        created_at, updated_at, last_activity_at, idle_status, restart_policy, snapshot_id, egress, \
-                       ttl_seconds, idle_timeout_seconds, on_idle, owner_key_id";
+                       ttl_seconds, idle_timeout_seconds, on_idle, owner_key_id, pool_template_id";
 
-/// How many of COLUMNS are rewritten by updates: all but `owner_key_id`,
-/// which only [`Store::set_vm_owner`] changes (so an operation holding an
-/// older copy of the VM never undoes a reassignment).
+/// How many of COLUMNS are rewritten by updates: all but `owner_key_id`
+/// and `pool_template_id`, which only [`Store::set_vm_owner`] and
+/// [`Store::take_pool_vm`] change (so an operation holding an older copy of
+/// the VM never undoes a reassignment or a take).
 const UPDATED_COLUMNS: usize = 26;
 
 /// Columns whose constraint violations callers can act on.
@@ -85,6 +86,7 @@ fn from_row(row: &Row<'_>) -> Result<Vm, StoreError> {
         expires_at: lifetime.expires_at(created_at),
         lifetime,
         owner_key_id: row.get(26)?,
+        pool_template_id: row.get(27)?,
     })
 }
 
@@ -118,6 +120,7 @@ fn to_params(vm: &Vm) -> Vec<Box<dyn rusqlite::ToSql>> {
     ];
     params.extend(lifetime_params(&vm.lifetime));
     params.push(Box::new(vm.owner_key_id.clone()));
+    params.push(Box::new(vm.pool_template_id.clone()));
     params
 }
 
@@ -229,23 +232,43 @@ impl Store {
     pub fn set_vm_owner(&self, vm_id: &str, owner: Option<&str>) -> Result<bool, StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction()?;
-        let changed = tx.execute("UPDATE vms SET owner_key_id = ?2 WHERE id = ?1", params![vm_id, owner])?;
+        // A pool VM given away is no longer the pool's.
+        let changed = tx.execute(
+            "UPDATE vms SET owner_key_id = ?2, pool_template_id = NULL WHERE id = ?1",
+            params![vm_id, owner],
+        )?;
         if changed == 0 {
             return Ok(false);
         }
-        tx.execute(
-            "UPDATE snapshots SET owner_key_id = ?2 WHERE vm_id = ?1",
-            params![vm_id, owner],
+        give_away(&tx, vm_id, owner)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// A warm pool's VM taken by `owner`: the row as `vm` has it (its new
+    /// lifetime and restart policy), owned by `owner` and no longer the
+    /// pool's, with its snapshots, routes and history, in one transaction.
+    /// False when it is no longer a pool VM of `template_id`.
+    pub fn take_pool_vm(&self, vm: &Vm, template_id: &str, owner: &str) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        let changed = tx.execute(
+            "UPDATE vms SET owner_key_id = ?2, pool_template_id = NULL WHERE id = ?1 AND pool_template_id = ?3",
+            params![vm.id, owner, template_id],
         )?;
-        tx.execute(
-            "UPDATE routes SET owner_key_id = ?2 WHERE vm_id = ?1",
-            params![vm_id, owner],
-        )?;
-        // The VM's history goes with it: the new owner sees it, the old
-        // one no longer does.
-        tx.execute(
-            "UPDATE events SET owner_key_id = ?2 WHERE vm_id = ?1",
-            params![vm_id, owner],
+        if changed == 0 {
+            return Ok(false);
+        }
+        update_row(&tx, vm)?;
+        give_away(&tx, &vm.id, Some(owner))?;
+        let reason = format!("taken from the warm pool of template {template_id}");
+        insert_event(
+            &tx,
+            &vm.id,
+            EventKind::State,
+            Some(vm.state),
+            Some(vm.state),
+            Some(&reason),
         )?;
         tx.commit()?;
         Ok(true)
@@ -256,4 +279,30 @@ impl Store {
         let sql = format!("SELECT {COLUMNS} FROM vms WHERE owner_key_id = ?1 ORDER BY created_at, rowid");
         query_all(&self.read(), &sql, &[&owner], from_row)
     }
+
+    /// The VMs waiting in warm pools, oldest first.
+    pub fn list_pool_vms(&self) -> Result<Vec<Vm>, StoreError> {
+        let sql = format!("SELECT {COLUMNS} FROM vms WHERE pool_template_id IS NOT NULL ORDER BY created_at, rowid");
+        query_all(&self.read(), &sql, &[], from_row)
+    }
+}
+
+/// Moves a VM's snapshots, routes and history to `owner` (inside the
+/// transaction that changed the VM's owner).
+fn give_away(tx: &rusqlite::Transaction<'_>, vm_id: &str, owner: Option<&str>) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE snapshots SET owner_key_id = ?2 WHERE vm_id = ?1",
+        params![vm_id, owner],
+    )?;
+    tx.execute(
+        "UPDATE routes SET owner_key_id = ?2 WHERE vm_id = ?1",
+        params![vm_id, owner],
+    )?;
+    // The VM's history goes with it: the new owner sees it, the old
+    // one no longer does.
+    tx.execute(
+        "UPDATE events SET owner_key_id = ?2 WHERE vm_id = ?1",
+        params![vm_id, owner],
+    )?;
+    Ok(())
 }

@@ -2,15 +2,9 @@
 
 use crate::common;
 
-use common::daemon::{record_states, sample_image, sample_template, sample_vm};
+use common::daemon::{record_states, sample_image, sample_template, sample_vm, temp_store};
 use hatch::model::{NetworkIdentity, VmState};
 use hatch::store::{Store, StoreError};
-
-fn temp_store() -> (tempfile::TempDir, Store) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(&Store::path_in(dir.path())).expect("open store");
-    (dir, store)
-}
 
 #[test]
 fn images_round_trip_newest_first_and_find_by_name() {

@@ -210,13 +210,13 @@ fn operations() -> Vec<(&'static str, &'static str, Op)> {
         }),
         ("get", "/templates", op("List templates (a member key: its own)", "templates", (200, "templates", Some("[Template]")), &[])),
         ("get", "/templates/{id}", op("Show a template", "templates", (200, "the template", Some("Template")), &[404])),
-        ("delete", "/templates/{id}", op("Delete a template", "templates", (204, "deleted", None), &[404])),
+        ("delete", "/templates/{id}", op("Delete a template and its warm pool (its VMs and their snapshots)", "templates", (204, "deleted", None), &[404])),
         ("post", "/vms", Op {
             body: Some("CreateVm"),
             query: VM_QUERY,
             ..vm_op("Create and boot a VM, or with snapshot_id restore one from a snapshot with a fresh identity; owned by the calling key (its quotas max_vms, max_vcpus and max_mem_mib are checked)", "vms", (201, "created", Some("Vm")), &[400, 403, 404, 409, 413, 415, 503, 504])
         }),
-        ("get", "/vms", op("List VMs, oldest first (a member key: its own)", "vms", (200, "VMs", Some("[Vm]")), &[])),
+        ("get", "/vms", op("List VMs, oldest first (a member key: its own; VMs waiting in warm pools are never listed)", "vms", (200, "VMs", Some("[Vm]")), &[])),
         ("get", "/vms/{id}", op("Show a VM", "vms", (200, "the VM", Some("Vm")), &[404])),
         ("delete", "/vms/{id}", vm_op("Delete a VM and release everything it held (state deleting until done)", "vms", (204, "deleted", None), &[404, 409])),
         ("post", "/vms/{id}/stop", vm_op("Stop a VM (keeps its network identity); a stopped VM is answered as it is", "vms", (200, "stopped", Some("Vm")), &[404, 409])),

@@ -3,7 +3,7 @@
 use serde_json::{json, Map, Value};
 
 use crate::api::error::ErrorKind;
-use crate::model::{OnIdle, VmState, MAX_LIFETIME_SECONDS};
+use crate::model::{OnIdle, VmState, MAX_LIFETIME_SECONDS, MAX_WARM_POOL};
 
 /// An object schema; `required` lists the properties always present.
 fn schema_ref(name: &str) -> Value {
@@ -80,6 +80,21 @@ fn with_lifetime(mut properties: Value) -> Value {
             a route, unless idle_timeout_seconds is set"
     });
     properties
+}
+
+fn warm_pool_size() -> Value {
+    json!({
+        "type": "integer",
+        "minimum": 0,
+        "maximum": MAX_WARM_POOL,
+        "default": 0,
+        "description": format!(
+            "VMs of the template kept booted to ready and snapshotted (0 to {MAX_WARM_POOL}). POST /vms with this \
+             template_id and nothing else but ttl_seconds, idle_timeout_seconds, on_idle or restart_policy takes one \
+             and restores it (a boot when none is ready); the pool refills in the background. Pool VMs count against \
+             no quota until taken and are not listed"
+        )
+    })
 }
 
 pub fn all() -> Map<String, Value> {
@@ -190,7 +205,16 @@ pub fn all() -> Map<String, Value> {
                     ]
                 },
                 "created_at": timestamp(),
-                "owner_key_id": { "type": "string", "description": "The API key that owns this object (absent: admin-owned)" }
+                "owner_key_id": { "type": "string", "description": "The API key that owns this object (absent: admin-owned)" },
+                "warm_pool_size": warm_pool_size(),
+                "warm_pool": object(
+                    json!({
+                        "size": { "type": "integer", "description": "warm_pool_size" },
+                        "ready": { "type": "integer", "description": "Pool VMs snapshotted and ready to be taken" },
+                        "filling": { "type": "integer", "description": "Pool VMs being made (booting, being snapshotted or stored)" }
+                    }),
+                    &["size", "ready", "filling"],
+                )
             })),
             &[
                 "id",
@@ -201,6 +225,8 @@ pub fn all() -> Map<String, Value> {
                 "user_data",
                 "ssh_authorized_keys",
                 "created_at",
+                "warm_pool_size",
+                "warm_pool",
             ],
         ),
     );
@@ -221,7 +247,8 @@ pub fn all() -> Map<String, Value> {
                         { "type": "string", "enum": ["internet", "none"] },
                         { "type": "array", "maxItems": 64, "items": { "type": "string", "example": "10.20.0.0/16" } }
                     ]
-                }
+                },
+                "warm_pool_size": warm_pool_size()
             })),
             &["name", "image_id"],
         ),
@@ -273,6 +300,7 @@ pub fn all() -> Map<String, Value> {
                 "snapshot_id": { "type": "string", "description": "While snapshotted: the snapshot restore and wake load" },
                 "expires_at": { "type": "string", "format": "date-time", "description": "created_at + ttl_seconds: when the VM is deleted (absent without a TTL)" },
                 "owner_key_id": { "type": "string", "description": "The API key that owns the VM (absent: admin-owned)" },
+                "pool_template_id": { "type": "string", "description": "Present while the VM waits in this template's warm pool (admin keys only see such VMs, and only by id)" },
                 "agent": { "$ref": "#/components/schemas/AgentStatus", "description": "The guest agent's connection now (exec and files need it)" }
             })),
             &[
@@ -297,7 +325,7 @@ pub fn all() -> Map<String, Value> {
             with_lifetime(json!({
                 "snapshot_id": super::fork::snapshot_id_field(),
                 "image_id": { "type": "string", "description": "Default: the template's image, HATCH_DEFAULT_IMAGE, or the newest image" },
-                "template_id": { "type": "string" },
+                "template_id": { "type": "string", "description": "A template whose defaults apply. With nothing else but ttl_seconds, idle_timeout_seconds, on_idle or restart_policy, a VM of its warm pool is taken and restored when one is ready" },
                 "vcpu_count": { "type": "integer", "minimum": 1, "maximum": 32 },
                 "mem_mib": { "type": "integer", "minimum": 128, "description": "At most the host's memory" },
                 "enable_network": { "type": "boolean", "default": true },

@@ -71,6 +71,7 @@ pub fn vm(image_id: &str, state: VmState, n: u8) -> Vm {
         restart_policy: RestartPolicy::Never,
         snapshot_id: None,
         owner_key_id: None,
+        pool_template_id: None,
         lifetime: Default::default(),
         expires_at: None,
     }

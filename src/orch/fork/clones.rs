@@ -134,6 +134,7 @@ impl Orchestrator {
                 .lifetime
                 .map_or(parent.lifetime, |chosen| chosen.or(parent.lifetime)),
             owner: settings.owner.clone(),
+            pool_template_id: None,
         }
     }
 

@@ -59,6 +59,7 @@ pub fn sample_template(image_id: &str) -> Template {
         lifetime: Default::default(),
         created_at: now(),
         owner_key_id: None,
+        warm_pool_size: 0,
     }
 }
 
@@ -96,7 +97,15 @@ pub fn sample_vm(image_id: &str, n: u8) -> Vm {
         lifetime: Default::default(),
         expires_at: None,
         owner_key_id: None,
+        pool_template_id: None,
     }
+}
+
+/// A store in a fresh temporary directory (kept while the guard lives).
+pub fn temp_store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(&Store::path_in(dir.path())).expect("open store");
+    (dir, store)
 }
 
 /// Moves `vm` through `steps` in the store, each with its event, as

@@ -267,10 +267,17 @@ impl TestDaemon {
     /// Every recorded event of the VM `vm_id`, oldest first, read with
     /// `hatch events --json` (which also shows a deleted VM's).
     pub fn events_of(&self, vm_id: &str) -> Vec<Value> {
+        self.all_events()
+            .into_iter()
+            .filter(|event| event["vm_id"] == vm_id)
+            .collect()
+    }
+
+    /// Every recorded event, oldest first (`hatch events --json`).
+    pub fn all_events(&self) -> Vec<Value> {
         String::from_utf8_lossy(&self.cli_stdout(&["events", "--since", "0"]))
             .lines()
             .map(|line| serde_json::from_str::<Value>(line).expect("one JSON event per line"))
-            .filter(|event| event["vm_id"] == vm_id)
             .collect()
     }
 
