@@ -173,7 +173,7 @@ impl Bench {
             Method::Hatch | Method::HatchStored => {
                 let checksum = hatch::snapshot::file_checksum(&files.state).await?;
                 let path = snapshot_dir.join("vmstate.zst");
-                let info = hatch::snapshot::pack(&files.state, &path).await?;
+                let info = hatch::snapshot::pack(&files.state, &path, Default::default()).await?;
                 (info.compressed_bytes, Some(checksum), Some((info, path)))
             }
         };
