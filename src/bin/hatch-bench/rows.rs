@@ -27,11 +27,15 @@ pub enum Row {
     ApiList,
     #[value(name = "disk")]
     Disk,
+    /// zstd levels and threads for HATCH_SNAPSHOT_ZSTD_LEVEL; only with
+    /// `--only compress` (not one of the table's rows).
+    #[value(name = "compress")]
+    Compress,
 }
 
 impl Row {
     /// In the order they run (cheap rows first).
-    pub const ALL: [Row; 7] = [
+    pub const ALL: [Row; 8] = [
         Row::ApiList,
         Row::Proxy,
         Row::Snapshot,
@@ -39,7 +43,13 @@ impl Row {
         Row::CreateSshMinimal,
         Row::CreateSshDebian,
         Row::Disk,
+        Row::Compress,
     ];
+
+    /// Whether a run without `--only` measures this row.
+    pub fn by_default(self) -> bool {
+        self != Row::Compress
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -50,6 +60,7 @@ impl Row {
             Row::Proxy => "proxy",
             Row::ApiList => "api_list",
             Row::Disk => "disk",
+            Row::Compress => "compress",
         }
     }
 
@@ -63,6 +74,7 @@ impl Row {
             Row::Proxy => &["proxy_rps_ratio", "proxy_p99_ratio"],
             Row::ApiList => &["api_list_p99_ms"],
             Row::Disk => &["disk_snapshot_ratio", "disk_restore_ratio"],
+            Row::Compress => &[],
         }
     }
 
@@ -82,6 +94,7 @@ impl Row {
             },
             Row::ApiList => crate::api_list::run(ctx).await,
             Row::Disk => crate::disk::run(ctx.image(&ctx.inputs.debian)?, ctx).await,
+            Row::Compress => crate::compress::run(ctx.image(&ctx.inputs.debian)?, ctx).await,
         };
         measured.map_err(|e| Skip::Failed(e.to_string()))
     }
