@@ -417,8 +417,7 @@ impl Orchestrator {
             // compressed copy in `work`.
             let packed = store.open(&artefact_key(snapshot, &info.name)).await?;
             let plain = work.join(info.name.trim_end_matches(".zst"));
-            self.unpack_artefact(packed, info, disk_base.as_deref(), &plain)
-                .await?;
+            self.unpack_artefact(packed, info, disk_base.as_deref(), &plain).await?;
             unpacked.push((info.name.as_str(), plain));
         }
         let find = |name: &str| unpacked.iter().find(|(n, _)| *n == name).map(|(_, path)| path.clone());

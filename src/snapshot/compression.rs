@@ -92,10 +92,16 @@ mod tests {
         let info = pack(&src, &packed, threaded).await.unwrap();
         let stored = std::fs::read(&packed).unwrap();
         assert_eq!(info.compressed_bytes, stored.len() as u64);
-        assert_eq!(info.sha256, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored)));
+        assert_eq!(
+            info.sha256,
+            hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&stored))
+        );
 
         unpack(&packed, &info, &restored).await.unwrap();
-        assert!(std::fs::read(&restored).unwrap() == data, "bytes differ after the round trip");
+        assert!(
+            std::fs::read(&restored).unwrap() == data,
+            "bytes differ after the round trip"
+        );
 
         std::fs::remove_file(&restored).unwrap();
         let mut damaged = stored;
@@ -110,7 +116,10 @@ mod tests {
             other => panic!("expected Corrupt, got {other:?}"),
         }
         assert!(!restored.exists(), "nothing is restored from a damaged artefact");
-        let mut left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let mut left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         left.sort();
         assert_eq!(left, ["memory", "memory.zst"], "no temporaries left");
     }

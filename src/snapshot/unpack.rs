@@ -146,7 +146,10 @@ impl<R: Read> Verifying<R> {
         let mut sink = vec![0u8; CHUNK];
         while !self.too_long && self.failed.is_none() && self.read(&mut sink).is_ok_and(|n| n > 0) {}
         if let Some(source) = self.failed {
-            return Err(SnapshotError::io(format!("reading snapshot artefact {}", expected.name), source));
+            return Err(SnapshotError::io(
+                format!("reading snapshot artefact {}", expected.name),
+                source,
+            ));
         }
         if self.too_long || self.bytes != expected.compressed_bytes {
             let found = match self.too_long {

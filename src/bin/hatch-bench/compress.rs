@@ -157,11 +157,7 @@ fn threads_name(workers: u32) -> String {
 
 /// Packs `input` as Hatch's background pass does and unpacks the result as
 /// a restore does; returns (pack MB/s, unpack MB/s, ratio).
-async fn pack_and_unpack(
-    input: &Input,
-    compression: Compression,
-    work: &Path,
-) -> Result<(f64, f64, f64), BenchError> {
+async fn pack_and_unpack(input: &Input, compression: Compression, work: &Path) -> Result<(f64, f64, f64), BenchError> {
     let packed = work.join("packed.zst");
     let started = Instant::now();
     let info = snapshot::pack(&input.path, &packed, compression).await?;

@@ -224,7 +224,10 @@ async fn inside(args: &Args, inputs_file: &Path) -> Result<ExitCode, BenchError>
         rounds: args.rounds,
     };
     let mut outcomes = Vec::new();
-    for row in Row::ALL.into_iter().filter(|row| row.by_default() || args.selected(*row)) {
+    for row in Row::ALL
+        .into_iter()
+        .filter(|row| row.by_default() || args.selected(*row))
+    {
         let result = if args.selected(row) {
             eprintln!("== {} ==", row.name());
             let result = tokio::select! {
