@@ -67,12 +67,8 @@ mod tests {
     /// zstd's multi-threaded jobs (8 MiB each at level 3).
     fn sample() -> Vec<u8> {
         let mut data = Vec::with_capacity(24 << 20);
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
         while data.len() < 24 << 20 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            data.extend_from_slice(&seed.to_le_bytes());
+            data.extend_from_slice(&rand::random::<[u8; 8]>());
             data.extend_from_slice(b"guest page cache text, repeated");
         }
         data

@@ -24,7 +24,6 @@ use std::time::Instant;
 use hatch::model::Image;
 use hatch::snapshot::{self, Compression, Keep};
 
-use crate::guest::BOOT_TIMEOUT;
 use crate::hatchd::Hatchd;
 use crate::rows::Ctx;
 use crate::stats::{summary, Comparison};
@@ -34,23 +33,12 @@ const MEM_MIB: u32 = 512;
 const LEVELS: [i32; 4] = [1, 3, 6, 9];
 
 pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError> {
-    let hatchd = Hatchd::start(ctx, &[image], |_| {}).await?;
     let work = ctx.scratch("hatch-bench-compress-")?;
-    let created = hatchd.create_vm(image, MEM_MIB, None).await;
-    let result = match created {
-        Ok(vm) => {
-            let result = match saved_files(&hatchd, &vm.id, work.path()).await {
-                Ok(inputs) => measure(&inputs, work.path(), ctx).await,
-                Err(error) => Err(error),
-            };
-            ctx.guests.stop_all().await;
-            hatchd.delete_vm(&vm.id).await;
-            result
-        }
-        Err(error) => Err(error),
-    };
-    hatchd.shutdown().await;
-    result
+    Hatchd::with_ready_vm(ctx, image, MEM_MIB, async |hatchd, vm_id| {
+        let inputs = saved_files(hatchd, vm_id, work.path()).await?;
+        measure(&inputs, work.path(), ctx).await
+    })
+    .await
 }
 
 /// One file to pack, with the bytes of data it holds.
@@ -60,14 +48,9 @@ struct Input {
     data_bytes: u64,
 }
 
-/// Makes the VM ready, snapshots it and unpacks the stored snapshot:
+/// Snapshots the ready VM and unpacks its stored snapshot:
 /// its QEMU state (memory) and disk.
 async fn saved_files(hatchd: &Hatchd, vm_id: &str, work: &Path) -> Result<Vec<Input>, BenchError> {
-    hatchd
-        .orch
-        .wait_ready(vm_id, BOOT_TIMEOUT)
-        .await
-        .map_err(BenchError::hatch)?;
     let snapshot = hatchd.orch.snapshot_vm(vm_id).await.map_err(BenchError::hatch)?;
     let snapshot = crate::hatchd::wait_durable(&hatchd.orch, vm_id, &snapshot.id).await?;
     let unpacked = hatchd
