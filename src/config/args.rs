@@ -28,6 +28,8 @@ mod defaults {
     pub const IDLE_TIMEOUT: &str = "45m";
     pub const S3_REGION: &str = "us-east-1";
     pub const SNAPSHOT_KEEP: &str = "5";
+    /// `snapshot::Compression::DEFAULT_LEVEL` (a test checks they agree).
+    pub const SNAPSHOT_ZSTD_LEVEL: &str = "3";
     pub const RECONCILE_INTERVAL: &str = "15s";
     pub const SHUTDOWN_TIMEOUT: &str = "60s";
     pub const CONSOLE_LOG_MAX_BYTES: &str = "8M";
@@ -161,6 +163,10 @@ pub struct ServeArgs {
     /// Snapshots kept per VM; older ones are deleted.
     #[arg(long, env = "HATCH_SNAPSHOT_KEEP", default_value = defaults::SNAPSHOT_KEEP)]
     pub snapshot_keep: String,
+    /// zstd level (1-19) of stored snapshot artefacts, compressed in the
+    /// background on every CPU: higher is smaller and slower.
+    #[arg(long, env = "HATCH_SNAPSHOT_ZSTD_LEVEL", default_value = defaults::SNAPSHOT_ZSTD_LEVEL)]
+    pub snapshot_zstd_level: String,
     /// How often the host is compared with the database and drift repaired.
     #[arg(long, env = "HATCH_RECONCILE_INTERVAL", default_value = defaults::RECONCILE_INTERVAL)]
     pub reconcile_interval: String,
@@ -250,6 +256,7 @@ impl ServeArgs {
             s3_secret_key: None,
             s3_prefix: None,
             snapshot_keep: SNAPSHOT_KEEP.into(),
+            snapshot_zstd_level: SNAPSHOT_ZSTD_LEVEL.into(),
             reconcile_interval: RECONCILE_INTERVAL.into(),
             shutdown_timeout: SHUTDOWN_TIMEOUT.into(),
             console_log_max_bytes: CONSOLE_LOG_MAX_BYTES.into(),

@@ -100,6 +100,8 @@ pub struct Config {
     pub s3: Option<S3Config>,
     /// Snapshots kept per VM (older ones are deleted).
     pub snapshot_retention: u32,
+    /// zstd level of stored artefacts (HATCH_SNAPSHOT_ZSTD_LEVEL).
+    pub snapshot_zstd_level: i32,
     /// Period of the reconciler that repairs drift between host and database.
     pub reconcile_interval: Duration,
     /// How long shutdown waits for operations in flight.
@@ -245,6 +247,12 @@ impl Config {
             s3: s3(args)?,
             snapshot_retention: number(&args.snapshot_keep, 1, 10_000)
                 .map_err(ConfigError::on("HATCH_SNAPSHOT_KEEP"))?,
+            snapshot_zstd_level: number(
+                &args.snapshot_zstd_level,
+                *crate::snapshot::Compression::LEVELS.start(),
+                *crate::snapshot::Compression::LEVELS.end(),
+            )
+            .map_err(ConfigError::on("HATCH_SNAPSHOT_ZSTD_LEVEL"))?,
             reconcile_interval: duration(&args.reconcile_interval)
                 .map_err(ConfigError::on("HATCH_RECONCILE_INTERVAL"))?,
             shutdown_timeout: duration(&args.shutdown_timeout).map_err(ConfigError::on("HATCH_SHUTDOWN_TIMEOUT"))?,
@@ -485,6 +493,23 @@ mod tests {
         for bad in ["root", "Bad User", "9lives", "a/b"] {
             let error = with_user(Some(bad)).unwrap_err();
             assert_eq!(error.variable, "HATCH_VMM_USER", "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_zstd_level_is_validated_and_defaults_to_the_measured_one() {
+        let with_level = |level: &str| {
+            let mut args = ServeArgs::defaults();
+            args.snapshot_zstd_level = level.into();
+            Config::from_args(&args)
+        };
+        let default = Config::from_args(&ServeArgs::defaults()).unwrap();
+        assert_eq!(default.snapshot_zstd_level, crate::snapshot::Compression::DEFAULT_LEVEL);
+        assert_eq!(with_level("1").unwrap().snapshot_zstd_level, 1);
+        assert_eq!(with_level(" 19 ").unwrap().snapshot_zstd_level, 19);
+        for bad in ["0", "20", "-3", "fast", "3.5", ""] {
+            let error = with_level(bad).unwrap_err();
+            assert_eq!(error.variable, "HATCH_SNAPSHOT_ZSTD_LEVEL", "{bad:?}: {error}");
         }
     }
 

@@ -123,6 +123,11 @@ impl Orchestrator {
         }
     }
 
+    /// How artefacts are compressed: HATCH_SNAPSHOT_ZSTD_LEVEL on every CPU.
+    pub(super) fn compression(&self) -> snapshot::Compression {
+        snapshot::Compression::at_level(self.config.snapshot_zstd_level)
+    }
+
     /// Where a VM's hot copies live.
     fn hot_root(&self, vm_id: &str) -> PathBuf {
         self.config.data_dir.join("hot").join(vm_id)
@@ -250,7 +255,7 @@ impl Orchestrator {
                 self.pack_disk(&record.vm_id, &source, work).await?
             } else {
                 let packed = work.join(name);
-                (snapshot::pack(&source, &packed).await?, packed)
+                (snapshot::pack(&source, &packed, self.compression()).await?, packed)
             };
             self.snapshot_store()
                 .put(&super::snapshot::artefact_key(record, &info.name), &packed)

@@ -407,8 +407,8 @@ impl Orchestrator {
         Ok(Arc::from(handle))
     }
 
-    /// Fetches a snapshot's artefacts into `work` (which it creates),
-    /// verifying and decompressing each: the VMM's files ready for
+    /// Unpacks a snapshot's artefacts into `work` (which it creates),
+    /// verifying each as it is read from the store: the VMM's files ready for
     /// `Hypervisor::restore`, and the saved disk if there is one. Public for
     /// tools that load the same state outside orchestration (hatch-bench).
     pub async fn unpack_snapshot(&self, snapshot: &Snapshot, work: &Path) -> Result<UnpackedSnapshot, OrchError> {
@@ -424,12 +424,11 @@ impl Orchestrator {
         let store = self.snapshot_store();
         let mut unpacked = Vec::new();
         for info in &snapshot.artefacts {
-            let packed = work.join(&info.name);
-            store.get(&artefact_key(snapshot, &info.name), &packed).await?;
+            // Streamed from the store through the checksum and zstd: no
+            // compressed copy in `work`.
+            let packed = store.open(&artefact_key(snapshot, &info.name)).await?;
             let plain = work.join(info.name.trim_end_matches(".zst"));
-            self.unpack_artefact(&packed, info, disk_base.as_deref(), &plain)
-                .await?;
-            let _ = tokio::fs::remove_file(&packed).await;
+            self.unpack_artefact(packed, info, disk_base.as_deref(), &plain).await?;
             unpacked.push((info.name.as_str(), plain));
         }
         let find = |name: &str| unpacked.iter().find(|(n, _)| *n == name).map(|(_, path)| path.clone());

@@ -12,7 +12,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::snapshot::{self, ArtefactInfo, DiskBase, SnapshotError};
+use crate::snapshot::{self, ArtefactInfo, DiskBase, Keep, ObjectReader, SnapshotError};
 
 use super::{OrchError, Orchestrator};
 
@@ -36,13 +36,13 @@ impl Orchestrator {
             Some((rootfs, image_id)) => {
                 let packed = work.join(DISK_DIFF);
                 (
-                    snapshot::pack_disk_diff(disk, &rootfs, &image_id, &packed).await?,
+                    snapshot::pack_disk_diff(disk, &rootfs, &image_id, &packed, self.compression()).await?,
                     packed,
                 )
             }
             None => {
                 let packed = work.join(super::snapshot::DISK);
-                (snapshot::pack(disk, &packed).await?, packed)
+                (snapshot::pack(disk, &packed, self.compression()).await?, packed)
             }
         })
     }
@@ -65,18 +65,23 @@ impl Orchestrator {
         Ok(rootfs)
     }
 
-    /// Restores one verified artefact at `plain`: a disk diff over `base`,
-    /// anything else as it was packed.
+    /// Restores the artefact read from `packed` at `plain`, checked as it
+    /// is read: a disk diff over `base`, anything else as it was packed.
+    /// Only the disk outlives the restore, so only the disk is synced.
     pub(super) async fn unpack_artefact(
         &self,
-        packed: &Path,
+        packed: ObjectReader,
         info: &ArtefactInfo,
         base: Option<&Path>,
         plain: &Path,
     ) -> Result<(), OrchError> {
+        let keep = match info.name.as_str() {
+            super::snapshot::DISK => Keep::Durable,
+            _ => Keep::Scratch,
+        };
         match base.filter(|_| info.base.is_some()) {
             Some(rootfs) => snapshot::unpack_disk_diff(packed, info, rootfs, plain).await?,
-            None => snapshot::unpack(packed, info, plain).await?,
+            None => snapshot::unpack_from(packed, info, plain, keep).await?,
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! Checksums of whole files: SHA-256 of artefacts before they are
-//! unpacked; XXH3-128 of hot copies before they are loaded.
+//! Checksums of whole hot copies: XXH3-128, checked before they are
+//! loaded. (Artefacts' SHA-256 is computed as they are packed and checked
+//! as they are unpacked, in the same pass.)
 //!
 //! A hot copy never leaves the host and is written through a descriptor
 //! the daemon opened, so its checksum guards against damage, not forgery:
@@ -11,25 +12,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::Path;
 
-use sha2::{Digest, Sha256};
-
 use super::{blocking, SnapshotError};
 
 const CHUNK: usize = 1 << 20;
-
-/// Lower-case hex SHA-256 of everything `reader` yields.
-pub(crate) fn sha256_hex(reader: &mut impl Read) -> io::Result<String> {
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = reader.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hex::encode(hasher.finalize()))
-}
 
 /// XXH3-128 of the file at `path` (`xxh3-128:<hex>`), read on a blocking
 /// thread.

@@ -32,9 +32,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::format::{nonzero_runs, read_diff_header, write_diff_header, write_end, write_extent, DiffHeader};
-use super::pack::{HashingWriter, ZSTD_LEVEL};
-use super::unpack::{open_stream, read_extents, verify};
-use super::{blocking, ArtefactInfo, SnapshotError};
+use super::pack::HashingWriter;
+use super::unpack::{decode_verified, read_extents};
+use super::{blocking, ArtefactInfo, Compression, ObjectReader, SnapshotError};
 use crate::sys::atomic_file::AtomicFile;
 use crate::sys::clone_file::clone_into;
 use crate::sys::sparse::{data_regions, is_zero};
@@ -64,9 +64,10 @@ pub async fn pack_disk_diff(
     base: &Path,
     image_id: &str,
     dest: &Path,
+    compression: Compression,
 ) -> Result<ArtefactInfo, SnapshotError> {
     let (disk, base, image_id, dest) = (disk.to_owned(), base.to_owned(), image_id.to_owned(), dest.to_owned());
-    blocking(move || pack_blocking(&disk, &base, &image_id, &dest)).await
+    blocking(move || pack_blocking(&disk, &base, &image_id, &dest, compression)).await
 }
 
 /// Checks that `base` is still the file `expected` describes.
@@ -75,17 +76,18 @@ pub async fn check_disk_base(base: &Path, expected: &DiskBase) -> Result<(), Sna
     blocking(move || check_base(&base, &expected).map(|_| ())).await
 }
 
-/// Verifies the artefact `src` against `expected`, checks its base, then
-/// writes the disk it describes at `dest` (atomically): a clone of `base`
-/// with the stored blocks written over it.
+/// Checks `base`, then reads the artefact from `source` and writes the
+/// disk it describes at `dest` (atomically, synced): a clone of `base`
+/// with the stored blocks written over it. The artefact is checked against
+/// `expected` as it is read; `dest` takes its name only once it matched.
 pub async fn unpack_disk_diff(
-    src: &Path,
+    source: ObjectReader,
     expected: &ArtefactInfo,
     base: &Path,
     dest: &Path,
 ) -> Result<(), SnapshotError> {
-    let (src, expected, base, dest) = (src.to_owned(), expected.clone(), base.to_owned(), dest.to_owned());
-    blocking(move || unpack_blocking(&src, &expected, &base, &dest)).await
+    let (expected, base, dest) = (expected.clone(), base.to_owned(), dest.to_owned());
+    blocking(move || unpack_blocking(source, &expected, &base, &dest)).await
 }
 
 fn pack_blocking(
@@ -93,6 +95,7 @@ fn pack_blocking(
     base_path: &Path,
     image_id: &str,
     dest: &Path,
+    compression: Compression,
 ) -> Result<ArtefactInfo, SnapshotError> {
     let (base_size, base_digest) = base_digest(base_path)
         .map_err(|e| SnapshotError::io(format!("reading the base {}", base_path.display()), e))?;
@@ -110,8 +113,7 @@ fn pack_blocking(
     let mut artefact = AtomicFile::create(dest).map_err(packing_err)?;
     let (sha256, compressed_bytes) = {
         let hashing = HashingWriter::new(BufWriter::new(artefact.file()));
-        let mut encoder = zstd::Encoder::new(hashing, ZSTD_LEVEL).map_err(packing_err)?;
-        encoder.include_checksum(true).map_err(packing_err)?;
+        let mut encoder = compression.encoder(hashing).map_err(packing_err)?;
         write_diff_header(&mut encoder, &header).map_err(packing_err)?;
         let (_, seen) = walk(&base, Some((&disk, size)), |offset, block| {
             write_extent(&mut encoder, offset, block)
@@ -144,7 +146,12 @@ fn pack_blocking(
     })
 }
 
-fn unpack_blocking(src: &Path, expected: &ArtefactInfo, base_path: &Path, dest: &Path) -> Result<(), SnapshotError> {
+fn unpack_blocking(
+    source: ObjectReader,
+    expected: &ArtefactInfo,
+    base_path: &Path,
+    dest: &Path,
+) -> Result<(), SnapshotError> {
     let corrupt = |reason: String| SnapshotError::Corrupt {
         artefact: expected.name.clone(),
         reason,
@@ -153,33 +160,34 @@ fn unpack_blocking(src: &Path, expected: &ArtefactInfo, base_path: &Path, dest: 
         .base
         .as_ref()
         .ok_or_else(|| corrupt("the record names no base image".into()))?;
-    verify(src, expected)?;
     let stamp = check_base(base_path, recorded)?;
-    let mut stream = open_stream(src, &expected.name)?;
-    let header = read_diff_header(&mut stream).map_err(|e| corrupt(e.to_string()))?;
-    if header.size != expected.size_bytes
-        || header.base_size != recorded.size_bytes
-        || hex::encode(header.base_digest) != recorded.sha256
-    {
-        return Err(corrupt(format!(
-            "its header ({header:?}) does not match the record ({} bytes over {recorded:?})",
-            expected.size_bytes
-        )));
-    }
-
     let write_err = |e: io::Error| SnapshotError::io(format!("writing {}", dest.display()), e);
-    let base = File::open(base_path).map_err(|e| SnapshotError::io(format!("opening {}", base_path.display()), e))?;
-    let mut out = AtomicFile::create(dest).map_err(write_err)?;
-    clone_into(&base, out.file()).map_err(write_err)?;
-    if Stamp::of(&base).ok() != Some(stamp) {
-        return Err(base_changed(recorded, "changed while it was being copied".into()));
-    }
-    out.file().set_len(header.size).map_err(write_err)?;
-    let file = out.file();
-    read_extents(&mut stream, header.size, &expected.name, |offset, block| {
-        overwrite(file, offset, block)
-    })
-    .map_err(|e| e.into_snapshot_error(dest))?;
+    let out = decode_verified(source, expected, |stream| {
+        let header = read_diff_header(stream).map_err(|e| corrupt(e.to_string()))?;
+        if header.size != expected.size_bytes
+            || header.base_size != recorded.size_bytes
+            || hex::encode(header.base_digest) != recorded.sha256
+        {
+            return Err(corrupt(format!(
+                "its header ({header:?}) does not match the record ({} bytes over {recorded:?})",
+                expected.size_bytes
+            )));
+        }
+        let base =
+            File::open(base_path).map_err(|e| SnapshotError::io(format!("opening {}", base_path.display()), e))?;
+        let mut out = AtomicFile::create(dest).map_err(write_err)?;
+        clone_into(&base, out.file()).map_err(write_err)?;
+        if Stamp::of(&base).ok() != Some(stamp) {
+            return Err(base_changed(recorded, "changed while it was being copied".into()));
+        }
+        out.file().set_len(header.size).map_err(write_err)?;
+        let file = out.file();
+        read_extents(stream, header.size, &expected.name, |offset, block| {
+            overwrite(file, offset, block)
+        })
+        .map_err(|e| e.into_snapshot_error(dest))?;
+        Ok(out)
+    })?;
     out.commit().map_err(write_err)
 }
 

@@ -1,6 +1,11 @@
 use super::*;
 use crate::sys::clone_file::clone_file;
 
+/// The artefact file at `path`, as a store hands it over.
+fn open(path: &Path) -> ObjectReader {
+    Box::new(File::open(path).unwrap())
+}
+
 const MIB: u64 = 1 << 20;
 
 /// A 32 MiB "image": data at 0-2 MiB and 8-9 MiB, a zero data block at
@@ -48,7 +53,9 @@ async fn a_disk_comes_back_byte_identical_from_base_and_differing_blocks() {
     write_at(&disk, 40 * MIB + 3, b"grown");
 
     let packed = dir.path().join("disk-diff.zst");
-    let info = pack_disk_diff(&disk, &base, "img-1", &packed).await.unwrap();
+    let info = pack_disk_diff(&disk, &base, "img-1", &packed, Compression::default())
+        .await
+        .unwrap();
     assert_eq!(info.size_bytes, 40 * MIB + 8);
     assert_eq!(base_of(&info).image_id, "img-1");
     assert_eq!(base_of(&info).size_bytes, 32 * MIB);
@@ -60,7 +67,7 @@ async fn a_disk_comes_back_byte_identical_from_base_and_differing_blocks() {
     );
 
     let restored = dir.path().join("restored");
-    unpack_disk_diff(&packed, &info, &base, &restored).await.unwrap();
+    unpack_disk_diff(open(&packed), &info, &base, &restored).await.unwrap();
     assert!(
         std::fs::read(&restored).unwrap() == std::fs::read(&disk).unwrap(),
         "restored disk differs"
@@ -77,7 +84,7 @@ async fn a_disk_comes_back_byte_identical_from_base_and_differing_blocks() {
 #[tokio::test]
 async fn an_unchanged_disk_stores_nothing_but_a_header() {
     let (dir, base, disk) = image_and_clone();
-    let info = pack_disk_diff(&disk, &base, "img-1", &dir.path().join("d.zst"))
+    let info = pack_disk_diff(&disk, &base, "img-1", &dir.path().join("d.zst"), Compression::default())
         .await
         .unwrap();
     assert!(info.compressed_bytes < 200, "{info:?}");
@@ -100,14 +107,18 @@ async fn a_changed_or_missing_base_is_refused_naming_the_image() {
     let (dir, base, disk) = image_and_clone();
     write_at(&disk, 0, b"changed");
     let packed = dir.path().join("disk-diff.zst");
-    let info = pack_disk_diff(&disk, &base, "img-7", &packed).await.unwrap();
+    let info = pack_disk_diff(&disk, &base, "img-7", &packed, Compression::default())
+        .await
+        .unwrap();
     check_disk_base(&base, base_of(&info)).await.unwrap();
 
     let restored = dir.path().join("restored");
     write_at(&base, 9 * MIB, b"edited in place");
     for error in [
         check_disk_base(&base, base_of(&info)).await.unwrap_err(),
-        unpack_disk_diff(&packed, &info, &base, &restored).await.unwrap_err(),
+        unpack_disk_diff(open(&packed), &info, &base, &restored)
+            .await
+            .unwrap_err(),
     ] {
         assert!(matches!(error, SnapshotError::BaseChanged { .. }), "{error}");
         let message = error.to_string();
@@ -128,13 +139,17 @@ async fn a_damaged_diff_is_corrupt_and_writes_nothing() {
     let (dir, base, disk) = image_and_clone();
     write_at(&disk, 3 * MIB, b"data");
     let packed = dir.path().join("disk-diff.zst");
-    let info = pack_disk_diff(&disk, &base, "img-1", &packed).await.unwrap();
+    let info = pack_disk_diff(&disk, &base, "img-1", &packed, Compression::default())
+        .await
+        .unwrap();
     let mut bytes = std::fs::read(&packed).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0xff;
     std::fs::write(&packed, bytes).unwrap();
     let restored = dir.path().join("restored");
-    let error = unpack_disk_diff(&packed, &info, &base, &restored).await.unwrap_err();
+    let error = unpack_disk_diff(open(&packed), &info, &base, &restored)
+        .await
+        .unwrap_err();
     assert!(matches!(error, SnapshotError::Corrupt { .. }), "{error}");
     assert!(!restored.exists());
 }

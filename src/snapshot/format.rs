@@ -51,7 +51,7 @@ pub(crate) fn write_diff_header(out: &mut impl Write, header: &DiffHeader) -> io
     out.write_all(&header.base_digest)
 }
 
-pub(crate) fn read_diff_header(input: &mut impl Read) -> Result<DiffHeader, FormatError> {
+pub(crate) fn read_diff_header(input: &mut (impl Read + ?Sized)) -> Result<DiffHeader, FormatError> {
     let size = read_magic_and_size(input, DIFF_MAGIC)?;
     Ok(DiffHeader {
         size,
@@ -85,11 +85,11 @@ pub(crate) enum FormatError {
 }
 
 /// Reads the header; returns the logical size.
-pub(crate) fn read_header(input: &mut impl Read) -> Result<u64, FormatError> {
+pub(crate) fn read_header(input: &mut (impl Read + ?Sized)) -> Result<u64, FormatError> {
     read_magic_and_size(input, MAGIC)
 }
 
-fn read_magic_and_size(input: &mut impl Read, expected: &[u8; 8]) -> Result<u64, FormatError> {
+fn read_magic_and_size(input: &mut (impl Read + ?Sized), expected: &[u8; 8]) -> Result<u64, FormatError> {
     let magic: [u8; 8] = read_array(input)?;
     if &magic != expected {
         return Err(FormatError::BadMagic);
@@ -104,7 +104,7 @@ fn read_magic_and_size(input: &mut impl Read, expected: &[u8; 8]) -> Result<u64,
 /// Reads the next extent header, checked against the previous extent's end
 /// and the logical size; `None` at the end marker.
 pub(crate) fn read_extent(
-    input: &mut impl Read,
+    input: &mut (impl Read + ?Sized),
     min_offset: u64,
     size: u64,
 ) -> Result<Option<(u64, u64)>, FormatError> {
@@ -120,7 +120,7 @@ pub(crate) fn read_extent(
     Ok(Some((offset, length)))
 }
 
-fn read_array<const N: usize>(input: &mut impl Read) -> io::Result<[u8; N]> {
+fn read_array<const N: usize>(input: &mut (impl Read + ?Sized)) -> io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
     input.read_exact(&mut bytes)?;
     Ok(bytes)

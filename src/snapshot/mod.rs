@@ -3,11 +3,14 @@
 //! them sparse, and keeping them in a store.
 //!
 //! Artefact format: one zstd stream (with zstd's own content checksum) of
-//! a small sparse container, see [`format`]. Holes and all-zero blocks are
-//! not stored at all, so packing a mostly empty 10 GiB disk costs what its
+//! a small sparse container, see [`format`], compressed on every CPU at the
+//! configured level ([`Compression`]). Holes and all-zero blocks are not
+//! stored at all, so packing a mostly empty 10 GiB disk costs what its
 //! data costs, and unpacking recreates the holes. The SHA-256 recorded in
-//! [`ArtefactInfo`] covers the artefact bytes as stored, so corruption in
-//! the store is caught before anything is decompressed.
+//! [`ArtefactInfo`] covers the artefact bytes as stored; unpacking streams
+//! them from the store through the hash and zstd in one pass, and the
+//! unpacked file takes its name only once the hash matched, so a corrupt
+//! artefact is never loaded.
 //!
 //! A VM's disk is stored as the blocks that differ from its image's root
 //! filesystem, see [`disk_diff`].
@@ -17,6 +20,7 @@
 //! with this host's objects under HATCH_S3_PREFIX or its [`host_id`]),
 //! behind the one [`SnapshotStore`] trait; [`open_store`] picks by config.
 
+mod compression;
 mod digest;
 mod disk_diff;
 mod format;
@@ -29,13 +33,14 @@ mod unpack;
 use std::io;
 use std::sync::Arc;
 
+pub use compression::{all_cpus, Compression};
 pub use digest::file_checksum;
 pub use disk_diff::{check_disk_base, pack_disk_diff, unpack_disk_diff, DiskBase, BLOCK as DISK_DIFF_BLOCK};
 pub use host_id::{host_id, host_id_path, read_host_id};
 pub use pack::pack;
 pub use s3::{S3Store, PART_SIZE as S3_PART_SIZE};
-pub use store::{is_orphan, validate_key, LocalStore, SnapshotStore, StorageHealth};
-pub use unpack::unpack;
+pub use store::{is_orphan, validate_key, LocalStore, ObjectReader, SnapshotStore, StorageHealth};
+pub use unpack::{unpack, unpack_from, Keep};
 
 /// What was recorded about one packed artefact.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -10,22 +10,20 @@ use std::path::Path;
 use sha2::{Digest, Sha256};
 
 use super::format::{nonzero_runs, write_end, write_extent, write_header};
-use super::{blocking, ArtefactInfo, SnapshotError};
+use super::{blocking, ArtefactInfo, Compression, SnapshotError};
 use crate::sys::atomic_file::AtomicFile;
 use crate::sys::sparse::for_each_data_region;
 
-/// zstd's default level: fast, and the data is mostly guest RAM and disk.
-pub(super) const ZSTD_LEVEL: i32 = 3;
 const READ_CHUNK: usize = 1 << 20;
 
 /// Compresses `src` into the artefact `dest` (written atomically) and
 /// returns its sizes and SHA-256. Holes in `src` cost nothing.
-pub async fn pack(src: &Path, dest: &Path) -> Result<ArtefactInfo, SnapshotError> {
+pub async fn pack(src: &Path, dest: &Path, compression: Compression) -> Result<ArtefactInfo, SnapshotError> {
     let (src, dest) = (src.to_owned(), dest.to_owned());
-    blocking(move || pack_blocking(&src, &dest)).await
+    blocking(move || pack_blocking(&src, &dest, compression)).await
 }
 
-fn pack_blocking(src: &Path, dest: &Path) -> Result<ArtefactInfo, SnapshotError> {
+fn pack_blocking(src: &Path, dest: &Path, compression: Compression) -> Result<ArtefactInfo, SnapshotError> {
     let name = dest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -40,8 +38,7 @@ fn pack_blocking(src: &Path, dest: &Path) -> Result<ArtefactInfo, SnapshotError>
     let mut artefact = AtomicFile::create(dest).map_err(packing_err)?;
     let (sha256, compressed_bytes) = {
         let hashing = HashingWriter::new(BufWriter::new(artefact.file()));
-        let mut encoder = zstd::Encoder::new(hashing, ZSTD_LEVEL).map_err(packing_err)?;
-        encoder.include_checksum(true).map_err(packing_err)?;
+        let mut encoder = compression.encoder(hashing).map_err(packing_err)?;
         write_header(&mut encoder, size).map_err(packing_err)?;
         let mut buf = vec![0u8; READ_CHUNK];
         for_each_data_region(&source, size, |start, end| {

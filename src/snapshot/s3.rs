@@ -3,7 +3,8 @@
 //! Uploads stream the file in parts (multipart upload, a few parts in
 //! flight), so a memory artefact of hundreds of MiB never sits in RAM, and
 //! an object becomes visible only when its upload completes. Downloads
-//! stream into an [`AtomicFile`]. Requests use path-style addressing
+//! stream into an [`AtomicFile`], or, for a restore, straight into the
+//! reader that hashes and unpacks them ([`SnapshotStore::open`]). Requests use path-style addressing
 //! (`<endpoint>/<bucket>/<key>`), which every S3-compatible server speaks;
 //! plain HTTP is allowed when the configured endpoint is an `http://` URL.
 //!
@@ -30,7 +31,7 @@ use object_store::{
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::store::{age_of, is_orphan, validate_delete_prefix, validate_key, validate_prefix, StorageHealth};
-use super::{blocking, SnapshotError, SnapshotStore};
+use super::{blocking, ObjectReader, SnapshotError, SnapshotStore};
 use crate::config::S3Config;
 use crate::sys::atomic_file::AtomicFile;
 
@@ -271,6 +272,30 @@ fn listing_root(prefix: &str) -> Option<&str> {
         .filter(|dir| !dir.is_empty())
 }
 
+/// An object's body as it downloads, ending in an error instead of a
+/// clean end when the connection closed before the object's size.
+struct WholeDownload<R> {
+    body: R,
+    key: String,
+    expected: u64,
+    received: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for WholeDownload<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.body.read(buf)?;
+        self.received += n as u64;
+        if n == 0 && !buf.is_empty() && self.received != self.expected {
+            return Err(std::io::Error::other(SnapshotError::Truncated {
+                key: self.key.clone(),
+                expected: self.expected,
+                received: self.received,
+            }));
+        }
+        Ok(n)
+    }
+}
+
 /// Reads up to one part from `file` (less only at the end of the file).
 async fn read_part(file: &mut tokio::fs::File, path: &Path) -> Result<BytesMut, SnapshotError> {
     let mut part = BytesMut::with_capacity(PART_SIZE);
@@ -342,6 +367,26 @@ impl SnapshotStore for S3Store {
         }
         let context = format!("writing {}", local_path.display());
         blocking(move || temp.commit().map_err(|e| SnapshotError::io(context, e))).await
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectReader, SnapshotError> {
+        validate_key(key)?;
+        let key = self.full_key(key);
+        let found = self
+            .client
+            .get(&ObjectPath::from(key.as_str()))
+            .await
+            .map_err(|e| self.object_error("download", &key, e))?;
+        let expected = found.meta.size;
+        // Reading happens on a blocking thread; the bridge waits there for
+        // the next chunk of the download.
+        let body = tokio_util::io::StreamReader::new(found.into_stream().map_err(std::io::Error::other));
+        Ok(Box::new(WholeDownload {
+            body: tokio_util::io::SyncIoBridge::new(body),
+            key,
+            expected,
+            received: 0,
+        }))
     }
 
     async fn delete(&self, prefix: &str) -> Result<usize, SnapshotError> {

@@ -12,7 +12,7 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -23,6 +23,10 @@ use crate::sys::atomic_file::{AtomicFile, PARTIAL_SUFFIX};
 
 const MAX_KEY_LEN: usize = 512;
 
+/// An object's bytes as they are read from the store. Reads block: use it
+/// on a blocking thread (see [`super::unpack_from`]).
+pub type ObjectReader = Box<dyn Read + Send>;
+
 #[async_trait]
 pub trait SnapshotStore: Send + Sync {
     /// Stores the file at `local_path` under `key`, replacing any object
@@ -30,6 +34,10 @@ pub trait SnapshotStore: Send + Sync {
     async fn put(&self, key: &str, local_path: &Path) -> Result<(), SnapshotError>;
     /// Copies the object `key` to `local_path` (written atomically).
     async fn get(&self, key: &str, local_path: &Path) -> Result<(), SnapshotError>;
+    /// Opens the object `key` for reading, without a local copy: restore
+    /// streams it through the checksum and zstd (a local file is read in
+    /// place, an S3 object as it downloads).
+    async fn open(&self, key: &str) -> Result<ObjectReader, SnapshotError>;
     /// Deletes every object whose key starts with `prefix` (which must not
     /// be empty); returns how many were deleted.
     async fn delete(&self, prefix: &str) -> Result<usize, SnapshotError>;
@@ -200,15 +208,17 @@ impl SnapshotStore for LocalStore {
         let source = self.path_for(key)?;
         let (key, target) = (key.to_owned(), local_path.to_owned());
         blocking(move || {
-            let input = match File::open(&source) {
-                Ok(input) if source.is_file() => input,
-                Ok(_) => return Err(SnapshotError::NotFound { key }),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(SnapshotError::NotFound { key }),
-                Err(e) => return Err(SnapshotError::io(format!("opening {}", source.display()), e)),
-            };
+            let input = open_object(&source, key)?;
             copy_atomically(input, &source, &target)
         })
         .await
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectReader, SnapshotError> {
+        let source = self.path_for(key)?;
+        let key = key.to_owned();
+        let input = blocking(move || open_object(&source, key)).await?;
+        Ok(Box::new(input))
     }
 
     async fn delete(&self, prefix: &str) -> Result<usize, SnapshotError> {
@@ -292,6 +302,16 @@ impl SnapshotStore for LocalStore {
 
     fn describe(&self) -> String {
         format!("local directory {}", self.root.display())
+    }
+}
+
+/// The file of the object `key` at `path`, for reading.
+fn open_object(path: &Path, key: String) -> Result<File, SnapshotError> {
+    match File::open(path) {
+        Ok(input) if path.is_file() => Ok(input),
+        Ok(_) => Err(SnapshotError::NotFound { key }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SnapshotError::NotFound { key }),
+        Err(e) => Err(SnapshotError::io(format!("opening {}", path.display()), e)),
     }
 }
 

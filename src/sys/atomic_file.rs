@@ -42,6 +42,13 @@ impl AtomicFile {
         self.temp.persist(&self.target).map_err(|e| e.error)?;
         File::open(parent_dir(&self.target))?.sync_all()
     }
+
+    /// Renames the file over the target without syncing anything: for
+    /// files used once and deleted (a restore's scratch), where a crash
+    /// loses nothing and a sync would only cost time.
+    pub fn commit_unsynced(self) -> io::Result<()> {
+        self.temp.persist(&self.target).map(|_| ()).map_err(|e| e.error)
+    }
 }
 
 fn parent_dir(path: &Path) -> &Path {

@@ -6,7 +6,7 @@ use crate::common;
 use common::snapshot::{
     allocated_blocks, dir_names, du_kib, flip_byte, random_bytes, same_contents, sha256_of, sparse_file, MIB,
 };
-use hatch::snapshot::{pack, unpack, ArtefactInfo, SnapshotError};
+use hatch::snapshot::{pack, unpack, ArtefactInfo, Compression, SnapshotError};
 
 #[tokio::test]
 async fn a_sparse_256_mib_disk_round_trips_and_stays_sparse() {
@@ -29,7 +29,7 @@ async fn a_sparse_256_mib_disk_round_trips_and_stays_sparse() {
         ],
     );
 
-    let info = pack(&disk, &artefact).await.expect("pack");
+    let info = pack(&disk, &artefact, Compression::default()).await.expect("pack");
     assert_eq!(info.name, "disk.zst");
     assert_eq!(info.size_bytes, size);
     assert_eq!(info.compressed_bytes, std::fs::metadata(&artefact).expect("stat").len());
@@ -92,7 +92,7 @@ async fn dense_odd_sized_and_empty_files_round_trip() {
         let src = dir.path().join(name);
         std::fs::write(&src, &contents).expect("write");
         let artefact = dir.path().join(format!("{name}.zst"));
-        let info = pack(&src, &artefact).await.expect("pack");
+        let info = pack(&src, &artefact, Compression::default()).await.expect("pack");
         assert_eq!(info.size_bytes, contents.len() as u64);
         let restored = dir.path().join(format!("{name}.out"));
         unpack(&artefact, &info, &restored).await.expect("unpack");
@@ -108,7 +108,7 @@ async fn packed_sample(dir: &std::path::Path) -> (std::path::PathBuf, ArtefactIn
         &[(MIB, random_bytes(2 * MIB as usize)), (40 * MIB, random_bytes(5000))],
     );
     let artefact = dir.join("mem.zst");
-    let info = pack(&src, &artefact).await.expect("pack");
+    let info = pack(&src, &artefact, Compression::default()).await.expect("pack");
     (artefact, info)
 }
 
@@ -184,7 +184,7 @@ async fn holes_are_skipped_not_read() {
     sparse_file(&disk, size, &[(size / 2, data.clone())]);
 
     let limit = std::time::Duration::from_secs(120);
-    let info = tokio::time::timeout(limit, pack(&disk, &artefact))
+    let info = tokio::time::timeout(limit, pack(&disk, &artefact, Compression::default()))
         .await
         .expect("pack skips holes")
         .expect("pack");

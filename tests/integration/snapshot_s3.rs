@@ -2,7 +2,8 @@
 //! server (moto) the tests start inside their own network namespace: the
 //! store itself (multipart upload of a file bigger than one part, sorted
 //! listing, delete by prefix, clear errors, everything under its prefix),
-//! the start-up sweep's rules, a VM snapshotted into the bucket and
+//! an artefact unpacked straight from its download and a damaged one
+//! refused, the start-up sweep's rules, a VM snapshotted into the bucket and
 //! restored from it with its files, RAM and SSH port intact, two daemons
 //! sharing one bucket, and a daemon that starts before its bucket answers.
 
@@ -14,10 +15,73 @@ use common::hatchd::{TestDaemon, TestKey};
 use common::netns::TestNetns;
 use common::s3::{TestS3, ACCESS_KEY, BUCKET, SECRET_KEY};
 use common::snapshot::{dir_names, random_bytes, same_contents, sparse_file, MIB};
-use hatch::snapshot::{S3Store, SnapshotError, SnapshotStore, S3_PART_SIZE};
+use hatch::snapshot::{pack, unpack_from, Compression, Keep, S3Store, SnapshotError, SnapshotStore, S3_PART_SIZE};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
+
+#[test]
+fn an_artefact_unpacks_as_it_downloads_and_a_damaged_one_is_refused() {
+    let server = TestS3::standalone();
+    let work = tempfile::tempdir().expect("tempdir");
+    // Bigger than two upload parts once packed (random data barely compresses).
+    let original = work.path().join("memory");
+    let size = 3 * S3_PART_SIZE as u64;
+    sparse_file(
+        &original,
+        size,
+        &[
+            (0, random_bytes(2 * S3_PART_SIZE + 12345)),
+            (size - 10, b"end marker".to_vec()),
+        ],
+    );
+    let packed = work.path().join("memory.zst");
+    let restored = work.path().join("restored");
+    let config = server.config();
+    let key = "vm-a/snap-1/memory.zst";
+
+    server.own_netns().block_on(|| async {
+        let info = pack(&original, &packed, Compression::default()).await.expect("pack");
+        assert!(info.compressed_bytes > 2 * S3_PART_SIZE as u64);
+        let store = S3Store::new(&config, "host-a").expect("S3 client");
+        store.put(key, &packed).await.expect("put");
+
+        let download = store.open(key).await.expect("open");
+        unpack_from(download, &info, &restored, Keep::Scratch)
+            .await
+            .expect("unpack from the bucket");
+        assert!(same_contents(&original, &restored), "the restored file differs");
+        std::fs::remove_file(&restored).unwrap();
+
+        // One byte flipped in the bucket: refused, nothing unpacked.
+        let mut damaged = std::fs::read(&packed).unwrap();
+        damaged[S3_PART_SIZE + 7] ^= 1;
+        let elsewhere = tempfile::tempdir().expect("tempdir");
+        let damaged_file = elsewhere.path().join("damaged");
+        std::fs::write(&damaged_file, &damaged).unwrap();
+        store.put(key, &damaged_file).await.expect("put the damaged copy");
+        assert_eq!(server.object(&format!("host-a/{key}")), damaged);
+        let download = store.open(key).await.expect("open");
+        match unpack_from(download, &info, &restored, Keep::Scratch).await {
+            Err(SnapshotError::Corrupt { artefact, reason }) => {
+                assert_eq!(artefact, "memory.zst");
+                assert!(reason.contains("SHA-256"), "{reason}");
+            }
+            other => panic!("a damaged artefact must be refused as corrupt: {other:?}"),
+        }
+        assert_eq!(
+            dir_names(work.path()),
+            ["memory", "memory.zst"],
+            "nothing unpacked, no temporary left, no download kept"
+        );
+
+        match store.open("vm-a/snap-1/missing.zst").await {
+            Err(SnapshotError::NotFound { key }) => assert!(key.ends_with("vm-a/snap-1/missing.zst"), "{key}"),
+            Err(other) => panic!("a missing object must be NotFound: {other:?}"),
+            Ok(_) => panic!("a missing object opened"),
+        }
+    });
+}
 
 #[test]
 fn s3_store_round_trips_lists_and_deletes_by_prefix() {

@@ -29,7 +29,6 @@ use hatch::model::{Image, Snapshot};
 use hatch::vmm::{Hypervisor, SnapshotFiles, VmLaunch};
 
 use crate::copy::cp_sparse;
-use crate::guest::BOOT_TIMEOUT;
 use crate::hatchd::Hatchd;
 use crate::rows::Ctx;
 use crate::stats::{millis, Comparison};
@@ -38,27 +37,13 @@ use crate::BenchError;
 const MEM_MIB: u32 = 512;
 
 pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError> {
-    let hatchd = Hatchd::start(ctx, &[image], |_| {}).await?;
-    let created = hatchd.create_vm(image, MEM_MIB, None).await;
-    let result = match created {
-        Ok(vm) => {
-            let result = rounds(&hatchd, &vm.id, ctx).await;
-            ctx.guests.stop_all().await;
-            hatchd.delete_vm(&vm.id).await;
-            result
-        }
-        Err(error) => Err(error),
-    };
-    hatchd.shutdown().await;
-    result
+    Hatchd::with_ready_vm(ctx, image, MEM_MIB, async |hatchd, vm_id| {
+        rounds(hatchd, vm_id, ctx).await
+    })
+    .await
 }
 
 async fn rounds(hatchd: &Hatchd, vm_id: &str, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError> {
-    hatchd
-        .orch
-        .wait_ready(vm_id, BOOT_TIMEOUT)
-        .await
-        .map_err(BenchError::hatch)?;
     let hypervisor = hatchd.hypervisor()?;
     let baseline_name = "qemu save/load + cp --sparse=always";
     let mut snapshot_line = Comparison::new(

@@ -137,6 +137,32 @@ impl Hatchd {
         self.orch.create_vm(request).await.map_err(BenchError::hatch)
     }
 
+    /// Starts Hatch with `image`, creates one `mem_mib` VM of it, waits
+    /// (untimed) until it is ready and runs `body` with it; afterwards (also after an error) every QEMU is
+    /// stopped, the VM deleted and Hatch shut down.
+    pub async fn with_ready_vm<T>(
+        ctx: &crate::rows::Ctx,
+        image: &Image,
+        mem_mib: u32,
+        body: impl AsyncFnOnce(&Hatchd, &str) -> Result<T, BenchError>,
+    ) -> Result<T, BenchError> {
+        let hatchd = Hatchd::start(ctx, &[image], |_| {}).await?;
+        let result = match hatchd.create_vm(image, mem_mib, None).await {
+            Ok(vm) => {
+                let result = match hatchd.orch.wait_ready(&vm.id, crate::guest::BOOT_TIMEOUT).await {
+                    Ok(_) => body(&hatchd, &vm.id).await,
+                    Err(error) => Err(BenchError::hatch(error)),
+                };
+                ctx.guests.stop_all().await;
+                hatchd.delete_vm(&vm.id).await;
+                result
+            }
+            Err(error) => Err(error),
+        };
+        hatchd.shutdown().await;
+        result
+    }
+
     /// Deletes `vm_id` (a row's own VM), saying so if that fails.
     pub async fn delete_vm(&self, vm_id: &str) {
         if let Err(error) = self.orch.delete_vm(vm_id).await {

@@ -34,7 +34,7 @@ pub async fn prepare(args: &Args, data_dir: &Path) -> Inputs {
     if needs(&[Row::Snapshot, Row::Wake, Row::CreateSshMinimal, Row::Fork]) {
         inputs.minimal = build(ImageProfile::Minimal, data_dir, &mut inputs.image_dirs).await;
     }
-    if needs(&[Row::CreateSshDebian, Row::Disk]) {
+    if needs(&[Row::CreateSshDebian, Row::Disk, Row::Compress]) {
         inputs.debian = build(ImageProfile::Debian, data_dir, &mut inputs.image_dirs).await;
     }
     inputs

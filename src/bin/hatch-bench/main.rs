@@ -9,6 +9,7 @@
 //! runs itself again under `ip netns exec` to measure (`--inputs`).
 
 mod api_list;
+mod compress;
 mod copy;
 mod create_ssh;
 mod disk;
@@ -43,6 +44,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     rounds: usize,
     /// Only these rows (comma-separated); the others are reported as skipped.
+    /// `compress` (zstd levels, not a row of the table) runs only when named.
     #[arg(long, value_delimiter = ',')]
     only: Vec<Row>,
     /// Print one JSON object (the table's rows as keys) on stdout; the
@@ -64,7 +66,7 @@ pub struct Args {
 
 impl Args {
     fn selected(&self, row: Row) -> bool {
-        self.only.is_empty() || self.only.contains(&row)
+        (self.only.is_empty() && row.by_default()) || self.only.contains(&row)
     }
 }
 
@@ -223,7 +225,10 @@ async fn inside(args: &Args, inputs_file: &Path) -> Result<ExitCode, BenchError>
         rounds: args.rounds,
     };
     let mut outcomes = Vec::new();
-    for row in Row::ALL {
+    for row in Row::ALL
+        .into_iter()
+        .filter(|row| row.by_default() || args.selected(*row))
+    {
         let result = if args.selected(row) {
             eprintln!("== {} ==", row.name());
             let result = tokio::select! {

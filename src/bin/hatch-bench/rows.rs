@@ -29,11 +29,15 @@ pub enum Row {
     Disk,
     #[value(name = "fork")]
     Fork,
+    /// zstd levels and threads for HATCH_SNAPSHOT_ZSTD_LEVEL; only with
+    /// `--only compress` (not one of the table's rows).
+    #[value(name = "compress")]
+    Compress,
 }
 
 impl Row {
     /// In the order they run (cheap rows first).
-    pub const ALL: [Row; 8] = [
+    pub const ALL: [Row; 9] = [
         Row::ApiList,
         Row::Proxy,
         Row::Snapshot,
@@ -42,7 +46,13 @@ impl Row {
         Row::Fork,
         Row::CreateSshDebian,
         Row::Disk,
+        Row::Compress,
     ];
+
+    /// Whether a run without `--only` measures this row.
+    pub fn by_default(self) -> bool {
+        self != Row::Compress
+    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -54,6 +64,7 @@ impl Row {
             Row::ApiList => "api_list",
             Row::Disk => "disk",
             Row::Fork => "fork",
+            Row::Compress => "compress",
         }
     }
 
@@ -68,6 +79,7 @@ impl Row {
             Row::ApiList => &["api_list_p99_ms"],
             Row::Disk => &["disk_snapshot_ratio", "disk_restore_ratio"],
             Row::Fork => &["fork_ready_ratio"],
+            Row::Compress => &[],
         }
     }
 
@@ -88,6 +100,7 @@ impl Row {
             Row::ApiList => crate::api_list::run(ctx).await,
             Row::Disk => crate::disk::run(ctx.image(&ctx.inputs.debian)?, ctx).await,
             Row::Fork => crate::fork::run(ctx.image(&ctx.inputs.minimal)?, ctx).await,
+            Row::Compress => crate::compress::run(ctx.image(&ctx.inputs.debian)?, ctx).await,
         };
         measured.map_err(|e| Skip::Failed(e.to_string()))
     }

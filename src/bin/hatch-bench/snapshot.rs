@@ -173,7 +173,7 @@ impl Bench {
             Method::Hatch | Method::HatchStored => {
                 let checksum = hatch::snapshot::file_checksum(&files.state).await?;
                 let path = snapshot_dir.join("vmstate.zst");
-                let info = hatch::snapshot::pack(&files.state, &path).await?;
+                let info = hatch::snapshot::pack(&files.state, &path, Default::default()).await?;
                 (info.compressed_bytes, Some(checksum), Some((info, path)))
             }
         };
@@ -189,7 +189,11 @@ impl Bench {
         let from = guest::serial_len(&spec);
         let started = Instant::now();
         match (method, &artefact) {
-            (Method::HatchStored, Some((info, path))) => hatch::snapshot::unpack(path, info, &load_from).await?,
+            (Method::HatchStored, Some((info, path))) => {
+                // As a restore unpacks the state: one pass, not synced.
+                let source = std::fs::File::open(path).map_err(BenchError::io("opening the artefact"))?;
+                hatch::snapshot::unpack_from(Box::new(source), info, &load_from, hatch::snapshot::Keep::Scratch).await?
+            }
             (Method::Hatch, _) => {
                 let actual = hatch::snapshot::file_checksum(&load_from).await?;
                 if Some(&actual) != hot_checksum.as_ref() {

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 
 use hatch::model::NetworkIdentity;
 use hatch::net::{HostNetwork, NetConfig, NetError, NetRequest, ReconcileReport, Taken};
-use hatch::snapshot::{LocalStore, SnapshotError, SnapshotStore};
+use hatch::snapshot::{LocalStore, ObjectReader, SnapshotError, SnapshotStore};
 use hatch::vmm::{AgentEndpoint, ExitReport, Hypervisor, HypervisorKind, SnapshotFiles, VmHandle, VmLaunch, VmmError};
 
 /// A named step a fake can fail at.
@@ -539,6 +539,11 @@ impl SnapshotStore for FakeSnapshotStore {
     async fn get(&self, key: &str, local_path: &Path) -> Result<(), SnapshotError> {
         self.faults.check(Step::Get).map_err(store_error)?;
         self.inner.get(key, local_path).await
+    }
+
+    async fn open(&self, key: &str) -> Result<ObjectReader, SnapshotError> {
+        self.faults.check(Step::Get).map_err(store_error)?;
+        self.inner.open(key).await
     }
 
     async fn delete(&self, prefix: &str) -> Result<usize, SnapshotError> {
