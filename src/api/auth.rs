@@ -97,12 +97,28 @@ pub async fn require_key(State(state): State<AppState>, mut request: Request, ne
         }
     };
     if mutating {
-        let status = response.status().as_u16();
-        if let Err(err) = state.store.record_audit(Some(&key.id), &method, &path, status) {
-            tracing::error!(%err, %method, %path, "recording the audit entry failed");
-        }
+        record_audit(&state.store, key.id, method, path, response.status().as_u16()).await;
     }
     response
+}
+
+/// Writes the audit row before the answer goes out (as a client reading
+/// `GET /audit` next expects), on a blocking thread: the insert waits for
+/// the write connection, which a VM's transition may hold, and must not
+/// stall a runtime worker (and the reads queued on it) meanwhile.
+async fn record_audit(store: &Store, key_id: String, method: String, path: String, status: u16) {
+    let store = store.clone();
+    let recorded = tokio::task::spawn_blocking(move || {
+        store
+            .record_audit(Some(&key_id), &method, &path, status)
+            .map_err(|err| (err.to_string(), method, path))
+    })
+    .await;
+    match recorded {
+        Ok(Ok(())) => {}
+        Ok(Err((err, method, path))) => tracing::error!(%err, %method, %path, "recording the audit entry failed"),
+        Err(err) => tracing::error!(%err, "recording the audit entry failed"),
+    }
 }
 
 /// 429 `rate_limited` with `Retry-After` in whole seconds (at least 1).

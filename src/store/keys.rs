@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use super::codec::{corrupt, map_unique, parse_opt_ts, parse_ts, query_all, ts};
+use super::key_cache::ActiveKey;
 use super::{Store, StoreError};
 use crate::model::{now, random_id, QuotaKind, Quotas, Role, Timestamp, Usage};
 
@@ -33,6 +34,9 @@ pub struct ApiKeyInfo {
 
 const COLUMNS: &str =
     "id, name, prefix, created_at, revoked_at, role, max_vms, max_vcpus, max_mem_mib, max_snapshots, max_routes";
+
+/// How many columns `COLUMNS` names.
+const COLUMN_COUNT: usize = 11;
 
 fn from_row(row: &Row<'_>) -> Result<ApiKeyInfo, StoreError> {
     let created_at: String = row.get(3)?;
@@ -80,53 +84,54 @@ impl Store {
             created_at: now(),
             revoked_at: None,
         };
-        self.lock()
-            .execute(
-                "INSERT INTO api_keys (id, name, key_hash, prefix, created_at, role, \
+        let conn = self.lock();
+        conn.execute(
+            "INSERT INTO api_keys (id, name, key_hash, prefix, created_at, role, \
                  max_vms, max_vcpus, max_mem_mib, max_snapshots, max_routes) \
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                params![
-                    info.id,
-                    info.name,
-                    hash(&plaintext).to_vec(),
-                    info.prefix,
-                    ts(&info.created_at),
-                    role.as_str(),
-                    quota_param(quotas.max_vms),
-                    quota_param(quotas.max_vcpus),
-                    quota_param(quotas.max_mem_mib),
-                    quota_param(quotas.max_snapshots),
-                    quota_param(quotas.max_routes),
-                ],
-            )
-            .map_err(|e| map_unique(e, &["id"]))?;
+            params![
+                info.id,
+                info.name,
+                hash(&plaintext).to_vec(),
+                info.prefix,
+                ts(&info.created_at),
+                role.as_str(),
+                quota_param(quotas.max_vms),
+                quota_param(quotas.max_vcpus),
+                quota_param(quotas.max_mem_mib),
+                quota_param(quotas.max_snapshots),
+                quota_param(quotas.max_routes),
+            ],
+        )
+        .map_err(|e| map_unique(e, &["id"]))?;
+        self.keys.insert((hash(&plaintext), info.clone()));
         Ok((info, plaintext))
     }
 
-    /// The active key matching `presented`, comparing every stored hash in
-    /// constant time (no early exit that would reveal how much matched).
+    /// The active key matching `presented`, from memory (see
+    /// [`key_cache`](super::key_cache)); a key not found there is looked
+    /// for in the database, on the read connection.
     pub fn verify_api_key(&self, presented: &str) -> Result<Option<ApiKeyInfo>, StoreError> {
         let presented_hash = hash(presented);
-        let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT id, key_hash FROM api_keys WHERE revoked_at IS NULL")?;
-        let mut rows = stmt.query([])?;
-        let mut matched: Option<String> = None;
-        while let Some(row) = rows.next()? {
-            let id: String = row.get(0)?;
-            let stored: Vec<u8> = row.get(1)?;
-            if bool::from(stored.ct_eq(&presented_hash)) {
-                matched = Some(id);
-            }
+        let generation = self.keys.generation();
+        if let Some(found) = self.keys.find(&presented_hash) {
+            return Ok(Some(found));
         }
-        drop(rows);
-        drop(stmt);
-        match matched {
-            Some(id) => {
-                let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE id = ?1");
-                Ok(query_all(&conn, &sql, &[&id], from_row)?.pop())
-            }
-            None => Ok(None),
+        let active = active_keys(&self.read())?;
+        let found = active
+            .iter()
+            .fold(None, |matched, (stored, info)| {
+                if bool::from(stored.ct_eq(&presented_hash)) {
+                    Some(info)
+                } else {
+                    matched
+                }
+            })
+            .cloned();
+        if found.is_some() {
+            self.keys.replace_if_unchanged(generation, active);
         }
+        Ok(found)
     }
 
     /// All keys, revoked ones included, oldest first.
@@ -137,10 +142,12 @@ impl Store {
 
     /// Revokes an active key; false when there is no such active key.
     pub fn revoke_api_key(&self, id: &str) -> Result<bool, StoreError> {
-        let changed = self.lock().execute(
+        let conn = self.lock();
+        let changed = conn.execute(
             "UPDATE api_keys SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
             params![id, ts(&now())],
         )?;
+        self.keys.remove(id);
         Ok(changed > 0)
     }
 
@@ -161,7 +168,8 @@ impl Store {
 
     /// Replaces a key's quotas; false when there is no such key.
     pub fn set_api_key_quotas(&self, id: &str, quotas: &Quotas) -> Result<bool, StoreError> {
-        let changed = self.lock().execute(
+        let conn = self.lock();
+        let changed = conn.execute(
             "UPDATE api_keys SET max_vms = ?2, max_vcpus = ?3, max_mem_mib = ?4, max_snapshots = ?5, \
              max_routes = ?6 WHERE id = ?1",
             params![
@@ -173,6 +181,7 @@ impl Store {
                 quota_param(quotas.max_routes),
             ],
         )?;
+        self.keys.set_quotas(id, *quotas);
         Ok(changed > 0)
     }
 
@@ -190,6 +199,20 @@ impl Store {
     pub fn usage_of(&self, key_id: &str) -> Result<Usage, StoreError> {
         usage(&self.lock(), key_id)
     }
+}
+
+/// Every active key with its hash: what [`KeyCache`](super::key_cache::KeyCache) holds.
+pub(super) fn active_keys(conn: &rusqlite::Connection) -> Result<Vec<ActiveKey>, StoreError> {
+    let sql = format!("SELECT {COLUMNS}, key_hash FROM api_keys WHERE revoked_at IS NULL");
+    // A hash of another length can match no key (as before the cache), so it is left out.
+    let keys = query_all(conn, &sql, &[], |row| {
+        let stored: Vec<u8> = row.get(COLUMN_COUNT)?;
+        match <[u8; 32]>::try_from(stored.as_slice()) {
+            Ok(stored) => Ok(Some((stored, from_row(row)?))),
+            Err(_) => Ok(None),
+        }
+    })?;
+    Ok(keys.into_iter().flatten().collect())
 }
 
 pub(super) fn usage(conn: &rusqlite::Connection, key_id: &str) -> Result<Usage, StoreError> {
@@ -212,4 +235,60 @@ pub(super) fn usage(conn: &rusqlite::Connection, key_id: &str) -> Result<Usage, 
         snapshots: count("snapshots")? as u64,
         routes: count("routes")? as u64,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open(dir: &tempfile::TempDir) -> Store {
+        Store::open(&Store::path_in(dir.path())).unwrap()
+    }
+
+    #[test]
+    fn a_key_is_known_from_its_creation_until_its_revocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let (info, key) = store.create_api_key("ci", Role::Member, Quotas::default()).unwrap();
+        assert_eq!(store.verify_api_key(&key).unwrap(), Some(info.clone()));
+        assert_eq!(store.verify_api_key("hatch_not-a-key").unwrap(), None);
+
+        let quotas = Quotas {
+            max_vms: Some(2),
+            ..Quotas::default()
+        };
+        assert!(store.set_api_key_quotas(&info.id, &quotas).unwrap());
+        assert_eq!(store.verify_api_key(&key).unwrap().unwrap().quotas, quotas);
+
+        assert!(store.revoke_api_key(&info.id).unwrap());
+        assert_eq!(store.verify_api_key(&key).unwrap(), None, "refused at once");
+        assert_eq!(open(&dir).verify_api_key(&key).unwrap(), None, "and after a restart");
+    }
+
+    /// `hatch key create --local` writes the database beside a running daemon.
+    #[test]
+    fn a_key_another_process_created_is_found_and_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        let daemon = open(&dir);
+        let (info, key) = open(&dir)
+            .create_api_key("local", Role::Admin, Quotas::default())
+            .unwrap();
+        assert_eq!(daemon.verify_api_key(&key).unwrap(), Some(info.clone()));
+        assert!(daemon.revoke_api_key(&info.id).unwrap());
+        assert_eq!(daemon.verify_api_key(&key).unwrap(), None);
+    }
+
+    /// A reread of the database that started before a revocation must not
+    /// bring the revoked key back.
+    #[test]
+    fn a_stale_reread_is_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let (info, key) = store.create_api_key("ci", Role::Member, Quotas::default()).unwrap();
+        let generation = store.keys.generation();
+        let before_revocation = active_keys(&store.read()).unwrap();
+        assert!(store.revoke_api_key(&info.id).unwrap());
+        assert!(!store.keys.replace_if_unchanged(generation, before_revocation));
+        assert_eq!(store.verify_api_key(&key).unwrap(), None);
+    }
 }

@@ -13,6 +13,7 @@ mod audit;
 mod codec;
 mod events;
 mod images;
+mod key_cache;
 mod keys;
 pub mod migrations;
 mod routes;
@@ -72,6 +73,8 @@ pub struct Store {
     conn: Arc<Mutex<Connection>>,
     /// For reads: a connection of its own on a file, `conn` in memory.
     reader: Arc<Mutex<Connection>>,
+    /// The active API keys, for authentication without SQLite.
+    keys: Arc<key_cache::KeyCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -129,10 +132,12 @@ impl Store {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         migrations::migrate(&mut conn, None)?;
+        let keys = Arc::new(key_cache::KeyCache::new(keys::active_keys(&conn)?));
         let conn = Arc::new(Mutex::new(conn));
         Ok(Store {
             reader: conn.clone(),
             conn,
+            keys,
         })
     }
 

@@ -118,6 +118,26 @@ async fn first_start_writes_an_owner_only_admin_key_once() {
     assert_eq!(api.store.count_active_api_keys().unwrap(), 1);
 }
 
+/// `hatch key create --local` writes the database beside the running
+/// daemon, which authenticates from memory: the key works at once all the
+/// same, and its revocation through the API refuses it at once.
+#[tokio::test]
+async fn a_key_created_beside_the_daemon_works_until_revoked() {
+    let api = TestApi::start().await;
+    let beside = hatch::store::Store::open(&hatch::store::Store::path_in(api.dir.path())).unwrap();
+    let (info, key) = beside
+        .create_api_key("local", hatch::model::Role::Member, Default::default())
+        .unwrap();
+    drop(beside);
+    let (status, body) = api.call_as(&key, "GET", "/vms", None).await;
+    assert_eq!((status, body), (200, serde_json::json!([])));
+
+    let (status, _) = api.call("DELETE", &format!("/keys/{}", info.id), None).await;
+    assert_eq!(status, 204);
+    let (status, body) = api.call_as(&key, "GET", "/vms", None).await;
+    assert_eq!(status, 401, "{body}");
+}
+
 #[tokio::test]
 async fn created_keys_work_until_revoked() {
     let api = TestApi::start().await;

@@ -97,6 +97,18 @@ impl Hatchd {
         uri: &str,
         body: Option<&Value>,
     ) -> Result<(StatusCode, Value), BenchError> {
+        let (status, bytes) = self.request_bytes(method, uri, body).await?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    /// [`request`](Self::request) until the last byte of the answer,
+    /// before the client decodes it (what a latency measures).
+    pub async fn request_bytes(
+        &self,
+        method: Method,
+        uri: &str,
+        body: Option<&Value>,
+    ) -> Result<(StatusCode, axum::body::Bytes), BenchError> {
         let mut request = axum::http::Request::builder()
             .method(method)
             .uri(uri)
@@ -119,8 +131,7 @@ impl Hatchd {
         let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
             .await
             .map_err(|e| BenchError::Http(e.to_string()))?;
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Ok((status, json))
+        Ok((status, bytes))
     }
 
     /// Creates a networked one-vCPU VM through orchestration (not timed:
