@@ -377,6 +377,41 @@ impl Orchestrator {
         }
     }
 
+    /// [`Self::apply`] of an outcome to several VMs at once, in one
+    /// transaction (e.g. the clones of a fork become `running` together).
+    /// Every one must enter a state; callers hold every VM's lock.
+    fn apply_together(&self, vms: &mut [Vm], event: Event, reason: &str) -> Result<(), OrchError> {
+        let mut changes = Vec::new();
+        for vm in vms.iter_mut() {
+            let from = vm.state;
+            let Decision::Enter(to) = transitions::decide(from, event) else {
+                return Err(OrchError::Internal(format!(
+                    "VM {}: outcome {} is not valid while {}",
+                    vm.id,
+                    event.as_str(),
+                    from.as_str()
+                )));
+            };
+            vm.state = to;
+            vm.state_reason = Some(reason.to_string());
+            vm.updated_at = crate::model::now();
+            changes.push(from);
+        }
+        let rows: Vec<(&Vm, VmState)> = vms.iter().zip(changes.iter().copied()).collect();
+        if !self.store.update_vms_with_transitions(&rows, Some(reason))? {
+            return Err(OrchError::Internal("a VM changed together with others is gone".into()));
+        }
+        for (vm, from) in vms.iter().zip(changes) {
+            tracing::info!(vm = %vm.id, from = from.as_str(), to = vm.state.as_str(), event = event.as_str(), reason, "state change");
+            self.observers.notify(&VmChange::StateChanged {
+                vm_id: &vm.id,
+                from,
+                to: vm.state,
+            });
+        }
+        Ok(())
+    }
+
     /// All networked VMs that should have host network state: every one
     /// but those being deleted.
     fn desired_network(&self) -> Result<Vec<(String, crate::model::NetworkIdentity)>, OrchError> {

@@ -197,6 +197,26 @@ impl Store {
         Ok(true)
     }
 
+    /// [`Self::update_vm_with_transition`] for several VMs in one
+    /// transaction: all change, or none. Returns false (and changes
+    /// nothing) when one of them does not exist.
+    pub fn update_vms_with_transitions(
+        &self,
+        changes: &[(&Vm, VmState)],
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction()?;
+        for (vm, from) in changes {
+            if !update_row(&tx, vm)? {
+                return Ok(false);
+            }
+            insert_event(&tx, &vm.id, EventKind::State, Some(*from), Some(vm.state), reason)?;
+        }
+        tx.commit()?;
+        Ok(true)
+    }
+
     /// Rewrites the row and records an event of `kind` (in the VM's state)
     /// in one transaction. Returns false (and records nothing) when no VM
     /// has this id.

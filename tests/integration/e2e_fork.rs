@@ -300,8 +300,13 @@ async fn a_daemon_killed_mid_fork_or_a_failed_clone_leaves_the_parent_running_an
             .iter()
             .filter_map(|v| v["id"].as_str())
             .collect();
-        if status == 201 {
-            // The fork finished before the kill: its clones are whole VMs.
+        if status == 201 || ids.len() > 1 {
+            // The fork committed before the kill (its clones became
+            // `running` together): all of its clones are whole VMs.
+            assert_eq!(ids.len(), 3, "killed after {after_ms} ms, a fork half-made: {vms}");
+            for vm in vms.as_array().unwrap() {
+                assert_eq!(vm["state"], "running", "killed after {after_ms} ms: {vm}");
+            }
             for id in ids.iter().filter(|id| **id != parent.id) {
                 let (status, answer) = daemon.api("DELETE", &format!("/vms/{id}"), None);
                 assert!(status == 204 || status == 200, "{answer}");

@@ -68,11 +68,21 @@ impl Orchestrator {
             }
             return Err(first_error.unwrap_or_else(|| OrchError::Internal("a clone failed".into())));
         }
-        let mut running = Vec::new();
-        for (vm, outcome) in restored {
-            if let Ok(ledger) = outcome {
-                running.push(self.record_clone_running(vm, ledger, &staged.origin).await?);
+        let (clones, ledgers): (Vec<Vm>, Vec<Ledger>) = restored
+            .into_iter()
+            .filter_map(|(vm, outcome)| outcome.ok().map(|ledger| (vm, ledger)))
+            .unzip();
+        let running = match self.record_clones_running(clones.clone(), &staged.origin).await {
+            Ok(running) => running,
+            Err(error) => {
+                for (vm, ledger) in clones.into_iter().zip(ledgers) {
+                    self.release_clone(vm, ledger, &error.to_string()).await;
+                }
+                return Err(error);
             }
+        };
+        for ledger in ledgers {
+            ledger.commit();
         }
         // Ready once its agent's hello (which applied the identity) has
         // been recorded.
@@ -83,17 +93,24 @@ impl Orchestrator {
         Ok(ready)
     }
 
-    /// A clone that took its identity becomes `running`.
-    async fn record_clone_running(&self, vm: Vm, ledger: Ledger, origin: &str) -> Result<Vm, OrchError> {
-        let _guard = self.locks.lock(&vm.id).await;
-        // The hello may have recorded readiness meanwhile: keep it.
-        let mut current = self
-            .store
-            .get_vm(&vm.id)?
-            .ok_or_else(|| OrchError::vm_not_found(&vm.id))?;
-        current.pid = self.handle(&vm.id).map(|handle| handle.pid());
-        self.apply(&mut current, Event::Booted, Some(origin.to_string()))?;
-        ledger.commit();
+    /// The clones, all of which took their identity, become `running`
+    /// together: a crash before leaves none of them, after it all.
+    async fn record_clones_running(&self, clones: Vec<Vm>, origin: &str) -> Result<Vec<Vm>, OrchError> {
+        let mut guards = Vec::new();
+        for vm in &clones {
+            guards.push(self.locks.lock(&vm.id).await);
+        }
+        let mut current = Vec::new();
+        for vm in &clones {
+            // The hello may have recorded readiness meanwhile: keep it.
+            let mut row = self
+                .store
+                .get_vm(&vm.id)?
+                .ok_or_else(|| OrchError::vm_not_found(&vm.id))?;
+            row.pid = self.handle(&vm.id).map(|handle| handle.pid());
+            current.push(row);
+        }
+        self.apply_together(&mut current, Event::Booted, origin)?;
         Ok(current)
     }
 
