@@ -10,6 +10,7 @@ use super::auth::Caller;
 use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::ApiJson;
 use super::{owner, validate, AppState};
+use crate::model::QuotaKind;
 use crate::model::{now, random_id, Lifetime, LifetimeSeconds, OnIdle, Template};
 use crate::orch::PoolStatus;
 
@@ -59,6 +60,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<TemplateView>)> {
     validate::name(&req.name)?;
     let warm_pool_size = validate::warm_pool_size(req.warm_pool_size.unwrap_or(0))?;
+
     let vcpu_count = validate::vcpu_count(req.vcpu_count.unwrap_or(state.config.default_vcpu_count))?;
     let mem_mib = validate::mem_mib(req.mem_mib.unwrap_or(state.config.default_mem_mib))?;
     let user_data = validate::user_data(&req.user_data, &req.user_data_base64)?;
@@ -79,6 +81,7 @@ pub async fn create(
             format!("image {} not found", req.image_id),
         )
     })?;
+    check_pool_quota(&state, &caller, warm_pool_size, vcpu_count, mem_mib)?;
     let template = Template {
         id: random_id("tpl", 10),
         name: req.name,
@@ -123,4 +126,50 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
     } else {
         Err(ApiError::not_found("template", &id))
     }
+}
+
+/// Pool VMs count against no quota until they are taken, yet they hold the
+/// host's addresses, ports and disk: a member's pools together may hold at
+/// most what its quotas would let it run (keys without quotas are trusted).
+fn check_pool_quota(
+    state: &AppState,
+    caller: &Caller,
+    warm_pool_size: u32,
+    vcpu_count: u32,
+    mem_mib: u32,
+) -> ApiResult<()> {
+    if warm_pool_size == 0 || caller.is_admin() {
+        return Ok(());
+    }
+    let quotas = state.store.quotas_of(Some(caller.id()))?;
+    let theirs: Vec<_> = state
+        .store
+        .list_templates()?
+        .into_iter()
+        .filter(|t| t.owner_key_id.as_deref() == Some(caller.id()))
+        .collect();
+    let pooled = |per_vm: &dyn Fn(&Template) -> u64| -> u64 {
+        theirs.iter().map(|t| u64::from(t.warm_pool_size) * per_vm(t)).sum()
+    };
+    let size = u64::from(warm_pool_size);
+    for (kind, used, wanted) in [
+        (QuotaKind::Vms, pooled(&|_| 1), size),
+        (QuotaKind::Vcpus, pooled(&|t| u64::from(t.vcpu_count)), size * u64::from(vcpu_count)),
+        (QuotaKind::MemMib, pooled(&|t| u64::from(t.mem_mib)), size * u64::from(mem_mib)),
+    ] {
+        if let Some(limit) = quotas.get(kind) {
+            if used + wanted > limit {
+                return Err(ApiError::field(
+                    ErrorKind::QuotaExceeded,
+                    "warm_pool_size",
+                    format!(
+                        "this key's warm pools would hold {} against {} = {limit} (its pools hold {used} already)",
+                        used + wanted,
+                        kind.name(),
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(())
 }

@@ -263,6 +263,16 @@ async fn bad_pool_sizes_make_nothing_and_deleting_a_template_removes_its_pool() 
         assert_eq!(status, 400, "{size}: {answer}");
         assert_eq!(answer["error"]["field"], "warm_pool_size", "{size}: {answer}");
     }
+    // A member's pools may hold no more than its quotas would let it run.
+    let (_, member_key) = member(&daemon, json!({"max_vms": 3}));
+    let as_member = |body: Value| daemon.request_with_key("POST", "/templates", Some(&body), Some(&member_key));
+    let (status, first) = as_member(template_body(&image_id, &key, json!(2)));
+    assert_eq!(status, 201, "{first}");
+    let (status, answer) = as_member(template_body(&image_id, &key, json!(2)));
+    assert_eq!((status, answer["error"]["code"].clone()), (403, json!("quota_exceeded")), "{answer}");
+    assert_eq!(answer["error"]["field"], "warm_pool_size", "{answer}");
+    let (status, _) = daemon.api("DELETE", &format!("/templates/{}", first["id"].as_str().unwrap()), None);
+    assert_eq!(status, 204);
     let (_, templates) = daemon.api("GET", "/templates", None);
     assert_eq!(templates, json!([]), "{templates}");
     // Without a pool, nothing is made for a template.

@@ -92,7 +92,8 @@ fn warm_pool_size() -> Value {
             "VMs of the template kept booted to ready and snapshotted (0 to {MAX_WARM_POOL}). POST /vms with this \
              template_id and nothing else but ttl_seconds, idle_timeout_seconds, on_idle or restart_policy takes one \
              and restores it (a boot when none is ready); the pool refills in the background. Pool VMs count against \
-             no quota until taken and are not listed"
+             no quota until taken and are not listed; a member key's pools together may hold at most what its \
+             quotas would let it run (403 quota_exceeded naming warm_pool_size)"
         )
     })
 }
