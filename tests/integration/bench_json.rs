@@ -4,7 +4,7 @@
 
 use std::process::Command;
 
-const KEYS: [&str; 11] = [
+const KEYS: [&str; 12] = [
     "snapshot_ratio",
     "restore_ratio",
     "wake_first_byte_ratio",
@@ -16,6 +16,7 @@ const KEYS: [&str; 11] = [
     "disk_snapshot_ratio",
     "disk_restore_ratio",
     "fork_ready_ratio",
+    "pool_ready_ratio",
 ];
 
 fn bench_namespaces() -> Vec<String> {

@@ -3,14 +3,16 @@
 //! Each round: a cold create through the API (`POST /vms?wait=ready`: boot
 //! from the image until the guest agent says hello), next to a fork of a
 //! running VM of the same image (`POST /vms/{id}/fork`, answered once the
-//! clone has taken its own identity and is ready). The ratio is fork over
-//! cold create. Then host memory: the proportional set size (PSS) of the
+//! clone has taken its own identity and is ready) and a take from a warm
+//! pool of one (`POST /vms?wait=ready {"template_id"}`: a restore of a pool
+//! VM; the pool refills, untimed, before the next round). The ratios are
+//! over the cold create. Then host memory: the proportional set size (PSS) of the
 //! VMM processes of `CLONES` clones next to that of as many VMs booted
 //! cold (QEMU loads each clone's RAM from the saved state into memory of
 //! its own, so clones share no pages with their parent; Firecracker maps
 //! the memory file privately and shares its page cache).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::http::Method;
 use serde_json::{json, Value};
@@ -45,7 +47,16 @@ async fn measure(hatchd: &Hatchd, image: &Image, ctx: &Ctx) -> Result<Vec<Compar
         "ms",
         "cold create",
     );
+    let mut pooled = Comparison::new(
+        Some("pool_ready_ratio"),
+        format!("new VM -> ready: take from a warm pool vs cold create, {MEM_MIB} MiB"),
+        "ms",
+        "cold create",
+    );
+    let template = pool_template(hatchd, image).await?;
     for round in 1..=ctx.rounds {
+        // A refill would compete with every column: the pool is full first.
+        wait_pool_ready(hatchd, &template).await?;
         let started = Instant::now();
         let cold = create(hatchd, &body).await?;
         let cold_ms = millis(started.elapsed());
@@ -56,9 +67,17 @@ async fn measure(hatchd: &Hatchd, image: &Image, ctx: &Ctx) -> Result<Vec<Compar
         for clone in clones {
             hatchd.delete_vm(&clone).await;
         }
-        eprintln!("round {round}: fork {fork_ms:.0} ms, cold create {cold_ms:.0} ms");
+        let started = Instant::now();
+        let taken = create(hatchd, &json!({"template_id": template})).await?;
+        let take_ms = millis(started.elapsed());
+        hatchd.delete_vm(&taken).await;
+        eprintln!("round {round}: fork {fork_ms:.0} ms, pool take {take_ms:.0} ms, cold create {cold_ms:.0} ms");
         ready.push(fork_ms, cold_ms);
+        pooled.push(take_ms, cold_ms);
     }
+    let (_, _) = hatchd
+        .request(Method::DELETE, &format!("/templates/{template}"), None)
+        .await?;
 
     let mut memory = Comparison::new(
         None,
@@ -77,7 +96,41 @@ async fn measure(hatchd: &Hatchd, image: &Image, ctx: &Ctx) -> Result<Vec<Compar
     for vm in clones.iter().chain(&cold) {
         hatchd.delete_vm(vm).await;
     }
-    Ok(vec![ready, memory])
+    Ok(vec![ready, pooled, memory])
+}
+
+/// A template of the image with a warm pool of one; answers its id.
+async fn pool_template(hatchd: &Hatchd, image: &Image) -> Result<String, BenchError> {
+    let body = json!({
+        "name": "bench-pool",
+        "image_id": image.id,
+        "vcpu_count": 1,
+        "mem_mib": MEM_MIB,
+        "warm_pool_size": 1,
+    });
+    let (status, template) = hatchd.request(Method::POST, "/templates", Some(&body)).await?;
+    if !status.is_success() {
+        return Err(BenchError::Http(format!("POST /templates answered {status}: {template}")));
+    }
+    Ok(template["id"].as_str().unwrap_or_default().to_string())
+}
+
+/// Waits (untimed) until the template's pool holds a VM ready to take.
+async fn wait_pool_ready(hatchd: &Hatchd, template: &str) -> Result<(), BenchError> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let (_, shown) = hatchd.request(Method::GET, &format!("/templates/{template}"), None).await?;
+        if shown["warm_pool"]["ready"].as_u64().unwrap_or(0) >= 1 {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(BenchError::Timeout {
+                what: format!("template {template}'s warm pool to fill"),
+                serial_tail: String::new(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn create(hatchd: &Hatchd, body: &Value) -> Result<String, BenchError> {

@@ -28,6 +28,7 @@ pub struct Hatchd {
     app: axum::Router,
     admin_key: String,
     data: tempfile::TempDir,
+    pool_filler: tokio::task::JoinHandle<()>,
 }
 
 impl Hatchd {
@@ -68,8 +69,11 @@ impl Hatchd {
         let orch = hatch::cli::serve::start_orchestrator(config.clone(), store.clone())
             .await
             .map_err(BenchError::hatch)?;
+        // Templates' warm pools are filled as the daemon fills them.
+        let pool_filler = orch.spawn_pool_filler();
         let app = router(AppState::new(store.clone(), orch.clone(), config.clone()));
         Ok(Hatchd {
+            pool_filler,
             config,
             store,
             orch,
@@ -184,6 +188,7 @@ impl Hatchd {
     /// Stops orchestration; the data directory goes with `self`, and what
     /// is left in the network namespace goes with the namespace.
     pub async fn shutdown(self) {
+        self.pool_filler.abort();
         self.orch.shutdown(Duration::from_secs(60)).await;
     }
 }

@@ -78,7 +78,7 @@ impl Row {
             Row::Proxy => &["proxy_rps_ratio", "proxy_p99_ratio"],
             Row::ApiList => &["api_list_p99_ms"],
             Row::Disk => &["disk_snapshot_ratio", "disk_restore_ratio"],
-            Row::Fork => &["fork_ready_ratio"],
+            Row::Fork => &["fork_ready_ratio", "pool_ready_ratio"],
             Row::Compress => &[],
         }
     }
