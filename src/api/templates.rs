@@ -154,8 +154,16 @@ fn check_pool_quota(
     let size = u64::from(warm_pool_size);
     for (kind, used, wanted) in [
         (QuotaKind::Vms, pooled(&|_| 1), size),
-        (QuotaKind::Vcpus, pooled(&|t| u64::from(t.vcpu_count)), size * u64::from(vcpu_count)),
-        (QuotaKind::MemMib, pooled(&|t| u64::from(t.mem_mib)), size * u64::from(mem_mib)),
+        (
+            QuotaKind::Vcpus,
+            pooled(&|t| u64::from(t.vcpu_count)),
+            size * u64::from(vcpu_count),
+        ),
+        (
+            QuotaKind::MemMib,
+            pooled(&|t| u64::from(t.mem_mib)),
+            size * u64::from(mem_mib),
+        ),
     ] {
         if let Some(limit) = quotas.get(kind) {
             if used + wanted > limit {

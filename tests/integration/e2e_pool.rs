@@ -269,7 +269,11 @@ async fn bad_pool_sizes_make_nothing_and_deleting_a_template_removes_its_pool() 
     let (status, first) = as_member(template_body(&image_id, &key, json!(2)));
     assert_eq!(status, 201, "{first}");
     let (status, answer) = as_member(template_body(&image_id, &key, json!(2)));
-    assert_eq!((status, answer["error"]["code"].clone()), (403, json!("quota_exceeded")), "{answer}");
+    assert_eq!(
+        (status, answer["error"]["code"].clone()),
+        (403, json!("quota_exceeded")),
+        "{answer}"
+    );
     assert_eq!(answer["error"]["field"], "warm_pool_size", "{answer}");
     let (status, _) = daemon.api("DELETE", &format!("/templates/{}", first["id"].as_str().unwrap()), None);
     assert_eq!(status, 204);

@@ -110,7 +110,9 @@ async fn pool_template(hatchd: &Hatchd, image: &Image) -> Result<String, BenchEr
     });
     let (status, template) = hatchd.request(Method::POST, "/templates", Some(&body)).await?;
     if !status.is_success() {
-        return Err(BenchError::Http(format!("POST /templates answered {status}: {template}")));
+        return Err(BenchError::Http(format!(
+            "POST /templates answered {status}: {template}"
+        )));
     }
     Ok(template["id"].as_str().unwrap_or_default().to_string())
 }
@@ -119,7 +121,9 @@ async fn pool_template(hatchd: &Hatchd, image: &Image) -> Result<String, BenchEr
 async fn wait_pool_ready(hatchd: &Hatchd, template: &str) -> Result<(), BenchError> {
     let deadline = Instant::now() + Duration::from_secs(600);
     loop {
-        let (_, shown) = hatchd.request(Method::GET, &format!("/templates/{template}"), None).await?;
+        let (_, shown) = hatchd
+            .request(Method::GET, &format!("/templates/{template}"), None)
+            .await?;
         if shown["warm_pool"]["ready"].as_u64().unwrap_or(0) >= 1 {
             return Ok(());
         }
