@@ -72,6 +72,8 @@ export interface Vm {
   /** created_at + ttl_seconds: when the VM is deleted. */
   expires_at?: string;
   owner_key_id?: string;
+  /** An admin looking at a VM waiting in a template's warm pool: that template. */
+  pool_template_id?: string;
 }
 
 export interface CreateVm {
@@ -143,6 +145,18 @@ export interface Template {
   on_idle?: OnIdle;
   created_at: string;
   owner_key_id?: string;
+  /** VMs kept booted and snapshotted for takes (0 to 8). */
+  warm_pool_size: number;
+  warm_pool: WarmPool;
+}
+
+/** How full a template's warm pool is. */
+export interface WarmPool {
+  size: number;
+  /** Snapshotted and ready to be taken. */
+  ready: number;
+  /** Being booted, snapshotted or stored. */
+  filling: number;
 }
 
 export interface CreateTemplate {
@@ -159,6 +173,8 @@ export interface CreateTemplate {
   /** Idle this long before on_idle applies (default HATCH_IDLE_TIMEOUT). */
   idle_timeout_seconds?: number;
   on_idle?: OnIdle;
+  /** VMs kept booted and snapshotted for takes (0 to 8; default 0). */
+  warm_pool_size?: number;
 }
 
 export interface SnapshotArtefact {

@@ -33,18 +33,19 @@ export const SHAPES: Record<string, Record<string, "required" | "optional">> = {
   } satisfies Shape<t.RegisterImage>,
   Template: {
     id: R, name: R, image_id: R, vcpu_count: R, mem_mib: R, user_data: R, user_data_base64: O,
-    ssh_authorized_keys: R, egress: O, ...lifetime, created_at: R, owner_key_id: O,
+    ssh_authorized_keys: R, egress: O, ...lifetime, created_at: R, owner_key_id: O, warm_pool_size: R,
+    warm_pool: R,
   } satisfies Shape<t.Template>,
   CreateTemplate: {
     name: R, image_id: R, vcpu_count: O, mem_mib: O, user_data: O, user_data_base64: O,
-    ssh_authorized_keys: O, egress: O, ...lifetime,
+    ssh_authorized_keys: O, egress: O, ...lifetime, warm_pool_size: O,
   } satisfies Shape<t.CreateTemplate>,
   Vm: {
     agent: R, id: R, state: R, restart_policy: R, image_id: R, vcpu_count: R, mem_mib: R, limits: R,
     enable_network: R, hypervisor: R, created_at: R, updated_at: R, guest_ip: O, guest_mac: O,
     tap_name: O, ssh_port: O, egress: O, user_data: O, user_data_base64: O, ssh_authorized_keys: O,
     pid: O, state_reason: O, ready_at: O, last_activity_at: O, idle_status: O, snapshot_id: O,
-    ...lifetime, expires_at: O, owner_key_id: O,
+    ...lifetime, expires_at: O, owner_key_id: O, pool_template_id: O,
   } satisfies Shape<t.Vm>,
   CreateVm: {
     image_id: O, template_id: O, vcpu_count: O, mem_mib: O, enable_network: O, guest_ip: O,

@@ -15,7 +15,7 @@ from .types import (AgentStatus, ApiKey, ExecExit, ExecRequest, ExecResult, Exec
                     FileListing, FileWritten, AuditEntry, CreateKey, CreateRoute, CreateTemplate, CreateVm,
                     ErrorBody, Event, ForkedVms, ForkVm, Health, HostEvent, Image, KeyUsage, NewApiKey, Quotas,
                     ReassignVm, RegisterImage, RestoreVm, Route, Snapshot, Template, UpdateKey, Vm,
-                    VmEvent, VmState)
+                    VmEvent, VmState, WarmPool)
 
 __version__ = "0.1.0"
 
@@ -29,5 +29,5 @@ __all__ = [
     "FileWritten", "ApiKey", "AuditEntry", "CreateKey", "CreateRoute", "CreateTemplate", "CreateVm", "ErrorBody",
     "Event", "ForkedVms", "ForkVm", "Health", "HostEvent", "Image", "KeyUsage", "NewApiKey", "Quotas", "ReassignVm",
     "RegisterImage", "RestoreVm", "Route", "Snapshot", "Template", "UpdateKey", "Vm", "VmEvent",
-    "VmState",
+    "VmState", "WarmPool",
 ]

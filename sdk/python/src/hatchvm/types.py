@@ -66,6 +66,7 @@ class Vm(_VmRequired, total=False):
     on_idle: OnIdle
     expires_at: str
     owner_key_id: str
+    pool_template_id: str
 
 
 class CreateVm(TypedDict, total=False):
@@ -132,6 +133,13 @@ class RegisterImage(_RegisterImageRequired, total=False):
     boot_args: str
 
 
+class WarmPool(TypedDict):
+    """How full a template's warm pool is."""
+    size: int
+    ready: int
+    filling: int
+
+
 class _TemplateRequired(TypedDict):
     id: str
     name: str
@@ -141,6 +149,8 @@ class _TemplateRequired(TypedDict):
     user_data: Optional[str]
     ssh_authorized_keys: List[str]
     created_at: str
+    warm_pool_size: int
+    warm_pool: WarmPool
 
 
 class Template(_TemplateRequired, total=False):
@@ -167,6 +177,7 @@ class CreateTemplate(_CreateTemplateRequired, total=False):
     ttl_seconds: int
     idle_timeout_seconds: int
     on_idle: OnIdle
+    warm_pool_size: int
 
 
 class SnapshotArtefact(TypedDict):
