@@ -30,6 +30,12 @@ pub struct UnpackedSnapshot {
     pub disk: Option<PathBuf>,
 }
 
+/// See [`Orchestrator::saved_state`].
+pub(super) enum SavedState {
+    Hot(SnapshotFiles),
+    Unpacked(UnpackedSnapshot),
+}
+
 pub(super) const STATE: &str = "state.zst";
 pub(super) const MEMORY: &str = "memory.zst";
 pub(super) const DISK: &str = "disk.zst";
@@ -147,11 +153,8 @@ impl Orchestrator {
                     self.apply(&mut vm, Event::SaveFailed, Some(format!("snapshot failed: {error}")))?;
                 }
                 Err(resume_error) => {
-                    self.kill_process(&vm).await;
-                    vm.pid = None;
-                    vm.ready_at = None;
                     let reason = format!("snapshot failed: {error}; resuming also failed: {resume_error}");
-                    self.apply(&mut vm, Event::ResumeFailed, Some(reason))?;
+                    self.record_resume_failure(&mut vm, reason).await?;
                 }
             }
             return Err(error);
@@ -169,6 +172,16 @@ impl Orchestrator {
         self.make_durable_later(record.clone());
         self.apply_retention(&vm).await;
         Ok(record)
+    }
+
+    /// A paused guest that could not be resumed after its state was saved
+    /// ends: its VMM is stopped and the VM is `error`.
+    pub(super) async fn record_resume_failure(&self, vm: &mut Vm, reason: String) -> Result<(), OrchError> {
+        self.kill_process(vm).await;
+        vm.pid = None;
+        vm.ready_at = None;
+        self.apply(vm, Event::ResumeFailed, Some(reason))?;
+        Ok(())
     }
 
     /// The snapshot a `snapshotted` VM would restore from.
@@ -373,23 +386,32 @@ impl Orchestrator {
             })
     }
 
+    /// Where `snapshot`'s state loads from: its hot copy while `vm` sleeps
+    /// in it and it is intact (the VM's disk is then the one saved), else
+    /// its stored artefacts, unpacked into `work` and verified.
+    pub(super) async fn saved_state(&self, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<SavedState, OrchError> {
+        if let Some(files) = self.usable_hot_copy(vm, snapshot).await {
+            return Ok(SavedState::Hot(files));
+        }
+        if !snapshot.durable {
+            return Err(OrchError::Corrupt {
+                message: format!(
+                    "snapshot {} has no usable local copy and was never stored (see the reconciler's events)",
+                    snapshot.id
+                ),
+            });
+        }
+        Ok(SavedState::Unpacked(self.unpack_snapshot(snapshot, work).await?))
+    }
+
     /// Boots a fresh VMM from the saved state: the hot copy when it is
     /// valid and intact (the VM's disk is then the one saved), else the
     /// stored artefacts, each verified before the VM's disk is touched.
     async fn load(self: &Arc<Self>, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<Arc<dyn VmHandle>, OrchError> {
         let image = self.launchable_image(vm)?;
-        let files = match self.usable_hot_copy(vm, snapshot).await {
-            Some(files) => files,
-            None if !snapshot.durable => {
-                return Err(OrchError::Corrupt {
-                    message: format!(
-                        "snapshot {} has no usable local copy and was never stored (see the reconciler's events)",
-                        snapshot.id
-                    ),
-                })
-            }
-            None => {
-                let unpacked = self.unpack_snapshot(snapshot, work).await?;
+        let files = match self.saved_state(vm, snapshot, work).await? {
+            SavedState::Hot(files) => files,
+            SavedState::Unpacked(unpacked) => {
                 if let Some(disk) = &unpacked.disk {
                     let target = self.layout(&vm.id).disk();
                     tokio::fs::rename(disk, &target)

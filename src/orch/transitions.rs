@@ -51,8 +51,8 @@ pub enum Event {
     BootFailed,
     /// A requested stop finished: no VMM process is left.
     Halted,
-    /// The state for a fork was saved (or saving it failed) and the guest
-    /// runs on.
+    /// The state for a fork was saved and the guest runs on (a failed save
+    /// is `SaveFailed`, as for a snapshot).
     Forked,
     /// A snapshot is complete and the VMM is gone.
     Saved,

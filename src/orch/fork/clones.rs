@@ -38,7 +38,8 @@ impl Orchestrator {
                 Ok(vm) => recorded.push(vm),
                 Err(error) => {
                     for vm in recorded {
-                        self.forget_unborn_clone(vm).await;
+                        self.release_clone(vm, Ledger::new(), "another clone of the fork failed")
+                            .await;
                     }
                     return Err(error);
                 }
@@ -220,18 +221,5 @@ impl Orchestrator {
             }
         }
         Ok(())
-    }
-
-    /// Removes a clone that was recorded but never restored (its row is
-    /// all it holds).
-    async fn forget_unborn_clone(&self, mut vm: Vm) {
-        let _guard = self.locks.lock(&vm.id).await;
-        if let Err(error) = self.apply(
-            &mut vm,
-            Event::BootFailed,
-            Some("another clone of the fork failed".into()),
-        ) {
-            tracing::error!(vm = %vm.id, %error, "removing an unborn clone failed");
-        }
     }
 }

@@ -9,6 +9,7 @@ use crate::model::{self, Image, Snapshot, Vm, VmState};
 use crate::vmm::{SnapshotFiles, VmHandle};
 
 use super::super::create::clone_disk;
+use super::super::snapshot::SavedState;
 use super::super::transitions::Event;
 use super::{no_agent, OrchError, Orchestrator, Staged};
 
@@ -56,11 +57,8 @@ impl Orchestrator {
         let saved = self.save_for_clones(&handle, &vm, &image, &dir).await;
         if let Err(resume_error) = handle.resume().await {
             remove_staged(&dir).await;
-            self.kill_process(&vm).await;
-            vm.pid = None;
-            vm.ready_at = None;
             let reason = format!("resuming after saving its state for a fork failed: {resume_error}");
-            self.apply(&mut vm, Event::ResumeFailed, Some(reason))?;
+            self.record_resume_failure(&mut vm, reason).await?;
             return Err(resume_error.into());
         }
         match saved {
@@ -83,7 +81,7 @@ impl Orchestrator {
             Err(error) => {
                 remove_staged(&dir).await;
                 let reason = format!("saving its state for a fork failed: {error}; the guest runs on");
-                self.apply(&mut vm, Event::Forked, Some(reason))?;
+                self.apply(&mut vm, Event::SaveFailed, Some(reason))?;
                 Err(error)
             }
         }
@@ -150,30 +148,23 @@ impl Orchestrator {
         snapshot: &Snapshot,
         dir: &Path,
     ) -> Result<(SnapshotFiles, Option<PathBuf>), OrchError> {
-        if let Some(hot) = self.usable_hot_copy(vm, snapshot).await {
-            tokio::fs::create_dir_all(dir)
-                .await
-                .map_err(|e| OrchError::Internal(format!("creating {}: {e}", dir.display())))?;
-            let files = link_snapshot_files(&hot, dir)?;
-            return Ok((files, self.clone_vm_disk(vm, image, dir).await?));
+        match self.saved_state(vm, snapshot, dir).await? {
+            SavedState::Hot(hot) => {
+                tokio::fs::create_dir_all(dir)
+                    .await
+                    .map_err(|e| OrchError::Internal(format!("creating {}: {e}", dir.display())))?;
+                let files = link_snapshot_files(&hot, dir)?;
+                Ok((files, self.clone_vm_disk(vm, image, dir).await?))
+            }
+            SavedState::Unpacked(unpacked) => Ok((unpacked.files, unpacked.disk)),
         }
-        if !snapshot.durable {
-            return Err(OrchError::Corrupt {
-                message: format!(
-                    "snapshot {} has no usable local copy and was never stored (see the reconciler's events)",
-                    snapshot.id
-                ),
-            });
-        }
-        let unpacked = self.unpack_snapshot(snapshot, dir).await?;
-        Ok((unpacked.files, unpacked.disk))
     }
 
     /// A fresh scratch directory for a fork from `vm_id`.
     fn fork_dir(&self, vm_id: &str) -> PathBuf {
         self.layout(vm_id)
             .dir()
-            .join(format!("work-fork-{}", model::random_id("", 8).trim_start_matches('-')))
+            .join(format!("work-{}", model::random_id("fork", 8)))
     }
 }
 
