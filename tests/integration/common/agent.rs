@@ -6,10 +6,12 @@ use serde_json::{json, Value};
 
 use super::hatchd::TestDaemon;
 
-/// Waits until the VM's agent is connected; answers the VM.
+/// Waits until the VM's agent is connected and its hello has been handled
+/// (the clock set, the VM marked ready: the link shows connected a moment
+/// before); answers the VM.
 pub fn wait_agent(daemon: &TestDaemon, id: &str) -> Value {
     daemon.wait_for_vm(id, "its agent to connect", Duration::from_secs(240), |vm| {
-        vm["agent"]["connected"] == true
+        vm["agent"]["connected"] == true && vm["ready_at"].is_string()
     })
 }
 
