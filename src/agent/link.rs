@@ -28,6 +28,17 @@ const RETRY_MAX: Duration = Duration::from_millis(500);
 /// Told about each new conversation (to record readiness, set the clock).
 pub type OnHello = Arc<dyn Fn(Arc<Conversation>) + Send + Sync>;
 
+/// Told after the link's live conversation came or went (the agent's
+/// status changed), to show it.
+pub type OnChange = Arc<dyn Fn() + Send + Sync>;
+
+/// Whom a link tells about its conversations.
+#[derive(Clone)]
+struct Hooks {
+    on_hello: OnHello,
+    on_change: OnChange,
+}
+
 pub struct AgentLink {
     current: watch::Receiver<Option<Arc<Conversation>>>,
     task: JoinHandle<()>,
@@ -35,10 +46,22 @@ pub struct AgentLink {
 
 impl AgentLink {
     pub fn start(vm_id: String, endpoint: AgentEndpoint, on_hello: OnHello) -> AgentLink {
+        Self::start_reporting(vm_id, endpoint, on_hello, Arc::new(|| {}))
+    }
+
+    /// Like [`start`](Self::start), telling `on_change` whenever the live
+    /// conversation comes or goes.
+    pub fn start_reporting(
+        vm_id: String,
+        endpoint: AgentEndpoint,
+        on_hello: OnHello,
+        on_change: OnChange,
+    ) -> AgentLink {
         let (publish, current) = watch::channel(None);
+        let hooks = Hooks { on_hello, on_change };
         let task = match endpoint {
-            AgentEndpoint::Listen(path) => tokio::spawn(listen(vm_id, path, publish, on_hello)),
-            AgentEndpoint::Connect(path) => tokio::spawn(connect(vm_id, path, publish, on_hello)),
+            AgentEndpoint::Listen(path) => tokio::spawn(listen(vm_id, path, publish, hooks)),
+            AgentEndpoint::Connect(path) => tokio::spawn(connect(vm_id, path, publish, hooks)),
         };
         AgentLink { current, task }
     }
@@ -78,12 +101,7 @@ impl Drop for AgentLink {
 }
 
 /// Runs one conversation until it ends, published while it lasts.
-async fn converse(
-    vm_id: &str,
-    stream: UnixStream,
-    publish: &watch::Sender<Option<Arc<Conversation>>>,
-    on_hello: &OnHello,
-) {
+async fn converse(vm_id: &str, stream: UnixStream, publish: &watch::Sender<Option<Arc<Conversation>>>, hooks: &Hooks) {
     match Conversation::start(stream).await {
         Ok(conversation) => {
             tracing::info!(vm = %vm_id, version = %conversation.hello().version, "guest agent connected");
@@ -91,28 +109,32 @@ async fn converse(
             if let Some(previous) = publish.send_replace(Some(conversation.clone())) {
                 previous.close();
             }
-            on_hello(conversation.clone());
+            (hooks.on_change)();
+            (hooks.on_hello)(conversation.clone());
             conversation.closed().await;
             tracing::info!(vm = %vm_id, "guest agent connection ended");
-            publish.send_if_modified(|current| {
+            let ended = publish.send_if_modified(|current| {
                 let ours = current.as_ref().is_some_and(|c| Arc::ptr_eq(c, &conversation));
                 if ours {
                     *current = None;
                 }
                 ours
             });
+            if ended {
+                (hooks.on_change)();
+            }
         }
         Err(error) => tracing::debug!(vm = %vm_id, %error, "guest agent handshake failed"),
     }
 }
 
-async fn connect(vm_id: String, path: PathBuf, publish: watch::Sender<Option<Arc<Conversation>>>, on_hello: OnHello) {
+async fn connect(vm_id: String, path: PathBuf, publish: watch::Sender<Option<Arc<Conversation>>>, hooks: Hooks) {
     let mut delay = RETRY_FIRST;
     loop {
         match UnixStream::connect(&path).await {
             Ok(stream) => {
                 delay = RETRY_FIRST;
-                converse(&vm_id, stream, &publish, &on_hello).await;
+                converse(&vm_id, stream, &publish, &hooks).await;
             }
             Err(error) => {
                 tracing::trace!(vm = %vm_id, path = %path.display(), %error, "agent socket not there yet");
@@ -123,7 +145,7 @@ async fn connect(vm_id: String, path: PathBuf, publish: watch::Sender<Option<Arc
     }
 }
 
-async fn listen(vm_id: String, path: PathBuf, publish: watch::Sender<Option<Arc<Conversation>>>, on_hello: OnHello) {
+async fn listen(vm_id: String, path: PathBuf, publish: watch::Sender<Option<Arc<Conversation>>>, hooks: Hooks) {
     let listener = loop {
         match bind(&path) {
             Ok(listener) => break listener,
@@ -142,9 +164,9 @@ async fn listen(vm_id: String, path: PathBuf, publish: watch::Sender<Option<Arc<
                 // The newest connection is the live one: the guest connects
                 // again only when its old stream is gone.
                 drop(conversation_task.take());
-                let (vm_id, publish, on_hello) = (vm_id.clone(), publish.clone(), on_hello.clone());
+                let (vm_id, publish, hooks) = (vm_id.clone(), publish.clone(), hooks.clone());
                 conversation_task = Some(tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
-                    converse(&vm_id, stream, &publish, &on_hello).await;
+                    converse(&vm_id, stream, &publish, &hooks).await;
                 })));
             }
             Err(error) => {

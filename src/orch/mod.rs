@@ -111,8 +111,9 @@ pub struct Orchestrator {
     durability: Arc<durability::Passes>,
     /// Every VM and route in memory, for reads that must not wait on SQLite.
     view: Arc<view::View>,
-    /// The guest agent link of every VM whose VMM runs.
-    agents: crate::agent::Agents,
+    /// The guest agent link of every VM whose VMM runs (the view shows
+    /// each one's status).
+    agents: Arc<crate::agent::Agents>,
     /// Traffic and agent calls per VM, as the idle monitor sees them.
     activity: Arc<crate::proxy::ActiveConnections>,
     /// New identities waiting for their clones' agents.
@@ -146,7 +147,14 @@ impl Orchestrator {
         network: Arc<dyn HostNetwork>,
         snapshots: Arc<dyn SnapshotStore>,
     ) -> Result<Arc<Self>, OrchError> {
-        let view = Arc::new(view::View::load(store.clone())?);
+        let agents = Arc::new(crate::agent::Agents::default());
+        let view = Arc::new(view::View::load(store.clone(), agents.clone())?);
+        let shown = Arc::downgrade(&view);
+        agents.on_status_change(Arc::new(move |vm_id: &str| {
+            if let Some(view) = shown.upgrade() {
+                view.agent_changed(vm_id);
+            }
+        }));
         let observers = observe::Observers::default();
         // First, so every other observer already sees the change in the view.
         observers.add(view.clone());
@@ -168,7 +176,7 @@ impl Orchestrator {
             metrics: Arc::new(Metrics::new()),
             durability: Arc::default(),
             view,
-            agents: crate::agent::Agents::default(),
+            agents,
             activity: crate::proxy::ActiveConnections::new(),
             identities: Default::default(),
             pools: Default::default(),
@@ -252,16 +260,24 @@ impl Orchestrator {
 
     /// Every VM but warm pools', oldest first, from memory.
     pub async fn list_vms(&self) -> Result<Vec<Vm>, OrchError> {
-        Ok(self.view.vms().into_iter().map(|vm| self.with_agent(vm)).collect())
-    }
-
-    /// The VMs of one API key, oldest first, from memory.
-    pub fn list_vms_of(&self, owner: &str) -> Vec<Vm> {
-        self.view
-            .vms_of(owner)
+        Ok(self
+            .view
+            .vms(view::Listing::Listed)
             .into_iter()
             .map(|vm| self.with_agent(vm))
-            .collect()
+            .collect())
+    }
+
+    /// `GET /vms`'s answer, a JSON array, from memory: every VM but warm
+    /// pools' (`owner` `None`) or the VMs of one API key, oldest first.
+    pub fn list_vms_json(&self, owner: Option<&str>) -> Result<Vec<u8>, OrchError> {
+        let listing = match owner {
+            None => view::Listing::Listed,
+            Some(owner) => view::Listing::Owner(owner),
+        };
+        self.view
+            .vms_json(listing)
+            .map_err(|e| OrchError::Internal(format!("rendering the VM list: {e}")))
     }
 
     /// Waits until the VM's `ready_at` is set (its agent said hello, or the

@@ -152,7 +152,7 @@ impl Orchestrator {
 
     /// How full the template's pool is.
     pub fn pool_status(&self, template: &Template) -> PoolStatus {
-        let vms = self.view.pool_vms(&template.id);
+        let vms = self.view.vms(crate::orch::view::Listing::Pool(&template.id));
         let ready = vms.iter().filter(|vm| self.pool_vm_ready(vm)).count() as u32;
         PoolStatus {
             size: template.warm_pool_size,

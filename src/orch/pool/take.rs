@@ -28,7 +28,7 @@ impl Orchestrator {
         };
         let mut candidates: Vec<Vm> = self
             .view
-            .pool_vms(template_id)
+            .vms(crate::orch::view::Listing::Pool(template_id))
             .into_iter()
             .filter(|vm| vm.state == VmState::Snapshotted)
             .collect();
