@@ -122,11 +122,7 @@ async fn vm_list_is_the_stored_vms_serialised_and_shows_each_change_at_once() {
     api.written(&members.id);
     assert_lists_match(&api, &member).await;
     let (_, listed) = api.call("GET", "/vms", None).await;
-    let ids: Vec<&str> = listed
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|vm| vm["id"].as_str())
-        .collect();
-    assert_eq!(ids, vec![first.id.as_str(), twin.id.as_str(), pooled.id.as_str()]);
+    let listed: Vec<Vm> = serde_json::from_value(listed).unwrap();
+    let ids: Vec<String> = listed.into_iter().map(|vm| vm.id).collect();
+    assert_eq!(ids, [first.id, twin.id, pooled.id]);
 }

@@ -10,7 +10,7 @@ use crate::common;
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::agent::{exec, sh, wait_agent};
+use common::agent::{exec, ready_vm_with_agent, sh, wait_agent};
 use common::e2e::{create_ready_vm, Topology};
 use common::hatchd::{TestDaemon, TestKey};
 use serde_json::{json, Value};
@@ -59,12 +59,7 @@ async fn exec_runs_commands_with_and_without_networking() {
     let image = common::images::minimal_image().await;
     let (_topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
     let key = TestKey::generate();
-    let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
-    let shown = wait_agent(&daemon, &vm.id);
-    assert!(
-        shown["agent"]["version"].as_str().is_some_and(|v| !v.is_empty()),
-        "{shown}"
-    );
+    let (vm, shown) = ready_vm_with_agent(&daemon, &image_id, &key);
     assert!(shown["ready_at"].is_string(), "{shown}");
 
     // Exit codes and the two streams, kept apart.

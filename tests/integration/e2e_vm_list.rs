@@ -9,8 +9,8 @@ use crate::common;
 
 use std::time::Duration;
 
-use common::agent::wait_agent;
-use common::e2e::{create_ready_vm, Topology};
+use common::agent::{ready_vm_with_agent, wait_agent};
+use common::e2e::Topology;
 use common::hatchd::{TestDaemon, TestKey};
 use serde_json::{json, Value};
 
@@ -34,15 +34,8 @@ fn assert_listed_as(daemon: &TestDaemon, shown: &Value) {
 async fn vm_list_shows_agent_links_and_state_changes_in_the_very_next_answer() {
     let image = common::images::minimal_image().await;
     let (_topo, daemon, image_id) = Topology::with_daemon(&image, &[]);
-    let key = TestKey::generate();
-    let vm = create_ready_vm(&daemon, &image_id, &key, json!({}));
-
     // The agent connects: listed as connected, with its version.
-    let shown = wait_agent(&daemon, &vm.id);
-    assert!(
-        shown["agent"]["version"].as_str().is_some_and(|v| !v.is_empty()),
-        "{shown}"
-    );
+    let (vm, shown) = ready_vm_with_agent(&daemon, &image_id, &TestKey::generate());
     assert_listed_as(&daemon, &shown);
 
     // A stop: the next list shows the VM stopped, its agent gone with its VMM.

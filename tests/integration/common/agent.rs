@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use super::hatchd::TestDaemon;
+use super::e2e::{create_ready_vm, VmView};
+use super::hatchd::{TestDaemon, TestKey};
 
 /// Waits until the VM's agent is connected and its hello has been handled
 /// (the clock set, the VM marked ready: the link shows connected a moment
@@ -13,6 +14,18 @@ pub fn wait_agent(daemon: &TestDaemon, id: &str) -> Value {
     daemon.wait_for_vm(id, "its agent to connect", Duration::from_secs(240), |vm| {
         vm["agent"]["connected"] == true && vm["ready_at"].is_string()
     })
+}
+
+/// A networked VM created ready with `key`'s public key, once its agent is
+/// connected (and has told its version); answers it as created and as shown then.
+pub fn ready_vm_with_agent(daemon: &TestDaemon, image_id: &str, key: &TestKey) -> (VmView, Value) {
+    let vm = create_ready_vm(daemon, image_id, key, json!({}));
+    let shown = wait_agent(daemon, &vm.id);
+    assert!(
+        shown["agent"]["version"].as_str().is_some_and(|v| !v.is_empty()),
+        "{shown}"
+    );
+    (vm, shown)
 }
 
 pub fn exec(daemon: &TestDaemon, id: &str, body: Value) -> (u16, Value) {
