@@ -207,8 +207,9 @@ impl Orchestrator {
                 tracing::warn!(vm = %vm_id, %error, "create failed; releasing everything it held");
                 ledger.rollback().await;
                 vm.pid = None;
-                if let Err(record_error) =
-                    self.apply(&mut vm, Event::BootFailed, Some(format!("create failed: {error}")))
+                if let Err(record_error) = self
+                    .apply(&mut vm, Event::BootFailed, Some(format!("create failed: {error}")))
+                    .await
                 {
                     tracing::error!(vm = %vm_id, %record_error, "removing the record of a failed create failed");
                 }

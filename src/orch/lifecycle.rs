@@ -76,7 +76,7 @@ impl Orchestrator {
         vm.pid = Some(handle.pid());
         vm.ready_at = None;
         vm.snapshot_id = None;
-        if let Err(error) = self.apply(vm, Event::Booted, reason) {
+        if let Err(error) = self.apply(vm, Event::Booted, reason).await {
             handle.stop(DELETE_GRACE).await;
             vm.pid = None;
             return Err(error);
@@ -99,7 +99,7 @@ impl Orchestrator {
         reason: Option<String>,
         mut accepted: Accepted,
     ) -> Result<Vm, OrchError> {
-        if self.apply(&mut vm, Event::Stop, reason.clone())? == Applied::Already {
+        if self.apply(&mut vm, Event::Stop, reason.clone()).await? == Applied::Already {
             accepted.send(&vm);
             return Ok(vm);
         }
@@ -121,7 +121,7 @@ impl Orchestrator {
         self.kill_process(vm).await;
         vm.pid = None;
         vm.ready_at = None;
-        self.apply(vm, Event::Halted, Some(reason.into()))?;
+        self.apply(vm, Event::Halted, Some(reason.into())).await?;
         Ok(())
     }
 
@@ -134,7 +134,7 @@ impl Orchestrator {
             if matches!(transitions::decide(vm.state, Event::Start), Decision::Enter(_)) {
                 self.admit_memory(id, vm.mem_mib)?;
             }
-            self.apply(&mut vm, Event::Start, None)?
+            self.apply(&mut vm, Event::Start, None).await?
         };
         if applied == Applied::Already {
             accepted.send(&vm);
@@ -146,7 +146,8 @@ impl Orchestrator {
             Err(error) => {
                 self.kill_process(&vm).await;
                 vm.pid = None;
-                self.apply(&mut vm, Event::BootFailed, Some(format!("start failed: {error}")))?;
+                self.apply(&mut vm, Event::BootFailed, Some(format!("start failed: {error}")))
+                    .await?;
                 Err(error)
             }
         }
@@ -229,7 +230,7 @@ impl Orchestrator {
         reason: String,
         mut accepted: Accepted,
     ) -> Result<(), OrchError> {
-        self.apply(vm, Event::Delete, Some(reason))?;
+        self.apply(vm, Event::Delete, Some(reason)).await?;
         accepted.send(vm);
         self.tear_down(vm).await
     }
@@ -255,7 +256,7 @@ impl Orchestrator {
             }
         }
         self.store.delete_routes_of(&id)?;
-        self.apply(vm, Event::TornDown, None)?;
+        self.apply(vm, Event::TornDown, None).await?;
         tracing::info!(vm = %id, "deleted");
         Ok(())
     }

@@ -92,7 +92,7 @@ pub struct Orchestrator {
     /// concurrent creates never pick the same IP, MAC, TAP or port.
     allocation: tokio::sync::Mutex<()>,
     /// Told about every state change and deletion (e.g. the proxy's pool).
-    observers: observe::Observers,
+    observers: Arc<observe::Observers>,
     /// Operations in flight, waited for at shutdown.
     operations: operations::Operations,
     /// Held shared by every operation and exclusively by the reconciler, so
@@ -155,7 +155,7 @@ impl Orchestrator {
                 view.agent_changed(vm_id);
             }
         }));
-        let observers = observe::Observers::default();
+        let observers = Arc::new(observe::Observers::default());
         // First, so every other observer already sees the change in the view.
         observers.add(view.clone());
         let orch = Arc::new(Self {
@@ -350,11 +350,11 @@ impl Orchestrator {
     /// The one write path of a VM's state: asks the state machine what
     /// `event` does to `vm`, and records the outcome (the whole row, with
     /// whatever else the caller changed on `vm`, and the event, in one
-    /// transaction). Callers hold the VM's lock.
+    /// transaction) before the observers are told. Callers hold the VM's lock.
     ///
     /// A request the table refuses is `InvalidState`; a refused outcome is a
     /// bug in the caller and reported as internal.
-    fn apply(&self, vm: &mut Vm, event: Event, reason: Option<String>) -> Result<Applied, OrchError> {
+    async fn apply(&self, vm: &mut Vm, event: Event, reason: Option<String>) -> Result<Applied, OrchError> {
         let from = vm.state;
         match transitions::decide(from, event) {
             Decision::Already => Ok(Applied::Already),
@@ -366,9 +366,14 @@ impl Orchestrator {
                 from.as_str()
             ))),
             Decision::Remove => {
-                self.store.delete_vm(&vm.id)?;
-                tracing::info!(vm = %vm.id, from = from.as_str(), event = event.as_str(), "removed");
-                self.observers.notify(&VmChange::Deleted { vm_id: &vm.id });
+                let vm_id = vm.id.clone();
+                self.record(move |store, observers| {
+                    store.delete_vm(&vm_id)?;
+                    tracing::info!(vm = %vm_id, from = from.as_str(), event = event.as_str(), "removed");
+                    observers.notify(&VmChange::Deleted { vm_id: &vm_id });
+                    Ok(())
+                })
+                .await?;
                 self.locks.forget(&vm.id);
                 Ok(Applied::Removed)
             }
@@ -376,18 +381,20 @@ impl Orchestrator {
                 vm.state = to;
                 vm.state_reason = reason;
                 vm.updated_at = crate::model::now();
-                if !self
-                    .store
-                    .update_vm_with_transition(vm, Some(from), vm.state_reason.as_deref())?
-                {
-                    return Err(OrchError::vm_not_found(&vm.id));
-                }
-                tracing::info!(vm = %vm.id, from = from.as_str(), to = to.as_str(), event = event.as_str(), reason = ?vm.state_reason, "state change");
-                self.observers.notify(&VmChange::StateChanged {
-                    vm_id: &vm.id,
-                    from,
-                    to,
-                });
+                let row = vm.clone();
+                self.record(move |store, observers| {
+                    if !store.update_vm_with_transition(&row, Some(from), row.state_reason.as_deref())? {
+                        return Err(OrchError::vm_not_found(&row.id));
+                    }
+                    tracing::info!(vm = %row.id, from = from.as_str(), to = to.as_str(), event = event.as_str(), reason = ?row.state_reason, "state change");
+                    observers.notify(&VmChange::StateChanged {
+                        vm_id: &row.id,
+                        from,
+                        to,
+                    });
+                    Ok(())
+                })
+                .await?;
                 Ok(Applied::Entered)
             }
         }
@@ -396,8 +403,8 @@ impl Orchestrator {
     /// [`Self::apply`] of an outcome to several VMs at once, in one
     /// transaction (e.g. the clones of a fork become `running` together).
     /// Every one must enter a state; callers hold every VM's lock.
-    fn apply_together(&self, vms: &mut [Vm], event: Event, reason: &str) -> Result<(), OrchError> {
-        let mut changes = Vec::new();
+    async fn apply_together(&self, vms: &mut [Vm], event: Event, reason: &str) -> Result<(), OrchError> {
+        let mut rows = Vec::new();
         for vm in vms.iter_mut() {
             let from = vm.state;
             let Decision::Enter(to) = transitions::decide(from, event) else {
@@ -411,21 +418,39 @@ impl Orchestrator {
             vm.state = to;
             vm.state_reason = Some(reason.to_string());
             vm.updated_at = crate::model::now();
-            changes.push(from);
+            rows.push((vm.clone(), from));
         }
-        let rows: Vec<(&Vm, VmState)> = vms.iter().zip(changes.iter().copied()).collect();
-        if !self.store.update_vms_with_transitions(&rows, Some(reason))? {
-            return Err(OrchError::Internal("a VM changed together with others is gone".into()));
-        }
-        for (vm, from) in vms.iter().zip(changes) {
-            tracing::info!(vm = %vm.id, from = from.as_str(), to = vm.state.as_str(), event = event.as_str(), reason, "state change");
-            self.observers.notify(&VmChange::StateChanged {
-                vm_id: &vm.id,
-                from,
-                to: vm.state,
-            });
-        }
-        Ok(())
+        let reason = reason.to_string();
+        self.record(move |store, observers| {
+            let changes: Vec<(&Vm, VmState)> = rows.iter().map(|(vm, from)| (vm, *from)).collect();
+            if !store.update_vms_with_transitions(&changes, Some(&reason))? {
+                return Err(OrchError::Internal("a VM changed together with others is gone".into()));
+            }
+            for (vm, from) in &rows {
+                tracing::info!(vm = %vm.id, from = from.as_str(), to = vm.state.as_str(), event = event.as_str(), reason, "state change");
+                observers.notify(&VmChange::StateChanged {
+                    vm_id: &vm.id,
+                    from: *from,
+                    to: vm.state,
+                });
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// Runs `write` (a state change stored in one transaction, then the
+    /// observers told) on a blocking thread, so no SQLite write or reread
+    /// holds a runtime worker. Both happen there together: a caller that
+    /// goes away while it waits cannot leave a stored change untold.
+    async fn record(
+        &self,
+        write: impl FnOnce(&Store, &observe::Observers) -> Result<(), OrchError> + Send + 'static,
+    ) -> Result<(), OrchError> {
+        let (store, observers) = (self.store.clone(), self.observers.clone());
+        tokio::task::spawn_blocking(move || write(&store, &observers))
+            .await
+            .map_err(|e| OrchError::Internal(format!("recording a state change failed: {e}")))?
     }
 
     /// All networked VMs that should have host network state: every one

@@ -161,7 +161,7 @@ impl Orchestrator {
                 // Cut short between recording the snapshot and stopping the
                 // VMM: the snapshot asked for is whole, so honour it.
                 process::terminate(pid, ADOPT_GRACE).await;
-                return self.record_saved(vm, snapshot_id);
+                return self.record_saved(vm, snapshot_id).await;
             }
         }
         if vm.state == VmState::Restoring {
@@ -172,7 +172,8 @@ impl Orchestrator {
                 &mut vm,
                 Event::BootFailed,
                 Some("restore interrupted by a daemon restart".into()),
-            )?;
+            )
+            .await?;
             return Ok(());
         }
         let adopted = match self.image_of(&vm) {
@@ -204,7 +205,8 @@ impl Orchestrator {
                     &mut vm,
                     Event::SaveFailed,
                     Some("snapshot interrupted by a daemon restart; the guest was resumed".into()),
-                )?;
+                )
+                .await?;
             }
             VmState::Starting => {
                 self.watch_process(&vm, handle);
@@ -212,7 +214,8 @@ impl Orchestrator {
                     &mut vm,
                     Event::Booted,
                     Some("started (finished after a daemon restart)".into()),
-                )?;
+                )
+                .await?;
             }
             _ => self.watch_process(&vm, handle),
         }
@@ -230,7 +233,8 @@ impl Orchestrator {
                     &mut vm,
                     Event::Halted,
                     Some("start interrupted by a daemon restart".into()),
-                )?;
+                )
+                .await?;
                 Ok(())
             }
             VmState::Restoring => {
@@ -238,12 +242,13 @@ impl Orchestrator {
                     &mut vm,
                     Event::BootFailed,
                     Some("restore interrupted by a daemon restart".into()),
-                )?;
+                )
+                .await?;
                 Ok(())
             }
             // The VMM is only stopped once the snapshot is complete.
             VmState::Snapshotting => match self.snapshot_finished_since(&vm)? {
-                Some(snapshot_id) => self.record_saved(vm, snapshot_id),
+                Some(snapshot_id) => self.record_saved(vm, snapshot_id).await,
                 None => {
                     let reason = "the VMM ended during a snapshot that did not complete".to_string();
                     self.record_crash(vm, reason).await
@@ -258,19 +263,19 @@ impl Orchestrator {
 
     /// A snapshot that completed as the daemon went down: the VM is
     /// suspended with it.
-    fn record_saved(&self, mut vm: Vm, snapshot_id: String) -> Result<(), OrchError> {
+    async fn record_saved(&self, mut vm: Vm, snapshot_id: String) -> Result<(), OrchError> {
         self.set_handle(&vm.id, None);
         vm.pid = None;
         vm.ready_at = None;
         vm.snapshot_id = Some(snapshot_id.clone());
         let reason = format!("snapshot {snapshot_id} (completed as the daemon went down)");
-        self.apply(&mut vm, Event::Saved, Some(reason))?;
+        self.apply(&mut vm, Event::Saved, Some(reason)).await?;
         Ok(())
     }
 
     /// Marks the VM `error`, and starts it again if its policy says so.
     pub(super) async fn record_crash(self: &Arc<Self>, mut vm: Vm, reason: String) -> Result<(), OrchError> {
-        self.apply(&mut vm, Event::VmmCrashed, Some(reason))?;
+        self.apply(&mut vm, Event::VmmCrashed, Some(reason)).await?;
         if vm.restart_policy == RestartPolicy::OnFailure {
             self.schedule_restart(&vm.id);
         }
@@ -332,7 +337,8 @@ impl Orchestrator {
             &mut vm,
             Event::BootFailed,
             Some("create interrupted by a daemon restart".into()),
-        )?;
+        )
+        .await?;
         Ok(())
     }
 

@@ -113,7 +113,7 @@ impl Orchestrator {
                 return Err(error);
             }
         }
-        let applied = match self.apply(&mut vm, Event::Snapshot, None) {
+        let applied = match self.apply(&mut vm, Event::Snapshot, None).await {
             Ok(applied) => applied,
             Err(error) => {
                 let _ = self.store.delete_snapshot(&record.id);
@@ -137,7 +137,8 @@ impl Orchestrator {
                 &mut vm,
                 Event::VmmCrashed,
                 Some("the VM had no VMM process to snapshot".into()),
-            )?;
+            )
+            .await?;
             return Err(OrchError::Internal(format!("VM {id} has no VMM process")));
         };
         let hot = self.hot_dir(id, &record.id);
@@ -150,7 +151,8 @@ impl Orchestrator {
             }
             match handle.resume().await {
                 Ok(()) => {
-                    self.apply(&mut vm, Event::SaveFailed, Some(format!("snapshot failed: {error}")))?;
+                    self.apply(&mut vm, Event::SaveFailed, Some(format!("snapshot failed: {error}")))
+                        .await?;
                 }
                 Err(resume_error) => {
                     let reason = format!("snapshot failed: {error}; resuming also failed: {resume_error}");
@@ -168,7 +170,8 @@ impl Orchestrator {
         vm.pid = None;
         vm.ready_at = None;
         vm.snapshot_id = Some(record.id.clone());
-        self.apply(&mut vm, Event::Saved, Some(format!("snapshot {}", record.id)))?;
+        self.apply(&mut vm, Event::Saved, Some(format!("snapshot {}", record.id)))
+            .await?;
         self.make_durable_later(record.clone());
         self.apply_retention(&vm).await;
         Ok(record)
@@ -180,7 +183,7 @@ impl Orchestrator {
         self.kill_process(vm).await;
         vm.pid = None;
         vm.ready_at = None;
-        self.apply(vm, Event::ResumeFailed, Some(reason))?;
+        self.apply(vm, Event::ResumeFailed, Some(reason)).await?;
         Ok(())
     }
 
@@ -315,7 +318,7 @@ impl Orchestrator {
         {
             let _allocating = self.allocation.lock().await;
             self.admit_memory(id, vm.mem_mib)?;
-            self.apply(&mut vm, event, None)?;
+            self.apply(&mut vm, event, None).await?;
         }
         accepted.send(&vm);
         let work = self.work_dir(id, &snapshot.id);
@@ -339,7 +342,8 @@ impl Orchestrator {
                     &mut vm,
                     Event::BootFailed,
                     Some(format!("restore of {} failed: {error}", snapshot.id)),
-                )?;
+                )
+                .await?;
                 Err(error)
             }
         }

@@ -58,6 +58,7 @@ impl Orchestrator {
         vm.ready_at = None;
         let recorded = if report.is_clean() {
             self.apply(&mut vm, Event::GuestShutdown, Some("the guest shut down".into()))
+                .await
                 .map(drop)
         } else {
             self.record_crash(vm, describe_crash(&report)).await

@@ -111,7 +111,7 @@ impl Orchestrator {
             row.pid = self.handle(&vm.id).map(|handle| handle.pid());
             current.push(row);
         }
-        self.apply_together(&mut current, Event::Booted, origin)?;
+        self.apply_together(&mut current, Event::Booted, origin).await?;
         Ok(current)
     }
 
@@ -122,7 +122,10 @@ impl Orchestrator {
         self.set_handle(&vm.id, None);
         ledger.rollback().await;
         vm.pid = None;
-        if let Err(error) = self.apply(&mut vm, Event::BootFailed, Some(format!("clone failed: {why}"))) {
+        if let Err(error) = self
+            .apply(&mut vm, Event::BootFailed, Some(format!("clone failed: {why}")))
+            .await
+        {
             tracing::error!(vm = %vm.id, %error, "removing the record of a failed clone failed");
         }
     }

@@ -52,7 +52,8 @@ impl Orchestrator {
         let Some(handle) = self.handle(&vm.id) else {
             return Err(OrchError::Internal(format!("VM {} has no VMM process", vm.id)));
         };
-        self.apply(&mut vm, Event::Fork, Some("saving its state for a fork".into()))?;
+        self.apply(&mut vm, Event::Fork, Some("saving its state for a fork".into()))
+            .await?;
         let dir = self.fork_dir(&vm.id);
         let saved = self.save_for_clones(&handle, &vm, &image, &dir).await;
         if let Err(resume_error) = handle.resume().await {
@@ -67,7 +68,8 @@ impl Orchestrator {
                     &mut vm,
                     Event::Forked,
                     Some("state saved for a fork; the guest runs on".into()),
-                )?;
+                )
+                .await?;
                 let origin = format!("forked from {}", vm.id);
                 Ok(Staged {
                     dir,
@@ -81,7 +83,7 @@ impl Orchestrator {
             Err(error) => {
                 remove_staged(&dir).await;
                 let reason = format!("saving its state for a fork failed: {error}; the guest runs on");
-                self.apply(&mut vm, Event::SaveFailed, Some(reason))?;
+                self.apply(&mut vm, Event::SaveFailed, Some(reason)).await?;
                 Err(error)
             }
         }
