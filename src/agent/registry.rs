@@ -5,12 +5,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use super::conversation::Conversation;
-use super::link::{AgentLink, OnHello};
+use super::link::{AgentLink, OnChange, OnHello};
+use crate::model::AgentStatus;
+use crate::vmm::AgentEndpoint;
 
 /// Told the id of a VM whose agent status may have changed.
 pub type OnStatusChange = Arc<dyn Fn(&str) + Send + Sync>;
-use crate::model::AgentStatus;
-use crate::vmm::AgentEndpoint;
 
 #[derive(Default)]
 pub struct Agents {
@@ -43,7 +43,7 @@ impl Agents {
         let on_change = match self.on_status_change.get() {
             Some(hook) => {
                 let (hook, vm_id) = (hook.clone(), vm_id.to_string());
-                Arc::new(move || hook(&vm_id)) as super::link::OnChange
+                Arc::new(move || hook(&vm_id)) as OnChange
             }
             None => Arc::new(|| {}),
         };
