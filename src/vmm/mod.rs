@@ -218,7 +218,11 @@ pub trait Hypervisor: Send + Sync {
     /// all of it is loaded, the guest paused: the caller resumes it only
     /// after it has verified what it wrote. The process is not left behind
     /// if loading fails.
-    async fn restore_paused_from_stream(&self, spec: &VmLaunch, incoming: OwnedFd) -> Result<Box<dyn VmHandle>, VmmError> {
+    async fn restore_paused_from_stream(
+        &self,
+        spec: &VmLaunch,
+        incoming: OwnedFd,
+    ) -> Result<Box<dyn VmHandle>, VmmError> {
         let _ = (spec, incoming);
         Err(VmmError::InvalidLaunch(format!(
             "{} cannot load a streamed state",

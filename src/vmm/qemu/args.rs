@@ -269,7 +269,10 @@ mod tests {
         let launch = build(&spec(), Accel::Kvm, &fds(None)).expect("args");
         let restore = build(&spec(), Accel::Kvm, &fds(Some(10))).expect("args");
         assert_eq!(&restore[..launch.len()], &launch[..]);
-        assert_eq!(strings(restore[launch.len()..].to_vec()), vec!["-S", "-incoming", "fd:10"]);
+        assert_eq!(
+            strings(restore[launch.len()..].to_vec()),
+            vec!["-S", "-incoming", "fd:10"]
+        );
         assert!(strings(launch).contains(&"host".to_string()));
     }
 

@@ -199,7 +199,11 @@ impl Hypervisor for QemuHypervisor {
         true
     }
 
-    async fn restore_paused_from_stream(&self, spec: &VmLaunch, incoming: OwnedFd) -> Result<Box<dyn VmHandle>, VmmError> {
+    async fn restore_paused_from_stream(
+        &self,
+        spec: &VmLaunch,
+        incoming: OwnedFd,
+    ) -> Result<Box<dyn VmHandle>, VmmError> {
         Ok(Box::new(self.load_incoming(spec, incoming).await?))
     }
 

@@ -3,15 +3,12 @@
 //! understand are used).
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use hatch_agent_proto::{ErrorCode, Reply};
 
 use super::values::{Mac, Nic};
 use crate::channel::{error, io_error};
-
-/// Where `ip` is looked for, in order (never the inherited PATH).
-const IP_DIRS: [&str; 4] = ["/sbin", "/usr/sbin", "/bin", "/usr/bin"];
+use crate::system_tools::{self, find_program, SEARCH_PATH};
 
 /// Runs `ip` with arguments; Err describes the failure (with its stderr).
 /// A trait so the order of commands and the fallbacks are tested without
@@ -26,34 +23,18 @@ pub struct SystemIp {
 
 impl SystemIp {
     pub fn find() -> Result<SystemIp, Reply> {
-        IP_DIRS
-            .iter()
-            .map(|dir| Path::new(dir).join("ip"))
-            .find(|path| path.is_file())
-            .map(|program| SystemIp { program })
-            .ok_or_else(|| {
-                error(
-                    ErrorCode::NotFound,
-                    format!("no ip command in {} (busybox's or iproute2's)", IP_DIRS.join(":")),
-                )
-            })
+        find_program("ip").map(|program| SystemIp { program }).ok_or_else(|| {
+            error(
+                ErrorCode::NotFound,
+                format!("no ip command in {} (busybox's or iproute2's)", SEARCH_PATH),
+            )
+        })
     }
 }
 
 impl Ip for SystemIp {
     fn run(&self, args: &[&str]) -> Result<(), String> {
-        let described = || format!("{} {}", self.program.display(), args.join(" "));
-        let output = Command::new(&self.program)
-            .args(args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("{}: {e}", described()))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(format!("{} failed ({}): {}", described(), output.status, stderr.trim()))
+        system_tools::run(&self.program, args)
     }
 }
 
