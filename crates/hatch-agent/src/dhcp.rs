@@ -33,25 +33,33 @@ pub struct Renamed<'a> {
     pub hostname: &'a str,
 }
 
-/// Makes the guest's DHCP clients start over as the new NIC. Failures are
-/// returned as notes: the address is already set, so they only matter at
-/// the next renewal.
-pub fn start_over(names: &Renamed<'_>) -> Vec<String> {
-    let mut notes = Vec::new();
-    let rewritten = rewrite_networkd_files(names, &mut notes);
+/// What [`start_over`] did.
+#[derive(Debug, Default)]
+pub struct StartedOver {
+    /// DHCP clients now asking as the new NIC (networkd counts as one).
+    pub clients: usize,
+    /// What failed (the caller then sets the address itself).
+    pub notes: Vec<String>,
+}
+
+/// Makes the guest's DHCP clients start over as the new NIC.
+pub fn start_over(names: &Renamed<'_>) -> StartedOver {
+    let mut started = StartedOver::default();
+    let rewritten = rewrite_networkd_files(names, &mut started.notes);
     if rewritten || Path::new("/run/systemd/netif").is_dir() {
-        for args in [vec!["reload"], vec!["reconfigure", names.interface]] {
-            if let Err(note) = run_networkctl(&args) {
-                notes.push(note);
-            }
+        let reconfigured = run_networkctl(&["reload"]).and_then(|_| run_networkctl(&["reconfigure", names.interface]));
+        match reconfigured {
+            Ok(ran) => started.clients += usize::from(ran),
+            Err(note) => started.notes.push(note),
         }
     }
     for pid in client_pids(names.interface) {
-        if let Err(note) = restart_client(pid, names) {
-            notes.push(note);
+        match restart_client(pid, names) {
+            Ok(()) => started.clients += 1,
+            Err(note) => started.notes.push(note),
         }
     }
-    notes
+    started
 }
 
 fn rewrite_networkd_files(names: &Renamed<'_>, notes: &mut Vec<String>) -> bool {
@@ -100,10 +108,11 @@ fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
     fs::rename(&temporary, path)
 }
 
-fn run_networkctl(args: &[&str]) -> Result<(), String> {
+/// Whether networkctl was there to run.
+fn run_networkctl(args: &[&str]) -> Result<bool, String> {
     match find_program("networkctl") {
-        Some(program) => system_tools::run(&program, args),
-        None => Ok(()),
+        Some(program) => system_tools::run(&program, args).map(|()| true),
+        None => Ok(false),
     }
 }
 
