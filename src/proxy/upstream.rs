@@ -196,7 +196,11 @@ impl UpstreamPool {
         let now = Instant::now();
         let mut idle = lock(&self.idle);
         let connections = idle.entry(target).or_default();
-        connections.retain(|c| now.duration_since(c.idle_since) < self.config.idle_timeout && !c.sender.is_closed());
+        // Stale ones are skipped at checkout anyway: sweep only to make room.
+        if connections.len() >= self.config.max_idle_per_target {
+            connections
+                .retain(|c| now.duration_since(c.idle_since) < self.config.idle_timeout && !c.sender.is_closed());
+        }
         if connections.len() < self.config.max_idle_per_target {
             connections.push(IdleConnection {
                 sender,
