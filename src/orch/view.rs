@@ -103,8 +103,13 @@ impl View {
         self.read().vms.get(id).map(|(_, vm)| Vm::clone(vm))
     }
 
-    pub fn route(&self, subdomain: &str) -> Option<Route> {
-        self.read().routes.get(subdomain).cloned()
+    /// `look` applied to the route of `subdomain` and its VM (if known),
+    /// under one read lock and without copying either: the proxy does this
+    /// for every request.
+    pub fn with_route<T>(&self, subdomain: &str, look: impl FnOnce(&Route, Option<&Vm>) -> T) -> Option<T> {
+        let tables = self.read();
+        let route = tables.routes.get(subdomain)?;
+        Some(look(route, tables.vms.get(&route.vm_id).map(|(_, vm)| &**vm)))
     }
 
     /// A receiver that sees a new value after every change of any VM.
