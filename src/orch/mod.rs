@@ -38,6 +38,7 @@ mod reconcile;
 mod routes;
 mod snapshot;
 mod snapshot_disk;
+mod stream_restore;
 mod supervise;
 pub mod transitions;
 mod view;
@@ -75,6 +76,7 @@ pub use pool::PoolStatus;
 pub use proxy::OrchRouteResolver;
 pub use routes::CreateRoute;
 pub use snapshot::UnpackedSnapshot;
+pub use stream_restore::restore_streamed;
 
 /// The VM manager the API talks to.
 pub struct Orchestrator {

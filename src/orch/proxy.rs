@@ -30,55 +30,76 @@ impl OrchRouteResolver {
     }
 }
 
+/// What the in-memory view says about a subdomain: an answer, or a VM to
+/// wake first.
+enum Lookup {
+    Answer(Resolution),
+    Wake { vm_id: String, addr: SocketAddr },
+}
+
+impl OrchRouteResolver {
+    /// From memory: a request never waits for SQLite.
+    fn lookup(&self, subdomain: &str) -> Lookup {
+        let found = self.orch.view.with_route(subdomain, |route, vm| {
+            let vm = vm?;
+            let Some(network) = &vm.network else {
+                return Some(Lookup::Answer(Resolution::Unavailable {
+                    retry_after: None,
+                    message: format!("VM {} has no network", vm.id),
+                }));
+            };
+            let addr = SocketAddr::from((network.guest_ip, route.target_port));
+            let vm_id = vm.id.clone();
+            Some(match vm.state {
+                VmState::Running => Lookup::Answer(Resolution::Target { vm_id, addr }),
+                VmState::Snapshotted | VmState::Restoring | VmState::Snapshotting if route.auto_wake => {
+                    Lookup::Wake { vm_id, addr }
+                }
+                state => Lookup::Answer(Resolution::Unavailable {
+                    retry_after: None,
+                    message: format!(
+                        "VM {vm_id} is {}{}",
+                        state.as_str(),
+                        if route.auto_wake {
+                            ""
+                        } else {
+                            " and the route does not wake it"
+                        }
+                    ),
+                }),
+            })
+        });
+        found.flatten().unwrap_or(Lookup::Answer(Resolution::NotFound))
+    }
+}
+
 #[async_trait]
 impl RouteResolver for OrchRouteResolver {
     async fn resolve(&self, subdomain: &str) -> Resolution {
-        // From memory: a request never waits for SQLite.
-        let view = &self.orch.view;
-        let Some(route) = view.route(subdomain) else {
-            return Resolution::NotFound;
+        let (vm_id, addr) = match self.lookup(subdomain) {
+            Lookup::Answer(resolution) => return resolution,
+            Lookup::Wake { vm_id, addr } => (vm_id, addr),
         };
-        let Some(vm) = view.vm(&route.vm_id) else {
-            return Resolution::NotFound;
-        };
-        let Some(network) = &vm.network else {
-            return Resolution::Unavailable {
-                retry_after: None,
-                message: format!("VM {} has no network", vm.id),
-            };
-        };
-        let addr = SocketAddr::from((network.guest_ip, route.target_port));
-        match vm.state {
-            VmState::Running => Resolution::Target { vm_id: vm.id, addr },
-            VmState::Snapshotted | VmState::Restoring | VmState::Snapshotting if route.auto_wake => {
-                let orch = self.orch.clone();
-                let vm_id = vm.id.clone();
-                let woken = self
-                    .wake
-                    .wake_until_ready(
-                        &vm.id,
-                        addr,
-                        move || async move { orch.wake_vm(&vm_id).await.map(|_| ()) },
-                    )
-                    .await;
-                match woken {
-                    Ok(()) => Resolution::Target { vm_id: vm.id, addr },
-                    Err(error) => Resolution::from_wake_error(&error, RETRY_AFTER),
-                }
-            }
-            state => Resolution::Unavailable {
-                retry_after: None,
-                message: format!(
-                    "VM {} is {}{}",
-                    vm.id,
-                    state.as_str(),
-                    if route.auto_wake {
-                        ""
-                    } else {
-                        " and the route does not wake it"
-                    }
-                ),
-            },
+        let orch = self.orch.clone();
+        let waking = vm_id.clone();
+        let woken = self
+            .wake
+            .wake_until_ready(
+                &vm_id,
+                addr,
+                move || async move { orch.wake_vm(&waking).await.map(|_| ()) },
+            )
+            .await;
+        match woken {
+            Ok(()) => Resolution::Target { vm_id, addr },
+            Err(error) => Resolution::from_wake_error(&error, RETRY_AFTER),
+        }
+    }
+
+    fn resolve_now(&self, subdomain: &str) -> Option<Resolution> {
+        match self.lookup(subdomain) {
+            Lookup::Answer(resolution) => Some(resolution),
+            Lookup::Wake { .. } => None,
         }
     }
 

@@ -32,8 +32,10 @@ pub struct UnpackedSnapshot {
 
 /// See [`Orchestrator::saved_state`].
 pub(super) enum SavedState {
+    /// The hot copy's files, verified.
     Hot(SnapshotFiles),
-    Unpacked(UnpackedSnapshot),
+    /// Only the stored artefacts: each is verified as it is read.
+    Stored,
 }
 
 pub(super) const STATE: &str = "state.zst";
@@ -392,8 +394,8 @@ impl Orchestrator {
 
     /// Where `snapshot`'s state loads from: its hot copy while `vm` sleeps
     /// in it and it is intact (the VM's disk is then the one saved), else
-    /// its stored artefacts, unpacked into `work` and verified.
-    pub(super) async fn saved_state(&self, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<SavedState, OrchError> {
+    /// its stored artefacts.
+    pub(super) async fn saved_state(&self, vm: &Vm, snapshot: &Snapshot) -> Result<SavedState, OrchError> {
         if let Some(files) = self.usable_hot_copy(vm, snapshot).await {
             return Ok(SavedState::Hot(files));
         }
@@ -405,32 +407,72 @@ impl Orchestrator {
                 ),
             });
         }
-        Ok(SavedState::Unpacked(self.unpack_snapshot(snapshot, work).await?))
+        Ok(SavedState::Stored)
     }
 
     /// Boots a fresh VMM from the saved state: the hot copy when it is
     /// valid and intact (the VM's disk is then the one saved), else the
-    /// stored artefacts, each verified before the VM's disk is touched.
+    /// stored artefacts, each verified before the guest runs. A VMM that
+    /// loads a stream gets the stored state straight from the store;
+    /// others get it unpacked into `work`.
     async fn load(self: &Arc<Self>, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<Arc<dyn VmHandle>, OrchError> {
-        let image = self.launchable_image(vm)?;
-        let files = match self.saved_state(vm, snapshot, work).await? {
-            SavedState::Hot(files) => files,
-            SavedState::Unpacked(unpacked) => {
-                if let Some(disk) = &unpacked.disk {
-                    let target = self.layout(&vm.id).disk();
-                    tokio::fs::rename(disk, &target)
-                        .await
-                        .map_err(|e| OrchError::Internal(format!("replacing {}: {e}", target.display())))?;
+        let spec = self.launch_spec(vm, &self.launchable_image(vm)?);
+        let handle = match self.saved_state(vm, snapshot).await? {
+            SavedState::Hot(files) => {
+                self.attach_restored_network(vm).await?;
+                self.hypervisor.restore(&spec, &files).await?
+            }
+            SavedState::Stored if self.hypervisor.loads_streamed_state() => {
+                let state = snapshot
+                    .artefacts
+                    .iter()
+                    .find(|a| a.name == STATE)
+                    .ok_or_else(|| no_state(snapshot))?;
+                let unpacked = self.unpack_artefacts(snapshot, work, Some(STATE)).await?;
+                // The VMM opens the saved disk where it was unpacked; it
+                // replaces the VM's disk only once the state is verified too.
+                let mut spec = spec;
+                let saved_disk = unpacked.disk();
+                let target = self.layout(&vm.id).disk();
+                if let (Some(saved), Some(rootfs)) = (&saved_disk, spec.disks.iter_mut().find(|d| d.path == target)) {
+                    rootfs.path = saved.clone();
                 }
-                unpacked.files
+                self.attach_restored_network(vm).await?;
+                let source = self.snapshot_store().open(&artefact_key(snapshot, STATE)).await?;
+                let place_disk = || match &saved_disk {
+                    Some(saved) => std::fs::rename(saved, &target)
+                        .map_err(|e| OrchError::Internal(format!("replacing {}: {e}", target.display()))),
+                    None => Ok(()),
+                };
+                super::restore_streamed(self.hypervisor.as_ref(), &spec, source, state, place_disk).await?
+            }
+            SavedState::Stored => {
+                let unpacked = self.unpack_artefacts(snapshot, work, None).await?;
+                self.place_saved_disk(vm, &unpacked).await?;
+                self.attach_restored_network(vm).await?;
+                self.hypervisor.restore(&spec, &unpacked.files(snapshot)?).await?
             }
         };
+        Ok(Arc::from(handle))
+    }
+
+    /// The saved disk, if the snapshot has one, becomes the VM's disk.
+    async fn place_saved_disk(&self, vm: &Vm, unpacked: &Unpacked) -> Result<(), OrchError> {
+        if let Some(disk) = unpacked.disk() {
+            let target = self.layout(&vm.id).disk();
+            tokio::fs::rename(&disk, &target)
+                .await
+                .map_err(|e| OrchError::Internal(format!("replacing {}: {e}", target.display())))?;
+        }
+        Ok(())
+    }
+
+    async fn attach_restored_network(&self, vm: &Vm) -> Result<(), OrchError> {
         if let Some(identity) = &vm.network {
             let desired = self.desired_network()?;
             self.network.attach_vm(&vm.id, identity, &desired).await?;
         }
-        let handle = self.hypervisor.restore(&self.launch_spec(vm, &image), &files).await?;
-        Ok(Arc::from(handle))
+        Ok(())
     }
 
     /// Unpacks a snapshot's artefacts into `work` (which it creates),
@@ -438,6 +480,20 @@ impl Orchestrator {
     /// `Hypervisor::restore`, and the saved disk if there is one. Public for
     /// tools that load the same state outside orchestration (hatch-bench).
     pub async fn unpack_snapshot(&self, snapshot: &Snapshot, work: &Path) -> Result<UnpackedSnapshot, OrchError> {
+        let unpacked = self.unpack_artefacts(snapshot, work, None).await?;
+        Ok(UnpackedSnapshot {
+            files: unpacked.files(snapshot)?,
+            disk: unpacked.disk(),
+        })
+    }
+
+    /// Unpacks every artefact of `snapshot` but `skip` into `work`.
+    async fn unpack_artefacts(
+        &self,
+        snapshot: &Snapshot,
+        work: &Path,
+        skip: Option<&str>,
+    ) -> Result<Unpacked, OrchError> {
         tokio::fs::create_dir_all(work)
             .await
             .map_err(|e| OrchError::Internal(format!("creating {}: {e}", work.display())))?;
@@ -449,25 +505,15 @@ impl Orchestrator {
         };
         let store = self.snapshot_store();
         let mut unpacked = Vec::new();
-        for info in &snapshot.artefacts {
+        for info in snapshot.artefacts.iter().filter(|a| Some(a.name.as_str()) != skip) {
             // Streamed from the store through the checksum and zstd: no
             // compressed copy in `work`.
             let packed = store.open(&artefact_key(snapshot, &info.name)).await?;
             let plain = work.join(info.name.trim_end_matches(".zst"));
             self.unpack_artefact(packed, info, disk_base.as_deref(), &plain).await?;
-            unpacked.push((info.name.as_str(), plain));
+            unpacked.push((info.name.clone(), plain));
         }
-        let find = |name: &str| unpacked.iter().find(|(n, _)| *n == name).map(|(_, path)| path.clone());
-        let state = find(STATE).ok_or_else(|| OrchError::Corrupt {
-            message: format!("snapshot {} has no state artefact", snapshot.id),
-        })?;
-        Ok(UnpackedSnapshot {
-            files: SnapshotFiles {
-                state,
-                memory: find(MEMORY),
-            },
-            disk: find(DISK).or_else(|| find(super::snapshot_disk::DISK_DIFF)),
-        })
+        Ok(Unpacked(unpacked))
     }
 
     /// Removes all of a VM's snapshots, complete or not (on delete).
@@ -490,4 +536,30 @@ impl Orchestrator {
 
 pub(super) fn artefact_key(snapshot: &Snapshot, name: &str) -> String {
     format!("{}/{}/{}", snapshot.vm_id, snapshot.id, name)
+}
+
+/// Unpacked artefacts: (artefact name, file).
+struct Unpacked(Vec<(String, PathBuf)>);
+
+impl Unpacked {
+    fn find(&self, name: &str) -> Option<PathBuf> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, path)| path.clone())
+    }
+
+    fn files(&self, snapshot: &Snapshot) -> Result<SnapshotFiles, OrchError> {
+        Ok(SnapshotFiles {
+            state: self.find(STATE).ok_or_else(|| no_state(snapshot))?,
+            memory: self.find(MEMORY),
+        })
+    }
+
+    fn disk(&self) -> Option<PathBuf> {
+        self.find(DISK).or_else(|| self.find(super::snapshot_disk::DISK_DIFF))
+    }
+}
+
+fn no_state(snapshot: &Snapshot) -> OrchError {
+    OrchError::Corrupt {
+        message: format!("snapshot {} has no state artefact", snapshot.id),
+    }
 }

@@ -195,8 +195,14 @@ impl View {
         Some(Vm::clone(&tables.vms[place].vm))
     }
 
-    pub fn route(&self, subdomain: &str) -> Option<Route> {
-        self.read().routes.get(subdomain).cloned()
+    /// `look` applied to the route of `subdomain` and its VM (if known),
+    /// under one read lock and without copying either: the proxy does this
+    /// for every request.
+    pub fn with_route<T>(&self, subdomain: &str, look: impl FnOnce(&Route, Option<&Vm>) -> T) -> Option<T> {
+        let tables = self.read();
+        let route = tables.routes.get(subdomain)?;
+        let vm = tables.places.get(&route.vm_id).and_then(|place| tables.vms.get(place));
+        Some(look(route, vm.map(|entry| &*entry.vm)))
     }
 
     /// A receiver that sees a new value after every change of any VM.

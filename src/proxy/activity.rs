@@ -8,16 +8,17 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
-use crate::model::{now, Timestamp};
+use crate::model::Timestamp;
 
 use super::resolver::{ActivityEvent, RouteResolver};
 
 #[derive(Debug, Default)]
 struct VmActivity {
     open: usize,
-    last: Option<Timestamp>,
+    /// Kept as the clock gives it; made a [`Timestamp`] only when read.
+    last: Option<SystemTime>,
 }
 
 /// Per-VM count of open proxied exchanges and time of the last traffic.
@@ -44,7 +45,7 @@ impl ActiveConnections {
     /// When traffic for the VM was last seen (start or end of an exchange,
     /// or a periodic tick of a long-lived one). `None` if never since start.
     pub fn last_activity(&self, vm_id: &str) -> Option<Timestamp> {
-        self.lock().get(vm_id).and_then(|vm| vm.last)
+        self.lock().get(vm_id).and_then(|vm| vm.last).map(Timestamp::from)
     }
 
     /// Records traffic for the VM without opening anything.
@@ -79,14 +80,16 @@ impl ActiveConnections {
     /// Applies `change` and stamps the time; allocates only for a new VM
     /// (this runs twice per proxied request).
     fn update(&self, vm_id: &str, change: impl FnOnce(&mut VmActivity)) {
+        let stamp = SystemTime::now();
         let mut vms = self.lock();
-        if !vms.contains_key(vm_id) {
-            vms.insert(vm_id.to_string(), VmActivity::default());
-        }
         if let Some(vm) = vms.get_mut(vm_id) {
             change(vm);
-            vm.last = Some(now());
+            vm.last = Some(stamp);
+            return;
         }
+        let vm = vms.entry(vm_id.to_string()).or_default();
+        change(vm);
+        vm.last = Some(stamp);
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, VmActivity>> {
@@ -110,7 +113,7 @@ impl Drop for HeldActivity {
 
 /// Keeps one exchange counted as open; reports its end when dropped.
 pub(crate) struct ActivityGuard {
-    vm_id: String,
+    vm_id: Arc<str>,
     registry: Arc<ActiveConnections>,
     resolver: Arc<dyn RouteResolver>,
     end_event: ActivityEvent,
@@ -120,15 +123,15 @@ pub(crate) struct ActivityGuard {
 
 impl ActivityGuard {
     pub(crate) fn begin(
-        vm_id: &str,
+        vm_id: Arc<str>,
         registry: Arc<ActiveConnections>,
         resolver: Arc<dyn RouteResolver>,
         tick_every: Duration,
     ) -> Self {
-        registry.open(vm_id);
-        resolver.activity(vm_id, ActivityEvent::RequestStarted);
+        registry.open(&vm_id);
+        resolver.activity(&vm_id, ActivityEvent::RequestStarted);
         Self {
-            vm_id: vm_id.to_string(),
+            vm_id,
             registry,
             resolver,
             end_event: ActivityEvent::RequestFinished,

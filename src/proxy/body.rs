@@ -15,24 +15,30 @@ use hyper::{Response, StatusCode};
 use prometheus_client::metrics::counter::Counter;
 
 use super::activity::ActivityGuard;
+use super::upstream::Lent;
 
 /// What every proxy response carries.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 /// An upstream body passed through frame by frame (never buffered whole),
-/// holding the exchange's activity guard until the last frame or an error.
+/// holding the exchange's activity guard until the last frame or an error,
+/// and the pooled connection it comes over until it is dropped.
 pub(crate) struct TrackedBody {
     inner: Incoming,
     guard: Option<ActivityGuard>,
+    /// Declared after `inner`: the body is gone before the connection goes
+    /// back to the pool.
+    _connection: Option<Lent>,
     /// Counts the bytes passed back (`hatch_proxy_response_bytes_total`).
     bytes: Option<Counter>,
 }
 
 impl TrackedBody {
-    pub(crate) fn new(inner: Incoming, guard: ActivityGuard, bytes: Option<Counter>) -> Self {
+    pub(crate) fn new(inner: Incoming, guard: ActivityGuard, bytes: Option<Counter>, connection: Option<Lent>) -> Self {
         Self {
             inner,
             guard: Some(guard),
+            _connection: connection,
             bytes,
         }
     }
@@ -73,8 +79,13 @@ impl Body for TrackedBody {
     }
 }
 
-pub(crate) fn tracked(inner: Incoming, guard: ActivityGuard, bytes: Option<Counter>) -> ProxyBody {
-    TrackedBody::new(inner, guard, bytes).boxed()
+pub(crate) fn tracked(
+    inner: Incoming,
+    guard: ActivityGuard,
+    bytes: Option<Counter>,
+    connection: Option<Lent>,
+) -> ProxyBody {
+    TrackedBody::new(inner, guard, bytes, connection).boxed()
 }
 
 pub(crate) fn empty() -> ProxyBody {

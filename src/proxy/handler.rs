@@ -30,14 +30,20 @@ pub(crate) struct ProxyState {
     pub hard_stop: CancellationToken,
 }
 
+/// Who sent a request: made once per client connection.
+pub(crate) struct Client {
+    /// Its IP as it goes into `X-Forwarded-For`.
+    pub forwarded_for: HeaderValue,
+}
+
 pub(crate) async fn handle(
     state: Arc<ProxyState>,
-    client: SocketAddr,
+    client: Arc<Client>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    let started = std::time::Instant::now();
-    let (mut response, label) = route(&state, client, request).await;
-    if let Some(metrics) = &state.config.metrics {
+    let started = state.config.metrics.as_ref().map(|_| std::time::Instant::now());
+    let (mut response, label) = route(&state, &client, request).await;
+    if let (Some(metrics), Some(started)) = (&state.config.metrics, started) {
         let route = label.as_deref().unwrap_or(UNMATCHED);
         metrics.observe_proxy_request(route, response.status().as_u16(), started.elapsed());
     }
@@ -68,7 +74,7 @@ const UNMATCHED: &str = "unmatched";
 /// label; `None` when the host is no route's).
 async fn route(
     state: &ProxyState,
-    client: SocketAddr,
+    client: &Client,
     request: Request<Incoming>,
 ) -> (Response<ProxyBody>, Option<String>) {
     let Some(host) = request_host(&request) else {
@@ -77,16 +83,20 @@ async fn route(
             None,
         );
     };
-    let host_text = String::from_utf8_lossy(host.as_bytes()).into_owned();
+    let host_text = String::from_utf8_lossy(host.as_bytes());
     let Some(subdomain) = subdomain_of(&host_text, &state.config.base_domain) else {
         return (
             json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}")),
             None,
         );
     };
-    match state.resolver.resolve(&subdomain).await {
+    let resolution = match state.resolver.resolve_now(&subdomain) {
+        Some(resolution) => resolution,
+        None => state.resolver.resolve(&subdomain).await,
+    };
+    match resolution {
         Resolution::Target { vm_id, addr } => {
-            let response = forward(state, client, request, &host, &vm_id, addr, &subdomain).await;
+            let response = forward(state, client, request, &host, vm_id.into(), addr, &subdomain).await;
             (response, Some(subdomain))
         }
         Resolution::NotFound => (
@@ -115,16 +125,16 @@ fn request_host(request: &Request<Incoming>) -> Option<HeaderValue> {
 
 async fn forward(
     state: &ProxyState,
-    client: SocketAddr,
+    client: &Client,
     mut request: Request<Incoming>,
     host: &HeaderValue,
-    vm_id: &str,
+    vm_id: Arc<str>,
     addr: SocketAddr,
     subdomain: &str,
 ) -> Response<ProxyBody> {
     let config = &state.config;
     let guard = ActivityGuard::begin(
-        vm_id,
+        Arc::clone(&vm_id),
         Arc::clone(&state.active),
         Arc::clone(&state.resolver),
         config.activity_tick,
@@ -133,24 +143,30 @@ async fn forward(
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     strip_hop_by_hop(request.headers_mut(), upgrade);
     let forwarding = Forwarding {
-        client_ip: client.ip(),
+        client: &client.forwarded_for,
         host,
         proto: if config.tls.is_some() { "https" } else { "http" },
         trust_incoming: config.trust_forwarded_headers,
     };
     add_forwarding(request.headers_mut(), &forwarding);
-    *request.uri_mut() = origin_form(request.uri());
+    if request.uri().scheme().is_some() || request.uri().authority().is_some() {
+        *request.uri_mut() = origin_form(request.uri());
+    }
     // Upstream connections are HTTP/1.1 so they can be kept alive, whatever
     // the client spoke.
     *request.version_mut() = Version::HTTP_11;
 
     let sent = if upgrade {
-        state.pool.send_fresh(addr, request).await
+        state
+            .pool
+            .send_fresh(addr, request)
+            .await
+            .map(|response| (response, None))
     } else {
-        state.pool.send(vm_id, addr, request).await
+        (state.pool.send(&vm_id, addr, request).await).map(|(response, lent)| (response, Some(lent)))
     };
-    let mut response = match sent {
-        Ok(response) => response,
+    let (mut response, connection) = match sent {
+        Ok(sent) => sent,
         Err(error) => {
             tracing::warn!(%vm_id, %error, "upstream request failed");
             return json_error(
@@ -172,10 +188,11 @@ async fn forward(
     }
     strip_hop_by_hop(response.headers_mut(), false);
     let bytes = config.metrics.as_ref().map(|m| m.proxy_bytes(subdomain));
-    response.map(|body| tracked(body, guard, bytes))
+    response.map(|body| tracked(body, guard, bytes, connection))
 }
 
-/// Path and query only: the guest sees an ordinary origin-form request.
+/// Path and query only: the guest sees an ordinary origin-form request
+/// (what an absolute-form target becomes; origin-form ones are left alone).
 fn origin_form(uri: &Uri) -> Uri {
     let path = uri.path_and_query().map_or("/", |pq| pq.as_str());
     path.parse().unwrap_or_else(|_| Uri::from_static("/"))

@@ -5,23 +5,28 @@
 
 use std::net::IpAddr;
 
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, UPGRADE};
+use hyper::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, HOST, PROXY_AUTHENTICATE, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 
-const HOP_BY_HOP: [&str; 9] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+// Names, not strings: a `&str` key is parsed again on every lookup, and
+// these run several times per request.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    PROXY_AUTHENTICATE,
+    PROXY_AUTHORIZATION,
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
 ];
 
-pub(crate) const X_FORWARDED_FOR: &str = "x-forwarded-for";
-pub(crate) const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
-pub(crate) const X_FORWARDED_HOST: &str = "x-forwarded-host";
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Whether the request asks to switch protocols (`Connection: upgrade` plus
 /// an `Upgrade` header), as WebSockets do.
@@ -47,16 +52,22 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     } else {
         None
     };
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
-        // A client must not be able to make the proxy drop the Host header.
-        .filter(|name| *name != HOST)
-        .collect();
-    for name in named {
-        headers.remove(name);
+    if headers.contains_key(CONNECTION) {
+        let named: Vec<HeaderName> = connection_tokens(headers)
+            .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
+            // A client must not be able to make the proxy drop the Host header.
+            .filter(|name| *name != HOST)
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
     }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
+    // One pass over the (few) headers present beats nine lookups when, as
+    // usual, none of them is hop-by-hop.
+    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
     }
     if let Some(upgrade) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -67,7 +78,9 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// How forwarding headers are written on the way to the guest.
 #[derive(Debug, Clone)]
 pub(crate) struct Forwarding<'a> {
-    pub client_ip: IpAddr,
+    /// The client's address as a header value ([`client_value`]), made
+    /// once per connection rather than formatted for every request.
+    pub client: &'a HeaderValue,
     /// The original `Host` (with port, as the client sent it).
     pub host: &'a HeaderValue,
     /// `http`, or what a trusted TLS terminator in front said.
@@ -76,29 +89,34 @@ pub(crate) struct Forwarding<'a> {
     pub trust_incoming: bool,
 }
 
+/// A client address as it goes into `X-Forwarded-For`.
+pub(crate) fn client_value(ip: IpAddr) -> HeaderValue {
+    HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (unless a trusted proxy in front already did).
 pub(crate) fn add_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
     let previous: Vec<&str> = headers
-        .get_all(X_FORWARDED_FOR)
+        .get_all(&X_FORWARDED_FOR)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .map(str::trim)
         .filter(|value| !value.is_empty())
         .collect();
-    let client = forwarding.client_ip.to_string();
-    let chain = if previous.is_empty() {
-        client
+    if previous.is_empty() {
+        headers.insert(X_FORWARDED_FOR, forwarding.client.clone());
     } else {
-        format!("{}, {client}", previous.join(", "))
-    };
-    if let Ok(value) = HeaderValue::from_str(&chain) {
-        headers.insert(X_FORWARDED_FOR, value);
+        let client = String::from_utf8_lossy(forwarding.client.as_bytes());
+        let chain = format!("{}, {client}", previous.join(", "));
+        if let Ok(value) = HeaderValue::try_from(chain) {
+            headers.insert(X_FORWARDED_FOR, value);
+        }
     }
-    if !(forwarding.trust_incoming && headers.contains_key(X_FORWARDED_PROTO)) {
+    if !(forwarding.trust_incoming && headers.contains_key(&X_FORWARDED_PROTO)) {
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(forwarding.proto));
     }
-    if !(forwarding.trust_incoming && headers.contains_key(X_FORWARDED_HOST)) {
+    if !(forwarding.trust_incoming && headers.contains_key(&X_FORWARDED_HOST)) {
         headers.insert(X_FORWARDED_HOST, forwarding.host.clone());
     }
     headers.insert(HOST, forwarding.host.clone());
@@ -164,16 +182,17 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "spoofed"),
         ]);
+        let client = client_value("127.0.0.1".parse().unwrap());
         let forwarding = Forwarding {
-            client_ip: "127.0.0.1".parse().unwrap(),
+            client: &client,
             host: &host,
             proto: "http",
             trust_incoming: false,
         };
         add_forwarding(&mut map, &forwarding);
-        assert_eq!(map.get(X_FORWARDED_FOR).unwrap(), "10.1.1.1, 10.2.2.2, 127.0.0.1");
-        assert_eq!(map.get(X_FORWARDED_PROTO).unwrap(), "http");
-        assert_eq!(map.get(X_FORWARDED_HOST).unwrap(), "app.example.test:9090");
+        assert_eq!(map.get(&X_FORWARDED_FOR).unwrap(), "10.1.1.1, 10.2.2.2, 127.0.0.1");
+        assert_eq!(map.get(&X_FORWARDED_PROTO).unwrap(), "http");
+        assert_eq!(map.get(&X_FORWARDED_HOST).unwrap(), "app.example.test:9090");
         assert_eq!(map.get(HOST).unwrap(), "app.example.test:9090");
 
         let mut map = headers(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "public.example")]);
@@ -184,8 +203,8 @@ mod tests {
                 ..forwarding
             },
         );
-        assert_eq!(map.get(X_FORWARDED_FOR).unwrap(), "127.0.0.1");
-        assert_eq!(map.get(X_FORWARDED_PROTO).unwrap(), "https");
-        assert_eq!(map.get(X_FORWARDED_HOST).unwrap(), "public.example");
+        assert_eq!(map.get(&X_FORWARDED_FOR).unwrap(), "127.0.0.1");
+        assert_eq!(map.get(&X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(map.get(&X_FORWARDED_HOST).unwrap(), "public.example");
     }
 }

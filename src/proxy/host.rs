@@ -5,14 +5,16 @@
 /// Anything else (the base domain itself, deeper names, other domains, IP
 /// literals, invalid labels) is `None` and answered with 404.
 pub fn subdomain_of(host: &str, base_domain: &str) -> Option<String> {
+    // Compared without lowercasing copies: this runs on every request.
     let name = strip_port(host.trim())?;
-    let name = name.strip_suffix('.').unwrap_or(name).to_ascii_lowercase();
-    let base = base_domain
-        .strip_suffix('.')
-        .unwrap_or(base_domain)
-        .to_ascii_lowercase();
-    let label = name.strip_suffix(base.as_str())?.strip_suffix('.')?;
-    is_dns_label(label).then(|| label.to_string())
+    let name = name.strip_suffix('.').unwrap_or(name);
+    let base = base_domain.strip_suffix('.').unwrap_or(base_domain);
+    let cut = name.len().checked_sub(base.len())?;
+    if !name.as_bytes()[cut..].eq_ignore_ascii_case(base.as_bytes()) {
+        return None;
+    }
+    let label = name.get(..cut)?.strip_suffix('.')?.to_ascii_lowercase();
+    is_dns_label(&label).then_some(label)
 }
 
 /// `name` or `name:port`; IPv6 literals (`[::1]:80`) are never route hosts.

@@ -58,6 +58,12 @@ pub trait RouteResolver: Send + Sync + 'static {
     /// Looks up the route for a subdomain (lowercase, one DNS label) and
     /// returns where to send the request, waking the VM if needed.
     async fn resolve(&self, subdomain: &str) -> Resolution;
+    /// The answer when it is known without waiting (a running VM, no route,
+    /// a VM that will not be woken), else `None` and the proxy awaits
+    /// [`RouteResolver::resolve`]. Spares the common case an allocated future.
+    fn resolve_now(&self, _subdomain: &str) -> Option<Resolution> {
+        None
+    }
     /// Proxied traffic seen for the VM (called at request start and end, and
     /// while long-lived streams/WebSockets stay open). Must not block.
     fn activity(&self, vm_id: &str, event: ActivityEvent);

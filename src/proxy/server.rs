@@ -13,7 +13,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::activity::ActiveConnections;
-use super::handler::{handle, ProxyState};
+use super::handler::{handle, Client, ProxyState};
+use super::headers::client_value;
 use super::resolver::RouteResolver;
 use super::upstream::{PoolConfig, UpstreamPool};
 use super::{ProxyConfig, ProxyError};
@@ -173,7 +174,10 @@ where
 {
     let hard_stop = state.hard_stop.clone();
     let header_read_timeout = state.config.header_read_timeout;
-    let service = service_fn(move |request| handle(Arc::clone(&state), peer, request));
+    let client = Arc::new(Client {
+        forwarded_for: client_value(peer.ip()),
+    });
+    let service = service_fn(move |request| handle(Arc::clone(&state), Arc::clone(&client), request));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(header_read_timeout)

@@ -1,8 +1,9 @@
 //! Connections from the proxy to guest services, kept alive and reused.
 //!
 //! Each (VM, address) has a small pool of idle HTTP/1.1 connections. A
-//! connection goes back to the pool once its response has been read to the
-//! end (hyper reports the sender ready again). Upgrade requests always get a
+//! connection is lent to one exchange ([`Lent`], held by the response body)
+//! and goes back to the pool once its response has been read to the end
+//! (hyper reports the sender ready again). Upgrade requests always get a
 //! fresh connection, which then belongs to the tunnel.
 //!
 //! A pooled connection can die between two requests without the proxy
@@ -51,7 +52,7 @@ pub struct PoolConfig {
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct Target {
-    vm_id: String,
+    vm_id: Arc<str>,
     addr: SocketAddr,
 }
 
@@ -80,25 +81,24 @@ impl UpstreamPool {
         }
     }
 
-    /// Sends `request` over an idle connection if one is usable, else a new one.
+    /// Sends `request` over an idle connection if one is usable, else a new
+    /// one; the connection comes back with the response, to keep until its
+    /// body has been passed on.
     pub(crate) async fn send(
         &self,
-        vm_id: &str,
+        vm_id: &Arc<str>,
         addr: SocketAddr,
         request: Request<Incoming>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
         let target = Target {
-            vm_id: vm_id.to_string(),
+            vm_id: Arc::clone(vm_id),
             addr,
         };
         let replay = Replay::of(&request);
         let mut request = request.map(Either::Left);
         while let Some(mut sender) = self.checkout(&target) {
             match sender.try_send_request(request).await {
-                Ok(response) => {
-                    self.check_in_when_ready(target, sender);
-                    return Ok(response);
-                }
+                Ok(response) => return Ok((response, self.lend(target, sender))),
                 Err(mut failed) => match (failed.take_message(), &replay) {
                     // The connection closed before the request went out (the
                     // guest dropped an idle keep-alive): retry on another.
@@ -124,8 +124,7 @@ impl UpstreamPool {
             .send_request(request)
             .await
             .map_err(|source| UpstreamError::Exchange { addr, source })?;
-        self.check_in_when_ready(target, sender);
-        Ok(response)
+        Ok((response, self.lend(target, sender)))
     }
 
     /// Sends `request` on a new connection that is never pooled (upgrades).
@@ -144,7 +143,7 @@ impl UpstreamPool {
     /// Closes the idle connections to a VM (call when it is suspended,
     /// stopped or deleted: its address may soon belong to another VM).
     pub(crate) fn forget_vm(&self, vm_id: &str) {
-        lock(&self.idle).retain(|target, _| target.vm_id != vm_id);
+        lock(&self.idle).retain(|target, _| &*target.vm_id != vm_id);
     }
 
     pub(crate) fn idle_count(&self) -> usize {
@@ -154,8 +153,9 @@ impl UpstreamPool {
     fn checkout(&self, target: &Target) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = lock(&self.idle);
         let connections = idle.get_mut(target)?;
+        let now = Instant::now();
         while let Some(connection) = connections.pop() {
-            let fresh = connection.idle_since.elapsed() < self.config.idle_timeout;
+            let fresh = now.duration_since(connection.idle_since) < self.config.idle_timeout;
             if fresh && connection.sender.is_ready() {
                 return Some(connection.sender);
             }
@@ -163,24 +163,50 @@ impl UpstreamPool {
         None
     }
 
+    fn lend(&self, target: Target, sender: SendRequest<UpstreamBody>) -> Lent {
+        Lent {
+            pool: self.clone(),
+            connection: Some((target, sender)),
+        }
+    }
+
     /// Returns the connection to the pool once its current response has been
-    /// read completely; drops it if it closes instead.
+    /// read completely (usually already the case when the body that held it
+    /// is done: then without a task); drops it if it closes instead.
     fn check_in_when_ready(&self, target: Target, mut sender: SendRequest<UpstreamBody>) {
+        if sender.is_ready() {
+            return self.check_in(target, sender);
+        }
+        if sender.is_closed() {
+            return;
+        }
+        // No runtime (it is shutting down): the connection just closes.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         let pool = self.clone();
-        tokio::spawn(async move {
-            if sender.ready().await.is_err() {
-                return;
-            }
-            let mut idle = lock(&pool.idle);
-            let connections = idle.entry(target).or_default();
-            connections.retain(|c| c.idle_since.elapsed() < pool.config.idle_timeout && !c.sender.is_closed());
-            if connections.len() < pool.config.max_idle_per_target {
-                connections.push(IdleConnection {
-                    sender,
-                    idle_since: Instant::now(),
-                });
+        runtime.spawn(async move {
+            if sender.ready().await.is_ok() {
+                pool.check_in(target, sender);
             }
         });
+    }
+
+    fn check_in(&self, target: Target, sender: SendRequest<UpstreamBody>) {
+        let now = Instant::now();
+        let mut idle = lock(&self.idle);
+        let connections = idle.entry(target).or_default();
+        // Stale ones are skipped at checkout anyway: sweep only to make room.
+        if connections.len() >= self.config.max_idle_per_target {
+            connections
+                .retain(|c| now.duration_since(c.idle_since) < self.config.idle_timeout && !c.sender.is_closed());
+        }
+        if connections.len() < self.config.max_idle_per_target {
+            connections.push(IdleConnection {
+                sender,
+                idle_since: now,
+            });
+        }
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
@@ -206,6 +232,21 @@ impl UpstreamPool {
             }
         });
         Ok(sender)
+    }
+}
+
+/// A pooled connection lent to one exchange; dropping it (with the response
+/// body it carried) returns the connection to the pool.
+pub(crate) struct Lent {
+    pool: UpstreamPool,
+    connection: Option<(Target, SendRequest<UpstreamBody>)>,
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        if let Some((target, sender)) = self.connection.take() {
+            self.pool.check_in_when_ready(target, sender);
+        }
     }
 }
 

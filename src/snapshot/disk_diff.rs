@@ -185,7 +185,7 @@ fn unpack_blocking(
         read_extents(stream, header.size, &expected.name, |offset, block| {
             overwrite(file, offset, block)
         })
-        .map_err(|e| e.into_snapshot_error(dest))?;
+        .map_err(|e| e.into_snapshot_error(dest.display()))?;
         Ok(out)
     })?;
     out.commit().map_err(write_err)

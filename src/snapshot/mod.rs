@@ -28,6 +28,7 @@ mod host_id;
 mod pack;
 mod s3;
 mod store;
+mod stream;
 mod unpack;
 
 use std::io;
@@ -40,6 +41,7 @@ pub use host_id::{host_id, host_id_path, read_host_id};
 pub use pack::pack;
 pub use s3::{S3Store, PART_SIZE as S3_PART_SIZE};
 pub use store::{is_orphan, validate_key, LocalStore, ObjectReader, SnapshotStore, StorageHealth};
+pub use stream::stream_to;
 pub use unpack::{unpack, unpack_from, Keep};
 
 /// What was recorded about one packed artefact.

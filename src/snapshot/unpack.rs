@@ -16,7 +16,7 @@ use super::format::{nonzero_runs, read_extent, read_header};
 use super::{blocking, ArtefactInfo, ObjectReader, SnapshotError};
 use crate::sys::atomic_file::AtomicFile;
 
-const CHUNK: usize = 1 << 20;
+pub(super) const CHUNK: usize = 1 << 20;
 
 /// What becomes of an unpacked file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,7 +68,7 @@ fn unpack_blocking(source: impl Read, expected: &ArtefactInfo, dest: &Path, keep
             }
             Ok(())
         })
-        .map_err(|e| e.into_snapshot_error(dest))?;
+        .map_err(|e| e.into_snapshot_error(dest.display()))?;
         out.file().set_len(size).map_err(write_err)?;
         Ok(out)
     })?;
@@ -206,10 +206,10 @@ pub(super) enum ExtentsError {
 }
 
 impl ExtentsError {
-    pub(super) fn into_snapshot_error(self, dest: &Path) -> SnapshotError {
+    pub(super) fn into_snapshot_error(self, dest: impl std::fmt::Display) -> SnapshotError {
         match self {
             ExtentsError::Corrupt(error) => error,
-            ExtentsError::Write(e) => SnapshotError::io(format!("writing {}", dest.display()), e),
+            ExtentsError::Write(e) => SnapshotError::io(format!("writing {dest}"), e),
         }
     }
 }

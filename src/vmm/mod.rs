@@ -25,6 +25,7 @@ pub mod select;
 pub mod supervisor;
 pub mod validate;
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -204,6 +205,30 @@ pub trait Hypervisor: Send + Sync {
     /// Spawns a fresh VMM process and loads a saved snapshot into it, then resumes.
     /// `spec` must describe the same devices (disk paths, TAP name) as when saved.
     async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError>;
+
+    /// Whether [`Self::restore_paused_from_stream`] works: the VMM reads
+    /// its saved state as a stream (QEMU's incoming migration), not as
+    /// files it maps (Firecracker's memory file).
+    fn loads_streamed_state(&self) -> bool {
+        false
+    }
+
+    /// Spawns a fresh VMM that loads its saved state from `incoming` (the
+    /// read end of a pipe the caller fills while it loads) and returns once
+    /// all of it is loaded, the guest paused: the caller resumes it only
+    /// after it has verified what it wrote. The process is not left behind
+    /// if loading fails.
+    async fn restore_paused_from_stream(
+        &self,
+        spec: &VmLaunch,
+        incoming: OwnedFd,
+    ) -> Result<Box<dyn VmHandle>, VmmError> {
+        let _ = (spec, incoming);
+        Err(VmmError::InvalidLaunch(format!(
+            "{} cannot load a streamed state",
+            self.kind().as_str()
+        )))
+    }
 
     /// Takes over a VMM process started earlier (possibly by a previous daemon).
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError>;

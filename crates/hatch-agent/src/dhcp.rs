@@ -11,9 +11,11 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
+
+use crate::system_tools::{self, find_program};
 
 /// Where networkd reads `.network` and `.link` files.
 const NETWORKD_DIRS: [&str; 2] = ["/etc/systemd/network", "/run/systemd/network"];
@@ -21,7 +23,6 @@ const NETWORKD_DIRS: [&str; 2] = ["/etc/systemd/network", "/run/systemd/network"
 const CLIENTS: [&str; 2] = ["udhcpc", "dhclient"];
 /// How long a stopped client may take to exit.
 const STOP_WAIT: Duration = Duration::from_secs(3);
-const SEARCH_PATH: &str = "/sbin:/usr/sbin:/bin:/usr/bin";
 
 /// The names that change with the identity.
 pub struct Renamed<'a> {
@@ -32,25 +33,33 @@ pub struct Renamed<'a> {
     pub hostname: &'a str,
 }
 
-/// Makes the guest's DHCP clients start over as the new NIC. Failures are
-/// returned as notes: the address is already set, so they only matter at
-/// the next renewal.
-pub fn start_over(names: &Renamed<'_>) -> Vec<String> {
-    let mut notes = Vec::new();
-    let rewritten = rewrite_networkd_files(names, &mut notes);
+/// What [`start_over`] did.
+#[derive(Debug, Default)]
+pub struct StartedOver {
+    /// DHCP clients now asking as the new NIC (networkd counts as one).
+    pub clients: usize,
+    /// What failed (the caller then sets the address itself).
+    pub notes: Vec<String>,
+}
+
+/// Makes the guest's DHCP clients start over as the new NIC.
+pub fn start_over(names: &Renamed<'_>) -> StartedOver {
+    let mut started = StartedOver::default();
+    let rewritten = rewrite_networkd_files(names, &mut started.notes);
     if rewritten || Path::new("/run/systemd/netif").is_dir() {
-        for args in [vec!["reload"], vec!["reconfigure", names.interface]] {
-            if let Err(note) = run_networkctl(&args) {
-                notes.push(note);
-            }
+        let reconfigured = run_networkctl(&["reload"]).and_then(|_| run_networkctl(&["reconfigure", names.interface]));
+        match reconfigured {
+            Ok(ran) => started.clients += usize::from(ran),
+            Err(note) => started.notes.push(note),
         }
     }
     for pid in client_pids(names.interface) {
-        if let Err(note) = restart_client(pid, names) {
-            notes.push(note);
+        match restart_client(pid, names) {
+            Ok(()) => started.clients += 1,
+            Err(note) => started.notes.push(note),
         }
     }
-    notes
+    started
 }
 
 fn rewrite_networkd_files(names: &Renamed<'_>, notes: &mut Vec<String>) -> bool {
@@ -99,33 +108,12 @@ fn replace_file(path: &Path, text: &str) -> std::io::Result<()> {
     fs::rename(&temporary, path)
 }
 
-fn run_networkctl(args: &[&str]) -> Result<(), String> {
-    let Some(program) = find_program("networkctl") else {
-        return Ok(());
-    };
-    let output = Command::new(&program)
-        .args(args)
-        .env_clear()
-        .env("PATH", SEARCH_PATH)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|e| format!("running networkctl {}: {e}", args.join(" ")))?;
-    if output.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "networkctl {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        ))
+/// Whether networkctl was there to run.
+fn run_networkctl(args: &[&str]) -> Result<bool, String> {
+    match find_program("networkctl") {
+        Some(program) => system_tools::run(&program, args).map(|()| true),
+        None => Ok(false),
     }
-}
-
-pub fn find_program(name: &str) -> Option<PathBuf> {
-    SEARCH_PATH
-        .split(':')
-        .map(|dir| Path::new(dir).join(name))
-        .find(|path| path.is_file())
 }
 
 /// Running DHCP clients whose command line names the interface.
@@ -193,13 +181,10 @@ fn restart_client(pid: u32, names: &Renamed<'_>) -> Result<(), String> {
     while Path::new(&format!("/proc/{pid}")).exists() && started.elapsed() < STOP_WAIT {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let mut command = Command::new(program);
+    let mut command = system_tools::command(&program);
     command
         .arg0(&argv[0])
         .args(&argv[1..])
-        .env_clear()
-        .env("PATH", SEARCH_PATH)
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: setsid is async-signal-safe; the client must not belong to the

@@ -5,10 +5,12 @@
 //!
 //! In order, stopping at the first failure: every value is checked (an
 //! Invalid reply changes nothing); the host's entropy is mixed into the
-//! pool and the CRNG reseeded; the NIC gets its MAC, address and default
-//! route; the hostname is set; the guest's DHCP clients start over as the
-//! new NIC (see [`crate::dhcp`]). Every step may be repeated: a request sent
-//! again (after a lost answer) ends in the same state.
+//! pool and the CRNG reseeded; the NIC gets its MAC (and loses the parent's
+//! address); the hostname is set; the guest's DHCP clients start over as
+//! the new NIC (see [`crate::dhcp`]) and bind its address, or it is set
+//! here; the default route points at the gateway. Every step may be
+//! repeated: a request sent again (after a lost answer) ends in the same
+//! state.
 
 mod hostname;
 mod nic;
@@ -19,6 +21,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use hatch_agent_proto::{Identity, Reply};
 
@@ -48,31 +51,53 @@ fn apply(identity: &Identity) -> Result<(), Reply> {
     let _one_at_a_time = APPLYING.lock().unwrap_or_else(|e| e.into_inner());
     reseed(checked.entropy)?;
     let previous_hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let mut renamed_interface = None;
+    let mut new_nic = None;
     if let Some(wanted) = &checked.nic {
         let ip = nic::SystemIp::find()?;
         let (interface, current) = nic::find_interface(Path::new("/sys/class/net"), wanted)?;
-        nic::apply(&ip, &interface, current, wanted)?;
-        renamed_interface = Some((interface, wanted));
+        nic::take_mac(&ip, &interface, current, wanted)?;
+        new_nic = Some((ip, interface, wanted));
     }
     hostname::set(&checked.hostname, Path::new("/etc"))?;
-    // Last, with the new names in place: the DHCP clients start over as the
-    // new NIC. The address is already set, so a failure here only matters
-    // at the next renewal, and is logged rather than answered.
-    if let Some((interface, wanted)) = renamed_interface {
+    if let Some((ip, interface, wanted)) = new_nic {
+        // With the new names in place, the DHCP clients start over as the
+        // new NIC, and the answer waits for the lease they bind: a client
+        // restarted after the address was set would remove it (its
+        // "deconfig") and leave the VM without one for a while after it
+        // was called ready. Without a client, or without a lease in time,
+        // the address is set here.
         let (previous_mac, mac) = (wanted.previous_mac.to_string(), wanted.mac.to_string());
-        let notes = crate::dhcp::start_over(&crate::dhcp::Renamed {
+        let started = crate::dhcp::start_over(&crate::dhcp::Renamed {
             interface: &interface,
             previous_mac: &previous_mac,
             mac: &mac,
             previous_hostname: previous_hostname.trim(),
             hostname: checked.hostname.as_str(),
         });
-        for note in notes {
+        for note in &started.notes {
             log!("after the new identity: {note}");
         }
+        let bound = started.clients > 0 && wait_for_lease(&interface, wanted.address.address);
+        if started.clients > 0 && !bound {
+            log!("no DHCP lease on {interface} within {LEASE_WAIT:?}: its address is set statically");
+        }
+        nic::configure(&ip, &interface, wanted, bound)?;
     }
     Ok(())
+}
+
+/// How long the restarted DHCP clients may take to bind the new address.
+const LEASE_WAIT: Duration = Duration::from_secs(10);
+
+fn wait_for_lease(interface: &str, address: std::net::Ipv4Addr) -> bool {
+    let deadline = Instant::now() + LEASE_WAIT;
+    while !nic::has_address(interface, address) {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    true
 }
 
 /// Writing to /dev/urandom mixes the bytes into the input pool (without

@@ -19,6 +19,7 @@ mod files;
 mod hello;
 mod identity;
 mod session;
+mod system_tools;
 mod transport;
 mod users;
 

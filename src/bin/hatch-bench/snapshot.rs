@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use hatch::model::Image;
 use hatch::vmm::qemu::QemuHypervisor;
-use hatch::vmm::{Hypervisor, SnapshotFiles, VmLaunch};
+use hatch::vmm::{Hypervisor, VmLaunch};
 
 use crate::guest::{self, Guest, Guests};
 use crate::rows::Ctx;
@@ -177,36 +177,32 @@ impl Bench {
                 (info.compressed_bytes, Some(checksum), Some((info, path)))
             }
         };
-        let load_from = match (method, &artefact) {
-            (Method::HatchStored, Some(_)) => {
-                // Only the artefact is left; restore starts from it alone.
-                remove(&files.state)?;
-                snapshot_dir.join("unpacked-vmstate")
-            }
-            _ => files.state.clone(),
-        };
+        if let (Method::HatchStored, Some(_)) = (method, &artefact) {
+            // Only the artefact is left; restore starts from it alone.
+            remove(&files.state)?;
+        }
 
         let from = guest::serial_len(&spec);
         let started = Instant::now();
-        match (method, &artefact) {
+        let restored = match (method, &artefact) {
             (Method::HatchStored, Some((info, path))) => {
-                // As a restore unpacks the state: one pass, not synced.
+                // As a restore from the store loads it: read, checked and
+                // decompressed straight into QEMU's incoming migration.
                 let source = std::fs::File::open(path).map_err(BenchError::io("opening the artefact"))?;
-                hatch::snapshot::unpack_from(Box::new(source), info, &load_from, hatch::snapshot::Keep::Scratch).await?
+                hatch::orch::restore_streamed(&self.hypervisor, &spec, Box::new(source), info, || Ok(()))
+                    .await
+                    .map_err(|e| BenchError::Hatch(e.to_string()))?
             }
-            (Method::Hatch, _) => {
-                let actual = hatch::snapshot::file_checksum(&load_from).await?;
-                if Some(&actual) != hot_checksum.as_ref() {
-                    return Err(BenchError::Hatch(format!("the hot copy changed: {actual}")));
+            _ => {
+                if method == Method::Hatch {
+                    let actual = hatch::snapshot::file_checksum(&files.state).await?;
+                    if Some(&actual) != hot_checksum.as_ref() {
+                        return Err(BenchError::Hatch(format!("the hot copy changed: {actual}")));
+                    }
                 }
+                self.hypervisor.restore(&spec, &files).await?
             }
-            _ => {}
-        }
-        let state = SnapshotFiles {
-            state: load_from,
-            memory: None,
         };
-        let restored = self.hypervisor.restore(&spec, &state).await?;
         let resumed = started.elapsed();
         let restored = self.guests.register(restored).await;
         guest::wait_for_heartbeat(&spec, from).await?;

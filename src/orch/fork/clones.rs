@@ -86,10 +86,16 @@ impl Orchestrator {
             ledger.commit();
         }
         // Ready once its agent's hello (which applied the identity) has
-        // been recorded.
+        // been recorded. From here on the clones exist: an error says so.
+        let made: Vec<&str> = running.iter().map(|vm| vm.id.as_str()).collect();
+        let made = format!("the fork made {}, but ", made.join(", "));
         let mut ready = Vec::new();
-        for vm in running {
-            ready.push(self.with_agent(self.wait_ready(&vm.id, IDENTITY_WAIT).await?));
+        for vm in &running {
+            let vm = self
+                .wait_ready(&vm.id, IDENTITY_WAIT)
+                .await
+                .map_err(|e| e.with_context(&made))?;
+            ready.push(self.with_agent(vm));
         }
         Ok(ready)
     }

@@ -150,7 +150,7 @@ impl Orchestrator {
         snapshot: &Snapshot,
         dir: &Path,
     ) -> Result<(SnapshotFiles, Option<PathBuf>), OrchError> {
-        match self.saved_state(vm, snapshot, dir).await? {
+        match self.saved_state(vm, snapshot).await? {
             SavedState::Hot(hot) => {
                 tokio::fs::create_dir_all(dir)
                     .await
@@ -158,7 +158,10 @@ impl Orchestrator {
                 let files = link_snapshot_files(&hot, dir)?;
                 Ok((files, self.clone_vm_disk(vm, image, dir).await?))
             }
-            SavedState::Unpacked(unpacked) => Ok((unpacked.files, unpacked.disk)),
+            SavedState::Stored => {
+                let unpacked = self.unpack_snapshot(snapshot, dir).await?;
+                Ok((unpacked.files, unpacked.disk))
+            }
         }
     }
 

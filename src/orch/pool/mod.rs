@@ -172,7 +172,12 @@ impl Orchestrator {
     }
 
     async fn fill_pass(self: &Arc<Self>) {
-        let jobs = match self.pool_jobs() {
+        // Two queries every few seconds: on a blocking thread, never a runtime worker.
+        let orch = Arc::clone(self);
+        let jobs = tokio::task::spawn_blocking(move || orch.pool_jobs())
+            .await
+            .unwrap_or_else(|e| Err(OrchError::Internal(format!("reading the warm pools: {e}"))));
+        let jobs = match jobs {
             Ok(jobs) => jobs,
             Err(error) => {
                 tracing::warn!(%error, "reading the warm pools failed; trying again later");

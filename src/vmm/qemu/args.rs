@@ -1,5 +1,5 @@
 //! The QEMU `microvm` command line for one VM (a pure function, unit-tested).
-//! Restore must use the same argv as the launch plus `-incoming`, so both go
+//! Restore must use the same argv as the launch plus `-S -incoming`, so both go
 //! through here.
 
 use std::ffi::OsString;
@@ -167,7 +167,9 @@ pub fn build(spec: &VmLaunch, accel: Accel, fds: &FdNumbers) -> Result<Vec<OsStr
         ]);
     }
     if let Some(fd) = fds.incoming {
-        args.extend(["-incoming".into(), format!("fd:{fd}")]);
+        // Paused after the load, whatever the saved run state: a streamed
+        // state may run only once the daemon has verified all of it.
+        args.extend(["-S".into(), "-incoming".into(), format!("fd:{fd}")]);
     }
     Ok(args.into_iter().map(OsString::from).collect())
 }
@@ -267,7 +269,10 @@ mod tests {
         let launch = build(&spec(), Accel::Kvm, &fds(None)).expect("args");
         let restore = build(&spec(), Accel::Kvm, &fds(Some(10))).expect("args");
         assert_eq!(&restore[..launch.len()], &launch[..]);
-        assert_eq!(strings(restore[launch.len()..].to_vec()), vec!["-incoming", "fd:10"]);
+        assert_eq!(
+            strings(restore[launch.len()..].to_vec()),
+            vec!["-S", "-incoming", "fd:10"]
+        );
         assert!(strings(launch).contains(&"host".to_string()));
     }
 

@@ -40,7 +40,8 @@ pub struct QemuFds {
     /// fdset: QEMU's raw driver reopens an image read-only (for its image
     /// locking) and takes from the fdset only a descriptor of that mode.
     pub disk_readers: Vec<Option<OwnedFd>>,
-    /// The saved state to load, for a restore.
+    /// The saved state to load, for a restore: its file, or the read end
+    /// of a pipe the daemon fills.
     pub incoming: Option<OwnedFd>,
 }
 
@@ -103,7 +104,7 @@ impl QemuFds {
         kernel: &Path,
         sockets: &SocketPaths,
         netns: Option<&Path>,
-        incoming: Option<&Path>,
+        incoming: Option<OwnedFd>,
     ) -> Result<QemuFds, VmmError> {
         let io = |path: &Path| {
             let path = path.to_path_buf();
@@ -147,7 +148,6 @@ impl QemuFds {
             Some(nic) => Some(open_tap(&nic.tap_name, netns)?),
             None => None,
         };
-        let incoming = incoming.map(read).transpose()?;
         Ok(QemuFds {
             qmp,
             agent,

@@ -93,9 +93,10 @@ impl QemuVm {
             .to_string())
     }
 
-    /// After `-incoming`: waits until the saved state is loaded, then continues
-    /// the guest (QEMU leaves it paused because it was paused when saved).
-    pub async fn finish_incoming(&self, timeout: Duration) -> Result<(), VmmError> {
+    /// After `-incoming`: waits until the saved state is loaded. The guest
+    /// stays paused (QEMU was started with `-S`) until [`VmHandle::resume`]:
+    /// a streamed state is verified only once all of it was read.
+    pub async fn wait_incoming_loaded(&self, timeout: Duration) -> Result<(), VmmError> {
         let status = self
             .process
             .wait_until("the saved state to load", timeout, || async {
@@ -110,11 +111,10 @@ impl QemuVm {
             })
             .await??;
         match status.as_str() {
-            "running" => Ok(()),
-            "paused" | "postmigrate" | "prelaunch" => self.call("cont", None).await.map(|_| ()),
+            "paused" | "prelaunch" => Ok(()),
             other => Err(VmmError::Rejected {
                 request: "incoming migration".into(),
-                message: format!("VM ended in state {other}"),
+                message: format!("VM ended in state {other}, not paused"),
             }),
         }
     }

@@ -21,6 +21,7 @@ pub mod fds;
 mod handle;
 pub mod qmp;
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -80,9 +81,9 @@ impl QemuHypervisor {
         &self.binary
     }
 
-    /// Spawns QEMU for `spec` (optionally loading `incoming` state) and
-    /// returns once QMP answers.
-    async fn spawn(&self, spec: &VmLaunch, incoming: Option<&Path>) -> Result<(VmmProcess, Qmp), VmmError> {
+    /// Spawns QEMU for `spec` (optionally loading the state read from
+    /// `incoming`) and returns once QMP answers.
+    async fn spawn(&self, spec: &VmLaunch, incoming: Option<OwnedFd>) -> Result<(VmmProcess, Qmp), VmmError> {
         validate::check_launch(spec)?;
         if self.netns.is_none() {
             validate::check_tap_exists(spec)?;
@@ -119,6 +120,17 @@ impl QemuHypervisor {
             }))
             .await?;
         Ok((process, qmp))
+    }
+}
+
+impl QemuHypervisor {
+    /// Spawns QEMU loading the state read from `incoming` and returns once
+    /// it is loaded, the guest paused (QEMU starts it with `-S`).
+    async fn load_incoming(&self, spec: &VmLaunch, incoming: OwnedFd) -> Result<QemuVm, VmmError> {
+        let (process, qmp) = self.spawn(spec, Some(incoming)).await?;
+        let vm = QemuVm::new(process, spec.run_dir.join(QMP_SOCKET), Some(qmp));
+        vm.process().startup(vm.wait_incoming_loaded(INCOMING_TIMEOUT)).await?;
+        Ok(vm)
     }
 }
 
@@ -174,14 +186,25 @@ impl Hypervisor for QemuHypervisor {
     }
 
     async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError> {
-        std::fs::metadata(&snapshot.state).map_err(|source| VmmError::Io {
+        let state = std::fs::File::open(&snapshot.state).map_err(|source| VmmError::Io {
             path: snapshot.state.clone(),
             source,
         })?;
-        let (process, qmp) = self.spawn(spec, Some(&snapshot.state)).await?;
-        let vm = QemuVm::new(process, spec.run_dir.join(QMP_SOCKET), Some(qmp));
-        vm.process().startup(vm.finish_incoming(INCOMING_TIMEOUT)).await?;
+        let vm = self.load_incoming(spec, state.into()).await?;
+        vm.process().startup(vm.resume()).await?;
         Ok(Box::new(vm))
+    }
+
+    fn loads_streamed_state(&self) -> bool {
+        true
+    }
+
+    async fn restore_paused_from_stream(
+        &self,
+        spec: &VmLaunch,
+        incoming: OwnedFd,
+    ) -> Result<Box<dyn VmHandle>, VmmError> {
+        Ok(Box::new(self.load_incoming(spec, incoming).await?))
     }
 
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError> {

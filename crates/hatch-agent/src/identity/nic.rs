@@ -2,16 +2,15 @@
 //! applet in the minimal image, iproute2 elsewhere: only commands both
 //! understand are used).
 
+use std::ffi::CStr;
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use hatch_agent_proto::{ErrorCode, Reply};
 
 use super::values::{Mac, Nic};
 use crate::channel::{error, io_error};
-
-/// Where `ip` is looked for, in order (never the inherited PATH).
-const IP_DIRS: [&str; 4] = ["/sbin", "/usr/sbin", "/bin", "/usr/bin"];
+use crate::system_tools::{self, find_program, SEARCH_PATH};
 
 /// Runs `ip` with arguments; Err describes the failure (with its stderr).
 /// A trait so the order of commands and the fallbacks are tested without
@@ -26,34 +25,18 @@ pub struct SystemIp {
 
 impl SystemIp {
     pub fn find() -> Result<SystemIp, Reply> {
-        IP_DIRS
-            .iter()
-            .map(|dir| Path::new(dir).join("ip"))
-            .find(|path| path.is_file())
-            .map(|program| SystemIp { program })
-            .ok_or_else(|| {
-                error(
-                    ErrorCode::NotFound,
-                    format!("no ip command in {} (busybox's or iproute2's)", IP_DIRS.join(":")),
-                )
-            })
+        find_program("ip").map(|program| SystemIp { program }).ok_or_else(|| {
+            error(
+                ErrorCode::NotFound,
+                format!("no ip command in {} (busybox's or iproute2's)", SEARCH_PATH),
+            )
+        })
     }
 }
 
 impl Ip for SystemIp {
     fn run(&self, args: &[&str]) -> Result<(), String> {
-        let described = || format!("{} {}", self.program.display(), args.join(" "));
-        let output = Command::new(&self.program)
-            .args(args)
-            .env_clear()
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("{}: {e}", described()))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(format!("{} failed ({}): {}", described(), output.status, stderr.trim()))
+        system_tools::run(&self.program, args)
     }
 }
 
@@ -97,24 +80,59 @@ pub fn find_interface(sys_class_net: &Path, nic: &Nic) -> Result<(String, Mac), 
     }
 }
 
-/// Sets the MAC (unless it is set already), replaces the IPv4 addresses,
-/// brings the link up and points the default route at the gateway.
-pub fn apply(ip: &dyn Ip, interface: &str, current: Mac, nic: &Nic) -> Result<(), Reply> {
+/// Sets the MAC (unless it is set already), removes the parent's IPv4
+/// addresses and brings the link up: the NIC is the new one, without an
+/// address yet (see [`configure`] and the DHCP clients).
+pub fn take_mac(ip: &dyn Ip, interface: &str, current: Mac, nic: &Nic) -> Result<(), Reply> {
     let failed = |message: String| error(ErrorCode::Io, message);
     if current != nic.mac {
         set_mac(ip, interface, nic.mac).map_err(failed)?;
     }
-    let address = nic.address.to_string();
     ip.run(&["-4", "addr", "flush", "dev", interface]).map_err(failed)?;
-    ip.run(&["-4", "addr", "add", &address, "dev", interface])
-        .map_err(failed)?;
-    ip.run(&["link", "set", "dev", interface, "up"]).map_err(failed)?;
+    ip.run(&["link", "set", "dev", interface, "up"]).map_err(failed)
+}
+
+/// Gives the NIC its address, unless it has it already (a DHCP client
+/// bound it), and points the default route at the gateway.
+pub fn configure(ip: &dyn Ip, interface: &str, nic: &Nic, has_address: bool) -> Result<(), Reply> {
+    let failed = |message: String| error(ErrorCode::Io, message);
+    if !has_address {
+        let address = nic.address.to_string();
+        ip.run(&["-4", "addr", "add", &address, "dev", interface])
+            .map_err(failed)?;
+    }
     if let Some(gateway) = nic.gateway {
         let gateway = gateway.to_string();
         ip.run(&["-4", "route", "replace", "default", "via", &gateway, "dev", interface])
             .map_err(failed)?;
     }
     Ok(())
+}
+
+/// Whether `interface` holds the IPv4 address `address` now.
+pub fn has_address(interface: &str, address: Ipv4Addr) -> bool {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs fills `list`, freed below; every entry is read
+    // only while the list lives, and address pointers are checked for null
+    // and for their family before the cast.
+    unsafe {
+        if libc::getifaddrs(&mut list) != 0 {
+            return false;
+        }
+        let mut found = false;
+        let mut entry = list;
+        while !entry.is_null() && !found {
+            let ifa = &*entry;
+            let ipv4 = !ifa.ifa_addr.is_null() && i32::from((*ifa.ifa_addr).sa_family) == libc::AF_INET;
+            if ipv4 && CStr::from_ptr(ifa.ifa_name).to_bytes() == interface.as_bytes() {
+                let sin = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                found = Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)) == address;
+            }
+            entry = ifa.ifa_next;
+        }
+        libc::freeifaddrs(list);
+        found
+    }
 }
 
 /// Live when the driver allows it; else with the link down for the change
@@ -200,20 +218,26 @@ mod tests {
     #[test]
     fn the_mac_then_the_address_then_the_route() {
         let ip = FakeIp::new(None, true);
-        apply(&ip, "eth0", nic().previous_mac, &nic()).unwrap();
+        take_mac(&ip, "eth0", nic().previous_mac, &nic()).unwrap();
+        configure(&ip, "eth0", &nic(), false).unwrap();
         let expected = [
             SET_MAC,
             "-4 addr flush dev eth0",
-            "-4 addr add 10.0.0.5/24 dev eth0",
             "link set dev eth0 up",
+            "-4 addr add 10.0.0.5/24 dev eth0",
             "-4 route replace default via 10.0.0.1 dev eth0",
         ];
         assert_eq!(ip.ran(), expected);
         // A MAC already set and no gateway: those steps are left out.
         let ip = FakeIp::new(None, true);
         let nic = Nic { gateway: None, ..nic() };
-        apply(&ip, "eth0", nic.mac, &nic).unwrap();
+        take_mac(&ip, "eth0", nic.mac, &nic).unwrap();
+        configure(&ip, "eth0", &nic, false).unwrap();
         assert_eq!(ip.ran(), expected[1..4]);
+        // An address a DHCP client bound is kept; the route is still set.
+        let ip = FakeIp::new(None, true);
+        configure(&ip, "eth0", &self::nic(), true).unwrap();
+        assert_eq!(ip.ran(), expected[4..]);
     }
 
     #[test]
@@ -233,12 +257,15 @@ mod tests {
     #[test]
     fn a_failing_step_stops_the_rest_and_is_an_io_error() {
         let ip = FakeIp::new(Some("addr add"), true);
-        let Err(Reply::Error(failure)) = apply(&ip, "eth0", nic().mac, &nic()) else {
+        let Err(Reply::Error(failure)) = configure(&ip, "eth0", &nic(), false) else {
             panic!("a failed step succeeded")
         };
         assert_eq!(failure.code, ErrorCode::Io);
         assert!(failure.message.contains("addr add 10.0.0.5/24"), "{}", failure.message);
-        assert_eq!(ip.ran().len(), 2);
+        assert_eq!(ip.ran().len(), 1);
+        let ip = FakeIp::new(Some("flush"), true);
+        assert!(take_mac(&ip, "eth0", nic().mac, &nic()).is_err());
+        assert_eq!(ip.ran(), ["-4 addr flush dev eth0"]);
     }
 
     #[test]

@@ -8,8 +8,11 @@
 //! whose address is the upstream's (127.0.0.1): no guest, so the numbers
 //! are the proxies' own. Hatch's proxy gets one runtime thread and nginx
 //! one worker process; both keep upstream connections alive. Each round
-//! sends the same closed-loop load through both, in alternating order.
+//! sends the same closed-loop load through both, in alternating order. A
+//! context line gives each proxy's CPU time per request (its threads'
+//! `schedstat`), which a busy machine disturbs far less than req/s.
 
+mod cpu;
 mod load;
 pub mod nginx;
 
@@ -164,18 +167,39 @@ async fn measure(
         "nginx",
     );
     let mut p99 = Comparison::new(Some("proxy_p99_ratio"), "proxy p99 latency", "ms", "nginx");
+    // Looked up after the warm-up: nginx's worker exists by then.
+    let clocks = [
+        cpu::CpuClock::own_threads("hatch-proxy"),
+        cpu::CpuClock::children_of(nginx.pid()),
+    ];
+    let mut cpu = match &clocks {
+        [Some(_), Some(_)] => Some(Comparison::new(
+            None,
+            "proxy CPU per request (lower is better)",
+            "µs",
+            "nginx",
+        )),
+        _ => None,
+    };
     for round in 1..=ctx.rounds {
         // Alternate which proxy goes first.
         let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
         let mut results: [Option<load::RunResult>; 2] = [None, None];
+        let mut cpu_per_request = [0.0; 2];
         for index in order {
             let (name, addr) = targets[index];
+            let cpu_before = clocks[index].as_ref().map(cpu::CpuClock::nanos);
             let result = load::run(addr, HOST, "/", REQUESTS, CONCURRENCY).await;
+            let cpu_after = clocks[index].as_ref().map(cpu::CpuClock::nanos);
+            if let (Some(before), Some(after)) = (cpu_before, cpu_after) {
+                cpu_per_request[index] = after.saturating_sub(before) as f64 / 1000.0 / REQUESTS as f64;
+            }
             eprintln!(
-                "round {round} {name:<6} {:>8.0} req/s  p99 {:.3} ms  errors {}",
+                "round {round} {name:<6} {:>8.0} req/s  p99 {:.3} ms  errors {}  CPU {:.1} µs/request",
                 result.requests_per_second(),
                 quantile_ms(&result.latencies, 0.99),
-                result.errors
+                result.errors,
+                cpu_per_request[index]
             );
             if result.errors > 0 {
                 return Err(BenchError::Http(format!("{} errors through {name}", result.errors)));
@@ -187,8 +211,11 @@ async fn measure(
         };
         rps.push(hatch.requests_per_second(), nginx.requests_per_second());
         p99.push(quantile_ms(&hatch.latencies, 0.99), quantile_ms(&nginx.latencies, 0.99));
+        if let Some(cpu) = &mut cpu {
+            cpu.push(cpu_per_request[0], cpu_per_request[1]);
+        }
     }
     proxy.shutdown(Duration::from_secs(1)).await;
     drop(nginx);
-    Ok(vec![rps, p99])
+    Ok([rps, p99].into_iter().chain(cpu).collect())
 }

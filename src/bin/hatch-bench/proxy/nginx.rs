@@ -15,6 +15,13 @@ pub struct Nginx {
     _dir: tempfile::TempDir,
 }
 
+impl Nginx {
+    /// The master's process id (its workers are its children).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
 impl Drop for Nginx {
     fn drop(&mut self) {
         let _ = self.child.kill();
