@@ -107,7 +107,7 @@ async fn by_hand(hatchd: &Hatchd, vm_id: &str, image: &Image, ctx: &Ctx) -> Resu
         crate::copy::cp_sparse(source, &copy).await?;
         disks.push((disk.id.clone(), copy, disk.read_only));
     }
-    let qemu = KillOnDrop(launch(&spec, &disks, &work.path().join("serial.log"))?);
+    let qemu = KillOnDrop(launch(&spec, &disks, work.path())?);
     let ready = wait_ssh_port(guest_ip).await;
     let elapsed = started.elapsed();
     drop(qemu);
@@ -127,8 +127,9 @@ fn accel() -> Accel {
     }
 }
 
-/// `qemu-system-x86_64` with the options of Hatch's launch, files named directly.
-fn launch(spec: &VmLaunch, disks: &[(String, std::path::PathBuf, bool)], serial: &Path) -> Result<Child, BenchError> {
+/// `qemu-system-x86_64` with the options and devices of Hatch's launch,
+/// files named directly; the serial log and the guest agent's socket in `dir`.
+fn launch(spec: &VmLaunch, disks: &[(String, std::path::PathBuf, bool)], dir: &Path) -> Result<Child, BenchError> {
     let accel = accel();
     let kernel = spec
         .kernel
@@ -160,7 +161,24 @@ fn launch(spec: &VmLaunch, disks: &[(String, std::path::PathBuf, bool)], serial:
     if let Some(initrd) = &spec.initrd {
         qemu.arg("-initrd").arg(initrd);
     }
-    qemu.arg("-serial").arg(format!("file:{}", serial.display()));
+    qemu.arg("-serial")
+        .arg(format!("file:{}", dir.join("serial.log").display()));
+    // The guest agent's port, as Hatch gives every VM (nobody answers on
+    // the socket: the guest's agent waits there, as before a daemon's hello).
+    qemu.args([
+        "-chardev",
+        &format!(
+            "socket,id=agent,path={},server=on,wait=off",
+            dir.join("agent.sock").display()
+        ),
+        "-device",
+        "virtio-serial-device",
+        "-device",
+        &format!(
+            "virtserialport,chardev=agent,name={}",
+            hatch_agent_proto::SERIAL_PORT_NAME
+        ),
+    ]);
     for (id, path, read_only) in disks {
         qemu.arg("-drive")
             .arg(format!(
