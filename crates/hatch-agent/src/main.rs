@@ -5,10 +5,14 @@
 //! It never exits on its own: a lost host is waited for or reconnected to.
 
 /// Diagnostics go to stderr (the guest's console or journal).
+/// One line, written at once: the console is shared with init and user
+/// scripts, and a line written in pieces gets theirs mixed into it.
 macro_rules! log {
-    ($($arg:tt)*) => {
-        eprintln!("hatch-agent: {}", format_args!($($arg)*))
-    };
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let line = format!("hatch-agent: {}\n", format_args!($($arg)*));
+        let _ = std::io::stderr().write_all(line.as_bytes());
+    }};
 }
 
 mod channel;
