@@ -11,8 +11,7 @@
 use std::fs::File;
 use std::io::{self, Write};
 
-use super::format::read_header;
-use super::unpack::{decode_verified, read_extents, CHUNK};
+use super::unpack::{decode_verified, read_checked_header, read_extents, CHUNK};
 use super::{blocking, ArtefactInfo, ObjectReader, SnapshotError};
 
 /// What the errors call the destination.
@@ -31,13 +30,7 @@ pub async fn stream_to(source: ObjectReader, expected: &ArtefactInfo, sink: File
 fn stream_blocking(source: ObjectReader, expected: &ArtefactInfo, sink: File) -> Result<(), SnapshotError> {
     let mut out = io::BufWriter::with_capacity(CHUNK, sink);
     decode_verified(source, expected, |stream| {
-        let size = read_header(stream).map_err(|e| corrupt(expected, e.to_string()))?;
-        if size != expected.size_bytes {
-            return Err(corrupt(
-                expected,
-                format!("it holds {size} bytes, the record says {}", expected.size_bytes),
-            ));
-        }
+        let size = read_checked_header(stream, expected)?;
         let mut written = 0u64;
         read_extents(stream, size, &expected.name, |offset, chunk| {
             write_zeros(&mut out, offset - written)?;
@@ -60,13 +53,6 @@ fn write_zeros(out: &mut impl Write, mut count: u64) -> io::Result<()> {
         count -= n as u64;
     }
     Ok(())
-}
-
-fn corrupt(expected: &ArtefactInfo, reason: String) -> SnapshotError {
-    SnapshotError::Corrupt {
-        artefact: expected.name.clone(),
-        reason,
-    }
 }
 
 #[cfg(test)]

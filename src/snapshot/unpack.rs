@@ -53,13 +53,7 @@ pub async fn unpack_from(
 fn unpack_blocking(source: impl Read, expected: &ArtefactInfo, dest: &Path, keep: Keep) -> Result<(), SnapshotError> {
     let write_err = |e: io::Error| SnapshotError::io(format!("writing {}", dest.display()), e);
     let out = decode_verified(source, expected, |stream| {
-        let size = read_header(stream).map_err(|e| corrupt(expected, e.to_string()))?;
-        if size != expected.size_bytes {
-            return Err(corrupt(
-                expected,
-                format!("it holds {size} bytes, the record says {}", expected.size_bytes),
-            ));
-        }
+        let size = read_checked_header(stream, expected)?;
         let mut out = AtomicFile::create(dest).map_err(write_err)?;
         let file = out.file();
         read_extents(stream, size, &expected.name, |offset, chunk| {
@@ -88,6 +82,18 @@ fn corrupt(expected: &ArtefactInfo, reason: String) -> SnapshotError {
         artefact: expected.name.clone(),
         reason,
     }
+}
+
+/// The container's header, whose logical size must be the record's.
+pub(super) fn read_checked_header(stream: &mut dyn Read, expected: &ArtefactInfo) -> Result<u64, SnapshotError> {
+    let size = read_header(stream).map_err(|e| corrupt(expected, e.to_string()))?;
+    if size != expected.size_bytes {
+        return Err(corrupt(
+            expected,
+            format!("it holds {size} bytes, the record says {}", expected.size_bytes),
+        ));
+    }
+    Ok(size)
 }
 
 /// Runs `decode` over the decompressed stream of `source` while hashing
