@@ -439,32 +439,23 @@ impl Orchestrator {
                 }
                 self.attach_restored_network(vm).await?;
                 let source = self.snapshot_store().open(&artefact_key(snapshot, STATE)).await?;
-                let place_disk = || match &saved_disk {
-                    Some(saved) => std::fs::rename(saved, &target)
-                        .map_err(|e| OrchError::Internal(format!("replacing {}: {e}", target.display()))),
-                    None => Ok(()),
+                let place_disk = || {
+                    saved_disk
+                        .as_deref()
+                        .map_or(Ok(()), |saved| replace_disk(saved, &target))
                 };
                 super::restore_streamed(self.hypervisor.as_ref(), &spec, source, state, place_disk).await?
             }
             SavedState::Stored => {
                 let unpacked = self.unpack_artefacts(snapshot, work, None).await?;
-                self.place_saved_disk(vm, &unpacked).await?;
+                if let Some(saved) = unpacked.disk() {
+                    replace_disk(&saved, &self.layout(&vm.id).disk())?;
+                }
                 self.attach_restored_network(vm).await?;
                 self.hypervisor.restore(&spec, &unpacked.files(snapshot)?).await?
             }
         };
         Ok(Arc::from(handle))
-    }
-
-    /// The saved disk, if the snapshot has one, becomes the VM's disk.
-    async fn place_saved_disk(&self, vm: &Vm, unpacked: &Unpacked) -> Result<(), OrchError> {
-        if let Some(disk) = unpacked.disk() {
-            let target = self.layout(&vm.id).disk();
-            tokio::fs::rename(&disk, &target)
-                .await
-                .map_err(|e| OrchError::Internal(format!("replacing {}: {e}", target.display())))?;
-        }
-        Ok(())
     }
 
     async fn attach_restored_network(&self, vm: &Vm) -> Result<(), OrchError> {
@@ -556,6 +547,11 @@ impl Unpacked {
     fn disk(&self) -> Option<PathBuf> {
         self.find(DISK).or_else(|| self.find(super::snapshot_disk::DISK_DIFF))
     }
+}
+
+/// The saved disk becomes the VM's disk (one rename, on the same file system).
+fn replace_disk(saved: &Path, vm_disk: &Path) -> Result<(), OrchError> {
+    std::fs::rename(saved, vm_disk).map_err(|e| OrchError::Internal(format!("replacing {}: {e}", vm_disk.display())))
 }
 
 fn no_state(snapshot: &Snapshot) -> OrchError {
