@@ -8,7 +8,7 @@ use tokio::sync::Mutex;
 
 use super::dnsmasq::{Dnsmasq, Paths, Reservation};
 use super::ipam::Pool;
-use super::{alloc, bridge, conntrack, dnsmasq::conf, firewall, link, names, ports, tap};
+use super::{alloc, bridge, conntrack, dnsmasq::conf, firewall, link, names, neigh, ports, tap};
 use super::{NetConfig, NetError, NetRequest, Taken};
 use crate::model::NetworkIdentity;
 
@@ -184,6 +184,7 @@ impl Network {
             }
             report.repairs.push(problem);
         }
+        report.repairs.extend(neigh::reconcile(&self.cfg, &valid).await?);
         // dnsmasq binds to the bridge: a new bridge needs a new dnsmasq.
         let bridge_recreated = !links.iter().any(|l| l.ifname == self.cfg.bridge_name);
         self.repair_dhcp(&reservations, bridge_recreated, &mut report).await?;
@@ -274,6 +275,7 @@ impl Network {
         attached.insert(vm_id.to_string(), id.clone());
         let reservations = self.reservations(attached);
         tap::ensure(&id.tap_name, &self.cfg.bridge_name).await?;
+        neigh::set(&self.cfg.bridge_name, id.guest_ip, &id.guest_mac).await?;
         self.apply_reservations(&reservations).await?;
         let all: Vec<(String, NetworkIdentity)> = attached.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         firewall::reconcile(&self.cfg, &all).await?;
@@ -297,10 +299,11 @@ impl Network {
         } else {
             Ok(())
         };
+        let neigh_result = neigh::remove(&self.cfg.bridge_name, id.guest_ip).await;
         let dhcp_result = self.apply_reservations(&reservations).await;
         let all: Vec<(String, NetworkIdentity)> = attached.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
         let rules_result = firewall::reconcile(&self.cfg, &all).await.map(|_| ());
-        tap_result.and(dhcp_result).and(rules_result)
+        tap_result.and(neigh_result).and(dhcp_result).and(rules_result)
     }
 
     /// Stops the dnsmasq supervisor and dnsmasq. TAPs and rules stay: the

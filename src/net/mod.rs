@@ -25,6 +25,7 @@ pub mod ipam;
 mod link;
 pub mod mac;
 pub mod names;
+mod neigh;
 pub mod ports;
 pub mod settings;
 mod tap;

@@ -61,6 +61,7 @@ mod net_concurrent;
 mod net_dhcp;
 mod net_dhcp_churn;
 mod net_drift;
+mod net_neighbours;
 mod net_outbound;
 mod net_reconcile;
 mod net_ssh;

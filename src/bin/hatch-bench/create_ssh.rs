@@ -3,13 +3,17 @@
 //!
 //! Hatch: `POST /vms?wait=ready` through the real router, timed until the
 //! answer (Hatch answers once the guest accepts TCP connections on port
-//! 22). Baseline, right after, with that VM stopped (so its TAP is free and
-//! its DHCP reservation stays): a fresh `cp --sparse=always` of the image's
-//! root filesystem and a copy of the VM's seed disk, then
+//! 22). Baseline: a Hatch VM's launch with that VM stopped (so its TAP,
+//! neighbour entry and DHCP reservation stay): a fresh `cp --sparse=always`
+//! of the image's root filesystem and a copy of the VM's seed disk, then
 //! `qemu-system-x86_64` started directly with the same machine, kernel,
 //! initrd, kernel command line, disks, TAP and MAC as Hatch's launch, timed
 //! until a TCP connect to the guest's port 22 succeeds, probed the way
-//! Hatch probes (every 25 ms, 250 ms connect timeout). What differs: the
+//! Hatch probes (every 25 ms, 250 ms connect timeout). The order alternates:
+//! odd rounds create through Hatch first and boot that VM's launch by hand
+//! right after; even rounds boot the last round's VM's launch first, delete
+//! it, then create. One untimed create before the rounds fills the page
+//! cache for both. What differs: the
 //! hand-started QEMU runs as root with its files opened by itself (Hatch
 //! passes descriptors to QEMU running as the VMM user) and logs the serial
 //! console to a file (Hatch: a pty with a log file), and has no QMP socket.
@@ -60,19 +64,41 @@ async fn rounds(hatchd: &Hatchd, image: &Image, mem_mib: u32, ctx: &Ctx) -> Resu
         "mem_mib": mem_mib,
         "enable_network": true,
     });
+    // One create untimed: whichever column goes first in a round then finds
+    // kernel, initrd and image in the page cache, as the other one does.
+    let warm_up = create(hatchd, &body).await?.1;
+    hatchd.delete_vm(&warm_up).await;
+    // A stopped VM of Hatch's whose launch the next round boots by hand first.
+    let mut stopped: Option<String> = None;
     for round in 1..=ctx.rounds {
-        let started = Instant::now();
-        let (status, vm) = hatchd
-            .request(Method::POST, "/vms?wait=ready&timeout=300", Some(&body))
-            .await?;
-        let hatch = started.elapsed();
-        if !status.is_success() {
-            return Err(BenchError::Http(format!("POST /vms answered {status}: {vm}")));
-        }
-        let vm_id = vm["id"].as_str().unwrap_or_default().to_string();
-        let baseline = by_hand(hatchd, &vm_id, image, ctx).await;
-        hatchd.delete_vm(&vm_id).await;
-        let baseline = baseline?;
+        let (hatch, baseline) = match stopped.take() {
+            // Even rounds: the baseline first, from the last round's VM.
+            Some(previous) => {
+                let baseline = by_hand(hatchd, &previous, image, ctx).await;
+                hatchd.delete_vm(&previous).await;
+                let baseline = baseline?;
+                let (hatch, vm_id) = create(hatchd, &body).await?;
+                hatchd.delete_vm(&vm_id).await;
+                (hatch, baseline)
+            }
+            None => {
+                let (hatch, vm_id) = create(hatchd, &body).await?;
+                let baseline = match hatchd.orch.stop_vm(&vm_id).await {
+                    Ok(_) => by_hand(hatchd, &vm_id, image, ctx).await,
+                    Err(error) => Err(BenchError::hatch(error)),
+                };
+                match baseline {
+                    Ok(baseline) if round < ctx.rounds => {
+                        stopped = Some(vm_id);
+                        (hatch, baseline)
+                    }
+                    other => {
+                        hatchd.delete_vm(&vm_id).await;
+                        (hatch, other?)
+                    }
+                }
+            }
+        };
         eprintln!(
             "round {round}: hatch {:.0} ms, qemu by hand {:.0} ms",
             millis(hatch),
@@ -83,7 +109,20 @@ async fn rounds(hatchd: &Hatchd, image: &Image, mem_mib: u32, ctx: &Ctx) -> Resu
     Ok(vec![line])
 }
 
-/// Stops Hatch's VM and boots its launch by hand from fresh disks.
+/// `POST /vms?wait=ready`, timed until the answer; the new VM's id.
+async fn create(hatchd: &Hatchd, body: &serde_json::Value) -> Result<(Duration, String), BenchError> {
+    let started = Instant::now();
+    let (status, vm) = hatchd
+        .request(Method::POST, "/vms?wait=ready&timeout=300", Some(body))
+        .await?;
+    let elapsed = started.elapsed();
+    if !status.is_success() {
+        return Err(BenchError::Http(format!("POST /vms answered {status}: {vm}")));
+    }
+    Ok((elapsed, vm["id"].as_str().unwrap_or_default().to_string()))
+}
+
+/// Boots a stopped VM's launch by hand from fresh disks.
 async fn by_hand(hatchd: &Hatchd, vm_id: &str, image: &Image, ctx: &Ctx) -> Result<Duration, BenchError> {
     let vm = hatchd.orch.get_vm(vm_id).await.map_err(BenchError::hatch)?;
     let spec = hatchd.orch.launch_spec_of(&vm).map_err(BenchError::hatch)?;
@@ -92,7 +131,6 @@ async fn by_hand(hatchd: &Hatchd, vm_id: &str, image: &Image, ctx: &Ctx) -> Resu
         .as_ref()
         .map(|n| n.guest_ip)
         .ok_or_else(|| BenchError::Hatch("the VM has no network".into()))?;
-    hatchd.orch.stop_vm(vm_id).await.map_err(BenchError::hatch)?;
     let work = ctx.scratch("hatch-bench-byhand-")?;
 
     let started = Instant::now();
