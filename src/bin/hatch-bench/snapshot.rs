@@ -10,8 +10,11 @@
 //! way Hatch does it from its local hot copy (the guest waits only for the
 //! save; the stream is checksummed and packed afterwards, untimed as in
 //! Hatch's background pass, and checked before it is loaded), or the way
-//! Hatch does it from the stored artefact (verified and unpacked before
-//! loading, as when the hot copy is gone). The order rotates every round.
+//! Hatch does it from the stored artefact (verified and decompressed
+//! straight into QEMU's incoming migration, as when the hot copy is gone),
+//! and, for comparison, from the stored artefact unpacked into a scratch
+//! file first (the path Firecracker's restores take, and QEMU's did before
+//! streaming). The order rotates every round.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -35,8 +38,8 @@ pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError
         work_dir: ctx.work_dir.clone(),
         mem_mib: MEM_MIB,
     };
-    const METHODS: [Method; 3] = [Method::Raw, Method::Hatch, Method::HatchStored];
-    let mut samples: [Vec<Sample>; 3] = Default::default();
+    const METHODS: [Method; 4] = [Method::Raw, Method::Hatch, Method::HatchStored, Method::HatchScratch];
+    let mut samples: [Vec<Sample>; 4] = Default::default();
     for round in 1..=ctx.rounds {
         for k in 0..METHODS.len() {
             let index = (round + k) % METHODS.len();
@@ -45,9 +48,9 @@ pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError
             samples[index].push(sample);
         }
     }
-    let [raw, hot, stored] = samples;
+    let [raw, hot, stored, scratch] = samples;
     type Pick = fn(&Sample) -> f64;
-    let lines: [(Option<&'static str>, &str, &[Sample], Pick); 4] = [
+    let lines: [(Option<&'static str>, &str, &[Sample], Pick); 5] = [
         (Some("snapshot_ratio"), "snapshot: guest paused and saved", &hot, |s| {
             millis(s.snapshot)
         }),
@@ -60,6 +63,12 @@ pub async fn run(image: &Image, ctx: &Ctx) -> Result<Vec<Comparison>, BenchError
         (None, "restore until running, from the stored artefact", &stored, |s| {
             millis(s.resumed)
         }),
+        (
+            None,
+            "restore until running, from the stored artefact unpacked to a scratch file first",
+            &scratch,
+            |s| millis(s.resumed),
+        ),
         (None, "restore until the next heartbeat, from the hot copy", &hot, |s| {
             millis(s.heartbeat)
         }),
@@ -98,8 +107,12 @@ pub enum Method {
     /// checked before loading.
     Hatch,
     /// Hatch from the stored artefact: the same save, then (timed, as
-    /// restore needs it) verification and unpacking of the artefact.
+    /// restore needs it) the artefact read, verified and decompressed
+    /// straight into QEMU's incoming migration.
     HatchStored,
+    /// As `HatchStored`, but the artefact is first verified and unpacked
+    /// into a scratch file, which QEMU then loads.
+    HatchScratch,
 }
 
 impl Method {
@@ -108,6 +121,7 @@ impl Method {
             Method::Raw => "raw",
             Method::Hatch => "hatch",
             Method::HatchStored => "hatch-stored",
+            Method::HatchScratch => "hatch-scratch",
         }
     }
 }
@@ -170,14 +184,14 @@ impl Bench {
         let state_bytes = file_len(&files.state)?;
         let (stored_bytes, hot_checksum, artefact) = match method {
             Method::Raw => (state_bytes, None, None),
-            Method::Hatch | Method::HatchStored => {
+            Method::Hatch | Method::HatchStored | Method::HatchScratch => {
                 let checksum = hatch::snapshot::file_checksum(&files.state).await?;
                 let path = snapshot_dir.join("vmstate.zst");
                 let info = hatch::snapshot::pack(&files.state, &path, Default::default()).await?;
                 (info.compressed_bytes, Some(checksum), Some((info, path)))
             }
         };
-        if let (Method::HatchStored, Some(_)) = (method, &artefact) {
+        if let (Method::HatchStored | Method::HatchScratch, Some(_)) = (method, &artefact) {
             // Only the artefact is left; restore starts from it alone.
             remove(&files.state)?;
         }
@@ -192,6 +206,12 @@ impl Bench {
                 hatch::orch::restore_streamed(&self.hypervisor, &spec, Box::new(source), info, || Ok(()))
                     .await
                     .map_err(|e| BenchError::Hatch(e.to_string()))?
+            }
+            (Method::HatchScratch, Some((info, path))) => {
+                let source = std::fs::File::open(path).map_err(BenchError::io("opening the artefact"))?;
+                hatch::snapshot::unpack_from(Box::new(source), info, &files.state, hatch::snapshot::Keep::Scratch)
+                    .await?;
+                self.hypervisor.restore(&spec, &files).await?
             }
             _ => {
                 if method == Method::Hatch {
