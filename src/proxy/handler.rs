@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 use hyper::header::{HeaderValue, HOST, STRICT_TRANSPORT_SECURITY};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -192,7 +192,12 @@ async fn upgrade_or_answer(
             upstream: upstream_upgrade,
             guard: guard.into_tunnel(),
         };
-        tunnel::spawn(tunnel, state.config.activity_tick, &state.tunnels, state.hard_stop.clone());
+        tunnel::spawn(
+            tunnel,
+            state.config.activity_tick,
+            &state.tunnels,
+            state.hard_stop.clone(),
+        );
         return response.map(|_| empty());
     }
     strip_hop_by_hop(response.headers_mut(), false);

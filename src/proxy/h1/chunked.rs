@@ -188,7 +188,12 @@ mod tests {
             (b"0\r\n\r\r", ChunkError::InvalidTrailer),
         ];
         for (input, error) in cases {
-            assert_eq!(decode_in_steps(input, 1), Err(error), "{}", String::from_utf8_lossy(input));
+            assert_eq!(
+                decode_in_steps(input, 1),
+                Err(error),
+                "{}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 

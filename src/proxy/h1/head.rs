@@ -273,9 +273,18 @@ mod tests {
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
                 HeadError::InvalidLength,
             ),
-            ("HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n", HeadError::InvalidLength),
-            ("HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n", HeadError::InvalidLength),
-            ("HTTP/1.1 200 OK\r\nContent-Length: five\r\n\r\n", HeadError::InvalidLength),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+                HeadError::InvalidLength,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+                HeadError::InvalidLength,
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: five\r\n\r\n",
+                HeadError::InvalidLength,
+            ),
             ("HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n", HeadError::InvalidLength),
             (
                 "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
