@@ -6,6 +6,8 @@
 //! Transfer-Encoding, or lengths that disagree), since a proxy that guessed
 //! there could read a second, smuggled response as part of the next exchange.
 
+use std::mem::MaybeUninit;
+
 use bytes::{BufMut, BytesMut};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
 use hyper::http::request::Parts;
@@ -97,9 +99,12 @@ pub(crate) fn encode_request(parts: &Parts, framing: RequestFraming, out: &mut B
 /// Parses a response head at the start of `buf`; `Ok(None)` while it is
 /// incomplete. `head_request`: the request was HEAD (no body follows).
 pub(crate) fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<ResponseHead>, HeadError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let len = match parsed.parse(buf) {
+    // Uninitialised: zeroing 100 fields (3 KiB) on every parse is
+    // measurable at the proxy's request rates.
+    let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut parsed, buf, &mut fields)
+    {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD_BYTES => return Err(HeadError::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
