@@ -34,13 +34,17 @@ enum Then {
     Close,
 }
 
+/// Each request's head (lowercased) and body, as the guest read them.
+type Requests = Arc<Mutex<Vec<(String, Vec<u8>)>>>;
+/// The answers still to give, in order, whichever connection asks.
+type Answers = Arc<Mutex<VecDeque<(Vec<u8>, Then)>>>;
+
 /// A guest service that answers the n-th request it reads (on whichever
 /// connection) with the n-th scripted answer, and records each request.
 struct ScriptedUpstream {
     addr: SocketAddr,
     connections: Arc<AtomicUsize>,
-    /// Each request's head (lowercased) and body, as the guest read them.
-    requests: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
+    requests: Requests,
 }
 
 impl ScriptedUpstream {
@@ -71,11 +75,7 @@ impl ScriptedUpstream {
     }
 }
 
-async fn serve(
-    stream: TcpStream,
-    answers: Arc<Mutex<VecDeque<(Vec<u8>, Then)>>>,
-    requests: Arc<Mutex<Vec<(String, Vec<u8>)>>>,
-) {
+async fn serve(stream: TcpStream, answers: Answers, requests: Requests) {
     let mut stream = BufReader::new(stream);
     while let Some(request) = read_request(&mut stream).await {
         requests.lock().unwrap().push(request);

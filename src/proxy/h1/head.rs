@@ -174,14 +174,13 @@ fn framing(status: StatusCode, headers: &HeaderMap, head_request: bool) -> Resul
         return Ok(Framing::Length(0));
     }
     if transfer_encoding {
+        // A value that is not text is a coding other than chunked.
         let last = headers
             .get_all(TRANSFER_ENCODING)
             .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
+            .flat_map(|value| value.to_str().unwrap_or("?").split(','))
             .map(str::trim)
-            .filter(|coding| !coding.is_empty())
-            .last();
+            .rfind(|coding| !coding.is_empty());
         return Ok(match last {
             Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked,
             _ => Framing::UntilClose,

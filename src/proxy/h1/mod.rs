@@ -13,6 +13,12 @@
 //!   ─▶ ResponseBody: Content-Length / chunked / until close / none
 //!        └ read to its end, HTTP/1.1, no `close`, nothing extra → back to the pool
 //! ```
+//!
+//! The request body is sent whole before the answer is read (as nginx,
+//! which buffers request bodies by default, also does): a guest that
+//! answers early and closes gets its answer passed on, but one that streams
+//! a large answer while it still reads a large request body, and stops
+//! reading when its answer cannot be written, stalls that one exchange.
 
 mod body;
 mod chunked;
