@@ -133,8 +133,22 @@ fn answer(text: &str) -> (Vec<u8>, Then) {
     (text.as_bytes().to_vec(), Then::KeepOpen)
 }
 
-async fn proxy_to(upstream: &ScriptedUpstream) -> ProxyHandle {
-    start_proxy(FakeResolver::running("app", upstream.addr)).await
+/// Runs `test` in a network namespace made for it, against Hatch's proxy
+/// in front of a guest that gives `answers`; then stops the proxy.
+fn against<F, Fut>(answers: Vec<(Vec<u8>, Then)>, test: F)
+where
+    F: FnOnce(ScriptedUpstream, Arc<ProxyHandle>) -> Fut + Send,
+    Fut: std::future::Future<Output = ()>,
+{
+    let ns = TestNetns::new();
+    ns.block_on(move || async move {
+        let upstream = ScriptedUpstream::start(answers).await;
+        let proxy = Arc::new(start_proxy(FakeResolver::running("app", upstream.addr)).await);
+        test(upstream, Arc::clone(&proxy)).await;
+        if let Ok(proxy) = Arc::try_unwrap(proxy) {
+            proxy.shutdown(Duration::from_secs(5)).await;
+        }
+    });
 }
 
 /// The whole answer through `client`, failing instead of hanging.
@@ -147,66 +161,73 @@ async fn send(client: &mut Client, method: &str, path: &str) -> (StatusCode, hyp
 
 #[test]
 fn chunked_bodiless_interim_and_close_delimited_answers_arrive_intact() {
-    let ns = TestNetns::new();
-    ns.block_on(|| async {
-        let upstream = ScriptedUpstream::start(vec![
-            answer("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n"),
+    let chunked = concat!(
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        "5\r\nhello\r\n7;ext=1\r\n, world\r\n0\r\nX-Trailer: 1\r\n\r\n"
+    );
+    let interim = concat!(
+        "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    );
+    against(
+        vec![
+            answer(chunked),
             answer("HTTP/1.1 200 OK\r\nContent-Length: 1000\r\nContent-Type: text/plain\r\n\r\n"),
             answer("HTTP/1.1 204 No Content\r\n\r\n"),
-            answer("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 102 Processing\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"),
+            answer(interim),
             (b"HTTP/1.1 200 OK\r\n\r\nuntil the guest closes".to_vec(), Then::Close),
             answer("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfresh"),
-        ])
-        .await;
-        let proxy = proxy_to(&upstream).await;
-        let mut client = Client::connect(proxy.local_addr()).await;
+        ],
+        |upstream, proxy| async move {
+            let mut client = Client::connect(proxy.local_addr()).await;
 
-        let (status, _, body) = send(&mut client, "GET", "/chunked").await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "hello, world"));
-        until_pooled(&proxy).await;
+            let (status, _, body) = send(&mut client, "GET", "/chunked").await;
+            assert_eq!((status, body.as_str()), (StatusCode::OK, "hello, world"));
+            until_pooled(&proxy).await;
 
-        let (status, headers, body) = send(&mut client, "HEAD", "/head").await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
-        assert_eq!(headers["content-length"], "1000", "{headers:?}");
-        until_pooled(&proxy).await;
+            let (status, headers, body) = send(&mut client, "HEAD", "/head").await;
+            assert_eq!((status, body.as_str()), (StatusCode::OK, ""));
+            assert_eq!(headers["content-length"], "1000", "{headers:?}");
+            until_pooled(&proxy).await;
 
-        let (status, _, body) = send(&mut client, "DELETE", "/thing").await;
-        assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
-        until_pooled(&proxy).await;
+            let (status, _, body) = send(&mut client, "DELETE", "/thing").await;
+            assert_eq!((status, body.as_str()), (StatusCode::NO_CONTENT, ""));
+            until_pooled(&proxy).await;
 
-        let (status, _, body) = send(&mut client, "GET", "/slow").await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
-        until_pooled(&proxy).await;
+            let (status, _, body) = send(&mut client, "GET", "/slow").await;
+            assert_eq!((status, body.as_str()), (StatusCode::OK, "ok"));
+            until_pooled(&proxy).await;
 
-        let (status, _, body) = send(&mut client, "GET", "/stream").await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "until the guest closes"));
-        assert_eq!(upstream.connections(), 1, "five requests on one kept-alive connection");
-        assert_eq!(proxy.upstreams().idle_count(), 0, "a close-delimited answer's connection is done");
+            let (status, _, body) = send(&mut client, "GET", "/stream").await;
+            assert_eq!((status, body.as_str()), (StatusCode::OK, "until the guest closes"));
+            assert_eq!(upstream.connections(), 1, "five requests on one kept-alive connection");
+            assert_eq!(
+                proxy.upstreams().idle_count(),
+                0,
+                "a close-delimited answer's connection is done"
+            );
 
-        let (status, _, body) = send(&mut client, "GET", "/after").await;
-        assert_eq!((status, body.as_str()), (StatusCode::OK, "fresh"));
-        assert_eq!(upstream.connections(), 2);
-        proxy.shutdown(Duration::from_secs(5)).await;
-    });
+            let (status, _, body) = send(&mut client, "GET", "/after").await;
+            assert_eq!((status, body.as_str()), (StatusCode::OK, "fresh"));
+            assert_eq!(upstream.connections(), 2);
+        },
+    );
 }
 
 #[test]
 fn ambiguous_or_oversized_heads_get_502_and_their_connection_is_dropped() {
-    let ns = TestNetns::new();
-    ns.block_on(|| async {
-        let big_head = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
-        let many_fields: String = (0..150).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
-        let refused = [
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string(),
-            "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\nok".to_string(),
-            "HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok".to_string(),
-            big_head,
-            format!("HTTP/1.1 200 OK\r\n{many_fields}Content-Length: 2\r\n\r\nok"),
-        ];
-        let mut script: Vec<_> = refused.iter().map(|text| answer(text)).collect();
-        script.push(answer("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsane"));
-        let upstream = ScriptedUpstream::start(script).await;
-        let proxy = proxy_to(&upstream).await;
+    let big_head = format!("HTTP/1.1 200 OK\r\nX-Big: {}\r\n\r\n", "a".repeat(70 * 1024));
+    let many_fields: String = (0..150).map(|i| format!("X-Field-{i}: {i}\r\n")).collect();
+    let refused = [
+        "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_string(),
+        "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 20\r\n\r\nok".to_string(),
+        "HTTP/1.1 200 OK\r\nContent-Length: 2x\r\n\r\nok".to_string(),
+        big_head,
+        format!("HTTP/1.1 200 OK\r\n{many_fields}Content-Length: 2\r\n\r\nok"),
+    ];
+    let mut script: Vec<_> = refused.iter().map(|text| answer(text)).collect();
+    script.push(answer("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nsane"));
+    against(script, |upstream, proxy| async move {
         let mut client = Client::connect(proxy.local_addr()).await;
 
         for (index, _) in refused.iter().enumerate() {
@@ -230,15 +251,13 @@ fn ambiguous_or_oversized_heads_get_502_and_their_connection_is_dropped() {
         }
         let (status, _, body) = send(&mut client, "GET", "/sane").await;
         assert_eq!((status, body.as_str()), (StatusCode::OK, "sane"));
-        proxy.shutdown(Duration::from_secs(5)).await;
     });
 }
 
 #[test]
 fn a_body_the_guest_cuts_off_is_cut_off_for_the_client() {
-    let ns = TestNetns::new();
-    ns.block_on(|| async {
-        let upstream = ScriptedUpstream::start(vec![
+    against(
+        vec![
             (
                 b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial".to_vec(),
                 Then::Close,
@@ -247,95 +266,91 @@ fn a_body_the_guest_cuts_off_is_cut_off_for_the_client() {
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\npartial\r\n3\r\nab".to_vec(),
                 Then::Close,
             ),
-        ])
-        .await;
-        let proxy = proxy_to(&upstream).await;
-        // A raw client: what matters is which bytes arrive before the
-        // proxy closes the connection (hyper may not even send the head
-        // when the body breaks before it is flushed).
-        for path in ["/length", "/chunked"] {
-            let mut client = TcpStream::connect(proxy.local_addr()).await.expect("connect");
-            let ask = format!(
-                "GET {path} HTTP/1.1\r\nHost: app.{}:9090\r\n\r\n",
-                common::proxy::BASE_DOMAIN
-            );
-            client.write_all(ask.as_bytes()).await.expect("send");
-            let mut received = Vec::new();
-            tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut received))
-                .await
-                .expect("the proxy never closed the cut-off answer")
-                .expect("read");
-            let received = String::from_utf8_lossy(&received);
-            let body = received.split_once("\r\n\r\n").map_or("", |(_, body)| body);
-            let complete = match path {
-                "/length" => body.len() >= 100,
-                _ => body.ends_with("0\r\n\r\n"),
-            };
-            assert!(!complete, "{path}: a cut-off body arrived as complete: {received}");
-        }
-        assert_eq!(proxy.upstreams().idle_count(), 0);
-        proxy.shutdown(Duration::from_secs(5)).await;
-    });
+        ],
+        |_upstream, proxy| async move {
+            // A raw client: what matters is which bytes arrive before the
+            // proxy closes the connection (hyper may not even send the head
+            // when the body breaks before it is flushed).
+            for path in ["/length", "/chunked"] {
+                let mut client = TcpStream::connect(proxy.local_addr()).await.expect("connect");
+                let ask = format!(
+                    "GET {path} HTTP/1.1\r\nHost: app.{}:9090\r\n\r\n",
+                    common::proxy::BASE_DOMAIN
+                );
+                client.write_all(ask.as_bytes()).await.expect("send");
+                let mut received = Vec::new();
+                tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut received))
+                    .await
+                    .expect("the proxy never closed the cut-off answer")
+                    .expect("read");
+                let received = String::from_utf8_lossy(&received);
+                let body = received.split_once("\r\n\r\n").map_or("", |(_, body)| body);
+                let complete = match path {
+                    "/length" => body.len() >= 100,
+                    _ => body.ends_with("0\r\n\r\n"),
+                };
+                assert!(!complete, "{path}: a cut-off body arrived as complete: {received}");
+            }
+            assert_eq!(proxy.upstreams().idle_count(), 0);
+        },
+    );
 }
 
 #[test]
 fn a_second_response_slipped_into_a_connection_never_answers_the_next_request() {
-    let ns = TestNetns::new();
-    ns.block_on(|| async {
-        let upstream = ScriptedUpstream::start(vec![
+    against(
+        vec![
             answer(
                 "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfirstHTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\nsmuggled",
             ),
             answer("HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecond"),
             answer("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nthird"),
-        ])
-        .await;
-        let proxy = proxy_to(&upstream).await;
-        let mut client = Client::connect(proxy.local_addr()).await;
-        let (_, _, body) = send(&mut client, "GET", "/one").await;
-        assert_eq!(body, "first");
-        let (_, _, body) = send(&mut client, "GET", "/two").await;
-        assert_eq!(body, "second");
-        assert_eq!(upstream.connections(), 2, "the connection with extra bytes was reused");
-        until_pooled(&proxy).await;
-        let (_, _, body) = send(&mut client, "GET", "/three").await;
-        assert_eq!(body, "third");
-        assert_eq!(upstream.connections(), 2, "a clean connection is reused");
-        proxy.shutdown(Duration::from_secs(5)).await;
-    });
+        ],
+        |upstream, proxy| async move {
+            let mut client = Client::connect(proxy.local_addr()).await;
+            let (_, _, body) = send(&mut client, "GET", "/one").await;
+            assert_eq!(body, "first");
+            let (_, _, body) = send(&mut client, "GET", "/two").await;
+            assert_eq!(body, "second");
+            assert_eq!(upstream.connections(), 2, "the connection with extra bytes was reused");
+            until_pooled(&proxy).await;
+            let (_, _, body) = send(&mut client, "GET", "/three").await;
+            assert_eq!(body, "third");
+            assert_eq!(upstream.connections(), 2, "a clean connection is reused");
+        },
+    );
 }
 
 #[test]
 fn request_bodies_reach_the_guest_with_their_length_or_chunked() {
-    let ns = TestNetns::new();
-    ns.block_on(|| async {
-        let upstream = ScriptedUpstream::start(vec![
+    against(
+        vec![
             answer("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
             answer("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"),
-        ])
-        .await;
-        let proxy = proxy_to(&upstream).await;
-        let mut client = Client::connect(proxy.local_addr()).await;
+        ],
+        |upstream, proxy| async move {
+            let mut client = Client::connect(proxy.local_addr()).await;
 
-        let sized = Full::new(Bytes::from("one order"))
-            .map_err(|never| match never {})
-            .boxed();
-        let (status, _, _) = read_all(client.send(request("POST", "app", "/orders", sized)).await).await;
-        assert_eq!(status, StatusCode::CREATED);
-        let (head, body) = upstream.request(0);
-        assert!(head.contains("content-length: 9\r\n"), "{head}");
-        assert_eq!(body, b"one order");
+            let sized = Full::new(Bytes::from("one order"))
+                .map_err(|never| match never {})
+                .boxed();
+            let (status, _, _) = read_all(client.send(request("POST", "app", "/orders", sized)).await).await;
+            assert_eq!(status, StatusCode::CREATED);
+            let (head, body) = upstream.request(0);
+            assert!(head.contains("content-length: 9\r\n"), "{head}");
+            assert_eq!(body, b"one order");
 
-        // No length known in advance: the client sends it chunked.
-        let pieces = ["two ", "streamed ", "orders"].map(|piece| Ok::<_, Infallible>(Frame::data(Bytes::from(piece))));
-        let streamed = StreamBody::new(stream::iter(pieces)).boxed();
-        let (status, _, _) = read_all(client.send(request("POST", "app", "/orders", streamed)).await).await;
-        assert_eq!(status, StatusCode::CREATED);
-        let (head, body) = upstream.request(1);
-        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
-        assert!(!head.contains("content-length"), "{head}");
-        assert_eq!(body, b"two streamed orders");
-        assert_eq!(upstream.connections(), 1);
-        proxy.shutdown(Duration::from_secs(5)).await;
-    });
+            // No length known in advance: the client sends it chunked.
+            let pieces =
+                ["two ", "streamed ", "orders"].map(|piece| Ok::<_, Infallible>(Frame::data(Bytes::from(piece))));
+            let streamed = StreamBody::new(stream::iter(pieces)).boxed();
+            let (status, _, _) = read_all(client.send(request("POST", "app", "/orders", streamed)).await).await;
+            assert_eq!(status, StatusCode::CREATED);
+            let (head, body) = upstream.request(1);
+            assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+            assert!(!head.contains("content-length"), "{head}");
+            assert_eq!(body, b"two streamed orders");
+            assert_eq!(upstream.connections(), 1);
+        },
+    );
 }
