@@ -4,7 +4,9 @@
 //! oversized heads get 502 and their connection is never reused; a body cut
 //! off by the guest is cut off for the client (no hang); a second response
 //! the guest slips into a kept-alive connection never answers the next
-//! request. Everything runs inside a network namespace made for the test.
+//! request; a guest that answers before it has read a large upload gets
+//! its answer through. Everything runs inside a network namespace made for
+//! the test.
 
 use crate::common;
 
@@ -353,4 +355,60 @@ fn request_bodies_reach_the_guest_with_their_length_or_chunked() {
             assert_eq!(upstream.connections(), 1);
         },
     );
+}
+
+#[test]
+fn a_guest_that_answers_before_reading_a_large_upload_is_not_stalled() {
+    const ANSWER: usize = 4 << 20;
+    const UPLOAD: usize = 16 << 20;
+    let ns = TestNetns::new();
+    ns.block_on(|| async {
+        // Reads the request's head only, then writes a long answer and
+        // reads nothing more: neither side's buffers can hold what the
+        // other still has to send.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let guest = tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.expect("accept");
+            let mut stream = BufReader::new(stream);
+            let mut line = String::new();
+            while stream.read_line(&mut line).await.expect("read head") > 2 {
+                line.clear();
+            }
+            let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {ANSWER}\r\n\r\n");
+            let stream = stream.get_mut();
+            stream.write_all(head.as_bytes()).await.expect("write head");
+            stream.write_all(&vec![b'a'; ANSWER]).await.expect("write answer");
+            // Open until the test ends, still reading nothing.
+            tokio::time::sleep(Duration::from_secs(60)).await;
+        });
+        let proxy = start_proxy(FakeResolver::running("app", addr)).await;
+        let mut client = Client::connect(proxy.local_addr()).await;
+        let upload = Full::new(Bytes::from(vec![b'u'; UPLOAD]))
+            .map_err(|never| match never {})
+            .boxed();
+        let response = tokio::time::timeout(
+            Duration::from_secs(60),
+            client.send(request("POST", "app", "/upload", upload)),
+        )
+        .await
+        .expect("the exchange stalled: no answer");
+        assert_eq!(response.status(), StatusCode::OK);
+        // The answer's body streams until the proxy's server closes the
+        // client connection it can no longer reuse (the rest of the upload
+        // is unread): however much of it arrives, nothing hangs.
+        let mut body = response.into_body();
+        tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(Ok(_)) = body.frame().await {}
+        })
+        .await
+        .expect("the answer's body stalled");
+        assert_eq!(
+            proxy.upstreams().idle_count(),
+            0,
+            "a connection with an unsent body was kept"
+        );
+        guest.abort();
+        proxy.shutdown(Duration::from_secs(5)).await;
+    });
 }

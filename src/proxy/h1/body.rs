@@ -8,7 +8,7 @@ use std::task::{ready, Context, Poll};
 use bytes::{Buf, Bytes};
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::chunked::{ChunkError, ChunkedDecoder, Decoded};
 use super::head::{Framing, RequestFraming};
@@ -149,7 +149,7 @@ impl Body for ResponseBody {
 
 /// Sends the client's body after the head, as `framing` says.
 pub(super) async fn write_request_body(
-    connection: &mut Connection,
+    writer: &mut (impl AsyncWrite + Unpin),
     mut body: Incoming,
     framing: RequestFraming,
 ) -> Result<(), ExchangeError> {
@@ -165,18 +165,14 @@ pub(super) async fn write_request_body(
         if chunked {
             let size = Bytes::from(format!("{:x}\r\n", data.len()));
             let mut frame = size.chain(data).chain(&b"\r\n"[..]);
-            connection.stream.write_all_buf(&mut frame).await
+            writer.write_all_buf(&mut frame).await
         } else {
-            connection.stream.write_all(&data).await
+            writer.write_all(&data).await
         }
         .map_err(ExchangeError::Write)?;
     }
     if chunked {
-        connection
-            .stream
-            .write_all(b"0\r\n\r\n")
-            .await
-            .map_err(ExchangeError::Write)?;
+        writer.write_all(b"0\r\n\r\n").await.map_err(ExchangeError::Write)?;
     }
     Ok(())
 }

@@ -14,11 +14,10 @@
 //!        └ read to its end, HTTP/1.1, no `close`, nothing extra → back to the pool
 //! ```
 //!
-//! The request body is sent whole before the answer is read (as nginx,
-//! which buffers request bodies by default, also does): a guest that
-//! answers early and closes gets its answer passed on, but one that streams
-//! a large answer while it still reads a large request body, and stops
-//! reading when its answer cannot be written, stalls that one exchange.
+//! The answer is watched for while the request body goes out (as nginx
+//! does): a guest that answers before it has read the whole body (a 413, or
+//! a long answer it writes before reading on) gets that answer passed on;
+//! the rest of the body is not sent and the connection is not reused.
 
 mod body;
 mod chunked;
@@ -28,7 +27,7 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, BytesMut};
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub use body::BodyError;
@@ -117,13 +116,6 @@ impl Connection {
         tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.stream), cx, &mut self.buf)
     }
 
-    async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        self.stream.read_buf(&mut self.buf).await
-    }
-
     /// Sends a request (`head` from [`encode_request`], then `body` if any)
     /// and reads the final response's head. A body is consumed only once
     /// the head went out, so after a failed head write it is still there
@@ -138,45 +130,67 @@ impl Connection {
         let Some((request_body, framing)) = body.take() else {
             return self.read_head(head_request).await;
         };
-        match body::write_request_body(self, request_body, framing).await {
-            Ok(()) => self.read_head(head_request).await,
-            // A guest may answer (and close) before reading the whole body,
-            // e.g. 413: pass that answer on, on a connection not reused.
-            Err(ExchangeError::Write(error)) => match self.read_head(head_request).await {
-                Ok(mut answer) => {
-                    answer.keep_alive = false;
-                    Ok(answer)
-                }
-                Err(_) => Err(ExchangeError::Write(error)),
+        // The answer is watched for while the body goes out (as nginx does):
+        // a guest may answer before it has read it all (413, or an answer
+        // it streams before reading on), and waiting for the body to be
+        // written first would then stall both sides. An answer that comes
+        // first ends the upload, on a connection not reused.
+        let (mut reader, mut writer) = self.stream.split();
+        let write = body::write_request_body(&mut writer, request_body, framing);
+        let read = read_head(&mut reader, &mut self.buf, head_request);
+        tokio::pin!(write, read);
+        let mut answer = tokio::select! {
+            biased;
+            written = &mut write => match written {
+                Ok(()) => return read.await,
+                // Closed while the body went out: an answer sent before the
+                // close is passed on.
+                Err(ExchangeError::Write(error)) => read.await.map_err(|_| ExchangeError::Write(error))?,
+                Err(error) => return Err(error),
             },
-            Err(error) => Err(error),
-        }
+            answer = &mut read => answer?,
+        };
+        answer.keep_alive = false;
+        Ok(answer)
     }
 
     async fn read_head(&mut self, head_request: bool) -> Result<ResponseHead, ExchangeError> {
-        let mut interim = 0;
-        loop {
-            if !self.buf.is_empty() {
-                if let Some(head) = head::parse_response(&self.buf, head_request)? {
-                    self.buf.advance(head.len);
-                    if !head.response.status().is_informational() {
-                        return Ok(head);
-                    }
-                    interim += 1;
-                    if interim > MAX_INTERIM {
-                        return Err(ExchangeError::TooManyInterim);
-                    }
-                    continue;
+        read_head(&mut self.stream, &mut self.buf, head_request).await
+    }
+}
+
+/// Reads from `reader` into `buf` until the final response's head is there
+/// (interim 1xx ones are skipped) and returns it, consumed from `buf`.
+async fn read_head(
+    reader: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    head_request: bool,
+) -> Result<ResponseHead, ExchangeError> {
+    let mut interim = 0;
+    loop {
+        if !buf.is_empty() {
+            if let Some(head) = head::parse_response(buf, head_request)? {
+                buf.advance(head.len);
+                if !head.response.status().is_informational() {
+                    return Ok(head);
                 }
+                interim += 1;
+                if interim > MAX_INTERIM {
+                    return Err(ExchangeError::TooManyInterim);
+                }
+                continue;
             }
-            let answered = interim > 0 || !self.buf.is_empty();
-            match self.fill().await {
-                Ok(0) if answered => return Err(ExchangeError::Truncated),
-                Ok(0) => return Err(ExchangeError::Dropped(None)),
-                Ok(_) => {}
-                Err(error) if answered => return Err(ExchangeError::Read(error)),
-                Err(error) => return Err(ExchangeError::Dropped(Some(error))),
-            }
+        }
+        let answered = interim > 0 || !buf.is_empty();
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        match reader.read_buf(buf).await {
+            Ok(0) if answered => return Err(ExchangeError::Truncated),
+            Ok(0) => return Err(ExchangeError::Dropped(None)),
+            Ok(_) => {}
+            Err(error) if answered => return Err(ExchangeError::Read(error)),
+            Err(error) => return Err(ExchangeError::Dropped(Some(error))),
         }
     }
 }
