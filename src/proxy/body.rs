@@ -8,47 +8,38 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper::header::{HeaderValue, CONTENT_TYPE, RETRY_AFTER};
 use hyper::{Response, StatusCode};
 
 use prometheus_client::metrics::counter::Counter;
 
 use super::activity::ActivityGuard;
-use super::upstream::Lent;
 
 /// What every proxy response carries.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+
+/// Why a response body broke off (the guest's connection, usually).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// An upstream body passed through frame by frame (never buffered whole),
-/// holding the exchange's activity guard until the last frame or an error,
-/// and the pooled connection it comes over until it is dropped.
-pub(crate) struct TrackedBody {
-    inner: Incoming,
+/// holding the exchange's activity guard until the last frame or an error.
+pub(crate) struct TrackedBody<B> {
+    inner: B,
     guard: Option<ActivityGuard>,
-    /// Declared after `inner`: the body is gone before the connection goes
-    /// back to the pool.
-    _connection: Option<Lent>,
     /// Counts the bytes passed back (`hatch_proxy_response_bytes_total`).
     bytes: Option<Counter>,
 }
 
-impl TrackedBody {
-    pub(crate) fn new(inner: Incoming, guard: ActivityGuard, bytes: Option<Counter>, connection: Option<Lent>) -> Self {
-        Self {
-            inner,
-            guard: Some(guard),
-            _connection: connection,
-            bytes,
-        }
-    }
-}
-
-impl Body for TrackedBody {
+impl<B> Body for TrackedBody<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let (Poll::Ready(Some(Ok(frame))), Some(bytes)) = (&polled, &self.bytes) {
             if let Some(data) = frame.data_ref() {
@@ -67,7 +58,7 @@ impl Body for TrackedBody {
             Poll::Ready(None) | Poll::Ready(Some(Err(_))) => self.guard = None,
             Poll::Pending => {}
         }
-        polled
+        polled.map(|frame| frame.map(|result| result.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
@@ -79,13 +70,17 @@ impl Body for TrackedBody {
     }
 }
 
-pub(crate) fn tracked(
-    inner: Incoming,
-    guard: ActivityGuard,
-    bytes: Option<Counter>,
-    connection: Option<Lent>,
-) -> ProxyBody {
-    TrackedBody::new(inner, guard, bytes, connection).boxed()
+pub(crate) fn tracked<B>(inner: B, guard: ActivityGuard, bytes: Option<Counter>) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Unpin + Send + Sync + 'static,
+    B::Error: Into<BoxError>,
+{
+    TrackedBody {
+        inner,
+        guard: Some(guard),
+        bytes,
+    }
+    .boxed()
 }
 
 pub(crate) fn empty() -> ProxyBody {

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST, STRICT_TRANSPORT_SECURITY};
+use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -17,7 +18,7 @@ use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade, Forwarding
 use super::host::subdomain_of;
 use super::resolver::{Resolution, RouteResolver};
 use super::tunnel::{self, Tunnel};
-use super::upstream::UpstreamPool;
+use super::upstream::{UpstreamError, UpstreamPool};
 use super::ProxyConfig;
 
 /// Everything a request needs, shared by all connections of one proxy.
@@ -156,26 +157,34 @@ async fn forward(
     // the client spoke.
     *request.version_mut() = Version::HTTP_11;
 
-    let sent = if upgrade {
-        state
-            .pool
-            .send_fresh(addr, request)
-            .await
-            .map(|response| (response, None))
-    } else {
-        (state.pool.send(&vm_id, addr, request).await).map(|(response, lent)| (response, Some(lent)))
+    if let Some(client_upgrade) = client_upgrade {
+        return upgrade_or_answer(state, request, client_upgrade, addr, &vm_id, guard, subdomain).await;
+    }
+    let mut response = match state.pool.send(&vm_id, addr, request).await {
+        Ok(response) => response,
+        Err(error) => return bad_gateway(&vm_id, addr, &error),
     };
-    let (mut response, connection) = match sent {
-        Ok(sent) => sent,
-        Err(error) => {
-            tracing::warn!(%vm_id, %error, "upstream request failed");
-            return json_error(
-                StatusCode::BAD_GATEWAY,
-                &format!("the service on port {} of {vm_id} did not answer", addr.port()),
-            );
-        }
+    strip_hop_by_hop(response.headers_mut(), false);
+    let bytes = config.metrics.as_ref().map(|m| m.proxy_bytes(subdomain));
+    response.map(|body| tracked(body, guard, bytes))
+}
+
+/// An upgrade request goes over hyper's client on a fresh connection; a
+/// 101 turns both connections into a tunnel, anything else is passed on.
+async fn upgrade_or_answer(
+    state: &ProxyState,
+    request: Request<Incoming>,
+    client_upgrade: OnUpgrade,
+    addr: SocketAddr,
+    vm_id: &str,
+    guard: ActivityGuard,
+    subdomain: &str,
+) -> Response<ProxyBody> {
+    let mut response = match state.pool.send_fresh(addr, request).await {
+        Ok(response) => response,
+        Err(error) => return bad_gateway(vm_id, addr, &error),
     };
-    if let (Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) = (client_upgrade, response.status()) {
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         strip_hop_by_hop(response.headers_mut(), true);
         let tunnel = Tunnel {
@@ -183,12 +192,25 @@ async fn forward(
             upstream: upstream_upgrade,
             guard: guard.into_tunnel(),
         };
-        tunnel::spawn(tunnel, config.activity_tick, &state.tunnels, state.hard_stop.clone());
+        tunnel::spawn(
+            tunnel,
+            state.config.activity_tick,
+            &state.tunnels,
+            state.hard_stop.clone(),
+        );
         return response.map(|_| empty());
     }
     strip_hop_by_hop(response.headers_mut(), false);
-    let bytes = config.metrics.as_ref().map(|m| m.proxy_bytes(subdomain));
-    response.map(|body| tracked(body, guard, bytes, connection))
+    let bytes = state.config.metrics.as_ref().map(|m| m.proxy_bytes(subdomain));
+    response.map(|body| tracked(body, guard, bytes))
+}
+
+fn bad_gateway(vm_id: &str, addr: SocketAddr, error: &UpstreamError) -> Response<ProxyBody> {
+    tracing::warn!(%vm_id, %error, "upstream request failed");
+    json_error(
+        StatusCode::BAD_GATEWAY,
+        &format!("the service on port {} of {vm_id} did not answer", addr.port()),
+    )
 }
 
 /// Path and query only: the guest sees an ordinary origin-form request

@@ -5,8 +5,9 @@
 //!                       └▶ handler: host → subdomain → RouteResolver::resolve
 //!                            ├ NotFound → 404, Unavailable → 503 + Retry-After
 //!                            └ Target → headers rewritten → upstream pool ──▶ guest
-//!                                 ├ response body streamed back (TrackedBody)
-//!                                 └ 101 → tunnel (bidirectional copy)
+//!                                 ├ own HTTP/1.1 exchange (h1), response body
+//!                                 │  read from the guest's connection (TrackedBody)
+//!                                 └ upgrades: hyper's client; 101 → tunnel
 //! ```
 //!
 //! The proxy knows nothing about VMs' states: the resolver (implemented by
@@ -35,6 +36,7 @@
 
 mod activity;
 mod body;
+mod h1;
 mod handler;
 mod headers;
 mod host;
@@ -48,7 +50,8 @@ mod wake;
 use std::time::Duration;
 
 pub use activity::{ActiveConnections, HeldActivity};
-pub use body::ProxyBody;
+pub use body::{BoxError, ProxyBody};
+pub use h1::{BodyError, ChunkError, ExchangeError, HeadError};
 pub use host::subdomain_of;
 pub use ready::{wait_port_open, PortWaitError};
 pub use resolver::{ActivityEvent, Resolution, RouteResolver};

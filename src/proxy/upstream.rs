@@ -1,10 +1,11 @@
 //! Connections from the proxy to guest services, kept alive and reused.
 //!
 //! Each (VM, address) has a small pool of idle HTTP/1.1 connections. A
-//! connection is lent to one exchange ([`Lent`], held by the response body)
-//! and goes back to the pool once its response has been read to the end
-//! (hyper reports the sender ready again). Upgrade requests always get a
-//! fresh connection, which then belongs to the tunnel.
+//! connection is lent to one exchange ([`super::h1`], run in the client
+//! connection's task) and goes back to the pool from the response body,
+//! once that has been read to its end ([`Lent`]). Upgrade requests always
+//! get a fresh connection through hyper's client, which then belongs to the
+//! tunnel.
 //!
 //! A pooled connection can die between two requests without the proxy
 //! noticing in time (the guest's server closed it as the request went out,
@@ -17,26 +18,33 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::{Either, Empty};
+use bytes::BytesMut;
 use hyper::body::{Body, Incoming};
-use hyper::client::conn::http1::{self, SendRequest};
+use hyper::client::conn::http1;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+
+use super::h1::{encode_request, Connection, ExchangeError, RequestFraming, ResponseBody, ResponseHead};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
     #[error("could not connect to {addr}: {reason}")]
     Connect { addr: SocketAddr, reason: String },
-    #[error("HTTP handshake with {addr} failed: {source}")]
-    Handshake {
+    #[error("{addr} did not answer the request: {source}")]
+    Exchange {
+        addr: SocketAddr,
+        #[source]
+        source: ExchangeError,
+    },
+    #[error("HTTP handshake for an upgrade with {addr} failed: {source}")]
+    UpgradeHandshake {
         addr: SocketAddr,
         #[source]
         source: hyper::Error,
     },
-    #[error("{addr} did not answer the request: {source}")]
-    Exchange {
+    #[error("{addr} did not answer the upgrade request: {source}")]
+    Upgrade {
         addr: SocketAddr,
         #[source]
         source: hyper::Error,
@@ -56,12 +64,8 @@ struct Target {
     addr: SocketAddr,
 }
 
-/// What the proxy sends upstream: the client's body, or nothing when a
-/// bodiless request is replayed.
-type UpstreamBody = Either<Incoming, Empty<Bytes>>;
-
 struct IdleConnection {
-    sender: SendRequest<UpstreamBody>,
+    connection: Connection,
     idle_since: Instant,
 }
 
@@ -82,62 +86,76 @@ impl UpstreamPool {
     }
 
     /// Sends `request` over an idle connection if one is usable, else a new
-    /// one; the connection comes back with the response, to keep until its
-    /// body has been passed on.
+    /// one; the response's body holds the connection until it is read.
     pub(crate) async fn send(
         &self,
         vm_id: &Arc<str>,
         addr: SocketAddr,
         request: Request<Incoming>,
-    ) -> Result<(Response<Incoming>, Lent), UpstreamError> {
+    ) -> Result<Response<ResponseBody>, UpstreamError> {
         let target = Target {
             vm_id: Arc::clone(vm_id),
             addr,
         };
-        let replay = Replay::of(&request);
-        let mut request = request.map(Either::Left);
-        while let Some(mut sender) = self.checkout(&target) {
-            match sender.try_send_request(request).await {
-                Ok(response) => return Ok((response, self.lend(target, sender))),
-                Err(mut failed) => match (failed.take_message(), &replay) {
-                    // The connection closed before the request went out (the
-                    // guest dropped an idle keep-alive): retry on another.
-                    (Some(unsent), _) => request = unsent,
-                    // It went out, but the connection died before a response
-                    // came: safe to send once more, on a fresh connection.
-                    (None, Some(replay)) => {
-                        tracing::debug!(%addr, error = %failed.error(), "pooled connection failed; retrying on a new one");
-                        request = replay.request();
-                        break;
-                    }
-                    (None, None) => {
-                        return Err(UpstreamError::Exchange {
-                            addr,
-                            source: failed.into_error(),
-                        })
-                    }
-                },
+        let (parts, body) = request.into_parts();
+        let framing = request_framing(&parts.headers, &body);
+        let mut head = BytesMut::new();
+        encode_request(&parts, framing, &mut head);
+        let head_request = parts.method == Method::HEAD;
+        // Idempotent (RFC 9110 §9.2.2) and bodiless: nothing of the
+        // client's is consumed by a first try, so it may be sent twice.
+        let replayable =
+            framing == RequestFraming::None && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let mut body = (framing != RequestFraming::None).then_some((body, framing));
+
+        while let Some(mut connection) = self.checkout(&target) {
+            match connection.exchange(&head, &mut body, head_request).await {
+                Ok(answer) => return Ok(self.respond(target, connection, answer)),
+                Err(error) if error.unsent() => continue,
+                Err(error) if replayable && error.nothing_answered() => {
+                    tracing::debug!(%addr, %error, "pooled connection failed; retrying on a new one");
+                    break;
+                }
+                Err(source) => return Err(UpstreamError::Exchange { addr, source }),
             }
         }
-        let mut sender = self.connect(addr).await?;
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|source| UpstreamError::Exchange { addr, source })?;
-        Ok((response, self.lend(target, sender)))
+        let mut connection = Connection::new(self.connect(addr).await?);
+        match connection.exchange(&head, &mut body, head_request).await {
+            Ok(answer) => Ok(self.respond(target, connection, answer)),
+            Err(source) => Err(UpstreamError::Exchange { addr, source }),
+        }
     }
 
-    /// Sends `request` on a new connection that is never pooled (upgrades).
+    fn respond(&self, target: Target, connection: Connection, answer: ResponseHead) -> Response<ResponseBody> {
+        let home = Lent {
+            pool: self.clone(),
+            target,
+        };
+        let body = ResponseBody::new(connection, answer.framing, answer.keep_alive, home);
+        answer.response.map(|()| body)
+    }
+
+    /// Sends `request` on a new connection that is never pooled (upgrades),
+    /// through hyper's client, which hands the connection over to the tunnel.
     pub(crate) async fn send_fresh(
         &self,
         addr: SocketAddr,
         request: Request<Incoming>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut sender = self.connect(addr).await?;
-        sender
-            .send_request(request.map(Either::Left))
+        let stream = self.connect(addr).await?;
+        let (mut sender, connection) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
             .await
-            .map_err(|source| UpstreamError::Exchange { addr, source })
+            .map_err(|source| UpstreamError::UpgradeHandshake { addr, source })?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%addr, %error, "upstream connection ended");
+            }
+        });
+        sender
+            .send_request(request)
+            .await
+            .map_err(|source| UpstreamError::Upgrade { addr, source })
     }
 
     /// Closes the idle connections to a VM (call when it is suspended,
@@ -150,66 +168,36 @@ impl UpstreamPool {
         lock(&self.idle).values().map(Vec::len).sum()
     }
 
-    fn checkout(&self, target: &Target) -> Option<SendRequest<UpstreamBody>> {
+    fn checkout(&self, target: &Target) -> Option<Connection> {
         let mut idle = lock(&self.idle);
         let connections = idle.get_mut(target)?;
         let now = Instant::now();
-        while let Some(connection) = connections.pop() {
-            let fresh = now.duration_since(connection.idle_since) < self.config.idle_timeout;
-            if fresh && connection.sender.is_ready() {
-                return Some(connection.sender);
+        while let Some(mut idle) = connections.pop() {
+            let fresh = now.duration_since(idle.idle_since) < self.config.idle_timeout;
+            if fresh && idle.connection.is_idle_and_open() {
+                return Some(idle.connection);
             }
         }
         None
     }
 
-    fn lend(&self, target: Target, sender: SendRequest<UpstreamBody>) -> Lent {
-        Lent {
-            pool: self.clone(),
-            connection: Some((target, sender)),
-        }
-    }
-
-    /// Returns the connection to the pool once its current response has been
-    /// read completely (usually already the case when the body that held it
-    /// is done: then without a task); drops it if it closes instead.
-    fn check_in_when_ready(&self, target: Target, mut sender: SendRequest<UpstreamBody>) {
-        if sender.is_ready() {
-            return self.check_in(target, sender);
-        }
-        if sender.is_closed() {
-            return;
-        }
-        // No runtime (it is shutting down): the connection just closes.
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
-        let pool = self.clone();
-        runtime.spawn(async move {
-            if sender.ready().await.is_ok() {
-                pool.check_in(target, sender);
-            }
-        });
-    }
-
-    fn check_in(&self, target: Target, sender: SendRequest<UpstreamBody>) {
+    fn check_in(&self, target: Target, connection: Connection) {
         let now = Instant::now();
         let mut idle = lock(&self.idle);
         let connections = idle.entry(target).or_default();
         // Stale ones are skipped at checkout anyway: sweep only to make room.
         if connections.len() >= self.config.max_idle_per_target {
-            connections
-                .retain(|c| now.duration_since(c.idle_since) < self.config.idle_timeout && !c.sender.is_closed());
+            connections.retain(|c| now.duration_since(c.idle_since) < self.config.idle_timeout);
         }
         if connections.len() < self.config.max_idle_per_target {
             connections.push(IdleConnection {
-                sender,
+                connection,
                 idle_since: now,
             });
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<UpstreamBody>, UpstreamError> {
+    async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
         let stream = tokio::time::timeout(self.config.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| UpstreamError::Connect {
@@ -222,64 +210,31 @@ impl UpstreamPool {
             })?;
         // Small requests and responses must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
-        let (sender, connection) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|source| UpstreamError::Handshake { addr, source })?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%addr, %error, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(stream)
     }
 }
 
-/// A pooled connection lent to one exchange; dropping it (with the response
-/// body it carried) returns the connection to the pool.
+/// How the client's body goes to the guest: none when it sent none, under
+/// its own Content-Length when it gave one, else chunked.
+fn request_framing(headers: &hyper::HeaderMap, body: &Incoming) -> RequestFraming {
+    if body.is_end_stream() {
+        RequestFraming::None
+    } else if headers.contains_key(hyper::header::CONTENT_LENGTH) && body.size_hint().exact().is_some() {
+        RequestFraming::Length
+    } else {
+        RequestFraming::Chunked
+    }
+}
+
+/// Where a lent connection goes back to once its exchange is over.
 pub(crate) struct Lent {
     pool: UpstreamPool,
-    connection: Option<(Target, SendRequest<UpstreamBody>)>,
+    target: Target,
 }
 
-impl Drop for Lent {
-    fn drop(&mut self) {
-        if let Some((target, sender)) = self.connection.take() {
-            self.pool.check_in_when_ready(target, sender);
-        }
-    }
-}
-
-/// A copy of a request that may be sent twice: idempotent (RFC 9110 §9.2.2)
-/// and without a body, so nothing of the client's is consumed by the first try.
-struct Replay {
-    method: Method,
-    uri: hyper::Uri,
-    version: hyper::Version,
-    headers: hyper::HeaderMap,
-}
-
-impl Replay {
-    fn of(request: &Request<Incoming>) -> Option<Replay> {
-        let idempotent = matches!(*request.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-        if !idempotent || !request.body().is_end_stream() {
-            return None;
-        }
-        Some(Replay {
-            method: request.method().clone(),
-            uri: request.uri().clone(),
-            version: request.version(),
-            headers: request.headers().clone(),
-        })
-    }
-
-    fn request(&self) -> Request<UpstreamBody> {
-        let mut request = Request::new(Either::Right(Empty::new()));
-        *request.method_mut() = self.method.clone();
-        *request.uri_mut() = self.uri.clone();
-        *request.version_mut() = self.version;
-        *request.headers_mut() = self.headers.clone();
-        request
+impl Lent {
+    pub(crate) fn give_back(self, connection: Connection) {
+        self.pool.check_in(self.target, connection);
     }
 }
 

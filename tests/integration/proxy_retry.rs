@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use common::netns::TestNetns;
-use common::proxy::{read_all, request, start_proxy, Client, FakeResolver};
+use common::proxy::{read_all, request, start_proxy, until_pooled, Client, FakeResolver};
 use hatch::proxy::ProxyHandle;
 
 /// A real HTTP/1.1 server that keeps connections alive but answers only
@@ -89,18 +89,6 @@ async fn read_request(stream: &mut TcpStream) -> Option<()> {
 async fn proxy_to(upstream: &ForgetfulUpstream) -> ProxyHandle {
     let resolver = FakeResolver::running("app", upstream.addr);
     start_proxy(resolver).await
-}
-
-/// Waits until the proxy has put its upstream connection back in the pool,
-/// so that the next request is sent over it.
-async fn until_pooled(proxy: &ProxyHandle) {
-    for _ in 0..1000 {
-        if proxy.upstreams().idle_count() == 1 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("the upstream connection never went back to the pool");
 }
 
 #[test]

@@ -346,6 +346,18 @@ pub async fn start_proxy(resolver: Arc<FakeResolver>) -> ProxyHandle {
     spawn_proxy(listener, ProxyConfig::new(BASE_DOMAIN), resolver).expect("start proxy")
 }
 
+/// Waits until the proxy has put its upstream connection back in the pool,
+/// so that the next request is sent over it.
+pub async fn until_pooled(proxy: &ProxyHandle) {
+    for _ in 0..1000 {
+        if proxy.upstreams().idle_count() == 1 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("the upstream connection never went back to the pool");
+}
+
 /// One keep-alive HTTP/1.1 client connection.
 pub struct Client {
     sender: SendRequest<TestBody>,
