@@ -69,7 +69,7 @@ pub async fn reassign(
         .get_api_key(&req.key_id)?
         .filter(|k| k.revoked_at.is_none())
         .ok_or_else(|| ApiError::invalid("key_id", format!("no active key {}", req.key_id)))?;
-    if !state.orch.set_vm_owner(&id, Some(&key.id))? {
+    if !state.orch.set_vm_owner(&id, Some(&key.id)).await? {
         return Err(ApiError::not_found("VM", &id));
     }
     let vm = state.store.get_vm(&id)?.ok_or_else(|| ApiError::not_found("VM", &id))?;

@@ -132,7 +132,7 @@ impl Orchestrator {
             // Admitted and recorded as one step: the memory counts from here.
             let _allocating = self.allocation.lock().await;
             if matches!(transitions::decide(vm.state, Event::Start), Decision::Enter(_)) {
-                self.admit_memory(id, vm.mem_mib)?;
+                self.admit_memory(id, vm.mem_mib).await?;
             }
             self.apply(&mut vm, Event::Start, None).await?
         };

@@ -252,10 +252,8 @@ impl Orchestrator {
 
     /// The VM as stored, read off the async workers.
     pub async fn get_vm(&self, id: &str) -> Result<Vm, OrchError> {
-        let (store, key) = (self.store.clone(), id.to_string());
-        tokio::task::spawn_blocking(move || store.get_vm(&key))
-            .await
-            .map_err(|e| OrchError::Internal(format!("reading VM {id}: {e}")))??
+        self.stored_vm(id)
+            .await?
             .map(|vm| self.with_agent(vm))
             .ok_or_else(|| OrchError::vm_not_found(id))
     }
@@ -445,14 +443,19 @@ impl Orchestrator {
     /// observers told) on a blocking thread, so no SQLite write or reread
     /// holds a runtime worker. Both happen there together: a caller that
     /// goes away while it waits cannot leave a stored change untold.
-    async fn record(
+    async fn record<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&Store, &observe::Observers) -> Result<(), OrchError> + Send + 'static,
-    ) -> Result<(), OrchError> {
-        let (store, observers) = (self.store.clone(), self.observers.clone());
-        tokio::task::spawn_blocking(move || write(&store, &observers))
-            .await
-            .map_err(|e| OrchError::Internal(format!("recording a state change failed: {e}")))?
+        write: impl FnOnce(&Store, &observe::Observers) -> Result<T, OrchError> + Send + 'static,
+    ) -> Result<T, OrchError> {
+        let observers = self.observers.clone();
+        self.store.run(move |store| write(store, &observers)).await
+    }
+
+    /// The VM's row as stored (the agent status not filled in), read on a
+    /// blocking thread: for callers that hold its lock and act on the row.
+    async fn stored_vm(&self, id: &str) -> Result<Option<Vm>, crate::store::StoreError> {
+        let id = id.to_string();
+        self.store.run(move |store| store.get_vm(&id)).await
     }
 
     /// All networked VMs that should have host network state: every one

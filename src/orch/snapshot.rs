@@ -319,7 +319,7 @@ impl Orchestrator {
         }
         {
             let _allocating = self.allocation.lock().await;
-            self.admit_memory(id, vm.mem_mib)?;
+            self.admit_memory(id, vm.mem_mib).await?;
             self.apply(&mut vm, event, None).await?;
         }
         accepted.send(&vm);

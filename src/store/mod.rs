@@ -65,6 +65,10 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A call handed to a blocking thread ([`Store::run`]) did not finish:
+    /// it panicked, or the runtime shut down before it ran.
+    #[error("database call did not finish: {0}")]
+    Interrupted(String),
 }
 
 /// Handle to the database; cheap to clone, shared by every task.
@@ -144,6 +148,20 @@ impl Store {
     /// The schema version the database is at.
     pub fn schema_version(&self) -> Result<u32, StoreError> {
         migrations::current_version(&self.lock())
+    }
+
+    /// Runs `calls` (any of this store's synchronous methods) on a blocking
+    /// thread, so no SQLite statement, nor the wait for a connection's
+    /// mutex, holds an async worker. Errors stay the caller's type.
+    pub async fn run<T, E>(&self, calls: impl FnOnce(&Store) -> Result<T, E> + Send + 'static) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || calls(&store))
+            .await
+            .unwrap_or_else(|joined| Err(StoreError::Interrupted(joined.to_string()).into()))
     }
 
     /// The connection for writes (and reads that must be in a write's

@@ -30,7 +30,7 @@ impl Orchestrator {
         let mut recorded = Vec::new();
         for _ in 0..count {
             let vm = async {
-                let id = self.new_vm_id()?;
+                let id = self.new_vm_id().await?;
                 self.record_new_vm(&id, &plan).await
             }
             .await;

@@ -25,7 +25,7 @@ impl Orchestrator {
     ) -> Result<Staged, OrchError> {
         let _guard = self.locks.lock(id).await;
         let vm = self.get_vm(id).await?;
-        self.check_vm_quotas(owner, count, vm.vcpu_count, vm.mem_mib)?;
+        self.check_vm_quotas(owner, count, vm.vcpu_count, vm.mem_mib).await?;
         match vm.state {
             VmState::Running => self.stage_running(vm).await,
             VmState::Snapshotted => {

@@ -56,7 +56,7 @@ impl Orchestrator {
             }
             {
                 let _allocating = self.allocation.lock().await;
-                self.check_vm_quotas(Some(owner), 1, vm.vcpu_count, vm.mem_mib)?;
+                self.check_vm_quotas(Some(owner), 1, vm.vcpu_count, vm.mem_mib).await?;
                 let now = crate::model::now();
                 // Its life as the caller's VM starts now.
                 vm.lifetime = lifetime.or(template.lifetime);
