@@ -379,14 +379,14 @@ impl Orchestrator {
                 let (network, id, held) = (self.network.clone(), vm_id.to_string(), identity.clone());
                 let orch = Arc::downgrade(self);
                 ledger.record("network attachment", async move {
-                    let desired = orch
-                        .upgrade()
-                        .map(|o| o.desired_network().unwrap_or_default())
-                        .unwrap_or_default();
+                    let desired = match orch.upgrade() {
+                        Some(orch) => orch.desired_network().await.unwrap_or_default(),
+                        None => Vec::new(),
+                    };
                     let desired: Vec<_> = desired.into_iter().filter(|(vm, _)| vm != &id).collect();
                     network.detach_vm(&id, &held, &desired).await.map_err(|e| e.to_string())
                 });
-                Some((identity, self.desired_network()?))
+                Some((identity, self.desired_network().await?))
             }
             None => None,
         };

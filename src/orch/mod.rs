@@ -460,10 +460,11 @@ impl Orchestrator {
 
     /// All networked VMs that should have host network state: every one
     /// but those being deleted.
-    fn desired_network(&self) -> Result<Vec<(String, crate::model::NetworkIdentity)>, OrchError> {
+    async fn desired_network(&self) -> Result<Vec<(String, crate::model::NetworkIdentity)>, OrchError> {
         Ok(self
             .store
-            .list_vms()?
+            .run(|store| store.list_vms())
+            .await?
             .into_iter()
             .filter(|vm| vm.state != VmState::Deleting)
             .filter_map(|vm| vm.network.map(|net| (vm.id, net)))

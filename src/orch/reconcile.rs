@@ -97,7 +97,7 @@ impl Orchestrator {
         self.remove_stray_dirs(&vms).await;
         self.remove_unfinished_snapshots(&vms).await?;
         self.reconcile_durability(&vms).await?;
-        let report = self.network.reconcile(&self.desired_network()?).await?;
+        let report = self.network.reconcile(&self.desired_network().await?).await?;
         Ok(self.record_network_repairs(&vms, &report))
     }
 
@@ -176,7 +176,7 @@ impl Orchestrator {
             .await?;
             return Ok(());
         }
-        let adopted = match self.image_of(&vm) {
+        let adopted = match self.image_of(&vm).await {
             Ok(image) => self
                 .hypervisor
                 .adopt(&self.launch_spec(&vm, &image), pid)
@@ -200,7 +200,7 @@ impl Orchestrator {
                 // Cut short mid-snapshot: the guest may be paused.
                 let resumed: Arc<dyn crate::vmm::VmHandle> = handle;
                 resumed.resume().await?;
-                self.watch_process(&vm, resumed);
+                self.watch_process(&vm, resumed).await;
                 self.apply(
                     &mut vm,
                     Event::SaveFailed,
@@ -209,7 +209,7 @@ impl Orchestrator {
                 .await?;
             }
             VmState::Starting => {
-                self.watch_process(&vm, handle);
+                self.watch_process(&vm, handle).await;
                 self.apply(
                     &mut vm,
                     Event::Booted,
@@ -217,7 +217,7 @@ impl Orchestrator {
                 )
                 .await?;
             }
-            _ => self.watch_process(&vm, handle),
+            _ => self.watch_process(&vm, handle).await,
         }
         Ok(())
     }
@@ -319,7 +319,8 @@ impl Orchestrator {
         self.kill_process(&vm).await;
         if let Some(identity) = &vm.network {
             let desired: Vec<_> = self
-                .desired_network()?
+                .desired_network()
+                .await?
                 .into_iter()
                 .filter(|(other, _)| *other != vm.id)
                 .collect();

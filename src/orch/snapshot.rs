@@ -416,7 +416,7 @@ impl Orchestrator {
     /// loads a stream gets the stored state straight from the store;
     /// others get it unpacked into `work`.
     async fn load(self: &Arc<Self>, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<Arc<dyn VmHandle>, OrchError> {
-        let spec = self.launch_spec(vm, &self.launchable_image(vm)?);
+        let spec = self.launch_spec(vm, &self.launchable_image(vm).await?);
         let handle = match self.saved_state(vm, snapshot).await? {
             SavedState::Hot(files) => {
                 self.attach_restored_network(vm).await?;
@@ -460,7 +460,7 @@ impl Orchestrator {
 
     async fn attach_restored_network(&self, vm: &Vm) -> Result<(), OrchError> {
         if let Some(identity) = &vm.network {
-            let desired = self.desired_network()?;
+            let desired = self.desired_network().await?;
             self.network.attach_vm(&vm.id, identity, &desired).await?;
         }
         Ok(())

@@ -22,10 +22,10 @@ const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 impl Orchestrator {
     /// Registers a live VMM process and starts its supervisor (and, for a
     /// networked VM not yet ready, its readiness probe).
-    pub(super) fn watch_process(self: &Arc<Self>, vm: &Vm, handle: Arc<dyn VmHandle>) {
+    pub(super) async fn watch_process(self: &Arc<Self>, vm: &Vm, handle: Arc<dyn VmHandle>) {
         self.set_handle(&vm.id, Some(handle.clone()));
         let pid = handle.pid();
-        self.attach_agent(vm, pid);
+        self.attach_agent(vm, pid).await;
         let orch = Arc::downgrade(self);
         let vm_id = vm.id.clone();
         tokio::spawn(async move {

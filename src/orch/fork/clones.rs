@@ -205,7 +205,7 @@ impl Orchestrator {
         running.pid = Some(handle.pid());
         // Watched while still `creating`: its agent's hello applies the
         // identity; a crash meanwhile rolls the clone back.
-        self.watch_process(&running, handle.clone());
+        self.watch_process(&running, handle.clone()).await;
         tokio::select! {
             taken = tokio::time::timeout(IDENTITY_WAIT, taken) => match taken {
                 Ok(Ok(Ok(()))) => {}

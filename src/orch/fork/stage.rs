@@ -47,7 +47,7 @@ impl Orchestrator {
         self.agent_conversation(&vm)
             .await
             .map_err(|e| no_agent(&vm.id, &e.to_string()))?;
-        let image = self.launchable_image(&vm)?;
+        let image = self.launchable_image(&vm).await?;
         self.admit_hot_copy(&vm)?;
         let Some(handle) = self.handle(&vm.id) else {
             return Err(OrchError::Internal(format!("VM {} has no VMM process", vm.id)));
@@ -121,7 +121,7 @@ impl Orchestrator {
             return Err(no_agent(&vm.id, "its guest agent never connected"));
         }
         self.check_loadable_here(snapshot)?;
-        let image = self.launchable_image(&vm)?;
+        let image = self.launchable_image(&vm).await?;
         // A pass still storing it has not yet checksummed the hot copy.
         let snapshot = &self.settled_snapshot(snapshot).await?;
         let dir = self.fork_dir(&vm.id);
