@@ -29,7 +29,7 @@ impl Orchestrator {
         match vm.state {
             VmState::Running => self.stage_running(vm).await,
             VmState::Snapshotted => {
-                let snapshot = self.suspended_with(&vm)?;
+                let snapshot = self.suspended_with(&vm).await?;
                 self.stage_snapshot(vm, &snapshot).await
             }
             state => Err(OrchError::InvalidState {

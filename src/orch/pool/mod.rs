@@ -207,7 +207,7 @@ impl Orchestrator {
                 VmState::Error | VmState::Stopped => jobs.push(Job::Remove(vm, "it failed; it is replaced")),
                 // Its saved state was lost (a hot copy gone before it was
                 // stored): a take could not restore it.
-                VmState::Snapshotted if self.suspended_with(&vm).is_err() => {
+                VmState::Snapshotted if super::snapshot::suspended_with(&self.store, &vm).is_err() => {
                     jobs.push(Job::Remove(vm, "its snapshot is gone; it is replaced"))
                 }
                 VmState::Running => {
