@@ -208,9 +208,7 @@ impl Orchestrator {
 
     /// The image a VM runs, which must still be registered.
     pub(super) async fn image_of(&self, vm: &Vm) -> Result<Image, OrchError> {
-        let image_id = vm.image_id.clone();
-        self.store
-            .run(move |store| store.get_image(&image_id))
+        self.stored_image(&vm.image_id)
             .await?
             .ok_or_else(|| OrchError::Internal(format!("image {} of VM {} no longer exists", vm.image_id, vm.id)))
     }

@@ -458,6 +458,18 @@ impl Orchestrator {
         self.store.run(move |store| store.get_vm(&id)).await
     }
 
+    /// The snapshot's record, read on a blocking thread.
+    async fn stored_snapshot(&self, id: &str) -> Result<Option<crate::model::Snapshot>, crate::store::StoreError> {
+        let id = id.to_string();
+        self.store.run(move |store| store.get_snapshot(&id)).await
+    }
+
+    /// The image's record, read on a blocking thread.
+    async fn stored_image(&self, id: &str) -> Result<Option<crate::model::Image>, crate::store::StoreError> {
+        let id = id.to_string();
+        self.store.run(move |store| store.get_image(&id)).await
+    }
+
     /// All networked VMs that should have host network state: every one
     /// but those being deleted.
     async fn desired_network(&self) -> Result<Vec<(String, crate::model::NetworkIdentity)>, OrchError> {

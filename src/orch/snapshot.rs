@@ -275,9 +275,7 @@ impl Orchestrator {
                 kind: "snapshot",
                 id: snapshot_id.clone(),
             };
-            let id = snapshot_id.clone();
-            let snapshot = orch.store.run(move |store| store.get_snapshot(&id)).await?;
-            let snapshot = snapshot.ok_or_else(not_found)?;
+            let snapshot = orch.stored_snapshot(&snapshot_id).await?.ok_or_else(not_found)?;
             let _guard = orch.locks.lock(&snapshot.vm_id).await;
             // Read again under the lock: a restore or delete may have run.
             let id = snapshot_id.clone();
@@ -338,17 +336,14 @@ impl Orchestrator {
             Decision::Enter(_) | Decision::Remove => {}
         }
         let snapshot = match snapshot_id {
-            Some(sid) => {
-                let key = sid.to_string();
-                self.store
-                    .run(move |store| store.get_snapshot(&key))
-                    .await?
-                    .filter(|s| s.vm_id == id)
-                    .ok_or_else(|| OrchError::InvalidField {
-                        field: "snapshot_id",
-                        message: format!("VM {id} has no snapshot {sid}"),
-                    })?
-            }
+            Some(sid) => self
+                .stored_snapshot(sid)
+                .await?
+                .filter(|s| s.vm_id == id)
+                .ok_or_else(|| OrchError::InvalidField {
+                    field: "snapshot_id",
+                    message: format!("VM {id} has no snapshot {sid}"),
+                })?,
             None => self.suspended_with(&vm).await?,
         };
         self.check_loadable_here(&snapshot)?;
@@ -422,9 +417,7 @@ impl Orchestrator {
     /// reads the VM's disk and checksums the hot copy).
     pub(super) async fn settled_snapshot(&self, snapshot: &Snapshot) -> Result<Snapshot, OrchError> {
         self.durability.wait(&snapshot.id, false).await;
-        let id = snapshot.id.clone();
-        self.store
-            .run(move |store| store.get_snapshot(&id))
+        self.stored_snapshot(&snapshot.id)
             .await?
             .ok_or_else(|| OrchError::NotFound {
                 kind: "snapshot",
@@ -554,12 +547,7 @@ impl Orchestrator {
             .store
             .run(move |store| {
                 let mut records = store.list_snapshots(&id)?;
-                records.extend(
-                    store
-                        .list_incomplete_snapshots()?
-                        .into_iter()
-                        .filter(|s| s.vm_id == id),
-                );
+                records.extend(store.list_incomplete_snapshots()?.into_iter().filter(|s| s.vm_id == id));
                 Ok::<_, StoreError>(records)
             })
             .await?;

@@ -111,8 +111,8 @@ impl Orchestrator {
         for vm in &clones {
             // The hello may have recorded readiness meanwhile: keep it.
             let mut row = self
-                .store
-                .get_vm(&vm.id)?
+                .stored_vm(&vm.id)
+                .await?
                 .ok_or_else(|| OrchError::vm_not_found(&vm.id))?;
             row.pid = self.handle(&vm.id).map(|handle| handle.pid());
             current.push(row);

@@ -117,7 +117,11 @@ impl Orchestrator {
     /// copy and the VM's disk when the VM is suspended with it, else the
     /// stored artefacts, verified.
     pub(super) async fn stage_snapshot(self: &Arc<Self>, vm: Vm, snapshot: &Snapshot) -> Result<Staged, OrchError> {
-        if !self.store.vm_had_event(&vm.id, crate::store::EventKind::Agent)? {
+        let id = vm.id.clone();
+        let had_agent = self
+            .store
+            .run(move |store| store.vm_had_event(&id, crate::store::EventKind::Agent));
+        if !had_agent.await? {
             return Err(no_agent(&vm.id, "its guest agent never connected"));
         }
         self.check_loadable_here(snapshot)?;

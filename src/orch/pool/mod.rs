@@ -233,8 +233,11 @@ impl Orchestrator {
         match job {
             Job::Fill(template) => {
                 let filled = self.fill_one(&template).await;
-                if filled.is_err() && matches!(self.store.get_template(&template.id), Ok(None)) {
-                    return; // Deleted meanwhile: its pool is drained, not refilled.
+                if filled.is_err() {
+                    let id = template.id.clone();
+                    if let Ok(None) = self.store.run(move |store| store.get_template(&id)).await {
+                        return; // Deleted meanwhile: its pool is drained, not refilled.
+                    }
                 }
                 if filled.is_err() && self.operations.is_closing() {
                     return; // Refused by the shutdown; the next start refills.
@@ -247,7 +250,10 @@ impl Orchestrator {
                         delay.as_secs()
                     );
                     tracing::warn!(template = %template.id, %error, "filling the warm pool failed");
-                    if let Err(store_error) = self.store.record_host_event(EventKind::Error, &detail) {
+                    let recorded = self
+                        .store
+                        .run(move |store| store.record_host_event(EventKind::Error, &detail));
+                    if let Err(store_error) = recorded.await {
                         tracing::error!(%store_error, "recording the failed fill failed");
                     }
                 }
@@ -331,7 +337,7 @@ impl Orchestrator {
         );
         self.run_operation(move |orch| async move {
             let _guard = orch.locks.lock(&id).await;
-            let Some(mut vm) = orch.store.get_vm(&id)? else {
+            let Some(mut vm) = orch.stored_vm(&id).await? else {
                 return Ok(());
             };
             if vm.pool_template_id.as_deref() != Some(template.as_str()) {
@@ -347,13 +353,14 @@ impl Orchestrator {
     /// ended, its pool VMs and their snapshots. Cut short, the filler
     /// removes the pool VMs of a template that is gone.
     pub async fn delete_template(self: &Arc<Self>, id: &str) -> Result<bool, OrchError> {
-        if !self.store.delete_template(id)? {
+        let template = id.to_string();
+        if !self.store.run(move |store| store.delete_template(&template)).await? {
             return Ok(false);
         }
         let fills = self.pools.fill_lock(id);
         let drained = async {
             let _draining = fills.write().await;
-            for vm in self.store.list_pool_vms()? {
+            for vm in self.store.run(|store| store.list_pool_vms()).await? {
                 if vm.pool_template_id.as_deref() == Some(id) {
                     self.remove_pool_vm(&vm.id, id, "its template was deleted").await?;
                 }
