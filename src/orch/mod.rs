@@ -439,8 +439,9 @@ impl Orchestrator {
         .await
     }
 
-    /// Runs `write` (a state change stored in one transaction, then the
-    /// observers told) on a blocking thread, so no SQLite write or reread
+    /// Runs `write` (a change stored, then the observers told: a state
+    /// change in one transaction, or any other write to a VM or its routes)
+    /// on a blocking thread, so no SQLite write or reread
     /// holds a runtime worker. Both happen there together: a caller that
     /// goes away while it waits cannot leave a stored change untold.
     async fn record<T: Send + 'static>(
