@@ -83,7 +83,7 @@ pub async fn stream(
         }
     };
     if let Some(vm) = &query.vm {
-        owner::vm(&state, &caller, vm)?;
+        owner::vm(&state, &caller, vm).await?;
     }
     let filter = EventFilter {
         vm_id: query.vm.clone(),

@@ -115,12 +115,12 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TemplateView>> {
-    Ok(Json(view(&state, owner::template(&state, &caller, &id)?)))
+    Ok(Json(view(&state, owner::template(&state, &caller, &id).await?)))
 }
 
 /// Deletes the template and its warm pool (its VMs and their snapshots).
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    owner::template(&state, &caller, &id)?;
+    owner::template(&state, &caller, &id).await?;
     if state.orch.delete_template(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -258,6 +258,12 @@ impl Orchestrator {
             .ok_or_else(|| OrchError::vm_not_found(id))
     }
 
+    /// The VM as the in-memory view holds it (agent status not filled in):
+    /// no SQLite read, and current once any change of the VM has returned.
+    pub fn viewed_vm(&self, id: &str) -> Option<Vm> {
+        self.view.vm(id)
+    }
+
     /// Every VM but warm pools', oldest first, from memory.
     pub async fn list_vms(&self) -> Result<Vec<Vm>, OrchError> {
         Ok(self
