@@ -243,7 +243,7 @@ pub async fn events(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<VmEvent>>> {
     owner::vm(&state, &caller, &id).await?;
-    Ok(Json(state.store.list_transitions(&id)?))
+    Ok(Json(state.store.run(move |store| store.list_transitions(&id)).await?))
 }
 
 /// How many host-wide events `GET /host/events` shows.
@@ -252,5 +252,10 @@ const HOST_EVENTS_SHOWN: u32 = 1000;
 /// Host-wide repairs (firewall chains, dnsmasq, stray TAPs, processes and
 /// directories), the newest thousand, oldest first.
 pub async fn host_events(State(state): State<AppState>) -> ApiResult<Json<Vec<HostEvent>>> {
-    Ok(Json(state.store.list_host_events(HOST_EVENTS_SHOWN)?))
+    Ok(Json(
+        state
+            .store
+            .run(|store| store.list_host_events(HOST_EVENTS_SHOWN))
+            .await?,
+    ))
 }
