@@ -59,7 +59,7 @@ impl AppState {
     pub fn new(store: Store, orch: Arc<Orchestrator>, config: Arc<Config>) -> Self {
         let limiter = Arc::new(ratelimit::RateLimiter::new(config.rate_limit));
         AppState {
-            store,
+            store: store.off_workers(),
             orch,
             config,
             limiter,

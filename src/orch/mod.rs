@@ -161,7 +161,7 @@ impl Orchestrator {
         // First, so every other observer already sees the change in the view.
         observers.add(view.clone());
         let orch = Arc::new(Self {
-            store,
+            store: store.off_workers(),
             config,
             hypervisor,
             network,
@@ -216,8 +216,7 @@ impl Orchestrator {
             .iter()
             .map(|(id, handle)| (id.clone(), handle.pid()))
             .collect();
-        let store = self.store.clone();
-        let sample = tokio::task::spawn_blocking(move || -> Result<Sample, OrchError> {
+        let sample = self.store.run(move |store| -> Result<Sample, OrchError> {
             let vms = store.list_vms()?;
             let mut vms_by_state: Vec<(VmState, i64)> = Vec::new();
             for vm in &vms {
@@ -240,10 +239,8 @@ impl Orchestrator {
                 vms: usage,
                 snapshot_bytes: store.snapshot_bytes_stored()?,
             })
-        })
-        .await
-        .map_err(|e| OrchError::Internal(format!("reading metrics failed: {e}")))??;
-        Ok(sample)
+        });
+        sample.await
     }
 
     pub fn hypervisor_kind(&self) -> crate::vmm::HypervisorKind {

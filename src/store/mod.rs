@@ -16,6 +16,7 @@ mod images;
 mod key_cache;
 mod keys;
 pub mod migrations;
+mod offload;
 mod routes;
 mod snapshots;
 mod templates;
@@ -79,6 +80,9 @@ pub struct Store {
     reader: Arc<Mutex<Connection>>,
     /// The active API keys, for authentication without SQLite.
     keys: Arc<key_cache::KeyCache>,
+    /// This handle's statements belong on blocking threads (the daemon's
+    /// own handles; see [`Store::off_workers`]).
+    off_workers: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -142,6 +146,7 @@ impl Store {
             reader: conn.clone(),
             conn,
             keys,
+            off_workers: false,
         })
     }
 
@@ -150,23 +155,10 @@ impl Store {
         migrations::current_version(&self.lock())
     }
 
-    /// Runs `calls` (any of this store's synchronous methods) on a blocking
-    /// thread, so no SQLite statement, nor the wait for a connection's
-    /// mutex, holds an async worker. Errors stay the caller's type.
-    pub async fn run<T, E>(&self, calls: impl FnOnce(&Store) -> Result<T, E> + Send + 'static) -> Result<T, E>
-    where
-        T: Send + 'static,
-        E: From<StoreError> + Send + 'static,
-    {
-        let store = self.clone();
-        tokio::task::spawn_blocking(move || calls(&store))
-            .await
-            .unwrap_or_else(|joined| Err(StoreError::Interrupted(joined.to_string()).into()))
-    }
-
     /// The connection for writes (and reads that must be in a write's
     /// transaction).
     fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.check_thread();
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -174,6 +166,7 @@ impl Store {
 
     /// The connection for reads outside any transaction.
     fn read(&self) -> MutexGuard<'_, Connection> {
+        self.check_thread();
         self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Template, Vm, VmState};
-use crate::store::EventKind;
+use crate::store::{EventKind, Store};
 
 use super::operations::Accepted;
 use super::{CreateVm, OrchError, Orchestrator};
@@ -174,9 +174,7 @@ impl Orchestrator {
     async fn fill_pass(self: &Arc<Self>) {
         // Two queries every few seconds: on a blocking thread, never a runtime worker.
         let orch = Arc::clone(self);
-        let jobs = tokio::task::spawn_blocking(move || orch.pool_jobs())
-            .await
-            .unwrap_or_else(|e| Err(OrchError::Internal(format!("reading the warm pools: {e}"))));
+        let jobs = self.store.run(move |store| orch.pool_jobs(store)).await;
         let jobs = match jobs {
             Ok(jobs) => jobs,
             Err(error) => {
@@ -191,11 +189,11 @@ impl Orchestrator {
 
     /// What the pools need now. No job of the filler runs meanwhile, so a
     /// pool VM found running is not one being made.
-    fn pool_jobs(&self) -> Result<Vec<Job>, OrchError> {
-        let templates = self.store.list_templates()?;
+    fn pool_jobs(&self, store: &Store) -> Result<Vec<Job>, OrchError> {
+        let templates = store.list_templates()?;
         let mut counted: HashMap<&str, u32> = HashMap::new();
         let mut jobs = Vec::new();
-        for vm in self.store.list_pool_vms()? {
+        for vm in store.list_pool_vms()? {
             let template = templates
                 .iter()
                 .find(|t| vm.pool_template_id.as_deref() == Some(t.id.as_str()));
@@ -207,7 +205,7 @@ impl Orchestrator {
                 VmState::Error | VmState::Stopped => jobs.push(Job::Remove(vm, "it failed; it is replaced")),
                 // Its saved state was lost (a hot copy gone before it was
                 // stored): a take could not restore it.
-                VmState::Snapshotted if super::snapshot::suspended_with(&self.store, &vm).is_err() => {
+                VmState::Snapshotted if super::snapshot::suspended_with(store, &vm).is_err() => {
                     jobs.push(Job::Remove(vm, "its snapshot is gone; it is replaced"))
                 }
                 VmState::Running => {
