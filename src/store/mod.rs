@@ -8,6 +8,9 @@
 //! under WAL (a power cut may lose the last commits, never corrupt), makes a
 //! commit a write to the log instead of an fsync. Statements are prepared
 //! once per connection and cached.
+//!
+//! Every method is a synchronous SQLite call: async code hands them to a
+//! blocking thread with [`Store::run`] (see `offload.rs`).
 
 mod audit;
 mod codec;
