@@ -23,7 +23,7 @@ pub struct AgentSession {
 
 /// The agent of the caller's VM `id`, waking the VM when it is snapshotted.
 pub async fn session(state: &AppState, caller: &Caller, id: &str) -> ApiResult<AgentSession> {
-    let mut vm = owner::vm(state, caller, id)?;
+    let mut vm = owner::vm(state, caller, id).await?;
     if vm.state == VmState::Snapshotted {
         vm = state.orch.wake_vm(id).await?;
     }

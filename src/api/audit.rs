@@ -28,5 +28,5 @@ pub async fn list(
         Some(text) => crate::config::values::number(text, 1, MAX_LIMIT)
             .map_err(|e| ApiError::invalid("limit", format!("limit: {e}")))?,
     };
-    Ok(Json(state.store.list_audit(limit)?))
+    Ok(Json(state.store.run(move |store| store.list_audit(limit)).await?))
 }

@@ -34,9 +34,15 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 
 /// Whether the request carries an active key. Errors count as "no" (and are
 /// logged), so a broken database never lets a request through.
-pub fn authenticate(store: &Store, headers: &HeaderMap) -> Option<ApiKeyInfo> {
+/// A key in use is found in memory; only one memory does not hold (wrong,
+/// revoked, or made by another process) is looked up on a blocking thread.
+pub async fn authenticate(store: &Store, headers: &HeaderMap) -> Option<ApiKeyInfo> {
     let key = presented_key(headers)?;
-    match store.verify_api_key(key) {
+    if let Some(found) = store.cached_api_key(key) {
+        return Some(found);
+    }
+    let key = key.to_string();
+    match store.run(move |store| store.verify_api_key(&key)).await {
         Ok(found) => found,
         Err(err) => {
             tracing::error!(%err, "checking an API key failed");
@@ -84,7 +90,7 @@ pub fn is_mutating(method: &Method) -> bool {
 
 /// Middleware for every protected route.
 pub async fn require_key(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let Some(key) = authenticate(&state.store, request.headers()) else {
+    let Some(key) = authenticate(&state.store, request.headers()).await else {
         return ApiError::unauthorized().into_response();
     };
     let mutating = is_mutating(request.method());
@@ -107,17 +113,10 @@ pub async fn require_key(State(state): State<AppState>, mut request: Request, ne
 /// the write connection, which a VM's transition may hold, and must not
 /// stall a runtime worker (and the reads queued on it) meanwhile.
 async fn record_audit(store: &Store, key_id: String, method: String, path: String, status: u16) {
-    let store = store.clone();
-    let recorded = tokio::task::spawn_blocking(move || {
-        store
-            .record_audit(Some(&key_id), &method, &path, status)
-            .map_err(|err| (err.to_string(), method, path))
-    })
-    .await;
-    match recorded {
-        Ok(Ok(())) => {}
-        Ok(Err((err, method, path))) => tracing::error!(%err, %method, %path, "recording the audit entry failed"),
-        Err(err) => tracing::error!(%err, "recording the audit entry failed"),
+    let (logged_method, logged_path) = (method.clone(), path.clone());
+    let recorded = store.run(move |store| store.record_audit(Some(&key_id), &method, &path, status));
+    if let Err(err) = recorded.await {
+        tracing::error!(%err, method = %logged_method, path = %logged_path, "recording the audit entry failed");
     }
 }
 

@@ -178,7 +178,8 @@ impl From<StoreError> for ApiError {
             | StoreError::TooNew { .. }
             | StoreError::Io { .. }
             | StoreError::Open { .. }
-            | StoreError::Sqlite(_) => ApiError::internal(err.to_string()),
+            | StoreError::Sqlite(_)
+            | StoreError::Interrupted(_) => ApiError::internal(err.to_string()),
         }
     }
 }

@@ -70,7 +70,7 @@ pub async fn stream(
         }
     };
     let since = match query.since.as_deref() {
-        Some("now") => Some(state.store.last_event_id()?),
+        Some("now") => Some(state.store.run(|store| store.last_event_id()).await?),
         other => other.map(|s| cursor("since", s)).transpose()?,
     };
     let last = match headers.get("last-event-id") {
@@ -83,7 +83,7 @@ pub async fn stream(
         }
     };
     if let Some(vm) = &query.vm {
-        owner::vm(&state, &caller, vm)?;
+        owner::vm(&state, &caller, vm).await?;
     }
     let filter = EventFilter {
         vm_id: query.vm.clone(),
@@ -128,7 +128,9 @@ impl Tail {
                 if tail.done || tail.orch.upgrade().is_none() {
                     return None;
                 }
-                match tail.store.events_after(tail.cursor, &tail.filter, BATCH) {
+                let (cursor, filter) = (tail.cursor, tail.filter.clone());
+                let read = tail.store.run(move |store| store.events_after(cursor, &filter, BATCH));
+                match read.await {
                     Ok(batch) if !batch.is_empty() => tail.pending.extend(batch),
                     Ok(_) if !tail.follow => return None,
                     Ok(_) => tokio::time::sleep(POLL).await,

@@ -62,7 +62,7 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     // Unknown VMs answer 404 before the upgrade.
-    owner::vm(&state, &caller, &id)?;
+    owner::vm(&state, &caller, &id).await?;
     // A plain GET gets a JSON error like every other bad request.
     let ws = ws.map_err(|rejection| {
         ApiError::invalid(

@@ -39,7 +39,7 @@ pub async fn fork(
     } else {
         parse_json(&body)?
     };
-    owner::vm(&state, &caller, &id)?;
+    owner::vm(&state, &caller, &id).await?;
     let settings = CloneSettings {
         owner: Some(caller.id().to_string()),
         ..CloneSettings::default()

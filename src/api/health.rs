@@ -13,6 +13,7 @@ use super::error::ApiResult;
 use super::AppState;
 use crate::model::VmState;
 use crate::snapshot::StorageHealth;
+use crate::store::StoreError;
 
 #[derive(Debug, Serialize)]
 pub struct Health {
@@ -32,7 +33,10 @@ pub struct VmCounts {
 }
 
 pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
-    let vms = state.store.list_vms()?;
+    let (vms, images) = state
+        .store
+        .run(|store| Ok::<_, StoreError>((store.list_vms()?, store.list_images()?.len())))
+        .await?;
     let mut by_state: BTreeMap<&'static str, usize> = VmState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for vm in &vms {
         *by_state.entry(vm.state.as_str()).or_default() += 1;
@@ -45,7 +49,7 @@ pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<Health>> {
             total: vms.len(),
             by_state,
         },
-        images: state.store.list_images()?.len(),
+        images,
         snapshot_storage,
     }))
 }

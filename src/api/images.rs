@@ -19,7 +19,8 @@ pub async fn register(
     ApiJson(req): ApiJson<RegisterImage>,
 ) -> ApiResult<(StatusCode, Json<Image>)> {
     let image = image_from_files(req, &state.config.import_dirs())?;
-    state.store.insert_image(&image)?;
+    let row = image.clone();
+    state.store.run(move |store| store.insert_image(&row)).await?;
     Ok((StatusCode::CREATED, Json(image)))
 }
 
@@ -33,28 +34,32 @@ pub fn image_from_files(req: RegisterImage, import: &ImportDirs) -> Result<Image
 }
 
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Image>>> {
-    Ok(Json(state.store.list_images()?))
+    Ok(Json(state.store.run(|store| store.list_images()).await?))
 }
 
 pub async fn show(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<Json<Image>> {
+    let key = id.clone();
     state
         .store
-        .find_image(&id)?
+        .run(move |store| store.find_image(&key))
+        .await?
         .map(Json)
         .ok_or_else(|| ApiError::not_found("image", &id))
 }
 
 pub async fn delete(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let image = state
+    state
         .store
-        .get_image(&id)?
-        .ok_or_else(|| ApiError::not_found("image", &id))?;
-    if state.store.images_in_use(&image.id)? {
-        return Err(ApiError::new(
-            ErrorKind::Conflict,
-            format!("image {id} is used by a VM or template"),
-        ));
-    }
-    state.store.delete_image(&image.id)?;
-    Ok(StatusCode::NO_CONTENT)
+        .run(move |store| {
+            let image = store.get_image(&id)?.ok_or_else(|| ApiError::not_found("image", &id))?;
+            if store.images_in_use(&image.id)? {
+                return Err(ApiError::new(
+                    ErrorKind::Conflict,
+                    format!("image {id} is used by a VM or template"),
+                ));
+            }
+            store.delete_image(&image.id)?;
+            Ok(StatusCode::NO_CONTENT)
+        })
+        .await
 }

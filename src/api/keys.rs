@@ -12,7 +12,7 @@ use super::error::{ApiError, ApiResult, ErrorKind};
 use super::json::ApiJson;
 use super::{validate, AppState};
 use crate::model::{QuotaKind, Quotas, Role, Usage};
-use crate::store::ApiKeyInfo;
+use crate::store::{ApiKeyInfo, Store};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -111,16 +111,20 @@ pub async fn create(
     validate::name(&req.name)?;
     let role = parse_role(req.role.as_ref())?;
     let quotas = parse_quotas(req.quotas.as_ref())?;
-    let (info, key) = state.store.create_api_key(&req.name, role, quotas)?;
+    let (info, key) = state
+        .store
+        .run(move |store| store.create_api_key(&req.name, role, quotas))
+        .await?;
     Ok((StatusCode::CREATED, Json(NewKey { info, key })))
 }
 
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<ApiKeyInfo>>> {
-    Ok(Json(state.store.list_api_keys()?))
+    Ok(Json(state.store.run(|store| store.list_api_keys()).await?))
 }
 
 pub async fn me(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<KeyUsage>> {
-    let usage = state.store.usage_of(caller.id())?;
+    let id = caller.id().to_string();
+    let usage = state.store.run(move |store| store.usage_of(&id)).await?;
     Ok(Json(KeyUsage { info: caller.0, usage }))
 }
 
@@ -130,28 +134,30 @@ pub async fn update(
     ApiJson(req): ApiJson<UpdateKey>,
 ) -> ApiResult<Json<ApiKeyInfo>> {
     let quotas = parse_quotas(Some(&req.quotas))?;
-    if !state.store.set_api_key_quotas(&id, &quotas)? {
-        return Err(ApiError::not_found("key", &id));
-    }
-    let key = state
-        .store
-        .get_api_key(&id)?
-        .ok_or_else(|| ApiError::not_found("key", &id))?;
-    Ok(Json(key))
+    let key = state.store.run(move |store| {
+        if !store.set_api_key_quotas(&id, &quotas)? {
+            return Err(ApiError::not_found("key", &id));
+        }
+        store.get_api_key(&id)?.ok_or_else(|| ApiError::not_found("key", &id))
+    });
+    Ok(Json(key.await?))
 }
 
 /// Revokes a key. Its VMs, snapshots, routes and templates stay (an admin
 /// can give the VMs to another key). The last active admin key cannot be
 /// revoked: nobody could manage keys any more.
 pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    let key = state
-        .store
-        .get_api_key(&id)?
+    state.store.run(move |store| revoke_key(store, &id)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn revoke_key(store: &Store, id: &str) -> ApiResult<()> {
+    let key = store
+        .get_api_key(id)?
         .filter(|k| k.revoked_at.is_none())
-        .ok_or_else(|| ApiError::not_found("active key", &id))?;
+        .ok_or_else(|| ApiError::not_found("active key", id))?;
     if key.role == Role::Admin {
-        let active_admins = state
-            .store
+        let active_admins = store
             .list_api_keys()?
             .into_iter()
             .filter(|k| k.role == Role::Admin && k.revoked_at.is_none())
@@ -163,9 +169,9 @@ pub async fn revoke(State(state): State<AppState>, Path(id): Path<String>) -> Ap
             ));
         }
     }
-    if state.store.revoke_api_key(&id)? {
-        Ok(StatusCode::NO_CONTENT)
+    if store.revoke_api_key(id)? {
+        Ok(())
     } else {
-        Err(ApiError::not_found("active key", &id))
+        Err(ApiError::not_found("active key", id))
     }
 }

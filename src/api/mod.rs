@@ -59,7 +59,7 @@ impl AppState {
     pub fn new(store: Store, orch: Arc<Orchestrator>, config: Arc<Config>) -> Self {
         let limiter = Arc::new(ratelimit::RateLimiter::new(config.rate_limit));
         AppState {
-            store,
+            store: store.off_workers(),
             orch,
             config,
             limiter,
@@ -200,14 +200,14 @@ pub fn router(state: AppState) -> Router {
 
 /// Unknown paths also need a key, so the API's shape is not probed anonymously.
 async fn no_route(State(state): State<AppState>, headers: HeaderMap) -> ApiError {
-    match auth::authenticate(&state.store, &headers) {
+    match auth::authenticate(&state.store, &headers).await {
         Some(_) => ApiError::new(ErrorKind::NotFound, "no such endpoint (see GET /openapi.json)"),
         None => ApiError::unauthorized(),
     }
 }
 
 async fn method_not_allowed(State(state): State<AppState>, headers: HeaderMap) -> ApiError {
-    match auth::authenticate(&state.store, &headers) {
+    match auth::authenticate(&state.store, &headers).await {
         Some(_) => ApiError::new(ErrorKind::MethodNotAllowed, "method not allowed on this endpoint"),
         None => ApiError::unauthorized(),
     }

@@ -12,40 +12,53 @@ use super::error::{ApiError, ApiResult};
 use super::json::ApiJson;
 use super::AppState;
 use crate::model::{Route, Snapshot, Template, Vm};
+use crate::store::{Store, StoreError};
 
-/// The VM, if the caller may see it.
-pub fn vm(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Vm> {
-    state
-        .store
-        .get_vm(id)?
+/// The VM, if the caller may see it: from the orchestrator's in-memory
+/// view, which every change of a VM refreshes before the change's
+/// operation goes on; from the store (a VM written there by something
+/// else) when the view does not hold it.
+pub async fn vm(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Vm> {
+    let found = match state.orch.viewed_vm(id) {
+        Some(vm) => Some(vm),
+        None => read(state, id, Store::get_vm).await?,
+    };
+    found
         .filter(|vm| caller.can_see(vm.owner_key_id.as_deref()))
         .map(|vm| state.orch.with_agent(vm))
         .ok_or_else(|| ApiError::not_found("VM", id))
 }
 
 /// The (complete) snapshot, if the caller may see it.
-pub fn snapshot(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Snapshot> {
-    state
-        .store
-        .get_snapshot(id)?
+pub async fn snapshot(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Snapshot> {
+    read(state, id, Store::get_snapshot)
+        .await?
         .filter(|s| caller.can_see(s.owner_key_id.as_deref()))
         .ok_or_else(|| ApiError::not_found("snapshot", id))
 }
 
-pub fn route(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Route> {
-    state
-        .store
-        .get_route(id)?
+pub async fn route(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Route> {
+    read(state, id, Store::get_route)
+        .await?
         .filter(|r| caller.can_see(r.owner_key_id.as_deref()))
         .ok_or_else(|| ApiError::not_found("route", id))
 }
 
-pub fn template(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Template> {
-    state
-        .store
-        .get_template(id)?
+pub async fn template(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Template> {
+    read(state, id, Store::get_template)
+        .await?
         .filter(|t| caller.can_see(t.owner_key_id.as_deref()))
         .ok_or_else(|| ApiError::not_found("template", id))
+}
+
+/// One row by id, read on a blocking thread.
+async fn read<T: Send + 'static>(
+    state: &AppState,
+    id: &str,
+    get: fn(&Store, &str) -> Result<Option<T>, StoreError>,
+) -> ApiResult<Option<T>> {
+    let id = id.to_string();
+    Ok(state.store.run(move |store| get(store, &id)).await?)
 }
 
 /// Body of `POST /vms/{id}/owner`.
@@ -64,14 +77,15 @@ pub async fn reassign(
     Path(id): Path<String>,
     ApiJson(req): ApiJson<Reassign>,
 ) -> ApiResult<Json<Vm>> {
-    let key = state
-        .store
-        .get_api_key(&req.key_id)?
+    let key = read(&state, &req.key_id, Store::get_api_key)
+        .await?
         .filter(|k| k.revoked_at.is_none())
         .ok_or_else(|| ApiError::invalid("key_id", format!("no active key {}", req.key_id)))?;
-    if !state.orch.set_vm_owner(&id, Some(&key.id))? {
+    if !state.orch.set_vm_owner(&id, Some(&key.id)).await? {
         return Err(ApiError::not_found("VM", &id));
     }
-    let vm = state.store.get_vm(&id)?.ok_or_else(|| ApiError::not_found("VM", &id))?;
+    let vm = read(&state, &id, Store::get_vm)
+        .await?
+        .ok_or_else(|| ApiError::not_found("VM", &id))?;
     Ok(Json(vm))
 }

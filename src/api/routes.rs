@@ -62,7 +62,7 @@ pub async fn create(
     Path(vm_id): Path<String>,
     ApiJson(req): ApiJson<CreateRoute>,
 ) -> ApiResult<(StatusCode, Json<Route>)> {
-    owner::vm(&state, &caller, &vm_id)?;
+    owner::vm(&state, &caller, &vm_id).await?;
     let target_port = u16::try_from(req.target_port)
         .ok()
         .filter(|port| *port > 0)
@@ -85,12 +85,12 @@ pub async fn list(
     caller: Caller,
     Path(vm_id): Path<String>,
 ) -> ApiResult<Json<Vec<Route>>> {
-    owner::vm(&state, &caller, &vm_id)?;
+    owner::vm(&state, &caller, &vm_id).await?;
     Ok(Json(state.orch.list_routes(&vm_id).await?))
 }
 
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    owner::route(&state, &caller, &id)?;
+    owner::route(&state, &caller, &id).await?;
     state.orch.delete_route(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -47,7 +47,7 @@ pub async fn restore(op: VmOperation, body: axum::body::Bytes) -> ApiResult<Resp
     };
     if let Some(snapshot_id) = &request.snapshot_id {
         // Another owner's snapshot is answered like a missing one.
-        if owner::snapshot(&op.state, &op.caller, snapshot_id).is_err() {
+        if owner::snapshot(&op.state, &op.caller, snapshot_id).await.is_err() {
             return Err(ApiError::invalid(
                 "snapshot_id",
                 format!("VM {} has no snapshot {snapshot_id}", op.vm_id),
@@ -70,12 +70,12 @@ pub async fn list(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<Snapshot>>> {
-    owner::vm(&state, &caller, &id)?;
+    owner::vm(&state, &caller, &id).await?;
     Ok(Json(state.orch.list_snapshots(&id).await?))
 }
 
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    owner::snapshot(&state, &caller, &id)?;
+    owner::snapshot(&state, &caller, &id).await?;
     state.orch.delete_snapshot(&id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

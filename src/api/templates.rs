@@ -13,6 +13,7 @@ use super::{owner, validate, AppState};
 use crate::model::QuotaKind;
 use crate::model::{now, random_id, Lifetime, LifetimeSeconds, OnIdle, Template};
 use crate::orch::PoolStatus;
+use crate::store::StoreError;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -74,14 +75,16 @@ pub async fn create(
     lifetime
         .check()
         .map_err(|(field, message)| ApiError::invalid(field, message))?;
-    let image = state.store.find_image(&req.image_id)?.ok_or_else(|| {
+    let image_id = req.image_id.clone();
+    let image = state.store.run(move |store| store.find_image(&image_id)).await?;
+    let image = image.ok_or_else(|| {
         ApiError::field(
             ErrorKind::NotFound,
             "image_id",
             format!("image {} not found", req.image_id),
         )
     })?;
-    check_pool_quota(&state, &caller, warm_pool_size, vcpu_count, mem_mib)?;
+    check_pool_quota(&state, &caller, warm_pool_size, vcpu_count, mem_mib).await?;
     let template = Template {
         id: random_id("tpl", 10),
         name: req.name,
@@ -96,7 +99,8 @@ pub async fn create(
         owner_key_id: Some(caller.id().to_string()),
         warm_pool_size,
     };
-    state.store.insert_template(&template)?;
+    let row = template.clone();
+    state.store.run(move |store| store.insert_template(&row)).await?;
     if warm_pool_size > 0 {
         state.orch.wake_pool_filler();
     }
@@ -105,7 +109,7 @@ pub async fn create(
 
 /// Admins see every template; members their own.
 pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<Vec<TemplateView>>> {
-    let mut templates = state.store.list_templates()?;
+    let mut templates = state.store.run(|store| store.list_templates()).await?;
     templates.retain(|t| caller.can_see(t.owner_key_id.as_deref()));
     Ok(Json(templates.into_iter().map(|t| view(&state, t)).collect()))
 }
@@ -115,12 +119,12 @@ pub async fn show(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<TemplateView>> {
-    Ok(Json(view(&state, owner::template(&state, &caller, &id)?)))
+    Ok(Json(view(&state, owner::template(&state, &caller, &id).await?)))
 }
 
 /// Deletes the template and its warm pool (its VMs and their snapshots).
 pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    owner::template(&state, &caller, &id)?;
+    owner::template(&state, &caller, &id).await?;
     if state.orch.delete_template(&id).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
@@ -131,7 +135,7 @@ pub async fn delete(State(state): State<AppState>, caller: Caller, Path(id): Pat
 /// Pool VMs count against no quota until they are taken, yet they hold the
 /// host's addresses, ports and disk: a member's pools together may hold at
 /// most what its quotas would let it run (keys without quotas are trusted).
-fn check_pool_quota(
+async fn check_pool_quota(
     state: &AppState,
     caller: &Caller,
     warm_pool_size: u32,
@@ -141,13 +145,18 @@ fn check_pool_quota(
     if warm_pool_size == 0 || caller.is_admin() {
         return Ok(());
     }
-    let quotas = state.store.quotas_of(Some(caller.id()))?;
-    let theirs: Vec<_> = state
+    let owner = caller.id().to_string();
+    let (quotas, theirs) = state
         .store
-        .list_templates()?
-        .into_iter()
-        .filter(|t| t.owner_key_id.as_deref() == Some(caller.id()))
-        .collect();
+        .run(move |store| {
+            let theirs: Vec<_> = store
+                .list_templates()?
+                .into_iter()
+                .filter(|t| t.owner_key_id.as_deref() == Some(owner.as_str()))
+                .collect();
+            Ok::<_, StoreError>((store.quotas_of(Some(&owner))?, theirs))
+        })
+        .await?;
     let pooled = |per_vm: &dyn Fn(&Template) -> u64| -> u64 {
         theirs.iter().map(|t| u64::from(t.warm_pool_size) * per_vm(t)).sum()
     };

@@ -47,7 +47,7 @@ impl FromRequestParts<AppState> for VmOperation {
             .await
             .map_err(|e| ApiError::invalid("id", e.body_text()))?;
         let ApiQuery(query) = ApiQuery::<AsyncQuery>::from_request_parts(parts, state).await?;
-        owner::vm(state, &caller, &vm_id)?;
+        owner::vm(state, &caller, &vm_id).await?;
         Ok(VmOperation {
             respond_async: wants_async(&parts.headers, query.respond_async),
             state: state.clone(),

@@ -128,13 +128,13 @@ pub async fn create(
     validate_create(&req)?;
     if let Some(template_id) = &req.template_id {
         // Another owner's template does not exist for this key.
-        if owner::template(&state, &caller, template_id).is_err() {
+        if owner::template(&state, &caller, template_id).await.is_err() {
             return Err(ApiError::invalid("template_id", format!("no template {template_id}")));
         }
     }
     if let Some(snapshot_id) = &req.snapshot_id {
         // Another owner's snapshot does not exist for this key.
-        if owner::snapshot(&state, &caller, snapshot_id).is_err() {
+        if owner::snapshot(&state, &caller, snapshot_id).await.is_err() {
             return Err(ApiError::invalid("snapshot_id", format!("no snapshot {snapshot_id}")));
         }
     }
@@ -175,7 +175,7 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> ApiResult<Re
 }
 
 pub async fn show(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<Vm>> {
-    Ok(Json(owner::vm(&state, &caller, &id)?))
+    Ok(Json(owner::vm(&state, &caller, &id).await?))
 }
 
 pub async fn stop(op: VmOperation) -> ApiResult<Response> {
@@ -226,7 +226,7 @@ pub async fn logs(
         Some(text) => crate::config::values::number(text, 1, MAX_LOG_BYTES)
             .map_err(|e| ApiError::field(ErrorKind::InvalidField, "bytes", format!("bytes: {e}")))?,
     };
-    owner::vm(&state, &caller, &id)?;
+    owner::vm(&state, &caller, &id).await?;
     let content_type = [(CONTENT_TYPE, "text/plain; charset=utf-8")];
     if query.follow == Some(true) {
         let stream = state.orch.follow_logs(&id, bytes).await?;
@@ -242,8 +242,8 @@ pub async fn events(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<Vec<VmEvent>>> {
-    owner::vm(&state, &caller, &id)?;
-    Ok(Json(state.store.list_transitions(&id)?))
+    owner::vm(&state, &caller, &id).await?;
+    Ok(Json(state.store.run(move |store| store.list_transitions(&id)).await?))
 }
 
 /// How many host-wide events `GET /host/events` shows.
@@ -252,5 +252,10 @@ const HOST_EVENTS_SHOWN: u32 = 1000;
 /// Host-wide repairs (firewall chains, dnsmasq, stray TAPs, processes and
 /// directories), the newest thousand, oldest first.
 pub async fn host_events(State(state): State<AppState>) -> ApiResult<Json<Vec<HostEvent>>> {
-    Ok(Json(state.store.list_host_events(HOST_EVENTS_SHOWN)?))
+    Ok(Json(
+        state
+            .store
+            .run(|store| store.list_host_events(HOST_EVENTS_SHOWN))
+            .await?,
+    ))
 }

@@ -23,7 +23,7 @@ fn holds_memory(state: VmState) -> bool {
 impl Orchestrator {
     /// Refuses when `mem_mib` more (for `vm_id`, not counted yet) would
     /// take the committed guest memory past the limit.
-    pub(super) fn admit_memory(&self, vm_id: &str, mem_mib: u32) -> Result<(), OrchError> {
+    pub(super) async fn admit_memory(&self, vm_id: &str, mem_mib: u32) -> Result<(), OrchError> {
         let Some(host_mib) = crate::vmm::host::memory_mib() else {
             return Ok(());
         };
@@ -31,7 +31,8 @@ impl Orchestrator {
         let limit = host_mib * u64::from(percent) / 100;
         let committed: u64 = self
             .store
-            .list_vms()?
+            .run(|store| store.list_vms())
+            .await?
             .iter()
             .filter(|vm| vm.id != vm_id && holds_memory(vm.state))
             .map(|vm| u64::from(vm.mem_mib))

@@ -19,8 +19,8 @@ const AGENT_WAIT: Duration = Duration::from_secs(15);
 
 impl Orchestrator {
     /// Starts meeting the agent of the VM whose VMM `pid` now runs.
-    pub(super) fn attach_agent(self: &Arc<Self>, vm: &Vm, pid: u32) {
-        let spec = match self.launch_spec_of(vm) {
+    pub(super) async fn attach_agent(self: &Arc<Self>, vm: &Vm, pid: u32) {
+        let spec = match self.launch_spec_of(vm).await {
             Ok(spec) => spec,
             Err(error) => {
                 tracing::warn!(vm = %vm.id, %error, "no guest agent link: the VM's launch spec is unreadable");
@@ -62,10 +62,11 @@ impl Orchestrator {
         self.mark_ready(vm_id, pid, "guest agent connected").await;
         let state = self.view.vm(vm_id).map(|vm| vm.state);
         if let Some(state) = state {
-            if let Err(error) = self
+            let id = vm_id.to_string();
+            let recorded = self
                 .store
-                .record_vm_event(vm_id, EventKind::Agent, state, Some(&detail))
-            {
+                .run(move |store| store.record_vm_event(&id, EventKind::Agent, state, Some(&detail)));
+            if let Err(error) = recorded.await {
                 tracing::warn!(vm = %vm_id, %error, "recording the agent's hello failed");
             }
         }

@@ -160,10 +160,12 @@ struct Follower {
 }
 
 impl Follower {
+    /// From the in-memory view (a deletion leaves it before the deleting
+    /// operation ends), so a poll every [`FOLLOW_PERIOD`] costs no SQLite read.
     fn vm_exists(&self) -> bool {
         self.orch
             .upgrade()
-            .is_some_and(|orch| orch.store.get_vm(&self.vm_id).ok().flatten().is_some())
+            .is_some_and(|orch| orch.view.vm(&self.vm_id).is_some())
     }
 
     /// What was printed since the last read (from the oldest byte still

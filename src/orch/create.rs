@@ -15,7 +15,8 @@ use super::fork::CloneSettings;
 use super::ledger::Ledger;
 use super::operations::Accepted;
 use super::transitions::{self, Event};
-use super::{OrchError, Orchestrator};
+use super::{OrchError, Orchestrator, VmChange};
+use crate::store::StoreError;
 
 /// What `POST /vms` asks for: the request body itself (unknown fields are
 /// refused), checked at the API edge before it gets here.
@@ -186,8 +187,8 @@ impl Orchestrator {
         if let Some(vm) = self.take_from_pool(&req, &mut accepted).await? {
             return Ok(vm);
         }
-        let plan = self.plan(req)?;
-        let vm_id = self.new_vm_id()?;
+        let plan = self.plan(req).await?;
+        let vm_id = self.new_vm_id().await?;
         let _guard = self.locks.lock(&vm_id).await;
         let mut vm = match self.record_new_vm(&vm_id, &plan).await {
             Ok(vm) => vm,
@@ -219,20 +220,21 @@ impl Orchestrator {
         }
     }
 
-    fn plan(&self, req: CreateVm) -> Result<Plan, OrchError> {
+    async fn plan(&self, req: CreateVm) -> Result<Plan, OrchError> {
         let requested = req.checked_lifetime()?;
-        let template = match &req.template_id {
-            Some(id) => Some(self.store.get_template(id)?.ok_or_else(|| OrchError::InvalidField {
-                field: "template_id",
-                message: format!("no template {id}"),
-            })?),
+        let template = match req.template_id.clone() {
+            Some(id) => {
+                let key = id.clone();
+                let found = self.store.run(move |store| store.get_template(&key)).await?;
+                Some(found.ok_or_else(|| OrchError::InvalidField {
+                    field: "template_id",
+                    message: format!("no template {id}"),
+                })?)
+            }
             None => None,
         };
-        let image = self.resolve_image(
-            req.image_id
-                .as_deref()
-                .or(template.as_ref().map(|t| t.image_id.as_str())),
-        )?;
+        let requested_image = req.image_id.clone().or(template.as_ref().map(|t| t.image_id.clone()));
+        let image = self.resolve_image(requested_image).await?;
         self.check_image_files(&image)?;
         let vcpu_count = req
             .vcpu_count
@@ -304,32 +306,41 @@ impl Orchestrator {
     }
 
     /// The requested image, else `HATCH_DEFAULT_IMAGE`, else the newest one.
-    fn resolve_image(&self, requested: Option<&str>) -> Result<Image, OrchError> {
-        if let Some(id) = requested {
-            return self.store.get_image(id)?.ok_or_else(|| OrchError::InvalidField {
-                field: "image_id",
-                message: format!("no image {id}"),
-            });
-        }
-        if let Some(default) = &self.config.default_image {
-            return self.store.find_image(default)?.ok_or_else(|| {
-                OrchError::Internal(format!("HATCH_DEFAULT_IMAGE names {default}, which is not registered"))
-            });
-        }
-        self.store.newest_image()?.ok_or_else(|| OrchError::InvalidField {
-            field: "image_id",
-            message: "no image is registered; build one with `hatch image build`".into(),
-        })
+    async fn resolve_image(&self, requested: Option<String>) -> Result<Image, OrchError> {
+        let default = self.config.default_image.clone();
+        self.store
+            .run(move |store| {
+                if let Some(id) = requested {
+                    return store.get_image(&id)?.ok_or_else(|| OrchError::InvalidField {
+                        field: "image_id",
+                        message: format!("no image {id}"),
+                    });
+                }
+                if let Some(default) = default {
+                    return store.find_image(&default)?.ok_or_else(|| {
+                        OrchError::Internal(format!("HATCH_DEFAULT_IMAGE names {default}, which is not registered"))
+                    });
+                }
+                store.newest_image()?.ok_or_else(|| OrchError::InvalidField {
+                    field: "image_id",
+                    message: "no image is registered; build one with `hatch image build`".into(),
+                })
+            })
+            .await
     }
 
-    pub(super) fn new_vm_id(&self) -> Result<String, OrchError> {
-        for _ in 0..16 {
-            let id = model::random_id("vm", 6);
-            if self.store.get_vm(&id)?.is_none() {
-                return Ok(id);
-            }
-        }
-        Err(OrchError::Internal("could not find a free VM id".into()))
+    pub(super) async fn new_vm_id(&self) -> Result<String, OrchError> {
+        self.store
+            .run(|store| {
+                for _ in 0..16 {
+                    let id = model::random_id("vm", 6);
+                    if store.get_vm(&id)?.is_none() {
+                        return Ok(id);
+                    }
+                }
+                Err(OrchError::Internal("could not find a free VM id".into()))
+            })
+            .await
     }
 
     async fn provision(self: &Arc<Self>, vm: &Vm, plan: &Plan, ledger: &mut Ledger) -> Result<Vm, OrchError> {
@@ -368,14 +379,14 @@ impl Orchestrator {
                 let (network, id, held) = (self.network.clone(), vm_id.to_string(), identity.clone());
                 let orch = Arc::downgrade(self);
                 ledger.record("network attachment", async move {
-                    let desired = orch
-                        .upgrade()
-                        .map(|o| o.desired_network().unwrap_or_default())
-                        .unwrap_or_default();
+                    let desired = match orch.upgrade() {
+                        Some(orch) => orch.desired_network().await.unwrap_or_default(),
+                        None => Vec::new(),
+                    };
                     let desired: Vec<_> = desired.into_iter().filter(|(vm, _)| vm != &id).collect();
                     network.detach_vm(&id, &held, &desired).await.map_err(|e| e.to_string())
                 });
-                Some((identity, self.desired_network()?))
+                Some((identity, self.desired_network().await?))
             }
             None => None,
         };
@@ -406,7 +417,7 @@ impl Orchestrator {
 
     /// Whether `owner` (none: admin, no quotas) may hold `count` more VMs
     /// of these sizes.
-    pub(super) fn check_vm_quotas(
+    pub(super) async fn check_vm_quotas(
         &self,
         owner: Option<&str>,
         count: u32,
@@ -414,8 +425,11 @@ impl Orchestrator {
         mem_mib: u32,
     ) -> Result<(), OrchError> {
         let Some(owner) = owner else { return Ok(()) };
-        let quotas = self.store.quotas_of(Some(owner))?;
-        let usage = self.store.usage_of(owner)?;
+        let owner = owner.to_string();
+        let (quotas, usage) = self
+            .store
+            .run(move |store| Ok::<_, StoreError>((store.quotas_of(Some(&owner))?, store.usage_of(&owner)?)))
+            .await?;
         let count = u64::from(count);
         for (kind, requested) in [
             (QuotaKind::Vms, count),
@@ -433,11 +447,12 @@ impl Orchestrator {
     /// VM row is inserted under it, so two creates cannot both pass.
     pub(super) async fn record_new_vm(&self, vm_id: &str, plan: &Plan) -> Result<Vm, OrchError> {
         let _allocating = self.allocation.lock().await;
-        self.admit_memory(vm_id, plan.mem_mib)?;
+        self.admit_memory(vm_id, plan.mem_mib).await?;
         self.admit_disk(&plan.image)?;
-        self.check_vm_quotas(plan.owner.as_deref(), 1, plan.vcpu_count, plan.mem_mib)?;
+        self.check_vm_quotas(plan.owner.as_deref(), 1, plan.vcpu_count, plan.mem_mib)
+            .await?;
         let network = if plan.enable_network {
-            let vms = self.store.list_vms()?;
+            let vms = self.store.run(|store| store.list_vms()).await?;
             let taken = Taken::from_identities(vms.iter().filter_map(|vm| vm.network.as_ref()));
             Some(self.network.allocate(vm_id, &plan.net_request, &taken)?)
         } else {
@@ -474,8 +489,13 @@ impl Orchestrator {
         // The record (in `creating`) is the intent: from here on, a crash is
         // rolled back by the reconciler; a failure by the ledger and then
         // `BootFailed`, which removes the record.
-        self.store.insert_vm(&vm, Some("created"))?;
-        self.vm_updated(vm_id);
+        let row = vm.clone();
+        self.record(move |store, observers| {
+            store.insert_vm(&row, Some("created"))?;
+            observers.notify(&VmChange::Updated { vm_id: &row.id });
+            Ok(())
+        })
+        .await?;
         Ok(vm)
     }
 }

@@ -209,7 +209,7 @@ impl Orchestrator {
         }
         record.artefacts.clear();
         record.total_bytes = 0;
-        if !self.store.update_complete_snapshot(&record)? {
+        if !self.update_complete(&record).await? {
             return Ok(false);
         }
         // Scratch inside the hot copy: the reconciler's sweep of scratch
@@ -226,7 +226,17 @@ impl Orchestrator {
             return stored.map(|_| false);
         }
         record.durable = true;
-        Ok(self.store.update_complete_snapshot(&record)?)
+        self.update_complete(&record).await
+    }
+
+    /// Writes a complete snapshot's record again (on a blocking thread);
+    /// false when it is gone or being deleted.
+    async fn update_complete(&self, record: &Snapshot) -> Result<bool, OrchError> {
+        let row = record.clone();
+        Ok(self
+            .store
+            .run(move |store| store.update_complete_snapshot(&row))
+            .await?)
     }
 
     async fn store_artefacts(
@@ -286,7 +296,8 @@ impl Orchestrator {
                 "the local copy of snapshot {} failed its checksum ({name}); restored from the stored artefacts",
                 snapshot.id
             ),
-        );
+        )
+        .await;
         let _ = tokio::fs::remove_dir_all(&hot).await;
         None
     }
@@ -330,7 +341,7 @@ impl Orchestrator {
                 }
             }
         }
-        for snapshot in self.store.list_local_snapshots()? {
+        for snapshot in self.store.run(|store| store.list_local_snapshots()).await? {
             if self.hot_dir(&snapshot.vm_id, &snapshot.id).join(HOT_STATE).exists() {
                 self.make_durable_later(snapshot);
                 continue;
@@ -340,7 +351,8 @@ impl Orchestrator {
             self.record_host_repair(&format!(
                 "removed snapshot {} of VM {}: its local copy was gone before it was stored",
                 snapshot.id, snapshot.vm_id
-            ));
+            ))
+            .await;
         }
         Ok(())
     }

@@ -23,11 +23,12 @@ fn expiry_inputs(vm: &Vm, now: Timestamp) -> Option<ExpiryInputs> {
 
 impl Orchestrator {
     /// Every VM with a TTL, whatever its state.
-    pub(super) fn expiry_candidates(&self) -> Result<Vec<(String, ExpiryInputs)>, OrchError> {
+    pub(super) async fn expiry_candidates(&self) -> Result<Vec<(String, ExpiryInputs)>, OrchError> {
         let now = model::now();
         Ok(self
             .store
-            .list_vms()?
+            .run(|store| store.list_vms())
+            .await?
             .into_iter()
             .filter_map(|vm| expiry_inputs(&vm, now).map(|inputs| (vm.id, inputs)))
             .collect())
@@ -40,7 +41,7 @@ impl Orchestrator {
         let id = vm_id.to_string();
         self.run_vm_operation(Some(id.clone()), move |orch| async move {
             let _guard = orch.locks.lock(&id).await;
-            let Some(mut vm) = orch.store.get_vm(&id)? else {
+            let Some(mut vm) = orch.stored_vm(&id).await? else {
                 return Ok(ExpiryOutcome::NotNow {
                     reason: "the VM is gone".into(),
                 });

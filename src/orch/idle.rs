@@ -39,19 +39,23 @@ impl OrchIdleTarget {
     /// caller holds the VM's lock.
     /// Records the decision on the VM, and as its `idle` event when the
     /// status text changed (not on every tick that decides the same).
-    fn write_decision(&self, mut vm: Vm, decision: &IdleDecision) -> Result<(), StoreError> {
+    async fn write_decision(&self, mut vm: Vm, decision: &IdleDecision) -> Result<(), StoreError> {
         let status = status_text(decision);
         let changed = vm.idle_status.as_deref() != Some(status.as_str());
         vm.idle_status = Some(status.clone());
         vm.last_activity_at = self.activity.last_activity(&vm.id).max(vm.last_activity_at);
-        self.orch.store.update_vm(&vm)?;
-        self.orch.vm_updated(&vm.id);
-        if changed {
-            self.orch
-                .store
-                .record_vm_event(&vm.id, crate::store::EventKind::Idle, vm.state, Some(&status))?;
-        }
-        Ok(())
+        let observers = self.orch.observers.clone();
+        self.orch
+            .store
+            .run(move |store| {
+                store.update_vm(&vm)?;
+                observers.notify(&super::VmChange::Updated { vm_id: &vm.id });
+                if changed {
+                    store.record_vm_event(&vm.id, crate::store::EventKind::Idle, vm.state, Some(&status))?;
+                }
+                Ok(())
+            })
+            .await
     }
 
     /// Re-decides under the VM's lock and suspends if the VM is still idle.
@@ -63,12 +67,12 @@ impl OrchIdleTarget {
         let _guard = self.orch.locks.lock(vm_id).await;
         let vm = self
             .orch
-            .store
-            .get_vm(vm_id)
+            .stored_vm(vm_id)
+            .await
             .map_err(|e| failed(e.to_string()))?
             .ok_or_else(|| failed("the VM is gone".into()))?;
         let decision = decide(&self.inputs_for(&vm).await);
-        let recorded = self.write_decision(vm, &decision);
+        let recorded = self.write_decision(vm, &decision).await;
         match decision {
             IdleDecision::Keep { reason } => {
                 self.orch
@@ -90,7 +94,7 @@ impl OrchIdleTarget {
                         self.orch.timed(OperationKind::Snapshot, snapshot).await.map(drop)
                     }
                     IdleAction::Stop => {
-                        let vm = self.orch.store.get_vm(vm_id).map_err(|e| failed(e.to_string()))?;
+                        let vm = self.orch.stored_vm(vm_id).await.map_err(|e| failed(e.to_string()))?;
                         let vm = vm.ok_or_else(|| failed("the VM is gone".into()))?;
                         let stop = self
                             .orch
@@ -108,8 +112,8 @@ impl OrchIdleTarget {
                         IdleAction::Stop => format!("stopping failed ({error})"),
                     };
                     let kept = IdleDecision::Keep { reason };
-                    if let Ok(Some(vm)) = self.orch.store.get_vm(vm_id) {
-                        if let Err(store_error) = self.write_decision(vm, &kept) {
+                    if let Ok(Some(vm)) = self.orch.stored_vm(vm_id).await {
+                        if let Err(store_error) = self.write_decision(vm, &kept).await {
                             tracing::warn!(vm = %vm_id, %store_error, "recording the idle decision failed");
                         }
                     }
@@ -122,8 +126,19 @@ impl OrchIdleTarget {
     }
 
     async fn inputs_for(&self, vm: &Vm) -> IdleInputs {
-        let store = &self.orch.store;
-        let routes = store.list_routes(&vm.id).unwrap_or_default();
+        let id = vm.id.clone();
+        // Either read failing counts as nothing found (no routes, no start).
+        let (routes, transitions) = self
+            .orch
+            .store
+            .run(move |store| {
+                Ok::<_, StoreError>((
+                    store.list_routes(&id).unwrap_or_default(),
+                    store.list_transitions(&id).ok(),
+                ))
+            })
+            .await
+            .unwrap_or_default();
         let has_routes = !routes.is_empty();
         // When conntrack cannot be read, assume someone is logged in: never
         // suspend a VM that might be in use.
@@ -145,9 +160,7 @@ impl OrchIdleTarget {
             self.activity.touch(&vm.id);
         }
         let last_activity = self.activity.last_activity(&vm.id).max(vm.last_activity_at);
-        let started_at = store
-            .list_transitions(&vm.id)
-            .ok()
+        let started_at = transitions
             .and_then(|events| {
                 events
                     .into_iter()
@@ -191,28 +204,31 @@ impl OrchIdleTarget {
 impl IdleTarget for OrchIdleTarget {
     /// Running VMs their policy idles (by default, those with routes).
     async fn candidates(&self) -> Vec<String> {
-        let store = &self.orch.store;
-        store
-            .list_vms()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|vm| vm.state == VmState::Running)
-            .filter(|vm| {
-                let has_routes = store.list_routes(&vm.id).is_ok_and(|routes| !routes.is_empty());
-                let policy = crate::idle::idle_policy(
-                    vm.lifetime.on_idle,
-                    vm.lifetime.idle_timeout_seconds.map(|s| s.duration()),
-                    has_routes,
-                    self.idle_timeout,
-                );
-                matches!(policy, IdlePolicy::Idle { .. })
-            })
-            .map(|vm| vm.id)
-            .collect()
+        let idle_timeout = self.idle_timeout;
+        let listed = self.orch.store.run(move |store| {
+            let vms = store.list_vms()?;
+            Ok::<_, StoreError>(
+                vms.into_iter()
+                    .filter(|vm| vm.state == VmState::Running)
+                    .filter(|vm| {
+                        let has_routes = store.list_routes(&vm.id).is_ok_and(|routes| !routes.is_empty());
+                        let policy = crate::idle::idle_policy(
+                            vm.lifetime.on_idle,
+                            vm.lifetime.idle_timeout_seconds.map(|s| s.duration()),
+                            has_routes,
+                            idle_timeout,
+                        );
+                        matches!(policy, IdlePolicy::Idle { .. })
+                    })
+                    .map(|vm| vm.id)
+                    .collect(),
+            )
+        });
+        listed.await.unwrap_or_default()
     }
 
     async fn inputs(&self, vm_id: &str) -> Option<IdleInputs> {
-        let vm = self.orch.store.get_vm(vm_id).ok()??;
+        let vm = self.orch.stored_vm(vm_id).await.ok()??;
         Some(self.inputs_for(&vm).await)
     }
 
@@ -232,7 +248,7 @@ impl IdleTarget for OrchIdleTarget {
     }
 
     async fn expiry_candidates(&self) -> Vec<(String, ExpiryInputs)> {
-        self.orch.expiry_candidates().unwrap_or_else(|error| {
+        self.orch.expiry_candidates().await.unwrap_or_else(|error| {
             tracing::warn!(%error, "listing VMs with a TTL failed");
             Vec::new()
         })
@@ -255,10 +271,10 @@ impl IdleTarget for OrchIdleTarget {
         self.orch.metrics.count_idle_decision(IdleDecisionKind::Keep);
         tokio::spawn(async move {
             let _guard = target.orch.locks.lock(&vm_id).await;
-            let Ok(Some(vm)) = target.orch.store.get_vm(&vm_id) else {
+            let Ok(Some(vm)) = target.orch.stored_vm(&vm_id).await else {
                 return;
             };
-            if let Err(error) = target.write_decision(vm, &decision) {
+            if let Err(error) = target.write_decision(vm, &decision).await {
                 tracing::warn!(vm = %vm_id, %error, "recording the idle decision failed");
             }
         });

@@ -52,8 +52,8 @@ impl Orchestrator {
 
     /// How `vm`'s VMM is launched (TAP, MAC, disks, kernel): public for
     /// tools that run the same guest outside orchestration (hatch-bench).
-    pub fn launch_spec_of(&self, vm: &Vm) -> Result<VmLaunch, OrchError> {
-        Ok(self.launch_spec(vm, &self.image_of(vm)?))
+    pub async fn launch_spec_of(&self, vm: &Vm) -> Result<VmLaunch, OrchError> {
+        Ok(self.launch_spec(vm, &self.image_of(vm).await?))
     }
 
     /// Launches the VMM for a VM in `creating`, `starting` or `restoring`
@@ -81,7 +81,7 @@ impl Orchestrator {
             vm.pid = None;
             return Err(error);
         }
-        self.watch_process(vm, handle);
+        self.watch_process(vm, handle).await;
         Ok(())
     }
 
@@ -132,7 +132,7 @@ impl Orchestrator {
             // Admitted and recorded as one step: the memory counts from here.
             let _allocating = self.allocation.lock().await;
             if matches!(transitions::decide(vm.state, Event::Start), Decision::Enter(_)) {
-                self.admit_memory(id, vm.mem_mib)?;
+                self.admit_memory(id, vm.mem_mib).await?;
             }
             self.apply(&mut vm, Event::Start, None).await?
         };
@@ -154,7 +154,7 @@ impl Orchestrator {
     }
 
     async fn restart_from_disk(self: &Arc<Self>, vm: Vm) -> Result<Vm, OrchError> {
-        let image = self.launchable_image(&vm)?;
+        let image = self.launchable_image(&vm).await?;
         let layout = self.layout(&vm.id);
         std::fs::create_dir_all(layout.dir())
             .map_err(|e| OrchError::Internal(format!("creating {}: {e}", layout.dir().display())))?;
@@ -172,7 +172,7 @@ impl Orchestrator {
         };
         cloudinit::write_seed(&seed, &layout.seed()).await?;
         if let Some(identity) = &vm.network {
-            let desired = self.desired_network()?;
+            let desired = self.desired_network().await?;
             self.network.attach_vm(&vm.id, identity, &desired).await?;
         }
         self.boot(vm, &image).await
@@ -181,8 +181,8 @@ impl Orchestrator {
     /// The image a VM boots from, checked again before every launch: its
     /// files must still be regular files in the import directories (one
     /// could have been swapped for a link to Hatch's own state).
-    pub(super) fn launchable_image(&self, vm: &Vm) -> Result<Image, OrchError> {
-        let image = self.image_of(vm)?;
+    pub(super) async fn launchable_image(&self, vm: &Vm) -> Result<Image, OrchError> {
+        let image = self.image_of(vm).await?;
         self.check_image_files(&image)?;
         Ok(image)
     }
@@ -207,9 +207,9 @@ impl Orchestrator {
     }
 
     /// The image a VM runs, which must still be registered.
-    pub(super) fn image_of(&self, vm: &Vm) -> Result<Image, OrchError> {
-        self.store
-            .get_image(&vm.image_id)?
+    pub(super) async fn image_of(&self, vm: &Vm) -> Result<Image, OrchError> {
+        self.stored_image(&vm.image_id)
+            .await?
             .ok_or_else(|| OrchError::Internal(format!("image {} of VM {} no longer exists", vm.image_id, vm.id)))
     }
 
@@ -242,7 +242,8 @@ impl Orchestrator {
         self.kill_process(vm).await;
         if let Some(identity) = &vm.network {
             let desired: Vec<_> = self
-                .desired_network()?
+                .desired_network()
+                .await?
                 .into_iter()
                 .filter(|(other, _)| *other != id)
                 .collect();
@@ -255,7 +256,8 @@ impl Orchestrator {
                 return Err(OrchError::Internal(format!("removing {}: {error}", dir.display())));
             }
         }
-        self.store.delete_routes_of(&id)?;
+        let routed = id.clone();
+        self.store.run(move |store| store.delete_routes_of(&routed)).await?;
         self.apply(vm, Event::TornDown, None).await?;
         tracing::info!(vm = %id, "deleted");
         Ok(())

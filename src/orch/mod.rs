@@ -161,7 +161,7 @@ impl Orchestrator {
         // First, so every other observer already sees the change in the view.
         observers.add(view.clone());
         let orch = Arc::new(Self {
-            store,
+            store: store.off_workers(),
             config,
             hypervisor,
             network,
@@ -216,8 +216,7 @@ impl Orchestrator {
             .iter()
             .map(|(id, handle)| (id.clone(), handle.pid()))
             .collect();
-        let store = self.store.clone();
-        let sample = tokio::task::spawn_blocking(move || -> Result<Sample, OrchError> {
+        let sample = self.store.run(move |store| -> Result<Sample, OrchError> {
             let vms = store.list_vms()?;
             let mut vms_by_state: Vec<(VmState, i64)> = Vec::new();
             for vm in &vms {
@@ -240,10 +239,8 @@ impl Orchestrator {
                 vms: usage,
                 snapshot_bytes: store.snapshot_bytes_stored()?,
             })
-        })
-        .await
-        .map_err(|e| OrchError::Internal(format!("reading metrics failed: {e}")))??;
-        Ok(sample)
+        });
+        sample.await
     }
 
     pub fn hypervisor_kind(&self) -> crate::vmm::HypervisorKind {
@@ -252,12 +249,16 @@ impl Orchestrator {
 
     /// The VM as stored, read off the async workers.
     pub async fn get_vm(&self, id: &str) -> Result<Vm, OrchError> {
-        let (store, key) = (self.store.clone(), id.to_string());
-        tokio::task::spawn_blocking(move || store.get_vm(&key))
-            .await
-            .map_err(|e| OrchError::Internal(format!("reading VM {id}: {e}")))??
+        self.stored_vm(id)
+            .await?
             .map(|vm| self.with_agent(vm))
             .ok_or_else(|| OrchError::vm_not_found(id))
+    }
+
+    /// The VM as the in-memory view holds it (agent status not filled in):
+    /// no SQLite read, and current once any change of the VM has returned.
+    pub fn viewed_vm(&self, id: &str) -> Option<Vm> {
+        self.view.vm(id)
     }
 
     /// Every VM but warm pools', oldest first, from memory.
@@ -441,26 +442,45 @@ impl Orchestrator {
         .await
     }
 
-    /// Runs `write` (a state change stored in one transaction, then the
-    /// observers told) on a blocking thread, so no SQLite write or reread
+    /// Runs `write` (a change stored, then the observers told: a state
+    /// change in one transaction, or any other write to a VM or its routes)
+    /// on a blocking thread, so no SQLite write or reread
     /// holds a runtime worker. Both happen there together: a caller that
     /// goes away while it waits cannot leave a stored change untold.
-    async fn record(
+    async fn record<T: Send + 'static>(
         &self,
-        write: impl FnOnce(&Store, &observe::Observers) -> Result<(), OrchError> + Send + 'static,
-    ) -> Result<(), OrchError> {
-        let (store, observers) = (self.store.clone(), self.observers.clone());
-        tokio::task::spawn_blocking(move || write(&store, &observers))
-            .await
-            .map_err(|e| OrchError::Internal(format!("recording a state change failed: {e}")))?
+        write: impl FnOnce(&Store, &observe::Observers) -> Result<T, OrchError> + Send + 'static,
+    ) -> Result<T, OrchError> {
+        let observers = self.observers.clone();
+        self.store.run(move |store| write(store, &observers)).await
+    }
+
+    /// The VM's row as stored (the agent status not filled in), read on a
+    /// blocking thread: for callers that hold its lock and act on the row.
+    async fn stored_vm(&self, id: &str) -> Result<Option<Vm>, crate::store::StoreError> {
+        let id = id.to_string();
+        self.store.run(move |store| store.get_vm(&id)).await
+    }
+
+    /// The snapshot's record, read on a blocking thread.
+    async fn stored_snapshot(&self, id: &str) -> Result<Option<crate::model::Snapshot>, crate::store::StoreError> {
+        let id = id.to_string();
+        self.store.run(move |store| store.get_snapshot(&id)).await
+    }
+
+    /// The image's record, read on a blocking thread.
+    async fn stored_image(&self, id: &str) -> Result<Option<crate::model::Image>, crate::store::StoreError> {
+        let id = id.to_string();
+        self.store.run(move |store| store.get_image(&id)).await
     }
 
     /// All networked VMs that should have host network state: every one
     /// but those being deleted.
-    fn desired_network(&self) -> Result<Vec<(String, crate::model::NetworkIdentity)>, OrchError> {
+    async fn desired_network(&self) -> Result<Vec<(String, crate::model::NetworkIdentity)>, OrchError> {
         Ok(self
             .store
-            .list_vms()?
+            .run(|store| store.list_vms())
+            .await?
             .into_iter()
             .filter(|vm| vm.state != VmState::Deleting)
             .filter_map(|vm| vm.network.map(|net| (vm.id, net)))

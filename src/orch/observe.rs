@@ -77,14 +77,10 @@ impl Orchestrator {
 
     /// For a VM (or its routes) written to the store by something other
     /// than the orchestrator (a tool, a test): tells every observer, the
-    /// in-memory view among them, to read it again.
+    /// in-memory view among them, to read it again. The view reads SQLite
+    /// here, on the caller's thread: the orchestrator's own writes tell the
+    /// observers on the blocking thread they write on.
     pub fn vm_written_elsewhere(&self, vm_id: &str) {
-        self.vm_updated(vm_id);
-    }
-
-    /// Tells the observers that `vm_id`'s row changed other than by
-    /// [`apply`](Self::apply) (which tells them itself).
-    pub(super) fn vm_updated(&self, vm_id: &str) {
         self.observers.notify(&VmChange::Updated { vm_id });
     }
 }

@@ -175,7 +175,7 @@ impl Orchestrator {
                 orch.reconcile_now.notify_one();
             }
             if let (Some(vm_id), Err(error)) = (&vm_id, &result) {
-                orch.record_failure(vm_id, error);
+                orch.record_failure(vm_id, error).await;
             }
             result
         }))
@@ -310,18 +310,17 @@ impl Orchestrator {
 impl Orchestrator {
     /// Records a failed operation on the VM as its `error` event (not a
     /// refusal of the request: those are answered, not recorded).
-    fn record_failure(&self, vm_id: &str, error: &OrchError) {
+    async fn record_failure(&self, vm_id: &str, error: &OrchError) {
         if error.is_refusal() {
             return;
         }
-        let Ok(Some(vm)) = self.store.get_vm(vm_id) else {
-            return;
-        };
-        let detail = error.to_string();
-        if let Err(store_error) = self
-            .store
-            .record_vm_event(vm_id, EventKind::Error, vm.state, Some(&detail))
-        {
+        let (id, detail) = (vm_id.to_string(), error.to_string());
+        let recorded = self.store.run(move |store| match store.get_vm(&id) {
+            Ok(Some(vm)) => store.record_vm_event(&id, EventKind::Error, vm.state, Some(&detail)),
+            // Gone (or unreadable): nothing to record it on.
+            _ => Ok(()),
+        });
+        if let Err(store_error) = recorded.await {
             tracing::warn!(vm = %vm_id, %store_error, "recording the failed operation failed");
         }
     }

@@ -83,22 +83,24 @@ impl Orchestrator {
     /// One pass; returns the running VMs whose TAP had to be recreated (see
     /// [`Self::reattach_later`]).
     async fn reconcile_pass(self: &Arc<Self>) -> Result<Vec<String>, OrchError> {
-        for vm in self.store.list_vms()? {
+        for vm in self.store.run(|store| store.list_vms()).await? {
             let _guard = self.locks.lock(&vm.id).await;
             // Read again under the lock: the supervisor may have moved it.
-            let Some(vm) = self.store.get_vm(&vm.id)? else { continue };
+            let Some(vm) = self.stored_vm(&vm.id).await? else {
+                continue;
+            };
             let id = vm.id.clone();
             if let Err(error) = self.reconcile_vm(vm).await {
                 tracing::warn!(vm = %id, %error, "reconciling the VM failed");
             }
         }
-        let vms = self.store.list_vms()?;
+        let vms = self.store.run(|store| store.list_vms()).await?;
         self.kill_stray_vmms(&vms).await;
         self.remove_stray_dirs(&vms).await;
         self.remove_unfinished_snapshots(&vms).await?;
         self.reconcile_durability(&vms).await?;
-        let report = self.network.reconcile(&self.desired_network()?).await?;
-        Ok(self.record_network_repairs(&vms, &report))
+        let report = self.network.reconcile(&self.desired_network().await?).await?;
+        Ok(self.record_network_repairs(&vms, &report).await)
     }
 
     /// A VMM keeps the file of the TAP it opened: once that TAP was deleted,
@@ -128,7 +130,7 @@ impl Orchestrator {
                 match moved {
                     Ok(true) => {
                         if let Ok(vm) = orch.get_vm(&vm_id).await {
-                            orch.record_vm_repair(&vm, "network re-attached: the guest moved to a fresh VMM on the new TAP (snapshot and restore; RAM kept)");
+                            orch.record_vm_repair(&vm, "network re-attached: the guest moved to a fresh VMM on the new TAP (snapshot and restore; RAM kept)").await;
                         }
                     }
                     Ok(false) => {}
@@ -157,7 +159,7 @@ impl Orchestrator {
             return self.record_lost_process(vm).await;
         };
         if vm.state == VmState::Snapshotting {
-            if let Some(snapshot_id) = self.snapshot_finished_since(&vm)? {
+            if let Some(snapshot_id) = self.snapshot_finished_since(&vm).await? {
                 // Cut short between recording the snapshot and stopping the
                 // VMM: the snapshot asked for is whole, so honour it.
                 process::terminate(pid, ADOPT_GRACE).await;
@@ -176,7 +178,7 @@ impl Orchestrator {
             .await?;
             return Ok(());
         }
-        let adopted = match self.image_of(&vm) {
+        let adopted = match self.image_of(&vm).await {
             Ok(image) => self
                 .hypervisor
                 .adopt(&self.launch_spec(&vm, &image), pid)
@@ -200,7 +202,7 @@ impl Orchestrator {
                 // Cut short mid-snapshot: the guest may be paused.
                 let resumed: Arc<dyn crate::vmm::VmHandle> = handle;
                 resumed.resume().await?;
-                self.watch_process(&vm, resumed);
+                self.watch_process(&vm, resumed).await;
                 self.apply(
                     &mut vm,
                     Event::SaveFailed,
@@ -209,7 +211,7 @@ impl Orchestrator {
                 .await?;
             }
             VmState::Starting => {
-                self.watch_process(&vm, handle);
+                self.watch_process(&vm, handle).await;
                 self.apply(
                     &mut vm,
                     Event::Booted,
@@ -217,7 +219,7 @@ impl Orchestrator {
                 )
                 .await?;
             }
-            _ => self.watch_process(&vm, handle),
+            _ => self.watch_process(&vm, handle).await,
         }
         Ok(())
     }
@@ -247,7 +249,7 @@ impl Orchestrator {
                 Ok(())
             }
             // The VMM is only stopped once the snapshot is complete.
-            VmState::Snapshotting => match self.snapshot_finished_since(&vm)? {
+            VmState::Snapshotting => match self.snapshot_finished_since(&vm).await? {
                 Some(snapshot_id) => self.record_saved(vm, snapshot_id).await,
                 None => {
                     let reason = "the VMM ended during a snapshot that did not complete".to_string();
@@ -319,7 +321,8 @@ impl Orchestrator {
         self.kill_process(&vm).await;
         if let Some(identity) = &vm.network {
             let desired: Vec<_> = self
-                .desired_network()?
+                .desired_network()
+                .await?
                 .into_iter()
                 .filter(|(other, _)| *other != vm.id)
                 .collect();
@@ -331,7 +334,8 @@ impl Orchestrator {
                 return Err(OrchError::Internal(format!("removing {}: {error}", dir.display())));
             }
         }
-        self.store.delete_routes_of(&vm.id)?;
+        let routed = vm.id.clone();
+        self.store.run(move |store| store.delete_routes_of(&routed)).await?;
         vm.pid = None;
         self.apply(
             &mut vm,
@@ -365,17 +369,20 @@ impl Orchestrator {
                 .is_some_and(|prog| prog.contains("qemu-system") || prog.contains("firecracker"));
             if is_vmm && args.iter().any(|arg| arg.contains(&prefix)) {
                 tracing::warn!(pid, "stopping a VMM process that belongs to no VM");
-                self.record_host_repair(&format!("stopped VMM process {pid}, which belonged to no VM"));
+                self.record_host_repair(&format!("stopped VMM process {pid}, which belonged to no VM"))
+                    .await;
                 process::terminate(pid, ADOPT_GRACE).await;
             }
         }
     }
 
     /// The newest complete snapshot taken since the VM began snapshotting.
-    fn snapshot_finished_since(&self, vm: &Vm) -> Result<Option<String>, OrchError> {
+    async fn snapshot_finished_since(&self, vm: &Vm) -> Result<Option<String>, OrchError> {
+        let id = vm.id.clone();
         Ok(self
             .store
-            .list_snapshots(&vm.id)?
+            .run(move |store| store.list_snapshots(&id))
+            .await?
             .into_iter()
             .next()
             .filter(|s| s.created_at >= vm.updated_at)
@@ -386,12 +393,15 @@ impl Orchestrator {
     /// scratch directories. No operation runs meanwhile, so an incomplete
     /// record is never one being written.
     async fn remove_unfinished_snapshots(&self, vms: &[Vm]) -> Result<(), OrchError> {
-        for snapshot in self.store.list_incomplete_snapshots()? {
+        for snapshot in self.store.run(|store| store.list_incomplete_snapshots()).await? {
             tracing::warn!(snapshot = %snapshot.id, "removing a snapshot a crash left incomplete or half-deleted");
             // Storage that does not answer (a bucket outage) must not stop
             // the rest of the pass; the marked record is tried again.
             match self.discard_snapshot(&snapshot).await {
-                Ok(()) => self.record_host_repair(&format!("removed unfinished snapshot {}", snapshot.id)),
+                Ok(()) => {
+                    self.record_host_repair(&format!("removed unfinished snapshot {}", snapshot.id))
+                        .await
+                }
                 Err(error) => tracing::warn!(snapshot = %snapshot.id, %error, "removing it failed; trying again later"),
             }
         }
@@ -419,7 +429,12 @@ impl Orchestrator {
     async fn remove_stray_snapshots(&self) -> Result<(), OrchError> {
         let store = self.snapshot_store();
         store.sweep_partials().await?;
-        let known: HashSet<(String, String)> = self.store.all_snapshot_ids()?.into_iter().collect();
+        let known: HashSet<(String, String)> = self
+            .store
+            .run(|store| store.all_snapshot_ids())
+            .await?
+            .into_iter()
+            .collect();
         // Only this host's own objects (its prefix in a shared bucket), and
         // only old ones: a young object may be an upload not yet recorded.
         match store.sweep_orphans(&known, self.config.snapshot_sweep_min_age).await {
@@ -443,7 +458,8 @@ impl Orchestrator {
                 if let Err(error) = tokio::fs::remove_dir_all(entry.path()).await {
                     tracing::error!(%error, "removing stray VM directory failed");
                 } else {
-                    self.record_host_repair(&format!("removed directory {name} of a VM that no longer exists"));
+                    self.record_host_repair(&format!("removed directory {name} of a VM that no longer exists"))
+                        .await;
                 }
             }
         }
@@ -451,7 +467,7 @@ impl Orchestrator {
 
     /// What the network reconcile repaired, as events: on the VM whose TAP
     /// it was, host-wide otherwise.
-    fn record_network_repairs(&self, vms: &[Vm], report: &ReconcileReport) -> Vec<String> {
+    async fn record_network_repairs(&self, vms: &[Vm], report: &ReconcileReport) -> Vec<String> {
         let mut stranded = Vec::new();
         for repair in &report.repairs {
             let owner = vms.iter().find(|vm| {
@@ -463,11 +479,11 @@ impl Orchestrator {
                 // A VMM keeps the file of the TAP it opened: a recreated
                 // TAP carries no traffic for it until it is started anew.
                 Some(vm) if vm.state == VmState::Running && repair.contains("missing") => {
-                    self.record_vm_repair(vm, repair);
+                    self.record_vm_repair(vm, repair).await;
                     stranded.push(vm.id.clone());
                 }
-                Some(vm) => self.record_vm_repair(vm, repair),
-                None => self.record_host_repair(repair),
+                Some(vm) => self.record_vm_repair(vm, repair).await,
+                None => self.record_host_repair(repair).await,
             }
         }
         for (vm_id, reason) in &report.skipped {
@@ -476,18 +492,24 @@ impl Orchestrator {
         stranded
     }
 
-    pub(super) fn record_vm_repair(&self, vm: &Vm, detail: &str) {
+    pub(super) async fn record_vm_repair(&self, vm: &Vm, detail: &str) {
         tracing::warn!(vm = %vm.id, %detail, "repaired");
         self.metrics.count_repair(crate::metrics::RepairScope::Vm);
-        if let Err(error) = self.store.record_vm_repair(&vm.id, vm.state, detail) {
+        let (id, state, detail) = (vm.id.clone(), vm.state, detail.to_string());
+        let recorded = self.store.run(move |store| store.record_vm_repair(&id, state, &detail));
+        if let Err(error) = recorded.await {
             tracing::error!(%error, "recording a repair failed");
         }
     }
 
-    pub(super) fn record_host_repair(&self, detail: &str) {
+    pub(super) async fn record_host_repair(&self, detail: &str) {
         tracing::warn!(%detail, "repaired");
         self.metrics.count_repair(crate::metrics::RepairScope::Host);
-        if let Err(error) = self.store.record_host_event(EventKind::Repair, detail) {
+        let detail = detail.to_string();
+        let recorded = self
+            .store
+            .run(move |store| store.record_host_event(EventKind::Repair, &detail));
+        if let Err(error) = recorded.await {
             tracing::error!(%error, "recording a repair failed");
         }
     }

@@ -40,7 +40,7 @@ impl Orchestrator {
             }
             let subdomain = match req.subdomain {
                 Some(subdomain) => subdomain,
-                None => orch.free_subdomain(&vm_id, generated)?,
+                None => orch.free_subdomain(&vm_id, generated).await?,
             };
             let route = Route {
                 id: random_id("rt", 10),
@@ -51,46 +51,60 @@ impl Orchestrator {
                 created_at: now(),
                 owner_key_id: vm.owner_key_id.clone(),
             };
-            let quotas = orch.store.quotas_of(vm.owner_key_id.as_deref())?;
-            orch.store.insert_route_within(&route, &quotas)?;
-            orch.observers.notify(&VmChange::RoutesChanged { vm_id: &vm_id });
+            let row = route.clone();
+            orch.record(move |store, observers| {
+                let quotas = store.quotas_of(row.owner_key_id.as_deref())?;
+                store.insert_route_within(&row, &quotas)?;
+                observers.notify(&VmChange::RoutesChanged { vm_id: &row.vm_id });
+                Ok(())
+            })
+            .await?;
             Ok(route)
         })
         .await
     }
 
     /// The VM id itself when free (easy to remember), else the id with a suffix.
-    fn free_subdomain(&self, vm_id: &str, generated: fn(&str) -> Option<String>) -> Result<String, OrchError> {
+    async fn free_subdomain(&self, vm_id: &str, generated: fn(&str) -> Option<String>) -> Result<String, OrchError> {
         let base = generated(vm_id).ok_or_else(|| OrchError::InvalidField {
             field: "subdomain",
             message: format!("{vm_id} cannot be a subdomain; give one"),
         })?;
-        if self.store.route_by_subdomain(&base)?.is_none() {
-            return Ok(base);
-        }
-        for _ in 0..16 {
-            if let Some(candidate) = generated(&random_id(&base, 4)) {
-                if self.store.route_by_subdomain(&candidate)?.is_none() {
-                    return Ok(candidate);
+        self.store
+            .run(move |store| {
+                if store.route_by_subdomain(&base)?.is_none() {
+                    return Ok(base);
                 }
-            }
-        }
-        Err(OrchError::Internal("could not generate a free subdomain".into()))
+                for _ in 0..16 {
+                    if let Some(candidate) = generated(&random_id(&base, 4)) {
+                        if store.route_by_subdomain(&candidate)?.is_none() {
+                            return Ok(candidate);
+                        }
+                    }
+                }
+                Err(OrchError::Internal("could not generate a free subdomain".into()))
+            })
+            .await
     }
 
     /// Gives a VM, its snapshots and routes to another key (see
     /// `Store::set_vm_owner`). False when there is no such VM.
-    pub fn set_vm_owner(&self, vm_id: &str, owner: Option<&str>) -> Result<bool, OrchError> {
-        let changed = self.store.set_vm_owner(vm_id, owner)?;
-        if changed {
-            self.vm_updated(vm_id);
-        }
-        Ok(changed)
+    pub async fn set_vm_owner(&self, vm_id: &str, owner: Option<&str>) -> Result<bool, OrchError> {
+        let (vm_id, owner) = (vm_id.to_string(), owner.map(str::to_string));
+        self.record(move |store, observers| {
+            let changed = store.set_vm_owner(&vm_id, owner.as_deref())?;
+            if changed {
+                observers.notify(&VmChange::Updated { vm_id: &vm_id });
+            }
+            Ok(changed)
+        })
+        .await
     }
 
     pub async fn list_routes(&self, vm_id: &str) -> Result<Vec<Route>, OrchError> {
         self.get_vm(vm_id).await?;
-        Ok(self.store.list_routes(vm_id)?)
+        let vm_id = vm_id.to_string();
+        Ok(self.store.run(move |store| store.list_routes(&vm_id)).await?)
     }
 
     pub async fn delete_route(self: &Arc<Self>, route_id: &str) -> Result<(), OrchError> {
@@ -100,12 +114,23 @@ impl Orchestrator {
                 kind: "route",
                 id: route_id.clone(),
             };
-            let route = orch.store.get_route(&route_id)?.ok_or_else(not_found)?;
+            let id = route_id.clone();
+            let route = orch
+                .store
+                .run(move |store| store.get_route(&id))
+                .await?
+                .ok_or_else(not_found)?;
             let _guard = orch.locks.lock(&route.vm_id).await;
-            if !orch.store.delete_route(&route_id)? {
+            let deleted = orch.record(move |store, observers| {
+                let deleted = store.delete_route(&route.id)?;
+                if deleted {
+                    observers.notify(&VmChange::RoutesChanged { vm_id: &route.vm_id });
+                }
+                Ok(deleted)
+            });
+            if !deleted.await? {
                 return Err(not_found());
             }
-            orch.observers.notify(&VmChange::RoutesChanged { vm_id: &route.vm_id });
             Ok(())
         })
         .await

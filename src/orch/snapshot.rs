@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use crate::model::{self, Snapshot, Vm, VmState};
 use crate::snapshot::{self, SnapshotError, SnapshotStore};
+use crate::store::{Store, StoreError};
 use crate::vmm::{SnapshotFiles, VmHandle};
 
 use super::operations::Accepted;
@@ -108,23 +109,28 @@ impl Orchestrator {
             self.snapshot_store().ensure_available().await?;
             // The record (not yet complete) holds the owner's quota from
             // here on; a refusal leaves the VM running and nothing written.
-            let quotas = self.store.quotas_of(vm.owner_key_id.as_deref())?;
-            self.store.reserve_snapshot(&record, &quotas)?;
+            let reserved = record.clone();
+            self.store
+                .run(move |store| {
+                    let quotas = store.quotas_of(reserved.owner_key_id.as_deref())?;
+                    store.reserve_snapshot(&reserved, &quotas)
+                })
+                .await?;
             if let Err(error) = self.admit_hot_copy(&vm) {
-                let _ = self.store.delete_snapshot(&record.id);
+                self.forget_snapshot_record(&record.id).await;
                 return Err(error);
             }
         }
         let applied = match self.apply(&mut vm, Event::Snapshot, None).await {
             Ok(applied) => applied,
             Err(error) => {
-                let _ = self.store.delete_snapshot(&record.id);
+                self.forget_snapshot_record(&record.id).await;
                 return Err(error);
             }
         };
         if applied == Applied::Already {
             accepted.send(&vm);
-            return self.suspended_with(&vm);
+            return self.suspended_with(&vm).await;
         }
         accepted.send(&vm);
         // The record was reserved a moment before the VM entered
@@ -133,7 +139,7 @@ impl Orchestrator {
         // rather than leaving a stopped VMM that looks like a crash.
         record.created_at = vm.updated_at;
         let Some(handle) = self.handle(id) else {
-            let _ = self.store.delete_snapshot(&record.id);
+            self.forget_snapshot_record(&record.id).await;
             vm.pid = None;
             self.apply(
                 &mut vm,
@@ -166,7 +172,7 @@ impl Orchestrator {
         // The hot copy is whole: the snapshot can be restored from here on,
         // and the VMM is no longer needed.
         record.complete = true;
-        self.store.upsert_snapshot(&record)?;
+        self.save_snapshot_record(&record).await?;
         self.set_handle(id, None);
         handle.stop(Duration::ZERO).await;
         vm.pid = None;
@@ -190,18 +196,28 @@ impl Orchestrator {
     }
 
     /// The snapshot a `snapshotted` VM would restore from.
-    pub(super) fn suspended_with(&self, vm: &Vm) -> Result<Snapshot, OrchError> {
-        let found = match &vm.snapshot_id {
-            Some(id) => self.store.get_snapshot(id)?,
-            None => self.store.list_snapshots(&vm.id)?.into_iter().next(),
-        };
-        found.ok_or_else(|| OrchError::Internal(format!("VM {} is snapshotted but its snapshot is missing", vm.id)))
+    pub(super) async fn suspended_with(&self, vm: &Vm) -> Result<Snapshot, OrchError> {
+        let vm = vm.clone();
+        self.store.run(move |store| suspended_with(store, &vm)).await
+    }
+
+    /// Writes the snapshot's record (new or changed) on a blocking thread.
+    async fn save_snapshot_record(&self, record: &Snapshot) -> Result<(), OrchError> {
+        let row = record.clone();
+        Ok(self.store.run(move |store| store.upsert_snapshot(&row)).await?)
+    }
+
+    /// Removes the record of a snapshot that never got any artefact; one
+    /// left behind (the write failed) is the reconciler's to remove.
+    async fn forget_snapshot_record(&self, id: &str) {
+        let id = id.to_string();
+        let _ = self.store.run(move |store| store.delete_snapshot(&id)).await;
     }
 
     /// Pauses the guest and has the hypervisor save it into `hot`: the
     /// only part of a snapshot the guest waits for.
     async fn save_hot(&self, handle: &Arc<dyn VmHandle>, record: &Snapshot, hot: &Path) -> Result<(), OrchError> {
-        self.store.upsert_snapshot(record)?;
+        self.save_snapshot_record(record).await?;
         handle.pause().await?;
         let saved = handle.save_snapshot(hot).await?;
         Self::name_hot_files(hot, &saved)?;
@@ -213,20 +229,23 @@ impl Orchestrator {
     /// record. Cut short, the marked record is finished by the reconciler;
     /// there is never a record whose artefacts are gone.
     pub(super) async fn discard_snapshot(&self, record: &Snapshot) -> Result<(), OrchError> {
-        self.store.mark_snapshot_deleting(&record.id)?;
+        let id = record.id.clone();
+        self.store.run(move |store| store.mark_snapshot_deleting(&id)).await?;
         self.durability.wait(&record.id, true).await;
         let _ = tokio::fs::remove_dir_all(self.hot_dir(&record.vm_id, &record.id)).await;
         self.snapshot_store()
             .delete(&format!("{}/{}/", record.vm_id, record.id))
             .await?;
-        self.store.delete_snapshot(&record.id)?;
+        let id = record.id.clone();
+        self.store.run(move |store| store.delete_snapshot(&id)).await?;
         Ok(())
     }
 
     /// Keeps the newest `HATCH_SNAPSHOT_KEEP` snapshots of a VM, and always
     /// the one it was suspended with.
     async fn apply_retention(&self, vm: &Vm) {
-        let Ok(snapshots) = self.store.list_snapshots(&vm.id) else {
+        let id = vm.id.clone();
+        let Ok(snapshots) = self.store.run(move |store| store.list_snapshots(&id)).await else {
             return;
         };
         let keep = self.config.snapshot_retention.max(1) as usize;
@@ -243,7 +262,8 @@ impl Orchestrator {
 
     pub async fn list_snapshots(&self, vm_id: &str) -> Result<Vec<Snapshot>, OrchError> {
         self.get_vm(vm_id).await?;
-        Ok(self.store.list_snapshots(vm_id)?)
+        let vm_id = vm_id.to_string();
+        Ok(self.store.run(move |store| store.list_snapshots(&vm_id)).await?)
     }
 
     /// Deletes a snapshot, unless it is the one a `snapshotted` VM would
@@ -255,24 +275,38 @@ impl Orchestrator {
                 kind: "snapshot",
                 id: snapshot_id.clone(),
             };
-            let snapshot = orch.store.get_snapshot(&snapshot_id)?.ok_or_else(not_found)?;
+            let snapshot = orch.stored_snapshot(&snapshot_id).await?.ok_or_else(not_found)?;
             let _guard = orch.locks.lock(&snapshot.vm_id).await;
             // Read again under the lock: a restore or delete may have run.
-            let snapshot = orch.store.get_snapshot(&snapshot_id)?.ok_or_else(not_found)?;
-            if let Some(vm) = orch.store.get_vm(&snapshot.vm_id)? {
-                let in_use = vm.state == VmState::Snapshotted
-                    && (vm.snapshot_id.as_deref() == Some(snapshot.id.as_str())
-                        || (vm.snapshot_id.is_none() && orch.suspended_with(&vm)?.id == snapshot.id));
-                if in_use {
-                    return Err(OrchError::InvalidState {
-                        state: vm.state,
-                        message: format!(
-                            "snapshot {} holds snapshotted VM {}: deleting it would lose the VM \
-                             (restore the VM first, or delete the VM)",
-                            snapshot.id, vm.id
-                        ),
-                    });
-                }
+            let id = snapshot_id.clone();
+            let (snapshot, holder) = orch
+                .store
+                .run(move |store| {
+                    let Some(snapshot) = store.get_snapshot(&id)? else {
+                        return Ok((None, None));
+                    };
+                    let vm = store.get_vm(&snapshot.vm_id)?;
+                    let in_use = match &vm {
+                        Some(vm) => {
+                            vm.state == VmState::Snapshotted
+                                && (vm.snapshot_id.as_deref() == Some(snapshot.id.as_str())
+                                    || (vm.snapshot_id.is_none() && suspended_with(store, vm)?.id == snapshot.id))
+                        }
+                        None => false,
+                    };
+                    Ok::<_, OrchError>((Some(snapshot), vm.filter(|_| in_use)))
+                })
+                .await?;
+            let snapshot = snapshot.ok_or_else(not_found)?;
+            if let Some(vm) = holder {
+                return Err(OrchError::InvalidState {
+                    state: vm.state,
+                    message: format!(
+                        "snapshot {} holds snapshotted VM {}: deleting it would lose the VM \
+                         (restore the VM first, or delete the VM)",
+                        snapshot.id, vm.id
+                    ),
+                });
             }
             orch.discard_snapshot(&snapshot).await
         })
@@ -302,16 +336,15 @@ impl Orchestrator {
             Decision::Enter(_) | Decision::Remove => {}
         }
         let snapshot = match snapshot_id {
-            Some(sid) => {
-                self.store
-                    .get_snapshot(sid)?
-                    .filter(|s| s.vm_id == id)
-                    .ok_or_else(|| OrchError::InvalidField {
-                        field: "snapshot_id",
-                        message: format!("VM {id} has no snapshot {sid}"),
-                    })?
-            }
-            None => self.suspended_with(&vm)?,
+            Some(sid) => self
+                .stored_snapshot(sid)
+                .await?
+                .filter(|s| s.vm_id == id)
+                .ok_or_else(|| OrchError::InvalidField {
+                    field: "snapshot_id",
+                    message: format!("VM {id} has no snapshot {sid}"),
+                })?,
+            None => self.suspended_with(&vm).await?,
         };
         self.check_loadable_here(&snapshot)?;
         if !self.has_hot_copy(&vm, &snapshot) {
@@ -319,7 +352,7 @@ impl Orchestrator {
         }
         {
             let _allocating = self.allocation.lock().await;
-            self.admit_memory(id, vm.mem_mib)?;
+            self.admit_memory(id, vm.mem_mib).await?;
             self.apply(&mut vm, event, None).await?;
         }
         accepted.send(&vm);
@@ -384,8 +417,8 @@ impl Orchestrator {
     /// reads the VM's disk and checksums the hot copy).
     pub(super) async fn settled_snapshot(&self, snapshot: &Snapshot) -> Result<Snapshot, OrchError> {
         self.durability.wait(&snapshot.id, false).await;
-        self.store
-            .get_snapshot(&snapshot.id)?
+        self.stored_snapshot(&snapshot.id)
+            .await?
             .ok_or_else(|| OrchError::NotFound {
                 kind: "snapshot",
                 id: snapshot.id.clone(),
@@ -416,7 +449,7 @@ impl Orchestrator {
     /// loads a stream gets the stored state straight from the store;
     /// others get it unpacked into `work`.
     async fn load(self: &Arc<Self>, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<Arc<dyn VmHandle>, OrchError> {
-        let spec = self.launch_spec(vm, &self.launchable_image(vm)?);
+        let spec = self.launch_spec(vm, &self.launchable_image(vm).await?);
         let handle = match self.saved_state(vm, snapshot).await? {
             SavedState::Hot(files) => {
                 self.attach_restored_network(vm).await?;
@@ -460,7 +493,7 @@ impl Orchestrator {
 
     async fn attach_restored_network(&self, vm: &Vm) -> Result<(), OrchError> {
         if let Some(identity) = &vm.network {
-            let desired = self.desired_network()?;
+            let desired = self.desired_network().await?;
             self.network.attach_vm(&vm.id, identity, &desired).await?;
         }
         Ok(())
@@ -509,13 +542,15 @@ impl Orchestrator {
 
     /// Removes all of a VM's snapshots, complete or not (on delete).
     pub(super) async fn discard_all_snapshots(&self, vm_id: &str) -> Result<(), OrchError> {
-        let mut records = self.store.list_snapshots(vm_id)?;
-        records.extend(
-            self.store
-                .list_incomplete_snapshots()?
-                .into_iter()
-                .filter(|s| s.vm_id == vm_id),
-        );
+        let id = vm_id.to_string();
+        let records = self
+            .store
+            .run(move |store| {
+                let mut records = store.list_snapshots(&id)?;
+                records.extend(store.list_incomplete_snapshots()?.into_iter().filter(|s| s.vm_id == id));
+                Ok::<_, StoreError>(records)
+            })
+            .await?;
         for snapshot in &records {
             self.discard_snapshot(snapshot).await?;
         }
@@ -523,6 +558,16 @@ impl Orchestrator {
         self.remove_hot_copies(vm_id, None).await;
         Ok(())
     }
+}
+
+/// The snapshot a `snapshotted` VM would restore from (for callers
+/// already on a blocking thread).
+pub(super) fn suspended_with(store: &Store, vm: &Vm) -> Result<Snapshot, OrchError> {
+    let found = match &vm.snapshot_id {
+        Some(id) => store.get_snapshot(id)?,
+        None => store.list_snapshots(&vm.id)?.into_iter().next(),
+    };
+    found.ok_or_else(|| OrchError::Internal(format!("VM {} is snapshotted but its snapshot is missing", vm.id)))
 }
 
 pub(super) fn artefact_key(snapshot: &Snapshot, name: &str) -> String {

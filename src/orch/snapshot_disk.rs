@@ -27,8 +27,8 @@ impl Orchestrator {
         disk: &Path,
         work: &Path,
     ) -> Result<(ArtefactInfo, PathBuf), OrchError> {
-        let image = match self.store.get_vm(vm_id)? {
-            Some(vm) => self.store.get_image(&vm.image_id)?,
+        let image = match self.stored_vm(vm_id).await? {
+            Some(vm) => self.stored_image(&vm.image_id).await?,
             None => None,
         };
         let base = image.and_then(|image| Some((image.rootfs_path.filter(|p| p.is_file())?, image.id)));
@@ -55,8 +55,8 @@ impl Orchestrator {
             reason: reason.to_string(),
         };
         let image = self
-            .store
-            .get_image(&base.image_id)?
+            .stored_image(&base.image_id)
+            .await?
             .ok_or_else(|| gone("was deleted"))?;
         let rootfs = image
             .rootfs_path

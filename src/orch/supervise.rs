@@ -22,10 +22,10 @@ const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_millis(250);
 impl Orchestrator {
     /// Registers a live VMM process and starts its supervisor (and, for a
     /// networked VM not yet ready, its readiness probe).
-    pub(super) fn watch_process(self: &Arc<Self>, vm: &Vm, handle: Arc<dyn VmHandle>) {
+    pub(super) async fn watch_process(self: &Arc<Self>, vm: &Vm, handle: Arc<dyn VmHandle>) {
         self.set_handle(&vm.id, Some(handle.clone()));
         let pid = handle.pid();
-        self.attach_agent(vm, pid);
+        self.attach_agent(vm, pid).await;
         let orch = Arc::downgrade(self);
         let vm_id = vm.id.clone();
         tokio::spawn(async move {
@@ -51,7 +51,7 @@ impl Orchestrator {
             return;
         }
         self.set_handle(vm_id, None);
-        let Ok(Some(mut vm)) = self.store.get_vm(vm_id) else {
+        let Ok(Some(mut vm)) = self.stored_vm(vm_id).await else {
             return;
         };
         vm.pid = None;
@@ -97,7 +97,7 @@ impl Orchestrator {
         if !self.is_current(vm_id, pid) {
             return;
         }
-        let Ok(Some(mut vm)) = self.store.get_vm(vm_id) else {
+        let Ok(Some(mut vm)) = self.stored_vm(vm_id).await else {
             return;
         };
         if vm.ready_at.is_some() {
@@ -105,15 +105,17 @@ impl Orchestrator {
         }
         vm.ready_at = Some(crate::model::now());
         vm.updated_at = crate::model::now();
-        match self
-            .store
-            .update_vm_with_event(&vm, crate::store::EventKind::Ready, Some(how))
-        {
-            Ok(_) => {
-                tracing::info!(vm = %vm_id, how, "guest ready");
+        let how_stored = how.to_string();
+        let recorded = self
+            .record(move |store, observers| {
+                store.update_vm_with_event(&vm, crate::store::EventKind::Ready, Some(&how_stored))?;
                 // Wakes `wait=ready`.
-                self.vm_updated(vm_id);
-            }
+                observers.notify(&super::VmChange::Updated { vm_id: &vm.id });
+                Ok(())
+            })
+            .await;
+        match recorded {
+            Ok(()) => tracing::info!(vm = %vm_id, how, "guest ready"),
             Err(error) => tracing::error!(vm = %vm_id, %error, "recording readiness failed"),
         }
     }

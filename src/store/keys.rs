@@ -108,6 +108,13 @@ impl Store {
         Ok((info, plaintext))
     }
 
+    /// The active key matching `presented` if memory holds it (no SQLite):
+    /// the answer for every key in use; `None` says only "look further"
+    /// ([`Self::verify_api_key`]).
+    pub fn cached_api_key(&self, presented: &str) -> Option<ApiKeyInfo> {
+        self.keys.find(&hash(presented))
+    }
+
     /// The active key matching `presented`, from memory (see
     /// [`key_cache`](super::key_cache)); a key not found there is looked
     /// for in the database, on the read connection.

@@ -8,6 +8,9 @@
 //! under WAL (a power cut may lose the last commits, never corrupt), makes a
 //! commit a write to the log instead of an fsync. Statements are prepared
 //! once per connection and cached.
+//!
+//! Every method is a synchronous SQLite call: async code hands them to a
+//! blocking thread with [`Store::run`] (see `offload.rs`).
 
 mod audit;
 mod codec;
@@ -16,6 +19,7 @@ mod images;
 mod key_cache;
 mod keys;
 pub mod migrations;
+mod offload;
 mod routes;
 mod snapshots;
 mod templates;
@@ -65,6 +69,10 @@ pub enum StoreError {
     },
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A call handed to a blocking thread ([`Store::run`]) did not finish:
+    /// it panicked, or the runtime shut down before it ran.
+    #[error("database call did not finish: {0}")]
+    Interrupted(String),
 }
 
 /// Handle to the database; cheap to clone, shared by every task.
@@ -75,6 +83,9 @@ pub struct Store {
     reader: Arc<Mutex<Connection>>,
     /// The active API keys, for authentication without SQLite.
     keys: Arc<key_cache::KeyCache>,
+    /// This handle's statements belong on blocking threads (the daemon's
+    /// own handles; see [`Store::off_workers`]).
+    off_workers: bool,
 }
 
 impl std::fmt::Debug for Store {
@@ -138,6 +149,7 @@ impl Store {
             reader: conn.clone(),
             conn,
             keys,
+            off_workers: false,
         })
     }
 
@@ -149,6 +161,7 @@ impl Store {
     /// The connection for writes (and reads that must be in a write's
     /// transaction).
     fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.check_thread();
         // A panic while holding the lock cannot leave SQLite inconsistent
         // (statements are atomic), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -156,6 +169,7 @@ impl Store {
 
     /// The connection for reads outside any transaction.
     fn read(&self) -> MutexGuard<'_, Connection> {
+        self.check_thread();
         self.reader.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

@@ -125,7 +125,7 @@ async fn create(hatchd: &Hatchd, body: &serde_json::Value) -> Result<(Duration, 
 /// Boots a stopped VM's launch by hand from fresh disks.
 async fn by_hand(hatchd: &Hatchd, vm_id: &str, image: &Image, ctx: &Ctx) -> Result<Duration, BenchError> {
     let vm = hatchd.orch.get_vm(vm_id).await.map_err(BenchError::hatch)?;
-    let spec = hatchd.orch.launch_spec_of(&vm).map_err(BenchError::hatch)?;
+    let spec = hatchd.orch.launch_spec_of(&vm).await.map_err(BenchError::hatch)?;
     let guest_ip = vm
         .network
         .as_ref()

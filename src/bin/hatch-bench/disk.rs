@@ -110,7 +110,7 @@ async fn baseline(
     let vm = hatchd.orch.get_vm(vm_id).await.map_err(BenchError::hatch)?;
     let live_disk = work.path().join("disk.img");
     let spec = own_disk(
-        hatchd.orch.launch_spec_of(&vm).map_err(BenchError::hatch)?,
+        hatchd.orch.launch_spec_of(&vm).await.map_err(BenchError::hatch)?,
         work.path(),
         &live_disk,
     );

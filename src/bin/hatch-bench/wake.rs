@@ -192,7 +192,7 @@ impl Setup {
         let work = self.data_dir.join(format!("raw-{round}"));
         let unpacked = self.orch.unpack_snapshot(snapshot, &work).await.map_err(hatch_error)?;
         let vm = self.orch.get_vm(&self.vm.id).await.map_err(hatch_error)?;
-        let mut spec = self.orch.launch_spec_of(&vm).map_err(hatch_error)?;
+        let mut spec = self.orch.launch_spec_of(&vm).await.map_err(hatch_error)?;
         spec.run_dir = work.join("run");
         let addr = guest_service(&vm)?;
         let started = Instant::now();

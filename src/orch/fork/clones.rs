@@ -30,7 +30,7 @@ impl Orchestrator {
         let mut recorded = Vec::new();
         for _ in 0..count {
             let vm = async {
-                let id = self.new_vm_id()?;
+                let id = self.new_vm_id().await?;
                 self.record_new_vm(&id, &plan).await
             }
             .await;
@@ -111,8 +111,8 @@ impl Orchestrator {
         for vm in &clones {
             // The hello may have recorded readiness meanwhile: keep it.
             let mut row = self
-                .store
-                .get_vm(&vm.id)?
+                .stored_vm(&vm.id)
+                .await?
                 .ok_or_else(|| OrchError::vm_not_found(&vm.id))?;
             row.pid = self.handle(&vm.id).map(|handle| handle.pid());
             current.push(row);
@@ -205,7 +205,7 @@ impl Orchestrator {
         running.pid = Some(handle.pid());
         // Watched while still `creating`: its agent's hello applies the
         // identity; a crash meanwhile rolls the clone back.
-        self.watch_process(&running, handle.clone());
+        self.watch_process(&running, handle.clone()).await;
         tokio::select! {
             taken = tokio::time::timeout(IDENTITY_WAIT, taken) => match taken {
                 Ok(Ok(Ok(()))) => {}

@@ -93,12 +93,12 @@ impl Orchestrator {
             field: "snapshot_id",
             message: format!("no snapshot {snapshot_id}"),
         };
-        let snapshot = self.store.get_snapshot(snapshot_id)?.ok_or_else(missing)?;
+        let snapshot = self.stored_snapshot(snapshot_id).await?.ok_or_else(missing)?;
         let staged = {
             let _guard = self.locks.lock(&snapshot.vm_id).await;
             let vm = self.get_vm(&snapshot.vm_id).await?;
             // Read again under the lock: a delete may have removed it.
-            let snapshot = self.store.get_snapshot(snapshot_id)?.ok_or_else(missing)?;
+            let snapshot = self.stored_snapshot(snapshot_id).await?.ok_or_else(missing)?;
             self.stage_snapshot(vm, &snapshot).await?
         };
         let made = self.clone_staged(&staged, 1, &settings, accepted).await;

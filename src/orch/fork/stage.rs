@@ -25,11 +25,11 @@ impl Orchestrator {
     ) -> Result<Staged, OrchError> {
         let _guard = self.locks.lock(id).await;
         let vm = self.get_vm(id).await?;
-        self.check_vm_quotas(owner, count, vm.vcpu_count, vm.mem_mib)?;
+        self.check_vm_quotas(owner, count, vm.vcpu_count, vm.mem_mib).await?;
         match vm.state {
             VmState::Running => self.stage_running(vm).await,
             VmState::Snapshotted => {
-                let snapshot = self.suspended_with(&vm)?;
+                let snapshot = self.suspended_with(&vm).await?;
                 self.stage_snapshot(vm, &snapshot).await
             }
             state => Err(OrchError::InvalidState {
@@ -47,7 +47,7 @@ impl Orchestrator {
         self.agent_conversation(&vm)
             .await
             .map_err(|e| no_agent(&vm.id, &e.to_string()))?;
-        let image = self.launchable_image(&vm)?;
+        let image = self.launchable_image(&vm).await?;
         self.admit_hot_copy(&vm)?;
         let Some(handle) = self.handle(&vm.id) else {
             return Err(OrchError::Internal(format!("VM {} has no VMM process", vm.id)));
@@ -117,11 +117,15 @@ impl Orchestrator {
     /// copy and the VM's disk when the VM is suspended with it, else the
     /// stored artefacts, verified.
     pub(super) async fn stage_snapshot(self: &Arc<Self>, vm: Vm, snapshot: &Snapshot) -> Result<Staged, OrchError> {
-        if !self.store.vm_had_event(&vm.id, crate::store::EventKind::Agent)? {
+        let id = vm.id.clone();
+        let had_agent = self
+            .store
+            .run(move |store| store.vm_had_event(&id, crate::store::EventKind::Agent));
+        if !had_agent.await? {
             return Err(no_agent(&vm.id, "its guest agent never connected"));
         }
         self.check_loadable_here(snapshot)?;
-        let image = self.launchable_image(&vm)?;
+        let image = self.launchable_image(&vm).await?;
         // A pass still storing it has not yet checksummed the hot copy.
         let snapshot = &self.settled_snapshot(snapshot).await?;
         let dir = self.fork_dir(&vm.id);

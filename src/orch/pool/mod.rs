@@ -25,7 +25,7 @@ use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Template, Vm, VmState};
-use crate::store::EventKind;
+use crate::store::{EventKind, Store};
 
 use super::operations::Accepted;
 use super::{CreateVm, OrchError, Orchestrator};
@@ -174,9 +174,7 @@ impl Orchestrator {
     async fn fill_pass(self: &Arc<Self>) {
         // Two queries every few seconds: on a blocking thread, never a runtime worker.
         let orch = Arc::clone(self);
-        let jobs = tokio::task::spawn_blocking(move || orch.pool_jobs())
-            .await
-            .unwrap_or_else(|e| Err(OrchError::Internal(format!("reading the warm pools: {e}"))));
+        let jobs = self.store.run(move |store| orch.pool_jobs(store)).await;
         let jobs = match jobs {
             Ok(jobs) => jobs,
             Err(error) => {
@@ -191,11 +189,11 @@ impl Orchestrator {
 
     /// What the pools need now. No job of the filler runs meanwhile, so a
     /// pool VM found running is not one being made.
-    fn pool_jobs(&self) -> Result<Vec<Job>, OrchError> {
-        let templates = self.store.list_templates()?;
+    fn pool_jobs(&self, store: &Store) -> Result<Vec<Job>, OrchError> {
+        let templates = store.list_templates()?;
         let mut counted: HashMap<&str, u32> = HashMap::new();
         let mut jobs = Vec::new();
-        for vm in self.store.list_pool_vms()? {
+        for vm in store.list_pool_vms()? {
             let template = templates
                 .iter()
                 .find(|t| vm.pool_template_id.as_deref() == Some(t.id.as_str()));
@@ -207,7 +205,7 @@ impl Orchestrator {
                 VmState::Error | VmState::Stopped => jobs.push(Job::Remove(vm, "it failed; it is replaced")),
                 // Its saved state was lost (a hot copy gone before it was
                 // stored): a take could not restore it.
-                VmState::Snapshotted if self.suspended_with(&vm).is_err() => {
+                VmState::Snapshotted if super::snapshot::suspended_with(store, &vm).is_err() => {
                     jobs.push(Job::Remove(vm, "its snapshot is gone; it is replaced"))
                 }
                 VmState::Running => {
@@ -233,8 +231,11 @@ impl Orchestrator {
         match job {
             Job::Fill(template) => {
                 let filled = self.fill_one(&template).await;
-                if filled.is_err() && matches!(self.store.get_template(&template.id), Ok(None)) {
-                    return; // Deleted meanwhile: its pool is drained, not refilled.
+                if filled.is_err() {
+                    let id = template.id.clone();
+                    if let Ok(None) = self.store.run(move |store| store.get_template(&id)).await {
+                        return; // Deleted meanwhile: its pool is drained, not refilled.
+                    }
                 }
                 if filled.is_err() && self.operations.is_closing() {
                     return; // Refused by the shutdown; the next start refills.
@@ -247,7 +248,10 @@ impl Orchestrator {
                         delay.as_secs()
                     );
                     tracing::warn!(template = %template.id, %error, "filling the warm pool failed");
-                    if let Err(store_error) = self.store.record_host_event(EventKind::Error, &detail) {
+                    let recorded = self
+                        .store
+                        .run(move |store| store.record_host_event(EventKind::Error, &detail));
+                    if let Err(store_error) = recorded.await {
                         tracing::error!(%store_error, "recording the failed fill failed");
                     }
                 }
@@ -331,7 +335,7 @@ impl Orchestrator {
         );
         self.run_operation(move |orch| async move {
             let _guard = orch.locks.lock(&id).await;
-            let Some(mut vm) = orch.store.get_vm(&id)? else {
+            let Some(mut vm) = orch.stored_vm(&id).await? else {
                 return Ok(());
             };
             if vm.pool_template_id.as_deref() != Some(template.as_str()) {
@@ -347,13 +351,14 @@ impl Orchestrator {
     /// ended, its pool VMs and their snapshots. Cut short, the filler
     /// removes the pool VMs of a template that is gone.
     pub async fn delete_template(self: &Arc<Self>, id: &str) -> Result<bool, OrchError> {
-        if !self.store.delete_template(id)? {
+        let template = id.to_string();
+        if !self.store.run(move |store| store.delete_template(&template)).await? {
             return Ok(false);
         }
         let fills = self.pools.fill_lock(id);
         let drained = async {
             let _draining = fills.write().await;
-            for vm in self.store.list_pool_vms()? {
+            for vm in self.store.run(|store| store.list_pool_vms()).await? {
                 if vm.pool_template_id.as_deref() == Some(id) {
                     self.remove_pool_vm(&vm.id, id, "its template was deleted").await?;
                 }

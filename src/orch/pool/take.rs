@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::model::{Vm, VmState};
 
 use super::super::operations::Accepted;
-use super::super::{CreateVm, OrchError, Orchestrator};
+use super::super::{CreateVm, OrchError, Orchestrator, VmChange};
 
 impl Orchestrator {
     /// `POST /vms {"template_id"}` asking for nothing the pool's VMs do
@@ -23,7 +23,8 @@ impl Orchestrator {
         };
         let lifetime = req.checked_lifetime()?;
         let restart_policy = req.checked_restart_policy()?.unwrap_or_default();
-        let Some(template) = self.store.get_template(template_id)? else {
+        let id = template_id.to_string();
+        let Some(template) = self.store.run(move |store| store.get_template(&id)).await? else {
             return Ok(None);
         };
         let mut candidates: Vec<Vm> = self
@@ -48,7 +49,7 @@ impl Orchestrator {
                     None => continue,
                 },
             };
-            let Some(mut vm) = self.store.get_vm(&candidate.id)? else {
+            let Some(mut vm) = self.stored_vm(&candidate.id).await? else {
                 continue;
             };
             if vm.pool_template_id.as_deref() != Some(template_id) || vm.state != VmState::Snapshotted {
@@ -56,7 +57,7 @@ impl Orchestrator {
             }
             {
                 let _allocating = self.allocation.lock().await;
-                self.check_vm_quotas(Some(owner), 1, vm.vcpu_count, vm.mem_mib)?;
+                self.check_vm_quotas(Some(owner), 1, vm.vcpu_count, vm.mem_mib).await?;
                 let now = crate::model::now();
                 // Its life as the caller's VM starts now.
                 vm.lifetime = lifetime.or(template.lifetime);
@@ -64,11 +65,18 @@ impl Orchestrator {
                 vm.created_at = now;
                 vm.updated_at = now;
                 vm.expires_at = vm.lifetime.expires_at(now);
-                if !self.store.take_pool_vm(&vm, template_id, owner)? {
+                let (row, template, owner) = (vm.clone(), template_id.to_string(), owner.to_string());
+                let taken = self.record(move |store, observers| {
+                    let taken = store.take_pool_vm(&row, &template, &owner)?;
+                    if taken {
+                        observers.notify(&VmChange::Updated { vm_id: &row.id });
+                    }
+                    Ok(taken)
+                });
+                if !taken.await? {
                     continue;
                 }
             }
-            self.vm_updated(&vm.id);
             self.wake_pool_filler();
             tracing::info!(vm = %vm.id, template = %template_id, owner, "taken from the warm pool");
             let pool_snapshot = vm.snapshot_id.clone();
@@ -91,7 +99,7 @@ impl Orchestrator {
     /// once the VM runs, it goes (a restore already removed an unstored one).
     async fn discard_pool_snapshot(&self, vm_id: &str, snapshot_id: Option<&str>) {
         let Some(snapshot_id) = snapshot_id else { return };
-        let Ok(Some(snapshot)) = self.store.get_snapshot(snapshot_id) else {
+        let Ok(Some(snapshot)) = self.stored_snapshot(snapshot_id).await else {
             return;
         };
         if let Err(error) = self.discard_snapshot(&snapshot).await {
