@@ -1,15 +1,14 @@
 //! The host's neighbour (ARP) entries for its guests: one permanent entry
 //! per VM on the bridge, from the address and MAC Hatch gave it.
 //!
-//! Why: without one, the first packets to a guest that is just booting wait
-//! on ARP, and the kernel repeats an unanswered ARP request only once a
-//! second. The readiness probe (and a woken VM's first proxied request)
-//! then saw a guest up to a second after its SSH server listened, a delay
-//! that depended only on where the guest's boot fell between two retries.
-//! With the entry the host never asks, so the first SYN after the guest's
-//! address is up is answered. It also means no guest's ARP claim can
-//! redirect the host's traffic for another guest's address, whatever gets
-//! past the bridge table.
+//! Why: the host never has to ask a guest who it is. No guest's ARP claim
+//! can redirect the host's traffic for another guest's address (its SSH
+//! forward, the proxy's requests), whatever gets past the bridge table. And
+//! a guest that has just brought its address up gets the first packet sent
+//! to it: without the entry, the host's packets to a guest that has not
+//! yet spoken to the host wait on ARP, which the kernel repeats only once a
+//! second (with Hatch's own images the guest speaks first, so this showed
+//! in no benchmark; see docs/benchmarks.md).
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
