@@ -50,11 +50,9 @@ pub async fn set(bridge: &str, ip: Ipv4Addr, mac: &str) -> Result<(), NetError> 
     Ok(())
 }
 
-/// Removes the entry for `ip`; one that is already gone is not an error.
+/// Removes the entry for `ip`; one that is already gone is not an error
+/// (the table is read only when the removal fails, to tell which).
 pub async fn remove(bridge: &str, ip: Ipv4Addr) -> Result<(), NetError> {
-    if !permanent_entries(bridge).await?.contains_key(&ip) {
-        return Ok(());
-    }
     let ip_text = ip.to_string();
     match cmd::run("ip", ["neigh", "del", &ip_text, "dev", bridge]).await {
         Ok(_) => Ok(()),
