@@ -160,12 +160,26 @@ async fn forward(
     if let Some(client_upgrade) = client_upgrade {
         return upgrade_or_answer(state, request, client_upgrade, addr, &vm_id, guard, subdomain).await;
     }
-    let mut response = match state.pool.send(&vm_id, addr, request).await {
-        Ok(response) => response,
-        Err(error) => return bad_gateway(&vm_id, addr, &error),
-    };
+    match state.pool.send(&vm_id, addr, request).await {
+        Ok(response) => pass_on(state, response, guard, subdomain),
+        Err(error) => bad_gateway(&vm_id, addr, &error),
+    }
+}
+
+/// The guest's answer to the client: its hop-by-hop headers dropped, its
+/// body streamed while the exchange counts as activity.
+fn pass_on<B>(
+    state: &ProxyState,
+    mut response: Response<B>,
+    guard: ActivityGuard,
+    subdomain: &str,
+) -> Response<ProxyBody>
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + Sync + 'static,
+    B::Error: Into<super::body::BoxError>,
+{
     strip_hop_by_hop(response.headers_mut(), false);
-    let bytes = config.metrics.as_ref().map(|m| m.proxy_bytes(subdomain));
+    let bytes = state.config.metrics.as_ref().map(|m| m.proxy_bytes(subdomain));
     response.map(|body| tracked(body, guard, bytes))
 }
 
@@ -200,9 +214,7 @@ async fn upgrade_or_answer(
         );
         return response.map(|_| empty());
     }
-    strip_hop_by_hop(response.headers_mut(), false);
-    let bytes = state.config.metrics.as_ref().map(|m| m.proxy_bytes(subdomain));
-    response.map(|body| tracked(body, guard, bytes))
+    pass_on(state, response, guard, subdomain)
 }
 
 fn bad_gateway(vm_id: &str, addr: SocketAddr, error: &UpstreamError) -> Response<ProxyBody> {

@@ -128,8 +128,8 @@ pub(crate) fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<Re
     };
     let mut headers = HeaderMap::with_capacity(parsed.headers.len());
     for field in parsed.headers.iter() {
-        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeaderError)?;
-        let value = HeaderValue::from_bytes(field.value).map_err(|_| HeaderError)?;
+        let name = HeaderName::from_bytes(field.name.as_bytes()).map_err(|_| HeadError::InvalidHeader)?;
+        let value = HeaderValue::from_bytes(field.value).map_err(|_| HeadError::InvalidHeader)?;
         headers.append(name, value);
     }
     let framing = framing(status, &headers, head_request)?;
@@ -146,15 +146,6 @@ pub(crate) fn parse_response(buf: &[u8], head_request: bool) -> Result<Option<Re
         keep_alive,
         len,
     }))
-}
-
-/// Lets header conversion errors read as [`HeadError::InvalidHeader`].
-struct HeaderError;
-
-impl From<HeaderError> for HeadError {
-    fn from(_: HeaderError) -> Self {
-        HeadError::InvalidHeader
-    }
 }
 
 /// RFC 9112 §6.3, strictly: no body for HEAD, 1xx, 204 and 304; chunked

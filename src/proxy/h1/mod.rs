@@ -110,9 +110,7 @@ impl Connection {
     }
 
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 4 {
-            self.buf.reserve(READ_CHUNK);
-        }
+        make_room(&mut self.buf);
         tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.stream), cx, &mut self.buf)
     }
 
@@ -182,9 +180,7 @@ async fn read_head(
             }
         }
         let answered = interim > 0 || !buf.is_empty();
-        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
-            buf.reserve(READ_CHUNK);
-        }
+        make_room(buf);
         match reader.read_buf(buf).await {
             Ok(0) if answered => return Err(ExchangeError::Truncated),
             Ok(0) => return Err(ExchangeError::Dropped(None)),
@@ -192,5 +188,13 @@ async fn read_head(
             Err(error) if answered => return Err(ExchangeError::Read(error)),
             Err(error) => return Err(ExchangeError::Dropped(Some(error))),
         }
+    }
+}
+
+/// Room for the next read: at least a quarter of [`READ_CHUNK`], grown by a
+/// whole one when less is left.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+        buf.reserve(READ_CHUNK);
     }
 }
