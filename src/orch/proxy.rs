@@ -103,6 +103,11 @@ impl RouteResolver for OrchRouteResolver {
         }
     }
 
+    /// Answers come from the view alone, so they hold while it is unchanged.
+    fn answers_version(&self) -> Option<u64> {
+        Some(self.orch.view.version())
+    }
+
     /// Activity is counted by the proxy's `ActiveConnections`, which the idle
     /// monitor reads; nothing more to do per event.
     fn activity(&self, _vm_id: &str, _event: ActivityEvent) {}

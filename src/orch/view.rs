@@ -15,6 +15,7 @@
 //! reports a connect or disconnect; a listing then only joins bytes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -127,6 +128,9 @@ pub struct View {
     /// The live agent links, whose status every VM's JSON shows.
     agents: Arc<Agents>,
     tables: RwLock<Tables>,
+    /// Bumped after every change of the tables: an answer read from them
+    /// holds until this moves (the proxy reuses routes on that promise).
+    version: AtomicU64,
     changes: watch::Sender<u64>,
 }
 
@@ -145,6 +149,7 @@ impl View {
             store,
             agents,
             tables: RwLock::new(tables),
+            version: AtomicU64::new(0),
             changes: watch::channel(0).0,
         })
     }
@@ -205,6 +210,13 @@ impl View {
         Some(look(route, vm.map(|entry| &*entry.vm)))
     }
 
+    /// Moves after every change of a VM or its routes (see [`View::with_route`]).
+    /// Read it before reading the view: an answer read after it holds
+    /// until it moves.
+    pub fn version(&self) -> u64 {
+        self.version.load(Ordering::Acquire)
+    }
+
     /// A receiver that sees a new value after every change of any VM.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changes.subscribe()
@@ -238,6 +250,7 @@ impl View {
                     None => tables.remove_vm(vm_id),
                 }
                 tables.put_routes(vm_id, routes);
+                self.version.fetch_add(1, Ordering::Release);
             }
             Err(error) => tracing::error!(vm = %vm_id, %error, "refreshing the in-memory view failed"),
         }

@@ -7,24 +7,59 @@
 //! suspending a VM.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::model::Timestamp;
 
+use super::coarse_clock;
 use super::resolver::{ActivityEvent, RouteResolver};
 
+/// One VM's traffic, shared by the registry and every open exchange for
+/// the VM: counting an exchange takes no lock and no lookup (this happens
+/// twice per proxied request).
 #[derive(Debug, Default)]
-struct VmActivity {
-    open: usize,
-    /// Kept as the clock gives it; made a [`Timestamp`] only when read.
-    last: Option<SystemTime>,
+pub(crate) struct VmActivity {
+    open: AtomicUsize,
+    /// When traffic was last seen, in milliseconds since the Unix epoch
+    /// (coarse clock); 0: never.
+    last_ms: AtomicU64,
+}
+
+impl VmActivity {
+    fn open(&self, now_ms: u64) {
+        self.open.fetch_add(1, Ordering::Relaxed);
+        self.stamp(now_ms);
+    }
+
+    fn close(&self, now_ms: u64) {
+        let _ = self.open.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |open| {
+            Some(open.saturating_sub(1))
+        });
+        self.stamp(now_ms);
+    }
+
+    fn stamp(&self, now_ms: u64) {
+        self.last_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    fn open_count(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn last(&self) -> Option<Timestamp> {
+        match self.last_ms.load(Ordering::Relaxed) {
+            0 => None,
+            ms => Some(Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms))),
+        }
+    }
 }
 
 /// Per-VM count of open proxied exchanges and time of the last traffic.
 #[derive(Debug, Default)]
 pub struct ActiveConnections {
-    vms: Mutex<HashMap<String, VmActivity>>,
+    vms: Mutex<HashMap<String, Arc<VmActivity>>>,
 }
 
 impl ActiveConnections {
@@ -39,104 +74,82 @@ impl ActiveConnections {
 
     /// How many requests, streams and tunnels for the VM are open.
     pub fn active_count(&self, vm_id: &str) -> usize {
-        self.lock().get(vm_id).map_or(0, |vm| vm.open)
+        self.lock().get(vm_id).map_or(0, |vm| vm.open_count())
     }
 
     /// When traffic for the VM was last seen (start or end of an exchange,
     /// or a periodic tick of a long-lived one). `None` if never since start.
     pub fn last_activity(&self, vm_id: &str) -> Option<Timestamp> {
-        self.lock().get(vm_id).and_then(|vm| vm.last).map(Timestamp::from)
+        self.lock().get(vm_id).and_then(|vm| vm.last())
     }
 
     /// Records traffic for the VM without opening anything.
     pub fn touch(&self, vm_id: &str) {
-        self.update(vm_id, |_| {});
+        self.of(vm_id).stamp(coarse_clock::wall_ms());
     }
 
     /// Counts work for the VM as open until the guard is dropped (an exec
     /// or a file transfer through the guest agent).
-    pub fn hold(self: &Arc<Self>, vm_id: &str) -> HeldActivity {
-        self.open(vm_id);
-        HeldActivity {
-            vm_id: vm_id.to_string(),
-            registry: self.clone(),
-        }
+    pub fn hold(&self, vm_id: &str) -> HeldActivity {
+        let activity = self.of(vm_id);
+        activity.open(coarse_clock::wall_ms());
+        HeldActivity { activity }
     }
 
-    /// Drops what is known about a VM (after it is deleted). Open exchanges
-    /// keep their guards; closing them later recreates a harmless entry.
-    pub fn forget(&self, vm_id: &str) {
-        self.lock().remove(vm_id);
-    }
-
-    fn open(&self, vm_id: &str) {
-        self.update(vm_id, |vm| vm.open += 1);
-    }
-
-    fn close(&self, vm_id: &str) {
-        self.update(vm_id, |vm| vm.open = vm.open.saturating_sub(1));
-    }
-
-    /// Applies `change` and stamps the time; allocates only for a new VM
-    /// (this runs twice per proxied request).
-    fn update(&self, vm_id: &str, change: impl FnOnce(&mut VmActivity)) {
-        let stamp = SystemTime::now();
+    /// The VM's counters, made on first use. The proxy keeps them with a
+    /// connection's known route, so its requests skip this lookup.
+    pub(crate) fn of(&self, vm_id: &str) -> Arc<VmActivity> {
         let mut vms = self.lock();
-        if let Some(vm) = vms.get_mut(vm_id) {
-            change(vm);
-            vm.last = Some(stamp);
-            return;
+        if let Some(vm) = vms.get(vm_id) {
+            return Arc::clone(vm);
         }
-        let vm = vms.entry(vm_id.to_string()).or_default();
-        change(vm);
-        vm.last = Some(stamp);
+        Arc::clone(vms.entry(vm_id.to_string()).or_default())
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, VmActivity>> {
-        // A panic elsewhere while holding the lock leaves plain counters
-        // behind; they are still usable.
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Arc<VmActivity>>> {
+        // A panic elsewhere while holding the lock leaves the map whole.
         self.vms.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
 /// Work counted as activity while it lasts (see [`ActiveConnections::hold`]).
 pub struct HeldActivity {
-    vm_id: String,
-    registry: Arc<ActiveConnections>,
+    activity: Arc<VmActivity>,
 }
 
 impl Drop for HeldActivity {
     fn drop(&mut self) {
-        self.registry.close(&self.vm_id);
+        self.activity.close(coarse_clock::wall_ms());
     }
 }
 
 /// Keeps one exchange counted as open; reports its end when dropped.
 pub(crate) struct ActivityGuard {
     vm_id: Arc<str>,
-    registry: Arc<ActiveConnections>,
+    activity: Arc<VmActivity>,
     resolver: Arc<dyn RouteResolver>,
     end_event: ActivityEvent,
-    tick_every: Duration,
-    last_tick: Instant,
+    tick_every_ms: u64,
+    last_tick_ms: u64,
 }
 
 impl ActivityGuard {
     pub(crate) fn begin(
         vm_id: Arc<str>,
-        registry: Arc<ActiveConnections>,
+        activity: Arc<VmActivity>,
         resolver: Arc<dyn RouteResolver>,
         tick_every: Duration,
     ) -> Self {
-        registry.open(&vm_id);
+        let now = coarse_clock::wall_ms();
+        activity.open(now);
         resolver.activity(&vm_id, ActivityEvent::RequestStarted);
         Self {
             vm_id,
-            registry,
+            activity,
             resolver,
             end_event: ActivityEvent::RequestFinished,
-            tick_every,
-            last_tick: Instant::now(),
+            tick_every_ms: u64::try_from(tick_every.as_millis()).unwrap_or(u64::MAX),
+            last_tick_ms: now,
         }
     }
 
@@ -155,21 +168,26 @@ impl ActivityGuard {
     /// Reports that a long-lived exchange is still open, at most once per
     /// `tick_every` however often it is called.
     pub(crate) fn tick(&mut self) {
-        if self.last_tick.elapsed() >= self.tick_every {
-            self.force_tick();
+        let now = coarse_clock::wall_ms();
+        if now.saturating_sub(self.last_tick_ms) >= self.tick_every_ms {
+            self.tick_at(now);
         }
     }
 
     pub(crate) fn force_tick(&mut self) {
-        self.last_tick = Instant::now();
-        self.registry.touch(&self.vm_id);
+        self.tick_at(coarse_clock::wall_ms());
+    }
+
+    fn tick_at(&mut self, now: u64) {
+        self.last_tick_ms = now;
+        self.activity.stamp(now);
         self.resolver.activity(&self.vm_id, ActivityEvent::StillOpen);
     }
 }
 
 impl Drop for ActivityGuard {
     fn drop(&mut self) {
-        self.registry.close(&self.vm_id);
+        self.activity.close(coarse_clock::wall_ms());
         self.resolver.activity(&self.vm_id, self.end_event);
     }
 }
@@ -183,22 +201,24 @@ mod tests {
         let registry = ActiveConnections::new();
         assert!(!registry.is_active("vm-a"));
         assert_eq!(registry.last_activity("vm-a"), None);
-        registry.open("vm-a");
-        registry.open("vm-a");
-        registry.open("vm-b");
+        let first = registry.hold("vm-a");
+        let second = registry.hold("vm-a");
+        let other = registry.hold("vm-b");
         assert_eq!(registry.active_count("vm-a"), 2);
-        registry.close("vm-a");
+        drop(first);
         assert!(registry.is_active("vm-a"));
-        registry.close("vm-a");
+        drop(second);
         assert!(!registry.is_active("vm-a"));
         assert!(registry.is_active("vm-b"));
-        assert!(registry.last_activity("vm-a").is_some());
+        let last = registry.last_activity("vm-a").expect("stamped");
+        assert!((crate::model::now() - last).num_seconds().abs() < 5, "{last}");
+        drop(other);
     }
 
     #[test]
     fn closing_more_than_opened_never_underflows() {
         let registry = ActiveConnections::new();
-        registry.close("vm-a");
+        registry.of("vm-a").close(coarse_clock::wall_ms());
         assert_eq!(registry.active_count("vm-a"), 0);
     }
 }

@@ -1,10 +1,12 @@
-//! One proxied request: find the route from the host, ask the resolver,
-//! forward with rewritten headers, stream the answer back.
+//! One proxied request: find the route from the host (the connection's
+//! known route, else the resolver's answer), forward with rewritten
+//! headers, stream the answer back.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 
+use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST, STRICT_TRANSPORT_SECURITY};
 use hyper::upgrade::OnUpgrade;
@@ -12,9 +14,9 @@ use hyper::{Request, Response, StatusCode, Uri, Version};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::activity::{ActiveConnections, ActivityGuard};
+use super::activity::{ActiveConnections, ActivityGuard, VmActivity};
 use super::body::{empty, json_error, tracked, unavailable, ProxyBody};
-use super::headers::{add_forwarding, strip_hop_by_hop, wants_upgrade, Forwarding};
+use super::headers::{strip_hop_by_hop, take_forwarding, wants_upgrade, Forwarding};
 use super::host::subdomain_of;
 use super::resolver::{Resolution, RouteResolver};
 use super::tunnel::{self, Tunnel};
@@ -35,6 +37,46 @@ pub(crate) struct ProxyState {
 pub(crate) struct Client {
     /// Its IP as it goes into `X-Forwarded-For`.
     pub forwarded_for: HeaderValue,
+    /// Where its last request went, reused for the next one to the same
+    /// host while the resolver's answers hold.
+    pub known_route: Mutex<Option<Arc<KnownRoute>>>,
+}
+
+impl Client {
+    pub(crate) fn new(forwarded_for: HeaderValue) -> Self {
+        Self {
+            forwarded_for,
+            known_route: Mutex::new(None),
+        }
+    }
+
+    fn known(&self, host: &HeaderValue, version: Option<u64>) -> Option<Arc<KnownRoute>> {
+        let known = self.lock_known();
+        let route = known.as_ref()?;
+        (Some(route.version) == version && route.host == host).then(|| Arc::clone(route))
+    }
+
+    fn remember(&self, route: Arc<KnownRoute>) {
+        *self.lock_known() = Some(route);
+    }
+
+    fn lock_known(&self) -> MutexGuard<'_, Option<Arc<KnownRoute>>> {
+        // Requests on one connection come one at a time: never contended.
+        self.known_route.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
+/// A host the resolver sent to a running VM's port, and what forwarding
+/// there needs, made once for all the requests that follow to that host.
+pub(crate) struct KnownRoute {
+    /// As the client sent it.
+    host: HeaderValue,
+    /// The resolver's answers version it was learnt at.
+    version: u64,
+    subdomain: Arc<str>,
+    vm_id: Arc<str>,
+    addr: SocketAddr,
+    activity: Arc<VmActivity>,
 }
 
 pub(crate) async fn handle(
@@ -77,40 +119,69 @@ async fn route(
     state: &ProxyState,
     client: &Client,
     request: Request<Incoming>,
-) -> (Response<ProxyBody>, Option<String>) {
-    let Some(host) = request_host(&request) else {
-        return (
+) -> (Response<ProxyBody>, Option<Arc<str>>) {
+    let route = match find_route(state, client, &request).await {
+        Ok(route) => route,
+        Err(answer) => return answer,
+    };
+    let response = forward(state, client, request, &route).await;
+    (response, Some(Arc::clone(&route.subdomain)))
+}
+
+/// Where the request goes (the connection's known route, else the
+/// resolver's answer), or the answer when it goes nowhere. Holds nothing of
+/// the request once it returns.
+async fn find_route(
+    state: &ProxyState,
+    client: &Client,
+    request: &Request<Incoming>,
+) -> Result<Arc<KnownRoute>, (Response<ProxyBody>, Option<Arc<str>>)> {
+    let Some(host) = request_host(request) else {
+        return Err((
             json_error(StatusCode::BAD_REQUEST, "the request has no Host header"),
             None,
-        );
+        ));
     };
+    let version = state.resolver.answers_version();
+    if let Some(known) = client.known(&host, version) {
+        return Ok(known);
+    }
     let host_text = String::from_utf8_lossy(host.as_bytes());
+    let not_found = || json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}"));
     let Some(subdomain) = subdomain_of(&host_text, &state.config.base_domain) else {
-        return (
-            json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}")),
-            None,
-        );
+        return Err((not_found(), None));
     };
-    let resolution = match state.resolver.resolve_now(&subdomain) {
-        Some(resolution) => resolution,
-        None => state.resolver.resolve(&subdomain).await,
+    let subdomain: Arc<str> = subdomain.into();
+    let (resolution, reusable) = match state.resolver.resolve_now(&subdomain) {
+        Some(resolution) => (resolution, version),
+        None => (state.resolver.resolve(&subdomain).await, None),
     };
     match resolution {
         Resolution::Target { vm_id, addr } => {
-            let response = forward(state, client, request, &host, vm_id.into(), addr, &subdomain).await;
-            (response, Some(subdomain))
+            let known = Arc::new(KnownRoute {
+                activity: state.active.of(&vm_id),
+                // A copy: the request's own value shares hyper's read
+                // buffer, which a kept route must not hold on to.
+                host: HeaderValue::from_maybe_shared(Bytes::copy_from_slice(host.as_bytes()))
+                    .unwrap_or_else(|_| host.clone()),
+                version: reusable.unwrap_or_default(),
+                subdomain,
+                vm_id: vm_id.into(),
+                addr,
+            });
+            if reusable.is_some() {
+                client.remember(Arc::clone(&known));
+            }
+            Ok(known)
         }
-        Resolution::NotFound => (
-            json_error(StatusCode::NOT_FOUND, &format!("no route for host {host_text}")),
-            None,
-        ),
-        Resolution::Unavailable { retry_after, message } => (unavailable(&message, retry_after), Some(subdomain)),
+        Resolution::NotFound => Err((not_found(), None)),
+        Resolution::Unavailable { retry_after, message } => Err((unavailable(&message, retry_after), Some(subdomain))),
         Resolution::Error { message } => {
             tracing::warn!(%subdomain, %message, "route lookup failed");
-            (
+            Err((
                 json_error(StatusCode::INTERNAL_SERVER_ERROR, "route lookup failed"),
                 None,
-            )
+            ))
         }
     }
 }
@@ -128,15 +199,12 @@ async fn forward(
     state: &ProxyState,
     client: &Client,
     mut request: Request<Incoming>,
-    host: &HeaderValue,
-    vm_id: Arc<str>,
-    addr: SocketAddr,
-    subdomain: &str,
+    route: &KnownRoute,
 ) -> Response<ProxyBody> {
     let config = &state.config;
     let guard = ActivityGuard::begin(
-        Arc::clone(&vm_id),
-        Arc::clone(&state.active),
+        Arc::clone(&route.vm_id),
+        Arc::clone(&route.activity),
         Arc::clone(&state.resolver),
         config.activity_tick,
     );
@@ -145,11 +213,11 @@ async fn forward(
     strip_hop_by_hop(request.headers_mut(), upgrade);
     let forwarding = Forwarding {
         client: &client.forwarded_for,
-        host,
+        host: &route.host,
         proto: if config.tls.is_some() { "https" } else { "http" },
         trust_incoming: config.trust_forwarded_headers,
     };
-    add_forwarding(request.headers_mut(), &forwarding);
+    let forwarded = take_forwarding(request.headers_mut(), &forwarding);
     if request.uri().scheme().is_some() || request.uri().authority().is_some() {
         *request.uri_mut() = origin_form(request.uri());
     }
@@ -158,11 +226,14 @@ async fn forward(
     *request.version_mut() = Version::HTTP_11;
 
     if let Some(client_upgrade) = client_upgrade {
-        return upgrade_or_answer(state, request, client_upgrade, addr, &vm_id, guard, subdomain).await;
+        // Boxed: rare, and every request's future would otherwise carry
+        // (and move) room for it.
+        forwarded.insert_into(request.headers_mut());
+        return Box::pin(upgrade_or_answer(state, request, client_upgrade, route, guard)).await;
     }
-    match state.pool.send(&vm_id, addr, request).await {
-        Ok(response) => pass_on(state, response, guard, subdomain),
-        Err(error) => bad_gateway(&vm_id, addr, &error),
+    match state.pool.send(&route.vm_id, route.addr, request, &forwarded).await {
+        Ok(response) => pass_on(state, response, guard, &route.subdomain),
+        Err(error) => bad_gateway(&route.vm_id, route.addr, &error),
     }
 }
 
@@ -189,14 +260,12 @@ async fn upgrade_or_answer(
     state: &ProxyState,
     request: Request<Incoming>,
     client_upgrade: OnUpgrade,
-    addr: SocketAddr,
-    vm_id: &str,
+    route: &KnownRoute,
     guard: ActivityGuard,
-    subdomain: &str,
 ) -> Response<ProxyBody> {
-    let mut response = match state.pool.send_fresh(addr, request).await {
+    let mut response = match state.pool.send_fresh(route.addr, request).await {
         Ok(response) => response,
-        Err(error) => return bad_gateway(vm_id, addr, &error),
+        Err(error) => return bad_gateway(&route.vm_id, route.addr, &error),
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -214,7 +283,7 @@ async fn upgrade_or_answer(
         );
         return response.map(|_| empty());
     }
-    pass_on(state, response, guard, subdomain)
+    pass_on(state, response, guard, &route.subdomain)
 }
 
 fn bad_gateway(vm_id: &str, addr: SocketAddr, error: &UpstreamError) -> Response<ProxyBody> {

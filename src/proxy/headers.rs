@@ -94,9 +94,33 @@ pub(crate) fn client_value(ip: IpAddr) -> HeaderValue {
     HeaderValue::try_from(ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
+/// The forwarding headers a request gets on its way to the guest, kept out
+/// of its header map: written straight after the client's headers, they
+/// cost the map no growth (one or two reallocations per request).
+#[derive(Debug, Default)]
+pub(crate) struct Forwarded {
+    fields: [Option<(HeaderName, HeaderValue)>; 3],
+}
+
+impl Forwarded {
+    pub(crate) fn fields(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.fields.iter().flatten().map(|(name, value)| (name, value))
+    }
+
+    /// Puts them into the map (for a request that goes out through hyper's
+    /// client, which writes only the map).
+    pub(crate) fn insert_into(self, headers: &mut HeaderMap) {
+        for (name, value) in self.fields.into_iter().flatten() {
+            headers.insert(name, value);
+        }
+    }
+}
+
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
-/// `X-Forwarded-Host` (unless a trusted proxy in front already did).
-pub(crate) fn add_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) {
+/// `X-Forwarded-Host` (unless a trusted proxy in front already did): what
+/// the client sent of them leaves `headers`, what the guest gets instead is
+/// returned. `Host` is set in `headers`.
+pub(crate) fn take_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) -> Forwarded {
     let previous: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -104,22 +128,37 @@ pub(crate) fn add_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding<'_
         .map(str::trim)
         .filter(|value| !value.is_empty())
         .collect();
-    if previous.is_empty() {
-        headers.insert(X_FORWARDED_FOR, forwarding.client.clone());
+    let forwarded_for = if previous.is_empty() {
+        Some(forwarding.client.clone())
     } else {
         let client = String::from_utf8_lossy(forwarding.client.as_bytes());
-        let chain = format!("{}, {client}", previous.join(", "));
-        if let Ok(value) = HeaderValue::try_from(chain) {
-            headers.insert(X_FORWARDED_FOR, value);
+        let chain = HeaderValue::try_from(format!("{}, {client}", previous.join(", "))).ok();
+        if chain.is_some() {
+            headers.remove(&X_FORWARDED_FOR);
         }
+        chain
+    };
+    let mut replaced = |name: &HeaderName, value: HeaderValue| {
+        if forwarding.trust_incoming && headers.contains_key(name) {
+            return None;
+        }
+        headers.remove(name);
+        Some(value)
+    };
+    let proto = replaced(&X_FORWARDED_PROTO, HeaderValue::from_static(forwarding.proto));
+    let host = replaced(&X_FORWARDED_HOST, forwarding.host.clone());
+    // Usually the client's own Host already: replacing it would cost a
+    // rehash and a drop for nothing.
+    if headers.get(HOST) != Some(forwarding.host) {
+        headers.insert(HOST, forwarding.host.clone());
     }
-    if !(forwarding.trust_incoming && headers.contains_key(&X_FORWARDED_PROTO)) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(forwarding.proto));
+    Forwarded {
+        fields: [
+            forwarded_for.map(|value| (X_FORWARDED_FOR, value)),
+            proto.map(|value| (X_FORWARDED_PROTO, value)),
+            host.map(|value| (X_FORWARDED_HOST, value)),
+        ],
     }
-    if !(forwarding.trust_incoming && headers.contains_key(&X_FORWARDED_HOST)) {
-        headers.insert(X_FORWARDED_HOST, forwarding.host.clone());
-    }
-    headers.insert(HOST, forwarding.host.clone());
 }
 
 #[cfg(test)]
@@ -189,20 +228,31 @@ mod tests {
             proto: "http",
             trust_incoming: false,
         };
-        add_forwarding(&mut map, &forwarding);
+        let forwarded = take_forwarding(&mut map, &forwarding);
+        for spoofable in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
+            assert!(
+                map.get(spoofable).is_none(),
+                "{spoofable} as the client sent it is gone"
+            );
+        }
+        forwarded.insert_into(&mut map);
         assert_eq!(map.get(&X_FORWARDED_FOR).unwrap(), "10.1.1.1, 10.2.2.2, 127.0.0.1");
         assert_eq!(map.get(&X_FORWARDED_PROTO).unwrap(), "http");
         assert_eq!(map.get(&X_FORWARDED_HOST).unwrap(), "app.example.test:9090");
         assert_eq!(map.get(HOST).unwrap(), "app.example.test:9090");
 
         let mut map = headers(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "public.example")]);
-        add_forwarding(
+        let forwarded = take_forwarding(
             &mut map,
             &Forwarding {
                 trust_incoming: true,
                 ..forwarding
             },
         );
+        // The trusted ones stay where they were; only the chain is new.
+        let added: Vec<&str> = forwarded.fields().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(added, ["x-forwarded-for"]);
+        forwarded.insert_into(&mut map);
         assert_eq!(map.get(&X_FORWARDED_FOR).unwrap(), "127.0.0.1");
         assert_eq!(map.get(&X_FORWARDED_PROTO).unwrap(), "https");
         assert_eq!(map.get(&X_FORWARDED_HOST).unwrap(), "public.example");

@@ -36,6 +36,7 @@
 
 mod activity;
 mod body;
+mod coarse_clock;
 mod h1;
 mod handler;
 mod headers;

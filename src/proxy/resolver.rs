@@ -64,6 +64,14 @@ pub trait RouteResolver: Send + Sync + 'static {
     fn resolve_now(&self, _subdomain: &str) -> Option<Resolution> {
         None
     }
+    /// A number that moves whenever an answer of
+    /// [`RouteResolver::resolve_now`] may change, read before asking. While
+    /// it stays put, a connection reuses a `Target` answer for the same
+    /// host (a keep-alive client's requests usually all go to one) instead
+    /// of asking again. `None` (the default): answers are never reused.
+    fn answers_version(&self) -> Option<u64> {
+        None
+    }
     /// Proxied traffic seen for the VM (called at request start and end, and
     /// while long-lived streams/WebSockets stay open). Must not block.
     fn activity(&self, vm_id: &str, event: ActivityEvent);

@@ -174,9 +174,7 @@ where
 {
     let hard_stop = state.hard_stop.clone();
     let header_read_timeout = state.config.header_read_timeout;
-    let client = Arc::new(Client {
-        forwarded_for: client_value(peer.ip()),
-    });
+    let client = Arc::new(Client::new(client_value(peer.ip())));
     let service = service_fn(move |request| handle(Arc::clone(&state), Arc::clone(&client), request));
     let connection = http1::Builder::new()
         .timer(TokioTimer::new())

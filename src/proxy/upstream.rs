@@ -13,19 +13,21 @@
 //! twice (GET, HEAD or OPTIONS without a body) is then sent once more on a
 //! fresh connection instead of answering 502.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
+use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
+use super::coarse_clock;
 use super::h1::{encode_request, Connection, ExchangeError, RequestFraming, ResponseBody, ResponseHead};
+use super::headers::Forwarded;
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -66,10 +68,13 @@ struct Target {
 
 struct IdleConnection {
     connection: Connection,
-    idle_since: Instant,
+    /// [`coarse_clock::monotonic_ms`] when it came back.
+    idle_since_ms: u64,
 }
 
-type Idle = HashMap<Target, Vec<IdleConnection>>;
+// Keys are Hatch's own VM ids and guest addresses, never a client's
+// choice: a fast hash without flooding resistance does (two lookups per request).
+type Idle = FxHashMap<Target, Vec<IdleConnection>>;
 
 #[derive(Clone)]
 pub(crate) struct UpstreamPool {
@@ -85,13 +90,15 @@ impl UpstreamPool {
         }
     }
 
-    /// Sends `request` over an idle connection if one is usable, else a new
-    /// one; the response's body holds the connection until it is read.
+    /// Sends `request`, with the `forwarded` headers after its own, over an
+    /// idle connection if one is usable, else a new one; the response's
+    /// body holds the connection until it is read.
     pub(crate) async fn send(
         &self,
         vm_id: &Arc<str>,
         addr: SocketAddr,
         request: Request<Incoming>,
+        forwarded: &Forwarded,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let target = Target {
             vm_id: Arc::clone(vm_id),
@@ -99,13 +106,17 @@ impl UpstreamPool {
         };
         let (parts, body) = request.into_parts();
         let framing = request_framing(&parts.headers, &body);
-        let mut head = BytesMut::new();
-        encode_request(&parts, framing, &mut head);
         let head_request = parts.method == Method::HEAD;
         // Idempotent (RFC 9110 §9.2.2) and bodiless: nothing of the
         // client's is consumed by a first try, so it may be sent twice.
         let replayable =
             framing == RequestFraming::None && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let mut head = BytesMut::new();
+        encode_request(&parts, forwarded.fields(), framing, &mut head);
+        // The client's header values share hyper's read buffer: let go of
+        // them before waiting for the guest, and hyper reuses that buffer
+        // for the connection's next request instead of allocating another.
+        drop(parts);
         let mut body = (framing != RequestFraming::None).then_some((body, framing));
 
         while let Some(mut connection) = self.checkout(&target) {
@@ -171,10 +182,9 @@ impl UpstreamPool {
     fn checkout(&self, target: &Target) -> Option<Connection> {
         let mut idle = lock(&self.idle);
         let connections = idle.get_mut(target)?;
-        let now = Instant::now();
+        let now = coarse_clock::monotonic_ms();
         while let Some(mut idle) = connections.pop() {
-            let fresh = now.duration_since(idle.idle_since) < self.config.idle_timeout;
-            if fresh && idle.connection.is_idle_and_open() {
+            if self.fresh(&idle, now) && idle.connection.is_idle_and_open() {
                 return Some(idle.connection);
             }
         }
@@ -182,19 +192,23 @@ impl UpstreamPool {
     }
 
     fn check_in(&self, target: Target, connection: Connection) {
-        let now = Instant::now();
+        let now = coarse_clock::monotonic_ms();
         let mut idle = lock(&self.idle);
         let connections = idle.entry(target).or_default();
         // Stale ones are skipped at checkout anyway: sweep only to make room.
         if connections.len() >= self.config.max_idle_per_target {
-            connections.retain(|c| now.duration_since(c.idle_since) < self.config.idle_timeout);
+            connections.retain(|c| self.fresh(c, now));
         }
         if connections.len() < self.config.max_idle_per_target {
             connections.push(IdleConnection {
                 connection,
-                idle_since: now,
+                idle_since_ms: now,
             });
         }
+    }
+
+    fn fresh(&self, idle: &IdleConnection, now_ms: u64) -> bool {
+        u128::from(now_ms.saturating_sub(idle.idle_since_ms)) < self.config.idle_timeout.as_millis()
     }
 
     async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {

@@ -69,6 +69,7 @@ mod orch_failures;
 mod orch_quotas;
 mod proxy_framing;
 mod proxy_http;
+mod proxy_known_route;
 mod proxy_retry;
 mod proxy_stream;
 mod proxy_tls;

@@ -81,6 +81,44 @@ async fn keep_alive_connections_are_reused_on_both_sides() {
 }
 
 #[tokio::test]
+async fn a_keep_alive_connection_follows_every_route_change_at_once() {
+    let (first, second) = (Upstream::start("first").await, Upstream::start("second").await);
+    let resolver = FakeResolver::running("app", first.addr);
+    let proxy = start_proxy(resolver.clone()).await;
+    let mut client = Client::connect(proxy.local_addr()).await;
+    for _ in 0..3 {
+        let (status, _, body) = client.get("app", "/hello").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "hello from first"));
+    }
+    // Requests on the same connection go where the route goes now.
+    resolver.add_running("app", second.addr);
+    let (status, _, body) = client.get("app", "/hello").await;
+    assert_eq!((status, body.as_str()), (StatusCode::OK, "hello from second"));
+    resolver.add(
+        "app",
+        FakeRoute::Unavailable {
+            retry_after: None,
+            message: "vm-app is stopped".into(),
+        },
+    );
+    let (status, _, body) = client.get("app", "/hello").await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    resolver.remove("app");
+    let (status, _, _) = client.get("app", "/hello").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    // Another host on the same connection is resolved for itself.
+    resolver.add_running("app", first.addr);
+    resolver.add_running("other", second.addr);
+    let (_, _, body) = client.get("app", "/hello").await;
+    assert_eq!(body, "hello from first");
+    let (_, _, body) = client.get("other", "/hello").await;
+    assert_eq!(body, "hello from second");
+    let (_, _, body) = client.get("app", "/hello").await;
+    assert_eq!(body, "hello from first");
+    proxy.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
 async fn unknown_hosts_get_404_json() {
     let resolver = FakeResolver::new(Duration::from_secs(10));
     let proxy = start_proxy(resolver).await;

@@ -25,7 +25,7 @@ mod head;
 
 use std::task::{Context, Poll, Waker};
 
-use bytes::{Buf, BytesMut};
+use bytes::BytesMut;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -125,14 +125,27 @@ impl Connection {
         head_request: bool,
     ) -> Result<ResponseHead, ExchangeError> {
         self.stream.write_all(head).await.map_err(ExchangeError::HeadWrite)?;
-        let Some((request_body, framing)) = body.take() else {
-            return self.read_head(head_request).await;
-        };
-        // The answer is watched for while the body goes out (as nginx does):
-        // a guest may answer before it has read it all (413, or an answer
-        // it streams before reading on), and waiting for the body to be
-        // written first would then stall both sides. An answer that comes
-        // first ends the upload, on a connection not reused.
+        match body.take() {
+            None => self.read_head(head_request).await,
+            // Boxed: most requests have no body, and every request's future
+            // would otherwise carry (and move) room for the upload's.
+            Some((request_body, framing)) => {
+                Box::pin(self.send_body_and_read_head(request_body, framing, head_request)).await
+            }
+        }
+    }
+
+    /// The answer is watched for while the body goes out (as nginx does):
+    /// a guest may answer before it has read it all (413, or an answer it
+    /// streams before reading on), and waiting for the body to be written
+    /// first would then stall both sides. An answer that comes first ends
+    /// the upload, on a connection not reused.
+    async fn send_body_and_read_head(
+        &mut self,
+        request_body: Incoming,
+        framing: RequestFraming,
+        head_request: bool,
+    ) -> Result<ResponseHead, ExchangeError> {
         let (mut reader, mut writer) = self.stream.split();
         let write = body::write_request_body(&mut writer, request_body, framing);
         let read = read_head(&mut reader, &mut self.buf, head_request);
@@ -168,7 +181,6 @@ async fn read_head(
     loop {
         if !buf.is_empty() {
             if let Some(head) = head::parse_response(buf, head_request)? {
-                buf.advance(head.len);
                 if !head.response.status().is_informational() {
                     return Ok(head);
                 }

@@ -138,6 +138,11 @@ use super::netns::{NsRuntime, TestNetns};
 impl TestApi {
     /// After a test wrote a VM or route straight to the store, as
     /// orchestration would: the orchestrator's view reads it.
+    /// The orchestrator behind the API (to serve its routes through a proxy).
+    pub fn orch(&self) -> Arc<Orchestrator> {
+        Arc::clone(self.orch.as_ref().expect("orchestrator lives as long as the TestApi"))
+    }
+
     pub fn written(&self, vm_id: &str) {
         if let Some(orch) = &self.orch {
             orch.vm_written_elsewhere(vm_id);

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -269,10 +269,13 @@ pub enum FakeRoute {
     },
 }
 
-/// Resolves subdomains from a fixed table; wakes sleeping VMs through a
-/// real [`WakeCoordinator`], as orchestration's resolver does.
+/// Resolves subdomains from a table; wakes sleeping VMs through a real
+/// [`WakeCoordinator`], as orchestration's resolver does, and versions its
+/// answers as orchestration's does (every change of the table moves the
+/// version), so connections reuse routes as they do in the daemon.
 pub struct FakeResolver {
     routes: Mutex<HashMap<String, FakeRoute>>,
+    version: AtomicU64,
     pub coordinator: WakeCoordinator,
     pub retry_after: Duration,
     pub events: Mutex<Vec<(String, ActivityEvent)>>,
@@ -282,6 +285,7 @@ impl FakeResolver {
     pub fn new(wake_timeout: Duration) -> Arc<Self> {
         Arc::new(Self {
             routes: Mutex::default(),
+            version: AtomicU64::new(0),
             coordinator: WakeCoordinator::new(wake_timeout),
             retry_after: Duration::from_secs(5),
             events: Mutex::default(),
@@ -290,6 +294,12 @@ impl FakeResolver {
 
     pub fn add(&self, subdomain: &str, route: FakeRoute) {
         self.routes.lock().expect("lock").insert(subdomain.to_string(), route);
+        self.version.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub fn remove(&self, subdomain: &str) {
+        self.routes.lock().expect("lock").remove(subdomain);
+        self.version.fetch_add(1, Ordering::SeqCst);
     }
 
     /// A resolver (10 s wake timeout) with one route: `subdomain` to a
@@ -333,6 +343,21 @@ impl RouteResolver for FakeResolver {
                 }
             }
         }
+    }
+
+    fn resolve_now(&self, subdomain: &str) -> Option<Resolution> {
+        match self.routes.lock().expect("lock").get(subdomain).cloned() {
+            None => Some(Resolution::NotFound),
+            Some(FakeRoute::Running { vm_id, addr }) => Some(Resolution::Target { vm_id, addr }),
+            Some(FakeRoute::Unavailable { retry_after, message }) => {
+                Some(Resolution::Unavailable { retry_after, message })
+            }
+            Some(FakeRoute::Asleep { .. }) => None,
+        }
+    }
+
+    fn answers_version(&self) -> Option<u64> {
+        Some(self.version.load(Ordering::SeqCst))
     }
 
     fn activity(&self, vm_id: &str, event: ActivityEvent) {
