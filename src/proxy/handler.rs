@@ -6,9 +6,10 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST, STRICT_TRANSPORT_SECURITY};
+use hyper::http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Uri, Version};
 use tokio_util::sync::CancellationToken;
@@ -16,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use super::activity::{ActiveConnections, ActivityGuard, VmActivity};
 use super::body::{empty, json_error, tracked, unavailable, ProxyBody};
-use super::headers::{strip_hop_by_hop, take_forwarding, wants_upgrade, Forwarding};
+use super::headers::{strip_hop_by_hop, take_forwarding, Forwarding, Present};
 use super::host::subdomain_of;
 use super::resolver::{Resolution, RouteResolver};
 use super::tunnel::{self, Tunnel};
@@ -31,6 +32,12 @@ pub(crate) struct ProxyState {
     pub active: Arc<ActiveConnections>,
     pub tunnels: TaskTracker,
     pub hard_stop: CancellationToken,
+    /// Set when the proxy begins to stop (before its stop token is
+    /// cancelled): a flag the own loop reads for every answer, where the
+    /// token would take a lock.
+    pub stopping: std::sync::atomic::AtomicBool,
+    /// Set just before `hard_stop` is cancelled, for the same reason.
+    pub hard_stopping: std::sync::atomic::AtomicBool,
 }
 
 /// Who sent a request: made once per client connection.
@@ -40,6 +47,9 @@ pub(crate) struct Client {
     /// Where its last request went, reused for the next one to the same
     /// host while the resolver's answers hold.
     pub known_route: Mutex<Option<Arc<KnownRoute>>>,
+    /// Where the last request's head to the guest was written, kept for
+    /// the next one: a request's head then costs no allocation.
+    head_buffer: Mutex<BytesMut>,
 }
 
 impl Client {
@@ -47,6 +57,20 @@ impl Client {
         Self {
             forwarded_for,
             known_route: Mutex::new(None),
+            head_buffer: Mutex::new(BytesMut::new()),
+        }
+    }
+
+    fn take_head_buffer(&self) -> BytesMut {
+        std::mem::take(&mut *lock(&self.head_buffer))
+    }
+
+    /// Keeps `buffer` for the next request unless an unusually large head
+    /// grew it: an idle connection should not hold on to that.
+    fn keep_head_buffer(&self, mut buffer: BytesMut) {
+        if buffer.capacity() <= MAX_KEPT_HEAD_BUFFER {
+            buffer.clear();
+            *lock(&self.head_buffer) = buffer;
         }
     }
 
@@ -61,9 +85,16 @@ impl Client {
     }
 
     fn lock_known(&self) -> MutexGuard<'_, Option<Arc<KnownRoute>>> {
-        // Requests on one connection come one at a time: never contended.
-        self.known_route.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        lock(&self.known_route)
     }
+}
+
+/// The largest head buffer a client connection keeps between requests.
+const MAX_KEPT_HEAD_BUFFER: usize = 8 * 1024;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Requests on one connection come one at a time: never contended.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// A host the resolver sent to a running VM's port, and what forwarding
@@ -79,13 +110,26 @@ pub(crate) struct KnownRoute {
     activity: Arc<VmActivity>,
 }
 
+/// hyper's service: one request on a connection hyper serves.
 pub(crate) async fn handle(
     state: Arc<ProxyState>,
     client: Arc<Client>,
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let (parts, body) = request.into_parts();
+    Ok(answer(&state, &client, parts, Some(body)).await)
+}
+
+/// The answer to one request (`body`: `None` when it has none), counted in
+/// the metrics and with HSTS over TLS.
+pub(crate) async fn answer(
+    state: &ProxyState,
+    client: &Client,
+    parts: Parts,
+    body: Option<Incoming>,
+) -> Response<ProxyBody> {
     let started = state.config.metrics.as_ref().map(|_| std::time::Instant::now());
-    let (mut response, label) = route(&state, &client, request).await;
+    let (mut response, label) = route(state, client, parts, body).await;
     if let (Some(metrics), Some(started)) = (&state.config.metrics, started) {
         let route = label.as_deref().unwrap_or(UNMATCHED);
         metrics.observe_proxy_request(route, response.status().as_u16(), started.elapsed());
@@ -93,7 +137,7 @@ pub(crate) async fn handle(
     if let (Some(_), Some(max_age)) = (&state.config.tls, state.config.hsts) {
         add_hsts(&mut response, max_age);
     }
-    Ok(response)
+    response
 }
 
 /// Strict-Transport-Security on an answer over TLS, unless the guest's
@@ -118,13 +162,14 @@ const UNMATCHED: &str = "unmatched";
 async fn route(
     state: &ProxyState,
     client: &Client,
-    request: Request<Incoming>,
+    parts: Parts,
+    body: Option<Incoming>,
 ) -> (Response<ProxyBody>, Option<Arc<str>>) {
-    let route = match find_route(state, client, &request).await {
+    let route = match find_route(state, client, &parts).await {
         Ok(route) => route,
         Err(answer) => return answer,
     };
-    let response = forward(state, client, request, &route).await;
+    let response = Box::pin(forward(state, client, parts, body, &route)).await;
     (response, Some(Arc::clone(&route.subdomain)))
 }
 
@@ -134,11 +179,11 @@ async fn route(
 async fn find_route(
     state: &ProxyState,
     client: &Client,
-    request: &Request<Incoming>,
+    request: &Parts,
 ) -> Result<Arc<KnownRoute>, (Response<ProxyBody>, Option<Arc<str>>)> {
     let Some(host) = request_host(request) else {
         return Err((
-            json_error(StatusCode::BAD_REQUEST, "the request has no Host header"),
+            json_error(StatusCode::BAD_REQUEST, "the request needs exactly one Host header"),
             None,
         ));
     };
@@ -187,18 +232,22 @@ async fn find_route(
 }
 
 /// The host a request is for: the authority of an absolute-form target
-/// takes precedence over the Host header (RFC 9112 §3.2.2).
-fn request_host(request: &Request<Incoming>) -> Option<HeaderValue> {
-    match request.uri().authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
-        None => request.headers().get(HOST).cloned(),
+/// takes precedence over the Host header (RFC 9112 §3.2.2). `None` for
+/// none, or for two Host headers (the guest might route by the other).
+fn request_host(request: &Parts) -> Option<HeaderValue> {
+    if let Some(authority) = request.uri.authority() {
+        return HeaderValue::from_str(authority.as_str()).ok();
     }
+    let mut hosts = request.headers.get_all(HOST).iter();
+    let host = hosts.next()?;
+    hosts.next().is_none().then(|| host.clone())
 }
 
 async fn forward(
     state: &ProxyState,
     client: &Client,
-    mut request: Request<Incoming>,
+    mut request: Parts,
+    body: Option<Incoming>,
     route: &KnownRoute,
 ) -> Response<ProxyBody> {
     let config = &state.config;
@@ -208,30 +257,45 @@ async fn forward(
         Arc::clone(&state.resolver),
         config.activity_tick,
     );
-    let upgrade = wants_upgrade(request.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    strip_hop_by_hop(request.headers_mut(), upgrade);
+    let present = Present::of(&request.headers);
+    // hyper leaves the means to take the connection over in an upgrade
+    // request's extensions (its own, never on requests the proxy reads).
+    let client_upgrade = present
+        .wants_upgrade(&request.headers)
+        .then(|| request.extensions.remove::<OnUpgrade>())
+        .flatten();
+    strip_hop_by_hop(&mut request.headers, client_upgrade.is_some(), present);
     let forwarding = Forwarding {
         client: &client.forwarded_for,
         host: &route.host,
         proto: if config.tls.is_some() { "https" } else { "http" },
         trust_incoming: config.trust_forwarded_headers,
     };
-    let forwarded = take_forwarding(request.headers_mut(), &forwarding);
-    if request.uri().scheme().is_some() || request.uri().authority().is_some() {
-        *request.uri_mut() = origin_form(request.uri());
+    let forwarded = take_forwarding(&mut request.headers, &forwarding, present);
+    if request.uri.scheme().is_some() || request.uri.authority().is_some() {
+        request.uri = origin_form(&request.uri);
     }
     // Upstream connections are HTTP/1.1 so they can be kept alive, whatever
     // the client spoke.
-    *request.version_mut() = Version::HTTP_11;
+    request.version = Version::HTTP_11;
 
-    if let Some(client_upgrade) = client_upgrade {
-        // Boxed: rare, and every request's future would otherwise carry
-        // (and move) room for it.
-        forwarded.insert_into(request.headers_mut());
-        return Box::pin(upgrade_or_answer(state, request, client_upgrade, route, guard)).await;
-    }
-    match state.pool.send(&route.vm_id, route.addr, request, &forwarded).await {
+    let body = match (client_upgrade, body) {
+        (Some(client_upgrade), Some(body)) => {
+            let mut request = Request::from_parts(request, body);
+            forwarded.insert_into(request.headers_mut());
+            // Boxed: rare, and every request's future would otherwise carry
+            // (and move) room for it.
+            return Box::pin(upgrade_or_answer(state, request, client_upgrade, route, guard)).await;
+        }
+        (_, body) => body,
+    };
+    let mut head = client.take_head_buffer();
+    let sent = state
+        .pool
+        .send(&route.vm_id, route.addr, request, body, &forwarded, &mut head)
+        .await;
+    client.keep_head_buffer(head);
+    match sent {
         Ok(response) => pass_on(state, response, guard, &route.subdomain),
         Err(error) => bad_gateway(&route.vm_id, route.addr, &error),
     }
@@ -249,7 +313,8 @@ where
     B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + Sync + 'static,
     B::Error: Into<super::body::BoxError>,
 {
-    strip_hop_by_hop(response.headers_mut(), false);
+    let present = Present::of(response.headers());
+    strip_hop_by_hop(response.headers_mut(), false, present);
     let bytes = state.config.metrics.as_ref().map(|m| m.proxy_bytes(subdomain));
     response.map(|body| tracked(body, guard, bytes))
 }
@@ -269,7 +334,8 @@ async fn upgrade_or_answer(
     };
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
-        strip_hop_by_hop(response.headers_mut(), true);
+        let present = Present::of(response.headers());
+        strip_hop_by_hop(response.headers_mut(), true, present);
         let tunnel = Tunnel {
             client: client_upgrade,
             upstream: upstream_upgrade,

@@ -10,8 +10,7 @@ use hyper::header::{
     TRANSFER_ENCODING, UPGRADE,
 };
 
-// Names, not strings: a `&str` key is parsed again on every lookup, and
-// these run several times per request.
+// Names, not strings: a `&str` key is parsed again on every lookup.
 const HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
     HeaderName::from_static("keep-alive"),
@@ -28,10 +27,62 @@ pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwar
 pub(crate) const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 pub(crate) const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Whether the request asks to switch protocols (`Connection: upgrade` plus
-/// an `Upgrade` header), as WebSockets do.
-pub(crate) fn wants_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(UPGRADE) && connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
+/// Which of the headers the proxy acts on a map holds, noted in one pass
+/// over its names. Most requests and answers hold none of them, and one
+/// look at each name present costs less than a hashed lookup for each
+/// header the proxy might act on (a dozen per request). `false` is
+/// certain; `true` means the header was there when its name was noted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Present {
+    pub connection: bool,
+    pub upgrade: bool,
+    /// Any hop-by-hop header (`Connection` and `Upgrade` included).
+    pub hop_by_hop: bool,
+    pub content_length: bool,
+    pub transfer_encoding: bool,
+    /// Any `X-Forwarded-*` header the proxy writes itself.
+    pub forwarding: bool,
+    pub expect: bool,
+}
+
+impl Present {
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut present = Self::default();
+        for name in headers.keys() {
+            present.note(name);
+        }
+        present
+    }
+
+    pub(crate) fn note(&mut self, name: &HeaderName) {
+        match name.as_str() {
+            "connection" => {
+                self.connection = true;
+                self.hop_by_hop = true;
+            }
+            "upgrade" => {
+                self.upgrade = true;
+                self.hop_by_hop = true;
+            }
+            "transfer-encoding" => {
+                self.transfer_encoding = true;
+                self.hop_by_hop = true;
+            }
+            "keep-alive" | "proxy-connection" | "proxy-authenticate" | "proxy-authorization" | "te" | "trailer" => {
+                self.hop_by_hop = true;
+            }
+            "content-length" => self.content_length = true,
+            "x-forwarded-for" | "x-forwarded-proto" | "x-forwarded-host" => self.forwarding = true,
+            "expect" => self.expect = true,
+            _ => {}
+        }
+    }
+
+    /// Whether the request asks to switch protocols (`Connection: upgrade`
+    /// plus an `Upgrade` header), as WebSockets do.
+    pub(crate) fn wants_upgrade(self, headers: &HeaderMap) -> bool {
+        self.upgrade && self.connection && connection_tokens(headers).any(|token| token.eq_ignore_ascii_case("upgrade"))
+    }
 }
 
 pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
@@ -45,14 +96,18 @@ pub(crate) fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &st
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header
-/// names; keeps the upgrade pair when `keep_upgrade`.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// names; keeps the upgrade pair when `keep_upgrade`. `present`: what
+/// [`Present::of`] noted of `headers`.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool, present: Present) {
+    if !present.hop_by_hop {
+        return;
+    }
     let upgrade = if keep_upgrade {
         headers.get(UPGRADE).cloned()
     } else {
         None
     };
-    if headers.contains_key(CONNECTION) {
+    if present.connection {
         let named: Vec<HeaderName> = connection_tokens(headers)
             .filter_map(|token| HeaderName::from_bytes(token.as_bytes()).ok())
             // A client must not be able to make the proxy drop the Host header.
@@ -62,12 +117,8 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
             headers.remove(name);
         }
     }
-    // One pass over the (few) headers present beats nine lookups when, as
-    // usual, none of them is hop-by-hop.
-    if headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
-        }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
     }
     if let Some(upgrade) = upgrade {
         headers.insert(CONNECTION, HeaderValue::from_static("upgrade"));
@@ -119,8 +170,20 @@ impl Forwarded {
 /// Appends the client to `X-Forwarded-For` and sets `X-Forwarded-Proto` and
 /// `X-Forwarded-Host` (unless a trusted proxy in front already did): what
 /// the client sent of them leaves `headers`, what the guest gets instead is
-/// returned. `Host` is set in `headers`.
-pub(crate) fn take_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding<'_>) -> Forwarded {
+/// returned. `Host` is set in `headers`. `present`: what [`Present::of`]
+/// noted of `headers`.
+pub(crate) fn take_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding<'_>, present: Present) -> Forwarded {
+    let host = || forwarding.host.clone();
+    if !present.forwarding {
+        set_host(headers, forwarding.host);
+        return Forwarded {
+            fields: [
+                Some((X_FORWARDED_FOR, forwarding.client.clone())),
+                Some((X_FORWARDED_PROTO, HeaderValue::from_static(forwarding.proto))),
+                Some((X_FORWARDED_HOST, host())),
+            ],
+        };
+    }
     let previous: Vec<&str> = headers
         .get_all(&X_FORWARDED_FOR)
         .iter()
@@ -146,18 +209,22 @@ pub(crate) fn take_forwarding(headers: &mut HeaderMap, forwarding: &Forwarding<'
         Some(value)
     };
     let proto = replaced(&X_FORWARDED_PROTO, HeaderValue::from_static(forwarding.proto));
-    let host = replaced(&X_FORWARDED_HOST, forwarding.host.clone());
-    // Usually the client's own Host already: replacing it would cost a
-    // rehash and a drop for nothing.
-    if headers.get(HOST) != Some(forwarding.host) {
-        headers.insert(HOST, forwarding.host.clone());
-    }
+    let host = replaced(&X_FORWARDED_HOST, host());
+    set_host(headers, forwarding.host);
     Forwarded {
         fields: [
             forwarded_for.map(|value| (X_FORWARDED_FOR, value)),
             proto.map(|value| (X_FORWARDED_PROTO, value)),
             host.map(|value| (X_FORWARDED_HOST, value)),
         ],
+    }
+}
+
+fn set_host(headers: &mut HeaderMap, host: &HeaderValue) {
+    // Usually the client's own Host already: replacing it would cost a
+    // rehash and a drop for nothing.
+    if headers.get(HOST) != Some(host) {
+        headers.insert(HOST, host.clone());
     }
 }
 
@@ -176,6 +243,15 @@ mod tests {
         map
     }
 
+    fn strip(map: &mut HeaderMap, keep_upgrade: bool) {
+        let present = Present::of(map);
+        strip_hop_by_hop(map, keep_upgrade, present);
+    }
+
+    fn wants_upgrade(map: &HeaderMap) -> bool {
+        Present::of(map).wants_upgrade(map)
+    }
+
     #[test]
     fn removes_hop_by_hop_and_connection_named_headers() {
         let mut map = headers(&[
@@ -189,7 +265,7 @@ mod tests {
             ("content-type", "text/plain"),
             ("host", "a.example.test"),
         ]);
-        strip_hop_by_hop(&mut map, false);
+        strip(&mut map, false);
         let left: Vec<&str> = map.keys().map(|k| k.as_str()).collect();
         assert_eq!(left, ["content-type", "host"]);
     }
@@ -198,7 +274,7 @@ mod tests {
     fn keeps_the_upgrade_pair_for_upgrades_only() {
         let mut map = headers(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
         assert!(wants_upgrade(&map));
-        strip_hop_by_hop(&mut map, true);
+        strip(&mut map, true);
         assert_eq!(map.get(CONNECTION).unwrap(), "upgrade");
         assert_eq!(map.get(UPGRADE).unwrap(), "websocket");
         assert!(!wants_upgrade(&headers(&[("upgrade", "websocket")])));
@@ -208,7 +284,7 @@ mod tests {
     #[test]
     fn connection_header_cannot_remove_host() {
         let mut map = headers(&[("connection", "host"), ("host", "a.example.test")]);
-        strip_hop_by_hop(&mut map, false);
+        strip(&mut map, false);
         assert_eq!(map.get(HOST).unwrap(), "a.example.test");
     }
 
@@ -228,7 +304,8 @@ mod tests {
             proto: "http",
             trust_incoming: false,
         };
-        let forwarded = take_forwarding(&mut map, &forwarding);
+        let present = Present::of(&map);
+        let forwarded = take_forwarding(&mut map, &forwarding, present);
         for spoofable in [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST] {
             assert!(
                 map.get(spoofable).is_none(),
@@ -242,12 +319,14 @@ mod tests {
         assert_eq!(map.get(HOST).unwrap(), "app.example.test:9090");
 
         let mut map = headers(&[("x-forwarded-proto", "https"), ("x-forwarded-host", "public.example")]);
+        let present = Present::of(&map);
         let forwarded = take_forwarding(
             &mut map,
             &Forwarding {
                 trust_incoming: true,
                 ..forwarding
             },
+            present,
         );
         // The trusted ones stay where they were; only the chain is new.
         let added: Vec<&str> = forwarded.fields().map(|(name, _)| name.as_str()).collect();
@@ -256,5 +335,57 @@ mod tests {
         assert_eq!(map.get(&X_FORWARDED_FOR).unwrap(), "127.0.0.1");
         assert_eq!(map.get(&X_FORWARDED_PROTO).unwrap(), "https");
         assert_eq!(map.get(&X_FORWARDED_HOST).unwrap(), "public.example");
+    }
+
+    #[test]
+    fn notes_the_headers_the_proxy_acts_on() {
+        let plain = headers(&[("host", "a.example.test"), ("accept", "*/*"), ("x-request-id", "1")]);
+        assert_eq!(Present::of(&plain), Present::default());
+        let noted = |name: &str| Present::of(&headers(&[(name, "1")]));
+        assert!(noted("Connection").connection && noted("connection").hop_by_hop);
+        assert!(noted("upgrade").upgrade && noted("upgrade").hop_by_hop);
+        assert!(noted("transfer-encoding").transfer_encoding && noted("transfer-encoding").hop_by_hop);
+        for hop in [
+            "keep-alive",
+            "proxy-connection",
+            "proxy-authenticate",
+            "proxy-authorization",
+            "te",
+            "trailer",
+        ] {
+            assert_eq!(
+                noted(hop),
+                Present {
+                    hop_by_hop: true,
+                    ..Present::default()
+                },
+                "{hop}"
+            );
+        }
+        assert!(noted("content-length").content_length && !noted("content-length").hop_by_hop);
+        for forwarding in ["x-forwarded-for", "X-Forwarded-Proto", "x-forwarded-host"] {
+            assert!(noted(forwarding).forwarding, "{forwarding}");
+        }
+        assert!(noted("Expect").expect && !noted("expect").hop_by_hop);
+    }
+
+    #[test]
+    fn a_request_without_forwarding_headers_gets_all_three_and_its_host() {
+        let host = HeaderValue::from_static("app.example.test");
+        let client = client_value("10.0.0.9".parse().unwrap());
+        let forwarding = Forwarding {
+            client: &client,
+            host: &host,
+            proto: "https",
+            trust_incoming: true,
+        };
+        let mut map = headers(&[("host", "other.example.test"), ("accept", "*/*")]);
+        let present = Present::of(&map);
+        let forwarded = take_forwarding(&mut map, &forwarding, present);
+        forwarded.insert_into(&mut map);
+        assert_eq!(map.get(&X_FORWARDED_FOR).unwrap(), "10.0.0.9");
+        assert_eq!(map.get(&X_FORWARDED_PROTO).unwrap(), "https");
+        assert_eq!(map.get(&X_FORWARDED_HOST).unwrap(), "app.example.test");
+        assert_eq!(map.get(HOST).unwrap(), "app.example.test");
     }
 }

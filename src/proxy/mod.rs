@@ -1,7 +1,8 @@
 //! The subdomain reverse proxy: `<subdomain>.<base_domain>` → a VM's port.
 //!
 //! ```text
-//! client ──HTTP/1.1 (or over TLS)──▶ server (accept, TLS, keep-alive, graceful shutdown)
+//! client ──HTTP/1.1 (or over TLS)──▶ server (accept, TLS, graceful shutdown)
+//!            └▶ front: own keep-alive loop for bodiless requests, hyper's server for the rest
 //!                       └▶ handler: host → subdomain → RouteResolver::resolve
 //!                            ├ NotFound → 404, Unavailable → 503 + Retry-After
 //!                            └ Target → headers rewritten → upstream pool ──▶ guest
@@ -37,6 +38,7 @@
 mod activity;
 mod body;
 mod coarse_clock;
+mod front;
 mod h1;
 mod handler;
 mod headers;

@@ -4,17 +4,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::activity::ActiveConnections;
-use super::handler::{handle, Client, ProxyState};
-use super::headers::client_value;
+use super::front;
+use super::handler::ProxyState;
 use super::resolver::RouteResolver;
 use super::upstream::{PoolConfig, UpstreamPool};
 use super::{ProxyConfig, ProxyError};
@@ -69,6 +66,8 @@ pub fn spawn_proxy(
         active,
         tunnels: TaskTracker::new(),
         hard_stop: CancellationToken::new(),
+        stopping: std::sync::atomic::AtomicBool::new(false),
+        hard_stopping: std::sync::atomic::AtomicBool::new(false),
     });
     let stop_accepting = CancellationToken::new();
     let connections = TaskTracker::new();
@@ -110,6 +109,7 @@ impl ProxyHandle {
     /// keep-alive connections; after `grace`, closes whatever is left
     /// (including open WebSockets).
     pub async fn shutdown(self, grace: Duration) {
+        self.state.stopping.store(true, std::sync::atomic::Ordering::Release);
         self.stop_accepting.cancel();
         let _ = self.accept_loop.await;
         self.connections.close();
@@ -120,6 +120,9 @@ impl ProxyHandle {
         };
         if tokio::time::timeout(grace, everything).await.is_err() {
             tracing::info!("proxy grace period over; closing remaining connections");
+            self.state
+                .hard_stopping
+                .store(true, std::sync::atomic::Ordering::Release);
             self.state.hard_stop.cancel();
             self.connections.wait().await;
             self.state.tunnels.wait().await;
@@ -149,7 +152,7 @@ async fn accept_loop(listener: TcpListener, state: Arc<ProxyState>, stop: Cancel
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState>, stop: CancellationToken) {
     let _ = stream.set_nodelay(true);
     let Some(tls) = state.config.tls.clone() else {
-        return serve_http(stream, peer, state, stop).await;
+        return front::serve(stream, peer, state, stop).await;
     };
     // The handshake counts against the time a client has to send its headers.
     let handshake = tokio::time::timeout(
@@ -164,36 +167,5 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyS
             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
         },
     };
-    serve_http(stream, peer, state, stop).await;
-}
-
-/// HTTP/1.1 with keep-alive and upgrades on one client connection (plain or TLS).
-async fn serve_http<S>(stream: S, peer: SocketAddr, state: Arc<ProxyState>, stop: CancellationToken)
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let hard_stop = state.hard_stop.clone();
-    let header_read_timeout = state.config.header_read_timeout;
-    let client = Arc::new(Client::new(client_value(peer.ip())));
-    let service = service_fn(move |request| handle(Arc::clone(&state), Arc::clone(&client), request));
-    let connection = http1::Builder::new()
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
-        .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(connection);
-    let finished = tokio::select! {
-        finished = connection.as_mut() => finished,
-        _ = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            tokio::select! {
-                finished = connection.as_mut() => finished,
-                _ = hard_stop.cancelled() => return,
-            }
-        }
-    };
-    if let Err(error) = finished {
-        tracing::debug!(%peer, %error, "client connection ended with an error");
-    }
+    front::serve(stream, peer, state, stop).await;
 }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
+use hyper::http::request::Parts;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use rustc_hash::FxHashMap;
@@ -90,37 +91,42 @@ impl UpstreamPool {
         }
     }
 
-    /// Sends `request`, with the `forwarded` headers after its own, over an
+    /// Sends a request (`body`: `None` when it has none), with the
+    /// `forwarded` headers after its own, over an
     /// idle connection if one is usable, else a new one; the response's
-    /// body holds the connection until it is read.
+    /// body holds the connection until it is read. `head`: where the
+    /// request's head is written (cleared first), a buffer the caller keeps.
     pub(crate) async fn send(
         &self,
         vm_id: &Arc<str>,
         addr: SocketAddr,
-        request: Request<Incoming>,
+        parts: Parts,
+        body: Option<Incoming>,
         forwarded: &Forwarded,
+        head: &mut BytesMut,
     ) -> Result<Response<ResponseBody>, UpstreamError> {
         let target = Target {
             vm_id: Arc::clone(vm_id),
             addr,
         };
-        let (parts, body) = request.into_parts();
-        let framing = request_framing(&parts.headers, &body);
+        let framing = request_framing(&parts.headers, body.as_ref());
         let head_request = parts.method == Method::HEAD;
         // Idempotent (RFC 9110 §9.2.2) and bodiless: nothing of the
         // client's is consumed by a first try, so it may be sent twice.
         let replayable =
             framing == RequestFraming::None && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        let mut head = BytesMut::new();
-        encode_request(&parts, forwarded.fields(), framing, &mut head);
+        head.clear();
+        encode_request(&parts, forwarded.fields(), framing, head);
         // The client's header values share hyper's read buffer: let go of
         // them before waiting for the guest, and hyper reuses that buffer
         // for the connection's next request instead of allocating another.
         drop(parts);
-        let mut body = (framing != RequestFraming::None).then_some((body, framing));
+        let mut body = body
+            .filter(|_| framing != RequestFraming::None)
+            .map(|body| (body, framing));
 
         while let Some(mut connection) = self.checkout(&target) {
-            match connection.exchange(&head, &mut body, head_request).await {
+            match connection.exchange(head, &mut body, head_request).await {
                 Ok(answer) => return Ok(self.respond(target, connection, answer)),
                 Err(error) if error.unsent() => continue,
                 Err(error) if replayable && error.nothing_answered() => {
@@ -131,7 +137,7 @@ impl UpstreamPool {
             }
         }
         let mut connection = Connection::new(self.connect(addr).await?);
-        match connection.exchange(&head, &mut body, head_request).await {
+        match connection.exchange(head, &mut body, head_request).await {
             Ok(answer) => Ok(self.respond(target, connection, answer)),
             Err(source) => Err(UpstreamError::Exchange { addr, source }),
         }
@@ -230,10 +236,11 @@ impl UpstreamPool {
 
 /// How the client's body goes to the guest: none when it sent none, under
 /// its own Content-Length when it gave one, else chunked.
-fn request_framing(headers: &hyper::HeaderMap, body: &Incoming) -> RequestFraming {
-    if body.is_end_stream() {
-        RequestFraming::None
-    } else if headers.contains_key(hyper::header::CONTENT_LENGTH) && body.size_hint().exact().is_some() {
+fn request_framing(headers: &hyper::HeaderMap, body: Option<&Incoming>) -> RequestFraming {
+    let Some(body) = body.filter(|body| !body.is_end_stream()) else {
+        return RequestFraming::None;
+    };
+    if headers.contains_key(hyper::header::CONTENT_LENGTH) && body.size_hint().exact().is_some() {
         RequestFraming::Length
     } else {
         RequestFraming::Chunked

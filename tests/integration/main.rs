@@ -67,6 +67,7 @@ mod net_reconcile;
 mod net_ssh;
 mod orch_failures;
 mod orch_quotas;
+mod proxy_client_side;
 mod proxy_framing;
 mod proxy_http;
 mod proxy_known_route;

@@ -13,7 +13,8 @@ use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER
 use hyper::http::request::Parts;
 use hyper::{Response, StatusCode, Version};
 
-use crate::proxy::headers::connection_tokens;
+use super::fields::FieldSpans;
+use crate::proxy::headers::{connection_tokens, Present};
 
 /// The largest response head accepted from a guest.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -100,14 +101,6 @@ pub(crate) fn encode_request<'a>(
     out.put_slice(b"\r\n");
 }
 
-/// Where one header field's name and value lie in the head (offset and
-/// length; a head is at most [`MAX_HEAD_BYTES`]).
-#[derive(Clone, Copy, Default)]
-struct FieldSpan {
-    name: (u32, u32),
-    value: (u32, u32),
-}
-
 /// Parses a response head at the start of `buf` and takes it out of `buf`;
 /// `Ok(None)` while it is incomplete (then `buf` is untouched).
 /// `head_request`: the request was HEAD (no body follows). Header values
@@ -140,34 +133,14 @@ pub(crate) fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<O
     } else {
         Version::HTTP_10
     };
-    let start = buf.as_ptr() as usize;
-    let span = |field: &[u8]| {
-        let offset = field.as_ptr() as usize - start;
-        (offset as u32, field.len() as u32)
-    };
-    // Where each field lies, noted before the head is taken out of `buf`
-    // (the parsed fields borrow it). On the stack: small enough to clear.
-    let mut spans = [FieldSpan::default(); MAX_HEADERS];
-    let count = parsed.headers.len();
-    for (field, noted) in parsed.headers.iter().zip(spans.iter_mut()) {
-        *noted = FieldSpan {
-            name: span(field.name.as_bytes()),
-            value: span(field.value),
-        };
-    }
+    let mut spans = FieldSpans::new();
+    spans.note(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
-    let range = |(offset, len): (u32, u32)| offset as usize..(offset + len) as usize;
-    let mut headers = HeaderMap::with_capacity(count);
-    for noted in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[range(noted.name)]).map_err(|_| HeadError::InvalidHeader)?;
-        let value =
-            HeaderValue::from_maybe_shared(head.slice(range(noted.value))).map_err(|_| HeadError::InvalidHeader)?;
-        headers.append(name, value);
-    }
-    let framing = framing(status, &headers, head_request)?;
+    let (headers, present) = spans.header_map(&head).map_err(|_| HeadError::InvalidHeader)?;
+    let framing = framing(status, &headers, present, head_request)?;
     let keep_alive = version == Version::HTTP_11
         && framing != Framing::UntilClose
-        && !connection_tokens(&headers).any(|token| token.eq_ignore_ascii_case("close"));
+        && !(present.connection && connection_tokens(&headers).any(|token| token.eq_ignore_ascii_case("close")));
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
@@ -182,9 +155,19 @@ pub(crate) fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<O
 /// RFC 9112 §6.3, strictly: no body for HEAD, 1xx, 204 and 304; chunked
 /// when chunked is the final transfer coding; until close for any other
 /// transfer coding or when no length is given.
-fn framing(status: StatusCode, headers: &HeaderMap, head_request: bool) -> Result<Framing, HeadError> {
-    let transfer_encoding = headers.contains_key(TRANSFER_ENCODING);
-    let length = content_length(headers)?;
+/// `present`: what was noted of `headers` (lookups only for what is there).
+fn framing(
+    status: StatusCode,
+    headers: &HeaderMap,
+    present: Present,
+    head_request: bool,
+) -> Result<Framing, HeadError> {
+    let transfer_encoding = present.transfer_encoding;
+    let length = if present.content_length {
+        content_length(headers)?
+    } else {
+        None
+    };
     if transfer_encoding && length.is_some() {
         return Err(HeadError::LengthAndTransferEncoding);
     }

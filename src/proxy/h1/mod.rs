@@ -21,6 +21,7 @@
 
 mod body;
 mod chunked;
+mod fields;
 mod head;
 
 use std::task::{Context, Poll, Waker};
@@ -33,8 +34,9 @@ use tokio::net::TcpStream;
 pub use body::BodyError;
 pub(crate) use body::ResponseBody;
 pub use chunked::ChunkError;
+pub(crate) use fields::{FieldSpans, Span};
 pub use head::HeadError;
-pub(crate) use head::{encode_request, RequestFraming, ResponseHead};
+pub(crate) use head::{encode_request, RequestFraming, ResponseHead, MAX_HEADERS};
 
 /// Bytes read from the guest at a time.
 const READ_CHUNK: usize = 16 * 1024;

@@ -1,0 +1,177 @@
+//! The client's side of a connection: the proxy's own HTTP/1.1 loop for
+//! ordinary requests, hyper's server for the rest.
+//!
+//! ```text
+//! read head ─▶ parse_request ─┬ Own: route, forward, write the answer ─▶ next head (keep-alive)
+//!   (header read timeout)     └ ForHyper: hyper serves the connection from that request on
+//! ```
+//!
+//! Most requests to a preview environment or an agent's web service are
+//! bodiless GETs on keep-alive connections, and for those hyper's server
+//! machinery (its dispatcher, a timer allocated per request, the service
+//! and body adapters) cost about as much CPU as everything else the proxy
+//! does. The own loop handles only what it answers exactly as hyper would
+//! ([`request`] says what); a connection that needs anything more is
+//! handed over to hyper whole, with the bytes already read.
+
+mod date;
+mod hyper_server;
+mod request;
+mod response;
+mod stop;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use hyper::Method;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+use super::handler::{answer, Client, ProxyState};
+use super::headers::client_value;
+use request::{parse_request, OwnRequest, Parsed};
+use stop::StopWait;
+
+/// Room kept free in the read buffer for a request head.
+const READ_ROOM: usize = 4 * 1024;
+/// The largest write buffer a connection keeps between answers.
+const MAX_KEPT_WRITE_BUFFER: usize = 64 * 1024;
+
+/// Serves one client connection (plain or TLS) until it closes, fails,
+/// or the proxy stops.
+pub(crate) async fn serve<S>(stream: S, peer: SocketAddr, state: Arc<ProxyState>, stop: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // Once for the connection, not around every answer: a request's
+    // future is large, and each select would move it.
+    let hard_stop = StopWait::new(&state.hard_stopping, &state.hard_stop);
+    tokio::select! {
+        () = serve_requests(stream, peer, Arc::clone(&state), stop) => {}
+        () = hard_stop => {}
+    }
+}
+
+async fn serve_requests<S>(mut stream: S, peer: SocketAddr, state: Arc<ProxyState>, stop: CancellationToken)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let client = Arc::new(Client::new(client_value(peer.ip())));
+    let mut read = BytesMut::new();
+    let mut out = BytesMut::new();
+    let mut head_deadline = HeadDeadline::new(state.config.header_read_timeout);
+    // Waited on across requests: a wait made for each request would be
+    // registered with the token and removed again every time.
+    let mut stopping = StopWait::new(&state.stopping, &stop);
+    loop {
+        let next = tokio::select! {
+            // Between requests a stopping proxy closes the connection.
+            biased;
+            () = &mut stopping => return,
+            next = head_deadline.within(next_request(&mut stream, &mut read)) => next,
+        };
+        let request = match next {
+            Some(Ok(Some(Parsed::Own(request)))) => request,
+            Some(Ok(Some(Parsed::ForHyper))) => {
+                return hyper_server::serve(stream, read.freeze(), peer, client, state, stop).await;
+            }
+            Some(Ok(Some(Parsed::Incomplete) | None)) => return,
+            Some(Err(error)) => return tracing::debug!(%peer, %error, "reading from the client failed"),
+            None => return tracing::debug!(%peer, "the client sent no whole request head in time"),
+        };
+        match answer_one(&mut stream, &mut out, request, &client, &state).await {
+            Ok(true) => {}
+            Ok(false) => return shut_down(&mut stream).await,
+            Err(error) => return tracing::debug!(%peer, %error, "answering the client failed"),
+        }
+        if out.capacity() > MAX_KEPT_WRITE_BUFFER {
+            out = BytesMut::new();
+        }
+    }
+}
+
+/// The time a client has for each request head (from when the proxy
+/// starts waiting for it), kept with one timer per connection: arming a
+/// timer for every request costs more than reading the request. The timer
+/// is moved on only when it goes off before the current head's deadline.
+struct HeadDeadline {
+    timer: Pin<Box<Sleep>>,
+    limit: Duration,
+}
+
+impl HeadDeadline {
+    fn new(limit: Duration) -> Self {
+        Self {
+            timer: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+
+    /// What `reading` gives, or `None` when the time for one head is up first.
+    async fn within<F: Future>(&mut self, reading: F) -> Option<F::Output> {
+        let deadline = Instant::now() + self.limit;
+        tokio::pin!(reading);
+        loop {
+            tokio::select! {
+                biased;
+                done = &mut reading => return Some(done),
+                () = self.timer.as_mut() => {
+                    if Instant::now() >= deadline {
+                        return None;
+                    }
+                    self.timer.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+}
+
+/// Reads until `read` starts with a whole request head (or one for
+/// hyper); `None` when the client closed the connection first.
+async fn next_request<S: AsyncRead + Unpin>(stream: &mut S, read: &mut BytesMut) -> std::io::Result<Option<Parsed>> {
+    loop {
+        if !read.is_empty() {
+            match parse_request(read) {
+                Parsed::Incomplete => {}
+                parsed => return Ok(Some(parsed)),
+            }
+        }
+        if read.capacity() - read.len() < READ_ROOM / 4 {
+            read.reserve(READ_ROOM);
+        }
+        if stream.read_buf(read).await? == 0 {
+            return Ok(None);
+        }
+    }
+}
+
+/// Answers one request; `Ok(true)` when the connection carries on.
+async fn answer_one<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    out: &mut BytesMut,
+    request: OwnRequest,
+    client: &Client,
+    state: &ProxyState,
+) -> Result<bool, response::WriteError> {
+    let head_request = request.parts.method == Method::HEAD;
+    let response = answer(state, client, request.parts, None).await;
+    let keep_alive = request.keep_alive && !state.stopping.load(Ordering::Acquire);
+    let framing = response::encode_head(&response, head_request, keep_alive, out);
+    let sent = response::send(stream, out, response.into_body(), framing).await;
+    if sent.is_err() {
+        out.clear();
+    }
+    sent.map(|()| keep_alive)
+}
+
+/// Ends a connection after its last answer: the client reads it whole
+/// before the close.
+async fn shut_down<S: AsyncWrite + Unpin>(stream: &mut S) {
+    let _ = stream.shutdown().await;
+}
