@@ -120,8 +120,8 @@ pub(crate) async fn handle(
     Ok(answer(&state, &client, parts, Some(body)).await)
 }
 
-/// The answer to one request (`body`: `None` when it has none), counted in
-/// the metrics and with HSTS over TLS.
+/// The answer to one request (`body`: `None` when it has none): forwarded
+/// where its host's route leads, counted in the metrics, with HSTS over TLS.
 pub(crate) async fn answer(
     state: &ProxyState,
     client: &Client,
@@ -129,7 +129,15 @@ pub(crate) async fn answer(
     body: Option<Incoming>,
 ) -> Response<ProxyBody> {
     let started = state.config.metrics.as_ref().map(|_| std::time::Instant::now());
-    let (mut response, label) = route(state, client, parts, body).await;
+    // Here, not in a function of its own: each async layer copies the
+    // request's parts and the response once more.
+    let (mut response, label) = match find_route(state, client, &parts).await {
+        Ok(route) => {
+            let response = forward(state, client, parts, body, &route).await;
+            (response, Some(Arc::clone(&route.subdomain)))
+        }
+        Err(answered) => answered,
+    };
     if let (Some(metrics), Some(started)) = (&state.config.metrics, started) {
         let route = label.as_deref().unwrap_or(UNMATCHED);
         metrics.observe_proxy_request(route, response.status().as_u16(), started.elapsed());
@@ -156,22 +164,6 @@ fn add_hsts(response: &mut Response<ProxyBody>, max_age: std::time::Duration) {
 /// The metrics label of requests for hosts that are no route's: any name a
 /// client sends must not become a series of its own.
 const UNMATCHED: &str = "unmatched";
-
-/// The response, and the subdomain of the route it was for (the metrics
-/// label; `None` when the host is no route's).
-async fn route(
-    state: &ProxyState,
-    client: &Client,
-    parts: Parts,
-    body: Option<Incoming>,
-) -> (Response<ProxyBody>, Option<Arc<str>>) {
-    let route = match find_route(state, client, &parts).await {
-        Ok(route) => route,
-        Err(answer) => return answer,
-    };
-    let response = Box::pin(forward(state, client, parts, body, &route)).await;
-    (response, Some(Arc::clone(&route.subdomain)))
-}
 
 /// Where the request goes (the connection's known route, else the
 /// resolver's answer), or the answer when it goes nowhere. Holds nothing of
@@ -290,10 +282,12 @@ async fn forward(
         (_, body) => body,
     };
     let mut head = client.take_head_buffer();
-    let sent = state
-        .pool
-        .send(&route.vm_id, route.addr, request, body, &forwarded, &mut head)
-        .await;
+    let sent = Box::pin(
+        state
+            .pool
+            .send(&route.vm_id, route.addr, request, body, &forwarded, &mut head),
+    )
+    .await;
     client.keep_head_buffer(head);
     match sent {
         Ok(response) => pass_on(state, response, guard, &route.subdomain),
