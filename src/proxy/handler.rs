@@ -12,7 +12,6 @@ use hyper::header::{HeaderValue, HOST, STRICT_TRANSPORT_SECURITY};
 use hyper::http::request::Parts;
 use hyper::upgrade::OnUpgrade;
 use hyper::{Request, Response, StatusCode, Uri, Version};
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::activity::{ActiveConnections, ActivityGuard, VmActivity};
@@ -20,6 +19,7 @@ use super::body::{empty, json_error, tracked, unavailable, ProxyBody};
 use super::headers::{strip_hop_by_hop, take_forwarding, Forwarding, Present};
 use super::host::subdomain_of;
 use super::resolver::{Resolution, RouteResolver};
+use super::stop::StopSignal;
 use super::tunnel::{self, Tunnel};
 use super::upstream::{UpstreamError, UpstreamPool};
 use super::ProxyConfig;
@@ -31,13 +31,10 @@ pub(crate) struct ProxyState {
     pub pool: UpstreamPool,
     pub active: Arc<ActiveConnections>,
     pub tunnels: TaskTracker,
-    pub hard_stop: CancellationToken,
-    /// Set when the proxy begins to stop (before its stop token is
-    /// cancelled): a flag the own loop reads for every answer, where the
-    /// token would take a lock.
-    pub stopping: std::sync::atomic::AtomicBool,
-    /// Set just before `hard_stop` is cancelled, for the same reason.
-    pub hard_stopping: std::sync::atomic::AtomicBool,
+    /// Stop accepting; finish what is in flight, close idle connections.
+    pub stop: StopSignal,
+    /// The grace period is over: close everything.
+    pub hard_stop: StopSignal,
 }
 
 /// Who sent a request: made once per client connection.
@@ -339,7 +336,7 @@ async fn upgrade_or_answer(
             tunnel,
             state.config.activity_tick,
             &state.tunnels,
-            state.hard_stop.clone(),
+            state.hard_stop.token().clone(),
         );
         return response.map(|_| empty());
     }

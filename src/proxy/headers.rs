@@ -345,6 +345,11 @@ mod tests {
         assert!(noted("Connection").connection && noted("connection").hop_by_hop);
         assert!(noted("upgrade").upgrade && noted("upgrade").hop_by_hop);
         assert!(noted("transfer-encoding").transfer_encoding && noted("transfer-encoding").hop_by_hop);
+        // Every name stripping removes is noted as hop-by-hop (the two
+        // lists must not drift apart), and the rest are noted as nothing else.
+        for hop in &HOP_BY_HOP {
+            assert!(noted(hop.as_str()).hop_by_hop, "{hop}");
+        }
         for hop in [
             "keep-alive",
             "proxy-connection",

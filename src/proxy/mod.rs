@@ -46,6 +46,7 @@ mod host;
 mod ready;
 mod resolver;
 mod server;
+mod stop;
 mod tunnel;
 mod upstream;
 mod wake;

@@ -6,13 +6,13 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::activity::ActiveConnections;
 use super::front;
 use super::handler::ProxyState;
 use super::resolver::RouteResolver;
+use super::stop::StopSignal;
 use super::upstream::{PoolConfig, UpstreamPool};
 use super::{ProxyConfig, ProxyError};
 
@@ -21,7 +21,6 @@ use super::{ProxyConfig, ProxyError};
 pub struct ProxyHandle {
     local_addr: SocketAddr,
     state: Arc<ProxyState>,
-    stop_accepting: CancellationToken,
     connections: TaskTracker,
     accept_loop: JoinHandle<()>,
 }
@@ -65,23 +64,15 @@ pub fn spawn_proxy(
         pool,
         active,
         tunnels: TaskTracker::new(),
-        hard_stop: CancellationToken::new(),
-        stopping: std::sync::atomic::AtomicBool::new(false),
-        hard_stopping: std::sync::atomic::AtomicBool::new(false),
+        stop: StopSignal::default(),
+        hard_stop: StopSignal::default(),
     });
-    let stop_accepting = CancellationToken::new();
     let connections = TaskTracker::new();
-    let accept_loop = tokio::spawn(accept_loop(
-        listener,
-        Arc::clone(&state),
-        stop_accepting.clone(),
-        connections.clone(),
-    ));
+    let accept_loop = tokio::spawn(accept_loop(listener, Arc::clone(&state), connections.clone()));
     tracing::info!(%local_addr, base_domain = %state.config.base_domain, "proxy listening");
     Ok(ProxyHandle {
         local_addr,
         state,
-        stop_accepting,
         connections,
         accept_loop,
     })
@@ -109,8 +100,7 @@ impl ProxyHandle {
     /// keep-alive connections; after `grace`, closes whatever is left
     /// (including open WebSockets).
     pub async fn shutdown(self, grace: Duration) {
-        self.state.stopping.store(true, std::sync::atomic::Ordering::Release);
-        self.stop_accepting.cancel();
+        self.state.stop.fire();
         let _ = self.accept_loop.await;
         self.connections.close();
         self.state.tunnels.close();
@@ -120,25 +110,22 @@ impl ProxyHandle {
         };
         if tokio::time::timeout(grace, everything).await.is_err() {
             tracing::info!("proxy grace period over; closing remaining connections");
-            self.state
-                .hard_stopping
-                .store(true, std::sync::atomic::Ordering::Release);
-            self.state.hard_stop.cancel();
+            self.state.hard_stop.fire();
             self.connections.wait().await;
             self.state.tunnels.wait().await;
         }
     }
 }
 
-async fn accept_loop(listener: TcpListener, state: Arc<ProxyState>, stop: CancellationToken, connections: TaskTracker) {
+async fn accept_loop(listener: TcpListener, state: Arc<ProxyState>, connections: TaskTracker) {
     loop {
         let accepted = tokio::select! {
-            _ = stop.cancelled() => return,
+            _ = state.stop.token().cancelled() => return,
             accepted = listener.accept() => accepted,
         };
         match accepted {
             Ok((stream, peer)) => {
-                connections.spawn(serve_connection(stream, peer, Arc::clone(&state), stop.clone()));
+                connections.spawn(serve_connection(stream, peer, Arc::clone(&state)));
             }
             Err(error) => {
                 // Usually out of file descriptors: pause instead of spinning.
@@ -149,10 +136,10 @@ async fn accept_loop(listener: TcpListener, state: Arc<ProxyState>, stop: Cancel
     }
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState>, stop: CancellationToken) {
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyState>) {
     let _ = stream.set_nodelay(true);
     let Some(tls) = state.config.tls.clone() else {
-        return front::serve(stream, peer, state, stop).await;
+        return front::serve(stream, peer, state).await;
     };
     // The handshake counts against the time a client has to send its headers.
     let handshake = tokio::time::timeout(
@@ -160,12 +147,12 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, state: Arc<ProxyS
         tokio_rustls::TlsAcceptor::from(tls).accept(stream),
     );
     let stream = tokio::select! {
-        _ = stop.cancelled() => return,
+        _ = state.stop.token().cancelled() => return,
         done = handshake => match done {
             Ok(Ok(stream)) => stream,
             Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
             Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
         },
     };
-    front::serve(stream, peer, state, stop).await;
+    front::serve(stream, peer, state).await;
 }

@@ -117,9 +117,9 @@ impl UpstreamPool {
             framing == RequestFraming::None && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
         head.clear();
         encode_request(&parts, forwarded.fields(), framing, head);
-        // The client's header values share hyper's read buffer: let go of
-        // them before waiting for the guest, and hyper reuses that buffer
-        // for the connection's next request instead of allocating another.
+        // The client's header values share the client connection's read
+        // buffer: let go of them before waiting for the guest, and that
+        // buffer is reused for the next request instead of allocating another.
         drop(parts);
         let mut body = body
             .filter(|_| framing != RequestFraming::None)

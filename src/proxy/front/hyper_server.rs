@@ -14,23 +14,16 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio_util::sync::CancellationToken;
 
 use crate::proxy::handler::{handle, Client, ProxyState};
 
 /// Serves the connection with hyper until it ends; `read` is what was
 /// read from `stream` and not used yet.
-pub(super) async fn serve<S>(
-    stream: S,
-    read: Bytes,
-    peer: SocketAddr,
-    client: Arc<Client>,
-    state: Arc<ProxyState>,
-    stop: CancellationToken,
-) where
+pub(super) async fn serve<S>(stream: S, read: Bytes, peer: SocketAddr, client: Arc<Client>, state: Arc<ProxyState>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let hard_stop = state.hard_stop.clone();
+    let (stop, hard_stop) = (state.stop.token().clone(), state.hard_stop.token().clone());
     let header_read_timeout = state.config.header_read_timeout;
     let service = service_fn(move |request| handle(Arc::clone(&state), Arc::clone(&client), request));
     let connection = http1::Builder::new()

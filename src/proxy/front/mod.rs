@@ -18,12 +18,10 @@ mod date;
 mod hyper_server;
 mod request;
 mod response;
-mod stop;
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,12 +29,10 @@ use bytes::BytesMut;
 use hyper::Method;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
-use tokio_util::sync::CancellationToken;
 
 use super::handler::{answer, Client, ProxyState};
 use super::headers::client_value;
 use request::{parse_request, OwnRequest, Parsed};
-use stop::StopWait;
 
 /// Room kept free in the read buffer for a request head.
 const READ_ROOM: usize = 4 * 1024;
@@ -45,20 +41,19 @@ const MAX_KEPT_WRITE_BUFFER: usize = 64 * 1024;
 
 /// Serves one client connection (plain or TLS) until it closes, fails,
 /// or the proxy stops.
-pub(crate) async fn serve<S>(stream: S, peer: SocketAddr, state: Arc<ProxyState>, stop: CancellationToken)
+pub(crate) async fn serve<S>(stream: S, peer: SocketAddr, state: Arc<ProxyState>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     // Once for the connection, not around every answer: a request's
     // future is large, and each select would move it.
-    let hard_stop = StopWait::new(&state.hard_stopping, &state.hard_stop);
     tokio::select! {
-        () = serve_requests(stream, peer, Arc::clone(&state), stop) => {}
-        () = hard_stop => {}
+        () = serve_requests(stream, peer, Arc::clone(&state)) => {}
+        () = state.hard_stop.wait() => {}
     }
 }
 
-async fn serve_requests<S>(mut stream: S, peer: SocketAddr, state: Arc<ProxyState>, stop: CancellationToken)
+async fn serve_requests<S>(mut stream: S, peer: SocketAddr, state: Arc<ProxyState>)
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -68,7 +63,7 @@ where
     let mut head_deadline = HeadDeadline::new(state.config.header_read_timeout);
     // Waited on across requests: a wait made for each request would be
     // registered with the token and removed again every time.
-    let mut stopping = StopWait::new(&state.stopping, &stop);
+    let mut stopping = state.stop.wait();
     loop {
         let next = tokio::select! {
             // Between requests a stopping proxy closes the connection.
@@ -79,9 +74,9 @@ where
         let request = match next {
             Some(Ok(Some(Parsed::Own(request)))) => request,
             Some(Ok(Some(Parsed::ForHyper))) => {
-                return hyper_server::serve(stream, read.freeze(), peer, client, state, stop).await;
+                return hyper_server::serve(stream, read.freeze(), peer, client, state).await;
             }
-            Some(Ok(Some(Parsed::Incomplete) | None)) => return,
+            Some(Ok(None)) => return,
             Some(Err(error)) => return tracing::debug!(%peer, %error, "reading from the client failed"),
             None => return tracing::debug!(%peer, "the client sent no whole request head in time"),
         };
@@ -137,9 +132,8 @@ impl HeadDeadline {
 async fn next_request<S: AsyncRead + Unpin>(stream: &mut S, read: &mut BytesMut) -> std::io::Result<Option<Parsed>> {
     loop {
         if !read.is_empty() {
-            match parse_request(read) {
-                Parsed::Incomplete => {}
-                parsed => return Ok(Some(parsed)),
+            if let Some(parsed) = parse_request(read) {
+                return Ok(Some(parsed));
             }
         }
         if read.capacity() - read.len() < READ_ROOM / 4 {
@@ -161,13 +155,11 @@ async fn answer_one<S: AsyncWrite + Unpin>(
 ) -> Result<bool, response::WriteError> {
     let head_request = request.parts.method == Method::HEAD;
     let response = answer(state, client, request.parts, None).await;
-    let keep_alive = request.keep_alive && !state.stopping.load(Ordering::Acquire);
+    let keep_alive = request.keep_alive && !state.stop.fired();
     let framing = response::encode_head(&response, head_request, keep_alive, out);
-    let sent = response::send(stream, out, response.into_body(), framing).await;
-    if sent.is_err() {
-        out.clear();
-    }
-    sent.map(|()| keep_alive)
+    // On an error the connection ends, and `out` with it.
+    response::send(stream, out, response.into_body(), framing).await?;
+    Ok(keep_alive)
 }
 
 /// Ends a connection after its last answer: the client reads it whole

@@ -23,12 +23,10 @@ use crate::proxy::headers::connection_tokens;
 /// which has its own limit and answers 431 beyond it.
 pub(super) const MAX_OWN_HEAD: usize = 16 * 1024;
 
-/// What the bytes read so far hold.
+/// A whole request head, and who answers it.
 // Not boxed: made once per request, where a box is one more allocation.
 #[allow(clippy::large_enum_variant)]
 pub(super) enum Parsed {
-    /// Not a whole head yet (nothing taken from the buffer).
-    Incomplete,
     /// A request the own loop answers, taken from the buffer.
     Own(OwnRequest),
     /// A request for hyper, left in the buffer as it came.
@@ -42,36 +40,37 @@ pub(super) struct OwnRequest {
     pub keep_alive: bool,
 }
 
-/// Parses the request head at the start of `buf`.
-pub(super) fn parse_request(buf: &mut BytesMut) -> Parsed {
+/// Parses the request head at the start of `buf`; `None` while it is not
+/// whole (nothing is taken from the buffer then).
+pub(super) fn parse_request(buf: &mut BytesMut) -> Option<Parsed> {
     // Uninitialised: zeroing 100 fields on every request is measurable.
     let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut parsed = httparse::Request::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_request_with_uninit_headers(&mut parsed, buf, &mut fields) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_OWN_HEAD => return Parsed::Incomplete,
-        Ok(httparse::Status::Partial) | Err(_) => return Parsed::ForHyper,
+        Ok(httparse::Status::Partial) if buf.len() <= MAX_OWN_HEAD => return None,
+        Ok(httparse::Status::Partial) | Err(_) => return Some(Parsed::ForHyper),
     };
     let (Some(method), Some(target), Some(1)) = (parsed.method, parsed.path, parsed.version) else {
-        return Parsed::ForHyper;
+        return Some(Parsed::ForHyper);
     };
     if len > MAX_OWN_HEAD || !target.starts_with('/') {
-        return Parsed::ForHyper;
+        return Some(Parsed::ForHyper);
     }
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Parsed::ForHyper;
+        return Some(Parsed::ForHyper);
     };
     let target = Span::of(buf, target.as_bytes());
     let mut spans = FieldSpans::new();
     spans.note(buf, parsed.headers);
     let head = buf.split_to(len).freeze();
-    match own_request(method, &head, target, &spans) {
+    Some(match own_request(method, &head, target, &spans) {
         Some(request) => Parsed::Own(request),
         None => {
             put_back(buf, &head);
             Parsed::ForHyper
         }
-    }
+    })
 }
 
 fn own_request(method: Method, head: &Bytes, target: Span, spans: &FieldSpans) -> Option<OwnRequest> {
@@ -111,7 +110,7 @@ fn put_back(buf: &mut BytesMut, head: &Bytes) {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> (Parsed, BytesMut) {
+    fn parse(text: &str) -> (Option<Parsed>, BytesMut) {
         let mut buf = BytesMut::from(text);
         (parse_request(&mut buf), buf)
     }
@@ -120,7 +119,7 @@ mod tests {
     fn an_ordinary_get_is_the_own_loops_and_what_follows_stays() {
         let (parsed, rest) =
             parse("GET /a?b=1 HTTP/1.1\r\nHost: app.example.test\r\nContent-Length: 0\r\n\r\nGET / HTTP/1.1\r\n");
-        let Parsed::Own(request) = parsed else {
+        let Some(Parsed::Own(request)) = parsed else {
             panic!("not the own loop's");
         };
         assert_eq!(request.parts.method, Method::GET);
@@ -133,7 +132,7 @@ mod tests {
     #[test]
     fn connection_close_ends_keep_alive() {
         let (parsed, _) = parse("HEAD / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\n");
-        let Parsed::Own(request) = parsed else {
+        let Some(Parsed::Own(request)) = parsed else {
             panic!("not the own loop's");
         };
         assert!(!request.keep_alive);
@@ -142,10 +141,10 @@ mod tests {
     #[test]
     fn a_partial_head_waits_and_an_oversized_one_goes_to_hyper() {
         let (parsed, rest) = parse("GET / HTTP/1.1\r\nHost: a\r\n");
-        assert!(matches!(parsed, Parsed::Incomplete));
+        assert!(parsed.is_none());
         assert_eq!(&rest[..], b"GET / HTTP/1.1\r\nHost: a\r\n");
         let huge = format!("GET / HTTP/1.1\r\nX-Big: {}", "a".repeat(MAX_OWN_HEAD));
-        assert!(matches!(parse(&huge).0, Parsed::ForHyper));
+        assert!(matches!(parse(&huge).0, Some(Parsed::ForHyper)));
     }
 
     #[test]
@@ -164,7 +163,7 @@ mod tests {
             "GET / HTTP/1.1\r\nX-Bad: \u{1}\r\n\r\n",
         ] {
             let (parsed, rest) = parse(text);
-            assert!(matches!(parsed, Parsed::ForHyper), "{text:?}");
+            assert!(matches!(parsed, Some(Parsed::ForHyper)), "{text:?}");
             assert_eq!(&rest[..], text.as_bytes(), "{text:?}");
         }
     }
