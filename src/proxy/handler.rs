@@ -11,17 +11,19 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, HOST, STRICT_TRANSPORT_SECURITY};
 use hyper::http::request::Parts;
 use hyper::upgrade::OnUpgrade;
-use hyper::{Request, Response, StatusCode, Uri, Version};
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use tokio_util::task::TaskTracker;
 
 use super::activity::{ActiveConnections, ActivityGuard, VmActivity};
 use super::body::{empty, json_error, tracked, unavailable, ProxyBody};
-use super::headers::{strip_hop_by_hop, take_forwarding, Forwarding, Present};
+use super::front::OwnRequest;
+use super::h1::{encode_request, RequestFraming, RequestHead, ResponseHead};
+use super::headers::{onward, strip_hop_by_hop, Fields, Forwarded, Forwarding, HopByHop, Present};
 use super::host::subdomain_of;
 use super::resolver::{Resolution, RouteResolver};
 use super::stop::StopSignal;
 use super::tunnel::{self, Tunnel};
-use super::upstream::{UpstreamError, UpstreamPool};
+use super::upstream::{framed, GuestAnswer, UpstreamError, UpstreamPool};
 use super::ProxyConfig;
 
 /// Everything a request needs, shared by all connections of one proxy.
@@ -35,6 +37,17 @@ pub(crate) struct ProxyState {
     pub stop: StopSignal,
     /// The grace period is over: close everything.
     pub hard_stop: StopSignal,
+    /// The Strict-Transport-Security an answer over TLS gets when the
+    /// guest sent none (made once, not for every answer).
+    pub hsts: Option<HeaderValue>,
+}
+
+impl ProxyState {
+    /// The value of [`ProxyState::hsts`] for `config`.
+    pub(crate) fn hsts_of(config: &ProxyConfig) -> Option<HeaderValue> {
+        let max_age = config.hsts.filter(|_| config.tls.is_some())?;
+        HeaderValue::from_str(&format!("max-age={}", max_age.as_secs())).ok()
+    }
 }
 
 /// Who sent a request: made once per client connection.
@@ -107,6 +120,58 @@ pub(crate) struct KnownRoute {
     activity: Arc<VmActivity>,
 }
 
+/// A request as a client connection's reader hands it over.
+pub(crate) enum ClientRequest {
+    /// Read by hyper's server, with its body.
+    Hyper(Parts, Incoming),
+    /// Read by the proxy's own loop, its head as it came.
+    Own(OwnRequest),
+}
+
+impl ClientRequest {
+    /// The host it is for, `None` when it names none or two: the
+    /// authority of an absolute-form target takes precedence over the Host
+    /// header (RFC 9112 §3.2.2), and of two Host headers the guest might
+    /// route by the other.
+    fn host(&self) -> Option<HeaderValue> {
+        match self {
+            ClientRequest::Hyper(parts, _) => {
+                if let Some(authority) = parts.uri.authority() {
+                    return HeaderValue::from_str(authority.as_str()).ok();
+                }
+                only(parts.headers.get_all(HOST).iter().cloned())
+            }
+            ClientRequest::Own(request) => {
+                only(request.fields.shared_values("host")).and_then(|value| HeaderValue::from_maybe_shared(value).ok())
+            }
+        }
+    }
+}
+
+/// The one item of `items`; `None` for none or more.
+fn only<T>(mut items: impl Iterator<Item = T>) -> Option<T> {
+    let first = items.next()?;
+    items.next().is_none().then_some(first)
+}
+
+/// What a request is answered with.
+pub(crate) enum Answer {
+    /// A whole response: the proxy's own (an error) or an upgrade's.
+    Response(Response<ProxyBody>),
+    /// The guest's: its head as it came (hop-by-hop fields still in), and
+    /// its body.
+    Guest(ResponseHead, ProxyBody),
+}
+
+impl Answer {
+    fn status(&self) -> StatusCode {
+        match self {
+            Answer::Response(response) => response.status(),
+            Answer::Guest(head, _) => head.status,
+        }
+    }
+}
+
 /// hyper's service: one request on a connection hyper serves.
 pub(crate) async fn handle(
     state: Arc<ProxyState>,
@@ -114,47 +179,61 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let (parts, body) = request.into_parts();
-    Ok(answer(&state, &client, parts, Some(body)).await)
+    let mut response = match answer(&state, &client, ClientRequest::Hyper(parts, body)).await {
+        Answer::Response(response) => response,
+        Answer::Guest(head, body) => guest_response(head, body),
+    };
+    if let Some(hsts) = &state.hsts {
+        add_hsts(&mut response, hsts);
+    }
+    Ok(response)
 }
 
-/// The answer to one request (`body`: `None` when it has none): forwarded
-/// where its host's route leads, counted in the metrics, with HSTS over TLS.
-pub(crate) async fn answer(
-    state: &ProxyState,
-    client: &Client,
-    parts: Parts,
-    body: Option<Incoming>,
-) -> Response<ProxyBody> {
+/// The guest's answer as a response for hyper's server, without its
+/// hop-by-hop fields.
+fn guest_response(head: ResponseHead, body: ProxyBody) -> Response<ProxyBody> {
+    let hop_by_hop = HopByHop::of(&head.fields, head.present);
+    let Ok(headers) = head.fields.header_map(|name| !hop_by_hop.stops(name)) else {
+        // httparse and the http crate accept the same fields: never seen.
+        return json_error(
+            StatusCode::BAD_GATEWAY,
+            "the guest's answer has an invalid header field",
+        );
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = head.status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The answer to one request: forwarded where its host's route leads,
+/// counted in the metrics.
+pub(crate) async fn answer(state: &ProxyState, client: &Client, request: ClientRequest) -> Answer {
     let started = state.config.metrics.as_ref().map(|_| std::time::Instant::now());
     // Here, not in a function of its own: each async layer copies the
-    // request's parts and the response once more.
-    let (mut response, label) = match find_route(state, client, &parts).await {
+    // request and the answer once more.
+    let (answer, label) = match find_route(state, client, request.host()).await {
         Ok(route) => {
-            let response = forward(state, client, parts, body, &route).await;
-            (response, Some(Arc::clone(&route.subdomain)))
+            let answer = forward(state, client, request, &route).await;
+            (answer, Some(Arc::clone(&route.subdomain)))
         }
-        Err(answered) => answered,
+        Err((response, label)) => (Answer::Response(response), label),
     };
     if let (Some(metrics), Some(started)) = (&state.config.metrics, started) {
         let route = label.as_deref().unwrap_or(UNMATCHED);
-        metrics.observe_proxy_request(route, response.status().as_u16(), started.elapsed());
+        metrics.observe_proxy_request(route, answer.status().as_u16(), started.elapsed());
     }
-    if let (Some(_), Some(max_age)) = (&state.config.tls, state.config.hsts) {
-        add_hsts(&mut response, max_age);
-    }
-    response
+    answer
 }
 
 /// Strict-Transport-Security on an answer over TLS, unless the guest's
 /// service sent its own (or the answer switches protocols).
-fn add_hsts(response: &mut Response<ProxyBody>, max_age: std::time::Duration) {
+fn add_hsts(response: &mut Response<ProxyBody>, hsts: &HeaderValue) {
     if response.status() == StatusCode::SWITCHING_PROTOCOLS {
         return;
     }
     if let hyper::header::Entry::Vacant(entry) = response.headers_mut().entry(STRICT_TRANSPORT_SECURITY) {
-        if let Ok(value) = HeaderValue::from_str(&format!("max-age={}", max_age.as_secs())) {
-            entry.insert(value);
-        }
+        entry.insert(hsts.clone());
     }
 }
 
@@ -168,9 +247,9 @@ const UNMATCHED: &str = "unmatched";
 async fn find_route(
     state: &ProxyState,
     client: &Client,
-    request: &Parts,
+    host: Option<HeaderValue>,
 ) -> Result<Arc<KnownRoute>, (Response<ProxyBody>, Option<Arc<str>>)> {
-    let Some(host) = request_host(request) else {
+    let Some(host) = host else {
         return Err((
             json_error(StatusCode::BAD_REQUEST, "the request needs exactly one Host header"),
             None,
@@ -220,25 +299,7 @@ async fn find_route(
     }
 }
 
-/// The host a request is for: the authority of an absolute-form target
-/// takes precedence over the Host header (RFC 9112 §3.2.2). `None` for
-/// none, or for two Host headers (the guest might route by the other).
-fn request_host(request: &Parts) -> Option<HeaderValue> {
-    if let Some(authority) = request.uri.authority() {
-        return HeaderValue::from_str(authority.as_str()).ok();
-    }
-    let mut hosts = request.headers.get_all(HOST).iter();
-    let host = hosts.next()?;
-    hosts.next().is_none().then(|| host.clone())
-}
-
-async fn forward(
-    state: &ProxyState,
-    client: &Client,
-    mut request: Parts,
-    body: Option<Incoming>,
-    route: &KnownRoute,
-) -> Response<ProxyBody> {
+async fn forward(state: &ProxyState, client: &Client, request: ClientRequest, route: &KnownRoute) -> Answer {
     let config = &state.config;
     let guard = ActivityGuard::begin(
         Arc::clone(&route.vm_id),
@@ -246,64 +307,105 @@ async fn forward(
         Arc::clone(&state.resolver),
         config.activity_tick,
     );
-    let present = Present::of(&request.headers);
-    // hyper leaves the means to take the connection over in an upgrade
-    // request's extensions (its own, never on requests the proxy reads).
-    let client_upgrade = present
-        .wants_upgrade(&request.headers)
-        .then(|| request.extensions.remove::<OnUpgrade>())
-        .flatten();
-    strip_hop_by_hop(&mut request.headers, client_upgrade.is_some(), present);
     let forwarding = Forwarding {
         client: &client.forwarded_for,
         host: &route.host,
         proto: if config.tls.is_some() { "https" } else { "http" },
         trust_incoming: config.trust_forwarded_headers,
     };
-    let forwarded = take_forwarding(&mut request.headers, &forwarding, present);
-    if request.uri.scheme().is_some() || request.uri.authority().is_some() {
-        request.uri = origin_form(&request.uri);
-    }
-    // Upstream connections are HTTP/1.1 so they can be kept alive, whatever
-    // the client spoke.
-    request.version = Version::HTTP_11;
-
-    let body = match (client_upgrade, body) {
-        (Some(client_upgrade), Some(body)) => {
-            let mut request = Request::from_parts(request, body);
-            forwarded.insert_into(request.headers_mut());
-            // Boxed: rare, and every request's future would otherwise carry
-            // (and move) room for it.
-            return Box::pin(upgrade_or_answer(state, request, client_upgrade, route, guard)).await;
-        }
-        (_, body) => body,
-    };
     let mut head = client.take_head_buffer();
-    let sent = Box::pin(
-        state
-            .pool
-            .send(&route.vm_id, route.addr, request, body, &forwarded, &mut head),
-    )
-    .await;
+    // The request's own bytes are let go of once its head is written:
+    // those of the own loop's share the client connection's read buffer,
+    // which is then reused for the next request instead of allocating another.
+    let (method, body) = match request {
+        ClientRequest::Own(request) => {
+            let outgoing = Outgoing {
+                method: &request.method,
+                target: request.fields.part(request.target),
+                fields: &request.fields,
+                present: request.present,
+            };
+            outgoing.encode(&forwarding, RequestFraming::None, &mut head);
+            (request.method, None)
+        }
+        ClientRequest::Hyper(mut parts, body) => {
+            let present = Present::of(&parts.headers);
+            // hyper leaves the means to take the connection over in an
+            // upgrade request's extensions.
+            if present.wants_upgrade(&parts.headers) {
+                if let Some(client_upgrade) = parts.extensions.remove::<OnUpgrade>() {
+                    let forwarded = Forwarded::of(&parts.headers, &forwarding, present);
+                    strip_hop_by_hop(&mut parts.headers, true, present);
+                    forwarded.insert_into(&mut parts.headers, &route.host);
+                    parts.uri = origin_form(&parts.uri);
+                    parts.version = Version::HTTP_11;
+                    let request = Request::from_parts(parts, body);
+                    // Boxed: rare, and every request's future would
+                    // otherwise carry (and move) room for it.
+                    let upgraded = Box::pin(upgrade_or_answer(state, request, client_upgrade, route, guard));
+                    return Answer::Response(upgraded.await);
+                }
+            }
+            let body = framed(&parts.headers, Some(body));
+            let outgoing = Outgoing {
+                method: &parts.method,
+                target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()).as_bytes(),
+                fields: &parts.headers,
+                present,
+            };
+            let framing = body.as_ref().map_or(RequestFraming::None, |(_, framing)| *framing);
+            outgoing.encode(&forwarding, framing, &mut head);
+            (parts.method, body)
+        }
+    };
+    let sent = Box::pin(state.pool.send(&route.vm_id, route.addr, &head, &method, body)).await;
     client.keep_head_buffer(head);
     match sent {
-        Ok(response) => pass_on(state, response, guard, &route.subdomain),
-        Err(error) => bad_gateway(&route.vm_id, route.addr, &error),
+        Ok(GuestAnswer { head, body }) => {
+            let bytes = config.metrics.as_ref().map(|m| m.proxy_bytes(&route.subdomain));
+            Answer::Guest(head, tracked(body, guard, bytes))
+        }
+        Err(error) => Answer::Response(bad_gateway(&route.vm_id, route.addr, &error)),
     }
 }
 
-/// The guest's answer to the client: its hop-by-hop headers dropped, its
-/// body streamed while the exchange counts as activity.
-fn pass_on<B>(
+/// A client's request as the guest is to get it: upstream connections are
+/// HTTP/1.1 (so they can be kept alive, whatever the client spoke), the
+/// target in origin form, the client's fields but the hop-by-hop ones,
+/// `Host` and the forwarding headers written by the proxy.
+struct Outgoing<'a, F> {
+    method: &'a Method,
+    /// Path and query.
+    target: &'a [u8],
+    fields: &'a F,
+    present: Present,
+}
+
+impl<F: Fields> Outgoing<'_, F> {
+    fn encode(&self, forwarding: &Forwarding<'_>, framing: RequestFraming, out: &mut BytesMut) {
+        let hop_by_hop = HopByHop::of(self.fields, self.present);
+        let forwarded = Forwarded::of(self.fields, forwarding, self.present);
+        let head = RequestHead {
+            method: self.method,
+            target: self.target,
+            fields: onward(self.fields, &hop_by_hop, &forwarded),
+            host: forwarding.host,
+            forwarded: &forwarded,
+        };
+        out.clear();
+        encode_request(head, framing, out);
+    }
+}
+
+/// The guest's answer (to an upgrade request it did not accept) to the
+/// client: its hop-by-hop headers dropped, its body streamed while the
+/// exchange counts as activity.
+fn pass_on(
     state: &ProxyState,
-    mut response: Response<B>,
+    mut response: Response<Incoming>,
     guard: ActivityGuard,
     subdomain: &str,
-) -> Response<ProxyBody>
-where
-    B: hyper::body::Body<Data = bytes::Bytes> + Unpin + Send + Sync + 'static,
-    B::Error: Into<super::body::BoxError>,
-{
+) -> Response<ProxyBody> {
     let present = Present::of(response.headers());
     strip_hop_by_hop(response.headers_mut(), false, present);
     let bytes = state.config.metrics.as_ref().map(|m| m.proxy_bytes(subdomain));

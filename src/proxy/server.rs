@@ -59,6 +59,7 @@ pub fn spawn_proxy(
     });
     let active = config.activity.clone().unwrap_or_default();
     let state = Arc::new(ProxyState {
+        hsts: ProxyState::hsts_of(&config),
         config,
         resolver,
         pool,

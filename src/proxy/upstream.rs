@@ -17,18 +17,15 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use hyper::body::{Body, Incoming};
 use hyper::client::conn::http1;
-use hyper::http::request::Parts;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use rustc_hash::FxHashMap;
 use tokio::net::TcpStream;
 
 use super::coarse_clock;
-use super::h1::{encode_request, Connection, ExchangeError, RequestFraming, ResponseBody, ResponseHead};
-use super::headers::Forwarded;
+use super::h1::{Connection, ExchangeError, RequestFraming, ResponseBody, ResponseHead};
 
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
@@ -91,39 +88,26 @@ impl UpstreamPool {
         }
     }
 
-    /// Sends a request (`body`: `None` when it has none), with the
-    /// `forwarded` headers after its own, over an
-    /// idle connection if one is usable, else a new one; the response's
-    /// body holds the connection until it is read. `head`: where the
-    /// request's head is written (cleared first), a buffer the caller keeps.
+    /// Sends a request (`head` from [`super::h1::encode_request`], then
+    /// `body` if any) over an idle connection if one is usable, else a new
+    /// one; the answer's body holds the connection until it is read.
     pub(crate) async fn send(
         &self,
         vm_id: &Arc<str>,
         addr: SocketAddr,
-        parts: Parts,
-        body: Option<Incoming>,
-        forwarded: &Forwarded,
-        head: &mut BytesMut,
-    ) -> Result<Response<ResponseBody>, UpstreamError> {
+        head: &[u8],
+        method: &Method,
+        body: Option<(Incoming, RequestFraming)>,
+    ) -> Result<GuestAnswer, UpstreamError> {
         let target = Target {
             vm_id: Arc::clone(vm_id),
             addr,
         };
-        let framing = request_framing(&parts.headers, body.as_ref());
-        let head_request = parts.method == Method::HEAD;
+        let head_request = *method == Method::HEAD;
         // Idempotent (RFC 9110 §9.2.2) and bodiless: nothing of the
         // client's is consumed by a first try, so it may be sent twice.
-        let replayable =
-            framing == RequestFraming::None && matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS);
-        head.clear();
-        encode_request(&parts, forwarded.fields(), framing, head);
-        // The client's header values share the client connection's read
-        // buffer: let go of them before waiting for the guest, and that
-        // buffer is reused for the next request instead of allocating another.
-        drop(parts);
-        let mut body = body
-            .filter(|_| framing != RequestFraming::None)
-            .map(|body| (body, framing));
+        let replayable = body.is_none() && matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
+        let mut body = body;
 
         while let Some(mut connection) = self.checkout(&target) {
             match connection.exchange(head, &mut body, head_request).await {
@@ -143,13 +127,13 @@ impl UpstreamPool {
         }
     }
 
-    fn respond(&self, target: Target, connection: Connection, answer: ResponseHead) -> Response<ResponseBody> {
+    fn respond(&self, target: Target, connection: Connection, head: ResponseHead) -> GuestAnswer {
         let home = Lent {
             pool: self.clone(),
             target,
         };
-        let body = ResponseBody::new(connection, answer.framing, answer.keep_alive, home);
-        answer.response.map(|()| body)
+        let body = ResponseBody::new(connection, head.framing, head.keep_alive, home);
+        GuestAnswer { head, body }
     }
 
     /// Sends `request` on a new connection that is never pooled (upgrades),
@@ -234,17 +218,22 @@ impl UpstreamPool {
     }
 }
 
-/// How the client's body goes to the guest: none when it sent none, under
+/// A guest's answer: its head, and its body still to be read.
+pub(crate) struct GuestAnswer {
+    pub head: ResponseHead,
+    pub body: ResponseBody,
+}
+
+/// How the client's body goes to the guest (`None`: it sent none): under
 /// its own Content-Length when it gave one, else chunked.
-fn request_framing(headers: &hyper::HeaderMap, body: Option<&Incoming>) -> RequestFraming {
-    let Some(body) = body.filter(|body| !body.is_end_stream()) else {
-        return RequestFraming::None;
-    };
-    if headers.contains_key(hyper::header::CONTENT_LENGTH) && body.size_hint().exact().is_some() {
+pub(crate) fn framed(headers: &hyper::HeaderMap, body: Option<Incoming>) -> Option<(Incoming, RequestFraming)> {
+    let body = body.filter(|body| !body.is_end_stream())?;
+    let framing = if headers.contains_key(hyper::header::CONTENT_LENGTH) && body.size_hint().exact().is_some() {
         RequestFraming::Length
     } else {
         RequestFraming::Chunked
-    }
+    };
+    Some((body, framing))
 }
 
 /// Where a lent connection goes back to once its exchange is over.

@@ -5,26 +5,13 @@
 
 use crate::common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use hatch::proxy::{spawn_proxy, ProxyConfig, ProxyHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::proxy::{start_proxy, FakeResolver, Upstream, BASE_DOMAIN};
-
-/// Sends `text` on a new connection and reads until the proxy closes it.
-async fn exchange(proxy: SocketAddr, text: &[u8]) -> String {
-    let mut stream = TcpStream::connect(proxy).await.expect("connect");
-    stream.write_all(text).await.expect("send");
-    let mut answer = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
-        .await
-        .expect("the proxy closed the connection")
-        .expect("read");
-    String::from_utf8_lossy(&answer).into_owned()
-}
+use common::proxy::{raw_exchange as exchange, start_proxy, FakeResolver, Upstream, BASE_DOMAIN};
 
 /// The answers in `text`, each as (status line, head, body), all with a
 /// body of their Content-Length.

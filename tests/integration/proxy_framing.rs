@@ -26,7 +26,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 
 use common::netns::TestNetns;
-use common::proxy::{read_all, request, start_proxy, until_pooled, Client, FakeResolver};
+use common::proxy::{raw_exchange, read_all, request, start_proxy, until_pooled, Client, FakeResolver};
 use hatch::proxy::ProxyHandle;
 
 /// What the guest does after writing an answer.
@@ -274,18 +274,11 @@ fn a_body_the_guest_cuts_off_is_cut_off_for_the_client() {
             // proxy closes the connection (hyper may not even send the head
             // when the body breaks before it is flushed).
             for path in ["/length", "/chunked"] {
-                let mut client = TcpStream::connect(proxy.local_addr()).await.expect("connect");
                 let ask = format!(
                     "GET {path} HTTP/1.1\r\nHost: app.{}:9090\r\n\r\n",
                     common::proxy::BASE_DOMAIN
                 );
-                client.write_all(ask.as_bytes()).await.expect("send");
-                let mut received = Vec::new();
-                tokio::time::timeout(Duration::from_secs(30), client.read_to_end(&mut received))
-                    .await
-                    .expect("the proxy never closed the cut-off answer")
-                    .expect("read");
-                let received = String::from_utf8_lossy(&received);
+                let received = raw_exchange(proxy.local_addr(), ask.as_bytes()).await;
                 let body = received.split_once("\r\n\r\n").map_or("", |(_, body)| body);
                 let complete = match path {
                     "/length" => body.len() >= 100,
@@ -411,4 +404,79 @@ fn a_guest_that_answers_before_reading_a_large_upload_is_not_stalled() {
         guest.abort();
         proxy.shutdown(Duration::from_secs(5)).await;
     });
+}
+
+#[test]
+fn hop_by_hop_fields_stop_at_the_proxy_both_ways_and_the_rest_pass_as_they_came() {
+    let guest_answer = concat!(
+        "HTTP/1.1 200 OK\r\nX-Guest: Kept\r\nConnection: X-Guest-Hop\r\nX-Guest-Hop: 1\r\n",
+        "Keep-Alive: timeout=5\r\nProxy-Authenticate: Basic\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\n",
+        "Content-Length: 2\r\n\r\nok"
+    );
+    against(
+        vec![answer(guest_answer), answer(guest_answer)],
+        |upstream, proxy| async move {
+            let host = format!("app.{}:9090", common::proxy::BASE_DOMAIN);
+            let fields = format!(
+                "Host: {host}\r\nX-Trace: One\r\nConnection: keep-alive, X-Client-Hop\r\nX-Client-Hop: secret\r\n\
+                 Keep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eA==\r\n\
+                 X-Forwarded-For: 203.0.113.9\r\nAccept: */*\r\n"
+            );
+            // The first is answered by the proxy's own loop, the second
+            // (with a body) by hyper's server: both pass on the same.
+            let requests = format!(
+                "GET /fields HTTP/1.1\r\n{fields}\r\n\
+                 POST /fields HTTP/1.1\r\n{fields}Content-Length: 3\r\nConnection: close\r\n\r\nabc"
+            );
+            let answers = raw_exchange(proxy.local_addr(), requests.as_bytes()).await;
+
+            let forwarded = format!(
+                "x-trace: one\r\naccept: */*\r\nhost: {host}\r\nx-forwarded-for: 203.0.113.9, 127.0.0.1\r\n\
+                 x-forwarded-proto: http\r\nx-forwarded-host: {host}\r\n"
+            );
+            let (get, _) = upstream.request(0);
+            assert_eq!(get, format!("get /fields http/1.1\r\n{forwarded}\r\n"));
+            let (post, body) = upstream.request(1);
+            let post_fields: Vec<&str> = post
+                .lines()
+                .filter(|line| !line.starts_with("content-length"))
+                .collect();
+            let get_fields: Vec<&str> = get.lines().skip(1).collect();
+            assert_eq!(post_fields[0], "post /fields http/1.1");
+            assert_eq!(post_fields[1..], get_fields, "{post}");
+            assert_eq!(body, b"abc");
+
+            let heads: Vec<&str> = answers.split("\r\n\r\nok").filter(|head| !head.is_empty()).collect();
+            assert_eq!(heads.len(), 2, "{answers}");
+            // The own loop passes names in the guest's case; hyper's
+            // server writes them lowercase.
+            let own_fields: Vec<&str> = heads[0].lines().filter(|line| !line.starts_with("date: ")).collect();
+            assert_eq!(
+                own_fields,
+                [
+                    "HTTP/1.1 200 OK",
+                    "X-Guest: Kept",
+                    "Set-Cookie: a=1",
+                    "Set-Cookie: b=2",
+                    "content-length: 2",
+                ],
+                "{answers}"
+            );
+            let hyper_fields = heads[1].to_ascii_lowercase();
+            for passed in [
+                "x-guest: kept",
+                "set-cookie: a=1",
+                "set-cookie: b=2",
+                "content-length: 2",
+            ] {
+                assert!(hyper_fields.contains(passed), "{passed} in {answers}");
+            }
+            for stopped in ["x-guest-hop", "keep-alive", "proxy-authenticate"] {
+                assert!(
+                    !answers.to_ascii_lowercase().contains(stopped),
+                    "{stopped} in {answers}"
+                );
+            }
+        },
+    );
 }

@@ -30,9 +30,10 @@ use hyper::Method;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::{Instant, Sleep};
 
-use super::handler::{answer, Client, ProxyState};
+use super::handler::{answer, Client, ClientRequest, ProxyState};
 use super::headers::client_value;
-use request::{parse_request, OwnRequest, Parsed};
+pub(crate) use request::OwnRequest;
+use request::{parse_request, Parsed};
 
 /// Room kept free in the read buffer for a request head.
 const READ_ROOM: usize = 4 * 1024;
@@ -153,12 +154,13 @@ async fn answer_one<S: AsyncWrite + Unpin>(
     client: &Client,
     state: &ProxyState,
 ) -> Result<bool, response::WriteError> {
-    let head_request = request.parts.method == Method::HEAD;
-    let response = answer(state, client, request.parts, None).await;
-    let keep_alive = request.keep_alive && !state.stop.fired();
-    let framing = response::encode_head(&response, head_request, keep_alive, out);
+    let head_request = request.method == Method::HEAD;
+    let keep_alive = request.keep_alive;
+    let answer = answer(state, client, ClientRequest::Own(request)).await;
+    let keep_alive = keep_alive && !state.stop.fired();
+    let (framing, body) = response::encode_head(answer, head_request, keep_alive, state.hsts.as_ref(), out);
     // On an error the connection ends, and `out` with it.
-    response::send(stream, out, response.into_body(), framing).await?;
+    response::send(stream, out, body, framing).await?;
     Ok(keep_alive)
 }
 

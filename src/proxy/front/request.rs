@@ -11,13 +11,11 @@
 
 use std::mem::MaybeUninit;
 
-use bytes::{Bytes, BytesMut};
-use hyper::header::{HeaderMap, CONTENT_LENGTH};
-use hyper::http::request::Parts;
-use hyper::{Method, Request, Uri, Version};
+use bytes::BytesMut;
+use hyper::Method;
 
-use crate::proxy::h1::{FieldSpans, Span, MAX_HEADERS};
-use crate::proxy::headers::connection_tokens;
+use crate::proxy::h1::{FieldSpans, RawFields, Span, MAX_HEADERS};
+use crate::proxy::headers::{Fields, Present};
 
 /// The largest head the own loop waits for; a longer one goes to hyper,
 /// which has its own limit and answers 431 beyond it.
@@ -33,9 +31,15 @@ pub(super) enum Parsed {
     ForHyper,
 }
 
-pub(super) struct OwnRequest {
-    /// Method, target, version and headers; the values share the head's bytes.
-    pub parts: Parts,
+/// A bodiless HTTP/1.1 request with an origin-form target, its head as
+/// it came.
+pub(crate) struct OwnRequest {
+    pub method: Method,
+    /// Where its target (path and query) lies in the head.
+    pub target: Span,
+    pub fields: RawFields,
+    /// What `fields` holds of the headers the proxy acts on.
+    pub present: Present,
     /// Whether the client lets the connection carry another request.
     pub keep_alive: bool,
 }
@@ -62,48 +66,25 @@ pub(super) fn parse_request(buf: &mut BytesMut) -> Option<Parsed> {
     };
     let target = Span::of(buf, target.as_bytes());
     let mut spans = FieldSpans::new();
-    spans.note(buf, parsed.headers);
-    let head = buf.split_to(len).freeze();
-    Some(match own_request(method, &head, target, &spans) {
-        Some(request) => Parsed::Own(request),
-        None => {
-            put_back(buf, &head);
-            Parsed::ForHyper
-        }
-    })
-}
-
-fn own_request(method: Method, head: &Bytes, target: Span, spans: &FieldSpans) -> Option<OwnRequest> {
-    let uri = Uri::from_maybe_shared(head.slice(target.range())).ok()?;
-    let (headers, present) = spans.header_map(head).ok()?;
-    if present.transfer_encoding || present.upgrade || present.expect || (present.content_length && has_body(&headers))
-    {
-        return None;
+    let present = spans.note(buf, parsed.headers);
+    let headers: &[httparse::Header<'_>] = parsed.headers;
+    if present.transfer_encoding || present.upgrade || present.expect || (present.content_length && has_body(headers)) {
+        return Some(Parsed::ForHyper);
     }
-    let keep_alive =
-        !(present.connection && connection_tokens(&headers).any(|token| token.eq_ignore_ascii_case("close")));
-    let (mut parts, ()) = Request::new(()).into_parts();
-    parts.method = method;
-    parts.uri = uri;
-    parts.version = Version::HTTP_11;
-    parts.headers = headers;
-    Some(OwnRequest { parts, keep_alive })
+    let keep_alive = !present.says_close(headers);
+    let (fields, present) = spans.raw(buf.split_to(len).freeze());
+    Some(Parsed::Own(OwnRequest {
+        method,
+        target,
+        fields,
+        present,
+        keep_alive,
+    }))
 }
 
 /// Whether the Content-Length fields say anything but an empty body.
-fn has_body(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(CONTENT_LENGTH)
-        .iter()
-        .any(|value| value.as_bytes().trim_ascii() != b"0")
-}
-
-/// Puts a head taken out of `buf` back in front of what followed it.
-fn put_back(buf: &mut BytesMut, head: &Bytes) {
-    let mut whole = BytesMut::with_capacity(head.len() + buf.len());
-    whole.extend_from_slice(head);
-    whole.extend_from_slice(buf);
-    *buf = whole;
+fn has_body(fields: &[httparse::Header<'_>]) -> bool {
+    fields.values("content-length").any(|value| value.trim_ascii() != b"0")
 }
 
 #[cfg(test)]
@@ -122,9 +103,9 @@ mod tests {
         let Some(Parsed::Own(request)) = parsed else {
             panic!("not the own loop's");
         };
-        assert_eq!(request.parts.method, Method::GET);
-        assert_eq!(request.parts.uri, "/a?b=1");
-        assert_eq!(request.parts.headers["host"], "app.example.test");
+        assert_eq!(request.method, Method::GET);
+        assert_eq!(request.fields.part(request.target), b"/a?b=1");
+        assert_eq!(request.fields.values("host").collect::<Vec<_>>(), [b"app.example.test"]);
         assert!(request.keep_alive);
         assert_eq!(&rest[..], b"GET / HTTP/1.1\r\n");
     }

@@ -9,12 +9,11 @@
 use std::mem::MaybeUninit;
 
 use bytes::{BufMut, BytesMut};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_LENGTH, TRANSFER_ENCODING};
-use hyper::http::request::Parts;
-use hyper::{Response, StatusCode, Version};
+use hyper::header::HeaderValue;
+use hyper::{Method, StatusCode};
 
-use super::fields::FieldSpans;
-use crate::proxy::headers::{connection_tokens, Present};
+use super::fields::{FieldSpans, RawFields};
+use crate::proxy::headers::{Fields, Forwarded, Present};
 
 /// The largest response head accepted from a guest.
 pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -31,8 +30,6 @@ pub enum HeadError {
     Malformed(httparse::Error),
     #[error("the response has an invalid status code")]
     InvalidStatus,
-    #[error("the response has an invalid header field")]
-    InvalidHeader,
     #[error("the response has both Content-Length and Transfer-Encoding")]
     LengthAndTransferEncoding,
     #[error("the response has an invalid or ambiguous Content-Length")]
@@ -55,8 +52,11 @@ pub(crate) enum Framing {
 /// A response head read from the guest.
 #[derive(Debug)]
 pub(crate) struct ResponseHead {
-    /// Status, version and headers (the body comes separately).
-    pub response: Response<()>,
+    pub status: StatusCode,
+    /// Its header fields as they came (hop-by-hop ones included).
+    pub fields: RawFields,
+    /// What `fields` holds of the headers the proxy acts on.
+    pub present: Present,
     pub framing: Framing,
     /// Whether the connection may carry another request once the body is read.
     pub keep_alive: bool,
@@ -72,28 +72,38 @@ pub(crate) enum RequestFraming {
     Chunked,
 }
 
-/// Writes the request line and headers (`extra` after the request's own)
-/// in origin form over HTTP/1.1.
+/// A request head as it goes to the guest.
+pub(crate) struct RequestHead<'a, F> {
+    pub method: &'a Method,
+    /// In origin form (path and query).
+    pub target: &'a [u8],
+    /// The client's fields that go on ([`crate::proxy::headers::onward`]).
+    pub fields: F,
+    pub host: &'a HeaderValue,
+    pub forwarded: &'a Forwarded,
+}
+
+/// Writes the request line, the client's fields, `Host` and the forwarding
+/// headers, over HTTP/1.1 with the body's `framing`.
 pub(crate) fn encode_request<'a>(
-    parts: &'a Parts,
-    extra: impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)>,
+    head: RequestHead<'a, impl Iterator<Item = (&'a [u8], &'a [u8])>>,
     framing: RequestFraming,
     out: &mut BytesMut,
 ) {
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.reserve(256);
-    out.put_slice(parts.method.as_str().as_bytes());
+    out.put_slice(head.method.as_str().as_bytes());
     out.put_u8(b' ');
-    out.put_slice(target.as_bytes());
+    out.put_slice(head.target);
     out.put_slice(b" HTTP/1.1\r\n");
-    for (name, value) in parts.headers.iter().chain(extra) {
-        if framing == RequestFraming::Chunked && name == CONTENT_LENGTH {
+    for (name, value) in head.fields {
+        if framing == RequestFraming::Chunked && name.eq_ignore_ascii_case(b"content-length") {
             continue;
         }
-        out.put_slice(name.as_str().as_bytes());
-        out.put_slice(b": ");
-        out.put_slice(value.as_bytes());
-        out.put_slice(b"\r\n");
+        put_field(out, name, value);
+    }
+    put_field(out, b"host", head.host.as_bytes());
+    for (name, value) in head.forwarded.fields() {
+        put_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if framing == RequestFraming::Chunked {
         out.put_slice(b"transfer-encoding: chunked\r\n");
@@ -101,10 +111,18 @@ pub(crate) fn encode_request<'a>(
     out.put_slice(b"\r\n");
 }
 
+/// Appends one `name: value` line.
+pub(crate) fn put_field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.put_slice(name);
+    out.put_slice(b": ");
+    out.put_slice(value);
+    out.put_slice(b"\r\n");
+}
+
 /// Parses a response head at the start of `buf` and takes it out of `buf`;
 /// `Ok(None)` while it is incomplete (then `buf` is untouched).
-/// `head_request`: the request was HEAD (no body follows). Header values
-/// share the head's bytes instead of each being copied.
+/// `head_request`: the request was HEAD (no body follows). The fields keep
+/// sharing the head's bytes.
 pub(crate) fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<Option<ResponseHead>, HeadError> {
     // Uninitialised: zeroing 100 fields (3 KiB) on every parse is
     // measurable at the proxy's request rates.
@@ -128,25 +146,16 @@ pub(crate) fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<O
     if status == StatusCode::SWITCHING_PROTOCOLS {
         return Err(HeadError::UnaskedUpgrade);
     }
-    let version = if parsed.version == Some(1) {
-        Version::HTTP_11
-    } else {
-        Version::HTTP_10
-    };
+    let http_1_1 = parsed.version == Some(1);
     let mut spans = FieldSpans::new();
     spans.note(buf, parsed.headers);
-    let head = buf.split_to(len).freeze();
-    let (headers, present) = spans.header_map(&head).map_err(|_| HeadError::InvalidHeader)?;
-    let framing = framing(status, &headers, present, head_request)?;
-    let keep_alive = version == Version::HTTP_11
-        && framing != Framing::UntilClose
-        && !(present.connection && connection_tokens(&headers).any(|token| token.eq_ignore_ascii_case("close")));
-    let mut response = Response::new(());
-    *response.status_mut() = status;
-    *response.version_mut() = version;
-    *response.headers_mut() = headers;
+    let (fields, present) = spans.raw(buf.split_to(len).freeze());
+    let framing = framing(status, &fields, present, head_request)?;
+    let keep_alive = http_1_1 && framing != Framing::UntilClose && !present.says_close(&fields);
     Ok(Some(ResponseHead {
-        response,
+        status,
+        fields,
+        present,
         framing,
         keep_alive,
     }))
@@ -155,16 +164,11 @@ pub(crate) fn parse_response(buf: &mut BytesMut, head_request: bool) -> Result<O
 /// RFC 9112 §6.3, strictly: no body for HEAD, 1xx, 204 and 304; chunked
 /// when chunked is the final transfer coding; until close for any other
 /// transfer coding or when no length is given.
-/// `present`: what was noted of `headers` (lookups only for what is there).
-fn framing(
-    status: StatusCode,
-    headers: &HeaderMap,
-    present: Present,
-    head_request: bool,
-) -> Result<Framing, HeadError> {
+/// `present`: what was noted of `fields` (lookups only for what is there).
+fn framing(status: StatusCode, fields: &RawFields, present: Present, head_request: bool) -> Result<Framing, HeadError> {
     let transfer_encoding = present.transfer_encoding;
     let length = if present.content_length {
-        content_length(headers)?
+        content_length(fields)?
     } else {
         None
     };
@@ -179,15 +183,14 @@ fn framing(
         return Ok(Framing::Length(0));
     }
     if transfer_encoding {
-        // A value that is not text is a coding other than chunked.
-        let last = headers
-            .get_all(TRANSFER_ENCODING)
-            .iter()
-            .flat_map(|value| value.to_str().unwrap_or("?").split(','))
-            .map(str::trim)
-            .rfind(|coding| !coding.is_empty());
+        let last = fields
+            .values("transfer-encoding")
+            .flat_map(|value| value.split(|byte| *byte == b','))
+            .map(<[u8]>::trim_ascii)
+            .filter(|coding| !coding.is_empty())
+            .last();
         return Ok(match last {
-            Some(coding) if coding.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            Some(coding) if coding.eq_ignore_ascii_case(b"chunked") => Framing::Chunked,
             _ => Framing::UntilClose,
         });
     }
@@ -196,10 +199,10 @@ fn framing(
 
 /// The Content-Length, if any: every value (several fields, or a list in
 /// one) must be digits and all must agree.
-fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HeadError> {
+fn content_length(fields: &RawFields) -> Result<Option<u64>, HeadError> {
     let mut length = None;
-    for value in headers.get_all(CONTENT_LENGTH) {
-        for item in value.as_bytes().split(|byte| *byte == b',') {
+    for value in fields.values("content-length") {
+        for item in value.split(|byte| *byte == b',') {
             let item = item.trim_ascii();
             if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
                 return Err(HeadError::InvalidLength);
@@ -265,7 +268,7 @@ mod tests {
         .unwrap()
         .unwrap();
         assert_eq!(head.framing, Framing::Length(0));
-        assert_eq!(head.response.headers()[CONTENT_LENGTH], "10");
+        assert_eq!(head.fields.values("content-length").collect::<Vec<_>>(), [b"10"]);
     }
 
     #[test]
@@ -273,9 +276,9 @@ mod tests {
         let mut buf = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Multi: a\r\nx-multi:  b \r\n\r\nhello");
         let head = parse_response(&mut buf, false).unwrap().unwrap();
         assert_eq!(&buf[..], b"hello");
-        let values: Vec<_> = head.response.headers().get_all("x-multi").iter().collect();
-        assert_eq!(values, ["a", "b"]);
-        assert_eq!(head.response.headers()[CONTENT_LENGTH], "5");
+        let values: Vec<_> = head.fields.values("x-multi").collect();
+        assert_eq!(values, [b"a", b"b"]);
+        assert_eq!(head.fields.values("content-length").collect::<Vec<_>>(), [b"5"]);
 
         let mut partial = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Le");
         assert!(parse_response(&mut partial, false).unwrap().is_none());
@@ -335,29 +338,28 @@ mod tests {
     }
 
     #[test]
-    fn requests_go_out_in_origin_form_with_their_framing() {
-        let request = hyper::Request::post("http://app.example.test/orders?x=1")
-            .header("host", "app.example.test")
-            .header("content-length", "3")
-            .body(())
-            .unwrap();
-        let (parts, ()) = request.into_parts();
+    fn requests_go_out_with_host_and_forwarding_after_the_clients_fields_and_their_framing() {
+        let client = [(&b"Content-Length"[..], &b"3"[..]), (b"accept", b"*/*")];
+        let host = HeaderValue::from_static("app.example.test");
+        let forwarded = Forwarded::default();
+        let head = || RequestHead {
+            method: &Method::POST,
+            target: b"/orders?x=1",
+            fields: client.iter().copied(),
+            host: &host,
+            forwarded: &forwarded,
+        };
         let mut out = BytesMut::new();
-        let forwarded_for = (
-            HeaderName::from_static("x-forwarded-for"),
-            HeaderValue::from_static("10.0.0.1"),
-        );
-        let extra = || std::iter::once((&forwarded_for.0, &forwarded_for.1));
-        encode_request(&parts, extra(), RequestFraming::Length, &mut out);
+        encode_request(head(), RequestFraming::Length, &mut out);
         assert_eq!(
             &out[..],
-            b"POST /orders?x=1 HTTP/1.1\r\nhost: app.example.test\r\ncontent-length: 3\r\nx-forwarded-for: 10.0.0.1\r\n\r\n"
+            b"POST /orders?x=1 HTTP/1.1\r\nContent-Length: 3\r\naccept: */*\r\nhost: app.example.test\r\n\r\n"
         );
         out.clear();
-        encode_request(&parts, std::iter::empty(), RequestFraming::Chunked, &mut out);
+        encode_request(head(), RequestFraming::Chunked, &mut out);
         assert_eq!(
             &out[..],
-            b"POST /orders?x=1 HTTP/1.1\r\nhost: app.example.test\r\ntransfer-encoding: chunked\r\n\r\n"
+            b"POST /orders?x=1 HTTP/1.1\r\naccept: */*\r\nhost: app.example.test\r\ntransfer-encoding: chunked\r\n\r\n"
         );
     }
 }

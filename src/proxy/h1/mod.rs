@@ -34,9 +34,11 @@ use tokio::net::TcpStream;
 pub use body::BodyError;
 pub(crate) use body::ResponseBody;
 pub use chunked::ChunkError;
-pub(crate) use fields::{FieldSpans, Span};
+pub(crate) use fields::{FieldSpans, RawFields, Span};
 pub use head::HeadError;
-pub(crate) use head::{encode_request, RequestFraming, ResponseHead, MAX_HEADERS};
+pub(crate) use head::{
+    encode_request, parse_response, put_field, RequestFraming, RequestHead, ResponseHead, MAX_HEADERS,
+};
 
 /// Bytes read from the guest at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -182,8 +184,8 @@ async fn read_head(
     let mut interim = 0;
     loop {
         if !buf.is_empty() {
-            if let Some(head) = head::parse_response(buf, head_request)? {
-                if !head.response.status().is_informational() {
+            if let Some(head) = parse_response(buf, head_request)? {
+                if !head.status.is_informational() {
                     return Ok(head);
                 }
                 interim += 1;

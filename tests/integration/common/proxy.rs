@@ -449,3 +449,17 @@ pub fn peak_rss_bytes() -> u64 {
         .expect("VmHWM value");
     kib * 1024
 }
+
+/// Sends `text` on a new connection to `proxy` and reads until the proxy
+/// closes it (failing after 30 s instead of hanging).
+pub async fn raw_exchange(proxy: SocketAddr, text: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(proxy).await.expect("connect");
+    stream.write_all(text).await.expect("send");
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut answer))
+        .await
+        .expect("the proxy closed the connection")
+        .expect("read");
+    String::from_utf8_lossy(&answer).into_owned()
+}
