@@ -139,6 +139,7 @@ async fn start_proxy_and_idle_monitor(
     let mut proxy_config = ProxyConfig::new(config.proxy_base_domain.clone());
     proxy_config.tls = tls;
     proxy_config.hsts = config.proxy_hsts;
+    proxy_config.upstream_timeout = config.proxy_upstream_timeout;
     // The daemon's one registry, owned by orchestration (GET /metrics).
     proxy_config.metrics = Some(orch.metrics());
     proxy_config.activity = Some(orch.activity());

@@ -24,6 +24,7 @@ mod defaults {
     pub const PROXY_BASE_DOMAIN: &str = "localhost";
     pub const PROXY_HSTS: &str = "off";
     pub const PROXY_WAKE_TIMEOUT: &str = "60s";
+    pub const PROXY_UPSTREAM_TIMEOUT: &str = "60s";
     pub const IDLE_CHECK_INTERVAL: &str = "5m";
     pub const IDLE_TIMEOUT: &str = "45m";
     pub const S3_REGION: &str = "us-east-1";
@@ -125,6 +126,10 @@ pub struct ServeArgs {
     /// How long a request waits for a sleeping VM to wake (90s, 5m, 1h).
     #[arg(long, env = "HATCH_PROXY_WAKE_TIMEOUT", default_value = defaults::PROXY_WAKE_TIMEOUT)]
     pub proxy_wake_timeout: String,
+    /// How long the proxy waits for a VM's service to start answering a
+    /// request it was sent (then 504): 90s, 5m, 1h.
+    #[arg(long, env = "HATCH_PROXY_UPSTREAM_TIMEOUT", default_value = defaults::PROXY_UPSTREAM_TIMEOUT)]
+    pub proxy_upstream_timeout: String,
     /// How often idle VMs are looked for.
     #[arg(long, env = "HATCH_IDLE_CHECK_INTERVAL", default_value = defaults::IDLE_CHECK_INTERVAL)]
     pub idle_check_interval: String,
@@ -244,6 +249,7 @@ impl ServeArgs {
             proxy_tls_key: None,
             proxy_hsts: PROXY_HSTS.into(),
             proxy_wake_timeout: PROXY_WAKE_TIMEOUT.into(),
+            proxy_upstream_timeout: PROXY_UPSTREAM_TIMEOUT.into(),
             idle_check_interval: IDLE_CHECK_INTERVAL.into(),
             idle_timeout: IDLE_TIMEOUT.into(),
             image_cache_dir: None,

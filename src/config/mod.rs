@@ -89,6 +89,9 @@ pub struct Config {
     /// HSTS max-age the proxy sends over HTTPS (HATCH_PROXY_HSTS); `None`: no header.
     pub proxy_hsts: Option<Duration>,
     pub proxy_wake_timeout: Duration,
+    /// How long a proxied request waits for the guest's answer to begin
+    /// (HATCH_PROXY_UPSTREAM_TIMEOUT).
+    pub proxy_upstream_timeout: Duration,
     pub idle_check_interval: Duration,
     pub idle_timeout: Duration,
     pub image_cache_dir: PathBuf,
@@ -235,6 +238,8 @@ impl Config {
             proxy_base_domain: dns_name(&args.proxy_base_domain).map_err(ConfigError::on("HATCH_PROXY_BASE_DOMAIN"))?,
             proxy_wake_timeout: duration(&args.proxy_wake_timeout)
                 .map_err(ConfigError::on("HATCH_PROXY_WAKE_TIMEOUT"))?,
+            proxy_upstream_timeout: duration(&args.proxy_upstream_timeout)
+                .map_err(ConfigError::on("HATCH_PROXY_UPSTREAM_TIMEOUT"))?,
             idle_check_interval: duration(&args.idle_check_interval)
                 .map_err(ConfigError::on("HATCH_IDLE_CHECK_INTERVAL"))?,
             idle_timeout: duration(&args.idle_timeout).map_err(ConfigError::on("HATCH_IDLE_TIMEOUT"))?,

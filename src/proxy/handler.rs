@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use super::activity::{ActiveConnections, ActivityGuard, VmActivity};
 use super::body::{empty, json_error, tracked, unavailable, ProxyBody};
 use super::front::OwnRequest;
-use super::h1::{encode_request, RequestFraming, RequestHead, ResponseHead};
+use super::h1::{encode_request, ExchangeError, RequestFraming, RequestHead, ResponseHead};
 use super::headers::{onward, strip_hop_by_hop, Fields, Forwarded, Forwarding, HopByHop, Present};
 use super::host::subdomain_of;
 use super::resolver::{Resolution, RouteResolver};
@@ -445,12 +445,23 @@ async fn upgrade_or_answer(
     pass_on(state, response, guard, &route.subdomain)
 }
 
+/// 502 for a guest that failed the exchange, 504 for one too slow to answer.
 fn bad_gateway(vm_id: &str, addr: SocketAddr, error: &UpstreamError) -> Response<ProxyBody> {
     tracing::warn!(%vm_id, %error, "upstream request failed");
-    json_error(
-        StatusCode::BAD_GATEWAY,
-        &format!("the service on port {} of {vm_id} did not answer", addr.port()),
-    )
+    let port = addr.port();
+    match error {
+        UpstreamError::Exchange {
+            source: ExchangeError::NoAnswer(limit),
+            ..
+        } => json_error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!("the service on port {port} of {vm_id} did not answer within {limit:?}"),
+        ),
+        _ => json_error(
+            StatusCode::BAD_GATEWAY,
+            &format!("the service on port {port} of {vm_id} did not answer"),
+        ),
+    }
 }
 
 /// Path and query only: the guest sees an ordinary origin-form request

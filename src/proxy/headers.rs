@@ -324,9 +324,10 @@ mod tests {
         Present::of(map).wants_upgrade(map)
     }
 
-    /// What the guest gets of a request with `map`'s fields: the client's
+    /// What the guest gets of a request with the fields of `map` (a raw
+    /// head's or a header map): the client's
     /// that go on, then `Host` and the forwarding headers.
-    fn sent_on(map: &HeaderMap, forwarding: &Forwarding<'_>) -> Vec<(String, String)> {
+    fn sent_on(map: &impl Fields, forwarding: &Forwarding<'_>) -> Vec<(String, String)> {
         let present = Present::of(map);
         let hop_by_hop = HopByHop::of(map, present);
         let forwarded = Forwarded::of(map, forwarding, present);
@@ -558,6 +559,43 @@ mod tests {
         }
         for passed in ["host", "Host", "a", "content-type"] {
             assert!(!hop_by_hop.stops(passed.as_bytes()), "{passed}");
+        }
+    }
+
+    #[test]
+    fn a_raw_head_and_its_header_map_pass_on_the_same_fields() {
+        let heads = [
+            "Host: a\r\nAccept: */*\r\n",
+            "HOST: a\r\nConnection: Keep-Alive, X-Secret, host\r\nx-secret: 1\r\nX-Kept: 2\r\nKeep-Alive: 5\r\n",
+            "Host: a\r\nX-Forwarded-For: 10.1.1.1\r\nx-forwarded-for: 10.2.2.2, 10.3.3.3\r\nX-Forwarded-Proto: https\r\n",
+            "Host: a\r\nX-Forwarded-Host: b\r\nTE: trailers\r\nUpgrade: h2c\r\nProxy-Authorization: x\r\nTrailer: y\r\n",
+            "X-Forwarded-For:  \r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 0\r\n",
+        ];
+        let asking = Asking::new("10.0.0.9", "a");
+        for fields in heads {
+            let text = format!("HTTP/1.1 200 OK\r\n{fields}\r\n");
+            let raw = crate::proxy::h1::parse_response(&mut bytes::BytesMut::from(text.as_str()), false)
+                .unwrap()
+                .unwrap()
+                .fields;
+            let map = raw.header_map(|_| true).unwrap();
+            assert_eq!(Present::of(&raw), Present::of(&map), "{fields}");
+            for trust_incoming in [false, true] {
+                let forwarding = asking.forwarding("http", trust_incoming);
+                let lowercase = |sent: Vec<(String, String)>| -> Vec<(String, String)> {
+                    let mut sent: Vec<_> = sent
+                        .into_iter()
+                        .map(|(name, value)| (name.to_ascii_lowercase(), value))
+                        .collect();
+                    sent.sort();
+                    sent
+                };
+                assert_eq!(
+                    lowercase(sent_on(&raw, &forwarding)),
+                    lowercase(sent_on(&map, &forwarding)),
+                    "{fields}"
+                );
+            }
         }
     }
 }

@@ -38,6 +38,7 @@
 mod activity;
 mod body;
 mod coarse_clock;
+mod deadline;
 mod front;
 mod h1;
 mod handler;
@@ -78,6 +79,11 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// How long a client may take to send a request's headers.
     pub header_read_timeout: Duration,
+    /// How long the guest may take to begin its answer once the request
+    /// is sent (HATCH_PROXY_UPSTREAM_TIMEOUT; then 504). A guest that never
+    /// answers would otherwise hold the request, and the proxy's sockets,
+    /// for as long as the client waits.
+    pub upstream_timeout: Duration,
     /// Idle keep-alive connections kept per VM port.
     pub max_idle_per_target: usize,
     /// Idle upstream connections older than this are not reused.
@@ -107,6 +113,7 @@ impl std::fmt::Debug for ProxyConfig {
             .field("base_domain", &self.base_domain)
             .field("connect_timeout", &self.connect_timeout)
             .field("header_read_timeout", &self.header_read_timeout)
+            .field("upstream_timeout", &self.upstream_timeout)
             .field("max_idle_per_target", &self.max_idle_per_target)
             .field("upstream_idle_timeout", &self.upstream_idle_timeout)
             .field("activity_tick", &self.activity_tick)
@@ -123,6 +130,7 @@ impl ProxyConfig {
             base_domain: base_domain.into(),
             connect_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(30),
+            upstream_timeout: Duration::from_secs(60),
             max_idle_per_target: 32,
             upstream_idle_timeout: Duration::from_secs(30),
             activity_tick: Duration::from_secs(10),

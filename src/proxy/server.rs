@@ -56,6 +56,7 @@ pub fn spawn_proxy(
         connect_timeout: config.connect_timeout,
         max_idle_per_target: config.max_idle_per_target,
         idle_timeout: config.upstream_idle_timeout,
+        answer_timeout: config.upstream_timeout,
     });
     let active = config.activity.clone().unwrap_or_default();
     let state = Arc::new(ProxyState {

@@ -56,6 +56,8 @@ pub struct PoolConfig {
     pub connect_timeout: Duration,
     pub max_idle_per_target: usize,
     pub idle_timeout: Duration,
+    /// How long the guest may take to begin its answer once the request is sent.
+    pub answer_timeout: Duration,
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
@@ -108,9 +110,10 @@ impl UpstreamPool {
         // client's is consumed by a first try, so it may be sent twice.
         let replayable = body.is_none() && matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS);
         let mut body = body;
+        let answer_within = self.config.answer_timeout;
 
         while let Some(mut connection) = self.checkout(&target) {
-            match connection.exchange(head, &mut body, head_request).await {
+            match connection.exchange(head, &mut body, head_request, answer_within).await {
                 Ok(answer) => return Ok(self.respond(target, connection, answer)),
                 Err(error) if error.unsent() => continue,
                 Err(error) if replayable && error.nothing_answered() => {
@@ -121,7 +124,7 @@ impl UpstreamPool {
             }
         }
         let mut connection = Connection::new(self.connect(addr).await?);
-        match connection.exchange(head, &mut body, head_request).await {
+        match connection.exchange(head, &mut body, head_request, answer_within).await {
             Ok(answer) => Ok(self.respond(target, connection, answer)),
             Err(source) => Err(UpstreamError::Exchange { addr, source }),
         }

@@ -23,6 +23,7 @@ fn defaults_follow_the_guide() {
     assert_eq!((config.default_vcpu_count, config.default_mem_mib), (1, 256));
     assert_eq!(config.proxy_addr, "127.0.0.1:9090".parse().unwrap());
     assert_eq!(config.proxy_wake_timeout, Duration::from_secs(60));
+    assert_eq!(config.proxy_upstream_timeout, Duration::from_secs(60));
     assert_eq!(config.idle_check_interval, Duration::from_secs(300));
     assert_eq!(config.idle_timeout, Duration::from_secs(45 * 60));
     assert_eq!(config.image_cache_dir, PathBuf::from("/var/lib/hatch/cache"));
@@ -109,6 +110,9 @@ fn every_invalid_value_names_its_variable() {
         ("HATCH_PROXY_ADDR", |a| a.proxy_addr = "nowhere".into()),
         ("HATCH_PROXY_BASE_DOMAIN", |a| a.proxy_base_domain = "bad domain".into()),
         ("HATCH_PROXY_WAKE_TIMEOUT", |a| a.proxy_wake_timeout = "soon".into()),
+        ("HATCH_PROXY_UPSTREAM_TIMEOUT", |a| {
+            a.proxy_upstream_timeout = "0".into()
+        }),
         ("HATCH_IDLE_CHECK_INTERVAL", |a| a.idle_check_interval = "0s".into()),
         ("HATCH_IDLE_TIMEOUT", |a| a.idle_timeout = "5d".into()),
         ("HATCH_IMAGE_CACHE_DIR", |a| a.image_cache_dir = Some("cache".into())),

@@ -123,6 +123,15 @@ async fn malformed_ambiguous_and_oversized_heads_get_a_4xx_and_never_reach_the_g
             format!("GET /hello HTTP/1.1\r\n{host}Host: other.{BASE_DOMAIN}\r\nConnection: close\r\n\r\n"),
             "400",
         ),
+        // The same with a body: hyper's server reads it, the same rule holds.
+        (
+            "two hosts and a body",
+            format!(
+                "POST /hello HTTP/1.1\r\nHost: other.{BASE_DOMAIN}\r\n{host}Content-Length: 2\r\n\
+                 Connection: close\r\n\r\nhi"
+            ),
+            "400",
+        ),
         (
             "header without colon",
             format!("GET /hello HTTP/1.1\r\n{host}X-Broken\r\n\r\n"),

@@ -27,7 +27,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use common::netns::TestNetns;
 use common::proxy::{raw_exchange, read_all, request, start_proxy, until_pooled, Client, FakeResolver};
-use hatch::proxy::ProxyHandle;
+use hatch::proxy::{spawn_proxy, ProxyConfig, ProxyHandle};
 
 /// What the guest does after writing an answer.
 #[derive(Clone, Copy)]
@@ -479,4 +479,56 @@ fn hop_by_hop_fields_stop_at_the_proxy_both_ways_and_the_rest_pass_as_they_came(
             }
         },
     );
+}
+
+#[test]
+fn a_guest_that_never_answers_gets_504_after_the_upstream_timeout_and_its_connections_are_closed() {
+    let ns = TestNetns::new();
+    ns.block_on(|| async {
+        // Reads each request's head and never answers; reports how many
+        // bytes followed the head once the proxy hangs up.
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let addr = listener.local_addr().expect("upstream address");
+        let (hung_up, mut hang_ups) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let hung_up = hung_up.clone();
+                tokio::spawn(async move {
+                    let mut stream = BufReader::new(stream);
+                    let mut line = String::new();
+                    while stream.read_line(&mut line).await.unwrap_or(0) > 2 {
+                        line.clear();
+                    }
+                    let mut rest = Vec::new();
+                    let _ = stream.read_to_end(&mut rest).await;
+                    let _ = hung_up.send(rest);
+                });
+            }
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let mut config = ProxyConfig::new(common::proxy::BASE_DOMAIN);
+        config.upstream_timeout = Duration::from_millis(500);
+        let proxy = spawn_proxy(listener, config, FakeResolver::running("app", addr)).expect("start proxy");
+        let mut client = Client::connect(proxy.local_addr()).await;
+
+        // Bodiless (the proxy's own loop), then with a body (hyper's server).
+        for (method, sent_after_head) in [("GET", &b""[..]), ("POST", b"abc")] {
+            let body = Full::new(Bytes::from_static(sent_after_head))
+                .map_err(|never| match never {})
+                .boxed();
+            let response = client.send(request(method, "app", "/never", body)).await;
+            let (status, _, answer) = tokio::time::timeout(Duration::from_secs(30), read_all(response))
+                .await
+                .expect("no answer at all");
+            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{method}: {answer}");
+            assert!(answer.contains("did not answer within 500ms"), "{method}: {answer}");
+            let rest = tokio::time::timeout(Duration::from_secs(10), hang_ups.recv())
+                .await
+                .expect("the proxy kept the silent guest's connection open")
+                .expect("guest");
+            assert_eq!(rest, sent_after_head, "{method}");
+        }
+        assert_eq!(proxy.upstreams().idle_count(), 0);
+        proxy.shutdown(Duration::from_secs(5)).await;
+    });
 }

@@ -19,17 +19,14 @@ mod hyper_server;
 mod request;
 mod response;
 
-use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use bytes::BytesMut;
 use hyper::Method;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::time::{Instant, Sleep};
 
+use super::deadline::Deadline;
 use super::handler::{answer, Client, ClientRequest, ProxyState};
 use super::headers::client_value;
 pub(crate) use request::OwnRequest;
@@ -61,7 +58,9 @@ where
     let client = Arc::new(Client::new(client_value(peer.ip())));
     let mut read = BytesMut::new();
     let mut out = BytesMut::new();
-    let mut head_deadline = HeadDeadline::new(state.config.header_read_timeout);
+    let head_limit = state.config.header_read_timeout;
+    // The time a client has for each head, from when the proxy starts waiting for it.
+    let mut head_deadline = Deadline::new(head_limit);
     // Waited on across requests: a wait made for each request would be
     // registered with the token and removed again every time.
     let mut stopping = state.stop.wait();
@@ -70,7 +69,7 @@ where
             // Between requests a stopping proxy closes the connection.
             biased;
             () = &mut stopping => return,
-            next = head_deadline.within(next_request(&mut stream, &mut read)) => next,
+            next = head_deadline.within(head_limit, next_request(&mut stream, &mut read)) => next,
         };
         let request = match next {
             Some(Ok(Some(Parsed::Own(request)))) => request,
@@ -88,42 +87,6 @@ where
         }
         if out.capacity() > MAX_KEPT_WRITE_BUFFER {
             out = BytesMut::new();
-        }
-    }
-}
-
-/// The time a client has for each request head (from when the proxy
-/// starts waiting for it), kept with one timer per connection: arming a
-/// timer for every request costs more than reading the request. The timer
-/// is moved on only when it goes off before the current head's deadline.
-struct HeadDeadline {
-    timer: Pin<Box<Sleep>>,
-    limit: Duration,
-}
-
-impl HeadDeadline {
-    fn new(limit: Duration) -> Self {
-        Self {
-            timer: Box::pin(tokio::time::sleep(limit)),
-            limit,
-        }
-    }
-
-    /// What `reading` gives, or `None` when the time for one head is up first.
-    async fn within<F: Future>(&mut self, reading: F) -> Option<F::Output> {
-        let deadline = Instant::now() + self.limit;
-        tokio::pin!(reading);
-        loop {
-            tokio::select! {
-                biased;
-                done = &mut reading => return Some(done),
-                () = self.timer.as_mut() => {
-                    if Instant::now() >= deadline {
-                        return None;
-                    }
-                    self.timer.as_mut().reset(deadline);
-                }
-            }
         }
     }
 }

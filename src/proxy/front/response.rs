@@ -1,6 +1,7 @@
 //! Writing an answer to the client the way hyper's server would: the
-//! status line, the headers, `Date` when the answer has none, framing from
-//! the body (its exact length, else chunked), `Connection: close` when the
+//! status line, the headers (a guest's as they came, but the hop-by-hop
+//! ones), `Date` and HSTS when the answer has none, framing from the body
+//! (its exact length, else chunked), `Connection: close` when the
 //! connection ends after it.
 //!
 //! The head and the parts of the body already at hand go out in one write;

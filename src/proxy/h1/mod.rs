@@ -9,7 +9,8 @@
 //!
 //! ```text
 //! write head (one write when bodiless) ─▶ write body (Content-Length as sent, else chunked)
-//!   ─▶ read head (skip 1xx; refuse > 64 KiB, > 100 fields, ambiguous framing)
+//!   ─▶ read head (skip 1xx; refuse > 64 KiB, > 100 fields, ambiguous framing;
+//!                 504 when it has not come within the upstream timeout)
 //!   ─▶ ResponseBody: Content-Length / chunked / until close / none
 //!        └ read to its end, HTTP/1.1, no `close`, nothing extra → back to the pool
 //! ```
@@ -25,11 +26,14 @@ mod fields;
 mod head;
 
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use hyper::body::Incoming;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::deadline::Deadline;
 
 pub use body::BodyError;
 pub(crate) use body::ResponseBody;
@@ -64,6 +68,8 @@ pub enum ExchangeError {
     Head(#[from] HeadError),
     #[error("more than {MAX_INTERIM} interim responses")]
     TooManyInterim,
+    #[error("no answer within {0:?} of the request")]
+    NoAnswer(Duration),
 }
 
 impl ExchangeError {
@@ -85,6 +91,8 @@ impl ExchangeError {
 pub(crate) struct Connection {
     stream: TcpStream,
     buf: BytesMut,
+    /// Bounds the wait for each answer; made at the first exchange.
+    answer_deadline: Option<Deadline>,
 }
 
 impl Connection {
@@ -92,6 +100,7 @@ impl Connection {
         Self {
             stream,
             buf: BytesMut::new(),
+            answer_deadline: None,
         }
     }
 
@@ -119,22 +128,32 @@ impl Connection {
     }
 
     /// Sends a request (`head` from [`encode_request`], then `body` if any)
-    /// and reads the final response's head. A body is consumed only once
-    /// the head went out, so after a failed head write it is still there
-    /// for another connection.
+    /// and reads the final response's head, which must have come within
+    /// `answer_within` of the whole request being sent. A body is consumed
+    /// only once the head went out, so after a failed head write it is
+    /// still there for another connection.
     pub(crate) async fn exchange(
         &mut self,
         head: &[u8],
         body: &mut Option<(Incoming, RequestFraming)>,
         head_request: bool,
+        answer_within: Duration,
     ) -> Result<ResponseHead, ExchangeError> {
         self.stream.write_all(head).await.map_err(ExchangeError::HeadWrite)?;
+        let deadline = self.answer_deadline.get_or_insert_with(|| Deadline::new(answer_within));
         match body.take() {
-            None => self.read_head(head_request).await,
+            None => {
+                within(
+                    deadline,
+                    answer_within,
+                    read_head(&mut self.stream, &mut self.buf, head_request),
+                )
+                .await
+            }
             // Boxed: most requests have no body, and every request's future
             // would otherwise carry (and move) room for the upload's.
             Some((request_body, framing)) => {
-                Box::pin(self.send_body_and_read_head(request_body, framing, head_request)).await
+                Box::pin(self.send_body_and_read_head(request_body, framing, head_request, answer_within)).await
             }
         }
     }
@@ -149,7 +168,9 @@ impl Connection {
         request_body: Incoming,
         framing: RequestFraming,
         head_request: bool,
+        answer_within: Duration,
     ) -> Result<ResponseHead, ExchangeError> {
+        let deadline = self.answer_deadline.get_or_insert_with(|| Deadline::new(answer_within));
         let (mut reader, mut writer) = self.stream.split();
         let write = body::write_request_body(&mut writer, request_body, framing);
         let read = read_head(&mut reader, &mut self.buf, head_request);
@@ -157,7 +178,7 @@ impl Connection {
         let mut answer = tokio::select! {
             biased;
             written = &mut write => match written {
-                Ok(()) => return read.await,
+                Ok(()) => return within(deadline, answer_within, read).await,
                 // Closed while the body went out: an answer sent before the
                 // close is passed on.
                 Err(ExchangeError::Write(error)) => read.await.map_err(|_| ExchangeError::Write(error))?,
@@ -168,10 +189,17 @@ impl Connection {
         answer.keep_alive = false;
         Ok(answer)
     }
+}
 
-    async fn read_head(&mut self, head_request: bool) -> Result<ResponseHead, ExchangeError> {
-        read_head(&mut self.stream, &mut self.buf, head_request).await
-    }
+/// What `reading` gives, unless the answer's head did not come within `limit`.
+async fn within<F>(deadline: &mut Deadline, limit: Duration, reading: F) -> Result<ResponseHead, ExchangeError>
+where
+    F: std::future::Future<Output = Result<ResponseHead, ExchangeError>>,
+{
+    deadline
+        .within(limit, reading)
+        .await
+        .unwrap_or(Err(ExchangeError::NoAnswer(limit)))
 }
 
 /// Reads from `reader` into `buf` until the final response's head is there
