@@ -147,9 +147,11 @@ pub(crate) struct HopByHop<'a> {
 impl<'a> HopByHop<'a> {
     /// `present`: what [`Present::of`] noted of `fields`.
     pub(crate) fn of(fields: &'a (impl Fields + ?Sized), present: Present) -> Self {
+        // Hop-by-hop names are stopped anyway: the usual `Connection:
+        // keep-alive` then costs no list (no allocation per request).
         let named = if present.connection {
             connection_tokens(fields)
-                .filter(|token| !token.eq_ignore_ascii_case(b"host"))
+                .filter(|token| !token.eq_ignore_ascii_case(b"host") && !is_hop_by_hop(token))
                 .collect()
         } else {
             Vec::new()
@@ -161,10 +163,12 @@ impl<'a> HopByHop<'a> {
     }
 
     pub(crate) fn stops(&self, name: &[u8]) -> bool {
-        self.any
-            && (HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
-                || self.named.iter().any(|named| name.eq_ignore_ascii_case(named)))
+        self.any && (is_hop_by_hop(name) || self.named.iter().any(|named| name.eq_ignore_ascii_case(named)))
     }
+}
+
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP.iter().any(|hop| name.eq_ignore_ascii_case(hop.as_bytes()))
 }
 
 /// Removes the fields [`HopByHop`] stops from a map; keeps the upgrade
