@@ -273,8 +273,8 @@ async fn find_route(
         Resolution::Target { vm_id, addr } => {
             let known = Arc::new(KnownRoute {
                 activity: state.active.of(&vm_id),
-                // A copy: the request's own value shares hyper's read
-                // buffer, which a kept route must not hold on to.
+                // A copy: the request's own value shares the buffer its
+                // head was read into, which a kept route must not hold on to.
                 host: HeaderValue::from_maybe_shared(Bytes::copy_from_slice(host.as_bytes()))
                     .unwrap_or_else(|_| host.clone()),
                 version: reusable.unwrap_or_default(),
