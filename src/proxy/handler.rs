@@ -141,9 +141,8 @@ impl ClientRequest {
                 }
                 only(parts.headers.get_all(HOST).iter().cloned())
             }
-            ClientRequest::Own(request) => {
-                only(request.fields.shared_values("host")).and_then(|value| HeaderValue::from_maybe_shared(value).ok())
-            }
+            ClientRequest::Own(request) => only(request.fields.values("host"))
+                .and_then(|value| HeaderValue::from_maybe_shared(request.fields.shared(value)).ok()),
         }
     }
 }

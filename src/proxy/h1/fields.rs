@@ -90,12 +90,9 @@ impl RawFields {
         &self.head[span.range()]
     }
 
-    /// The values of the fields named `name` (lowercase), sharing the head's bytes.
-    pub(crate) fn shared_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Bytes> + 'a {
-        self.spans
-            .iter()
-            .filter(move |(field, _)| self.head[field.range()].eq_ignore_ascii_case(name.as_bytes()))
-            .map(|(_, value)| self.head.slice(value.range()))
+    /// `part`, a slice of the head, sharing the head's bytes.
+    pub(crate) fn shared(&self, part: &[u8]) -> Bytes {
+        self.head.slice_ref(part)
     }
 
     /// The fields `keep` keeps, as a map sharing the head's bytes.
