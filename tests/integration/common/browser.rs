@@ -207,7 +207,17 @@ impl Browser {
     /// Clears the field `css` and types `text` into it.
     pub fn type_into(&self, css: &str, text: &str) {
         let element = self.find(css, Duration::from_secs(30));
-        self.command("POST", &format!("/element/{element}/clear"), Some(json!({})));
+        // Found is not yet usable: a page still laying itself out (a slow
+        // machine, a CI run) can have the field in the DOM but not
+        // interactable for a moment.
+        let clear = format!("/session/{}/element/{element}/clear", self.session);
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Err(error) = self.raw("POST", &clear, Some(&json!({}))) {
+            if !error.contains("element not interactable") || std::time::Instant::now() > deadline {
+                panic!("{error}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
         if !text.is_empty() {
             self.command(
                 "POST",
