@@ -157,9 +157,15 @@ fn a_port_bound_by_another_program_is_skipped_and_exhaustion_is_reported() {
         );
         assert!(err.to_string().contains("2200-2201"), "{err}");
         drop(other_program);
-        let freed = network
-            .allocate("vm-port02", &NetRequest::default(), &Taken::from_identities([&id]))
-            .unwrap();
+        // A child another test forks at this moment holds a copy of the
+        // listener until it execs, so the port is free again soon after the
+        // drop rather than at once.
+        let freed = common::netns::wait_for(Duration::from_secs(5), || {
+            network
+                .allocate("vm-port02", &NetRequest::default(), &Taken::from_identities([&id]))
+                .ok()
+        })
+        .expect("the port the other program let go of is allocated again");
         assert_eq!(freed.ssh_port, 2200);
     });
 }
