@@ -195,14 +195,14 @@ impl Orchestrator {
                 hot_sums.insert(HOT_MEMORY.to_string(), snapshot::file_checksum(memory).await?);
             }
             record.hot_checksums = hot_sums;
-        } else if let Some((name, found)) = damaged_hot_file(&files, &record.hot_checksums).await {
+        } else if let Some(HotDamage { file, found }) = damaged_hot_file(&files, &record.hot_checksums).await {
             // A later pass must not store a copy damaged since under a fresh
             // SHA-256: without its hot copy the reconciler removes the
             // snapshot, which was never stored.
             let _ = tokio::fs::remove_dir_all(&hot).await;
             return Err(OrchError::Corrupt {
                 message: format!(
-                    "the local copy of snapshot {} failed its checksum ({name}: {found})",
+                    "the local copy of snapshot {} failed its checksum ({file}: {found})",
                     record.id
                 ),
             });
@@ -281,25 +281,37 @@ impl Orchestrator {
     /// was suspended with it and has not run since. A copy that fails its
     /// checksum is removed (the durable artefacts are used instead).
     pub(super) async fn usable_hot_copy(&self, vm: &Vm, snapshot: &Snapshot) -> Option<SnapshotFiles> {
-        if !self.has_hot_copy(vm, snapshot) {
-            return None;
+        let files = self.hot_copy(vm, snapshot)?;
+        match damaged_hot_file(&files, &snapshot.hot_checksums).await {
+            None => Some(files),
+            Some(damage) => {
+                self.discard_damaged_hot_copy(vm, snapshot, damage).await;
+                None
+            }
         }
-        let hot = self.hot_dir(&vm.id, &snapshot.id);
-        let files = Self::hot_files(&hot);
-        let Some((name, found)) = damaged_hot_file(&files, &snapshot.hot_checksums).await else {
-            return Some(files);
-        };
-        tracing::warn!(vm = %vm.id, snapshot = %snapshot.id, file = name, %found, "the hot copy is damaged; loading the stored artefacts");
+    }
+
+    /// The files of `snapshot`'s hot copy when `vm` may load it, before
+    /// their checksums are verified.
+    pub(super) fn hot_copy(&self, vm: &Vm, snapshot: &Snapshot) -> Option<SnapshotFiles> {
+        self.has_hot_copy(vm, snapshot)
+            .then(|| Self::hot_files(&self.hot_dir(&vm.id, &snapshot.id)))
+    }
+
+    /// A hot copy that failed its checksum is recorded as a repair of the
+    /// VM and removed: the stored artefacts serve instead.
+    pub(super) async fn discard_damaged_hot_copy(&self, vm: &Vm, snapshot: &Snapshot, damage: HotDamage) {
+        let HotDamage { file, found } = damage;
+        tracing::warn!(vm = %vm.id, snapshot = %snapshot.id, file, %found, "the hot copy is damaged; loading the stored artefacts");
         self.record_vm_repair(
             vm,
             &format!(
-                "the local copy of snapshot {} failed its checksum ({name}); restored from the stored artefacts",
+                "the local copy of snapshot {} failed its checksum ({file}); restored from the stored artefacts",
                 snapshot.id
             ),
         )
         .await;
-        let _ = tokio::fs::remove_dir_all(&hot).await;
-        None
+        let _ = tokio::fs::remove_dir_all(self.hot_dir(&vm.id, &snapshot.id)).await;
     }
 
     /// Whether `vm` may load the hot copy of `snapshot` (before checksums).
@@ -323,6 +335,26 @@ impl Orchestrator {
         }
         // Gone once empty (a VM being deleted, or one that runs).
         let _ = tokio::fs::remove_dir(&root).await;
+    }
+
+    /// [`Self::remove_hot_copies`] once the operation holding the VM's lock
+    /// (a restore) has answered: unlinking the saved memory from the page
+    /// cache is the slowest part of a wake besides the VMM's load, and
+    /// nothing waits for it. Under the VM's lock, so no snapshot taken
+    /// meanwhile loses its copy, and under the host-operation guard, so
+    /// the reconciler finds it done.
+    pub(super) fn remove_hot_copies_later(self: &Arc<Self>, vm_id: &str) {
+        let orch = Arc::clone(self);
+        let vm_id = vm_id.to_string();
+        self.operations.spawn_follow_up(async move {
+            let _host = orch.host_ops.read().await;
+            let _guard = orch.locks.lock(&vm_id).await;
+            let keep = orch
+                .viewed_vm(&vm_id)
+                .filter(|vm| vm.state == VmState::Snapshotted)
+                .and_then(|vm| vm.snapshot_id);
+            orch.remove_hot_copies(&vm_id, keep.as_deref()).await;
+        });
     }
 
     /// Reconciler: hot copies only a snapshotted VM's own snapshot keeps;
@@ -358,18 +390,27 @@ impl Orchestrator {
     }
 }
 
-/// The first hot file whose checksum is not the one recorded in `sums`
-/// (or that cannot be read), with what was found instead.
-async fn damaged_hot_file(files: &SnapshotFiles, sums: &BTreeMap<String, String>) -> Option<(&'static str, String)> {
-    for (name, path) in [(HOT_STATE, Some(&files.state)), (HOT_MEMORY, files.memory.as_ref())] {
-        let (Some(path), Some(expected)) = (path, sums.get(name)) else {
+/// A hot file whose checksum is not the one recorded, or that cannot be
+/// read.
+#[derive(Debug)]
+pub(super) struct HotDamage {
+    file: &'static str,
+    /// The checksum found instead, or why the file could not be read.
+    found: String,
+}
+
+/// The first hot file whose checksum is not the one recorded in `sums`.
+pub(super) async fn damaged_hot_file(files: &SnapshotFiles, sums: &BTreeMap<String, String>) -> Option<HotDamage> {
+    for (file, path) in [(HOT_STATE, Some(&files.state)), (HOT_MEMORY, files.memory.as_ref())] {
+        let (Some(path), Some(expected)) = (path, sums.get(file)) else {
             continue;
         };
-        match snapshot::file_checksum(path).await {
-            Ok(actual) if actual == *expected => {}
-            Ok(actual) => return Some((name, actual)),
-            Err(error) => return Some((name, error.to_string())),
-        }
+        let found = match snapshot::file_checksum(path).await {
+            Ok(actual) if actual == *expected => continue,
+            Ok(actual) => actual,
+            Err(error) => error.to_string(),
+        };
+        return Some(HotDamage { file, found });
     }
     None
 }

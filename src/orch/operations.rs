@@ -32,6 +32,12 @@ impl Operations {
         self.closing.load(Ordering::SeqCst)
     }
 
+    /// Runs host work that finishes what an operation began once it has
+    /// answered (nobody waits for it); drained at shutdown like operations.
+    pub(super) fn spawn_follow_up(&self, work: impl Future<Output = ()> + Send + 'static) {
+        self.tracker.spawn(work);
+    }
+
     /// Refuses new operations and waits (at most `timeout`) for the rest.
     pub(super) async fn drain(&self, timeout: Duration) {
         self.closing.store(true, Ordering::SeqCst);

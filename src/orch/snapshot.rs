@@ -17,8 +17,9 @@ use std::time::Duration;
 use crate::model::{self, Snapshot, Vm, VmState};
 use crate::snapshot::{self, SnapshotError, SnapshotStore};
 use crate::store::{Store, StoreError};
-use crate::vmm::{SnapshotFiles, VmHandle};
+use crate::vmm::{SnapshotFiles, VmHandle, VmLaunch};
 
+use super::durability::damaged_hot_file;
 use super::operations::Accepted;
 use super::transitions::{self, Decision, Event};
 use super::{Applied, OrchError, Orchestrator};
@@ -363,7 +364,7 @@ impl Orchestrator {
             Ok((handle, snapshot)) => {
                 // Running again, the VM's disk moves on from every hot copy;
                 // a snapshot never stored can no longer be.
-                self.remove_hot_copies(id, None).await;
+                self.remove_hot_copies_later(id);
                 if !snapshot.durable {
                     self.discard_snapshot(&snapshot).await?;
                 }
@@ -432,14 +433,7 @@ impl Orchestrator {
         if let Some(files) = self.usable_hot_copy(vm, snapshot).await {
             return Ok(SavedState::Hot(files));
         }
-        if !snapshot.durable {
-            return Err(OrchError::Corrupt {
-                message: format!(
-                    "snapshot {} has no usable local copy and was never stored (see the reconciler's events)",
-                    snapshot.id
-                ),
-            });
-        }
+        stored_at_all(snapshot)?;
         Ok(SavedState::Stored)
     }
 
@@ -450,45 +444,93 @@ impl Orchestrator {
     /// others get it unpacked into `work`.
     async fn load(self: &Arc<Self>, vm: &Vm, snapshot: &Snapshot, work: &Path) -> Result<Arc<dyn VmHandle>, OrchError> {
         let spec = self.launch_spec(vm, &self.launchable_image(vm).await?);
-        let handle = match self.saved_state(vm, snapshot).await? {
-            SavedState::Hot(files) => {
-                self.attach_restored_network(vm).await?;
-                self.hypervisor.restore(&spec, &files).await?
+        if let Some(files) = self.hot_copy(vm, snapshot) {
+            self.attach_restored_network(vm).await?;
+            if let Some(handle) = self.load_hot(vm, snapshot, &spec, &files).await? {
+                return Ok(Arc::from(handle));
             }
-            SavedState::Stored if self.hypervisor.loads_streamed_state() => {
-                let state = snapshot
-                    .artefacts
-                    .iter()
-                    .find(|a| a.name == STATE)
-                    .ok_or_else(|| no_state(snapshot))?;
-                let unpacked = self.unpack_artefacts(snapshot, work, Some(STATE)).await?;
-                // The VMM opens the saved disk where it was unpacked; it
-                // replaces the VM's disk only once the state is verified too.
-                let mut spec = spec;
-                let saved_disk = unpacked.disk();
-                let target = self.layout(&vm.id).disk();
-                if let (Some(saved), Some(rootfs)) = (&saved_disk, spec.disks.iter_mut().find(|d| d.path == target)) {
-                    rootfs.path = saved.clone();
-                }
-                self.attach_restored_network(vm).await?;
-                let source = self.snapshot_store().open(&artefact_key(snapshot, STATE)).await?;
-                let place_disk = || {
-                    saved_disk
-                        .as_deref()
-                        .map_or(Ok(()), |saved| replace_disk(saved, &target))
-                };
-                super::restore_streamed(self.hypervisor.as_ref(), &spec, source, state, place_disk).await?
-            }
-            SavedState::Stored => {
-                let unpacked = self.unpack_artefacts(snapshot, work, None).await?;
-                if let Some(saved) = unpacked.disk() {
-                    replace_disk(&saved, &self.layout(&vm.id).disk())?;
-                }
-                self.attach_restored_network(vm).await?;
-                self.hypervisor.restore(&spec, &unpacked.files(snapshot)?).await?
-            }
+        }
+        stored_at_all(snapshot)?;
+        let handle = if self.hypervisor.loads_streamed_state() {
+            self.load_streamed(vm, snapshot, spec, work).await?
+        } else {
+            self.load_unpacked(vm, snapshot, &spec, work).await?
         };
         Ok(Arc::from(handle))
+    }
+
+    /// Loads `vm`'s hot copy of `snapshot` while its checksums are verified
+    /// beside the VMM's load (the hash then costs a wake nothing); the guest
+    /// resumes only once they match. `None` when the copy is damaged: the
+    /// VMM is stopped, the copy recorded and removed, and the stored
+    /// artefacts serve instead.
+    async fn load_hot(
+        &self,
+        vm: &Vm,
+        snapshot: &Snapshot,
+        spec: &VmLaunch,
+        files: &SnapshotFiles,
+    ) -> Result<Option<Box<dyn VmHandle>>, OrchError> {
+        let (damage, loaded) = tokio::join!(
+            damaged_hot_file(files, &snapshot.hot_checksums),
+            self.hypervisor.restore_paused(spec, files),
+        );
+        let Some(damage) = damage else {
+            return Ok(Some(super::stream_restore::resume_verified(loaded?).await?));
+        };
+        if let Ok(handle) = loaded {
+            super::stream_restore::kill(handle.as_ref()).await;
+        }
+        self.discard_damaged_hot_copy(vm, snapshot, damage).await;
+        Ok(None)
+    }
+
+    /// The stored state streamed from the store into a VMM that loads a
+    /// stream; the other artefacts (the disk) unpacked into `work` first.
+    async fn load_streamed(
+        &self,
+        vm: &Vm,
+        snapshot: &Snapshot,
+        mut spec: VmLaunch,
+        work: &Path,
+    ) -> Result<Box<dyn VmHandle>, OrchError> {
+        let state = snapshot
+            .artefacts
+            .iter()
+            .find(|a| a.name == STATE)
+            .ok_or_else(|| no_state(snapshot))?;
+        let unpacked = self.unpack_artefacts(snapshot, work, Some(STATE)).await?;
+        // The VMM opens the saved disk where it was unpacked; it
+        // replaces the VM's disk only once the state is verified too.
+        let saved_disk = unpacked.disk();
+        let target = self.layout(&vm.id).disk();
+        if let (Some(saved), Some(rootfs)) = (&saved_disk, spec.disks.iter_mut().find(|d| d.path == target)) {
+            rootfs.path = saved.clone();
+        }
+        self.attach_restored_network(vm).await?;
+        let source = self.snapshot_store().open(&artefact_key(snapshot, STATE)).await?;
+        let place_disk = || {
+            saved_disk
+                .as_deref()
+                .map_or(Ok(()), |saved| replace_disk(saved, &target))
+        };
+        super::restore_streamed(self.hypervisor.as_ref(), &spec, source, state, place_disk).await
+    }
+
+    /// The stored artefacts unpacked into `work` and loaded from there.
+    async fn load_unpacked(
+        &self,
+        vm: &Vm,
+        snapshot: &Snapshot,
+        spec: &VmLaunch,
+        work: &Path,
+    ) -> Result<Box<dyn VmHandle>, OrchError> {
+        let unpacked = self.unpack_artefacts(snapshot, work, None).await?;
+        if let Some(saved) = unpacked.disk() {
+            replace_disk(&saved, &self.layout(&vm.id).disk())?;
+        }
+        self.attach_restored_network(vm).await?;
+        Ok(self.hypervisor.restore(&spec, &unpacked.files(snapshot)?).await?)
     }
 
     async fn attach_restored_network(&self, vm: &Vm) -> Result<(), OrchError> {
@@ -597,6 +639,19 @@ impl Unpacked {
 /// The saved disk becomes the VM's disk (one rename, on the same file system).
 fn replace_disk(saved: &Path, vm_disk: &Path) -> Result<(), OrchError> {
     std::fs::rename(saved, vm_disk).map_err(|e| OrchError::Internal(format!("replacing {}: {e}", vm_disk.display())))
+}
+
+/// A snapshot without a usable hot copy loads only from the store.
+fn stored_at_all(snapshot: &Snapshot) -> Result<(), OrchError> {
+    if snapshot.durable {
+        return Ok(());
+    }
+    Err(OrchError::Corrupt {
+        message: format!(
+            "snapshot {} has no usable local copy and was never stored (see the reconciler's events)",
+            snapshot.id
+        ),
+    })
 }
 
 fn no_state(snapshot: &Snapshot) -> OrchError {

@@ -46,19 +46,13 @@ pub async fn restore_streamed(
         hypervisor.restore_paused_from_stream(spec, reader),
     );
     let error: OrchError = match (written, loaded) {
-        (Ok(()), Ok(handle)) => {
-            let resumed = match before_resume() {
-                Ok(()) => handle.resume().await.map_err(OrchError::from),
-                Err(error) => Err(error),
-            };
-            match resumed {
-                Ok(()) => return Ok(handle),
-                Err(error) => {
-                    kill(handle.as_ref()).await;
-                    error
-                }
+        (Ok(()), Ok(handle)) => match before_resume() {
+            Ok(()) => return resume_verified(handle).await,
+            Err(error) => {
+                kill(handle.as_ref()).await;
+                error
             }
-        }
+        },
         (Ok(()), Err(vmm)) => vmm.into(),
         (Err(stream), Err(vmm)) if reader_went_away(&stream) => vmm.into(),
         (Err(stream), loaded) => {
@@ -71,6 +65,18 @@ pub async fn restore_streamed(
     Err(error)
 }
 
+/// Resumes a guest whose saved state has been verified; a VMM that cannot
+/// resume is stopped.
+pub(super) async fn resume_verified(handle: Box<dyn VmHandle>) -> Result<Box<dyn VmHandle>, OrchError> {
+    match handle.resume().await {
+        Ok(()) => Ok(handle),
+        Err(error) => {
+            kill(handle.as_ref()).await;
+            Err(error.into())
+        }
+    }
+}
+
 /// The stream stopped because nobody read it any more (the VMM is gone),
 /// not because of the artefact or the store.
 fn reader_went_away(error: &SnapshotError) -> bool {
@@ -78,7 +84,7 @@ fn reader_went_away(error: &SnapshotError) -> bool {
 }
 
 /// Ends a VMM whose guest must not run (it is paused and never resumed).
-async fn kill(handle: &dyn VmHandle) {
+pub(super) async fn kill(handle: &dyn VmHandle) {
     handle.stop(Duration::ZERO).await;
 }
 

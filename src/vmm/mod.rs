@@ -206,6 +206,12 @@ pub trait Hypervisor: Send + Sync {
     /// `spec` must describe the same devices (disk paths, TAP name) as when saved.
     async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError>;
 
+    /// Like [`Self::restore`] but returns with the guest still paused, so
+    /// that the caller can verify the files while the VMM loads them and
+    /// resume only once they match. The process is not left behind if
+    /// loading fails.
+    async fn restore_paused(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError>;
+
     /// Whether [`Self::restore_paused_from_stream`] works: the VMM reads
     /// its saved state as a stream (QEMU's incoming migration), not as
     /// files it maps (Firecracker's memory file).

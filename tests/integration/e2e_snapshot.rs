@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use common::e2e::{create_ready_vm, GuestState, Topology, VmView};
 use common::hatchd::{TestDaemon, TestKey};
+use common::netns::wait_for;
 use serde_json::{json, Value};
 
 fn snapshot(daemon: &TestDaemon, vm: &VmView) -> Value {
@@ -174,8 +175,10 @@ async fn restore_keeps_ram_files_and_network_identity() {
     let (status, _) = restore(&daemon, &vm, Some(&first_id));
     assert_eq!(status, 200, "an intact snapshot still restores");
     assert_eq!(topo.ssh(&key, "root", vm.ssh_port, "cat /root/marker").trim(), "one");
+    // Removed right after the restore has answered.
+    let hot = daemon.data_path().join("hot").join(&vm.id);
     assert!(
-        !daemon.data_path().join("hot").join(&vm.id).exists(),
+        wait_for(Duration::from_secs(10), || (!hot.exists()).then_some(())).is_some(),
         "a running VM keeps no local snapshot copy"
     );
 

@@ -183,8 +183,17 @@ async fn pause_resume_snapshot_and_restore_continue_the_counter() {
     // The killed process left its vsock socket behind; the restore (which
     // rebinds the same uds_path) is not stopped by it.
     assert!(spec.run_dir.join("vsock.sock").exists());
-    let restored = firecracker.restore(&spec, &files).await.expect("restore");
+    // Loaded but held paused (how the daemon restores while it verifies
+    // the files): nothing counts until it is resumed.
+    let restored = firecracker.restore_paused(&spec, &files).await.expect("restore");
     assert_ne!(restored.pid(), vm.pid());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        complete_counters(&spec.run_dir).0,
+        before,
+        "nothing printed while the restored guest was paused"
+    );
+    restored.resume().await.expect("resume");
     assert_eq!(vsock_config(&api_socket).await, vsock, "the device came back");
     assert!(
         std::os::unix::net::UnixStream::connect(&agent).is_ok(),

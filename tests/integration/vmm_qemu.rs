@@ -74,8 +74,17 @@ async fn saved_state_restores_into_a_new_process_with_ram_intact() {
     let before = serial_log(dir.path());
     let last_beat = *counters(&before, HEARTBEAT).last().expect("heartbeats before saving");
 
-    let restored = qemu.restore(&spec, &files).await.expect("restore");
+    // Loaded but held paused (how the daemon restores while it verifies
+    // the files): no heartbeat until it is resumed.
+    let restored = qemu.restore_paused(&spec, &files).await.expect("restore");
     assert_ne!(restored.pid(), vm.pid(), "a new process");
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        serial_log(dir.path()),
+        before,
+        "nothing ran while the restored guest was paused"
+    );
+    restored.resume().await.expect("resume");
     let after = wait_for_serial(dir.path(), before.len(), BOOT_TIMEOUT, |log| {
         let beats = counters(log, HEARTBEAT);
         (beats.len() >= 2).then_some(beats)

@@ -227,6 +227,58 @@ impl FirecrackerHypervisor {
         .await?;
         wait_for_api(process, FirecrackerApi::new(socket), &spec.run_dir).await
     }
+
+    /// A fresh Firecracker with `snapshot` loaded (its memory file mapped),
+    /// the guest resumed only when `resume` says so.
+    async fn load_snapshot(
+        &self,
+        spec: &VmLaunch,
+        snapshot: &SnapshotFiles,
+        resume: bool,
+    ) -> Result<Box<dyn VmHandle>, VmmError> {
+        check_spec(spec)?;
+        let Some(memory) = snapshot.memory.clone() else {
+            return Err(VmmError::InvalidLaunch(
+                "a Firecracker snapshot needs its memory file".into(),
+            ));
+        };
+        for path in [&snapshot.state, &memory] {
+            std::fs::metadata(path).map_err(|source| VmmError::Io {
+                path: path.clone(),
+                source,
+            })?;
+        }
+        let placed = self.place(spec, None, Some(snapshot))?;
+        let (state, memory) = match &placed.snapshot {
+            Some(SnapshotFiles {
+                state,
+                memory: Some(memory),
+            }) => (state.clone(), memory.clone()),
+            _ => (snapshot.state.clone(), memory),
+        };
+        let (process, api) = self.start(&placed).await?;
+        let load = SnapshotLoad {
+            snapshot_path: state,
+            mem_backend: MemBackend {
+                backend_type: MemBackendType::File,
+                backend_path: memory,
+            },
+            resume_vm: resume,
+            network_overrides: spec
+                .nic
+                .iter()
+                .map(|nic| NetworkOverride {
+                    iface_id: IFACE_ID.into(),
+                    host_dev_name: nic.tap_name.clone(),
+                })
+                .collect(),
+            vsock_override: VsockOverride {
+                uds_path: placed.vsock_uds.clone(),
+            },
+        };
+        process.startup(api.put_snapshot("/snapshot/load", &load)).await?;
+        Ok(Box::new(FirecrackerVm::new(process, api).jailed(placed.root)))
+    }
 }
 
 /// A jailed Firecracker's command line is `/firecracker --id <vm id> ...`
@@ -375,48 +427,11 @@ impl Hypervisor for FirecrackerHypervisor {
     }
 
     async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError> {
-        check_spec(spec)?;
-        let Some(memory) = snapshot.memory.clone() else {
-            return Err(VmmError::InvalidLaunch(
-                "a Firecracker snapshot needs its memory file".into(),
-            ));
-        };
-        for path in [&snapshot.state, &memory] {
-            std::fs::metadata(path).map_err(|source| VmmError::Io {
-                path: path.clone(),
-                source,
-            })?;
-        }
-        let placed = self.place(spec, None, Some(snapshot))?;
-        let (state, memory) = match &placed.snapshot {
-            Some(SnapshotFiles {
-                state,
-                memory: Some(memory),
-            }) => (state.clone(), memory.clone()),
-            _ => (snapshot.state.clone(), memory),
-        };
-        let (process, api) = self.start(&placed).await?;
-        let load = SnapshotLoad {
-            snapshot_path: state,
-            mem_backend: MemBackend {
-                backend_type: MemBackendType::File,
-                backend_path: memory,
-            },
-            resume_vm: true,
-            network_overrides: spec
-                .nic
-                .iter()
-                .map(|nic| NetworkOverride {
-                    iface_id: IFACE_ID.into(),
-                    host_dev_name: nic.tap_name.clone(),
-                })
-                .collect(),
-            vsock_override: VsockOverride {
-                uds_path: placed.vsock_uds.clone(),
-            },
-        };
-        process.startup(api.put_snapshot("/snapshot/load", &load)).await?;
-        Ok(Box::new(FirecrackerVm::new(process, api).jailed(placed.root)))
+        self.load_snapshot(spec, snapshot, true).await
+    }
+
+    async fn restore_paused(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError> {
+        self.load_snapshot(spec, snapshot, false).await
     }
 
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError> {

@@ -126,6 +126,15 @@ impl QemuHypervisor {
 impl QemuHypervisor {
     /// Spawns QEMU loading the state read from `incoming` and returns once
     /// it is loaded, the guest paused (QEMU starts it with `-S`).
+    /// A fresh QEMU with `snapshot`'s state loaded from its file, paused.
+    async fn load_saved(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<QemuVm, VmmError> {
+        let state = std::fs::File::open(&snapshot.state).map_err(|source| VmmError::Io {
+            path: snapshot.state.clone(),
+            source,
+        })?;
+        self.load_incoming(spec, state.into()).await
+    }
+
     async fn load_incoming(&self, spec: &VmLaunch, incoming: OwnedFd) -> Result<QemuVm, VmmError> {
         let (process, qmp) = self.spawn(spec, Some(incoming)).await?;
         let vm = QemuVm::new(process, spec.run_dir.join(QMP_SOCKET), Some(qmp));
@@ -186,13 +195,13 @@ impl Hypervisor for QemuHypervisor {
     }
 
     async fn restore(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError> {
-        let state = std::fs::File::open(&snapshot.state).map_err(|source| VmmError::Io {
-            path: snapshot.state.clone(),
-            source,
-        })?;
-        let vm = self.load_incoming(spec, state.into()).await?;
+        let vm = self.load_saved(spec, snapshot).await?;
         vm.process().startup(vm.resume()).await?;
         Ok(Box::new(vm))
+    }
+
+    async fn restore_paused(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError> {
+        Ok(Box::new(self.load_saved(spec, snapshot).await?))
     }
 
     fn loads_streamed_state(&self) -> bool {

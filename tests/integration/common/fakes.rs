@@ -276,6 +276,11 @@ impl Hypervisor for FakeHypervisor {
         self.spawn(spec, "restored")
     }
 
+    /// A fake VM has no guest to hold paused: the same as `restore`.
+    async fn restore_paused(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<Box<dyn VmHandle>, VmmError> {
+        self.restore(spec, snapshot).await
+    }
+
     async fn adopt(&self, spec: &VmLaunch, pid: u32) -> Result<Box<dyn VmHandle>, VmmError> {
         injected(Step::Adopt, &self.faults)?;
         let processes = lock(&self.processes);
