@@ -66,6 +66,10 @@ pub enum FrameError {
     /// The peer broke the protocol (unknown kind, oversized frame); the
     /// stream cannot be trusted further and is dropped.
     Protocol(String),
+    /// A header of zero bytes where a frame belongs: the host's
+    /// [`crate::sync::host_preamble`], which begins a new conversation (after
+    /// every restore and daemon restart, an expected event).
+    Resync,
 }
 
 impl std::fmt::Display for FrameError {
@@ -74,6 +78,7 @@ impl std::fmt::Display for FrameError {
             FrameError::Closed => write!(f, "the agent stream closed"),
             FrameError::Io(e) => write!(f, "agent stream I/O error: {e}"),
             FrameError::Protocol(m) => write!(f, "agent protocol error: {m}"),
+            FrameError::Resync => write!(f, "a new conversation began (a header of zero bytes)"),
         }
     }
 }
@@ -153,6 +158,9 @@ impl Frame {
 /// Splits a header into payload length, channel and kind, refusing what no
 /// honest peer sends.
 pub fn parse_header(header: &[u8; HEADER_LEN]) -> Result<(usize, u32, Kind), FrameError> {
+    if header.iter().all(|&byte| byte == 0) {
+        return Err(FrameError::Resync);
+    }
     let len = u32::from_be_bytes(header[..4].try_into().expect("4 bytes")) as usize;
     if len < 5 {
         return Err(FrameError::Protocol(format!(
@@ -198,6 +206,13 @@ mod tests {
         let mut oversized = Frame::new(1, Kind::Data, vec![]).header();
         oversized[..4].copy_from_slice(&((MAX_PAYLOAD + 6) as u32).to_be_bytes());
         assert!(matches!(parse_header(&oversized), Err(FrameError::Protocol(_))));
+        let mut empty = Frame::new(3, Kind::Data, vec![]).header();
+        empty[..4].copy_from_slice(&0u32.to_be_bytes());
+        assert!(
+            matches!(parse_header(&empty), Err(FrameError::Protocol(_))),
+            "length 0 on a channel"
+        );
+        assert!(matches!(parse_header(&[0; HEADER_LEN]), Err(FrameError::Resync)));
         let mut short = Frame::new(1, Kind::Data, vec![]).header();
         short[..4].copy_from_slice(&4u32.to_be_bytes());
         assert!(matches!(parse_header(&short), Err(FrameError::Protocol(_))));

@@ -102,9 +102,10 @@ mod tests {
         stream.extend_from_slice(&host_preamble());
         stream.extend_from_slice(&Frame::new(9, Kind::Eof, vec![]).to_bytes());
         let mut input = &stream[..];
-        // The stale frame completes with zeros; the next header is all zeros: refused.
+        // The stale frame completes with zeros; the next header is all
+        // zeros: the host resyncs.
         assert_eq!(Frame::read_from(&mut input).expect("stale frame").channel, 5);
-        assert!(matches!(Frame::read_from(&mut input), Err(FrameError::Protocol(_))));
+        assert!(matches!(Frame::read_from(&mut input), Err(FrameError::Resync)));
         skip_to_sync(&mut input).expect("sync");
         assert_eq!(Frame::read_from(&mut input).expect("frame").channel, 9);
     }

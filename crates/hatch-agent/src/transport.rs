@@ -223,6 +223,10 @@ fn serve_stream(endpoint: &Endpoint, stream: File, session: &Arc<Session>) -> bo
         session.end(generation);
         match end {
             FrameError::Protocol(message) => log!("{message}; waiting for the host to sync again"),
+            // Every wake and daemon restart: no console line, which an
+            // emulated guest pays for with tens of milliseconds of its
+            // first request after a restore.
+            FrameError::Resync => {}
             FrameError::Closed if serial => {}
             FrameError::Closed => break,
             FrameError::Io(error) => {
