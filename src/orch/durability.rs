@@ -13,7 +13,7 @@
 //! packed is never written meanwhile. A pass cut short (a crash, an
 //! unreachable bucket) is started again by the reconciler.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -24,11 +24,10 @@ use crate::model::{Snapshot, Vm, VmState};
 use crate::snapshot;
 use crate::vmm::SnapshotFiles;
 
+use super::hot_copy::{damaged_hot_file, hot_checksums, HotDamage, HOT_MEMORY, HOT_STATE};
 use super::{OrchError, Orchestrator};
 
 /// The hot copy's files, named like the artefacts they become.
-pub(super) const HOT_STATE: &str = "state";
-pub(super) const HOT_MEMORY: &str = "memory";
 
 /// Background passes in flight, by snapshot id.
 #[derive(Default)]
@@ -189,12 +188,7 @@ impl Orchestrator {
         let files = Self::hot_files(&hot);
         if record.hot_checksums.is_empty() {
             // The first pass, right after the save: the files are as written.
-            let mut hot_sums = BTreeMap::new();
-            hot_sums.insert(HOT_STATE.to_string(), snapshot::file_checksum(&files.state).await?);
-            if let Some(memory) = &files.memory {
-                hot_sums.insert(HOT_MEMORY.to_string(), snapshot::file_checksum(memory).await?);
-            }
-            record.hot_checksums = hot_sums;
+            record.hot_checksums = hot_checksums(&files).await?;
         } else if let Some(HotDamage { file, found }) = damaged_hot_file(&files, &record.hot_checksums).await {
             // A later pass must not store a copy damaged since under a fresh
             // SHA-256: without its hot copy the reconciler removes the
@@ -388,29 +382,4 @@ impl Orchestrator {
         }
         Ok(())
     }
-}
-
-/// A hot file whose checksum is not the one recorded, or that cannot be
-/// read.
-#[derive(Debug)]
-pub(super) struct HotDamage {
-    file: &'static str,
-    /// The checksum found instead, or why the file could not be read.
-    found: String,
-}
-
-/// The first hot file whose checksum is not the one recorded in `sums`.
-pub(super) async fn damaged_hot_file(files: &SnapshotFiles, sums: &BTreeMap<String, String>) -> Option<HotDamage> {
-    for (file, path) in [(HOT_STATE, Some(&files.state)), (HOT_MEMORY, files.memory.as_ref())] {
-        let (Some(path), Some(expected)) = (path, sums.get(file)) else {
-            continue;
-        };
-        let found = match snapshot::file_checksum(path).await {
-            Ok(actual) if actual == *expected => continue,
-            Ok(actual) => actual,
-            Err(error) => error.to_string(),
-        };
-        return Some(HotDamage { file, found });
-    }
-    None
 }

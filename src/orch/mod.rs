@@ -24,6 +24,7 @@ mod durability;
 mod error;
 mod expiry;
 mod fork;
+mod hot_copy;
 mod identity;
 mod idle;
 mod layout;
@@ -68,6 +69,7 @@ enum Applied {
 pub use create::CreateVm;
 pub use error::OrchError;
 pub use fork::{CloneSettings, MAX_FORK_COUNT};
+pub use hot_copy::{hot_checksums, restore_hot, HotDamage};
 pub use idle::OrchIdleTarget;
 pub use layout::VmLayout;
 pub use observe::{VmChange, VmObserver};

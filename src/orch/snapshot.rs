@@ -19,7 +19,7 @@ use crate::snapshot::{self, SnapshotError, SnapshotStore};
 use crate::store::{Store, StoreError};
 use crate::vmm::{SnapshotFiles, VmHandle, VmLaunch};
 
-use super::durability::damaged_hot_file;
+use super::hot_copy::restore_hot;
 use super::operations::Accepted;
 use super::transitions::{self, Decision, Event};
 use super::{Applied, OrchError, Orchestrator};
@@ -459,10 +459,8 @@ impl Orchestrator {
         Ok(Arc::from(handle))
     }
 
-    /// Loads `vm`'s hot copy of `snapshot` while its checksums are verified
-    /// beside the VMM's load (the hash then costs a wake nothing); the guest
-    /// resumes only once they match. `None` when the copy is damaged: the
-    /// VMM is stopped, the copy recorded and removed, and the stored
+    /// Loads `vm`'s hot copy of `snapshot` (see [`restore_hot`]). `None`
+    /// when the copy is damaged: it is recorded and removed, and the stored
     /// artefacts serve instead.
     async fn load_hot(
         &self,
@@ -471,18 +469,13 @@ impl Orchestrator {
         spec: &VmLaunch,
         files: &SnapshotFiles,
     ) -> Result<Option<Box<dyn VmHandle>>, OrchError> {
-        let (damage, loaded) = tokio::join!(
-            damaged_hot_file(files, &snapshot.hot_checksums),
-            self.hypervisor.restore_paused(spec, files),
-        );
-        let Some(damage) = damage else {
-            return Ok(Some(super::stream_restore::resume_verified(loaded?).await?));
-        };
-        if let Ok(handle) = loaded {
-            super::stream_restore::kill(handle.as_ref()).await;
+        match restore_hot(self.hypervisor.as_ref(), spec, files, &snapshot.hot_checksums).await? {
+            Ok(handle) => Ok(Some(handle)),
+            Err(damage) => {
+                self.discard_damaged_hot_copy(vm, snapshot, damage).await;
+                Ok(None)
+            }
         }
-        self.discard_damaged_hot_copy(vm, snapshot, damage).await;
-        Ok(None)
     }
 
     /// The stored state streamed from the store into a VMM that loads a

@@ -9,7 +9,7 @@
 //! heartbeat: with QEMU's own migration stream alone (the baseline), the
 //! way Hatch does it from its local hot copy (the guest waits only for the
 //! save; the stream is checksummed and packed afterwards, untimed as in
-//! Hatch's background pass, and checked before it is loaded), or the way
+//! Hatch's background pass, and checked while QEMU loads it), or the way
 //! Hatch does it from the stored artefact (verified and decompressed
 //! straight into QEMU's incoming migration, as when the hot copy is gone),
 //! and, for comparison, from the stored artefact unpacked into a scratch
@@ -104,7 +104,7 @@ pub enum Method {
     /// Hatch from its hot copy: the same save; the stream's checksum
     /// (XXH3-128) and the packed artefact are made after the guest is
     /// stopped (Hatch's background pass, not timed); the checksum is
-    /// checked before loading.
+    /// checked while QEMU loads the stream, and the guest resumes after.
     Hatch,
     /// Hatch from the stored artefact: the same save, then (timed, as
     /// restore needs it) the artefact read, verified and decompressed
@@ -185,7 +185,7 @@ impl Bench {
         let (stored_bytes, hot_checksum, artefact) = match method {
             Method::Raw => (state_bytes, None, None),
             Method::Hatch | Method::HatchStored | Method::HatchScratch => {
-                let checksum = hatch::snapshot::file_checksum(&files.state).await?;
+                let checksum = hatch::orch::hot_checksums(&files).await?;
                 let path = snapshot_dir.join("vmstate.zst");
                 let info = hatch::snapshot::pack(&files.state, &path, Default::default()).await?;
                 (info.compressed_bytes, Some(checksum), Some((info, path)))
@@ -213,15 +213,16 @@ impl Bench {
                     .await?;
                 self.hypervisor.restore(&spec, &files).await?
             }
-            _ => {
-                if method == Method::Hatch {
-                    let actual = hatch::snapshot::file_checksum(&files.state).await?;
-                    if Some(&actual) != hot_checksum.as_ref() {
-                        return Err(BenchError::Hatch(format!("the hot copy changed: {actual}")));
-                    }
-                }
-                self.hypervisor.restore(&spec, &files).await?
+            (Method::Hatch, _) => {
+                // As a restore from the hot copy: its checksums verified
+                // while QEMU loads it, the guest resumed once they match.
+                let sums = hot_checksum.unwrap_or_default();
+                hatch::orch::restore_hot(&self.hypervisor, &spec, &files, &sums)
+                    .await
+                    .map_err(|e| BenchError::Hatch(e.to_string()))?
+                    .map_err(|damage| BenchError::Hatch(format!("the hot copy changed: {damage:?}")))?
             }
+            _ => self.hypervisor.restore(&spec, &files).await?,
         };
         let resumed = started.elapsed();
         let restored = self.guests.register(restored).await;
