@@ -178,7 +178,7 @@ fn script(chains: &[Chain]) -> String {
 
 /// A chain as `nft -j list ruleset bridge` shows it.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Listed {
+pub(super) struct Listed {
     hook: Option<String>,
     prio: Option<i64>,
     policy: Option<String>,
@@ -267,7 +267,8 @@ fn drift(listed: Option<&BTreeMap<String, Listed>>, wanted: &[Chain]) -> Vec<Str
     found
 }
 
-async fn read() -> Result<Option<BTreeMap<String, Listed>>, NetError> {
+/// The table's chains as listed now; `None` when it does not exist.
+pub(super) async fn read() -> Result<Option<BTreeMap<String, Listed>>, NetError> {
     let out = cmd::stdout("nft", ["-j", "list", "ruleset", FAMILY]).await?;
     if out.trim().is_empty() {
         return Ok(None);
@@ -289,10 +290,15 @@ pub async fn ensure_exists(cfg: &NetConfig) -> Result<(), NetError> {
     Ok(())
 }
 
-/// Makes the table exactly what `vms` need; returns what had drifted.
-pub async fn reconcile(cfg: &NetConfig, vms: &[&(String, NetworkIdentity)]) -> Result<Vec<String>, NetError> {
+/// Makes the table, `listed` as [`read`] found it, exactly what `vms`
+/// need; returns what had drifted.
+pub async fn reconcile(
+    cfg: &NetConfig,
+    vms: &[&(String, NetworkIdentity)],
+    listed: Option<&BTreeMap<String, Listed>>,
+) -> Result<Vec<String>, NetError> {
     let wanted = desired(cfg, vms);
-    let found = drift(read().await?.as_ref(), &wanted);
+    let found = drift(listed, &wanted);
     if !found.is_empty() {
         write(&wanted).await?;
     }

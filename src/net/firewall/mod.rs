@@ -60,10 +60,25 @@ fn is_vm_rule(comment: &str) -> bool {
 /// Plans both iptables tables and applies whatever drifted with one
 /// `iptables-restore` run (each table's part is one transaction).
 async fn apply(desired: &[rules::Rule], keep: &(dyn Fn(&str) -> bool + Sync)) -> Result<Changes, NetError> {
+    apply_to(read_tables().await?, desired, keep).await
+}
+
+/// Both iptables tables, read at once (each read is a process run).
+async fn read_tables() -> Result<[drift::Dump; 2], NetError> {
+    let (nat, filter) = tokio::try_join!(drift::read(rules::NAT), drift::read(rules::FILTER))?;
+    Ok([nat, filter])
+}
+
+/// [`apply`] to the tables as `found` (nat, filter) holds them.
+async fn apply_to(
+    found: [drift::Dump; 2],
+    desired: &[rules::Rule],
+    keep: &(dyn Fn(&str) -> bool + Sync),
+) -> Result<Changes, NetError> {
     let mut changes = Changes::default();
     let mut script = String::new();
-    for table in [rules::NAT, rules::FILTER] {
-        let plan = drift::plan(table, &drift::read(table).await?, desired, keep);
+    for (table, dump) in [rules::NAT, rules::FILTER].into_iter().zip(&found) {
+        let plan = drift::plan(table, dump, desired, keep);
         if plan.is_empty() {
             continue;
         }
@@ -100,10 +115,14 @@ pub async fn reconcile(cfg: &NetConfig, vms: &[(String, NetworkIdentity)]) -> Re
     for (vm_id, id) in &vms {
         desired.extend(rules::vm_rules(cfg, vm_id, id));
     }
-    // The bridge table first: it is what makes source addresses trustworthy.
+    // Every table read at once; the bridge table written first: it is what
+    // makes source addresses trustworthy.
+    let (bridge, tables) = tokio::try_join!(bridge_table::read(), read_tables())?;
     let mut changes = Changes::default();
-    changes.repairs.extend(bridge_table::reconcile(cfg, &vms).await?);
-    let ipt = apply(&desired, &|_| false).await?;
+    changes
+        .repairs
+        .extend(bridge_table::reconcile(cfg, &vms, bridge.as_ref()).await?);
+    let ipt = apply_to(tables, &desired, &|_| false).await?;
     changes.added.extend(ipt.added);
     changes.removed.extend(ipt.removed);
     changes.repairs.extend(ipt.repairs);
