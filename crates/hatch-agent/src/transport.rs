@@ -158,12 +158,19 @@ pub fn run(transport: &Transport) -> ! {
     let session = Arc::new(Session::new());
     let mut backoff = Backoff::new(Duration::from_millis(20), Duration::from_millis(500));
     let mut last_error = None;
+    // Said once, and again after a failure was: a vsock stream is opened
+    // again after every restore, and a console line then costs a guest its
+    // first request's time.
+    let mut announced = false;
     loop {
         let endpoint = transport.endpoint();
         match endpoint.open() {
             Ok(stream) => {
+                if !announced || last_error.is_some() {
+                    log!("opened {endpoint}");
+                    announced = true;
+                }
                 last_error = None;
-                log!("opened {endpoint}");
                 if serve_stream(&endpoint, stream, &session) {
                     backoff.reset();
                 }

@@ -107,22 +107,28 @@ fn a_second_preamble_on_the_same_stream_starts_a_new_conversation() {
 }
 
 #[test]
-fn a_resync_writes_no_console_line_and_a_broken_frame_does() {
+fn a_resync_or_a_reopened_stream_writes_no_console_line_and_a_broken_frame_does() {
     let dir = tempfile::tempdir().unwrap();
     let console = dir.path().join("stderr");
     let stderr = std::fs::File::create(&console).unwrap();
-    let (_host, mut conn) = Host::start_with(|agent, socket| {
+    let (host, mut conn) = Host::start_with(|agent, socket| {
         let mut command = Command::new(agent);
         command.arg("--connect-unix").arg(socket).stderr(stderr);
         command
     });
     let printed = || std::fs::read_to_string(&console).unwrap();
     let at_start = printed();
+    assert!(at_start.contains("opened"), "{at_start}");
     // What every wake and daemon restart does: a console line would cost
     // an emulated guest tens of milliseconds of its first request.
     conn.resync();
     assert_eq!(conn.run(&["true"]).exit.exit_code, Some(0));
     assert_eq!(printed(), at_start, "a resync is no news");
+    // Nor is the new stream a vsock guest opens after every restore.
+    drop(conn);
+    let mut conn = host.accept();
+    assert_eq!(conn.run(&["true"]).exit.exit_code, Some(0));
+    assert_eq!(printed(), at_start, "a reopened stream is no news");
     // The line is written before the agent answers the sync.
     conn.write_raw(&Frame::new(0, Kind::Hello, b"{}".to_vec()).to_bytes());
     conn.resync();
