@@ -10,6 +10,7 @@ use crate::agent::{files, AgentError, Conversation};
 use crate::model::Vm;
 use crate::store::EventKind;
 
+use super::wake_hold::HOLD_LIMIT;
 use super::Orchestrator;
 
 /// How long a request waits for a guest agent that has not connected yet
@@ -38,7 +39,21 @@ impl Orchestrator {
                 }
             });
         });
-        self.agents.attach(&vm.id, endpoint, on_hello);
+        let Some(hold) = self.wake_holds.take(&vm.id) else {
+            self.agents.attach(&vm.id, endpoint, on_hello);
+            return;
+        };
+        let orch = Arc::clone(self);
+        let vm_id = vm.id.clone();
+        tokio::spawn(async move {
+            orch.wake_holds.wait(&vm_id, hold, HOLD_LIMIT).await;
+            // Only for the VMM it was meant for: not one stopped or
+            // snapshotted meanwhile.
+            let _guard = orch.locks.lock(&vm_id).await;
+            if orch.is_current(&vm_id, pid) {
+                orch.agents.attach(&vm_id, endpoint, on_hello);
+            }
+        });
     }
 
     async fn on_agent_hello(&self, vm_id: &str, pid: u32, conversation: Arc<Conversation>) {

@@ -25,6 +25,7 @@ use crate::snapshot;
 use crate::vmm::SnapshotFiles;
 
 use super::hot_copy::{damaged_hot_file, hot_checksums, HotDamage, HOT_MEMORY, HOT_STATE};
+use super::wake_hold::HOLD_LIMIT;
 use super::{OrchError, Orchestrator};
 
 /// The hot copy's files, named like the artefacts they become.
@@ -332,15 +333,20 @@ impl Orchestrator {
     }
 
     /// [`Self::remove_hot_copies`] once the operation holding the VM's lock
-    /// (a restore) has answered: unlinking the saved memory from the page
-    /// cache is the slowest part of a wake besides the VMM's load, and
-    /// nothing waits for it. Under the VM's lock, so no snapshot taken
-    /// meanwhile loses its copy, and under the host-operation guard, so
-    /// the reconciler finds it done.
+    /// (a restore) has answered, and after a wake once the waking request
+    /// has (see wake_hold): unlinking the saved memory from the page cache
+    /// is the slowest part of a wake besides the VMM's load, and nothing
+    /// waits for it. Under the VM's lock, so no snapshot taken meanwhile
+    /// loses its copy, and under the host-operation guard, so the
+    /// reconciler finds it done.
     pub(super) fn remove_hot_copies_later(self: &Arc<Self>, vm_id: &str) {
         let orch = Arc::clone(self);
         let vm_id = vm_id.to_string();
+        let held = self.wake_holds.take(&vm_id);
         self.operations.spawn_follow_up(async move {
+            if let Some(hold) = held {
+                orch.wake_holds.wait(&vm_id, hold, HOLD_LIMIT).await;
+            }
             let _host = orch.host_ops.read().await;
             let _guard = orch.locks.lock(&vm_id).await;
             let keep = orch

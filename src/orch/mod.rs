@@ -43,6 +43,7 @@ mod stream_restore;
 mod supervise;
 pub mod transitions;
 mod view;
+mod wake_hold;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -118,6 +119,8 @@ pub struct Orchestrator {
     /// The guest agent link of every VM whose VMM runs (the view shows
     /// each one's status).
     agents: Arc<crate::agent::Agents>,
+    /// Housekeeping that waits for the answer to the request that woke its VM.
+    wake_holds: wake_hold::WakeHolds,
     /// Traffic and agent calls per VM, as the idle monitor sees them.
     activity: Arc<crate::proxy::ActiveConnections>,
     /// New identities waiting for their clones' agents.
@@ -181,6 +184,7 @@ impl Orchestrator {
             durability: Arc::default(),
             view,
             agents,
+            wake_holds: Default::default(),
             activity: crate::proxy::ActiveConnections::new(),
             identities: Default::default(),
             pools: Default::default(),

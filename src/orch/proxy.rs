@@ -80,6 +80,9 @@ impl RouteResolver for OrchRouteResolver {
             Lookup::Answer(resolution) => return resolution,
             Lookup::Wake { vm_id, addr } => (vm_id, addr),
         };
+        // The woken guest answers this request before the daemon's own
+        // business with it (see wake_hold).
+        self.orch.wake_holds.hold(&vm_id);
         let orch = self.orch.clone();
         let waking = vm_id.clone();
         let woken = self
@@ -109,8 +112,13 @@ impl RouteResolver for OrchRouteResolver {
     }
 
     /// Activity is counted by the proxy's `ActiveConnections`, which the idle
-    /// monitor reads; nothing more to do per event.
-    fn activity(&self, _vm_id: &str, _event: ActivityEvent) {}
+    /// monitor reads. An answer (or a tunnel) lets a woken VM's held
+    /// housekeeping go ahead.
+    fn activity(&self, vm_id: &str, event: ActivityEvent) {
+        if matches!(event, ActivityEvent::RequestFinished | ActivityEvent::TunnelOpened) {
+            self.orch.wake_holds.release(vm_id);
+        }
+    }
 }
 
 /// The proxy's pooled connections to a VM go stale once it stops serving

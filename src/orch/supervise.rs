@@ -40,7 +40,7 @@ impl Orchestrator {
     }
 
     /// Whether `pid` is still the VM's current VMM process.
-    fn is_current(&self, vm_id: &str, pid: u32) -> bool {
+    pub(super) fn is_current(&self, vm_id: &str, pid: u32) -> bool {
         self.handle(vm_id).is_some_and(|handle| handle.pid() == pid)
     }
 

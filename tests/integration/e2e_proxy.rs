@@ -47,6 +47,21 @@ fn add_route(daemon: &TestDaemon, vm: &VmView, subdomain: &str) {
     assert_eq!(status, 201, "{route}");
 }
 
+/// Whether the guest agent set the clock since the VM's last restore.
+fn clock_set_since_last_restore(daemon: &TestDaemon, vm: &VmView) -> bool {
+    let (_, events) = daemon.api("GET", &format!("/vms/{}/events", vm.id), None);
+    let events = events.as_array().unwrap();
+    let Some(restored) = events
+        .iter()
+        .rposition(|e| e["kind"] == "state" && e["to_state"] == "restoring")
+    else {
+        return false;
+    };
+    events[restored..]
+        .iter()
+        .any(|e| e["kind"] == "agent" && e["reason"].as_str().is_some_and(|r| r.contains("clock set")))
+}
+
 fn restores(daemon: &TestDaemon, vm: &VmView) -> usize {
     let (_, events) = daemon.api("GET", &format!("/vms/{}/events", vm.id), None);
     events
@@ -136,6 +151,13 @@ async fn idle_vms_sleep_ssh_keeps_them_awake_and_requests_wake_them_once() {
         restores(&daemon, &web) - before,
         1,
         "exactly one restore for 20 requests"
+    );
+    // The agent's hello and the clock, held until the first answer, follow.
+    assert!(
+        common::netns::wait_for(Duration::from_secs(20), || clock_set_since_last_restore(&daemon, &web)
+            .then_some(()))
+        .is_some(),
+        "the woken guest's agent never set its clock"
     );
 
     drop(session);
