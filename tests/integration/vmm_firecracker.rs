@@ -47,6 +47,12 @@ fn backend(binary: PathBuf) -> FirecrackerHypervisor {
 }
 
 /// Counter values printed on complete lines, and the log length they cover.
+/// Half a second without a new count: the guest is paused.
+async fn assert_counts_still(run_dir: &Path, counted: &[u64], why: &str) {
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(complete_counters(run_dir).0, counted, "{why}");
+}
+
 fn complete_counters(run_dir: &Path) -> (Vec<u64>, usize) {
     let log = serial_log(run_dir);
     let complete = log.rfind('\n').map_or(0, |i| i + 1);
@@ -161,12 +167,7 @@ async fn pause_resume_snapshot_and_restore_continue_the_counter() {
 
     vm.pause().await.expect("pause");
     let (paused_at, _) = complete_counters(&spec.run_dir);
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        complete_counters(&spec.run_dir).0,
-        paused_at,
-        "nothing printed while paused"
-    );
+    assert_counts_still(&spec.run_dir, &paused_at, "nothing printed while paused").await;
     vm.resume().await.expect("resume");
     let last_before = *paused_at.last().expect("counted");
     let (_, len) = complete_counters(&spec.run_dir);
@@ -187,12 +188,12 @@ async fn pause_resume_snapshot_and_restore_continue_the_counter() {
     // the files): nothing counts until it is resumed.
     let restored = firecracker.restore_paused(&spec, &files).await.expect("restore");
     assert_ne!(restored.pid(), vm.pid());
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        complete_counters(&spec.run_dir).0,
-        before,
-        "nothing printed while the restored guest was paused"
-    );
+    assert_counts_still(
+        &spec.run_dir,
+        &before,
+        "nothing printed while the restored guest was paused",
+    )
+    .await;
     restored.resume().await.expect("resume");
     assert_eq!(vsock_config(&api_socket).await, vsock, "the device came back");
     assert!(
