@@ -45,7 +45,7 @@ impl Orchestrator {
         };
         let orch = Arc::clone(self);
         let vm_id = vm.id.clone();
-        tokio::spawn(async move {
+        self.operations.spawn_follow_up(async move {
             orch.wake_holds.wait(&vm_id, hold, HOLD_LIMIT).await;
             // Only for the VMM it was meant for: not one stopped or
             // snapshotted meanwhile.

@@ -28,8 +28,6 @@ use super::hot_copy::{damaged_hot_file, hot_checksums, HotDamage, HOT_MEMORY, HO
 use super::wake_hold::HOLD_LIMIT;
 use super::{OrchError, Orchestrator};
 
-/// The hot copy's files, named like the artefacts they become.
-
 /// Background passes in flight, by snapshot id.
 #[derive(Default)]
 pub(super) struct Passes {

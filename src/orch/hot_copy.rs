@@ -13,8 +13,9 @@ use crate::vmm::{Hypervisor, SnapshotFiles, VmHandle, VmLaunch};
 use super::stream_restore::{kill, resume_verified};
 use super::OrchError;
 
-/// The hot copy's name for the VMM's state file (QEMU's migration stream,
-/// Firecracker's vmstate), also its key in the recorded checksums.
+/// The hot copy's files are named like the artefacts they become. This is
+/// the VMM's state file (QEMU's migration stream, Firecracker's vmstate),
+/// also its key in the recorded checksums.
 pub const HOT_STATE: &str = "state";
 /// The hot copy's name for Firecracker's guest memory file.
 pub const HOT_MEMORY: &str = "memory";

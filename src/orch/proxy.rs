@@ -95,7 +95,13 @@ impl RouteResolver for OrchRouteResolver {
             .await;
         match woken {
             Ok(()) => Resolution::Target { vm_id, addr },
-            Err(error) => Resolution::from_wake_error(&error, RETRY_AFTER),
+            Err(error) => {
+                // No answer will come through the proxy for this request:
+                // nothing to wait for (a hold left behind would delay the
+                // VM's next agent link and make every request look it up).
+                self.orch.wake_holds.release(&vm_id);
+                Resolution::from_wake_error(&error, RETRY_AFTER)
+            }
         }
     }
 

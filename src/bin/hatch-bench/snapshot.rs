@@ -216,7 +216,7 @@ impl Bench {
             (Method::Hatch, _) => {
                 // As a restore from the hot copy: its checksums verified
                 // while QEMU loads it, the guest resumed once they match.
-                let sums = hot_checksum.unwrap_or_default();
+                let sums = hot_checksum.ok_or_else(|| BenchError::Hatch("the hot copy has no checksums".into()))?;
                 hatch::orch::restore_hot(&self.hypervisor, &spec, &files, &sums)
                     .await
                     .map_err(|e| BenchError::Hatch(e.to_string()))?

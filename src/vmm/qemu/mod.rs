@@ -124,8 +124,6 @@ impl QemuHypervisor {
 }
 
 impl QemuHypervisor {
-    /// Spawns QEMU loading the state read from `incoming` and returns once
-    /// it is loaded, the guest paused (QEMU starts it with `-S`).
     /// A fresh QEMU with `snapshot`'s state loaded from its file, paused.
     async fn load_saved(&self, spec: &VmLaunch, snapshot: &SnapshotFiles) -> Result<QemuVm, VmmError> {
         let state = std::fs::File::open(&snapshot.state).map_err(|source| VmmError::Io {
@@ -135,6 +133,8 @@ impl QemuHypervisor {
         self.load_incoming(spec, state.into()).await
     }
 
+    /// Spawns QEMU loading the state read from `incoming` and returns once
+    /// it is loaded, the guest paused (QEMU starts it with `-S`).
     async fn load_incoming(&self, spec: &VmLaunch, incoming: OwnedFd) -> Result<QemuVm, VmmError> {
         let (process, qmp) = self.spawn(spec, Some(incoming)).await?;
         let vm = QemuVm::new(process, spec.run_dir.join(QMP_SOCKET), Some(qmp));
